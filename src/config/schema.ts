@@ -1,0 +1,113 @@
+import { z } from 'zod';
+
+/**
+ * Every setting the platform reads, keyed by its environment variable name
+ * (PRODUCT.md §3). The same names are accepted in `aiqso.config.yaml`;
+ * the environment wins. This schema is the only description of configuration:
+ * the README's reference table is checked against it by a test.
+ */
+
+const port = z.coerce
+  .number({ error: 'expected a TCP port number (1-65535)' })
+  .int('expected a whole TCP port number (1-65535)')
+  .min(1, 'expected a TCP port number (1-65535)')
+  .max(65535, 'expected a TCP port number (1-65535)');
+
+const url = (what: string) => z.url({ error: `expected ${what}` });
+
+const optionalString = z.string().min(1).optional();
+
+const cidr = z
+  .string()
+  .regex(
+    /^(\d{1,3}\.){3}\d{1,3}\/(1[6-9]|2[0-9]|30)$/,
+    'expected an IPv4 CIDR such as 10.10.10.0/24 (/16 to /30)',
+  );
+
+const hostname = z
+  .string()
+  .regex(
+    /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/,
+    'expected a lowercase DNS name such as localhost or aiqso.io',
+  );
+
+export const configSchema = z.object({
+  AIQSO_DATA_DIR: z.string().min(1).default('./.aiqso'),
+  AIQSO_BIND: z
+    .union([z.ipv4(), z.ipv6(), z.literal('localhost')], { error: 'expected an IP address' })
+    .default('127.0.0.1'),
+  AIQSO_HTTP_PORT: port.default(8080),
+  AIQSO_HTTPS_PORT: port.optional(),
+  AIQSO_TLS_CERT: optionalString,
+  AIQSO_TLS_KEY: optionalString,
+  AIQSO_BASE_DOMAIN: hostname.default('localhost'),
+  AIQSO_PUBLIC_URL: url('an absolute URL such as https://aiqso.io').optional(),
+  DATABASE_URL: url('a postgres:// connection URL')
+    .refine((v) => /^postgres(ql)?:\/\//.test(v), 'expected a postgres:// connection URL')
+    .optional(),
+  REDIS_URL: url('a redis:// URL')
+    .refine((v) => /^rediss?:\/\//.test(v), 'expected a redis:// URL')
+    .optional(),
+  AIQSO_DRIVER: z
+    .enum(['process', 'lxc', 'proxmox'], { error: 'expected process, lxc or proxmox' })
+    .default('process'),
+  AIQSO_EDGE: z.enum(['builtin', 'nginx'], { error: 'expected builtin or nginx' }).default('builtin'),
+  STRIPE_SECRET_KEY: z
+    .string()
+    .regex(/^(sk|rk)_(test|live)_\w+$/, 'expected a Stripe secret key (sk_test_… or sk_live_…)')
+    .optional(),
+  STRIPE_WEBHOOK_SECRET: z
+    .string()
+    .regex(/^whsec_\w+$/, 'expected a Stripe webhook secret (whsec_…)')
+    .optional(),
+  SMTP_URL: url('an smtp:// or smtps:// URL')
+    .refine((v) => /^smtps?:\/\//.test(v), 'expected an smtp:// or smtps:// URL')
+    .optional(),
+  AIQSO_ADMIN_EMAIL: z.email({ error: 'expected an email address' }).optional(),
+  AIQSO_ADMIN_PASSWORD: z.string().min(12, 'expected at least 12 characters').optional(),
+  AIQSO_MASTER_KEY: z
+    .string()
+    .regex(/^[A-Za-z0-9+/]{43}=$/, 'expected 32 bytes in base64 (44 characters)')
+    .optional(),
+  AIQSO_LXC_SUBNET: cidr.default('10.10.10.0/24'),
+  AIQSO_LXC_BRIDGE: z
+    .string()
+    .regex(/^[a-zA-Z0-9_-]{1,15}$/, 'expected a network interface name (at most 15 characters)')
+    .default('aiqsobr0'),
+  PROXMOX_URL: url('the cluster URL such as https://pve1:8006').optional(),
+  PROXMOX_TOKEN_ID: z
+    .string()
+    .regex(/^[^@\s]+@[^!\s]+![\w.-]+$/, 'expected an API token id such as aiqso@pve!control')
+    .optional(),
+  PROXMOX_TOKEN_SECRET: optionalString,
+  PROXMOX_CA_FILE: optionalString,
+  PROXMOX_FINGERPRINT: z
+    .string()
+    .regex(/^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$/, 'expected a SHA-256 fingerprint AA:BB:…')
+    .optional(),
+  LISTMONK_URL: url('the Listmonk base URL').optional(),
+  OLLAMA_URL: url('the Ollama base URL').optional(),
+  AIQSO_GRACE_DAYS: z.coerce
+    .number({ error: 'expected a number of days' })
+    .min(0, 'expected a number of days ≥ 0')
+    .default(90),
+  AIQSO_RESYNC_SECONDS: z.coerce
+    .number({ error: 'expected a number of seconds' })
+    .int('expected whole seconds')
+    .min(1, 'expected at least 1 second')
+    .default(60),
+  AIQSO_LOG_LEVEL: z
+    .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
+      error: 'expected fatal, error, warn, info, debug, trace or silent',
+    })
+    .default('info'),
+  AIQSO_WORKER_CONCURRENCY: z.coerce
+    .number({ error: 'expected a number' })
+    .int('expected a whole number')
+    .min(1, 'expected at least 1')
+    .max(64, 'expected at most 64')
+    .default(4),
+});
+
+export type RawConfig = z.infer<typeof configSchema>;
+export const CONFIG_VARIABLES = Object.keys(configSchema.shape) as (keyof RawConfig)[];

@@ -1,0 +1,118 @@
+/**
+ * The compute port: where tenant containers come from. Core code and the
+ * reconcilers talk only to this interface; `src/compute/<driver>/` holds the
+ * real drivers (process, lxc, proxmox). Every method is idempotent and safe to
+ * repeat after a crash: names are deterministic (see `containerName`), so a
+ * retry finds what an interrupted attempt created.
+ */
+
+/** What runs inside a container. */
+export type Workload =
+  /** A Node.js app shipped with the platform: `node <entry>` run in `dir`. */
+  | { kind: 'app'; dir: string; entry: string }
+  /** Clone of a prepared template container; `template` is driver-specific (an LXC name, a Proxmox VMID). */
+  | { kind: 'clone'; template: string }
+  /** An OCI image, for hosts that run images. */
+  | { kind: 'image'; image: string };
+
+export interface ResourceLimits {
+  memoryMb: number;
+  cores: number;
+  diskGb: number;
+}
+
+export interface ContainerSpec {
+  /** Deterministic name from tenant and service ids; see `containerName`. */
+  name: string;
+  tenantId: string;
+  /** Catalog key of the service, or `dashboard` for the tenant's dashboard. */
+  role: string;
+  workload: Workload;
+  resources: ResourceLimits;
+  /** TCP port the workload listens on inside the container. */
+  port: number;
+  /** Static address wanted for the container; drivers that allocate addresses ignore it when absent. */
+  ip?: string;
+  /** Environment for the workload. Values may be secrets: drivers never put them in argv or logs. */
+  env: Record<string, string>;
+}
+
+export type ContainerState = 'running' | 'stopped' | 'missing';
+
+export interface Endpoint {
+  host: string;
+  port: number;
+}
+
+export interface ContainerInfo {
+  name: string;
+  state: ContainerState;
+  /** Where the edge reaches the workload; absent while the container is missing or has no address yet. */
+  endpoint?: Endpoint;
+  ip?: string;
+  /** Driver-specific handle, e.g. a Proxmox VMID or a process id, for operators. */
+  handle?: string;
+}
+
+export interface ContainerStats {
+  cpuSeconds: number;
+  memoryBytes: number;
+  diskBytes: number;
+  netRxBytes: number;
+  netTxBytes: number;
+}
+
+export interface ExecResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface ExecOptions {
+  /** Sent on the command's stdin; the way to pass secrets. */
+  stdin?: string;
+  timeoutMs?: number;
+}
+
+export interface ComputeDriver {
+  readonly kind: 'process' | 'lxc' | 'proxmox';
+  /** Create the container if missing (clone or create fresh) and bring its config to the spec. Does not start it. */
+  ensure(spec: ContainerSpec): Promise<ContainerInfo>;
+  start(name: string): Promise<ContainerInfo>;
+  /** Graceful stop, then forced after `timeoutMs`. Stopping a stopped or missing container is a no-op. */
+  stop(name: string, options?: { timeoutMs?: number }): Promise<void>;
+  restart(name: string): Promise<ContainerInfo>;
+  /** Remove the container and everything it holds (addresses, disks). Destroying a missing container is a no-op. */
+  destroy(name: string): Promise<void>;
+  status(name: string): Promise<ContainerInfo>;
+  stats(name: string): Promise<ContainerStats>;
+  exec(name: string, argv: string[], options?: ExecOptions): Promise<ExecResult>;
+  /** Write a restorable archive of the container's filesystem to `file`. */
+  exportTo(name: string, file: string): Promise<{ bytes: number }>;
+  /** Recreate the container from an archive made by `exportTo`, replacing what is there. */
+  importFrom(spec: ContainerSpec, file: string): Promise<ContainerInfo>;
+  /** Every container this driver manages (for drift and orphan detection). */
+  list(): Promise<ContainerInfo[]>;
+  /** Release handles (timers, sockets); containers keep running. */
+  close(): Promise<void>;
+}
+
+const NAME_PREFIX = 'aiqso';
+
+/**
+ * The one naming rule for containers: `aiqso-<tenant ulid>-<role>`. It fits
+ * LXC names, Proxmox hostnames and file names (lowercase, digits, hyphens,
+ * at most 63 characters).
+ */
+export function containerName(tenantId: string, role: string): string {
+  const body = tenantId.replace(/^ten_/, '');
+  const name = `${NAME_PREFIX}-${body}-${role}`.toLowerCase();
+  if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(name)) {
+    throw new Error(`container name "${name}" is not a valid hostname label`);
+  }
+  return name;
+}
+
+export function isManagedName(name: string): boolean {
+  return name.startsWith(`${NAME_PREFIX}-`);
+}

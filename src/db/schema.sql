@@ -1,0 +1,427 @@
+CREATE SCHEMA public;
+
+CREATE FUNCTION public.routes_notify() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+  PERFORM pg_notify('aiqso_routes', COALESCE(NEW.hostname, OLD.hostname));
+  RETURN NULL;
+END;
+$$;
+
+CREATE TABLE public.audit_log (
+    id bigint NOT NULL,
+    at timestamp with time zone DEFAULT now() NOT NULL,
+    actor_type text NOT NULL,
+    actor_id text,
+    tenant_id text,
+    action text NOT NULL,
+    target_type text,
+    target_id text,
+    source_ip inet,
+    result text NOT NULL,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL,
+    prev_hash text NOT NULL,
+    hash text NOT NULL,
+    CONSTRAINT audit_log_actor_type_check CHECK ((actor_type = ANY (ARRAY['user'::text, 'api_key'::text, 'system'::text, 'operator'::text]))),
+    CONSTRAINT audit_log_result_check CHECK ((result = ANY (ARRAY['success'::text, 'failure'::text, 'denied'::text])))
+);
+
+ALTER TABLE public.audit_log ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.audit_log_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE TABLE public.backups (
+    id text NOT NULL,
+    tenant_id text NOT NULL,
+    tenant_service_id text,
+    kind text NOT NULL,
+    status text DEFAULT 'running'::text NOT NULL,
+    location text,
+    size_bytes bigint,
+    sha256 text,
+    error text,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    finished_at timestamp with time zone,
+    CONSTRAINT backups_id_check CHECK ((id ~~ 'bkp\_%'::text)),
+    CONSTRAINT backups_kind_check CHECK ((kind = ANY (ARRAY['database'::text, 'container'::text, 'master'::text]))),
+    CONSTRAINT backups_status_check CHECK ((status = ANY (ARRAY['running'::text, 'done'::text, 'failed'::text])))
+);
+
+CREATE TABLE public.emails (
+    id text NOT NULL,
+    outbox_key text NOT NULL,
+    tenant_id text,
+    recipient text NOT NULL,
+    template text NOT NULL,
+    subject text NOT NULL,
+    transport text NOT NULL,
+    message_id text,
+    sent_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT emails_id_check CHECK ((id ~~ 'eml\_%'::text))
+);
+
+CREATE TABLE public.hosts (
+    id text NOT NULL,
+    name text NOT NULL,
+    driver text NOT NULL,
+    address text,
+    memory_mb integer NOT NULL,
+    cores integer NOT NULL,
+    disk_gb integer NOT NULL,
+    max_containers integer,
+    draining boolean DEFAULT false NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT hosts_cores_check CHECK ((cores > 0)),
+    CONSTRAINT hosts_disk_gb_check CHECK ((disk_gb > 0)),
+    CONSTRAINT hosts_driver_check CHECK ((driver = ANY (ARRAY['process'::text, 'lxc'::text, 'proxmox'::text]))),
+    CONSTRAINT hosts_id_check CHECK ((id ~~ 'hst\_%'::text)),
+    CONSTRAINT hosts_memory_mb_check CHECK ((memory_mb > 0))
+);
+
+CREATE TABLE public.inbox (
+    id text NOT NULL,
+    source text NOT NULL,
+    type text NOT NULL,
+    payload jsonb NOT NULL,
+    received_at timestamp with time zone DEFAULT now() NOT NULL,
+    processed_at timestamp with time zone,
+    attempts integer DEFAULT 0 NOT NULL,
+    last_error text
+);
+
+CREATE TABLE public.ip_allocations (
+    pool cidr NOT NULL,
+    address inet NOT NULL,
+    owner text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+CREATE TABLE public.outbox (
+    id bigint NOT NULL,
+    key text NOT NULL,
+    kind text NOT NULL,
+    payload jsonb NOT NULL,
+    status text DEFAULT 'pending'::text NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    last_error text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    delivered_at timestamp with time zone,
+    CONSTRAINT outbox_kind_check CHECK ((kind = ANY (ARRAY['email'::text, 'stripe'::text, 'webhook'::text, 'alert'::text]))),
+    CONSTRAINT outbox_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'delivered'::text, 'failed'::text])))
+);
+
+ALTER TABLE public.outbox ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.outbox_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE TABLE public.resources (
+    kind text NOT NULL,
+    id text NOT NULL,
+    tenant_id text,
+    spec jsonb DEFAULT '{}'::jsonb NOT NULL,
+    deleted boolean DEFAULT false NOT NULL,
+    generation integer DEFAULT 1 NOT NULL,
+    observed_generation integer DEFAULT 0 NOT NULL,
+    phase text DEFAULT 'pending'::text NOT NULL,
+    steps jsonb DEFAULT '[]'::jsonb NOT NULL,
+    last_error text,
+    failures integer DEFAULT 0 NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT resources_phase_check CHECK ((phase = ANY (ARRAY['pending'::text, 'reconciling'::text, 'ready'::text, 'failed'::text, 'deleted'::text])))
+);
+
+CREATE TABLE public.routes (
+    id text NOT NULL,
+    hostname text NOT NULL,
+    path_prefix text DEFAULT ''::text NOT NULL,
+    tenant_id text,
+    tenant_service_id text,
+    upstream_host text,
+    upstream_port integer,
+    strip_prefix boolean DEFAULT true NOT NULL,
+    state text DEFAULT 'active'::text NOT NULL,
+    allow_cidrs text[] DEFAULT '{}'::text[] NOT NULL,
+    deny_cidrs text[] DEFAULT '{}'::text[] NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT routes_id_check CHECK ((id ~~ 'rte\_%'::text)),
+    CONSTRAINT routes_path_prefix_check CHECK (((path_prefix = ''::text) OR (path_prefix ~ '^/[a-z0-9][a-z0-9-]*$'::text))),
+    CONSTRAINT routes_state_check CHECK ((state = ANY (ARRAY['active'::text, 'provisioning'::text, 'suspended'::text, 'unavailable'::text]))),
+    CONSTRAINT routes_upstream_port_check CHECK (((upstream_port >= 1) AND (upstream_port <= 65535)))
+);
+
+CREATE TABLE public.schema_migrations (
+    version integer NOT NULL,
+    name text NOT NULL,
+    applied_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+CREATE TABLE public.services (
+    id text NOT NULL,
+    key text NOT NULL,
+    name text NOT NULL,
+    description text DEFAULT ''::text NOT NULL,
+    kind text NOT NULL,
+    template jsonb NOT NULL,
+    stripe_price_id text,
+    active boolean DEFAULT true NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT services_id_check CHECK ((id ~~ 'svc\_%'::text)),
+    CONSTRAINT services_key_check CHECK ((key ~ '^[a-z][a-z0-9-]{0,30}$'::text)),
+    CONSTRAINT services_kind_check CHECK ((kind = ANY (ARRAY['clone'::text, 'image'::text, 'app'::text])))
+);
+
+CREATE TABLE public.subscriptions (
+    id text NOT NULL,
+    tenant_id text NOT NULL,
+    stripe_subscription_id text,
+    stripe_customer_id text,
+    stripe_price_id text,
+    status text NOT NULL,
+    current_period_end timestamp with time zone,
+    cancel_at_period_end boolean DEFAULT false NOT NULL,
+    stripe_updated_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT subscriptions_id_check CHECK ((id ~~ 'sub\_%'::text))
+);
+
+CREATE TABLE public.tenant_services (
+    id text NOT NULL,
+    tenant_id text NOT NULL,
+    service_id text NOT NULL,
+    status text DEFAULT 'pending'::text NOT NULL,
+    status_reason text,
+    container_name text,
+    db_name text,
+    db_role text,
+    db_password_enc text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    removed_at timestamp with time zone,
+    CONSTRAINT tenant_services_id_check CHECK ((id ~~ 'tsv\_%'::text)),
+    CONSTRAINT tenant_services_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'deploying'::text, 'active'::text, 'stopped'::text, 'removing'::text, 'removed'::text, 'failed'::text])))
+);
+
+CREATE TABLE public.tenants (
+    id text NOT NULL,
+    slug text NOT NULL,
+    company text NOT NULL,
+    plan text DEFAULT 'starter'::text NOT NULL,
+    status text DEFAULT 'pending_payment'::text NOT NULL,
+    status_reason text,
+    host_id text,
+    stripe_customer_id text,
+    cancelled_at timestamp with time zone,
+    purge_after timestamp with time zone,
+    purged_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT tenants_company_check CHECK (((length(company) >= 1) AND (length(company) <= 200))),
+    CONSTRAINT tenants_id_check CHECK ((id ~~ 'ten\_%'::text)),
+    CONSTRAINT tenants_slug_check CHECK ((slug ~ '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$'::text)),
+    CONSTRAINT tenants_status_check CHECK ((status = ANY (ARRAY['pending_payment'::text, 'provisioning'::text, 'active'::text, 'suspended'::text, 'cancelled'::text, 'purged'::text, 'failed'::text])))
+);
+
+CREATE TABLE public.usage_metrics (
+    id bigint NOT NULL,
+    tenant_id text NOT NULL,
+    tenant_service_id text,
+    metric text NOT NULL,
+    value double precision NOT NULL,
+    period_start timestamp with time zone NOT NULL,
+    collected_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+ALTER TABLE public.usage_metrics ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.usage_metrics_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE TABLE public.users (
+    id text NOT NULL,
+    email text NOT NULL,
+    password_hash text,
+    role text NOT NULL,
+    tenant_id text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT users_check CHECK (((role = 'platform_admin'::text) = (tenant_id IS NULL))),
+    CONSTRAINT users_email_check CHECK ((email = lower(email))),
+    CONSTRAINT users_id_check CHECK ((id ~~ 'usr\_%'::text)),
+    CONSTRAINT users_role_check CHECK ((role = ANY (ARRAY['platform_admin'::text, 'tenant_owner'::text, 'tenant_member'::text])))
+);
+
+ALTER TABLE ONLY public.audit_log
+    ADD CONSTRAINT audit_log_hash_key UNIQUE (hash);
+
+ALTER TABLE ONLY public.audit_log
+    ADD CONSTRAINT audit_log_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.backups
+    ADD CONSTRAINT backups_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.emails
+    ADD CONSTRAINT emails_outbox_key_key UNIQUE (outbox_key);
+
+ALTER TABLE ONLY public.emails
+    ADD CONSTRAINT emails_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.hosts
+    ADD CONSTRAINT hosts_name_key UNIQUE (name);
+
+ALTER TABLE ONLY public.hosts
+    ADD CONSTRAINT hosts_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.inbox
+    ADD CONSTRAINT inbox_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.ip_allocations
+    ADD CONSTRAINT ip_allocations_owner_key UNIQUE (owner);
+
+ALTER TABLE ONLY public.ip_allocations
+    ADD CONSTRAINT ip_allocations_pkey PRIMARY KEY (pool, address);
+
+ALTER TABLE ONLY public.outbox
+    ADD CONSTRAINT outbox_key_key UNIQUE (key);
+
+ALTER TABLE ONLY public.outbox
+    ADD CONSTRAINT outbox_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.resources
+    ADD CONSTRAINT resources_pkey PRIMARY KEY (kind, id);
+
+ALTER TABLE ONLY public.routes
+    ADD CONSTRAINT routes_hostname_path_prefix_key UNIQUE (hostname, path_prefix);
+
+ALTER TABLE ONLY public.routes
+    ADD CONSTRAINT routes_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.schema_migrations
+    ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
+
+ALTER TABLE ONLY public.services
+    ADD CONSTRAINT services_key_key UNIQUE (key);
+
+ALTER TABLE ONLY public.services
+    ADD CONSTRAINT services_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.subscriptions
+    ADD CONSTRAINT subscriptions_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.subscriptions
+    ADD CONSTRAINT subscriptions_stripe_subscription_id_key UNIQUE (stripe_subscription_id);
+
+ALTER TABLE ONLY public.tenant_services
+    ADD CONSTRAINT tenant_services_container_name_key UNIQUE (container_name);
+
+ALTER TABLE ONLY public.tenant_services
+    ADD CONSTRAINT tenant_services_db_name_key UNIQUE (db_name);
+
+ALTER TABLE ONLY public.tenant_services
+    ADD CONSTRAINT tenant_services_db_role_key UNIQUE (db_role);
+
+ALTER TABLE ONLY public.tenant_services
+    ADD CONSTRAINT tenant_services_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.tenant_services
+    ADD CONSTRAINT tenant_services_tenant_id_service_id_key UNIQUE (tenant_id, service_id);
+
+ALTER TABLE ONLY public.tenants
+    ADD CONSTRAINT tenants_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.tenants
+    ADD CONSTRAINT tenants_slug_key UNIQUE (slug);
+
+ALTER TABLE ONLY public.tenants
+    ADD CONSTRAINT tenants_stripe_customer_id_key UNIQUE (stripe_customer_id);
+
+ALTER TABLE ONLY public.usage_metrics
+    ADD CONSTRAINT usage_metrics_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.usage_metrics
+    ADD CONSTRAINT usage_metrics_tenant_id_tenant_service_id_metric_period_sta_key UNIQUE (tenant_id, tenant_service_id, metric, period_start);
+
+ALTER TABLE ONLY public.users
+    ADD CONSTRAINT users_email_key UNIQUE (email);
+
+ALTER TABLE ONLY public.users
+    ADD CONSTRAINT users_pkey PRIMARY KEY (id);
+
+CREATE INDEX audit_log_actor_idx ON public.audit_log USING btree (actor_id, at);
+
+CREATE INDEX audit_log_tenant_idx ON public.audit_log USING btree (tenant_id, at);
+
+CREATE INDEX backups_tenant_idx ON public.backups USING btree (tenant_id, started_at DESC);
+
+CREATE INDEX inbox_unprocessed_idx ON public.inbox USING btree (received_at) WHERE (processed_at IS NULL);
+
+CREATE INDEX outbox_pending_idx ON public.outbox USING btree (id) WHERE (status = 'pending'::text);
+
+CREATE INDEX resources_tenant_idx ON public.resources USING btree (tenant_id);
+
+CREATE INDEX routes_tenant_idx ON public.routes USING btree (tenant_id);
+
+CREATE INDEX subscriptions_tenant_idx ON public.subscriptions USING btree (tenant_id);
+
+CREATE INDEX tenants_status_idx ON public.tenants USING btree (status);
+
+CREATE INDEX users_tenant_idx ON public.users USING btree (tenant_id);
+
+CREATE TRIGGER routes_notify AFTER INSERT OR DELETE OR UPDATE ON public.routes FOR EACH ROW EXECUTE FUNCTION public.routes_notify();
+
+ALTER TABLE ONLY public.backups
+    ADD CONSTRAINT backups_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.backups
+    ADD CONSTRAINT backups_tenant_service_id_fkey FOREIGN KEY (tenant_service_id) REFERENCES public.tenant_services(id) ON DELETE SET NULL;
+
+ALTER TABLE ONLY public.emails
+    ADD CONSTRAINT emails_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE SET NULL;
+
+ALTER TABLE ONLY public.resources
+    ADD CONSTRAINT resources_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.routes
+    ADD CONSTRAINT routes_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.routes
+    ADD CONSTRAINT routes_tenant_service_id_fkey FOREIGN KEY (tenant_service_id) REFERENCES public.tenant_services(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.subscriptions
+    ADD CONSTRAINT subscriptions_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.tenant_services
+    ADD CONSTRAINT tenant_services_service_id_fkey FOREIGN KEY (service_id) REFERENCES public.services(id);
+
+ALTER TABLE ONLY public.tenant_services
+    ADD CONSTRAINT tenant_services_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.tenants
+    ADD CONSTRAINT tenants_host_id_fkey FOREIGN KEY (host_id) REFERENCES public.hosts(id);
+
+ALTER TABLE ONLY public.usage_metrics
+    ADD CONSTRAINT usage_metrics_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.usage_metrics
+    ADD CONSTRAINT usage_metrics_tenant_service_id_fkey FOREIGN KEY (tenant_service_id) REFERENCES public.tenant_services(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.users
+    ADD CONSTRAINT users_tenant_fk FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;

@@ -1,0 +1,232 @@
+import type { ColumnType, Generated } from 'kysely';
+
+/** Row types of the master database, as Kysely sees them. Keep in step with migrations/. */
+
+type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+type CreatedAt = ColumnType<Date, Date | string | undefined, never>;
+type Json<T = unknown> = ColumnType<T, string | T, string | T>;
+
+export interface UsersTable {
+  id: string;
+  email: string;
+  password_hash: string | null;
+  role: 'platform_admin' | 'tenant_owner' | 'tenant_member';
+  tenant_id: string | null;
+  created_at: CreatedAt;
+  updated_at: Timestamp;
+}
+
+export interface HostsTable {
+  id: string;
+  name: string;
+  driver: 'process' | 'lxc' | 'proxmox';
+  address: string | null;
+  memory_mb: number;
+  cores: number;
+  disk_gb: number;
+  max_containers: number | null;
+  draining: Generated<boolean>;
+  created_at: CreatedAt;
+}
+
+export type TenantStatus =
+  'pending_payment' | 'provisioning' | 'active' | 'suspended' | 'cancelled' | 'purged' | 'failed';
+
+export interface TenantsTable {
+  id: string;
+  slug: string;
+  company: string;
+  plan: Generated<string>;
+  status: Generated<TenantStatus>;
+  status_reason: string | null;
+  host_id: string | null;
+  stripe_customer_id: string | null;
+  cancelled_at: Date | null;
+  purge_after: Date | null;
+  purged_at: Date | null;
+  created_at: CreatedAt;
+  updated_at: Timestamp;
+}
+
+export interface ServicesTable {
+  id: string;
+  key: string;
+  name: string;
+  description: Generated<string>;
+  kind: 'clone' | 'image' | 'app';
+  template: Json;
+  stripe_price_id: string | null;
+  active: Generated<boolean>;
+  created_at: CreatedAt;
+  updated_at: Timestamp;
+}
+
+export interface SubscriptionsTable {
+  id: string;
+  tenant_id: string;
+  stripe_subscription_id: string | null;
+  stripe_customer_id: string | null;
+  stripe_price_id: string | null;
+  status: string;
+  current_period_end: Date | null;
+  cancel_at_period_end: Generated<boolean>;
+  stripe_updated_at: Date | null;
+  created_at: CreatedAt;
+  updated_at: Timestamp;
+}
+
+export interface TenantServicesTable {
+  id: string;
+  tenant_id: string;
+  service_id: string;
+  status: Generated<'pending' | 'deploying' | 'active' | 'stopped' | 'removing' | 'removed' | 'failed'>;
+  status_reason: string | null;
+  container_name: string | null;
+  db_name: string | null;
+  db_role: string | null;
+  db_password_enc: string | null;
+  created_at: CreatedAt;
+  updated_at: Timestamp;
+  removed_at: Date | null;
+}
+
+export interface UsageMetricsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  tenant_service_id: string | null;
+  metric: string;
+  value: number;
+  period_start: Date;
+  collected_at: CreatedAt;
+}
+
+export interface BackupsTable {
+  id: string;
+  tenant_id: string;
+  tenant_service_id: string | null;
+  kind: 'database' | 'container' | 'master';
+  status: Generated<'running' | 'done' | 'failed'>;
+  location: string | null;
+  size_bytes: string | null;
+  sha256: string | null;
+  error: string | null;
+  started_at: CreatedAt;
+  finished_at: Date | null;
+}
+
+export interface AuditLogTable {
+  id: Generated<string>;
+  at: CreatedAt;
+  actor_type: 'user' | 'api_key' | 'system' | 'operator';
+  actor_id: string | null;
+  tenant_id: string | null;
+  action: string;
+  target_type: string | null;
+  target_id: string | null;
+  source_ip: string | null;
+  result: 'success' | 'failure' | 'denied';
+  details: Json<Record<string, unknown>>;
+  prev_hash: string;
+  hash: string;
+}
+
+export interface IpAllocationsTable {
+  pool: string;
+  address: string;
+  owner: string;
+  created_at: CreatedAt;
+}
+
+export interface RoutesTable {
+  id: string;
+  hostname: string;
+  path_prefix: Generated<string>;
+  tenant_id: string | null;
+  tenant_service_id: string | null;
+  upstream_host: string | null;
+  upstream_port: number | null;
+  strip_prefix: Generated<boolean>;
+  state: Generated<'active' | 'provisioning' | 'suspended' | 'unavailable'>;
+  allow_cidrs: Generated<string[]>;
+  deny_cidrs: Generated<string[]>;
+  created_at: CreatedAt;
+  updated_at: Timestamp;
+}
+
+export interface OutboxTable {
+  id: Generated<string>;
+  key: string;
+  kind: 'email' | 'stripe' | 'webhook' | 'alert';
+  payload: Json<Record<string, unknown>>;
+  status: Generated<'pending' | 'delivered' | 'failed'>;
+  attempts: Generated<number>;
+  last_error: string | null;
+  created_at: CreatedAt;
+  delivered_at: Date | null;
+}
+
+export interface InboxTable {
+  id: string;
+  source: string;
+  type: string;
+  payload: Json<Record<string, unknown>>;
+  received_at: CreatedAt;
+  processed_at: Date | null;
+  attempts: Generated<number>;
+  last_error: string | null;
+}
+
+export interface EmailsTable {
+  id: string;
+  outbox_key: string;
+  tenant_id: string | null;
+  recipient: string;
+  template: string;
+  subject: string;
+  transport: string;
+  message_id: string | null;
+  sent_at: CreatedAt;
+}
+
+export interface StepStatus {
+  name: string;
+  state: 'pending' | 'running' | 'done' | 'failed';
+  attempts: number;
+  startedAt?: string;
+  finishedAt?: string;
+  lastError?: string;
+}
+
+export interface ResourcesTable {
+  kind: string;
+  id: string;
+  tenant_id: string | null;
+  spec: Json<Record<string, unknown>>;
+  deleted: Generated<boolean>;
+  generation: Generated<number>;
+  observed_generation: Generated<number>;
+  phase: Generated<'pending' | 'reconciling' | 'ready' | 'failed' | 'deleted'>;
+  steps: Json<StepStatus[]>;
+  last_error: string | null;
+  failures: Generated<number>;
+  created_at: CreatedAt;
+  updated_at: Timestamp;
+}
+
+export interface DB {
+  users: UsersTable;
+  hosts: HostsTable;
+  tenants: TenantsTable;
+  services: ServicesTable;
+  subscriptions: SubscriptionsTable;
+  tenant_services: TenantServicesTable;
+  usage_metrics: UsageMetricsTable;
+  backups: BackupsTable;
+  audit_log: AuditLogTable;
+  ip_allocations: IpAllocationsTable;
+  routes: RoutesTable;
+  outbox: OutboxTable;
+  inbox: InboxTable;
+  emails: EmailsTable;
+  resources: ResourcesTable;
+}

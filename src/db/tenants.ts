@@ -1,0 +1,92 @@
+import type { Database } from './database.ts';
+import type { StepStatus, TenantStatus } from './tables.ts';
+
+export interface TenantSummary {
+  id: string;
+  slug: string;
+  company: string;
+  plan: string;
+  status: TenantStatus;
+  statusReason: string | null;
+  createdAt: Date;
+}
+
+export interface TenantDetail extends TenantSummary {
+  hostId: string | null;
+  cancelledAt: Date | null;
+  purgeAfter: Date | null;
+  services: { key: string; status: string; statusReason: string | null }[];
+  resources: { kind: string; id: string; phase: string; lastError: string | null; steps: StepStatus[] }[];
+}
+
+const SUMMARY = ['id', 'slug', 'company', 'plan', 'status', 'status_reason', 'created_at'] as const;
+
+function summary(row: {
+  id: string;
+  slug: string;
+  company: string;
+  plan: string;
+  status: TenantStatus;
+  status_reason: string | null;
+  created_at: Date;
+}): TenantSummary {
+  return {
+    id: row.id,
+    slug: row.slug,
+    company: row.company,
+    plan: row.plan,
+    status: row.status,
+    statusReason: row.status_reason,
+    createdAt: row.created_at,
+  };
+}
+
+export async function listTenants(
+  db: Database,
+  filter: { status?: TenantStatus } = {},
+): Promise<TenantSummary[]> {
+  let query = db.selectFrom('tenants').select(SUMMARY).orderBy('id');
+  if (filter.status) query = query.where('status', '=', filter.status);
+  return (await query.execute()).map(summary);
+}
+
+/** A tenant by id (`ten_…`) or slug, with its services and reconcile status. */
+export async function findTenant(db: Database, idOrSlug: string): Promise<TenantDetail | undefined> {
+  const column = idOrSlug.startsWith('ten_') ? 'id' : 'slug';
+  const row = await db
+    .selectFrom('tenants')
+    .select([...SUMMARY, 'host_id', 'cancelled_at', 'purge_after'])
+    .where(column, '=', idOrSlug)
+    .executeTakeFirst();
+  if (!row) return undefined;
+  const [services, resources] = await Promise.all([
+    db
+      .selectFrom('tenant_services as ts')
+      .innerJoin('services as s', 's.id', 'ts.service_id')
+      .select(['s.key', 'ts.status', 'ts.status_reason'])
+      .where('ts.tenant_id', '=', row.id)
+      .orderBy('s.key')
+      .execute(),
+    db
+      .selectFrom('resources')
+      .select(['kind', 'id', 'phase', 'last_error', 'steps'])
+      .where('tenant_id', '=', row.id)
+      .orderBy('kind')
+      .orderBy('id')
+      .execute(),
+  ]);
+  return {
+    ...summary(row),
+    hostId: row.host_id,
+    cancelledAt: row.cancelled_at,
+    purgeAfter: row.purge_after,
+    services: services.map((s) => ({ key: s.key, status: s.status, statusReason: s.status_reason })),
+    resources: resources.map((r) => ({
+      kind: r.kind,
+      id: r.id,
+      phase: r.phase,
+      lastError: r.last_error,
+      steps: r.steps,
+    })),
+  };
+}

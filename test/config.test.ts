@@ -1,0 +1,93 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../src/config/load.ts';
+
+const cwd = mkdtempSync(path.join(os.tmpdir(), 'aiqso-config-'));
+const load = (env: Record<string, string>, dir = cwd) => loadConfig(env, dir);
+const errorOf = (env: Record<string, string>, dir = cwd) => {
+  try {
+    load(env, dir);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return (err as Error).message;
+  }
+  throw new Error('expected a configuration error');
+};
+
+describe('configuration', () => {
+  it('has working defaults with nothing set', () => {
+    const config = load({});
+    expect(config.http).toEqual({ bind: '127.0.0.1', port: 8080 });
+    expect(config.dataDir).toBe(path.join(cwd, '.aiqso'));
+    expect(config.baseDomain).toBe('localhost');
+    expect(config.publicUrl).toBe('http://localhost:8080');
+    expect(config.driver).toBe('process');
+    expect(config.edge).toBe('builtin');
+    expect(config.databaseUrl).toBeUndefined();
+    expect(config.graceDays).toBe(90);
+    expect(config.lxc).toEqual({ subnet: '10.10.10.0/24', bridge: 'aiqsobr0' });
+  });
+
+  it('names the variable and what it expects for a bad port', () => {
+    expect(errorOf({ AIQSO_HTTP_PORT: 'abc' })).toBe(
+      'AIQSO_HTTP_PORT: expected a TCP port number (1-65535), got "abc"',
+    );
+    expect(errorOf({ AIQSO_HTTP_PORT: '70000' })).toMatch(/^AIQSO_HTTP_PORT: expected a TCP port/);
+  });
+
+  it('rejects unknown drivers, bad URLs and malformed Stripe keys with one line each', () => {
+    expect(errorOf({ AIQSO_DRIVER: 'docker' })).toBe(
+      'AIQSO_DRIVER: expected process, lxc or proxmox, got "docker"',
+    );
+    expect(errorOf({ DATABASE_URL: 'mysql://x' })).toMatch(
+      /^DATABASE_URL: expected a postgres:\/\/ connection URL/,
+    );
+    // A secret's value is never echoed back.
+    expect(errorOf({ STRIPE_SECRET_KEY: 'pk_test_abc' })).toBe(
+      'STRIPE_SECRET_KEY: expected a Stripe secret key (sk_test_… or sk_live_…), got "…"',
+    );
+  });
+
+  it('requires variables that only make sense together', () => {
+    expect(errorOf({ AIQSO_HTTPS_PORT: '8443' })).toBe(
+      'AIQSO_TLS_CERT: required when AIQSO_HTTPS_PORT is set, got nothing',
+    );
+    expect(errorOf({ AIQSO_DRIVER: 'proxmox' })).toMatch(/^PROXMOX_URL: required when AIQSO_DRIVER=proxmox/);
+  });
+
+  it('derives the public URL from HTTPS settings', () => {
+    const config = load({
+      AIQSO_BASE_DOMAIN: 'aiqso.io',
+      AIQSO_HTTPS_PORT: '443',
+      AIQSO_TLS_CERT: '/c.pem',
+      AIQSO_TLS_KEY: '/k.pem',
+    });
+    expect(config.publicUrl).toBe('https://aiqso.io');
+  });
+
+  it('reads aiqso.config.yaml and lets the environment win', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'aiqso-config-'));
+    writeFileSync(
+      path.join(dir, 'aiqso.config.yaml'),
+      'AIQSO_HTTP_PORT: 9000\nAIQSO_BASE_DOMAIN: example.test\n',
+    );
+    expect(load({}, dir).http.port).toBe(9000);
+    expect(load({}, dir).baseDomain).toBe('example.test');
+    expect(load({ AIQSO_HTTP_PORT: '9001' }, dir).http.port).toBe(9001);
+  });
+
+  it('names the file for an unknown setting or bad YAML', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'aiqso-config-'));
+    const file = path.join(dir, 'aiqso.config.yaml');
+    writeFileSync(file, 'AIQSO_HTTP_PROT: 9000\n');
+    expect(errorOf({}, dir)).toBe(`${file}: unknown setting AIQSO_HTTP_PROT`);
+    writeFileSync(file, 'a: [unclosed\n');
+    expect(errorOf({}, dir)).toMatch(/not valid YAML/);
+  });
+
+  it('treats empty environment values as unset', () => {
+    expect(load({ AIQSO_HTTP_PORT: '' }).http.port).toBe(8080);
+  });
+});

@@ -1,0 +1,43 @@
+import { randomBytes } from 'node:crypto';
+import { inject } from 'vitest';
+import { openDatabase, type DatabaseHandle } from '../../src/db/database.ts';
+import { withDatabase } from './urls.ts';
+
+export interface TestDatabase extends DatabaseHandle {
+  name: string;
+  /** Close the pool and drop the database. */
+  drop(): Promise<void>;
+}
+
+/** A fresh, migrated database cloned from the run's template. */
+export async function createTestDatabase(options: { max?: number } = {}): Promise<TestDatabase> {
+  const adminUrl = inject('pgAdminUrl');
+  const name = `aiqso_t_${randomBytes(6).toString('hex')}`;
+  const admin = openDatabase(adminUrl, { max: 1 });
+  try {
+    // Two files cloning at the same instant can collide on the template's lock; retry briefly.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await admin.pool.query(`CREATE DATABASE ${name} TEMPLATE ${inject('pgTemplate')}`);
+        break;
+      } catch (err) {
+        if (attempt >= 20 || (err as { code?: string }).code !== '55006') throw err;
+        await new Promise((r) => setTimeout(r, 100 + Math.random() * 200));
+      }
+    }
+  } finally {
+    await admin.close();
+  }
+  const url = withDatabase(adminUrl, name);
+  const handle = openDatabase(url, { max: options.max ?? 5 });
+  return {
+    ...handle,
+    name,
+    async drop() {
+      await handle.close();
+      const a = openDatabase(adminUrl, { max: 1 });
+      await a.pool.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await a.close();
+    },
+  };
+}
