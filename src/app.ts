@@ -1,6 +1,11 @@
 import type { Config } from './config/load.ts';
 import { createApi, type ApiServer } from './api/server.ts';
 import { healthRoutes } from './api/routes/health.ts';
+import { localCheckoutRoutes } from './api/routes/local-checkout.ts';
+import { stripeWebhookRoutes } from './api/routes/stripe-webhook.ts';
+import { createBilling, type Billing } from './billing/index.ts';
+import { processBillingEvent } from './billing/process.ts';
+import { loadPlans, PLANS_FILE } from './catalog/plans.ts';
 import { connectMasterDatabase, type MasterDatabase } from './db/connect.ts';
 import type { Logger } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
@@ -16,11 +21,23 @@ export interface Platform {
   log: Logger;
   database: MasterDatabase;
   metrics: Metrics;
+  billing: Billing;
   api: ApiServer;
   close(): Promise<void>;
 }
 
-export async function buildApi(config: Config, log: Logger, database: MasterDatabase, metrics: Metrics) {
+export interface ApiParts {
+  config: Config;
+  log: Logger;
+  database: MasterDatabase;
+  metrics: Metrics;
+  billing: Billing;
+  /** Called once a new Stripe event is safely in the inbox. */
+  onStripeEvent: (eventId: string) => Promise<void>;
+}
+
+export async function buildApi(parts: ApiParts): Promise<ApiServer> {
+  const { config, log, database, metrics, billing } = parts;
   const api = await createApi({ logger: log, metrics, version: VERSION, publicUrl: config.publicUrl });
   healthRoutes(api, {
     version: VERSION,
@@ -30,29 +47,74 @@ export async function buildApi(config: Config, log: Logger, database: MasterData
     metricsText: () => metrics.registry.metrics(),
     metricsContentType: metrics.registry.contentType,
   });
+  await stripeWebhookRoutes(api, {
+    db: database.db,
+    webhookSecret: billing.webhookSecret,
+    onStored: parts.onStripeEvent,
+  });
+  if (billing.local) localCheckoutRoutes(api, billing.local);
   return api;
+}
+
+/** Billing that delivers local-mode events to `api`'s own webhook route (bound once the API exists). */
+async function billingFor(config: Config, database: MasterDatabase, target: () => ApiServer | undefined) {
+  return createBilling(config, database.db, loadPlans(PLANS_FILE), async ({ payload, signature }) => {
+    const api = target();
+    if (!api) throw new Error('the API is not ready to receive billing events');
+    const res = await api.inject({
+      method: 'POST',
+      url: '/webhooks/stripe',
+      payload,
+      headers: { 'content-type': 'application/json', 'stripe-signature': signature },
+    });
+    if (res.statusCode !== 200) throw new Error(`local billing event refused: ${res.statusCode} ${res.body}`);
+  });
+}
+
+/**
+ * The API with its billing wired: local-mode billing events go to this API's
+ * own webhook route, and stored events are processed right after the answer.
+ */
+export async function assembleApi(
+  config: Config,
+  log: Logger,
+  database: MasterDatabase,
+  metrics: Metrics,
+): Promise<{ api: ApiServer; billing: Billing }> {
+  const bound: { api?: ApiServer } = {};
+  const billing = await billingFor(config, database, () => bound.api);
+  const onStripeEvent = async (eventId: string) => {
+    const result = await processBillingEvent(
+      { db: database.db, billing: billing.port, graceDays: config.graceDays },
+      eventId,
+    );
+    log.info({ eventId, tenantId: result.tenantId, action: result.action }, 'stripe event processed');
+  };
+  const api = await buildApi({ config, log, database, metrics, billing, onStripeEvent });
+  await api.ready();
+  bound.api = api;
+  return { api, billing };
 }
 
 export async function createPlatform(config: Config, log: Logger): Promise<Platform> {
   const database = await connectMasterDatabase(config, log);
   const metrics = createMetrics();
-  let api: ApiServer;
   try {
-    api = await buildApi(config, log, database, metrics);
-    await api.ready();
+    const { api, billing } = await assembleApi(config, log, database, metrics);
+    return {
+      config,
+      log,
+      database,
+      metrics,
+      billing,
+      api,
+      async close() {
+        await api.close();
+        await database.close();
+      },
+    };
   } catch (err) {
     await database.close();
     throw err;
   }
-  return {
-    config,
-    log,
-    database,
-    metrics,
-    api,
-    async close() {
-      await api.close();
-      await database.close();
-    },
-  };
 }

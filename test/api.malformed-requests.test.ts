@@ -1,24 +1,38 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { buildApi } from '../src/app.ts';
-import { loadConfig } from '../src/config/load.ts';
 import { DomainError } from '../src/core/errors.ts';
-import type { MasterDatabase } from '../src/db/connect.ts';
 import { openDatabase } from '../src/db/database.ts';
-import { createLogger } from '../src/observability/logger.ts';
-import { createMetrics } from '../src/observability/metrics.ts';
 import type { ErrorBody } from '../src/api/errors.ts';
 import type { ApiServer } from '../src/api/server.ts';
+import { buildApi } from '../src/app.ts';
+import { createBilling } from '../src/billing/index.ts';
+import type { DatabaseHandle } from '../src/db/database.ts';
+import { createLogger } from '../src/observability/logger.ts';
+import { createMetrics } from '../src/observability/metrics.ts';
+import { testConfig } from './support/api.ts';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
 
 let testDb: TestDatabase;
+
+/** The API before `ready()`, so this file can add routes that exercise the error handler. */
+async function unreadyApi(db: DatabaseHandle): Promise<ApiServer> {
+  const config = testConfig();
+  const billing = await createBilling(config, db.db, [], () => Promise.resolve());
+  const database = { ...db, mode: 'external' as const };
+  return buildApi({
+    config,
+    log: createLogger('silent'),
+    database,
+    metrics: createMetrics(),
+    billing,
+    onStripeEvent: () => Promise.resolve(),
+  });
+}
 let api: ApiServer;
 
 beforeAll(async () => {
   testDb = await createTestDatabase();
-  const config = loadConfig({});
-  const database: MasterDatabase = { ...testDb, mode: 'external' };
-  api = await buildApi(config, createLogger('silent'), database, createMetrics());
+  api = await unreadyApi(testDb);
   // A route with a typed body, to see how schema failures are reported.
   api.post(
     '/test/echo',
@@ -75,7 +89,7 @@ describe('malformed requests get a 4xx JSON error, never a 5xx', () => {
   });
 
   it('refuses an unsupported content type with 415', async () => {
-    const res = await post('name=a', 'application/x-www-form-urlencoded');
+    const res = await post('name,count', 'text/csv');
     expect(res.statusCode).toBe(415);
     expect(res.json<ErrorBody>().error.code).toBe('unsupported_media_type');
   });
@@ -142,12 +156,7 @@ describe('operations endpoints', () => {
 
   it('answers /readyz with 503 when the database is unreachable', async () => {
     const dead = openDatabase('postgres://nobody@127.0.0.1:1/none', { max: 1 });
-    const deadApi = await buildApi(
-      loadConfig({}),
-      createLogger('silent'),
-      { ...dead, mode: 'external' },
-      createMetrics(),
-    );
+    const deadApi = await unreadyApi(dead);
     const res = await deadApi.inject({ url: '/readyz' });
     expect(res.statusCode).toBe(503);
     expect(res.json<ErrorBody>().error.code).toBe('unavailable');

@@ -104,6 +104,9 @@ function toConfig(raw: RawConfig, cwd: string): Config {
   if (raw.AIQSO_DRIVER === 'proxmox' && !hasProxmox) {
     throw new ConfigError('PROXMOX_URL: required when AIQSO_DRIVER=proxmox, got nothing');
   }
+  if (raw.STRIPE_SECRET_KEY && !raw.STRIPE_WEBHOOK_SECRET) {
+    throw new ConfigError('STRIPE_WEBHOOK_SECRET: required when STRIPE_SECRET_KEY is set, got nothing');
+  }
   const publicUrl = raw.AIQSO_PUBLIC_URL ?? derivePublicUrl(raw, hasHttps);
   return {
     dataDir: path.resolve(cwd, raw.AIQSO_DATA_DIR),

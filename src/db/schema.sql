@@ -102,6 +102,16 @@ CREATE TABLE public.ip_allocations (
     created_at timestamp with time zone DEFAULT now() NOT NULL
 );
 
+CREATE TABLE public.local_billing_objects (
+    id text NOT NULL,
+    kind text NOT NULL,
+    tenant_id text,
+    data jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT local_billing_objects_kind_check CHECK ((kind = ANY (ARRAY['checkout_session'::text, 'customer'::text, 'subscription'::text])))
+);
+
 CREATE TABLE public.outbox (
     id bigint NOT NULL,
     key text NOT NULL,
@@ -299,6 +309,9 @@ ALTER TABLE ONLY public.ip_allocations
 ALTER TABLE ONLY public.ip_allocations
     ADD CONSTRAINT ip_allocations_pkey PRIMARY KEY (pool, address);
 
+ALTER TABLE ONLY public.local_billing_objects
+    ADD CONSTRAINT local_billing_objects_pkey PRIMARY KEY (id);
+
 ALTER TABLE ONLY public.outbox
     ADD CONSTRAINT outbox_key_key UNIQUE (key);
 
@@ -373,6 +386,8 @@ CREATE INDEX backups_tenant_idx ON public.backups USING btree (tenant_id, starte
 
 CREATE INDEX inbox_unprocessed_idx ON public.inbox USING btree (received_at) WHERE (processed_at IS NULL);
 
+CREATE INDEX local_billing_objects_tenant_idx ON public.local_billing_objects USING btree (tenant_id);
+
 CREATE INDEX outbox_pending_idx ON public.outbox USING btree (id) WHERE (status = 'pending'::text);
 
 CREATE INDEX resources_tenant_idx ON public.resources USING btree (tenant_id);
@@ -395,6 +410,9 @@ ALTER TABLE ONLY public.backups
 
 ALTER TABLE ONLY public.emails
     ADD CONSTRAINT emails_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE SET NULL;
+
+ALTER TABLE ONLY public.local_billing_objects
+    ADD CONSTRAINT local_billing_objects_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY public.resources
     ADD CONSTRAINT resources_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;

@@ -213,6 +213,15 @@ export interface ResourcesTable {
   updated_at: Timestamp;
 }
 
+export interface LocalBillingObjectsTable {
+  id: string;
+  kind: 'checkout_session' | 'customer' | 'subscription';
+  tenant_id: string | null;
+  data: Json<Record<string, unknown>>;
+  created_at: CreatedAt;
+  updated_at: Timestamp;
+}
+
 export interface DB {
   users: UsersTable;
   hosts: HostsTable;
@@ -229,4 +238,5 @@ export interface DB {
   inbox: InboxTable;
   emails: EmailsTable;
   resources: ResourcesTable;
+  local_billing_objects: LocalBillingObjectsTable;
 }

@@ -41,3 +41,9 @@ export async function createTestDatabase(options: { max?: number } = {}): Promis
     },
   };
 }
+
+/** `SELECT count(*)` of a query, as a number. */
+export async function countRows(db: DatabaseHandle, sql: string, params: unknown[] = []): Promise<number> {
+  const { rows } = await db.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM (${sql}) AS q`, params);
+  return rows[0]!.n;
+}

@@ -1,0 +1,70 @@
+import { z } from 'zod';
+import { DomainError } from '../../core/errors.ts';
+import { interpretEvent, MalformedEvent } from '../../billing/events.ts';
+import { storeInboxEvent, verifyStripeEvent } from '../../billing/webhook.ts';
+import type { Database } from '../../db/database.ts';
+import type { ApiServer } from '../server.ts';
+
+export interface StripeWebhookDeps {
+  db: Database;
+  webhookSecret: string;
+  /** Start processing a newly stored event (asynchronously; the webhook answers first). */
+  onStored(eventId: string): Promise<void>;
+}
+
+const Received = z.object({ received: z.literal(true), duplicate: z.boolean() });
+
+/**
+ * `POST /webhooks/stripe`: verify, reject what is forged, stale or malformed
+ * with a 400, store the event in the inbox keyed by its id, answer 200, and
+ * process it after answering. Stripe delivers at least once and in any order;
+ * the inbox makes a redelivery a no-op and processing acts on current objects.
+ */
+export async function stripeWebhookRoutes(app: ApiServer, deps: StripeWebhookDeps): Promise<void> {
+  await app.register((scope, _opts, done) => {
+    // The signature covers the exact bytes sent, so this route keeps the raw body.
+    scope.removeContentTypeParser('application/json');
+    scope.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_req, body, next) =>
+      next(null, body),
+    );
+    scope.post(
+      '/webhooks/stripe',
+      {
+        bodyLimit: 512 * 1024,
+        schema: {
+          tags: ['billing'],
+          summary: 'Stripe events (signature checked with STRIPE_WEBHOOK_SECRET)',
+          response: { 200: Received },
+        },
+      },
+      async (request) => {
+        if (!Buffer.isBuffer(request.body))
+          throw new DomainError('unsupported_media_type', 'send application/json');
+        const signature = request.headers['stripe-signature'];
+        const event = verifyStripeEvent(
+          request.body,
+          typeof signature === 'string' ? signature : undefined,
+          deps.webhookSecret,
+        );
+        try {
+          interpretEvent(event);
+        } catch (err) {
+          if (err instanceof MalformedEvent)
+            throw new DomainError('bad_request', `malformed event: ${err.message}`);
+          throw err;
+        }
+        const { duplicate } = await storeInboxEvent(deps.db, event);
+        request.log.info({ eventId: event.id, type: event.type, duplicate }, 'stripe event received');
+        if (!duplicate) {
+          deps
+            .onStored(event.id as string)
+            .catch((err: unknown) =>
+              request.log.error({ err, eventId: event.id }, 'could not start processing a stripe event'),
+            );
+        }
+        return { received: true as const, duplicate };
+      },
+    );
+    done();
+  });
+}

@@ -1,0 +1,47 @@
+import { createRequire } from 'node:module';
+import Stripe from 'stripe';
+import { monotonicFactory } from 'ulid';
+
+/**
+ * Stripe-format objects and signed events, built on Stripe's published
+ * fixtures so they carry every field real ones do. Local billing mode sends
+ * these to the platform's own webhook; so do the tests, as Stripe would.
+ */
+const shapes = createRequire(import.meta.url)('./stripe-shapes.json') as Record<
+  string,
+  Record<string, unknown>
+>;
+const ulid = monotonicFactory();
+
+export const localId = (prefix: string): string => `${prefix}_local${ulid().toLowerCase()}`;
+
+export function stripeObject(
+  kind: 'checkout.session' | 'subscription' | 'invoice' | 'customer',
+  fields: Record<string, unknown>,
+): Record<string, unknown> {
+  return { ...structuredClone(shapes[kind]), livemode: false, created: nowSeconds(), ...fields };
+}
+
+export function stripeEvent(type: string, object: Record<string, unknown>, created = nowSeconds()) {
+  return {
+    ...structuredClone(shapes.event),
+    id: localId('evt'),
+    type,
+    created,
+    livemode: false,
+    api_version: '2025-09-30.clover',
+    data: { object },
+  };
+}
+
+export interface SignedPayload {
+  payload: string;
+  signature: string;
+}
+
+/** Sign a payload exactly as Stripe does (`t=…,v1=HMAC-SHA256`). `timestamp` lets tests make stale events. */
+export function signPayload(payload: string, secret: string, timestamp?: number): SignedPayload {
+  return { payload, signature: Stripe.webhooks.generateTestHeaderString({ payload, secret, timestamp }) };
+}
+
+export const nowSeconds = (): number => Math.floor(Date.now() / 1000);

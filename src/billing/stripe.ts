@@ -1,0 +1,77 @@
+import Stripe from 'stripe';
+import type { BillingPort, CheckoutRequest, CheckoutSession, SubscriptionState } from '../core/billing.ts';
+import { DomainError } from '../core/errors.ts';
+import { subscriptionObject, toSubscriptionState } from './events.ts';
+
+export interface StripeBillingOptions {
+  secretKey: string;
+  /** Stripe price id for a plan key. */
+  priceFor(plan: string): string | undefined;
+  /** Overrides for a Stripe-compatible endpoint (host, port, protocol). */
+  endpoint?: { host: string; port: number; protocol: 'http' | 'https' };
+}
+
+/** The billing port on Stripe's API. Calls carry idempotency keys so a retried step creates nothing twice. */
+export class StripeBilling implements BillingPort {
+  readonly mode = 'stripe' as const;
+  private readonly stripe: Stripe;
+
+  constructor(private readonly options: StripeBillingOptions) {
+    this.stripe = new Stripe(options.secretKey, {
+      maxNetworkRetries: 2,
+      timeout: 20_000,
+      ...(options.endpoint ?? {}),
+    });
+  }
+
+  async createCheckout(request: CheckoutRequest): Promise<CheckoutSession> {
+    const price = this.options.priceFor(request.plan);
+    if (!price)
+      throw new DomainError('validation_failed', `plan: no Stripe price configured for "${request.plan}"`);
+    try {
+      const session = await this.stripe.checkout.sessions.create(
+        {
+          mode: 'subscription',
+          client_reference_id: request.tenantId,
+          customer_email: request.customerEmail,
+          line_items: [{ price, quantity: 1 }],
+          subscription_data: { metadata: { tenant_id: request.tenantId, plan: request.plan } },
+          metadata: { tenant_id: request.tenantId },
+          success_url: request.successUrl,
+          cancel_url: request.cancelUrl,
+        },
+        { idempotencyKey: `checkout:${request.tenantId}:${request.plan}` },
+      );
+      if (!session.url) throw new Error('Stripe returned a checkout session without a URL');
+      return { id: session.id, url: session.url };
+    } catch (err) {
+      throw this.failure('create a checkout session', err);
+    }
+  }
+
+  async getSubscription(id: string): Promise<SubscriptionState | undefined> {
+    try {
+      const sub = await this.stripe.subscriptions.retrieve(id);
+      return toSubscriptionState(subscriptionObject.parse(sub));
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) return undefined;
+      throw this.failure('read a subscription', err);
+    }
+  }
+
+  async cancelSubscription(id: string): Promise<void> {
+    try {
+      await this.stripe.subscriptions.cancel(id, undefined, { idempotencyKey: `cancel:${id}` });
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) return;
+      throw this.failure('cancel a subscription', err);
+    }
+  }
+
+  private failure(what: string, err: unknown): DomainError {
+    if (err instanceof DomainError) return err;
+    return new DomainError('dependency_failed', `Stripe: could not ${what}: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+}

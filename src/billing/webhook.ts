@@ -1,0 +1,65 @@
+import Stripe from 'stripe';
+import { DomainError } from '../core/errors.ts';
+import type { Database } from '../db/database.ts';
+
+/** Stripe's own tolerance: a signed event older than this is refused as a replay. */
+export const SIGNATURE_TOLERANCE_SECONDS = 300;
+
+/**
+ * Verify `Stripe-Signature` over the raw body and parse the event. Every
+ * failure is the sender's: a 400 naming what was wrong, and nothing stored.
+ */
+export function verifyStripeEvent(
+  raw: Buffer,
+  header: string | undefined,
+  secret: string,
+): Record<string, unknown> {
+  if (!header) throw new DomainError('bad_request', 'missing Stripe-Signature header');
+  let event: unknown;
+  try {
+    event = Stripe.webhooks.constructEvent(raw, header, secret, SIGNATURE_TOLERANCE_SECONDS);
+  } catch (err) {
+    const message = (err as Error).message;
+    if (/No signatures found matching/i.test(message)) {
+      throw new DomainError('bad_request', 'Stripe-Signature does not match the payload');
+    }
+    if (/tolerance/i.test(message)) {
+      throw new DomainError(
+        'bad_request',
+        'Stripe-Signature timestamp is outside the 300 s tolerance (stale or replayed event)',
+      );
+    }
+    if (/extract timestamp|header/i.test(message))
+      throw new DomainError('bad_request', 'Stripe-Signature header is malformed');
+    // The signature checked out, so what failed is parsing the body.
+    if (err instanceof SyntaxError) throw new DomainError('bad_request', 'event body is not valid JSON');
+    throw new DomainError('bad_request', 'Stripe-Signature does not match the payload');
+  }
+  if (typeof event !== 'object' || event === null || typeof (event as { id?: unknown }).id !== 'string') {
+    throw new DomainError('bad_request', 'event has no id');
+  }
+  const e = event as { id: string; type?: unknown };
+  if (!e.id.startsWith('evt_') || typeof e.type !== 'string') {
+    throw new DomainError('bad_request', 'event is not a Stripe event (id evt_…, type)');
+  }
+  return event as Record<string, unknown>;
+}
+
+/** Store a verified event in the inbox, keyed by its id. A redelivery stores nothing and says so. */
+export async function storeInboxEvent(
+  db: Database,
+  event: Record<string, unknown>,
+): Promise<{ duplicate: boolean }> {
+  const inserted = await db
+    .insertInto('inbox')
+    .values({
+      id: event.id as string,
+      source: 'stripe',
+      type: event.type as string,
+      payload: JSON.stringify(event),
+    })
+    .onConflict((oc) => oc.column('id').doNothing())
+    .returning('id')
+    .executeTakeFirst();
+  return { duplicate: !inserted };
+}

@@ -1,0 +1,40 @@
+import { readFileSync } from 'node:fs';
+import { parse } from 'yaml';
+import { z } from 'zod';
+
+/** A plan a tenant pays for: its price and how many services it may run. */
+export const planSchema = z.object({
+  key: z.string().regex(/^[a-z][a-z0-9-]{0,30}$/, 'expected a lowercase key'),
+  name: z.string().min(1),
+  monthly_cents: z.number().int().min(0),
+  services: z.number().int().min(0),
+  stripe_price_id: z.string().startsWith('price_').nullable(),
+});
+
+export type Plan = z.infer<typeof planSchema>;
+
+const fileSchema = z.object({ plans: z.array(planSchema).min(1) });
+
+/** Read and validate the plans file; a bad file names itself and the field. */
+export function loadPlans(file: string): Plan[] {
+  let doc: unknown;
+  try {
+    doc = parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new Error(`${file}: ${(err as Error).message.split('\n')[0]}`, { cause: err });
+  }
+  const result = fileSchema.safeParse(doc);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    throw new Error(`${file}: ${issue.path.join('.')}: ${issue.message}`);
+  }
+  const keys = new Set<string>();
+  for (const plan of result.data.plans) {
+    if (keys.has(plan.key)) throw new Error(`${file}: plan "${plan.key}" appears twice`);
+    keys.add(plan.key);
+  }
+  return result.data.plans;
+}
+
+/** The plans file shipped with the platform. */
+export const PLANS_FILE = new URL('../../catalog/plans.yaml', import.meta.url).pathname;

@@ -1,0 +1,44 @@
+/**
+ * The billing port: how the platform takes payment. `src/billing/stripe.ts`
+ * talks to Stripe; `src/billing/local.ts` is local billing mode (no Stripe
+ * key): a checkout page whose Pay button sends the same Stripe-format,
+ * signed events to the same webhook, so one code path serves both.
+ */
+
+export interface CheckoutRequest {
+  tenantId: string;
+  customerEmail: string;
+  plan: string;
+  successUrl: string;
+  cancelUrl: string;
+}
+
+export interface CheckoutSession {
+  id: string;
+  url: string;
+}
+
+/** The fields of a Stripe subscription the platform acts on. */
+export interface SubscriptionState {
+  id: string;
+  customerId: string | null;
+  status: string;
+  priceId: string | null;
+  cancelAtPeriodEnd: boolean;
+  currentPeriodEnd: Date | null;
+  tenantId: string | null;
+}
+
+export interface BillingPort {
+  readonly mode: 'stripe' | 'local';
+  createCheckout(request: CheckoutRequest): Promise<CheckoutSession>;
+  /** The subscription as it is now, for acting on the current object when an event is stale. */
+  getSubscription(id: string): Promise<SubscriptionState | undefined>;
+  cancelSubscription(id: string): Promise<void>;
+}
+
+/** Stripe subscription statuses in which the customer keeps service. */
+export const PAID_STATUSES = new Set(['active', 'trialing']);
+
+/** Stripe subscription statuses that end service (after dunning, or cancelled). */
+export const SUSPENDING_STATUSES = new Set(['unpaid', 'incomplete_expired', 'paused']);

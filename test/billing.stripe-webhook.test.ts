@@ -1,0 +1,107 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ErrorBody } from '../src/api/errors.ts';
+import type { ApiServer } from '../src/api/server.ts';
+import { testApi } from './support/api.ts';
+import { countRows, createTestDatabase, type TestDatabase } from './support/db.ts';
+import { checkoutCompleted, signed } from './support/stripe.ts';
+
+let testDb: TestDatabase;
+let api: ApiServer;
+let secret: string;
+const TENANT = 'ten_01jdwebhook00000000000000aa';
+
+beforeAll(async () => {
+  testDb = await createTestDatabase();
+  const built = await testApi(testDb);
+  api = built.api;
+  secret = built.billing.webhookSecret;
+  await testDb.pool.query("INSERT INTO tenants (id, slug, company) VALUES ($1, 'webhook', 'Webhook Ltd')", [
+    TENANT,
+  ]);
+});
+afterAll(async () => {
+  await api.close();
+  await testDb.drop();
+});
+
+const inboxCount = () => countRows(testDb, 'SELECT 1 FROM inbox');
+const errorOf = (res: { json: <T>() => T }) => res.json<ErrorBody>().error;
+
+describe('POST /webhooks/stripe', () => {
+  it('stores a signed event once and answers a redelivery as a duplicate', async () => {
+    const event = checkoutCompleted(TENANT, 'sub_localtest1');
+    const first = await api.inject(signed(event, secret));
+    expect(first.statusCode).toBe(200);
+    expect(first.json()).toEqual({ received: true, duplicate: false });
+    const again = await api.inject(signed(event, secret));
+    expect(again.json()).toEqual({ received: true, duplicate: true });
+    const { rows } = await testDb.pool.query('SELECT id, type FROM inbox WHERE id = $1', [event.id]);
+    expect(rows).toEqual([{ id: event.id, type: 'checkout.session.completed' }]);
+  });
+
+  it.each([
+    [
+      'a signature made with another secret',
+      () => signed(checkoutCompleted(TENANT, 'sub_x'), 'whsec_wrong'),
+      /does not match/,
+    ],
+    [
+      'a stale signature (301 s old)',
+      () => signed(checkoutCompleted(TENANT, 'sub_x'), secret, Math.floor(Date.now() / 1000) - 301),
+      /tolerance/,
+    ],
+    [
+      'a tampered payload',
+      () => {
+        const req = signed(checkoutCompleted(TENANT, 'sub_x'), secret);
+        return { ...req, payload: req.payload.replace(TENANT, 'ten_01jdother000000000000000aa') };
+      },
+      /does not match/,
+    ],
+    [
+      'no signature header',
+      () => ({
+        ...signed(checkoutCompleted(TENANT, 'sub_x'), secret),
+        headers: { 'content-type': 'application/json' },
+      }),
+      /missing Stripe-Signature/,
+    ],
+    [
+      'a garbage signature header',
+      () => {
+        const req = signed(checkoutCompleted(TENANT, 'sub_x'), secret);
+        return { ...req, headers: { ...req.headers, 'stripe-signature': 'nonsense' } };
+      },
+      /malformed|does not match/,
+    ],
+    ['a signed body that is not JSON', () => ({ ...signed({}, secret), payload: '{not json' }), /.+/],
+    [
+      'a checkout event without a tenant reference',
+      () => {
+        const event = checkoutCompleted(TENANT, 'sub_x') as { data: { object: Record<string, unknown> } };
+        event.data.object.client_reference_id = null;
+        return signed(event, secret);
+      },
+      /malformed event: checkout.session.completed: client_reference_id/,
+    ],
+    [
+      'an object that is not an event',
+      () => signed({ id: 'cus_123', object: 'customer' }, secret),
+      /not a Stripe event|no id/,
+    ],
+  ])('refuses %s with a 400 and stores nothing', async (_label, request, message) => {
+    const before = await inboxCount();
+    const res = await api.inject(request());
+    expect(res.statusCode).toBe(400);
+    expect(errorOf(res).message).toMatch(message);
+    expect(await inboxCount()).toBe(before);
+  });
+
+  it('refuses a non-JSON content type with 415', async () => {
+    const res = await api.inject({
+      ...signed(checkoutCompleted(TENANT, 'sub_x'), secret),
+      headers: { 'content-type': 'text/plain' },
+    });
+    expect(res.statusCode).toBe(415);
+  });
+});
