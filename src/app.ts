@@ -5,7 +5,9 @@ import { localCheckoutRoutes } from './api/routes/local-checkout.ts';
 import { stripeWebhookRoutes } from './api/routes/stripe-webhook.ts';
 import { createBilling, type Billing } from './billing/index.ts';
 import { processBillingEvent } from './billing/process.ts';
+import { loadCatalog } from './catalog/load.ts';
 import { loadPlans, PLANS_FILE } from './catalog/plans.ts';
+import { syncCatalog } from './catalog/sync.ts';
 import { connectMasterDatabase, type MasterDatabase } from './db/connect.ts';
 import type { Logger } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
@@ -97,9 +99,12 @@ export async function assembleApi(
 }
 
 export async function createPlatform(config: Config, log: Logger): Promise<Platform> {
+  // An invalid template stops start-up before anything else runs, naming the file and field.
+  const catalog = loadCatalog(config.catalogDir);
   const database = await connectMasterDatabase(config, log);
   const metrics = createMetrics();
   try {
+    await syncCatalog(database.db, catalog);
     const { api, billing } = await assembleApi(config, log, database, metrics);
     return {
       config,

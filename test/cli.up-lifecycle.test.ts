@@ -41,7 +41,8 @@ async function connectToEmbedded(dataDir: string): Promise<pg.Client> {
 
 const READY = 'Press Ctrl-C to stop.';
 
-describe('aiqso up with embedded PostgreSQL', () => {
+// Each test starts real `aiqso` processes and embedded PostgreSQL servers; on a busy machine that takes a while.
+describe('aiqso up with embedded PostgreSQL', { timeout: 180_000 }, () => {
   it('serves /healthz, stops PostgreSQL on Ctrl-C and keeps the data for the next start', async () => {
     const dataDir = await mkdtemp(path.join(os.tmpdir(), 'aiqso-up-'));
     const port = await freePort();
@@ -156,5 +157,20 @@ describe('aiqso command line', () => {
     expect(smtp.status).toBe('failed');
     expect(smtp.fix).toMatch(/SMTP/);
     expect(result.code).toBe(1);
+  });
+});
+
+describe('aiqso up with a broken service catalog', () => {
+  it('stops before starting anything, naming the file and field, with exit code 2', async () => {
+    const catalog = await mkdtemp(path.join(os.tmpdir(), 'aiqso-catalog-'));
+    const { writeFile } = await import('node:fs/promises');
+    await writeFile(path.join(catalog, 'crm.yaml'), 'key: crm\nname: CRM\nkind: app\n');
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'aiqso-up-'));
+    const result = await runCli(['up'], { AIQSO_DATA_DIR: dataDir, AIQSO_CATALOG_DIR: catalog });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(
+      new RegExp(`^aiqso: service catalog error: ${catalog}/crm.yaml: \\S+: .+\\n$`),
+    );
+    expect(processesMentioning(path.join(dataDir, 'pg'))).toEqual([]);
   });
 });

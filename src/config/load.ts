@@ -24,6 +24,8 @@ export interface Config {
   listmonkUrl?: string;
   ollamaUrl?: string;
   graceDays: number;
+  /** Service templates directory; unset means the catalog shipped with the platform. */
+  catalogDir?: string;
   resyncSeconds: number;
   logLevel: RawConfig['AIQSO_LOG_LEVEL'];
   workerConcurrency: number;
@@ -137,6 +139,7 @@ function toConfig(raw: RawConfig, cwd: string): Config {
     listmonkUrl: raw.LISTMONK_URL,
     ollamaUrl: raw.OLLAMA_URL,
     graceDays: raw.AIQSO_GRACE_DAYS,
+    catalogDir: raw.AIQSO_CATALOG_DIR ? path.resolve(cwd, raw.AIQSO_CATALOG_DIR) : undefined,
     resyncSeconds: raw.AIQSO_RESYNC_SECONDS,
     logLevel: raw.AIQSO_LOG_LEVEL,
     workerConcurrency: raw.AIQSO_WORKER_CONCURRENCY,

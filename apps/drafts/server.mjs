@@ -1,0 +1,99 @@
+// A small service app shipped with the platform, deployed per tenant with its
+// own PostgreSQL database and role: Notes, Social Media Manager and Content
+// Creation Suite are this app with a different APP_TITLE/APP_KIND.
+//
+// Environment: PORT (default 3000), HOST (default 0.0.0.0), DATABASE_URL (required),
+// APP_TITLE, APP_KIND. The edge strips the service's path prefix, so the app
+// serves at / and links relatively.
+import { createServer } from 'node:http';
+import pg from 'pg';
+
+const PORT = Number(process.env.PORT ?? 3000);
+const HOST = process.env.HOST ?? '0.0.0.0';
+const TITLE = process.env.APP_TITLE ?? 'Drafts';
+const KIND = process.env.APP_KIND ?? 'notes';
+if (!process.env.DATABASE_URL) {
+  console.error('DATABASE_URL is required');
+  process.exit(2);
+}
+const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 4 });
+pool.on('error', () => undefined);
+
+const escape = (s) =>
+  String(s).replace(
+    /[&<>"']/g,
+    (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c],
+  );
+
+async function migrate() {
+  await pool.query(`CREATE TABLE IF NOT EXISTS drafts (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, kind text NOT NULL, body text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now())`);
+}
+
+function readBody(req) {
+  return new Promise((resolve, reject) => {
+    let data = '';
+    req.setEncoding('utf8');
+    req.on('data', (c) => {
+      data += c;
+      if (data.length > 65_536) req.destroy(new Error('too large'));
+    });
+    req.on('end', () => resolve(data));
+    req.on('error', reject);
+  });
+}
+
+async function handle(req, res) {
+  const url = new URL(req.url ?? '/', 'http://app');
+  if (url.pathname === '/healthz') {
+    await pool.query('SELECT 1');
+    res.writeHead(200, { 'content-type': 'application/json' });
+    return res.end(
+      JSON.stringify({
+        status: 'ok',
+        app: KIND,
+        database: (await pool.query('SELECT current_database() AS d')).rows[0].d,
+      }),
+    );
+  }
+  if (url.pathname === '/' && req.method === 'POST') {
+    const body = new URLSearchParams(await readBody(req)).get('body')?.trim();
+    if (!body) {
+      res.writeHead(400, { 'content-type': 'text/plain' });
+      return res.end('body is required');
+    }
+    await pool.query('INSERT INTO drafts (kind, body) VALUES ($1, $2)', [KIND, body.slice(0, 10_000)]);
+    res.writeHead(303, { location: './' });
+    return res.end();
+  }
+  if (url.pathname !== '/') {
+    res.writeHead(404, { 'content-type': 'text/plain' });
+    return res.end('not found');
+  }
+  const { rows } = await pool.query('SELECT body, created_at FROM drafts ORDER BY id DESC LIMIT 50');
+  const items = rows
+    .map((r) => `<li>${escape(r.body)} <small>${r.created_at.toISOString()}</small></li>`)
+    .join('');
+  res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+  res.end(`<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${escape(TITLE)}</title></head>
+<body style="font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto"><h1>${escape(TITLE)}</h1>
+<form method="post" action="./"><textarea name="body" rows="3" cols="50" required></textarea><br><button>Save</button></form>
+<ul>${items || '<li>Nothing yet.</li>'}</ul></body></html>`);
+}
+
+const server = createServer((req, res) => {
+  handle(req, res).catch((err) => {
+    console.error(JSON.stringify({ level: 'error', msg: 'request failed', err: String(err) }));
+    if (!res.headersSent) res.writeHead(503, { 'content-type': 'text/plain' });
+    res.end('unavailable');
+  });
+});
+
+await migrate();
+server.listen(PORT, HOST, () =>
+  console.log(JSON.stringify({ level: 'info', msg: `${KIND} listening`, port: PORT })),
+);
+for (const signal of ['SIGTERM', 'SIGINT']) {
+  process.on(signal, () => server.close(() => pool.end().then(() => process.exit(0))));
+}

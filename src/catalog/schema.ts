@@ -1,0 +1,82 @@
+import { z } from 'zod';
+
+/**
+ * A service template: what a tenant gets when it subscribes to a service.
+ * One YAML file per service in `catalog/services/`, validated at start-up.
+ */
+const key = z.string().regex(/^[a-z][a-z0-9-]{0,30}$/, 'expected a lowercase key (letters, digits, hyphens)');
+
+const resources = z.object({
+  memory_mb: z.number().int().min(64).max(262_144),
+  cores: z.number().int().min(1).max(64),
+  disk_gb: z.number().int().min(1).max(4096),
+});
+
+const health = z.object({
+  path: z.string().startsWith('/', 'expected a path starting with /'),
+  /** Status a healthy service answers with. */
+  status: z.number().int().min(100).max(599).default(200),
+  /** How long the deploy waits for the first healthy answer. */
+  timeout_seconds: z.number().int().min(1).max(1800).default(120),
+});
+
+const route = z.object({
+  path: z.string().regex(/^\/[a-z0-9][a-z0-9-]*$/, 'expected one path segment such as /crm'),
+  strip_prefix: z.boolean().default(true),
+});
+
+/**
+ * Environment for the service. Values may use placeholders the platform fills
+ * at deploy time: `${secret:<name>}` (a generated secret, stable per tenant
+ * service and name), `${db.host}`, `${db.port}`, `${db.name}`, `${db.user}`,
+ * `${db.password}`, `${db.url}`, `${port}`, `${public_url}` (the service's URL,
+ * path included) and `${public_origin}` (scheme and host only).
+ */
+export const PLACEHOLDER = /\$\{([a-z_.]+(?::[a-z0-9-]+)?)\}/g;
+const KNOWN = /^(secret:[a-z0-9-]+|db\.(host|port|name|user|password|url)|port|public_url|public_origin)$/;
+
+const envValue = z.string().superRefine((value, ctx) => {
+  for (const match of value.matchAll(PLACEHOLDER)) {
+    if (!KNOWN.test(match[1]!))
+      ctx.addIssue({ code: 'custom', message: `unknown placeholder \${${match[1]}}` });
+  }
+});
+
+const env = z.record(
+  z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name'),
+  envValue,
+);
+
+const common = {
+  key,
+  name: z.string().min(1).max(80),
+  description: z.string().max(500).default(''),
+  resources,
+  port: z.number().int().min(1).max(65_535),
+  health,
+  route,
+  database: z.object({ postgres: z.boolean() }).default({ postgres: false }),
+  env: env.default({}),
+  stripe_price_id: z.string().startsWith('price_').nullable().default(null),
+};
+
+export const serviceTemplateSchema = z.discriminatedUnion('kind', [
+  z.object({
+    ...common,
+    kind: z.literal('clone'),
+    /** The template container per driver: an LXC container name, a Proxmox VMID. */
+    template: z.object({ lxc: z.string().min(1).optional(), proxmox: z.number().int().min(100).optional() }),
+  }),
+  z.object({ ...common, kind: z.literal('image'), image: z.string().min(1) }),
+  z.object({
+    ...common,
+    kind: z.literal('app'),
+    /** A Node.js app shipped with the platform, relative to the repository root. */
+    app: z.object({
+      dir: z.string().regex(/^apps\/[a-z0-9-]+$/, 'expected apps/<name>'),
+      entry: z.string().min(1),
+    }),
+  }),
+]);
+
+export type ServiceTemplate = z.infer<typeof serviceTemplateSchema>;

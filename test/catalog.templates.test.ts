@@ -1,0 +1,151 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { renderServiceEnv } from '../src/catalog/env.ts';
+import { CATALOG_DIR, CatalogError, loadCatalog } from '../src/catalog/load.ts';
+import { syncCatalog } from '../src/catalog/sync.ts';
+import { createTestDatabase, type TestDatabase } from './support/db.ts';
+
+const VALID = `key: demo
+name: Demo
+kind: app
+app: { dir: apps/drafts, entry: server.mjs }
+resources: { memory_mb: 128, cores: 1, disk_gb: 1 }
+port: 3000
+health: { path: /healthz }
+route: { path: /demo }
+database: { postgres: true }
+env:
+  DATABASE_URL: \${db.url}
+`;
+
+function catalogWith(files: Record<string, string>): string {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'aiqso-catalog-'));
+  for (const [name, text] of Object.entries(files)) writeFileSync(path.join(dir, name), text);
+  return dir;
+}
+
+function loadError(files: Record<string, string>): string {
+  const dir = catalogWith(files);
+  try {
+    loadCatalog(dir);
+  } catch (err) {
+    expect(err).toBeInstanceOf(CatalogError);
+    return (err as Error).message.replace(`${dir}/`, '');
+  }
+  throw new Error('expected a catalog error');
+}
+
+describe('service catalog', () => {
+  it('ships the seed services, each with a port, health check, route and resources', () => {
+    const catalog = loadCatalog();
+    expect(catalog.map((t) => [t.key, t.kind])).toEqual([
+      ['calcom', 'clone'],
+      ['content-suite', 'app'],
+      ['espocrm', 'image'],
+      ['listmonk', 'clone'],
+      ['notes', 'app'],
+      ['paperless-ngx', 'clone'],
+      ['social-media-manager', 'app'],
+    ]);
+    const byKey = Object.fromEntries(catalog.map((t) => [t.key, t]));
+    expect(byKey['paperless-ngx']).toMatchObject({
+      port: 8000,
+      route: { path: '/docs', strip_prefix: false },
+    });
+    expect(byKey.listmonk).toMatchObject({
+      port: 9000,
+      health: { path: '/api/health' },
+      route: { path: '/email' },
+    });
+    expect(byKey.espocrm).toMatchObject({ image: 'docker.io/espocrm/espocrm:9', route: { path: '/crm' } });
+    expect(CATALOG_DIR).toMatch(/catalog\/services$/);
+  });
+
+  it.each([
+    ['a missing port', VALID.replace('port: 3000\n', ''), 'demo.yaml: port: '],
+    ['an unknown kind', VALID.replace('kind: app', 'kind: vm'), 'demo.yaml: kind: '],
+    [
+      'a route path with two segments',
+      VALID.replace('/demo', '/a/b'),
+      'demo.yaml: route.path: expected one path segment',
+    ],
+    [
+      'an unknown placeholder',
+      VALID.replace('${db.url}', '${db.secret}'),
+      'demo.yaml: env.DATABASE_URL: unknown placeholder ${db.secret}',
+    ],
+    [
+      'a key that differs from the file name',
+      VALID.replace('key: demo', 'key: other'),
+      'demo.yaml: key: expected "demo"',
+    ],
+    [
+      'an app entry that does not exist',
+      VALID.replace('server.mjs', 'nope.mjs'),
+      'demo.yaml: app.entry: apps/drafts/nope.mjs does not exist',
+    ],
+    ['bad YAML', 'key: [demo', 'demo.yaml: not valid YAML'],
+  ])('names the file and field for %s', (_label, text, message) => {
+    expect(loadError({ 'demo.yaml': text })).toContain(message);
+  });
+
+  it('refuses two services on one route path', () => {
+    const other = VALID.replace('key: demo', 'key: other');
+    expect(loadError({ 'demo.yaml': VALID, 'other.yaml': other })).toMatch(
+      /route\.path \/demo is used by both demo and other/,
+    );
+  });
+
+  it('fills placeholders with the service database, port, URL and stable secrets', () => {
+    const env = renderServiceEnv(
+      {
+        DATABASE_URL: '${db.url}',
+        ADDR: '0.0.0.0:${port}',
+        URL: '${public_url}',
+        ORIGIN: '${public_origin}',
+        KEY: '${secret:app}',
+      },
+      {
+        db: { host: '10.0.0.1', port: 5432, name: 'acme_notes', user: 'acme_notes', password: 'p@ss/w' },
+        port: 3000,
+        publicUrl: 'https://acme.aiqso.io/notes',
+        secret: (name) => `s-${name}`,
+      },
+    );
+    expect(env).toEqual({
+      DATABASE_URL: 'postgres://acme_notes:p%40ss%2Fw@10.0.0.1:5432/acme_notes',
+      ADDR: '0.0.0.0:3000',
+      URL: 'https://acme.aiqso.io/notes',
+      ORIGIN: 'https://acme.aiqso.io',
+      KEY: 's-app',
+    });
+  });
+});
+
+describe('catalog sync', () => {
+  let testDb: TestDatabase;
+  beforeAll(async () => {
+    testDb = await createTestDatabase();
+  });
+  afterAll(() => testDb.drop());
+
+  it('upserts templates by key and deactivates removed ones', async () => {
+    const catalog = loadCatalog();
+    await syncCatalog(testDb.db, catalog);
+    await syncCatalog(testDb.db, catalog);
+    const all = await testDb.db.selectFrom('services').select(['key', 'active']).orderBy('key').execute();
+    expect(all).toHaveLength(catalog.length);
+    await syncCatalog(
+      testDb.db,
+      catalog.filter((t) => t.key !== 'calcom'),
+    );
+    const calcom = await testDb.db
+      .selectFrom('services')
+      .select('active')
+      .where('key', '=', 'calcom')
+      .executeTakeFirstOrThrow();
+    expect(calcom.active).toBe(false);
+  });
+});
