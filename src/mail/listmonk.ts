@@ -1,0 +1,51 @@
+import { request } from 'undici';
+import type { Mailer, MailMessage } from '../core/mail.ts';
+import { DomainError } from '../core/errors.ts';
+
+/**
+ * Listmonk's transactional API (`POST /api/tx`) as a mail driver. LISTMONK_URL
+ * carries the API user and token (`https://api-user:token@listmonk.example`) and
+ * optionally `?template_id=N`, a transactional template that renders
+ * `{{ .Tx.Data.subject }}` and `{{ .Tx.Data.body }}` (default template 1).
+ * Recipients need not be subscribers (`subscriber_mode: external`).
+ */
+export function listmonkMailer(listmonkUrl: string): Mailer {
+  const url = new URL(listmonkUrl);
+  const user = decodeURIComponent(url.username);
+  const token = decodeURIComponent(url.password);
+  const templateId = Number(url.searchParams.get('template_id') ?? 1);
+  if (!user || !token)
+    throw new Error('LISTMONK_URL must carry the API user and token: https://user:token@host');
+  const endpoint = `${url.protocol}//${url.host}${url.pathname.replace(/\/+$/, '')}/api/tx`;
+  return {
+    transport: 'listmonk',
+    async send(message: MailMessage) {
+      for (const to of message.to) {
+        const res = await request(endpoint, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `token ${user}:${token}` },
+          body: JSON.stringify({
+            subscriber_emails: [to],
+            subscriber_mode: 'external',
+            template_id: templateId,
+            from_email: message.from,
+            subject: message.subject,
+            data: { subject: message.subject, body: message.text, key: message.key },
+            headers: [{ 'X-AIQSO-Key': message.key }],
+            content_type: 'plain',
+          }),
+          headersTimeout: 15_000,
+          bodyTimeout: 15_000,
+        });
+        const text = await res.body.text();
+        if (res.statusCode !== 200) {
+          throw new DomainError(
+            'dependency_failed',
+            `Listmonk refused the message (${res.statusCode}): ${text.slice(0, 200)}`,
+          );
+        }
+      }
+      return { messageId: `listmonk:${message.key}` };
+    },
+  };
+}
