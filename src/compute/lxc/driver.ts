@@ -85,7 +85,8 @@ export class LxcDriver implements ComputeDriver {
     return this.locks.run(spec.name, async () => {
       const base = await this.ready();
       const ip = await this.pool.allocate(spec.name, spec.ip);
-      if (!this.exists(spec.name)) {
+      const fresh = !this.exists(spec.name);
+      if (fresh) {
         // A directory without config is a clone a crash interrupted: start over.
         await rm(this.dir(spec.name), { recursive: true, force: true });
         const source = workload.kind === 'clone' ? workload.template : base.name;
@@ -139,12 +140,10 @@ export class LxcDriver implements ComputeDriver {
   async start(name: string): Promise<ContainerInfo> {
     return this.locks.run(name, async () => {
       this.mustExist(name);
-      if ((await this.tools.state(name)) !== 'RUNNING') {
-        const ip = await this.pool.lookup(name);
-        if (ip) await forgetNeighbour(this.options.bridge, ip);
-        await this.ready();
-        await this.tools.start(name, path.join(this.dir(name), 'lxc.log'));
-      }
+      const live = await this.tools.statePid(name);
+      if (live.state === 'RUNNING') return this.info(name, live);
+      await this.ready();
+      await this.tools.start(name, path.join(this.dir(name), 'lxc.log'));
       return this.info(name);
     });
   }
@@ -233,33 +232,53 @@ export class LxcDriver implements ComputeDriver {
     return rootfs.startsWith('overlay') ? rootfs.split(':').at(-1)! : rootfs.replace(/^dir:/, '');
   }
 
-  private async info(name: string): Promise<ContainerInfo> {
+  private async info(name: string, known?: { state: string; pid?: number }): Promise<ContainerInfo> {
     const ip = await this.pool.lookup(name);
     const meta = JSON.parse(
       await readFile(path.join(this.dir(name), 'aiqso', 'meta.json'), 'utf8').catch(() => '{}'),
     ) as Partial<Meta>;
-    const running = (await this.tools.state(name)) === 'RUNNING';
+    const live = known ?? (await this.tools.statePid(name));
+    const running = live.state === 'RUNNING';
+    const limits = running && live.pid ? await observedLimits(live.pid) : undefined;
     return {
       name,
       state: running ? 'running' : 'stopped',
       ...(ip ? { ip } : {}),
       ...(ip && meta.port ? { endpoint: { host: ip, port: meta.port } } : {}),
       handle: name,
-      ...(running ? { limits: await this.observedLimits(name) } : {}),
+      ...(limits ? { limits } : {}),
     };
   }
+}
 
-  private async observedLimits(name: string): Promise<Partial<ResourceLimits>> {
-    if (CGROUP === 'v1') {
-      const bytes = Number(await this.tools.cgroup(name, 'memory.limit_in_bytes'));
-      const quota = Number(await this.tools.cgroup(name, 'cpu.cfs_quota_us'));
-      const period = Number(await this.tools.cgroup(name, 'cpu.cfs_period_us'));
-      return { memoryMb: bytes / 1024 / 1024, ...(quota > 0 ? { cores: quota / period } : {}) };
-    }
-    const bytes = Number(await this.tools.cgroup(name, 'memory.max'));
-    const [quota, period] = ((await this.tools.cgroup(name, 'cpu.max')) ?? '').split(' ').map(Number);
-    return { memoryMb: bytes / 1024 / 1024, ...(quota && period ? { cores: quota / period } : {}) };
+/** The limits in force, read from the cgroup files of the container's init (no lxc-* spawn). */
+async function observedLimits(pid: number): Promise<Partial<ResourceLimits> | undefined> {
+  const groups = await readFile(`/proc/${pid}/cgroup`, 'utf8').catch(() => '');
+  const read = async (controller: string, file: string) => {
+    const line = groups
+      .split('\n')
+      .find(
+        (l) => l.split(':')[1]?.split(',').includes(controller) || (controller === '' && l.startsWith('0::')),
+      );
+    const rel = line?.split(':').slice(2).join(':');
+    if (rel === undefined) return undefined;
+    const dir = controller ? `/sys/fs/cgroup/${controller}${rel}` : `/sys/fs/cgroup${rel}`;
+    return readFile(path.join(dir, file), 'utf8').then(
+      (t) => t.trim(),
+      () => undefined,
+    );
+  };
+  if (CGROUP === 'v1') {
+    const bytes = Number(await read('memory', 'memory.limit_in_bytes'));
+    const quota = Number(await read('cpu', 'cpu.cfs_quota_us'));
+    const period = Number(await read('cpu', 'cpu.cfs_period_us'));
+    if (!bytes) return undefined;
+    return { memoryMb: bytes / 2 ** 20, ...(quota > 0 && period ? { cores: quota / period } : {}) };
   }
+  const bytes = Number(await read('', 'memory.max'));
+  const [quota, period] = ((await read('', 'cpu.max')) ?? '').split(' ').map(Number);
+  if (!bytes) return undefined;
+  return { memoryMb: bytes / 2 ** 20, ...(quota && period ? { cores: quota / period } : {}) };
 }
 
 async function atomicWrite(file: string, text: string, mode: number): Promise<void> {
