@@ -145,6 +145,10 @@ for (const r of results) {
     ].join(' | '),
   );
 }
+console.log(
+  'memory: baseline and process = RSS (counts the shared node binary pages); lxc = memory charged to the container cgroup\n' +
+    '(its own pages; the host /usr it shares read-only, node included, stays charged to the host page cache)',
+);
 const lxc = results.find((r) => r.name === 'lxc driver');
 if (lxc) {
   const p50 = pct(lxc.create, 50);

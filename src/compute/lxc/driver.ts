@@ -140,11 +140,10 @@ export class LxcDriver implements ComputeDriver {
   async start(name: string): Promise<ContainerInfo> {
     return this.locks.run(name, async () => {
       this.mustExist(name);
-      const live = await this.tools.statePid(name);
-      if (live.state === 'RUNNING') return this.info(name, live);
       await this.ready();
-      await this.tools.start(name, path.join(this.dir(name), 'lxc.log'));
-      return this.info(name);
+      // One spawn in the common case: lxc-start itself says when it was already running.
+      const pid = await this.tools.start(name, this.dir(name));
+      return this.info(name, { state: 'RUNNING', pid });
     });
   }
 

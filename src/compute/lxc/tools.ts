@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { DomainError } from '../../core/errors.ts';
 import { run, runOk } from '../shared/run.ts';
 
@@ -52,8 +53,26 @@ export class LxcTools {
     await runOk('lxc-copy', ['-P', this.lxcPath, '-n', source, '-N', name, '-s', '-B', 'overlayfs']);
   }
 
-  async start(name: string, logFile: string): Promise<void> {
-    await runOk('lxc-start', this.args(name, ['-o', logFile, '-l', 'WARN']));
+  /** Start (daemonised) and return the container's init pid; a container already running is fine. */
+  async start(name: string, dir: string): Promise<number | undefined> {
+    const pidFile = `${dir}/init.pid`;
+    const out = await run(
+      'lxc-start',
+      this.args(name, ['-o', `${dir}/lxc.log`, '-l', 'WARN', '-p', pidFile]),
+    );
+    if (out.exitCode !== 0) {
+      const live = await this.statePid(name);
+      if (live.state === 'RUNNING') return live.pid;
+      throw new DomainError(
+        'dependency_failed',
+        `lxc-start ${name} failed: ${out.stderr.trim().split('\n').at(-1)} (see ${dir}/lxc.log)`,
+      );
+    }
+    // The pid file names the monitor (lxc-start daemon); the container's init is its child.
+    const monitor = (await readFile(pidFile, 'utf8').catch(() => '')).trim();
+    const children = await readFile(`/proc/${monitor}/task/${monitor}/children`, 'utf8').catch(() => '');
+    const init = Number(children.trim().split(' ')[0]);
+    return init > 0 ? init : (await this.statePid(name)).pid;
   }
 
   async stop(name: string, timeoutSeconds: number): Promise<void> {
