@@ -145,6 +145,21 @@ describe('proxmox driver', () => {
     await Promise.all(specs.map((s) => driver.destroy(s.name)));
   });
 
+  it('grows the root disk to the spec and sets net0 with the static address', async () => {
+    const s = specFor(harness, 'disk');
+    const info = await driver.ensure({ ...s, resources: { ...s.resources, diskGb: 8 } });
+    expect(info.limits).toMatchObject({ diskGb: 8, memoryMb: 192, cores: 1 });
+    const guest = sim.cluster.guests.get(Number(info.handle!.split('/')[1]))!;
+    expect(guest.config.net0).toBe(
+      `name=eth0,bridge=vmbr1,ip=${info.ip}/24,gw=10.10.10.1,hwaddr=${guest.config.net0!.split('hwaddr=')[1]}`,
+    );
+    expect(guest.config.env!.split('\0')).toContain('APP_NAME=app-disk');
+    expect(sim.requests.filter((r) => r.path.endsWith('/resize')).at(-1)?.params.size).toBe('8G');
+    await driver.destroy(s.name);
+    expect(await driver.registry.lookup(s.name)).toBeUndefined();
+    expect(await driver.pool.lookup(s.name)).toBeUndefined();
+  });
+
   it('falls back to a full clone where the storage cannot link', async () => {
     const s = { ...specFor(harness, 'full'), workload: { kind: 'clone' as const, template: '9001' } };
     await driver.ensure(s);
