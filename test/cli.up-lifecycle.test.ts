@@ -145,6 +145,7 @@ describe('aiqso command line', () => {
       'postgresql',
       'pg_dump',
       'lxc',
+      'proxmox',
       'nginx',
       'redis',
       'stripe',

@@ -1,4 +1,3 @@
-import { sql } from 'kysely';
 import { isManagedName } from '../../core/compute.ts';
 import type {
   ComputeDriver,
@@ -12,11 +11,11 @@ import type { Database } from '../../db/database.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { macFor } from '../lxc/config.ts';
 import { IpPool } from '../shared/ip-pool.ts';
-import { KeyedMutex, sleep } from '../shared/run.ts';
+import { KeyedMutex } from '../shared/run.ts';
 import { exportGuest, importGuest } from './backup.ts';
+import { cloneFrom, waitUnlocked } from './create.ts';
 import { PveClient, type PveClientOptions } from './client.ts';
 import { GuestRegistry } from './guests.ts';
-import { pickNode, type NodePolicy } from './placement.ts';
 
 export interface ProxmoxDriverOptions {
   db: Database;
@@ -94,82 +93,11 @@ export class ProxmoxDriver implements ComputeDriver {
       let vm = vms.find((v) => v.vmid === vmid);
       if (vm && vm.name !== spec.name && vm.lock !== 'create')
         throw conflict(`VMID ${vmid} is used by ${vm.name}`);
-      if (!vm) vm = await this.cloneFrom(template, vmid, spec, vms);
-      if (vm.lock) vm = await this.waitUnlocked(vmid);
+      if (!vm) vm = await cloneFrom(this, template, vmid, spec, vms);
+      if (vm.lock) vm = await waitUnlocked(this, vmid);
       await this.configure(vm, spec, ip);
       return this.info(spec.name);
     });
-  }
-
-  private async cloneFrom(
-    template: number,
-    vmid: number,
-    spec: ContainerSpec,
-    vms: VmResource[],
-  ): Promise<VmResource> {
-    const tpl = vms.find((v) => v.vmid === template);
-    if (!tpl) throw new DomainError('not_found', `template VMID ${template} not found on the cluster`);
-    const node = await this.placeOn(spec, vms);
-    const clone = (full: boolean) =>
-      this.api.task('POST', `/nodes/${tpl.node}/lxc/${template}/clone`, {
-        newid: vmid,
-        hostname: spec.name,
-        full,
-        ...(full ? { storage: this.options.storage } : {}),
-        ...(node !== tpl.node ? { target: node } : {}),
-      });
-    // One clone per template and storage at a time, across every worker: Proxmox
-    // locks the template's config during a clone and the others would time out.
-    await this.options.db.transaction().execute(async (trx) => {
-      await sql`SELECT pg_advisory_xact_lock(hashtext(${`aiqso.pve_clone:${template}:${this.options.storage}`}))`.execute(
-        trx,
-      );
-      try {
-        await clone(tpl.template !== 1);
-      } catch (err) {
-        if (tpl.template !== 1 || !/linked clone/i.test((err as Error).message)) throw err;
-        this.options.log.info(
-          { template, storage: this.options.storage },
-          'linked clone unavailable, cloning in full',
-        );
-        await clone(true);
-      }
-    });
-    return { vmid, node, name: spec.name, status: 'stopped' };
-  }
-
-  private async placeOn(spec: ContainerSpec, vms: VmResource[]): Promise<string> {
-    const nodes = await this.api.call<
-      { node: string; status: string; maxmem: number; mem: number; maxcpu: number; cpu: number }[]
-    >('GET', '/cluster/resources', { type: 'node' });
-    const hosts = await this.options.db
-      .selectFrom('hosts')
-      .select(['name', 'max_containers', 'draining'])
-      .where('driver', '=', 'proxmox')
-      .execute();
-    const policies = new Map<string, NodePolicy>(
-      hosts.map((h) => [h.name, { maxContainers: h.max_containers, draining: h.draining }]),
-    );
-    const count = (node: string) =>
-      vms.filter((v) => v.node === node && v.name && isManagedName(v.name)).length;
-    const loads = nodes.map((n) => ({ ...n, online: n.status === 'online', containers: count(n.node) }));
-    const node = pickNode(loads, policies, spec.resources.memoryMb * 2 ** 20);
-    if (!node)
-      throw new DomainError('capacity_exhausted', 'no Proxmox node is online, undrained and has room');
-    return node;
-  }
-
-  /** A crash may leave a clone task running on the cluster: wait for its lock to go. */
-  private async waitUnlocked(vmid: number, timeoutMs = 600_000): Promise<VmResource> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const vm = (await this.vms()).find((v) => v.vmid === vmid);
-      if (!vm) throw new DomainError('dependency_failed', `VMID ${vmid} vanished while being created; retry`);
-      if (!vm.lock) return vm;
-      if (Date.now() > deadline)
-        throw new DomainError('dependency_failed', `VMID ${vmid} stays locked (${vm.lock})`);
-      await sleep(250);
-    }
   }
 
   private async configure(vm: VmResource, spec: ContainerSpec, ip: string): Promise<void> {
@@ -207,7 +135,7 @@ export class ProxmoxDriver implements ComputeDriver {
       const base = `/nodes/${vm.node}/lxc/${vm.vmid}/status`;
       const timeout = Math.max(1, Math.ceil((options.timeoutMs ?? 30_000) / 1000));
       try {
-        await this.api.task('POST', `${base}/shutdown`, { timeout }, options.timeoutMs ?? 30_000 + 30_000);
+        await this.api.task('POST', `${base}/shutdown`, { timeout }, (options.timeoutMs ?? 30_000) + 30_000);
       } catch (err) {
         this.options.log.warn({ err, container: name }, 'clean shutdown failed, stopping');
         await this.api.task('POST', `${base}/stop`);
