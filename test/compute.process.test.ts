@@ -1,15 +1,20 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ProcessDriver } from '../src/compute/process/driver.ts';
 import { sleep } from '../src/compute/shared/run.ts';
+import type { ContainerInfo } from '../src/core/compute.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { appWorkload, fetchApp } from './support/compute-app.ts';
 import { computeContract, specFor, type ContractHarness } from './support/compute-contract.ts';
 
 const root = await mkdtemp(path.join(os.tmpdir(), 'aiqso-process-'));
 const log = createLogger('silent');
+const CONTROL_PLANE = fileURLToPath(new URL('./support/process-control-plane.ts', import.meta.url));
 const open = () => ProcessDriver.open({ root, log, pollMs: 100 });
 
 const harness: ContractHarness = {
@@ -86,6 +91,33 @@ describe('process driver supervision', () => {
     } finally {
       for (const s of [alive, dead]) await second.destroy(s.name);
       await second.close();
+    }
+  });
+
+  it('keeps workloads running through a SIGKILLed control plane, which the next one re-adopts', async () => {
+    const s = specFor(harness, 'sigkill');
+    const plane = spawn(process.execPath, ['--import', 'tsx', CONTROL_PLANE, root], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
+    plane.stdin.end(JSON.stringify(s));
+    const [line] = (await once(plane.stdout.setEncoding('utf8'), 'data')) as [string];
+    const before = JSON.parse(line) as ContainerInfo;
+    plane.kill('SIGKILL');
+    await once(plane, 'exit');
+    const { pid } = await fetchApp(before);
+    expect(String(pid)).toBe(before.handle);
+    const next = await open();
+    try {
+      expect(await next.status(s.name)).toMatchObject({ state: 'running', handle: before.handle });
+      process.kill(pid, 'SIGKILL');
+      const again = await waitFor('a relaunch', async () => {
+        const r = await fetchApp(before, 500);
+        return r.pid !== pid ? r : undefined;
+      });
+      expect(again.name).toBe('app-sigkill');
+    } finally {
+      await next.destroy(s.name);
+      await next.close();
     }
   });
 
