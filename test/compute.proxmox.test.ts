@@ -197,8 +197,12 @@ describe('proxmox driver', () => {
       .execute();
     expect(await place('capped')).toBe('pve1');
     await db.db.deleteFrom('hosts').execute();
+    const stranded = specFor(harness, 'stranded');
+    await driver.ensure(stranded);
     sim.cluster.nodes.get('pve2')!.online = false;
     try {
+      // A container on a node that went away is reported as the platform's outage, not as missing.
+      await expect(driver.status(stranded.name)).rejects.toMatchObject({ code: 'unavailable' });
       expect(await place('outage')).toBe('pve1');
       sim.cluster.nodes.get('pve1')!.online = false;
       await expect(driver.ensure(specFor(harness, 'nowhere'))).rejects.toMatchObject({
@@ -208,6 +212,7 @@ describe('proxmox driver', () => {
       sim.cluster.nodes.get('pve1')!.online = true;
       sim.cluster.nodes.get('pve2')!.online = true;
     }
+    await driver.destroy(stranded.name);
   });
 
   it('stops a container that ignores a clean shutdown, and snapshots', async () => {
