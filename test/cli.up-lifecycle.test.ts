@@ -146,6 +146,7 @@ describe('aiqso command line', () => {
       'postgresql',
       'pg_dump',
       'lxc',
+      'proxmox',
       'nginx',
       'redis',
       'stripe',

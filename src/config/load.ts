@@ -20,7 +20,18 @@ export interface Config {
   admin: { email?: string; password?: string };
   masterKey?: string;
   lxc: { subnet: string; bridge: string };
-  proxmox?: { url: string; tokenId: string; tokenSecret: string; caFile?: string; fingerprint?: string };
+  proxmox?: {
+    url: string;
+    tokenId: string;
+    tokenSecret: string;
+    caFile?: string;
+    fingerprint?: string;
+    storage: string;
+    backupStorage: string;
+    bridge: string;
+    subnet: string;
+    vmidRange: [number, number];
+  };
   listmonkUrl?: string;
   ollamaUrl?: string;
   graceDays: number;
@@ -134,6 +145,11 @@ function toConfig(raw: RawConfig, cwd: string): Config {
           tokenSecret: raw.PROXMOX_TOKEN_SECRET!,
           caFile: raw.PROXMOX_CA_FILE,
           fingerprint: raw.PROXMOX_FINGERPRINT,
+          storage: raw.PROXMOX_STORAGE,
+          backupStorage: raw.PROXMOX_BACKUP_STORAGE,
+          bridge: raw.PROXMOX_BRIDGE,
+          subnet: raw.PROXMOX_SUBNET,
+          vmidRange: raw.PROXMOX_VMID_RANGE.split('-').map(Number) as [number, number],
         }
       : undefined,
     listmonkUrl: raw.LISTMONK_URL,

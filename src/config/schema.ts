@@ -85,6 +85,27 @@ export const configSchema = z.object({
     .string()
     .regex(/^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$/, 'expected a SHA-256 fingerprint AA:BB:…')
     .optional(),
+  PROXMOX_STORAGE: z
+    .string()
+    .regex(/^[a-z][a-z0-9\-_.]*[a-z0-9]$/i, 'expected a Proxmox storage id such as local-lvm')
+    .default('local-lvm'),
+  PROXMOX_BACKUP_STORAGE: z
+    .string()
+    .regex(/^[a-z][a-z0-9\-_.]*[a-z0-9]$/i, 'expected a Proxmox storage id such as local')
+    .default('local'),
+  PROXMOX_BRIDGE: z
+    .string()
+    .regex(/^[a-zA-Z0-9_.-]{1,15}$/, 'expected a bridge name such as vmbr1')
+    .default('vmbr1'),
+  PROXMOX_SUBNET: cidr.default('10.10.10.0/24'),
+  PROXMOX_VMID_RANGE: z
+    .string()
+    .regex(/^\d{3,9}-\d{3,9}$/, 'expected a VMID range such as 10000-19999')
+    .refine((v) => {
+      const [a, b] = v.split('-').map(Number);
+      return a! >= 100 && a! <= b!;
+    }, 'expected a VMID range from at least 100, low-high')
+    .default('10000-19999'),
   LISTMONK_URL: url('the Listmonk base URL').optional(),
   OLLAMA_URL: url('the Ollama base URL').optional(),
   AIQSO_GRACE_DAYS: z.coerce

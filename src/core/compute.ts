@@ -52,6 +52,12 @@ export interface ContainerInfo {
   ip?: string;
   /** Driver-specific handle, e.g. a Proxmox VMID or a process id, for operators. */
   handle?: string;
+  /**
+   * The limits as observed where they are enforced (cgroup files, the hypervisor's
+   * config, the child's argv), so a reconciler can see drift and a test can see
+   * that a limit really applies. A limit a driver cannot enforce is absent.
+   */
+  limits?: Partial<ResourceLimits>;
 }
 
 export interface ContainerStats {
@@ -86,6 +92,10 @@ export interface ComputeDriver {
   destroy(name: string): Promise<void>;
   status(name: string): Promise<ContainerInfo>;
   stats(name: string): Promise<ContainerStats>;
+  /**
+   * Run `argv` inside the running container (no shell). A driver whose backend has
+   * no exec channel throws DomainError `unavailable` (Proxmox has none for LXC).
+   */
   exec(name: string, argv: string[], options?: ExecOptions): Promise<ExecResult>;
   /** Write a restorable archive of the container's filesystem to `file`. */
   exportTo(name: string, file: string): Promise<{ bytes: number }>;

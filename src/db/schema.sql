@@ -135,6 +135,15 @@ ALTER TABLE public.outbox ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     CACHE 1
 );
 
+CREATE TABLE public.proxmox_guests (
+    vmid integer NOT NULL,
+    name text NOT NULL,
+    port integer NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT proxmox_guests_port_check CHECK (((port >= 1) AND (port <= 65535))),
+    CONSTRAINT proxmox_guests_vmid_check CHECK (((vmid >= 100) AND (vmid <= 999999999)))
+);
+
 CREATE TABLE public.resources (
     kind text NOT NULL,
     id text NOT NULL,
@@ -317,6 +326,12 @@ ALTER TABLE ONLY public.outbox
 
 ALTER TABLE ONLY public.outbox
     ADD CONSTRAINT outbox_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.proxmox_guests
+    ADD CONSTRAINT proxmox_guests_name_key UNIQUE (name);
+
+ALTER TABLE ONLY public.proxmox_guests
+    ADD CONSTRAINT proxmox_guests_pkey PRIMARY KEY (vmid);
 
 ALTER TABLE ONLY public.resources
     ADD CONSTRAINT resources_pkey PRIMARY KEY (kind, id);

@@ -137,6 +137,13 @@ export interface IpAllocationsTable {
   created_at: CreatedAt;
 }
 
+export interface ProxmoxGuestsTable {
+  vmid: number;
+  name: string;
+  port: number;
+  created_at: CreatedAt;
+}
+
 export interface RoutesTable {
   id: string;
   hostname: string;
@@ -233,6 +240,7 @@ export interface DB {
   backups: BackupsTable;
   audit_log: AuditLogTable;
   ip_allocations: IpAllocationsTable;
+  proxmox_guests: ProxmoxGuestsTable;
   routes: RoutesTable;
   outbox: OutboxTable;
   inbox: InboxTable;

@@ -6,6 +6,7 @@ import { Redis } from 'ioredis';
 import nodemailer from 'nodemailer';
 import type { Config } from '../../config/load.ts';
 import { openDatabase, serverVersion } from '../../db/database.ts';
+import { checkProxmox } from '../../compute/doctor.ts';
 
 const run = promisify(execFile);
 
@@ -202,6 +203,7 @@ export async function runDoctor(config: Config): Promise<Check[]> {
   const rest = await Promise.all([
     checkPgDump(pg.serverMajor),
     checkLxc(config),
+    checkProxmox(config),
     checkNginx(config),
     checkRedis(config),
     Promise.resolve(checkStripe(config)),

@@ -1,0 +1,121 @@
+import { createHash } from 'node:crypto';
+import type { ResourceLimits } from '../../core/compute.ts';
+
+/**
+ * Pure rendering of what the lxc driver writes into a container: the managed
+ * block of its LXC config, its init script and its environment file. Tested by
+ * value; `driver.ts` only writes the results.
+ */
+
+export const MANAGED_MARKER = '# --- aiqso managed: rewritten by ensure, edits below are lost ---';
+
+export interface ManagedConfig {
+  name: string;
+  bridge: string;
+  ip: string;
+  prefix: number;
+  gateway: string;
+  resources: ResourceLimits;
+  /** Host directory bind-mounted read-only at /aiqso (init script, env file). */
+  aiqsoDir: string;
+  /** Host directory of an app workload, bind-mounted read-only at /app. */
+  appDir?: string;
+  cgroup: 'v1' | 'v2';
+}
+
+const CPU_PERIOD_US = 100_000;
+
+/** A stable, locally administered MAC per container name (no ARP churn across restarts). */
+export function macFor(name: string): string {
+  const h = createHash('sha256').update(name).digest();
+  return ['02', ...[...h.subarray(0, 5)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
+}
+
+export function cgroupLimitKeys(resources: ResourceLimits, cgroup: 'v1' | 'v2'): [string, string][] {
+  const bytes = String(resources.memoryMb * 1024 * 1024);
+  const quota = String(Math.round(resources.cores * CPU_PERIOD_US));
+  return cgroup === 'v1'
+    ? [
+        ['memory.limit_in_bytes', bytes],
+        ['cpu.cfs_period_us', String(CPU_PERIOD_US)],
+        ['cpu.cfs_quota_us', quota],
+      ]
+    : [
+        ['memory.max', bytes],
+        ['cpu.max', `${quota} ${CPU_PERIOD_US}`],
+      ];
+}
+
+/** `existing` (a clone's config) with the keys and block we manage replaced by the ones for `c`. */
+export function renderConfig(existing: string, c: ManagedConfig): string {
+  const base = stripManagedKeys(existing).replace(/\s*$/, '\n');
+  const prefix = c.cgroup === 'v1' ? 'lxc.cgroup' : 'lxc.cgroup2';
+  const lines = [
+    MANAGED_MARKER,
+    `lxc.uts.name = ${c.name}`,
+    'lxc.apparmor.profile = unconfined',
+    'lxc.signal.halt = SIGTERM',
+    `lxc.mount.entry = ${c.aiqsoDir} aiqso none ro,bind,create=dir 0 0`,
+    ...(c.appDir ? [`lxc.mount.entry = ${c.appDir} app none ro,bind,create=dir 0 0`] : []),
+    'lxc.net.0.type = veth',
+    `lxc.net.0.link = ${c.bridge}`,
+    'lxc.net.0.flags = up',
+    'lxc.net.0.name = eth0',
+    `lxc.net.0.hwaddr = ${macFor(c.name)}`,
+    `lxc.net.0.ipv4.address = ${c.ip}/${c.prefix}`,
+    `lxc.net.0.ipv4.gateway = ${c.gateway}`,
+    ...cgroupLimitKeys(c.resources, c.cgroup).map(([k, v]) => `${prefix}.${k} = ${v}`),
+  ];
+  return `${base}${lines.join('\n')}\n`;
+}
+
+/** Keys the managed block owns: removed from the part above the marker so ours win. */
+const MANAGED_KEYS = /^\s*lxc\.(uts\.name|apparmor\.profile|signal\.halt|net\.|cgroup2?\.)/;
+
+/** A template's config (copied by lxc-copy) without the keys the managed block sets. */
+export function stripManagedKeys(config: string): string {
+  const cut = config.indexOf(MANAGED_MARKER);
+  const head = cut >= 0 ? config.slice(0, cut) : config;
+  return head
+    .split('\n')
+    .filter((l) => !MANAGED_KEYS.test(l))
+    .join('\n');
+}
+
+/** Shell-quote one value for the env file (single quotes; a quote becomes '\''). */
+export function shellQuote(value: string): string {
+  return `'${value.replace(/'/g, `'\\''`)}'`;
+}
+
+export function renderEnvFile(env: Record<string, string>): string {
+  const lines = Object.entries(env).map(([k, v]) => {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new Error(`environment name "${k}" is not valid`);
+    return `export ${k}=${shellQuote(v)}`;
+  });
+  return `${lines.join('\n')}\n`;
+}
+
+/**
+ * PID 1 of an app container: a tiny sh supervisor that restarts the workload
+ * when it dies (1 s, doubling to 30 s; reset after 60 s of uptime) and stops it
+ * on SIGTERM (`lxc.signal.halt`). Secrets stay in /aiqso/env, never argv.
+ */
+export function renderInit(node: string, entry: string, memoryMb: number): string {
+  return `#!/bin/sh
+. /aiqso/env
+mkdir -p /var/log/aiqso
+cd /root
+child=
+trap 'test -n "$child" && kill -TERM "$child" 2>/dev/null; wait "$child"; exit 0' TERM INT
+delay=1
+while :; do
+  started=$(date +%s)
+  ${node} --max-old-space-size=${memoryMb} ${shellQuote(`/app/${entry}`)} >>/var/log/aiqso/app.log 2>&1 &
+  child=$!
+  wait "$child"
+  if [ $(( $(date +%s) - started )) -ge 60 ]; then delay=1; fi
+  sleep "$delay"
+  delay=$(( delay * 2 )); if [ "$delay" -gt 30 ]; then delay=30; fi
+done
+`;
+}

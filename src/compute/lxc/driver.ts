@@ -1,0 +1,292 @@
+import { existsSync } from 'node:fs';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type {
+  ComputeDriver,
+  ContainerInfo,
+  ContainerSpec,
+  ContainerStats,
+  ExecOptions,
+  ExecResult,
+  ResourceLimits,
+} from '../../core/compute.ts';
+import { isManagedName } from '../../core/compute.ts';
+import { badRequest, conflict, DomainError } from '../../core/errors.ts';
+import type { Database } from '../../db/database.ts';
+import type { Logger } from '../../observability/logger.ts';
+import { IpPool } from '../shared/ip-pool.ts';
+import { KeyedMutex, runOk } from '../shared/run.ts';
+import { ensureBridge, forgetNeighbour } from './bridge.ts';
+import { cgroupLimitKeys, renderConfig, renderEnvFile, renderInit } from './config.ts';
+import { ensureBaseTemplate, type BaseTemplate } from './template.ts';
+import { LxcTools } from './tools.ts';
+
+export interface LxcDriverOptions {
+  db: Database;
+  log: Logger;
+  /** Where containers live (`lxc-* -P`); default /var/lib/lxc. */
+  lxcPath?: string;
+  bridge: string;
+  subnet: string;
+}
+
+/** What ensure records beside the LXC config (`<dir>/aiqso/meta.json`). */
+interface Meta {
+  tenantId: string;
+  role: string;
+  port: number;
+}
+
+const CGROUP: 'v1' | 'v2' = existsSync('/sys/fs/cgroup/cgroup.controllers') ? 'v2' : 'v1';
+
+/**
+ * Real LXC containers on this host (as root): overlayfs snapshot clones of a
+ * cached base template, a static IP per container from the `ip_allocations`
+ * pool on a bridge the driver owns, memory and CPU limits as cgroup keys.
+ * Invariant: a container exists exactly when `<lxcPath>/<name>/config` exists;
+ * its IP is released only after the container is gone.
+ */
+export class LxcDriver implements ComputeDriver {
+  readonly kind = 'lxc' as const;
+  readonly lxcPath: string;
+  readonly pool: IpPool;
+  private readonly tools: LxcTools;
+  private readonly locks = new KeyedMutex();
+  private readonly cloneLocks = new KeyedMutex();
+  private base?: Promise<BaseTemplate>;
+
+  constructor(private readonly options: LxcDriverOptions) {
+    this.lxcPath = options.lxcPath ?? '/var/lib/lxc';
+    this.pool = new IpPool(options.db, options.subnet);
+    this.tools = new LxcTools(this.lxcPath);
+  }
+
+  /** Base template and bridge, made once per driver (and cached on disk across runs). */
+  private ready(): Promise<BaseTemplate> {
+    this.base ??= (async () => {
+      await ensureBridge(this.options.bridge, this.pool.subnet);
+      return ensureBaseTemplate(this.lxcPath);
+    })();
+    this.base.catch(() => (this.base = undefined));
+    return this.base;
+  }
+
+  private dir(name: string) {
+    return path.join(this.lxcPath, name);
+  }
+  private exists(name: string) {
+    return existsSync(path.join(this.dir(name), 'config'));
+  }
+
+  async ensure(spec: ContainerSpec): Promise<ContainerInfo> {
+    const { workload } = spec;
+    if (workload.kind === 'image')
+      throw badRequest('the lxc driver runs app and clone workloads, not images');
+    return this.locks.run(spec.name, async () => {
+      const base = await this.ready();
+      const ip = await this.pool.allocate(spec.name, spec.ip);
+      const fresh = !this.exists(spec.name);
+      if (fresh) {
+        // A directory without config is a clone a crash interrupted: start over.
+        await rm(this.dir(spec.name), { recursive: true, force: true });
+        const source = workload.kind === 'clone' ? workload.template : base.name;
+        await this.cloneLocks.run(source, () => this.tools.copy(source, spec.name));
+      }
+      const aiqsoDir = path.join(this.dir(spec.name), 'aiqso');
+      await mkdir(aiqsoDir, { recursive: true, mode: 0o700 });
+      const env = {
+        PATH: `${path.dirname(base.node)}:/usr/local/bin:/usr/bin:/bin`,
+        HOME: '/root',
+        ...spec.env,
+        PORT: String(spec.port),
+        HOST: '0.0.0.0',
+      };
+      await atomicWrite(path.join(aiqsoDir, 'env'), renderEnvFile(env), 0o600);
+      if (workload.kind === 'app') {
+        await atomicWrite(
+          path.join(aiqsoDir, 'init.sh'),
+          renderInit(base.node, workload.entry, spec.resources.memoryMb),
+          0o700,
+        );
+      }
+      const meta: Meta = { tenantId: spec.tenantId, role: spec.role, port: spec.port };
+      await atomicWrite(path.join(aiqsoDir, 'meta.json'), JSON.stringify(meta), 0o644);
+      const configFile = path.join(this.dir(spec.name), 'config');
+      const config = renderConfig(await readFile(configFile, 'utf8'), {
+        name: spec.name,
+        bridge: this.options.bridge,
+        ip,
+        prefix: this.pool.subnet.prefix,
+        gateway: this.pool.subnet.gateway,
+        resources: spec.resources,
+        aiqsoDir,
+        appDir: workload.kind === 'app' ? path.resolve(workload.dir) : undefined,
+        cgroup: CGROUP,
+      });
+      await atomicWrite(configFile, config, 0o640);
+      if ((await this.tools.state(spec.name)) === 'RUNNING')
+        await this.applyLimits(spec.name, spec.resources);
+      return this.info(spec.name);
+    });
+  }
+
+  /** Limits reach a running container at once, not only at its next start. */
+  private async applyLimits(name: string, resources: ResourceLimits): Promise<void> {
+    for (const [key, value] of cgroupLimitKeys(resources, CGROUP)) {
+      await runOk('lxc-cgroup', ['-P', this.lxcPath, '-n', name, key, value]);
+    }
+  }
+
+  async start(name: string): Promise<ContainerInfo> {
+    return this.locks.run(name, async () => {
+      this.mustExist(name);
+      await this.ready();
+      // One spawn in the common case: lxc-start itself says when it was already running.
+      const pid = await this.tools.start(name, this.dir(name));
+      return this.info(name, { state: 'RUNNING', pid });
+    });
+  }
+
+  async stop(name: string, options: { timeoutMs?: number } = {}): Promise<void> {
+    await this.locks.run(name, async () => {
+      if (!this.exists(name)) return;
+      await this.tools.stop(name, Math.max(1, Math.ceil((options.timeoutMs ?? 10_000) / 1000)));
+    });
+  }
+
+  async restart(name: string): Promise<ContainerInfo> {
+    this.mustExist(name);
+    await this.stop(name);
+    return this.start(name);
+  }
+
+  async destroy(name: string): Promise<void> {
+    await this.locks.run(name, async () => {
+      if (this.exists(name)) await this.tools.destroy(name);
+      await rm(this.dir(name), { recursive: true, force: true });
+      const ip = await this.pool.lookup(name);
+      if (ip) await forgetNeighbour(this.options.bridge, ip);
+      await this.pool.release(name);
+    });
+  }
+
+  async status(name: string): Promise<ContainerInfo> {
+    return this.exists(name) ? this.info(name) : { name, state: 'missing' };
+  }
+
+  async stats(name: string): Promise<ContainerStats> {
+    this.mustExist(name);
+    const running = (await this.tools.state(name)) === 'RUNNING';
+    const f = running ? await this.tools.info(name) : {};
+    const num = (key: string) => Number(f[key] ?? 0) || 0;
+    return {
+      cpuSeconds: num('CPU use') / 1e9,
+      memoryBytes: num('Memory use'),
+      diskBytes: await duBytes(await this.deltaDir(name)),
+      // lxc-info counts on the host's end of the veth: what it receives the container sent.
+      netRxBytes: num('TX bytes'),
+      netTxBytes: num('RX bytes'),
+    };
+  }
+
+  async exec(name: string, argv: string[], options: ExecOptions = {}): Promise<ExecResult> {
+    this.mustExist(name);
+    if (argv.length === 0) throw badRequest('exec needs a command');
+    if ((await this.tools.state(name)) !== 'RUNNING') throw conflict(`container ${name} is not running`);
+    return this.tools.attach(name, argv, options.stdin, options.timeoutMs ?? 60_000);
+  }
+
+  async exportTo(name: string, file: string): Promise<{ bytes: number }> {
+    this.mustExist(name);
+    await runOk('tar', ['--numeric-owner', '--xattrs', '-C', await this.deltaDir(name), '-czf', file, '.']);
+    return { bytes: (await stat(file)).size };
+  }
+
+  async importFrom(spec: ContainerSpec, file: string): Promise<ContainerInfo> {
+    if (!existsSync(file)) throw badRequest(`archive ${file} does not exist`);
+    await this.destroy(spec.name);
+    await this.ensure(spec);
+    await runOk('tar', ['--numeric-owner', '--xattrs', '-C', await this.deltaDir(spec.name), '-xzf', file]);
+    return this.status(spec.name);
+  }
+
+  async list(): Promise<ContainerInfo[]> {
+    const names = await readdir(this.lxcPath).catch(() => [] as string[]);
+    const out: ContainerInfo[] = [];
+    for (const name of names.filter(isManagedName)) if (this.exists(name)) out.push(await this.info(name));
+    return out;
+  }
+
+  async close(): Promise<void> {
+    await Promise.resolve();
+  }
+
+  private mustExist(name: string): void {
+    if (!this.exists(name)) throw new DomainError('not_found', `container ${name} not found`);
+  }
+
+  private async deltaDir(name: string): Promise<string> {
+    const config = await readFile(path.join(this.dir(name), 'config'), 'utf8');
+    const rootfs = /^lxc\.rootfs\.path\s*=\s*(\S+)/m.exec(config)?.[1] ?? '';
+    return rootfs.startsWith('overlay') ? rootfs.split(':').at(-1)! : rootfs.replace(/^dir:/, '');
+  }
+
+  private async info(name: string, known?: { state: string; pid?: number }): Promise<ContainerInfo> {
+    const ip = await this.pool.lookup(name);
+    const meta = JSON.parse(
+      await readFile(path.join(this.dir(name), 'aiqso', 'meta.json'), 'utf8').catch(() => '{}'),
+    ) as Partial<Meta>;
+    const live = known ?? (await this.tools.statePid(name));
+    const running = live.state === 'RUNNING';
+    const limits = running && live.pid ? await observedLimits(live.pid) : undefined;
+    return {
+      name,
+      state: running ? 'running' : 'stopped',
+      ...(ip ? { ip } : {}),
+      ...(ip && meta.port ? { endpoint: { host: ip, port: meta.port } } : {}),
+      handle: name,
+      ...(limits ? { limits } : {}),
+    };
+  }
+}
+
+/** The limits in force, read from the cgroup files of the container's init (no lxc-* spawn). */
+async function observedLimits(pid: number): Promise<Partial<ResourceLimits> | undefined> {
+  const groups = await readFile(`/proc/${pid}/cgroup`, 'utf8').catch(() => '');
+  const read = async (controller: string, file: string) => {
+    const line = groups
+      .split('\n')
+      .find(
+        (l) => l.split(':')[1]?.split(',').includes(controller) || (controller === '' && l.startsWith('0::')),
+      );
+    const rel = line?.split(':').slice(2).join(':');
+    if (rel === undefined) return undefined;
+    const dir = controller ? `/sys/fs/cgroup/${controller}${rel}` : `/sys/fs/cgroup${rel}`;
+    return readFile(path.join(dir, file), 'utf8').then(
+      (t) => t.trim(),
+      () => undefined,
+    );
+  };
+  if (CGROUP === 'v1') {
+    const bytes = Number(await read('memory', 'memory.limit_in_bytes'));
+    const quota = Number(await read('cpu', 'cpu.cfs_quota_us'));
+    const period = Number(await read('cpu', 'cpu.cfs_period_us'));
+    if (!bytes) return undefined;
+    return { memoryMb: bytes / 2 ** 20, ...(quota > 0 && period ? { cores: quota / period } : {}) };
+  }
+  const bytes = Number(await read('', 'memory.max'));
+  const [quota, period] = ((await read('', 'cpu.max')) ?? '').split(' ').map(Number);
+  if (!bytes) return undefined;
+  return { memoryMb: bytes / 2 ** 20, ...(quota && period ? { cores: quota / period } : {}) };
+}
+
+async function atomicWrite(file: string, text: string, mode: number): Promise<void> {
+  const tmp = `${file}.tmp`;
+  await writeFile(tmp, text, { mode });
+  await rename(tmp, file);
+}
+
+async function duBytes(dir: string): Promise<number> {
+  const out = await runOk('du', ['-sb', dir]).catch(() => '0');
+  return Number(out.split('\t')[0]) || 0;
+}

@@ -1,0 +1,104 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+
+/**
+ * The base template every app container is cloned from. Instead of
+ * debootstrapping a distribution (74 s from Debian's mirror, PRODUCT.md §7),
+ * the rootfs is a skeleton whose /usr is the host's, bind-mounted read-only:
+ * the host's Node, libc and sh, no network needed, built in milliseconds.
+ * Bump BASE_VERSION when the layout changes; a new version builds beside the old.
+ */
+export const BASE_VERSION = 1;
+export const BASE_NAME = `aiqsobase${BASE_VERSION}`;
+
+export interface BaseTemplate {
+  name: string;
+  /** Path of `node` inside the container. */
+  node: string;
+}
+
+const COMMON_CONF = '/usr/share/lxc/config/common.conf';
+
+/** Where the host's Node appears inside containers. */
+function nodeInside(): { node: string; mount?: string } {
+  const exe = process.execPath;
+  if (exe.startsWith('/usr/')) return { node: exe };
+  // Node installed outside /usr (nvm, /opt): mount its prefix too.
+  const prefix = path.dirname(path.dirname(exe));
+  return { node: `/opt/aiqso-node/bin/${path.basename(exe)}`, mount: prefix };
+}
+
+export function renderBaseConfig(lxcPath: string, nodeMount: string | undefined): string {
+  return [
+    `lxc.rootfs.path = dir:${path.join(lxcPath, BASE_NAME, 'rootfs')}`,
+    `lxc.uts.name = ${BASE_NAME}`,
+    ...(existsSync(COMMON_CONF) ? [`lxc.include = ${COMMON_CONF}`] : []),
+    'lxc.apparmor.profile = unconfined',
+    'lxc.mount.auto = proc:mixed sys:ro cgroup:mixed',
+    'lxc.mount.entry = /usr usr none ro,bind 0 0',
+    ...(nodeMount ? [`lxc.mount.entry = ${nodeMount} opt/aiqso-node none ro,bind,create=dir 0 0`] : []),
+    'lxc.init.cmd = /bin/sh /aiqso/init.sh',
+    'lxc.net.0.type = empty',
+    '',
+  ].join('\n');
+}
+
+async function buildRootfs(rootfs: string): Promise<void> {
+  for (const dir of [
+    'usr',
+    'etc',
+    'proc',
+    'sys',
+    'dev',
+    'tmp',
+    'run',
+    'root',
+    'app',
+    'aiqso',
+    'opt',
+    'var/log',
+  ]) {
+    await mkdir(path.join(rootfs, dir), { recursive: true });
+  }
+  // Merged-/usr layout, so /bin/sh and the loader resolve through the bind-mounted /usr.
+  for (const [link, target] of [
+    ['bin', 'usr/bin'],
+    ['sbin', 'usr/sbin'],
+    ['lib', 'usr/lib'],
+    ['lib64', 'usr/lib64'],
+  ] as const) {
+    await symlink(target, path.join(rootfs, link));
+  }
+  const etc = path.join(rootfs, 'etc');
+  await writeFile(
+    path.join(etc, 'passwd'),
+    'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n',
+  );
+  await writeFile(path.join(etc, 'group'), 'root:x:0:\nnogroup:x:65534:\n');
+  await writeFile(path.join(etc, 'hosts'), '127.0.0.1 localhost\n');
+  await writeFile(path.join(etc, 'nsswitch.conf'), 'passwd: files\ngroup: files\nhosts: files dns\n');
+}
+
+/** Build the base template in `lxcPath` unless it is there; safe to race (atomic rename). */
+export async function ensureBaseTemplate(lxcPath: string): Promise<BaseTemplate> {
+  const { node, mount } = nodeInside();
+  const final = path.join(lxcPath, BASE_NAME);
+  if (existsSync(path.join(final, 'config'))) return { name: BASE_NAME, node };
+  await mkdir(lxcPath, { recursive: true });
+  const tmp = path.join(lxcPath, `.${BASE_NAME}.${randomBytes(4).toString('hex')}`);
+  try {
+    await buildRootfs(path.join(tmp, 'rootfs'));
+    await writeFile(path.join(tmp, 'config'), renderBaseConfig(lxcPath, mount));
+    // A directory without config is a crashed build; a complete one (another builder's) is kept.
+    if (existsSync(final) && !existsSync(path.join(final, 'config')))
+      await rm(final, { recursive: true, force: true });
+    await rename(tmp, final);
+  } catch (err) {
+    if (!existsSync(path.join(final, 'config'))) throw err;
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+  return { name: BASE_NAME, node };
+}

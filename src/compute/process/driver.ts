@@ -1,0 +1,251 @@
+import { readdir, stat } from 'node:fs/promises';
+import path from 'node:path';
+import type {
+  ComputeDriver,
+  ContainerInfo,
+  ContainerSpec,
+  ContainerStats,
+  ExecOptions,
+  ExecResult,
+} from '../../core/compute.ts';
+import { badRequest, DomainError } from '../../core/errors.ts';
+import type { Logger } from '../../observability/logger.ts';
+import { KeyedMutex, run, runOk, sleep, WORKLOAD_PATH } from '../shared/run.ts';
+import { freeLoopbackPort } from './ports.ts';
+import { cmdline, cpuSeconds, isSameProcess, rssBytes } from './proc.ts';
+import { ProcessStore, type ProcessState } from './store.ts';
+import { Supervisor } from './supervisor.ts';
+
+export interface ProcessDriverOptions {
+  /** `<AIQSO_DATA_DIR>/containers`. */
+  root: string;
+  log: Logger;
+  /** How often the supervisor checks each process (default 500 ms). */
+  pollMs?: number;
+}
+
+/**
+ * The portable default: each container is a supervised `node <entry>` child in
+ * its own process group with its own work dir, environment and loopback port.
+ * The workload listens on the PORT it is given (the loopback port, not
+ * `spec.port`, since processes share the host's network). Memory is capped as
+ * V8's heap limit; cores and disk are not enforced (no isolation here — use
+ * lxc or proxmox for that).
+ */
+export class ProcessDriver implements ComputeDriver {
+  readonly kind = 'process' as const;
+  private readonly store: ProcessStore;
+  private readonly locks = new KeyedMutex();
+  private readonly supervisor: Supervisor;
+  private readonly portLock = new KeyedMutex();
+
+  private constructor(private readonly options: ProcessDriverOptions) {
+    this.store = new ProcessStore(options.root);
+    this.supervisor = new Supervisor(this.store, options.log, options.pollMs ?? 500, (name, fn) =>
+      this.locks.run(name, fn),
+    );
+  }
+
+  /** Open the driver and re-adopt (or relaunch) every container that should be running. */
+  static async open(options: ProcessDriverOptions): Promise<ProcessDriver> {
+    const driver = new ProcessDriver(options);
+    for (const name of await driver.store.names()) {
+      await driver.locks.run(name, async () => {
+        const state = await driver.store.read(name);
+        if (state?.desired !== 'running') return;
+        if (!(await isSameProcess(state.pid, state.pidStart))) await driver.supervisor.launch(state);
+        else options.log.info({ container: name, pid: state.pid }, 'process container re-adopted');
+        driver.supervisor.watch(name);
+      });
+    }
+    return driver;
+  }
+
+  async ensure(spec: ContainerSpec): Promise<ContainerInfo> {
+    if (spec.workload.kind !== 'app') {
+      throw badRequest(`the process driver runs app workloads only, got ${spec.workload.kind}`);
+    }
+    return this.locks.run(spec.name, async () => {
+      await this.store.prepare(spec.name);
+      const existing = await this.store.read(spec.name);
+      const hostPort = existing?.hostPort ?? (await this.allocatePort());
+      await this.store.writeEnv(spec.name, { ...spec.env, PORT: String(hostPort), HOST: '127.0.0.1' });
+      const state: ProcessState = {
+        ...existing,
+        name: spec.name,
+        tenantId: spec.tenantId,
+        role: spec.role,
+        workload: spec.workload,
+        resources: spec.resources,
+        hostPort,
+        desired: existing?.desired ?? 'stopped',
+      };
+      await this.store.write(state);
+      return this.info(state);
+    });
+  }
+
+  async start(name: string): Promise<ContainerInfo> {
+    return this.locks.run(name, async () => {
+      let state = await this.mustRead(name);
+      if (!(await isSameProcess(state.pid, state.pidStart))) {
+        state = await this.supervisor.launch({ ...state, desired: 'running' });
+      } else if (state.desired !== 'running') {
+        state = { ...state, desired: 'running' };
+        await this.store.write(state);
+      }
+      this.supervisor.watch(name);
+      return this.info(state);
+    });
+  }
+
+  async stop(name: string, options: { timeoutMs?: number } = {}): Promise<void> {
+    await this.locks.run(name, async () => {
+      const state = await this.store.read(name);
+      if (!state) return;
+      this.supervisor.unwatch(name);
+      await this.store.write({ ...state, desired: 'stopped' });
+      await this.terminate(state, options.timeoutMs ?? 10_000);
+      await this.store.write({ ...state, desired: 'stopped', pid: undefined, pidStart: undefined });
+    });
+  }
+
+  async restart(name: string): Promise<ContainerInfo> {
+    await this.mustRead(name);
+    await this.stop(name);
+    return this.start(name);
+  }
+
+  async destroy(name: string): Promise<void> {
+    await this.locks.run(name, async () => {
+      this.supervisor.unwatch(name);
+      const state = await this.store.read(name);
+      if (state) await this.terminate(state, 5_000);
+      await this.store.remove(name);
+    });
+  }
+
+  async status(name: string): Promise<ContainerInfo> {
+    const state = await this.store.read(name);
+    return state ? this.info(state) : { name, state: 'missing' };
+  }
+
+  async stats(name: string): Promise<ContainerStats> {
+    const state = await this.mustRead(name);
+    const alive = await isSameProcess(state.pid, state.pidStart);
+    return {
+      cpuSeconds: alive ? await cpuSeconds(state.pid!) : 0,
+      memoryBytes: alive ? await rssBytes(state.pid!) : 0,
+      diskBytes: await diskUsage(this.store.dir(name)),
+      // Processes share the host's network namespace: there is no per-container counter.
+      netRxBytes: 0,
+      netTxBytes: 0,
+    };
+  }
+
+  async exec(name: string, argv: string[], options: ExecOptions = {}): Promise<ExecResult> {
+    await this.mustRead(name);
+    if (argv.length === 0) throw badRequest('exec needs a command');
+    const env = await this.store.readEnv(name);
+    return run(argv[0]!, argv.slice(1), {
+      cwd: this.store.dataDir(name),
+      env: { PATH: WORKLOAD_PATH, HOME: this.store.dataDir(name), ...env },
+      stdin: options.stdin,
+      timeoutMs: options.timeoutMs ?? 60_000,
+    });
+  }
+
+  async exportTo(name: string, file: string): Promise<{ bytes: number }> {
+    await this.mustRead(name);
+    await runOk('tar', ['-C', this.store.dataDir(name), '-czf', file, '.']);
+    return { bytes: (await stat(file)).size };
+  }
+
+  async importFrom(spec: ContainerSpec, file: string): Promise<ContainerInfo> {
+    await stat(file).catch(() => {
+      throw badRequest(`archive ${file} does not exist`);
+    });
+    const before = await this.store.read(spec.name);
+    await this.destroy(spec.name);
+    await this.ensure(spec);
+    await runOk('tar', ['-C', this.store.dataDir(spec.name), '-xzf', file]);
+    return before?.desired === 'running' ? this.start(spec.name) : this.status(spec.name);
+  }
+
+  async list(): Promise<ContainerInfo[]> {
+    const out: ContainerInfo[] = [];
+    for (const name of await this.store.names()) {
+      const state = await this.store.read(name);
+      if (state) out.push(await this.info(state));
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    this.supervisor.close();
+    return Promise.resolve();
+  }
+
+  private async mustRead(name: string): Promise<ProcessState> {
+    const state = await this.store.read(name);
+    if (!state) throw new DomainError('not_found', `container ${name} not found`);
+    return state;
+  }
+
+  private async info(state: ProcessState): Promise<ContainerInfo> {
+    const alive = await isSameProcess(state.pid, state.pidStart);
+    const heap = alive ? /^--max-old-space-size=(\d+)$/ : undefined;
+    const applied = heap && (await cmdline(state.pid!)).map((a) => heap.exec(a)?.[1]).find(Boolean);
+    return {
+      name: state.name,
+      state: alive ? 'running' : 'stopped',
+      ip: '127.0.0.1',
+      endpoint: { host: '127.0.0.1', port: state.hostPort },
+      ...(alive ? { handle: String(state.pid) } : {}),
+      ...(applied ? { limits: { memoryMb: Number(applied) } } : {}),
+    };
+  }
+
+  private async allocatePort(): Promise<number> {
+    return this.portLock.run('ports', async () => {
+      const taken = new Set<number>();
+      for (const n of await this.store.names()) {
+        const s = await this.store.read(n);
+        if (s) taken.add(s.hostPort);
+      }
+      return freeLoopbackPort(taken);
+    });
+  }
+
+  /** SIGTERM the process group, wait, then SIGKILL it. */
+  private async terminate(state: ProcessState, timeoutMs: number): Promise<void> {
+    if (!(await isSameProcess(state.pid, state.pidStart))) return;
+    const group = -state.pid!;
+    signal(group, 'SIGTERM');
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      if (!(await isSameProcess(state.pid, state.pidStart))) return;
+      await sleep(50);
+    }
+    signal(group, 'SIGKILL');
+    while (await isSameProcess(state.pid, state.pidStart)) await sleep(20);
+  }
+}
+
+function signal(target: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(target, sig);
+  } catch {
+    // Already gone.
+  }
+}
+
+async function diskUsage(dir: string): Promise<number> {
+  let total = 0;
+  const entries = await readdir(dir, { withFileTypes: true, recursive: true }).catch(() => []);
+  for (const e of entries) {
+    if (!e.isFile()) continue;
+    total += (await stat(path.join(e.parentPath, e.name)).catch(() => ({ size: 0 }))).size;
+  }
+  return total;
+}

@@ -1,0 +1,82 @@
+import { readFile, writeFile } from 'node:fs/promises';
+import type { ContainerSpec } from '../../core/compute.ts';
+import { badRequest, DomainError } from '../../core/errors.ts';
+import type { ProxmoxDriver, VmResource } from './driver.ts';
+
+/**
+ * Export and import on Proxmox: the archive is made by vzdump on the cluster's
+ * backup storage and stays there; the local file is a small manifest naming
+ * the volume, which `importFrom` restores with `pct restore` semantics
+ * (POST /nodes/{node}/lxc with restore=1).
+ */
+export interface ProxmoxManifest {
+  driver: 'proxmox';
+  volid: string;
+  node: string;
+  vmid: number;
+  size: number;
+}
+
+export async function exportGuest(
+  driver: ProxmoxDriver,
+  vm: VmResource,
+  file: string,
+): Promise<{ bytes: number }> {
+  const { backupStorage } = driver.options;
+  const started = Math.floor(Date.now() / 1000) - 1;
+  await driver.api.task('POST', `/nodes/${vm.node}/vzdump`, {
+    vmid: String(vm.vmid),
+    storage: backupStorage,
+    mode: 'snapshot',
+    compress: 'zstd',
+  });
+  const content = await driver.api.call<{ volid: string; size: number; ctime: number }[]>(
+    'GET',
+    `/nodes/${vm.node}/storage/${backupStorage}/content`,
+    { content: 'backup', vmid: vm.vmid },
+  );
+  const newest = content.filter((c) => c.ctime >= started).sort((a, b) => b.ctime - a.ctime)[0];
+  if (!newest)
+    throw new DomainError('dependency_failed', `vzdump of ${vm.vmid} left no archive on ${backupStorage}`);
+  const manifest: ProxmoxManifest = {
+    driver: 'proxmox',
+    volid: newest.volid,
+    node: vm.node,
+    vmid: vm.vmid,
+    size: newest.size,
+  };
+  await writeFile(file, JSON.stringify(manifest), { mode: 0o600 });
+  return { bytes: newest.size };
+}
+
+async function readManifest(file: string): Promise<ProxmoxManifest> {
+  const text = await readFile(file, 'utf8').catch(() => {
+    throw badRequest(`archive ${file} does not exist`);
+  });
+  try {
+    const m = JSON.parse(text) as ProxmoxManifest;
+    if (m.driver === 'proxmox' && typeof m.volid === 'string') return m;
+  } catch {
+    // falls through
+  }
+  throw badRequest(`${file} is not a proxmox export manifest`);
+}
+
+/** Replace (or create) the container `spec.name` from the archive; ensure() then applies the spec. */
+export async function importGuest(driver: ProxmoxDriver, spec: ContainerSpec, file: string): Promise<void> {
+  const manifest = await readManifest(file);
+  const existing = await driver.find(spec.name);
+  if (existing?.status === 'running')
+    await driver.api.task('POST', `/nodes/${existing.node}/lxc/${existing.vmid}/status/stop`);
+  const others = new Set((await driver.vms()).filter((v) => v.vmid !== existing?.vmid).map((v) => v.vmid));
+  const vmid = existing?.vmid ?? (await driver.registry.allocate(spec.name, spec.port, others));
+  const node = existing?.node ?? manifest.node;
+  await driver.api.task('POST', `/nodes/${node}/lxc`, {
+    vmid,
+    ostemplate: manifest.volid,
+    restore: true,
+    force: true,
+    storage: driver.options.storage,
+    hostname: spec.name,
+  });
+}

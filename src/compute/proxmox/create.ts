@@ -1,0 +1,83 @@
+import { sql } from 'kysely';
+import { isManagedName, type ContainerSpec } from '../../core/compute.ts';
+import { DomainError } from '../../core/errors.ts';
+import { sleep } from '../shared/run.ts';
+import type { ProxmoxDriver, VmResource } from './driver.ts';
+import { pickNode, type NodePolicy } from './placement.ts';
+
+/** Creating a guest: where it goes, the clone itself, and waiting out a clone a crash left running. */
+
+export async function cloneFrom(
+  driver: ProxmoxDriver,
+  template: number,
+  vmid: number,
+  spec: ContainerSpec,
+  vms: VmResource[],
+): Promise<VmResource> {
+  const tpl = vms.find((v) => v.vmid === template);
+  if (!tpl) throw new DomainError('not_found', `template VMID ${template} not found on the cluster`);
+  const node = await placeOn(driver, spec, vms);
+  const clone = (full: boolean) =>
+    driver.api.task('POST', `/nodes/${tpl.node}/lxc/${template}/clone`, {
+      newid: vmid,
+      hostname: spec.name,
+      full,
+      ...(full ? { storage: driver.options.storage } : {}),
+      ...(node !== tpl.node ? { target: node } : {}),
+    });
+  // One clone per template and storage at a time, across every worker: Proxmox
+  // locks the template's config during a clone and the others would time out.
+  await driver.options.db.transaction().execute(async (trx) => {
+    await sql`SELECT pg_advisory_xact_lock(hashtext(${`aiqso.pve_clone:${template}:${driver.options.storage}`}))`.execute(
+      trx,
+    );
+    try {
+      await clone(tpl.template !== 1);
+    } catch (err) {
+      if (tpl.template !== 1 || !/linked clone/i.test((err as Error).message)) throw err;
+      driver.options.log.info(
+        { template, storage: driver.options.storage },
+        'linked clone unavailable, cloning in full',
+      );
+      await clone(true);
+    }
+  });
+  return { vmid, node, name: spec.name, status: 'stopped' };
+}
+
+async function placeOn(driver: ProxmoxDriver, spec: ContainerSpec, vms: VmResource[]): Promise<string> {
+  const nodes = await driver.api.call<
+    { node: string; status: string; maxmem: number; mem: number; maxcpu: number; cpu: number }[]
+  >('GET', '/cluster/resources', { type: 'node' });
+  const hosts = await driver.options.db
+    .selectFrom('hosts')
+    .select(['name', 'max_containers', 'draining'])
+    .where('driver', '=', 'proxmox')
+    .execute();
+  const policies = new Map<string, NodePolicy>(
+    hosts.map((h) => [h.name, { maxContainers: h.max_containers, draining: h.draining }]),
+  );
+  const count = (node: string) =>
+    vms.filter((v) => v.node === node && v.name && isManagedName(v.name)).length;
+  const loads = nodes.map((n) => ({ ...n, online: n.status === 'online', containers: count(n.node) }));
+  const node = pickNode(loads, policies, spec.resources.memoryMb * 2 ** 20);
+  if (!node) throw new DomainError('capacity_exhausted', 'no Proxmox node is online, undrained and has room');
+  return node;
+}
+
+/** A crash may leave a clone task running on the cluster: wait for its lock to go. */
+export async function waitUnlocked(
+  driver: ProxmoxDriver,
+  vmid: number,
+  timeoutMs = 600_000,
+): Promise<VmResource> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const vm = (await driver.vms()).find((v) => v.vmid === vmid);
+    if (!vm) throw new DomainError('dependency_failed', `VMID ${vmid} vanished while being created; retry`);
+    if (!vm.lock) return vm;
+    if (Date.now() > deadline)
+      throw new DomainError('dependency_failed', `VMID ${vmid} stays locked (${vm.lock})`);
+    await sleep(250);
+  }
+}

@@ -1,0 +1,242 @@
+import { isManagedName } from '../../core/compute.ts';
+import type {
+  ComputeDriver,
+  ContainerInfo,
+  ContainerSpec,
+  ContainerStats,
+  ResourceLimits,
+} from '../../core/compute.ts';
+import { badRequest, conflict, DomainError } from '../../core/errors.ts';
+import type { Database } from '../../db/database.ts';
+import type { Logger } from '../../observability/logger.ts';
+import { macFor } from '../lxc/config.ts';
+import { IpPool } from '../shared/ip-pool.ts';
+import { KeyedMutex } from '../shared/run.ts';
+import { exportGuest, importGuest } from './backup.ts';
+import { cloneFrom, waitUnlocked } from './create.ts';
+import { PveClient, type PveClientOptions } from './client.ts';
+import { GuestRegistry } from './guests.ts';
+
+export interface ProxmoxDriverOptions {
+  db: Database;
+  log: Logger;
+  api: Omit<PveClientOptions, 'log'>;
+  /** Storage for full clones and restores (e.g. local-lvm). */
+  storage: string;
+  /** Storage vzdump writes backups to. */
+  backupStorage: string;
+  bridge: string;
+  subnet: string;
+  vmidRange: [number, number];
+}
+
+export interface VmResource {
+  vmid: number;
+  node: string;
+  name?: string;
+  status: string;
+  template?: number;
+  lock?: string;
+}
+
+/**
+ * Containers on a Proxmox VE cluster through its REST API: linked (else full)
+ * clones of a template VMID, static IPs from the platform pool, limits in the
+ * container config, VMIDs from a platform-owned range. Proxmox offers no exec
+ * channel for LXC over the API, so `exec` is unavailable.
+ */
+export class ProxmoxDriver implements ComputeDriver {
+  readonly kind = 'proxmox' as const;
+  readonly api: PveClient;
+  readonly pool: IpPool;
+  readonly registry: GuestRegistry;
+  private readonly locks = new KeyedMutex();
+
+  constructor(readonly options: ProxmoxDriverOptions) {
+    this.api = new PveClient({ ...options.api, log: options.log });
+    this.pool = new IpPool(options.db, options.subnet);
+    this.registry = new GuestRegistry(options.db, options.vmidRange);
+  }
+
+  async vms(): Promise<VmResource[]> {
+    const all = await this.api.call<(VmResource & { type: string })[]>('GET', '/cluster/resources', {
+      type: 'vm',
+    });
+    return all.filter((r) => r.type === 'lxc');
+  }
+
+  /** The guest behind `name`, or undefined when it does not exist (yet). */
+  async find(name: string): Promise<(VmResource & { port: number }) | undefined> {
+    const row = await this.registry.lookup(name);
+    if (!row) return undefined;
+    const vm = (await this.vms()).find((v) => v.vmid === row.vmid);
+    return vm ? { ...vm, port: row.port } : undefined;
+  }
+
+  private async must(name: string) {
+    const vm = await this.find(name);
+    if (!vm) throw new DomainError('not_found', `container ${name} not found`);
+    return vm;
+  }
+
+  async ensure(spec: ContainerSpec): Promise<ContainerInfo> {
+    if (spec.workload.kind !== 'clone' || !/^\d+$/.test(spec.workload.template)) {
+      throw badRequest('the proxmox driver runs clone workloads of a template VMID');
+    }
+    const template = Number(spec.workload.template);
+    return this.locks.run(spec.name, async () => {
+      const ip = await this.pool.allocate(spec.name, spec.ip);
+      const vms = await this.vms();
+      const mine = await this.registry.lookup(spec.name);
+      const others = new Set(vms.filter((v) => v.vmid !== mine?.vmid).map((v) => v.vmid));
+      const vmid = await this.registry.allocate(spec.name, spec.port, others);
+      let vm = vms.find((v) => v.vmid === vmid);
+      if (vm && vm.name !== spec.name && vm.lock !== 'create')
+        throw conflict(`VMID ${vmid} is used by ${vm.name}`);
+      if (!vm) vm = await cloneFrom(this, template, vmid, spec, vms);
+      if (vm.lock) vm = await waitUnlocked(this, vmid);
+      await this.configure(vm, spec, ip);
+      return this.info(spec.name);
+    });
+  }
+
+  private async configure(vm: VmResource, spec: ContainerSpec, ip: string): Promise<void> {
+    const { subnet } = this.pool;
+    const path = `/nodes/${vm.node}/lxc/${vm.vmid}`;
+    const env = Object.entries({ ...spec.env, PORT: String(spec.port) }).map(([k, v]) => `${k}=${v}`);
+    await this.api.call('PUT', `${path}/config`, {
+      hostname: spec.name,
+      cores: Math.max(1, Math.ceil(spec.resources.cores)),
+      memory: spec.resources.memoryMb,
+      net0: `name=eth0,bridge=${this.options.bridge},ip=${ip}/${subnet.prefix},gw=${subnet.gateway},hwaddr=${macFor(spec.name).toUpperCase()}`,
+      env: env.join('\0'),
+      tags: 'aiqso',
+      description: `aiqso tenant=${spec.tenantId} role=${spec.role}`,
+    });
+    const config = await this.api.call<{ rootfs?: string }>('GET', `${path}/config`);
+    if (diskGb(config.rootfs) < spec.resources.diskGb) {
+      await this.api.task('PUT', `${path}/resize`, { disk: 'rootfs', size: `${spec.resources.diskGb}G` });
+    }
+  }
+
+  async start(name: string): Promise<ContainerInfo> {
+    return this.locks.run(name, async () => {
+      const vm = await this.must(name);
+      if (vm.status !== 'running')
+        await this.api.task('POST', `/nodes/${vm.node}/lxc/${vm.vmid}/status/start`);
+      return this.info(name);
+    });
+  }
+
+  async stop(name: string, options: { timeoutMs?: number } = {}): Promise<void> {
+    await this.locks.run(name, async () => {
+      const vm = await this.find(name);
+      if (!vm || vm.status !== 'running') return;
+      const base = `/nodes/${vm.node}/lxc/${vm.vmid}/status`;
+      const timeout = Math.max(1, Math.ceil((options.timeoutMs ?? 30_000) / 1000));
+      try {
+        await this.api.task('POST', `${base}/shutdown`, { timeout }, (options.timeoutMs ?? 30_000) + 30_000);
+      } catch (err) {
+        this.options.log.warn({ err, container: name }, 'clean shutdown failed, stopping');
+        await this.api.task('POST', `${base}/stop`);
+      }
+    });
+  }
+
+  async restart(name: string): Promise<ContainerInfo> {
+    await this.must(name);
+    await this.stop(name);
+    return this.start(name);
+  }
+
+  async destroy(name: string): Promise<void> {
+    await this.locks.run(name, async () => {
+      const vm = await this.find(name);
+      if (vm) {
+        const path = `/nodes/${vm.node}/lxc/${vm.vmid}`;
+        if (vm.status === 'running') await this.api.task('POST', `${path}/status/stop`);
+        await this.api.task('DELETE', path, { purge: true, 'destroy-unreferenced-disks': true });
+      }
+      await this.registry.release(name);
+      await this.pool.release(name);
+    });
+  }
+
+  async status(name: string): Promise<ContainerInfo> {
+    return (await this.find(name)) ? this.info(name) : { name, state: 'missing' };
+  }
+
+  async stats(name: string): Promise<ContainerStats> {
+    const vm = await this.must(name);
+    const s = await this.api.call<Record<string, number>>(
+      'GET',
+      `/nodes/${vm.node}/lxc/${vm.vmid}/status/current`,
+    );
+    return {
+      // Proxmox reports utilisation, not a cumulative counter: this is an estimate over the uptime.
+      cpuSeconds: (s.cpu ?? 0) * (s.cpus ?? 1) * (s.uptime ?? 0),
+      memoryBytes: s.mem ?? 0,
+      diskBytes: s.disk ?? 0,
+      netRxBytes: s.netin ?? 0,
+      netTxBytes: s.netout ?? 0,
+    };
+  }
+
+  exec(): Promise<never> {
+    return Promise.reject(
+      new DomainError('unavailable', 'the Proxmox API has no exec for containers; use pct exec on the node'),
+    );
+  }
+
+  async exportTo(name: string, file: string): Promise<{ bytes: number }> {
+    return exportGuest(this, await this.must(name), file);
+  }
+
+  async importFrom(spec: ContainerSpec, file: string): Promise<ContainerInfo> {
+    await importGuest(this, spec, file);
+    return this.ensure(spec);
+  }
+
+  /** A named snapshot (Proxmox-specific; rollback stays an operator action). */
+  async snapshot(name: string, snapname: string): Promise<void> {
+    const vm = await this.must(name);
+    await this.api.task('POST', `/nodes/${vm.node}/lxc/${vm.vmid}/snapshot`, { snapname });
+  }
+
+  async list(): Promise<ContainerInfo[]> {
+    const vms = (await this.vms()).filter((v) => v.name && isManagedName(v.name) && v.template !== 1);
+    return Promise.all(vms.map((v) => this.info(v.name!)));
+  }
+
+  async close(): Promise<void> {
+    await this.api.close();
+  }
+
+  private async info(name: string): Promise<ContainerInfo> {
+    const vm = await this.must(name);
+    const ip = await this.pool.lookup(name);
+    const config = await this.api.call<{ cores?: number; memory?: number; rootfs?: string }>(
+      'GET',
+      `/nodes/${vm.node}/lxc/${vm.vmid}/config`,
+    );
+    const limits: Partial<ResourceLimits> = {
+      ...(config.cores ? { cores: Number(config.cores) } : {}),
+      ...(config.memory ? { memoryMb: Number(config.memory) } : {}),
+      ...(config.rootfs ? { diskGb: diskGb(config.rootfs) } : {}),
+    };
+    return {
+      name,
+      state: vm.status === 'running' ? 'running' : 'stopped',
+      ...(ip ? { ip, endpoint: { host: ip, port: vm.port } } : {}),
+      handle: `${vm.node}/${vm.vmid}`,
+      limits,
+    };
+  }
+}
+
+/** Size in GiB from a volume string such as `local-lvm:vm-101-disk-0,size=8G`. */
+export function diskGb(volume: string | undefined): number {
+  const m = /size=(\d+(?:\.\d+)?)([KMGT]?)/.exec(volume ?? '');
+  if (!m) return 0;
+  return (Number(m[1]) * 1024 ** ' KMGT'.indexOf(m[2] || ' ')) / 2 ** 30;
+}

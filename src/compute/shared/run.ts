@@ -1,0 +1,87 @@
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { DomainError } from '../../core/errors.ts';
+import type { ExecResult } from '../../core/compute.ts';
+
+export interface RunOptions {
+  /** Written to the child's stdin: the only way secrets reach a command. */
+  stdin?: string;
+  timeoutMs?: number;
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+}
+
+/**
+ * Run a program with an argv array (never a shell string) and collect its
+ * output. Never rejects for a non-zero exit: callers decide what an exit code
+ * means. Rejects only when the program cannot be started or times out.
+ */
+export function run(file: string, args: string[], options: RunOptions = {}): Promise<ExecResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, {
+      cwd: options.cwd,
+      env: options.env,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    // A command that exits before reading stdin closes the pipe; that is not our failure.
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(options.stdin ?? '');
+    const timer =
+      options.timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            child.kill('SIGKILL');
+            reject(new DomainError('dependency_failed', `${file} timed out after ${options.timeoutMs} ms`));
+          }, options.timeoutMs);
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(new DomainError('dependency_failed', `cannot run ${file}: ${err.message}`, { cause: err }));
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ exitCode: code ?? (signal ? 128 : 1), stdout, stderr });
+    });
+  });
+}
+
+/** Run and require exit code 0; the error names the command (never its stdin). */
+export async function runOk(file: string, args: string[], options: RunOptions = {}): Promise<string> {
+  const result = await run(file, args, options);
+  if (result.exitCode !== 0) {
+    const detail = (result.stderr || result.stdout).trim().split('\n').slice(-3).join(' | ');
+    throw new DomainError(
+      'dependency_failed',
+      `${file} ${args[0] ?? ''} failed (${result.exitCode}): ${detail}`,
+    );
+  }
+  return result.stdout;
+}
+
+/** Serialise async work per key (one clone per template, one edit per container). */
+export class KeyedMutex {
+  private readonly tails = new Map<string, Promise<unknown>>();
+
+  async run<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.tails.get(key) ?? Promise.resolve();
+    const next = previous.then(fn, fn);
+    const tail = next.catch(() => undefined);
+    this.tails.set(key, tail);
+    try {
+      return await next;
+    } finally {
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+    }
+  }
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * PATH for workloads and exec: fixed, not the control plane's, with the running
+ * Node's directory first so `node` is the same binary everywhere.
+ */
+export const WORKLOAD_PATH = `${path.dirname(process.execPath)}:/usr/local/bin:/usr/bin:/bin`;

@@ -1,0 +1,78 @@
+import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bridgePorts, removeBridge } from '../src/compute/lxc/bridge.ts';
+import { LxcDriver } from '../src/compute/lxc/driver.ts';
+import { createLogger } from '../src/observability/logger.ts';
+import { appWorkload, fetchApp } from './support/compute-app.ts';
+import { computeContract, specFor, type ContractHarness } from './support/compute-contract.ts';
+import { createTestDatabase, type TestDatabase } from './support/db.ts';
+import { lxcAvailable, privateNetwork } from './support/lxc.ts';
+import { missingPart } from './support/strict.ts';
+
+const skip = missingPart('lxc (root and lxc tools)', lxcAvailable(), 'apt-get install lxc and run as root');
+const { bridge, subnet } = privateNetwork('t');
+let db: TestDatabase;
+let lxcPath: string;
+
+beforeAll(async () => {
+  if (skip) return;
+  db = await createTestDatabase({ max: 10 });
+  lxcPath = await mkdtemp(path.join(os.tmpdir(), 'aiqso-lxc-'));
+});
+
+afterAll(async () => {
+  if (skip) return;
+  await removeBridge(bridge);
+  await rm(lxcPath, { recursive: true, force: true });
+  await db.drop();
+});
+
+const open = () =>
+  Promise.resolve(new LxcDriver({ db: db.db, log: createLogger('silent'), lxcPath, bridge, subnet }));
+
+computeContract('lxc', {
+  skip: () => skip,
+  open,
+  workload: appWorkload,
+  async crashMidEnsure(spec) {
+    // A crash during lxc-copy leaves the container directory without its config.
+    await mkdir(path.join(lxcPath, spec.name, 'overlay', 'delta'), { recursive: true });
+  },
+  http: (info) => fetchApp(info),
+  dataPath: '/root/marker.txt',
+  hostProcesses: true,
+  exec: true,
+  enforces: ['memoryMb', 'cores'],
+} satisfies ContractHarness);
+
+describe('lxc driver at scale', () => {
+  it('clones, starts, serves and destroys 20 containers concurrently, leaving nothing behind', async ({
+    skip: skipTest,
+  }) => {
+    if (skip) return skipTest();
+    const driver = await open();
+    const harness = { workload: appWorkload } as ContractHarness;
+    const specs = Array.from({ length: 20 }, (_, i) => specFor(harness, `many${i}`));
+    const infos = await Promise.all(
+      specs.map(async (s) => {
+        await driver.ensure(s);
+        return driver.start(s.name);
+      }),
+    );
+    expect(new Set(infos.map((i) => i.ip)).size).toBe(20);
+    const answers = await Promise.all(infos.map((i) => fetchApp(i)));
+    expect(answers.map((a) => a.name)).toEqual(specs.map((s) => `app-${s.role}`));
+    expect(await bridgePorts(bridge)).toHaveLength(20);
+
+    await Promise.all(specs.map((s) => driver.destroy(s.name)));
+    expect(await bridgePorts(bridge)).toEqual([]);
+    const mounts = await readFile('/proc/self/mountinfo', 'utf8');
+    expect(mounts.includes(lxcPath)).toBe(false);
+    expect(await driver.pool.owners()).toEqual([]);
+    const left = (await readdir(lxcPath)).filter((n) => n.startsWith('aiqso-'));
+    expect(left).toEqual([]);
+    await driver.close();
+  });
+});

@@ -1,0 +1,23 @@
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+
+/** Whether real LXC containers can run here: root and the lxc tools. */
+export function lxcAvailable(): boolean {
+  if (process.getuid?.() !== 0) return false;
+  try {
+    execFileSync('lxc-start', ['--version'], { stdio: 'ignore' });
+    execFileSync('ip', ['-V'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A bridge name and /24 of its own for one test file or benchmark, so runs never share a network. */
+export function privateNetwork(tag: string): { bridge: string; subnet: string } {
+  const b = randomBytes(2);
+  return {
+    bridge: `aiqso${tag}${b.toString('hex')}`.slice(0, 15),
+    subnet: `10.${200 + (b[0]! % 50)}.${b[1]}.0/24`,
+  };
+}

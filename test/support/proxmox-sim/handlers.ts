@@ -1,0 +1,249 @@
+import { Cluster, PveFailure, parseSize, truthy, type Fault } from './cluster.ts';
+
+type Params = Record<string, string>;
+export type Handler = (c: Cluster, p: Params, fault: Fault | undefined) => unknown;
+
+const DAY = () =>
+  new Date()
+    .toISOString()
+    .replace(/[-:T]/g, '_')
+    .slice(0, 19)
+    .replace(/_(\d\d)_(\d\d)_(\d\d)$/, '-$1_$2_$3');
+
+function resources(c: Cluster, type: string | undefined): unknown[] {
+  const out: unknown[] = [];
+  if (!type || type === 'node') {
+    for (const n of c.nodes.values()) {
+      out.push({
+        id: `node/${n.name}`,
+        type: 'node',
+        node: n.name,
+        status: n.online ? 'online' : 'offline',
+        maxmem: n.maxmem,
+        mem: n.mem,
+        maxcpu: n.maxcpu,
+        cpu: n.cpu,
+      });
+    }
+  }
+  if (!type || type === 'vm') {
+    for (const g of c.guests.values()) {
+      const mem = g.status === 'running' ? 24 * 2 ** 20 : 0;
+      out.push({
+        id: `lxc/${g.vmid}`,
+        type: 'lxc',
+        vmid: g.vmid,
+        node: g.node,
+        name: g.config.hostname,
+        status: g.status,
+        template: g.template ? 1 : 0,
+        maxmem: Number(g.config.memory ?? 512) * 2 ** 20,
+        mem,
+        maxcpu: Number(g.config.cores ?? 1),
+        cpu: 0.01,
+        ...(g.lock ? { lock: g.lock } : {}),
+      });
+    }
+  }
+  if (!type || type === 'storage') {
+    for (const n of c.nodes.values()) {
+      for (const s of c.storages.values())
+        out.push({
+          id: `storage/${n.name}/${s.id}`,
+          type: 'storage',
+          node: n.name,
+          storage: s.id,
+          status: 'available',
+        });
+    }
+  }
+  return out;
+}
+
+function statusCurrent(c: Cluster, p: Params) {
+  const g = c.guest(p.node!, Number(p.vmid));
+  const running = g.status === 'running';
+  const uptime = running ? Math.max(1, Math.floor((Date.now() - g.startedAt!) / 1000)) : 0;
+  return {
+    vmid: g.vmid,
+    name: g.config.hostname,
+    status: g.status,
+    ha: { managed: 0 },
+    cpu: running ? 0.02 : 0,
+    cpus: Number(g.config.cores ?? 1),
+    uptime,
+    mem: running ? 24 * 2 ** 20 : 0,
+    maxmem: Number(g.config.memory ?? 512) * 2 ** 20,
+    maxswap: 512 * 2 ** 20,
+    disk: running ? 300 * 2 ** 20 : 0,
+    maxdisk: parseSize(/size=(\w+)/.exec(g.config.rootfs ?? '')?.[1] ?? '4G'),
+    netin: running ? 1234 : 0,
+    netout: running ? 4321 : 0,
+    diskread: 0,
+    diskwrite: 0,
+    ...(g.lock ? { lock: g.lock } : {}),
+  };
+}
+
+function putConfig(c: Cluster, p: Params) {
+  const g = c.guest(p.node!, Number(p.vmid));
+  c.checkUnlocked(g);
+  for (const [k, v] of Object.entries(p))
+    if (!['node', 'vmid', 'delete', 'digest'].includes(k)) g.config[k] = v;
+  for (const k of (p.delete ?? '').split(/[,; ]/).filter(Boolean)) delete g.config[k];
+  return null;
+}
+
+function resize(c: Cluster, p: Params, fault: Fault | undefined) {
+  const g = c.guest(p.node!, Number(p.vmid));
+  c.checkUnlocked(g);
+  const m = /^(\+?)(\d+(?:\.\d+)?[KMGT]?)$/.exec(p.size ?? '');
+  if (!m)
+    throw new PveFailure(400, 'Parameter verification failed.', {
+      size: 'value does not match the regex pattern',
+    });
+  const current = parseSize(/size=(\w+)/.exec(g.config.rootfs!)?.[1] ?? '4G');
+  const wanted = m[1] ? current + parseSize(m[2]!) : parseSize(m[2]!);
+  if (wanted < current) throw new PveFailure(500, 'unable to shrink disk size');
+  return c.task(p.node!, 'resize', p.vmid!, fault, () => {
+    g.config.rootfs = g.config.rootfs!.replace(/size=\w+/, `size=${Math.round(wanted / 2 ** 30)}G`);
+  });
+}
+
+function power(action: 'start' | 'shutdown' | 'stop'): Handler {
+  return (c, p, fault) => {
+    const g = c.guest(p.node!, Number(p.vmid));
+    if (action !== 'stop') c.checkUnlocked(g);
+    if (action === 'start' && g.status === 'running')
+      throw new PveFailure(500, `CT ${g.vmid} already running`);
+    return c.task(p.node!, `vz${action}`, p.vmid!, fault, () => {
+      if (action === 'start') {
+        g.status = 'running';
+        g.startedAt = Date.now();
+        return;
+      }
+      if (action === 'shutdown' && g.stubborn && !truthy(p.forceStop))
+        throw new Error("command 'lxc-stop' failed: got timeout");
+      g.status = 'stopped';
+    });
+  };
+}
+
+function destroy(c: Cluster, p: Params, fault: Fault | undefined) {
+  const g = c.guest(p.node!, Number(p.vmid));
+  c.checkUnlocked(g);
+  if (g.status === 'running' && !truthy(p.force))
+    throw new PveFailure(500, `CT ${g.vmid} is running - destroy failed`);
+  return c.task(p.node!, 'vzdestroy', p.vmid!, fault, () => {
+    c.guests.delete(g.vmid);
+  });
+}
+
+function vzdump(c: Cluster, p: Params, fault: Fault | undefined) {
+  const vmid = Number(p.vmid);
+  const g = c.guest(p.node!, vmid);
+  const storage = p.storage ?? 'local';
+  if (!c.storages.has(storage)) throw new PveFailure(500, `storage '${storage}' does not exist`);
+  return c.task(p.node!, 'vzdump', p.vmid!, fault, () => {
+    const ext = p.compress === 'zstd' ? 'tar.zst' : p.compress === 'gzip' ? 'tar.gz' : 'tar';
+    c.backups.push({
+      volid: `${storage}:backup/vzdump-lxc-${vmid}-${DAY()}.${ext}`,
+      storage,
+      vmid,
+      size: 48 * 2 ** 20 + c.backups.length,
+      ctime: Math.floor(Date.now() / 1000),
+      config: { ...g.config },
+    });
+  });
+}
+
+function restore(c: Cluster, p: Params, fault: Fault | undefined) {
+  const node = p.node!;
+  const vmid = Number(p.vmid);
+  const existing = c.guests.get(vmid);
+  if (existing && !truthy(p.force))
+    throw new PveFailure(500, `CT ${vmid} already exists on node '${existing.node}'`);
+  if (existing?.status === 'running')
+    throw new PveFailure(500, `unable to restore CT ${vmid} - CT is running`);
+  if (!truthy(p.restore)) throw new PveFailure(501, 'the simulator only creates containers by restore');
+  const backup = c.backups.find((b) => b.volid === p.ostemplate);
+  if (!backup) throw new PveFailure(500, `volume '${p.ostemplate}' does not exist`);
+  c.guests.set(vmid, {
+    vmid,
+    node,
+    status: 'stopped',
+    template: false,
+    snapshots: [],
+    lock: 'create',
+    config: { ...backup.config },
+  });
+  return c.task(node, 'vzrestore', String(vmid), fault, () => {
+    const g = c.guests.get(vmid)!;
+    delete g.lock;
+    for (const k of ['hostname', 'cores', 'memory']) if (p[k]) g.config[k] = p[k];
+  });
+}
+
+export const HANDLERS: Record<string, Handler> = {
+  'GET /version': () => ({ version: '9.1.1', release: '9.1', repoid: '0c7e6f5a' }),
+  'GET /cluster/resources': (c, p) => resources(c, p.type),
+  'GET /nodes/{node}/tasks/{upid}/status': (c, p) => {
+    const t = c.tasks.get(p.upid!);
+    if (!t || t.node !== p.node) throw new PveFailure(500, `no such task`);
+    return {
+      upid: t.upid,
+      node: t.node,
+      pid: 1,
+      pstart: 1,
+      starttime: t.starttime,
+      type: t.type,
+      id: t.id,
+      user: 'aiqso@pve!test',
+      status: t.status,
+      ...(t.exitstatus ? { exitstatus: t.exitstatus } : {}),
+    };
+  },
+  'GET /nodes/{node}/tasks/{upid}/log': (c, p) =>
+    (c.tasks.get(p.upid!)?.log ?? []).map((t, i) => ({ n: i + 1, t })),
+  'POST /nodes/{node}/lxc': (c, p, f) => restore(c, p, f),
+  'POST /nodes/{node}/lxc/{vmid}/clone': (c, p, f) => c.clone(p.node!, Number(p.vmid), p, f),
+  'GET /nodes/{node}/lxc/{vmid}/config': (c, p) => {
+    const g = c.guest(p.node!, Number(p.vmid));
+    const out: Record<string, unknown> = { ...g.config, digest: '0'.repeat(40) };
+    for (const k of ['cores', 'memory', 'swap']) if (out[k] !== undefined) out[k] = Number(out[k]);
+    if (out.template !== undefined) out.template = 1;
+    if (g.lock) out.lock = g.lock;
+    return out;
+  },
+  'PUT /nodes/{node}/lxc/{vmid}/config': (c, p) => putConfig(c, p),
+  'PUT /nodes/{node}/lxc/{vmid}/resize': resize,
+  'GET /nodes/{node}/lxc/{vmid}/status/current': (c, p) => statusCurrent(c, p),
+  'POST /nodes/{node}/lxc/{vmid}/status/start': power('start'),
+  'POST /nodes/{node}/lxc/{vmid}/status/shutdown': power('shutdown'),
+  'POST /nodes/{node}/lxc/{vmid}/status/stop': power('stop'),
+  'DELETE /nodes/{node}/lxc/{vmid}': destroy,
+  'POST /nodes/{node}/lxc/{vmid}/snapshot': (c, p, f) => {
+    const g = c.guest(p.node!, Number(p.vmid));
+    c.checkUnlocked(g);
+    if (g.snapshots.includes(p.snapname!))
+      throw new PveFailure(500, `snapshot name '${p.snapname}' already used`);
+    return c.task(p.node!, 'vzsnapshot', p.vmid!, f, () => void g.snapshots.push(p.snapname!));
+  },
+  'POST /nodes/{node}/vzdump': vzdump,
+  'GET /nodes/{node}/storage/{storage}/content': (c, p) =>
+    c.backups
+      .filter(
+        (b) =>
+          b.storage === p.storage &&
+          (!p.vmid || b.vmid === Number(p.vmid)) &&
+          (!p.content || p.content === 'backup'),
+      )
+      .map((b) => ({
+        volid: b.volid,
+        format: b.volid.split('.').slice(1).join('.'),
+        size: b.size,
+        ctime: b.ctime,
+        vmid: b.vmid,
+        content: 'backup',
+      })),
+};
