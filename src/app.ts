@@ -2,6 +2,7 @@ import type { Config } from './config/load.ts';
 import { createApi, type ApiServer } from './api/server.ts';
 import { healthRoutes } from './api/routes/health.ts';
 import { connectMasterDatabase, type MasterDatabase } from './db/connect.ts';
+import { installIdentity, type IdentityOptions } from './identity/wire.ts';
 import type { Logger } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
 import { VERSION } from './version.ts';
@@ -20,7 +21,13 @@ export interface Platform {
   close(): Promise<void>;
 }
 
-export async function buildApi(config: Config, log: Logger, database: MasterDatabase, metrics: Metrics) {
+export async function buildApi(
+  config: Config,
+  log: Logger,
+  database: MasterDatabase,
+  metrics: Metrics,
+  identity: IdentityOptions = {},
+) {
   const api = await createApi({ logger: log, metrics, version: VERSION, publicUrl: config.publicUrl });
   healthRoutes(api, {
     version: VERSION,
@@ -30,6 +37,7 @@ export async function buildApi(config: Config, log: Logger, database: MasterData
     metricsText: () => metrics.registry.metrics(),
     metricsContentType: metrics.registry.contentType,
   });
+  await installIdentity(api, { config, db: database.db, log }, identity);
   return api;
 }
 
