@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createSecretBox, generateMasterKey, parseMasterKey, type SecretBox } from './secrets.ts';
@@ -26,7 +26,41 @@ async function readKey(file: string) {
   return parseMasterKey(await readFile(file, 'utf8'));
 }
 
+/**
+ * The box a long-running process uses: it re-reads the key files when they
+ * change, so a rotation done by `aiqso secrets rotate-key` while the platform
+ * runs is picked up without a restart.
+ */
 export async function loadSecretBox(source: MasterKeySource): Promise<SecretBox> {
+  let box = await loadOnce(source);
+  if (source.configured) return box;
+  const stamp = () =>
+    [keyFile(source.dataDir), nextKeyFile(source.dataDir)]
+      .map((f) => (existsSync(f) ? `${statSync(f).mtimeMs}:${statSync(f).ino}` : '-'))
+      .join('|');
+  let seen = stamp();
+  const current = () => {
+    const now = stamp();
+    if (now !== seen) {
+      const others = existsSync(nextKeyFile(source.dataDir))
+        ? [parseMasterKey(readFileSync(nextKeyFile(source.dataDir), 'utf8'))]
+        : [];
+      box = createSecretBox(parseMasterKey(readFileSync(keyFile(source.dataDir), 'utf8')), others);
+      seen = now;
+    }
+    return box;
+  };
+  return {
+    get keyId() {
+      return current().keyId;
+    },
+    seal: (plain, context) => current().seal(plain, context),
+    open: (sealed, context) => current().open(sealed, context),
+    keyIdOf: (sealed) => current().keyIdOf(sealed),
+  };
+}
+
+async function loadOnce(source: MasterKeySource): Promise<SecretBox> {
   const next = nextKeyFile(source.dataDir);
   const others = existsSync(next) ? [await readKey(next)] : [];
   if (source.configured) return createSecretBox(parseMasterKey(source.configured), others);
