@@ -20,7 +20,11 @@ export interface Forge {
   kid: string;
   publicJwk: JWK;
   /** Sign with the platform's real key (valid signature, claims as given). */
-  real(payload: JWTPayload, header?: Record<string, unknown>): Promise<string>;
+  real(
+    payload: JWTPayload,
+    header?: Record<string, unknown>,
+    crit?: Record<string, boolean>,
+  ): Promise<string>;
   /** Sign with a fresh Ed25519 key the platform never saw, under the real kid unless told otherwise. */
   attacker(payload: JWTPayload, header?: Record<string, unknown>): Promise<string>;
   /** Valid claims for a user; override what a variant needs. */
@@ -49,14 +53,19 @@ export async function createForge(h: Harness): Promise<Forge> {
   const publicJwk = row.public_jwk as JWK;
   const issuer = h.config.publicUrl;
   const audience = `${h.config.publicUrl}/api`;
-  const sign = (key: CryptoKey, payload: JWTPayload, header: Record<string, unknown> = {}) =>
+  const sign = (
+    key: CryptoKey,
+    payload: JWTPayload,
+    header: Record<string, unknown> = {},
+    crit?: Record<string, boolean>,
+  ) =>
     new SignJWT(payload)
       .setProtectedHeader({ alg: 'EdDSA', kid: row.kid, typ: 'at+jwt', ...header })
-      .sign(key);
+      .sign(key, crit ? { crit } : undefined);
   return {
     kid: row.kid,
     publicJwk,
-    real: (payload, header) => sign(realKey, payload, header),
+    real: (payload, header, crit) => sign(realKey, payload, header, crit),
     attacker: (payload, header) => sign(attackerKey, payload, header),
     claims(user, extra = {}) {
       const now = Math.floor(Date.now() / 1000);

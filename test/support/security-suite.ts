@@ -24,7 +24,7 @@ export interface RouteCase {
   /** tenant: acts in the tenant its URL names; platform: spans tenants; self: only the caller's own account. */
   scope: 'tenant' | 'platform' | 'self';
   /** The request aimed at tenant A. */
-  call(h: Harness, s: SecurityContext): Promise<Call>;
+  call(h: Harness, s: SecurityContext): Call | Promise<Call>;
   /** What tenant B tries in order to reach A (platform routes); default: `call` with B's credentials. */
   crossTenant?(h: Harness, s: SecurityContext): Promise<Call>;
   /** Credentials for the positive control; default: the least role allowed, in tenant A. */
@@ -109,14 +109,14 @@ export const ROUTE_CASES: RouteCase[] = [
     url: '/api/v1/auth/me',
     minRole: 'tenant_member',
     scope: 'self',
-    call: async () => ({ url: '/api/v1/auth/me' }),
+    call: () => ({ url: '/api/v1/auth/me' }),
   },
   {
     method: 'POST',
     url: '/api/v1/auth/logout',
     minRole: 'tenant_member',
     scope: 'self',
-    call: async () => ({ url: '/api/v1/auth/logout' }),
+    call: () => ({ url: '/api/v1/auth/logout' }),
     allowed: async (h) => ({ token: (await h.login(h.a.member.email)).accessToken }),
   },
   {
@@ -124,7 +124,7 @@ export const ROUTE_CASES: RouteCase[] = [
     url: '/api/v1/auth/totp/enrol',
     minRole: 'tenant_member',
     scope: 'self',
-    call: async () => ({ url: '/api/v1/auth/totp/enrol' }),
+    call: () => ({ url: '/api/v1/auth/totp/enrol' }),
     allowed: async (h, s) => ({ token: await freshMember(h, s) }),
   },
   {
@@ -132,7 +132,7 @@ export const ROUTE_CASES: RouteCase[] = [
     url: '/api/v1/auth/totp/confirm',
     minRole: 'tenant_member',
     scope: 'self',
-    call: async () => ({ url: '/api/v1/auth/totp/confirm', payload: { code: '000000' } }),
+    call: () => ({ url: '/api/v1/auth/totp/confirm', payload: { code: '000000' } }),
     allowed: async (h, s) => {
       const token = await freshMember(h, s);
       const enrol = await h.api.inject({
@@ -149,21 +149,21 @@ export const ROUTE_CASES: RouteCase[] = [
     url: '/api/v1/tenants/:tenant',
     minRole: 'tenant_member',
     scope: 'tenant',
-    call: async (h) => ({ url: `/api/v1/tenants/${h.a.slug}` }),
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}` }),
   },
   {
     method: 'GET',
     url: '/api/v1/tenants/:tenant/users',
     minRole: 'tenant_member',
     scope: 'tenant',
-    call: async (h) => ({ url: `/api/v1/tenants/${h.a.id}/users` }),
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.id}/users` }),
   },
   {
     method: 'POST',
     url: '/api/v1/tenants/:tenant/users',
     minRole: 'tenant_owner',
     scope: 'tenant',
-    call: async (h, s) => ({
+    call: (h, s) => ({
       url: `/api/v1/tenants/${h.a.slug}/users`,
       payload: { email: `suite${s.next()}@alpha.test`, password: PASSWORD, role: 'tenant_member' },
     }),
@@ -173,14 +173,14 @@ export const ROUTE_CASES: RouteCase[] = [
     url: '/api/v1/tenants/:tenant/api-keys',
     minRole: 'tenant_owner',
     scope: 'tenant',
-    call: async (h) => ({ url: `/api/v1/tenants/${h.a.slug}/api-keys` }),
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/api-keys` }),
   },
   {
     method: 'POST',
     url: '/api/v1/tenants/:tenant/api-keys',
     minRole: 'tenant_owner',
     scope: 'tenant',
-    call: async (h) => ({ url: `/api/v1/tenants/${h.a.slug}/api-keys`, payload: { name: 'suite' } }),
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/api-keys`, payload: { name: 'suite' } }),
   },
   {
     method: 'DELETE',
@@ -197,14 +197,14 @@ export const ROUTE_CASES: RouteCase[] = [
     url: '/api/v1/audit',
     minRole: 'tenant_owner',
     scope: 'platform',
-    call: async (h) => ({ url: `/api/v1/audit?tenant=${h.a.id}` }),
+    call: (h) => ({ url: `/api/v1/audit?tenant=${h.a.id}` }),
   },
   {
     method: 'POST',
     url: '/api/v1/platform/api-keys',
     minRole: 'platform_admin',
     scope: 'platform',
-    call: async () => ({ url: '/api/v1/platform/api-keys', payload: { name: 'suite' } }),
+    call: () => ({ url: '/api/v1/platform/api-keys', payload: { name: 'suite' } }),
   },
 ];
 
