@@ -15,8 +15,8 @@ beforeAll(async () => {
   await h.db.db
     .insertInto('resources')
     .values([
-      { kind: 'tenant', id: h.a.id, tenant_id: h.a.id, steps: '[]' },
-      { kind: 'tenant', id: h.b.id, tenant_id: h.b.id, steps: '[]' },
+      { kind: 'tenant', id: h.a.id, tenant_id: h.a.id, spec: '{}', steps: '[]' },
+      { kind: 'tenant', id: h.b.id, tenant_id: h.b.id, spec: '{}', steps: '[]' },
     ])
     .execute();
 });
