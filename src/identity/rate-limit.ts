@@ -37,7 +37,11 @@ export interface AttemptLimiter {
   succeeded(kind: AttemptKind, account: string): Promise<void>;
 }
 
-export function createAttemptLimiter(options: { redis?: Redis; limits?: Partial<AttemptLimits> } = {}) {
+export function createAttemptLimiter(
+  options: { redis?: Redis; limits?: Partial<AttemptLimits>; namespace?: string } = {},
+) {
+  // The namespace separates platforms (or test runs) that share one Redis.
+  const ns = options.namespace ?? 'aiqso';
   const limits = { ...DEFAULT_LIMITS, ...options.limits };
   const make = (keyPrefix: string, points: number): RateLimiterAbstract => {
     const base = { keyPrefix, points, duration: limits.windowSeconds, blockDuration: limits.lockSeconds };
@@ -50,8 +54,8 @@ export function createAttemptLimiter(options: { redis?: Redis; limits?: Partial<
     kinds.map((k) => [
       k,
       {
-        account: make(`aiqso:rl:${k}:acct`, limits.accountPoints),
-        ip: make(`aiqso:rl:${k}:ip`, limits.ipPoints),
+        account: make(`${ns}:rl:${k}:acct`, limits.accountPoints),
+        ip: make(`${ns}:rl:${k}:ip`, limits.ipPoints),
       },
     ]),
   );

@@ -16,6 +16,8 @@ import { createTokenIssuer } from './tokens.ts';
 
 export interface IdentityOptions {
   limits?: Partial<AttemptLimits>;
+  /** Prefix of the rate-limit keys in Redis; default `aiqso`. */
+  rateLimitNamespace?: string;
 }
 
 /**
@@ -45,7 +47,11 @@ export async function installIdentity(
   api.addHook('onClose', async () => {
     await redis?.quit().catch(() => undefined);
   });
-  const limiter = createAttemptLimiter({ redis, limits: options.limits });
+  const limiter = createAttemptLimiter({
+    redis,
+    limits: options.limits,
+    namespace: options.rateLimitNamespace,
+  });
   const totpIssuer = `AIQSO ${config.baseDomain}`;
   await installIdentityHooks(api, { authenticate: createAuthenticator({ db, tokens }), db, log });
   authRoutes(api, {

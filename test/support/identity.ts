@@ -65,6 +65,7 @@ export async function createHarness(
   const database: MasterDatabase = { ...db, mode: 'external' };
   const api = await buildApi(config, createLogger('silent'), database, createMetrics(), {
     limits: { accountPoints: 1000, ipPoints: 10_000, ...options.limits },
+    rateLimitNamespace: `aiqso-test-${db.name}`,
   });
   await api.ready();
   const hash = await hashPassword(PASSWORD);
