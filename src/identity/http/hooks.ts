@@ -7,10 +7,12 @@ import { requireRole } from '../principal.ts';
 import type { Authenticator } from './authenticate.ts';
 
 /**
- * Routes anyone may call. Everything else is authenticated before its body is
- * validated (default deny): a new route is protected unless it is listed here
- * or declares `config: { public: true }`. The security-suite coverage test
- * reads this list.
+ * Routes anyone may call. Every other route under /api/ is authenticated
+ * before its body is validated (default deny): a new API route is protected
+ * unless it is listed here or declares `config: { public: true }`. Routes
+ * outside /api/ (health, metrics, webhooks, later portal pages) authenticate
+ * their own way; the security-suite coverage test flags any route anywhere
+ * that is neither allow-listed nor covered by the suite.
  */
 export const PUBLIC_ROUTES: readonly string[] = [
   '/healthz',
@@ -24,11 +26,8 @@ export const PUBLIC_ROUTES: readonly string[] = [
 ];
 
 export function isPublicRoute(url: string, config: { public?: boolean } = {}): boolean {
-  if (config.public) return true;
-  return (
-    PUBLIC_ROUTES.some((p) => (p.endsWith('/*') ? url.startsWith(p.slice(0, -1)) : url === p)) ||
-    url.startsWith('/api/docs/')
-  );
+  if (config.public || !url.startsWith('/api/')) return true;
+  return PUBLIC_ROUTES.some((p) => (p.endsWith('/*') ? url.startsWith(p.slice(0, -1)) : url === p));
 }
 
 const MUTATING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
