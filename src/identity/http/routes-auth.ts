@@ -196,6 +196,7 @@ export function authRoutes(app: ApiServer, deps: AuthRouteDeps): void {
       if (principal.kind !== 'user')
         throw new DomainError('forbidden', 'only users enrol two-factor authentication');
       request.audit = { targetType: 'user', targetId: principal.id };
+      await deps.sessions.limiter.attempt('totp', principal.id, request.ip);
       const recoveryCodes = await confirmEnrolment(
         { db: deps.db, box: await deps.box(), issuer: deps.totpIssuer },
         principal.id,
