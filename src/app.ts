@@ -9,6 +9,7 @@ import { loadCatalog } from './catalog/load.ts';
 import { loadPlans, PLANS_FILE } from './catalog/plans.ts';
 import { syncCatalog } from './catalog/sync.ts';
 import { connectMasterDatabase, type MasterDatabase } from './db/connect.ts';
+import { installIdentity, type IdentityOptions } from './identity/wire.ts';
 import type { Logger } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
 import { VERSION } from './version.ts';
@@ -36,6 +37,7 @@ export interface ApiParts {
   billing: Billing;
   /** Called once a new Stripe event is safely in the inbox. */
   onStripeEvent: (eventId: string) => Promise<void>;
+  identity?: IdentityOptions;
 }
 
 export async function buildApi(parts: ApiParts): Promise<ApiServer> {
@@ -55,6 +57,7 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
     onStored: parts.onStripeEvent,
   });
   if (billing.local) localCheckoutRoutes(api, billing.local);
+  await installIdentity(api, { config, db: database.db, log }, parts.identity);
   return api;
 }
 
@@ -82,6 +85,7 @@ export async function assembleApi(
   log: Logger,
   database: MasterDatabase,
   metrics: Metrics,
+  options: { identity?: IdentityOptions } = {},
 ): Promise<{ api: ApiServer; billing: Billing }> {
   const bound: { api?: ApiServer } = {};
   const billing = await billingFor(config, database, () => bound.api);
@@ -92,7 +96,15 @@ export async function assembleApi(
     );
     log.info({ eventId, tenantId: result.tenantId, action: result.action }, 'stripe event processed');
   };
-  const api = await buildApi({ config, log, database, metrics, billing, onStripeEvent });
+  const api = await buildApi({
+    config,
+    log,
+    database,
+    metrics,
+    billing,
+    onStripeEvent,
+    identity: options.identity,
+  });
   await api.ready();
   bound.api = api;
   return { api, billing };

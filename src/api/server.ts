@@ -23,6 +23,13 @@ export interface ApiOptions {
 
 const REQUEST_ID = /^[\w.:-]{1,64}$/;
 
+const ROUTE_TABLES = new WeakMap<object, { method: string; url: string }[]>();
+
+/** Every route registered on `app` (method and URL pattern), for checks that must cover them all. */
+export function registeredRoutes(app: object): { method: string; url: string }[] {
+  return [...(ROUTE_TABLES.get(app) ?? [])];
+}
+
 /**
  * The HTTP API: Fastify with zod schemas for every route, which also generate
  * `/api/openapi.json`. Routes are registered by `src/app.ts`.
@@ -49,6 +56,12 @@ export async function createApi(options: ApiOptions) {
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) =>
     done(null, Object.fromEntries(new URLSearchParams(body as string))),
   );
+  const table: { method: string; url: string }[] = [];
+  ROUTE_TABLES.set(app, table);
+  app.addHook('onRoute', (route) => {
+    for (const method of [route.method].flat()) table.push({ method, url: route.url });
+  });
+
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandling(app);

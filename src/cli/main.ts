@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { VERSION } from '../version.ts';
 import { runDoctor } from './commands/doctor.ts';
+import { identityCommands } from './commands/identity.ts';
 import { tenantsList, tenantsShow } from './commands/tenants.ts';
 import { up } from './commands/up.ts';
 import { commandContext, withDatabase } from './context.ts';
@@ -93,6 +94,8 @@ export function buildProgram(): Command {
         tenantsShow(commandContext({ quiet: true }), slug, options),
       ),
     );
+
+  identityCommands(program, action);
 
   return program;
 }

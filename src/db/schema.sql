@@ -1,5 +1,19 @@
 CREATE SCHEMA public;
 
+CREATE FUNCTION public.aiqso_current_tenant() RETURNS text
+    LANGUAGE sql STABLE
+    AS $$
+  SELECT nullif(current_setting('aiqso.tenant_id', true), '')
+$$;
+
+CREATE FUNCTION public.audit_log_append_only() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+  RAISE EXCEPTION 'audit_log is append-only' USING ERRCODE = 'insufficient_privilege';
+END;
+$$;
+
 CREATE FUNCTION public.routes_notify() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -8,6 +22,24 @@ BEGIN
   RETURN NULL;
 END;
 $$;
+
+CREATE TABLE public.api_keys (
+    id text NOT NULL,
+    tenant_id text,
+    name text NOT NULL,
+    role text NOT NULL,
+    prefix text NOT NULL,
+    key_hash text NOT NULL,
+    created_by text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    expires_at timestamp with time zone,
+    revoked_at timestamp with time zone,
+    last_used_at timestamp with time zone,
+    CONSTRAINT api_keys_check CHECK (((role = 'platform_admin'::text) = (tenant_id IS NULL))),
+    CONSTRAINT api_keys_id_check CHECK ((id ~~ 'key\_%'::text)),
+    CONSTRAINT api_keys_name_check CHECK (((length(name) >= 1) AND (length(name) <= 100))),
+    CONSTRAINT api_keys_role_check CHECK ((role = ANY (ARRAY['platform_admin'::text, 'tenant_owner'::text, 'tenant_member'::text])))
+);
 
 CREATE TABLE public.audit_log (
     id bigint NOT NULL,
@@ -144,6 +176,12 @@ CREATE TABLE public.proxmox_guests (
     CONSTRAINT proxmox_guests_vmid_check CHECK (((vmid >= 100) AND (vmid <= 999999999)))
 );
 
+CREATE TABLE public.recovery_codes (
+    user_id text NOT NULL,
+    code_hash text NOT NULL,
+    used_at timestamp with time zone
+);
+
 CREATE TABLE public.resources (
     kind text NOT NULL,
     id text NOT NULL,
@@ -203,6 +241,28 @@ CREATE TABLE public.services (
     CONSTRAINT services_kind_check CHECK ((kind = ANY (ARRAY['clone'::text, 'image'::text, 'app'::text])))
 );
 
+CREATE TABLE public.sessions (
+    id text NOT NULL,
+    user_id text NOT NULL,
+    family text NOT NULL,
+    token_hash text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    revoked_at timestamp with time zone,
+    replaced_by text,
+    CONSTRAINT sessions_id_check CHECK ((id ~~ 'ses\_%'::text))
+);
+
+CREATE TABLE public.signing_keys (
+    kid text NOT NULL,
+    alg text NOT NULL,
+    public_jwk jsonb NOT NULL,
+    private_enc text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    retired_at timestamp with time zone,
+    CONSTRAINT signing_keys_alg_check CHECK ((alg = 'EdDSA'::text))
+);
+
 CREATE TABLE public.subscriptions (
     id text NOT NULL,
     tenant_id text NOT NULL,
@@ -255,6 +315,12 @@ CREATE TABLE public.tenants (
     CONSTRAINT tenants_status_check CHECK ((status = ANY (ARRAY['pending_payment'::text, 'provisioning'::text, 'active'::text, 'suspended'::text, 'cancelled'::text, 'purged'::text, 'failed'::text])))
 );
 
+CREATE TABLE public.totp_used_steps (
+    user_id text NOT NULL,
+    step bigint NOT NULL,
+    used_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
 CREATE TABLE public.usage_metrics (
     id bigint NOT NULL,
     tenant_id text NOT NULL,
@@ -274,6 +340,13 @@ ALTER TABLE public.usage_metrics ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTIT
     CACHE 1
 );
 
+CREATE TABLE public.user_totp (
+    user_id text NOT NULL,
+    secret_enc text NOT NULL,
+    enabled_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
 CREATE TABLE public.users (
     id text NOT NULL,
     email text NOT NULL,
@@ -287,6 +360,12 @@ CREATE TABLE public.users (
     CONSTRAINT users_id_check CHECK ((id ~~ 'usr\_%'::text)),
     CONSTRAINT users_role_check CHECK ((role = ANY (ARRAY['platform_admin'::text, 'tenant_owner'::text, 'tenant_member'::text])))
 );
+
+ALTER TABLE ONLY public.api_keys
+    ADD CONSTRAINT api_keys_key_hash_key UNIQUE (key_hash);
+
+ALTER TABLE ONLY public.api_keys
+    ADD CONSTRAINT api_keys_pkey PRIMARY KEY (id);
 
 ALTER TABLE ONLY public.audit_log
     ADD CONSTRAINT audit_log_hash_key UNIQUE (hash);
@@ -333,6 +412,9 @@ ALTER TABLE ONLY public.proxmox_guests
 ALTER TABLE ONLY public.proxmox_guests
     ADD CONSTRAINT proxmox_guests_pkey PRIMARY KEY (vmid);
 
+ALTER TABLE ONLY public.recovery_codes
+    ADD CONSTRAINT recovery_codes_pkey PRIMARY KEY (user_id, code_hash);
+
 ALTER TABLE ONLY public.resources
     ADD CONSTRAINT resources_pkey PRIMARY KEY (kind, id);
 
@@ -350,6 +432,15 @@ ALTER TABLE ONLY public.services
 
 ALTER TABLE ONLY public.services
     ADD CONSTRAINT services_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.sessions
+    ADD CONSTRAINT sessions_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.sessions
+    ADD CONSTRAINT sessions_token_hash_key UNIQUE (token_hash);
+
+ALTER TABLE ONLY public.signing_keys
+    ADD CONSTRAINT signing_keys_pkey PRIMARY KEY (kid);
 
 ALTER TABLE ONLY public.subscriptions
     ADD CONSTRAINT subscriptions_pkey PRIMARY KEY (id);
@@ -381,17 +472,25 @@ ALTER TABLE ONLY public.tenants
 ALTER TABLE ONLY public.tenants
     ADD CONSTRAINT tenants_stripe_customer_id_key UNIQUE (stripe_customer_id);
 
+ALTER TABLE ONLY public.totp_used_steps
+    ADD CONSTRAINT totp_used_steps_pkey PRIMARY KEY (user_id, step);
+
 ALTER TABLE ONLY public.usage_metrics
     ADD CONSTRAINT usage_metrics_pkey PRIMARY KEY (id);
 
 ALTER TABLE ONLY public.usage_metrics
     ADD CONSTRAINT usage_metrics_tenant_id_tenant_service_id_metric_period_sta_key UNIQUE (tenant_id, tenant_service_id, metric, period_start);
 
+ALTER TABLE ONLY public.user_totp
+    ADD CONSTRAINT user_totp_pkey PRIMARY KEY (user_id);
+
 ALTER TABLE ONLY public.users
     ADD CONSTRAINT users_email_key UNIQUE (email);
 
 ALTER TABLE ONLY public.users
     ADD CONSTRAINT users_pkey PRIMARY KEY (id);
+
+CREATE INDEX api_keys_tenant_idx ON public.api_keys USING btree (tenant_id);
 
 CREATE INDEX audit_log_actor_idx ON public.audit_log USING btree (actor_id, at);
 
@@ -409,13 +508,24 @@ CREATE INDEX resources_tenant_idx ON public.resources USING btree (tenant_id);
 
 CREATE INDEX routes_tenant_idx ON public.routes USING btree (tenant_id);
 
+CREATE INDEX sessions_family_idx ON public.sessions USING btree (family);
+
+CREATE INDEX sessions_user_idx ON public.sessions USING btree (user_id);
+
 CREATE INDEX subscriptions_tenant_idx ON public.subscriptions USING btree (tenant_id);
 
 CREATE INDEX tenants_status_idx ON public.tenants USING btree (status);
 
 CREATE INDEX users_tenant_idx ON public.users USING btree (tenant_id);
 
+CREATE TRIGGER audit_log_append_only BEFORE DELETE OR UPDATE ON public.audit_log FOR EACH ROW EXECUTE FUNCTION public.audit_log_append_only();
+
+CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON public.audit_log FOR EACH STATEMENT EXECUTE FUNCTION public.audit_log_append_only();
+
 CREATE TRIGGER routes_notify AFTER INSERT OR DELETE OR UPDATE ON public.routes FOR EACH ROW EXECUTE FUNCTION public.routes_notify();
+
+ALTER TABLE ONLY public.api_keys
+    ADD CONSTRAINT api_keys_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY public.backups
     ADD CONSTRAINT backups_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
@@ -429,6 +539,9 @@ ALTER TABLE ONLY public.emails
 ALTER TABLE ONLY public.local_billing_objects
     ADD CONSTRAINT local_billing_objects_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
 
+ALTER TABLE ONLY public.recovery_codes
+    ADD CONSTRAINT recovery_codes_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
+
 ALTER TABLE ONLY public.resources
     ADD CONSTRAINT resources_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
 
@@ -437,6 +550,9 @@ ALTER TABLE ONLY public.routes
 
 ALTER TABLE ONLY public.routes
     ADD CONSTRAINT routes_tenant_service_id_fkey FOREIGN KEY (tenant_service_id) REFERENCES public.tenant_services(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.sessions
+    ADD CONSTRAINT sessions_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY public.subscriptions
     ADD CONSTRAINT subscriptions_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
@@ -450,11 +566,57 @@ ALTER TABLE ONLY public.tenant_services
 ALTER TABLE ONLY public.tenants
     ADD CONSTRAINT tenants_host_id_fkey FOREIGN KEY (host_id) REFERENCES public.hosts(id);
 
+ALTER TABLE ONLY public.totp_used_steps
+    ADD CONSTRAINT totp_used_steps_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
+
 ALTER TABLE ONLY public.usage_metrics
     ADD CONSTRAINT usage_metrics_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY public.usage_metrics
     ADD CONSTRAINT usage_metrics_tenant_service_id_fkey FOREIGN KEY (tenant_service_id) REFERENCES public.tenant_services(id) ON DELETE CASCADE;
 
+ALTER TABLE ONLY public.user_totp
+    ADD CONSTRAINT user_totp_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
+
 ALTER TABLE ONLY public.users
     ADD CONSTRAINT users_tenant_fk FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+
+ALTER TABLE public.api_keys ENABLE ROW LEVEL SECURITY;
+
+ALTER TABLE public.audit_log ENABLE ROW LEVEL SECURITY;
+
+ALTER TABLE public.backups ENABLE ROW LEVEL SECURITY;
+
+ALTER TABLE public.resources ENABLE ROW LEVEL SECURITY;
+
+ALTER TABLE public.routes ENABLE ROW LEVEL SECURITY;
+
+ALTER TABLE public.subscriptions ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY tenant_isolation ON public.api_keys TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant())) WITH CHECK ((tenant_id = public.aiqso_current_tenant()));
+
+CREATE POLICY tenant_isolation ON public.audit_log FOR SELECT TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant()));
+
+CREATE POLICY tenant_isolation ON public.backups TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant())) WITH CHECK ((tenant_id = public.aiqso_current_tenant()));
+
+CREATE POLICY tenant_isolation ON public.resources TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant())) WITH CHECK ((tenant_id = public.aiqso_current_tenant()));
+
+CREATE POLICY tenant_isolation ON public.routes TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant())) WITH CHECK ((tenant_id = public.aiqso_current_tenant()));
+
+CREATE POLICY tenant_isolation ON public.subscriptions TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant())) WITH CHECK ((tenant_id = public.aiqso_current_tenant()));
+
+CREATE POLICY tenant_isolation ON public.tenant_services TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant())) WITH CHECK ((tenant_id = public.aiqso_current_tenant()));
+
+CREATE POLICY tenant_isolation ON public.tenants TO aiqso_tenant USING ((id = public.aiqso_current_tenant()));
+
+CREATE POLICY tenant_isolation ON public.usage_metrics TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant())) WITH CHECK ((tenant_id = public.aiqso_current_tenant()));
+
+CREATE POLICY tenant_isolation ON public.users TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant())) WITH CHECK ((tenant_id = public.aiqso_current_tenant()));
+
+ALTER TABLE public.tenant_services ENABLE ROW LEVEL SECURITY;
+
+ALTER TABLE public.tenants ENABLE ROW LEVEL SECURITY;
+
+ALTER TABLE public.usage_metrics ENABLE ROW LEVEL SECURITY;
+
+ALTER TABLE public.users ENABLE ROW LEVEL SECURITY;

@@ -247,4 +247,67 @@ export interface DB {
   emails: EmailsTable;
   resources: ResourcesTable;
   local_billing_objects: LocalBillingObjectsTable;
+  signing_keys: SigningKeysTable;
+  sessions: SessionsTable;
+  api_keys: ApiKeysTable;
+  user_totp: UserTotpTable;
+  totp_used_steps: TotpUsedStepsTable;
+  recovery_codes: RecoveryCodesTable;
+}
+
+// Identity (migration 0004).
+
+export type Role = 'platform_admin' | 'tenant_owner' | 'tenant_member';
+
+export interface SigningKeysTable {
+  kid: string;
+  alg: 'EdDSA';
+  public_jwk: Json<Record<string, unknown>>;
+  private_enc: string;
+  created_at: CreatedAt;
+  retired_at: Date | null;
+}
+
+export interface SessionsTable {
+  id: string;
+  user_id: string;
+  family: string;
+  token_hash: string;
+  created_at: CreatedAt;
+  expires_at: Date;
+  revoked_at: Date | null;
+  replaced_by: string | null;
+}
+
+export interface ApiKeysTable {
+  id: string;
+  tenant_id: string | null;
+  name: string;
+  role: Role;
+  prefix: string;
+  key_hash: string;
+  created_by: string | null;
+  created_at: CreatedAt;
+  expires_at: Date | null;
+  revoked_at: Date | null;
+  last_used_at: Date | null;
+}
+
+export interface UserTotpTable {
+  user_id: string;
+  secret_enc: string;
+  enabled_at: Date | null;
+  created_at: CreatedAt;
+}
+
+export interface TotpUsedStepsTable {
+  user_id: string;
+  step: string | number;
+  used_at: CreatedAt;
+}
+
+export interface RecoveryCodesTable {
+  user_id: string;
+  code_hash: string;
+  used_at: Date | null;
 }

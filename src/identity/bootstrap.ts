@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import type { Database } from '../db/database.ts';
 import { newId } from '../core/ids.ts';
-import { hashPassword } from './passwords.ts';
+import { hashPassword, normaliseEmail } from './passwords.ts';
+import { totpEnabled } from './totp.ts';
 
 export type AdminBootstrap =
   { created: false; email: string } | { created: true; email: string; password: string; generated: boolean };
@@ -23,7 +24,7 @@ export async function ensureFirstAdmin(
     .orderBy('id')
     .executeTakeFirst();
   if (existing) return { created: false, email: existing.email };
-  const email = (wanted.email ?? `admin@${baseDomain}`).trim().toLowerCase();
+  const email = normaliseEmail(wanted.email ?? `admin@${baseDomain}`);
   const generated = wanted.password === undefined;
   const password = wanted.password ?? randomBytes(15).toString('base64url');
   const inserted = await db
@@ -40,4 +41,23 @@ export async function ensureFirstAdmin(
     .executeTakeFirst();
   if (!inserted) return { created: false, email };
   return { created: true, email, password, generated };
+}
+
+/**
+ * The banner lines that say how the admin really logs in: platform admins
+ * must enrol TOTP first, and the login route hands out the enrolment token.
+ */
+export async function adminLoginHelp(db: Database, email: string, publicUrl: string): Promise<string[]> {
+  const user = await db.selectFrom('users').select('id').where('email', '=', email).executeTakeFirst();
+  if (user && (await totpEnabled(db, user.id))) {
+    return [
+      '  Two-factor       enrolled: log in with email, password and the authenticator code (or a recovery code)',
+    ];
+  }
+  return [
+    '  Two-factor       required for admins, not yet enrolled. First POST',
+    `                   ${publicUrl}/api/v1/auth/login {"email","password"} → 403 with an enrolmentToken;`,
+    '                   with it as bearer POST /api/v1/auth/totp/enrol (add otpauthUrl to an authenticator app),',
+    '                   then /api/v1/auth/totp/confirm {"code"} (keep the recovery codes); then log in with "totp".',
+  ];
 }

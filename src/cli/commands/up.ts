@@ -1,5 +1,5 @@
 import { createPlatform, type Platform } from '../../app.ts';
-import { ensureFirstAdmin } from '../../identity/bootstrap.ts';
+import { adminLoginHelp, ensureFirstAdmin } from '../../identity/bootstrap.ts';
 import type { CommandContext } from '../context.ts';
 
 /**
@@ -61,6 +61,7 @@ export async function up(ctx: CommandContext): Promise<Platform> {
   } else {
     lines.push(`  Admin login      ${admin.email} (password as configured or shown at first start)`);
   }
+  lines.push(...(await adminLoginHelp(platform.database.db, admin.email, config.publicUrl)));
   lines.push('Press Ctrl-C to stop.', '');
   process.stderr.write(lines.join('\n'));
   return platform;

@@ -1,0 +1,105 @@
+import { readFile } from 'node:fs/promises';
+import type { Command } from 'commander';
+import { DomainError } from '../../core/errors.ts';
+import { verifyAuditChain } from '../../identity/audit.ts';
+import { keyFile, loadSecretBox } from '../../identity/master-key.ts';
+import { rotateMasterKey } from '../../identity/rotate-master-key.ts';
+import { addSigningKey } from '../../identity/tokens.ts';
+import { commandContext, withDatabase } from '../context.ts';
+import { EXIT } from '../exit.ts';
+import { printJson } from '../output.ts';
+
+type Action = <A extends unknown[]>(fn: (...args: A) => Promise<unknown>) => (...args: A) => Promise<void>;
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8').trim();
+}
+
+/** `aiqso audit …` and `aiqso secrets …`. */
+export function identityCommands(program: Command, action: Action): void {
+  const audit = program.command('audit').description('the tamper-evident audit log');
+  audit
+    .command('verify')
+    .description(
+      'check the audit log hash chain; names the first row that was edited or follows a deleted one',
+    )
+    .option('--json', 'print the result as JSON')
+    .action(
+      action(async (options: { json?: boolean }) => {
+        const ctx = commandContext({ quiet: true });
+        const report = await withDatabase(ctx, (database) => verifyAuditChain(database.db));
+        if (options.json) printJson(report);
+        else if (report.ok) process.stdout.write(`audit log intact: ${report.rows} rows, chain verified\n`);
+        else {
+          const why =
+            report.reason === 'content_changed'
+              ? 'its content was changed'
+              : 'the row before it was deleted or replaced';
+          process.stdout.write(`audit log TAMPERED: first bad row id ${report.firstBadId} (${why})\n`);
+        }
+        if (!report.ok) process.exitCode = EXIT.failure;
+      }),
+    );
+
+  const secrets = program.command('secrets').description('secrets at rest and token signing keys');
+  secrets
+    .command('rotate-key')
+    .description(
+      'generate a new master key and re-encrypt every stored secret with it (with AIQSO_MASTER_KEY set: read the new key from stdin, then set AIQSO_MASTER_KEY to it)',
+    )
+    .option('--new-key-stdin', 'read the new key (32 bytes, base64) from stdin instead of generating one')
+    .option('--json', 'print the result as JSON')
+    .action(
+      action(async (options: { json?: boolean; newKeyStdin?: boolean }) => {
+        const ctx = commandContext({ quiet: true });
+        const { config } = ctx;
+        if (config.masterKey && !options.newKeyStdin) {
+          throw new DomainError(
+            'bad_request',
+            'AIQSO_MASTER_KEY is set: pass --new-key-stdin and pipe the new key in',
+          );
+        }
+        const newKey = options.newKeyStdin ? await readStdin() : undefined;
+        const result = await withDatabase(ctx, async (database) => {
+          // Make sure a file key exists (and any half-finished rotation is settled) before rotating it.
+          await loadSecretBox({ configured: config.masterKey, dataDir: config.dataDir });
+          const currentFileKey = config.masterKey
+            ? undefined
+            : await readFile(keyFile(config.dataDir), 'utf8');
+          return rotateMasterKey(database.db, {
+            dataDir: config.dataDir,
+            configured: config.masterKey,
+            currentFileKey,
+            newKey,
+          });
+        });
+        if (options.json) return printJson(result);
+        process.stdout.write(
+          `master key rotated to ${result.keyId}; ${result.resealed} secrets re-encrypted\n`,
+        );
+        if (result.mode === 'configured')
+          process.stdout.write('now set AIQSO_MASTER_KEY to the new key and restart\n');
+      }),
+    );
+  secrets
+    .command('rotate-signing-key')
+    .description(
+      'add a new access-token signing key and retire the others (they verify until their tokens expire)',
+    )
+    .option('--json', 'print the new key id as JSON')
+    .action(
+      action(async (options: { json?: boolean }) => {
+        const ctx = commandContext({ quiet: true });
+        const kid = await withDatabase(ctx, async (database) =>
+          addSigningKey(
+            database.db,
+            await loadSecretBox({ configured: ctx.config.masterKey, dataDir: ctx.config.dataDir }),
+          ),
+        );
+        if (options.json) return printJson({ kid });
+        process.stdout.write(`new signing key ${kid}; running API processes pick it up within a minute\n`);
+      }),
+    );
+}

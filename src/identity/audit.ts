@@ -1,0 +1,162 @@
+import { createHash } from 'node:crypto';
+import { sql } from 'kysely';
+import type { Database } from '../db/database.ts';
+import type { AuditLogTable } from '../db/tables.ts';
+
+/**
+ * The audit log: append-only (a trigger refuses UPDATE, DELETE and TRUNCATE)
+ * and hash-chained. Each row's hash covers its content and the previous row's
+ * hash; appends take one advisory lock so concurrent writers still form one
+ * chain. Editing a row breaks its hash; deleting one breaks the next row's
+ * link. `verifyAuditChain` finds the first row where either happens.
+ */
+export interface AuditEntry {
+  actorType: AuditLogTable['actor_type'];
+  actorId: string | null;
+  tenantId: string | null;
+  action: string;
+  targetType?: string | null;
+  targetId?: string | null;
+  sourceIp?: string | null;
+  result: AuditLogTable['result'];
+  details?: Record<string, unknown>;
+}
+
+const AUDIT_LOCK = 7_344_212;
+export const GENESIS = '0'.repeat(64);
+
+function canonical(value: unknown): string {
+  if (value === null || typeof value !== 'object') return JSON.stringify(value ?? null);
+  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
+  const entries = Object.entries(value as Record<string, unknown>)
+    .filter(([, v]) => v !== undefined)
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonical(v)}`).join(',')}}`;
+}
+
+interface HashedFields {
+  at: Date;
+  actor_type: string;
+  actor_id: string | null;
+  tenant_id: string | null;
+  action: string;
+  target_type: string | null;
+  target_id: string | null;
+  source_ip: string | null;
+  result: string;
+  details: unknown;
+  prev_hash: string;
+}
+
+export function rowHash(row: HashedFields): string {
+  const body = canonical([
+    row.prev_hash,
+    row.at.toISOString(),
+    row.actor_type,
+    row.actor_id,
+    row.tenant_id,
+    row.action,
+    row.target_type,
+    row.target_id,
+    row.source_ip,
+    row.result,
+    row.details,
+  ]);
+  return createHash('sha256').update(body).digest('hex');
+}
+
+export async function appendAudit(db: Database, entry: AuditEntry): Promise<void> {
+  await db.transaction().execute(async (trx) => {
+    await sql`SELECT pg_advisory_xact_lock(${AUDIT_LOCK})`.execute(trx);
+    // The address as PostgreSQL prints it back, so verification hashes the same text.
+    const head = await sql<{ prev: string | null; ip: string | null }>`
+      SELECT (SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1) AS prev,
+             ${entry.sourceIp ?? null}::inet::text AS ip`.execute(trx);
+    const fields: HashedFields = {
+      at: new Date(),
+      actor_type: entry.actorType,
+      actor_id: entry.actorId,
+      tenant_id: entry.tenantId,
+      action: entry.action,
+      target_type: entry.targetType ?? null,
+      target_id: entry.targetId ?? null,
+      source_ip: head.rows[0]!.ip,
+      result: entry.result,
+      details: JSON.parse(JSON.stringify(entry.details ?? {})) as unknown,
+      prev_hash: head.rows[0]!.prev ?? GENESIS,
+    };
+    await trx
+      .insertInto('audit_log')
+      .values({
+        ...fields,
+        actor_type: entry.actorType,
+        result: entry.result,
+        details: JSON.stringify(fields.details),
+        hash: rowHash(fields),
+      })
+      .execute();
+  });
+}
+
+export type ChainReport =
+  | { ok: true; rows: number }
+  | { ok: false; rows: number; firstBadId: string; reason: 'content_changed' | 'link_broken' };
+
+/** Walk the chain in id order; report the first row whose hash or link does not hold. */
+export async function verifyAuditChain(db: Database, batch = 1000): Promise<ChainReport> {
+  let prev = GENESIS;
+  let lastId = '0';
+  let rows = 0;
+  for (;;) {
+    const page = await db
+      .selectFrom('audit_log')
+      .select([
+        'id',
+        'at',
+        'actor_type',
+        'actor_id',
+        'tenant_id',
+        'action',
+        'target_type',
+        'target_id',
+        sql<string | null>`source_ip::text`.as('source_ip'),
+        'result',
+        'details',
+        'prev_hash',
+        'hash',
+      ])
+      .where('id', '>', lastId)
+      .orderBy('id')
+      .limit(batch)
+      .execute();
+    for (const row of page) {
+      rows++;
+      if (row.prev_hash !== prev) return { ok: false, rows, firstBadId: row.id, reason: 'link_broken' };
+      if (rowHash(row) !== row.hash)
+        return { ok: false, rows, firstBadId: row.id, reason: 'content_changed' };
+      prev = row.hash;
+      lastId = row.id;
+    }
+    if (page.length < batch) return { ok: true, rows };
+  }
+}
+
+export interface AuditQuery {
+  tenantId?: string;
+  actorId?: string;
+  from?: Date;
+  to?: Date;
+  limit: number;
+}
+
+export async function queryAudit(db: Database, q: AuditQuery) {
+  let query = db
+    .selectFrom('audit_log')
+    .selectAll()
+    .select(sql<string | null>`source_ip::text`.as('source_ip'));
+  if (q.tenantId) query = query.where('tenant_id', '=', q.tenantId);
+  if (q.actorId) query = query.where('actor_id', '=', q.actorId);
+  if (q.from) query = query.where('at', '>=', q.from);
+  if (q.to) query = query.where('at', '<', q.to);
+  return query.orderBy('id', 'desc').limit(q.limit).execute();
+}

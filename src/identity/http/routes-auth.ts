@@ -1,0 +1,208 @@
+import { randomBytes } from 'node:crypto';
+import type { FastifyReply } from 'fastify';
+import { z } from 'zod';
+import type { ApiServer } from '../../api/server.ts';
+import { DomainError } from '../../core/errors.ts';
+import type { Database } from '../../db/database.ts';
+import type { SecretBox } from '../secrets.ts';
+import { login, logout, refresh, type SessionDeps, type Tokens } from '../sessions.ts';
+import { beginEnrolment, confirmEnrolment } from '../totp.ts';
+import { COOKIE, principalOf } from './authenticate.ts';
+
+export interface AuthRouteDeps {
+  sessions: SessionDeps;
+  db: Database;
+  box: () => Promise<SecretBox>;
+  totpIssuer: string;
+  /** Cookies get `Secure` when the platform is served over HTTPS. */
+  secureCookies: boolean;
+}
+
+const LoginBody = z.object({
+  email: z.string().min(3).max(320),
+  password: z.string().min(1).max(1024),
+  totp: z.string().max(16).optional(),
+  recoveryCode: z.string().max(64).optional(),
+  mode: z.enum(['bearer', 'cookie']).default('bearer'),
+});
+const UserOut = z.object({
+  id: z.string(),
+  email: z.string(),
+  role: z.string(),
+  tenantId: z.string().nullable(),
+});
+const TokensOut = z.object({
+  accessToken: z.string().optional(),
+  tokenType: z.literal('Bearer'),
+  expiresIn: z.number(),
+  refreshToken: z.string().optional(),
+  csrfToken: z.string().optional(),
+  user: UserOut,
+});
+const tags = ['auth'];
+
+function send(reply: FastifyReply, tokens: Tokens, mode: 'bearer' | 'cookie', secure: boolean) {
+  if (mode === 'bearer') return tokens;
+  // Portal mode: tokens live in HttpOnly cookies the page's scripts cannot read; the CSRF token is
+  // readable on purpose (double submit: unsafe requests echo it in a header).
+  const csrfToken = randomBytes(24).toString('base64url');
+  const base = { secure, sameSite: 'strict' as const, path: '/' };
+  void reply
+    .setCookie(COOKIE.access, tokens.accessToken, { ...base, httpOnly: true, maxAge: tokens.expiresIn })
+    .setCookie(COOKIE.refresh, tokens.refreshToken, {
+      ...base,
+      httpOnly: true,
+      path: '/api/v1/auth',
+      maxAge: 30 * 24 * 3600,
+    })
+    .setCookie(COOKIE.csrf, csrfToken, { ...base, httpOnly: false });
+  return { tokenType: tokens.tokenType, expiresIn: tokens.expiresIn, csrfToken, user: tokens.user };
+}
+
+export function authRoutes(app: ApiServer, deps: AuthRouteDeps): void {
+  app.post(
+    '/api/v1/auth/login',
+    {
+      config: { public: true, auditAction: 'auth.login' },
+      schema: {
+        tags,
+        summary: 'Log in: a short-lived bearer access token and a refresh token',
+        body: LoginBody,
+        response: { 200: TokensOut },
+      },
+    },
+    async (request, reply) => {
+      const outcome: { userId?: string; tenantId?: string | null } = {};
+      request.audit = { targetType: 'user' };
+      try {
+        const tokens = await login(deps.sessions, request.body, request.ip, outcome);
+        return send(reply, tokens, request.body.mode, deps.secureCookies);
+      } finally {
+        request.audit = {
+          actorId: outcome.userId ?? null,
+          tenantId: outcome.tenantId ?? null,
+          targetType: 'user',
+          targetId: outcome.userId,
+        };
+      }
+    },
+  );
+
+  app.post(
+    '/api/v1/auth/refresh',
+    {
+      config: { public: true, auditAction: 'auth.refresh' },
+      schema: {
+        tags,
+        summary: 'Trade a refresh token (body or cookie) for a new pair; the old one stops working',
+        body: z
+          .object({
+            refreshToken: z.string().max(256).optional(),
+            mode: z.enum(['bearer', 'cookie']).default('bearer'),
+          })
+          .default({ mode: 'bearer' }),
+        response: { 200: TokensOut },
+      },
+    },
+    async (request, reply) => {
+      const token = request.body.refreshToken ?? request.cookies[COOKIE.refresh];
+      if (!token) throw new DomainError('unauthenticated', 'a refresh token is required');
+      const tokens = await refresh(deps.sessions, token);
+      request.audit = { actorId: tokens.user.id, tenantId: tokens.user.tenantId };
+      return send(reply, tokens, request.body.mode, deps.secureCookies);
+    },
+  );
+
+  app.post(
+    '/api/v1/auth/logout',
+    {
+      config: { auditAction: 'auth.logout' },
+      schema: {
+        tags,
+        summary: 'End this login: its access and refresh tokens stop working',
+        response: { 204: z.null() },
+      },
+    },
+    async (request, reply) => {
+      const principal = principalOf(request);
+      if (!principal.sessionId)
+        throw new DomainError('bad_request', 'API keys have no session; revoke the key instead');
+      await logout(deps.db, principal.sessionId);
+      for (const name of Object.values(COOKIE))
+        void reply.clearCookie(name, { path: name === COOKIE.refresh ? '/api/v1/auth' : '/' });
+      return reply.status(204).send(null);
+    },
+  );
+
+  app.get(
+    '/api/v1/auth/me',
+    {
+      schema: {
+        tags,
+        summary: 'Who the credentials belong to',
+        response: {
+          200: z.object({
+            kind: z.string(),
+            id: z.string(),
+            role: z.string(),
+            tenantId: z.string().nullable(),
+          }),
+        },
+      },
+    },
+    (request) => {
+      const p = principalOf(request);
+      return { kind: p.kind, id: p.id, role: p.role, tenantId: p.tenantId };
+    },
+  );
+
+  app.post(
+    '/api/v1/auth/totp/enrol',
+    {
+      config: { enrolment: true, auditAction: 'auth.totp.enrol' },
+      schema: {
+        tags,
+        summary: 'Start TOTP enrolment: a secret for an authenticator app (access or enrolment token)',
+        response: { 200: z.object({ secret: z.string(), otpauthUrl: z.string() }) },
+      },
+    },
+    async (request) => {
+      const principal = principalOf(request);
+      if (principal.kind !== 'user')
+        throw new DomainError('forbidden', 'only users enrol two-factor authentication');
+      const user = await deps.db
+        .selectFrom('users')
+        .select(['id', 'email'])
+        .where('id', '=', principal.id)
+        .executeTakeFirstOrThrow();
+      request.audit = { targetType: 'user', targetId: user.id };
+      return beginEnrolment({ db: deps.db, box: await deps.box(), issuer: deps.totpIssuer }, user);
+    },
+  );
+
+  app.post(
+    '/api/v1/auth/totp/confirm',
+    {
+      config: { enrolment: true, auditAction: 'auth.totp.confirm' },
+      schema: {
+        tags,
+        summary: 'Finish TOTP enrolment with a first code; returns single-use recovery codes, shown once',
+        body: z.object({ code: z.string().max(16) }),
+        response: { 200: z.object({ recoveryCodes: z.array(z.string()) }) },
+      },
+    },
+    async (request) => {
+      const principal = principalOf(request);
+      if (principal.kind !== 'user')
+        throw new DomainError('forbidden', 'only users enrol two-factor authentication');
+      request.audit = { targetType: 'user', targetId: principal.id };
+      await deps.sessions.limiter.attempt('totp', principal.id, request.ip);
+      const recoveryCodes = await confirmEnrolment(
+        { db: deps.db, box: await deps.box(), issuer: deps.totpIssuer },
+        principal.id,
+        request.body.code,
+      );
+      return { recoveryCodes };
+    },
+  );
+}

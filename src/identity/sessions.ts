@@ -1,0 +1,183 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { DomainError } from '../core/errors.ts';
+import { newId } from '../core/ids.ts';
+import type { Database } from '../db/database.ts';
+import type { Role } from '../db/tables.ts';
+import { dummyHash, normaliseEmail, verifyPassword } from './passwords.ts';
+import type { AttemptLimiter } from './rate-limit.ts';
+import type { SecretBox } from './secrets.ts';
+import type { TokenIssuer } from './tokens.ts';
+import { acceptTotp, totpEnabled, useRecoveryCode } from './totp.ts';
+
+/**
+ * Logins and sessions. A session is a refresh token (stored as SHA-256) in a
+ * rotation family: using it revokes it and issues the next; presenting a
+ * revoked one means it was stolen or replayed, and revokes the whole family.
+ * Access tokens name their session, so logout takes effect at once.
+ */
+export const REFRESH_TTL_SECONDS = 30 * 24 * 3600;
+const REFRESH_PREFIX = 'aiqso_rt_';
+
+export interface SessionDeps {
+  db: Database;
+  tokens: TokenIssuer;
+  box: () => Promise<SecretBox>;
+  limiter: AttemptLimiter;
+  totpIssuer: string;
+}
+
+export interface LoginInput {
+  email: string;
+  password: string;
+  totp?: string;
+  recoveryCode?: string;
+}
+
+export interface Tokens {
+  accessToken: string;
+  tokenType: 'Bearer';
+  expiresIn: number;
+  refreshToken: string;
+  user: { id: string; email: string; role: Role; tenantId: string | null };
+}
+
+export interface LoginOutcome {
+  userId?: string;
+  tenantId?: string | null;
+}
+
+const hashToken = (t: string) => createHash('sha256').update(t).digest('hex');
+const wrong = () => new DomainError('unauthenticated', 'email or password is wrong');
+
+export async function login(deps: SessionDeps, input: LoginInput, ip: string, outcome: LoginOutcome = {}) {
+  const email = normaliseEmail(input.email);
+  await deps.limiter.attempt('login', email, ip);
+  const user = await deps.db.selectFrom('users').selectAll().where('email', '=', email).executeTakeFirst();
+  const ok = await verifyPassword(user?.password_hash ?? (await dummyHash()), input.password);
+  if (!user || !user.password_hash || !ok) throw wrong();
+  outcome.userId = user.id;
+  outcome.tenantId = user.tenant_id;
+  const claims = { sub: user.id, role: user.role, tid: user.tenant_id };
+  const hasTotp = await totpEnabled(deps.db, user.id);
+  if (!hasTotp && user.role === 'platform_admin') {
+    const enrol = await deps.tokens.sign('totp_enrol', claims);
+    throw new DomainError(
+      'forbidden',
+      'platform admins must enrol two-factor authentication before logging in: POST /api/v1/auth/totp/enrol with the enrolmentToken as bearer, then /api/v1/auth/totp/confirm',
+      { details: { reason: 'totp_enrolment_required', enrolmentToken: enrol.token } },
+    );
+  }
+  if (hasTotp) await secondFactor(deps, user.id, email, input, ip);
+  await deps.limiter.succeeded('login', email);
+  return issueSession(deps, { ...claims, email: user.email }, newId('session'));
+}
+
+async function secondFactor(deps: SessionDeps, userId: string, email: string, input: LoginInput, ip: string) {
+  if (input.totp) {
+    await deps.limiter.attempt('totp', email, ip);
+    if (
+      !(await acceptTotp({ db: deps.db, box: await deps.box(), issuer: deps.totpIssuer }, userId, input.totp))
+    ) {
+      throw new DomainError('unauthenticated', 'the two-factor code is wrong, expired or already used');
+    }
+    await deps.limiter.succeeded('totp', email);
+    return;
+  }
+  if (input.recoveryCode) {
+    await deps.limiter.attempt('recovery', email, ip);
+    if (!(await useRecoveryCode(deps.db, userId, input.recoveryCode))) {
+      throw new DomainError('unauthenticated', 'the recovery code is wrong or already used');
+    }
+    await deps.limiter.succeeded('recovery', email);
+    return;
+  }
+  throw new DomainError('unauthenticated', 'a two-factor code is required (totp or recoveryCode)', {
+    details: { reason: 'totp_required' },
+  });
+}
+
+async function issueSession(
+  deps: SessionDeps,
+  user: { sub: string; role: Role; tid: string | null; email: string },
+  family: string,
+): Promise<Tokens> {
+  const id = newId('session');
+  const refreshToken = REFRESH_PREFIX + randomBytes(32).toString('base64url');
+  await deps.db
+    .insertInto('sessions')
+    .values({
+      id,
+      user_id: user.sub,
+      family,
+      token_hash: hashToken(refreshToken),
+      expires_at: new Date(Date.now() + REFRESH_TTL_SECONDS * 1000),
+    })
+    .execute();
+  const access = await deps.tokens.sign('access', { sub: user.sub, role: user.role, tid: user.tid, sid: id });
+  return {
+    accessToken: access.token,
+    tokenType: 'Bearer',
+    expiresIn: access.expiresIn,
+    refreshToken,
+    user: { id: user.sub, email: user.email, role: user.role, tenantId: user.tid },
+  };
+}
+
+/** Trade a refresh token for a new pair; the old one is spent. */
+export async function refresh(deps: SessionDeps, refreshToken: string): Promise<Tokens> {
+  const spent = await deps.db
+    .updateTable('sessions')
+    .set({ revoked_at: new Date() })
+    .where('token_hash', '=', hashToken(refreshToken))
+    .where('revoked_at', 'is', null)
+    .where('expires_at', '>', new Date())
+    .returning(['id', 'family', 'user_id'])
+    .executeTakeFirst();
+  if (!spent) {
+    const known = await deps.db
+      .selectFrom('sessions')
+      .select(['family', 'revoked_at'])
+      .where('token_hash', '=', hashToken(refreshToken))
+      .executeTakeFirst();
+    if (known?.revoked_at) await revokeFamily(deps.db, known.family);
+    throw new DomainError('unauthenticated', 'the refresh token is invalid, expired or already used');
+  }
+  const user = await deps.db
+    .selectFrom('users')
+    .selectAll()
+    .where('id', '=', spent.user_id)
+    .executeTakeFirstOrThrow();
+  const next = await issueSession(
+    deps,
+    { sub: user.id, role: user.role, tid: user.tenant_id, email: user.email },
+    spent.family,
+  );
+  return next;
+}
+
+export async function revokeFamily(db: Database, family: string): Promise<void> {
+  await db
+    .updateTable('sessions')
+    .set({ revoked_at: new Date() })
+    .where('family', '=', family)
+    .where('revoked_at', 'is', null)
+    .execute();
+}
+
+/** Logout: the session and everything rotated from the same login. */
+export async function logout(db: Database, sessionId: string): Promise<void> {
+  const row = await db.selectFrom('sessions').select('family').where('id', '=', sessionId).executeTakeFirst();
+  if (row) await revokeFamily(db, row.family);
+}
+
+/** The live session and user behind an access token's claims, or undefined when revoked or changed. */
+export async function liveSession(db: Database, userId: string, sessionId: string) {
+  return db
+    .selectFrom('sessions as s')
+    .innerJoin('users as u', 'u.id', 's.user_id')
+    .select(['u.id', 'u.role', 'u.tenant_id', 'u.email'])
+    .where('s.id', '=', sessionId)
+    .where('s.user_id', '=', userId)
+    .where('s.revoked_at', 'is', null)
+    .executeTakeFirst();
+}

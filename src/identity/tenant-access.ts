@@ -1,0 +1,66 @@
+import { sql, type Transaction } from 'kysely';
+import { notFound } from '../core/errors.ts';
+import type { Database } from '../db/database.ts';
+import type { DB } from '../db/tables.ts';
+import { isPlatformAdmin, requireRole, type Principal } from './principal.ts';
+import type { Role } from '../db/tables.ts';
+
+/**
+ * The one door to tenant-owned data. `forTenant` resolves the tenant the
+ * caller named (id or slug), refuses callers from another tenant (as "not
+ * found", so ids and slugs of others do not leak), and runs the work in a
+ * transaction under the `aiqso_tenant` role with `aiqso.tenant_id` set: row
+ * level security then hides every other tenant's rows even from a query that
+ * forgot its own `WHERE tenant_id`.
+ */
+export type TenantTx = Transaction<DB>;
+
+export interface TenantScope {
+  tenantId: string;
+  trx: TenantTx;
+}
+
+export async function runAsTenant<T>(
+  db: Database,
+  tenantId: string,
+  fn: (trx: TenantTx) => Promise<T>,
+): Promise<T> {
+  return db.transaction().execute(async (trx) => {
+    await sql`SELECT set_config('aiqso.tenant_id', ${tenantId}, true)`.execute(trx);
+    await sql`SET LOCAL ROLE aiqso_tenant`.execute(trx);
+    return fn(trx);
+  });
+}
+
+export function createTenantAccess(db: Database) {
+  async function resolve(principal: Principal, ref: string): Promise<string> {
+    const column = ref.startsWith('ten_') ? 'id' : 'slug';
+    if (isPlatformAdmin(principal)) {
+      const row = await db.selectFrom('tenants').select('id').where(column, '=', ref).executeTakeFirst();
+      if (row) return row.id;
+    } else if (principal.tenantId) {
+      const own = principal.tenantId;
+      const row = await runAsTenant(db, own, (trx) =>
+        trx
+          .selectFrom('tenants')
+          .select('id')
+          .where(column, '=', ref)
+          .where('id', '=', own)
+          .executeTakeFirst(),
+      );
+      if (row) return row.id;
+    }
+    throw notFound(`tenant ${ref}`);
+  }
+
+  return {
+    /** Run `fn` inside tenant `ref` for `principal`, who needs at least role `min`. */
+    async forTenant<T>(principal: Principal, ref: string, min: Role, fn: (scope: TenantScope) => Promise<T>) {
+      const tenantId = await resolve(principal, ref);
+      requireRole(principal, min);
+      return runAsTenant(db, tenantId, (trx) => fn({ tenantId, trx }));
+    },
+  };
+}
+
+export type TenantAccess = ReturnType<typeof createTenantAccess>;

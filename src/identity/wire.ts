@@ -1,0 +1,67 @@
+import { Redis } from 'ioredis';
+import type { ApiServer } from '../api/server.ts';
+import type { Config } from '../config/load.ts';
+import type { Database } from '../db/database.ts';
+import type { Logger } from '../observability/logger.ts';
+import { createAuthenticator } from './http/authenticate.ts';
+import { installIdentityHooks } from './http/hooks.ts';
+import { authRoutes } from './http/routes-auth.ts';
+import { platformRoutes } from './http/routes-platform.ts';
+import { tenantRoutes } from './http/routes-tenants.ts';
+import { loadSecretBox } from './master-key.ts';
+import { createAttemptLimiter, type AttemptLimits } from './rate-limit.ts';
+import type { SecretBox } from './secrets.ts';
+import { createTenantAccess } from './tenant-access.ts';
+import { createTokenIssuer } from './tokens.ts';
+
+export interface IdentityOptions {
+  limits?: Partial<AttemptLimits>;
+  /** Prefix of the rate-limit keys in Redis; default `aiqso`. */
+  rateLimitNamespace?: string;
+}
+
+/**
+ * Identity's wiring: the master-key box (loaded on first use, so processes
+ * that never touch a secret never create `<data>/master.key`), the token
+ * issuer, the attempt limiter, the authentication and audit hooks, and the
+ * routes.
+ */
+export async function installIdentity(
+  api: ApiServer,
+  deps: { config: Config; db: Database; log: Logger },
+  options: IdentityOptions = {},
+) {
+  const { config, db, log } = deps;
+  let boxPromise: Promise<SecretBox> | undefined;
+  const box = () => (boxPromise ??= loadSecretBox({ configured: config.masterKey, dataDir: config.dataDir }));
+  const tokens = createTokenIssuer({
+    db,
+    box,
+    issuer: config.publicUrl,
+    audience: `${config.publicUrl}/api`,
+  });
+  const redis = config.redisUrl
+    ? new Redis(config.redisUrl, { maxRetriesPerRequest: 1, lazyConnect: false })
+    : undefined;
+  redis?.on('error', (err) => log.warn({ err }, 'redis error (rate limits)'));
+  api.addHook('onClose', async () => {
+    await redis?.quit().catch(() => undefined);
+  });
+  const limiter = createAttemptLimiter({
+    redis,
+    limits: options.limits,
+    namespace: options.rateLimitNamespace,
+  });
+  const totpIssuer = `AIQSO ${config.baseDomain}`;
+  await installIdentityHooks(api, { authenticate: createAuthenticator({ db, tokens }), db, log });
+  authRoutes(api, {
+    sessions: { db, tokens, box, limiter, totpIssuer },
+    db,
+    box,
+    totpIssuer,
+    secureCookies: config.publicUrl.startsWith('https:'),
+  });
+  tenantRoutes(api, { db, access: createTenantAccess(db) });
+  platformRoutes(api, { db });
+  return { tokens, box, limiter };
+}

@@ -1,0 +1,275 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Role } from '../../src/db/tables.ts';
+import { createForge } from './forge.ts';
+import { createHarness, PASSWORD, totpCode, type Harness } from './identity.ts';
+
+/**
+ * The one security suite every API route runs (Unkey's runCommonRouteTests):
+ * no credentials, expired token, forged token, revoked API key, the other
+ * tenant's token and API key, a member where an owner is needed, and a
+ * positive control proving the request itself is right. A route joins by
+ * adding a RouteCase to ROUTE_CASES; test/api.security-suite.test.ts fails
+ * for any registered route that has none.
+ */
+type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+export interface Call {
+  url: string;
+  payload?: unknown;
+}
+export interface RouteCase {
+  method: Method;
+  /** The route pattern exactly as registered. */
+  url: string;
+  minRole: Role;
+  /** tenant: acts in the tenant its URL names; platform: spans tenants; self: only the caller's own account. */
+  scope: 'tenant' | 'platform' | 'self';
+  /** The request aimed at tenant A. */
+  call(h: Harness, s: SecurityContext): Call | Promise<Call>;
+  /** What tenant B tries in order to reach A (platform routes); default: `call` with B's credentials. */
+  crossTenant?(h: Harness, s: SecurityContext): Promise<Call>;
+  /** Credentials for the positive control; default: the least role allowed, in tenant A. */
+  allowed?(h: Harness, s: SecurityContext): Promise<{ token: string; call?: Call }>;
+}
+
+export interface SecurityContext {
+  expired: string;
+  forged: string;
+  revokedKey: string;
+  memberKey: string;
+  bOwnerKey: string;
+  /** Unique suffix source for bodies that must not collide. */
+  next(): number;
+}
+
+let counter = 0;
+
+async function createKey(
+  h: Harness,
+  token: string,
+  slug: string,
+  role: Role,
+): Promise<{ id: string; key: string }> {
+  const res = await h.api.inject({
+    method: 'POST',
+    url: `/api/v1/tenants/${slug}/api-keys`,
+    headers: h.bearer(token),
+    payload: { name: `suite ${role}`, role },
+  });
+  if (res.statusCode !== 201) throw new Error(`create key: ${res.body}`);
+  return res.json();
+}
+
+async function prepare(h: Harness): Promise<SecurityContext> {
+  const forge = await createForge(h);
+  const now = Math.floor(Date.now() / 1000);
+  const aOwner = { sub: h.a.owner.id, role: 'tenant_owner', tid: h.a.id };
+  const revoked = await createKey(h, h.a.owner.token, h.a.slug, 'tenant_owner');
+  const del = await h.api.inject({
+    method: 'DELETE',
+    url: `/api/v1/tenants/${h.a.slug}/api-keys/${revoked.id}`,
+    headers: h.bearer(h.a.owner.token),
+  });
+  if (del.statusCode !== 200) throw new Error(`revoke key: ${del.body}`);
+  return {
+    expired: await forge.real(forge.claims(aOwner, { iat: now - 3600, nbf: now - 3600, exp: now - 1800 })),
+    forged: await forge.attacker(forge.claims({ sub: h.admin.id, role: 'platform_admin', tid: null })),
+    revokedKey: revoked.key,
+    memberKey: (await createKey(h, h.a.owner.token, h.a.slug, 'tenant_member')).key,
+    bOwnerKey: (await createKey(h, h.b.owner.token, h.b.slug, 'tenant_owner')).key,
+    next: () => ++counter,
+  };
+}
+
+/** The request with credentials, through the real API. */
+async function send(h: Harness, method: Method, call: Call, token?: string) {
+  return h.api.inject({
+    method,
+    url: call.url,
+    headers: token ? h.bearer(token) : {},
+    ...(call.payload !== undefined ? { payload: call.payload as object } : {}),
+  });
+}
+
+/** A fresh tenant-A member with a TOTP enrolment begun, for routes that need one. */
+export async function freshMember(h: Harness, s: SecurityContext) {
+  const email = `fresh${s.next()}@alpha.test`;
+  const res = await h.api.inject({
+    method: 'POST',
+    url: `/api/v1/tenants/${h.a.slug}/users`,
+    headers: h.bearer(h.a.owner.token),
+    payload: { email, password: PASSWORD, role: 'tenant_member' },
+  });
+  if (res.statusCode !== 201) throw new Error(`fresh member: ${res.body}`);
+  return (await h.login(email)).accessToken;
+}
+
+export const ROUTE_CASES: RouteCase[] = [
+  {
+    method: 'GET',
+    url: '/api/v1/auth/me',
+    minRole: 'tenant_member',
+    scope: 'self',
+    call: () => ({ url: '/api/v1/auth/me' }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/auth/logout',
+    minRole: 'tenant_member',
+    scope: 'self',
+    call: () => ({ url: '/api/v1/auth/logout' }),
+    allowed: async (h) => ({ token: (await h.login(h.a.member.email)).accessToken }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/auth/totp/enrol',
+    minRole: 'tenant_member',
+    scope: 'self',
+    call: () => ({ url: '/api/v1/auth/totp/enrol' }),
+    allowed: async (h, s) => ({ token: await freshMember(h, s) }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/auth/totp/confirm',
+    minRole: 'tenant_member',
+    scope: 'self',
+    call: () => ({ url: '/api/v1/auth/totp/confirm', payload: { code: '000000' } }),
+    allowed: async (h, s) => {
+      const token = await freshMember(h, s);
+      const enrol = await h.api.inject({
+        method: 'POST',
+        url: '/api/v1/auth/totp/enrol',
+        headers: h.bearer(token),
+      });
+      const code = totpCode(enrol.json<{ secret: string }>().secret);
+      return { token, call: { url: '/api/v1/auth/totp/confirm', payload: { code } } };
+    },
+  },
+  {
+    method: 'GET',
+    url: '/api/v1/tenants/:tenant',
+    minRole: 'tenant_member',
+    scope: 'tenant',
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}` }),
+  },
+  {
+    method: 'GET',
+    url: '/api/v1/tenants/:tenant/users',
+    minRole: 'tenant_member',
+    scope: 'tenant',
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.id}/users` }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/tenants/:tenant/users',
+    minRole: 'tenant_owner',
+    scope: 'tenant',
+    call: (h, s) => ({
+      url: `/api/v1/tenants/${h.a.slug}/users`,
+      payload: { email: `suite${s.next()}@alpha.test`, password: PASSWORD, role: 'tenant_member' },
+    }),
+  },
+  {
+    method: 'GET',
+    url: '/api/v1/tenants/:tenant/api-keys',
+    minRole: 'tenant_owner',
+    scope: 'tenant',
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/api-keys` }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/tenants/:tenant/api-keys',
+    minRole: 'tenant_owner',
+    scope: 'tenant',
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/api-keys`, payload: { name: 'suite' } }),
+  },
+  {
+    method: 'DELETE',
+    url: '/api/v1/tenants/:tenant/api-keys/:keyId',
+    minRole: 'tenant_owner',
+    scope: 'tenant',
+    call: async (h) => {
+      const key = await createKey(h, h.a.owner.token, h.a.slug, 'tenant_member');
+      return { url: `/api/v1/tenants/${h.a.slug}/api-keys/${key.id}` };
+    },
+  },
+  {
+    method: 'GET',
+    url: '/api/v1/audit',
+    minRole: 'tenant_owner',
+    scope: 'platform',
+    call: (h) => ({ url: `/api/v1/audit?tenant=${h.a.id}` }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/platform/api-keys',
+    minRole: 'platform_admin',
+    scope: 'platform',
+    call: () => ({ url: '/api/v1/platform/api-keys', payload: { name: 'suite' } }),
+  },
+];
+
+export const crossTenantSuccesses: string[] = [];
+
+function defaultAllowed(h: Harness, role: Role): string {
+  if (role === 'platform_admin') return h.admin.token;
+  return role === 'tenant_owner' ? h.a.owner.token : h.a.member.token;
+}
+
+/** Register the suite for `cases`; the harness and its two tenants are made once per file. */
+export function runSecuritySuite(cases: RouteCase[] = ROUTE_CASES): { harness: () => Harness } {
+  let h: Harness;
+  let s: SecurityContext;
+  beforeAll(async () => {
+    h = await createHarness();
+    s = await prepare(h);
+  });
+  afterAll(() => h.close());
+
+  for (const rc of cases) {
+    describe(`${rc.method} ${rc.url}`, () => {
+      const expect401 = async (token: string | undefined) => {
+        const res = await send(h, rc.method, await rc.call(h, s), token);
+        expect(res.statusCode, res.body).toBe(401);
+        expect(res.json<{ error: { code: string } }>().error.code).toBe('unauthenticated');
+      };
+      it('refuses a request without credentials (401)', () => expect401(undefined));
+      it('refuses an expired access token (401)', () => expect401(s.expired));
+      it('refuses a forged access token (401)', () => expect401(s.forged));
+      it('refuses a revoked API key (401)', () => expect401(s.revokedKey));
+
+      if (rc.scope !== 'self') {
+        it("refuses tenant B's owner token and API key on tenant A", async () => {
+          for (const token of [h.b.owner.token, s.bOwnerKey]) {
+            const call = rc.crossTenant ? await rc.crossTenant(h, s) : await rc.call(h, s);
+            const res = await send(h, rc.method, call, token);
+            if (res.statusCode < 400) crossTenantSuccesses.push(`${rc.method} ${rc.url}`);
+            expect([403, 404], res.body).toContain(res.statusCode);
+            // Nothing of A's comes back (the id the caller sent may be echoed in "not found").
+            expect(res.body).not.toContain(h.a.owner.email);
+            expect(res.body).not.toContain('alpha Inc.');
+          }
+        });
+      }
+      if (rc.minRole === 'tenant_owner') {
+        it('refuses a member (token and API key) where an owner is needed (403)', async () => {
+          for (const token of [h.a.member.token, s.memberKey]) {
+            const res = await send(h, rc.method, await rc.call(h, s), token);
+            expect(res.statusCode, res.body).toBe(403);
+          }
+        });
+      }
+      if (rc.minRole === 'platform_admin') {
+        it('refuses a tenant owner where a platform admin is needed (403)', async () => {
+          const res = await send(h, rc.method, await rc.call(h, s), h.a.owner.token);
+          expect(res.statusCode, res.body).toBe(403);
+        });
+      }
+      it('serves the allowed caller (positive control)', async () => {
+        const allowed = rc.allowed ? await rc.allowed(h, s) : { token: defaultAllowed(h, rc.minRole) };
+        const res = await send(h, rc.method, allowed.call ?? (await rc.call(h, s)), allowed.token);
+        expect(res.statusCode, res.body).toBeLessThan(400);
+      });
+    });
+  }
+  return { harness: () => h };
+}
