@@ -1,0 +1,127 @@
+import pg from 'pg';
+import type { Database } from '../db/database.ts';
+import type { Logger } from '../observability/logger.ts';
+import { buildRouteTable, replaceHosts, type RouteTable } from './route-table.ts';
+import { loadRoutes, toEdgeRoute } from './routes-store.ts';
+
+export const ROUTES_CHANNEL = 'aiqso_routes';
+
+export interface RouteWatcherOptions {
+  db: Database;
+  /** Connection string for the dedicated LISTEN connection. */
+  databaseUrl: string;
+  log: Logger;
+  /** Full reload period; repairs anything a lost notification missed. */
+  reloadSeconds: number;
+  onChange?: (table: RouteTable) => void;
+}
+
+export interface RouteWatcher {
+  /** The current table; swapped atomically on every change. */
+  table(): RouteTable;
+  /** Reload everything now. */
+  reload(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * Keeps an in-memory route table in step with the database: LISTEN on a
+ * dedicated connection (re-established after a failure, followed by a full
+ * reload since notifications sent meanwhile are lost), each notification
+ * reloading only the hosts it names, plus a periodic full reload.
+ */
+export async function startRouteWatcher(options: RouteWatcherOptions): Promise<RouteWatcher> {
+  const { db, log } = options;
+  let table = buildRouteTable(await loadRoutes(db));
+  let closed = false;
+  let client: pg.Client | undefined;
+  let pending = new Set<string>();
+  let flushing: Promise<void> | undefined;
+  let reconnectTimer: NodeJS.Timeout | undefined;
+
+  const publish = (next: RouteTable) => {
+    table = next;
+    options.onChange?.(next);
+  };
+
+  const reload = async () => {
+    publish(buildRouteTable(await loadRoutes(db)));
+  };
+
+  const flush = async () => {
+    while (pending.size > 0 && !closed) {
+      const hosts = [...pending];
+      pending = new Set();
+      const rows = await db.selectFrom('routes').selectAll().where('hostname', 'in', hosts).execute();
+      publish(replaceHosts(table, hosts, rows.map(toEdgeRoute)));
+    }
+  };
+
+  const onNotify = (msg: pg.Notification) => {
+    if (msg.channel !== ROUTES_CHANNEL || !msg.payload) return;
+    pending.add(msg.payload);
+    flushing ??= flush()
+      .catch((err: unknown) => log.error({ err }, 'route reload failed'))
+      .finally(() => (flushing = undefined));
+  };
+
+  const connect = async (): Promise<void> => {
+    const c = new pg.Client({ connectionString: options.databaseUrl, application_name: 'aiqso-edge-listen' });
+    c.on('notification', onNotify);
+    c.on('error', (err) => {
+      log.warn({ err }, 'route LISTEN connection failed; reconnecting');
+      lost(c);
+    });
+    c.on('end', () => lost(c));
+    try {
+      await c.connect();
+      await c.query(`LISTEN ${ROUTES_CHANNEL}`);
+    } catch (err) {
+      await c.end().catch(() => undefined);
+      throw err;
+    }
+    client = c;
+  };
+
+  const lost = (c: pg.Client) => {
+    if (closed || client !== c) return;
+    client = undefined;
+    void c.end().catch(() => undefined);
+    retry();
+  };
+
+  const retry = () => {
+    if (closed || reconnectTimer) return;
+    reconnectTimer = setTimeout(() => {
+      reconnectTimer = undefined;
+      if (closed) return;
+      // Notifications sent while disconnected are lost: reload everything after LISTEN.
+      connect()
+        .then(reload)
+        .catch((err: unknown) => {
+          log.warn({ err }, 'route LISTEN reconnect failed; retrying');
+          retry();
+        });
+    }, 1000);
+  };
+
+  await connect();
+  // Notifications between the first load and LISTEN would be lost: load again.
+  await reload();
+  const periodic = setInterval(() => {
+    reload().catch((err: unknown) => log.error({ err }, 'periodic route reload failed'));
+  }, options.reloadSeconds * 1000);
+  periodic.unref();
+
+  return {
+    table: () => table,
+    reload,
+    async close() {
+      closed = true;
+      clearInterval(periodic);
+      if (reconnectTimer) clearTimeout(reconnectTimer);
+      await flushing;
+      await client?.end().catch(() => undefined);
+    },
+  };
+}
