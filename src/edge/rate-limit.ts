@@ -23,11 +23,12 @@ export interface EdgeRateLimiter {
 }
 
 function limiter(prefix: string, points: number, redis: Redis | undefined): RateLimiterAbstract {
+  // Memory and Redis share the prefix; Redis keys live under `aiqso:edge:<namespace>:`.
   const memory = new RateLimiterMemory({ keyPrefix: prefix, points, duration: 1 });
   if (!redis) return memory;
   return new RateLimiterRedis({
     storeClient: redis,
-    keyPrefix: `aiqso:${prefix}`,
+    keyPrefix: `aiqso:edge:${prefix}`,
     points,
     duration: 1,
     insuranceLimiter: memory,
@@ -45,9 +46,10 @@ async function consume(l: RateLimiterAbstract | undefined, key: string): Promise
   }
 }
 
-export function createRateLimiter(limits: RateLimits, redis?: Redis): EdgeRateLimiter {
-  const ip = limits.perIp > 0 ? limiter('edge-ip', limits.perIp, redis) : undefined;
-  const tenant = limits.perTenant > 0 ? limiter('edge-tenant', limits.perTenant, redis) : undefined;
+/** `namespace` (the base domain) keeps two platforms sharing one Redis apart. */
+export function createRateLimiter(limits: RateLimits, redis?: Redis, namespace = 'default'): EdgeRateLimiter {
+  const ip = limits.perIp > 0 ? limiter(`${namespace}:ip`, limits.perIp, redis) : undefined;
+  const tenant = limits.perTenant > 0 ? limiter(`${namespace}:tenant`, limits.perTenant, redis) : undefined;
   return {
     async check(clientIp, tenantId) {
       const wait = await consume(ip, clientIp);

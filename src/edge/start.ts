@@ -37,6 +37,18 @@ export interface BuiltinEdgeOptions {
   trustLoopback?: boolean;
 }
 
+/** Wait briefly for Redis so the first requests share budgets; an edge still starts without it. */
+async function redisReady(redis: Redis, ms: number): Promise<void> {
+  if (redis.status === 'ready') return;
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    redis.once('ready', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
 /** The builtin edge: route watcher, limiter, handler and listeners, from configuration. */
 export async function startBuiltinEdge(deps: EdgeDeps, options: BuiltinEdgeOptions): Promise<RunningEdge> {
   const { config, log, database } = deps;
@@ -54,6 +66,7 @@ export async function startBuiltinEdge(deps: EdgeDeps, options: BuiltinEdgeOptio
     ? new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: false })
     : undefined;
   redis?.on('error', (err) => log.warn({ err }, 'Redis unavailable; rate limits fall back to this process'));
+  if (redis) await redisReady(redis, 2000);
   const trusted = [...tuning.trustedProxies, ...(options.trustLoopback ? ['127.0.0.1/8', '::1/128'] : [])];
   const certificates = options.https
     ? createCertificateStore({ ...options.https, certDir: options.https.certDir ?? tuning.certDir }, log)
@@ -62,7 +75,11 @@ export async function startBuiltinEdge(deps: EdgeDeps, options: BuiltinEdgeOptio
     baseDomain: config.baseDomain,
     routes: () => watcher.table(),
     platform: (req, res) => deps.api.routing(req, res),
-    limiter: createRateLimiter({ perIp: tuning.ratePerIp, perTenant: tuning.ratePerTenant }, redis),
+    limiter: createRateLimiter(
+      { perIp: tuning.ratePerIp, perTenant: tuning.ratePerTenant },
+      redis,
+      config.baseDomain,
+    ),
     steps: (tenantId) => tenantSteps(database.db, tenantId),
     challenges: deps.challenges,
     trustedProxies: trusted.length ? compileCidrs(trusted).list : undefined,
