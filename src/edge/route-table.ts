@@ -87,3 +87,10 @@ export function replaceHosts(
   }
   return { hosts, size };
 }
+
+/** Every route of a table, in no particular order. */
+export function tableRoutes(table: RouteTable): EdgeRoute[] {
+  const out: EdgeRoute[] = [];
+  for (const byPrefix of table.hosts.values()) out.push(...byPrefix.values());
+  return out;
+}

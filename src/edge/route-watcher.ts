@@ -19,6 +19,8 @@ export interface RouteWatcherOptions {
 export interface RouteWatcher {
   /** The current table; swapped atomically on every change. */
   table(): RouteTable;
+  /** Call `fn` with every new table. */
+  subscribe(fn: (table: RouteTable) => void): void;
   /** Reload everything now. */
   reload(): Promise<void>;
   close(): Promise<void>;
@@ -39,9 +41,10 @@ export async function startRouteWatcher(options: RouteWatcherOptions): Promise<R
   let flushing: Promise<void> | undefined;
   let reconnectTimer: NodeJS.Timeout | undefined;
 
+  const subscribers: ((t: RouteTable) => void)[] = options.onChange ? [options.onChange] : [];
   const publish = (next: RouteTable) => {
     table = next;
-    options.onChange?.(next);
+    for (const fn of subscribers) fn(next);
   };
 
   const reload = async () => {
@@ -115,6 +118,7 @@ export async function startRouteWatcher(options: RouteWatcherOptions): Promise<R
 
   return {
     table: () => table,
+    subscribe: (fn) => subscribers.push(fn),
     reload,
     async close() {
       closed = true;

@@ -33,8 +33,8 @@ export interface BuiltinEdgeOptions {
   bind: string;
   httpPort: number;
   https?: { port: number; certFile: string; keyFile: string; certDir?: string };
-  /** Extra trusted proxies (the nginx edge in front of an internal builtin edge). */
-  trustLoopback?: boolean;
+  /** Behind the nginx edge: trust loopback's X-Forwarded-For and leave rate limits to nginx. */
+  behindNginx?: boolean;
 }
 
 /** Wait briefly for Redis so the first requests share budgets; an edge still starts without it. */
@@ -67,7 +67,7 @@ export async function startBuiltinEdge(deps: EdgeDeps, options: BuiltinEdgeOptio
     : undefined;
   redis?.on('error', (err) => log.warn({ err }, 'Redis unavailable; rate limits fall back to this process'));
   if (redis) await redisReady(redis, 2000);
-  const trusted = [...tuning.trustedProxies, ...(options.trustLoopback ? ['127.0.0.1/8', '::1/128'] : [])];
+  const trusted = [...tuning.trustedProxies, ...(options.behindNginx ? ['127.0.0.1/8', '::1/128'] : [])];
   const certificates = options.https
     ? createCertificateStore({ ...options.https, certDir: options.https.certDir ?? tuning.certDir }, log)
     : undefined;
@@ -76,7 +76,9 @@ export async function startBuiltinEdge(deps: EdgeDeps, options: BuiltinEdgeOptio
     routes: () => watcher.table(),
     platform: (req, res) => deps.api.routing(req, res),
     limiter: createRateLimiter(
-      { perIp: tuning.ratePerIp, perTenant: tuning.ratePerTenant },
+      options.behindNginx
+        ? { perIp: 0, perTenant: 0 }
+        : { perIp: tuning.ratePerIp, perTenant: tuning.ratePerTenant },
       redis,
       config.baseDomain,
     ),

@@ -11,6 +11,24 @@ import { createLogger } from '../../src/observability/logger.ts';
 import { createMetrics, type Metrics } from '../../src/observability/metrics.ts';
 import type { TestDatabase } from './db.ts';
 
+/** Configuration, logger, metrics and a ready platform app over a test database (base domain `localhost`). */
+export async function platformParts(
+  database: TestDatabase,
+  env: Record<string, string> = {},
+  logTo?: DestinationStream,
+) {
+  const cwd = mkdtempSync(path.join(os.tmpdir(), 'aiqso-edge-'));
+  const config = loadConfig(
+    { DATABASE_URL: database.url, AIQSO_BASE_DOMAIN: 'localhost', AIQSO_DATA_DIR: cwd, ...env },
+    cwd,
+  );
+  const log = createLogger(logTo ? 'info' : 'silent', logTo);
+  const metrics = createMetrics();
+  const api = await buildApi(config, log, { ...database, mode: 'external' }, metrics);
+  await api.ready();
+  return { config, log, metrics, api, dir: cwd };
+}
+
 export interface TestEdge {
   edge: RunningEdge;
   port: number;
@@ -29,15 +47,7 @@ export async function startTestEdge(
     challenges?: ChallengeResponder;
   } = {},
 ): Promise<TestEdge> {
-  const cwd = mkdtempSync(path.join(os.tmpdir(), 'aiqso-edge-'));
-  const config = loadConfig(
-    { DATABASE_URL: database.url, AIQSO_BASE_DOMAIN: 'localhost', AIQSO_DATA_DIR: cwd, ...options.env },
-    cwd,
-  );
-  const log = createLogger(options.logTo ? 'info' : 'silent', options.logTo);
-  const metrics = createMetrics();
-  const api = await buildApi(config, log, { ...database, mode: 'external' }, metrics);
-  await api.ready();
+  const { config, log, metrics, api } = await platformParts(database, options.env, options.logTo);
   const edge = await startBuiltinEdge(
     { config, log, database, metrics, api, challenges: options.challenges },
     { bind: '127.0.0.1', httpPort: 0, ...options.listen },
