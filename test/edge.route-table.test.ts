@@ -30,6 +30,8 @@ describe('route table (pure)', () => {
   it('matches host then first segment, stripping or keeping the prefix', () => {
     const m = (host: string, path: string) => matchRoute(table, 'aiqso.io', host, path);
     expect(m('aiqso.io', '/x')).toEqual({ kind: 'platform' });
+    expect(m('10.1.2.3', '/x')).toEqual({ kind: 'platform' });
+    expect(m('[::1]', '/x')).toEqual({ kind: 'platform' });
     expect(m('other.aiqso.io', '/')).toEqual({ kind: 'unknown_host' });
     expect(m('acme.aiqso.io', '/crm/a/b')).toMatchObject({
       kind: 'route',

@@ -48,12 +48,16 @@ function firstSegment(path: string): string {
   return next < 0 ? path : path.slice(0, next);
 }
 
+const IP_LITERAL = /^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-f:.]+\])$/;
+
 /**
- * Match a normalised host and path. The base domain is the platform's own;
- * a host absent from the table is unknown — never a fallback to some tenant.
+ * Match a normalised host and path. The base domain is the platform's own, and
+ * so is a bare IP address (health checks and load balancers address the
+ * machine, not a tenant); a host absent from the table is unknown — never a
+ * fallback to some tenant.
  */
 export function matchRoute(table: RouteTable, baseDomain: string, host: string, path: string): RouteMatch {
-  if (host === baseDomain) return { kind: 'platform' };
+  if (host === baseDomain || IP_LITERAL.test(host)) return { kind: 'platform' };
   const byPrefix = table.hosts.get(host);
   if (!byPrefix) return { kind: 'unknown_host' };
   const seg = firstSegment(path);
