@@ -95,6 +95,9 @@ function removeDotSegments(path: string): string {
   return `/${out.join('/')}${trailing ? '/' : ''}`;
 }
 
+// Already normal: only plain path characters, no escapes, no empty or dot segments.
+const ALREADY_NORMAL = /^(\/[A-Za-z0-9\-_~!$&'()*+,;=:@][A-Za-z0-9\-._~!$&'()*+,;=:@]*)*\/?$/;
+
 const QUERY_CHAR = /^[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*$/;
 
 /** Normalise the path and query of an origin-form target. */
@@ -104,6 +107,8 @@ export function normalizePath(rawTarget: string): { path: string; query: string 
   const rawPath = q < 0 ? rawTarget : rawTarget.slice(0, q);
   const query = q < 0 ? '' : rawTarget.slice(q);
   if (!QUERY_CHAR.test(query.slice(1))) throw new TargetError('invalid character in query');
+  // The common case skips the character-by-character pass (a segment starting with '.' takes the slow path).
+  if (ALREADY_NORMAL.test(rawPath)) return { path: rawPath, query };
   return { path: removeDotSegments(decodeUnreserved(rawPath)), query };
 }
 

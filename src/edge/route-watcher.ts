@@ -2,7 +2,7 @@ import pg from 'pg';
 import type { Database } from '../db/database.ts';
 import type { Logger } from '../observability/logger.ts';
 import { buildRouteTable, replaceHosts, type RouteTable } from './route-table.ts';
-import { loadRoutes, toEdgeRoute } from './routes-store.ts';
+import { EDGE_COLUMNS, loadRoutes, toEdgeRoute } from './routes-store.ts';
 
 export const ROUTES_CHANNEL = 'aiqso_routes';
 
@@ -55,8 +55,18 @@ export async function startRouteWatcher(options: RouteWatcherOptions): Promise<R
     while (pending.size > 0 && !closed) {
       const hosts = [...pending];
       pending = new Set();
-      const rows = await db.selectFrom('routes').selectAll().where('hostname', 'in', hosts).execute();
-      publish(replaceHosts(table, hosts, rows.map(toEdgeRoute)));
+      const rows = await db
+        .selectFrom('routes')
+        .select(EDGE_COLUMNS)
+        .where('hostname', 'in', hosts)
+        .execute();
+      publish(
+        replaceHosts(
+          table,
+          hosts,
+          rows.map((r) => toEdgeRoute(r)),
+        ),
+      );
     }
   };
 
