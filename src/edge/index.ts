@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { databaseChallengeStore } from './acme.ts';
 import { startNginxEdge } from './nginx/edge.ts';
 import { startBuiltinEdge, type EdgeDeps, type RunningEdge } from './start.ts';
 
@@ -10,8 +11,13 @@ export type { EdgeDeps, RunningEdge } from './start.ts';
  * builtin edge when AIQSO_EDGE=nginx. Either way the base domain is served by
  * the platform app in `deps.api`, in this process.
  */
-export function startEdge(deps: EdgeDeps): Promise<RunningEdge> {
-  const { config } = deps;
+export function startEdge(platform: EdgeDeps): Promise<RunningEdge> {
+  const { config } = platform;
+  // ACME HTTP-01 answers come from the database, so whichever edge the CA reaches can answer.
+  const deps = {
+    ...platform,
+    challenges: platform.challenges ?? databaseChallengeStore(platform.database.db),
+  };
   const listen = {
     bind: config.http.bind,
     httpPort: config.http.port,

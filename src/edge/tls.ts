@@ -6,7 +6,8 @@ import type { Logger } from '../observability/logger.ts';
 /**
  * Certificates for the HTTPS listener: the default (wildcard) pair from two
  * files, plus per-host pairs from a directory (`<hostname>.crt` and
- * `<hostname>.key`, e.g. a tenant's custom domain) chosen by SNI. Files are
+ * `<hostname>.key`, e.g. a tenant's custom domain; `_wildcard.<domain>` for
+ * `*.<domain>`) chosen by SNI. Files are
  * polled; a renewed certificate is used for new connections without a
  * restart. A pair that fails to load keeps the previous one in service.
  */
@@ -126,7 +127,8 @@ export function createCertificateStore(
     defaultPair: () => defaultPair,
     sniCallback(servername, cb) {
       const name = servername.toLowerCase().replace(/\.$/, '');
-      cb(null, byHost.get(name) ?? defaultCtx);
+      const parent = name.slice(name.indexOf('.') + 1);
+      cb(null, byHost.get(name) ?? byHost.get(`_wildcard.${parent}`) ?? defaultCtx);
     },
     refresh,
     onDefaultChange: (fn) => listeners.push(fn),
