@@ -137,8 +137,14 @@ describe.skipIf(skip)('builtin edge over HTTPS', () => {
     expect(renewed.echo?.name).toBe('acme-shop');
   });
 
-  it('answers clients without SNI with the default certificate', async () => {
-    const res = await get(undefined, 'acme.aiqso.test', ca());
-    expect(res.cn).toBe('*.aiqso.test');
+  it('answers clients without SNI with the default certificate, renewed in place', async () => {
+    expect((await get(undefined, 'acme.aiqso.test', ca())).cn).toBe('*.aiqso.test');
+    selfSigned(path.join(dir, 'wildcard'), ['*.aiqso.test', 'aiqso.test'], 'wildcard v2');
+    await eventually(async () =>
+      (await get(undefined, 'acme.aiqso.test', ca())).cn === 'wildcard v2' ? true : undefined,
+    );
+    const bySni = await get('acme.aiqso.test', 'acme.aiqso.test', ca());
+    expect(bySni.cn).toBe('wildcard v2');
+    expect(bySni.echo?.name).toBe('acme-dash');
   });
 });

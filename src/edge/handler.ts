@@ -56,6 +56,23 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
   const maxBody = o.maxBodyBytes ?? 10 * 1024 * 1024;
   const connectTimeout = o.connectTimeoutMs ?? 3000;
   const acl = new WeakMap<EdgeRoute, { allow?: BlockList; deny?: BlockList }>();
+  // Label lookups cost more than the increment: keep each route's counters by status class.
+  const counters = new WeakMap<EdgeRoute, Map<number, { inc(): void }>>();
+  const countFor = (route: EdgeRoute, status: number) => {
+    const cls = Math.floor(status / 100);
+    let byClass = counters.get(route);
+    if (!byClass) counters.set(route, (byClass = new Map<number, { inc(): void }>()));
+    let counter = byClass.get(cls);
+    if (!counter) {
+      counter = o.metrics.requests.labels({
+        route: route.id,
+        tenant: route.tenantId ?? '',
+        status: `${cls}xx`,
+      });
+      byClass.set(cls, counter);
+    }
+    return counter;
+  };
 
   proxy.on('proxyReq', (proxyReq) => {
     proxyReq.on('socket', (socket) => {
@@ -131,12 +148,7 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
       const seconds = (performance.now() - started) / 1000;
       const status = res.statusCode;
       o.metrics.duration.observe({ outcome }, seconds);
-      if (route)
-        o.metrics.requests.inc({
-          route: route.id,
-          tenant: route.tenantId ?? '',
-          status: `${Math.floor(status / 100)}xx`,
-        });
+      if (route) countFor(route, status).inc();
       o.log.info(
         {
           tenantId: route?.tenantId ?? undefined,
