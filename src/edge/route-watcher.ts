@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import pg from 'pg';
 import type { Database } from '../db/database.ts';
 import type { Logger } from '../observability/logger.ts';
@@ -47,8 +48,21 @@ export async function startRouteWatcher(options: RouteWatcherOptions): Promise<R
     for (const fn of subscribers) fn(next);
   };
 
+  // A digest of the table, computed by PostgreSQL: the periodic check costs the edge
+  // one small query, and only a table that changed is loaded again.
+  let loadedDigest = '';
+  const digest = async (): Promise<string> => {
+    const { rows } = await sql<{ d: string | null }>`
+      SELECT md5(string_agg(r::text, ',' ORDER BY r.id)) AS d FROM routes r`.execute(db);
+    return rows[0]?.d ?? 'empty';
+  };
   const reload = async () => {
+    const before = await digest();
     publish(buildRouteTable(await loadRoutes(db)));
+    loadedDigest = before;
+  };
+  const resync = async () => {
+    if ((await digest()) !== loadedDigest) await reload();
   };
 
   const flush = async () => {
@@ -122,7 +136,7 @@ export async function startRouteWatcher(options: RouteWatcherOptions): Promise<R
   // Notifications between the first load and LISTEN would be lost: load again.
   await reload();
   const periodic = setInterval(() => {
-    reload().catch((err: unknown) => log.error({ err }, 'periodic route reload failed'));
+    resync().catch((err: unknown) => log.error({ err }, 'periodic route reload failed'));
   }, options.reloadSeconds * 1000);
   periodic.unref();
 
