@@ -6,6 +6,7 @@ import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { freePort } from '../src/db/embedded.ts';
 import { runCli, startCli } from './support/cli.ts';
+import { createTestDatabase } from './support/db.ts';
 
 /** Processes whose command line mentions `needle` (e.g. a postgres data dir). */
 function processesMentioning(needle: string): number[] {
@@ -119,10 +120,12 @@ describe('aiqso command line', () => {
   });
 
   it('says which tenant is missing with exit code 3', async () => {
+    const database = await createTestDatabase();
     const result = await runCli(['tenants', 'show', 'nobody'], {
-      DATABASE_URL: process.env.TEST_DATABASE_URL ?? '',
+      DATABASE_URL: database.url,
       AIQSO_DATA_DIR: await mkdtemp(path.join(os.tmpdir(), 'aiqso-cli-')),
     });
+    await database.drop();
     expect(result.code).toBe(3);
     expect(result.stderr).toBe('aiqso: no tenant with slug or id "nobody"\n');
   });

@@ -4,6 +4,7 @@ import { runDoctor } from './commands/doctor.ts';
 import { identityCommands } from './commands/identity.ts';
 import { tenantsList, tenantsShow } from './commands/tenants.ts';
 import { up } from './commands/up.ts';
+import { edge } from './commands/edge.ts';
 import { commandContext, withDatabase } from './context.ts';
 import { EXIT, exitCodeFor, messageFor } from './exit.ts';
 import { printJson, printTable } from './output.ts';
@@ -41,6 +42,13 @@ export function buildProgram(): Command {
         await up(commandContext());
       }),
     );
+
+  program
+    .command('edge')
+    .description(
+      'run only the edge (routing to tenants, plus the API on the base domain); several may run against one database',
+    )
+    .action(action(() => edge(commandContext())));
 
   program
     .command('migrate')

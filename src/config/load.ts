@@ -40,6 +40,14 @@ export interface Config {
   resyncSeconds: number;
   logLevel: RawConfig['AIQSO_LOG_LEVEL'];
   workerConcurrency: number;
+  /** Edge tuning (src/edge/). Rates are requests per second; 0 turns a limit off. */
+  edgeTuning: {
+    ratePerIp: number;
+    ratePerTenant: number;
+    reloadSeconds: number;
+    trustedProxies: string[];
+    certDir?: string;
+  };
 }
 
 /** A configuration value that cannot be used; its message is the one line start-up prints. */
@@ -159,6 +167,13 @@ function toConfig(raw: RawConfig, cwd: string): Config {
     resyncSeconds: raw.AIQSO_RESYNC_SECONDS,
     logLevel: raw.AIQSO_LOG_LEVEL,
     workerConcurrency: raw.AIQSO_WORKER_CONCURRENCY,
+    edgeTuning: {
+      ratePerIp: raw.AIQSO_EDGE_RATE_IP,
+      ratePerTenant: raw.AIQSO_EDGE_RATE_TENANT,
+      reloadSeconds: raw.AIQSO_EDGE_RELOAD_SECONDS,
+      trustedProxies: raw.AIQSO_EDGE_TRUSTED_PROXIES?.split(',') ?? [],
+      certDir: raw.AIQSO_TLS_CERT_DIR,
+    },
   };
 }
 

@@ -123,6 +123,26 @@ export const configSchema = z.object({
       error: 'expected fatal, error, warn, info, debug, trace or silent',
     })
     .default('info'),
+  AIQSO_TLS_CERT_DIR: optionalString,
+  AIQSO_EDGE_RATE_IP: z.coerce
+    .number({ error: 'expected requests per second (0 turns the limit off)' })
+    .int('expected whole requests per second')
+    .min(0, 'expected requests per second (0 turns the limit off)')
+    .default(100),
+  AIQSO_EDGE_RATE_TENANT: z.coerce
+    .number({ error: 'expected requests per second (0 turns the limit off)' })
+    .int('expected whole requests per second')
+    .min(0, 'expected requests per second (0 turns the limit off)')
+    .default(1000),
+  AIQSO_EDGE_RELOAD_SECONDS: z.coerce
+    .number({ error: 'expected a number of seconds' })
+    .int('expected whole seconds')
+    .min(1, 'expected at least 1 second')
+    .default(30),
+  AIQSO_EDGE_TRUSTED_PROXIES: z
+    .string()
+    .regex(/^[0-9a-fA-F.:/]+(,[0-9a-fA-F.:/]+)*$/, 'expected comma-separated IP addresses or CIDRs')
+    .optional(),
   AIQSO_WORKER_CONCURRENCY: z.coerce
     .number({ error: 'expected a number' })
     .int('expected a whole number')

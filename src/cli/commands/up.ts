@@ -1,4 +1,5 @@
 import { createPlatform, type Platform } from '../../app.ts';
+import { startEdge, type RunningEdge } from '../../edge/index.ts';
 import { adminLoginHelp, ensureFirstAdmin } from '../../identity/bootstrap.ts';
 import type { CommandContext } from '../context.ts';
 
@@ -30,9 +31,14 @@ export function onShutdownSignal(stop: () => Promise<void>, log: CommandContext[
 export async function up(ctx: CommandContext): Promise<Platform> {
   const { config, log } = ctx;
   const platform = await createPlatform(config, log);
-  onShutdownSignal(() => platform.close(), log);
+  let edge: RunningEdge | undefined;
+  onShutdownSignal(async () => {
+    await edge?.close();
+    await platform.close();
+  }, log);
   try {
-    await platform.api.listen({ host: config.http.bind, port: config.http.port });
+    // The edge is the listener: the base domain reaches the API in-process, tenants their upstreams.
+    edge = await startEdge(platform);
   } catch (err) {
     await platform.close();
     const code = (err as NodeJS.ErrnoException).code;

@@ -1,0 +1,245 @@
+// Edge benchmark: direct-to-upstream vs the builtin edge vs nginx, each proxy
+// pinned to one core, with 10,000 tenants × 5 routes in the table. Prints
+// figures and ratios (builtin/nginx throughput, added p99 latency at half the
+// builtin edge's peak, edge memory). Needs wrk and nginx (apt-get install wrk nginx).
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { openDatabase } from '../src/db/database.ts';
+import { freePort, startEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded.ts';
+import { migrate } from '../src/db/migrate.ts';
+import { findNginx } from '../src/edge/nginx/apply.ts';
+import { renderNginxConfig } from '../src/edge/nginx/render.ts';
+import { loadRoutes } from '../src/edge/routes-store.ts';
+import { createLogger } from '../src/observability/logger.ts';
+import { paced, wrkPeak } from './load.ts';
+
+const TENANTS = 10_000;
+const PREFIXES = ['', '/crm', '/docs', '/mail', '/cal'];
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+const PROXY_CORE = 1;
+const LOAD_CORE = 0;
+const BASE = 'bench.test';
+
+function need(bin: string, hint: string): void {
+  try {
+    execFileSync('which', [bin], { stdio: 'ignore' });
+  } catch {
+    console.error(`edge bench needs ${bin}: ${hint}`);
+    process.exit(2);
+  }
+}
+
+async function waitFor(port: number, host: string, pathName = '/healthz'): Promise<void> {
+  const end = Date.now() + 60_000;
+  for (;;) {
+    try {
+      const res = await fetch(`http://127.0.0.1:${port}${pathName}`, { headers: { host } });
+      if (res.status < 500) return;
+    } catch {
+      // not up yet
+    }
+    if (Date.now() > end) throw new Error(`nothing answered on ${port}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function rssMb(pid: number): { rss: number; hwm: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(status)?.[1] ?? 0) / 1024;
+  return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
+}
+
+function startNginxProcess(dir: string, config: string, core: number): ChildProcess {
+  mkdirSync(dir, { recursive: true });
+  for (const t of ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'])
+    mkdirSync(path.join(dir, 'tmp', t), { recursive: true });
+  const file = path.join(dir, 'nginx.conf');
+  writeFileSync(file, config);
+  const bin = findNginx()!;
+  execFileSync(bin, ['-t', '-q', '-p', `${dir}/`, '-c', file]);
+  return spawn('taskset', ['-c', String(core), bin, '-p', `${dir}/`, '-c', file, '-g', 'daemon off;'], {
+    stdio: 'ignore',
+  });
+}
+
+const staticUpstream = (dir: string, port: number) => `worker_processes 1;
+pid "${dir}/nginx.pid";
+error_log "${dir}/error.log" warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+${['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((t) => `  ${t}_temp_path "${dir}/tmp/${t}";`).join('\n')}
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:${port}; location / { return 200 "ok\\n"; } }
+}
+`;
+
+async function main() {
+  need('wrk', 'apt-get install wrk');
+  need('taskset', 'apt-get install util-linux');
+  if (!findNginx()) need('nginx', 'apt-get install nginx');
+  const tmp = mkdtempSync(path.join(os.tmpdir(), 'aiqso-bench-edge-'));
+  const children: ChildProcess[] = [];
+  let pg: EmbeddedPostgres | undefined;
+  const log = createLogger('warn', process.stderr);
+  const adminUrl =
+    process.env.BENCH_DATABASE_URL ??
+    process.env.TEST_DATABASE_URL ??
+    (pg = await startEmbeddedPostgres(tmp, log)).url;
+  const dbName = `aiqso_bench_${process.pid}`;
+  const admin = openDatabase(adminUrl, { max: 1 });
+  await admin.pool.query(`CREATE DATABASE ${dbName}`);
+  const u = new URL(adminUrl);
+  u.pathname = `/${dbName}`;
+  const db = openDatabase(u.toString(), { max: 2 });
+  try {
+    await migrate(db.pool);
+    // The upstream: a static nginx answering "ok" on the load core, so it costs the proxy's core nothing.
+    const upstreamPort = await freePort();
+    children.push(
+      startNginxProcess(
+        path.join(tmp, 'upstream'),
+        staticUpstream(path.join(tmp, 'upstream'), upstreamPort),
+        LOAD_CORE,
+      ),
+    );
+    await db.pool.query(
+      `INSERT INTO tenants (id, slug, company, status)
+       SELECT 'ten_b' || i, 't' || i, 'Tenant ' || i, 'active' FROM generate_series(0, $1 - 1) i`,
+      [TENANTS],
+    );
+    await db.pool.query(
+      `INSERT INTO routes (id, hostname, path_prefix, tenant_id, upstream_host, upstream_port)
+       SELECT 'rte_b' || i || '_' || p.n, 't' || i || '.${BASE}', p.prefix, 'ten_b' || i, '127.0.0.1', $2
+       FROM generate_series(0, $1 - 1) i, unnest($3::text[]) WITH ORDINALITY AS p(prefix, n)`,
+      [TENANTS, upstreamPort, PREFIXES],
+    );
+    const routes = await loadRoutes(db.db);
+    console.log(`route table: ${TENANTS} tenants x ${PREFIXES.length} routes = ${routes.length} routes`);
+    await waitFor(upstreamPort, 'x', '/');
+
+    // The builtin edge: the real `aiqso edge` command, pinned to the proxy core.
+    const edgePort = await freePort();
+    const edge = spawn(
+      'taskset',
+      [
+        '-c',
+        String(PROXY_CORE),
+        process.execPath,
+        path.resolve(import.meta.dirname, '../bin/aiqso.js'),
+        'edge',
+      ],
+      {
+        env: {
+          PATH: process.env.PATH,
+          HOME: process.env.HOME,
+          DATABASE_URL: u.toString(),
+          AIQSO_BASE_DOMAIN: BASE,
+          AIQSO_HTTP_PORT: String(edgePort),
+          AIQSO_DATA_DIR: path.join(tmp, 'edge-data'),
+          AIQSO_LOG_LEVEL: process.env.BENCH_EDGE_LOG_LEVEL ?? 'info', // access log on, as in production (to /dev/null here)
+          AIQSO_EDGE_RATE_IP: '1000000', // limiter on, budget out of reach
+          AIQSO_EDGE_RATE_TENANT: '1000000',
+        },
+        stdio: 'ignore',
+      },
+    );
+    children.push(edge);
+    await waitFor(edgePort, BASE);
+    const edgeIdle = rssMb(edge.pid!);
+
+    // nginx from the same route table, one worker pinned to the proxy core.
+    const nginxPort = await freePort();
+    const nginxDir = path.join(tmp, 'nginx');
+    const { config } = renderNginxConfig({
+      routes,
+      baseDomain: BASE,
+      dir: nginxDir,
+      listen: { bind: '127.0.0.1', httpPort: nginxPort },
+      internal: { host: '127.0.0.1', port: edgePort },
+      rate: { perIp: 1_000_000, perTenant: 1_000_000 },
+      workerProcesses: 1,
+    });
+    const tTest = performance.now();
+    children.push(startNginxProcess(nginxDir, config, PROXY_CORE));
+    console.log(
+      `nginx -t + start with ${routes.length} routes: ${Math.round(performance.now() - tTest)} ms to validate`,
+    );
+    await waitFor(nginxPort, BASE);
+
+    const wrkOpts = {
+      core: LOAD_CORE,
+      seconds: SECONDS,
+      connections: 64,
+      tenants: TENANTS,
+      prefixes: PREFIXES,
+    };
+    // Warm up each, then measure.
+    for (const port of [upstreamPort, edgePort, nginxPort]) {
+      await wrkPeak(`http://127.0.0.1:${port}/`, {
+        ...wrkOpts,
+        seconds: 2,
+        hostSuffix: port === upstreamPort ? undefined : `.${BASE}`,
+      });
+    }
+    const direct = await wrkPeak(`http://127.0.0.1:${upstreamPort}/`, wrkOpts);
+    const builtin = await wrkPeak(`http://127.0.0.1:${edgePort}/`, { ...wrkOpts, hostSuffix: `.${BASE}` });
+    const edgePeakMem = rssMb(edge.pid!);
+    const viaNginx = await wrkPeak(`http://127.0.0.1:${nginxPort}/`, { ...wrkOpts, hostSuffix: `.${BASE}` });
+
+    const half = Math.round(builtin.rps / 2);
+    const req = (i: number) =>
+      `GET ${PREFIXES[i % PREFIXES.length]}/x HTTP/1.1\r\nHost: t${i % TENANTS}.${BASE}\r\n\r\n`;
+    const pacedOpts = { rate: half, seconds: SECONDS, connections: 32, request: req };
+    const directLat = await paced(upstreamPort, pacedOpts);
+    const builtinLat = await paced(edgePort, pacedOpts);
+    const nginxLat = await paced(nginxPort, pacedOpts);
+    const edgeEnd = rssMb(edge.pid!);
+
+    const f = (n: number) => n.toFixed(0);
+    const ms = (n: number) => n.toFixed(3);
+    console.log(
+      `\npeak throughput (wrk, 1 thread, 64 connections, ${SECONDS}s; proxies pinned to core ${PROXY_CORE})`,
+    );
+    console.log(
+      `  direct to upstream  ${f(direct.rps)} req/s  p99 ${ms(direct.p99ms)} ms  errors ${direct.errors}`,
+    );
+    console.log(
+      `  builtin edge        ${f(builtin.rps)} req/s  p99 ${ms(builtin.p99ms)} ms  errors ${builtin.errors}`,
+    );
+    console.log(
+      `  nginx edge          ${f(viaNginx.rps)} req/s  p99 ${ms(viaNginx.p99ms)} ms  errors ${viaNginx.errors}`,
+    );
+    console.log(`  builtin / nginx     ${(builtin.rps / viaNginx.rps).toFixed(2)}   (goal >= 0.50)`);
+    console.log(`\nlatency at ${half} req/s (half the builtin peak), 32 connections, ${SECONDS}s`);
+    for (const [name, r] of [
+      ['direct', directLat],
+      ['builtin', builtinLat],
+      ['nginx', nginxLat],
+    ] as const) {
+      console.log(
+        `  ${name.padEnd(8)} p50 ${ms(r.p50ms)} ms  p99 ${ms(r.p99ms)} ms  (${r.sent} answers, ${r.errors} errors)`,
+      );
+    }
+    console.log(
+      `  added p99: builtin ${ms(builtinLat.p99ms - directLat.p99ms)} ms (goal <= 1 ms), nginx ${ms(nginxLat.p99ms - directLat.p99ms)} ms`,
+    );
+    console.log(`\nbuiltin edge memory (RSS, whole aiqso edge process incl. the API app)`);
+    console.log(
+      `  idle with ${routes.length} routes ${f(edgeIdle.rss)} MB; after peak ${f(edgePeakMem.rss)} MB; end ${f(edgeEnd.rss)} MB; high-water ${f(edgeEnd.hwm)} MB (goal <= 150 MB)`,
+    );
+  } finally {
+    for (const c of children) c.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 500));
+    for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+    await db.close();
+    await admin.pool.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+    await admin.close();
+    await pg?.stop();
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+await main();

@@ -1,0 +1,73 @@
+import { BlockList, isIPv4 } from 'node:net';
+import type { IncomingMessage } from 'node:http';
+import type { TLSSocket } from 'node:tls';
+
+/** Client addresses, forwarding headers and per-route IP lists. */
+
+export function plainIp(address: string | undefined): string {
+  if (!address) return '0.0.0.0';
+  return address.startsWith('::ffff:') && isIPv4(address.slice(7)) ? address.slice(7) : address;
+}
+
+function family(ip: string): 'ipv4' | 'ipv6' {
+  return isIPv4(ip) ? 'ipv4' : 'ipv6';
+}
+
+/** A BlockList of CIDRs (or single addresses); entries that do not parse are ignored, and reported by `invalid`. */
+export function compileCidrs(cidrs: readonly string[]): { list: BlockList; invalid: string[] } {
+  const list = new BlockList();
+  const invalid: string[] = [];
+  for (const entry of cidrs) {
+    const [addr, bits] = entry.split('/');
+    try {
+      const fam = family(addr!);
+      const prefix = bits === undefined ? (fam === 'ipv4' ? 32 : 128) : Number(bits);
+      list.addSubnet(addr!, prefix, fam);
+    } catch {
+      invalid.push(entry);
+    }
+  }
+  return { list, invalid };
+}
+
+export function inList(list: BlockList, ip: string): boolean {
+  return list.check(ip, family(ip));
+}
+
+/**
+ * The client's address: the socket peer, unless that peer is a trusted proxy,
+ * in which case the right-most untrusted entry of its X-Forwarded-For.
+ */
+export function clientIp(req: IncomingMessage, trusted: BlockList | undefined): string {
+  const peer = plainIp(req.socket.remoteAddress);
+  if (!trusted || !inList(trusted, peer)) return peer;
+  const header = req.headers['x-forwarded-for'];
+  const chain = (Array.isArray(header) ? header.join(',') : (header ?? ''))
+    .split(',')
+    .map((s) => plainIp(s.trim()))
+    .filter((s) => s !== '');
+  for (let i = chain.length - 1; i >= 0; i--) {
+    const hop = chain[i]!;
+    if (!/^[0-9a-f.:]+$/i.test(hop)) return peer;
+    if (!inList(trusted, hop)) return hop;
+  }
+  return chain[0] ?? peer;
+}
+
+/**
+ * Overwrite whatever forwarding headers the client sent: the upstream sees the
+ * client address, scheme and normalised host as this edge saw them (a trusted
+ * proxy's view of the client is taken via `clientIp`).
+ */
+export function setForwardingHeaders(req: IncomingMessage, ip: string, host: string): void {
+  const tls = (req.socket as TLSSocket).encrypted === true;
+  const h = req.headers;
+  delete h.forwarded;
+  delete h['x-forwarded-port'];
+  delete h['x-forwarded-prefix'];
+  h['x-forwarded-for'] = ip;
+  h['x-forwarded-proto'] = tls ? 'https' : 'http';
+  h['x-forwarded-host'] = host;
+  h['x-real-ip'] = ip;
+  h.host = host;
+}

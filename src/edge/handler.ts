@@ -1,0 +1,262 @@
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { BlockList } from 'node:net';
+import { ProxyServer } from 'http-proxy-3';
+import type { StepStatus } from '../db/tables.ts';
+import type { Logger } from '../observability/logger.ts';
+import type { EdgeMetrics } from './edge-metrics.ts';
+import { clientIp, compileCidrs, inList, setForwardingHeaders } from './forwarding.ts';
+import { normalizeTarget, TargetError, type NormalizedTarget } from './normalize.ts';
+import { pages, type EdgePage } from './pages.ts';
+import type { EdgeRateLimiter } from './rate-limit.ts';
+import { matchRoute, type EdgeRoute, type RouteTable } from './route-table.ts';
+
+export interface ChallengeResponder {
+  /** The key authorisation for an HTTP-01 token, if this platform is answering one. */
+  keyAuthorization(token: string): Promise<string | undefined>;
+}
+
+export interface EdgeHandlerOptions {
+  baseDomain: string;
+  routes: () => RouteTable;
+  /** The platform's own app for the base domain (Fastify's `routing`). */
+  platform: (req: IncomingMessage, res: ServerResponse) => void;
+  limiter: EdgeRateLimiter;
+  steps: (tenantId: string) => Promise<{ company: string | null; steps: StepStatus[] }>;
+  challenges?: ChallengeResponder;
+  trustedProxies?: BlockList;
+  log: Logger;
+  metrics: EdgeMetrics;
+  maxBodyBytes?: number;
+  connectTimeoutMs?: number;
+  upstreamTimeoutMs?: number;
+}
+
+export interface EdgeHandler {
+  request(req: IncomingMessage, res: ServerResponse): void;
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+  close(): void;
+}
+
+type Decision =
+  | { kind: 'page'; page: EdgePage; route?: EdgeRoute; tenantId?: string | null }
+  | { kind: 'platform'; target: NormalizedTarget }
+  | { kind: 'proxy'; route: EdgeRoute; upstream: { host: string; port: number }; url: string; host: string };
+
+const CHALLENGE_PREFIX = '/.well-known/acme-challenge/';
+
+/**
+ * The builtin edge's request path: normalise once, match, check access and
+ * budgets, then hand to the platform app or proxy to the route's upstream.
+ * Upstream addresses come only from the route table.
+ */
+export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64, timeout: 60_000 });
+  const proxy = new ProxyServer({ agent, toProxy: true, proxyTimeout: o.upstreamTimeoutMs ?? 60_000 });
+  const maxBody = o.maxBodyBytes ?? 10 * 1024 * 1024;
+  const connectTimeout = o.connectTimeoutMs ?? 3000;
+  const acl = new WeakMap<EdgeRoute, { allow?: BlockList; deny?: BlockList }>();
+  // Label lookups cost more than the increment: keep each route's counters by status class.
+  const counters = new WeakMap<EdgeRoute, Map<number, { inc(): void }>>();
+  const countFor = (route: EdgeRoute, status: number) => {
+    const cls = Math.floor(status / 100);
+    let byClass = counters.get(route);
+    if (!byClass) counters.set(route, (byClass = new Map<number, { inc(): void }>()));
+    let counter = byClass.get(cls);
+    if (!counter) {
+      counter = o.metrics.requests.labels({
+        route: route.id,
+        tenant: route.tenantId ?? '',
+        status: `${cls}xx`,
+      });
+      byClass.set(cls, counter);
+    }
+    return counter;
+  };
+
+  proxy.on('proxyReq', (proxyReq) => {
+    proxyReq.on('socket', (socket) => {
+      if (!socket.connecting) return;
+      const timer = setTimeout(() => proxyReq.destroy(new Error('upstream connect timeout')), connectTimeout);
+      socket.once('connect', () => clearTimeout(timer));
+      proxyReq.once('close', () => clearTimeout(timer));
+    });
+  });
+
+  function allowed(route: EdgeRoute, ip: string): boolean {
+    if (route.allowCidrs.length === 0 && route.denyCidrs.length === 0) return true;
+    let lists = acl.get(route);
+    if (!lists) {
+      lists = {
+        allow: route.allowCidrs.length ? compileCidrs(route.allowCidrs).list : undefined,
+        deny: route.denyCidrs.length ? compileCidrs(route.denyCidrs).list : undefined,
+      };
+      acl.set(route, lists);
+    }
+    if (lists.deny && inList(lists.deny, ip)) return false;
+    return !lists.allow || inList(lists.allow, ip);
+  }
+
+  async function decide(req: IncomingMessage, ip: string): Promise<Decision> {
+    let target: NormalizedTarget;
+    try {
+      target = normalizeTarget(req.url, req.headers.host);
+    } catch (err) {
+      if (err instanceof TargetError) return { kind: 'page', page: pages.badRequest(err.message) };
+      throw err;
+    }
+    if (o.challenges && target.path.startsWith(CHALLENGE_PREFIX)) {
+      const answer = await o.challenges.keyAuthorization(target.path.slice(CHALLENGE_PREFIX.length));
+      if (answer !== undefined) return { kind: 'page', page: { status: 200, html: answer, headers: TEXT } };
+    }
+    const match = matchRoute(o.routes(), o.baseDomain, target.host, target.path);
+    if (match.kind === 'unknown_host') return { kind: 'page', page: pages.unknownHost() };
+    if (match.kind === 'no_route') return { kind: 'page', page: pages.noRoute(), tenantId: match.tenantId };
+    const route = match.kind === 'route' ? match.route : undefined;
+    const tenantId = route?.tenantId ?? null;
+    if (route && !allowed(route, ip)) return { kind: 'page', page: pages.forbidden(), route, tenantId };
+    const wait = await o.limiter.check(ip, tenantId);
+    if (wait > 0) return { kind: 'page', page: pages.rateLimited(wait), route, tenantId };
+    if (match.kind === 'platform') return { kind: 'platform', target };
+    const r = match.route;
+    if (r.state === 'suspended') return { kind: 'page', page: pages.suspended(), route: r, tenantId };
+    if (r.state === 'provisioning' && r.tenantId) {
+      const { company, steps } = await o.steps(r.tenantId);
+      return { kind: 'page', page: pages.provisioning(company, steps), route: r, tenantId };
+    }
+    if (r.state !== 'active' || !r.upstream) {
+      return { kind: 'page', page: pages.unavailable(), route: r, tenantId };
+    }
+    return {
+      kind: 'proxy',
+      route: r,
+      upstream: r.upstream,
+      url: match.forwardPath + target.query,
+      host: target.host,
+    };
+  }
+
+  function finish(
+    req: IncomingMessage,
+    path: string | undefined,
+    res: ServerResponse,
+    started: number,
+    route: EdgeRoute | undefined,
+    outcome: string,
+  ) {
+    res.once('close', () => {
+      const seconds = (performance.now() - started) / 1000;
+      const status = res.statusCode;
+      o.metrics.duration.observe({ outcome }, seconds);
+      if (route) countFor(route, status).inc();
+      o.log.info(
+        {
+          tenantId: route?.tenantId ?? undefined,
+          route: route?.id,
+          host: req.headers.host,
+          method: req.method,
+          path,
+          status,
+          ms: Math.round(seconds * 10000) / 10,
+        },
+        'edge request',
+      );
+    });
+  }
+
+  function send(res: ServerResponse, page: EdgePage) {
+    if (res.headersSent) return void res.destroy();
+    res.writeHead(page.status, {
+      'content-type': 'text/html; charset=utf-8',
+      'cache-control': 'no-store',
+      ...page.headers,
+    });
+    res.end(page.html);
+  }
+
+  function proxyError(err: Error & { code?: string }, res: ServerResponse | Duplex) {
+    const timeout = err.code === 'ECONNRESET' && /timeout/i.test(err.message);
+    const page = timeout || /timeout/i.test(err.message) ? pages.gatewayTimeout() : pages.badGateway();
+    if ('writeHead' in res) send(res, page);
+    else writeRaw(res, page);
+  }
+
+  return {
+    request(req, res) {
+      const started = performance.now();
+      const path = req.url;
+      const ip = clientIp(req, o.trustedProxies);
+      decide(req, ip).then(
+        (d) => {
+          if (d.kind === 'page') {
+            finish(req, path, res, started, d.route, 'refused');
+            return send(res, d.page);
+          }
+          if (d.kind === 'platform') {
+            finish(req, path, res, started, undefined, 'platform');
+            setForwardingHeaders(req, ip, d.target.host);
+            req.url = d.target.path + d.target.query;
+            return o.platform(req, res);
+          }
+          const length = Number(req.headers['content-length'] ?? 0);
+          if (length > maxBody) return send(res, pages.tooLarge());
+          finish(req, path, res, started, d.route, 'proxied');
+          setForwardingHeaders(req, ip, d.host);
+          req.url = d.url;
+          proxy.web(req, res, { target: d.upstream }, (err) => proxyError(err, res));
+          limitBody(req, res, maxBody);
+        },
+        (err: unknown) => {
+          o.log.error({ err }, 'edge request failed');
+          send(res, pages.unavailable());
+        },
+      );
+    },
+    upgrade(req, socket, head) {
+      const ip = clientIp(req, o.trustedProxies);
+      socket.on('error', () => socket.destroy());
+      decide(req, ip).then(
+        (d) => {
+          if (d.kind === 'page') return writeRaw(socket, d.page);
+          if (d.kind === 'platform') return writeRaw(socket, pages.noRoute());
+          setForwardingHeaders(req, ip, d.host);
+          req.url = d.url;
+          proxy.ws(req, socket, head, { target: d.upstream }, (err) => proxyError(err, socket));
+        },
+        () => writeRaw(socket, pages.unavailable()),
+      );
+    },
+    close() {
+      agent.destroy();
+      proxy.close();
+    },
+  };
+}
+
+const TEXT = { 'content-type': 'text/plain' };
+
+/** Count body bytes as they stream; a body over the limit is cut off (the client gets 413 if nothing was sent yet). */
+function limitBody(req: IncomingMessage, res: ServerResponse, max: number) {
+  let seen = 0;
+  req.on('data', (chunk: Buffer) => {
+    seen += chunk.length;
+    if (seen > max) {
+      req.unpipe();
+      if (!res.headersSent) {
+        res.writeHead(413, { 'content-type': 'text/html; charset=utf-8', connection: 'close' });
+        res.end(pages.tooLarge().html);
+      }
+      req.destroy();
+    }
+  });
+}
+
+function writeRaw(socket: Duplex, page: EdgePage) {
+  if (!socket.writable) return void socket.destroy();
+  const headers = Object.entries({ 'content-type': 'text/html; charset=utf-8', ...page.headers })
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('');
+  socket.end(
+    `HTTP/1.1 ${page.status} ${http.STATUS_CODES[page.status] ?? ''}\r\n${headers}content-length: ${Buffer.byteLength(page.html)}\r\nconnection: close\r\n\r\n${page.html}`,
+  );
+}

@@ -1,0 +1,125 @@
+import net from 'node:net';
+import { createEdgeMetrics } from '../edge-metrics.ts';
+import { tableRoutes, type RouteTable } from '../route-table.ts';
+import { startBuiltinEdge, type BuiltinEdgeOptions, type EdgeDeps, type RunningEdge } from '../start.ts';
+import { startNginx, type ApplyResult, type NginxProcess } from './apply.ts';
+import { renderNginxConfig } from './render.ts';
+
+export interface NginxEdge extends RunningEdge {
+  nginx: NginxProcess;
+  /** The outcome of the latest render + apply. */
+  lastApply(): ApplyResult;
+  /** Render and apply the current table now (also done on every route change). */
+  sync(): Promise<ApplyResult>;
+}
+
+export interface NginxEdgeOptions extends Omit<BuiltinEdgeOptions, 'behindNginx'> {
+  /** nginx's own directory (config, pid, logs, temp files). */
+  dir: string;
+  workerProcesses?: number | 'auto';
+}
+
+/**
+ * The nginx edge (AIQSO_EDGE=nginx): nginx listens on the public ports and
+ * proxies active routes straight to their upstreams; an internal builtin edge
+ * on a loopback port serves the base domain, pages and IP-list checks. Every
+ * route change re-renders the configuration; a render nginx refuses leaves
+ * the working configuration in place and is logged and counted.
+ */
+export async function startNginxEdge(deps: EdgeDeps, options: NginxEdgeOptions): Promise<NginxEdge> {
+  const { log, config } = deps;
+  const metrics = createEdgeMetrics(deps.metrics.registry);
+  const internal = await startBuiltinEdge(deps, { bind: '127.0.0.1', httpPort: 0, behindNginx: true });
+  let nginx: NginxProcess;
+  try {
+    nginx = await startNginx({ dir: options.dir, log });
+  } catch (err) {
+    await internal.close();
+    throw err;
+  }
+  let last: ApplyResult = { result: 'unchanged' };
+
+  const sync = async (table: RouteTable = internal.watcher.table()): Promise<ApplyResult> => {
+    const { config: text, skipped } = renderNginxConfig({
+      routes: tableRoutes(table),
+      baseDomain: config.baseDomain,
+      dir: options.dir,
+      listen: {
+        bind: options.bind,
+        httpPort: options.httpPort,
+        https: options.https && {
+          port: options.https.port,
+          certFile: options.https.certFile,
+          keyFile: options.https.keyFile,
+        },
+      },
+      internal: { host: '127.0.0.1', port: internal.listeners.httpPort },
+      rate: { perIp: config.edgeTuning.ratePerIp, perTenant: config.edgeTuning.ratePerTenant },
+      workerProcesses: options.workerProcesses,
+    });
+    if (skipped.length)
+      log.warn(
+        { skipped: skipped.slice(0, 20), count: skipped.length },
+        'routes left out of the nginx configuration',
+      );
+    last = await nginx.apply(text);
+    metrics.nginxApply.inc({ result: last.result });
+    return last;
+  };
+
+  const first = await sync();
+  if (first.result === 'invalid' || first.result === 'failed') {
+    await nginx.stop();
+    await internal.close();
+    throw new Error(`nginx refused the initial configuration: ${first.error}`);
+  }
+
+  try {
+    await waitForListener(options.bind, options.httpPort, () => nginx.running());
+  } catch (err) {
+    await nginx.stop();
+    await internal.close();
+    throw err;
+  }
+
+  let timer: NodeJS.Timeout | undefined;
+  internal.watcher.subscribe(() => {
+    // Coalesce bursts of changes into one render and reload.
+    timer ??= setTimeout(() => {
+      timer = undefined;
+      sync().catch((err: unknown) => log.error({ err }, 'nginx sync failed'));
+    }, 100);
+  });
+
+  return {
+    nginx,
+    watcher: internal.watcher,
+    listeners: { httpPort: options.httpPort, httpsPort: options.https?.port, close: () => Promise.resolve() },
+    lastApply: () => last,
+    sync: () => sync(),
+    async close() {
+      if (timer) clearTimeout(timer);
+      await nginx.stop();
+      await internal.close();
+    },
+  };
+}
+
+/** Resolve once nginx accepts connections on its port; fail if it exits or takes over 10 s. */
+async function waitForListener(host: string, port: number, alive: () => boolean): Promise<void> {
+  const end = Date.now() + 10_000;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect(port, host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host);
+      s.once('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (!alive()) throw new Error(`nginx exited before listening on ${host}:${port} (see its error.log)`);
+    if (Date.now() > end) throw new Error(`nginx did not listen on ${host}:${port} within 10 s`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

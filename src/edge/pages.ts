@@ -1,0 +1,82 @@
+import type { StepStatus } from '../db/tables.ts';
+
+/** The edge's own HTML pages. Pure: text in, HTML out; every value escaped. */
+
+export function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+function page(title: string, body: string, extraHead = ''): string {
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>${escapeHtml(title)}</title>${extraHead}
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}
+h1{font-size:1.5rem}li.done{color:#2a7}li.failed{color:#c33}li.running{font-weight:bold}</style>
+</head><body><h1>${escapeHtml(title)}</h1>${body}</body></html>
+`;
+}
+
+export interface EdgePage {
+  status: number;
+  html: string;
+  headers?: Record<string, string>;
+}
+
+export const pages = {
+  badRequest: (reason: string): EdgePage => ({
+    status: 400,
+    html: page('Bad request', `<p>${escapeHtml(reason)}.</p>`),
+  }),
+  unknownHost: (): EdgePage => ({
+    status: 404,
+    html: page('Not found', '<p>There is no workspace at this address.</p>'),
+  }),
+  noRoute: (): EdgePage => ({
+    status: 404,
+    html: page('Not found', '<p>This workspace has no service at this path.</p>'),
+  }),
+  suspended: (): EdgePage => ({
+    status: 402,
+    html: page(
+      'Workspace suspended',
+      '<p>This workspace is suspended, usually because a payment did not go through. ' +
+        'The owner can restore it by updating the billing details.</p>',
+    ),
+  }),
+  forbidden: (): EdgePage => ({
+    status: 403,
+    html: page('Forbidden', '<p>Your address is not allowed to reach this service.</p>'),
+  }),
+  rateLimited: (retryAfterSeconds: number): EdgePage => ({
+    status: 429,
+    headers: { 'retry-after': String(retryAfterSeconds) },
+    html: page('Too many requests', `<p>Please retry in ${retryAfterSeconds} s.</p>`),
+  }),
+  tooLarge: (): EdgePage => ({
+    status: 413,
+    html: page('Request too large', '<p>The request body is larger than this service accepts.</p>'),
+  }),
+  unavailable: (): EdgePage => ({
+    status: 503,
+    headers: { 'retry-after': '10' },
+    html: page('Service unavailable', '<p>This service is not reachable right now. Try again shortly.</p>'),
+  }),
+  badGateway: (): EdgePage => ({
+    status: 502,
+    html: page('Service not responding', '<p>This service did not answer. Try again shortly.</p>'),
+  }),
+  gatewayTimeout: (): EdgePage => ({
+    status: 504,
+    html: page('Service too slow', '<p>This service took too long to answer. Try again shortly.</p>'),
+  }),
+  provisioning: (company: string | null, steps: StepStatus[]): EdgePage => ({
+    status: 503,
+    headers: { 'retry-after': '5' },
+    html: page(
+      'Preparing your workspace',
+      `<p>${company ? `${escapeHtml(company)}'s workspace` : 'This workspace'} is being set up. This page refreshes by itself.</p>
+<ol>${steps.map((s) => `<li class="${escapeHtml(s.state)}">${escapeHtml(s.name)} — ${escapeHtml(s.state)}</li>`).join('')}</ol>`,
+      '<meta http-equiv="refresh" content="5">',
+    ),
+  }),
+};

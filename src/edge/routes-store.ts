@@ -1,0 +1,160 @@
+import { createHash } from 'node:crypto';
+import type { Database } from '../db/database.ts';
+import type { RoutesTable, StepStatus } from '../db/tables.ts';
+import type { Selectable } from 'kysely';
+import type { EdgeRoute, RouteState } from './route-table.ts';
+
+/**
+ * Data access for the `routes` table: what edges read, and what reconcilers
+ * write. A route's id is derived from its (hostname, path prefix) key, so a
+ * reconciler that runs twice writes the same row, and the trigger on the
+ * table notifies every edge (channel `aiqso_routes`).
+ */
+
+export interface RouteSpec {
+  hostname: string;
+  pathPrefix?: string;
+  tenantId?: string | null;
+  tenantServiceId?: string | null;
+  upstream?: { host: string; port: number } | null;
+  stripPrefix?: boolean;
+  state?: RouteState;
+  allowCidrs?: string[];
+  denyCidrs?: string[];
+}
+
+/** `rte_` + 26 characters of a hash of the key: deterministic, and shaped like other ids. */
+export function routeId(hostname: string, pathPrefix = ''): string {
+  const digest = createHash('sha256').update(`${hostname.toLowerCase()}\n${pathPrefix}`).digest();
+  const alphabet = '0123456789abcdefghjkmnpqrstvwxyz';
+  let body = '';
+  for (let i = 0; i < 26; i++) body += alphabet[digest[i]! & 31];
+  return `rte_${body}`;
+}
+
+/** The columns an edge needs (no timestamps: 50,000 Date objects are memory for nothing). */
+export const EDGE_COLUMNS = [
+  'id',
+  'hostname',
+  'path_prefix',
+  'tenant_id',
+  'tenant_service_id',
+  'upstream_host',
+  'upstream_port',
+  'strip_prefix',
+  'state',
+  'allow_cidrs',
+  'deny_cidrs',
+] as const;
+
+type EdgeRow = Pick<Selectable<RoutesTable>, (typeof EDGE_COLUMNS)[number]>;
+
+const NONE: string[] = [];
+Object.freeze(NONE);
+
+/**
+ * Row → route. `intern` shares equal strings (a tenant's hostname and id
+ * repeat on each of its routes; upstream hosts repeat across tenants), which
+ * keeps a 50,000-route table small.
+ */
+export function toEdgeRoute(row: EdgeRow, intern: (s: string) => string = (s) => s): EdgeRoute {
+  return {
+    id: row.id,
+    hostname: intern(row.hostname),
+    pathPrefix: intern(row.path_prefix),
+    tenantId: row.tenant_id && intern(row.tenant_id),
+    tenantServiceId: row.tenant_service_id,
+    upstream:
+      row.upstream_host && row.upstream_port
+        ? { host: intern(row.upstream_host), port: row.upstream_port }
+        : null,
+    stripPrefix: row.strip_prefix,
+    state: row.state,
+    allowCidrs: row.allow_cidrs.length ? row.allow_cidrs : NONE,
+    denyCidrs: row.deny_cidrs.length ? row.deny_cidrs : NONE,
+  };
+}
+
+export function stringInterner(): (s: string) => string {
+  const seen = new Map<string, string>();
+  return (s) => {
+    const known = seen.get(s);
+    if (known !== undefined) return known;
+    seen.set(s, s);
+    return s;
+  };
+}
+
+export async function loadRoutes(db: Database): Promise<EdgeRoute[]> {
+  const rows = await db.selectFrom('routes').select(EDGE_COLUMNS).execute();
+  const intern = stringInterner();
+  return rows.map((r) => toEdgeRoute(r, intern));
+}
+
+/** Create or replace the route at (hostname, pathPrefix). Returns its id. */
+export async function upsertRoute(db: Database, spec: RouteSpec): Promise<string> {
+  const hostname = spec.hostname.toLowerCase();
+  const pathPrefix = spec.pathPrefix ?? '';
+  const id = routeId(hostname, pathPrefix);
+  const values = {
+    tenant_id: spec.tenantId ?? null,
+    tenant_service_id: spec.tenantServiceId ?? null,
+    upstream_host: spec.upstream?.host ?? null,
+    upstream_port: spec.upstream?.port ?? null,
+    strip_prefix: spec.stripPrefix ?? true,
+    state: spec.state ?? 'active',
+    allow_cidrs: spec.allowCidrs ?? [],
+    deny_cidrs: spec.denyCidrs ?? [],
+  };
+  await db
+    .insertInto('routes')
+    .values({ id, hostname, path_prefix: pathPrefix, ...values })
+    .onConflict((oc) =>
+      oc.columns(['hostname', 'path_prefix']).doUpdateSet({ ...values, updated_at: new Date() }),
+    )
+    .execute();
+  return id;
+}
+
+/** Set the state of every route of a tenant (suspend, resume, mark provisioning). */
+export async function setTenantRouteState(
+  db: Database,
+  tenantId: string,
+  state: RouteState,
+): Promise<number> {
+  const result = await db
+    .updateTable('routes')
+    .set({ state, updated_at: new Date() })
+    .where('tenant_id', '=', tenantId)
+    .where('state', '!=', state)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows);
+}
+
+export async function deleteRoute(db: Database, hostname: string, pathPrefix = ''): Promise<boolean> {
+  const result = await db
+    .deleteFrom('routes')
+    .where('hostname', '=', hostname.toLowerCase())
+    .where('path_prefix', '=', pathPrefix)
+    .executeTakeFirst();
+  return Number(result.numDeletedRows) > 0;
+}
+
+/** A tenant's provisioning steps, for the "preparing your workspace" page. */
+export async function tenantSteps(
+  db: Database,
+  tenantId: string,
+): Promise<{ company: string | null; steps: StepStatus[] }> {
+  const [tenant, resources] = await Promise.all([
+    db.selectFrom('tenants').select('company').where('id', '=', tenantId).executeTakeFirst(),
+    db
+      .selectFrom('resources')
+      .select(['kind', 'steps'])
+      .where('tenant_id', '=', tenantId)
+      .where('deleted', '=', false)
+      .orderBy('kind')
+      .orderBy('id')
+      .execute(),
+  ]);
+  return { company: tenant?.company ?? null, steps: resources.flatMap((r) => r.steps ?? []) };
+}

@@ -1,0 +1,116 @@
+import { Redis } from 'ioredis';
+import type { ApiServer } from '../api/server.ts';
+import type { Config } from '../config/load.ts';
+import type { DatabaseHandle } from '../db/database.ts';
+import type { Logger } from '../observability/logger.ts';
+import type { Metrics } from '../observability/metrics.ts';
+import { createEdgeMetrics } from './edge-metrics.ts';
+import { compileCidrs } from './forwarding.ts';
+import { createEdgeHandler, type ChallengeResponder } from './handler.ts';
+import { createRateLimiter } from './rate-limit.ts';
+import { startRouteWatcher, type RouteWatcher } from './route-watcher.ts';
+import { tenantSteps } from './routes-store.ts';
+import { listenEdge, type EdgeListeners } from './server.ts';
+import { createCertificateStore } from './tls.ts';
+
+export interface EdgeDeps {
+  config: Config;
+  log: Logger;
+  database: DatabaseHandle;
+  metrics: Metrics;
+  /** The platform's app, served in-process for the base domain. Must be `ready()`. */
+  api: ApiServer;
+  challenges?: ChallengeResponder;
+}
+
+export interface RunningEdge {
+  watcher: RouteWatcher;
+  listeners: EdgeListeners;
+  close(): Promise<void>;
+}
+
+export interface BuiltinEdgeOptions {
+  bind: string;
+  httpPort: number;
+  https?: { port: number; certFile: string; keyFile: string; certDir?: string };
+  /** Behind the nginx edge: trust loopback's X-Forwarded-For and leave rate limits to nginx. */
+  behindNginx?: boolean;
+}
+
+/** Wait briefly for Redis so the first requests share budgets; an edge still starts without it. */
+async function redisReady(redis: Redis, ms: number): Promise<void> {
+  if (redis.status === 'ready') return;
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    redis.once('ready', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+/** The builtin edge: route watcher, limiter, handler and listeners, from configuration. */
+export async function startBuiltinEdge(deps: EdgeDeps, options: BuiltinEdgeOptions): Promise<RunningEdge> {
+  const { config, log, database } = deps;
+  const tuning = config.edgeTuning;
+  const edgeMetrics = createEdgeMetrics(deps.metrics.registry);
+  const watcher = await startRouteWatcher({
+    db: database.db,
+    databaseUrl: database.url,
+    log,
+    reloadSeconds: tuning.reloadSeconds,
+    onChange: (t) => edgeMetrics.routes.set(t.size),
+  });
+  edgeMetrics.routes.set(watcher.table().size);
+  const redis = config.redisUrl
+    ? new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: false })
+    : undefined;
+  redis?.on('error', (err) => log.warn({ err }, 'Redis unavailable; rate limits fall back to this process'));
+  if (redis) await redisReady(redis, 2000);
+  const trusted = [...tuning.trustedProxies, ...(options.behindNginx ? ['127.0.0.1/8', '::1/128'] : [])];
+  const certificates = options.https
+    ? createCertificateStore({ ...options.https, certDir: options.https.certDir ?? tuning.certDir }, log)
+    : undefined;
+  const handler = createEdgeHandler({
+    baseDomain: config.baseDomain,
+    routes: () => watcher.table(),
+    platform: (req, res) => deps.api.routing(req, res),
+    limiter: createRateLimiter(
+      options.behindNginx
+        ? { perIp: 0, perTenant: 0 }
+        : { perIp: tuning.ratePerIp, perTenant: tuning.ratePerTenant },
+      redis,
+      config.baseDomain,
+    ),
+    steps: (tenantId) => tenantSteps(database.db, tenantId),
+    challenges: deps.challenges,
+    trustedProxies: trusted.length ? compileCidrs(trusted).list : undefined,
+    log,
+    metrics: edgeMetrics,
+  });
+  let listeners: EdgeListeners;
+  try {
+    listeners = await listenEdge(handler, {
+      bind: options.bind,
+      httpPort: options.httpPort,
+      https: options.https && certificates ? { port: options.https.port, certificates } : undefined,
+    });
+  } catch (err) {
+    handler.close();
+    certificates?.close();
+    redis?.disconnect();
+    await watcher.close();
+    throw err;
+  }
+  return {
+    watcher,
+    listeners,
+    async close() {
+      await listeners.close();
+      handler.close();
+      certificates?.close();
+      redis?.disconnect();
+      await watcher.close();
+    },
+  };
+}

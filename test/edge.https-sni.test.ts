@@ -1,0 +1,150 @@
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, renameSync } from 'node:fs';
+import https from 'node:https';
+import os from 'node:os';
+import path from 'node:path';
+import type { TLSSocket } from 'node:tls';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { upsertRoute } from '../src/edge/routes-store.ts';
+import { createTestDatabase, type TestDatabase } from './support/db.ts';
+import { insertTenant, startTestEdge, type TestEdge } from './support/edge.ts';
+import { missingPart } from './support/strict.ts';
+import { eventually, startEchoUpstream, type Echo, type EchoUpstream } from './support/upstreams.ts';
+
+const hasOpenssl = (() => {
+  try {
+    execFileSync('openssl', ['version']);
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+/** A self-signed certificate for `names` (first is the CN), written as <base>.crt / <base>.key. */
+function selfSigned(base: string, names: string[], cn = names[0]!) {
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2',
+    '-subj', `/CN=${cn}`, '-addext', `subjectAltName=${names.map((n) => `DNS:${n}`).join(',')}`,
+    '-keyout', `${base}.key.tmp`, '-out', `${base}.crt.tmp`,
+  ], { stdio: 'ignore' }); // prettier-ignore
+  // Replace atomically, as a renewal tool does.
+  renameSync(`${base}.key.tmp`, `${base}.key`);
+  renameSync(`${base}.crt.tmp`, `${base}.crt`);
+}
+
+const skip = missingPart('openssl', hasOpenssl, 'apt-get install openssl');
+
+describe.skipIf(skip)('builtin edge over HTTPS', () => {
+  let database: TestDatabase;
+  let edge: TestEdge;
+  let dir: string;
+  const upstreams: EchoUpstream[] = [];
+
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'aiqso-tls-'));
+    mkdirSync(path.join(dir, 'sni'));
+    selfSigned(path.join(dir, 'wildcard'), ['*.aiqso.test', 'aiqso.test']);
+    selfSigned(path.join(dir, 'sni', 'shop.example.test'), ['shop.example.test'], 'shop v1');
+    database = await createTestDatabase();
+    const acme = await insertTenant(database.db, 'acme');
+    const dash = await startEchoUpstream('acme-dash');
+    const shop = await startEchoUpstream('acme-shop');
+    upstreams.push(dash, shop);
+    await upsertRoute(database.db, {
+      hostname: 'acme.aiqso.test',
+      tenantId: acme,
+      upstream: { host: '127.0.0.1', port: dash.port },
+    });
+    await upsertRoute(database.db, {
+      hostname: 'shop.example.test',
+      tenantId: acme,
+      upstream: { host: '127.0.0.1', port: shop.port },
+    });
+    edge = await startTestEdge(database, {
+      env: { AIQSO_BASE_DOMAIN: 'aiqso.test' },
+      listen: {
+        https: {
+          port: 0,
+          certFile: path.join(dir, 'wildcard.crt'),
+          keyFile: path.join(dir, 'wildcard.key'),
+          certDir: path.join(dir, 'sni'),
+        },
+      },
+    });
+  });
+
+  afterAll(async () => {
+    await edge?.close();
+    for (const u of upstreams) await u.close();
+    await database?.drop();
+  });
+
+  function get(servername: string | undefined, host: string, ca: string[]) {
+    return new Promise<{ status: number; echo?: Echo; cn: string }>((resolve, reject) => {
+      const req = https.request(
+        {
+          host: '127.0.0.1',
+          port: edge.httpsPort,
+          path: '/',
+          servername,
+          headers: { host },
+          ca,
+          agent: false,
+        },
+        (res) => {
+          let body = '';
+          const cn = String((res.socket as TLSSocket).getPeerCertificate().subject?.CN);
+          res.on('data', (c: Buffer) => (body += c.toString()));
+          res.on('end', () =>
+            resolve({
+              status: res.statusCode!,
+              cn,
+              echo: res.headers['x-upstream'] ? (JSON.parse(body) as Echo) : undefined,
+            }),
+          );
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+  }
+
+  const trusted: string[] = [];
+  const ca = () => {
+    // Keep trusting earlier certificates: the edge serves the old one until it notices the renewal.
+    for (const f of [path.join(dir, 'wildcard.crt'), path.join(dir, 'sni', 'shop.example.test.crt')]) {
+      const pem = readFileSync(f, 'utf8');
+      if (!trusted.includes(pem)) trusted.push(pem);
+    }
+    return trusted;
+  };
+
+  it('serves tenants with the wildcard certificate and marks the request as https', async () => {
+    const res = await get('acme.aiqso.test', 'acme.aiqso.test', ca());
+    expect(res.cn).toBe('*.aiqso.test');
+    expect(res.echo).toMatchObject({ name: 'acme-dash', headers: { 'x-forwarded-proto': 'https' } });
+  });
+
+  it('picks a per-host certificate by SNI and picks up a renewed one without a restart', async () => {
+    const first = await get('shop.example.test', 'shop.example.test', ca());
+    expect(first.cn).toBe('shop v1');
+    expect(first.echo?.name).toBe('acme-shop');
+    selfSigned(path.join(dir, 'sni', 'shop.example.test'), ['shop.example.test'], 'shop v2');
+    const renewed = await eventually(async () => {
+      const r = await get('shop.example.test', 'shop.example.test', ca());
+      return r.cn === 'shop v2' ? r : undefined;
+    });
+    expect(renewed.echo?.name).toBe('acme-shop');
+  });
+
+  it('answers clients without SNI with the default certificate, renewed in place', async () => {
+    expect((await get(undefined, 'acme.aiqso.test', ca())).cn).toBe('*.aiqso.test');
+    selfSigned(path.join(dir, 'wildcard'), ['*.aiqso.test', 'aiqso.test'], 'wildcard v2');
+    await eventually(async () =>
+      (await get(undefined, 'acme.aiqso.test', ca())).cn === 'wildcard v2' ? true : undefined,
+    );
+    const bySni = await get('acme.aiqso.test', 'acme.aiqso.test', ca());
+    expect(bySni.cn).toBe('wildcard v2');
+    expect(bySni.echo?.name).toBe('acme-dash');
+  });
+});

@@ -1,0 +1,229 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../src/db/embedded.ts';
+import { findNginx } from '../src/edge/nginx/apply.ts';
+import { startNginxEdge, type NginxEdge } from '../src/edge/nginx/edge.ts';
+import { renderNginxConfig } from '../src/edge/nginx/render.ts';
+import type { EdgeRoute } from '../src/edge/route-table.ts';
+import { deleteRoute, routeId, upsertRoute } from '../src/edge/routes-store.ts';
+import { createTestDatabase, type TestDatabase } from './support/db.ts';
+import { insertTenant, platformParts } from './support/edge.ts';
+import { missingPart } from './support/strict.ts';
+import {
+  eventually,
+  rawGet,
+  startEchoUpstream,
+  wsRoundTrip,
+  type Echo,
+  type EchoUpstream,
+} from './support/upstreams.ts';
+
+function route(hostname: string, pathPrefix: string, extra: Partial<EdgeRoute> = {}): EdgeRoute {
+  return {
+    id: routeId(hostname, pathPrefix),
+    hostname,
+    pathPrefix,
+    tenantId: 'ten_a',
+    tenantServiceId: null,
+    upstream: { host: '10.0.0.5', port: 3000 },
+    stripPrefix: true,
+    state: 'active',
+    allowCidrs: [],
+    denyCidrs: [],
+    ...extra,
+  };
+}
+
+describe('nginx configuration render (pure)', () => {
+  const input = {
+    baseDomain: 'aiqso.io',
+    dir: '/srv/aiqso/nginx',
+    listen: { bind: '0.0.0.0', httpPort: 80 },
+    internal: { host: '127.0.0.1', port: 9000 },
+    rate: { perIp: 100, perTenant: 0 },
+  };
+
+  it('maps hosts and host+segment to upstream pools, sending the rest to the internal edge', () => {
+    const { config, skipped } = renderNginxConfig({
+      ...input,
+      routes: [
+        route('acme.aiqso.io', ''),
+        route('acme.aiqso.io', '/crm', { upstream: { host: '10.0.0.6', port: 8080 } }),
+        route('acme.aiqso.io', '/docs', { upstream: { host: '10.0.0.7', port: 80 }, stripPrefix: false }),
+        route('acme.aiqso.io', '/admin', { allowCidrs: ['10.0.0.0/8'] }),
+        route('gone.aiqso.io', '', { state: 'suspended' }),
+      ],
+    });
+    expect(skipped).toEqual([]);
+    const lines = config.split('\n').map((l) => l.trim());
+    expect(lines).toEqual(
+      expect.arrayContaining([
+        '"acme.aiqso.io" u_10_0_0_5_3000;',
+        '"acme.aiqso.io/crm" u_10_0_0_6_8080;',
+        '"acme.aiqso.io/docs" u_10_0_0_7_80;',
+        '"acme.aiqso.io/admin" aiqso_internal;',
+        '"gone.aiqso.io" aiqso_internal;',
+        '"acme.aiqso.io/crm" 1;',
+        'upstream u_10_0_0_6_8080 { server 10.0.0.6:8080; keepalive 16; }',
+        'upstream aiqso_internal { server 127.0.0.1:9000; keepalive 64; }',
+        'listen 0.0.0.0:80 default_server;',
+        'limit_req_zone $binary_remote_addr zone=aiqso_ip:16m rate=100r/s;',
+        'proxy_pass http://$aiqso_up;',
+      ]),
+    );
+    expect(lines).not.toContain('"acme.aiqso.io/docs" 1;');
+    expect(config).not.toContain('zone=aiqso_tenant');
+  });
+
+  it('leaves out routes that could inject configuration or shadow the platform', () => {
+    const { config, skipped } = renderNginxConfig({
+      ...input,
+      routes: [
+        route('evil.aiqso.io"; } server { listen 81; #', ''),
+        route('ok.aiqso.io', '', { upstream: { host: '10.0.0.1; include /etc/passwd', port: 1 } }),
+        route('aiqso.io', ''),
+      ],
+    });
+    expect(skipped.map((s) => s.reason)).toEqual([
+      'hostname is not a DNS name',
+      'upstream host is not a DNS name or IPv4 address',
+      'the base domain belongs to the platform',
+    ]);
+    expect(config).not.toContain('listen 81');
+    expect(config).not.toContain('passwd');
+  });
+});
+
+const nginxBin = findNginx();
+const skipReal = missingPart('nginx', nginxBin !== undefined, 'apt-get install nginx');
+
+describe.skipIf(skipReal)('nginx edge with the real nginx', () => {
+  let database: TestDatabase;
+  let edge: NginxEdge;
+  let port: number;
+  let dir: string;
+  let parts: Awaited<ReturnType<typeof platformParts>>;
+  const upstreams: Record<string, EchoUpstream> = {};
+  let acme: string;
+  const up = (name: string) => ({ host: '127.0.0.1', port: upstreams[name]!.port });
+
+  beforeAll(async () => {
+    database = await createTestDatabase();
+    for (const n of ['acme-dash', 'acme-crm', 'acme-docs', 'acme-new'])
+      upstreams[n] = await startEchoUpstream(n);
+    acme = await insertTenant(database.db, 'acme');
+    const globex = await insertTenant(database.db, 'globex');
+    const db = database.db;
+    await upsertRoute(db, { hostname: 'acme.localhost', tenantId: acme, upstream: up('acme-dash') });
+    await upsertRoute(db, {
+      hostname: 'acme.localhost',
+      pathPrefix: '/crm',
+      tenantId: acme,
+      upstream: up('acme-crm'),
+    });
+    await upsertRoute(db, {
+      hostname: 'acme.localhost',
+      pathPrefix: '/docs',
+      tenantId: acme,
+      upstream: up('acme-docs'),
+      stripPrefix: false,
+    });
+    await upsertRoute(db, { hostname: 'globex.localhost', tenantId: globex, state: 'suspended' });
+    parts = await platformParts(database, { AIQSO_EDGE_RATE_IP: '0', AIQSO_EDGE_RATE_TENANT: '0' });
+    dir = path.join(parts.dir, 'nginx');
+    port = await freePort();
+    edge = await startNginxEdge(
+      { ...parts, database },
+      { bind: '127.0.0.1', httpPort: port, dir, workerProcesses: 1 },
+    );
+  });
+
+  afterAll(async () => {
+    await edge?.close();
+    await parts?.api.close();
+    for (const u of Object.values(upstreams)) await u.close();
+    await database?.drop();
+  });
+
+  async function get(host: string, target: string, extra = '') {
+    const res = await rawGet(port, target, host, extra);
+    return { ...res, echo: res.headers['x-upstream'] ? (JSON.parse(res.body) as Echo) : undefined };
+  }
+
+  it('routes by host and path, stripping or keeping the prefix, with forwarding headers overwritten', async () => {
+    expect((await get('acme.localhost', '/')).echo).toMatchObject({ name: 'acme-dash', url: '/' });
+    expect((await get('ACME.localhost.:8080', '/crm/a?x=1')).echo).toMatchObject({
+      name: 'acme-crm',
+      url: '/a?x=1',
+    });
+    expect((await get('acme.localhost', '/crm')).echo).toMatchObject({ name: 'acme-crm', url: '/' });
+    expect((await get('acme.localhost', '/docs/a')).echo).toMatchObject({
+      name: 'acme-docs',
+      url: '/docs/a',
+    });
+    expect((await get('acme.localhost', '/crm/%2e%2e/docs/b')).echo).toMatchObject({
+      name: 'acme-docs',
+      url: '/docs/b',
+    });
+    const spoof = await get(
+      'acme.localhost',
+      '/crm/h',
+      'X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Host: evil\r\n',
+    );
+    expect(spoof.echo?.headers).toMatchObject({
+      'x-forwarded-for': '127.0.0.1',
+      'x-forwarded-host': 'acme.localhost',
+      'x-forwarded-proto': 'http',
+    });
+  });
+
+  it('refuses encoded slashes and sends the base domain, unknown hosts and suspended tenants to the internal edge', async () => {
+    expect((await get('acme.localhost', '/crm%2f..%2fdocs')).status).toBe(400);
+    expect((await get('acme.localhost', '/crm\\..\\docs')).status).toBe(400);
+    expect((await get('localhost', '/healthz')).status).toBe(200);
+    const unknown = await get('nobody.localhost', '/');
+    expect(unknown.status).toBe(404);
+    expect(unknown.body).toContain('no workspace at this address');
+    expect((await get('globex.localhost', '/')).status).toBe(402);
+  });
+
+  it('carries WebSocket upgrades', async () => {
+    expect(await wsRoundTrip(port, 'acme.localhost', '/crm/ws', 'hello')).toBe('acme-crm:hello');
+  });
+
+  it('reloads on a route change, and keeps the working configuration when nginx refuses a render', async () => {
+    const db = database.db;
+    await upsertRoute(db, {
+      hostname: 'acme.localhost',
+      pathPrefix: '/new',
+      tenantId: acme,
+      upstream: up('acme-new'),
+    });
+    await eventually(async () =>
+      (await get('acme.localhost', '/new/x')).echo?.name === 'acme-new' ? true : undefined,
+    );
+
+    const working = readFileSync(edge.nginx.configFile, 'utf8');
+    // An upstream name nginx cannot resolve makes `nginx -t` fail: a render that must not go live.
+    await upsertRoute(db, {
+      hostname: 'acme.localhost',
+      pathPrefix: '/broken',
+      tenantId: acme,
+      upstream: { host: 'nosuch-container.invalid', port: 80 },
+    });
+    await eventually(() => Promise.resolve(edge.lastApply().result === 'invalid' ? true : undefined));
+    const last = edge.lastApply();
+    expect(last.result === 'invalid' && last.error).toMatch(/host not found in upstream/);
+    expect(readFileSync(edge.nginx.configFile, 'utf8')).toBe(working);
+    expect((await get('acme.localhost', '/crm/still')).echo?.name).toBe('acme-crm');
+    expect(await parts.metrics.registry.metrics()).toMatch(
+      /aiqso_edge_nginx_apply_total\{result="invalid"\} [1-9]/,
+    );
+
+    await deleteRoute(db, 'acme.localhost', '/broken');
+    // Back to the working render: nothing to reload.
+    await eventually(() => Promise.resolve(edge.lastApply().result === 'unchanged' ? true : undefined));
+    expect((await get('acme.localhost', '/new/y')).echo?.name).toBe('acme-new');
+  });
+});

@@ -1,0 +1,91 @@
+import { describe, expect, it } from 'vitest';
+import { normalizeHost, normalizePath, normalizeTarget } from '../src/edge/normalize.ts';
+import { buildRouteTable, matchRoute, replaceHosts, type EdgeRoute } from '../src/edge/route-table.ts';
+import { routeId } from '../src/edge/routes-store.ts';
+
+function route(hostname: string, pathPrefix = '', extra: Partial<EdgeRoute> = {}): EdgeRoute {
+  return {
+    id: routeId(hostname, pathPrefix),
+    hostname,
+    pathPrefix,
+    tenantId: `ten_${hostname.split('.')[0]}`,
+    tenantServiceId: null,
+    upstream: { host: '10.0.0.1', port: 3000 },
+    stripPrefix: true,
+    state: 'active',
+    allowCidrs: [],
+    denyCidrs: [],
+    ...extra,
+  };
+}
+
+describe('route table (pure)', () => {
+  const table = buildRouteTable([
+    route('acme.aiqso.io'),
+    route('acme.aiqso.io', '/crm'),
+    route('acme.aiqso.io', '/docs', { stripPrefix: false }),
+    route('shop.example.com', '/crm'),
+  ]);
+
+  it('matches host then first segment, stripping or keeping the prefix', () => {
+    const m = (host: string, path: string) => matchRoute(table, 'aiqso.io', host, path);
+    expect(m('aiqso.io', '/x')).toEqual({ kind: 'platform' });
+    expect(m('10.1.2.3', '/x')).toEqual({ kind: 'platform' });
+    expect(m('[::1]', '/x')).toEqual({ kind: 'platform' });
+    expect(m('other.aiqso.io', '/')).toEqual({ kind: 'unknown_host' });
+    expect(m('acme.aiqso.io', '/crm/a/b')).toMatchObject({
+      kind: 'route',
+      forwardPath: '/a/b',
+      route: { pathPrefix: '/crm' },
+    });
+    expect(m('acme.aiqso.io', '/crm')).toMatchObject({ forwardPath: '/' });
+    expect(m('acme.aiqso.io', '/docs/a')).toMatchObject({
+      forwardPath: '/docs/a',
+      route: { pathPrefix: '/docs' },
+    });
+    expect(m('acme.aiqso.io', '/crmx')).toMatchObject({ forwardPath: '/crmx', route: { pathPrefix: '' } });
+    expect(m('shop.example.com', '/')).toEqual({ kind: 'no_route', tenantId: 'ten_shop' });
+  });
+
+  it('replaces only the hosts a notification names', () => {
+    const next = replaceHosts(table, ['acme.aiqso.io'], [route('acme.aiqso.io', '', { state: 'suspended' })]);
+    expect(next.size).toBe(2);
+    expect(next.hosts.get('acme.aiqso.io')?.size).toBe(1);
+    expect(next.hosts.get('shop.example.com')).toBe(table.hosts.get('shop.example.com'));
+    expect(table.size).toBe(4);
+  });
+
+  it('derives the same route id from the same key', () => {
+    expect(routeId('Acme.aiqso.io', '/crm')).toBe(routeId('acme.aiqso.io', '/crm'));
+    expect(routeId('acme.aiqso.io', '/crm')).toMatch(/^rte_[0-9a-z]{26}$/);
+    expect(routeId('acme.aiqso.io', '/crm')).not.toBe(routeId('acme.aiqso.io', ''));
+  });
+});
+
+describe('normalisation (pure)', () => {
+  it('normalises hosts', () => {
+    expect(normalizeHost('Acme.AIQSO.io.:8443')).toBe('acme.aiqso.io');
+    expect(normalizeHost('[::1]:80')).toBe('[::1]');
+    expect(() => normalizeHost('a..b')).toThrow();
+    expect(() => normalizeHost('a.b:')).toThrow();
+    expect(() => normalizeHost(undefined)).toThrow(/missing Host/);
+  });
+
+  it('normalises paths once and refuses ambiguous ones', () => {
+    expect(normalizePath('/a/%2e%2E/b/./c/%7E?x=%2F')).toEqual({ path: '/b/c/~', query: '?x=%2F' });
+    expect(normalizePath('/a//b/')).toEqual({ path: '/a/b/', query: '' });
+    expect(normalizePath('/%e2%82%ac')).toEqual({ path: '/%E2%82%AC', query: '' });
+    for (const bad of ['/a%2fb', '/a%5Cb', '/a\\b', '/a%00', '/a%g0', '/a%', 'a/b', '/a b', '/a#b']) {
+      expect(() => normalizePath(bad), bad).toThrow();
+    }
+  });
+
+  it('takes the host of an absolute-form target over the Host header', () => {
+    expect(normalizeTarget('http://Acme.aiqso.io:80/crm?q', 'evil.aiqso.io')).toEqual({
+      host: 'acme.aiqso.io',
+      path: '/crm',
+      query: '?q',
+    });
+    expect(() => normalizeTarget('http://user@acme.aiqso.io/', 'x')).toThrow();
+  });
+});

@@ -1,0 +1,264 @@
+import { Writable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { deleteRoute, setTenantRouteState, upsertRoute } from '../src/edge/routes-store.ts';
+import { createTestDatabase, type TestDatabase } from './support/db.ts';
+import { insertTenant, startTestEdge, type TestEdge } from './support/edge.ts';
+import {
+  eventually,
+  rawGet,
+  rawRequest,
+  startEchoUpstream,
+  wsRoundTrip,
+  type Echo,
+  type EchoUpstream,
+} from './support/upstreams.ts';
+
+let database: TestDatabase;
+let edge: TestEdge;
+const upstreams: Record<string, EchoUpstream> = {};
+const logLines: Record<string, unknown>[] = [];
+let acme: string;
+let globex: string;
+
+const up = (name: string) => ({ host: '127.0.0.1', port: upstreams[name]!.port });
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  for (const name of ['acme-dash', 'acme-crm', 'acme-docs', 'globex-dash', 'globex-crm']) {
+    upstreams[name] = await startEchoUpstream(name);
+  }
+  acme = await insertTenant(database.db, 'acme', 'Acme Ltd');
+  globex = await insertTenant(database.db, 'globex', 'Globex <Corp>');
+  const db = database.db;
+  await upsertRoute(db, { hostname: 'acme.localhost', tenantId: acme, upstream: up('acme-dash') });
+  await upsertRoute(db, {
+    hostname: 'acme.localhost',
+    pathPrefix: '/crm',
+    tenantId: acme,
+    upstream: up('acme-crm'),
+  });
+  await upsertRoute(db, {
+    hostname: 'acme.localhost',
+    pathPrefix: '/docs',
+    tenantId: acme,
+    upstream: up('acme-docs'),
+    stripPrefix: false,
+  });
+  await upsertRoute(db, { hostname: 'globex.localhost', tenantId: globex, upstream: up('globex-dash') });
+  await upsertRoute(db, {
+    hostname: 'globex.localhost',
+    pathPrefix: '/crm',
+    tenantId: globex,
+    upstream: up('globex-crm'),
+  });
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString().split('\n').filter(Boolean))
+        logLines.push(JSON.parse(line) as Record<string, unknown>);
+      done();
+    },
+  });
+  edge = await startTestEdge(database, { logTo: sink });
+});
+
+afterAll(async () => {
+  await edge?.close();
+  for (const u of Object.values(upstreams)) await u.close();
+  await database?.drop();
+});
+
+async function get(host: string, target: string, extra = '') {
+  const res = await rawGet(edge.port, target, host, extra);
+  const echo = res.headers['content-type']?.startsWith('application/json')
+    ? (JSON.parse(res.body) as Echo)
+    : undefined;
+  return { ...res, echo };
+}
+
+describe('builtin edge routing', () => {
+  it('routes a tenant host to its dashboard and a path to that service, stripping or keeping the prefix', async () => {
+    expect((await get('acme.localhost', '/')).echo).toMatchObject({ name: 'acme-dash', url: '/' });
+    expect((await get('acme.localhost', '/crm/contacts?q=1')).echo).toMatchObject({
+      name: 'acme-crm',
+      url: '/contacts?q=1',
+    });
+    expect((await get('acme.localhost', '/crm')).echo).toMatchObject({ name: 'acme-crm', url: '/' });
+    expect((await get('acme.localhost', '/docs/a/b')).echo).toMatchObject({
+      name: 'acme-docs',
+      url: '/docs/a/b',
+    });
+    expect((await get('acme.localhost', '/crmx/1')).echo).toMatchObject({
+      name: 'acme-dash',
+      url: '/crmx/1',
+    });
+    expect((await get('globex.localhost', '/crm/contacts')).echo).toMatchObject({ name: 'globex-crm' });
+    expect((await get('globex.localhost', '/docs/a')).echo).toMatchObject({
+      name: 'globex-dash',
+      url: '/docs/a',
+    });
+  });
+
+  it('serves the platform app on the base domain and a 404 page for an unknown host', async () => {
+    const health = await get('localhost', '/healthz');
+    expect(health.status).toBe(200);
+    expect(JSON.parse(health.body)).toMatchObject({ status: 'ok' });
+    const unknown = await get('initech.localhost', '/');
+    expect(unknown.status).toBe(404);
+    expect(unknown.body).toContain('no workspace at this address');
+    expect((await get('acme.localhost.evil.example', '/')).status).toBe(404);
+  });
+
+  it('overwrites forwarding headers the client sent', async () => {
+    const res = await get(
+      'ACME.localhost:8080',
+      '/crm/x',
+      'X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Host: globex.localhost\r\nX-Forwarded-Proto: https\r\nForwarded: for=6.6.6.6\r\n',
+    );
+    expect(res.echo?.headers).toMatchObject({
+      'x-forwarded-for': '127.0.0.1',
+      'x-forwarded-host': 'acme.localhost',
+      'x-forwarded-proto': 'http',
+      host: 'acme.localhost',
+    });
+    expect(res.echo?.headers.forwarded).toBeUndefined();
+  });
+
+  it('proxies request bodies and refuses one over the size limit', async () => {
+    const body = JSON.stringify({ hello: 'world' });
+    const ok = await rawRequest(
+      edge.port,
+      `POST /crm/items HTTP/1.1\r\nHost: acme.localhost\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+    );
+    expect(JSON.parse(ok.body)).toMatchObject({ name: 'acme-crm', method: 'POST', body });
+    const big = await rawRequest(
+      edge.port,
+      `POST /crm/items HTTP/1.1\r\nHost: acme.localhost\r\nContent-Length: ${20 * 1024 * 1024}\r\nConnection: close\r\n\r\n`,
+    );
+    expect(big.status).toBe(413);
+  });
+
+  it('echoes WebSocket messages through the edge to the right service', async () => {
+    expect(await wsRoundTrip(edge.port, 'acme.localhost', '/crm/socket', 'ping')).toBe('acme-crm:ping');
+    expect(await wsRoundTrip(edge.port, 'Globex.localhost.', '/socket', 'hi')).toBe('globex-dash:hi');
+    await expect(wsRoundTrip(edge.port, 'nobody.localhost', '/socket', 'hi')).rejects.toThrow(/404/);
+  });
+
+  it('shows a suspended page, a preparing page with the steps, and a 502 for a dead upstream', async () => {
+    const db = database.db;
+    const initech = await insertTenant(db, 'initech', 'Initech <b>');
+    await db
+      .insertInto('resources')
+      .values({
+        kind: 'tenant',
+        id: initech,
+        tenant_id: initech,
+        spec: '{}',
+        steps: JSON.stringify([
+          { name: 'place on a host', state: 'done', attempts: 1 },
+          { name: 'create dashboard container', state: 'running', attempts: 1 },
+        ]),
+      })
+      .execute();
+    await upsertRoute(db, { hostname: 'initech.localhost', tenantId: initech, state: 'provisioning' });
+    await upsertRoute(db, { hostname: 'dead.localhost', upstream: { host: '127.0.0.1', port: 1 } });
+    await setTenantRouteState(db, globex, 'suspended');
+    const preparing = await eventually(async () => {
+      const r = await get('initech.localhost', '/');
+      return r.status === 503 ? r : undefined;
+    });
+    expect(preparing.body).toContain('Preparing your workspace');
+    expect(preparing.body).toContain('create dashboard container — running');
+    expect(preparing.body).toContain('Initech &#60;b&#62;');
+    const suspended = await eventually(async () => {
+      const r = await get('globex.localhost', '/crm/x');
+      return r.status === 402 ? r : undefined;
+    });
+    expect(suspended.body).toContain('Workspace suspended');
+    const dead = await eventually(async () => {
+      const r = await get('dead.localhost', '/');
+      return r.status === 502 ? r : undefined;
+    });
+    expect(dead.body).toContain('did not answer');
+    await setTenantRouteState(db, globex, 'active');
+  });
+
+  it('applies a route change after its NOTIFY without a restart', async () => {
+    const db = database.db;
+    await upsertRoute(db, {
+      hostname: 'acme.localhost',
+      pathPrefix: '/crm',
+      tenantId: acme,
+      upstream: up('acme-docs'),
+    });
+    const moved = await eventually(async () => {
+      const r = await get('acme.localhost', '/crm/a');
+      return r.echo?.name === 'acme-docs' ? r : undefined;
+    });
+    expect(moved.echo?.url).toBe('/a');
+    await deleteRoute(db, 'acme.localhost', '/crm');
+    await eventually(async () =>
+      (await get('acme.localhost', '/crm/a')).echo?.name === 'acme-dash' ? true : undefined,
+    );
+    await upsertRoute(db, {
+      hostname: 'acme.localhost',
+      pathPrefix: '/crm',
+      tenantId: acme,
+      upstream: up('acme-crm'),
+    });
+    await eventually(async () =>
+      (await get('acme.localhost', '/crm/a')).echo?.name === 'acme-crm' ? true : undefined,
+    );
+  });
+
+  it('enforces per-route allow and deny lists', async () => {
+    const db = database.db;
+    await upsertRoute(db, {
+      hostname: 'acme.localhost',
+      pathPrefix: '/admin',
+      tenantId: acme,
+      upstream: up('acme-dash'),
+      allowCidrs: ['10.0.0.0/8'],
+    });
+    await upsertRoute(db, {
+      hostname: 'acme.localhost',
+      pathPrefix: '/open',
+      tenantId: acme,
+      upstream: up('acme-dash'),
+      denyCidrs: ['127.0.0.0/8'],
+    });
+    const denied = await eventually(async () => {
+      const r = await get('acme.localhost', '/admin/');
+      return r.status === 403 ? r : undefined;
+    });
+    expect(denied.body).toContain('not allowed');
+    await eventually(async () => ((await get('acme.localhost', '/open')).status === 403 ? true : undefined));
+    await upsertRoute(db, {
+      hostname: 'acme.localhost',
+      pathPrefix: '/admin',
+      tenantId: acme,
+      upstream: up('acme-dash'),
+      allowCidrs: ['127.0.0.1/32'],
+    });
+    await eventually(async () =>
+      (await get('acme.localhost', '/admin/')).status === 200 ? true : undefined,
+    );
+  });
+
+  it('writes a JSON access log line and per-route metrics', async () => {
+    await get('acme.localhost', '/crm/logged');
+    const line = await eventually(() =>
+      Promise.resolve(logLines.find((l) => l.msg === 'edge request' && l.path === '/crm/logged')),
+    );
+    expect(line).toMatchObject({
+      tenantId: acme,
+      status: 200,
+      route: expect.stringMatching(/^rte_/) as unknown,
+    });
+    expect(typeof line.ms).toBe('number');
+    const text = await edge.metrics.registry.metrics();
+    expect(text).toMatch(
+      new RegExp(`aiqso_edge_requests_total\\{route="rte_\\w+",tenant="${acme}",status="2xx"\\} \\d+`),
+    );
+    expect(text).toMatch(/aiqso_edge_routes \d+/);
+  });
+});
