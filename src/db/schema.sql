@@ -102,6 +102,13 @@ CREATE TABLE public.ip_allocations (
     created_at timestamp with time zone DEFAULT now() NOT NULL
 );
 
+CREATE TABLE public.orphans (
+    source text NOT NULL,
+    name text NOT NULL,
+    first_seen_at timestamp with time zone DEFAULT now() NOT NULL,
+    last_seen_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
 CREATE TABLE public.outbox (
     id bigint NOT NULL,
     key text NOT NULL,
@@ -269,6 +276,15 @@ CREATE TABLE public.users (
     CONSTRAINT users_role_check CHECK ((role = ANY (ARRAY['platform_admin'::text, 'tenant_owner'::text, 'tenant_member'::text])))
 );
 
+CREATE TABLE public.worker_processes (
+    id text NOT NULL,
+    lock_key integer NOT NULL,
+    hostname text NOT NULL,
+    pid integer NOT NULL,
+    pool_ids text[] DEFAULT '{}'::text[] NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
 ALTER TABLE ONLY public.audit_log
     ADD CONSTRAINT audit_log_hash_key UNIQUE (hash);
 
@@ -298,6 +314,9 @@ ALTER TABLE ONLY public.ip_allocations
 
 ALTER TABLE ONLY public.ip_allocations
     ADD CONSTRAINT ip_allocations_pkey PRIMARY KEY (pool, address);
+
+ALTER TABLE ONLY public.orphans
+    ADD CONSTRAINT orphans_pkey PRIMARY KEY (source, name);
 
 ALTER TABLE ONLY public.outbox
     ADD CONSTRAINT outbox_key_key UNIQUE (key);
@@ -364,6 +383,12 @@ ALTER TABLE ONLY public.users
 
 ALTER TABLE ONLY public.users
     ADD CONSTRAINT users_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.worker_processes
+    ADD CONSTRAINT worker_processes_lock_key_key UNIQUE (lock_key);
+
+ALTER TABLE ONLY public.worker_processes
+    ADD CONSTRAINT worker_processes_pkey PRIMARY KEY (id);
 
 CREATE INDEX audit_log_actor_idx ON public.audit_log USING btree (actor_id, at);
 

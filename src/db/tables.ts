@@ -195,6 +195,8 @@ export interface StepStatus {
   startedAt?: string;
   finishedAt?: string;
   lastError?: string;
+  /** Times the orchestrator found this step's effect gone or changed out of band and repaired it. */
+  repairs?: number;
 }
 
 export interface ResourcesTable {
@@ -213,6 +215,22 @@ export interface ResourcesTable {
   updated_at: Timestamp;
 }
 
+export interface WorkerProcessesTable {
+  id: string;
+  lock_key: number;
+  hostname: string;
+  pid: number;
+  pool_ids: Generated<string[]>;
+  started_at: CreatedAt;
+}
+
+export interface OrphansTable {
+  source: string;
+  name: string;
+  first_seen_at: Generated<Date>;
+  last_seen_at: Generated<Date>;
+}
+
 export interface DB {
   users: UsersTable;
   hosts: HostsTable;
@@ -229,4 +247,6 @@ export interface DB {
   inbox: InboxTable;
   emails: EmailsTable;
   resources: ResourcesTable;
+  worker_processes: WorkerProcessesTable;
+  orphans: OrphansTable;
 }
