@@ -4,6 +4,8 @@ import { healthRoutes } from './api/routes/health.ts';
 import { connectMasterDatabase, type MasterDatabase } from './db/connect.ts';
 import type { Logger } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
+import { startConfiguredWorker } from './orchestrator/wiring.ts';
+import type { OrchestratorWorker } from './orchestrator/worker.ts';
 import { VERSION } from './version.ts';
 
 /**
@@ -17,6 +19,8 @@ export interface Platform {
   database: MasterDatabase;
   metrics: Metrics;
   api: ApiServer;
+  /** The in-process orchestrator worker (`aiqso up`). */
+  worker: OrchestratorWorker;
   close(): Promise<void>;
 }
 
@@ -37,9 +41,11 @@ export async function createPlatform(config: Config, log: Logger): Promise<Platf
   const database = await connectMasterDatabase(config, log);
   const metrics = createMetrics();
   let api: ApiServer;
+  let worker: OrchestratorWorker;
   try {
     api = await buildApi(config, log, database, metrics);
     await api.ready();
+    worker = await startConfiguredWorker(config, log, database.url);
   } catch (err) {
     await database.close();
     throw err;
@@ -50,8 +56,10 @@ export async function createPlatform(config: Config, log: Logger): Promise<Platf
     database,
     metrics,
     api,
+    worker,
     async close() {
       await api.close();
+      await worker.stop();
       await database.close();
     },
   };

@@ -3,6 +3,7 @@ import { VERSION } from '../version.ts';
 import { runDoctor } from './commands/doctor.ts';
 import { tenantsList, tenantsShow } from './commands/tenants.ts';
 import { up } from './commands/up.ts';
+import { jobs, worker } from './commands/worker.ts';
 import { commandContext, withDatabase } from './context.ts';
 import { EXIT, exitCodeFor, messageFor } from './exit.ts';
 import { printJson, printTable } from './output.ts';
@@ -40,6 +41,19 @@ export function buildProgram(): Command {
         await up(commandContext());
       }),
     );
+
+  program
+    .command('worker')
+    .description(
+      'run orchestrator workers alone (reconciles, resyncs, outbox, schedules); any number may share one database',
+    )
+    .action(action(() => worker(commandContext())));
+
+  program
+    .command('jobs')
+    .description('list queued, running and failed work: jobs, failed resources, undelivered side effects')
+    .option('--json', 'print as JSON')
+    .action(action((options: { json?: boolean }) => jobs(commandContext({ quiet: true }), options)));
 
   program
     .command('migrate')

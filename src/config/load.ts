@@ -25,6 +25,9 @@ export interface Config {
   ollamaUrl?: string;
   graceDays: number;
   resyncSeconds: number;
+  /** Time zone the schedules' cron expressions are read in. */
+  timeZone: string;
+  orphanGraceSeconds: number;
   logLevel: RawConfig['AIQSO_LOG_LEVEL'];
   workerConcurrency: number;
 }
@@ -135,6 +138,8 @@ function toConfig(raw: RawConfig, cwd: string): Config {
     ollamaUrl: raw.OLLAMA_URL,
     graceDays: raw.AIQSO_GRACE_DAYS,
     resyncSeconds: raw.AIQSO_RESYNC_SECONDS,
+    timeZone: raw.AIQSO_TIMEZONE,
+    orphanGraceSeconds: raw.AIQSO_ORPHAN_GRACE_SECONDS,
     logLevel: raw.AIQSO_LOG_LEVEL,
     workerConcurrency: raw.AIQSO_WORKER_CONCURRENCY,
   };

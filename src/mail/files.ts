@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, rename, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import MailComposer from 'nodemailer/lib/mail-composer/index.js';
 import type { Mailer, MailMessage } from '../core/mail.ts';
@@ -45,13 +45,14 @@ export function filesMailer(dir: string, options: { domain?: string } = {}): Mai
       const messageId = messageIdFor(message.key, domain);
       const file = path.join(dir, mailFileName(message.key));
       try {
-        await readFile(file);
+        await stat(file);
         return { messageId };
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
       }
       await mkdir(dir, { recursive: true, mode: 0o700 });
-      const tmp = `${file}.${process.pid}.${Date.now()}.tmp`;
+      // One temporary name per key: a retry after a crash overwrites the leftover, then renames it.
+      const tmp = `${file}.tmp`;
       await writeFile(tmp, await compose(message, messageId), { mode: 0o600 });
       await rename(tmp, file);
       return { messageId };

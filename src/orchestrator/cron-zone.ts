@@ -5,9 +5,10 @@ import { DomainError } from '../core/errors.ts';
  * Cron expressions evaluated in a time zone. graphile-worker evaluates cron in
  * UTC, one minute at a time; this turns each UTC minute into the zone's wall
  * clock and asks graphile-worker's own parser whether the expression matches.
- * Daylight-saving changes behave as in Vixie cron: a wall time that happens
- * twice (autumn) fires only the first time; one skipped (spring) fires at the
- * first minute after the gap. Pure, so it is tested by value.
+ * Daylight-saving changes behave as in Vixie cron: for a job at fixed hours
+ * (`0 2 * * *`) a wall time that happens twice (autumn) fires only the first
+ * time and one skipped (spring) fires at the first minute after the gap; a job
+ * with a wildcard hour (every five minutes, hourly) simply follows the wall clock. Pure, so it is tested by value.
  */
 
 const MINUTE = 60_000;
@@ -78,8 +79,9 @@ function wallDigest(wallMs: number): TimestampDigest {
 }
 
 /** Does `expression` fire at this UTC minute, read in `timeZone`? */
-export function firesAt(match: CronMatcher, instant: number, timeZone: string): boolean {
+export function firesAt(match: CronMatcher, instant: number, timeZone: string, fixedHours = true): boolean {
   const offset = zoneOffset(instant, timeZone);
+  if (!fixedHours) return match(wallDigest(instant + offset));
   if (match(wallDigest(instant + offset))) {
     // Autumn: the same wall time an hour (or so) earlier, under the old offset, already fired.
     const before = zoneOffset(instant - 3 * 60 * MINUTE, timeZone);
@@ -126,8 +128,9 @@ export function zonedMatcher(
     );
   }
   if (timeZone === 'UTC') return match;
+  const fixedHours = !(expression.trim().split(/\s+/)[1] ?? '*').startsWith('*');
   return (digest) => {
     const instant = instantOfDigest(digest, now());
-    return !Number.isNaN(instant) && firesAt(match, instant, timeZone);
+    return !Number.isNaN(instant) && firesAt(match, instant, timeZone, fixedHours);
   };
 }

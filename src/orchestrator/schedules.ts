@@ -56,8 +56,8 @@ export function cronItems(
       options: {
         backfillPeriod: s.backfillMinutes * 60_000,
         maxAttempts: 3,
-        jobKey: scheduleTask(s.name),
-        jobKeyMode: 'preserve_run_at' as const,
+        // One queue per schedule: a slow run delays the next instead of overlapping it.
+        queueName: scheduleTask(s.name),
       },
     })),
   );
