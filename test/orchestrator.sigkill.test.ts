@@ -67,6 +67,7 @@ describe('orchestrator under SIGKILL', () => {
       }
     };
 
+    let changes = Promise.resolve();
     let kills = 0;
     let killsMidJob = 0;
     const slot = async () => {
@@ -75,7 +76,8 @@ describe('orchestrator under SIGKILL', () => {
         live.add(w);
         // Most kills land while jobs run; a few during start-up.
         if (random(10) > 0) await w.ready;
-        for (let i = random(6); i > 0; i--) await change();
+        // One change at a time: the test's own bookkeeping of what was deleted must not race.
+        for (let i = random(6); i > 0; i--) await (changes = changes.then(change));
         await sleep(random(300));
         if (kills >= KILLS) break;
         const { rows } = await testDb.pool.query<{ n: number }>(
