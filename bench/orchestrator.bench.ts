@@ -69,7 +69,7 @@ const runner = await run({
   taskList: { noop },
   parsedCronItems: [],
 });
-let t = performance.now();
+const t = performance.now();
 await new Promise<void>((resolve) => {
   allDone = resolve;
   void sql`SELECT graphile_worker.add_jobs(array_agg(ROW('noop', '{}'::json, NULL, NULL, NULL, NULL, NULL, NULL)::graphile_worker.job_spec))

@@ -61,7 +61,8 @@ export async function requeuePendingOutbox(db: Kysely<DB>): Promise<number> {
 
 /**
  * The delivery worker: locks the item's row (a second worker skips it), runs
- * the kind's handler, marks it delivered in the same transaction. A failure is
+ * the kind's handler, marks it delivered in the same transaction; an item
+ * locked by another transaction is retried, never dropped. A failure is
  * recorded and rethrown so graphile-worker retries with exponential backoff;
  * after the last attempt the item is `failed` and logged as an error.
  */
@@ -70,6 +71,7 @@ export function outboxTask(db: Kysely<DB>, handlers: OutboxHandlers, log: Logger
     const id = String((payload as { id?: unknown }).id);
     const lastAttempt = helpers.job.attempts >= helpers.job.max_attempts;
     let failure: unknown;
+    let locked = false;
     await db.transaction().execute(async (trx) => {
       const row = await trx
         .selectFrom('outbox')
@@ -79,7 +81,18 @@ export function outboxTask(db: Kysely<DB>, handlers: OutboxHandlers, log: Logger
         .forUpdate()
         .skipLocked()
         .executeTakeFirst();
-      if (!row) return;
+      if (!row) {
+        // Delivered already, or another transaction holds the row (the not yet aborted
+        // transaction of a killed worker): look again shortly rather than drop it.
+        const pending = await trx
+          .selectFrom('outbox')
+          .select('id')
+          .where('id', '=', id)
+          .where('status', '=', 'pending')
+          .executeTakeFirst();
+        locked = pending !== undefined;
+        return;
+      }
       const item: OutboxItem = { key: row.key, kind: row.kind, payload: row.payload };
       try {
         const handler = handlers[row.kind];
@@ -110,6 +123,7 @@ export function outboxTask(db: Kysely<DB>, handlers: OutboxHandlers, log: Logger
         else log.warn(fields, 'outbox delivery failed; will retry');
       }
     });
+    if (locked) await queueDelivery(db, id, new Date(Date.now() + 200 + Math.floor(Math.random() * 800)));
     if (failure !== undefined && !lastAttempt)
       throw failure instanceof Error ? failure : new Error(errorText(failure));
   };
