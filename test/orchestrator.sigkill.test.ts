@@ -100,7 +100,24 @@ describe('orchestrator under SIGKILL', () => {
     const survivors = [spawnWorker(argv, env), spawnWorker(argv, env)];
     survivors.forEach((w) => live.add(w));
     await Promise.all(survivors.map((w) => w.ready));
-    await waitIdle(testDb.pool, 120_000);
+    await waitFor(
+      'the queued work to drain',
+      async () => {
+        const { rows } = await testDb.pool.query<{ n: number }>(
+          `SELECT (SELECT count(*) FROM graphile_worker.jobs WHERE attempts < max_attempts
+                     AND task_identifier IN ('reconcile', 'outbox'))
+                + (SELECT count(*) FROM outbox WHERE status = 'pending') AS n`,
+        );
+        return Number(rows[0]!.n) === 0;
+      },
+      120_000,
+    );
+    const gaveUp = await testDb.pool.query(
+      'SELECT task_identifier, key, attempts, last_error FROM graphile_worker.jobs WHERE attempts >= max_attempts',
+    );
+    if (gaveUp.rowCount)
+      process.stderr.write(`sigkill test: jobs that gave up: ${JSON.stringify(gaveUp.rows)}\n`);
+    // The one resync the done-when allows picks up anything a kill left behind.
     await scheduleResync(testDb.db, new Date());
     await waitFor('the resync to run', async () => {
       const { rowCount } = await testDb.pool.query(
