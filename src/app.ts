@@ -12,6 +12,8 @@ import { connectMasterDatabase, type MasterDatabase } from './db/connect.ts';
 import { installIdentity, type IdentityOptions } from './identity/wire.ts';
 import type { Logger } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
+import { startConfiguredWorker } from './orchestrator/wiring.ts';
+import type { OrchestratorWorker } from './orchestrator/worker.ts';
 import { VERSION } from './version.ts';
 
 /**
@@ -26,6 +28,8 @@ export interface Platform {
   metrics: Metrics;
   billing: Billing;
   api: ApiServer;
+  /** The in-process orchestrator worker (`aiqso up`). */
+  worker: OrchestratorWorker;
   close(): Promise<void>;
 }
 
@@ -118,6 +122,7 @@ export async function createPlatform(config: Config, log: Logger): Promise<Platf
   try {
     await syncCatalog(database.db, catalog);
     const { api, billing } = await assembleApi(config, log, database, metrics);
+    const worker = await startConfiguredWorker(config, log, database.url);
     return {
       config,
       log,
@@ -125,8 +130,10 @@ export async function createPlatform(config: Config, log: Logger): Promise<Platf
       metrics,
       billing,
       api,
+      worker,
       async close() {
         await api.close();
+        await worker.stop();
         await database.close();
       },
     };

@@ -5,6 +5,7 @@ import { identityCommands } from './commands/identity.ts';
 import { tenantsList, tenantsShow } from './commands/tenants.ts';
 import { up } from './commands/up.ts';
 import { edge } from './commands/edge.ts';
+import { jobs, worker } from './commands/worker.ts';
 import { commandContext, withDatabase } from './context.ts';
 import { EXIT, exitCodeFor, messageFor } from './exit.ts';
 import { printJson, printTable } from './output.ts';
@@ -49,6 +50,19 @@ export function buildProgram(): Command {
       'run only the edge (routing to tenants, plus the API on the base domain); several may run against one database',
     )
     .action(action(() => edge(commandContext())));
+
+  program
+    .command('worker')
+    .description(
+      'run orchestrator workers alone (reconciles, resyncs, outbox, schedules); any number may share one database',
+    )
+    .action(action(() => worker(commandContext())));
+
+  program
+    .command('jobs')
+    .description('list queued, running and failed work: jobs, failed resources, undelivered side effects')
+    .option('--json', 'print as JSON')
+    .action(action((options: { json?: boolean }) => jobs(commandContext({ quiet: true }), options)));
 
   program
     .command('migrate')

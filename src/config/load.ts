@@ -38,6 +38,9 @@ export interface Config {
   /** Service templates directory; unset means the catalog shipped with the platform. */
   catalogDir?: string;
   resyncSeconds: number;
+  /** Time zone the schedules' cron expressions are read in. */
+  timeZone: string;
+  orphanGraceSeconds: number;
   logLevel: RawConfig['AIQSO_LOG_LEVEL'];
   workerConcurrency: number;
   /** Edge tuning (src/edge/). Rates are requests per second; 0 turns a limit off. */
@@ -165,6 +168,8 @@ function toConfig(raw: RawConfig, cwd: string): Config {
     graceDays: raw.AIQSO_GRACE_DAYS,
     catalogDir: raw.AIQSO_CATALOG_DIR ? path.resolve(cwd, raw.AIQSO_CATALOG_DIR) : undefined,
     resyncSeconds: raw.AIQSO_RESYNC_SECONDS,
+    timeZone: raw.AIQSO_TIMEZONE,
+    orphanGraceSeconds: raw.AIQSO_ORPHAN_GRACE_SECONDS,
     logLevel: raw.AIQSO_LOG_LEVEL,
     workerConcurrency: raw.AIQSO_WORKER_CONCURRENCY,
     edgeTuning: {

@@ -118,6 +118,22 @@ export const configSchema = z.object({
     .int('expected whole seconds')
     .min(1, 'expected at least 1 second')
     .default(60),
+  AIQSO_TIMEZONE: z
+    .string()
+    .refine((tz) => {
+      try {
+        new Intl.DateTimeFormat('en-US', { timeZone: tz });
+        return true;
+      } catch {
+        return false;
+      }
+    }, 'expected an IANA time zone such as UTC or Europe/Berlin')
+    .default('UTC'),
+  AIQSO_ORPHAN_GRACE_SECONDS: z.coerce
+    .number({ error: 'expected a number of seconds' })
+    .int('expected whole seconds')
+    .min(0, 'expected a number of seconds ≥ 0')
+    .default(3600),
   AIQSO_LOG_LEVEL: z
     .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
       error: 'expected fatal, error, warn, info, debug, trace or silent',

@@ -2,6 +2,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
+import { migrateJobQueue } from './job-queue-schema.ts';
 
 const MIGRATIONS_DIR = fileURLToPath(new URL('./migrations/', import.meta.url));
 // Any constant works; it only has to be the same for every process migrating this database.
@@ -27,7 +28,8 @@ export async function loadMigrations(dir = MIGRATIONS_DIR): Promise<Migration[]>
 /**
  * Apply pending numbered SQL migrations, each in its own transaction, under an
  * advisory lock so several processes starting at once migrate exactly once.
- * Returns the names applied.
+ * The job queue's schema (graphile-worker, which serialises its own installs)
+ * is brought up to date afterwards. Returns the names applied.
  */
 export async function migrate(pool: pg.Pool, onApply?: (name: string) => void): Promise<string[]> {
   const migrations = await loadMigrations();
@@ -60,5 +62,7 @@ export async function migrate(pool: pg.Pool, onApply?: (name: string) => void): 
     await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => undefined);
     client.release();
   }
+  // After releasing our client: a pool of one connection must be enough.
+  await migrateJobQueue(pool);
   return applied;
 }

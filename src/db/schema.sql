@@ -144,6 +144,13 @@ CREATE TABLE public.local_billing_objects (
     CONSTRAINT local_billing_objects_kind_check CHECK ((kind = ANY (ARRAY['checkout_session'::text, 'customer'::text, 'subscription'::text])))
 );
 
+CREATE TABLE public.orphans (
+    source text NOT NULL,
+    name text NOT NULL,
+    first_seen_at timestamp with time zone DEFAULT now() NOT NULL,
+    last_seen_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
 CREATE TABLE public.outbox (
     id bigint NOT NULL,
     key text NOT NULL,
@@ -361,6 +368,15 @@ CREATE TABLE public.users (
     CONSTRAINT users_role_check CHECK ((role = ANY (ARRAY['platform_admin'::text, 'tenant_owner'::text, 'tenant_member'::text])))
 );
 
+CREATE TABLE public.worker_processes (
+    id text NOT NULL,
+    lock_key integer NOT NULL,
+    hostname text NOT NULL,
+    pid integer NOT NULL,
+    pool_ids text[] DEFAULT '{}'::text[] NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
 ALTER TABLE ONLY public.api_keys
     ADD CONSTRAINT api_keys_key_hash_key UNIQUE (key_hash);
 
@@ -399,6 +415,9 @@ ALTER TABLE ONLY public.ip_allocations
 
 ALTER TABLE ONLY public.local_billing_objects
     ADD CONSTRAINT local_billing_objects_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.orphans
+    ADD CONSTRAINT orphans_pkey PRIMARY KEY (source, name);
 
 ALTER TABLE ONLY public.outbox
     ADD CONSTRAINT outbox_key_key UNIQUE (key);
@@ -489,6 +508,12 @@ ALTER TABLE ONLY public.users
 
 ALTER TABLE ONLY public.users
     ADD CONSTRAINT users_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.worker_processes
+    ADD CONSTRAINT worker_processes_lock_key_key UNIQUE (lock_key);
+
+ALTER TABLE ONLY public.worker_processes
+    ADD CONSTRAINT worker_processes_pkey PRIMARY KEY (id);
 
 CREATE INDEX api_keys_tenant_idx ON public.api_keys USING btree (tenant_id);
 

@@ -202,6 +202,8 @@ export interface StepStatus {
   startedAt?: string;
   finishedAt?: string;
   lastError?: string;
+  /** Times the orchestrator found this step's effect gone or changed out of band and repaired it. */
+  repairs?: number;
 }
 
 export interface ResourcesTable {
@@ -229,6 +231,22 @@ export interface LocalBillingObjectsTable {
   updated_at: Timestamp;
 }
 
+export interface WorkerProcessesTable {
+  id: string;
+  lock_key: number;
+  hostname: string;
+  pid: number;
+  pool_ids: Generated<string[]>;
+  started_at: CreatedAt;
+}
+
+export interface OrphansTable {
+  source: string;
+  name: string;
+  first_seen_at: Generated<Date>;
+  last_seen_at: Generated<Date>;
+}
+
 export interface DB {
   users: UsersTable;
   hosts: HostsTable;
@@ -253,6 +271,8 @@ export interface DB {
   user_totp: UserTotpTable;
   totp_used_steps: TotpUsedStepsTable;
   recovery_codes: RecoveryCodesTable;
+  worker_processes: WorkerProcessesTable;
+  orphans: OrphansTable;
 }
 
 // Identity (migration 0004).

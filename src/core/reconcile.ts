@@ -1,0 +1,91 @@
+/**
+ * Glossary (the orchestrator's words, used the same way everywhere):
+ *
+ * - **resource**: one managed thing (a tenant, a tenant service; later routes,
+ *   hosts, backup schedules), identified by `kind` and `id`.
+ * - **spec**: what the resource should be; written by the API or a reconciler
+ *   of a parent resource. Every spec change moves `generation`.
+ * - **status**: what was last observed: `phase`, the named **steps** with
+ *   their state, attempts, timestamps and last error, and
+ *   `observedGeneration`, the generation the last successful reconcile saw.
+ * - **reconcile**: run a reconciler's steps against one resource. Every step
+ *   first observes whether its effect exists (deterministic names from ids),
+ *   then creates or repairs it, so running a reconciler again after a crash,
+ *   or any number of times, gives the same result.
+ * - **drift**: an effect that was in place (the resource was `ready` at its
+ *   generation) and is found missing or changed; the resync repairs it.
+ * - **orphan**: something a driver reports that no spec owns. Reported at once,
+ *   removed only after a grace period.
+ *
+ * This file holds the types reconcilers are written against; no I/O.
+ */
+
+/** What a step found: its effect is in place, absent, or present but not as the spec says. */
+export type Observation = 'ok' | 'missing' | 'drifted';
+
+export interface ResourceRef {
+  kind: string;
+  id: string;
+}
+
+export interface ReconcileTarget<Spec> extends ResourceRef {
+  tenantId: string | null;
+  spec: Spec;
+  generation: number;
+}
+
+export interface StepContext<Spec> {
+  resource: ReconcileTarget<Spec>;
+  /** Aborted when the worker shuts down; long steps should pass it on. */
+  signal: AbortSignal;
+}
+
+export interface ReconcileStep<Spec> {
+  /** Stable name shown in status (`aiqso tenants show`); never reuse one for another effect. */
+  name: string;
+  /** Look without changing anything: is the effect in place as the spec says? */
+  observe(ctx: StepContext<Spec>): Promise<Observation>;
+  /** Create (`missing`) or repair (`drifted`) the effect. Runs only when `observe` did not say `ok`. */
+  apply(ctx: StepContext<Spec>, found: Exclude<Observation, 'ok'>): Promise<void>;
+  /**
+   * Deletion: remove the effect. Runs, in reverse step order, only when
+   * `observe` did not say `missing`. A step without it leaves nothing behind.
+   */
+  remove?(ctx: StepContext<Spec>): Promise<void>;
+}
+
+/** Something outside the database a resource owns, for orphan detection (`source` as in an OrphanSource). */
+export interface OwnedThing {
+  source: string;
+  name: string;
+}
+
+export interface Reconciler<Spec = unknown> {
+  kind: string;
+  /** Validate a stored spec; throw a DomainError (`validation_failed`) for one that cannot be reconciled. */
+  parseSpec(raw: unknown): Spec;
+  steps: ReconcileStep<Spec>[];
+  /** What this resource's spec owns outside the database (container names, …). */
+  owns?(resource: ReconcileTarget<Spec>): OwnedThing[];
+}
+
+/** A place orphans can live: one driver's inventory (containers, routes, …). */
+export interface OrphanSource {
+  name: string;
+  /** Names of everything the platform manages there. */
+  list(): Promise<string[]>;
+  /** Remove one thing; a no-op when it is already gone. */
+  remove(name: string): Promise<void>;
+}
+
+/** Step states as shown in status. */
+export type StepState = 'pending' | 'running' | 'done' | 'failed';
+
+/**
+ * Delay before retry number `failures` (1-based): exponential, capped.
+ * Pure so the policy is tested by value.
+ */
+export function retryDelayMs(failures: number, policy: { baseMs: number; maxMs: number }): number {
+  const exp = Math.min(failures - 1, 30);
+  return Math.min(policy.maxMs, policy.baseMs * 2 ** exp);
+}

@@ -1,0 +1,98 @@
+import type { Observation, Reconciler, ReconcileTarget, StepContext } from '../core/reconcile.ts';
+import type { StepStatus } from '../db/tables.ts';
+
+/** A step threw; `steps` is the status to record, with the failed step's error. */
+export class StepFailed extends Error {
+  constructor(
+    readonly step: string,
+    readonly steps: StepStatus[],
+    cause: unknown,
+  ) {
+    super(`${step}: ${errorText(cause)}`, { cause });
+    this.name = 'StepFailed';
+  }
+}
+
+export interface StepsOutcome {
+  steps: StepStatus[];
+  /** Creates, repairs and removals performed. 0 means everything was already in place. */
+  actions: number;
+  /** Steps whose effect had been in place and was found missing or changed (drift). */
+  repaired: string[];
+}
+
+export interface RunStepsOptions<Spec> {
+  reconciler: Reconciler<Spec>;
+  target: ReconcileTarget<Spec>;
+  deleting: boolean;
+  previous: StepStatus[];
+  /** The resource was `ready` at this generation: any action now is drift. */
+  converged: boolean;
+  signal: AbortSignal;
+  /** Persist status before a step acts, so a crash mid-step shows which step was running. */
+  onProgress(steps: StepStatus[]): Promise<void>;
+}
+
+export function errorText(err: unknown): string {
+  const text = err instanceof Error ? err.message : String(err);
+  return text.length > 500 ? `${text.slice(0, 497)}...` : text;
+}
+
+/** Status entries for the reconciler's steps, keeping what was recorded for steps of the same name. */
+export function initialSteps(names: string[], previous: StepStatus[]): StepStatus[] {
+  return names.map((name) => {
+    const old = previous.find((s) => s.name === name);
+    return old ? { ...old } : { name, state: 'pending', attempts: 0 };
+  });
+}
+
+/**
+ * Run a reconciler's steps once: in order to create, in reverse order to
+ * delete. Each step observes first and acts only when its effect is not in
+ * place, so a run over a converged resource performs no action and writes
+ * nothing.
+ */
+export async function runSteps<Spec>(options: RunStepsOptions<Spec>): Promise<StepsOutcome> {
+  const { reconciler, deleting, converged } = options;
+  const steps = initialSteps(
+    reconciler.steps.map((s) => s.name),
+    options.previous,
+  );
+  const ctx: StepContext<Spec> = { resource: options.target, signal: options.signal };
+  const order = deleting ? [...reconciler.steps].reverse() : reconciler.steps;
+  let actions = 0;
+  const repaired: string[] = [];
+  for (const step of order) {
+    const status = steps.find((s) => s.name === step.name)!;
+    try {
+      const found: Observation = await step.observe(ctx);
+      const act = deleting ? found !== 'missing' && step.remove !== undefined : found !== 'ok';
+      if (!act) {
+        status.state = 'done';
+        delete status.lastError;
+        continue;
+      }
+      status.state = 'running';
+      status.attempts += 1;
+      status.startedAt = new Date().toISOString();
+      delete status.finishedAt;
+      await options.onProgress(steps);
+      if (deleting) await step.remove!(ctx);
+      else await step.apply(ctx, found as Exclude<Observation, 'ok'>);
+      actions += 1;
+      if (converged && !deleting) {
+        repaired.push(step.name);
+        status.repairs = (status.repairs ?? 0) + 1;
+      }
+      status.state = 'done';
+      status.finishedAt = new Date().toISOString();
+      delete status.lastError;
+    } catch (err) {
+      status.state = 'failed';
+      status.finishedAt = new Date().toISOString();
+      status.lastError = errorText(err);
+      throw new StepFailed(step.name, steps, err);
+    }
+  }
+  return { steps, actions, repaired };
+}

@@ -1,0 +1,98 @@
+import type { Transaction } from 'kysely';
+import { DomainError } from '../core/errors.ts';
+import { newId } from '../core/ids.ts';
+import type { Mailer } from '../core/mail.ts';
+import type { DB } from '../db/tables.ts';
+import type { OutboxHandler, OutboxItem } from './outbox.ts';
+
+/** Payload of an `email` outbox item. */
+export interface EmailPayload {
+  to: string;
+  subject: string;
+  text: string;
+  html?: string;
+  /** Which message this is (welcome, service-ready, …), for the `emails` record. */
+  template: string;
+  tenantId?: string;
+}
+
+/** Payload of an `alert` outbox item: an operator alert mailed to every platform admin. */
+export interface AlertPayload {
+  subject: string;
+  text: string;
+  [detail: string]: unknown;
+}
+
+function field(item: OutboxItem, name: string): string {
+  const value = item.payload[name];
+  if (typeof value !== 'string' || value === '')
+    throw new DomainError(
+      'validation_failed',
+      `outbox item ${item.key}: payload.${name} must be a non-empty string`,
+    );
+  return value;
+}
+
+async function record(
+  trx: Transaction<DB>,
+  item: OutboxItem,
+  sent: { recipient: string; template: string; subject: string; tenantId: string | null },
+  transport: string,
+  messageId: string,
+): Promise<void> {
+  await trx
+    .insertInto('emails')
+    .values({
+      id: newId('email'),
+      outbox_key: item.key,
+      tenant_id: sent.tenantId,
+      recipient: sent.recipient,
+      template: sent.template,
+      subject: sent.subject,
+      transport,
+      message_id: messageId,
+    })
+    .onConflict((oc) => oc.column('outbox_key').doNothing())
+    .execute();
+}
+
+/** Sends `email` items through the mail port and records each in `emails`. */
+export function emailHandler(mailer: Mailer, from: string): OutboxHandler {
+  return async (item, trx) => {
+    const to = field(item, 'to');
+    const subject = field(item, 'subject');
+    const text = field(item, 'text');
+    const html = typeof item.payload.html === 'string' ? item.payload.html : undefined;
+    const template = typeof item.payload.template === 'string' ? item.payload.template : 'message';
+    const tenantId = typeof item.payload.tenantId === 'string' ? item.payload.tenantId : null;
+    const { messageId } = await mailer.send({ key: item.key, from, to: [to], subject, text, html });
+    await record(trx, item, { recipient: to, template, subject, tenantId }, mailer.transport, messageId);
+  };
+}
+
+/**
+ * Sends `alert` items to the platform admins (users with role platform_admin,
+ * else `fallback`), resolved at delivery time.
+ */
+export function alertHandler(mailer: Mailer, from: string, fallback?: string): OutboxHandler {
+  return async (item, trx) => {
+    const subject = `[aiqso alert] ${field(item, 'subject')}`;
+    const text = field(item, 'text');
+    const admins = await trx
+      .selectFrom('users')
+      .select('email')
+      .where('role', '=', 'platform_admin')
+      .execute();
+    const to = admins.map((a) => a.email);
+    if (to.length === 0 && fallback) to.push(fallback);
+    if (to.length === 0) throw new DomainError('unavailable', 'no platform admin to send the alert to');
+    const { messageId } = await mailer.send({ key: item.key, from, to, subject, text });
+    await record(
+      trx,
+      item,
+      { recipient: to.join(', '), template: 'alert', subject, tenantId: null },
+      mailer.transport,
+      messageId,
+    );
+  };
+}

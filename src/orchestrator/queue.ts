@@ -1,0 +1,78 @@
+import { sql, type Kysely } from 'kysely';
+import type { ResourceRef } from '../core/reconcile.ts';
+import type { DB } from '../db/tables.ts';
+
+/**
+ * Task identifiers on graphile-worker. Later issues register schedule handlers
+ * under `schedule:<name>` (see schedules.ts).
+ */
+export const TASKS = {
+  reconcile: 'reconcile',
+  resync: 'resync',
+  outbox: 'outbox',
+} as const;
+
+/** graphile-worker's own retries of a reconcile job; step failures use the orchestrator's policy instead. */
+const RECONCILE_MAX_ATTEMPTS = 25;
+
+/**
+ * One job key per resource: triggers for a resource whose job is still queued
+ * coalesce into that job; a trigger while it runs queues exactly one more run
+ * (graphile-worker detaches the running job from the key).
+ */
+export function reconcileJobKey(ref: ResourceRef): string {
+  return `reconcile:${ref.kind}:${ref.id}`;
+}
+
+export interface ReconcilePayload extends ResourceRef {
+  reason?: string;
+  /** Run even though the resource is `failed` (an operator's retry). */
+  retry?: boolean;
+}
+
+/**
+ * Ask for a resource to be reconciled. Pass the caller's transaction so the
+ * trigger commits with the spec change that caused it.
+ */
+export async function requestReconcile(
+  db: Kysely<DB>,
+  ref: ResourceRef,
+  options: { runAt?: Date; reason?: string; retry?: boolean } = {},
+): Promise<void> {
+  const payload: ReconcilePayload = { kind: ref.kind, id: ref.id, reason: options.reason };
+  if (options.retry) payload.retry = true;
+  await sql`SELECT graphile_worker.add_job(
+      ${TASKS.reconcile}, ${JSON.stringify(payload)}::json,
+      run_at => ${options.runAt ?? null}::timestamptz,
+      max_attempts => ${RECONCILE_MAX_ATTEMPTS},
+      job_key => ${reconcileJobKey(ref)},
+      job_key_mode => 'replace')`.execute(db);
+}
+
+/**
+ * Queue a reconcile of every live resource (not finished deleting, not failed)
+ * in one statement. A resource already waiting for a retry keeps its run time.
+ * Returns how many were queued.
+ */
+export async function requestReconcileAll(db: Kysely<DB>, reason: string): Promise<number> {
+  const { rows } = await sql<{ n: number }>`
+    WITH queued AS (
+      SELECT graphile_worker.add_jobs(array_agg(ROW(
+        ${TASKS.reconcile},
+        json_build_object('kind', kind, 'id', id, 'reason', ${reason}::text),
+        NULL, NULL, ${RECONCILE_MAX_ATTEMPTS},
+        'reconcile:' || kind || ':' || id, NULL, NULL)::graphile_worker.job_spec), true) AS job
+      FROM resources
+      WHERE phase NOT IN ('deleted', 'failed')
+      HAVING count(*) > 0
+    )
+    SELECT count(*)::int AS n FROM queued`.execute(db);
+  return rows[0]?.n ?? 0;
+}
+
+/** Queue the next resync; with `preserve`, an already queued one keeps its time (start-up). */
+export async function scheduleResync(db: Kysely<DB>, runAt: Date, preserve = false): Promise<void> {
+  await sql`SELECT graphile_worker.add_job(${TASKS.resync}, '{}'::json,
+      run_at => ${runAt}::timestamptz, max_attempts => 5, job_key => ${TASKS.resync},
+      job_key_mode => ${preserve ? 'preserve_run_at' : 'replace'})`.execute(db);
+}

@@ -1,0 +1,136 @@
+import { sql, type Kysely } from 'kysely';
+import type { Task } from 'graphile-worker';
+import type { OrphanSource, OwnedThing } from '../core/reconcile.ts';
+import type { DB } from '../db/tables.ts';
+import type { Logger } from '../observability/logger.ts';
+import { errorText } from './engine.ts';
+import { requestReconcileAll, scheduleResync } from './queue.ts';
+import type { ReconcilerRegistry } from './registry.ts';
+
+export interface OrphanReport {
+  /** Everything currently orphaned, with when it was first seen. */
+  found: (OwnedThing & { firstSeenAt: Date })[];
+  /** Removed in this pass, having stayed orphaned past the grace period. */
+  removed: OwnedThing[];
+}
+
+/** What live specs own. Resources that are deleting still own their things until the inverse steps ran. */
+async function ownedThings(db: Kysely<DB>, registry: ReconcilerRegistry): Promise<Set<string>> {
+  const owned = new Set<string>();
+  const rows = await db
+    .selectFrom('resources')
+    .select(['kind', 'id', 'tenant_id', 'spec', 'generation'])
+    .where('phase', '<>', 'deleted')
+    .execute();
+  for (const row of rows) {
+    const reconciler = registry.get(row.kind);
+    if (!reconciler?.owns) continue;
+    let spec: unknown;
+    try {
+      spec = reconciler.parseSpec(row.spec);
+    } catch {
+      continue;
+    }
+    const things = reconciler.owns({
+      kind: row.kind,
+      id: row.id,
+      tenantId: row.tenant_id,
+      spec,
+      generation: row.generation,
+    });
+    for (const t of things) owned.add(`${t.source}\u0000${t.name}`);
+  }
+  return owned;
+}
+
+/**
+ * Compare each source's inventory with what the specs own. Lists first and
+ * reads specs second: a spec is always written before its thing is created,
+ * so a thing being created right now is never mistaken for an orphan.
+ */
+export async function detectOrphans(
+  db: Kysely<DB>,
+  registry: ReconcilerRegistry,
+  sources: OrphanSource[],
+  graceMs: number,
+  log: Logger,
+): Promise<OrphanReport> {
+  const inventories = await Promise.all(sources.map(async (s) => ({ source: s, names: await s.list() })));
+  const owned = await ownedThings(db, registry);
+  const report: OrphanReport = { found: [], removed: [] };
+  for (const { source, names } of inventories) {
+    const orphans = names.filter((n) => !owned.has(`${source.name}\u0000${n}`));
+    await db
+      .deleteFrom('orphans')
+      .where('source', '=', source.name)
+      .$if(orphans.length > 0, (q) => q.where('name', 'not in', orphans))
+      .execute();
+    if (orphans.length === 0) continue;
+    const rows = await db
+      .insertInto('orphans')
+      .values(orphans.map((name) => ({ source: source.name, name })))
+      .onConflict((oc) => oc.columns(['source', 'name']).doUpdateSet({ last_seen_at: sql`now()` }))
+      .returning([
+        'name',
+        'first_seen_at', // Never on first sight (xmax = 0 marks a fresh insert), whatever the grace period.
+        sql<boolean>`xmax <> 0 AND first_seen_at <= now() - make_interval(secs => ${graceMs / 1000})`.as(
+          'expired',
+        ),
+      ])
+      .execute();
+    for (const row of rows) {
+      if (!row.expired) {
+        report.found.push({ source: source.name, name: row.name, firstSeenAt: row.first_seen_at });
+        continue;
+      }
+      try {
+        await source.remove(row.name);
+        await db
+          .deleteFrom('orphans')
+          .where('source', '=', source.name)
+          .where('name', '=', row.name)
+          .execute();
+        report.removed.push({ source: source.name, name: row.name });
+        log.warn(
+          { source: source.name, name: row.name, firstSeenAt: row.first_seen_at },
+          'orphan removed after its grace period',
+        );
+      } catch (err) {
+        report.found.push({ source: source.name, name: row.name, firstSeenAt: row.first_seen_at });
+        log.error({ source: source.name, name: row.name, err: errorText(err) }, 'could not remove orphan');
+      }
+    }
+  }
+  if (report.found.length > 0)
+    log.warn(
+      { orphans: report.found.map((o) => `${o.source}:${o.name}`) },
+      'orphans found; no spec owns them',
+    );
+  return report;
+}
+
+export interface ResyncDeps {
+  db: Kysely<DB>;
+  registry: ReconcilerRegistry;
+  sources: OrphanSource[];
+  orphanGraceMs: number;
+  resyncSeconds: number;
+  log: Logger;
+  onResync?(report: { queued: number; orphans: OrphanReport }): void;
+}
+
+/**
+ * The periodic resync: queue a reconcile of every live resource (each repairs
+ * and reports its own drift; with none, it performs no action), report
+ * orphans, and queue the next resync. One chain runs across all workers: the
+ * job is keyed, and every worker only (re)creates it at start if missing.
+ */
+export function resyncTask(deps: ResyncDeps): Task {
+  return async () => {
+    const queued = await requestReconcileAll(deps.db, 'resync');
+    const orphans = await detectOrphans(deps.db, deps.registry, deps.sources, deps.orphanGraceMs, deps.log);
+    await scheduleResync(deps.db, new Date(Date.now() + deps.resyncSeconds * 1000));
+    deps.log.info({ queued, orphans: orphans.found.length, removed: orphans.removed.length }, 'resync');
+    deps.onResync?.({ queued, orphans });
+  };
+}

@@ -1,0 +1,93 @@
+import { parseCronItems, type ParsedCronItem, type Task } from 'graphile-worker';
+import type { Logger } from '../observability/logger.ts';
+import { zonedMatcher } from './cron-zone.ts';
+
+/**
+ * The platform's recurring work. graphile-worker's cron records each firing in
+ * `known_crontabs` under the schedule's identifier, so however many workers
+ * run, one job is queued per period; a period missed while every worker was
+ * down is caught up within `backfillMinutes`. The work itself is plugged in by
+ * later issues through `ScheduleHandlers` under these names.
+ */
+export interface Schedule {
+  name: ScheduleName;
+  /** Five-field cron expression, read in the schedule's time zone. */
+  cron: string;
+  description: string;
+  backfillMinutes: number;
+}
+
+export type ScheduleName = 'health' | 'usage' | 'backups' | 'retention' | 'purge';
+
+export const SCHEDULES: readonly Schedule[] = [
+  { name: 'health', cron: '*/5 * * * *', description: 'health checks with auto-restart', backfillMinutes: 0 },
+  { name: 'usage', cron: '0 * * * *', description: 'usage collection', backfillMinutes: 60 },
+  { name: 'backups', cron: '0 2 * * *', description: 'daily backups', backfillMinutes: 12 * 60 },
+  {
+    name: 'retention',
+    cron: '30 3 * * *',
+    description: 'backup retention pruning',
+    backfillMinutes: 12 * 60,
+  },
+  {
+    name: 'purge',
+    cron: '0 4 * * *',
+    description: 'purge of cancelled tenants past their grace period',
+    backfillMinutes: 12 * 60,
+  },
+];
+
+/** The job a firing runs; `firedAt` is the scheduled minute (UTC), not when the job started. */
+export type ScheduleHandler = (firing: { name: string; firedAt: Date; backfilled: boolean }) => Promise<void>;
+
+export type ScheduleHandlers = Partial<Record<string, ScheduleHandler>>;
+
+export const scheduleTask = (name: string): string => `schedule:${name}`;
+
+export function cronItems(
+  schedules: readonly Pick<Schedule, 'name' | 'cron' | 'backfillMinutes'>[],
+  timeZone: string,
+): ParsedCronItem[] {
+  return parseCronItems(
+    schedules.map((s) => ({
+      task: scheduleTask(s.name),
+      match: zonedMatcher(s.cron, timeZone),
+      identifier: `aiqso:${s.name}`,
+      options: {
+        backfillPeriod: s.backfillMinutes * 60_000,
+        maxAttempts: 3,
+        // One queue per schedule: a slow run delays the next instead of overlapping it.
+        queueName: scheduleTask(s.name),
+      },
+    })),
+  );
+}
+
+/** Tasks for the schedules: the registered handler, or one that logs that nothing is plugged in yet. */
+export function scheduleTasks(
+  schedules: readonly Pick<Schedule, 'name'>[],
+  handlers: ScheduleHandlers,
+  log: Logger,
+): Record<string, Task> {
+  const tasks: Record<string, Task> = {};
+  for (const s of schedules) {
+    const handler = handlers[s.name];
+    tasks[scheduleTask(s.name)] = async (payload) => {
+      const cron = (payload as { _cron?: { ts?: string; backfilled?: boolean } })._cron ?? {};
+      const firing = {
+        name: s.name,
+        firedAt: new Date(cron.ts ?? Date.now()),
+        backfilled: cron.backfilled === true,
+      };
+      if (!handler) {
+        log.info(
+          { schedule: s.name, firedAt: firing.firedAt },
+          'scheduled job fired; no work registered for it yet',
+        );
+        return;
+      }
+      await handler(firing);
+    };
+  }
+  return tasks;
+}

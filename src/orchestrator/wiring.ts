@@ -1,0 +1,62 @@
+import path from 'node:path';
+import type { Config } from '../config/load.ts';
+import type { Mailer } from '../core/mail.ts';
+import type { OrphanSource } from '../core/reconcile.ts';
+import { filesMailer } from '../mail/files.ts';
+import type { Logger } from '../observability/logger.ts';
+import { alertHandler, emailHandler } from './mail-handlers.ts';
+import type { OutboxHandlers } from './outbox.ts';
+import { ReconcilerRegistry } from './registry.ts';
+import type { ScheduleHandlers } from './schedules.ts';
+import { startWorker, type OrchestratorWorker } from './worker.ts';
+
+/**
+ * What later parts plug into the orchestrator: their reconcilers, orphan
+ * sources, outbox handlers (stripe, webhook) and schedule handlers (health,
+ * usage, backups, retention, purge). Filled in by src/app.ts before a worker
+ * starts.
+ */
+export interface OrchestratorParts {
+  registry: ReconcilerRegistry;
+  orphanSources: OrphanSource[];
+  outboxHandlers: OutboxHandlers;
+  scheduleHandlers: ScheduleHandlers;
+  mailer: Mailer;
+}
+
+/** The parts available from configuration alone: mail (files until the SMTP driver lands) and alerts. */
+export function orchestratorParts(config: Config): OrchestratorParts {
+  const mailer = filesMailer(path.join(config.dataDir, 'mail'), { domain: config.baseDomain });
+  const from = `AIQSO <noreply@${config.baseDomain}>`;
+  return {
+    registry: new ReconcilerRegistry(),
+    orphanSources: [],
+    outboxHandlers: {
+      email: emailHandler(mailer, from),
+      alert: alertHandler(mailer, from, config.admin.email),
+    },
+    scheduleHandlers: {},
+    mailer,
+  };
+}
+
+/** Start one worker process's share of the orchestrator from configuration. */
+export function startConfiguredWorker(
+  config: Config,
+  log: Logger,
+  url: string,
+  parts: OrchestratorParts = orchestratorParts(config),
+): Promise<OrchestratorWorker> {
+  return startWorker({
+    url,
+    log,
+    registry: parts.registry,
+    orphanSources: parts.orphanSources,
+    outboxHandlers: parts.outboxHandlers,
+    scheduleHandlers: parts.scheduleHandlers,
+    timeZone: config.timeZone,
+    concurrency: config.workerConcurrency,
+    resyncSeconds: config.resyncSeconds,
+    orphanGraceMs: config.orphanGraceSeconds * 1000,
+  });
+}

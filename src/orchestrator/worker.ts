@@ -1,0 +1,154 @@
+import { EventEmitter } from 'node:events';
+import {
+  Logger as GraphileLogger,
+  run,
+  type Runner,
+  type TaskList,
+  type WorkerEvents,
+} from 'graphile-worker';
+import type { OrphanSource } from '../core/reconcile.ts';
+import { openDatabase } from '../db/database.ts';
+import type { Logger } from '../observability/logger.ts';
+import { errorText } from './engine.ts';
+import { registerProcess, sweepDeadWorkers } from './liveness.ts';
+import { outboxTask, requeuePendingOutbox, type OutboxHandlers } from './outbox.ts';
+import { scheduleResync, TASKS } from './queue.ts';
+import { reconcileTask, DEFAULT_RETRY, type ReconcileHooks, type RetryPolicy } from './reconcile-task.ts';
+import type { ReconcilerRegistry } from './registry.ts';
+import { resyncTask, type ResyncDeps } from './resync.ts';
+import { cronItems, scheduleTasks, SCHEDULES, type Schedule, type ScheduleHandlers } from './schedules.ts';
+
+export interface WorkerOptions {
+  /** Master database URL; the worker opens its own pool. */
+  url: string;
+  log: Logger;
+  registry: ReconcilerRegistry;
+  orphanSources?: OrphanSource[];
+  outboxHandlers: OutboxHandlers;
+  schedules?: readonly Schedule[];
+  scheduleHandlers?: ScheduleHandlers;
+  timeZone?: string;
+  concurrency: number;
+  resyncSeconds: number;
+  orphanGraceMs: number;
+  retry?: RetryPolicy;
+  /** How often this process releases the jobs of dead workers. */
+  sweepIntervalMs?: number;
+  hooks?: ReconcileHooks;
+  onResync?: ResyncDeps['onResync'];
+}
+
+export interface OrchestratorWorker {
+  processId: string;
+  /** Queue a resync now (coalesces with the scheduled one). */
+  resyncNow(): Promise<void>;
+  /** Finish running jobs, then stop. */
+  stop(): Promise<void>;
+}
+
+function graphileLogger(log: Logger): GraphileLogger {
+  return new GraphileLogger((scope) => (level, message, meta) => {
+    const fields = { worker: scope.label, job: scope.jobId, task: scope.taskIdentifier, ...(meta as object) };
+    const name: string = level;
+    if (name === 'error') log.error(fields, message);
+    else if (name === 'warning') log.warn(fields, message);
+    else log.debug(fields, message);
+  });
+}
+
+/**
+ * Run one worker process's share of the orchestrator: reconcile, resync,
+ * outbox delivery and schedule jobs on graphile-worker, plus the liveness
+ * lock and the sweep that frees a dead worker's jobs. Any number of these may
+ * run against one database.
+ */
+export async function startWorker(options: WorkerOptions): Promise<OrchestratorWorker> {
+  const { log } = options;
+  const handle = openDatabase(options.url, {
+    max: options.concurrency * 2 + 4,
+    applicationName: 'aiqso-worker',
+  });
+  const liveness = await registerProcess(options.url, (err) => {
+    log.error({ err: errorText(err) }, 'worker lost its liveness connection; stopping');
+    void stop();
+  }).catch(async (err: unknown) => {
+    await handle.close();
+    throw err;
+  });
+  const schedules = options.schedules ?? SCHEDULES;
+  const taskList: TaskList = {
+    [TASKS.reconcile]: reconcileTask({
+      db: handle.db,
+      pool: handle.pool,
+      registry: options.registry,
+      log,
+      retry: options.retry ?? DEFAULT_RETRY,
+      hooks: options.hooks,
+    }),
+    [TASKS.resync]: resyncTask({
+      db: handle.db,
+      registry: options.registry,
+      sources: options.orphanSources ?? [],
+      orphanGraceMs: options.orphanGraceMs,
+      resyncSeconds: options.resyncSeconds,
+      log,
+      onResync: options.onResync,
+    }),
+    [TASKS.outbox]: outboxTask(handle.db, options.outboxHandlers, log),
+    ...scheduleTasks(schedules, options.scheduleHandlers ?? {}, log),
+  };
+  const events: WorkerEvents = new EventEmitter();
+  events.on('pool:create', ({ workerPool }: { workerPool: { id: string } }) => {
+    liveness
+      .addPool(workerPool.id)
+      .catch((err: unknown) => log.error({ err: errorText(err) }, 'could not record worker pool'));
+  });
+  let runner: Runner;
+  try {
+    runner = await run({
+      pgPool: handle.pool,
+      concurrency: options.concurrency,
+      noHandleSignals: true,
+      pollInterval: 1000,
+      logger: graphileLogger(log),
+      events,
+      taskList,
+      parsedCronItems: cronItems(schedules, options.timeZone ?? 'UTC'),
+    });
+  } catch (err) {
+    await liveness.close();
+    await handle.close();
+    throw err;
+  }
+  await scheduleResync(handle.db, new Date(Date.now() + options.resyncSeconds * 1000), true);
+  await requeuePendingOutbox(handle.db);
+  const sweep = async () => {
+    try {
+      const released = await sweepDeadWorkers(handle.pool);
+      if (released > 0) log.warn({ released }, 'released the jobs of dead workers');
+    } catch (err) {
+      log.warn({ err: errorText(err) }, 'sweep for dead workers failed');
+    }
+  };
+  await sweep();
+  const timer = setInterval(() => void sweep(), options.sweepIntervalMs ?? 2000);
+  timer.unref();
+  log.info({ process: liveness.id, concurrency: options.concurrency }, 'worker started');
+
+  let stopping: Promise<void> | undefined;
+  function stop(): Promise<void> {
+    stopping ??= (async () => {
+      clearInterval(timer);
+      await runner.stop().catch((err: unknown) => log.warn({ err: errorText(err) }, 'worker stop'));
+      await liveness.close();
+      await handle.close();
+      log.info({ process: liveness.id }, 'worker stopped');
+    })();
+    return stopping;
+  }
+  return {
+    processId: liveness.id,
+    resyncNow: () => scheduleResync(handle.db, new Date()),
+    stop,
+  };
+}
