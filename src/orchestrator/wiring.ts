@@ -1,8 +1,7 @@
-import path from 'node:path';
 import type { Config } from '../config/load.ts';
 import type { Mailer } from '../core/mail.ts';
 import type { OrphanSource } from '../core/reconcile.ts';
-import { filesMailer } from '../mail/files.ts';
+import { createMailer } from '../mail/index.ts';
 import type { Logger } from '../observability/logger.ts';
 import { alertHandler, emailHandler } from './mail-handlers.ts';
 import type { OutboxHandlers } from './outbox.ts';
@@ -24,9 +23,9 @@ export interface OrchestratorParts {
   mailer: Mailer;
 }
 
-/** The parts available from configuration alone: mail (files until the SMTP driver lands) and alerts. */
+/** The parts available from configuration alone: mail (SMTP, Listmonk or files) and alerts. */
 export function orchestratorParts(config: Config): OrchestratorParts {
-  const mailer = filesMailer(path.join(config.dataDir, 'mail'), { domain: config.baseDomain });
+  const mailer = createMailer(config);
   const from = `AIQSO <noreply@${config.baseDomain}>`;
   return {
     registry: new ReconcilerRegistry(),

@@ -1,0 +1,80 @@
+import type { AddressInfo } from 'node:net';
+import { SMTPServer } from 'smtp-server';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config/load.ts';
+import { createMailer } from '../src/mail/index.ts';
+import { smtpMailer } from '../src/mail/smtp.ts';
+
+interface Received {
+  from: string;
+  to: string[];
+  raw: string;
+}
+
+let server: SMTPServer;
+let port: number;
+const received: Received[] = [];
+
+beforeAll(async () => {
+  server = new SMTPServer({
+    authOptional: true,
+    disabledCommands: ['STARTTLS'],
+    onRcptTo(address, _session, callback) {
+      if (address.address.endsWith('@refused.test')) return callback(new Error('mailbox unavailable'));
+      callback();
+    },
+    onData(stream, session, callback) {
+      let raw = '';
+      stream.on('data', (chunk: Buffer) => (raw += chunk.toString()));
+      stream.on('end', () => {
+        received.push({
+          from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+          to: session.envelope.rcptTo.map((r) => r.address),
+          raw,
+        });
+        callback();
+      });
+    },
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  port = (server.server.address() as AddressInfo).port;
+});
+afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+const message = {
+  key: 'welcome:ten_01jdsmtp',
+  from: 'AIQSO <noreply@aiqso.test>',
+  to: ['owner@acme.test'],
+  subject: 'Welcome to Acme',
+  text: 'Your workspace is ready.',
+};
+
+describe('SMTP mail driver, against a real SMTP server', () => {
+  it('delivers the message with a Message-ID derived from the outbox key', async () => {
+    const mailer = smtpMailer(`smtp://127.0.0.1:${port}`, 'aiqso.test');
+    const first = await mailer.send(message);
+    const again = await mailer.send(message);
+    mailer.close();
+    expect(again.messageId).toBe(first.messageId);
+    const mine = received.filter((r) => r.raw.includes('Subject: Welcome to Acme'));
+    expect(mine).toHaveLength(2);
+    expect(mine[0]).toMatchObject({ from: 'noreply@aiqso.test', to: ['owner@acme.test'] });
+    expect(mine[0]!.raw).toContain(`Message-ID: ${first.messageId}`);
+    expect(mine[0]!.raw).toMatch(/^X-Aiqso-Key: welcome:ten_01jdsmtp\r$/im);
+    expect(mine[0]!.raw).toContain('Your workspace is ready.');
+  });
+
+  it('reports a refused recipient as a dependency failure', async () => {
+    const mailer = smtpMailer(`smtp://127.0.0.1:${port}`, 'aiqso.test');
+    await expect(mailer.send({ ...message, to: ['nobody@refused.test'] })).rejects.toThrow(
+      /SMTP server refused the message: .*mailbox unavailable/,
+    );
+    mailer.close();
+  });
+
+  it('is the driver configuration picks when SMTP_URL is set; files otherwise', () => {
+    expect(createMailer(loadConfig({ SMTP_URL: `smtp://127.0.0.1:${port}` })).transport).toBe('smtp');
+    expect(createMailer(loadConfig({ LISTMONK_URL: 'http://u:t@127.0.0.1:9' })).transport).toBe('listmonk');
+    expect(createMailer(loadConfig({})).transport).toBe('files');
+  });
+});
