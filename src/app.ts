@@ -2,11 +2,12 @@ import type { Config } from './config/load.ts';
 import { createApi, type ApiServer } from './api/server.ts';
 import { healthRoutes } from './api/routes/health.ts';
 import { localCheckoutRoutes } from './api/routes/local-checkout.ts';
+import { signupRoutes } from './api/routes/signup.ts';
 import { stripeWebhookRoutes } from './api/routes/stripe-webhook.ts';
 import { createBilling, type Billing } from './billing/index.ts';
 import { processBillingEvent } from './billing/process.ts';
 import { loadCatalog } from './catalog/load.ts';
-import { loadPlans, PLANS_FILE } from './catalog/plans.ts';
+import { loadPlans, PLANS_FILE, type Plan } from './catalog/plans.ts';
 import { syncCatalog } from './catalog/sync.ts';
 import { connectMasterDatabase, type MasterDatabase } from './db/connect.ts';
 import { installIdentity, type IdentityOptions } from './identity/wire.ts';
@@ -41,6 +42,7 @@ export interface ApiParts {
   billing: Billing;
   /** Called once a new Stripe event is safely in the inbox. */
   onStripeEvent: (eventId: string) => Promise<void>;
+  plans: Plan[];
   identity?: IdentityOptions;
 }
 
@@ -61,13 +63,25 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
     onStored: parts.onStripeEvent,
   });
   if (billing.local) localCheckoutRoutes(api, billing.local);
+  signupRoutes(api, {
+    db: database.db,
+    billing: billing.port,
+    plans: parts.plans,
+    publicUrl: config.publicUrl,
+    baseDomain: config.baseDomain,
+  });
   await installIdentity(api, { config, db: database.db, log }, parts.identity);
   return api;
 }
 
 /** Billing that delivers local-mode events to `api`'s own webhook route (bound once the API exists). */
-async function billingFor(config: Config, database: MasterDatabase, target: () => ApiServer | undefined) {
-  return createBilling(config, database.db, loadPlans(PLANS_FILE), async ({ payload, signature }) => {
+async function billingFor(
+  config: Config,
+  database: MasterDatabase,
+  plans: Plan[],
+  target: () => ApiServer | undefined,
+) {
+  return createBilling(config, database.db, plans, async ({ payload, signature }) => {
     const api = target();
     if (!api) throw new Error('the API is not ready to receive billing events');
     const res = await api.inject({
@@ -92,7 +106,8 @@ export async function assembleApi(
   options: { identity?: IdentityOptions } = {},
 ): Promise<{ api: ApiServer; billing: Billing }> {
   const bound: { api?: ApiServer } = {};
-  const billing = await billingFor(config, database, () => bound.api);
+  const plans = loadPlans(PLANS_FILE);
+  const billing = await billingFor(config, database, plans, () => bound.api);
   const onStripeEvent = async (eventId: string) => {
     const result = await processBillingEvent(
       { db: database.db, billing: billing.port, graceDays: config.graceDays },
@@ -107,6 +122,7 @@ export async function assembleApi(
     metrics,
     billing,
     onStripeEvent,
+    plans,
     identity: options.identity,
   });
   await api.ready();

@@ -26,6 +26,7 @@ async function unreadyApi(db: DatabaseHandle): Promise<ApiServer> {
     metrics: createMetrics(),
     billing,
     onStripeEvent: () => Promise.resolve(),
+    plans: [],
   });
 }
 let api: ApiServer;

@@ -17,6 +17,8 @@ const PUBLIC_EXACT = [
   '/api/v1/auth/login',
   '/api/v1/auth/refresh',
   '/api/v1/signup',
+  '/signup',
+  '/signup/welcome',
 ];
 const PUBLIC_PREFIX = ['/api/docs', '/webhooks/', '/billing/checkout/'];
 

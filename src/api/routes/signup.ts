@@ -1,0 +1,115 @@
+import { z } from 'zod';
+import { DomainError } from '../../core/errors.ts';
+import { signup, type SignupDeps } from '../../lifecycle/signup.ts';
+import { escapeHtml, page } from '../../web/html.ts';
+import type { ApiServer } from '../server.ts';
+
+const SignupBody = z.object({
+  company: z.string().max(200),
+  slug: z.string().max(63),
+  email: z.string().max(254),
+  password: z.string().max(1024),
+  plan: z.string().max(40).optional(),
+});
+
+const SignupResponse = z.object({
+  tenant: z.object({ id: z.string(), slug: z.string(), status: z.literal('pending_payment') }),
+  checkoutUrl: z.string(),
+});
+
+function signupPage(baseDomain: string, values: Record<string, string> = {}, error = ''): string {
+  const field = (name: string, label: string, type = 'text', extra = '') =>
+    `<label>${label}<br><input name="${name}" type="${type}" value="${type === 'password' ? '' : escapeHtml(values[name] ?? '')}" required ${extra}></label><br>`;
+  return page(
+    'Sign up',
+    `<h1>Create your workspace</h1>
+${error ? `<p role="alert" style="color:#b91c1c">${escapeHtml(error)}</p>` : ''}
+<form method="post" action="/signup">
+${field('company', 'Company')}
+${field('slug', `Address: <span class="muted">your-name.${escapeHtml(baseDomain)}</span>`, 'text', 'pattern="[a-z0-9-]{3,40}"')}
+${field('email', 'Email', 'email', 'autocomplete="username"')}
+${field('password', 'Password (at least 12 characters)', 'password', 'autocomplete="new-password" minlength="12"')}
+<button type="submit">Continue to payment</button></form>`,
+  );
+}
+
+/** Signup: the JSON API for integrations and the portal's HTML form. Both are public. */
+export function signupRoutes(app: ApiServer, deps: SignupDeps & { baseDomain: string }): void {
+  app.post(
+    '/api/v1/signup',
+    {
+      config: { auditAction: 'tenant.signup' },
+      schema: {
+        tags: ['tenants'],
+        summary: 'Create a tenant (pending payment) and its owner; returns the checkout URL',
+        body: SignupBody,
+        response: { 201: SignupResponse },
+      },
+    },
+    async (request, reply) => {
+      const result = await signup(deps, request.body);
+      request.audit = {
+        tenantId: result.tenant.id,
+        actorId: result.ownerId,
+        targetType: 'tenant',
+        targetId: result.tenant.id,
+      };
+      return reply.status(201).send({ tenant: result.tenant, checkoutUrl: result.checkoutUrl });
+    },
+  );
+
+  app.get('/signup', { schema: { hide: true } }, (_request, reply) =>
+    reply.type('text/html; charset=utf-8').send(signupPage(deps.baseDomain)),
+  );
+
+  app.post(
+    '/signup',
+    {
+      config: { auditAction: 'tenant.signup' },
+      schema: { hide: true, body: z.record(z.string(), z.string()) },
+    },
+    async (request, reply) => {
+      const form = request.body;
+      try {
+        const parsed = SignupBody.parse(form);
+        const result = await signup(deps, parsed);
+        request.audit = {
+          tenantId: result.tenant.id,
+          actorId: result.ownerId,
+          targetType: 'tenant',
+          targetId: result.tenant.id,
+        };
+        return reply.redirect(result.checkoutUrl, 303);
+      } catch (err) {
+        const message =
+          err instanceof DomainError
+            ? err.message
+            : err instanceof z.ZodError
+              ? 'please fill in every field'
+              : undefined;
+        if (!message) throw err;
+        return reply
+          .status(400)
+          .type('text/html; charset=utf-8')
+          .send(signupPage(deps.baseDomain, form, message));
+      }
+    },
+  );
+
+  app.get(
+    '/signup/welcome',
+    { schema: { hide: true, querystring: z.object({ tenant: z.string().max(63).optional() }) } },
+    (request, reply) => {
+      const slug = request.query.tenant ?? '';
+      const url = deps.publicUrl.replace('://', `://${slug}.`);
+      return reply
+        .type('text/html; charset=utf-8')
+        .send(
+          page(
+            'Payment received',
+            `<h1>Thank you</h1><p>We are preparing your workspace. It will be at <a href="${escapeHtml(url)}/">${escapeHtml(url)}</a>; you will also get an email when it is ready.</p>`,
+          ),
+        );
+    },
+  );
+}

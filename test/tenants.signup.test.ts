@@ -1,0 +1,155 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ErrorBody } from '../src/api/errors.ts';
+import type { ApiServer } from '../src/api/server.ts';
+import { testApi } from './support/api.ts';
+import { countRows, createTestDatabase, type TestDatabase } from './support/db.ts';
+
+let testDb: TestDatabase;
+let api: ApiServer;
+
+beforeAll(async () => {
+  testDb = await createTestDatabase();
+  ({ api } = await testApi(testDb));
+});
+afterAll(async () => {
+  await api.close();
+  await testDb.drop();
+});
+
+const PASSWORD = 'correct horse battery staple';
+const body = (over: Record<string, unknown> = {}) => ({
+  company: 'Acme Ltd',
+  slug: 'acme',
+  email: 'Owner@Acme.test',
+  password: PASSWORD,
+  ...over,
+});
+const post = (payload: object) => api.inject({ method: 'POST', url: '/api/v1/signup', payload });
+const errorOf = (res: { json: <T>() => T }) => res.json<ErrorBody>().error;
+
+describe('POST /api/v1/signup', () => {
+  it('creates a pending tenant and its owner and returns a checkout URL', async () => {
+    const res = await post(body());
+    expect(res.statusCode).toBe(201);
+    const out = res.json<{ tenant: { id: string; slug: string; status: string }; checkoutUrl: string }>();
+    expect(out.tenant).toMatchObject({ slug: 'acme', status: 'pending_payment' });
+    expect(out.checkoutUrl).toMatch(/^http:\/\/localhost:8080\/billing\/checkout\/cs_local[0-9a-z]{26}$/);
+    const owner = await testDb.db
+      .selectFrom('users')
+      .select(['email', 'role', 'tenant_id'])
+      .where('tenant_id', '=', out.tenant.id)
+      .execute();
+    expect(owner).toEqual([{ email: 'owner@acme.test', role: 'tenant_owner', tenant_id: out.tenant.id }]);
+    const page = await api.inject({ url: new URL(out.checkoutUrl).pathname });
+    expect(page.body).toContain('owner@acme.test');
+    expect(
+      await countRows(testDb, "SELECT 1 FROM audit_log WHERE action = 'tenant.signup' AND tenant_id = $1", [
+        out.tenant.id,
+      ]),
+    ).toBe(1);
+  });
+
+  it('gives the same tenant back to a repeated signup that has not paid yet', async () => {
+    const first = await post(body({ slug: 'twice', email: 'twice@acme.test' }));
+    const again = await post(body({ slug: 'twice', email: 'twice@acme.test' }));
+    expect(again.statusCode).toBe(201);
+    expect(again.json<{ tenant: { id: string } }>().tenant.id).toBe(
+      first.json<{ tenant: { id: string } }>().tenant.id,
+    );
+    expect(await countRows(testDb, "SELECT 1 FROM tenants WHERE slug = 'twice'")).toBe(1);
+  });
+
+  it.each([
+    ['a reserved slug', { slug: 'admin' }, 400, 'slug: is reserved'],
+    [
+      'a slug that is not a DNS label',
+      { slug: 'Acme_Corp' },
+      400,
+      'slug: may contain only lowercase letters',
+    ],
+    [
+      'a short password',
+      { slug: 'short-pw', password: 'short' },
+      400,
+      'password must be at least 12 characters',
+    ],
+    ['a common password', { slug: 'common-pw', password: 'password1234' }, 400, 'password is too common'],
+    [
+      'an unknown plan',
+      { slug: 'planless', plan: 'platinum' },
+      400,
+      'plan: expected one of starter, business',
+    ],
+    ['an empty company', { slug: 'nameless', company: '  ' }, 400, 'company: is required'],
+    ['a slug someone has', { email: 'other@acme.test' }, 409, 'slug: is already taken'],
+    ['an email that has an account', { slug: 'acme-two' }, 409, 'email: already has an account'],
+  ])('refuses %s, naming the field', async (_label, over, status, message) => {
+    const res = await post(body(over));
+    expect(res.statusCode).toBe(status);
+    expect(errorOf(res).message).toContain(message);
+  });
+
+  it('refuses wrong types and missing fields with 400 naming the field', async () => {
+    const res = await post({ company: 'X', slug: 'typed', email: 'a@b.test', password: 12 });
+    expect(res.statusCode).toBe(400);
+    expect(errorOf(res).message).toMatch(/^body\.password:/);
+  });
+
+  it('moves to provisioning once the local checkout is paid', async () => {
+    const res = await post(body({ slug: 'payer', email: 'payer@acme.test' }));
+    const { tenant, checkoutUrl } = res.json<{ tenant: { id: string }; checkoutUrl: string }>();
+    const paid = await api.inject({ method: 'POST', url: `${new URL(checkoutUrl).pathname}/pay` });
+    expect(paid.headers.location).toBe('http://localhost:8080/signup/welcome?tenant=payer');
+    for (
+      let i = 0;
+      i < 100 && (await countRows(testDb, 'SELECT 1 FROM inbox WHERE processed_at IS NULL')) > 0;
+      i++
+    ) {
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    const row = await testDb.db
+      .selectFrom('tenants')
+      .select('status')
+      .where('id', '=', tenant.id)
+      .executeTakeFirstOrThrow();
+    expect(row.status).toBe('provisioning');
+  });
+});
+
+describe('the signup page', () => {
+  it('posts the form and redirects to checkout', async () => {
+    const page = await api.inject({ url: '/signup' });
+    expect(page.body).toContain('<form method="post" action="/signup">');
+    const res = await api.inject({
+      method: 'POST',
+      url: '/signup',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      payload: new URLSearchParams({
+        company: 'Form Co',
+        slug: 'form-co',
+        email: 'form@co.test',
+        password: PASSWORD,
+      }).toString(),
+    });
+    expect(res.statusCode).toBe(303);
+    expect(res.headers.location).toMatch(/\/billing\/checkout\/cs_local/);
+  });
+
+  it('shows the problem and keeps what was typed (but not the password)', async () => {
+    const res = await api.inject({
+      method: 'POST',
+      url: '/signup',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      payload: new URLSearchParams({
+        company: 'Form <Co>',
+        slug: 'www',
+        email: 'w@co.test',
+        password: PASSWORD,
+      }).toString(),
+    });
+    expect(res.statusCode).toBe(400);
+    expect(res.body).toContain('slug: is reserved');
+    expect(res.body).toContain('value="Form &lt;Co&gt;"');
+    expect(res.body).not.toContain(PASSWORD);
+  });
+});
