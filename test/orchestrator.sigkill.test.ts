@@ -80,13 +80,14 @@ describe('orchestrator under SIGKILL', () => {
         for (let i = random(6); i > 0; i--) await (changes = changes.then(change));
         await sleep(random(300));
         if (kills >= KILLS) break;
+        // Claim this kill before awaiting anything, so concurrent slots never overshoot KILLS.
+        kills++;
         const { rows } = await testDb.pool.query<{ n: number }>(
           `SELECT count(*)::int AS n FROM graphile_worker.jobs j JOIN worker_processes p
              ON j.locked_by = ANY (p.pool_ids) WHERE p.pid = $1`,
           [w.child.pid],
         );
         w.child.kill('SIGKILL');
-        kills++;
         if (rows[0]!.n > 0) killsMidJob++;
         if (kills % 50 === 0) process.stderr.write(`sigkill test: ${kills} kills\n`);
         await w.exited;
