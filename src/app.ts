@@ -13,7 +13,7 @@ import { connectMasterDatabase, type MasterDatabase } from './db/connect.ts';
 import { installIdentity, type IdentityOptions } from './identity/wire.ts';
 import type { Logger } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
-import { startConfiguredWorker } from './orchestrator/wiring.ts';
+import { startPlatformWorker, tenantBillingEffect } from './lifecycle/wiring.ts';
 import type { OrchestratorWorker } from './orchestrator/worker.ts';
 import { VERSION } from './version.ts';
 
@@ -110,7 +110,7 @@ export async function assembleApi(
   const billing = await billingFor(config, database, plans, () => bound.api);
   const onStripeEvent = async (eventId: string) => {
     const result = await processBillingEvent(
-      { db: database.db, billing: billing.port, graceDays: config.graceDays },
+      { db: database.db, billing: billing.port, graceDays: config.graceDays, onAction: tenantBillingEffect },
       eventId,
     );
     log.info({ eventId, tenantId: result.tenantId, action: result.action }, 'stripe event processed');
@@ -138,7 +138,7 @@ export async function createPlatform(config: Config, log: Logger): Promise<Platf
   try {
     await syncCatalog(database.db, catalog);
     const { api, billing } = await assembleApi(config, log, database, metrics);
-    const worker = await startConfiguredWorker(config, log, database.url);
+    const running = await startPlatformWorker(config, log, database);
     return {
       config,
       log,
@@ -146,10 +146,10 @@ export async function createPlatform(config: Config, log: Logger): Promise<Platf
       metrics,
       billing,
       api,
-      worker,
+      worker: running.worker,
       async close() {
         await api.close();
-        await worker.stop();
+        await running.stop();
         await database.close();
       },
     };

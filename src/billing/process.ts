@@ -11,6 +11,8 @@ export interface BillingProcessDeps {
   billing: BillingPort;
   graceDays: number;
   policy?: DunningPolicy;
+  /** Effects of a tenant transition (e.g. queueing its reconcile), run in the same transaction. */
+  onAction?: (trx: Transaction<DB>, tenantId: string, action: BillingAction) => Promise<void>;
 }
 
 export interface ProcessResult {
@@ -203,6 +205,7 @@ export async function processBillingEvent(deps: BillingProcessDeps, eventId: str
           deps.policy ?? DEFAULT_DUNNING,
         );
         await applyAction(trx, tenantId, action, deps.graceDays);
+        if (action.action !== 'none') await deps.onAction?.(trx, tenantId, action);
       } else {
         action = { action: 'none', why: `tenant ${tenantId} does not exist` };
       }

@@ -285,6 +285,15 @@ CREATE TABLE public.subscriptions (
     CONSTRAINT subscriptions_id_check CHECK ((id ~~ 'sub\_%'::text))
 );
 
+CREATE TABLE public.tenant_secrets (
+    id text NOT NULL,
+    tenant_id text NOT NULL,
+    name text NOT NULL,
+    value_enc text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT tenant_secrets_check CHECK ((id = ((tenant_id || '/'::text) || name)))
+);
+
 CREATE TABLE public.tenant_services (
     id text NOT NULL,
     tenant_id text NOT NULL,
@@ -467,6 +476,12 @@ ALTER TABLE ONLY public.subscriptions
 ALTER TABLE ONLY public.subscriptions
     ADD CONSTRAINT subscriptions_stripe_subscription_id_key UNIQUE (stripe_subscription_id);
 
+ALTER TABLE ONLY public.tenant_secrets
+    ADD CONSTRAINT tenant_secrets_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.tenant_secrets
+    ADD CONSTRAINT tenant_secrets_tenant_id_name_key UNIQUE (tenant_id, name);
+
 ALTER TABLE ONLY public.tenant_services
     ADD CONSTRAINT tenant_services_container_name_key UNIQUE (container_name);
 
@@ -581,6 +596,9 @@ ALTER TABLE ONLY public.sessions
 
 ALTER TABLE ONLY public.subscriptions
     ADD CONSTRAINT subscriptions_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.tenant_secrets
+    ADD CONSTRAINT tenant_secrets_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY public.tenant_services
     ADD CONSTRAINT tenant_services_service_id_fkey FOREIGN KEY (service_id) REFERENCES public.services(id);

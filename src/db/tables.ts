@@ -231,6 +231,14 @@ export interface LocalBillingObjectsTable {
   updated_at: Timestamp;
 }
 
+export interface TenantSecretsTable {
+  id: string;
+  tenant_id: string;
+  name: string;
+  value_enc: string;
+  created_at: CreatedAt;
+}
+
 export interface WorkerProcessesTable {
   id: string;
   lock_key: number;
@@ -273,6 +281,7 @@ export interface DB {
   recovery_codes: RecoveryCodesTable;
   worker_processes: WorkerProcessesTable;
   orphans: OrphansTable;
+  tenant_secrets: TenantSecretsTable;
 }
 
 // Identity (migration 0004).

@@ -10,6 +10,7 @@ export const SEALED_COLUMNS = [
   { table: 'signing_keys', key: 'kid', column: 'private_enc' },
   { table: 'user_totp', key: 'user_id', column: 'secret_enc' },
   { table: 'tenant_services', key: 'id', column: 'db_password_enc' },
+  { table: 'tenant_secrets', key: 'id', column: 'value_enc' },
 ] as const;
 
 export const sealedContext = (table: string, id: string) => `${table}:${id}`;

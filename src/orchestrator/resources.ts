@@ -14,34 +14,40 @@ export async function applyResource(
   db: Kysely<DB>,
   resource: ResourceRef & { tenantId?: string | null; spec: Record<string, unknown> },
 ): Promise<number> {
-  return db.transaction().execute(async (trx) => {
-    const spec = JSON.stringify(resource.spec);
-    const row = await trx
-      .insertInto('resources')
-      .values({
-        kind: resource.kind,
-        id: resource.id,
-        tenant_id: resource.tenantId ?? null,
-        spec,
-        steps: '[]',
-      })
-      .onConflict((oc) =>
-        oc.columns(['kind', 'id']).doUpdateSet({
-          spec: (eb) => eb.ref('excluded.spec'),
-          tenant_id: (eb) => eb.ref('excluded.tenant_id'),
-          deleted: false,
-          generation: sql`resources.generation + 1`,
-          phase: sql`CASE WHEN resources.phase IN ('deleted', 'failed') THEN 'pending' ELSE resources.phase END`,
-          failures: 0,
-          last_error: null,
-          updated_at: sql`now()`,
-        }),
-      )
-      .returning('generation')
-      .executeTakeFirstOrThrow();
-    await requestReconcile(trx, resource, { reason: 'spec' });
-    return row.generation;
-  });
+  return db.transaction().execute((trx) => applyResourceIn(trx, resource));
+}
+
+/** `applyResource` inside the caller's transaction, so the spec commits with the change that caused it. */
+export async function applyResourceIn(
+  trx: Kysely<DB>,
+  resource: ResourceRef & { tenantId?: string | null; spec: Record<string, unknown> },
+): Promise<number> {
+  const spec = JSON.stringify(resource.spec);
+  const row = await trx
+    .insertInto('resources')
+    .values({
+      kind: resource.kind,
+      id: resource.id,
+      tenant_id: resource.tenantId ?? null,
+      spec,
+      steps: '[]',
+    })
+    .onConflict((oc) =>
+      oc.columns(['kind', 'id']).doUpdateSet({
+        spec: (eb) => eb.ref('excluded.spec'),
+        tenant_id: (eb) => eb.ref('excluded.tenant_id'),
+        deleted: false,
+        generation: sql`resources.generation + 1`,
+        phase: sql`CASE WHEN resources.phase IN ('deleted', 'failed') THEN 'pending' ELSE resources.phase END`,
+        failures: 0,
+        last_error: null,
+        updated_at: sql`now()`,
+      }),
+    )
+    .returning('generation')
+    .executeTakeFirstOrThrow();
+  await requestReconcile(trx, resource, { reason: 'spec' });
+  return row.generation;
 }
 
 /** Mark a resource for deletion (its steps' inverses run in reverse order) and queue the reconcile. */

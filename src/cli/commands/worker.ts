@@ -1,6 +1,6 @@
 import { connectMasterDatabase } from '../../db/connect.ts';
 import { listWork } from '../../orchestrator/jobs.ts';
-import { startConfiguredWorker } from '../../orchestrator/wiring.ts';
+import { startPlatformWorker } from '../../lifecycle/wiring.ts';
 import { withDatabase, type CommandContext } from '../context.ts';
 import { printJson, printTable } from '../output.ts';
 import { onShutdownSignal } from './up.ts';
@@ -11,7 +11,7 @@ export async function worker(ctx: CommandContext): Promise<void> {
   const database = await connectMasterDatabase(config, log, { poolSize: 2, applicationName: 'aiqso-worker' });
   let running;
   try {
-    running = await startConfiguredWorker(config, log, database.url);
+    running = await startPlatformWorker(config, log, database);
   } catch (err) {
     await database.close();
     throw err;
@@ -21,7 +21,7 @@ export async function worker(ctx: CommandContext): Promise<void> {
     await database.close();
   }, log);
   process.stderr.write(
-    `AIQSO worker ${running.processId} is running (${config.workerConcurrency} jobs at once). Press Ctrl-C to stop.\n`,
+    `AIQSO worker ${running.worker.processId} is running (${config.workerConcurrency} jobs at once). Press Ctrl-C to stop.\n`,
   );
 }
 

@@ -1,0 +1,229 @@
+import { sql } from 'kysely';
+import { z } from 'zod';
+import { containerName, type ComputeDriver, type ContainerInfo } from '../core/compute.ts';
+import { DomainError } from '../core/errors.ts';
+import type { Reconciler, ReconcileStep, StepContext } from '../core/reconcile.ts';
+import type { Database } from '../db/database.ts';
+import type { TenantStatus } from '../core/tenants.ts';
+import { deleteRoute, upsertRoute } from '../edge/routes-store.ts';
+import type { RouteState } from '../edge/route-table.ts';
+import { writeOutbox } from '../orchestrator/outbox.ts';
+
+/**
+ * The tenant reconciler: the seed's Customer Provisioning Flow as named,
+ * idempotent steps. Each step looks first (deterministic names from the
+ * tenant id), then creates or repairs. Deletion (purge) runs the inverses in
+ * reverse order.
+ */
+export const TENANT_KIND = 'tenant';
+
+const specSchema = z.object({ slug: z.string(), company: z.string() });
+export type TenantSpec = z.infer<typeof specSchema>;
+
+export interface TenantReconcilerDeps {
+  db: Database;
+  compute: ComputeDriver;
+  baseDomain: string;
+  publicUrl: string;
+  /** How a dashboard container reaches the control plane's API. */
+  apiUrlForContainers: string;
+  /** Directory of the dashboard app (`dashboard/`). */
+  dashboardDir: string;
+  /** The dashboard's tenant-scoped API key, created once and kept sealed. */
+  dashboardKey(tenantId: string): Promise<string>;
+  revokeDashboardKey(tenantId: string): Promise<void>;
+  healthTimeoutMs: number;
+}
+
+const DASHBOARD = { memoryMb: 128, cores: 1, diskGb: 1 } as const;
+const DASHBOARD_PORT = 3000;
+
+export function routeStateFor(status: TenantStatus): RouteState {
+  if (status === 'active') return 'active';
+  if (status === 'provisioning' || status === 'pending_payment' || status === 'failed') return 'provisioning';
+  return 'suspended';
+}
+
+type Ctx = StepContext<TenantSpec>;
+
+export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantSpec> {
+  const name = (ctx: Ctx) => containerName(ctx.resource.id, 'dashboard');
+  const hostname = (ctx: Ctx) => `${ctx.resource.spec.slug}.${deps.baseDomain}`;
+  const status = async (ctx: Ctx): Promise<TenantStatus> =>
+    (
+      await deps.db
+        .selectFrom('tenants')
+        .select('status')
+        .where('id', '=', ctx.resource.id)
+        .executeTakeFirstOrThrow()
+    ).status;
+  const info = (ctx: Ctx): Promise<ContainerInfo> => deps.compute.status(name(ctx));
+  const wantsRunning = (s: TenantStatus) => s !== 'cancelled' && s !== 'purged';
+
+  const steps: ReconcileStep<TenantSpec>[] = [
+    {
+      name: 'dashboard container',
+      async observe(ctx) {
+        return (await info(ctx)).state === 'missing' ? 'missing' : 'ok';
+      },
+      async apply(ctx) {
+        const { spec, id } = ctx.resource;
+        await deps.compute.ensure({
+          name: name(ctx),
+          tenantId: id,
+          role: 'dashboard',
+          workload: { kind: 'app', dir: deps.dashboardDir, entry: 'server.mjs' },
+          resources: DASHBOARD,
+          port: DASHBOARD_PORT,
+          env: {
+            PORT: String(DASHBOARD_PORT),
+            AIQSO_API_URL: deps.apiUrlForContainers,
+            AIQSO_TENANT_ID: id,
+            AIQSO_TENANT_SLUG: spec.slug,
+            AIQSO_COMPANY: spec.company,
+            AIQSO_API_KEY: await deps.dashboardKey(id),
+          },
+        });
+      },
+      async remove(ctx) {
+        await deps.compute.destroy(name(ctx));
+        await deps.revokeDashboardKey(ctx.resource.id);
+      },
+    },
+    {
+      name: 'dashboard running',
+      async observe(ctx) {
+        const running = (await info(ctx)).state === 'running';
+        return running === wantsRunning(await status(ctx)) ? 'ok' : 'drifted';
+      },
+      async apply(ctx) {
+        if (wantsRunning(await status(ctx))) await deps.compute.start(name(ctx));
+        else await deps.compute.stop(name(ctx));
+      },
+    },
+    {
+      name: 'route',
+      async observe(ctx) {
+        const route = await deps.db
+          .selectFrom('routes')
+          .select(['upstream_host', 'upstream_port', 'state'])
+          .where('hostname', '=', hostname(ctx))
+          .where('path_prefix', '=', '')
+          .executeTakeFirst();
+        if (!route) return 'missing';
+        const endpoint = (await info(ctx)).endpoint;
+        const same =
+          route.state === routeStateFor(await status(ctx)) &&
+          route.upstream_host === (endpoint?.host ?? null) &&
+          route.upstream_port === (endpoint?.port ?? null);
+        return same ? 'ok' : 'drifted';
+      },
+      async apply(ctx) {
+        await upsertRoute(deps.db, {
+          hostname: hostname(ctx),
+          tenantId: ctx.resource.id,
+          upstream: (await info(ctx)).endpoint ?? null,
+          state: routeStateFor(await status(ctx)),
+          stripPrefix: false,
+        });
+      },
+      async remove(ctx) {
+        await deleteRoute(deps.db, hostname(ctx));
+      },
+    },
+    {
+      name: 'health check',
+      async observe(ctx) {
+        if (!wantsRunning(await status(ctx))) return 'ok';
+        return (await healthy(await info(ctx))) ? 'ok' : 'missing';
+      },
+      async apply(ctx) {
+        const deadline = Date.now() + deps.healthTimeoutMs;
+        while (Date.now() < deadline) {
+          if (ctx.signal.aborted) throw new Error('worker shutting down');
+          if (await healthy(await info(ctx))) return;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        throw new DomainError(
+          'unavailable',
+          `dashboard did not answer /healthz within ${deps.healthTimeoutMs / 1000} s`,
+        );
+      },
+    },
+    {
+      name: 'welcome email',
+      async observe(ctx) {
+        const row = await deps.db
+          .selectFrom('outbox')
+          .select('id')
+          .where('key', '=', `welcome:${ctx.resource.id}`)
+          .executeTakeFirst();
+        return row ? 'ok' : 'missing';
+      },
+      async apply(ctx) {
+        const owner = await deps.db
+          .selectFrom('users')
+          .select('email')
+          .where('tenant_id', '=', ctx.resource.id)
+          .where('role', '=', 'tenant_owner')
+          .orderBy('id')
+          .executeTakeFirst();
+        if (!owner) throw new DomainError('not_found', 'tenant has no owner to welcome');
+        const url = deps.publicUrl.replace('://', `://${ctx.resource.spec.slug}.`);
+        await writeOutbox(deps.db, {
+          key: `welcome:${ctx.resource.id}`,
+          kind: 'email',
+          payload: {
+            template: 'welcome',
+            tenantId: ctx.resource.id,
+            to: owner.email,
+            subject: `Welcome to your ${ctx.resource.spec.company} workspace`,
+            text: `Your workspace is ready at ${url}/\n\nSign in with ${owner.email} and the password you chose at signup.\n`,
+          },
+        });
+      },
+    },
+    {
+      name: 'activate',
+      async observe(ctx) {
+        return (await status(ctx)) === 'provisioning' ? 'missing' : 'ok';
+      },
+      async apply(ctx) {
+        await deps.db.transaction().execute(async (trx) => {
+          await trx
+            .updateTable('tenants')
+            .set({ status: 'active', updated_at: sql`now()` })
+            .where('id', '=', ctx.resource.id)
+            .where('status', '=', 'provisioning')
+            .execute();
+          await trx
+            .updateTable('routes')
+            .set({ state: 'active', updated_at: new Date() })
+            .where('tenant_id', '=', ctx.resource.id)
+            .where('path_prefix', '=', '')
+            .execute();
+        });
+      },
+    },
+  ];
+
+  return {
+    kind: TENANT_KIND,
+    parseSpec: (raw) => specSchema.parse(raw),
+    steps,
+    owns: (resource) => [{ source: 'compute', name: containerName(resource.id, 'dashboard') }],
+  };
+}
+
+async function healthy(container: ContainerInfo): Promise<boolean> {
+  if (container.state !== 'running' || !container.endpoint) return false;
+  try {
+    const res = await fetch(`http://${container.endpoint.host}:${container.endpoint.port}/healthz`, {
+      signal: AbortSignal.timeout(2000),
+    });
+    await res.arrayBuffer();
+    return res.status === 200;
+  } catch {
+    return false;
+  }
+}

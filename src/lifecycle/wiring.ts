@@ -1,0 +1,103 @@
+import path from 'node:path';
+import type { Transaction } from 'kysely';
+import type { BillingAction } from '../billing/decide.ts';
+import type { Config } from '../config/load.ts';
+import type { ComputeDriver } from '../core/compute.ts';
+import type { Database } from '../db/database.ts';
+import type { DB } from '../db/tables.ts';
+import { loadSecretBox } from '../identity/master-key.ts';
+import type { SecretBox } from '../identity/secrets.ts';
+import { requestReconcile } from '../orchestrator/queue.ts';
+import { applyResourceIn } from '../orchestrator/resources.ts';
+import { orchestratorParts, startConfiguredWorker, type OrchestratorParts } from '../orchestrator/wiring.ts';
+import { createComputeDriver } from '../compute/index.ts';
+import type { MasterDatabase } from '../db/connect.ts';
+import type { Logger } from '../observability/logger.ts';
+import { REPO_ROOT } from '../catalog/load.ts';
+import { dashboardCredentials } from './dashboard-credential.ts';
+import { TENANT_KIND, tenantReconciler } from './tenant-reconciler.ts';
+
+/**
+ * A billing transition's effect on the orchestrator, in the billing event's
+ * transaction: a paid checkout writes the tenant's spec (which queues its
+ * reconcile); suspension, reactivation and cancellation re-reconcile it so the
+ * edge and its containers follow the new status.
+ */
+export async function tenantBillingEffect(
+  trx: Transaction<DB>,
+  tenantId: string,
+  action: BillingAction,
+): Promise<void> {
+  if (action.action === 'provision') {
+    const t = await trx
+      .selectFrom('tenants')
+      .select(['slug', 'company'])
+      .where('id', '=', tenantId)
+      .executeTakeFirstOrThrow();
+    await applyResourceIn(trx, {
+      kind: TENANT_KIND,
+      id: tenantId,
+      tenantId,
+      spec: { slug: t.slug, company: t.company },
+    });
+    return;
+  }
+  await requestReconcile(trx, { kind: TENANT_KIND, id: tenantId }, { reason: `billing: ${action.action}` });
+}
+
+/** Where a tenant container reaches the control plane's API (the edge answers a bare IP with the platform). */
+export function apiUrlForContainers(config: Config): string {
+  const host = config.http.bind === '0.0.0.0' || config.http.bind === '::' ? '127.0.0.1' : config.http.bind;
+  return `http://${host.includes(':') ? `[${host}]` : host}:${config.http.port}`;
+}
+
+/** Register the tenant lifecycle's reconcilers on an orchestrator. */
+export function registerLifecycle(
+  parts: OrchestratorParts,
+  deps: { config: Config; db: Database; compute: ComputeDriver; box?: () => Promise<SecretBox> },
+): void {
+  const { config, db, compute } = deps;
+  let boxPromise: Promise<SecretBox> | undefined;
+  const box =
+    deps.box ??
+    (() => (boxPromise ??= loadSecretBox({ configured: config.masterKey, dataDir: config.dataDir })));
+  const credentials = dashboardCredentials(db, box);
+  parts.registry.register(
+    tenantReconciler({
+      db,
+      compute,
+      baseDomain: config.baseDomain,
+      publicUrl: config.publicUrl,
+      apiUrlForContainers: apiUrlForContainers(config),
+      dashboardDir: path.join(REPO_ROOT, 'dashboard'),
+      dashboardKey: (tenantId) => credentials.get(tenantId),
+      revokeDashboardKey: (tenantId) => credentials.revoke(tenantId),
+      healthTimeoutMs: 60_000,
+    }),
+  );
+}
+
+/**
+ * One process's orchestrator worker with every reconciler the platform has,
+ * driving the configured compute driver. `stop()` stops the worker and
+ * releases the driver (containers keep running).
+ */
+export async function startPlatformWorker(config: Config, log: Logger, database: MasterDatabase) {
+  const compute = await createComputeDriver(config, database.db, log);
+  try {
+    const parts = orchestratorParts(config);
+    registerLifecycle(parts, { config, db: database.db, compute });
+    const worker = await startConfiguredWorker(config, log, database.url, parts);
+    return {
+      worker,
+      compute,
+      async stop() {
+        await worker.stop();
+        await compute.close();
+      },
+    };
+  } catch (err) {
+    await compute.close();
+    throw err;
+  }
+}
