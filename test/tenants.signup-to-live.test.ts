@@ -1,6 +1,6 @@
 import { request } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { SMTPServer } from 'smtp-server';
@@ -10,6 +10,7 @@ import { freePort } from '../src/db/embedded.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { runCli, startCli } from './support/cli.ts';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
+import { invoiceEvent, signed } from './support/stripe.ts';
 
 /** GET through the platform's edge with a tenant's Host header. */
 function getAs(host: string, port: number, urlPath = '/'): Promise<{ status: number; body: string }> {
@@ -51,76 +52,118 @@ afterAll(async () => {
   await testDb.drop();
 });
 
-describe('signup to a live subdomain (process driver)', { timeout: 240_000 }, () => {
-  it('goes from signup and a paid checkout to the dashboard answering at <slug>.localhost, with one welcome email', async () => {
-    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'aiqso-live-'));
-    const port = await freePort();
-    const env = {
-      AIQSO_DATA_DIR: dataDir,
-      AIQSO_HTTP_PORT: String(port),
-      DATABASE_URL: testDb.url,
-      SMTP_URL: `smtp://127.0.0.1:${smtpPort}`,
-    };
-    const up = await startCli(['up'], env, 'Press Ctrl-C to stop.');
-    try {
-      const signup = await fetch(`http://127.0.0.1:${port}/api/v1/signup`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({
-          company: 'Acme Widgets',
-          slug: 'acme',
-          email: 'owner@acme.test',
-          password: 'correct horse battery staple',
-        }),
-      });
-      expect(signup.status).toBe(201);
-      const { checkoutUrl } = (await signup.json()) as { checkoutUrl: string };
-
-      // Before payment the subdomain has no route.
-      expect((await getAs(`acme.localhost:${port}`, port)).status).toBe(404);
-
-      const paid = await fetch(`${checkoutUrl}/pay`, { method: 'POST', redirect: 'manual' });
-      expect(paid.status).toBe(303);
-
-      let page = { status: 0, body: '' };
-      for (let i = 0; i < 600 && !(page.status === 200 && page.body.includes('Acme Widgets')); i++) {
-        await new Promise((r) => setTimeout(r, 200));
-        page = await getAs(`acme.localhost:${port}`, port);
-      }
-      expect(page.status).toBe(200);
-      expect(page.body).toContain('<h1>Acme Widgets</h1>');
-
-      for (let i = 0; i < 150 && !mail.some((m) => m.to.includes('owner@acme.test')); i++) {
-        await new Promise((r) => setTimeout(r, 200));
-      }
-      const welcome = mail.filter((m) => m.to.includes('owner@acme.test'));
-      expect(welcome).toHaveLength(1);
-      expect(welcome[0]!.raw).toContain('Welcome to your Acme Widgets workspace');
-
-      const shown = await runCli(['tenants', 'show', 'acme', '--json'], env);
-      const tenant = JSON.parse(shown.stdout) as {
-        status: string;
-        resources: { steps: { name: string; state: string }[] }[];
+describe(
+  'signup to a live subdomain, suspension and reactivation (process driver)',
+  { timeout: 240_000 },
+  () => {
+    it('goes from signup and a paid checkout to the dashboard answering at <slug>.localhost, with one welcome email', async () => {
+      const dataDir = await mkdtemp(path.join(os.tmpdir(), 'aiqso-live-'));
+      const port = await freePort();
+      const env = {
+        AIQSO_DATA_DIR: dataDir,
+        AIQSO_HTTP_PORT: String(port),
+        DATABASE_URL: testDb.url,
+        SMTP_URL: `smtp://127.0.0.1:${smtpPort}`,
       };
-      expect(tenant.status).toBe('active');
-      expect(tenant.resources[0]!.steps.map((s) => [s.name, s.state])).toEqual([
-        ['dashboard container', 'done'],
-        ['dashboard running', 'done'],
-        ['route', 'done'],
-        ['health check', 'done'],
-        ['welcome email', 'done'],
-        ['activate', 'done'],
-      ]);
-    } finally {
-      up.child.kill('SIGINT');
-      await up.exited;
-      // The process driver's containers outlive the control plane by design; this test removes them.
-      const driver = await ProcessDriver.open({
-        root: path.join(dataDir, 'containers'),
-        log: createLogger('silent'),
-      });
-      for (const c of await driver.list()) await driver.destroy(c.name);
-      await driver.close();
-    }
-  });
-});
+      const up = await startCli(['up'], env, 'Press Ctrl-C to stop.');
+      try {
+        const signup = await fetch(`http://127.0.0.1:${port}/api/v1/signup`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({
+            company: 'Acme Widgets',
+            slug: 'acme',
+            email: 'owner@acme.test',
+            password: 'correct horse battery staple',
+          }),
+        });
+        expect(signup.status).toBe(201);
+        const { checkoutUrl } = (await signup.json()) as { checkoutUrl: string };
+
+        // Before payment the subdomain has no route.
+        expect((await getAs(`acme.localhost:${port}`, port)).status).toBe(404);
+
+        const paid = await fetch(`${checkoutUrl}/pay`, { method: 'POST', redirect: 'manual' });
+        expect(paid.status).toBe(303);
+
+        let page = { status: 0, body: '' };
+        for (let i = 0; i < 600 && !(page.status === 200 && page.body.includes('Acme Widgets')); i++) {
+          await new Promise((r) => setTimeout(r, 200));
+          page = await getAs(`acme.localhost:${port}`, port);
+        }
+        expect(page.status).toBe(200);
+        expect(page.body).toContain('<h1>Acme Widgets</h1>');
+
+        for (let i = 0; i < 150 && !mail.some((m) => m.to.includes('owner@acme.test')); i++) {
+          await new Promise((r) => setTimeout(r, 200));
+        }
+        const welcome = mail.filter((m) => m.to.includes('owner@acme.test'));
+        expect(welcome).toHaveLength(1);
+        expect(welcome[0]!.raw).toContain('Welcome to your Acme Widgets workspace');
+
+        // Stripe gives up on a renewal: the edge answers with the suspended page; payment brings it back.
+        const secret = (
+          await readFile(path.join(dataDir, 'secrets', 'stripe-webhook-secret'), 'utf8')
+        ).trim();
+        const sub = await testDb.db
+          .selectFrom('subscriptions')
+          .select('stripe_subscription_id')
+          .executeTakeFirstOrThrow();
+        const send = async (event: object) => {
+          const req = signed(event, secret);
+          const res = await fetch(`http://127.0.0.1:${port}${req.url}`, {
+            method: 'POST',
+            headers: req.headers,
+            body: req.payload,
+          });
+          expect(res.status).toBe(200);
+        };
+        const until = async (want: (p: { status: number; body: string }) => boolean) => {
+          for (let i = 0; i < 150; i++) {
+            const p = await getAs(`acme.localhost:${port}`, port);
+            if (want(p)) return p;
+            await new Promise((r) => setTimeout(r, 100));
+          }
+          return getAs(`acme.localhost:${port}`, port);
+        };
+        await send(
+          invoiceEvent('payment_failed', sub.stripe_subscription_id!, {
+            attempt_count: 4,
+            next_payment_attempt: null,
+          }),
+        );
+        const suspended = await until((p) => p.status === 402);
+        expect(suspended.status).toBe(402);
+        expect(suspended.body).toContain('suspended');
+        await send(invoiceEvent('paid', sub.stripe_subscription_id!));
+        const back = await until((p) => p.status === 200);
+        expect(back.body).toContain('<h1>Acme Widgets</h1>');
+
+        const shown = await runCli(['tenants', 'show', 'acme', '--json'], env);
+        const tenant = JSON.parse(shown.stdout) as {
+          status: string;
+          resources: { steps: { name: string; state: string }[] }[];
+        };
+        expect(tenant.status).toBe('active');
+        expect(tenant.resources[0]!.steps.map((s) => [s.name, s.state])).toEqual([
+          ['dashboard container', 'done'],
+          ['dashboard running', 'done'],
+          ['route', 'done'],
+          ['health check', 'done'],
+          ['welcome email', 'done'],
+          ['activate', 'done'],
+        ]);
+      } finally {
+        up.child.kill('SIGINT');
+        await up.exited;
+        // The process driver's containers outlive the control plane by design; this test removes them.
+        const driver = await ProcessDriver.open({
+          root: path.join(dataDir, 'containers'),
+          log: createLogger('silent'),
+        });
+        for (const c of await driver.list()) await driver.destroy(c.name);
+        await driver.close();
+      }
+    });
+  },
+);

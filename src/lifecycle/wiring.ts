@@ -15,7 +15,7 @@ import type { MasterDatabase } from '../db/connect.ts';
 import type { Logger } from '../observability/logger.ts';
 import { REPO_ROOT } from '../catalog/load.ts';
 import { dashboardCredentials } from './dashboard-credential.ts';
-import { TENANT_KIND, tenantReconciler } from './tenant-reconciler.ts';
+import { routeStateFor, TENANT_KIND, tenantReconciler } from './tenant-reconciler.ts';
 
 /**
  * A billing transition's effect on the orchestrator, in the billing event's
@@ -42,6 +42,14 @@ export async function tenantBillingEffect(
     });
     return;
   }
+  // The edge follows at once (the route change NOTIFYs every edge on commit); containers follow on reconcile.
+  const status = await trx.selectFrom('tenants').select('status').where('id', '=', tenantId).executeTakeFirstOrThrow();
+  await trx
+    .updateTable('routes')
+    .set({ state: routeStateFor(status.status), updated_at: new Date() })
+    .where('tenant_id', '=', tenantId)
+    .where('upstream_host', 'is not', null)
+    .execute();
   await requestReconcile(trx, { kind: TENANT_KIND, id: tenantId }, { reason: `billing: ${action.action}` });
 }
 
