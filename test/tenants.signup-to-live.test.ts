@@ -10,7 +10,7 @@ import { freePort } from '../src/db/embedded.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { runCli, startCli } from './support/cli.ts';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
-import { invoiceEvent, signed } from './support/stripe.ts';
+import { invoiceEvent, signed, subscriptionEvent } from './support/stripe.ts';
 
 /** GET through the platform's edge with a tenant's Host header. */
 function getAs(host: string, port: number, urlPath = '/'): Promise<{ status: number; body: string }> {
@@ -64,6 +64,7 @@ describe(
         AIQSO_HTTP_PORT: String(port),
         DATABASE_URL: testDb.url,
         SMTP_URL: `smtp://127.0.0.1:${smtpPort}`,
+        AIQSO_GRACE_DAYS: '0',
       };
       const up = await startCli(['up'], env, 'Press Ctrl-C to stop.');
       try {
@@ -146,6 +147,7 @@ describe(
         };
         expect(tenant.status).toBe('active');
         expect(tenant.resources[0]!.steps.map((s) => [s.name, s.state])).toEqual([
+          ['workspace record', 'done'],
           ['dashboard container', 'done'],
           ['dashboard running', 'done'],
           ['route', 'done'],
@@ -153,6 +155,45 @@ describe(
           ['welcome email', 'done'],
           ['activate', 'done'],
         ]);
+
+        // Cancellation: the workspace goes dark at once; after the (zero-day) grace period a purge removes it all.
+        const tenantId = (JSON.parse(shown.stdout) as { id: string }).id;
+        await send(
+          subscriptionEvent('deleted', {
+            id: sub.stripe_subscription_id!,
+            customer: 'cus_x',
+            status: 'canceled',
+            tenantId,
+          }),
+        );
+        expect((await until((p) => p.status === 402)).status).toBe(402);
+        const purged = await runCli(['tenants', 'purge', 'acme', '--json'], env, 120_000);
+        expect(purged.stderr).toBe('');
+        expect(JSON.parse(purged.stdout)).toEqual({ slug: 'acme', status: 'purged' });
+        expect((await getAs(`acme.localhost:${port}`, port)).status).toBe(404);
+        const driver = await ProcessDriver.open({
+          root: path.join(dataDir, 'containers'),
+          log: createLogger('silent'),
+        });
+        expect(await driver.list()).toEqual([]);
+        await driver.close();
+        expect(
+          await testDb.db.selectFrom('routes').select('id').where('tenant_id', '=', tenantId).execute(),
+        ).toEqual([]);
+        expect(
+          await testDb.db.selectFrom('users').select('id').where('tenant_id', '=', tenantId).execute(),
+        ).toEqual([]);
+        const audit = await testDb.db
+          .selectFrom('audit_log')
+          .select('details')
+          .where('action', '=', 'tenant.purged')
+          .executeTakeFirstOrThrow();
+        expect(audit.details).toMatchObject({
+          removed: {
+            users: 1,
+            outside: [expect.stringMatching(/^container aiqso-/), 'route acme.localhost'],
+          },
+        });
       } finally {
         up.child.kill('SIGINT');
         await up.exited;

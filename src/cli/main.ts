@@ -2,7 +2,7 @@ import { Command } from 'commander';
 import { VERSION } from '../version.ts';
 import { runDoctor } from './commands/doctor.ts';
 import { identityCommands } from './commands/identity.ts';
-import { tenantsList, tenantsShow } from './commands/tenants.ts';
+import { tenantsList, tenantsPurge, tenantsShow } from './commands/tenants.ts';
 import { up } from './commands/up.ts';
 import { edge } from './commands/edge.ts';
 import { jobs, worker } from './commands/worker.ts';
@@ -118,6 +118,19 @@ export function buildProgram(): Command {
     );
 
   identityCommands(program, action);
+
+  tenants
+    .command('purge <slug>')
+    .description(
+      'purge a cancelled tenant now that its grace period is over: containers, routes and stored data',
+    )
+    .option('--now', 'purge before the grace period ends')
+    .option('--json', 'print as JSON')
+    .action(
+      action((slug: string, options: { now?: boolean; json?: boolean }) =>
+        tenantsPurge(commandContext({ quiet: true }), slug, options),
+      ),
+    );
 
   return program;
 }

@@ -8,6 +8,8 @@ import type { TenantStatus } from '../core/tenants.ts';
 import { deleteRoute, upsertRoute } from '../edge/routes-store.ts';
 import type { RouteState } from '../edge/route-table.ts';
 import { writeOutbox } from '../orchestrator/outbox.ts';
+import { TENANT_KIND } from './kinds.ts';
+import { finishPurge } from './purge.ts';
 
 /**
  * The tenant reconciler: the seed's Customer Provisioning Flow as named,
@@ -15,7 +17,6 @@ import { writeOutbox } from '../orchestrator/outbox.ts';
  * tenant id), then creates or repairs. Deletion (purge) runs the inverses in
  * reverse order.
  */
-export const TENANT_KIND = 'tenant';
 
 const specSchema = z.object({ slug: z.string(), company: z.string() });
 export type TenantSpec = z.infer<typeof specSchema>;
@@ -61,6 +62,14 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
   const wantsRunning = (s: TenantStatus) => s !== 'cancelled' && s !== 'purged';
 
   const steps: ReconcileStep<TenantSpec>[] = [
+    {
+      // Nothing to create; on deletion (purge) it runs last, once everything outside the database is gone.
+      name: 'workspace record',
+      observe: () => Promise.resolve('ok' as const),
+      apply: () => Promise.resolve(),
+      remove: (ctx) =>
+        finishPurge(deps.db, ctx.resource.id, [`container ${name(ctx)}`, `route ${hostname(ctx)}`]),
+    },
     {
       name: 'dashboard container',
       async observe(ctx) {

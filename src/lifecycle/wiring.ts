@@ -15,7 +15,9 @@ import type { MasterDatabase } from '../db/connect.ts';
 import type { Logger } from '../observability/logger.ts';
 import { REPO_ROOT } from '../catalog/load.ts';
 import { dashboardCredentials } from './dashboard-credential.ts';
-import { routeStateFor, TENANT_KIND, tenantReconciler } from './tenant-reconciler.ts';
+import { TENANT_KIND } from './kinds.ts';
+import { purgeDue } from './purge.ts';
+import { routeStateFor, tenantReconciler } from './tenant-reconciler.ts';
 
 /**
  * A billing transition's effect on the orchestrator, in the billing event's
@@ -43,7 +45,11 @@ export async function tenantBillingEffect(
     return;
   }
   // The edge follows at once (the route change NOTIFYs every edge on commit); containers follow on reconcile.
-  const status = await trx.selectFrom('tenants').select('status').where('id', '=', tenantId).executeTakeFirstOrThrow();
+  const status = await trx
+    .selectFrom('tenants')
+    .select('status')
+    .where('id', '=', tenantId)
+    .executeTakeFirstOrThrow();
   await trx
     .updateTable('routes')
     .set({ state: routeStateFor(status.status), updated_at: new Date() })
@@ -70,6 +76,9 @@ export function registerLifecycle(
     deps.box ??
     (() => (boxPromise ??= loadSecretBox({ configured: config.masterKey, dataDir: config.dataDir })));
   const credentials = dashboardCredentials(db, box);
+  parts.scheduleHandlers.purge = async () => {
+    await purgeDue(db);
+  };
   parts.registry.register(
     tenantReconciler({
       db,

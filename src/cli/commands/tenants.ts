@@ -1,5 +1,6 @@
 import { DomainError } from '../../core/errors.ts';
 import { findTenant, listTenants } from '../../db/tenants.ts';
+import { startPurge } from '../../lifecycle/purge.ts';
 import type { TenantStatus } from '../../db/tables.ts';
 import { withDatabase, type CommandContext } from '../context.ts';
 import { printJson, printTable } from '../output.ts';
@@ -70,4 +71,36 @@ export async function tenantsShow(
     }
   }
   process.stdout.write(`${out.join('\n')}\n`);
+}
+
+/**
+ * `aiqso tenants purge <slug>`: purge a cancelled tenant (its grace period
+ * over, or `--now`). A running worker does the removal; this waits for it.
+ */
+export async function tenantsPurge(
+  ctx: CommandContext,
+  slug: string,
+  options: { now?: boolean; json?: boolean },
+) {
+  const result = await withDatabase(ctx, async ({ db }) => {
+    const tenant = await findTenant(db, slug);
+    if (!tenant) throw new DomainError('not_found', `no tenant with slug or id "${slug}"`);
+    await startPurge(db, tenant.id, { ignoreGrace: options.now });
+    for (let i = 0; i < 600; i++) {
+      const row = await db
+        .selectFrom('tenants')
+        .select('status')
+        .where('id', '=', tenant.id)
+        .executeTakeFirstOrThrow();
+      if (row.status === 'purged') return { slug: tenant.slug, status: 'purged' as const };
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return { slug: tenant.slug, status: 'queued' as const };
+  });
+  if (options.json) return printJson(result);
+  process.stdout.write(
+    result.status === 'purged'
+      ? `${result.slug} purged: containers, routes and stored data removed (see the audit log).\n`
+      : `${result.slug}: purge queued; a running worker (aiqso up or aiqso worker) will finish it.\n`,
+  );
 }

@@ -1,0 +1,101 @@
+import { sql, type Transaction } from 'kysely';
+import { DomainError } from '../core/errors.ts';
+import type { Database } from '../db/database.ts';
+import type { DB } from '../db/tables.ts';
+import { appendAudit } from '../identity/audit.ts';
+import { deleteResource } from '../orchestrator/resources.ts';
+import { TENANT_KIND } from './kinds.ts';
+
+/**
+ * Purge: a cancelled tenant past its grace period loses its containers,
+ * routes and stored data. The tenant reconciler's deletion removes what lives
+ * outside the database; `finishPurge` (its last removal) deletes the tenant's
+ * data and records what was removed. The tenant row stays, `purged`.
+ */
+export async function startPurge(
+  db: Database,
+  tenantId: string,
+  options: { ignoreGrace?: boolean } = {},
+): Promise<void> {
+  const tenant = await db
+    .selectFrom('tenants')
+    .select(['slug', 'status', 'purge_after'])
+    .where('id', '=', tenantId)
+    .executeTakeFirst();
+  if (!tenant) throw new DomainError('not_found', `no tenant ${tenantId}`);
+  if (tenant.status === 'purged') return;
+  if (tenant.status !== 'cancelled') {
+    throw new DomainError(
+      'conflict',
+      `${tenant.slug} is ${tenant.status}; only a cancelled tenant can be purged`,
+    );
+  }
+  if (!options.ignoreGrace && tenant.purge_after && tenant.purge_after.getTime() > Date.now()) {
+    throw new DomainError(
+      'conflict',
+      `${tenant.slug}'s grace period ends ${tenant.purge_after.toISOString()}; use --now to purge earlier`,
+    );
+  }
+  await deleteResource(db, { kind: TENANT_KIND, id: tenantId });
+}
+
+/** The daily purge: every cancelled tenant whose grace period is over. Returns how many were started. */
+export async function purgeDue(db: Database): Promise<number> {
+  const due = await db
+    .selectFrom('tenants')
+    .select('id')
+    .where('status', '=', 'cancelled')
+    .where('purge_after', '<=', sql<Date>`now()`)
+    .execute();
+  for (const t of due) await startPurge(db, t.id);
+  return due.length;
+}
+
+async function removeTenantData(trx: Transaction<DB>, tenantId: string): Promise<Record<string, number>> {
+  const count = (r: { numDeletedRows: bigint }[]) => Number(r[0]?.numDeletedRows ?? 0);
+  return {
+    users: count(await trx.deleteFrom('users').where('tenant_id', '=', tenantId).execute()),
+    apiKeys: count(await trx.deleteFrom('api_keys').where('tenant_id', '=', tenantId).execute()),
+    secrets: count(await trx.deleteFrom('tenant_secrets').where('tenant_id', '=', tenantId).execute()),
+    routes: count(await trx.deleteFrom('routes').where('tenant_id', '=', tenantId).execute()),
+    billingObjects: count(
+      await trx.deleteFrom('local_billing_objects').where('tenant_id', '=', tenantId).execute(),
+    ),
+  };
+}
+
+/** Delete the tenant's stored data, mark it purged, and record what was removed. Idempotent. */
+export async function finishPurge(db: Database, tenantId: string, removedOutside: string[]): Promise<void> {
+  const removed = await db.transaction().execute(async (trx) => {
+    const t = await trx
+      .selectFrom('tenants')
+      .select('status')
+      .where('id', '=', tenantId)
+      .forUpdate()
+      .executeTakeFirst();
+    if (!t || t.status === 'purged') return undefined;
+    const rows = await removeTenantData(trx, tenantId);
+    await trx
+      .updateTable('tenants')
+      .set({
+        status: 'purged',
+        status_reason: 'purged after cancellation',
+        purged_at: sql`now()`,
+        updated_at: sql`now()`,
+      })
+      .where('id', '=', tenantId)
+      .execute();
+    return rows;
+  });
+  if (!removed) return;
+  await appendAudit(db, {
+    actorType: 'system',
+    actorId: null,
+    tenantId,
+    action: 'tenant.purged',
+    targetType: 'tenant',
+    targetId: tenantId,
+    result: 'success',
+    details: { removed: { ...removed, outside: removedOutside } },
+  });
+}
