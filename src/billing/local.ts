@@ -182,13 +182,8 @@ export class LocalBilling implements BillingPort {
   }
 
   async getSubscription(id: string): Promise<SubscriptionState | undefined> {
-    const row = await this.options.db
-      .selectFrom('local_billing_objects')
-      .select('data')
-      .where('id', '=', id)
-      .where('kind', '=', 'subscription')
-      .executeTakeFirst();
-    return row ? toSubscriptionState(subscriptionObject.parse(row.data)) : undefined;
+    const data = await this.findSubscription(id);
+    return data ? toSubscriptionState(subscriptionObject.parse(data)) : undefined;
   }
 
   async cancelSubscription(id: string): Promise<void> {
@@ -214,15 +209,20 @@ export class LocalBilling implements BillingPort {
     });
   }
 
-  private async rawSubscription(id: string): Promise<Record<string, unknown>> {
+  private async findSubscription(id: string): Promise<Record<string, unknown> | undefined> {
     const row = await this.options.db
       .selectFrom('local_billing_objects')
       .select('data')
       .where('id', '=', id)
       .where('kind', '=', 'subscription')
       .executeTakeFirst();
-    if (!row) throw new DomainError('not_found', `no subscription ${id}`);
-    return row.data;
+    return row?.data;
+  }
+
+  private async rawSubscription(id: string): Promise<Record<string, unknown>> {
+    const data = await this.findSubscription(id);
+    if (!data) throw new DomainError('not_found', `no subscription ${id}`);
+    return data;
   }
 
   private async updateSubscription(id: string, fields: Record<string, unknown>): Promise<SubscriptionState> {

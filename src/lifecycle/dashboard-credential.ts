@@ -14,6 +14,15 @@ const secretId = (tenantId: string) => `${tenantId}/${NAME}`;
  * an unused key, which the next attempt revokes.
  */
 export function dashboardCredentials(db: Database, box: () => Promise<SecretBox>) {
+  const revokeKeys = async (tenantId: string) => {
+    await db
+      .updateTable('api_keys')
+      .set({ revoked_at: sql`now()` })
+      .where('tenant_id', '=', tenantId)
+      .where('name', '=', NAME)
+      .where('revoked_at', 'is', null)
+      .execute();
+  };
   return {
     async get(tenantId: string): Promise<string> {
       const id = secretId(tenantId);
@@ -24,13 +33,7 @@ export function dashboardCredentials(db: Database, box: () => Promise<SecretBox>
         .where('id', '=', id)
         .executeTakeFirst();
       if (existing) return (await box()).open(existing.value_enc, context);
-      await db
-        .updateTable('api_keys')
-        .set({ revoked_at: sql`now()` })
-        .where('tenant_id', '=', tenantId)
-        .where('name', '=', NAME)
-        .where('revoked_at', 'is', null)
-        .execute();
+      await revokeKeys(tenantId);
       const created = await createApiKey(db, {
         tenantId,
         role: 'tenant_member',
@@ -50,13 +53,7 @@ export function dashboardCredentials(db: Database, box: () => Promise<SecretBox>
       return (await box()).open(stored.value_enc, context);
     },
     async revoke(tenantId: string): Promise<void> {
-      await db
-        .updateTable('api_keys')
-        .set({ revoked_at: sql`now()` })
-        .where('tenant_id', '=', tenantId)
-        .where('name', '=', NAME)
-        .where('revoked_at', 'is', null)
-        .execute();
+      await revokeKeys(tenantId);
       await db.deleteFrom('tenant_secrets').where('id', '=', secretId(tenantId)).execute();
     },
   };
