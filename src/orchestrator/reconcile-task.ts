@@ -1,3 +1,4 @@
+import { withLogContext } from '../observability/logger.ts';
 import { randomUUID } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
 import type { Task } from 'graphile-worker';
@@ -105,15 +106,18 @@ async function reconcileResource(
       spec: reconciler.parseSpec(row.spec),
       generation: row.generation,
     };
-    outcome = await runSteps({
-      reconciler,
-      target,
-      deleting: row.deleted,
-      previous: row.steps,
-      converged: row.phase === 'ready' && row.observed_generation === row.generation,
-      signal,
-      onProgress: (steps) => saveProgress(deps.db, ref, steps),
-    });
+    // Every log line a step writes carries the tenant it works for.
+    outcome = await withLogContext({ tenantId: row.tenant_id ?? undefined }, () =>
+      runSteps({
+        reconciler,
+        target,
+        deleting: row.deleted,
+        previous: row.steps,
+        converged: row.phase === 'ready' && row.observed_generation === row.generation,
+        signal,
+        onProgress: (steps) => saveProgress(deps.db, ref, steps),
+      }),
+    );
   } catch (err) {
     const steps = err instanceof StepFailed ? err.steps : row.steps;
     const cause = err instanceof StepFailed ? err.cause : err;

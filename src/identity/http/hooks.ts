@@ -2,6 +2,7 @@ import cookie from '@fastify/cookie';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Database } from '../../db/database.ts';
 import type { Logger } from '../../observability/logger.ts';
+import { addLogContext } from '../../observability/logger.ts';
 import { appendAudit } from '../audit.ts';
 import { requireRole } from '../principal.ts';
 import type { Authenticator } from './authenticate.ts';
@@ -58,6 +59,8 @@ export async function installIdentityHooks(
     const url = request.routeOptions.url;
     if (url === undefined || isPublicRoute(url, config)) return;
     request.principal = await deps.authenticate(request, config.enrolment === true);
+    // From here on, every log line of this request names the caller's tenant.
+    if (request.principal.tenantId) addLogContext({ tenantId: request.principal.tenantId });
     if (config.minRole && !url.includes(':tenant')) requireRole(request.principal, config.minRole);
   });
 
