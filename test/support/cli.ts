@@ -3,6 +3,19 @@ import { fileURLToPath } from 'node:url';
 
 export const AIQSO_BIN = fileURLToPath(new URL('../../bin/aiqso.js', import.meta.url));
 
+// A test that times out must not leave a platform running: whatever this file started dies with the test process.
+const started = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const child of started)
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+});
+
+function track(child: ChildProcess): ChildProcess {
+  started.add(child);
+  child.on('exit', () => started.delete(child));
+  return child;
+}
+
 export interface CliResult {
   code: number | null;
   signal: NodeJS.Signals | null;
@@ -22,6 +35,7 @@ export function runCli(args: string[], env: Record<string, string>, timeoutMs = 
       env: cliEnv(env),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    track(child);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
@@ -49,6 +63,7 @@ export function startCli(
       env: cliEnv(env),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    track(child);
     let stdout = '';
     let stderr = '';
     const exited = new Promise<CliResult>((done) =>
