@@ -59,6 +59,21 @@ async function deliver(events: object[]) {
   await settled();
 }
 
+/** Pay a local checkout for the current tenant and mark it active; returns its subscription id. */
+async function paidActiveTenant(): Promise<string> {
+  const session = await local.createCheckout({
+    tenantId,
+    customerEmail: 'o@a.test',
+    plan: 'starter',
+    successUrl: 'http://l/',
+    cancelUrl: 'http://l/',
+  });
+  await local.pay(session.id);
+  await settled();
+  await testDb.pool.query("UPDATE tenants SET status = 'active' WHERE id = $1", [tenantId]);
+  return (await local.session(session.id))!.subscription!;
+}
+
 function shuffle<T>(items: T[]): T[] {
   const out = [...items];
   for (let i = out.length - 1; i > 0; i--) {
@@ -109,17 +124,7 @@ describe('Stripe events, delivered at least once and in any order', () => {
   });
 
   it('payment failure suspends after dunning, payment reactivates', async () => {
-    const session = await local.createCheckout({
-      tenantId,
-      customerEmail: 'o@a.test',
-      plan: 'starter',
-      successUrl: 'http://l/',
-      cancelUrl: 'http://l/',
-    });
-    await local.pay(session.id);
-    await settled();
-    await testDb.pool.query("UPDATE tenants SET status = 'active' WHERE id = $1", [tenantId]);
-    const subId = (await local.session(session.id))!.subscription!;
+    const subId = await paidActiveTenant();
 
     // An early failed attempt that Stripe will retry changes nothing.
     await deliver([
@@ -140,17 +145,7 @@ describe('Stripe events, delivered at least once and in any order', () => {
   });
 
   it('a stale "active" update arriving after cancellation leaves the tenant cancelled', async () => {
-    const session = await local.createCheckout({
-      tenantId,
-      customerEmail: 'o@a.test',
-      plan: 'starter',
-      successUrl: 'http://l/',
-      cancelUrl: 'http://l/',
-    });
-    await local.pay(session.id);
-    await settled();
-    await testDb.pool.query("UPDATE tenants SET status = 'active' WHERE id = $1", [tenantId]);
-    const subId = (await local.session(session.id))!.subscription!;
+    const subId = await paidActiveTenant();
     const stale = subscriptionEvent(
       'updated',
       { id: subId, customer: 'cus_x', status: 'active', tenantId },
