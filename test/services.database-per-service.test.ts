@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openDatabase, type DatabaseHandle } from '../src/db/database.ts';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import {
@@ -16,15 +17,18 @@ import {
 // which a trust-auth test server would not.
 let server: EmbeddedPostgres;
 let dir: string;
+let handle: DatabaseHandle;
 let admin: pg.Pool;
 
 beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'aiqso-svcdb-'));
   server = await startEmbeddedPostgres(dir, createLogger('silent'));
-  admin = new pg.Pool({ connectionString: server.url, max: 2 });
+  // The platform's own pool: it survives the server closing idle connections at shutdown.
+  handle = openDatabase(server.url, { max: 2 });
+  admin = handle.pool;
 }, 120_000);
 afterAll(async () => {
-  await admin.end();
+  await handle.close();
   await server.stop();
   await rm(dir, { recursive: true, force: true });
 });
