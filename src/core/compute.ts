@@ -101,6 +101,12 @@ export interface ComputeDriver {
   exportTo(name: string, file: string): Promise<{ bytes: number }>;
   /** Recreate the container from an archive made by `exportTo`, replacing what is there. */
   importFrom(spec: ContainerSpec, file: string): Promise<ContainerInfo>;
+  /**
+   * The address containers use to reach the control-plane host: its API and
+   * the master database are forwarded there when it is not loopback (see
+   * compute/gateway.ts). Process: 127.0.0.1; LXC and Proxmox: the bridge's gateway.
+   */
+  hostAddress(): Promise<string>;
   /** Every container this driver manages (for drift and orphan detection). */
   list(): Promise<ContainerInfo[]>;
   /** Release handles (timers, sockets); containers keep running. */

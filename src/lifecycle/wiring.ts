@@ -10,6 +10,12 @@ import type { SecretBox } from '../identity/secrets.ts';
 import { requestReconcile } from '../orchestrator/queue.ts';
 import { applyResourceIn } from '../orchestrator/resources.ts';
 import { orchestratorParts, startConfiguredWorker, type OrchestratorParts } from '../orchestrator/wiring.ts';
+import {
+  containerReach,
+  startHostGateway,
+  type ContainerReach,
+  type HostGateway,
+} from '../compute/gateway.ts';
 import { createComputeDriver } from '../compute/index.ts';
 import type { MasterDatabase } from '../db/connect.ts';
 import type { Logger } from '../observability/logger.ts';
@@ -59,16 +65,17 @@ export async function tenantBillingEffect(
   await requestReconcile(trx, { kind: TENANT_KIND, id: tenantId }, { reason: `billing: ${action.action}` });
 }
 
-/** Where a tenant container reaches the control plane's API (the edge answers a bare IP with the platform). */
-export function apiUrlForContainers(config: Config): string {
-  const host = config.http.bind === '0.0.0.0' || config.http.bind === '::' ? '127.0.0.1' : config.http.bind;
-  return `http://${host.includes(':') ? `[${host}]` : host}:${config.http.port}`;
-}
-
 /** Register the tenant lifecycle's reconcilers on an orchestrator. */
 export function registerLifecycle(
   parts: OrchestratorParts,
-  deps: { config: Config; db: Database; compute: ComputeDriver; box?: () => Promise<SecretBox> },
+  deps: {
+    config: Config;
+    db: Database;
+    compute: ComputeDriver;
+    /** How containers reach the API and the master database. */
+    reach: ContainerReach;
+    box?: () => Promise<SecretBox>;
+  },
 ): void {
   const { config, db, compute } = deps;
   let boxPromise: Promise<SecretBox> | undefined;
@@ -85,7 +92,7 @@ export function registerLifecycle(
       compute,
       baseDomain: config.baseDomain,
       publicUrl: config.publicUrl,
-      apiUrlForContainers: apiUrlForContainers(config),
+      apiUrlForContainers: deps.reach.apiUrl,
       dashboardDir: path.join(REPO_ROOT, 'dashboard'),
       dashboardKey: (tenantId) => credentials.get(tenantId),
       revokeDashboardKey: (tenantId) => credentials.revoke(tenantId),
@@ -101,19 +108,33 @@ export function registerLifecycle(
  */
 export async function startPlatformWorker(config: Config, log: Logger, database: MasterDatabase) {
   const compute = await createComputeDriver(config, database.db, log);
+  let gateway: HostGateway | undefined;
   try {
+    const reach = containerReach({
+      hostAddress: await compute.hostAddress(),
+      http: config.http,
+      databaseUrl: database.url,
+    });
+    gateway = await startHostGateway(
+      await compute.hostAddress(),
+      reach.forwards,
+      log.child({ part: 'gateway' }),
+    );
     const parts = orchestratorParts(config);
-    registerLifecycle(parts, { config, db: database.db, compute });
+    registerLifecycle(parts, { config, db: database.db, compute, reach });
     const worker = await startConfiguredWorker(config, log, database.url, parts);
     return {
       worker,
       compute,
+      reach,
       async stop() {
         await worker.stop();
+        await gateway?.close();
         await compute.close();
       },
     };
   } catch (err) {
+    await gateway?.close();
     await compute.close();
     throw err;
   }

@@ -210,6 +210,12 @@ export class LxcDriver implements ComputeDriver {
     return this.status(spec.name);
   }
 
+  /** The bridge's gateway (.1), made on first use. */
+  async hostAddress(): Promise<string> {
+    await this.ready();
+    return this.pool.subnet.gateway;
+  }
+
   async list(): Promise<ContainerInfo[]> {
     const names = await readdir(this.lxcPath).catch(() => [] as string[]);
     const out: ContainerInfo[] = [];

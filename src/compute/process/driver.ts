@@ -172,6 +172,11 @@ export class ProcessDriver implements ComputeDriver {
     return before?.desired === 'running' ? this.start(spec.name) : this.status(spec.name);
   }
 
+  /** Containers are processes on this host. */
+  hostAddress(): Promise<string> {
+    return Promise.resolve('127.0.0.1');
+  }
+
   async list(): Promise<ContainerInfo[]> {
     const out: ContainerInfo[] = [];
     for (const name of await this.store.names()) {

@@ -203,6 +203,11 @@ export class ProxmoxDriver implements ComputeDriver {
     await this.api.task('POST', `/nodes/${vm.node}/lxc/${vm.vmid}/snapshot`, { snapname });
   }
 
+  /** The guests' gateway on their bridge, where the control plane is expected to answer. */
+  hostAddress(): Promise<string> {
+    return Promise.resolve(this.pool.subnet.gateway);
+  }
+
   async list(): Promise<ContainerInfo[]> {
     const vms = (await this.vms()).filter((v) => v.name && isManagedName(v.name) && v.template !== 1);
     return Promise.all(vms.map((v) => this.info(v.name!)));

@@ -109,6 +109,7 @@ export function recordingCompute(pool: pg.Pool): ComputeDriver {
     exec: unsupported,
     exportTo: unsupported,
     importFrom: unsupported,
+    hostAddress: () => Promise.resolve('127.0.0.1'),
     async list() {
       const { rows } = await pool.query<{ name: string; state: string; spec: ContainerSpec }>(
         'SELECT name, state, spec FROM test_containers ORDER BY name',
