@@ -4,25 +4,63 @@ import { mkdtemp, readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { SMTPServer } from 'smtp-server';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { removeBridge } from '../src/compute/lxc/bridge.ts';
+import { LxcDriver } from '../src/compute/lxc/driver.ts';
 import { ProcessDriver } from '../src/compute/process/driver.ts';
+import type { ComputeDriver } from '../src/core/compute.ts';
 import { freePort } from '../src/db/embedded.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { runCli, startCli } from './support/cli.ts';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
+import { lxcAvailable, privateNetwork } from './support/lxc.ts';
+import { missingPart } from './support/strict.ts';
 import { invoiceEvent, signed, subscriptionEvent } from './support/stripe.ts';
 
-/** GET through the platform's edge with a tenant's Host header. */
-function getAs(host: string, port: number, urlPath = '/'): Promise<{ status: number; body: string }> {
+interface EdgeAnswer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
+
+/** A request through the platform's edge with a tenant's Host header. */
+function viaEdge(
+  host: string,
+  port: number,
+  options: { method?: string; path?: string; headers?: Record<string, string>; body?: string } = {},
+): Promise<EdgeAnswer> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path: urlPath, headers: { host } }, (res) => {
-      let body = '';
-      res.on('data', (c: Buffer) => (body += c.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
+    const req = request(
+      {
+        host: '127.0.0.1',
+        port,
+        method: options.method ?? 'GET',
+        path: options.path ?? '/',
+        headers: { host, ...options.headers },
+      },
+      (res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => (body += c.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      },
+    );
     req.on('error', reject);
-    req.end();
+    req.end(options.body);
   });
+}
+
+const getAs = (host: string, port: number): Promise<EdgeAnswer> => viaEdge(host, port);
+
+/** Sign in on the tenant's dashboard (a form post through the edge); returns the session cookie. */
+async function dashboardLogin(host: string, port: number, email: string, password: string) {
+  const res = await viaEdge(host, port, {
+    method: 'POST',
+    path: '/login',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ email, password }).toString(),
+  });
+  const cookie = ([] as string[]).concat(res.headers['set-cookie'] ?? [])[0]?.split(';')[0];
+  return { status: res.status, cookie };
 }
 
 let smtp: SMTPServer;
@@ -45,18 +83,70 @@ beforeAll(async () => {
   });
   await new Promise<void>((resolve) => smtp.listen(0, '127.0.0.1', resolve));
   smtpPort = (smtp.server.address() as AddressInfo).port;
-  testDb = await createTestDatabase();
 });
 afterAll(async () => {
   await new Promise<void>((resolve) => smtp.close(() => resolve()));
+});
+// Each driver's run gets a database of its own and an empty mailbox.
+beforeEach(async () => {
+  mail.length = 0;
+  testDb = await createTestDatabase();
+});
+afterEach(async () => {
   await testDb.drop();
 });
 
-describe(
-  'signup to a live subdomain, suspension and reactivation (process driver)',
-  { timeout: 240_000 },
-  () => {
-    it('goes from signup and a paid checkout to the dashboard answering at <slug>.localhost, with one welcome email', async () => {
+/** How each driver's run is configured, and how the test sees (and clears) its containers. */
+interface DriverCase {
+  name: 'process' | 'lxc';
+  skip: () => boolean;
+  env(dataDir: string): Promise<Record<string, string>>;
+  open(dataDir: string): Promise<ComputeDriver>;
+  cleanUp(dataDir: string): Promise<void>;
+}
+
+const lxcNet = privateNetwork('e2e');
+const DRIVERS: DriverCase[] = [
+  {
+    name: 'process',
+    skip: () => false,
+    env: () => Promise.resolve({ AIQSO_DRIVER: 'process' }),
+    open: (dataDir) =>
+      ProcessDriver.open({ root: path.join(dataDir, 'containers'), log: createLogger('silent') }),
+    cleanUp: () => Promise.resolve(),
+  },
+  {
+    name: 'lxc',
+    skip: () =>
+      missingPart('lxc (root and lxc tools)', lxcAvailable(), 'apt-get install lxc and run as root'),
+    env: (dataDir) =>
+      Promise.resolve({
+        AIQSO_DRIVER: 'lxc',
+        AIQSO_LXC_PATH: path.join(dataDir, 'lxc'),
+        AIQSO_LXC_BRIDGE: lxcNet.bridge,
+        AIQSO_LXC_SUBNET: lxcNet.subnet,
+      }),
+    open: (dataDir) =>
+      Promise.resolve(
+        new LxcDriver({
+          db: testDb.db,
+          log: createLogger('silent'),
+          lxcPath: path.join(dataDir, 'lxc'),
+          ...lxcNet,
+        }),
+      ),
+    cleanUp: () => removeBridge(lxcNet.bridge),
+  },
+];
+
+describe.each(DRIVERS)(
+  'signup to a live subdomain, suspension, reactivation and purge ($name driver)',
+  { timeout: 300_000 },
+  (driverCase) => {
+    it('goes from signup and a paid checkout to the dashboard answering at <slug>.localhost, with one welcome email', async ({
+      skip,
+    }) => {
+      if (driverCase.skip()) return skip();
       const dataDir = await mkdtemp(path.join(os.tmpdir(), 'aiqso-live-'));
       const port = await freePort();
       const env = {
@@ -65,6 +155,7 @@ describe(
         DATABASE_URL: testDb.url,
         SMTP_URL: `smtp://127.0.0.1:${smtpPort}`,
         AIQSO_GRACE_DAYS: '0',
+        ...(await driverCase.env(dataDir)),
       };
       const up = await startCli(['up'], env, 'Press Ctrl-C to stop.');
       try {
@@ -87,7 +178,7 @@ describe(
         const paid = await fetch(`${checkoutUrl}/pay`, { method: 'POST', redirect: 'manual' });
         expect(paid.status).toBe(303);
 
-        let page = { status: 0, body: '' };
+        let page: EdgeAnswer = { status: 0, headers: {}, body: '' };
         for (let i = 0; i < 600 && !(page.status === 200 && page.body.includes('Acme Widgets')); i++) {
           await new Promise((r) => setTimeout(r, 200));
           page = await getAs(`acme.localhost:${port}`, port);
@@ -101,6 +192,18 @@ describe(
         const welcome = mail.filter((m) => m.to.includes('owner@acme.test'));
         expect(welcome).toHaveLength(1);
         expect(welcome[0]!.raw).toContain('Welcome to your Acme Widgets workspace');
+
+        // The owner signs in on the dashboard, which asks the control-plane API (from inside its
+        // container, with its tenant-scoped key) for the workspace's status; a wrong password is refused.
+        const host = `acme.localhost:${port}`;
+        expect((await dashboardLogin(host, port, 'owner@acme.test', 'wrong password')).status).toBe(401);
+        const signedIn = await dashboardLogin(host, port, 'owner@acme.test', 'correct horse battery staple');
+        expect(signedIn.status).toBe(303);
+        expect(signedIn.cookie).toMatch(/^aiqso_dash=/);
+        const home = await viaEdge(host, port, { headers: { cookie: signedIn.cookie! } });
+        expect(home.status).toBe(200);
+        expect(home.body).toContain('Signed in as owner@acme.test');
+        expect(home.body).toContain('Workspace status: <strong>active</strong>');
 
         // Stripe gives up on a renewal: the edge answers with the suspended page; payment brings it back.
         const secret = (
@@ -119,7 +222,7 @@ describe(
           });
           expect(res.status).toBe(200);
         };
-        const until = async (want: (p: { status: number; body: string }) => boolean) => {
+        const until = async (want: (p: EdgeAnswer) => boolean) => {
           for (let i = 0; i < 150; i++) {
             const p = await getAs(`acme.localhost:${port}`, port);
             if (want(p)) return p;
@@ -171,10 +274,7 @@ describe(
         expect(purged.stderr).toBe('');
         expect(JSON.parse(purged.stdout)).toEqual({ slug: 'acme', status: 'purged' });
         expect((await getAs(`acme.localhost:${port}`, port)).status).toBe(404);
-        const driver = await ProcessDriver.open({
-          root: path.join(dataDir, 'containers'),
-          log: createLogger('silent'),
-        });
+        const driver = await driverCase.open(dataDir);
         expect(await driver.list()).toEqual([]);
         await driver.close();
         expect(
@@ -197,13 +297,11 @@ describe(
       } finally {
         up.child.kill('SIGINT');
         await up.exited;
-        // The process driver's containers outlive the control plane by design; this test removes them.
-        const driver = await ProcessDriver.open({
-          root: path.join(dataDir, 'containers'),
-          log: createLogger('silent'),
-        });
+        // Containers outlive the control plane by design; this test removes them.
+        const driver = await driverCase.open(dataDir);
         for (const c of await driver.list()) await driver.destroy(c.name);
         await driver.close();
+        await driverCase.cleanUp(dataDir);
       }
     });
   },

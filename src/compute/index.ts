@@ -18,7 +18,13 @@ export async function createComputeDriver(config: Config, db: Database, log: Log
     case 'process':
       return ProcessDriver.open({ root: path.join(config.dataDir, 'containers'), log: logger });
     case 'lxc':
-      return new LxcDriver({ db, log: logger, bridge: config.lxc.bridge, subnet: config.lxc.subnet });
+      return new LxcDriver({
+        db,
+        log: logger,
+        lxcPath: config.lxc.path,
+        bridge: config.lxc.bridge,
+        subnet: config.lxc.subnet,
+      });
     case 'proxmox': {
       const p = config.proxmox;
       // loadConfig already refuses AIQSO_DRIVER=proxmox without the PROXMOX_* settings.

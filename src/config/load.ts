@@ -19,7 +19,7 @@ export interface Config {
   smtpUrl?: string;
   admin: { email?: string; password?: string };
   masterKey?: string;
-  lxc: { subnet: string; bridge: string };
+  lxc: { subnet: string; bridge: string; path: string };
   proxmox?: {
     url: string;
     tokenId: string;
@@ -148,7 +148,7 @@ function toConfig(raw: RawConfig, cwd: string): Config {
     smtpUrl: raw.SMTP_URL,
     admin: { email: raw.AIQSO_ADMIN_EMAIL, password: raw.AIQSO_ADMIN_PASSWORD },
     masterKey: raw.AIQSO_MASTER_KEY,
-    lxc: { subnet: raw.AIQSO_LXC_SUBNET, bridge: raw.AIQSO_LXC_BRIDGE },
+    lxc: { subnet: raw.AIQSO_LXC_SUBNET, bridge: raw.AIQSO_LXC_BRIDGE, path: raw.AIQSO_LXC_PATH },
     proxmox: hasProxmox
       ? {
           url: raw.PROXMOX_URL!,

@@ -74,6 +74,10 @@ export const configSchema = z.object({
     .string()
     .regex(/^[a-zA-Z0-9_-]{1,15}$/, 'expected a network interface name (at most 15 characters)')
     .default('aiqsobr0'),
+  AIQSO_LXC_PATH: z
+    .string()
+    .startsWith('/', 'expected an absolute directory such as /var/lib/lxc')
+    .default('/var/lib/lxc'),
   PROXMOX_URL: url('the cluster URL such as https://pve1:8006').optional(),
   PROXMOX_TOKEN_ID: z
     .string()
