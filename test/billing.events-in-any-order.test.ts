@@ -4,7 +4,7 @@ import type { LocalBilling } from '../src/billing/local.ts';
 import { newId } from '../src/core/ids.ts';
 import { testApi } from './support/api.ts';
 import { countRows, createTestDatabase, type TestDatabase } from './support/db.ts';
-import { checkoutCompleted, invoiceEvent, signed, subscriptionEvent } from './support/stripe.ts';
+import { checkoutCompleted, invoiceEvent, shuffle, signed, subscriptionEvent } from './support/stripe.ts';
 
 let testDb: TestDatabase;
 let api: ApiServer;
@@ -72,15 +72,6 @@ async function paidActiveTenant(): Promise<string> {
   await settled();
   await testDb.pool.query("UPDATE tenants SET status = 'active' WHERE id = $1", [tenantId]);
   return (await local.session(session.id))!.subscription!;
-}
-
-function shuffle<T>(items: T[]): T[] {
-  const out = [...items];
-  for (let i = out.length - 1; i > 0; i--) {
-    const j = Math.floor(Math.random() * (i + 1));
-    [out[i], out[j]] = [out[j]!, out[i]!];
-  }
-  return out;
 }
 
 describe('Stripe events, delivered at least once and in any order', () => {

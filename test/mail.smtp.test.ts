@@ -1,45 +1,17 @@
-import type { AddressInfo } from 'node:net';
-import { SMTPServer } from 'smtp-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.ts';
 import { createMailer } from '../src/mail/index.ts';
 import { smtpMailer } from '../src/mail/smtp.ts';
+import { startSmtpSink, type SmtpSink } from './support/smtp.ts';
 
-interface Received {
-  from: string;
-  to: string[];
-  raw: string;
-}
-
-let server: SMTPServer;
+let sink: SmtpSink;
 let port: number;
-const received: Received[] = [];
 
 beforeAll(async () => {
-  server = new SMTPServer({
-    authOptional: true,
-    disabledCommands: ['STARTTLS'],
-    onRcptTo(address, _session, callback) {
-      if (address.address.endsWith('@refused.test')) return callback(new Error('mailbox unavailable'));
-      callback();
-    },
-    onData(stream, session, callback) {
-      let raw = '';
-      stream.on('data', (chunk: Buffer) => (raw += chunk.toString()));
-      stream.on('end', () => {
-        received.push({
-          from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
-          to: session.envelope.rcptTo.map((r) => r.address),
-          raw,
-        });
-        callback();
-      });
-    },
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  port = (server.server.address() as AddressInfo).port;
+  sink = await startSmtpSink({ refuse: (address) => address.endsWith('@refused.test') });
+  port = sink.port;
 });
-afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
+afterAll(() => sink.close());
 
 const message = {
   key: 'welcome:ten_01jdsmtp',
@@ -56,7 +28,7 @@ describe('SMTP mail driver, against a real SMTP server', () => {
     const again = await mailer.send(message);
     mailer.close();
     expect(again.messageId).toBe(first.messageId);
-    const mine = received.filter((r) => r.raw.includes('Subject: Welcome to Acme'));
+    const mine = sink.received.filter((r) => r.raw.includes('Subject: Welcome to Acme'));
     expect(mine).toHaveLength(2);
     expect(mine[0]).toMatchObject({ from: 'noreply@aiqso.test', to: ['owner@acme.test'] });
     expect(mine[0]!.raw).toContain(`Message-ID: ${first.messageId}`);

@@ -60,3 +60,13 @@ export function signed(event: object, secret: string, timestamp?: number) {
     headers: { 'content-type': 'application/json', 'stripe-signature': signature },
   };
 }
+
+/** The items in random order (Stripe delivers events in any order). */
+export function shuffle<T>(items: T[]): T[] {
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}

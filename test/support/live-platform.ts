@@ -1,0 +1,180 @@
+import { request } from 'node:http';
+import { mkdtemp, readFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { removeBridge } from '../../src/compute/lxc/bridge.ts';
+import { LxcDriver } from '../../src/compute/lxc/driver.ts';
+import { ProcessDriver } from '../../src/compute/process/driver.ts';
+import type { ComputeDriver } from '../../src/core/compute.ts';
+import type { Database } from '../../src/db/database.ts';
+import { freePort } from '../../src/db/embedded.ts';
+import { createLogger } from '../../src/observability/logger.ts';
+import { startCli, type CliResult } from './cli.ts';
+import { lxcAvailable, privateNetwork } from './lxc.ts';
+import { missingPart } from './strict.ts';
+import { signed } from './stripe.ts';
+
+/**
+ * A whole platform as a user runs it (`aiqso up` in a child process) for
+ * end-to-end tests and benchmarks, reached through its edge like a browser
+ * would: `<slug>.localhost:<port>`.
+ */
+
+export interface EdgeAnswer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
+
+/** A request to the platform's port with a tenant's Host header. */
+export function viaEdge(
+  host: string,
+  port: number,
+  options: { method?: string; path?: string; headers?: Record<string, string>; body?: string } = {},
+): Promise<EdgeAnswer> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        host: '127.0.0.1',
+        port,
+        method: options.method ?? 'GET',
+        path: options.path ?? '/',
+        headers: { host, ...options.headers },
+      },
+      (res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => (body += c.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      },
+    );
+    req.on('error', reject);
+    req.end(options.body);
+  });
+}
+
+/** One compute driver's configuration for `aiqso up`, and how a test sees and clears its containers. */
+export interface DriverCase {
+  name: 'process' | 'lxc';
+  /** True when the driver cannot run here (throws in strict mode). */
+  skip(): boolean;
+  env(dataDir: string): Record<string, string>;
+  /** The same driver over the platform's state, to list or destroy containers. */
+  open(dataDir: string, db: Database): Promise<ComputeDriver>;
+  /** What the driver leaves on the host once its containers are gone (the LXC bridge). */
+  cleanUp(): Promise<void>;
+}
+
+export function driverCases(): DriverCase[] {
+  const lxcNet = privateNetwork('e2e');
+  return [
+    {
+      name: 'process',
+      skip: () => false,
+      env: () => ({ AIQSO_DRIVER: 'process' }),
+      open: (dataDir) =>
+        ProcessDriver.open({ root: path.join(dataDir, 'containers'), log: createLogger('silent') }),
+      cleanUp: () => Promise.resolve(),
+    },
+    {
+      name: 'lxc',
+      skip: () =>
+        missingPart('lxc (root and lxc tools)', lxcAvailable(), 'apt-get install lxc and run as root'),
+      env: (dataDir) => ({
+        AIQSO_DRIVER: 'lxc',
+        AIQSO_LXC_PATH: path.join(dataDir, 'lxc'),
+        AIQSO_LXC_BRIDGE: lxcNet.bridge,
+        AIQSO_LXC_SUBNET: lxcNet.subnet,
+      }),
+      open: (dataDir, db) =>
+        Promise.resolve(
+          new LxcDriver({ db, log: createLogger('silent'), lxcPath: path.join(dataDir, 'lxc'), ...lxcNet }),
+        ),
+      cleanUp: () => removeBridge(lxcNet.bridge),
+    },
+  ];
+}
+
+export interface LivePlatform {
+  port: number;
+  dataDir: string;
+  env: Record<string, string>;
+  /** The webhook secret the platform generated (local billing mode). */
+  webhookSecret: string;
+  /** Sign `event` with the platform's webhook secret (or `secret`) and POST it to /webhooks/stripe. */
+  sendEvent(event: object, options?: { secret?: string; timestamp?: number }): Promise<number>;
+  signup(form: { company: string; slug: string; email: string; password?: string }): Promise<{
+    status: number;
+    checkoutUrl: string;
+  }>;
+  /** GET `/` of `<slug>.localhost` through the edge. */
+  page(slug: string): Promise<EdgeAnswer>;
+  /** Poll `<slug>.localhost` until `want` holds (or `timeoutMs` passes); returns the last answer. */
+  until(slug: string, want: (page: EdgeAnswer) => boolean, timeoutMs?: number): Promise<EdgeAnswer>;
+  /** SIGINT, wait for exit, then destroy every container the driver left (they outlive `aiqso up` by design). */
+  stop(db: Database): Promise<CliResult>;
+}
+
+export async function startLivePlatform(options: {
+  databaseUrl: string;
+  driver: DriverCase;
+  env?: Record<string, string>;
+}): Promise<LivePlatform> {
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'aiqso-live-'));
+  const port = await freePort();
+  const env = {
+    AIQSO_DATA_DIR: dataDir,
+    AIQSO_HTTP_PORT: String(port),
+    DATABASE_URL: options.databaseUrl,
+    ...options.driver.env(dataDir),
+    ...options.env,
+  };
+  const up = await startCli(['up'], env, 'Press Ctrl-C to stop.', 120_000);
+  const webhookSecret = (
+    await readFile(path.join(dataDir, 'secrets', 'stripe-webhook-secret'), 'utf8')
+  ).trim();
+  const base = `http://127.0.0.1:${port}`;
+  const page = (slug: string) => viaEdge(`${slug}.localhost:${port}`, port);
+  return {
+    port,
+    dataDir,
+    env,
+    webhookSecret,
+    async sendEvent(event, { secret = webhookSecret, timestamp } = {}) {
+      const req = signed(event, secret, timestamp);
+      const res = await fetch(`${base}${req.url}`, {
+        method: 'POST',
+        headers: req.headers,
+        body: req.payload,
+      });
+      await res.arrayBuffer();
+      return res.status;
+    },
+    async signup({ password = 'correct horse battery staple', ...form }) {
+      const res = await fetch(`${base}/api/v1/signup`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ ...form, password }),
+      });
+      const body = (await res.json()) as { checkoutUrl: string };
+      return { status: res.status, checkoutUrl: body.checkoutUrl };
+    },
+    page,
+    async until(slug, want, timeoutMs = 30_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const answer = await page(slug);
+        if (want(answer) || Date.now() > deadline) return answer;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    },
+    async stop(db) {
+      up.child.kill('SIGINT');
+      const result = await up.exited;
+      const driver = await options.driver.open(dataDir, db);
+      for (const c of await driver.list()) await driver.destroy(c.name);
+      await driver.close();
+      await options.driver.cleanUp();
+      return result;
+    },
+  };
+}
