@@ -13,13 +13,11 @@ import { ProcessDriver } from '../src/compute/process/driver.ts';
 import { rssBytes } from '../src/compute/process/proc.ts';
 import { freeLoopbackPort } from '../src/compute/process/ports.ts';
 import type { ComputeDriver } from '../src/core/compute.ts';
-import { openDatabase } from '../src/db/database.ts';
-import { startEmbeddedPostgres } from '../src/db/embedded.ts';
-import { migrate } from '../src/db/migrate.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { APP_DIR, appWorkload, fetchApp } from '../test/support/compute-app.ts';
 import { specFor, type ContractHarness } from '../test/support/compute-contract.ts';
 import { lxcAvailable, privateNetwork } from '../test/support/lxc.ts';
+import { benchDatabase } from './database.ts';
 
 const N = Number(process.env.BENCH_N ?? 20);
 const log = createLogger('silent');
@@ -80,35 +78,12 @@ async function measure(name: string, driver: ComputeDriver): Promise<Result> {
   return r;
 }
 
-async function database() {
-  const server = process.env.TEST_DATABASE_URL
-    ? undefined
-    : await startEmbeddedPostgres(path.join(tmp, 'pg'), log);
-  const adminUrl = process.env.TEST_DATABASE_URL ?? server!.url;
-  const name = `aiqso_bench_${process.pid}`;
-  const admin = openDatabase(adminUrl, { max: 1 });
-  await admin.pool.query(`CREATE DATABASE ${name}`);
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  const handle = openDatabase(url.toString(), { max: 10 });
-  await migrate(handle.pool);
-  return {
-    db: handle.db,
-    async close() {
-      await handle.close();
-      await admin.pool.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await admin.close();
-      await server?.stop();
-    },
-  };
-}
-
 const results: Result[] = [await baseline()];
 results.push(
   await measure('process driver', await ProcessDriver.open({ root: path.join(tmp, 'containers'), log })),
 );
 if (lxcAvailable()) {
-  const db = await database();
+  const db = await benchDatabase(tmp, log);
   const net = privateNetwork('b');
   const lxcPath = path.join(tmp, 'lxc');
   try {

@@ -1,0 +1,36 @@
+import path from 'node:path';
+import { openDatabase, type Database } from '../src/db/database.ts';
+import { startEmbeddedPostgres } from '../src/db/embedded.ts';
+import { migrate } from '../src/db/migrate.ts';
+import type { Logger } from '../src/observability/logger.ts';
+
+/**
+ * A migrated database of the benchmark's own: on TEST_DATABASE_URL's server,
+ * else on an embedded server in `tmp`. `close()` drops it (and stops the server).
+ */
+export async function benchDatabase(
+  tmp: string,
+  log: Logger,
+): Promise<{ db: Database; url: string; close(): Promise<void> }> {
+  const server = process.env.TEST_DATABASE_URL
+    ? undefined
+    : await startEmbeddedPostgres(path.join(tmp, 'pg'), log);
+  const adminUrl = process.env.TEST_DATABASE_URL ?? server!.url;
+  const name = `aiqso_bench_${process.pid}`;
+  const admin = openDatabase(adminUrl, { max: 1 });
+  await admin.pool.query(`CREATE DATABASE ${name}`);
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  const handle = openDatabase(url.toString(), { max: 10 });
+  await migrate(handle.pool);
+  return {
+    db: handle.db,
+    url: url.toString(),
+    async close() {
+      await handle.close();
+      await admin.pool.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await admin.close();
+      await server?.stop();
+    },
+  };
+}
