@@ -104,8 +104,17 @@ describe.each(driverCases())(
           id: string;
           status: string;
           resources: { steps: { name: string; state: string }[] }[];
+          history: { action: string; reason: string | null }[];
         };
         expect(tenant.status).toBe('active');
+        expect(tenant.history.map((h) => h.action)).toEqual([
+          'tenant.signup',
+          'tenant.provisioning',
+          'tenant.activated',
+          'tenant.suspended',
+          'tenant.reactivated',
+        ]);
+        expect(tenant.history[3]!.reason).toMatch(/payment/i);
         expect(tenant.resources[0]!.steps.map((s) => [s.name, s.state])).toEqual([
           ['workspace record', 'done'],
           ['dashboard container', 'done'],
@@ -152,6 +161,26 @@ describe.each(driverCases())(
             outside: [expect.stringMatching(/^container aiqso-/), 'route acme.localhost'],
           },
         });
+
+        // Every transition is in the audit log, in order, and the chain holds.
+        const story = await testDb.db
+          .selectFrom('audit_log')
+          .select('action')
+          .where('tenant_id', '=', tenant.id)
+          .where('action', 'like', 'tenant.%')
+          .orderBy('id')
+          .execute();
+        expect(story.map((r) => r.action)).toEqual([
+          'tenant.signup',
+          'tenant.provisioning',
+          'tenant.activated',
+          'tenant.suspended',
+          'tenant.reactivated',
+          'tenant.cancelled',
+          'tenant.purged',
+        ]);
+        const verified = await runCli(['audit', 'verify'], env);
+        expect(verified.code).toBe(0);
       } finally {
         await platform.stop(testDb.db);
       }

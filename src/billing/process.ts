@@ -3,6 +3,7 @@ import type { BillingPort, SubscriptionState } from '../core/billing.ts';
 import { newId } from '../core/ids.ts';
 import type { DB } from '../db/tables.ts';
 import type { Database } from '../db/database.ts';
+import { appendAuditIn } from '../identity/audit.ts';
 import { decideBillingAction, DEFAULT_DUNNING, type BillingAction, type DunningPolicy } from './decide.ts';
 import { interpretEvent, type BillingEvent } from './events.ts';
 
@@ -100,6 +101,14 @@ async function recordSubscription(
     )
     .execute();
 }
+
+/** How each billing transition reads in the audit log. */
+const AUDIT_ACTION = {
+  provision: 'tenant.provisioning',
+  suspend: 'tenant.suspended',
+  reactivate: 'tenant.reactivated',
+  cancel: 'tenant.cancelled',
+} as const;
 
 async function applyAction(
   trx: Transaction<DB>,
@@ -205,7 +214,24 @@ export async function processBillingEvent(deps: BillingProcessDeps, eventId: str
           deps.policy ?? DEFAULT_DUNNING,
         );
         await applyAction(trx, tenantId, action, deps.graceDays);
-        if (action.action !== 'none') await deps.onAction?.(trx, tenantId, action);
+        if (action.action !== 'none') {
+          await appendAuditIn(trx, {
+            actorType: 'system',
+            actorId: null,
+            tenantId,
+            action: AUDIT_ACTION[action.action],
+            targetType: 'tenant',
+            targetId: tenantId,
+            result: 'success',
+            details: {
+              from: tenant.status,
+              reason: 'reason' in action ? action.reason : null,
+              event: eventId,
+              kind: event.kind,
+            },
+          });
+          await deps.onAction?.(trx, tenantId, action);
+        }
       } else {
         action = { action: 'none', why: `tenant ${tenantId} does not exist` };
       }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
-import { sql } from 'kysely';
+import { sql, type Transaction } from 'kysely';
 import type { Database } from '../db/database.ts';
-import type { AuditLogTable } from '../db/tables.ts';
+import type { AuditLogTable, DB } from '../db/tables.ts';
 
 /**
  * The audit log: append-only (a trigger refuses UPDATE, DELETE and TRUNCATE)
@@ -66,36 +66,43 @@ export function rowHash(row: HashedFields): string {
 }
 
 export async function appendAudit(db: Database, entry: AuditEntry): Promise<void> {
-  await db.transaction().execute(async (trx) => {
-    await sql`SELECT pg_advisory_xact_lock(${AUDIT_LOCK})`.execute(trx);
-    // The address as PostgreSQL prints it back, so verification hashes the same text.
-    const head = await sql<{ prev: string | null; ip: string | null }>`
-      SELECT (SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1) AS prev,
-             ${entry.sourceIp ?? null}::inet::text AS ip`.execute(trx);
-    const fields: HashedFields = {
-      at: new Date(),
+  await db.transaction().execute((trx) => appendAuditIn(trx, entry));
+}
+
+/**
+ * Append within the caller's transaction, so the entry commits exactly when
+ * the change it records does. Holds the chain's lock until that commit: keep
+ * the transaction short.
+ */
+export async function appendAuditIn(trx: Transaction<DB>, entry: AuditEntry): Promise<void> {
+  await sql`SELECT pg_advisory_xact_lock(${AUDIT_LOCK})`.execute(trx);
+  // The address as PostgreSQL prints it back, so verification hashes the same text.
+  const head = await sql<{ prev: string | null; ip: string | null }>`
+    SELECT (SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1) AS prev,
+           ${entry.sourceIp ?? null}::inet::text AS ip`.execute(trx);
+  const fields: HashedFields = {
+    at: new Date(),
+    actor_type: entry.actorType,
+    actor_id: entry.actorId,
+    tenant_id: entry.tenantId,
+    action: entry.action,
+    target_type: entry.targetType ?? null,
+    target_id: entry.targetId ?? null,
+    source_ip: head.rows[0]!.ip,
+    result: entry.result,
+    details: JSON.parse(JSON.stringify(entry.details ?? {})) as unknown,
+    prev_hash: head.rows[0]!.prev ?? GENESIS,
+  };
+  await trx
+    .insertInto('audit_log')
+    .values({
+      ...fields,
       actor_type: entry.actorType,
-      actor_id: entry.actorId,
-      tenant_id: entry.tenantId,
-      action: entry.action,
-      target_type: entry.targetType ?? null,
-      target_id: entry.targetId ?? null,
-      source_ip: head.rows[0]!.ip,
       result: entry.result,
-      details: JSON.parse(JSON.stringify(entry.details ?? {})) as unknown,
-      prev_hash: head.rows[0]!.prev ?? GENESIS,
-    };
-    await trx
-      .insertInto('audit_log')
-      .values({
-        ...fields,
-        actor_type: entry.actorType,
-        result: entry.result,
-        details: JSON.stringify(fields.details),
-        hash: rowHash(fields),
-      })
-      .execute();
-  });
+      details: JSON.stringify(fields.details),
+      hash: rowHash(fields),
+    })
+    .execute();
 }
 
 export type ChainReport =

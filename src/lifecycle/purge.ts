@@ -2,7 +2,7 @@ import { sql, type Transaction } from 'kysely';
 import { DomainError } from '../core/errors.ts';
 import type { Database } from '../db/database.ts';
 import type { DB } from '../db/tables.ts';
-import { appendAudit } from '../identity/audit.ts';
+import { appendAuditIn } from '../identity/audit.ts';
 import { deleteResource } from '../orchestrator/resources.ts';
 import { TENANT_KIND } from './kinds.ts';
 
@@ -66,14 +66,14 @@ async function removeTenantData(trx: Transaction<DB>, tenantId: string): Promise
 
 /** Delete the tenant's stored data, mark it purged, and record what was removed. Idempotent. */
 export async function finishPurge(db: Database, tenantId: string, removedOutside: string[]): Promise<void> {
-  const removed = await db.transaction().execute(async (trx) => {
+  await db.transaction().execute(async (trx) => {
     const t = await trx
       .selectFrom('tenants')
       .select('status')
       .where('id', '=', tenantId)
       .forUpdate()
       .executeTakeFirst();
-    if (!t || t.status === 'purged') return undefined;
+    if (!t || t.status === 'purged') return;
     const rows = await removeTenantData(trx, tenantId);
     await trx
       .updateTable('tenants')
@@ -85,17 +85,15 @@ export async function finishPurge(db: Database, tenantId: string, removedOutside
       })
       .where('id', '=', tenantId)
       .execute();
-    return rows;
-  });
-  if (!removed) return;
-  await appendAudit(db, {
-    actorType: 'system',
-    actorId: null,
-    tenantId,
-    action: 'tenant.purged',
-    targetType: 'tenant',
-    targetId: tenantId,
-    result: 'success',
-    details: { removed: { ...removed, outside: removedOutside } },
+    await appendAuditIn(trx, {
+      actorType: 'system',
+      actorId: null,
+      tenantId,
+      action: 'tenant.purged',
+      targetType: 'tenant',
+      targetId: tenantId,
+      result: 'success',
+      details: { removed: { ...rows, outside: removedOutside } },
+    });
   });
 }

@@ -7,6 +7,7 @@ import type { Database } from '../db/database.ts';
 import type { TenantStatus } from '../core/tenants.ts';
 import { deleteRoute, upsertRoute } from '../edge/routes-store.ts';
 import type { RouteState } from '../edge/route-table.ts';
+import { appendAuditIn } from '../identity/audit.ts';
 import { writeOutbox } from '../orchestrator/outbox.ts';
 import { TENANT_KIND } from './kinds.ts';
 import { finishPurge } from './purge.ts';
@@ -199,12 +200,23 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
       },
       async apply(ctx) {
         await deps.db.transaction().execute(async (trx) => {
-          await trx
+          const activated = await trx
             .updateTable('tenants')
             .set({ status: 'active', updated_at: sql`now()` })
             .where('id', '=', ctx.resource.id)
             .where('status', '=', 'provisioning')
-            .execute();
+            .executeTakeFirst();
+          if (activated.numUpdatedRows > 0n)
+            await appendAuditIn(trx, {
+              actorType: 'system',
+              actorId: null,
+              tenantId: ctx.resource.id,
+              action: 'tenant.activated',
+              targetType: 'tenant',
+              targetId: ctx.resource.id,
+              result: 'success',
+              details: { from: 'provisioning', url: `http://${hostname(ctx)}` },
+            });
           await trx
             .updateTable('routes')
             .set({ state: 'active', updated_at: new Date() })

@@ -1,4 +1,5 @@
 import { DomainError } from '../../core/errors.ts';
+import type { Database } from '../../db/database.ts';
 import { findTenant, listTenants } from '../../db/tenants.ts';
 import { startPurge } from '../../lifecycle/purge.ts';
 import type { TenantStatus } from '../../db/tables.ts';
@@ -48,8 +49,12 @@ export async function tenantsShow(
   slug: string,
   options: { json?: boolean },
 ): Promise<void> {
-  const tenant = await withDatabase(ctx, ({ db }) => findTenant(db, slug));
-  if (!tenant) throw new DomainError('not_found', `no tenant with slug or id "${slug}"`);
+  const found = await withDatabase(ctx, async ({ db }) => {
+    const t = await findTenant(db, slug);
+    return t && { ...t, history: await tenantHistory(db, t.id) };
+  });
+  if (!found) throw new DomainError('not_found', `no tenant with slug or id "${slug}"`);
+  const tenant = found;
   if (options.json) return printJson(tenant);
   const out: string[] = [
     `${tenant.company} (${tenant.slug})`,
@@ -70,7 +75,33 @@ export async function tenantsShow(
       out.push(`    ${step.state.padEnd(8)} ${step.name} (attempts ${step.attempts})${err}`);
     }
   }
+  out.push('  history');
+  for (const h of tenant.history)
+    out.push(
+      `    ${h.at.toISOString()} ${h.action.padEnd(22)} ${h.actor}${h.reason ? ` — ${h.reason}` : ''}`,
+    );
   process.stdout.write(`${out.join('\n')}\n`);
+}
+
+/** The tenant's transitions from the audit log (signup, billing, activation, cancellation, purge…). */
+async function tenantHistory(db: Database, tenantId: string) {
+  const rows = await db
+    .selectFrom('audit_log')
+    .select(['at', 'action', 'actor_type', 'actor_id', 'result', 'details'])
+    .where('tenant_id', '=', tenantId)
+    .where('action', 'like', 'tenant.%')
+    .orderBy('id')
+    .execute();
+  return rows.map((r) => {
+    const details = (r.details ?? {}) as { reason?: unknown };
+    return {
+      at: r.at,
+      action: r.action,
+      actor: r.actor_id ? `${r.actor_type} ${r.actor_id}` : r.actor_type,
+      result: r.result,
+      reason: typeof details.reason === 'string' ? details.reason : null,
+    };
+  });
 }
 
 /**
