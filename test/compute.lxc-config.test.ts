@@ -17,6 +17,7 @@ const managed = {
   resources: { memoryMb: 256, cores: 1.5, diskGb: 4 },
   aiqsoDir: '/var/lib/lxc/aiqso-x-dashboard/aiqso',
   appDir: '/srv/app',
+  appModules: '/srv/platform/node_modules',
   cgroup: 'v1' as const,
 };
 
@@ -40,6 +41,9 @@ describe('lxc config rendering', () => {
     expect(text).toContain('lxc.cgroup.memory.limit_in_bytes = 268435456');
     expect(text).toContain('lxc.cgroup.cpu.cfs_quota_us = 150000');
     expect(text).toContain('lxc.mount.entry = /srv/app app none ro,bind,create=dir 0 0');
+    expect(text).toContain(
+      'lxc.mount.entry = /srv/platform/node_modules node_modules none ro,bind,create=dir 0 0',
+    );
   });
 
   it('is stable when rendered again and switches keys on cgroup v2', () => {

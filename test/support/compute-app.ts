@@ -11,14 +11,14 @@ export const appWorkload = (): Workload => ({ kind: 'app', dir: path.resolve(APP
 export async function fetchApp(
   info: ContainerInfo,
   waitMs = 20_000,
-): Promise<{ name: string | null; pid: number }> {
+): Promise<{ name: string | null; pid: number; packages: boolean }> {
   if (!info.endpoint) throw new Error(`${info.name} has no endpoint`);
   const url = `http://${info.endpoint.host}:${info.endpoint.port}/`;
   const deadline = Date.now() + waitMs;
   for (;;) {
     try {
       const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
-      return (await res.json()) as { name: string | null; pid: number };
+      return (await res.json()) as { name: string | null; pid: number; packages: boolean };
     } catch (err) {
       if (Date.now() > deadline) throw new Error(`${url} did not answer: ${(err as Error).message}`);
       await sleep(50);

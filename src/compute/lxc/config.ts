@@ -20,6 +20,11 @@ export interface ManagedConfig {
   aiqsoDir: string;
   /** Host directory of an app workload, bind-mounted read-only at /app. */
   appDir?: string;
+  /**
+   * The host's node_modules the app resolves its packages from (the platform's
+   * own), bind-mounted read-only at /node_modules, where Node looks last.
+   */
+  appModules?: string;
   cgroup: 'v1' | 'v2';
 }
 
@@ -57,6 +62,7 @@ export function renderConfig(existing: string, c: ManagedConfig): string {
     'lxc.signal.halt = SIGTERM',
     `lxc.mount.entry = ${c.aiqsoDir} aiqso none ro,bind,create=dir 0 0`,
     ...(c.appDir ? [`lxc.mount.entry = ${c.appDir} app none ro,bind,create=dir 0 0`] : []),
+    ...(c.appModules ? [`lxc.mount.entry = ${c.appModules} node_modules none ro,bind,create=dir 0 0`] : []),
     'lxc.net.0.type = veth',
     `lxc.net.0.link = ${c.bridge}`,
     'lxc.net.0.flags = up',

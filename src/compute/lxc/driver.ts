@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, realpathSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type {
@@ -121,6 +121,7 @@ export class LxcDriver implements ComputeDriver {
         resources: spec.resources,
         aiqsoDir,
         appDir: workload.kind === 'app' ? path.resolve(workload.dir) : undefined,
+        appModules: workload.kind === 'app' ? nearestNodeModules(workload.dir) : undefined,
         cgroup: CGROUP,
       });
       await atomicWrite(configFile, config, 0o640);
@@ -295,4 +296,13 @@ async function atomicWrite(file: string, text: string, mode: number): Promise<vo
 async function duBytes(dir: string): Promise<number> {
   const out = await runOk('du', ['-sb', dir]).catch(() => '0');
   return Number(out.split('\t')[0]) || 0;
+}
+
+/** The node_modules directory Node would resolve packages from for an app in `dir` on the host. */
+function nearestNodeModules(dir: string): string | undefined {
+  for (let at = path.resolve(dir); ; at = path.dirname(at)) {
+    const candidate = path.join(at, 'node_modules');
+    if (existsSync(candidate)) return realpathSync(candidate);
+    if (path.dirname(at) === at) return undefined;
+  }
 }
