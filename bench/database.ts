@@ -1,4 +1,5 @@
 import path from 'node:path';
+import type pg from 'pg';
 import { openDatabase, type Database } from '../src/db/database.ts';
 import { startEmbeddedPostgres } from '../src/db/embedded.ts';
 import { migrate } from '../src/db/migrate.ts';
@@ -11,7 +12,8 @@ import type { Logger } from '../src/observability/logger.ts';
 export async function benchDatabase(
   tmp: string,
   log: Logger,
-): Promise<{ db: Database; url: string; close(): Promise<void> }> {
+  options: { max?: number } = {},
+): Promise<{ db: Database; pool: pg.Pool; url: string; close(): Promise<void> }> {
   const server = process.env.TEST_DATABASE_URL
     ? undefined
     : await startEmbeddedPostgres(path.join(tmp, 'pg'), log);
@@ -21,10 +23,11 @@ export async function benchDatabase(
   await admin.pool.query(`CREATE DATABASE ${name}`);
   const url = new URL(adminUrl);
   url.pathname = `/${name}`;
-  const handle = openDatabase(url.toString(), { max: 10 });
+  const handle = openDatabase(url.toString(), { max: options.max ?? 10 });
   await migrate(handle.pool);
   return {
     db: handle.db,
+    pool: handle.pool,
     url: url.toString(),
     async close() {
       await handle.close();

@@ -7,29 +7,19 @@ import { performance } from 'node:perf_hooks';
 import { Logger as GraphileLogger, run, type Task } from 'graphile-worker';
 import { sql } from 'kysely';
 import type { Reconciler } from '../src/core/reconcile.ts';
-import { openDatabase } from '../src/db/database.ts';
-import { startEmbeddedPostgres } from '../src/db/embedded.ts';
-import { migrate } from '../src/db/migrate.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { requestReconcile, requestReconcileAll } from '../src/orchestrator/queue.ts';
 import { ReconcilerRegistry } from '../src/orchestrator/registry.ts';
 import { startWorker } from '../src/orchestrator/worker.ts';
+import { benchDatabase } from './database.ts';
 
 const N = 2000;
 const LATENCY_SAMPLES = 200;
 const CONCURRENCY = 8;
 const log = createLogger('warn', process.stderr);
 const tmp = await mkdtemp(path.join(os.tmpdir(), 'aiqso-bench-'));
-const server = process.env.TEST_DATABASE_URL ? undefined : await startEmbeddedPostgres(tmp, log);
-const adminUrl = process.env.TEST_DATABASE_URL ?? server!.url;
-const name = `aiqso_bench_${process.pid}`;
-const admin = openDatabase(adminUrl, { max: 1 });
-await admin.pool.query(`CREATE DATABASE ${name}`);
-const u = new URL(adminUrl);
-u.pathname = `/${name}`;
-const url = u.toString();
-const handle = openDatabase(url, { max: 4 });
-await migrate(handle.pool);
+const handle = await benchDatabase(tmp, log, { max: 4 });
+const url = handle.url;
 
 const percentile = (xs: number[], p: number) =>
   [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
@@ -154,7 +144,4 @@ console.log(
 console.log('goal on this machine: ≥ 500 reconcile jobs/s, enqueue→start p50 ≤ 10 ms');
 
 await handle.close();
-await admin.pool.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-await admin.close();
-await server?.stop();
 await rm(tmp, { recursive: true, force: true });
