@@ -101,7 +101,8 @@ async function recordSubscription(
     .execute();
 }
 
-async function applyAction(
+/** Write a billing transition onto the tenant row (operators reuse it to cancel). */
+export async function applyTenantAction(
   trx: Transaction<DB>,
   tenantId: string,
   action: BillingAction,
@@ -204,7 +205,7 @@ export async function processBillingEvent(deps: BillingProcessDeps, eventId: str
           { status: tenant.status, statusReason: tenant.status_reason },
           deps.policy ?? DEFAULT_DUNNING,
         );
-        await applyAction(trx, tenantId, action, deps.graceDays);
+        await applyTenantAction(trx, tenantId, action, deps.graceDays);
         if (action.action !== 'none') await deps.onAction?.(trx, tenantId, action);
       } else {
         action = { action: 'none', why: `tenant ${tenantId} does not exist` };

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Role } from '../../src/db/tables.ts';
+import { newId } from '../../src/core/ids.ts';
+import type { Role, TenantStatus } from '../../src/db/tables.ts';
 import { createForge } from './forge.ts';
 import { createHarness, PASSWORD, totpCode, type Harness } from './identity.ts';
 
@@ -103,6 +104,17 @@ export async function freshMember(h: Harness, s: SecurityContext) {
   return (await h.login(email)).accessToken;
 }
 
+/** A fresh tenant outside A and B, for admin actions whose positive control must not touch A. */
+export async function spareTenant(h: Harness, s: SecurityContext, status: TenantStatus = 'active') {
+  const id = newId('tenant');
+  const slug = `spare${s.next()}`;
+  await h.db.db
+    .insertInto('tenants')
+    .values({ id, slug, company: `${slug} Ltd`, status })
+    .execute();
+  return { id, slug };
+}
+
 export const ROUTE_CASES: RouteCase[] = [
   {
     method: 'GET',
@@ -198,6 +210,28 @@ export const ROUTE_CASES: RouteCase[] = [
     minRole: 'tenant_owner',
     scope: 'platform',
     call: (h) => ({ url: `/api/v1/audit?tenant=${h.a.id}` }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/tenants/:tenant/cancel',
+    minRole: 'platform_admin',
+    scope: 'tenant',
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/cancel` }),
+    allowed: async (h, s) => ({
+      token: h.admin.token,
+      call: { url: `/api/v1/tenants/${(await spareTenant(h, s)).id}/cancel` },
+    }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/tenants/:tenant/purge',
+    minRole: 'platform_admin',
+    scope: 'tenant',
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/purge?now=true` }),
+    allowed: async (h, s) => ({
+      token: h.admin.token,
+      call: { url: `/api/v1/tenants/${(await spareTenant(h, s, 'cancelled')).slug}/purge?now=true` },
+    }),
   },
   {
     method: 'POST',
