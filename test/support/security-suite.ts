@@ -157,6 +157,30 @@ export const ROUTE_CASES: RouteCase[] = [
     },
   },
   {
+    method: 'POST',
+    url: '/api/v1/auth/totp/disable',
+    minRole: 'tenant_member',
+    scope: 'self',
+    call: () => ({ url: '/api/v1/auth/totp/disable', payload: { code: '000000' } }),
+    allowed: async (h, s) => {
+      const token = await freshMember(h, s);
+      const enrol = await h.api.inject({
+        method: 'POST',
+        url: '/api/v1/auth/totp/enrol',
+        headers: h.bearer(token),
+      });
+      const secret = enrol.json<{ secret: string }>().secret;
+      await h.api.inject({
+        method: 'POST',
+        url: '/api/v1/auth/totp/confirm',
+        headers: h.bearer(token),
+        payload: { code: totpCode(secret) },
+      });
+      // The confirming step is spent; the next step's code is still inside the window.
+      return { token, call: { url: '/api/v1/auth/totp/disable', payload: { code: totpCode(secret, 1) } } };
+    },
+  },
+  {
     method: 'GET',
     url: '/api/v1/tenants/:tenant',
     minRole: 'tenant_member',
@@ -232,6 +256,24 @@ export const ROUTE_CASES: RouteCase[] = [
       token: h.admin.token,
       call: { url: `/api/v1/tenants/${(await spareTenant(h, s, 'cancelled')).slug}/purge?now=true` },
     }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/platform/users/:userId/totp/reset',
+    minRole: 'platform_admin',
+    scope: 'platform',
+    call: (h) => ({ url: `/api/v1/platform/users/${h.a.member.id}/totp/reset` }),
+    // The positive control ends the target's logins: aim it at a user no other case needs.
+    allowed: async (h, s) => {
+      const res = await h.api.inject({
+        method: 'POST',
+        url: `/api/v1/tenants/${h.a.slug}/users`,
+        headers: h.bearer(h.a.owner.token),
+        payload: { email: `reset${s.next()}@alpha.test`, password: PASSWORD, role: 'tenant_member' },
+      });
+      const id = res.json<{ id: string }>().id;
+      return { token: h.admin.token, call: { url: `/api/v1/platform/users/${id}/totp/reset` } };
+    },
   },
   {
     method: 'POST',
