@@ -108,6 +108,8 @@ export interface AuditQuery {
   actorId?: string;
   from?: Date;
   to?: Date;
+  /** Only rows older than this id (the previous page's last). */
+  beforeId?: string;
   limit: number;
 }
 
@@ -120,5 +122,6 @@ export async function queryAudit(db: Database, q: AuditQuery) {
   if (q.actorId) query = query.where('actor_id', '=', q.actorId);
   if (q.from) query = query.where('at', '>=', q.from);
   if (q.to) query = query.where('at', '<', q.to);
+  if (q.beforeId) query = query.where('id', '<', q.beforeId);
   return query.orderBy('id', 'desc').limit(q.limit).execute();
 }
