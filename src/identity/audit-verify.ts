@@ -10,7 +10,18 @@ import { GENESIS, rowHash } from './audit.ts';
  * finds deleted newest rows, which leave no broken link behind. An anchor —
  * a head printed by an earlier verify and kept outside the database — finds
  * a rewrite by someone who bypassed the triggers on both tables and
- * recomputed every later hash and the head (see migration 0008).
+ * recomputed every later hash and the head.
+ *
+ * What each attacker can hide (migration 0008 has the mechanics):
+ * - plain DML on both tables (the app's connection, SQL injection): nothing —
+ *   UPDATE, DELETE and TRUNCATE are refused and an INSERT must link to the
+ *   head, after which it is part of the chain. The chain is not a signature:
+ *   a row appended through SQL looks like any other.
+ * - triggers bypassed on audit_log only: edits, deletions anywhere, and
+ *   deleted newest rows are all reported.
+ * - triggers bypassed on both tables, every later hash and the head rewritten:
+ *   only `--expect` with a head kept outside the database catches it, and only
+ *   for rows up to that head.
  */
 export interface ChainHead {
   /** The newest row's id; null while the log is empty. */
