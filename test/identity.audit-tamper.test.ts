@@ -200,6 +200,22 @@ describe('audit chain head', () => {
     ).toMatchObject({ ok: false, reason: 'anchor_mismatch', firstBadId: ids2[2] });
   });
 
+  it('reports a head that no longer matches the newest row', async () => {
+    const { db, ids } = await chainOf(3);
+    await asIntruder(db, sql`UPDATE audit_head SET last_hash = ${'f'.repeat(64)}`);
+    expect(await verifyAuditChain(db.db)).toMatchObject({
+      ok: false,
+      reason: 'head_mismatch',
+      firstBadId: ids[2],
+    });
+  });
+
+  it('documents its exit codes in --help', async () => {
+    const help = await runCli(['audit', 'verify', '--help'], {});
+    expect(help.stdout).toContain('Exit codes: 0 the chain is intact');
+    expect(help.stdout).toContain('--expect <id:hash>');
+  });
+
   it('refuses a malformed --expect with exit code 2', async () => {
     const { db } = await chainOf(1);
     const cli = await verifyCli(db, '--expect', 'seven:abc');
