@@ -186,6 +186,9 @@ describe('aiqso tenants cancel / purge', () => {
     const refused = await cli('purge', active.slug, '--now');
     expect(refused.code).toBe(2);
     expect(refused.stderr).toContain(`${active.slug} is active; only a cancelled tenant can be purged`);
+    expect(await audits(active.id, 'tenant.purge')).toMatchObject([
+      { actor_type: 'operator', result: 'failure', details: { via: 'cli' } },
+    ]);
     const missing = await cli('cancel', 'no-such-tenant');
     expect(missing.code).toBe(3);
     expect(missing.stderr).toBe('aiqso: no tenant with slug or id "no-such-tenant"\n');

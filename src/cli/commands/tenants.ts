@@ -91,6 +91,7 @@ async function auditOperator(
   action: string,
   tenantId: string,
   details: Record<string, unknown>,
+  result: 'success' | 'failure' = 'success',
 ) {
   await appendAudit(db, {
     actorType: 'operator',
@@ -99,9 +100,20 @@ async function auditOperator(
     action,
     targetType: 'tenant',
     targetId: tenantId,
-    result: 'success',
+    result,
     details: { via: 'cli', ...details },
   });
+}
+
+/** Run an operator's action on a tenant; a refusal is audited too, then reported. */
+async function refusalsAudited<T>(db: Database, action: string, tenantId: string, fn: () => Promise<T>) {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof DomainError && err.blame === 'caller')
+      await auditOperator(db, action, tenantId, { error: err.message }, 'failure');
+    throw err;
+  }
 }
 
 async function requireTenant(db: Database, slug: string) {
@@ -118,7 +130,9 @@ async function requireTenant(db: Database, slug: string) {
 export async function tenantsCancel(ctx: CommandContext, slug: string, options: { json?: boolean }) {
   const outcome = await withDatabase(ctx, async ({ db }) => {
     const tenant = await requireTenant(db, slug);
-    const result = await cancelTenant(db, tenant.id, { graceDays: ctx.config.graceDays });
+    const result = await refusalsAudited(db, 'tenant.cancel', tenant.id, () =>
+      cancelTenant(db, tenant.id, { graceDays: ctx.config.graceDays }),
+    );
     if (result.changed)
       await auditOperator(db, 'tenant.cancel', tenant.id, { purgeAfter: result.purgeAfter });
     return result;
@@ -145,7 +159,9 @@ export async function tenantsPurge(
   const result = await withDatabase(ctx, async ({ db }) => {
     const tenant = await requireTenant(db, slug);
     const wasPurged = tenant.status === 'purged';
-    await startPurge(db, tenant.id, { ignoreGrace: options.now });
+    await refusalsAudited(db, 'tenant.purge', tenant.id, () =>
+      startPurge(db, tenant.id, { ignoreGrace: options.now }),
+    );
     if (!wasPurged) await auditOperator(db, 'tenant.purge', tenant.id, { now: options.now === true });
     for (let i = 0; i < 600; i++) {
       const row = await db
