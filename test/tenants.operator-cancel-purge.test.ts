@@ -92,10 +92,24 @@ describe('operator cancel (API)', () => {
 
   it('is idempotent: a second cancel changes nothing and keeps the purge date', async () => {
     const t = await tenant('suspended');
+    await h.db.db
+      .insertInto('subscriptions')
+      .values({
+        id: newId('subscription'),
+        tenant_id: t.id,
+        stripe_subscription_id: 'sub_live1',
+        status: 'past_due',
+      })
+      .execute();
     const first = (await post(`/api/v1/tenants/${t.slug}/cancel`)).json<{ tenant: { purgeAfter: string } }>();
     const again = await post(`/api/v1/tenants/${t.slug}/cancel`);
     expect(again.statusCode).toBe(200);
-    expect(again.json()).toMatchObject({ changed: false, tenant: { purgeAfter: first.tenant.purgeAfter } });
+    // Stripe is not called: the subscription it still bills is named for the operator to cancel there.
+    expect(again.json()).toMatchObject({
+      changed: false,
+      tenant: { purgeAfter: first.tenant.purgeAfter },
+      liveSubscriptions: ['sub_live1'],
+    });
   });
 
   it('answers 404 for an unknown tenant and 409 for a purged one', async () => {

@@ -17,6 +17,8 @@ export interface CancelOutcome {
   purgeAfter: Date | null;
   /** False when the tenant was already cancelled: nothing changed, its purge date stands. */
   changed: boolean;
+  /** Stripe subscriptions last seen live: still billing until cancelled in Stripe. */
+  liveSubscriptions: string[];
 }
 
 /**
@@ -58,6 +60,13 @@ export async function cancelTenant(
       .select(['slug', 'status', 'cancelled_at', 'purge_after'])
       .where('id', '=', tenantId)
       .executeTakeFirstOrThrow();
+    const live = await trx
+      .selectFrom('subscriptions')
+      .select('stripe_subscription_id')
+      .where('tenant_id', '=', tenantId)
+      .where('status', 'not in', ['canceled', 'incomplete_expired'])
+      .where('stripe_subscription_id', 'is not', null)
+      .execute();
     return {
       id: tenantId,
       slug: after.slug,
@@ -65,6 +74,7 @@ export async function cancelTenant(
       cancelledAt: after.cancelled_at,
       purgeAfter: after.purge_after,
       changed,
+      liveSubscriptions: live.map((r) => r.stripe_subscription_id!),
     };
   });
 }

@@ -67,14 +67,24 @@ export function tenantLifecycleRoutes(
         summary:
           'Cancel a tenant (admins): routes suspended at once, purge after AIQSO_GRACE_DAYS; Stripe is not called. Idempotent',
         params: Params,
-        response: { 200: z.object({ tenant: TenantState, changed: z.boolean() }) },
+        response: {
+          200: z.object({
+            tenant: TenantState,
+            changed: z.boolean(),
+            liveSubscriptions: z.array(z.string()),
+          }),
+        },
       },
     },
     async (request) => {
       const tenantId = await adminTarget(request.params.tenant, principalOf(request));
       request.audit = { tenantId, targetType: 'tenant', targetId: tenantId };
       const outcome = await cancelTenant(db, tenantId, { graceDays: deps.graceDays });
-      return { tenant: await state(tenantId), changed: outcome.changed };
+      return {
+        tenant: await state(tenantId),
+        changed: outcome.changed,
+        liveSubscriptions: outcome.liveSubscriptions,
+      };
     },
   );
 

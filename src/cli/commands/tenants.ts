@@ -142,7 +142,9 @@ export async function tenantsCancel(ctx: CommandContext, slug: string, options: 
   process.stdout.write(
     outcome.changed
       ? `${outcome.slug} cancelled: its routes are suspended now; purge after ${when} (or aiqso tenants purge ${outcome.slug} --now).\n` +
-          'Stripe was not called: cancel the subscription there too if it is still live.\n'
+          (outcome.liveSubscriptions.length
+            ? `Stripe was not called: cancel ${outcome.liveSubscriptions.join(', ')} there too, or it keeps billing.\n`
+            : '')
       : `${outcome.slug} was already cancelled; purge after ${when}.\n`,
   );
 }
