@@ -4,12 +4,14 @@ import { healthRoutes } from './api/routes/health.ts';
 import { localCheckoutRoutes } from './api/routes/local-checkout.ts';
 import { signupRoutes } from './api/routes/signup.ts';
 import { stripeWebhookRoutes } from './api/routes/stripe-webhook.ts';
+import { tenantLifecycleRoutes } from './api/routes/tenant-lifecycle.ts';
 import { createBilling, type Billing } from './billing/index.ts';
 import { processBillingEvent } from './billing/process.ts';
 import { loadCatalog } from './catalog/load.ts';
 import { loadPlans, PLANS_FILE, type Plan } from './catalog/plans.ts';
 import { syncCatalog } from './catalog/sync.ts';
 import { connectMasterDatabase, type MasterDatabase } from './db/connect.ts';
+import { createTenantAccess } from './identity/tenant-access.ts';
 import { installIdentity, type IdentityOptions } from './identity/wire.ts';
 import type { Logger } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
@@ -71,6 +73,11 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
     baseDomain: config.baseDomain,
   });
   await installIdentity(api, { config, db: database.db, log }, parts.identity);
+  tenantLifecycleRoutes(api, {
+    db: database.db,
+    access: createTenantAccess(database.db),
+    graceDays: config.graceDays,
+  });
   return api;
 }
 

@@ -27,7 +27,7 @@ describe('configuration', () => {
     expect(config.edge).toBe('builtin');
     expect(config.databaseUrl).toBeUndefined();
     expect(config.graceDays).toBe(90);
-    expect(config.lxc).toEqual({ subnet: '10.10.10.0/24', bridge: 'aiqsobr0' });
+    expect(config.lxc).toEqual({ subnet: '10.10.10.0/24', bridge: 'aiqsobr0', path: '/var/lib/lxc' });
   });
 
   it('names the variable and what it expects for a bad port', () => {

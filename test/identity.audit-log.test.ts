@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { appendAudit, verifyAuditChain } from '../src/identity/audit.ts';
+import { appendAudit } from '../src/identity/audit.ts';
+import { verifyAuditChain } from '../src/identity/audit-verify.ts';
 import { runCli } from './support/cli.ts';
 import { createHarness, type Harness } from './support/identity.ts';
 

@@ -9,7 +9,7 @@ import { createTestDatabase, type TestDatabase } from './support/db.ts';
 import { installTestTables } from './support/orchestrator/reconcilers.ts';
 import { siteContainer, siteHost, type SiteSpec } from './support/orchestrator/site-reconciler.ts';
 import { prepareWorkerScript, spawnWorker, type SpawnedWorker } from './support/orchestrator/spawn.ts';
-import { waitFor, waitIdle } from './support/orchestrator/wait.ts';
+import { busyWork, waitFor, waitIdle } from './support/orchestrator/wait.ts';
 
 const KILLS = 200;
 const SLOTS = 4;
@@ -120,7 +120,9 @@ describe('orchestrator under SIGKILL', () => {
         );
         return Number(rows[0]!.n) === 0;
       },
-      120_000,
+      // Generous: on a loaded machine two workers take a while through what 200 kills left.
+      240_000,
+      () => busyWork(testDb.pool),
     );
     const gaveUp = await testDb.pool.query(
       'SELECT task_identifier, key, attempts, last_error FROM graphile_worker.jobs WHERE attempts >= max_attempts',

@@ -1,7 +1,7 @@
 import { sql, type Transaction } from 'kysely';
 import type { BillingPort, SubscriptionState } from '../core/billing.ts';
 import { newId } from '../core/ids.ts';
-import type { DB } from '../db/tables.ts';
+import type { DB, TenantStatus } from '../db/tables.ts';
 import type { Database } from '../db/database.ts';
 import { appendAuditIn } from '../identity/audit.ts';
 import { decideBillingAction, DEFAULT_DUNNING, type BillingAction, type DunningPolicy } from './decide.ts';
@@ -110,7 +110,41 @@ const AUDIT_ACTION = {
   cancel: 'tenant.cancelled',
 } as const;
 
-async function applyAction(
+/** Who caused a transition, for its audit row. */
+export interface TransitionCause {
+  actorType: 'system' | 'operator' | 'user';
+  actorId?: string | null;
+  /** The status the tenant leaves. */
+  from: TenantStatus;
+  details?: Record<string, unknown>;
+}
+
+/**
+ * Write a billing transition onto the tenant row and into the audit log, in
+ * the caller's transaction (operators reuse it to cancel).
+ */
+export async function applyTenantAction(
+  trx: Transaction<DB>,
+  tenantId: string,
+  action: BillingAction,
+  graceDays: number,
+  cause: TransitionCause,
+): Promise<void> {
+  await writeTransition(trx, tenantId, action, graceDays);
+  if (action.action === 'none') return;
+  await appendAuditIn(trx, {
+    actorType: cause.actorType,
+    actorId: cause.actorId ?? null,
+    tenantId,
+    action: AUDIT_ACTION[action.action],
+    targetType: 'tenant',
+    targetId: tenantId,
+    result: 'success',
+    details: { from: cause.from, reason: 'reason' in action ? action.reason : null, ...cause.details },
+  });
+}
+
+async function writeTransition(
   trx: Transaction<DB>,
   tenantId: string,
   action: BillingAction,
@@ -213,25 +247,12 @@ export async function processBillingEvent(deps: BillingProcessDeps, eventId: str
           { status: tenant.status, statusReason: tenant.status_reason },
           deps.policy ?? DEFAULT_DUNNING,
         );
-        await applyAction(trx, tenantId, action, deps.graceDays);
-        if (action.action !== 'none') {
-          await appendAuditIn(trx, {
-            actorType: 'system',
-            actorId: null,
-            tenantId,
-            action: AUDIT_ACTION[action.action],
-            targetType: 'tenant',
-            targetId: tenantId,
-            result: 'success',
-            details: {
-              from: tenant.status,
-              reason: 'reason' in action ? action.reason : null,
-              event: eventId,
-              kind: event.kind,
-            },
-          });
-          await deps.onAction?.(trx, tenantId, action);
-        }
+        await applyTenantAction(trx, tenantId, action, deps.graceDays, {
+          actorType: 'system',
+          from: tenant.status,
+          details: { event: eventId, kind: event.kind },
+        });
+        if (action.action !== 'none') await deps.onAction?.(trx, tenantId, action);
       } else {
         action = { action: 'none', why: `tenant ${tenantId} does not exist` };
       }

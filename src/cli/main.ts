@@ -2,7 +2,7 @@ import { Command } from 'commander';
 import { VERSION } from '../version.ts';
 import { runDoctor } from './commands/doctor.ts';
 import { identityCommands } from './commands/identity.ts';
-import { tenantsList, tenantsPurge, tenantsShow } from './commands/tenants.ts';
+import { tenantsCancel, tenantsList, tenantsPurge, tenantsShow } from './commands/tenants.ts';
 import { up } from './commands/up.ts';
 import { edge } from './commands/edge.ts';
 import { jobs, worker } from './commands/worker.ts';
@@ -96,7 +96,13 @@ export function buildProgram(): Command {
       }),
     );
 
-  const tenants = program.command('tenants').description('inspect tenants');
+  const tenants = program
+    .command('tenants')
+    .description('inspect, cancel and purge tenants')
+    .addHelpText(
+      'after',
+      '\nExit codes: 0 done, 1 the platform failed, 2 bad usage or a refused transition (e.g. purging a tenant that is not cancelled), 3 no such tenant.',
+    );
   tenants
     .command('list')
     .description('list tenants with their status')
@@ -119,6 +125,17 @@ export function buildProgram(): Command {
 
   identityCommands(program, action);
 
+  tenants
+    .command('cancel <slug>')
+    .description(
+      'cancel a tenant (by slug or id) as a Stripe subscription deletion would: routes suspended at once, purge after AIQSO_GRACE_DAYS; Stripe is not called',
+    )
+    .option('--json', 'print as JSON')
+    .action(
+      action((slug: string, options: { json?: boolean }) =>
+        tenantsCancel(commandContext({ quiet: true }), slug, options),
+      ),
+    );
   tenants
     .command('purge <slug>')
     .description(

@@ -6,6 +6,38 @@ CREATE FUNCTION public.aiqso_current_tenant() RETURNS text
   SELECT nullif(current_setting('aiqso.tenant_id', true), '')
 $$;
 
+CREATE FUNCTION public.audit_head_guard() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+  IF TG_OP = 'UPDATE' AND pg_trigger_depth() > 1 THEN
+    RETURN NEW;
+  END IF;
+  RAISE EXCEPTION 'audit_head moves only with an audit_log append' USING ERRCODE = 'insufficient_privilege';
+END;
+$$;
+
+CREATE FUNCTION public.audit_log_advance_head() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+  head audit_head%ROWTYPE;
+BEGIN
+  SELECT * INTO head FROM audit_head WHERE singleton FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'audit_head is missing' USING ERRCODE = 'insufficient_privilege';
+  END IF;
+  IF NEW.prev_hash IS DISTINCT FROM head.last_hash THEN
+    RAISE EXCEPTION 'audit_log append does not link to the chain head (id %)', head.last_id
+      USING ERRCODE = 'integrity_constraint_violation';
+  END IF;
+  UPDATE audit_head
+     SET last_id = NEW.id, last_hash = NEW.hash, rows = head.rows + 1, moved_at = now()
+   WHERE singleton;
+  RETURN NEW;
+END;
+$$;
+
 CREATE FUNCTION public.audit_log_append_only() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -39,6 +71,16 @@ CREATE TABLE public.api_keys (
     CONSTRAINT api_keys_id_check CHECK ((id ~~ 'key\_%'::text)),
     CONSTRAINT api_keys_name_check CHECK (((length(name) >= 1) AND (length(name) <= 100))),
     CONSTRAINT api_keys_role_check CHECK ((role = ANY (ARRAY['platform_admin'::text, 'tenant_owner'::text, 'tenant_member'::text])))
+);
+
+CREATE TABLE public.audit_head (
+    singleton boolean DEFAULT true NOT NULL,
+    last_id bigint,
+    last_hash text NOT NULL,
+    rows bigint NOT NULL,
+    moved_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT audit_head_rows_check CHECK ((rows >= 0)),
+    CONSTRAINT audit_head_singleton_check CHECK (singleton)
 );
 
 CREATE TABLE public.audit_log (
@@ -392,6 +434,9 @@ ALTER TABLE ONLY public.api_keys
 ALTER TABLE ONLY public.api_keys
     ADD CONSTRAINT api_keys_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY public.audit_head
+    ADD CONSTRAINT audit_head_pkey PRIMARY KEY (singleton);
+
 ALTER TABLE ONLY public.audit_log
     ADD CONSTRAINT audit_log_hash_key UNIQUE (hash);
 
@@ -557,6 +602,12 @@ CREATE INDEX subscriptions_tenant_idx ON public.subscriptions USING btree (tenan
 CREATE INDEX tenants_status_idx ON public.tenants USING btree (status);
 
 CREATE INDEX users_tenant_idx ON public.users USING btree (tenant_id);
+
+CREATE TRIGGER audit_head_guard BEFORE INSERT OR DELETE OR UPDATE ON public.audit_head FOR EACH ROW EXECUTE FUNCTION public.audit_head_guard();
+
+CREATE TRIGGER audit_head_no_truncate BEFORE TRUNCATE ON public.audit_head FOR EACH STATEMENT EXECUTE FUNCTION public.audit_head_guard();
+
+CREATE TRIGGER audit_log_advance_head BEFORE INSERT ON public.audit_log FOR EACH ROW EXECUTE FUNCTION public.audit_log_advance_head();
 
 CREATE TRIGGER audit_log_append_only BEFORE DELETE OR UPDATE ON public.audit_log FOR EACH ROW EXECUTE FUNCTION public.audit_log_append_only();
 

@@ -130,6 +130,15 @@ export interface AuditLogTable {
   hash: string;
 }
 
+/** The audit chain's head (migration 0007): one row, moved only by the append trigger. */
+export interface AuditHeadTable {
+  singleton: Generated<boolean>;
+  last_id: string | null;
+  last_hash: string;
+  rows: string;
+  moved_at: Generated<Date>;
+}
+
 export interface IpAllocationsTable {
   pool: string;
   address: string;
@@ -265,6 +274,7 @@ export interface DB {
   usage_metrics: UsageMetricsTable;
   backups: BackupsTable;
   audit_log: AuditLogTable;
+  audit_head: AuditHeadTable;
   ip_allocations: IpAllocationsTable;
   proxmox_guests: ProxmoxGuestsTable;
   routes: RoutesTable;

@@ -181,3 +181,14 @@ export async function liveSession(db: Database, userId: string, sessionId: strin
     .where('s.revoked_at', 'is', null)
     .executeTakeFirst();
 }
+
+/** End every login of a user at once (their access tokens stop working on the next request). */
+export async function revokeUserSessions(db: Database, userId: string): Promise<number> {
+  const rows = await db
+    .updateTable('sessions')
+    .set({ revoked_at: new Date() })
+    .where('user_id', '=', userId)
+    .where('revoked_at', 'is', null)
+    .execute();
+  return Number(rows[0]?.numUpdatedRows ?? 0);
+}

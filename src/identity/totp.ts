@@ -131,3 +131,51 @@ export async function useRecoveryCode(db: Database, userId: string, code: string
     .executeTakeFirst();
   return spent !== undefined;
 }
+
+/** Forget a user's TOTP secret and recovery codes in one transaction; false when none were enrolled. */
+async function removeTotp(db: Database, userId: string): Promise<boolean> {
+  return db.transaction().execute(async (trx) => {
+    const removed = await trx
+      .deleteFrom('user_totp')
+      .where('user_id', '=', userId)
+      .returning('enabled_at')
+      .executeTakeFirst();
+    await trx.deleteFrom('recovery_codes').where('user_id', '=', userId).execute();
+    return Boolean(removed?.enabled_at);
+  });
+}
+
+/**
+ * A user turns their own (optional) second factor off, proving they still hold
+ * it with a current code or an unused recovery code. Either is spent like at
+ * login, so a code seen once cannot be replayed here.
+ */
+export async function disableTotp(
+  deps: TotpDeps,
+  userId: string,
+  proof: { code?: string; recoveryCode?: string },
+): Promise<void> {
+  if (!(await totpEnabled(deps.db, userId))) throw conflict('two-factor authentication is not enabled');
+  const accepted = proof.code
+    ? await acceptTotp(deps, userId, proof.code)
+    : proof.recoveryCode
+      ? await useRecoveryCode(deps.db, userId, proof.recoveryCode)
+      : undefined;
+  if (accepted === undefined) {
+    throw new DomainError('bad_request', 'send the current code (code) or a recovery code (recoveryCode)', {
+      details: { field: 'code' },
+    });
+  }
+  if (!accepted) throw new DomainError('unauthenticated', 'the code is wrong, expired or already used');
+  await removeTotp(deps.db, userId);
+}
+
+/**
+ * An admin's reset of someone else's second factor (a lost phone): the
+ * secret and recovery codes go, so the user enrols again — a platform admin
+ * before their next login, as for any admin without TOTP. Returns whether
+ * anything was enrolled.
+ */
+export async function resetTotp(db: Database, userId: string): Promise<boolean> {
+  return removeTotp(db, userId);
+}

@@ -6,6 +6,7 @@ import type { Logger } from '../observability/logger.ts';
 import { createAuthenticator } from './http/authenticate.ts';
 import { installIdentityHooks } from './http/hooks.ts';
 import { authRoutes } from './http/routes-auth.ts';
+import { auditRoutes } from './http/routes-audit.ts';
 import { platformRoutes } from './http/routes-platform.ts';
 import { tenantRoutes } from './http/routes-tenants.ts';
 import { loadSecretBox } from './master-key.ts';
@@ -63,5 +64,6 @@ export async function installIdentity(
   });
   tenantRoutes(api, { db, access: createTenantAccess(db) });
   platformRoutes(api, { db });
+  auditRoutes(api, { db });
   return { tokens, box, limiter };
 }

@@ -3,7 +3,7 @@ import { DomainError } from '../core/errors.ts';
 import type { Database } from '../db/database.ts';
 import type { DB } from '../db/tables.ts';
 import { appendAuditIn } from '../identity/audit.ts';
-import { deleteResource } from '../orchestrator/resources.ts';
+import { deleteResource, findResource } from '../orchestrator/resources.ts';
 import { TENANT_KIND } from './kinds.ts';
 
 /**
@@ -12,31 +12,41 @@ import { TENANT_KIND } from './kinds.ts';
  * outside the database; `finishPurge` (its last removal) deletes the tenant's
  * data and records what was removed. The tenant row stays, `purged`.
  */
+export type PurgeStart = 'purged' | 'queued';
+
 export async function startPurge(
   db: Database,
   tenantId: string,
   options: { ignoreGrace?: boolean } = {},
-): Promise<void> {
+): Promise<PurgeStart> {
   const tenant = await db
     .selectFrom('tenants')
     .select(['slug', 'status', 'purge_after'])
     .where('id', '=', tenantId)
     .executeTakeFirst();
   if (!tenant) throw new DomainError('not_found', `no tenant ${tenantId}`);
-  if (tenant.status === 'purged') return;
+  if (tenant.status === 'purged') return 'purged';
   if (tenant.status !== 'cancelled') {
     throw new DomainError(
       'conflict',
       `${tenant.slug} is ${tenant.status}; only a cancelled tenant can be purged`,
+      { details: { status: tenant.status } },
     );
   }
   if (!options.ignoreGrace && tenant.purge_after && tenant.purge_after.getTime() > Date.now()) {
     throw new DomainError(
       'conflict',
-      `${tenant.slug}'s grace period ends ${tenant.purge_after.toISOString()}; use --now to purge earlier`,
+      `${tenant.slug}'s grace period ends ${tenant.purge_after.toISOString()}; purge now explicitly (CLI --now, API ?now=true) to end it earlier`,
+      { details: { status: tenant.status, purgeAfter: tenant.purge_after.toISOString() } },
     );
   }
-  await deleteResource(db, { kind: TENANT_KIND, id: tenantId });
+  const ref = { kind: TENANT_KIND, id: tenantId };
+  if (await deleteResource(db, ref)) return 'queued';
+  // Already being deleted, or never provisioned (cancelled before payment): with no resource,
+  // nothing exists outside the database and the purge finishes here.
+  if (await findResource(db, ref)) return 'queued';
+  await finishPurge(db, tenantId, []);
+  return 'purged';
 }
 
 /** The daily purge: every cancelled tenant whose grace period is over. Returns how many were started. */

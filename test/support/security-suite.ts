@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Role } from '../../src/db/tables.ts';
+import { newId } from '../../src/core/ids.ts';
+import type { Role, TenantStatus } from '../../src/db/tables.ts';
 import { createForge } from './forge.ts';
 import { createHarness, PASSWORD, totpCode, type Harness } from './identity.ts';
 
@@ -103,6 +104,17 @@ export async function freshMember(h: Harness, s: SecurityContext) {
   return (await h.login(email)).accessToken;
 }
 
+/** A fresh tenant outside A and B, for admin actions whose positive control must not touch A. */
+export async function spareTenant(h: Harness, s: SecurityContext, status: TenantStatus = 'active') {
+  const id = newId('tenant');
+  const slug = `spare${s.next()}`;
+  await h.db.db
+    .insertInto('tenants')
+    .values({ id, slug, company: `${slug} Ltd`, status })
+    .execute();
+  return { id, slug };
+}
+
 export const ROUTE_CASES: RouteCase[] = [
   {
     method: 'GET',
@@ -142,6 +154,30 @@ export const ROUTE_CASES: RouteCase[] = [
       });
       const code = totpCode(enrol.json<{ secret: string }>().secret);
       return { token, call: { url: '/api/v1/auth/totp/confirm', payload: { code } } };
+    },
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/auth/totp/disable',
+    minRole: 'tenant_member',
+    scope: 'self',
+    call: () => ({ url: '/api/v1/auth/totp/disable', payload: { code: '000000' } }),
+    allowed: async (h, s) => {
+      const token = await freshMember(h, s);
+      const enrol = await h.api.inject({
+        method: 'POST',
+        url: '/api/v1/auth/totp/enrol',
+        headers: h.bearer(token),
+      });
+      const secret = enrol.json<{ secret: string }>().secret;
+      await h.api.inject({
+        method: 'POST',
+        url: '/api/v1/auth/totp/confirm',
+        headers: h.bearer(token),
+        payload: { code: totpCode(secret) },
+      });
+      // The confirming step is spent; the next step's code is still inside the window.
+      return { token, call: { url: '/api/v1/auth/totp/disable', payload: { code: totpCode(secret, 1) } } };
     },
   },
   {
@@ -198,6 +234,46 @@ export const ROUTE_CASES: RouteCase[] = [
     minRole: 'tenant_owner',
     scope: 'platform',
     call: (h) => ({ url: `/api/v1/audit?tenant=${h.a.id}` }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/tenants/:tenant/cancel',
+    minRole: 'platform_admin',
+    scope: 'tenant',
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/cancel` }),
+    allowed: async (h, s) => ({
+      token: h.admin.token,
+      call: { url: `/api/v1/tenants/${(await spareTenant(h, s)).id}/cancel` },
+    }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/tenants/:tenant/purge',
+    minRole: 'platform_admin',
+    scope: 'tenant',
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/purge?now=true` }),
+    allowed: async (h, s) => ({
+      token: h.admin.token,
+      call: { url: `/api/v1/tenants/${(await spareTenant(h, s, 'cancelled')).slug}/purge?now=true` },
+    }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/platform/users/:userId/totp/reset',
+    minRole: 'platform_admin',
+    scope: 'platform',
+    call: (h) => ({ url: `/api/v1/platform/users/${h.a.member.id}/totp/reset` }),
+    // The positive control ends the target's logins: aim it at a user no other case needs.
+    allowed: async (h, s) => {
+      const res = await h.api.inject({
+        method: 'POST',
+        url: `/api/v1/tenants/${h.a.slug}/users`,
+        headers: h.bearer(h.a.owner.token),
+        payload: { email: `reset${s.next()}@alpha.test`, password: PASSWORD, role: 'tenant_member' },
+      });
+      const id = res.json<{ id: string }>().id;
+      return { token: h.admin.token, call: { url: `/api/v1/platform/users/${id}/totp/reset` } };
+    },
   },
   {
     method: 'POST',

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { DomainError } from '../../core/errors.ts';
-import { verifyAuditChain } from '../../identity/audit.ts';
+import { describeReport, parseAnchor, verifyAuditChain } from '../../identity/audit-verify.ts';
 import { keyFile, loadSecretBox } from '../../identity/master-key.ts';
 import { rotateMasterKey } from '../../identity/rotate-master-key.ts';
 import { addSigningKey } from '../../identity/tokens.ts';
@@ -23,22 +23,24 @@ export function identityCommands(program: Command, action: Action): void {
   audit
     .command('verify')
     .description(
-      'check the audit log hash chain; names the first row that was edited or follows a deleted one',
+      'check the audit log hash chain and its head; names the first row that was edited, follows a deleted one, or is missing at the end',
+    )
+    .option(
+      '--expect <id:hash>',
+      'also require this earlier head (as printed by a previous verify and kept outside the database) to still be in the chain',
     )
     .option('--json', 'print the result as JSON')
+    .addHelpText(
+      'after',
+      '\nExit codes: 0 the chain is intact up to its head (and --expect holds); 1 tampering found (the report names the row), or the check could not run (message on stderr); 2 bad usage (e.g. a malformed --expect).',
+    )
     .action(
-      action(async (options: { json?: boolean }) => {
+      action(async (options: { json?: boolean; expect?: string }) => {
+        const anchor = options.expect === undefined ? undefined : parseAnchor(options.expect);
         const ctx = commandContext({ quiet: true });
-        const report = await withDatabase(ctx, (database) => verifyAuditChain(database.db));
+        const report = await withDatabase(ctx, (database) => verifyAuditChain(database.db, { anchor }));
         if (options.json) printJson(report);
-        else if (report.ok) process.stdout.write(`audit log intact: ${report.rows} rows, chain verified\n`);
-        else {
-          const why =
-            report.reason === 'content_changed'
-              ? 'its content was changed'
-              : 'the row before it was deleted or replaced';
-          process.stdout.write(`audit log TAMPERED: first bad row id ${report.firstBadId} (${why})\n`);
-        }
+        else process.stdout.write(`${describeReport(report)}\n`);
         if (!report.ok) process.exitCode = EXIT.failure;
       }),
     );

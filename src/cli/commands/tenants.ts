@@ -1,5 +1,8 @@
+import os from 'node:os';
 import { DomainError } from '../../core/errors.ts';
 import type { Database } from '../../db/database.ts';
+import { appendAudit } from '../../identity/audit.ts';
+import { cancelTenant } from '../../lifecycle/cancel.ts';
 import { findTenant, listTenants } from '../../db/tenants.ts';
 import { startPurge } from '../../lifecycle/purge.ts';
 import type { TenantStatus } from '../../db/tables.ts';
@@ -104,6 +107,78 @@ async function tenantHistory(db: Database, tenantId: string) {
   });
 }
 
+/** Who ran the command, for the audit log: the operating-system user. */
+function operator(): string | null {
+  try {
+    return os.userInfo().username;
+  } catch {
+    return null;
+  }
+}
+
+async function auditOperator(
+  db: Database,
+  action: string,
+  tenantId: string,
+  details: Record<string, unknown>,
+  result: 'success' | 'failure' = 'success',
+) {
+  await appendAudit(db, {
+    actorType: 'operator',
+    actorId: operator(),
+    tenantId,
+    action,
+    targetType: 'tenant',
+    targetId: tenantId,
+    result,
+    details: { via: 'cli', ...details },
+  });
+}
+
+/** Run an operator's action on a tenant; a refusal is audited too, then reported. */
+async function refusalsAudited<T>(db: Database, action: string, tenantId: string, fn: () => Promise<T>) {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof DomainError && err.blame === 'caller')
+      await auditOperator(db, action, tenantId, { error: err.message }, 'failure');
+    throw err;
+  }
+}
+
+async function requireTenant(db: Database, slug: string) {
+  const tenant = await findTenant(db, slug);
+  if (!tenant) throw new DomainError('not_found', `no tenant with slug or id "${slug}"`);
+  return tenant;
+}
+
+/**
+ * `aiqso tenants cancel <slug>`: what a Stripe subscription deletion does —
+ * cancelled, routes suspended at once, purge after AIQSO_GRACE_DAYS.
+ * Idempotent: an already cancelled tenant keeps its purge date.
+ */
+export async function tenantsCancel(ctx: CommandContext, slug: string, options: { json?: boolean }) {
+  const outcome = await withDatabase(ctx, async ({ db }) => {
+    const tenant = await requireTenant(db, slug);
+    const result = await refusalsAudited(db, 'tenant.cancel', tenant.id, () =>
+      cancelTenant(db, tenant.id, { graceDays: ctx.config.graceDays }),
+    );
+    if (result.changed)
+      await auditOperator(db, 'tenant.cancel', tenant.id, { purgeAfter: result.purgeAfter });
+    return result;
+  });
+  if (options.json) return printJson(outcome);
+  const when = outcome.purgeAfter?.toISOString() ?? 'unknown';
+  process.stdout.write(
+    outcome.changed
+      ? `${outcome.slug} cancelled: its routes are suspended now; purge after ${when} (or aiqso tenants purge ${outcome.slug} --now).\n` +
+          (outcome.liveSubscriptions.length
+            ? `Stripe was not called: cancel ${outcome.liveSubscriptions.join(', ')} there too, or it keeps billing.\n`
+            : '')
+      : `${outcome.slug} was already cancelled; purge after ${when}.\n`,
+  );
+}
+
 /**
  * `aiqso tenants purge <slug>`: purge a cancelled tenant (its grace period
  * over, or `--now`). A running worker does the removal; this waits for it.
@@ -114,9 +189,12 @@ export async function tenantsPurge(
   options: { now?: boolean; json?: boolean },
 ) {
   const result = await withDatabase(ctx, async ({ db }) => {
-    const tenant = await findTenant(db, slug);
-    if (!tenant) throw new DomainError('not_found', `no tenant with slug or id "${slug}"`);
-    await startPurge(db, tenant.id, { ignoreGrace: options.now });
+    const tenant = await requireTenant(db, slug);
+    const wasPurged = tenant.status === 'purged';
+    await refusalsAudited(db, 'tenant.purge', tenant.id, () =>
+      startPurge(db, tenant.id, { ignoreGrace: options.now }),
+    );
+    if (!wasPurged) await auditOperator(db, 'tenant.purge', tenant.id, { now: options.now === true });
     for (let i = 0; i < 600; i++) {
       const row = await db
         .selectFrom('tenants')

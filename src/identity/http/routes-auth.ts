@@ -6,7 +6,7 @@ import { DomainError } from '../../core/errors.ts';
 import type { Database } from '../../db/database.ts';
 import type { SecretBox } from '../secrets.ts';
 import { login, logout, refresh, type SessionDeps, type Tokens } from '../sessions.ts';
-import { beginEnrolment, confirmEnrolment } from '../totp.ts';
+import { beginEnrolment, confirmEnrolment, disableTotp } from '../totp.ts';
 import { COOKIE, principalOf } from './authenticate.ts';
 
 export interface AuthRouteDeps {
@@ -203,6 +203,39 @@ export function authRoutes(app: ApiServer, deps: AuthRouteDeps): void {
         request.body.code,
       );
       return { recoveryCodes };
+    },
+  );
+
+  app.post(
+    '/api/v1/auth/totp/disable',
+    {
+      config: { auditAction: 'auth.totp.disable' },
+      schema: {
+        tags,
+        summary:
+          'Turn your own optional TOTP off with a current code or a recovery code (not for platform admins, who must keep it)',
+        body: z.object({ code: z.string().max(16).optional(), recoveryCode: z.string().max(64).optional() }),
+        response: { 204: z.null() },
+      },
+    },
+    async (request, reply) => {
+      const principal = principalOf(request);
+      if (principal.kind !== 'user')
+        throw new DomainError('forbidden', 'only users have two-factor authentication');
+      if (principal.role === 'platform_admin') {
+        throw new DomainError(
+          'forbidden',
+          'platform admins must keep two-factor authentication; another admin can reset it',
+        );
+      }
+      request.audit = { targetType: 'user', targetId: principal.id };
+      await deps.sessions.limiter.attempt('totp', principal.id, request.ip);
+      await disableTotp(
+        { db: deps.db, box: await deps.box(), issuer: deps.totpIssuer },
+        principal.id,
+        request.body,
+      );
+      return reply.status(204).send(null);
     },
   );
 }

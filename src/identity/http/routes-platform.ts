@@ -1,87 +1,15 @@
 import { z } from 'zod';
 import type { ApiServer } from '../../api/server.ts';
-import { DomainError } from '../../core/errors.ts';
+import { DomainError, notFound } from '../../core/errors.ts';
 import type { Database } from '../../db/database.ts';
 import { createApiKey } from '../api-keys.ts';
-import { queryAudit } from '../audit.ts';
-import { isPlatformAdmin, requireRole } from '../principal.ts';
-import { runAsTenant } from '../tenant-access.ts';
+import { requireRole } from '../principal.ts';
+import { revokeUserSessions } from '../sessions.ts';
+import { resetTotp } from '../totp.ts';
 import { principalOf } from './authenticate.ts';
 
-const AuditQuery = z.object({
-  tenant: z.string().max(80).optional(),
-  actor: z.string().max(80).optional(),
-  from: z.iso.datetime({ offset: true }).optional(),
-  to: z.iso.datetime({ offset: true }).optional(),
-  limit: z.coerce.number().int().min(1).max(1000).default(100),
-});
-
-const AuditRow = z.object({
-  id: z.string(),
-  at: z.string(),
-  actorType: z.string(),
-  actorId: z.string().nullable(),
-  tenantId: z.string().nullable(),
-  action: z.string(),
-  targetType: z.string().nullable(),
-  targetId: z.string().nullable(),
-  sourceIp: z.string().nullable(),
-  result: z.string(),
-  details: z.unknown(),
-  hash: z.string(),
-});
-
-/** Platform-wide routes: the audit log (admins: everything; tenant owners: their tenant) and platform API keys. */
+/** Platform-wide routes: platform API keys, and an admin's reset of a user's TOTP. */
 export function platformRoutes(app: ApiServer, deps: { db: Database }): void {
-  app.get(
-    '/api/v1/audit',
-    {
-      config: { minRole: 'tenant_owner' },
-      schema: {
-        tags: ['audit'],
-        summary:
-          'Audit log, newest first; admins filter by tenant, actor and time, tenant owners see their own tenant',
-        querystring: AuditQuery,
-        response: { 200: z.object({ entries: z.array(AuditRow) }) },
-      },
-    },
-    async (request) => {
-      const principal = principalOf(request);
-      const q = request.query;
-      const filter = {
-        actorId: q.actor,
-        from: q.from ? new Date(q.from) : undefined,
-        to: q.to ? new Date(q.to) : undefined,
-        limit: q.limit,
-      };
-      let rows;
-      if (isPlatformAdmin(principal)) {
-        rows = await queryAudit(deps.db, { ...filter, tenantId: q.tenant });
-      } else {
-        const own = principal.tenantId!;
-        if (q.tenant !== undefined && q.tenant !== own)
-          throw new DomainError('forbidden', 'you can read only your own tenant’s audit log');
-        rows = await runAsTenant(deps.db, own, (trx) => queryAudit(trx, { ...filter, tenantId: own }));
-      }
-      return {
-        entries: rows.map((r) => ({
-          id: r.id,
-          at: r.at.toISOString(),
-          actorType: r.actor_type,
-          actorId: r.actor_id,
-          tenantId: r.tenant_id,
-          action: r.action,
-          targetType: r.target_type,
-          targetId: r.target_id,
-          sourceIp: r.source_ip,
-          result: r.result,
-          details: r.details,
-          hash: r.hash,
-        })),
-      };
-    },
-  );
-
   app.post(
     '/api/v1/platform/api-keys',
     {
@@ -107,6 +35,42 @@ export function platformRoutes(app: ApiServer, deps: { db: Database }): void {
       });
       request.audit = { tenantId: null, targetType: 'api_key', targetId: key.id };
       return reply.status(201).send(key);
+    },
+  );
+
+  app.post(
+    '/api/v1/platform/users/:userId/totp/reset',
+    {
+      config: { minRole: 'platform_admin', auditAction: 'platform.user.totp.reset' },
+      schema: {
+        tags: ['auth'],
+        summary:
+          "Reset another user's TOTP (admins): secret and recovery codes removed, their logins ended; they enrol again (an admin before their next login)",
+        params: z.object({ userId: z.string().min(1).max(80) }),
+        response: {
+          200: z.object({ userId: z.string(), wasEnrolled: z.boolean(), sessionsEnded: z.number() }),
+        },
+      },
+    },
+    async (request) => {
+      const principal = principalOf(request);
+      requireRole(principal, 'platform_admin');
+      const target = await deps.db
+        .selectFrom('users')
+        .select(['id', 'tenant_id'])
+        .where('id', '=', request.params.userId)
+        .executeTakeFirst();
+      if (!target) throw notFound(`user ${request.params.userId}`);
+      request.audit = { tenantId: target.tenant_id, targetType: 'user', targetId: target.id };
+      if (target.id === principal.id) {
+        throw new DomainError(
+          'forbidden',
+          'you cannot reset your own two-factor authentication; ask another admin',
+        );
+      }
+      const wasEnrolled = await resetTotp(deps.db, target.id);
+      const sessionsEnded = await revokeUserSessions(deps.db, target.id);
+      return { userId: target.id, wasEnrolled, sessionsEnded };
     },
   );
 }
