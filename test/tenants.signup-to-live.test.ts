@@ -177,6 +177,7 @@ describe.each(driverCases())(
           'tenant.suspended',
           'tenant.reactivated',
           'tenant.cancelled',
+          'tenant.purge', // the operator's command, then what it did
           'tenant.purged',
         ]);
         const verified = await runCli(['audit', 'verify'], env);
