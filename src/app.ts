@@ -4,6 +4,8 @@ import { healthRoutes } from './api/routes/health.ts';
 import { localCheckoutRoutes } from './api/routes/local-checkout.ts';
 import { signupRoutes } from './api/routes/signup.ts';
 import { stripeWebhookRoutes } from './api/routes/stripe-webhook.ts';
+import { tenantServiceRoutes } from './api/routes/tenant-services.ts';
+import { createTenantAccess } from './identity/tenant-access.ts';
 import { createBilling, type Billing } from './billing/index.ts';
 import { processBillingEvent } from './billing/process.ts';
 import { loadCatalog } from './catalog/load.ts';
@@ -71,6 +73,12 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
     baseDomain: config.baseDomain,
   });
   await installIdentity(api, { config, db: database.db, log }, parts.identity);
+  tenantServiceRoutes(api, {
+    db: database.db,
+    access: createTenantAccess(database.db),
+    plans: parts.plans,
+    config,
+  });
   return api;
 }
 
