@@ -1,54 +1,24 @@
-import { request } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { mkdtemp, readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { SMTPServer } from 'smtp-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ProcessDriver } from '../src/compute/process/driver.ts';
 import { freePort } from '../src/db/embedded.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { runCli, startCli } from './support/cli.ts';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
+import { getAs, pollUntil, startMailbox, type Mailbox } from './support/live-platform.ts';
 import { invoiceEvent, signed, subscriptionEvent } from './support/stripe.ts';
 
-/** GET through the platform's edge with a tenant's Host header. */
-function getAs(host: string, port: number, urlPath = '/'): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path: urlPath, headers: { host } }, (res) => {
-      let body = '';
-      res.on('data', (c: Buffer) => (body += c.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-let smtp: SMTPServer;
-let smtpPort: number;
-const mail: { to: string[]; raw: string }[] = [];
+let mailbox: Mailbox;
 let testDb: TestDatabase;
 
 beforeAll(async () => {
-  smtp = new SMTPServer({
-    authOptional: true,
-    disabledCommands: ['STARTTLS'],
-    onData(stream, session, callback) {
-      let raw = '';
-      stream.on('data', (c: Buffer) => (raw += c.toString()));
-      stream.on('end', () => {
-        mail.push({ to: session.envelope.rcptTo.map((r) => r.address), raw });
-        callback();
-      });
-    },
-  });
-  await new Promise<void>((resolve) => smtp.listen(0, '127.0.0.1', resolve));
-  smtpPort = (smtp.server.address() as AddressInfo).port;
+  mailbox = await startMailbox();
   testDb = await createTestDatabase();
 });
 afterAll(async () => {
-  await new Promise<void>((resolve) => smtp.close(() => resolve()));
+  await mailbox.close();
   await testDb.drop();
 });
 
@@ -63,7 +33,7 @@ describe(
         AIQSO_DATA_DIR: dataDir,
         AIQSO_HTTP_PORT: String(port),
         DATABASE_URL: testDb.url,
-        SMTP_URL: `smtp://127.0.0.1:${smtpPort}`,
+        SMTP_URL: `smtp://127.0.0.1:${mailbox.port}`,
         AIQSO_GRACE_DAYS: '0',
       };
       const up = await startCli(['up'], env, 'Press Ctrl-C to stop.');
@@ -95,10 +65,7 @@ describe(
         expect(page.status).toBe(200);
         expect(page.body).toContain('<h1>Acme Widgets</h1>');
 
-        for (let i = 0; i < 150 && !mail.some((m) => m.to.includes('owner@acme.test')); i++) {
-          await new Promise((r) => setTimeout(r, 200));
-        }
-        const welcome = mail.filter((m) => m.to.includes('owner@acme.test'));
+        const welcome = await mailbox.waitFor('owner@acme.test');
         expect(welcome).toHaveLength(1);
         expect(welcome[0]!.raw).toContain('Welcome to your Acme Widgets workspace');
 
@@ -139,6 +106,27 @@ describe(
         await send(invoiceEvent('paid', sub.stripe_subscription_id!));
         const back = await until((p) => p.status === 200);
         expect(back.body).toContain('<h1>Acme Widgets</h1>');
+
+        // A service, so the purge below must remove its container and database too.
+        const login = await fetch(`http://127.0.0.1:${port}/api/v1/auth/login`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ email: 'owner@acme.test', password: 'correct horse battery staple' }),
+        });
+        const { accessToken } = (await login.json()) as { accessToken: string };
+        const subscribed = await fetch(`http://127.0.0.1:${port}/api/v1/tenants/acme/services`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${accessToken}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ service: 'notes' }),
+        });
+        expect(subscribed.status).toBe(202);
+        const notes = await pollUntil(
+          () =>
+            testDb.db.selectFrom('tenant_services').select(['status', 'db_name']).executeTakeFirstOrThrow(),
+          (row) => row.status === 'active',
+          90_000,
+        );
+        expect(notes.status).toBe('active');
 
         const shown = await runCli(['tenants', 'show', 'acme', '--json'], env);
         const tenant = JSON.parse(shown.stdout) as {
@@ -183,6 +171,13 @@ describe(
         expect(
           await testDb.db.selectFrom('users').select('id').where('tenant_id', '=', tenantId).execute(),
         ).toEqual([]);
+        expect(
+          await testDb.db.selectFrom('tenant_services').select('status').executeTakeFirstOrThrow(),
+        ).toEqual({ status: 'removed' });
+        const serviceDb = await testDb.pool.query('SELECT 1 FROM pg_database WHERE datname = $1', [
+          notes.db_name,
+        ]);
+        expect(serviceDb.rowCount).toBe(0);
         const audit = await testDb.db
           .selectFrom('audit_log')
           .select('details')
