@@ -10,7 +10,9 @@ import { ProcessDriver } from '../src/compute/process/driver.ts';
 import { openDatabase, type DatabaseHandle } from '../src/db/database.ts';
 import { freePort, startEmbeddedPostgres } from '../src/db/embedded.ts';
 import { createLogger } from '../src/observability/logger.ts';
+import { loadPlans, PLANS_FILE } from '../src/catalog/plans.ts';
 import { findPgDump } from '../src/services/final-backup.ts';
+import { setServiceResources } from '../src/services/subscriptions.ts';
 import { startCli } from './support/cli.ts';
 import { getAs, pollUntil, startMailbox, type Mailbox } from './support/live-platform.ts';
 
@@ -266,6 +268,40 @@ describe('a tenant service from subscription to removal (process driver)', { tim
       expect(ready.filter((m) => m.raw.includes('Subject: Notes is ready'))).toHaveLength(1);
       expect(ready.filter((m) => /^Subject: .* is ready/m.test(m.raw))).toHaveLength(1);
       expect(ready.some((m) => m.raw.includes('Stuck'))).toBe(false);
+
+      // New resources (what PATCH .../services/notes writes): the running process is restarted with them.
+      const heapOf = async () => {
+        const state = JSON.parse(
+          await readFile(path.join(containers, notesRow.container_name!, 'container.json'), 'utf8'),
+        ) as { pid?: number };
+        if (!state.pid) return undefined;
+        const argv = await readFile(`/proc/${state.pid}/cmdline`, 'utf8').catch(() => '');
+        return /--max-old-space-size=(\d+)/.exec(argv)?.[1];
+      };
+      expect(await heapOf()).toBe('128');
+      await setServiceResources(
+        db,
+        {
+          plans: loadPlans(PLANS_FILE),
+          driver: 'process',
+          dataDir,
+          publicUrl: `http://localhost:${port}`,
+          serviceGraceHours: 1,
+        },
+        tenant.id,
+        'notes',
+        { memory_mb: 192 },
+      );
+      expect(await pollUntil(heapOf, (heap) => heap === '192', 30_000)).toBe('192');
+      expect(
+        (
+          await pollUntil(
+            () => getAs(host, port, '/notes/'),
+            (p) => p.status === 200,
+            15_000,
+          )
+        ).status,
+      ).toBe(200);
 
       // Unsubscribe: the route is gone at once (the dashboard, at the root route, has no /notes/).
       const gone = await call('DELETE', '/services/notes');
