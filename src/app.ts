@@ -4,6 +4,7 @@ import { healthRoutes } from './api/routes/health.ts';
 import { localCheckoutRoutes } from './api/routes/local-checkout.ts';
 import { signupRoutes } from './api/routes/signup.ts';
 import { stripeWebhookRoutes } from './api/routes/stripe-webhook.ts';
+import { catalogRoutes } from './api/routes/catalog.ts';
 import { tenantServiceRoutes } from './api/routes/tenant-services.ts';
 import { createTenantAccess } from './identity/tenant-access.ts';
 import { createBilling, type Billing } from './billing/index.ts';
@@ -73,6 +74,7 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
     baseDomain: config.baseDomain,
   });
   await installIdentity(api, { config, db: database.db, log }, parts.identity);
+  catalogRoutes(api, { db: database.db });
   tenantServiceRoutes(api, {
     db: database.db,
     access: createTenantAccess(database.db),

@@ -14,7 +14,7 @@ import { loadPlans, PLANS_FILE } from '../src/catalog/plans.ts';
 import { findPgDump } from '../src/services/final-backup.ts';
 import { setServiceResources } from '../src/services/subscriptions.ts';
 import { startCli } from './support/cli.ts';
-import { getAs, pollUntil, startMailbox, type Mailbox } from './support/live-platform.ts';
+import { getAs, pollUntil, sendAs, startMailbox, type Mailbox } from './support/live-platform.ts';
 
 const run = promisify(execFile);
 
@@ -303,10 +303,38 @@ describe('a tenant service from subscription to removal (process driver)', { tim
         ).status,
       ).toBe(200);
 
-      // Unsubscribe: the route is gone at once (the dashboard, at the root route, has no /notes/).
-      const gone = await call('DELETE', '/services/notes');
-      expect(gone.status).toBe(202);
-      expect(gone.body.status).toBe('removing');
+      // The tenant's dashboard: the owner signs in, sees notes active with its link and the catalog's
+      // other services to subscribe to, and unsubscribes notes as themselves.
+      const form = (fields: Record<string, string>) => ({
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams(fields).toString(),
+      });
+      const signedIn = await sendAs(
+        host,
+        port,
+        'POST',
+        '/login',
+        form({ email: 'owner@acme.test', password: 'correct horse battery staple' }),
+      );
+      expect(signedIn.status).toBe(303);
+      const cookie = String(signedIn.headers['set-cookie']).split(';')[0]!;
+      const home = await sendAs(host, port, 'GET', '/', { headers: { cookie } });
+      expect(home.body).toContain(`<a href="http://${host}/notes/">Notes</a></td><td>active`);
+      expect(home.body).toContain('value="social-media-manager"><button type="submit">Subscribe</button>');
+      const csrf = /name="csrf" value="([^"]+)"/.exec(home.body)![1]!;
+      const refused = await sendAs(host, port, 'POST', '/unsubscribe', {
+        ...form({ service: 'notes', csrf: 'forged' }),
+        headers: { ...form({}).headers, cookie },
+      });
+      expect(refused.status).toBe(403);
+      const gone = await sendAs(host, port, 'POST', '/unsubscribe', {
+        ...form({ service: 'notes', csrf }),
+        headers: { ...form({}).headers, cookie },
+      });
+      expect(gone.status).toBe(303);
+      expect(decodeURIComponent(gone.headers.location!)).toBe('./?msg=Notes is unsubscribed.');
+      expect((await view('notes'))?.status).toBe('removing');
+      // The route is gone at once (the dashboard, at the root route, has no /notes/).
       const unrouted = await pollUntil(
         () => getAs(host, port, '/notes/'),
         (p) => p.status === 404,

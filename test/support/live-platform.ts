@@ -1,4 +1,4 @@
-import { request } from 'node:http';
+import { request, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { SMTPServer } from 'smtp-server';
 
@@ -45,15 +45,34 @@ export async function startMailbox(): Promise<Mailbox> {
 }
 
 /** GET through the platform's edge with a tenant's Host header. */
-export function getAs(host: string, port: number, urlPath = '/'): Promise<{ status: number; body: string }> {
+export async function getAs(
+  host: string,
+  port: number,
+  urlPath = '/',
+): Promise<{ status: number; body: string }> {
+  const { status, body } = await sendAs(host, port, 'GET', urlPath);
+  return { status, body };
+}
+
+/** Any request through the platform's edge with a tenant's Host header. */
+export function sendAs(
+  host: string,
+  port: number,
+  method: string,
+  urlPath: string,
+  options: { headers?: Record<string, string>; body?: string } = {},
+): Promise<{ status: number; headers: IncomingHttpHeaders; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path: urlPath, headers: { host } }, (res) => {
-      let body = '';
-      res.on('data', (c: Buffer) => (body += c.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
+    const req = request(
+      { host: '127.0.0.1', port, method, path: urlPath, headers: { ...options.headers, host } },
+      (res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => (body += c.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      },
+    );
     req.on('error', reject);
-    req.end();
+    req.end(options.body);
   });
 }
 
