@@ -62,7 +62,7 @@ describe('a tenant service from subscription to removal (process driver)', { tim
   it('deploys notes to <slug>.localhost/notes/, fails a never-healthy one, refuses a full host, and removes on unsubscribe', async () => {
     const dataDir = await mkdtemp(path.join(os.tmpdir(), 'aiqso-svc-'));
     const catalogDir = await mkdtemp(path.join(os.tmpdir(), 'aiqso-catalog-'));
-    for (const f of ['notes.yaml', 'social-media-manager.yaml'])
+    for (const f of ['notes.yaml', 'social-media-manager.yaml', 'espocrm.yaml'])
       await copyFile(path.join(CATALOG_DIR, f), path.join(catalogDir, f));
     await writeFile(path.join(catalogDir, 'stuck.yaml'), STUCK);
     const port = await freePort();
@@ -144,7 +144,8 @@ describe('a tenant service from subscription to removal (process driver)', { tim
           states.add(v?.status ?? 'none');
           return v;
         },
-        (v) => v?.status === 'active' || v?.status === 'failed',
+        // Active once healthy; the ready email and the last step follow in the same run.
+        (v) => (v?.status === 'active' && v.phase === 'ready') || v?.status === 'failed',
         120_000,
       );
       expect(notes?.statusReason ?? null).toBeNull();
@@ -262,6 +263,15 @@ describe('a tenant service from subscription to removal (process driver)', { tim
         .set({ memory_mb: hostRow.memory_mb })
         .where('id', '=', hostRow.id)
         .execute();
+
+      // An image template: this driver runs apps only, so it fails at once with the driver's reason.
+      expect((await call('POST', '/services', { service: 'espocrm' })).status).toBe(202);
+      const image = await pollUntil(
+        () => view('espocrm'),
+        (v) => v?.status === 'failed' && v.phase === 'failed',
+        30_000,
+      );
+      expect(image?.statusReason).toBe('container: the process driver runs app workloads only, got image');
 
       // One ready email, for notes only.
       const ready = await mailbox.waitFor('owner@acme.test', 2);

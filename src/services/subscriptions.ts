@@ -100,12 +100,14 @@ export async function listTenantServices(
   return rows.map((r) => {
     const template = serviceTemplateSchema.parse(r.template);
     const spec = r.spec ? tenantServiceSpecSchema.safeParse(r.spec) : undefined;
+    // A deployment the orchestrator gave up on after its retries is failed, whatever step it was in.
+    const gaveUp = r.phase === 'failed' && (r.status === 'pending' || r.status === 'deploying');
     return {
       id: r.id,
       service: r.key,
       name: r.name,
-      status: r.status,
-      statusReason: r.status_reason,
+      status: gaveUp ? 'failed' : r.status,
+      statusReason: gaveUp ? r.last_error : r.status_reason,
       url: serviceUrl(publicUrl, r.slug, template.route.path),
       resources: spec?.success ? spec.data.resources : template.resources,
       phase: r.phase,
