@@ -1,19 +1,19 @@
 import { sql } from 'kysely';
 import type pg from 'pg';
 import { containerName, type ComputeDriver } from '../core/compute.ts';
-import { DomainError, isDomainError } from '../core/errors.ts';
+import { DomainError } from '../core/errors.ts';
 import type { Reconciler, ReconcileStep, StepContext } from '../core/reconcile.ts';
-import { capacityRefusal, serviceUrl } from '../core/services.ts';
+import { capacityRefusal } from '../core/services.ts';
 import type { Database } from '../db/database.ts';
 import { deleteRoute, upsertRoute } from '../edge/routes-store.ts';
 import { TENANT_SERVICE_KIND } from '../lifecycle/kinds.ts';
 import { routeStateFor } from '../lifecycle/tenant-reconciler.ts';
-import { writeOutbox } from '../orchestrator/outbox.ts';
 import { deleteResource } from '../orchestrator/resources.ts';
 import { dropServiceDatabase, ensureServiceDatabase, serviceDatabaseExists } from './databases.ts';
 import { containerSpecFor, loadDeployment, probe, type Deployment } from './deploy-context.ts';
 import { findFinalBackup, takeFinalBackup } from './final-backup.ts';
 import { hostUsage, lockPlacementHost } from './hosts.ts';
+import { failing, routeState, sendReadyEmail } from './step-support.ts';
 import { tenantServiceSpecSchema, type TenantServiceSpec } from './subscriptions.ts';
 
 /**
@@ -305,59 +305,5 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
       resource.tenantId
         ? [{ source: 'compute', name: containerName(resource.tenantId, resource.spec.service) }]
         : [],
-  };
-}
-
-/** A service's route is `provisioning` until it has answered its health check once. */
-function routeState(d: Deployment) {
-  return d.status === 'active' ? routeStateFor(d.tenantStatus) : 'provisioning';
-}
-
-async function sendReadyEmail(deps: TenantServiceReconcilerDeps, d: Deployment): Promise<void> {
-  const owner = await deps.db
-    .selectFrom('users')
-    .select('email')
-    .where('tenant_id', '=', d.tenantId)
-    .where('role', '=', 'tenant_owner')
-    .orderBy('id')
-    .executeTakeFirst();
-  if (!owner) throw new DomainError('not_found', 'tenant has no owner to tell');
-  const url = serviceUrl(deps.publicUrl, d.spec.slug, d.template.route.path);
-  await writeOutbox(deps.db, {
-    key: `service-ready:${d.id}`,
-    kind: 'email',
-    payload: {
-      template: 'service-ready',
-      tenantId: d.tenantId,
-      to: owner.email,
-      subject: `${d.template.name} is ready`,
-      text: `${d.template.name} is ready at ${url}\n\nSign in with your workspace account.\n`,
-    },
-  });
-}
-
-/**
- * A step whose failure a retry cannot fix (a refused capacity, an image the
- * driver cannot run, a service that never became healthy) also marks the
- * tenant service `failed` with the reason, for the tenant to see.
- */
-function failing(db: Database, step: ReconcileStep<TenantServiceSpec>): ReconcileStep<TenantServiceSpec> {
-  return {
-    ...step,
-    async apply(ctx, found) {
-      try {
-        await step.apply(ctx, found);
-      } catch (err) {
-        if (isDomainError(err) && !err.retryable) {
-          await db
-            .updateTable('tenant_services')
-            .set({ status: 'failed', status_reason: `${step.name}: ${err.message}`, updated_at: sql`now()` })
-            .where('id', '=', ctx.resource.id)
-            .where('status', 'not in', ['removing', 'removed'])
-            .execute();
-        }
-        throw err;
-      }
-    },
   };
 }
