@@ -141,6 +141,16 @@ describe('POST /api/v1/tenants/{tenant}/services', () => {
       headers: h.bearer(h.a.owner.token),
     });
     expect(missing.statusCode).toBe(404);
+    // Subscribing again within the grace period brings the same subscription back.
+    const back = await post(h.a.slug, { service: 'content-suite' });
+    expect(back.statusCode, back.body).toBe(202);
+    expect(back.json()).toMatchObject({ id: first.json<{ id: string }>().id, status: 'pending' });
+    const spec = await h.db.db
+      .selectFrom('resources')
+      .select('spec')
+      .where('id', '=', first.json<{ id: string }>().id)
+      .executeTakeFirstOrThrow();
+    expect(spec.spec).toMatchObject({ removeAfter: null });
   });
 
   it('lets a platform admin change resources (and only valid ones)', async () => {

@@ -179,7 +179,8 @@ export async function subscribe(
       );
     }
     const template = found.template;
-    await checkCapacity(trx, deps, template.resources, key);
+    // A subscription brought back from its grace period must not count its own old claim.
+    await checkCapacity(trx, deps, template.resources, key, existing?.id);
 
     const id = existing?.id ?? newId('tenantService');
     const dbName = template.database.postgres ? serviceDatabaseName(tenantId, key) : null;
