@@ -8,7 +8,10 @@
 //   AIQSO_TENANT_ID      this tenant's id (ten_…)
 //   AIQSO_TENANT_SLUG    this tenant's slug
 //   AIQSO_COMPANY        the company name (shown even when the API is unreachable)
-//   AIQSO_API_KEY        a tenant-scoped API key for reading the tenant's status
+//   AIQSO_API_KEY        a tenant-scoped, read-level API key for the tenant's status and services
+//
+// Subscribing and unsubscribing are done as the signed-in user (their own token, kept in this
+// process), never with AIQSO_API_KEY: the API decides (owners only), and the audit log names them.
 import { createServer } from 'node:http';
 import { randomBytes, createHmac, timingSafeEqual } from 'node:crypto';
 
@@ -43,25 +46,41 @@ function sign(value) {
   return createHmac('sha256', SESSION_KEY).update(value).digest('base64url');
 }
 
+// Signed-in users: the cookie carries a signed session id; the user's own platform tokens stay in
+// this process (never in the browser). Subscribing and unsubscribing run with them, so the API
+// decides what this user may do; the dashboard's own key only reads.
+const sessions = new Map();
+
 function readSession(req) {
   const cookie = (req.headers.cookie ?? '').split(/;\s*/).find((c) => c.startsWith('aiqso_dash='));
   if (!cookie) return undefined;
-  const [payload, mac] = cookie.slice('aiqso_dash='.length).split('.');
-  if (!payload || !mac) return undefined;
-  const expected = Buffer.from(sign(payload));
+  const [sid, mac] = cookie.slice('aiqso_dash='.length).split('.');
+  if (!sid || !mac) return undefined;
+  const expected = Buffer.from(sign(sid));
   const given = Buffer.from(mac);
   if (expected.length !== given.length || !timingSafeEqual(expected, given)) return undefined;
-  const session = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'));
-  return session.exp > Date.now() / 1000 ? session : undefined;
+  const session = sessions.get(sid);
+  if (!session || session.exp <= Date.now() / 1000) {
+    sessions.delete(sid);
+    return undefined;
+  }
+  return session;
 }
 
-function sessionCookie(email, secure) {
-  const payload = Buffer.from(
-    JSON.stringify({ email, exp: Math.floor(Date.now() / 1000) + SESSION_SECONDS }),
-  ).toString('base64url');
-  const flags = `Path=/; HttpOnly; SameSite=Lax; Max-Age=${SESSION_SECONDS}${secure ? '; Secure' : ''}`;
-  return `aiqso_dash=${payload}.${sign(payload)}; ${flags}`;
+function startSession(user, tokens) {
+  const sid = randomBytes(24).toString('base64url');
+  const exp = Math.floor(Date.now() / 1000) + SESSION_SECONDS;
+  sessions.set(sid, { sid, email: user.email, role: user.role, exp, ...tokens });
+  for (const [id, s] of sessions) if (s.exp <= Date.now() / 1000) sessions.delete(id);
+  return sid;
 }
+
+function sessionCookie(sid, secure) {
+  const flags = `Path=/; HttpOnly; SameSite=Lax; Max-Age=${SESSION_SECONDS}${secure ? '; Secure' : ''}`;
+  return `aiqso_dash=${sid}.${sign(sid)}; ${flags}`;
+}
+
+const csrfFor = (session) => sign(`csrf:${session.sid}`);
 
 async function api(path, init = {}) {
   const res = await fetch(`${API}${path}`, {
@@ -73,16 +92,40 @@ async function api(path, init = {}) {
   return { status: res.status, body };
 }
 
-async function tenantStatus() {
+/** Read with the dashboard's own tenant-scoped, read-level key. */
+async function read(path) {
   if (!API_KEY || !TENANT_ID) return undefined;
   try {
-    const { status, body } = await api(`/api/v1/tenants/${encodeURIComponent(TENANT_ID)}`, {
-      headers: { authorization: `Bearer ${API_KEY}` },
-    });
+    const { status, body } = await api(path, { headers: { authorization: `Bearer ${API_KEY}` } });
     return status === 200 ? body : undefined;
   } catch {
     return undefined;
   }
+}
+
+/** Call the API as the signed-in user, refreshing their access token once when it has expired. */
+async function asUser(session, path, init = {}) {
+  const call = () =>
+    api(path, {
+      ...init,
+      headers: {
+        ...(init.body ? { 'content-type': 'application/json' } : {}),
+        authorization: `Bearer ${session.accessToken}`,
+      },
+    });
+  let res = await call();
+  if (res.status === 401 && session.refreshToken) {
+    const fresh = await api('/api/v1/auth/refresh', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ refreshToken: session.refreshToken }),
+    });
+    if (fresh.status !== 200) return res;
+    session.accessToken = fresh.body.accessToken;
+    session.refreshToken = fresh.body.refreshToken;
+    res = await call();
+  }
+  return res;
 }
 
 function readForm(req) {
@@ -118,23 +161,82 @@ ${message ? `<p role="alert">${escape(message)}</p>` : ''}
   );
 }
 
-async function home(session) {
-  const tenant = await tenantStatus();
-  const services = tenant?.services ?? [];
-  const rows = services.length
-    ? services
-        .map(
-          (s) =>
-            `<tr><td><a href="/${escape(s.key)}/">${escape(s.name ?? s.key)}</a></td><td>${escape(s.status)}</td></tr>`,
-        )
+function button(session, action, service, label) {
+  return `<form method="post" action="${action}" style="display:inline"><input type="hidden" name="csrf" value="${csrfFor(session)}">
+<input type="hidden" name="service" value="${escape(service)}"><button type="submit">${label}</button></form>`;
+}
+
+async function home(session, message) {
+  const tid = encodeURIComponent(TENANT_ID);
+  const [tenant, mine, catalog] = await Promise.all([
+    read(`/api/v1/tenants/${tid}`),
+    read(`/api/v1/tenants/${tid}/services`),
+    api('/api/v1/catalog')
+      .then((r) => (r.status === 200 ? r.body : undefined))
+      .catch(() => undefined),
+  ]);
+  const owner = session.role === 'tenant_owner';
+  const live = (mine?.services ?? []).filter((s) => s.status !== 'removed');
+  const rows = live.length
+    ? live
+        .map((s) => {
+          const name =
+            s.status === 'active' ? `<a href="${escape(s.url)}">${escape(s.name)}</a>` : escape(s.name);
+          const reason = s.statusReason ? ` <small class="muted">${escape(s.statusReason)}</small>` : '';
+          const action =
+            owner && s.status !== 'removing' ? button(session, 'unsubscribe', s.service, 'Unsubscribe') : '';
+          return `<tr><td>${name}</td><td>${escape(s.status)}${reason}</td><td>${action}</td></tr>`;
+        })
         .join('')
-    : '<tr><td colspan="2" class="muted">No services yet.</td></tr>';
+    : '<tr><td colspan="3" class="muted">No services yet.</td></tr>';
+  const taken = new Set(live.map((s) => s.service));
+  const offer = (catalog?.services ?? [])
+    .filter((c) => !taken.has(c.key))
+    .map(
+      (c) =>
+        `<tr><td>${escape(c.name)}<br><small class="muted">${escape(c.description)}</small></td><td>${
+          owner
+            ? button(session, 'subscribe', c.key, 'Subscribe')
+            : '<span class="muted">owners subscribe</span>'
+        }</td></tr>`,
+    )
+    .join('');
   return page(
     COMPANY,
     `<h1>${escape(COMPANY)}</h1><p class="muted">Signed in as ${escape(session.email)} · <a href="logout">Sign out</a></p>
+${message ? `<p role="status">${escape(message)}</p>` : ''}
 <p>Workspace status: <strong>${escape(tenant?.status ?? 'unknown')}</strong></p>
-<h2>Services</h2><table><thead><tr><th>Service</th><th>Status</th></tr></thead><tbody>${rows}</tbody></table>`,
+<h2>Services</h2><table><thead><tr><th>Service</th><th>Status</th><th></th></tr></thead><tbody>${rows}</tbody></table>
+${offer ? `<h2>Catalog</h2><table><tbody>${offer}</tbody></table>` : ''}`,
   );
+}
+
+/** Subscribe or unsubscribe as the signed-in user; the API's answer (or refusal) is shown on the next page. */
+async function change(req, res, session, kind) {
+  const form = await readForm(req);
+  const expected = Buffer.from(csrfFor(session));
+  const given = Buffer.from(String(form.csrf ?? ''));
+  if (expected.length !== given.length || !timingSafeEqual(expected, given)) {
+    return send(res, 403, page('Forbidden', '<h1>Forbidden</h1><p>Reload the page and try again.</p>'));
+  }
+  const service = String(form.service ?? '');
+  const tid = encodeURIComponent(TENANT_ID);
+  const { status, body } =
+    kind === 'subscribe'
+      ? await asUser(session, `/api/v1/tenants/${tid}/services`, {
+          method: 'POST',
+          body: JSON.stringify({ service }),
+        })
+      : await asUser(session, `/api/v1/tenants/${tid}/services/${encodeURIComponent(service)}`, {
+          method: 'DELETE',
+        });
+  const message =
+    status === 202
+      ? kind === 'subscribe'
+        ? `${body.name} is being set up; this page shows when it is active.`
+        : `${body.name} is unsubscribed.`
+      : (body?.error?.message ?? `The platform answered ${status}.`);
+  return send(res, 303, '', { location: `./?msg=${encodeURIComponent(message)}` });
 }
 
 async function login(req, res) {
@@ -153,18 +255,27 @@ async function login(req, res) {
     );
   }
   const secure = req.headers['x-forwarded-proto'] === 'https';
-  return send(res, 303, '', { location: './', 'set-cookie': sessionCookie(body.user.email, secure) });
+  const sid = startSession(body.user, { accessToken: body.accessToken, refreshToken: body.refreshToken });
+  return send(res, 303, '', { location: './', 'set-cookie': sessionCookie(sid, secure) });
 }
 
 const server = createServer(async (req, res) => {
   try {
-    const path = new URL(req.url ?? '/', 'http://dashboard').pathname;
+    const url = new URL(req.url ?? '/', 'http://dashboard');
+    const path = url.pathname;
     if (path === '/healthz') {
       res.writeHead(200, { 'content-type': 'application/json' });
       return res.end(JSON.stringify({ status: 'ok', tenant: SLUG }));
     }
     if (path === '/login' && req.method === 'POST') return await login(req, res);
+    if ((path === '/subscribe' || path === '/unsubscribe') && req.method === 'POST') {
+      const session = readSession(req);
+      if (!session) return send(res, 303, '', { location: './' });
+      return await change(req, res, session, path.slice(1));
+    }
     if (path === '/logout') {
+      const session = readSession(req);
+      if (session) sessions.delete(session.sid);
       return send(res, 303, '', {
         location: './',
         'set-cookie': 'aiqso_dash=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax',
@@ -173,7 +284,7 @@ const server = createServer(async (req, res) => {
     if (path !== '/' || (req.method !== 'GET' && req.method !== 'HEAD'))
       return send(res, 404, page('Not found', '<h1>Not found</h1>'));
     const session = readSession(req);
-    return send(res, 200, session ? await home(session) : loginForm());
+    return send(res, 200, session ? await home(session, url.searchParams.get('msg') ?? '') : loginForm());
   } catch (err) {
     console.error(JSON.stringify({ level: 'error', msg: 'request failed', err: String(err) }));
     if (!res.headersSent) send(res, 500, page('Error', '<h1>Something went wrong</h1>'));

@@ -5,6 +5,8 @@ import { localCheckoutRoutes } from './api/routes/local-checkout.ts';
 import { signupRoutes } from './api/routes/signup.ts';
 import { stripeWebhookRoutes } from './api/routes/stripe-webhook.ts';
 import { tenantLifecycleRoutes } from './api/routes/tenant-lifecycle.ts';
+import { catalogRoutes } from './api/routes/catalog.ts';
+import { tenantServiceRoutes } from './api/routes/tenant-services.ts';
 import { createBilling, type Billing } from './billing/index.ts';
 import { processBillingEvent } from './billing/process.ts';
 import { loadCatalog } from './catalog/load.ts';
@@ -73,11 +75,10 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
     baseDomain: config.baseDomain,
   });
   await installIdentity(api, { config, db: database.db, log }, parts.identity);
-  tenantLifecycleRoutes(api, {
-    db: database.db,
-    access: createTenantAccess(database.db),
-    graceDays: config.graceDays,
-  });
+  const access = createTenantAccess(database.db);
+  tenantLifecycleRoutes(api, { db: database.db, access, graceDays: config.graceDays });
+  catalogRoutes(api, { db: database.db });
+  tenantServiceRoutes(api, { db: database.db, access, plans: parts.plans, config });
   return api;
 }
 

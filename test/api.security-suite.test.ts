@@ -5,8 +5,9 @@ import { crossTenantSuccesses, ROUTE_CASES, runSecuritySuite } from './support/s
 /**
  * Routes anyone may call: the operations endpoints, the API reference, login
  * and refresh (their credential is the body), signup and webhooks (signed),
- * and local billing mode's checkout page, which stands in for Stripe's hosted
- * checkout and, like it, is reached by an unguessable session id.
+ * local billing mode's checkout page, which stands in for Stripe's hosted
+ * checkout and, like it, is reached by an unguessable session id, and the
+ * service catalog, which like the plans names only what is on offer.
  * Every other route must be in ROUTE_CASES.
  */
 const PUBLIC_EXACT = [
@@ -19,6 +20,7 @@ const PUBLIC_EXACT = [
   '/api/v1/signup',
   '/signup',
   '/signup/welcome',
+  '/api/v1/catalog',
 ];
 const PUBLIC_PREFIX = ['/api/docs', '/webhooks/', '/billing/checkout/'];
 

@@ -1,7 +1,7 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { runCli } from './support/cli.ts';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
-import { driverCases, startLivePlatform, viaEdge } from './support/live-platform.ts';
+import { driverCases, pollUntil, startLivePlatform, viaEdge } from './support/live-platform.ts';
 import { startSmtpSink, type SmtpSink } from './support/smtp.ts';
 import { invoiceEvent, subscriptionEvent } from './support/stripe.ts';
 
@@ -99,6 +99,29 @@ describe.each(driverCases())(
         const back = await platform.until('acme', (p) => p.status === 200);
         expect(back.body).toContain('<h1>Acme Widgets</h1>');
 
+        // A service, so the purge below must remove its container and database too.
+        const login = await fetch(`http://127.0.0.1:${port}/api/v1/auth/login`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ email: 'owner@acme.test', password: 'correct horse battery staple' }),
+        });
+        const { accessToken } = (await login.json()) as { accessToken: string };
+        const subscribed = await fetch(`http://127.0.0.1:${port}/api/v1/tenants/acme/services`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${accessToken}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ service: 'notes' }),
+        });
+        expect(subscribed.status).toBe(202);
+        const notes = await pollUntil(
+          () =>
+            testDb.db.selectFrom('tenant_services').select(['status', 'db_name']).executeTakeFirstOrThrow(),
+          (row) => row.status === 'active',
+          90_000,
+        );
+        expect(notes.status).toBe('active');
+        const notesPage = await viaEdge(host, port, { path: '/notes/' });
+        expect(notesPage.status).toBe(200);
+
         const shown = await runCli(['tenants', 'show', 'acme', '--json'], env);
         const tenant = JSON.parse(shown.stdout) as {
           id: string;
@@ -150,6 +173,13 @@ describe.each(driverCases())(
         expect(
           await testDb.db.selectFrom('users').select('id').where('tenant_id', '=', tenant.id).execute(),
         ).toEqual([]);
+        expect(
+          await testDb.db.selectFrom('tenant_services').select('status').executeTakeFirstOrThrow(),
+        ).toEqual({ status: 'removed' });
+        const serviceDb = await testDb.pool.query('SELECT 1 FROM pg_database WHERE datname = $1', [
+          notes.db_name,
+        ]);
+        expect(serviceDb.rowCount).toBe(0);
         const audit = await testDb.db
           .selectFrom('audit_log')
           .select('details')

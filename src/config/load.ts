@@ -35,6 +35,8 @@ export interface Config {
   listmonkUrl?: string;
   ollamaUrl?: string;
   graceDays: number;
+  /** Hours an unsubscribed service's stopped container and database are kept before they are destroyed. */
+  serviceGraceHours: number;
   /** Service templates directory; unset means the catalog shipped with the platform. */
   catalogDir?: string;
   resyncSeconds: number;
@@ -166,6 +168,7 @@ function toConfig(raw: RawConfig, cwd: string): Config {
     listmonkUrl: raw.LISTMONK_URL,
     ollamaUrl: raw.OLLAMA_URL,
     graceDays: raw.AIQSO_GRACE_DAYS,
+    serviceGraceHours: raw.AIQSO_SERVICE_GRACE_HOURS,
     catalogDir: raw.AIQSO_CATALOG_DIR ? path.resolve(cwd, raw.AIQSO_CATALOG_DIR) : undefined,
     resyncSeconds: raw.AIQSO_RESYNC_SECONDS,
     timeZone: raw.AIQSO_TIMEZONE,

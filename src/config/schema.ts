@@ -116,6 +116,10 @@ export const configSchema = z.object({
     .number({ error: 'expected a number of days' })
     .min(0, 'expected a number of days ≥ 0')
     .default(90),
+  AIQSO_SERVICE_GRACE_HOURS: z.coerce
+    .number({ error: 'expected a number of hours' })
+    .min(0, 'expected a number of hours ≥ 0')
+    .default(168),
   AIQSO_CATALOG_DIR: z.string().min(1).optional(),
   AIQSO_RESYNC_SECONDS: z.coerce
     .number({ error: 'expected a number of seconds' })

@@ -20,6 +20,8 @@ export const ERROR_CODES = {
   unsupported_media_type: { status: 415, blame: 'caller', retryable: false },
   rate_limited: { status: 429, blame: 'caller', retryable: true },
   capacity_exhausted: { status: 409, blame: 'platform', retryable: true },
+  /** A deployment that cannot succeed by retrying (a service that never became healthy in its time). */
+  deploy_failed: { status: 502, blame: 'platform', retryable: false },
   dependency_failed: { status: 502, blame: 'platform', retryable: true },
   unavailable: { status: 503, blame: 'platform', retryable: true },
   internal: { status: 500, blame: 'platform', retryable: true },

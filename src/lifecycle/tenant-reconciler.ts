@@ -34,6 +34,8 @@ export interface TenantReconcilerDeps {
   /** The dashboard's tenant-scoped API key, created once and kept sealed. */
   dashboardKey(tenantId: string): Promise<string>;
   revokeDashboardKey(tenantId: string): Promise<void>;
+  /** Start removing the tenant's services; resolves to how many are not yet removed. */
+  removeServices(tenantId: string): Promise<number>;
   healthTimeoutMs: number;
 }
 
@@ -64,12 +66,18 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
 
   const steps: ReconcileStep<TenantSpec>[] = [
     {
-      // Nothing to create; on deletion (purge) it runs last, once everything outside the database is gone.
+      // Nothing to create; on deletion (purge) it runs last, once everything outside the database is gone:
+      // the tenant's services (their own removals destroy their containers and databases) included.
       name: 'workspace record',
       observe: () => Promise.resolve('ok' as const),
       apply: () => Promise.resolve(),
-      remove: (ctx) =>
-        finishPurge(deps.db, ctx.resource.id, [`container ${name(ctx)}`, `route ${hostname(ctx)}`]),
+      async remove(ctx) {
+        const remaining = await deps.removeServices(ctx.resource.id);
+        if (remaining > 0) {
+          throw new DomainError('unavailable', `waiting for ${remaining} service(s) to be removed`);
+        }
+        await finishPurge(deps.db, ctx.resource.id, [`container ${name(ctx)}`, `route ${hostname(ctx)}`]);
+      },
     },
     {
       name: 'dashboard container',

@@ -1,4 +1,5 @@
 import path from 'node:path';
+import type pg from 'pg';
 import type { Transaction } from 'kysely';
 import type { BillingAction } from '../billing/decide.ts';
 import type { Config } from '../config/load.ts';
@@ -24,6 +25,9 @@ import { dashboardCredentials } from './dashboard-credential.ts';
 import { TENANT_KIND } from './kinds.ts';
 import { purgeDue } from './purge.ts';
 import { routeStateFor, tenantReconciler } from './tenant-reconciler.ts';
+import { tenantServiceReconciler } from '../services/reconciler.ts';
+import { tenantServiceSecrets } from '../services/secrets.ts';
+import { removeTenantServices } from '../services/subscriptions.ts';
 
 /**
  * A billing transition's effect on the orchestrator, in the billing event's
@@ -74,6 +78,8 @@ export function registerLifecycle(
     compute: ComputeDriver;
     /** How containers reach the API and the master database. */
     reach: ContainerReach;
+    /** The master database's pool and URL: service databases are created on its server. */
+    master: { pool: pg.Pool; url: string };
     box?: () => Promise<SecretBox>;
   },
 ): void {
@@ -83,6 +89,7 @@ export function registerLifecycle(
     deps.box ??
     (() => (boxPromise ??= loadSecretBox({ configured: config.masterKey, dataDir: config.dataDir })));
   const credentials = dashboardCredentials(db, box);
+  const serviceSecrets = tenantServiceSecrets(db, box);
   parts.scheduleHandlers.purge = async () => {
     await purgeDue(db);
   };
@@ -96,7 +103,27 @@ export function registerLifecycle(
       dashboardDir: path.join(REPO_ROOT, 'dashboard'),
       dashboardKey: (tenantId) => credentials.get(tenantId),
       revokeDashboardKey: (tenantId) => credentials.revoke(tenantId),
+      removeServices: (tenantId) => removeTenantServices(db, tenantId),
       healthTimeoutMs: 60_000,
+    }),
+  );
+  const local = new URL(deps.master.url);
+  parts.registry.register(
+    tenantServiceReconciler({
+      db,
+      admin: deps.master.pool,
+      compute,
+      baseDomain: config.baseDomain,
+      publicUrl: config.publicUrl,
+      repoRoot: REPO_ROOT,
+      dataDir: config.dataDir,
+      dbReach: deps.reach.db,
+      dbLocal: {
+        host: local.hostname.replace(/^\[|\]$/g, '') || '127.0.0.1',
+        port: Number(local.port || 5432),
+      },
+      rootSecret: (id) => serviceSecrets.root(id),
+      placement: { driver: compute.kind, dataDir: config.dataDir },
     }),
   );
 }
@@ -121,7 +148,13 @@ export async function startPlatformWorker(config: Config, log: Logger, database:
       log.child({ part: 'gateway' }),
     );
     const parts = orchestratorParts(config);
-    registerLifecycle(parts, { config, db: database.db, compute, reach });
+    registerLifecycle(parts, {
+      config,
+      db: database.db,
+      compute,
+      reach,
+      master: { pool: database.pool, url: database.url },
+    });
     const worker = await startConfiguredWorker(config, log, database.url, parts);
     return {
       worker,

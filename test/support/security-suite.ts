@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadCatalog } from '../../src/catalog/load.ts';
+import { syncCatalog } from '../../src/catalog/sync.ts';
 import { newId } from '../../src/core/ids.ts';
 import type { Role, TenantStatus } from '../../src/db/tables.ts';
 import { createForge } from './forge.ts';
@@ -60,7 +62,19 @@ async function createKey(
   return res.json();
 }
 
+/** Tenant A subscribed to `service` (idempotent), for routes that act on a subscription. */
+async function subscribed(h: Harness, service: string): Promise<void> {
+  const res = await h.api.inject({
+    method: 'POST',
+    url: `/api/v1/tenants/${h.a.slug}/services`,
+    headers: h.bearer(h.a.owner.token),
+    payload: { service },
+  });
+  if (res.statusCode !== 202) throw new Error(`subscribe ${service}: ${res.body}`);
+}
+
 async function prepare(h: Harness): Promise<SecurityContext> {
+  await syncCatalog(h.db.db, loadCatalog());
   const forge = await createForge(h);
   const now = Math.floor(Date.now() / 1000);
   const aOwner = { sub: h.a.owner.id, role: 'tenant_owner', tid: h.a.id };
@@ -226,6 +240,43 @@ export const ROUTE_CASES: RouteCase[] = [
     call: async (h) => {
       const key = await createKey(h, h.a.owner.token, h.a.slug, 'tenant_member');
       return { url: `/api/v1/tenants/${h.a.slug}/api-keys/${key.id}` };
+    },
+  },
+  {
+    method: 'GET',
+    url: '/api/v1/tenants/:tenant/services',
+    minRole: 'tenant_member',
+    scope: 'tenant',
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/services` }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/tenants/:tenant/services',
+    minRole: 'tenant_owner',
+    scope: 'tenant',
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/services`, payload: { service: 'notes' } }),
+  },
+  {
+    method: 'DELETE',
+    url: '/api/v1/tenants/:tenant/services/:service',
+    minRole: 'tenant_owner',
+    scope: 'tenant',
+    call: async (h) => {
+      await subscribed(h, 'social-media-manager');
+      return { url: `/api/v1/tenants/${h.a.slug}/services/social-media-manager` };
+    },
+  },
+  {
+    method: 'PATCH',
+    url: '/api/v1/tenants/:tenant/services/:service',
+    minRole: 'platform_admin',
+    scope: 'tenant',
+    call: async (h) => {
+      await subscribed(h, 'notes');
+      return {
+        url: `/api/v1/tenants/${h.a.slug}/services/notes`,
+        payload: { resources: { memory_mb: 192 } },
+      };
     },
   },
   {

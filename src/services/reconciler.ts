@@ -1,0 +1,309 @@
+import { sql } from 'kysely';
+import type pg from 'pg';
+import { containerName, type ComputeDriver } from '../core/compute.ts';
+import { DomainError } from '../core/errors.ts';
+import type { Reconciler, ReconcileStep, StepContext } from '../core/reconcile.ts';
+import { capacityRefusal } from '../core/services.ts';
+import type { Database } from '../db/database.ts';
+import { deleteRoute, upsertRoute } from '../edge/routes-store.ts';
+import { TENANT_SERVICE_KIND } from '../lifecycle/kinds.ts';
+import { routeStateFor } from '../lifecycle/tenant-reconciler.ts';
+import { deleteResource } from '../orchestrator/resources.ts';
+import { dropServiceDatabase, ensureServiceDatabase, serviceDatabaseExists } from './databases.ts';
+import { containerSpecFor, loadDeployment, probe, type Deployment } from './deploy-context.ts';
+import { findFinalBackup, takeFinalBackup } from './final-backup.ts';
+import { hostUsage, lockPlacementHost } from './hosts.ts';
+import { failing, routeState, sendReadyEmail } from './step-support.ts';
+import { tenantServiceSpecSchema, type TenantServiceSpec } from './subscriptions.ts';
+
+/**
+ * The tenant service reconciler: the seed's Service Deployment Flow as named,
+ * idempotent steps — capacity, container, database, start, route, health,
+ * active, "service ready" email. An unsubscribed service (spec.removeAfter
+ * set) is stopped, unrouted and dumped once; after its grace period the
+ * `retire` step deletes the resource, whose removal destroys the container
+ * and database. Invariant: a route points at a service only while it is
+ * subscribed; the database outlives the container until the final removal.
+ */
+export interface TenantServiceReconcilerDeps {
+  db: Database;
+  /** The master database's pool: creates and drops service databases and roles. */
+  admin: pg.Pool;
+  compute: ComputeDriver;
+  baseDomain: string;
+  publicUrl: string;
+  repoRoot: string;
+  dataDir: string;
+  /** Where containers reach the master database server (deps.reach.db). */
+  dbReach: { host: string; port: number };
+  /** Where the control plane itself reaches it (pg_dump). */
+  dbLocal: { host: string; port: number };
+  /** The service's root secret (its database password), sealed at rest. */
+  rootSecret(tenantServiceId: string): Promise<string>;
+  placement: { driver: 'process' | 'lxc' | 'proxmox'; dataDir: string };
+  healthPollMs?: number;
+}
+
+type Ctx = StepContext<TenantServiceSpec>;
+
+export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reconciler<TenantServiceSpec> {
+  const load = (ctx: Ctx) => loadDeployment(deps.db, ctx.resource.id, ctx.resource.spec);
+  const removing = (ctx: Ctx) => ctx.resource.spec.removeAfter !== null;
+  const hostname = (d: Deployment) => `${d.spec.slug}.${deps.baseDomain}`;
+  const info = (d: Deployment) => deps.compute.status(d.containerName);
+  const wantsRunning = (ctx: Ctx, d: Deployment) =>
+    !removing(ctx) && d.tenantStatus !== 'cancelled' && d.tenantStatus !== 'purged';
+  const setStatus = async (id: string, status: 'deploying' | 'active' | 'failed', reason: string | null) => {
+    await deps.db
+      .updateTable('tenant_services')
+      .set({ status, status_reason: reason, updated_at: sql`now()` })
+      .where('id', '=', id)
+      .where('status', 'not in', ['removing', 'removed'])
+      .execute();
+  };
+  const containerSpec = async (d: Deployment) =>
+    containerSpecFor(d, {
+      driver: deps.compute.kind,
+      repoRoot: deps.repoRoot,
+      publicUrl: deps.publicUrl,
+      dbReach: deps.dbReach,
+      root: await deps.rootSecret(d.id),
+    });
+
+  const steps: ReconcileStep<TenantServiceSpec>[] = [
+    {
+      // Nothing to create; on deletion it runs last, once the container and database are gone.
+      name: 'service record',
+      observe: () => Promise.resolve('ok' as const),
+      apply: () => Promise.resolve(),
+      async remove(ctx) {
+        await deps.db
+          .updateTable('tenant_services')
+          .set({
+            status: 'removed',
+            status_reason: 'container and database destroyed',
+            removed_at: sql`now()`,
+            updated_at: sql`now()`,
+          })
+          .where('id', '=', ctx.resource.id)
+          .execute();
+      },
+    },
+    {
+      name: 'capacity check',
+      async observe(ctx) {
+        if (removing(ctx)) return 'ok';
+        return (await info(await load(ctx))).state === 'missing' ? 'missing' : 'ok';
+      },
+      async apply(ctx) {
+        const d = await load(ctx);
+        await deps.db.transaction().execute(async (trx) => {
+          const host = await lockPlacementHost(trx, deps.placement);
+          const used = await hostUsage(trx, host.id, d.id);
+          const refusal = capacityRefusal(host, used, d.spec.resources, d.template.key);
+          if (refusal) throw new DomainError('conflict', refusal);
+        });
+      },
+    },
+    {
+      name: 'container',
+      async observe(ctx) {
+        if (removing(ctx)) return 'ok';
+        const d = await load(ctx);
+        const c = await info(d);
+        if (c.state === 'missing') return 'missing';
+        const want = d.spec.resources;
+        const drifted =
+          (c.limits?.memoryMb !== undefined && c.limits.memoryMb !== want.memory_mb) ||
+          (c.limits?.cores !== undefined && c.limits.cores !== want.cores);
+        return drifted ? 'drifted' : 'ok';
+      },
+      async apply(ctx, found) {
+        const d = await load(ctx);
+        if (d.status === 'pending') await setStatus(d.id, 'deploying', null);
+        await deps.compute.ensure(await containerSpec(d));
+        // New limits reach a running workload only through a restart.
+        if (found === 'drifted' && (await info(d)).state === 'running')
+          await deps.compute.restart(d.containerName);
+      },
+      async remove(ctx) {
+        await deps.compute.destroy((await load(ctx)).containerName);
+      },
+    },
+    {
+      name: 'database',
+      async observe(ctx) {
+        const d = await load(ctx);
+        if (!d.database || removing(ctx)) return 'ok';
+        return (await serviceDatabaseExists(deps.admin, d.database.name)) ? 'ok' : 'missing';
+      },
+      async apply(ctx) {
+        const d = await load(ctx);
+        if (!d.database) return;
+        await ensureServiceDatabase(deps.admin, { ...d.database, password: await deps.rootSecret(d.id) });
+      },
+      async remove(ctx) {
+        const d = await load(ctx);
+        if (d.database) await dropServiceDatabase(deps.admin, d.database);
+      },
+    },
+    {
+      name: 'running',
+      async observe(ctx) {
+        const d = await load(ctx);
+        const c = await info(d);
+        if (c.state === 'missing') return removing(ctx) ? 'ok' : 'missing';
+        return (c.state === 'running') === wantsRunning(ctx, d) ? 'ok' : 'drifted';
+      },
+      async apply(ctx) {
+        const d = await load(ctx);
+        if (wantsRunning(ctx, d)) await deps.compute.start(d.containerName);
+        else await deps.compute.stop(d.containerName);
+      },
+      async remove(ctx) {
+        await deps.compute.stop((await load(ctx)).containerName);
+      },
+    },
+    {
+      name: 'route',
+      async observe(ctx) {
+        const d = await load(ctx);
+        const route = await deps.db
+          .selectFrom('routes')
+          .select(['upstream_host', 'upstream_port', 'state', 'strip_prefix'])
+          .where('hostname', '=', hostname(d))
+          .where('path_prefix', '=', d.template.route.path)
+          .executeTakeFirst();
+        if (removing(ctx)) return route ? 'drifted' : 'ok';
+        if (!route) return 'missing';
+        const endpoint = (await info(d)).endpoint;
+        const same =
+          route.state === routeState(d) &&
+          route.strip_prefix === d.template.route.strip_prefix &&
+          route.upstream_host === (endpoint?.host ?? null) &&
+          route.upstream_port === (endpoint?.port ?? null);
+        return same ? 'ok' : 'drifted';
+      },
+      async apply(ctx) {
+        const d = await load(ctx);
+        if (removing(ctx)) {
+          await deleteRoute(deps.db, hostname(d), d.template.route.path);
+          return;
+        }
+        await upsertRoute(deps.db, {
+          hostname: hostname(d),
+          pathPrefix: d.template.route.path,
+          tenantId: d.tenantId,
+          tenantServiceId: d.id,
+          upstream: (await info(d)).endpoint ?? null,
+          stripPrefix: d.template.route.strip_prefix,
+          state: routeState(d),
+        });
+      },
+      async remove(ctx) {
+        const d = await load(ctx);
+        await deleteRoute(deps.db, hostname(d), d.template.route.path);
+      },
+    },
+    {
+      name: 'final backup',
+      async observe(ctx) {
+        if (!removing(ctx)) return 'ok';
+        const d = await load(ctx);
+        if (!d.database || !(await serviceDatabaseExists(deps.admin, d.database.name))) return 'ok';
+        return (await findFinalBackup(deps.db, d.id)) ? 'ok' : 'missing';
+      },
+      async apply(ctx) {
+        const d = await load(ctx);
+        if (!d.database) return;
+        await takeFinalBackup(deps.db, deps.dataDir, {
+          tenantId: d.tenantId,
+          tenantSlug: d.spec.slug,
+          tenantServiceId: d.id,
+          service: d.template.key,
+          database: { ...deps.dbLocal, ...d.database, password: await deps.rootSecret(d.id) },
+        });
+      },
+    },
+    {
+      name: 'health check',
+      async observe(ctx) {
+        const d = await load(ctx);
+        if (!wantsRunning(ctx, d)) return 'ok';
+        return (await probe(await info(d), d.template.health.path)) === d.template.health.status
+          ? 'ok'
+          : 'missing';
+      },
+      async apply(ctx) {
+        const d = await load(ctx);
+        const { path, status, timeout_seconds } = d.template.health;
+        const deadline = Date.now() + timeout_seconds * 1000;
+        let last: number | string = 'no answer';
+        while (Date.now() < deadline) {
+          if (ctx.signal.aborted) throw new Error('worker shutting down');
+          last = await probe(await info(d), path);
+          if (last === status) return;
+          await new Promise((r) => setTimeout(r, deps.healthPollMs ?? 250));
+        }
+        const seen = typeof last === 'number' ? `last answer ${last}` : `last error: ${last}`;
+        throw new DomainError(
+          'deploy_failed',
+          `GET ${path} did not answer ${status} within ${timeout_seconds} s (${seen})`,
+        );
+      },
+    },
+    {
+      name: 'activate',
+      async observe(ctx) {
+        if (removing(ctx)) return 'ok';
+        return (await load(ctx)).status === 'active' ? 'ok' : 'missing';
+      },
+      async apply(ctx) {
+        const d = await load(ctx);
+        await setStatus(d.id, 'active', null);
+        await deps.db
+          .updateTable('routes')
+          .set({ state: routeStateFor(d.tenantStatus), updated_at: new Date() })
+          .where('tenant_service_id', '=', d.id)
+          .execute();
+      },
+    },
+    {
+      name: 'ready email',
+      async observe(ctx) {
+        if (removing(ctx)) return 'ok';
+        const row = await deps.db
+          .selectFrom('outbox')
+          .select('id')
+          .where('key', '=', `service-ready:${ctx.resource.id}`)
+          .executeTakeFirst();
+        return row ? 'ok' : 'missing';
+      },
+      async apply(ctx) {
+        const d = await load(ctx);
+        await sendReadyEmail(deps, d);
+      },
+    },
+    {
+      name: 'retire',
+      observe(ctx) {
+        const after = ctx.resource.spec.removeAfter;
+        return Promise.resolve(after !== null && Date.parse(after) <= Date.now() ? 'missing' : 'ok');
+      },
+      async apply(ctx) {
+        // The removal runs next: the steps' inverses destroy the container and the database.
+        await deleteResource(deps.db, { kind: TENANT_SERVICE_KIND, id: ctx.resource.id });
+      },
+    },
+  ];
+
+  return {
+    kind: TENANT_SERVICE_KIND,
+    parseSpec: (raw) => tenantServiceSpecSchema.parse(raw),
+    steps: steps.map((s) => failing(deps.db, s)),
+    owns: (resource) =>
+      resource.tenantId
+        ? [{ source: 'compute', name: containerName(resource.tenantId, resource.spec.service) }]
+        : [],
+  };
+}

@@ -1,0 +1,71 @@
+import { sql } from 'kysely';
+import { isDomainError, DomainError } from '../core/errors.ts';
+import type { ReconcileStep } from '../core/reconcile.ts';
+import { serviceUrl } from '../core/services.ts';
+import type { Database } from '../db/database.ts';
+import { routeStateFor } from '../lifecycle/tenant-reconciler.ts';
+import { writeOutbox } from '../orchestrator/outbox.ts';
+import type { Deployment } from './deploy-context.ts';
+import type { TenantServiceSpec } from './subscriptions.ts';
+
+/** What the tenant service reconciler's steps share beyond their own effect. */
+
+/** A service's route is `provisioning` until it has answered its health check once. */
+export function routeState(d: Deployment) {
+  return d.status === 'active' ? routeStateFor(d.tenantStatus) : 'provisioning';
+}
+
+export async function sendReadyEmail(
+  deps: { db: Database; publicUrl: string },
+  d: Deployment,
+): Promise<void> {
+  const owner = await deps.db
+    .selectFrom('users')
+    .select('email')
+    .where('tenant_id', '=', d.tenantId)
+    .where('role', '=', 'tenant_owner')
+    .orderBy('id')
+    .executeTakeFirst();
+  if (!owner) throw new DomainError('not_found', 'tenant has no owner to tell');
+  const url = serviceUrl(deps.publicUrl, d.spec.slug, d.template.route.path);
+  await writeOutbox(deps.db, {
+    key: `service-ready:${d.id}`,
+    kind: 'email',
+    payload: {
+      template: 'service-ready',
+      tenantId: d.tenantId,
+      to: owner.email,
+      subject: `${d.template.name} is ready`,
+      text: `${d.template.name} is ready at ${url}\n\nSign in with your workspace account.\n`,
+    },
+  });
+}
+
+/**
+ * A step whose failure a retry cannot fix (a refused capacity, an image the
+ * driver cannot run, a service that never became healthy) also marks the
+ * tenant service `failed` with the reason, for the tenant to see.
+ */
+export function failing(
+  db: Database,
+  step: ReconcileStep<TenantServiceSpec>,
+): ReconcileStep<TenantServiceSpec> {
+  return {
+    ...step,
+    async apply(ctx, found) {
+      try {
+        await step.apply(ctx, found);
+      } catch (err) {
+        if (isDomainError(err) && !err.retryable) {
+          await db
+            .updateTable('tenant_services')
+            .set({ status: 'failed', status_reason: `${step.name}: ${err.message}`, updated_at: sql`now()` })
+            .where('id', '=', ctx.resource.id)
+            .where('status', 'not in', ['removing', 'removed'])
+            .execute();
+        }
+        throw err;
+      }
+    },
+  };
+}
