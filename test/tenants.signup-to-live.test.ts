@@ -136,6 +136,7 @@ describe.each(driverCases())(
           'tenant.activated',
           'tenant.suspended',
           'tenant.reactivated',
+          'tenant.service.subscribe',
         ]);
         expect(tenant.history[3]!.reason).toMatch(/payment/i);
         expect(tenant.resources[0]!.steps.map((s) => [s.name, s.state])).toEqual([
@@ -206,6 +207,7 @@ describe.each(driverCases())(
           'tenant.activated',
           'tenant.suspended',
           'tenant.reactivated',
+          'tenant.service.subscribe',
           'tenant.cancelled',
           'tenant.purge', // the operator's command, then what it did
           'tenant.purged',
