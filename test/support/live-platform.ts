@@ -7,7 +7,8 @@ import { LxcDriver } from '../../src/compute/lxc/driver.ts';
 import { ProcessDriver } from '../../src/compute/process/driver.ts';
 import type { ComputeDriver } from '../../src/core/compute.ts';
 import type { Database } from '../../src/db/database.ts';
-import { freePort } from '../../src/db/embedded.ts';
+import { openDatabase } from '../../src/db/database.ts';
+import { freePort, startEmbeddedPostgres } from '../../src/db/embedded.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import { startCli, type CliResult } from './cli.ts';
 import { lxcAvailable, privateNetwork } from './lxc.ts';
@@ -110,12 +111,16 @@ export interface LivePlatform {
   page(slug: string): Promise<EdgeAnswer>;
   /** Poll `<slug>.localhost` until `want` holds (or `timeoutMs` passes); returns the last answer. */
   until(slug: string, want: (page: EdgeAnswer) => boolean, timeoutMs?: number): Promise<EdgeAnswer>;
-  /** SIGINT, wait for exit, then destroy every container the driver left (they outlive `aiqso up` by design). */
-  stop(db: Database): Promise<CliResult>;
+  /**
+   * SIGINT, wait for exit, then destroy every container the driver left (they
+   * outlive `aiqso up` by design). `db` is the external master database, if any.
+   */
+  stop(db?: Database): Promise<CliResult>;
 }
 
 export async function startLivePlatform(options: {
-  databaseUrl: string;
+  /** The master database; none means `aiqso up`'s embedded PostgreSQL in the data dir. */
+  databaseUrl?: string;
   driver: DriverCase;
   env?: Record<string, string>;
 }): Promise<LivePlatform> {
@@ -124,7 +129,7 @@ export async function startLivePlatform(options: {
   const env = {
     AIQSO_DATA_DIR: dataDir,
     AIQSO_HTTP_PORT: String(port),
-    DATABASE_URL: options.databaseUrl,
+    ...(options.databaseUrl ? { DATABASE_URL: options.databaseUrl } : {}),
     ...options.driver.env(dataDir),
     ...options.env,
   };
@@ -170,10 +175,18 @@ export async function startLivePlatform(options: {
     async stop(db) {
       up.child.kill('SIGINT');
       const result = await up.exited;
-      const driver = await options.driver.open(dataDir, db);
-      for (const c of await driver.list()) await driver.destroy(c.name);
-      await driver.close();
-      await options.driver.cleanUp();
+      // With the embedded server, it stopped with the platform: start it again to clean up.
+      const server = db ? undefined : await startEmbeddedPostgres(dataDir, createLogger('silent'));
+      const handle = server && openDatabase(server.url.replace(/\/postgres$/, '/aiqso'), { max: 2 });
+      try {
+        const driver = await options.driver.open(dataDir, db ?? handle!.db);
+        for (const c of await driver.list()) await driver.destroy(c.name);
+        await driver.close();
+        await options.driver.cleanUp();
+      } finally {
+        await handle?.close();
+        await server?.stop();
+      }
       return result;
     },
   };
