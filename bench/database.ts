@@ -12,13 +12,13 @@ import type { Logger } from '../src/observability/logger.ts';
 export async function benchDatabase(
   tmp: string,
   log: Logger,
-  options: { max?: number } = {},
+  options: { max?: number; name?: string } = {},
 ): Promise<{ db: Database; pool: pg.Pool; url: string; close(): Promise<void> }> {
   const server = process.env.TEST_DATABASE_URL
     ? undefined
     : await startEmbeddedPostgres(path.join(tmp, 'pg'), log);
   const adminUrl = process.env.TEST_DATABASE_URL ?? server!.url;
-  const name = `aiqso_bench_${process.pid}`;
+  const name = `aiqso_bench_${process.pid}${options.name ? `_${options.name}` : ''}`;
   const admin = openDatabase(adminUrl, { max: 1 });
   await admin.pool.query(`CREATE DATABASE ${name}`);
   const url = new URL(adminUrl);

@@ -2,7 +2,9 @@
 // `checkout.session.completed` to HTTP 200 with the company's name from
 // `<slug>.localhost` through the edge, on a real `aiqso up` (local billing
 // mode, mail to files). For each driver: one signup at a time (BENCH_N of
-// them) and 50 at once (BENCH_CONCURRENT). Baseline, measured in the same
+// them) and 50 at once (BENCH_CONCURRENT); then subscribe→ready, from the
+// POST of a subscription to notes to HTTP 200 from `<slug>.localhost/notes/`
+// (its own container and database), once per live tenant. Baseline, measured in the same
 // run: the dashboard app itself started directly with node until /healthz
 // answers, so the ratio is what the platform adds around a bare boot.
 // Needs root and lxc for the lxc half (skipped with a note otherwise).
@@ -18,6 +20,7 @@ import type { Database } from '../src/db/database.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import {
   driverCases,
+  viaEdge,
   startLivePlatform,
   type DriverCase,
   type LivePlatform,
@@ -86,6 +89,36 @@ async function webhookToLive(platform: LivePlatform, tenantId: string, slug: str
   return page.status === 200 ? performance.now() - t0 : null;
 }
 
+/** Time from POST /services {notes} to HTTP 200 from `<slug>.localhost/notes/` through the edge. */
+async function subscribeToReady(platform: LivePlatform, slug: string): Promise<number | null> {
+  const base = `http://127.0.0.1:${platform.port}`;
+  const login = await fetch(`${base}/api/v1/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email: `owner@${slug}.test`, password: 'correct horse battery staple' }),
+  });
+  const { accessToken } = (await login.json()) as { accessToken: string };
+  const t0 = performance.now();
+  const res = await fetch(`${base}/api/v1/tenants/${slug}/services`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${accessToken}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ service: 'notes' }),
+  });
+  const answer = await res.text();
+  if (res.status !== 202) {
+    console.error(`subscribe ${slug}: ${res.status} ${answer}`);
+    return null;
+  }
+  const ready = await until(
+    async () =>
+      (await viaEdge(`${slug}.localhost:${platform.port}`, platform.port, { path: '/notes/' })).status ===
+      200,
+    TIMEOUT_MS,
+  );
+  if (!ready) console.error(`subscribe ${slug}: /notes/ did not answer 200 within ${TIMEOUT_MS / 1000} s`);
+  return ready ? performance.now() - t0 : null;
+}
+
 interface Row {
   label: string;
   samples: number[];
@@ -104,6 +137,12 @@ async function measure(driver: DriverCase, db: { db: Database; url: string }): P
       const took = await webhookToLive(platform, await signUp(platform, db.db, slug), slug);
       if (took !== null) one.push(took);
     }
+    // Subscribe→ready: each of those live tenants subscribes to notes (own container and database).
+    const subscribe: number[] = [];
+    for (let i = 0; i < N; i++) {
+      const took = await subscribeToReady(platform, `${tag}one${i}`);
+      if (took !== null) subscribe.push(took);
+    }
     const slugs = Array.from({ length: CONCURRENT }, (_, i) => `${tag}many${i}`);
     const ids: string[] = [];
     for (const slug of slugs) ids.push(await signUp(platform, db.db, slug));
@@ -113,13 +152,13 @@ async function measure(driver: DriverCase, db: { db: Database; url: string }): P
     return [
       { label: `${driver.name}, one signup`, samples: one, attempted: N },
       { label: `${driver.name}, ${CONCURRENT} at once`, samples: many, attempted: CONCURRENT },
+      { label: `${driver.name}, subscribe→ready`, samples: subscribe, attempted: N },
     ];
   } finally {
     await platform.stop(db.db);
   }
 }
 
-const db = await benchDatabase(tmp, log);
 const base = await baseline();
 const rows: Row[] = [];
 try {
@@ -128,14 +167,21 @@ try {
       console.log('lxc: skipped (needs root and the lxc tools)');
       continue;
     }
-    rows.push(...(await measure(driver, db)));
+    // A database per driver: each platform seals its secrets with its own master key.
+    const db = await benchDatabase(tmp, log, { name: driver.name });
+    try {
+      rows.push(...(await measure(driver, db)));
+    } finally {
+      await db.close();
+    }
   }
 } finally {
-  await db.close();
   await rm(tmp, { recursive: true, force: true });
 }
 
-console.log(`\nwebhook → live (HTTP 200 with the company name at <slug>.localhost through the edge)`);
+console.log(
+  `\nwebhook → live (HTTP 200 with the company name at <slug>.localhost through the edge); subscribe → ready (HTTP 200 at <slug>.localhost/notes/)`,
+);
 console.log('case                         | succeeded | p50 / p95            | p50 vs baseline');
 const baseP50 = pct(base, 50);
 console.log(
@@ -164,6 +210,7 @@ const goal = (label: string, limit: number) => {
 };
 goal('process, one signup', 1500);
 goal('lxc, one signup', 3000);
+goal('lxc, subscribe→ready', 5000);
 for (const r of rows.filter((x) => x.attempted === CONCURRENT)) {
   console.log(
     `goal ${r.label}: all succeed: ${r.samples.length === r.attempted ? 'met' : `missed (${r.samples.length}/${r.attempted})`}`,
