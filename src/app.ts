@@ -14,6 +14,8 @@ import { loadPlans, PLANS_FILE, type Plan } from './catalog/plans.ts';
 import { syncCatalog } from './catalog/sync.ts';
 import { connectMasterDatabase, type MasterDatabase } from './db/connect.ts';
 import { createTenantAccess } from './identity/tenant-access.ts';
+import { loadSecretBox } from './identity/master-key.ts';
+import { assertMasterKeyOpens } from './identity/rotate-master-key.ts';
 import { installIdentity, type IdentityOptions } from './identity/wire.ts';
 import type { Logger } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
@@ -144,6 +146,10 @@ export async function createPlatform(config: Config, log: Logger): Promise<Platf
   const database = await connectMasterDatabase(config, log);
   const metrics = createMetrics();
   try {
+    await assertMasterKeyOpens(
+      database.db,
+      await loadSecretBox({ configured: config.masterKey, dataDir: config.dataDir }),
+    );
     await syncCatalog(database.db, catalog);
     const { api, billing } = await assembleApi(config, log, database, metrics);
     const running = await startPlatformWorker(config, log, database);

@@ -4,8 +4,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newId } from '../src/core/ids.ts';
+import { freePort } from '../src/db/embedded.ts';
 import { keyFile, loadSecretBox } from '../src/identity/master-key.ts';
-import { rotateMasterKey, sealedContext, SEALED_COLUMNS } from '../src/identity/rotate-master-key.ts';
+import {
+  assertMasterKeyOpens,
+  rotateMasterKey,
+  sealedContext,
+  SEALED_COLUMNS,
+} from '../src/identity/rotate-master-key.ts';
 import { createSecretBox, generateMasterKey, parseMasterKey } from '../src/identity/secrets.ts';
 import { runCli } from './support/cli.ts';
 import { createHarness, PASSWORD, type Harness } from './support/identity.ts';
@@ -115,6 +121,27 @@ describe('master key rotation', () => {
       payload: { email: h.admin.email, password: PASSWORD, totp: h.code(h.admin.totpSecret, offset) },
     });
     expect(res.statusCode, res.body).toBe(200);
+  });
+
+  it('refuses to start a platform whose master key does not open the database, naming the variable', async () => {
+    expect(await assertMasterKeyOpens(h.db.db, await loadSecretBox({ dataDir: h.dataDir }))).toBeUndefined();
+    const otherDir = await mkdtemp(path.join(os.tmpdir(), 'aiqso-otherkey-'));
+    try {
+      for (const command of [['worker'], ['up']]) {
+        const res = await runCli(command, {
+          DATABASE_URL: h.db.url,
+          AIQSO_DATA_DIR: otherDir,
+          AIQSO_HTTP_PORT: String(await freePort()),
+        });
+        expect(res.code, res.stderr).toBe(2);
+        expect(res.stderr).toMatch(
+          /^aiqso: configuration error: AIQSO_MASTER_KEY: the master key \(\S+\) does not open the secrets in this database \(signing_keys\.private_enc is sealed with key \S+\)/,
+        );
+        expect(res.stderr.trim().split('\n')).toHaveLength(1);
+      }
+    } finally {
+      await rm(otherDir, { recursive: true, force: true });
+    }
   });
 
   it('with AIQSO_MASTER_KEY set, re-encrypts under the key the operator supplies', async () => {

@@ -1,3 +1,4 @@
+import { ConfigError } from '../config/load.ts';
 import type { Database } from '../db/database.ts';
 import { discardNextKey, nextKeyFile, promoteNextKey, writeKeyFile } from './master-key.ts';
 import { createSecretBox, generateMasterKey, parseMasterKey, type SecretBox } from './secrets.ts';
@@ -71,5 +72,32 @@ export async function rotateMasterKey(
   } catch (err) {
     await discardNextKey(options.dataDir);
     throw err;
+  }
+}
+
+/**
+ * Start-up check: the master key must open the secrets this database holds.
+ * A platform started with another key (a new data dir, a mistyped
+ * AIQSO_MASTER_KEY) would otherwise fail later, request by request. Opens one
+ * sealed value per column; an empty database passes.
+ */
+export async function assertMasterKeyOpens(db: Database, box: SecretBox): Promise<void> {
+  for (const { table, key, column } of SEALED_COLUMNS) {
+    const row = await db
+      .selectFrom(table)
+      .select([`${key} as id`, `${column} as sealed`])
+      .where(column, 'is not', null)
+      .limit(1)
+      .executeTakeFirst();
+    if (!row?.sealed) continue;
+    try {
+      box.open(row.sealed, sealedContext(table, row.id));
+    } catch {
+      throw new ConfigError(
+        `AIQSO_MASTER_KEY: the master key (${box.keyId}) does not open the secrets in this database ` +
+          `(${table}.${column} is sealed with key ${box.keyIdOf(row.sealed)}); start with the key the ` +
+          'database was set up with (AIQSO_MASTER_KEY, or the data dir holding its master.key)',
+      );
+    }
   }
 }

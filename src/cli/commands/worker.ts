@@ -1,4 +1,6 @@
 import { connectMasterDatabase } from '../../db/connect.ts';
+import { loadSecretBox } from '../../identity/master-key.ts';
+import { assertMasterKeyOpens } from '../../identity/rotate-master-key.ts';
 import { listWork } from '../../orchestrator/jobs.ts';
 import { startPlatformWorker } from '../../lifecycle/wiring.ts';
 import { withDatabase, type CommandContext } from '../context.ts';
@@ -11,6 +13,10 @@ export async function worker(ctx: CommandContext): Promise<void> {
   const database = await connectMasterDatabase(config, log, { poolSize: 2, applicationName: 'aiqso-worker' });
   let running;
   try {
+    await assertMasterKeyOpens(
+      database.db,
+      await loadSecretBox({ configured: config.masterKey, dataDir: config.dataDir }),
+    );
     running = await startPlatformWorker(config, log, database);
   } catch (err) {
     await database.close();
