@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { localId, signPayload } from '../src/billing/stripe-objects.ts';
 import { countRows, createTestDatabase, type TestDatabase } from './support/db.ts';
-import { driverCases, startLivePlatform, type LivePlatform } from './support/live-platform.ts';
+import { driverCases, pollUntil, startLivePlatform, type LivePlatform } from './support/live-platform.ts';
 import { startSmtpSink, type SmtpSink } from './support/smtp.ts';
 import { checkoutCompleted, invoiceEvent, shuffle, subscriptionEvent } from './support/stripe.ts';
 
@@ -111,3 +111,61 @@ describe(
     });
   },
 );
+
+describe('a paid tenant on a full host (process driver)', { timeout: 180_000 }, () => {
+  it('waits at placement with the reason, and creates no container', async () => {
+    const host = await testDb.db
+      .selectFrom('hosts')
+      .select(['id', 'name', 'memory_mb'])
+      .executeTakeFirstOrThrow();
+    // Room for what runs already (one dashboard), 60 MB short of another.
+    await testDb.db
+      .updateTable('hosts')
+      .set({ memory_mb: 128 + 68 })
+      .where('id', '=', host.id)
+      .execute();
+    try {
+      expect(
+        (await platform.signup({ company: 'Hooli', slug: 'hooli', email: 'owner@hooli.test' })).status,
+      ).toBe(201);
+      const tenant = await testDb.db
+        .selectFrom('tenants')
+        .select('id')
+        .where('slug', '=', 'hooli')
+        .executeTakeFirstOrThrow();
+      expect(await platform.sendEvent(checkoutCompleted(tenant.id, localId('sub'), localId('cus')))).toBe(
+        200,
+      );
+      const step = await pollUntil(
+        async () => {
+          const r = await testDb.db
+            .selectFrom('resources')
+            .select('steps')
+            .where('id', '=', tenant.id)
+            .executeTakeFirst();
+          return r?.steps.find((s) => s.name === 'placement');
+        },
+        (s) => Boolean(s?.lastError),
+        60_000,
+      );
+      expect(step?.lastError).toBe(`host ${host.name} has 68 MB of memory free; the dashboard needs 128 MB`);
+      const compute = await processDriver.open(platform.dataDir, testDb.db);
+      const names = (await compute.list()).map((c) => c.name);
+      await compute.close();
+      expect(names.some((n) => n.includes(tenant.id.replace(/^ten_/, '').toLowerCase()))).toBe(false);
+      expect((await platform.page('hooli')).status).not.toBe(200);
+      const row = await testDb.db
+        .selectFrom('tenants')
+        .select(['status', 'host_id'])
+        .where('id', '=', tenant.id)
+        .executeTakeFirstOrThrow();
+      expect(row).toEqual({ status: 'provisioning', host_id: null });
+    } finally {
+      await testDb.db
+        .updateTable('hosts')
+        .set({ memory_mb: host.memory_mb })
+        .where('id', '=', host.id)
+        .execute();
+    }
+  });
+});

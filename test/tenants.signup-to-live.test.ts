@@ -141,6 +141,7 @@ describe.each(driverCases())(
         expect(tenant.history[3]!.reason).toMatch(/payment/i);
         expect(tenant.resources[0]!.steps.map((s) => [s.name, s.state])).toEqual([
           ['workspace record', 'done'],
+          ['placement', 'done'],
           ['dashboard container', 'done'],
           ['dashboard running', 'done'],
           ['route', 'done'],

@@ -2,6 +2,8 @@ import { sql } from 'kysely';
 import { z } from 'zod';
 import { containerName, type ComputeDriver, type ContainerInfo } from '../core/compute.ts';
 import { DomainError } from '../core/errors.ts';
+import { capacityRefusal } from '../core/services.ts';
+import { DASHBOARD_CLAIM, hostUsage, lockPlacementHost } from '../services/hosts.ts';
 import type { Reconciler, ReconcileStep, StepContext } from '../core/reconcile.ts';
 import type { Database } from '../db/database.ts';
 import type { TenantStatus } from '../core/tenants.ts';
@@ -37,9 +39,15 @@ export interface TenantReconcilerDeps {
   /** Start removing the tenant's services; resolves to how many are not yet removed. */
   removeServices(tenantId: string): Promise<number>;
   healthTimeoutMs: number;
+  /** Which hosts the dashboard may go on (the configured driver's) and where this machine keeps data. */
+  placement: { driver: 'process' | 'lxc' | 'proxmox'; dataDir: string };
 }
 
-const DASHBOARD = { memoryMb: 128, cores: 1, diskGb: 1 } as const;
+const DASHBOARD = {
+  memoryMb: DASHBOARD_CLAIM.memory_mb,
+  cores: DASHBOARD_CLAIM.cores,
+  diskGb: DASHBOARD_CLAIM.disk_gb,
+} as const;
 const DASHBOARD_PORT = 3000;
 
 export function routeStateFor(status: TenantStatus): RouteState {
@@ -77,6 +85,31 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
           throw new DomainError('unavailable', `waiting for ${remaining} service(s) to be removed`);
         }
         await finishPurge(deps.db, ctx.resource.id, [`container ${name(ctx)}`, `route ${hostname(ctx)}`]);
+      },
+    },
+    {
+      // A host with room for the dashboard, recorded on the tenant; a full host fails here, creating nothing.
+      name: 'placement',
+      async observe(ctx) {
+        const t = await deps.db
+          .selectFrom('tenants')
+          .select('host_id')
+          .where('id', '=', ctx.resource.id)
+          .executeTakeFirstOrThrow();
+        return t.host_id ? 'ok' : 'missing';
+      },
+      async apply(ctx) {
+        await deps.db.transaction().execute(async (trx) => {
+          const host = await lockPlacementHost(trx, deps.placement);
+          const used = await hostUsage(trx, host.id, ctx.resource.id);
+          const refusal = capacityRefusal(host, used, DASHBOARD_CLAIM, 'the dashboard');
+          if (refusal) throw new DomainError('conflict', refusal);
+          await trx
+            .updateTable('tenants')
+            .set({ host_id: host.id })
+            .where('id', '=', ctx.resource.id)
+            .execute();
+        });
       },
     },
     {

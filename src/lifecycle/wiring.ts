@@ -105,6 +105,7 @@ export function registerLifecycle(
       revokeDashboardKey: (tenantId) => credentials.revoke(tenantId),
       removeServices: (tenantId) => removeTenantServices(db, tenantId),
       healthTimeoutMs: 60_000,
+      placement: { driver: compute.kind, dataDir: config.dataDir },
     }),
   );
   const local = new URL(deps.master.url);
