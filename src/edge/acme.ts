@@ -1,6 +1,5 @@
 import { chmod, mkdir, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import * as acme from 'acme-client';
 import { DomainError } from '../core/errors.ts';
 import type { Database } from '../db/database.ts';
 import type { ChallengeResponder } from './handler.ts';
@@ -104,6 +103,8 @@ export async function orderCertificate(
   if (wildcard && !order.dns) {
     throw new DomainError('bad_request', 'a wildcard certificate needs a DNS-01 hook');
   }
+  // acme-client is large (~20 MB resident); only a process that orders certificates loads it.
+  const acme = await import('acme-client');
   const client = new acme.Client({ directoryUrl: order.directoryUrl, accountKey: order.accountKey });
   const [key, csr] = await acme.crypto.createCsr({ commonName: order.domains[0]!, altNames: order.domains });
   const handlers = challengeHandlers(order.store, order.dns);
