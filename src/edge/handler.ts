@@ -1,11 +1,11 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import type { Duplex } from 'node:stream';
+import { Readable, type Duplex } from 'node:stream';
 import type { BlockList } from 'node:net';
 import { ProxyServer } from 'http-proxy-3';
 import type { StepStatus } from '../db/tables.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { EdgeMetrics } from './edge-metrics.ts';
-import { forward, type ForwardOptions } from './forward.ts';
+import { createForwarder } from './forward.ts';
 import { clientIp, compileCidrs, inList, setForwardingHeaders } from './forwarding.ts';
 import { normalizeTarget, TargetError, type NormalizedTarget } from './normalize.ts';
 import { pages, type EdgePage } from './pages.ts';
@@ -57,11 +57,10 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
   const proxy = new ProxyServer({ agent, toProxy: true, proxyTimeout: o.upstreamTimeoutMs ?? 60_000 });
   const maxBody = o.maxBodyBytes ?? 10 * 1024 * 1024;
   const connectTimeout = o.connectTimeoutMs ?? 3000;
-  const forwarding: ForwardOptions = {
-    agent,
+  const forwarder = createForwarder({
     connectTimeoutMs: connectTimeout,
     idleTimeoutMs: o.upstreamTimeoutMs ?? 60_000,
-  };
+  });
   const acl = new WeakMap<EdgeRoute, { allow?: BlockList; deny?: BlockList }>();
   // Label lookups cost more than the increment: keep each route's counters by status class.
   const counters = new WeakMap<EdgeRoute, Map<number, { inc(): void }>>();
@@ -261,8 +260,11 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
           if (length > maxBody) return send(res, pages.tooLarge());
           finish(req, path, res, started, d.route, 'proxied');
           setForwardingHeaders(req, ip, d.host);
-          forward(req, res, { ...d.upstream, path: d.url }, forwarding, (err) => proxyError(err, res));
-          if (length > 0 || req.headers['transfer-encoding'] !== undefined) limitBody(req, res, maxBody);
+          const body =
+            length > 0 || req.headers['transfer-encoding'] !== undefined
+              ? Readable.from(limitedBody(req, res, maxBody), { objectMode: false })
+              : null;
+          forwarder.forward(req, res, { ...d.upstream, path: d.url }, body, (err) => proxyError(err, res));
         },
         (err: unknown) => {
           o.log.error({ err }, 'edge request failed');
@@ -289,26 +291,31 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     close() {
       agent.destroy();
       proxy.close();
+      void forwarder.close();
     },
   };
 }
 
 const TEXT = { 'content-type': 'text/plain' };
 
-/** Count body bytes as they stream; a body over the limit is cut off (the client gets 413 if nothing was sent yet). */
-function limitBody(req: IncomingMessage, res: ServerResponse, max: number) {
+/**
+ * The request body as it streams, counted; one over the limit is cut off (the
+ * client gets 413 if nothing was sent yet) and the upstream request fails.
+ */
+async function* limitedBody(req: IncomingMessage, res: ServerResponse, max: number): AsyncGenerator<Buffer> {
   let seen = 0;
-  req.on('data', (chunk: Buffer) => {
+  for await (const chunk of req as AsyncIterable<Buffer>) {
     seen += chunk.length;
     if (seen > max) {
-      req.unpipe();
       if (!res.headersSent) {
         res.writeHead(413, { 'content-type': 'text/html; charset=utf-8', connection: 'close' });
         res.end(pages.tooLarge().html);
       }
       req.destroy();
+      return;
     }
-  });
+    yield chunk;
+  }
 }
 
 function writeRaw(socket: Duplex, page: EdgePage) {
