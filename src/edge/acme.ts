@@ -106,7 +106,12 @@ export async function orderCertificate(
   // acme-client is large (~20 MB resident); only a process that orders certificates loads it.
   const acme = await import('acme-client');
   const client = new acme.Client({ directoryUrl: order.directoryUrl, accountKey: order.accountKey });
-  const [key, csr] = await acme.crypto.createCsr({ commonName: order.domains[0]!, altNames: order.domains });
+  // ECDSA P-256, like the usual wildcard pair: Node (OpenSSL 3.0) keeps serving an ECDSA default
+  // certificate to a name whose SNI certificate has an RSA key (test/edge.acme-order.test.ts).
+  const [key, csr] = await acme.crypto.createCsr(
+    { commonName: order.domains[0]!, altNames: order.domains },
+    await acme.crypto.createPrivateEcdsaKey('P-256'),
+  );
   const handlers = challengeHandlers(order.store, order.dns);
   let cert: string;
   try {

@@ -1,3 +1,4 @@
+import { createPrivateKey } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import tls, { type SecureContext } from 'node:tls';
@@ -117,6 +118,13 @@ export function createCertificateStore(
       const key = crt.slice(0, -4) + '.key';
       try {
         next.set(host, load(crt, key));
+        const keyType = createPrivateKey(readFileSync(key)).asymmetricKeyType;
+        const defaultType = createPrivateKey(defaultPair.key).asymmetricKeyType;
+        if (defaultType === 'ec' && keyType !== 'ec')
+          log.warn(
+            { host, keyType },
+            'Node keeps serving an ECDSA default certificate to a name whose certificate has another key type; use an ECDSA key for this host',
+          );
       } catch (err) {
         const previous = byHost.get(host);
         if (previous) next.set(host, previous);
