@@ -1,10 +1,11 @@
-import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as acme from 'acme-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { databaseChallengeStore, orderCertificate } from '../src/edge/acme.ts';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
+import { runCli } from './support/cli.ts';
 import { startTestEdge, type TestEdge } from './support/edge.ts';
 import { startFakeAcme, type FakeAcme } from './support/fake-acme.ts';
 import { missingPart } from './support/strict.ts';
@@ -12,13 +13,11 @@ import { hasOpenssl, selfSigned, tlsGet } from './support/tls.ts';
 import { eventually, rawGet } from './support/upstreams.ts';
 
 /**
- * A whole HTTP-01 order through the real acme-client against a local CA that
- * checks what a CA checks (tests/support/fake-acme.ts): the answer is stored
+ * Whole HTTP-01 orders through the real acme-client against a local CA that
+ * checks what a CA checks (test/support/fake-acme.ts): the answer is stored
  * in the database by one process and fetched by the CA from another edge
- * instance, and the issued certificate is served by SNI without a restart.
- * The domain is `localhost` because acme-client first fetches the answer
- * itself at http://<domain>:<port>/ (the port is acme-client's setting for
- * test CAs).
+ * instance (with the domain as Host), and the issued certificate is served by
+ * SNI without a restart.
  */
 const skip = missingPart('openssl', hasOpenssl, 'apt-get install openssl');
 
@@ -27,9 +26,6 @@ describe.skipIf(skip)('ACME order against a local CA', () => {
   let ca: FakeAcme;
   let dir: string;
   const edges: TestEdge[] = [];
-  const settings = (acme.axios.defaults as unknown as { acmeSettings: { httpChallengePort: number } })
-    .acmeSettings;
-  const previousPort = settings.httpChallengePort;
 
   beforeAll(async () => {
     database = await createTestDatabase();
@@ -52,13 +48,11 @@ describe.skipIf(skip)('ACME order against a local CA', () => {
         }),
       );
     }
-    // acme-client checks the answer through the first edge; the CA validates through the second.
-    settings.httpChallengePort = edges[0]!.port;
+    // The CA validates through the second edge; the order runs in this process (or the CLI's).
     ca = await startFakeAcme({ host: '127.0.0.1', port: edges[1]!.port });
   });
 
   afterAll(async () => {
-    settings.httpChallengePort = previousPort;
     await ca?.close();
     for (const e of edges) await e.close();
     await database?.drop();
@@ -93,5 +87,53 @@ describe.skipIf(skip)('ACME order against a local CA', () => {
       });
       expect(served.cn).toBe('localhost'); // issued by the CA, trusted through ca.caPem
     }
+  });
+
+  it('aiqso certs order: the account key kept in the data directory, the pair in AIQSO_TLS_CERT_DIR', async () => {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'aiqso-acme-cli-'));
+    const env = {
+      DATABASE_URL: database.url,
+      AIQSO_DATA_DIR: dataDir,
+      AIQSO_TLS_CERT_DIR: path.join(dir, 'sni'),
+      AIQSO_ACME_DIRECTORY_URL: ca.directoryUrl,
+      AIQSO_ACME_EMAIL: 'ops@aiqso.test',
+    };
+    const run = await runCli(['certs', 'order', 'shop.example.test', '--json'], env);
+    expect(run.code, run.stderr).toBe(0);
+    expect(JSON.parse(run.stdout)).toMatchObject({
+      domains: ['shop.example.test'],
+      certFile: path.join(dir, 'sni', 'shop.example.test.crt'),
+    });
+    expect(statSync(path.join(dataDir, 'acme-account.key')).mode & 0o777).toBe(0o600);
+    const served = await eventually(async () => {
+      const r = await tlsGet(edges[0]!.httpsPort!, 'shop.example.test', 'shop.example.test', [
+        ca.caPem,
+      ]).catch(() => undefined);
+      return r?.cn === 'shop.example.test' ? r : undefined;
+    });
+    expect(served.cn).toBe('shop.example.test');
+
+    const missing = await runCli(['certs', 'order', 'x.example.test'], { ...env, AIQSO_TLS_CERT_DIR: '' });
+    expect(missing.code).not.toBe(0);
+    expect(missing.stderr).toContain('AIQSO_TLS_CERT_DIR');
+  });
+
+  it('fails the order as a dependency failure when the CA finds the wrong answer', async () => {
+    const real = databaseChallengeStore(database.db);
+    const wrong = {
+      ...real,
+      put: (token: string, ka: string, domain: string) => real.put(token, `${ka}x`, domain),
+    };
+    await expect(
+      orderCertificate({
+        directoryUrl: ca.directoryUrl,
+        accountKey: await acme.crypto.createPrivateEcdsaKey(),
+        domains: ['wrong.example.test'],
+        certDir: path.join(dir, 'sni'),
+        store: wrong,
+      }),
+    ).rejects.toMatchObject({ code: 'dependency_failed' });
+    expect(ca.validations.at(-1)).toMatchObject({ identifier: 'wrong.example.test', ok: false });
+    expect(existsSync(path.join(dir, 'sni', 'wrong.example.test.crt'))).toBe(false);
   });
 });

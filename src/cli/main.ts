@@ -8,6 +8,7 @@ import { printJson, printTable } from './output.ts';
 // Each command imports what it runs when it runs: a long-lived `aiqso edge`
 // should not hold the orchestrator, compute drivers or billing in memory.
 const commands = {
+  certs: () => import('./commands/certs.ts'),
   doctor: () => import('./commands/doctor.ts'),
   edge: () => import('./commands/edge.ts'),
   tenants: () => import('./commands/tenants.ts'),
@@ -139,6 +140,20 @@ export function buildProgram(): Command {
     .action(
       action(async (slug: string, options: { now?: boolean; json?: boolean }) =>
         (await commands.tenants()).tenantsPurge(commandContext({ quiet: true }), slug, options),
+      ),
+    );
+
+  program
+    .command('certs')
+    .description('TLS certificates for the edge')
+    .command('order <domain...>')
+    .description(
+      'order a certificate over ACME HTTP-01 (AIQSO_ACME_DIRECTORY_URL) into AIQSO_TLS_CERT_DIR; every edge answers the challenge and serves it without a restart',
+    )
+    .option('--json', 'print as JSON')
+    .action(
+      action(async (domains: string[], options: { json?: boolean }) =>
+        (await commands.certs()).certsOrder(commandContext({ quiet: true }), domains, options),
       ),
     );
 
