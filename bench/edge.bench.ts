@@ -3,7 +3,7 @@
 // figures and ratios (builtin/nginx throughput, added p99 latency at half the
 // builtin edge's peak, edge memory). Needs wrk and nginx (apt-get install wrk nginx).
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { openDatabase } from '../src/db/database.ts';
@@ -49,6 +49,37 @@ function rssMb(pid: number): { rss: number; hwm: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(status)?.[1] ?? 0) / 1024;
   return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
+}
+
+/**
+ * CPU seconds (user + system) used so far by `pid` and its children (nginx's
+ * workers). Unlike requests/s, CPU per request hardly moves when other
+ * processes compete for the core.
+ */
+function cpuSeconds(pid: number): number {
+  const stat = (p: string) => {
+    try {
+      // Fields after the command name: state is [0], ppid [1], utime [11], stime [12].
+      return readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    } catch {
+      return undefined;
+    }
+  };
+  let ticks = 0;
+  for (const p of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    const f = stat(p);
+    if (f && (p === String(pid) || f[1] === String(pid))) ticks += Number(f[11]) + Number(f[12]);
+  }
+  return ticks / 100; // USER_HZ
+}
+
+async function measured<T extends { requests: number }>(
+  pid: number,
+  run: () => Promise<T>,
+): Promise<T & { cpuUs: number }> {
+  const before = cpuSeconds(pid);
+  const result = await run();
+  return { ...result, cpuUs: ((cpuSeconds(pid) - before) / result.requests) * 1e6 };
 }
 
 function startNginxProcess(dir: string, config: string, core: number): ChildProcess {
@@ -142,6 +173,10 @@ async function main() {
           AIQSO_LOG_LEVEL: process.env.BENCH_EDGE_LOG_LEVEL ?? 'info', // access log on, as in production (to /dev/null here)
           AIQSO_EDGE_RATE_IP: '1000000', // limiter on, budget out of reach
           AIQSO_EDGE_RATE_TENANT: '1000000',
+          // e.g. --max-semi-space-size=2 to see what a smaller young generation saves (bench/README.md)
+          ...(process.env.BENCH_EDGE_NODE_OPTIONS
+            ? { NODE_OPTIONS: process.env.BENCH_EDGE_NODE_OPTIONS }
+            : {}),
         },
         stdio: 'ignore',
       },
@@ -163,7 +198,8 @@ async function main() {
       workerProcesses: 1,
     });
     const tTest = performance.now();
-    children.push(startNginxProcess(nginxDir, config, PROXY_CORE));
+    const nginxProcess = startNginxProcess(nginxDir, config, PROXY_CORE);
+    children.push(nginxProcess);
     console.log(
       `nginx -t + start with ${routes.length} routes: ${Math.round(performance.now() - tTest)} ms to validate`,
     );
@@ -185,9 +221,13 @@ async function main() {
       });
     }
     const direct = await wrkPeak(`http://127.0.0.1:${upstreamPort}/`, wrkOpts);
-    const builtin = await wrkPeak(`http://127.0.0.1:${edgePort}/`, { ...wrkOpts, hostSuffix: `.${BASE}` });
+    const builtin = await measured(edge.pid!, () =>
+      wrkPeak(`http://127.0.0.1:${edgePort}/`, { ...wrkOpts, hostSuffix: `.${BASE}` }),
+    );
     const edgePeakMem = rssMb(edge.pid!);
-    const viaNginx = await wrkPeak(`http://127.0.0.1:${nginxPort}/`, { ...wrkOpts, hostSuffix: `.${BASE}` });
+    const viaNginx = await measured(nginxProcess.pid!, () =>
+      wrkPeak(`http://127.0.0.1:${nginxPort}/`, { ...wrkOpts, hostSuffix: `.${BASE}` }),
+    );
 
     const half = Math.round(builtin.rps / 2);
     const req = (i: number) =>
@@ -213,6 +253,9 @@ async function main() {
       `  nginx edge          ${f(viaNginx.rps)} req/s  p99 ${ms(viaNginx.p99ms)} ms  errors ${viaNginx.errors}`,
     );
     console.log(`  builtin / nginx     ${(builtin.rps / viaNginx.rps).toFixed(2)}   (goal >= 0.50)`);
+    console.log(
+      `  CPU per request     builtin ${f(builtin.cpuUs)} us, nginx ${f(viaNginx.cpuUs)} us; nginx/builtin ${(viaNginx.cpuUs / builtin.cpuUs).toFixed(2)} (the ratio an otherwise idle proxy core would give)`,
+    );
     console.log(`\nlatency at ${half} req/s (half the builtin peak), 32 connections, ${SECONDS}s`);
     for (const [name, r] of [
       ['direct', directLat],
@@ -226,7 +269,9 @@ async function main() {
     console.log(
       `  added p99: builtin ${ms(builtinLat.p99ms - directLat.p99ms)} ms (goal <= 1 ms), nginx ${ms(nginxLat.p99ms - directLat.p99ms)} ms`,
     );
-    console.log(`\nbuiltin edge memory (RSS, whole aiqso edge process incl. the API app)`);
+    console.log(
+      `\nbuiltin edge memory (RSS, the whole aiqso edge process, with the platform app it serves on the base domain${process.env.BENCH_EDGE_NODE_OPTIONS ? `; NODE_OPTIONS=${process.env.BENCH_EDGE_NODE_OPTIONS}` : ''})`,
+    );
     console.log(
       `  idle with ${routes.length} routes ${f(edgeIdle.rss)} MB; after peak ${f(edgePeakMem.rss)} MB; end ${f(edgeEnd.rss)} MB; high-water ${f(edgeEnd.hwm)} MB (goal <= 150 MB)`,
     );

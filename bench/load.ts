@@ -9,6 +9,7 @@ const run = promisify(execFile);
 
 export interface Peak {
   rps: number;
+  requests: number;
   p99ms: number;
   errors: number;
 }
@@ -65,7 +66,7 @@ end
   const m = /AIQSO (\d+) (\d+) (\d+) (\d+)/.exec(stdout);
   if (!m) throw new Error(`could not read wrk output:\n${stdout}`);
   const [requests, durationUs, p99us, errors] = m.slice(1).map(Number) as [number, number, number, number];
-  return { rps: requests / (durationUs / 1e6), p99ms: p99us / 1000, errors };
+  return { rps: requests / (durationUs / 1e6), requests, p99ms: p99us / 1000, errors };
 }
 
 export interface Paced {

@@ -19,7 +19,7 @@ import { rawGet } from './support/upstreams.ts';
  * these tests cover what can be shown honestly: key authorisations computed
  * by the real acme-client, stored and answered by every edge instance over
  * real sockets, the DNS-01 hook's record names, and how a failed order is
- * reported. The order/finalize exchange with a CA is not exercised.
+ * reported. A whole order against a local CA is in edge.acme-order.test.ts.
  */
 let database: TestDatabase;
 const edges: TestEdge[] = [];

@@ -1,36 +1,13 @@
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, renameSync } from 'node:fs';
-import https from 'node:https';
+import { mkdirSync, mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { upsertRoute } from '../src/edge/routes-store.ts';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
 import { insertTenant, startTestEdge, type TestEdge } from './support/edge.ts';
 import { missingPart } from './support/strict.ts';
-import { eventually, startEchoUpstream, type Echo, type EchoUpstream } from './support/upstreams.ts';
-
-const hasOpenssl = (() => {
-  try {
-    execFileSync('openssl', ['version']);
-    return true;
-  } catch {
-    return false;
-  }
-})();
-
-/** A self-signed certificate for `names` (first is the CN), written as <base>.crt / <base>.key. */
-function selfSigned(base: string, names: string[], cn = names[0]!) {
-  execFileSync('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2',
-    '-subj', `/CN=${cn}`, '-addext', `subjectAltName=${names.map((n) => `DNS:${n}`).join(',')}`,
-    '-keyout', `${base}.key.tmp`, '-out', `${base}.crt.tmp`,
-  ], { stdio: 'ignore' }); // prettier-ignore
-  // Replace atomically, as a renewal tool does.
-  renameSync(`${base}.key.tmp`, `${base}.key`);
-  renameSync(`${base}.crt.tmp`, `${base}.crt`);
-}
+import { hasOpenssl, selfSigned, tlsGet, trustStore } from './support/tls.ts';
+import { eventually, startEchoUpstream, type EchoUpstream } from './support/upstreams.ts';
 
 const skip = missingPart('openssl', hasOpenssl, 'apt-get install openssl');
 
@@ -79,45 +56,12 @@ describe.skipIf(skip)('builtin edge over HTTPS', () => {
     await database?.drop();
   });
 
-  function get(servername: string | undefined, host: string, ca: string[]) {
-    return new Promise<{ status: number; echo?: Echo; cn: string }>((resolve, reject) => {
-      const req = https.request(
-        {
-          host: '127.0.0.1',
-          port: edge.httpsPort,
-          path: '/',
-          servername,
-          headers: { host },
-          ca,
-          agent: false,
-        },
-        (res) => {
-          let body = '';
-          const cn = String((res.socket as TLSSocket).getPeerCertificate().subject?.CN);
-          res.on('data', (c: Buffer) => (body += c.toString()));
-          res.on('end', () =>
-            resolve({
-              status: res.statusCode!,
-              cn,
-              echo: res.headers['x-upstream'] ? (JSON.parse(body) as Echo) : undefined,
-            }),
-          );
-        },
-      );
-      req.on('error', reject);
-      req.end();
-    });
-  }
-
-  const trusted: string[] = [];
-  const ca = () => {
-    // Keep trusting earlier certificates: the edge serves the old one until it notices the renewal.
-    for (const f of [path.join(dir, 'wildcard.crt'), path.join(dir, 'sni', 'shop.example.test.crt')]) {
-      const pem = readFileSync(f, 'utf8');
-      if (!trusted.includes(pem)) trusted.push(pem);
-    }
-    return trusted;
-  };
+  const get = (servername: string | undefined, host: string, ca: string[]) =>
+    tlsGet(edge.httpsPort!, servername, host, ca);
+  const ca = trustStore(() => [
+    path.join(dir, 'wildcard.crt'),
+    path.join(dir, 'sni', 'shop.example.test.crt'),
+  ]);
 
   it('serves tenants with the wildcard certificate and marks the request as https', async () => {
     const res = await get('acme.aiqso.test', 'acme.aiqso.test', ca());

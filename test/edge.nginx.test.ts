@@ -76,6 +76,40 @@ describe('nginx configuration render (pure)', () => {
     expect(config).not.toContain('zone=aiqso_tenant');
   });
 
+  it('adds a server per SNI certificate on the HTTPS port, leaving out names that are not DNS names', () => {
+    const { config, skipped } = renderNginxConfig({
+      ...input,
+      listen: {
+        ...input.listen,
+        https: {
+          port: 443,
+          certFile: '/tls/default.crt',
+          keyFile: '/tls/default.key',
+          sni: [
+            { serverName: 'shop.example.com', certFile: '/tls/sni/shop.crt', keyFile: '/tls/sni/shop.key' },
+            { serverName: '*.example.org', certFile: '/tls/sni/w.crt', keyFile: '/tls/sni/w.key' },
+            { serverName: 'x; include /etc/passwd', certFile: '/tls/x.crt', keyFile: '/tls/x.key' },
+          ],
+        },
+      },
+      routes: [route('acme.aiqso.io', '')],
+    });
+    expect(skipped).toEqual([{ id: 'x; include /etc/passwd', reason: 'certificate name is not a DNS name' }]);
+    const lines = config.split('\n').map((l) => l.trim());
+    expect(lines).toEqual(
+      expect.arrayContaining([
+        'listen 0.0.0.0:443 ssl default_server;',
+        'ssl_certificate "/tls/default.crt";',
+        'server_name shop.example.com;',
+        'ssl_certificate "/tls/sni/shop.crt";',
+        'server_name *.example.org;',
+      ]),
+    );
+    expect(lines.filter((l) => l === 'listen 0.0.0.0:443 ssl;')).toHaveLength(2);
+    expect(lines.filter((l) => l === 'proxy_pass http://$aiqso_up;')).toHaveLength(3);
+    expect(config).not.toContain('passwd');
+  });
+
   it('leaves out routes that could inject configuration or shadow the platform', () => {
     const { config, skipped } = renderNginxConfig({
       ...input,

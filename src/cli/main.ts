@@ -1,15 +1,20 @@
 import { Command } from 'commander';
 import { VERSION } from '../version.ts';
-import { runDoctor } from './commands/doctor.ts';
 import { identityCommands } from './commands/identity.ts';
-import { tenantsCancel, tenantsList, tenantsPurge, tenantsShow } from './commands/tenants.ts';
-import { up } from './commands/up.ts';
-import { edge } from './commands/edge.ts';
-import { jobs, worker } from './commands/worker.ts';
 import { commandContext, withDatabase } from './context.ts';
 import { EXIT, exitCodeFor, messageFor } from './exit.ts';
 import { printJson, printTable } from './output.ts';
-import { migrate } from '../db/migrate.ts';
+
+// Each command imports what it runs when it runs: a long-lived `aiqso edge`
+// should not hold the orchestrator, compute drivers or billing in memory.
+const commands = {
+  certs: () => import('./commands/certs.ts'),
+  doctor: () => import('./commands/doctor.ts'),
+  edge: () => import('./commands/edge.ts'),
+  tenants: () => import('./commands/tenants.ts'),
+  up: () => import('./commands/up.ts'),
+  worker: () => import('./commands/worker.ts'),
+};
 
 /** Run a command body; any error becomes one line on stderr and a meaningful exit code. */
 function action<A extends unknown[]>(fn: (...args: A) => Promise<unknown>) {
@@ -40,6 +45,7 @@ export function buildProgram(): Command {
     )
     .action(
       action(async () => {
+        const { up } = await commands.up();
         await up(commandContext());
       }),
     );
@@ -49,20 +55,24 @@ export function buildProgram(): Command {
     .description(
       'run only the edge (routing to tenants, plus the API on the base domain); several may run against one database',
     )
-    .action(action(() => edge(commandContext())));
+    .action(action(async () => (await commands.edge()).edge(commandContext())));
 
   program
     .command('worker')
     .description(
       'run orchestrator workers alone (reconciles, resyncs, outbox, schedules); any number may share one database',
     )
-    .action(action(() => worker(commandContext())));
+    .action(action(async () => (await commands.worker()).worker(commandContext())));
 
   program
     .command('jobs')
     .description('list queued, running and failed work: jobs, failed resources, undelivered side effects')
     .option('--json', 'print as JSON')
-    .action(action((options: { json?: boolean }) => jobs(commandContext({ quiet: true }), options)));
+    .action(
+      action(async (options: { json?: boolean }) =>
+        (await commands.worker()).jobs(commandContext({ quiet: true }), options),
+      ),
+    );
 
   program
     .command('migrate')
@@ -71,6 +81,7 @@ export function buildProgram(): Command {
     .action(
       action(async (options: { json?: boolean }) => {
         const ctx = commandContext({ quiet: true });
+        const { migrate } = await import('../db/migrate.ts');
         const applied = await withDatabase(ctx, async ({ pool }) => migrate(pool));
         if (options.json) return printJson({ applied });
         process.stdout.write(
@@ -88,7 +99,7 @@ export function buildProgram(): Command {
     .action(
       action(async (options: { json?: boolean }) => {
         const ctx = commandContext({ quiet: true });
-        const checks = await runDoctor(ctx.config);
+        const checks = await (await commands.doctor()).runDoctor(ctx.config);
         if (options.json) printJson(checks);
         else printTable(checks as unknown as Record<string, unknown>[], ['part', 'status', 'detail', 'fix']);
         const bad = checks.some((c) => c.status === 'missing' || c.status === 'failed');
@@ -109,8 +120,8 @@ export function buildProgram(): Command {
     .option('--status <status>', 'only tenants in this status')
     .option('--json', 'print as JSON')
     .action(
-      action((options: { json?: boolean; status?: string }) =>
-        tenantsList(commandContext({ quiet: true }), options),
+      action(async (options: { json?: boolean; status?: string }) =>
+        (await commands.tenants()).tenantsList(commandContext({ quiet: true }), options),
       ),
     );
   tenants
@@ -118,8 +129,8 @@ export function buildProgram(): Command {
     .description('show a tenant (by slug or id): status, services and every provisioning step')
     .option('--json', 'print as JSON')
     .action(
-      action((slug: string, options: { json?: boolean }) =>
-        tenantsShow(commandContext({ quiet: true }), slug, options),
+      action(async (slug: string, options: { json?: boolean }) =>
+        (await commands.tenants()).tenantsShow(commandContext({ quiet: true }), slug, options),
       ),
     );
 
@@ -132,8 +143,8 @@ export function buildProgram(): Command {
     )
     .option('--json', 'print as JSON')
     .action(
-      action((slug: string, options: { json?: boolean }) =>
-        tenantsCancel(commandContext({ quiet: true }), slug, options),
+      action(async (slug: string, options: { json?: boolean }) =>
+        (await commands.tenants()).tenantsCancel(commandContext({ quiet: true }), slug, options),
       ),
     );
   tenants
@@ -144,8 +155,22 @@ export function buildProgram(): Command {
     .option('--now', 'purge before the grace period ends')
     .option('--json', 'print as JSON')
     .action(
-      action((slug: string, options: { now?: boolean; json?: boolean }) =>
-        tenantsPurge(commandContext({ quiet: true }), slug, options),
+      action(async (slug: string, options: { now?: boolean; json?: boolean }) =>
+        (await commands.tenants()).tenantsPurge(commandContext({ quiet: true }), slug, options),
+      ),
+    );
+
+  program
+    .command('certs')
+    .description('TLS certificates for the edge')
+    .command('order <domain...>')
+    .description(
+      'order a certificate over ACME HTTP-01 (AIQSO_ACME_DIRECTORY_URL) into AIQSO_TLS_CERT_DIR; every edge answers the challenge and serves it without a restart',
+    )
+    .option('--json', 'print as JSON')
+    .action(
+      action(async (domains: string[], options: { json?: boolean }) =>
+        (await commands.certs()).certsOrder(commandContext({ quiet: true }), domains, options),
       ),
     );
 

@@ -53,6 +53,8 @@ export interface Config {
     trustedProxies: string[];
     certDir?: string;
   };
+  /** ACME CA for `aiqso certs order` (certificates go to `edgeTuning.certDir`). */
+  acme?: { directoryUrl: string; email?: string };
 }
 
 /** A configuration value that cannot be used; its message is the one line start-up prints. */
@@ -182,6 +184,9 @@ function toConfig(raw: RawConfig, cwd: string): Config {
       trustedProxies: raw.AIQSO_EDGE_TRUSTED_PROXIES?.split(',') ?? [],
       certDir: raw.AIQSO_TLS_CERT_DIR,
     },
+    acme: raw.AIQSO_ACME_DIRECTORY_URL
+      ? { directoryUrl: raw.AIQSO_ACME_DIRECTORY_URL, email: raw.AIQSO_ACME_EMAIL }
+      : undefined,
   };
 }
 

@@ -148,6 +148,8 @@ export const configSchema = z.object({
     })
     .default('info'),
   AIQSO_TLS_CERT_DIR: optionalString,
+  AIQSO_ACME_DIRECTORY_URL: url('the URL of an ACME directory').optional(),
+  AIQSO_ACME_EMAIL: z.email({ error: 'expected an email address' }).optional(),
   AIQSO_EDGE_RATE_IP: z.coerce
     .number({ error: 'expected requests per second (0 turns the limit off)' })
     .int('expected whole requests per second')

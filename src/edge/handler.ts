@@ -1,15 +1,16 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import type { Duplex } from 'node:stream';
+import { Readable, type Duplex } from 'node:stream';
 import type { BlockList } from 'node:net';
 import { ProxyServer } from 'http-proxy-3';
 import type { StepStatus } from '../db/tables.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { EdgeMetrics } from './edge-metrics.ts';
+import { createForwarder } from './forward.ts';
 import { clientIp, compileCidrs, inList, setForwardingHeaders } from './forwarding.ts';
 import { normalizeTarget, TargetError, type NormalizedTarget } from './normalize.ts';
 import { pages, type EdgePage } from './pages.ts';
 import type { EdgeRateLimiter } from './rate-limit.ts';
-import { matchRoute, type EdgeRoute, type RouteTable } from './route-table.ts';
+import { matchRoute, type EdgeRoute, type RouteMatch, type RouteTable } from './route-table.ts';
 
 export interface ChallengeResponder {
   /** The key authorisation for an HTTP-01 token, if this platform is answering one. */
@@ -52,12 +53,26 @@ const CHALLENGE_PREFIX = '/.well-known/acme-challenge/';
  */
 export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64, timeout: 60_000 });
+  // WebSocket upgrades only; plain requests go through `forward`.
   const proxy = new ProxyServer({ agent, toProxy: true, proxyTimeout: o.upstreamTimeoutMs ?? 60_000 });
   const maxBody = o.maxBodyBytes ?? 10 * 1024 * 1024;
   const connectTimeout = o.connectTimeoutMs ?? 3000;
+  const forwarder = createForwarder({
+    connectTimeoutMs: connectTimeout,
+    idleTimeoutMs: o.upstreamTimeoutMs ?? 60_000,
+  });
   const acl = new WeakMap<EdgeRoute, { allow?: BlockList; deny?: BlockList }>();
   // Label lookups cost more than the increment: keep each route's counters by status class.
   const counters = new WeakMap<EdgeRoute, Map<number, { inc(): void }>>();
+  // Access lines carry only the fixed fields below, none of them a secret; the
+  // logger's redaction paths would cost as much again as writing the line.
+  const accessLog = o.log.child({}, { redact: { paths: [] } });
+  const durations = new Map<string, { observe(v: number): void }>();
+  const durationOf = (outcome: string) => {
+    let h = durations.get(outcome);
+    if (!h) durations.set(outcome, (h = o.metrics.duration.labels({ outcome })));
+    return h;
+  };
   const countFor = (route: EdgeRoute, status: number) => {
     const cls = Math.floor(status / 100);
     let byClass = counters.get(route);
@@ -97,7 +112,12 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     return !lists.allow || inList(lists.allow, ip);
   }
 
-  async function decide(req: IncomingMessage, ip: string): Promise<Decision> {
+  /**
+   * What to do with a request. Synchronous unless something has to be waited
+   * for (an ACME answer, a Redis budget, provisioning steps): most requests
+   * cost no promise at all.
+   */
+  function decide(req: IncomingMessage, ip: string): Decision | Promise<Decision> {
     let target: NormalizedTarget;
     try {
       target = normalizeTarget(req.url, req.headers.host);
@@ -105,24 +125,46 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
       if (err instanceof TargetError) return { kind: 'page', page: pages.badRequest(err.message) };
       throw err;
     }
-    if (o.challenges && target.path.startsWith(CHALLENGE_PREFIX)) {
-      const answer = await o.challenges.keyAuthorization(target.path.slice(CHALLENGE_PREFIX.length));
-      if (answer !== undefined) return { kind: 'page', page: { status: 200, html: answer, headers: TEXT } };
-    }
+    if (o.challenges && target.path.startsWith(CHALLENGE_PREFIX)) return challenge(o.challenges, target, ip);
+    return decideRoute(target, ip);
+  }
+
+  async function challenge(c: ChallengeResponder, target: NormalizedTarget, ip: string): Promise<Decision> {
+    const answer = await c.keyAuthorization(target.path.slice(CHALLENGE_PREFIX.length));
+    if (answer !== undefined) return { kind: 'page', page: { status: 200, html: answer, headers: TEXT } };
+    return decideRoute(target, ip);
+  }
+
+  function decideRoute(target: NormalizedTarget, ip: string): Decision | Promise<Decision> {
     const match = matchRoute(o.routes(), o.baseDomain, target.host, target.path);
     if (match.kind === 'unknown_host') return { kind: 'page', page: pages.unknownHost() };
     if (match.kind === 'no_route') return { kind: 'page', page: pages.noRoute(), tenantId: match.tenantId };
     const route = match.kind === 'route' ? match.route : undefined;
     const tenantId = route?.tenantId ?? null;
     if (route && !allowed(route, ip)) return { kind: 'page', page: pages.forbidden(), route, tenantId };
-    const wait = await o.limiter.check(ip, tenantId);
+    const wait = o.limiter.check(ip, tenantId);
+    if (typeof wait === 'number') return afterBudget(wait, match, target, route, tenantId);
+    return wait.then((w) => afterBudget(w, match, target, route, tenantId));
+  }
+
+  function afterBudget(
+    wait: number,
+    match: RouteMatch,
+    target: NormalizedTarget,
+    route: EdgeRoute | undefined,
+    tenantId: string | null,
+  ): Decision | Promise<Decision> {
     if (wait > 0) return { kind: 'page', page: pages.rateLimited(wait), route, tenantId };
-    if (match.kind === 'platform') return { kind: 'platform', target };
+    if (match.kind !== 'route') return { kind: 'platform', target };
     const r = match.route;
     if (r.state === 'suspended') return { kind: 'page', page: pages.suspended(), route: r, tenantId };
     if (r.state === 'provisioning' && r.tenantId) {
-      const { company, steps } = await o.steps(r.tenantId);
-      return { kind: 'page', page: pages.provisioning(company, steps), route: r, tenantId };
+      return o.steps(r.tenantId).then(({ company, steps }) => ({
+        kind: 'page',
+        page: pages.provisioning(company, steps),
+        route: r,
+        tenantId,
+      }));
     }
     if (r.state !== 'active' || !r.upstream) {
       return { kind: 'page', page: pages.unavailable(), route: r, tenantId };
@@ -136,6 +178,23 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     };
   }
 
+  /** Act on `decide`'s answer now when it has one, or when it comes. */
+  function decided(
+    req: IncomingMessage,
+    ip: string,
+    act: (d: Decision) => void,
+    failed: (err: unknown) => void,
+  ): void {
+    let d: Decision | Promise<Decision>;
+    try {
+      d = decide(req, ip);
+    } catch (err) {
+      return failed(err);
+    }
+    if (d instanceof Promise) d.then(act, failed);
+    else act(d);
+  }
+
   function finish(
     req: IncomingMessage,
     path: string | undefined,
@@ -147,9 +206,9 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     res.once('close', () => {
       const seconds = (performance.now() - started) / 1000;
       const status = res.statusCode;
-      o.metrics.duration.observe({ outcome }, seconds);
+      durationOf(outcome).observe(seconds);
       if (route) countFor(route, status).inc();
-      o.log.info(
+      accessLog.info(
         {
           tenantId: route?.tenantId ?? undefined,
           route: route?.id,
@@ -186,7 +245,9 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
       const started = performance.now();
       const path = req.url;
       const ip = clientIp(req, o.trustedProxies);
-      decide(req, ip).then(
+      decided(
+        req,
+        ip,
         (d) => {
           if (d.kind === 'page') {
             finish(req, path, res, started, d.route, 'refused');
@@ -202,9 +263,11 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
           if (length > maxBody) return send(res, pages.tooLarge());
           finish(req, path, res, started, d.route, 'proxied');
           setForwardingHeaders(req, ip, d.host);
-          req.url = d.url;
-          proxy.web(req, res, { target: d.upstream }, (err) => proxyError(err, res));
-          limitBody(req, res, maxBody);
+          const body =
+            length > 0 || req.headers['transfer-encoding'] !== undefined
+              ? Readable.from(limitedBody(req, res, maxBody), { objectMode: false })
+              : null;
+          forwarder.forward(req, res, { ...d.upstream, path: d.url }, body, (err) => proxyError(err, res));
         },
         (err: unknown) => {
           o.log.error({ err }, 'edge request failed');
@@ -215,7 +278,9 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     upgrade(req, socket, head) {
       const ip = clientIp(req, o.trustedProxies);
       socket.on('error', () => socket.destroy());
-      decide(req, ip).then(
+      decided(
+        req,
+        ip,
         (d) => {
           if (d.kind === 'page') return writeRaw(socket, d.page);
           if (d.kind === 'platform') return writeRaw(socket, pages.noRoute());
@@ -229,26 +294,31 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     close() {
       agent.destroy();
       proxy.close();
+      void forwarder.close();
     },
   };
 }
 
 const TEXT = { 'content-type': 'text/plain' };
 
-/** Count body bytes as they stream; a body over the limit is cut off (the client gets 413 if nothing was sent yet). */
-function limitBody(req: IncomingMessage, res: ServerResponse, max: number) {
+/**
+ * The request body as it streams, counted; one over the limit is cut off (the
+ * client gets 413 if nothing was sent yet) and the upstream request fails.
+ */
+async function* limitedBody(req: IncomingMessage, res: ServerResponse, max: number): AsyncGenerator<Buffer> {
   let seen = 0;
-  req.on('data', (chunk: Buffer) => {
+  for await (const chunk of req as AsyncIterable<Buffer>) {
     seen += chunk.length;
     if (seen > max) {
-      req.unpipe();
       if (!res.headersSent) {
         res.writeHead(413, { 'content-type': 'text/html; charset=utf-8', connection: 'close' });
         res.end(pages.tooLarge().html);
       }
       req.destroy();
+      return;
     }
-  });
+    yield chunk;
+  }
 }
 
 function writeRaw(socket: Duplex, page: EdgePage) {

@@ -18,8 +18,44 @@ export interface RateLimits {
 }
 
 export interface EdgeRateLimiter {
-  /** Seconds to wait when over budget, or 0 when the request may pass. */
-  check(ip: string, tenantId: string | null): Promise<number>;
+  /** Seconds to wait when over budget, or 0 when the request may pass (a promise only with Redis). */
+  check(ip: string, tenantId: string | null): number | Promise<number>;
+}
+
+interface Window {
+  count: number;
+  resetAt: number;
+}
+
+/**
+ * In-process budgets: a one-second window per key from its first request (as
+ * rate-limiter-flexible's memory limiter counts), answered synchronously.
+ * Keys live in two generations swapped every second, so a key unseen for two
+ * seconds is gone without a timer per key.
+ */
+export function memoryBudget(points: number): (key: string) => number {
+  let current = new Map<string, Window>();
+  let previous = new Map<string, Window>();
+  let rotatedAt = performance.now();
+  return (key) => {
+    const now = performance.now();
+    if (now - rotatedAt >= 1000) {
+      previous = current;
+      current = new Map();
+      rotatedAt = now;
+    }
+    let w = current.get(key);
+    if (!w) {
+      w = previous.get(key) ?? { count: 0, resetAt: now + 1000 };
+      current.set(key, w);
+    }
+    if (w.resetAt <= now) {
+      w.count = 0;
+      w.resetAt = now + 1000;
+    }
+    w.count++;
+    return w.count > points ? Math.max(1, Math.ceil((w.resetAt - now) / 1000)) : 0;
+  };
 }
 
 function limiter(prefix: string, points: number, redis: Redis | undefined): RateLimiterAbstract {
@@ -48,6 +84,17 @@ async function consume(l: RateLimiterAbstract | undefined, key: string): Promise
 
 /** `namespace` (the base domain) keeps two platforms sharing one Redis apart. */
 export function createRateLimiter(limits: RateLimits, redis?: Redis, namespace = 'default'): EdgeRateLimiter {
+  if (!redis) {
+    const ip = limits.perIp > 0 ? memoryBudget(limits.perIp) : undefined;
+    const tenant = limits.perTenant > 0 ? memoryBudget(limits.perTenant) : undefined;
+    return {
+      check(clientIp, tenantId) {
+        const wait = ip ? ip(clientIp) : 0;
+        if (wait > 0 || !tenantId || !tenant) return wait;
+        return tenant(tenantId);
+      },
+    };
+  }
   const ip = limits.perIp > 0 ? limiter(`${namespace}:ip`, limits.perIp, redis) : undefined;
   const tenant = limits.perTenant > 0 ? limiter(`${namespace}:tenant`, limits.perTenant, redis) : undefined;
   return {

@@ -35,7 +35,9 @@ export interface RouteWatcher {
  */
 export async function startRouteWatcher(options: RouteWatcherOptions): Promise<RouteWatcher> {
   const { db, log } = options;
-  let table = buildRouteTable(await loadRoutes(db));
+  let table = buildRouteTable([]);
+  // Until the first full load is in, notifications only collect their hosts.
+  let loaded = false;
   let closed = false;
   let client: pg.Client | undefined;
   let pending = new Set<string>();
@@ -87,6 +89,10 @@ export async function startRouteWatcher(options: RouteWatcherOptions): Promise<R
   const onNotify = (msg: pg.Notification) => {
     if (msg.channel !== ROUTES_CHANNEL || !msg.payload) return;
     pending.add(msg.payload);
+    if (loaded) startFlush();
+  };
+
+  const startFlush = () => {
     flushing ??= flush()
       .catch((err: unknown) => log.error({ err }, 'route reload failed'))
       .finally(() => (flushing = undefined));
@@ -132,9 +138,18 @@ export async function startRouteWatcher(options: RouteWatcherOptions): Promise<R
     }, 1000);
   };
 
+  // LISTEN first, then load once: a change committed meanwhile is in the load or
+  // in a notification, which is applied after the load (its rows read afresh).
   await connect();
-  // Notifications between the first load and LISTEN would be lost: load again.
-  await reload();
+  try {
+    await reload();
+  } catch (err) {
+    closed = true;
+    await client?.end().catch(() => undefined);
+    throw err;
+  }
+  loaded = true;
+  if (pending.size > 0) startFlush();
   const periodic = setInterval(() => {
     resync().catch((err: unknown) => log.error({ err }, 'periodic route reload failed'));
   }, options.reloadSeconds * 1000);

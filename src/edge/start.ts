@@ -1,4 +1,4 @@
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { ApiServer } from '../api/server.ts';
 import type { Config } from '../config/load.ts';
 import type { DatabaseHandle } from '../db/database.ts';
@@ -62,8 +62,13 @@ export async function startBuiltinEdge(deps: EdgeDeps, options: BuiltinEdgeOptio
     onChange: (t) => edgeMetrics.routes.set(t.size),
   });
   edgeMetrics.routes.set(watcher.table().size);
+  // ioredis is loaded only when configured (it costs an edge without Redis ~15 MB).
   const redis = config.redisUrl
-    ? new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: false })
+    ? new (await import('ioredis')).Redis(config.redisUrl, {
+        enableOfflineQueue: false,
+        maxRetriesPerRequest: 1,
+        lazyConnect: false,
+      })
     : undefined;
   redis?.on('error', (err) => log.warn({ err }, 'Redis unavailable; rate limits fall back to this process'));
   if (redis) await redisReady(redis, 2000);

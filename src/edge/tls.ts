@@ -1,3 +1,4 @@
+import { createPrivateKey } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import tls, { type SecureContext } from 'node:tls';
@@ -28,7 +29,8 @@ export interface CertificateStore {
   close(): void;
 }
 
-function fingerprint(files: string[]): string {
+/** Names, sizes and modification times of `files`: changes when any is replaced. */
+export function fingerprint(files: string[]): string {
   return files
     .map((f) => {
       try {
@@ -39,6 +41,37 @@ function fingerprint(files: string[]): string {
       }
     })
     .join('|');
+}
+
+/** A per-host pair in a certificate directory, and the TLS server name it answers. */
+export interface DirCertificate {
+  /** `shop.example.com`, or `*.example.com` for `_wildcard.example.com`. */
+  serverName: string;
+  certFile: string;
+  keyFile: string;
+}
+
+/** The complete `<name>.crt` + `<name>.key` pairs in `dir` (none when it is unset or missing), sorted by name. */
+export function dirCertificates(dir: string | undefined): DirCertificate[] {
+  if (!dir) return [];
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const present = new Set(names);
+  return names
+    .filter((f) => f.endsWith('.crt') && present.has(`${f.slice(0, -4)}.key`))
+    .sort()
+    .map((f) => {
+      const base = f.slice(0, -4).toLowerCase();
+      return {
+        serverName: base.startsWith('_wildcard.') ? `*.${base.slice('_wildcard.'.length)}` : base,
+        certFile: path.join(dir, f),
+        keyFile: path.join(dir, `${f.slice(0, -4)}.key`),
+      };
+    });
 }
 
 export interface PemPair {
@@ -85,6 +118,13 @@ export function createCertificateStore(
       const key = crt.slice(0, -4) + '.key';
       try {
         next.set(host, load(crt, key));
+        const keyType = createPrivateKey(readFileSync(key)).asymmetricKeyType;
+        const defaultType = createPrivateKey(defaultPair.key).asymmetricKeyType;
+        if (defaultType === 'ec' && keyType !== 'ec')
+          log.warn(
+            { host, keyType },
+            'Node keeps serving an ECDSA default certificate to a name whose certificate has another key type; use an ECDSA key for this host',
+          );
       } catch (err) {
         const previous = byHost.get(host);
         if (previous) next.set(host, previous);

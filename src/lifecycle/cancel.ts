@@ -4,7 +4,7 @@ import { applyTenantAction } from '../billing/process.ts';
 import type { BillingAction } from '../billing/decide.ts';
 import type { Database } from '../db/database.ts';
 import type { TenantStatus } from '../db/tables.ts';
-import { tenantBillingEffect } from './wiring.ts';
+import { tenantBillingEffect } from './billing-effect.ts';
 
 /** Why a tenant an operator cancelled is cancelled (billing's own says "subscription cancelled"). */
 export const OPERATOR_CANCELLATION = 'cancelled by an operator';

@@ -8,9 +8,9 @@ import type { Reconciler, ReconcileStep, StepContext } from '../core/reconcile.t
 import type { Database } from '../db/database.ts';
 import type { TenantStatus } from '../core/tenants.ts';
 import { deleteRoute, upsertRoute } from '../edge/routes-store.ts';
-import type { RouteState } from '../edge/route-table.ts';
 import { appendAuditIn } from '../identity/audit.ts';
 import { writeOutbox } from '../orchestrator/outbox.ts';
+import { routeStateFor } from './billing-effect.ts';
 import { TENANT_KIND } from './kinds.ts';
 import { finishPurge } from './purge.ts';
 
@@ -49,12 +49,6 @@ const DASHBOARD = {
   diskGb: DASHBOARD_CLAIM.disk_gb,
 } as const;
 const DASHBOARD_PORT = 3000;
-
-export function routeStateFor(status: TenantStatus): RouteState {
-  if (status === 'active') return 'active';
-  if (status === 'provisioning' || status === 'pending_payment' || status === 'failed') return 'provisioning';
-  return 'suspended';
-}
 
 type Ctx = StepContext<TenantSpec>;
 

@@ -1,15 +1,10 @@
 import path from 'node:path';
 import type pg from 'pg';
-import type { Transaction } from 'kysely';
-import type { BillingAction } from '../billing/decide.ts';
 import type { Config } from '../config/load.ts';
 import type { ComputeDriver } from '../core/compute.ts';
 import type { Database } from '../db/database.ts';
-import type { DB } from '../db/tables.ts';
 import { loadSecretBox } from '../identity/master-key.ts';
 import type { SecretBox } from '../identity/secrets.ts';
-import { requestReconcile } from '../orchestrator/queue.ts';
-import { applyResourceIn } from '../orchestrator/resources.ts';
 import { orchestratorParts, startConfiguredWorker, type OrchestratorParts } from '../orchestrator/wiring.ts';
 import {
   containerReach,
@@ -22,52 +17,11 @@ import type { MasterDatabase } from '../db/connect.ts';
 import type { Logger } from '../observability/logger.ts';
 import { REPO_ROOT } from '../catalog/load.ts';
 import { dashboardCredentials } from './dashboard-credential.ts';
-import { TENANT_KIND } from './kinds.ts';
 import { purgeDue } from './purge.ts';
-import { routeStateFor, tenantReconciler } from './tenant-reconciler.ts';
+import { tenantReconciler } from './tenant-reconciler.ts';
 import { tenantServiceReconciler } from '../services/reconciler.ts';
 import { tenantServiceSecrets } from '../services/secrets.ts';
 import { removeTenantServices } from '../services/subscriptions.ts';
-
-/**
- * A billing transition's effect on the orchestrator, in the billing event's
- * transaction: a paid checkout writes the tenant's spec (which queues its
- * reconcile); suspension, reactivation and cancellation re-reconcile it so the
- * edge and its containers follow the new status.
- */
-export async function tenantBillingEffect(
-  trx: Transaction<DB>,
-  tenantId: string,
-  action: BillingAction,
-): Promise<void> {
-  if (action.action === 'provision') {
-    const t = await trx
-      .selectFrom('tenants')
-      .select(['slug', 'company'])
-      .where('id', '=', tenantId)
-      .executeTakeFirstOrThrow();
-    await applyResourceIn(trx, {
-      kind: TENANT_KIND,
-      id: tenantId,
-      tenantId,
-      spec: { slug: t.slug, company: t.company },
-    });
-    return;
-  }
-  // The edge follows at once (the route change NOTIFYs every edge on commit); containers follow on reconcile.
-  const status = await trx
-    .selectFrom('tenants')
-    .select('status')
-    .where('id', '=', tenantId)
-    .executeTakeFirstOrThrow();
-  await trx
-    .updateTable('routes')
-    .set({ state: routeStateFor(status.status), updated_at: new Date() })
-    .where('tenant_id', '=', tenantId)
-    .where('upstream_host', 'is not', null)
-    .execute();
-  await requestReconcile(trx, { kind: TENANT_KIND, id: tenantId }, { reason: `billing: ${action.action}` });
-}
 
 /** Register the tenant lifecycle's reconcilers on an orchestrator. */
 export function registerLifecycle(

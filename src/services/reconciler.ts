@@ -7,7 +7,7 @@ import { capacityRefusal } from '../core/services.ts';
 import type { Database } from '../db/database.ts';
 import { deleteRoute, upsertRoute } from '../edge/routes-store.ts';
 import { TENANT_SERVICE_KIND } from '../lifecycle/kinds.ts';
-import { routeStateFor } from '../lifecycle/tenant-reconciler.ts';
+import { routeStateFor } from '../lifecycle/billing-effect.ts';
 import { deleteResource } from '../orchestrator/resources.ts';
 import { dropServiceDatabase, ensureServiceDatabase, serviceDatabaseExists } from './databases.ts';
 import { containerSpecFor, loadDeployment, probe, type Deployment } from './deploy-context.ts';

@@ -3,7 +3,7 @@ import { isDomainError, DomainError } from '../core/errors.ts';
 import type { ReconcileStep } from '../core/reconcile.ts';
 import { serviceUrl } from '../core/services.ts';
 import type { Database } from '../db/database.ts';
-import { routeStateFor } from '../lifecycle/tenant-reconciler.ts';
+import { routeStateFor } from '../lifecycle/billing-effect.ts';
 import { writeOutbox } from '../orchestrator/outbox.ts';
 import type { Deployment } from './deploy-context.ts';
 import type { TenantServiceSpec } from './subscriptions.ts';

@@ -1,16 +1,16 @@
-import { createPlatform } from '../../app.ts';
+import { createEdgePlatform } from '../../app-api.ts';
 import { startEdge } from '../../edge/index.ts';
 import type { CommandContext } from '../context.ts';
-import { onShutdownSignal } from './up.ts';
+import { onShutdownSignal } from '../shutdown.ts';
 
 /**
  * `aiqso edge`: only the edge (with the platform app for the base domain,
- * which is stateless over the master database). Run as many as needed, each
+ * which is stateless over the master database; no orchestrator worker). Run as many as needed, each
  * on its own address or port; all follow the same route table.
  */
 export async function edge(ctx: CommandContext): Promise<void> {
   const { config, log } = ctx;
-  const platform = await createPlatform(config, log);
+  const platform = await createEdgePlatform(config, log);
   let running;
   try {
     running = await startEdge(platform);

@@ -5,7 +5,7 @@ import { listWork } from '../../orchestrator/jobs.ts';
 import { startPlatformWorker } from '../../lifecycle/wiring.ts';
 import { withDatabase, type CommandContext } from '../context.ts';
 import { printJson, printTable } from '../output.ts';
-import { onShutdownSignal } from './up.ts';
+import { onShutdownSignal } from '../shutdown.ts';
 
 /** `aiqso worker`: orchestrator workers alone, until SIGINT/SIGTERM. */
 export async function worker(ctx: CommandContext): Promise<void> {

@@ -13,8 +13,12 @@ export type ApplyResult =
   | { result: 'failed'; error: string };
 
 export interface NginxProcess {
-  /** Validate `config` with `nginx -t`; only a valid one replaces the live file, then nginx reloads (HUP). */
-  apply(config: string): Promise<ApplyResult>;
+  /**
+   * Validate `config` with `nginx -t`; only a valid one replaces the live file, then nginx reloads (HUP).
+   * An unchanged configuration is left alone unless `reload` (certificate files changed: nginx reads
+   * them only when it loads its configuration).
+   */
+  apply(config: string, options?: { reload?: boolean }): Promise<ApplyResult>;
   /** The live configuration file. */
   readonly configFile: string;
   running(): boolean;
@@ -72,8 +76,8 @@ export async function startNginx(options: { dir: string; log: Logger; bin?: stri
     child = c;
   };
 
-  const applyNow = async (config: string): Promise<ApplyResult> => {
-    if (config === live) return { result: 'unchanged' };
+  const applyNow = async (config: string, reload = false): Promise<ApplyResult> => {
+    if (config === live && !reload) return { result: 'unchanged' };
     const candidate = path.join(dir, 'nginx.conf.next');
     await writeFile(candidate, config, { mode: 0o600 });
     const error = await validate(candidate);
@@ -95,8 +99,8 @@ export async function startNginx(options: { dir: string; log: Logger; bin?: stri
 
   return {
     configFile,
-    apply(config) {
-      const next = queue.then(() => applyNow(config));
+    apply(config, options) {
+      const next = queue.then(() => applyNow(config, options?.reload));
       queue = next.catch(() => undefined);
       return next;
     },

@@ -2,6 +2,7 @@ import net from 'node:net';
 import { createEdgeMetrics } from '../edge-metrics.ts';
 import { tableRoutes, type RouteTable } from '../route-table.ts';
 import { startBuiltinEdge, type BuiltinEdgeOptions, type EdgeDeps, type RunningEdge } from '../start.ts';
+import { dirCertificates, fingerprint } from '../tls.ts';
 import { startNginx, type ApplyResult, type NginxProcess } from './apply.ts';
 import { renderNginxConfig } from './render.ts';
 
@@ -17,6 +18,8 @@ export interface NginxEdgeOptions extends Omit<BuiltinEdgeOptions, 'behindNginx'
   /** nginx's own directory (config, pid, logs, temp files). */
   dir: string;
   workerProcesses?: number | 'auto';
+  /** How often certificate files are checked for a renewal (ms). */
+  certPollMs?: number;
 }
 
 /**
@@ -38,8 +41,22 @@ export async function startNginxEdge(deps: EdgeDeps, options: NginxEdgeOptions):
     throw err;
   }
   let last: ApplyResult = { result: 'unchanged' };
+  const https = options.https && {
+    ...options.https,
+    certDir: options.https.certDir ?? config.edgeTuning.certDir,
+  };
+  // nginx reads certificates when it loads its configuration: a renewed file needs a reload.
+  const certFiles = (): string[] =>
+    https
+      ? [
+          https.certFile,
+          https.keyFile,
+          ...dirCertificates(https.certDir).flatMap((c) => [c.certFile, c.keyFile]),
+        ]
+      : [];
+  let certPrint = fingerprint(certFiles());
 
-  const sync = async (table: RouteTable = internal.watcher.table()): Promise<ApplyResult> => {
+  const sync = async (table: RouteTable = internal.watcher.table(), reload = false): Promise<ApplyResult> => {
     const { config: text, skipped } = renderNginxConfig({
       routes: tableRoutes(table),
       baseDomain: config.baseDomain,
@@ -47,10 +64,11 @@ export async function startNginxEdge(deps: EdgeDeps, options: NginxEdgeOptions):
       listen: {
         bind: options.bind,
         httpPort: options.httpPort,
-        https: options.https && {
-          port: options.https.port,
-          certFile: options.https.certFile,
-          keyFile: options.https.keyFile,
+        https: https && {
+          port: https.port,
+          certFile: https.certFile,
+          keyFile: https.keyFile,
+          sni: dirCertificates(https.certDir),
         },
       },
       internal: { host: '127.0.0.1', port: internal.listeners.httpPort },
@@ -62,7 +80,7 @@ export async function startNginxEdge(deps: EdgeDeps, options: NginxEdgeOptions):
         { skipped: skipped.slice(0, 20), count: skipped.length },
         'routes left out of the nginx configuration',
       );
-    last = await nginx.apply(text);
+    last = await nginx.apply(text, { reload });
     metrics.nginxApply.inc({ result: last.result });
     return last;
   };
@@ -91,6 +109,17 @@ export async function startNginxEdge(deps: EdgeDeps, options: NginxEdgeOptions):
     }, 100);
   });
 
+  const certTimer = https
+    ? setInterval(() => {
+        const print = fingerprint(certFiles());
+        if (print === certPrint) return;
+        certPrint = print;
+        log.info('TLS certificates changed; reloading nginx');
+        sync(undefined, true).catch((err: unknown) => log.error({ err }, 'nginx certificate reload failed'));
+      }, options.certPollMs ?? 2000)
+    : undefined;
+  certTimer?.unref();
+
   return {
     nginx,
     watcher: internal.watcher,
@@ -99,6 +128,7 @@ export async function startNginxEdge(deps: EdgeDeps, options: NginxEdgeOptions):
     sync: () => sync(),
     async close() {
       if (timer) clearTimeout(timer);
+      if (certTimer) clearInterval(certTimer);
       await nginx.stop();
       await internal.close();
     },

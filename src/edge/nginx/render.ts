@@ -18,7 +18,17 @@ export interface NginxRenderInput {
   baseDomain: string;
   /** Working directory for pid, logs and temp files. */
   dir: string;
-  listen: { bind: string; httpPort: number; https?: { port: number; certFile: string; keyFile: string } };
+  listen: {
+    bind: string;
+    httpPort: number;
+    https?: {
+      port: number;
+      certFile: string;
+      keyFile: string;
+      /** Per-host certificates, chosen by SNI (the default pair answers every other name). */
+      sni?: readonly { serverName: string; certFile: string; keyFile: string }[];
+    };
+  };
   /** The internal builtin edge (platform app, pages, checks). */
   internal: { host: string; port: number };
   rate: { perIp: number; perTenant: number };
@@ -28,7 +38,7 @@ export interface NginxRenderInput {
 
 export interface NginxRender {
   config: string;
-  /** Routes left out, with the reason. */
+  /** Routes (by id) and SNI certificates (by server name) left out, with the reason. */
   skipped: { id: string; reason: string }[];
 }
 
@@ -36,6 +46,7 @@ const NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z
 const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
 const PATH_PREFIX = /^\/[a-z0-9][a-z0-9-]*$/;
 const CIDR = /^[0-9a-f.:]+(\/\d{1,3})?$/i;
+const SERVER_NAME = /^(\*\.)?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
 
 function upstreamName(u: { host: string; port: number }): string {
   return `u_${u.host.replace(/[^a-z0-9]/gi, '_')}_${u.port}`;
@@ -94,6 +105,20 @@ export function renderNginxConfig(input: NginxRenderInput): NginxRender {
         `    ssl_certificate_key ${quote(l.https.keyFile)};`,
       ]
     : [];
+  // One server per SNI certificate, on the HTTPS port only, routing like the default one.
+  const sniServers: string[][] = [];
+  for (const c of l.https?.sni ?? []) {
+    if (!SERVER_NAME.test(c.serverName)) {
+      skipped.push({ id: c.serverName, reason: 'certificate name is not a DNS name' });
+      continue;
+    }
+    sniServers.push([
+      `    listen ${listenAddr(l.bind, l.https!.port)} ssl;`,
+      `    server_name ${c.serverName};`,
+      `    ssl_certificate ${quote(c.certFile)};`,
+      `    ssl_certificate_key ${quote(c.keyFile)};`,
+    ]);
+  }
   const entries = Math.max(root.length, services.length, tenants.size);
   const limits = [
     ...(input.rate.perIp > 0
@@ -154,10 +179,19 @@ export function renderNginxConfig(input: NginxRenderInput): NginxRender {
     '  limit_req_status 429;',
     `  upstream aiqso_internal { server ${input.internal.host}:${input.internal.port}; keepalive 64; }`,
     ...[...upstreams].map(([name, addr]) => `  upstream ${name} { server ${addr}; keepalive 16; }`),
+    ...server([...listens, ...tls, '    server_name _;'], limitUse),
+    ...sniServers.flatMap((head) => server(head, limitUse)),
+    '}',
+    '',
+  ];
+  return { config: lines.join('\n'), skipped };
+}
+
+/** A `server` block: its listen/name/certificate lines, then the routing every server shares. */
+function server(head: string[], limitUse: string[]): string[] {
+  return [
     '  server {',
-    ...listens,
-    ...tls,
-    '    server_name _;',
+    ...head,
     // The same refusals as the builtin edge: an encoded slash, backslash or NUL in the path.
     '    if ($request_uri ~* "^[^?]*(%2f|%5c|%00|\\x5c)") { return 400; }',
     ...limitUse,
@@ -176,10 +210,7 @@ export function renderNginxConfig(input: NginxRenderInput): NginxRender {
     '      proxy_pass http://$aiqso_up;',
     '    }',
     '  }',
-    '}',
-    '',
   ];
-  return { config: lines.join('\n'), skipped };
 }
 
 function quote(path: string): string {
