@@ -1,4 +1,3 @@
-import { Redis } from 'ioredis';
 import type { ApiServer } from '../api/server.ts';
 import type { Config } from '../config/load.ts';
 import type { Database } from '../db/database.ts';
@@ -41,8 +40,9 @@ export async function installIdentity(
     issuer: config.publicUrl,
     audience: `${config.publicUrl}/api`,
   });
+  // ioredis loads only when Redis is configured.
   const redis = config.redisUrl
-    ? new Redis(config.redisUrl, { maxRetriesPerRequest: 1, lazyConnect: false })
+    ? new (await import('ioredis')).Redis(config.redisUrl, { maxRetriesPerRequest: 1, lazyConnect: false })
     : undefined;
   redis?.on('error', (err) => log.warn({ err }, 'redis error (rate limits)'));
   api.addHook('onClose', async () => {
