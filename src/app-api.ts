@@ -12,8 +12,9 @@ import { createBilling, type Billing } from './billing/index.ts';
 import { processBillingEvent } from './billing/process.ts';
 import { tenantBillingEffect } from './lifecycle/billing-effect.ts';
 import { loadPlans, PLANS_FILE, type Plan } from './catalog/plans.ts';
-import { connectMasterDatabase, type MasterDatabase } from './db/connect.ts';
+import type { MasterDatabase } from './db/connect.ts';
 import { installIdentity, type IdentityOptions } from './identity/wire.ts';
+import { openCheckedDatabase } from './open-database.ts';
 import type { Logger } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
 import type { Platform } from './app.ts';
@@ -132,7 +133,7 @@ export async function assembleApi(
 export type EdgePlatform = Omit<Platform, 'worker'>;
 
 export async function createEdgePlatform(config: Config, log: Logger): Promise<EdgePlatform> {
-  const database = await connectMasterDatabase(config, log);
+  const database = await openCheckedDatabase(config, log);
   const metrics = createMetrics();
   try {
     const { api, billing } = await assembleApi(config, log, database, metrics);

@@ -1,12 +1,11 @@
 import type { Config } from './config/load.ts';
 import type { ApiServer } from './api/server.ts';
 import { assembleApi } from './app-api.ts';
+import { openCheckedDatabase } from './open-database.ts';
 import type { Billing } from './billing/index.ts';
 import { loadCatalog } from './catalog/load.ts';
 import { syncCatalog } from './catalog/sync.ts';
-import { connectMasterDatabase, type MasterDatabase } from './db/connect.ts';
-import { loadSecretBox } from './identity/master-key.ts';
-import { assertMasterKeyOpens } from './identity/rotate-master-key.ts';
+import type { MasterDatabase } from './db/connect.ts';
 import type { Logger } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
 import { startPlatformWorker } from './lifecycle/wiring.ts';
@@ -34,13 +33,9 @@ export interface Platform {
 export async function createPlatform(config: Config, log: Logger): Promise<Platform> {
   // An invalid template stops start-up before anything else runs, naming the file and field.
   const catalog = loadCatalog(config.catalogDir);
-  const database = await connectMasterDatabase(config, log);
+  const database = await openCheckedDatabase(config, log);
   const metrics = createMetrics();
   try {
-    await assertMasterKeyOpens(
-      database.db,
-      await loadSecretBox({ configured: config.masterKey, dataDir: config.dataDir }),
-    );
     await syncCatalog(database.db, catalog);
     const { api, billing } = await assembleApi(config, log, database, metrics);
     const running = await startPlatformWorker(config, log, database);

@@ -123,11 +123,11 @@ describe('master key rotation', () => {
     expect(res.statusCode, res.body).toBe(200);
   });
 
-  it('refuses to start a platform whose master key does not open the database, naming the variable', async () => {
+  it('refuses to start a worker, platform or edge whose master key does not open the database, naming the variable', async () => {
     expect(await assertMasterKeyOpens(h.db.db, await loadSecretBox({ dataDir: h.dataDir }))).toBeUndefined();
     const otherDir = await mkdtemp(path.join(os.tmpdir(), 'aiqso-otherkey-'));
     try {
-      for (const command of [['worker'], ['up']]) {
+      for (const command of [['worker'], ['up'], ['edge']]) {
         const res = await runCli(command, {
           DATABASE_URL: h.db.url,
           AIQSO_DATA_DIR: otherDir,

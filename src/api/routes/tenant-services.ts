@@ -1,8 +1,10 @@
+import type { FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Plan } from '../../catalog/plans.ts';
 import type { Config } from '../../config/load.ts';
 import { notFound } from '../../core/errors.ts';
 import type { Database } from '../../db/database.ts';
+import type { Role } from '../../db/tables.ts';
 import { principalOf } from '../../identity/http/authenticate.ts';
 import type { TenantAccess } from '../../identity/tenant-access.ts';
 import {
@@ -65,6 +67,9 @@ export function tenantServiceRoutes(
     publicUrl: config.publicUrl,
     serviceGraceHours: config.serviceGraceHours,
   };
+  /** The tenant the caller names, once the caller holds `role` in it. */
+  const tenantFor = (request: FastifyRequest, tenant: string, role: Role) =>
+    access.forTenant(principalOf(request), tenant, role, ({ tenantId }) => Promise.resolve(tenantId));
   const one = async (tenantId: string, key: string) => {
     const [view] = await listTenantServices(db, tenantId, config.publicUrl, key);
     if (!view) throw notFound(`service ${key} of this tenant`);
@@ -107,12 +112,7 @@ export function tenantServiceRoutes(
       },
     },
     async (request, reply) => {
-      const tenantId = await access.forTenant(
-        principalOf(request),
-        request.params.tenant,
-        'tenant_owner',
-        ({ tenantId: id }) => Promise.resolve(id),
-      );
+      const tenantId = await tenantFor(request, request.params.tenant, 'tenant_owner');
       request.audit = { tenantId, targetType: 'service', targetId: request.body.service };
       await subscribe(db, subs, tenantId, request.body.service);
       return reply.status(202).send(await one(tenantId, request.body.service));
@@ -132,12 +132,7 @@ export function tenantServiceRoutes(
       },
     },
     async (request, reply) => {
-      const tenantId = await access.forTenant(
-        principalOf(request),
-        request.params.tenant,
-        'tenant_owner',
-        ({ tenantId: id }) => Promise.resolve(id),
-      );
+      const tenantId = await tenantFor(request, request.params.tenant, 'tenant_owner');
       request.audit = { tenantId, targetType: 'service', targetId: request.params.service };
       await unsubscribe(db, { ...subs, baseDomain: config.baseDomain }, tenantId, request.params.service);
       return reply.status(202).send(await one(tenantId, request.params.service));
@@ -157,12 +152,7 @@ export function tenantServiceRoutes(
       },
     },
     async (request, reply) => {
-      const tenantId = await access.forTenant(
-        principalOf(request),
-        request.params.tenant,
-        'platform_admin',
-        ({ tenantId: id }) => Promise.resolve(id),
-      );
+      const tenantId = await tenantFor(request, request.params.tenant, 'platform_admin');
       request.audit = { tenantId, targetType: 'service', targetId: request.params.service };
       await setServiceResources(db, subs, tenantId, request.params.service, request.body.resources);
       return reply.status(202).send(await one(tenantId, request.params.service));

@@ -1,6 +1,4 @@
-import { connectMasterDatabase } from '../../db/connect.ts';
-import { loadSecretBox } from '../../identity/master-key.ts';
-import { assertMasterKeyOpens } from '../../identity/rotate-master-key.ts';
+import { openCheckedDatabase } from '../../open-database.ts';
 import { listWork } from '../../orchestrator/jobs.ts';
 import { startPlatformWorker } from '../../lifecycle/wiring.ts';
 import { withDatabase, type CommandContext } from '../context.ts';
@@ -10,13 +8,9 @@ import { onShutdownSignal } from '../shutdown.ts';
 /** `aiqso worker`: orchestrator workers alone, until SIGINT/SIGTERM. */
 export async function worker(ctx: CommandContext): Promise<void> {
   const { config, log } = ctx;
-  const database = await connectMasterDatabase(config, log, { poolSize: 2, applicationName: 'aiqso-worker' });
+  const database = await openCheckedDatabase(config, log, { poolSize: 2, applicationName: 'aiqso-worker' });
   let running;
   try {
-    await assertMasterKeyOpens(
-      database.db,
-      await loadSecretBox({ configured: config.masterKey, dataDir: config.dataDir }),
-    );
     running = await startPlatformWorker(config, log, database);
   } catch (err) {
     await database.close();
