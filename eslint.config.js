@@ -4,7 +4,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules', '.aiqso', 'coverage', 'dist', 'bin', '**/*.mjs'] },
+  { ignores: ['node_modules', '.aiqso', 'coverage', 'dist', '.build', 'bin', '**/*.mjs'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {
