@@ -126,7 +126,13 @@ interface Row {
 }
 
 async function measure(driver: DriverCase, db: { db: Database; url: string }): Promise<Row[]> {
-  const platform = await startLivePlatform({ databaseUrl: db.url, driver });
+  const platform = await startLivePlatform({
+    databaseUrl: db.url,
+    driver,
+    env: process.env.BENCH_WORKER_CONCURRENCY
+      ? { AIQSO_WORKER_CONCURRENCY: process.env.BENCH_WORKER_CONCURRENCY }
+      : {},
+  });
   const tag = driver.name[0]!;
   try {
     // Warm-up (the lxc driver builds its base template on first use); not counted.
