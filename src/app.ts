@@ -1,13 +1,12 @@
 import type { Config } from './config/load.ts';
 import type { ApiServer } from './api/server.ts';
-import { assembleApi } from './app-api.ts';
-import { openCheckedDatabase } from './open-database.ts';
+import { createEdgePlatform } from './app-api.ts';
 import type { Billing } from './billing/index.ts';
 import { loadCatalog } from './catalog/load.ts';
 import { syncCatalog } from './catalog/sync.ts';
 import type { MasterDatabase } from './db/connect.ts';
 import type { Logger } from './observability/logger.ts';
-import { createMetrics, type Metrics } from './observability/metrics.ts';
+import type { Metrics } from './observability/metrics.ts';
 import { startPlatformWorker } from './lifecycle/wiring.ts';
 import type { OrchestratorWorker } from './orchestrator/worker.ts';
 
@@ -33,28 +32,22 @@ export interface Platform {
 export async function createPlatform(config: Config, log: Logger): Promise<Platform> {
   // An invalid template stops start-up before anything else runs, naming the file and field.
   const catalog = loadCatalog(config.catalogDir);
-  const database = await openCheckedDatabase(config, log);
-  const metrics = createMetrics();
+  // The edge's parts (checked database, API), then what only `aiqso up` adds: the catalog and a worker.
+  const edge = await createEdgePlatform(config, log);
   try {
-    await syncCatalog(database.db, catalog);
-    const { api, billing } = await assembleApi(config, log, database, metrics);
-    const running = await startPlatformWorker(config, log, database);
+    await syncCatalog(edge.database.db, catalog);
+    const running = await startPlatformWorker(config, log, edge.database);
     return {
-      config,
-      log,
-      database,
-      metrics,
-      billing,
-      api,
+      ...edge,
       worker: running.worker,
       async close() {
-        await api.close();
+        await edge.api.close();
         await running.stop();
-        await database.close();
+        await edge.database.close();
       },
     };
   } catch (err) {
-    await database.close();
+    await edge.close();
     throw err;
   }
 }
