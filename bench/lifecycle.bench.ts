@@ -20,6 +20,7 @@ import type { Database } from '../src/db/database.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import {
   driverCases,
+  pollUntil,
   viaEdge,
   startLivePlatform,
   type DriverCase,
@@ -40,14 +41,9 @@ const pct = (xs: number[], p: number) =>
     : NaN;
 const ms = (x: number) => (Number.isNaN(x) ? '—' : `${x.toFixed(0)} ms`);
 
-async function until(check: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check().catch(() => false)) return true;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return false;
-}
+/** Whether `check` holds within `timeoutMs` (a failing check counts as not yet). */
+const until = (check: () => Promise<boolean>, timeoutMs: number): Promise<boolean> =>
+  pollUntil(() => check().catch(() => false), Boolean, timeoutMs, 20);
 
 /** The dashboard started with node directly, until /healthz answers. */
 async function baseline(): Promise<number[]> {

@@ -92,16 +92,9 @@ export async function startPlatformWorker(config: Config, log: Logger, database:
   const compute = await createComputeDriver(config, database.db, log);
   let gateway: HostGateway | undefined;
   try {
-    const reach = containerReach({
-      hostAddress: await compute.hostAddress(),
-      http: config.http,
-      databaseUrl: database.url,
-    });
-    gateway = await startHostGateway(
-      await compute.hostAddress(),
-      reach.forwards,
-      log.child({ part: 'gateway' }),
-    );
+    const hostAddress = await compute.hostAddress();
+    const reach = containerReach({ hostAddress, http: config.http, databaseUrl: database.url });
+    gateway = await startHostGateway(hostAddress, reach.forwards, log.child({ part: 'gateway' }));
     const parts = orchestratorParts(config);
     registerLifecycle(parts, {
       config,

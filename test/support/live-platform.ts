@@ -164,14 +164,7 @@ export async function startLivePlatform(options: {
       return { status: res.status, checkoutUrl: body.checkoutUrl };
     },
     page,
-    async until(slug, want, timeoutMs = 30_000) {
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        const answer = await page(slug);
-        if (want(answer) || Date.now() > deadline) return answer;
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    },
+    until: (slug, want, timeoutMs = 30_000) => pollUntil(() => page(slug), want, timeoutMs, 50),
     async stop(db) {
       up.child.kill('SIGINT');
       const result = await up.exited;
