@@ -118,6 +118,17 @@ export async function freshMember(h: Harness, s: SecurityContext) {
   return (await h.login(email)).accessToken;
 }
 
+/** A fresh member who has started TOTP enrolment: their token and the secret to confirm. */
+async function enrollingMember(h: Harness, s: SecurityContext) {
+  const token = await freshMember(h, s);
+  const enrol = await h.api.inject({
+    method: 'POST',
+    url: '/api/v1/auth/totp/enrol',
+    headers: h.bearer(token),
+  });
+  return { token, secret: enrol.json<{ secret: string }>().secret };
+}
+
 /** A fresh tenant outside A and B, for admin actions whose positive control must not touch A. */
 export async function spareTenant(h: Harness, s: SecurityContext, status: TenantStatus = 'active') {
   const id = newId('tenant');
@@ -160,14 +171,8 @@ export const ROUTE_CASES: RouteCase[] = [
     scope: 'self',
     call: () => ({ url: '/api/v1/auth/totp/confirm', payload: { code: '000000' } }),
     allowed: async (h, s) => {
-      const token = await freshMember(h, s);
-      const enrol = await h.api.inject({
-        method: 'POST',
-        url: '/api/v1/auth/totp/enrol',
-        headers: h.bearer(token),
-      });
-      const code = totpCode(enrol.json<{ secret: string }>().secret);
-      return { token, call: { url: '/api/v1/auth/totp/confirm', payload: { code } } };
+      const { token, secret } = await enrollingMember(h, s);
+      return { token, call: { url: '/api/v1/auth/totp/confirm', payload: { code: totpCode(secret) } } };
     },
   },
   {
@@ -177,13 +182,7 @@ export const ROUTE_CASES: RouteCase[] = [
     scope: 'self',
     call: () => ({ url: '/api/v1/auth/totp/disable', payload: { code: '000000' } }),
     allowed: async (h, s) => {
-      const token = await freshMember(h, s);
-      const enrol = await h.api.inject({
-        method: 'POST',
-        url: '/api/v1/auth/totp/enrol',
-        headers: h.bearer(token),
-      });
-      const secret = enrol.json<{ secret: string }>().secret;
+      const { token, secret } = await enrollingMember(h, s);
       await h.api.inject({
         method: 'POST',
         url: '/api/v1/auth/totp/confirm',
