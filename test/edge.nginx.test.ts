@@ -8,7 +8,7 @@ import { renderNginxConfig } from '../src/edge/nginx/render.ts';
 import type { EdgeRoute } from '../src/edge/route-table.ts';
 import { deleteRoute, routeId, upsertRoute } from '../src/edge/routes-store.ts';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
-import { insertTenant, platformParts } from './support/edge.ts';
+import { acmeRoutes, insertTenant, platformParts } from './support/edge.ts';
 import { missingPart } from './support/strict.ts';
 import {
   eventually,
@@ -149,20 +149,7 @@ describe.skipIf(skipReal)('nginx edge with the real nginx', () => {
     acme = await insertTenant(database.db, 'acme');
     const globex = await insertTenant(database.db, 'globex');
     const db = database.db;
-    await upsertRoute(db, { hostname: 'acme.localhost', tenantId: acme, upstream: up('acme-dash') });
-    await upsertRoute(db, {
-      hostname: 'acme.localhost',
-      pathPrefix: '/crm',
-      tenantId: acme,
-      upstream: up('acme-crm'),
-    });
-    await upsertRoute(db, {
-      hostname: 'acme.localhost',
-      pathPrefix: '/docs',
-      tenantId: acme,
-      upstream: up('acme-docs'),
-      stripPrefix: false,
-    });
+    await acmeRoutes(db, acme, up);
     await upsertRoute(db, { hostname: 'globex.localhost', tenantId: globex, state: 'suspended' });
     parts = await platformParts(database, { AIQSO_EDGE_RATE_IP: '0', AIQSO_EDGE_RATE_TENANT: '0' });
     dir = path.join(parts.dir, 'nginx');

@@ -2,7 +2,7 @@ import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { deleteRoute, setTenantRouteState, upsertRoute } from '../src/edge/routes-store.ts';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
-import { insertTenant, startTestEdge, type TestEdge } from './support/edge.ts';
+import { acmeRoutes, insertTenant, startTestEdge, type TestEdge } from './support/edge.ts';
 import {
   eventually,
   rawGet,
@@ -30,20 +30,7 @@ beforeAll(async () => {
   acme = await insertTenant(database.db, 'acme', 'Acme Ltd');
   globex = await insertTenant(database.db, 'globex', 'Globex <Corp>');
   const db = database.db;
-  await upsertRoute(db, { hostname: 'acme.localhost', tenantId: acme, upstream: up('acme-dash') });
-  await upsertRoute(db, {
-    hostname: 'acme.localhost',
-    pathPrefix: '/crm',
-    tenantId: acme,
-    upstream: up('acme-crm'),
-  });
-  await upsertRoute(db, {
-    hostname: 'acme.localhost',
-    pathPrefix: '/docs',
-    tenantId: acme,
-    upstream: up('acme-docs'),
-    stripPrefix: false,
-  });
+  await acmeRoutes(db, acme, up);
   await upsertRoute(db, { hostname: 'globex.localhost', tenantId: globex, upstream: up('globex-dash') });
   await upsertRoute(db, {
     hostname: 'globex.localhost',

@@ -7,6 +7,7 @@ import { loadConfig } from '../../src/config/load.ts';
 import type { Database } from '../../src/db/database.ts';
 import { startBuiltinEdge, type BuiltinEdgeOptions, type RunningEdge } from '../../src/edge/start.ts';
 import type { ChallengeResponder } from '../../src/edge/handler.ts';
+import { upsertRoute } from '../../src/edge/routes-store.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import { createMetrics, type Metrics } from '../../src/observability/metrics.ts';
 import type { TestDatabase } from './db.ts';
@@ -74,4 +75,30 @@ export async function insertTenant(db: Database, slug: string, company = `${slug
     .slice(0, 18)}`;
   await db.insertInto('tenants').values({ id, slug, company }).execute();
   return id;
+}
+
+/**
+ * The routes both edges are tested on: acme's dashboard at `acme.localhost`, its
+ * CRM at `/crm` (prefix stripped) and its documents at `/docs` (prefix kept),
+ * each on the upstream `up` names (`acme-dash`, `acme-crm`, `acme-docs`).
+ */
+export async function acmeRoutes(
+  db: Database,
+  tenantId: string,
+  up: (name: string) => { host: string; port: number },
+): Promise<void> {
+  await upsertRoute(db, { hostname: 'acme.localhost', tenantId, upstream: up('acme-dash') });
+  await upsertRoute(db, {
+    hostname: 'acme.localhost',
+    pathPrefix: '/crm',
+    tenantId,
+    upstream: up('acme-crm'),
+  });
+  await upsertRoute(db, {
+    hostname: 'acme.localhost',
+    pathPrefix: '/docs',
+    tenantId,
+    upstream: up('acme-docs'),
+    stripPrefix: false,
+  });
 }
