@@ -14,7 +14,7 @@ import { loadPlans, PLANS_FILE } from '../src/catalog/plans.ts';
 import { findPgDump } from '../src/services/final-backup.ts';
 import { setServiceResources } from '../src/services/subscriptions.ts';
 import { startCli } from './support/cli.ts';
-import { pollUntil, viaEdge } from './support/live-platform.ts';
+import { dashboardLogin, pollUntil, viaEdge } from './support/live-platform.ts';
 import { startSmtpSink, type SmtpSink } from './support/smtp.ts';
 
 const run = promisify(execFile);
@@ -320,13 +320,9 @@ describe('a tenant service from subscription to removal (process driver)', { tim
         headers: { 'content-type': 'application/x-www-form-urlencoded' },
         body: new URLSearchParams(fields).toString(),
       });
-      const signedIn = await viaEdge(host, port, {
-        method: 'POST',
-        path: '/login',
-        ...form({ email: 'owner@acme.test', password: 'correct horse battery staple' }),
-      });
+      const signedIn = await dashboardLogin(host, port, 'owner@acme.test', 'correct horse battery staple');
       expect(signedIn.status).toBe(303);
-      const cookie = String(signedIn.headers['set-cookie']).split(';')[0]!;
+      const cookie = signedIn.cookie!;
       const home = await viaEdge(host, port, { method: 'GET', path: '/', headers: { cookie } });
       expect(home.body).toContain(`<a href="http://${host}/notes/">Notes</a></td><td>active`);
       expect(home.body).toContain('value="social-media-manager"><button type="submit">Subscribe</button>');

@@ -1,21 +1,15 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { runCli } from './support/cli.ts';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
-import { driverCases, pollUntil, startLivePlatform, viaEdge } from './support/live-platform.ts';
+import {
+  dashboardLogin,
+  driverCases,
+  pollUntil,
+  startLivePlatform,
+  viaEdge,
+} from './support/live-platform.ts';
 import { startSmtpSink, type SmtpSink } from './support/smtp.ts';
 import { invoiceEvent, subscriptionEvent } from './support/stripe.ts';
-
-/** Sign in on the tenant's dashboard (a form post through the edge); returns the session cookie. */
-async function dashboardLogin(host: string, port: number, email: string, password: string) {
-  const res = await viaEdge(host, port, {
-    method: 'POST',
-    path: '/login',
-    headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    body: new URLSearchParams({ email, password }).toString(),
-  });
-  const cookie = ([] as string[]).concat(res.headers['set-cookie'] ?? [])[0]?.split(';')[0];
-  return { status: res.status, cookie };
-}
 
 let smtp: SmtpSink;
 let testDb: TestDatabase;

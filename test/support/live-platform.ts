@@ -53,6 +53,18 @@ export function viaEdge(
   });
 }
 
+/** Sign in on the tenant's dashboard (a form post through the edge); returns the session cookie. */
+export async function dashboardLogin(host: string, port: number, email: string, password: string) {
+  const res = await viaEdge(host, port, {
+    method: 'POST',
+    path: '/login',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ email, password }).toString(),
+  });
+  const cookie = ([] as string[]).concat(res.headers['set-cookie'] ?? [])[0]?.split(';')[0];
+  return { status: res.status, cookie };
+}
+
 /** One compute driver's configuration for `aiqso up`, and how a test sees and clears its containers. */
 export interface DriverCase {
   name: 'process' | 'lxc';
