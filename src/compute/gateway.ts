@@ -17,14 +17,12 @@ export interface Forward {
 }
 
 export interface HostGateway {
-  /** Forwards actually listening (a port already served on the address is left to its owner). */
-  readonly listening: string[];
   close(): Promise<void>;
 }
 
 const LOOPBACK = /^(127\.|::1$|localhost$)/;
 
-export const isLoopback = (host: string): boolean => LOOPBACK.test(host);
+const isLoopback = (host: string): boolean => LOOPBACK.test(host);
 
 export async function startHostGateway(
   address: string,
@@ -68,7 +66,6 @@ export async function startHostGateway(
   }
   if (listening.length) log.info({ forwards: listening }, 'host gateway forwarding to loopback');
   return {
-    listening,
     async close() {
       for (const s of sockets) s.destroy();
       await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
