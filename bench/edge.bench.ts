@@ -111,6 +111,9 @@ async function main() {
   need('wrk', 'apt-get install wrk');
   need('taskset', 'apt-get install util-linux');
   if (!findNginx()) need('nginx', 'apt-get install nginx');
+  // This process paces the latency runs: keep it (and what it starts without taskset) on the load
+  // core, so it never takes the proxy's core from the proxy being measured.
+  execFileSync('taskset', ['-a', '-p', '-c', String(LOAD_CORE), String(process.pid)], { stdio: 'ignore' });
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'aiqso-bench-edge-'));
   const children: ChildProcess[] = [];
   let pg: EmbeddedPostgres | undefined;
@@ -159,6 +162,8 @@ async function main() {
         '-c',
         String(PROXY_CORE),
         process.execPath,
+        // e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile the edge under load (not allowed in NODE_OPTIONS)
+        ...(process.env.BENCH_EDGE_NODE_ARGS?.split(/\s+/).filter(Boolean) ?? []),
         path.resolve(import.meta.dirname, '../bin/aiqso.js'),
         'edge',
       ],

@@ -8,6 +8,12 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
  */
 export interface EdgeMetrics {
   requests: Counter<'route' | 'tenant' | 'status'>;
+  /**
+   * Count one request of a route: kept in a plain number and added to
+   * `requests` when the registry is scraped (a labelled `inc` hashes its
+   * labels on every call).
+   */
+  countRequest(route: { id: string; tenantId: string | null }, status: number): void;
   duration: Histogram<'outcome'>;
   routes: Gauge;
   reloads: Counter<'kind'>;
@@ -19,13 +25,30 @@ const edgeMetricsCache = new WeakMap<Registry, EdgeMetrics>();
 export function createEdgeMetrics(registry: Registry): EdgeMetrics {
   const cached = edgeMetricsCache.get(registry);
   if (cached) return cached;
+  // Since the last scrape: route id → [tenant, then counts by status class 1..5].
+  const pending = new Map<string, { tenant: string; byClass: number[] }>();
   const metrics: EdgeMetrics = {
     requests: new Counter({
       name: 'aiqso_edge_requests_total',
       help: 'Requests through the edge by route id, tenant and status class',
       labelNames: ['route', 'tenant', 'status'],
       registers: [registry],
+      collect() {
+        for (const [route, { tenant, byClass }] of pending) {
+          byClass.forEach((n, cls) => {
+            if (n > 0) this.labels({ route, tenant, status: `${cls}xx` }).inc(n);
+          });
+        }
+        pending.clear();
+      },
     }),
+    countRequest(route, status) {
+      let entry = pending.get(route.id);
+      if (!entry)
+        pending.set(route.id, (entry = { tenant: route.tenantId ?? '', byClass: [0, 0, 0, 0, 0, 0] }));
+      const cls = Math.floor(status / 100);
+      if (cls >= 1 && cls <= 5) entry.byClass[cls]!++;
+    },
     duration: new Histogram({
       name: 'aiqso_edge_request_duration_seconds',
       help: 'Edge request duration by outcome',

@@ -24,14 +24,18 @@ export interface ForwardOptions {
 export type ForwardError = Error & { code?: string };
 
 export interface Forwarder {
-  /** `body`: the request body to send (read from `req` by the caller), or null for none. */
+  /**
+   * `body`: the request body to send (read from `req` by the caller), or null
+   * for none. Returns what cancels the upstream request, for a client that
+   * goes away mid-answer (the caller watches the client's connection).
+   */
   forward(
     req: IncomingMessage,
     res: ServerResponse,
     target: { host: string; port: number; path: string },
     body: Readable | null,
     onError: (err: ForwardError) => void,
-  ): void;
+  ): () => void;
   close(): Promise<void>;
 }
 
@@ -108,10 +112,6 @@ export function createForwarder(options: ForwardOptions): Forwarder {
           else onError(err);
         },
       };
-      // A client that goes away mid-answer releases the upstream connection.
-      res.once('close', () => {
-        if (!res.writableFinished) controller?.abort(new Error('client closed the connection'));
-      });
       try {
         agent.dispatch(
           {
@@ -126,6 +126,7 @@ export function createForwarder(options: ForwardOptions): Forwarder {
       } catch (err) {
         onError(err as ForwardError);
       }
+      return () => controller?.abort(new Error('client closed the connection'));
     },
     close: () => agent.destroy(),
   };

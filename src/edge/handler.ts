@@ -5,6 +5,7 @@ import { ProxyServer } from 'http-proxy-3';
 import type { StepStatus } from '../db/tables.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { EdgeMetrics } from './edge-metrics.ts';
+import { createAccessLog } from './access-log.ts';
 import { createForwarder } from './forward.ts';
 import { clientIp, compileCidrs, inList, setForwardingHeaders } from './forwarding.ts';
 import { normalizeTarget, TargetError, type NormalizedTarget } from './normalize.ts';
@@ -62,31 +63,12 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     idleTimeoutMs: o.upstreamTimeoutMs ?? 60_000,
   });
   const acl = new WeakMap<EdgeRoute, { allow?: BlockList; deny?: BlockList }>();
-  // Label lookups cost more than the increment: keep each route's counters by status class.
-  const counters = new WeakMap<EdgeRoute, Map<number, { inc(): void }>>();
-  // Access lines carry only the fixed fields below, none of them a secret; the
-  // logger's redaction paths would cost as much again as writing the line.
-  const accessLog = o.log.child({}, { redact: { paths: [] } });
+  const accessLog = createAccessLog(o.log);
   const durations = new Map<string, { observe(v: number): void }>();
   const durationOf = (outcome: string) => {
     let h = durations.get(outcome);
     if (!h) durations.set(outcome, (h = o.metrics.duration.labels({ outcome })));
     return h;
-  };
-  const countFor = (route: EdgeRoute, status: number) => {
-    const cls = Math.floor(status / 100);
-    let byClass = counters.get(route);
-    if (!byClass) counters.set(route, (byClass = new Map<number, { inc(): void }>()));
-    let counter = byClass.get(cls);
-    if (!counter) {
-      counter = o.metrics.requests.labels({
-        route: route.id,
-        tenant: route.tenantId ?? '',
-        status: `${cls}xx`,
-      });
-      byClass.set(cls, counter);
-    }
-    return counter;
   };
 
   proxy.on('proxyReq', (proxyReq) => {
@@ -195,6 +177,11 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     else act(d);
   }
 
+  /**
+   * When the exchange is over (answered, or the client gone): metrics and the
+   * access line, and `abort` (the upstream request, if any) when the client
+   * left before the whole answer was written.
+   */
   function finish(
     req: IncomingMessage,
     path: string | undefined,
@@ -202,24 +189,23 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     started: number,
     route: EdgeRoute | undefined,
     outcome: string,
+    abort?: () => void,
   ) {
     res.once('close', () => {
-      const seconds = (performance.now() - started) / 1000;
+      if (abort && !res.writableFinished) abort();
+      const ms = performance.now() - started;
       const status = res.statusCode;
-      durationOf(outcome).observe(seconds);
-      if (route) countFor(route, status).inc();
-      accessLog.info(
-        {
-          tenantId: route?.tenantId ?? undefined,
-          route: route?.id,
-          host: req.headers.host,
-          method: req.method,
-          path,
-          status,
-          ms: Math.round(seconds * 10000) / 10,
-        },
-        'edge request',
-      );
+      durationOf(outcome).observe(ms / 1000);
+      if (route) o.metrics.countRequest(route, status);
+      accessLog?.write({
+        tenantId: route?.tenantId,
+        route: route?.id,
+        host: req.headers.host,
+        method: req.method,
+        path,
+        status,
+        ms: Math.round(ms * 10) / 10,
+      });
     });
   }
 
@@ -261,13 +247,15 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
           }
           const length = Number(req.headers['content-length'] ?? 0);
           if (length > maxBody) return send(res, pages.tooLarge());
-          finish(req, path, res, started, d.route, 'proxied');
           setForwardingHeaders(req, ip, d.host);
           const body =
             length > 0 || req.headers['transfer-encoding'] !== undefined
               ? Readable.from(limitedBody(req, res, maxBody), { objectMode: false })
               : null;
-          forwarder.forward(req, res, { ...d.upstream, path: d.url }, body, (err) => proxyError(err, res));
+          const abort = forwarder.forward(req, res, { ...d.upstream, path: d.url }, body, (err) =>
+            proxyError(err, res),
+          );
+          finish(req, path, res, started, d.route, 'proxied', abort);
         },
         (err: unknown) => {
           o.log.error({ err }, 'edge request failed');
@@ -292,6 +280,7 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
       );
     },
     close() {
+      accessLog?.close();
       agent.destroy();
       proxy.close();
       void forwarder.close();

@@ -1,0 +1,92 @@
+import { pino } from 'pino';
+import type { Logger } from '../observability/logger.ts';
+
+/** What one access log line says about a request. */
+export interface AccessEntry {
+  tenantId: string | null | undefined;
+  route: string | undefined;
+  host: string | undefined;
+  method: string | undefined;
+  path: string | undefined;
+  status: number;
+  ms: number;
+}
+
+export interface AccessLog {
+  write(entry: AccessEntry): void;
+  /** Hand what is buffered to the logger's destination, and stop the flush timer. */
+  close(): void;
+}
+
+interface PinoInternals {
+  [pino.symbols.streamSym]: { write(line: string): unknown };
+  [pino.symbols.chindingsSym]: string;
+}
+
+/**
+ * The edge's access log: one JSON line per request, in the same shape as the
+ * platform logger's lines (`level`, `time`, its bindings, then the fields and
+ * `msg: "edge request"`), handed to that logger's destination.
+ *
+ * Built here rather than by pino because it is written for every request:
+ * pino's general path (mixin, redaction, serialising an object of unknown
+ * shape) and one destination write per line cost about a tenth of the edge's
+ * CPU under load. Lines are gathered and handed over in blocks of 16 KiB, and
+ * at least every `flushMs` (as nginx's `access_log … buffer= flush=`), so one
+ * write carries a hundred lines; the rest on `close` and at exit. The fields
+ * are fixed and none is a secret; every string goes through JSON.stringify,
+ * since host and path come from the client. Returns undefined when the
+ * logger's level hides `info` lines.
+ */
+export function createAccessLog(log: Logger, flushMs = 200): AccessLog | undefined {
+  if (!log.isLevelEnabled('info')) return undefined;
+  const internals = log as unknown as PinoInternals;
+  const stream = internals[pino.symbols.streamSym];
+  const bindings = internals[pino.symbols.chindingsSym];
+  let pending = '';
+  const flush = () => {
+    if (pending === '') return;
+    const block = pending;
+    pending = '';
+    stream.write(block);
+  };
+  const timer = setInterval(flush, flushMs).unref();
+  // Runs before the destination's own exit flush (registered when the logger was made, so first).
+  const atExit = () => {
+    flush();
+    try {
+      (stream as { flushSync?: () => void }).flushSync?.();
+    } catch {
+      // A destination that cannot write synchronously now keeps what it could not write.
+    }
+  };
+  process.once('exit', atExit);
+  // toISOString costs more than the rest of the line: one per millisecond is enough.
+  let lastMs = 0;
+  let lastTime = '';
+  const str = (s: string | null | undefined) => (s == null ? undefined : JSON.stringify(s));
+  return {
+    write(e) {
+      const now = Date.now();
+      if (now !== lastMs) {
+        lastMs = now;
+        lastTime = new Date(now).toISOString();
+      }
+      let line = `{"level":"info","time":"${lastTime}"${bindings}`;
+      const tenant = str(e.tenantId);
+      if (tenant) line += `,"tenantId":${tenant}`;
+      const route = str(e.route);
+      if (route) line += `,"route":${route}`;
+      const host = str(e.host);
+      if (host) line += `,"host":${host}`;
+      line += `,"method":${str(e.method) ?? 'null'},"path":${str(e.path) ?? 'null'},"status":${e.status},"ms":${e.ms},"msg":"edge request"}\n`;
+      pending += line;
+      if (pending.length >= 16_384) flush();
+    },
+    close() {
+      clearInterval(timer);
+      process.off('exit', atExit);
+      flush();
+    },
+  };
+}
