@@ -154,41 +154,50 @@ async function main() {
     console.log(`route table: ${TENANTS} tenants x ${PREFIXES.length} routes = ${routes.length} routes`);
     await waitFor(upstreamPort, 'x', '/');
 
-    // The builtin edge: the real `aiqso edge` command, pinned to the proxy core.
-    const edgePort = await freePort();
-    const edge = spawn(
-      'taskset',
-      [
-        '-c',
-        String(PROXY_CORE),
-        process.execPath,
-        // e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile the edge under load (not allowed in NODE_OPTIONS)
-        ...(process.env.BENCH_EDGE_NODE_ARGS?.split(/\s+/).filter(Boolean) ?? []),
-        path.resolve(import.meta.dirname, '../bin/aiqso.js'),
-        'edge',
-      ],
-      {
-        env: {
-          PATH: process.env.PATH,
-          HOME: process.env.HOME,
-          DATABASE_URL: u.toString(),
-          AIQSO_BASE_DOMAIN: BASE,
-          AIQSO_HTTP_PORT: String(edgePort),
-          AIQSO_DATA_DIR: path.join(tmp, 'edge-data'),
-          AIQSO_LOG_LEVEL: process.env.BENCH_EDGE_LOG_LEVEL ?? 'info', // access log on, as in production (to /dev/null here)
-          AIQSO_EDGE_RATE_IP: '1000000', // limiter on, budget out of reach
-          AIQSO_EDGE_RATE_TENANT: '1000000',
-          // e.g. --max-semi-space-size=2 to see what a smaller young generation saves (bench/README.md)
-          ...(process.env.BENCH_EDGE_NODE_OPTIONS
-            ? { NODE_OPTIONS: process.env.BENCH_EDGE_NODE_OPTIONS }
-            : {}),
+    // The builtin edge, twice: the real `aiqso edge` command pinned to the proxy core, serving the
+    // platform app on the base domain itself, and forwarding it (AIQSO_EDGE_PLATFORM_URL) to the first.
+    const startBuiltin = async (name: string, extraEnv: Record<string, string>) => {
+      const port = await freePort();
+      const child = spawn(
+        'taskset',
+        [
+          '-c',
+          String(PROXY_CORE),
+          process.execPath,
+          // e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile the edge under load (not allowed in NODE_OPTIONS)
+          ...(process.env.BENCH_EDGE_NODE_ARGS?.split(/\s+/).filter(Boolean) ?? []),
+          path.resolve(import.meta.dirname, '../bin/aiqso.js'),
+          'edge',
+        ],
+        {
+          env: {
+            PATH: process.env.PATH,
+            HOME: process.env.HOME,
+            DATABASE_URL: u.toString(),
+            AIQSO_BASE_DOMAIN: BASE,
+            AIQSO_HTTP_PORT: String(port),
+            AIQSO_DATA_DIR: path.join(tmp, `edge-data-${port}`),
+            AIQSO_LOG_LEVEL: process.env.BENCH_EDGE_LOG_LEVEL ?? 'info', // access log on, as in production (to /dev/null here)
+            AIQSO_EDGE_RATE_IP: '1000000', // limiter on, budget out of reach
+            AIQSO_EDGE_RATE_TENANT: '1000000',
+            // e.g. --max-semi-space-size=2 to see what a smaller young generation saves (bench/README.md)
+            ...(process.env.BENCH_EDGE_NODE_OPTIONS
+              ? { NODE_OPTIONS: process.env.BENCH_EDGE_NODE_OPTIONS }
+              : {}),
+            ...extraEnv,
+          },
+          stdio: 'ignore',
         },
-        stdio: 'ignore',
-      },
-    );
-    children.push(edge);
-    await waitFor(edgePort, BASE);
-    const edgeIdle = rssMb(edge.pid!);
+      );
+      children.push(child);
+      await waitFor(port, BASE);
+      return { name, port, pid: child.pid!, idle: rssMb(child.pid!) };
+    };
+    const serving = await startBuiltin('builtin', {});
+    const forwarding = await startBuiltin('builtin, forwarding', {
+      AIQSO_EDGE_PLATFORM_URL: `http://127.0.0.1:${serving.port}`,
+    });
+    const builtins = [serving, forwarding];
 
     // nginx from the same route table, one worker pinned to the proxy core.
     const nginxPort = await freePort();
@@ -198,7 +207,7 @@ async function main() {
       baseDomain: BASE,
       dir: nginxDir,
       listen: { bind: '127.0.0.1', httpPort: nginxPort },
-      internal: { host: '127.0.0.1', port: edgePort },
+      internal: { host: '127.0.0.1', port: serving.port },
       rate: { perIp: 1_000_000, perTenant: 1_000_000 },
       workerProcesses: 1,
     });
@@ -217,8 +226,9 @@ async function main() {
       tenants: TENANTS,
       prefixes: PREFIXES,
     };
+    const viaEdge = { ...wrkOpts, hostSuffix: `.${BASE}` };
     // Warm up each, then measure.
-    for (const port of [upstreamPort, edgePort, nginxPort]) {
+    for (const port of [upstreamPort, ...builtins.map((b) => b.port), nginxPort]) {
       await wrkPeak(`http://127.0.0.1:${port}/`, {
         ...wrkOpts,
         seconds: 2,
@@ -226,60 +236,59 @@ async function main() {
       });
     }
     const direct = await wrkPeak(`http://127.0.0.1:${upstreamPort}/`, wrkOpts);
-    const builtin = await measured(edge.pid!, () =>
-      wrkPeak(`http://127.0.0.1:${edgePort}/`, { ...wrkOpts, hostSuffix: `.${BASE}` }),
-    );
-    const edgePeakMem = rssMb(edge.pid!);
+    const peaks = [];
+    for (const b of builtins) {
+      const peak = await measured(b.pid, () => wrkPeak(`http://127.0.0.1:${b.port}/`, viaEdge));
+      peaks.push({ ...b, peak, afterPeak: rssMb(b.pid) });
+    }
     const viaNginx = await measured(nginxProcess.pid!, () =>
-      wrkPeak(`http://127.0.0.1:${nginxPort}/`, { ...wrkOpts, hostSuffix: `.${BASE}` }),
+      wrkPeak(`http://127.0.0.1:${nginxPort}/`, viaEdge),
     );
 
-    const half = Math.round(builtin.rps / 2);
+    // Latency at half the (first) builtin edge's peak, the same rate for every proxy.
+    const half = Math.round(peaks[0]!.peak.rps / 2);
     const req = (i: number) =>
       `GET ${PREFIXES[i % PREFIXES.length]}/x HTTP/1.1\r\nHost: t${i % TENANTS}.${BASE}\r\n\r\n`;
     const pacedOpts = { rate: half, seconds: SECONDS, connections: 32, request: req };
     const directLat = await paced(upstreamPort, pacedOpts);
-    const builtinLat = await paced(edgePort, pacedOpts);
+    const latencies = [];
+    for (const b of peaks) latencies.push({ ...b, lat: await paced(b.port, pacedOpts), end: rssMb(b.pid) });
     const nginxLat = await paced(nginxPort, pacedOpts);
-    const edgeEnd = rssMb(edge.pid!);
 
     const f = (n: number) => n.toFixed(0);
     const ms = (n: number) => n.toFixed(3);
+    const row = (name: string, r: { rps: number; p99ms: number; errors: number }) =>
+      console.log(`  ${name.padEnd(20)} ${f(r.rps)} req/s  p99 ${ms(r.p99ms)} ms  errors ${r.errors}`);
     console.log(
       `\npeak throughput (wrk, 1 thread, 64 connections, ${SECONDS}s; proxies pinned to core ${PROXY_CORE})`,
     );
-    console.log(
-      `  direct to upstream  ${f(direct.rps)} req/s  p99 ${ms(direct.p99ms)} ms  errors ${direct.errors}`,
-    );
-    console.log(
-      `  builtin edge        ${f(builtin.rps)} req/s  p99 ${ms(builtin.p99ms)} ms  errors ${builtin.errors}`,
-    );
-    console.log(
-      `  nginx edge          ${f(viaNginx.rps)} req/s  p99 ${ms(viaNginx.p99ms)} ms  errors ${viaNginx.errors}`,
-    );
-    console.log(`  builtin / nginx     ${(builtin.rps / viaNginx.rps).toFixed(2)}   (goal >= 0.50)`);
-    console.log(
-      `  CPU per request     builtin ${f(builtin.cpuUs)} us, nginx ${f(viaNginx.cpuUs)} us; nginx/builtin ${(viaNginx.cpuUs / builtin.cpuUs).toFixed(2)} (the ratio an otherwise idle proxy core would give)`,
-    );
-    console.log(`\nlatency at ${half} req/s (half the builtin peak), 32 connections, ${SECONDS}s`);
-    for (const [name, r] of [
-      ['direct', directLat],
-      ['builtin', builtinLat],
-      ['nginx', nginxLat],
-    ] as const) {
+    row('direct to upstream', direct);
+    for (const b of peaks) row(b.name, b.peak);
+    row('nginx', viaNginx);
+    for (const b of peaks) {
       console.log(
-        `  ${name.padEnd(8)} p50 ${ms(r.p50ms)} ms  p99 ${ms(r.p99ms)} ms  (${r.sent} answers, ${r.errors} errors)`,
+        `  ${b.name} / nginx: ${(b.peak.rps / viaNginx.rps).toFixed(2)} (goal >= 0.50); CPU per request ${f(b.peak.cpuUs)} us against nginx's ${f(viaNginx.cpuUs)} us, nginx/builtin ${(viaNginx.cpuUs / b.peak.cpuUs).toFixed(2)} (the ratio an otherwise idle proxy core would give)`,
       );
     }
+    console.log(`\nlatency at ${half} req/s (half the builtin peak), 32 connections, ${SECONDS}s`);
+    const latRow = (name: string, r: { p50ms: number; p99ms: number; sent: number; errors: number }) =>
+      console.log(
+        `  ${name.padEnd(20)} p50 ${ms(r.p50ms)} ms  p99 ${ms(r.p99ms)} ms  (${r.sent} answers, ${r.errors} errors)`,
+      );
+    latRow('direct', directLat);
+    for (const b of latencies) latRow(b.name, b.lat);
+    latRow('nginx', nginxLat);
     console.log(
-      `  added p99: builtin ${ms(builtinLat.p99ms - directLat.p99ms)} ms (goal <= 1 ms), nginx ${ms(nginxLat.p99ms - directLat.p99ms)} ms`,
+      `  added p99: ${latencies.map((b) => `${b.name} ${ms(b.lat.p99ms - directLat.p99ms)} ms`).join(', ')} (goal <= 1 ms); nginx ${ms(nginxLat.p99ms - directLat.p99ms)} ms`,
     );
     console.log(
-      `\nbuiltin edge memory (RSS, the whole aiqso edge process, with the platform app it serves on the base domain${process.env.BENCH_EDGE_NODE_OPTIONS ? `; NODE_OPTIONS=${process.env.BENCH_EDGE_NODE_OPTIONS}` : ''})`,
+      `\nbuiltin edge memory (RSS of the whole aiqso edge process; "builtin" also serves the platform app on the base domain${process.env.BENCH_EDGE_NODE_OPTIONS ? `; NODE_OPTIONS=${process.env.BENCH_EDGE_NODE_OPTIONS}` : ''})`,
     );
-    console.log(
-      `  idle with ${routes.length} routes ${f(edgeIdle.rss)} MB; after peak ${f(edgePeakMem.rss)} MB; end ${f(edgeEnd.rss)} MB; high-water ${f(edgeEnd.hwm)} MB (goal <= 150 MB)`,
-    );
+    for (const b of latencies) {
+      console.log(
+        `  ${b.name.padEnd(20)} idle with ${routes.length} routes ${f(b.idle.rss)} MB; after peak ${f(b.afterPeak.rss)} MB; end ${f(b.end.rss)} MB; high-water ${f(b.end.hwm)} MB (goal <= 150 MB)`,
+      );
+    }
   } finally {
     for (const c of children) c.kill('SIGTERM');
     await new Promise((r) => setTimeout(r, 500));

@@ -61,4 +61,60 @@ describe('aiqso edge', () => {
       );
     }
   });
+
+  it('forwards the base domain to a platform listener with AIQSO_EDGE_PLATFORM_URL', async () => {
+    const tenant = await insertTenant(database.db, 'globex');
+    await upsertRoute(database.db, {
+      hostname: 'globex.localhost',
+      tenantId: tenant,
+      upstream: { host: '127.0.0.1', port: upstreams[0]!.port },
+    });
+    const platformPort = await freePort();
+    const edgePort = await freePort();
+    const env = (port: number) => ({ DATABASE_URL: database.url, AIQSO_HTTP_PORT: String(port) });
+    children.push(
+      await startCli(
+        ['edge'],
+        { ...env(platformPort), AIQSO_DATA_DIR: await mkdtemp(path.join(os.tmpdir(), 'aiqso-edge-cli-')) },
+        'Press Ctrl-C to stop.',
+      ),
+    );
+    const forwarding = await startCli(
+      ['edge'],
+      {
+        ...env(edgePort),
+        AIQSO_DATA_DIR: await mkdtemp(path.join(os.tmpdir(), 'aiqso-edge-cli-')),
+        AIQSO_EDGE_PLATFORM_URL: `http://127.0.0.1:${platformPort}`,
+      },
+      'Press Ctrl-C to stop.',
+    );
+    children.push(forwarding);
+    expect(forwarding.output()).toContain(`localhost forwarded to 127.0.0.1:${platformPort}`);
+
+    // The base domain is the platform's: its health answer carries its version, its API answers.
+    const health = await rawGet(edgePort, '/healthz', 'localhost');
+    expect(health.status).toBe(200);
+    expect(JSON.parse(health.body)).toMatchObject({ status: 'ok', version: expect.any(String) as unknown });
+    const catalog = await rawGet(edgePort, '/api/v1/catalog', 'localhost');
+    expect(catalog.status).toBe(200);
+    expect(catalog.headers['content-type']).toMatch(/application\/json/);
+    expect((await rawGet(edgePort, '/api/v1/nosuch', 'localhost')).status).toBe(404);
+    // Tenants are routed by the forwarding edge itself; unknown hosts still get the edge's 404.
+    expect((await rawGet(edgePort, '/', 'globex.localhost')).headers['x-upstream']).toBe('one');
+    expect((await rawGet(edgePort, '/', 'nosuch.localhost')).status).toBe(404);
+
+    // Asked by address, the forwarding edge answers for itself: its health and its own metrics.
+    const own = await rawGet(edgePort, '/healthz', '127.0.0.1');
+    expect(JSON.parse(own.body)).toEqual({ status: 'ok' });
+    const metrics = await rawGet(edgePort, '/metrics', '127.0.0.1');
+    expect(metrics.status).toBe(200);
+    expect(metrics.body).toMatch(
+      /aiqso_edge_requests_total\{route="platform",tenant="",status="2xx"\} 2\n/,
+    );
+    expect(metrics.body).toMatch(
+      new RegExp(`aiqso_edge_requests_total\\{route="rte_\\w+",tenant="${tenant}"`),
+    );
+    // It serves no API requests itself: the API metrics have no series here.
+    expect(metrics.body).not.toMatch(/aiqso_http_requests_total\{/);
+  });
 });

@@ -44,6 +44,9 @@ describe('configuration', () => {
     expect(errorOf({ DATABASE_URL: 'mysql://x' })).toMatch(
       /^DATABASE_URL: expected a postgres:\/\/ connection URL/,
     );
+    expect(errorOf({ AIQSO_EDGE_PLATFORM_URL: 'https://10.0.0.2:8443' })).toMatch(
+      /^AIQSO_EDGE_PLATFORM_URL: expected an http:\/\/ URL of a platform listener/,
+    );
     // A secret's value is never echoed back.
     expect(errorOf({ STRIPE_SECRET_KEY: 'pk_test_abc' })).toBe(
       'STRIPE_SECRET_KEY: expected a Stripe secret key (sk_test_… or sk_live_…), got "…"',

@@ -52,6 +52,11 @@ export interface Config {
     reloadSeconds: number;
     trustedProxies: string[];
     certDir?: string;
+    /**
+     * `aiqso edge` only: forward the base domain's requests here instead of
+     * serving the platform app in the edge process.
+     */
+    platformUpstream?: { host: string; port: number };
   };
   /** ACME CA for `aiqso certs order` (certificates go to `edgeTuning.certDir`). */
   acme?: { directoryUrl: string; email?: string };
@@ -183,11 +188,17 @@ function toConfig(raw: RawConfig, cwd: string): Config {
       reloadSeconds: raw.AIQSO_EDGE_RELOAD_SECONDS,
       trustedProxies: raw.AIQSO_EDGE_TRUSTED_PROXIES?.split(',') ?? [],
       certDir: raw.AIQSO_TLS_CERT_DIR,
+      platformUpstream: raw.AIQSO_EDGE_PLATFORM_URL ? hostPort(raw.AIQSO_EDGE_PLATFORM_URL) : undefined,
     },
     acme: raw.AIQSO_ACME_DIRECTORY_URL
       ? { directoryUrl: raw.AIQSO_ACME_DIRECTORY_URL, email: raw.AIQSO_ACME_EMAIL }
       : undefined,
   };
+}
+
+function hostPort(url: string): { host: string; port: number } {
+  const u = new URL(url);
+  return { host: u.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(u.port || 80) };
 }
 
 function derivePublicUrl(raw: RawConfig, https: boolean): string {

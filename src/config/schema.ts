@@ -169,6 +169,9 @@ export const configSchema = z.object({
     .string()
     .regex(/^[0-9a-fA-F.:/]+(,[0-9a-fA-F.:/]+)*$/, 'expected comma-separated IP addresses or CIDRs')
     .optional(),
+  AIQSO_EDGE_PLATFORM_URL: z
+    .url({ protocol: /^http$/, error: 'expected an http:// URL of a platform listener, e.g. http://10.0.0.2:8080' })
+    .optional(),
   AIQSO_WORKER_CONCURRENCY: z.coerce
     .number({ error: 'expected a number' })
     .int('expected a whole number')

@@ -11,7 +11,7 @@ import { clientIp, compileCidrs, inList, setForwardingHeaders } from './forwardi
 import { normalizeTarget, TargetError, type NormalizedTarget } from './normalize.ts';
 import { pages, type EdgePage } from './pages.ts';
 import type { EdgeRateLimiter } from './rate-limit.ts';
-import { matchRoute, type EdgeRoute, type RouteMatch, type RouteTable } from './route-table.ts';
+import { isIpLiteral, matchRoute, type EdgeRoute, type RouteMatch, type RouteTable } from './route-table.ts';
 
 export interface ChallengeResponder {
   /** The key authorisation for an HTTP-01 token, if this platform is answering one. */
@@ -21,8 +21,16 @@ export interface ChallengeResponder {
 export interface EdgeHandlerOptions {
   baseDomain: string;
   routes: () => RouteTable;
-  /** The platform's own app for the base domain (Fastify's `routing`). */
-  platform: (req: IncomingMessage, res: ServerResponse) => void;
+  /**
+   * Who serves the base domain (the portal and API): the platform's app in
+   * this process (Fastify's `routing`), or a platform listener elsewhere that
+   * requests are forwarded to, like any route's (`aiqso edge` with
+   * AIQSO_EDGE_PLATFORM_URL). A forwarding edge answers `/healthz` and
+   * `/metrics` (its own) itself when asked by address rather than by name.
+   */
+  platform:
+    | { serve: (req: IncomingMessage, res: ServerResponse) => void }
+    | { upstream: { host: string; port: number }; metrics: () => Promise<{ type: string; text: string }> };
   limiter: EdgeRateLimiter;
   steps: (tenantId: string) => Promise<{ company: string | null; steps: StepStatus[] }>;
   challenges?: ChallengeResponder;
@@ -42,7 +50,7 @@ export interface EdgeHandler {
 
 type Decision =
   | { kind: 'page'; page: EdgePage; route?: EdgeRoute; tenantId?: string | null }
-  | { kind: 'platform'; target: NormalizedTarget }
+  | { kind: 'platform'; target: NormalizedTarget; serve: (req: IncomingMessage, res: ServerResponse) => void }
   | { kind: 'proxy'; route: EdgeRoute; upstream: { host: string; port: number }; url: string; host: string };
 
 const CHALLENGE_PREFIX = '/.well-known/acme-challenge/';
@@ -118,6 +126,16 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
   }
 
   function decideRoute(target: NormalizedTarget, ip: string): Decision | Promise<Decision> {
+    if ('upstream' in o.platform && isIpLiteral(target.host)) {
+      if (target.path === '/healthz')
+        return { kind: 'page', page: { status: 200, html: OK, headers: JSON_TYPE } };
+      if (target.path === '/metrics') {
+        return o.platform.metrics().then(({ type, text }) => ({
+          kind: 'page',
+          page: { status: 200, html: text, headers: { 'content-type': type } },
+        }));
+      }
+    }
     const match = matchRoute(o.routes(), o.baseDomain, target.host, target.path);
     if (match.kind === 'unknown_host') return { kind: 'page', page: pages.unknownHost() };
     if (match.kind === 'no_route') return { kind: 'page', page: pages.noRoute(), tenantId: match.tenantId };
@@ -137,7 +155,17 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     tenantId: string | null,
   ): Decision | Promise<Decision> {
     if (wait > 0) return { kind: 'page', page: pages.rateLimited(wait), route, tenantId };
-    if (match.kind !== 'route') return { kind: 'platform', target };
+    if (match.kind !== 'route') {
+      if ('serve' in o.platform) return { kind: 'platform', target, serve: o.platform.serve };
+      const upstream = o.platform.upstream;
+      return {
+        kind: 'proxy',
+        route: platformRoute(upstream),
+        upstream,
+        url: target.path + target.query,
+        host: target.host,
+      };
+    }
     const r = match.route;
     if (r.state === 'suspended') return { kind: 'page', page: pages.suspended(), route: r, tenantId };
     if (r.state === 'provisioning' && r.tenantId) {
@@ -243,7 +271,7 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
             finish(req, path, res, started, undefined, 'platform');
             setForwardingHeaders(req, ip, d.target.host);
             req.url = d.target.path + d.target.query;
-            return o.platform(req, res);
+            return d.serve(req, res);
           }
           const length = Number(req.headers['content-length'] ?? 0);
           if (length > maxBody) return send(res, pages.tooLarge());
@@ -289,6 +317,30 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
 }
 
 const TEXT = { 'content-type': 'text/plain' };
+const JSON_TYPE = { 'content-type': 'application/json' };
+const OK = '{"status":"ok"}';
+
+/** The base domain's requests as a route of their own (in metrics and access lines: `platform`). */
+const platformRoutes = new WeakMap<object, EdgeRoute>();
+function platformRoute(upstream: { host: string; port: number }): EdgeRoute {
+  let route = platformRoutes.get(upstream);
+  if (!route) {
+    route = {
+      id: 'platform',
+      hostname: '',
+      pathPrefix: '',
+      tenantId: null,
+      tenantServiceId: null,
+      upstream,
+      stripPrefix: false,
+      state: 'active',
+      allowCidrs: [],
+      denyCidrs: [],
+    };
+    platformRoutes.set(upstream, route);
+  }
+  return route;
+}
 
 /**
  * The request body as it streams, counted; one over the limit is cut off (the

@@ -50,6 +50,9 @@ function firstSegment(path: string): string {
 
 const IP_LITERAL = /^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-f:.]+\])$/;
 
+/** A normalised host that is an address, not a name: the machine itself is being asked. */
+export const isIpLiteral = (host: string): boolean => IP_LITERAL.test(host);
+
 /**
  * Match a normalised host and path. The base domain is the platform's own, and
  * so is a bare IP address (health checks and load balancers address the
@@ -57,7 +60,7 @@ const IP_LITERAL = /^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-f:.]+\])$/;
  * fallback to some tenant.
  */
 export function matchRoute(table: RouteTable, baseDomain: string, host: string, path: string): RouteMatch {
-  if (host === baseDomain || IP_LITERAL.test(host)) return { kind: 'platform' };
+  if (host === baseDomain || isIpLiteral(host)) return { kind: 'platform' };
   const byPrefix = table.hosts.get(host);
   if (!byPrefix) return { kind: 'unknown_host' };
   const seg = firstSegment(path);

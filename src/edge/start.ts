@@ -6,7 +6,7 @@ import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { createEdgeMetrics } from './edge-metrics.ts';
 import { compileCidrs } from './forwarding.ts';
-import { createEdgeHandler, type ChallengeResponder } from './handler.ts';
+import { createEdgeHandler, type ChallengeResponder, type EdgeHandlerOptions } from './handler.ts';
 import { createRateLimiter } from './rate-limit.ts';
 import { startRouteWatcher, type RouteWatcher } from './route-watcher.ts';
 import { tenantSteps } from './routes-store.ts';
@@ -18,8 +18,12 @@ export interface EdgeDeps {
   log: Logger;
   database: DatabaseHandle;
   metrics: Metrics;
-  /** The platform's app, served in-process for the base domain. Must be `ready()`. */
-  api: ApiServer;
+  /**
+   * The platform's app, served in-process for the base domain (must be
+   * `ready()`); without it the base domain is forwarded to
+   * `config.edgeTuning.platformUpstream`.
+   */
+  api?: ApiServer;
   challenges?: ChallengeResponder;
 }
 
@@ -47,6 +51,15 @@ async function redisReady(redis: Redis, ms: number): Promise<void> {
       resolve();
     });
   });
+}
+
+function platformFor(deps: EdgeDeps): EdgeHandlerOptions['platform'] {
+  const { api } = deps;
+  if (api) return { serve: (req, res) => api.routing(req, res) };
+  const upstream = deps.config.edgeTuning.platformUpstream;
+  if (!upstream) throw new Error('an edge needs the platform app or AIQSO_EDGE_PLATFORM_URL');
+  const { registry } = deps.metrics;
+  return { upstream, metrics: async () => ({ type: registry.contentType, text: await registry.metrics() }) };
 }
 
 /** The builtin edge: route watcher, limiter, handler and listeners, from configuration. */
@@ -79,7 +92,7 @@ export async function startBuiltinEdge(deps: EdgeDeps, options: BuiltinEdgeOptio
   const handler = createEdgeHandler({
     baseDomain: config.baseDomain,
     routes: () => watcher.table(),
-    platform: (req, res) => deps.api.routing(req, res),
+    platform: platformFor(deps),
     limiter: createRateLimiter(
       options.behindNginx
         ? { perIp: 0, perTenant: 0 }

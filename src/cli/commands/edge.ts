@@ -1,16 +1,35 @@
-import { createEdgePlatform } from '../../app-api.ts';
-import { startEdge } from '../../edge/index.ts';
+import type { Config } from '../../config/load.ts';
+import { connectMasterDatabase } from '../../db/connect.ts';
+import { startEdge, type EdgeDeps } from '../../edge/index.ts';
+import type { Logger } from '../../observability/logger.ts';
+import { createMetrics } from '../../observability/metrics.ts';
 import type { CommandContext } from '../context.ts';
 import { onShutdownSignal } from '../shutdown.ts';
 
+type EdgeProcess = EdgeDeps & { close(): Promise<void> };
+
 /**
- * `aiqso edge`: only the edge (with the platform app for the base domain,
- * which is stateless over the master database; no orchestrator worker). Run as many as needed, each
- * on its own address or port; all follow the same route table.
+ * An edge that forwards the base domain to AIQSO_EDGE_PLATFORM_URL: only the
+ * route table, the database it comes from and metrics. It loads none of the
+ * platform app (Fastify, identity, billing) and holds no secrets.
+ */
+async function forwardingEdge(config: Config, log: Logger): Promise<EdgeProcess> {
+  const database = await connectMasterDatabase(config, log, { poolSize: 4, applicationName: 'aiqso-edge' });
+  return { config, log, database, metrics: createMetrics(), close: () => database.close() };
+}
+
+/**
+ * `aiqso edge`: only the edge (no orchestrator worker). The base domain is
+ * served by the platform app in this process (stateless over the master
+ * database), or with AIQSO_EDGE_PLATFORM_URL forwarded to a platform listener.
+ * Run as many as needed, each on its own address or port; all follow the same
+ * route table.
  */
 export async function edge(ctx: CommandContext): Promise<void> {
   const { config, log } = ctx;
-  const platform = await createEdgePlatform(config, log);
+  const platform: EdgeProcess = config.edgeTuning.platformUpstream
+    ? await forwardingEdge(config, log)
+    : await (await import('../../app-api.ts')).createEdgePlatform(config, log);
   let running;
   try {
     running = await startEdge(platform);
@@ -30,8 +49,10 @@ export async function edge(ctx: CommandContext): Promise<void> {
   const https = running.listeners.httpsPort
     ? ` and https://${config.http.bind}:${running.listeners.httpsPort}`
     : '';
+  const upstream = config.edgeTuning.platformUpstream;
+  const base = upstream ? `, ${config.baseDomain} forwarded to ${upstream.host}:${upstream.port}` : '';
   process.stderr.write(
     `AIQSO edge (${config.edge}) listening on http://${config.http.bind}:${running.listeners.httpPort}${https}, ` +
-      `${running.watcher.table().size} routes. Press Ctrl-C to stop.\n`,
+      `${running.watcher.table().size} routes${base}. Press Ctrl-C to stop.\n`,
   );
 }
