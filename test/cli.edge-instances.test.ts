@@ -108,9 +108,7 @@ describe('aiqso edge', () => {
     expect(JSON.parse(own.body)).toEqual({ status: 'ok' });
     const metrics = await rawGet(edgePort, '/metrics', '127.0.0.1');
     expect(metrics.status).toBe(200);
-    expect(metrics.body).toMatch(
-      /aiqso_edge_requests_total\{route="platform",tenant="",status="2xx"\} 2\n/,
-    );
+    expect(metrics.body).toMatch(/aiqso_edge_requests_total\{route="platform",tenant="",status="2xx"\} 2\n/);
     expect(metrics.body).toMatch(
       new RegExp(`aiqso_edge_requests_total\\{route="rte_\\w+",tenant="${tenant}"`),
     );

@@ -170,7 +170,10 @@ export const configSchema = z.object({
     .regex(/^[0-9a-fA-F.:/]+(,[0-9a-fA-F.:/]+)*$/, 'expected comma-separated IP addresses or CIDRs')
     .optional(),
   AIQSO_EDGE_PLATFORM_URL: z
-    .url({ protocol: /^http$/, error: 'expected an http:// URL of a platform listener, e.g. http://10.0.0.2:8080' })
+    .url({
+      protocol: /^http$/,
+      error: 'expected an http:// URL of a platform listener, e.g. http://10.0.0.2:8080',
+    })
     .optional(),
   AIQSO_WORKER_CONCURRENCY: z.coerce
     .number({ error: 'expected a number' })
