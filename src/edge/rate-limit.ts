@@ -22,39 +22,24 @@ export interface EdgeRateLimiter {
   check(ip: string, tenantId: string | null): number | Promise<number>;
 }
 
-interface Window {
-  count: number;
-  resetAt: number;
-}
-
 /**
- * In-process budgets: a one-second window per key from its first request (as
- * rate-limiter-flexible's memory limiter counts), answered synchronously.
- * Keys live in two generations swapped every second, so a key unseen for two
- * seconds is gone without a timer per key.
+ * In-process budgets: requests per key in fixed one-second windows, answered
+ * synchronously. A window is a fresh map of plain counts, so counting costs
+ * no object per key or request (the edge's young generation, and with it its
+ * GC pauses, stays small), and a key unseen for a second is simply gone.
  */
 export function memoryBudget(points: number): (key: string) => number {
-  let current = new Map<string, Window>();
-  let previous = new Map<string, Window>();
-  let rotatedAt = performance.now();
+  let counts = new Map<string, number>();
+  let windowEnds = performance.now() + 1000;
   return (key) => {
     const now = performance.now();
-    if (now - rotatedAt >= 1000) {
-      previous = current;
-      current = new Map();
-      rotatedAt = now;
+    if (now >= windowEnds) {
+      counts = new Map();
+      windowEnds = now + 1000;
     }
-    let w = current.get(key);
-    if (!w) {
-      w = previous.get(key) ?? { count: 0, resetAt: now + 1000 };
-      current.set(key, w);
-    }
-    if (w.resetAt <= now) {
-      w.count = 0;
-      w.resetAt = now + 1000;
-    }
-    w.count++;
-    return w.count > points ? Math.max(1, Math.ceil((w.resetAt - now) / 1000)) : 0;
+    const n = (counts.get(key) ?? 0) + 1;
+    counts.set(key, n);
+    return n > points ? Math.max(1, Math.ceil((windowEnds - now) / 1000)) : 0;
   };
 }
 
