@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import {
   chmodSync,
   existsSync,
@@ -10,6 +11,7 @@ import {
 } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, type Config } from '../src/config/load.ts';
 import { databaseChallengeStore } from '../src/edge/acme.ts';
@@ -260,6 +262,21 @@ esac`,
     expect(ca.ordered).toBe(orders + 1);
     expect(existsSync(installed.certFile)).toBe(true);
     expect((await served('www.shop.test', 'www.shop.test')).cn).toBe('www.shop.test');
+  });
+
+  it('keeps acme-client out of the edge and the worker until something is ordered', () => {
+    const probe = `
+      import { createRequire } from 'node:module';
+      const require = createRequire(import.meta.url);
+      await import('./src/cli/commands/edge.ts');
+      await import('./src/lifecycle/wiring.ts');
+      await import('./src/cli/commands/certs.ts');
+      console.log(Object.keys(require.cache).filter((k) => k.includes('acme-client')).length);`;
+    const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', probe], {
+      cwd: fileURLToPath(new URL('..', import.meta.url)),
+      encoding: 'utf8',
+    });
+    expect(out.trim()).toBe('0');
   });
 
   it('aiqso certs order, list and renew', async () => {
