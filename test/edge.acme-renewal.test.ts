@@ -311,6 +311,21 @@ esac`,
       'aiqso: no recorded certificate for nosuch.example (see `aiqso certs list`; order it with `aiqso certs order`)',
     ]);
 
+    // Settings gone: the renewal fails as the caller's mistake, and is recorded and alerted like any other.
+    const unset = await runCli(['certs', 'renew', 'www.shop.test'], {
+      ...env,
+      AIQSO_ACME_DIRECTORY_URL: '',
+      AIQSO_ACME_DNS_HOOK: '',
+    });
+    expect(unset.code).toBe(2);
+    expect(unset.stderr.trim().split('\n')).toEqual([
+      'Checking 1 certificate(s), renewing each now…',
+      'aiqso: renewing www.shop.test failed: set AIQSO_ACME_DIRECTORY_URL to order certificates',
+    ]);
+    expect((await findCertificate(database.db, 'www.shop.test'))!.lastError).toBe(
+      'set AIQSO_ACME_DIRECTORY_URL to order certificates',
+    );
+
     const noHook = await runCli(['certs', 'order', '*.nohook.test', 'nohook.test'], {
       ...env,
       AIQSO_ACME_DNS_HOOK: '',

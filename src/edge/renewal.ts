@@ -176,7 +176,8 @@ export async function renewCertificates(
   }
   const outcomes: RenewalOutcome[] = [];
   for (const record of records) {
-    const installed = settings && (await installedNotAfter(settings.certDir, record.fileBase));
+    // Without usable settings the files cannot be found: go by what the last order recorded.
+    const installed = settings ? await installedNotAfter(settings.certDir, record.fileBase) : record.notAfter;
     const due = !installed || installed.getTime() - now.getTime() < deps.renewDays * DAY_MS;
     const base = { name: record.name, names: record.names, notAfter: installed ?? null };
     if (!due && !which.force) {

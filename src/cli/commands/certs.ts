@@ -108,8 +108,10 @@ export async function certsRenew(
       process.stderr.write(
         `Checking ${chosen.length} certificate(s)${domain || options.all ? ', renewing each now' : ''}…\n`,
       );
+    // Each outcome is printed below; the renewal's own log lines would only repeat them on stderr.
+    const log = ctx.log.child({}, { level: 'silent' });
     return renewCertificates(
-      { db, log: ctx.log, settings: () => acmeSettings(ctx.config, db), renewDays: ctx.config.certRenewDays },
+      { db, log, settings: () => acmeSettings(ctx.config, db), renewDays: ctx.config.certRenewDays },
       { records: chosen, force: Boolean(domain || options.all) },
     );
   });
