@@ -90,6 +90,36 @@ describe('configuration', () => {
     expect(errorOf({}, dir)).toMatch(/not valid YAML/);
   });
 
+  it('configures the ACME DNS-01 hook: an absolute path, only with a directory, without the platform settings', () => {
+    const acme = { AIQSO_ACME_DIRECTORY_URL: 'https://acme.example/directory' };
+    expect(load({}).certRenewDays).toBe(30);
+    expect(load(acme).acme?.dnsHook).toBeUndefined();
+    const config = load({
+      ...acme,
+      AIQSO_ACME_DNS_HOOK: '/etc/aiqso/dns-hook',
+      AIQSO_ACME_DNS_PROPAGATION_SECONDS: '0',
+      AIQSO_CERT_RENEW_DAYS: '20',
+      DATABASE_URL: 'postgres://aiqso@db/aiqso',
+      DNS_PROVIDER_TOKEN: 'operator-token',
+    });
+    expect(config.acme?.dnsHook).toEqual({
+      path: '/etc/aiqso/dns-hook',
+      propagationSeconds: 0,
+      env: { DNS_PROVIDER_TOKEN: 'operator-token' },
+    });
+    expect(config.certRenewDays).toBe(20);
+    expect(load({ ...acme, AIQSO_ACME_DNS_HOOK: '/x' }).acme?.dnsHook?.propagationSeconds).toBe(30);
+    expect(errorOf({ ...acme, AIQSO_ACME_DNS_HOOK: 'dns-hook.sh' })).toBe(
+      'AIQSO_ACME_DNS_HOOK: expected the absolute path of an executable, got "dns-hook.sh"',
+    );
+    expect(errorOf({ AIQSO_ACME_DNS_HOOK: '/etc/aiqso/dns-hook' })).toBe(
+      'AIQSO_ACME_DIRECTORY_URL: required when AIQSO_ACME_DNS_HOOK is set, got nothing',
+    );
+    expect(errorOf({ AIQSO_CERT_RENEW_DAYS: '0' })).toMatch(
+      /^AIQSO_CERT_RENEW_DAYS: expected between 1 and 365 days/,
+    );
+  });
+
   it('treats empty environment values as unset', () => {
     expect(load({ AIQSO_HTTP_PORT: '' }).http.port).toBe(8080);
   });

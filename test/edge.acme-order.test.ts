@@ -69,7 +69,7 @@ describe.skipIf(skip)('ACME order against a local CA', () => {
     });
     expect(installed.certFile).toBe(path.join(dir, 'sni', 'localhost.crt'));
     expect(ca.validations).toEqual([
-      { identifier: 'localhost', token: expect.any(String) as string, ok: true },
+      { type: 'http-01', identifier: 'localhost', token: expect.any(String) as string, ok: true },
     ]);
     expect(ca.issued).toBe(1);
     expect(readFileSync(installed.certFile, 'utf8')).toContain('BEGIN CERTIFICATE');

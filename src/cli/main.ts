@@ -160,17 +160,37 @@ export function buildProgram(): Command {
       ),
     );
 
-  program
-    .command('certs')
-    .description('TLS certificates for the edge')
+  const certs = program.command('certs').description('TLS certificates for the edge');
+  certs
     .command('order <domain...>')
     .description(
-      'order a certificate over ACME HTTP-01 (AIQSO_ACME_DIRECTORY_URL) into AIQSO_TLS_CERT_DIR; every edge answers the challenge and serves it without a restart',
+      'order a certificate over ACME (AIQSO_ACME_DIRECTORY_URL) into AIQSO_TLS_CERT_DIR and record it for renewal: HTTP-01, which every edge answers, or DNS-01 through AIQSO_ACME_DNS_HOOK for a wildcard; the edges serve it without a restart',
     )
     .option('--json', 'print as JSON')
     .action(
       action(async (domains: string[], options: { json?: boolean }) =>
         (await commands.certs()).certsOrder(commandContext({ quiet: true }), domains, options),
+      ),
+    );
+  certs
+    .command('list')
+    .description('the recorded certificates: names, file, expiry, days left, last renewal error')
+    .option('--json', 'print as JSON')
+    .action(
+      action(async (options: { json?: boolean }) =>
+        (await commands.certs()).certsList(commandContext({ quiet: true }), options),
+      ),
+    );
+  certs
+    .command('renew [domain]')
+    .description(
+      'renew now what the daily schedule would (expiring within AIQSO_CERT_RENEW_DAYS or files missing); a domain or --all renews whatever the expiry',
+    )
+    .option('--all', 'renew every recorded certificate')
+    .option('--json', 'print as JSON')
+    .action(
+      action(async (domain: string | undefined, options: { all?: boolean; json?: boolean }) =>
+        (await commands.certs()).certsRenew(commandContext({ quiet: true }), domain, options),
       ),
     );
 

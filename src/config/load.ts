@@ -58,8 +58,15 @@ export interface Config {
      */
     platformUpstream?: { host: string; port: number };
   };
-  /** ACME CA for `aiqso certs order` (certificates go to `edgeTuning.certDir`). */
-  acme?: { directoryUrl: string; email?: string };
+  /** ACME CA for `aiqso certs order` and renewals (certificates go to `edgeTuning.certDir`). */
+  acme?: {
+    directoryUrl: string;
+    email?: string;
+    /** The operator's executable that creates and removes DNS-01 TXT records (needed for a wildcard). */
+    dnsHook?: { path: string; propagationSeconds: number; env: Record<string, string | undefined> };
+  };
+  /** A recorded certificate is renewed once it expires within this many days. */
+  certRenewDays: number;
 }
 
 /** A configuration value that cannot be used; its message is the one line start-up prints. */
@@ -119,7 +126,7 @@ export function loadConfig(env: Source = process.env, cwd = process.cwd()): Conf
   }
   const parsed = configSchema.safeParse(merged);
   if (!parsed.success) throw new ConfigError(firstIssue(parsed.error, merged));
-  return toConfig(parsed.data, cwd);
+  return toConfig(parsed.data, cwd, env);
 }
 
 function requireTogether(raw: RawConfig, keys: (keyof RawConfig)[]): boolean {
@@ -131,7 +138,7 @@ function requireTogether(raw: RawConfig, keys: (keyof RawConfig)[]): boolean {
   return set.length === keys.length;
 }
 
-function toConfig(raw: RawConfig, cwd: string): Config {
+function toConfig(raw: RawConfig, cwd: string, env: Source): Config {
   const hasHttps = requireTogether(raw, ['AIQSO_HTTPS_PORT', 'AIQSO_TLS_CERT', 'AIQSO_TLS_KEY']);
   const hasProxmox = requireTogether(raw, ['PROXMOX_URL', 'PROXMOX_TOKEN_ID', 'PROXMOX_TOKEN_SECRET']);
   if (raw.AIQSO_DRIVER === 'proxmox' && !hasProxmox) {
@@ -139,6 +146,9 @@ function toConfig(raw: RawConfig, cwd: string): Config {
   }
   if (raw.STRIPE_SECRET_KEY && !raw.STRIPE_WEBHOOK_SECRET) {
     throw new ConfigError('STRIPE_WEBHOOK_SECRET: required when STRIPE_SECRET_KEY is set, got nothing');
+  }
+  if (raw.AIQSO_ACME_DNS_HOOK && !raw.AIQSO_ACME_DIRECTORY_URL) {
+    throw new ConfigError('AIQSO_ACME_DIRECTORY_URL: required when AIQSO_ACME_DNS_HOOK is set, got nothing');
   }
   const publicUrl = raw.AIQSO_PUBLIC_URL ?? derivePublicUrl(raw, hasHttps);
   return {
@@ -191,14 +201,35 @@ function toConfig(raw: RawConfig, cwd: string): Config {
       platformUpstream: raw.AIQSO_EDGE_PLATFORM_URL ? hostPort(raw.AIQSO_EDGE_PLATFORM_URL) : undefined,
     },
     acme: raw.AIQSO_ACME_DIRECTORY_URL
-      ? { directoryUrl: raw.AIQSO_ACME_DIRECTORY_URL, email: raw.AIQSO_ACME_EMAIL }
+      ? {
+          directoryUrl: raw.AIQSO_ACME_DIRECTORY_URL,
+          email: raw.AIQSO_ACME_EMAIL,
+          dnsHook: raw.AIQSO_ACME_DNS_HOOK
+            ? {
+                path: raw.AIQSO_ACME_DNS_HOOK,
+                propagationSeconds: raw.AIQSO_ACME_DNS_PROPAGATION_SECONDS,
+                env: hookEnvironment(env),
+              }
+            : undefined,
+        }
       : undefined,
+    certRenewDays: raw.AIQSO_CERT_RENEW_DAYS,
   };
 }
 
 function hostPort(url: string): { host: string; port: number } {
   const u = new URL(url);
   return { host: u.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(u.port || 80) };
+}
+
+/**
+ * The DNS hook's environment: the operator's (a DNS provider's token, say)
+ * without the platform's own settings — the database URL, Stripe and master
+ * keys have no business in a DNS script.
+ */
+function hookEnvironment(env: Source): Source {
+  const platform = new Set<string>(CONFIG_VARIABLES);
+  return Object.fromEntries(Object.entries(env).filter(([k]) => !platform.has(k) && k !== 'AIQSO_CONFIG'));
 }
 
 function derivePublicUrl(raw: RawConfig, https: boolean): string {

@@ -150,6 +150,19 @@ export const configSchema = z.object({
   AIQSO_TLS_CERT_DIR: optionalString,
   AIQSO_ACME_DIRECTORY_URL: url('the URL of an ACME directory').optional(),
   AIQSO_ACME_EMAIL: z.email({ error: 'expected an email address' }).optional(),
+  AIQSO_ACME_DNS_HOOK: z.string().regex(/^\//, 'expected the absolute path of an executable').optional(),
+  AIQSO_ACME_DNS_PROPAGATION_SECONDS: z.coerce
+    .number({ error: 'expected a number of seconds' })
+    .int('expected whole seconds')
+    .min(0, 'expected a number of seconds ≥ 0')
+    .max(3600, 'expected at most 3600 seconds')
+    .default(30),
+  AIQSO_CERT_RENEW_DAYS: z.coerce
+    .number({ error: 'expected a number of days' })
+    .int('expected whole days')
+    .min(1, 'expected between 1 and 365 days')
+    .max(365, 'expected between 1 and 365 days')
+    .default(30),
   AIQSO_EDGE_RATE_IP: z.coerce
     .number({ error: 'expected requests per second (0 turns the limit off)' })
     .int('expected whole requests per second')

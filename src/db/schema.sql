@@ -127,6 +127,21 @@ CREATE TABLE public.backups (
     CONSTRAINT backups_status_check CHECK ((status = ANY (ARRAY['running'::text, 'done'::text, 'failed'::text])))
 );
 
+CREATE TABLE public.certificates (
+    name text NOT NULL,
+    names text[] NOT NULL,
+    file_base text NOT NULL,
+    challenge text NOT NULL,
+    not_after timestamp with time zone NOT NULL,
+    ordered_at timestamp with time zone NOT NULL,
+    last_attempt_at timestamp with time zone NOT NULL,
+    last_error text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT certificates_challenge_check CHECK ((challenge = ANY (ARRAY['http-01'::text, 'dns-01'::text]))),
+    CONSTRAINT certificates_check CHECK (((cardinality(names) > 0) AND (names[1] = name)))
+);
+
 CREATE TABLE public.emails (
     id text NOT NULL,
     outbox_key text NOT NULL,
@@ -445,6 +460,9 @@ ALTER TABLE ONLY public.audit_log
 
 ALTER TABLE ONLY public.backups
     ADD CONSTRAINT backups_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.certificates
+    ADD CONSTRAINT certificates_pkey PRIMARY KEY (name);
 
 ALTER TABLE ONLY public.emails
     ADD CONSTRAINT emails_outbox_key_key UNIQUE (outbox_key);

@@ -264,6 +264,20 @@ export interface OrphansTable {
   last_seen_at: Generated<Date>;
 }
 
+export interface CertificatesTable {
+  name: string;
+  names: string[];
+  file_base: string;
+  challenge: 'http-01' | 'dns-01';
+  not_after: Date;
+  /** Last successful order or renewal. */
+  ordered_at: Date;
+  last_attempt_at: Date;
+  last_error: string | null;
+  created_at: CreatedAt;
+  updated_at: Timestamp;
+}
+
 export interface DB {
   users: UsersTable;
   hosts: HostsTable;
@@ -292,6 +306,7 @@ export interface DB {
   worker_processes: WorkerProcessesTable;
   orphans: OrphansTable;
   tenant_secrets: TenantSecretsTable;
+  certificates: CertificatesTable;
 }
 
 // Identity (migration 0004).

@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import { chmod, mkdir, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { DomainError } from '../core/errors.ts';
@@ -95,13 +96,23 @@ export interface CertificateOrder {
   dns?: DnsHook;
 }
 
+/** The file name (without `.crt`/`.key`) a certificate is installed under: its first name, `*.` as `_wildcard.`. */
+export const certificateFileBase = (domains: readonly string[]): string =>
+  domains[0]!.replace(/^\*\./, '_wildcard.');
+
+export interface InstalledCertificate {
+  certFile: string;
+  keyFile: string;
+  /** When the issued certificate expires. */
+  notAfter: Date;
+  challenge: 'http-01' | 'dns-01';
+}
+
 /** Order a certificate and install it as `<certDir>/<first name>.crt|.key` (a wildcard as `_wildcard.<rest>`). */
-export async function orderCertificate(
-  order: CertificateOrder,
-): Promise<{ certFile: string; keyFile: string }> {
+export async function orderCertificate(order: CertificateOrder): Promise<InstalledCertificate> {
   const wildcard = order.domains.some((d) => d.startsWith('*.'));
   if (wildcard && !order.dns) {
-    throw new DomainError('bad_request', 'a wildcard certificate needs a DNS-01 hook');
+    throw new DomainError('bad_request', 'a wildcard certificate needs a DNS-01 hook (AIQSO_ACME_DNS_HOOK)');
   }
   // acme-client is large (~20 MB resident); only a process that orders certificates loads it.
   const acme = await import('acme-client');
@@ -127,11 +138,15 @@ export async function orderCertificate(
       challengeRemoveFn: handlers.remove,
     });
   } catch (err) {
-    throw new DomainError('dependency_failed', `ACME order for ${order.domains.join(', ')} failed`, {
-      cause: err,
-    });
+    // The reason in the message: a CA's problem detail ("incorrect TXT record …") or the DNS hook's own line.
+    const reason = err instanceof Error ? err.message.split('\n')[0] : '';
+    throw new DomainError(
+      'dependency_failed',
+      `ACME order for ${order.domains.join(', ')} failed${reason ? `: ${reason}` : ''}`,
+      { cause: err },
+    );
   }
-  const base = path.join(order.certDir, order.domains[0]!.replace(/^\*\./, '_wildcard.'));
+  const base = path.join(order.certDir, certificateFileBase(order.domains));
   await mkdir(order.certDir, { recursive: true });
   // Key first, then certificate, each replaced atomically: the store reloads a pair when the .crt changes.
   await writeFile(`${base}.key.tmp`, key, { mode: 0o600 });
@@ -139,5 +154,10 @@ export async function orderCertificate(
   await rename(`${base}.key.tmp`, `${base}.key`);
   await writeFile(`${base}.crt.tmp`, cert);
   await rename(`${base}.crt.tmp`, `${base}.crt`);
-  return { certFile: `${base}.crt`, keyFile: `${base}.key` };
+  return {
+    certFile: `${base}.crt`,
+    keyFile: `${base}.key`,
+    notAfter: new Date(new X509Certificate(cert).validTo),
+    challenge: wildcard ? 'dns-01' : 'http-01',
+  };
 }

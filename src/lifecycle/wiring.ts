@@ -16,6 +16,7 @@ import { createComputeDriver } from '../compute/index.ts';
 import type { MasterDatabase } from '../db/connect.ts';
 import type { Logger } from '../observability/logger.ts';
 import { REPO_ROOT } from '../catalog/load.ts';
+import { certificateRenewalHandler } from '../edge/renewal.ts';
 import { dashboardCredentials } from './dashboard-credential.ts';
 import { purgeDue } from './purge.ts';
 import { tenantReconciler } from './tenant-reconciler.ts';
@@ -103,6 +104,11 @@ export async function startPlatformWorker(config: Config, log: Logger, database:
       reach,
       master: { pool: database.pool, url: database.url },
     });
+    parts.scheduleHandlers.certificates = certificateRenewalHandler(
+      config,
+      database.db,
+      log.child({ part: 'certificates' }),
+    );
     const worker = await startConfiguredWorker(config, log, database.url, parts);
     return {
       worker,

@@ -17,7 +17,7 @@ export interface Schedule {
   backfillMinutes: number;
 }
 
-export type ScheduleName = 'health' | 'usage' | 'backups' | 'retention' | 'purge';
+export type ScheduleName = 'health' | 'usage' | 'backups' | 'retention' | 'purge' | 'certificates';
 
 export const SCHEDULES: readonly Schedule[] = [
   { name: 'health', cron: '*/5 * * * *', description: 'health checks with auto-restart', backfillMinutes: 0 },
@@ -33,6 +33,12 @@ export const SCHEDULES: readonly Schedule[] = [
     name: 'purge',
     cron: '0 4 * * *',
     description: 'purge of cancelled tenants past their grace period',
+    backfillMinutes: 12 * 60,
+  },
+  {
+    name: 'certificates',
+    cron: '15 3 * * *',
+    description: 'renewal of ACME certificates that expire soon or whose files are missing',
     backfillMinutes: 12 * 60,
   },
 ];

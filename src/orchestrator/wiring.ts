@@ -12,8 +12,8 @@ import { startWorker, type OrchestratorWorker } from './worker.ts';
 /**
  * What later parts plug into the orchestrator: their reconcilers, orphan
  * sources, outbox handlers (stripe, webhook) and schedule handlers (health,
- * usage, backups, retention, purge). Filled in by src/app.ts before a worker
- * starts.
+ * usage, backups, retention, purge, certificates). Filled in by src/app.ts
+ * before a worker starts.
  */
 export interface OrchestratorParts {
   registry: ReconcilerRegistry;

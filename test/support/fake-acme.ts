@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -15,32 +15,52 @@ import { calculateJwkThumbprint, flattenedVerify, importJWK, type FlattenedJWSIn
  * whose nonce was issued by this CA and is used once, and whose `url` is the
  * URL posted to; an HTTP-01 challenge is validated by fetching
  * `/.well-known/acme-challenge/<token>` with the identifier as Host from
- * `validateAt` and comparing it with `<token>.<account key thumbprint>`; an
- * order is finalised only once its authorisations are valid, and only with a
- * CSR for exactly its identifiers; the certificate is signed by this CA's key
- * (openssl).
+ * `validateAt` and comparing it with `<token>.<account key thumbprint>`; a
+ * DNS-01 challenge by looking up the TXT records of
+ * `_acme-challenge.<identifier>` through `options.txt` (there is no DNS server
+ * here: the test's hook writes the records where that lookup reads them) and
+ * requiring one of them to be base64url(SHA-256(<token>.<thumbprint>)). As a
+ * real CA, a wildcard identifier's authorisation names the base domain with
+ * `wildcard: true` and offers DNS-01 only; a failed validation carries the
+ * problem on the challenge. An order is finalised only once its
+ * authorisations are valid, and only with a CSR for exactly its identifiers;
+ * the certificate is signed by this CA's key (openssl), valid `validityDays`.
  */
+export interface FakeAcmeOptions {
+  /** TXT records at a name, for DNS-01 validation. */
+  txt?: (name: string) => string[] | Promise<string[]>;
+}
+
 export interface FakeAcme {
   directoryUrl: string;
   /** PEM of the CA certificate that signs issued certificates. */
   caPem: string;
-  /** HTTP-01 validations made: identifier, token, and whether the answer was right. */
-  validations: { identifier: string; token: string; ok: boolean }[];
+  /** Validations made: challenge type, identifier, token, and whether the answer was right. */
+  validations: { type: ChallengeType; identifier: string; token: string; ok: boolean }[];
+  /** Orders placed (new-order requests accepted). */
+  ordered: number;
   issued: number;
+  /** Validity of the certificates issued from now on (default 1 day). */
+  validityDays: number;
   close(): Promise<void>;
 }
 
 type Status = 'pending' | 'ready' | 'processing' | 'valid' | 'invalid';
+type ChallengeType = 'http-01' | 'dns-01';
 interface Challenge {
+  type: ChallengeType;
   token: string;
   status: Status;
   authz: string;
+  error?: { type: string; detail: string };
 }
 interface Authz {
+  /** The name validated: a wildcard's base domain. */
   identifier: string;
+  wildcard: boolean;
   status: Status;
   account: string;
-  challenge: string;
+  challenges: string[];
 }
 interface Order {
   identifiers: string[];
@@ -54,7 +74,10 @@ function openssl(args: string[]) {
   execFileSync('openssl', args, { stdio: 'ignore' });
 }
 
-export async function startFakeAcme(validateAt: { host: string; port: number }): Promise<FakeAcme> {
+export async function startFakeAcme(
+  validateAt: { host: string; port: number },
+  options: FakeAcmeOptions = {},
+): Promise<FakeAcme> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'aiqso-fake-acme-'));
   const caKey = path.join(dir, 'ca.key');
   const caCrt = path.join(dir, 'ca.crt');
@@ -73,6 +96,8 @@ export async function startFakeAcme(validateAt: { host: string; port: number }):
   const certificates = new Map<string, string>();
   const validations: FakeAcme['validations'] = [];
   let issued = 0;
+  let ordered = 0;
+  let validityDays = 1;
   let base = '';
   const id = () => randomBytes(8).toString('hex');
   const nonce = () => {
@@ -135,17 +160,22 @@ export async function startFakeAcme(validateAt: { host: string; port: number }):
   const authzJson = (a: Authz) => ({
     status: a.status,
     identifier: { type: 'dns', value: a.identifier },
-    challenges: [challengeJson(a.challenge)],
+    ...(a.wildcard ? { wildcard: true } : {}),
+    challenges: a.challenges.map(challengeJson),
   });
   const challengeJson = (key: string) => {
     const c = challenges.get(key)!;
-    return { type: 'http-01', url: `${base}/chall/${key}`, token: c.token, status: c.status };
+    return {
+      type: c.type,
+      url: `${base}/chall/${key}`,
+      token: c.token,
+      status: c.status,
+      ...(c.error ? { error: c.error } : {}),
+    };
   };
 
-  async function validate(c: Challenge, jwk: JWK) {
-    const a = authzs.get(c.authz)!;
-    const expected = `${c.token}.${await calculateJwkThumbprint(jwk)}`;
-    const answer = await new Promise<string>((resolve) => {
+  async function fetchHttp01(a: Authz, c: Challenge): Promise<string> {
+    return new Promise<string>((resolve) => {
       const r = http.get(
         {
           host: validateAt.host,
@@ -161,8 +191,31 @@ export async function startFakeAcme(validateAt: { host: string; port: number }):
       );
       r.on('error', () => resolve(''));
     });
-    const ok = answer.trim() === expected;
-    validations.push({ identifier: a.identifier, token: c.token, ok });
+  }
+
+  async function validate(c: Challenge, jwk: JWK) {
+    const a = authzs.get(c.authz)!;
+    const keyAuthorization = `${c.token}.${await calculateJwkThumbprint(jwk)}`;
+    let ok: boolean;
+    if (c.type === 'http-01') {
+      ok = (await fetchHttp01(a, c)).trim() === keyAuthorization;
+      if (!ok)
+        c.error = { type: 'urn:ietf:params:acme:error:unauthorized', detail: 'invalid HTTP-01 response' };
+    } else {
+      const name = `_acme-challenge.${a.identifier}`;
+      const expected = createHash('sha256').update(keyAuthorization).digest('base64url');
+      const found = options.txt ? await options.txt(name) : [];
+      ok = found.includes(expected);
+      if (!ok)
+        c.error = {
+          type: 'urn:ietf:params:acme:error:unauthorized',
+          detail:
+            found.length === 0
+              ? `No TXT record found at ${name}`
+              : `Incorrect TXT record "${found[0]}" found at ${name}`,
+        };
+    }
+    validations.push({ type: c.type, identifier: a.identifier, token: c.token, ok });
     c.status = a.status = ok ? 'valid' : 'invalid';
     for (const o of orders.values()) {
       if (!o.authzs.includes(c.authz) || o.status !== 'pending') continue;
@@ -181,7 +234,7 @@ export async function startFakeAcme(validateAt: { host: string; port: number }):
       openssl(['req', '-in', path.join(work, 'req.csr'), '-noout', '-verify']);
       openssl([
         'x509', '-req', '-in', path.join(work, 'req.csr'), '-CA', caCrt, '-CAkey', caKey,
-        '-set_serial', `0x${randomBytes(8).toString('hex')}`, '-days', '1', '-copy_extensions', 'copy',
+        '-set_serial', `0x${randomBytes(8).toString('hex')}`, '-days', String(validityDays), '-copy_extensions', 'copy',
         '-out', path.join(work, 'cert.pem'),
       ]); // prettier-ignore
     } catch {
@@ -232,6 +285,12 @@ export async function startFakeAcme(validateAt: { host: string; port: number }):
       accounts.set(accountUrl, jwk);
       return send(existed ? 200 : 201, { status: 'valid' }, { location: accountUrl });
     }
+    if (parts[0] === 'acct') {
+      // Account update or POST-as-GET (RFC 8555 §7.3.2): a returning account (a renewal) does this first.
+      if (account !== url) throw new Problem(403, 'unauthorized', 'not this account');
+      const contact = (payload as { contact?: string[] } | undefined)?.contact;
+      return send(200, { status: 'valid', ...(contact ? { contact } : {}) }, { location: url });
+    }
     if (req.url === '/new-order') {
       const p = payload as { identifiers: { type: string; value: string }[] };
       if (!p.identifiers?.length || p.identifiers.some((i) => i.type !== 'dns'))
@@ -245,12 +304,29 @@ export async function startFakeAcme(validateAt: { host: string; port: number }):
       };
       for (const identifier of order.identifiers) {
         const a = id();
-        const c = id();
-        challenges.set(c, { token: randomBytes(16).toString('base64url'), status: 'pending', authz: a });
-        authzs.set(a, { identifier, status: 'pending', account: account!, challenge: c });
+        const wildcard = identifier.startsWith('*.');
+        const types: ChallengeType[] = wildcard ? ['dns-01'] : ['http-01', 'dns-01'];
+        const keys = types.map((type) => {
+          const c = id();
+          challenges.set(c, {
+            type,
+            token: randomBytes(16).toString('base64url'),
+            status: 'pending',
+            authz: a,
+          });
+          return c;
+        });
+        authzs.set(a, {
+          identifier: identifier.replace(/^\*\./, ''),
+          wildcard,
+          status: 'pending',
+          account: account!,
+          challenges: keys,
+        });
         order.authzs.push(a);
       }
       orders.set(key, order);
+      ordered++;
       return send(201, orderJson(order, key), { location: `${base}/order/${key}` });
     }
     if (parts[0] === 'authz') {
@@ -262,7 +338,8 @@ export async function startFakeAcme(validateAt: { host: string; port: number }):
       const c = challenges.get(parts[1]!);
       if (!c) throw new Problem(404, 'malformed', 'not found');
       ownedBy(authzs, c.authz, account);
-      if (payload !== undefined && c.status === 'pending') await validate(c, jwk);
+      const a = authzs.get(c.authz)!;
+      if (payload !== undefined && c.status === 'pending' && a.status === 'pending') await validate(c, jwk);
       return send(200, challengeJson(parts[1]!));
     }
     if (parts[0] === 'order' && parts[2] === 'finalize') {
@@ -303,8 +380,17 @@ export async function startFakeAcme(validateAt: { host: string; port: number }):
     directoryUrl: `${base}/directory`,
     caPem,
     validations,
+    get ordered() {
+      return ordered;
+    },
     get issued() {
       return issued;
+    },
+    get validityDays() {
+      return validityDays;
+    },
+    set validityDays(days: number) {
+      validityDays = days;
     },
     close: () => new Promise((resolve) => server.close(() => resolve())),
   };

@@ -42,23 +42,28 @@ export function trustStore(files: () => string[]): () => string[] {
 
 /** GET / over HTTPS with `servername` for SNI (none when undefined): the status, the certificate's CN, the echo. */
 export function tlsGet(port: number, servername: string | undefined, host: string, ca: string[]) {
-  return new Promise<{ status: number; echo?: Echo; cn: string }>((resolve, reject) => {
-    const req = https.request(
-      { host: '127.0.0.1', port, path: '/', servername, headers: { host }, ca, agent: false },
-      (res) => {
-        let body = '';
-        const cn = String((res.socket as TLSSocket).getPeerCertificate().subject?.CN);
-        res.on('data', (c: Buffer) => (body += c.toString()));
-        res.on('end', () =>
-          resolve({
-            status: res.statusCode!,
-            cn,
-            echo: res.headers['x-upstream'] ? (JSON.parse(body) as Echo) : undefined,
-          }),
-        );
-      },
-    );
-    req.on('error', reject);
-    req.end();
-  });
+  return new Promise<{ status: number; echo?: Echo; cn: string; serial: string; validTo: Date }>(
+    (resolve, reject) => {
+      const req = https.request(
+        { host: '127.0.0.1', port, path: '/', servername, headers: { host }, ca, agent: false },
+        (res) => {
+          let body = '';
+          const peer = (res.socket as TLSSocket).getPeerCertificate();
+          const cn = String(peer.subject?.CN);
+          res.on('data', (c: Buffer) => (body += c.toString()));
+          res.on('end', () =>
+            resolve({
+              status: res.statusCode!,
+              cn,
+              serial: peer.serialNumber,
+              validTo: new Date(peer.valid_to),
+              echo: res.headers['x-upstream'] ? (JSON.parse(body) as Echo) : undefined,
+            }),
+          );
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    },
+  );
 }
