@@ -107,6 +107,24 @@ ${['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((t) => `  ${t}_temp_p
 }
 `;
 
+/** A minimal Node reverse proxy to one upstream: what node:http and undici cost with nothing else. */
+const bareProxy = (port: number, upstream: number) => `import http from 'node:http';
+import { createRequire } from 'node:module';
+const { Agent } = createRequire(process.env.NODE_PATH + '/').call(null, 'undici');
+const agent = new Agent({ connections: 256, pipelining: 1 });
+http.createServer((req, res) => {
+  const headers = { ...req.headers };
+  delete headers.connection;
+  agent.dispatch({ origin: 'http://127.0.0.1:${upstream}', path: req.url, method: req.method, headers }, {
+    onRequestStart() {},
+    onResponseStart(_c, status, h) { delete h.connection; delete h['keep-alive']; res.writeHead(status, h); },
+    onResponseData(_c, chunk) { res.write(chunk); },
+    onResponseEnd() { res.end(); },
+    onResponseError() { res.destroy(); },
+  });
+}).listen(${port}, '127.0.0.1');
+`;
+
 async function main() {
   need('wrk', 'apt-get install wrk');
   need('taskset', 'apt-get install util-linux');
@@ -199,6 +217,18 @@ async function main() {
     });
     const builtins = [serving, forwarding];
 
+    // The floor for any Node proxy here: node:http in, undici out to the one upstream, nothing else
+    // (no routing, limits, logs or metrics), pinned to the proxy core like the others.
+    const barePort = await freePort();
+    const bareFile = path.join(tmp, 'bare-proxy.mjs');
+    writeFileSync(bareFile, bareProxy(barePort, upstreamPort));
+    const bare = spawn('taskset', ['-c', String(PROXY_CORE), process.execPath, bareFile], {
+      stdio: 'ignore',
+      env: { PATH: process.env.PATH, NODE_PATH: path.resolve(import.meta.dirname, '../node_modules') },
+    });
+    children.push(bare);
+    await waitFor(barePort, 'x', '/');
+
     // nginx from the same route table, one worker pinned to the proxy core.
     const nginxPort = await freePort();
     const nginxDir = path.join(tmp, 'nginx');
@@ -228,7 +258,7 @@ async function main() {
     };
     const viaEdge = { ...wrkOpts, hostSuffix: `.${BASE}` };
     // Warm up each, then measure.
-    for (const port of [upstreamPort, ...builtins.map((b) => b.port), nginxPort]) {
+    for (const port of [upstreamPort, barePort, ...builtins.map((b) => b.port), nginxPort]) {
       await wrkPeak(`http://127.0.0.1:${port}/`, {
         ...wrkOpts,
         seconds: 2,
@@ -236,6 +266,7 @@ async function main() {
       });
     }
     const direct = await wrkPeak(`http://127.0.0.1:${upstreamPort}/`, wrkOpts);
+    const barePeak = await measured(bare.pid!, () => wrkPeak(`http://127.0.0.1:${barePort}/`, viaEdge));
     const peaks = [];
     for (const b of builtins) {
       const peak = await measured(b.pid, () => wrkPeak(`http://127.0.0.1:${b.port}/`, viaEdge));
@@ -251,6 +282,7 @@ async function main() {
       `GET ${PREFIXES[i % PREFIXES.length]}/x HTTP/1.1\r\nHost: t${i % TENANTS}.${BASE}\r\n\r\n`;
     const pacedOpts = { rate: half, seconds: SECONDS, connections: 32, request: req };
     const directLat = await paced(upstreamPort, pacedOpts);
+    const bareLat = await paced(barePort, pacedOpts);
     const latencies = [];
     for (const b of peaks) latencies.push({ ...b, lat: await paced(b.port, pacedOpts), end: rssMb(b.pid) });
     const nginxLat = await paced(nginxPort, pacedOpts);
@@ -263,6 +295,7 @@ async function main() {
       `\npeak throughput (wrk, 1 thread, 64 connections, ${SECONDS}s; proxies pinned to core ${PROXY_CORE})`,
     );
     row('direct to upstream', direct);
+    row('bare Node proxy', barePeak);
     for (const b of peaks) row(b.name, b.peak);
     row('nginx', viaNginx);
     for (const b of peaks) {
@@ -276,10 +309,14 @@ async function main() {
         `  ${name.padEnd(20)} p50 ${ms(r.p50ms)} ms  p99 ${ms(r.p99ms)} ms  (${r.sent} answers, ${r.errors} errors)`,
       );
     latRow('direct', directLat);
+    latRow('bare Node proxy', bareLat);
     for (const b of latencies) latRow(b.name, b.lat);
     latRow('nginx', nginxLat);
     console.log(
-      `  added p99: ${latencies.map((b) => `${b.name} ${ms(b.lat.p99ms - directLat.p99ms)} ms`).join(', ')} (goal <= 1 ms); nginx ${ms(nginxLat.p99ms - directLat.p99ms)} ms`,
+      `  CPU per request of the bare Node proxy ${f(barePeak.cpuUs)} us: ${peaks.map((b) => `${b.name} ${(b.peak.cpuUs / barePeak.cpuUs).toFixed(2)}x`).join(', ')}`,
+    );
+    console.log(
+      `  added p99: bare Node proxy ${ms(bareLat.p99ms - directLat.p99ms)} ms, ${latencies.map((b) => `${b.name} ${ms(b.lat.p99ms - directLat.p99ms)} ms`).join(', ')} (goal <= 1 ms); nginx ${ms(nginxLat.p99ms - directLat.p99ms)} ms`,
     );
     console.log(
       `\nbuiltin edge memory (RSS of the whole aiqso edge process; "builtin" also serves the platform app on the base domain${process.env.BENCH_EDGE_NODE_OPTIONS ? `; NODE_OPTIONS=${process.env.BENCH_EDGE_NODE_OPTIONS}` : ''})`,
