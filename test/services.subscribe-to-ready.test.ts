@@ -386,6 +386,23 @@ describe('a tenant service from subscription to removal (process driver)', { tim
       expect(databases.rowCount).toBe(0);
       const roles = await master.pool.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [notesRow.db_role]);
       expect(roles.rowCount).toBe(0);
+
+      // Subscribing again after the removal is a new subscription: deployed afresh, with its own ready email.
+      expect((await call('POST', '/services', { service: 'notes' })).status).toBe(202);
+      const again = await pollUntil(
+        () => view('notes'),
+        (v) => (v?.status === 'active' && v.phase === 'ready') || v?.status === 'failed',
+        120_000,
+      );
+      expect(again).toMatchObject({ id: notes!.id, status: 'active' });
+      const back = await pollUntil(
+        () => viaEdge(host, port, { path: '/notes/' }),
+        (p) => p.status === 200,
+        15_000,
+      );
+      expect(back.body).toContain('<h1>Notes</h1>');
+      const mails = await mailbox.to('owner@acme.test', { atLeast: 3 });
+      expect(mails.filter((m) => m.raw.includes('Subject: Notes is ready'))).toHaveLength(2);
     } finally {
       await master?.close();
       up.child.kill('SIGINT');

@@ -13,7 +13,7 @@ import { dropServiceDatabase, ensureServiceDatabase, serviceDatabaseExists } fro
 import { containerSpecFor, loadDeployment, probe, type Deployment } from './deploy-context.ts';
 import { findFinalBackup, takeFinalBackup } from './final-backup.ts';
 import { hostUsage, lockPlacementHost } from './hosts.ts';
-import { failing, routeState, sendReadyEmail } from './step-support.ts';
+import { failing, readyEmailKey, routeState, sendReadyEmail } from './step-support.ts';
 import { tenantServiceSpecSchema, type TenantServiceSpec } from './subscriptions.ts';
 
 /**
@@ -275,7 +275,7 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
         const row = await deps.db
           .selectFrom('outbox')
           .select('id')
-          .where('key', '=', `service-ready:${ctx.resource.id}`)
+          .where('key', '=', readyEmailKey(ctx.resource.id, ctx.resource.spec))
           .executeTakeFirst();
         return row ? 'ok' : 'missing';
       },

@@ -15,6 +15,11 @@ export function routeState(d: Deployment) {
   return d.status === 'active' ? routeStateFor(d.tenantStatus) : 'provisioning';
 }
 
+/** The outbox key of a subscription's ready email: one per subscription, however often it is reconciled. */
+export function readyEmailKey(id: string, spec: TenantServiceSpec): string {
+  return spec.subscribedAt ? `service-ready:${id}:${spec.subscribedAt}` : `service-ready:${id}`;
+}
+
 export async function sendReadyEmail(
   deps: { db: Database; publicUrl: string },
   d: Deployment,
@@ -29,7 +34,7 @@ export async function sendReadyEmail(
   if (!owner) throw new DomainError('not_found', 'tenant has no owner to tell');
   const url = serviceUrl(deps.publicUrl, d.spec.slug, d.template.route.path);
   await writeOutbox(deps.db, {
-    key: `service-ready:${d.id}`,
+    key: readyEmailKey(d.id, d.spec),
     kind: 'email',
     payload: {
       template: 'service-ready',

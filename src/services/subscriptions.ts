@@ -26,6 +26,8 @@ export const tenantServiceSpecSchema = z.object({
   resources: z.object({ memory_mb: z.number(), cores: z.number(), disk_gb: z.number() }),
   /** Set when unsubscribed: the container and database are destroyed after this instant. */
   removeAfter: z.string().nullable().default(null),
+  /** When this subscription began: one brought back after unsubscribing is a new one, with its own ready email. */
+  subscribedAt: z.string().nullable().default(null),
 });
 export type TenantServiceSpec = z.infer<typeof tenantServiceSpecSchema>;
 
@@ -209,6 +211,7 @@ export async function subscribe(
       slug: tenant.slug,
       resources: template.resources,
       removeAfter: null,
+      subscribedAt: new Date().toISOString(),
     };
     await applyResourceIn(trx, { kind: TENANT_SERVICE_KIND, id, tenantId, spec });
     return id;
