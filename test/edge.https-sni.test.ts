@@ -22,6 +22,8 @@ describe.skipIf(skip)('builtin edge over HTTPS', () => {
     mkdirSync(path.join(dir, 'sni'));
     selfSigned(path.join(dir, 'wildcard'), ['*.aiqso.test', 'aiqso.test']);
     selfSigned(path.join(dir, 'sni', 'shop.example.test'), ['shop.example.test'], 'shop v1');
+    // One pair for a wildcard and its apex, as an ACME order for both installs it.
+    selfSigned(path.join(dir, 'sni', '_wildcard.brand.test'), ['*.brand.test', 'brand.test'], 'brand');
     database = await createTestDatabase();
     const acme = await insertTenant(database.db, 'acme');
     const dash = await startEchoUpstream('acme-dash');
@@ -61,12 +63,27 @@ describe.skipIf(skip)('builtin edge over HTTPS', () => {
   const ca = trustStore(() => [
     path.join(dir, 'wildcard.crt'),
     path.join(dir, 'sni', 'shop.example.test.crt'),
+    path.join(dir, 'sni', '_wildcard.brand.test.crt'),
   ]);
 
   it('serves tenants with the wildcard certificate and marks the request as https', async () => {
     const res = await get('acme.aiqso.test', 'acme.aiqso.test', ca());
     expect(res.cn).toBe('*.aiqso.test');
     expect(res.echo).toMatchObject({ name: 'acme-dash', headers: { 'x-forwarded-proto': 'https' } });
+  });
+
+  it('serves a certificate by the names it holds, not only the name of its file', async () => {
+    await upsertRoute(database.db, {
+      hostname: 'brand.test',
+      tenantId: await insertTenant(database.db, 'brand'),
+      upstream: { host: '127.0.0.1', port: upstreams[1]!.port },
+    });
+    const apex = await eventually(async () => {
+      const r = await get('brand.test', 'brand.test', ca());
+      return r.status === 200 ? r : undefined;
+    });
+    expect(apex.cn).toBe('brand');
+    expect((await get('www.brand.test', 'brand.test', ca())).cn).toBe('brand');
   });
 
   it('picks a per-host certificate by SNI and picks up a renewed one without a restart', async () => {

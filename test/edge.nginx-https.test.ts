@@ -36,7 +36,7 @@ describe.skipIf(skip)('nginx edge over HTTPS with the real nginx', () => {
       tenantId: acme,
       upstream: { host: '127.0.0.1', port: dash.port },
     });
-    for (const hostname of ['shop.example.test', 'blog.example.test']) {
+    for (const hostname of ['shop.example.test', 'blog.example.test', 'brand.test']) {
       await upsertRoute(database.db, {
         hostname,
         tenantId: acme,
@@ -53,6 +53,7 @@ describe.skipIf(skip)('nginx edge over HTTPS with the real nginx', () => {
     mkdirSync(sni, { recursive: true });
     selfSigned(path.join(tls, 'wildcard'), ['*.aiqso.test', 'aiqso.test']);
     selfSigned(path.join(sni, 'shop.example.test'), ['shop.example.test'], 'shop v1');
+    selfSigned(path.join(sni, '_wildcard.brand.test'), ['*.brand.test', 'brand.test'], 'brand');
     httpsPort = await freePort();
     edge = await startNginxEdge(
       { ...parts, database },
@@ -84,6 +85,7 @@ describe.skipIf(skip)('nginx edge over HTTPS with the real nginx', () => {
     [
       path.join(tls, 'wildcard.crt'),
       ...['shop', 'blog'].map((h) => path.join(sni, `${h}.example.test.crt`)),
+      path.join(sni, '_wildcard.brand.test.crt'),
     ].filter((f) => {
       try {
         readFileSync(f);
@@ -103,6 +105,12 @@ describe.skipIf(skip)('nginx edge over HTTPS with the real nginx', () => {
   it('picks a per-host certificate by SNI from the certificate directory', async () => {
     const res = await get('shop.example.test', 'shop.example.test');
     expect(res.cn).toBe('shop v1');
+    expect(res.echo?.name).toBe('acme-shop');
+  });
+
+  it('serves a wildcard pair to its apex too, by the names the certificate holds', async () => {
+    const res = await get('brand.test', 'brand.test');
+    expect(res.cn).toBe('brand');
     expect(res.echo?.name).toBe('acme-shop');
   });
 

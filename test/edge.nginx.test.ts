@@ -87,7 +87,13 @@ describe('nginx configuration render (pure)', () => {
           keyFile: '/tls/default.key',
           sni: [
             { serverName: 'shop.example.com', certFile: '/tls/sni/shop.crt', keyFile: '/tls/sni/shop.key' },
-            { serverName: '*.example.org', certFile: '/tls/sni/w.crt', keyFile: '/tls/sni/w.key' },
+            {
+              serverName: '*.example.org',
+              // The apex too; a name another file is named for, and one that is not a name, are left out.
+              altNames: ['example.org', 'shop.example.com', 'x; include /etc/shadow'],
+              certFile: '/tls/sni/w.crt',
+              keyFile: '/tls/sni/w.key',
+            },
             { serverName: 'x; include /etc/passwd', certFile: '/tls/x.crt', keyFile: '/tls/x.key' },
           ],
         },
@@ -102,12 +108,16 @@ describe('nginx configuration render (pure)', () => {
         'ssl_certificate "/tls/default.crt";',
         'server_name shop.example.com;',
         'ssl_certificate "/tls/sni/shop.crt";',
-        'server_name *.example.org;',
+        'server_name *.example.org example.org;',
       ]),
     );
+    expect(lines.filter((l) => l.startsWith('server_name') && l.includes('shop.example.com'))).toEqual([
+      'server_name shop.example.com;',
+    ]);
     expect(lines.filter((l) => l === 'listen 0.0.0.0:443 ssl;')).toHaveLength(2);
     expect(lines.filter((l) => l === 'proxy_pass http://$aiqso_up;')).toHaveLength(3);
     expect(config).not.toContain('passwd');
+    expect(config).not.toContain('shadow');
   });
 
   it('leaves out routes that could inject configuration or shadow the platform', () => {

@@ -1,4 +1,4 @@
-import { createPrivateKey } from 'node:crypto';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import tls, { type SecureContext } from 'node:tls';
@@ -8,9 +8,11 @@ import type { Logger } from '../observability/logger.ts';
  * Certificates for the HTTPS listener: the default (wildcard) pair from two
  * files, plus per-host pairs from a directory (`<hostname>.crt` and
  * `<hostname>.key`, e.g. a tenant's custom domain; `_wildcard.<domain>` for
- * `*.<domain>`) chosen by SNI. Files are
- * polled; a renewed certificate is used for new connections without a
- * restart. A pair that fails to load keeps the previous one in service.
+ * `*.<domain>`) chosen by SNI: by the file's name first, then by the other
+ * DNS names the certificate holds (a `*.example.com` + `example.com` pair
+ * serves both). Files are polled; a renewed certificate is used for new
+ * connections without a restart. A pair that fails to load keeps the previous
+ * one in service.
  */
 export interface CertificateSource {
   certFile: string;
@@ -43,13 +45,31 @@ export function fingerprint(files: string[]): string {
     .join('|');
 }
 
-/** A per-host pair in a certificate directory, and the TLS server name it answers. */
+/** A per-host pair in a certificate directory, and the TLS server names it answers. */
 export interface DirCertificate {
   /** `shop.example.com`, or `*.example.com` for `_wildcard.example.com`. */
   serverName: string;
+  /** The certificate's other DNS names (subjectAltName), lower-cased, without `serverName`. */
+  altNames: string[];
   certFile: string;
   keyFile: string;
 }
+
+/** The DNS names in a PEM certificate's subjectAltName, lower-cased; none when it cannot be read. */
+export function certificateDnsNames(pem: Buffer | string): string[] {
+  try {
+    const san = new X509Certificate(pem).subjectAltName ?? '';
+    return san
+      .split(', ')
+      .filter((entry) => entry.startsWith('DNS:'))
+      .map((entry) => entry.slice(4).toLowerCase());
+  } catch {
+    return [];
+  }
+}
+
+/** The lookup key of a server name: the name itself, or `_wildcard.<domain>` for `*.<domain>`. */
+const sniKey = (name: string) => (name.startsWith('*.') ? `_wildcard.${name.slice(2)}` : name);
 
 /** The complete `<name>.crt` + `<name>.key` pairs in `dir` (none when it is unset or missing), sorted by name. */
 export function dirCertificates(dir: string | undefined): DirCertificate[] {
@@ -66,11 +86,16 @@ export function dirCertificates(dir: string | undefined): DirCertificate[] {
     .sort()
     .map((f) => {
       const base = f.slice(0, -4).toLowerCase();
-      return {
-        serverName: base.startsWith('_wildcard.') ? `*.${base.slice('_wildcard.'.length)}` : base,
-        certFile: path.join(dir, f),
-        keyFile: path.join(dir, `${f.slice(0, -4)}.key`),
-      };
+      const serverName = base.startsWith('_wildcard.') ? `*.${base.slice('_wildcard.'.length)}` : base;
+      const certFile = path.join(dir, f);
+      let pem: Buffer | undefined;
+      try {
+        pem = readFileSync(certFile);
+      } catch {
+        // Replaced or removed meanwhile: served by its file name until the next look.
+      }
+      const altNames = pem ? certificateDnsNames(pem).filter((n) => n !== serverName) : [];
+      return { serverName, altNames, certFile, keyFile: path.join(dir, `${f.slice(0, -4)}.key`) };
     });
 }
 
@@ -83,10 +108,6 @@ function readPair(certFile: string, keyFile: string): PemPair {
   return { cert: readFileSync(certFile), key: readFileSync(keyFile) };
 }
 
-function load(certFile: string, keyFile: string): SecureContext {
-  return tls.createSecureContext(readPair(certFile, keyFile));
-}
-
 export function createCertificateStore(
   source: CertificateSource,
   log: Logger,
@@ -96,6 +117,8 @@ export function createCertificateStore(
   let defaultCtx = tls.createSecureContext(defaultPair);
   let defaultPrint = fingerprint([source.certFile, source.keyFile]);
   let byHost = new Map<string, SecureContext>();
+  // The other DNS names of each file's last good certificate, kept with it when a new one fails to load.
+  let altNamesOf = new Map<string, string[]>();
   let dirPrint = '';
   const listeners: ((pair: PemPair) => void)[] = [];
 
@@ -113,12 +136,22 @@ export function createCertificateStore(
 
   const loadDir = (files: string[]) => {
     const next = new Map<string, SecureContext>();
+    // Names a certificate holds besides its file's: used where no file is named for them.
+    const byAltName = new Map<string, SecureContext>();
+    const nextAltNames = new Map<string, string[]>();
+    const addAltNames = (host: string, names: string[], ctx: SecureContext) => {
+      nextAltNames.set(host, names);
+      for (const name of names) if (!byAltName.has(sniKey(name))) byAltName.set(sniKey(name), ctx);
+    };
     for (const crt of files.filter((f) => f.endsWith('.crt'))) {
       const host = path.basename(crt, '.crt').toLowerCase();
       const key = crt.slice(0, -4) + '.key';
       try {
-        next.set(host, load(crt, key));
-        const keyType = createPrivateKey(readFileSync(key)).asymmetricKeyType;
+        const pair = readPair(crt, key);
+        const ctx = tls.createSecureContext(pair);
+        next.set(host, ctx);
+        addAltNames(host, certificateDnsNames(pair.cert), ctx);
+        const keyType = createPrivateKey(pair.key).asymmetricKeyType;
         const defaultType = createPrivateKey(defaultPair.key).asymmetricKeyType;
         if (defaultType === 'ec' && keyType !== 'ec')
           log.warn(
@@ -127,11 +160,16 @@ export function createCertificateStore(
           );
       } catch (err) {
         const previous = byHost.get(host);
-        if (previous) next.set(host, previous);
+        if (previous) {
+          next.set(host, previous);
+          addAltNames(host, altNamesOf.get(host) ?? [], previous);
+        }
         log.error({ err, host }, 'could not load the certificate for this host; keeping the previous one');
       }
     }
+    for (const [name, ctx] of byAltName) if (!next.has(name)) next.set(name, ctx);
     byHost = next;
+    altNamesOf = nextAltNames;
   };
 
   const refresh = (): boolean => {

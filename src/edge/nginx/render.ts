@@ -25,8 +25,17 @@ export interface NginxRenderInput {
       port: number;
       certFile: string;
       keyFile: string;
-      /** Per-host certificates, chosen by SNI (the default pair answers every other name). */
-      sni?: readonly { serverName: string; certFile: string; keyFile: string }[];
+      /**
+       * Per-host certificates, chosen by SNI (the default pair answers every
+       * other name): by `serverName` (the file's), then by `altNames` (the
+       * certificate's other DNS names) where no file is named for them.
+       */
+      sni?: readonly {
+        serverName: string;
+        altNames?: readonly string[];
+        certFile: string;
+        keyFile: string;
+      }[];
     };
   };
   /** The internal builtin edge (platform app, pages, checks). */
@@ -107,14 +116,23 @@ export function renderNginxConfig(input: NginxRenderInput): NginxRender {
     : [];
   // One server per SNI certificate, on the HTTPS port only, routing like the default one.
   const sniServers: string[][] = [];
-  for (const c of l.https?.sni ?? []) {
-    if (!SERVER_NAME.test(c.serverName)) {
-      skipped.push({ id: c.serverName, reason: 'certificate name is not a DNS name' });
-      continue;
+  const sni = (l.https?.sni ?? []).filter((c) => {
+    if (SERVER_NAME.test(c.serverName)) return true;
+    skipped.push({ id: c.serverName, reason: 'certificate name is not a DNS name' });
+    return false;
+  });
+  // A name belongs to the certificate whose file is named for it, else to the first holding it.
+  const claimed = new Set(sni.map((c) => c.serverName));
+  for (const c of sni) {
+    const names = [c.serverName];
+    for (const n of c.altNames ?? []) {
+      if (!SERVER_NAME.test(n) || claimed.has(n)) continue;
+      claimed.add(n);
+      names.push(n);
     }
     sniServers.push([
       `    listen ${listenAddr(l.bind, l.https!.port)} ssl;`,
-      `    server_name ${c.serverName};`,
+      `    server_name ${names.join(' ')};`,
       `    ssl_certificate ${quote(c.certFile)};`,
       `    ssl_certificate_key ${quote(c.keyFile)};`,
     ]);
