@@ -45,12 +45,10 @@ export function fingerprint(files: string[]): string {
     .join('|');
 }
 
-/** A per-host pair in a certificate directory, and the TLS server names it answers. */
+/** A per-host pair in a certificate directory, and the TLS server name its file is named for. */
 export interface DirCertificate {
   /** `shop.example.com`, or `*.example.com` for `_wildcard.example.com`. */
   serverName: string;
-  /** The certificate's other DNS names (subjectAltName), lower-cased, without `serverName`. */
-  altNames: string[];
   certFile: string;
   keyFile: string;
 }
@@ -86,17 +84,25 @@ export function dirCertificates(dir: string | undefined): DirCertificate[] {
     .sort()
     .map((f) => {
       const base = f.slice(0, -4).toLowerCase();
-      const serverName = base.startsWith('_wildcard.') ? `*.${base.slice('_wildcard.'.length)}` : base;
-      const certFile = path.join(dir, f);
-      let pem: Buffer | undefined;
-      try {
-        pem = readFileSync(certFile);
-      } catch {
-        // Replaced or removed meanwhile: served by its file name until the next look.
-      }
-      const altNames = pem ? certificateDnsNames(pem).filter((n) => n !== serverName) : [];
-      return { serverName, altNames, certFile, keyFile: path.join(dir, `${f.slice(0, -4)}.key`) };
+      return {
+        serverName: base.startsWith('_wildcard.') ? `*.${base.slice('_wildcard.'.length)}` : base,
+        certFile: path.join(dir, f),
+        keyFile: path.join(dir, `${f.slice(0, -4)}.key`),
+      };
     });
+}
+
+/** `certs` with the other DNS names each certificate holds (read from its file; none if it cannot be read). */
+export function withAltNames(certs: DirCertificate[]): (DirCertificate & { altNames: string[] })[] {
+  return certs.map((c) => {
+    let pem: Buffer | undefined;
+    try {
+      pem = readFileSync(c.certFile);
+    } catch {
+      // Replaced or removed meanwhile: answers for its file's name until the next look.
+    }
+    return { ...c, altNames: pem ? certificateDnsNames(pem).filter((n) => n !== c.serverName) : [] };
+  });
 }
 
 export interface PemPair {

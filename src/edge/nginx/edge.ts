@@ -2,7 +2,7 @@ import net from 'node:net';
 import { createEdgeMetrics } from '../edge-metrics.ts';
 import { tableRoutes, type RouteTable } from '../route-table.ts';
 import { startBuiltinEdge, type BuiltinEdgeOptions, type EdgeDeps, type RunningEdge } from '../start.ts';
-import { dirCertificates, fingerprint } from '../tls.ts';
+import { dirCertificates, fingerprint, withAltNames } from '../tls.ts';
 import { startNginx, type ApplyResult, type NginxProcess } from './apply.ts';
 import { renderNginxConfig } from './render.ts';
 
@@ -68,7 +68,7 @@ export async function startNginxEdge(deps: EdgeDeps, options: NginxEdgeOptions):
           port: https.port,
           certFile: https.certFile,
           keyFile: https.keyFile,
-          sni: dirCertificates(https.certDir),
+          sni: withAltNames(dirCertificates(https.certDir)),
         },
       },
       internal: { host: '127.0.0.1', port: internal.listeners.httpPort },
