@@ -50,11 +50,20 @@ async function queueDelivery(db: Kysely<DB>, id: string, runAt?: Date): Promise<
       job_key => ${`outbox:${id}`}, job_key_mode => 'preserve_run_at')`.execute(db);
 }
 
-/** Re-queue pending items whose delivery job is gone (e.g. deleted by an operator). */
+/**
+ * Re-queue pending items that no delivery job will run: the job is gone (e.g.
+ * deleted by an operator), or it used up its attempts without the item being
+ * settled, as happens to a job whose workers were killed while it ran
+ * (graphile-worker counts each pick-up; a handler that fails on the last
+ * attempt marks the item `failed`, so that one is not pending). Re-queueing
+ * resets the job's attempts; the item's row lock and status still let it be
+ * delivered once. Run at worker start and by every resync.
+ */
 export async function requeuePendingOutbox(db: Kysely<DB>): Promise<number> {
   const { rows } = await sql<{ id: string }>`
     SELECT id FROM outbox WHERE status = 'pending'
-      AND NOT EXISTS (SELECT 1 FROM graphile_worker.jobs j WHERE j.key = 'outbox:' || outbox.id)`.execute(db);
+      AND NOT EXISTS (SELECT 1 FROM graphile_worker.jobs j
+                       WHERE j.key = 'outbox:' || outbox.id AND j.attempts < j.max_attempts)`.execute(db);
   for (const row of rows) await queueDelivery(db, row.id);
   return rows.length;
 }

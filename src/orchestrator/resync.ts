@@ -4,6 +4,7 @@ import type { OrphanSource, OwnedThing } from '../core/reconcile.ts';
 import type { DB } from '../db/tables.ts';
 import type { Logger } from '../observability/logger.ts';
 import { errorText } from './engine.ts';
+import { requeuePendingOutbox } from './outbox.ts';
 import { requestReconcileAll, scheduleResync } from './queue.ts';
 import type { ReconcilerRegistry } from './registry.ts';
 
@@ -122,13 +123,16 @@ export interface ResyncDeps {
 /**
  * The periodic resync: queue a reconcile of every live resource (each repairs
  * and reports its own drift; with none, it performs no action), report
- * orphans, and queue the next resync. One chain runs across all workers: the
+ * orphans, queue again outbox items no job would deliver, and queue the next
+ * resync. One chain runs across all workers: the
  * job is keyed, and every worker only (re)creates it at start if missing.
  */
 export function resyncTask(deps: ResyncDeps): Task {
   return async () => {
     const queued = await requestReconcileAll(deps.db, 'resync');
     const orphans = await detectOrphans(deps.db, deps.registry, deps.sources, deps.orphanGraceMs, deps.log);
+    const outbox = await requeuePendingOutbox(deps.db);
+    if (outbox > 0) deps.log.warn({ outbox }, 'outbox items no job would deliver were queued again');
     await scheduleResync(deps.db, new Date(Date.now() + deps.resyncSeconds * 1000));
     deps.log.info({ queued, orphans: orphans.found.length, removed: orphans.removed.length }, 'resync');
     deps.onResync?.({ queued, orphans });
