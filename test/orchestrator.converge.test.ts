@@ -1,20 +1,18 @@
-import { mkdtemp, readdir } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
+import { readdir } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newId } from '../src/core/ids.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { applyResource, deleteResource, findResource } from '../src/orchestrator/resources.ts';
 import type { OrphanReport } from '../src/orchestrator/resync.ts';
-import { startWorker, type OrchestratorWorker } from '../src/orchestrator/worker.ts';
-import { createTestDatabase, type TestDatabase } from './support/db.ts';
-import { installTestTables, testWorkerOptions } from './support/orchestrator/reconcilers.ts';
+import type { OrchestratorWorker } from '../src/orchestrator/worker.ts';
+import type { TestDatabase } from './support/db.ts';
+import { startOrchestratorFixture, type OrchestratorFixture } from './support/orchestrator/fixture.ts';
 import { siteContainer, siteHost } from './support/orchestrator/site-reconciler.ts';
 import { waitFor, waitIdle } from './support/orchestrator/wait.ts';
 
+let fixture: OrchestratorFixture;
 let testDb: TestDatabase;
 let worker: OrchestratorWorker;
-let closeOptions: () => Promise<void>;
 let mailDir: string;
 const resyncs: { queued: number; orphans: OrphanReport }[] = [];
 const actions: string[] = [];
@@ -31,24 +29,15 @@ async function resync(): Promise<{ queued: number; orphans: OrphanReport }> {
 }
 
 beforeAll(async () => {
-  testDb = await createTestDatabase();
-  await installTestTables(testDb.pool);
-  mailDir = await mkdtemp(path.join(os.tmpdir(), 'aiqso-mail-'));
-  const log = createLogger('silent');
-  const built = testWorkerOptions(testDb.url, mailDir, log, {
+  fixture = await startOrchestratorFixture(createLogger('silent'), {
     orphanGraceMs: 0,
     onResync: (r) => resyncs.push(r),
     hooks: { onReconciled: (ref, outcome) => actions.push(`${ref.id}:${outcome.actions}`) },
   });
-  closeOptions = built.close;
-  worker = await startWorker(built.options);
+  ({ testDb, worker, mailDir } = fixture);
 });
 
-afterAll(async () => {
-  await worker?.stop();
-  await closeOptions?.();
-  await testDb?.drop();
-});
+afterAll(() => fixture?.close());
 
 const sites = Array.from({ length: 5 }, (_, i) => ({
   id: newId('tenant'),

@@ -1,30 +1,22 @@
-import { mkdtemp, readdir, readFile } from 'node:fs/promises';
-import os from 'node:os';
+import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newId } from '../src/core/ids.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { applyResource, findResource, retryResource } from '../src/orchestrator/resources.ts';
-import { startWorker, type OrchestratorWorker } from '../src/orchestrator/worker.ts';
-import { createTestDatabase, type TestDatabase } from './support/db.ts';
-import { installTestTables, testWorkerOptions } from './support/orchestrator/reconcilers.ts';
+import type { OrchestratorWorker } from '../src/orchestrator/worker.ts';
+import type { TestDatabase } from './support/db.ts';
+import { startOrchestratorFixture, type OrchestratorFixture } from './support/orchestrator/fixture.ts';
 import { waitFor, waitIdle } from './support/orchestrator/wait.ts';
 
+let fixture: OrchestratorFixture;
 let testDb: TestDatabase;
 let worker: OrchestratorWorker;
-let closeOptions: () => Promise<void>;
 let mailDir: string;
 const logLines: Record<string, unknown>[] = [];
 
 beforeAll(async () => {
-  testDb = await createTestDatabase();
-  await installTestTables(testDb.pool);
-  await testDb.db
-    .insertInto('users')
-    .values({ id: newId('user'), email: 'ops@example.com', role: 'platform_admin', tenant_id: null })
-    .execute();
-  mailDir = await mkdtemp(path.join(os.tmpdir(), 'aiqso-alert-mail-'));
   const sink = new Writable({
     write(chunk: Buffer, _enc, done) {
       for (const line of chunk.toString().split('\n').filter(Boolean))
@@ -32,16 +24,16 @@ beforeAll(async () => {
       done();
     },
   });
-  const built = testWorkerOptions(testDb.url, mailDir, createLogger('warn', sink));
-  closeOptions = built.close;
-  worker = await startWorker(built.options);
+  fixture = await startOrchestratorFixture(createLogger('warn', sink), {}, async ({ db }) => {
+    await db
+      .insertInto('users')
+      .values({ id: newId('user'), email: 'ops@example.com', role: 'platform_admin', tenant_id: null })
+      .execute();
+  });
+  ({ testDb, worker, mailDir } = fixture);
 });
 
-afterAll(async () => {
-  await worker?.stop();
-  await closeOptions?.();
-  await testDb?.drop();
-});
+afterAll(() => fixture?.close());
 
 describe('a resource that keeps failing', () => {
   it('is retried with backoff, then marked failed with its error and an alert mailed to the admins', async () => {

@@ -1,14 +1,11 @@
-import { mkdtemp, readdir } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
+import { readdir } from 'node:fs/promises';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../src/observability/logger.ts';
 import { writeOutbox } from '../src/orchestrator/outbox.ts';
 import { scheduleResync } from '../src/orchestrator/queue.ts';
-import { startWorker, type OrchestratorWorker } from '../src/orchestrator/worker.ts';
-import { createTestDatabase, type TestDatabase } from './support/db.ts';
-import { installTestTables, testWorkerOptions } from './support/orchestrator/reconcilers.ts';
+import type { TestDatabase } from './support/db.ts';
+import { startOrchestratorFixture, type OrchestratorFixture } from './support/orchestrator/fixture.ts';
 import { waitFor } from './support/orchestrator/wait.ts';
 
 /**
@@ -16,25 +13,16 @@ import { waitFor } from './support/orchestrator/wait.ts';
  * item (each attempt interrupted: a worker killed while it ran) must not stay
  * pending for ever: the resync queues it again, and it is delivered once.
  */
+let fixture: OrchestratorFixture;
 let testDb: TestDatabase;
-let worker: OrchestratorWorker;
-let closeOptions: () => Promise<void>;
 let mailDir: string;
 
 beforeAll(async () => {
-  testDb = await createTestDatabase();
-  await installTestTables(testDb.pool);
-  mailDir = await mkdtemp(path.join(os.tmpdir(), 'aiqso-outbox-mail-'));
-  const built = testWorkerOptions(testDb.url, mailDir, createLogger('silent'));
-  closeOptions = built.close;
-  worker = await startWorker(built.options);
+  fixture = await startOrchestratorFixture(createLogger('silent'));
+  ({ testDb, mailDir } = fixture);
 });
 
-afterAll(async () => {
-  await worker?.stop();
-  await closeOptions?.();
-  await testDb?.drop();
-});
+afterAll(() => fixture?.close());
 
 const status = async (key: string) =>
   (await testDb.db.selectFrom('outbox').select('status').where('key', '=', key).executeTakeFirstOrThrow())
