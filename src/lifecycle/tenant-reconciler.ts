@@ -9,7 +9,8 @@ import type { Database } from '../db/database.ts';
 import type { TenantStatus } from '../core/tenants.ts';
 import { deleteRoute, upsertRoute } from '../edge/routes-store.ts';
 import { appendAuditIn } from '../identity/audit.ts';
-import { writeOutbox } from '../orchestrator/outbox.ts';
+import { outboxHas, writeOutbox } from '../orchestrator/outbox.ts';
+import { tenantOwnerEmail } from './owner.ts';
 import { routeStateFor } from './billing-effect.ts';
 import { TENANT_KIND } from './kinds.ts';
 import { finishPurge } from './purge.ts';
@@ -198,22 +199,10 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
     {
       name: 'welcome email',
       async observe(ctx) {
-        const row = await deps.db
-          .selectFrom('outbox')
-          .select('id')
-          .where('key', '=', `welcome:${ctx.resource.id}`)
-          .executeTakeFirst();
-        return row ? 'ok' : 'missing';
+        return (await outboxHas(deps.db, `welcome:${ctx.resource.id}`)) ? 'ok' : 'missing';
       },
       async apply(ctx) {
-        const owner = await deps.db
-          .selectFrom('users')
-          .select('email')
-          .where('tenant_id', '=', ctx.resource.id)
-          .where('role', '=', 'tenant_owner')
-          .orderBy('id')
-          .executeTakeFirst();
-        if (!owner) throw new DomainError('not_found', 'tenant has no owner to welcome');
+        const owner = await tenantOwnerEmail(deps.db, ctx.resource.id);
         const url = deps.publicUrl.replace('://', `://${ctx.resource.spec.slug}.`);
         await writeOutbox(deps.db, {
           key: `welcome:${ctx.resource.id}`,
@@ -221,9 +210,9 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
           payload: {
             template: 'welcome',
             tenantId: ctx.resource.id,
-            to: owner.email,
+            to: owner,
             subject: `Welcome to your ${ctx.resource.spec.company} workspace`,
-            text: `Your workspace is ready at ${url}/\n\nSign in with ${owner.email} and the password you chose at signup.\n`,
+            text: `Your workspace is ready at ${url}/\n\nSign in with ${owner} and the password you chose at signup.\n`,
           },
         });
       },

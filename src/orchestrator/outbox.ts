@@ -44,6 +44,12 @@ export async function writeOutbox(trx: Kysely<DB>, item: OutboxItem): Promise<bo
   return true;
 }
 
+/** Whether a side effect with this key has been written (a step's observe: written once, whatever became of it). */
+export async function outboxHas(db: Kysely<DB>, key: string): Promise<boolean> {
+  const row = await db.selectFrom('outbox').select('id').where('key', '=', key).executeTakeFirst();
+  return row !== undefined;
+}
+
 async function queueDelivery(db: Kysely<DB>, id: string, runAt?: Date): Promise<void> {
   await sql`SELECT graphile_worker.add_job(${TASKS.outbox}, json_build_object('id', ${id}::bigint),
       run_at => ${runAt ?? null}::timestamptz, max_attempts => ${OUTBOX_MAX_ATTEMPTS},

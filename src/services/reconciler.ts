@@ -1,3 +1,4 @@
+import { outboxHas } from '../orchestrator/outbox.ts';
 import { sql } from 'kysely';
 import type pg from 'pg';
 import { containerName, type ComputeDriver } from '../core/compute.ts';
@@ -272,12 +273,9 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
       name: 'ready email',
       async observe(ctx) {
         if (removing(ctx)) return 'ok';
-        const row = await deps.db
-          .selectFrom('outbox')
-          .select('id')
-          .where('key', '=', readyEmailKey(ctx.resource.id, ctx.resource.spec))
-          .executeTakeFirst();
-        return row ? 'ok' : 'missing';
+        return (await outboxHas(deps.db, readyEmailKey(ctx.resource.id, ctx.resource.spec)))
+          ? 'ok'
+          : 'missing';
       },
       async apply(ctx) {
         const d = await load(ctx);

@@ -1,10 +1,11 @@
 import { sql } from 'kysely';
-import { isDomainError, DomainError } from '../core/errors.ts';
+import { isDomainError } from '../core/errors.ts';
 import type { ReconcileStep } from '../core/reconcile.ts';
 import { serviceUrl } from '../core/services.ts';
 import type { Database } from '../db/database.ts';
 import { routeStateFor } from '../lifecycle/billing-effect.ts';
 import { writeOutbox } from '../orchestrator/outbox.ts';
+import { tenantOwnerEmail } from '../lifecycle/owner.ts';
 import type { Deployment } from './deploy-context.ts';
 import type { TenantServiceSpec } from './subscriptions.ts';
 
@@ -24,14 +25,7 @@ export async function sendReadyEmail(
   deps: { db: Database; publicUrl: string },
   d: Deployment,
 ): Promise<void> {
-  const owner = await deps.db
-    .selectFrom('users')
-    .select('email')
-    .where('tenant_id', '=', d.tenantId)
-    .where('role', '=', 'tenant_owner')
-    .orderBy('id')
-    .executeTakeFirst();
-  if (!owner) throw new DomainError('not_found', 'tenant has no owner to tell');
+  const owner = await tenantOwnerEmail(deps.db, d.tenantId);
   const url = serviceUrl(deps.publicUrl, d.spec.slug, d.template.route.path);
   await writeOutbox(deps.db, {
     key: readyEmailKey(d.id, d.spec),
@@ -39,7 +33,7 @@ export async function sendReadyEmail(
     payload: {
       template: 'service-ready',
       tenantId: d.tenantId,
-      to: owner.email,
+      to: owner,
       subject: `${d.template.name} is ready`,
       text: `${d.template.name} is ready at ${url}\n\nSign in with your workspace account.\n`,
     },
