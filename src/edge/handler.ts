@@ -71,6 +71,22 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     idleTimeoutMs: o.upstreamTimeoutMs ?? 60_000,
   });
   const acl = new WeakMap<EdgeRoute, { allow?: BlockList; deny?: BlockList }>();
+  // A forwarding edge's base domain, as a route of its own (in metrics and access lines: `platform`).
+  const platformRoute: EdgeRoute | undefined =
+    'upstream' in o.platform
+      ? {
+          id: 'platform',
+          hostname: o.baseDomain,
+          pathPrefix: '',
+          tenantId: null,
+          tenantServiceId: null,
+          upstream: o.platform.upstream,
+          stripPrefix: false,
+          state: 'active',
+          allowCidrs: [],
+          denyCidrs: [],
+        }
+      : undefined;
   const accessLog = createAccessLog(o.log);
   const durations = new Map<string, { observe(v: number): void }>();
   const durationOf = (outcome: string) => {
@@ -157,11 +173,10 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     if (wait > 0) return { kind: 'page', page: pages.rateLimited(wait), route, tenantId };
     if (match.kind !== 'route') {
       if ('serve' in o.platform) return { kind: 'platform', target, serve: o.platform.serve };
-      const upstream = o.platform.upstream;
       return {
         kind: 'proxy',
-        route: platformRoute(upstream),
-        upstream,
+        route: platformRoute!,
+        upstream: o.platform.upstream,
         url: target.path + target.query,
         host: target.host,
       };
@@ -319,28 +334,6 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
 const TEXT = { 'content-type': 'text/plain' };
 const JSON_TYPE = { 'content-type': 'application/json' };
 const OK = '{"status":"ok"}';
-
-/** The base domain's requests as a route of their own (in metrics and access lines: `platform`). */
-const platformRoutes = new WeakMap<object, EdgeRoute>();
-function platformRoute(upstream: { host: string; port: number }): EdgeRoute {
-  let route = platformRoutes.get(upstream);
-  if (!route) {
-    route = {
-      id: 'platform',
-      hostname: '',
-      pathPrefix: '',
-      tenantId: null,
-      tenantServiceId: null,
-      upstream,
-      stripPrefix: false,
-      state: 'active',
-      allowCidrs: [],
-      denyCidrs: [],
-    };
-    platformRoutes.set(upstream, route);
-  }
-  return route;
-}
 
 /**
  * The request body as it streams, counted; one over the limit is cut off (the

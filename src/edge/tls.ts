@@ -149,6 +149,7 @@ export function createCertificateStore(
       nextAltNames.set(host, names);
       for (const name of names) if (!byAltName.has(sniKey(name))) byAltName.set(sniKey(name), ctx);
     };
+    const defaultType = createPrivateKey(defaultPair.key).asymmetricKeyType;
     for (const crt of files.filter((f) => f.endsWith('.crt'))) {
       const host = path.basename(crt, '.crt').toLowerCase();
       const key = crt.slice(0, -4) + '.key';
@@ -158,7 +159,6 @@ export function createCertificateStore(
         next.set(host, ctx);
         addAltNames(host, certificateDnsNames(pair.cert), ctx);
         const keyType = createPrivateKey(pair.key).asymmetricKeyType;
-        const defaultType = createPrivateKey(defaultPair.key).asymmetricKeyType;
         if (defaultType === 'ec' && keyType !== 'ec')
           log.warn(
             { host, keyType },
