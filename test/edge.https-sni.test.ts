@@ -4,10 +4,10 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { upsertRoute } from '../src/edge/routes-store.ts';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
-import { insertTenant, startTestEdge, type TestEdge } from './support/edge.ts';
+import { acmeOverHttps, insertTenant, startTestEdge, type TestEdge } from './support/edge.ts';
 import { missingPart } from './support/strict.ts';
 import { hasOpenssl, selfSigned, tlsGet, trustStore } from './support/tls.ts';
-import { eventually, startEchoUpstream, type EchoUpstream } from './support/upstreams.ts';
+import { eventually, type EchoUpstream } from './support/upstreams.ts';
 
 const skip = missingPart('openssl', hasOpenssl, 'apt-get install openssl');
 
@@ -25,20 +25,7 @@ describe.skipIf(skip)('builtin edge over HTTPS', () => {
     // One pair for a wildcard and its apex, as an ACME order for both installs it.
     selfSigned(path.join(dir, 'sni', '_wildcard.brand.test'), ['*.brand.test', 'brand.test'], 'brand');
     database = await createTestDatabase();
-    const acme = await insertTenant(database.db, 'acme');
-    const dash = await startEchoUpstream('acme-dash');
-    const shop = await startEchoUpstream('acme-shop');
-    upstreams.push(dash, shop);
-    await upsertRoute(database.db, {
-      hostname: 'acme.aiqso.test',
-      tenantId: acme,
-      upstream: { host: '127.0.0.1', port: dash.port },
-    });
-    await upsertRoute(database.db, {
-      hostname: 'shop.example.test',
-      tenantId: acme,
-      upstream: { host: '127.0.0.1', port: shop.port },
-    });
+    upstreams.push(...(await acmeOverHttps(database.db, ['shop.example.test'])));
     edge = await startTestEdge(database, {
       env: { AIQSO_BASE_DOMAIN: 'aiqso.test' },
       listen: {

@@ -4,12 +4,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../src/db/embedded.ts';
 import { findNginx } from '../src/edge/nginx/apply.ts';
 import { startNginxEdge, type NginxEdge } from '../src/edge/nginx/edge.ts';
-import { upsertRoute } from '../src/edge/routes-store.ts';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
-import { insertTenant, platformParts } from './support/edge.ts';
+import { acmeOverHttps, platformParts } from './support/edge.ts';
 import { missingPart } from './support/strict.ts';
 import { hasOpenssl, selfSigned, tlsGet, trustStore } from './support/tls.ts';
-import { eventually, startEchoUpstream, type EchoUpstream } from './support/upstreams.ts';
+import { eventually, type EchoUpstream } from './support/upstreams.ts';
 
 const skip =
   missingPart('nginx', findNginx() !== undefined, 'apt-get install nginx') ||
@@ -27,22 +26,9 @@ describe.skipIf(skip)('nginx edge over HTTPS with the real nginx', () => {
 
   beforeAll(async () => {
     database = await createTestDatabase();
-    const acme = await insertTenant(database.db, 'acme');
-    const dash = await startEchoUpstream('acme-dash');
-    const shop = await startEchoUpstream('acme-shop');
-    upstreams.push(dash, shop);
-    await upsertRoute(database.db, {
-      hostname: 'acme.aiqso.test',
-      tenantId: acme,
-      upstream: { host: '127.0.0.1', port: dash.port },
-    });
-    for (const hostname of ['shop.example.test', 'blog.example.test', 'brand.test']) {
-      await upsertRoute(database.db, {
-        hostname,
-        tenantId: acme,
-        upstream: { host: '127.0.0.1', port: shop.port },
-      });
-    }
+    upstreams.push(
+      ...(await acmeOverHttps(database.db, ['shop.example.test', 'blog.example.test', 'brand.test'])),
+    );
     parts = await platformParts(database, {
       AIQSO_BASE_DOMAIN: 'aiqso.test',
       AIQSO_EDGE_RATE_IP: '0',

@@ -11,6 +11,7 @@ import { upsertRoute } from '../../src/edge/routes-store.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import { createMetrics, type Metrics } from '../../src/observability/metrics.ts';
 import type { TestDatabase } from './db.ts';
+import { startEchoUpstream, type EchoUpstream } from './upstreams.ts';
 
 /** Configuration, logger, metrics and a ready platform app over a test database (base domain `localhost`). */
 export async function platformParts(
@@ -101,4 +102,23 @@ export async function acmeRoutes(
     upstream: up('acme-docs'),
     stripPrefix: false,
   });
+}
+
+/**
+ * The HTTPS tests' tenant: acme, its dashboard at acme.aiqso.test (echo upstream `acme-dash`) and
+ * its shop at each of `shopHosts` (`acme-shop`). Returns both upstreams, for the caller to close.
+ */
+export async function acmeOverHttps(db: Database, shopHosts: string[]): Promise<EchoUpstream[]> {
+  const acme = await insertTenant(db, 'acme');
+  const dash = await startEchoUpstream('acme-dash');
+  const shop = await startEchoUpstream('acme-shop');
+  await upsertRoute(db, {
+    hostname: 'acme.aiqso.test',
+    tenantId: acme,
+    upstream: { host: '127.0.0.1', port: dash.port },
+  });
+  for (const hostname of shopHosts) {
+    await upsertRoute(db, { hostname, tenantId: acme, upstream: { host: '127.0.0.1', port: shop.port } });
+  }
+  return [dash, shop];
 }
