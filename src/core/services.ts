@@ -50,7 +50,12 @@ export function capacityRefusal(
   return null;
 }
 
+/** A tenant's workspace origin: `<scheme>://<slug>.<base>[:port]`, from the platform's public URL. */
+export function tenantUrl(publicUrl: string, slug: string): string {
+  return publicUrl.replace('://', `://${slug}.`);
+}
+
 /** The service's public URL: `<scheme>://<slug>.<base>[:port]/<path>/`. */
 export function serviceUrl(publicUrl: string, slug: string, routePath: string): string {
-  return `${publicUrl.replace('://', `://${slug}.`)}${routePath}/`;
+  return `${tenantUrl(publicUrl, slug)}${routePath}/`;
 }

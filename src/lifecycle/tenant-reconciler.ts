@@ -1,3 +1,4 @@
+import { tenantUrl } from '../core/services.ts';
 import { sql } from 'kysely';
 import { z } from 'zod';
 import { containerName, type ComputeDriver, type ContainerInfo } from '../core/compute.ts';
@@ -203,7 +204,7 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
       },
       async apply(ctx) {
         const owner = await tenantOwnerEmail(deps.db, ctx.resource.id);
-        const url = deps.publicUrl.replace('://', `://${ctx.resource.spec.slug}.`);
+        const url = tenantUrl(deps.publicUrl, ctx.resource.spec.slug);
         await writeOutbox(deps.db, {
           key: `welcome:${ctx.resource.id}`,
           kind: 'email',

@@ -1,3 +1,4 @@
+import { tenantUrl } from '../../core/services.ts';
 import { z } from 'zod';
 import { DomainError } from '../../core/errors.ts';
 import { signup, type SignupDeps } from '../../lifecycle/signup.ts';
@@ -101,7 +102,7 @@ export function signupRoutes(app: ApiServer, deps: SignupDeps & { baseDomain: st
     { schema: { hide: true, querystring: z.object({ tenant: z.string().max(63).optional() }) } },
     (request, reply) => {
       const slug = request.query.tenant ?? '';
-      const url = deps.publicUrl.replace('://', `://${slug}.`);
+      const url = tenantUrl(deps.publicUrl, slug);
       return reply
         .type('text/html; charset=utf-8')
         .send(
