@@ -1,9 +1,8 @@
-import { tenantUrl } from '../core/services.ts';
 import { sql } from 'kysely';
 import { z } from 'zod';
 import { containerName, type ComputeDriver, type ContainerInfo } from '../core/compute.ts';
 import { DomainError } from '../core/errors.ts';
-import { capacityRefusal } from '../core/services.ts';
+import { capacityRefusal, tenantUrl } from '../core/services.ts';
 import { DASHBOARD_CLAIM, hostUsage, lockPlacementHost } from '../services/hosts.ts';
 import type { Reconciler, ReconcileStep, StepContext } from '../core/reconcile.ts';
 import type { Database } from '../db/database.ts';
