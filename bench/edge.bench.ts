@@ -13,7 +13,7 @@ import { findNginx } from '../src/edge/nginx/apply.ts';
 import { renderNginxConfig } from '../src/edge/nginx/render.ts';
 import { loadRoutes } from '../src/edge/routes-store.ts';
 import { createLogger } from '../src/observability/logger.ts';
-import { paced, wrkPeak } from './load.ts';
+import { wrkPaced, wrkPeak, type WrkResult } from './load.ts';
 
 const TENANTS = 10_000;
 const PREFIXES = ['', '/crm', '/docs', '/mail', '/cal'];
@@ -278,14 +278,14 @@ async function main() {
 
     // Latency at half the (first) builtin edge's peak, the same rate for every proxy.
     const half = Math.round(peaks[0]!.peak.rps / 2);
-    const req = (i: number) =>
-      `GET ${PREFIXES[i % PREFIXES.length]}/x HTTP/1.1\r\nHost: t${i % TENANTS}.${BASE}\r\n\r\n`;
-    const pacedOpts = { rate: half, seconds: SECONDS, connections: 32, request: req };
-    const directLat = await paced(upstreamPort, pacedOpts);
-    const bareLat = await paced(barePort, pacedOpts);
+    const pacedOpts = { ...wrkOpts, rate: half };
+    const paced = (port: number) =>
+      wrkPaced(`http://127.0.0.1:${port}/`, { ...pacedOpts, hostSuffix: `.${BASE}` });
+    const directLat = await wrkPaced(`http://127.0.0.1:${upstreamPort}/`, pacedOpts);
+    const bareLat = await paced(barePort);
     const latencies = [];
-    for (const b of peaks) latencies.push({ ...b, lat: await paced(b.port, pacedOpts), end: rssMb(b.pid) });
-    const nginxLat = await paced(nginxPort, pacedOpts);
+    for (const b of peaks) latencies.push({ ...b, lat: await paced(b.port), end: rssMb(b.pid) });
+    const nginxLat = await paced(nginxPort);
 
     const f = (n: number) => n.toFixed(0);
     const ms = (n: number) => n.toFixed(3);
@@ -303,10 +303,12 @@ async function main() {
         `  ${b.name} / nginx: ${(b.peak.rps / viaNginx.rps).toFixed(2)} (goal >= 0.50); CPU per request ${f(b.peak.cpuUs)} us against nginx's ${f(viaNginx.cpuUs)} us, nginx/builtin ${(viaNginx.cpuUs / b.peak.cpuUs).toFixed(2)} (the ratio an otherwise idle proxy core would give)`,
       );
     }
-    console.log(`\nlatency at ${half} req/s (half the builtin peak), 32 connections, ${SECONDS}s`);
-    const latRow = (name: string, r: { p50ms: number; p99ms: number; sent: number; errors: number }) =>
+    console.log(
+      `\nlatency at ${half} req/s (half the builtin peak; wrk, each connection pausing 10 ms before each request), ${SECONDS}s`,
+    );
+    const latRow = (name: string, r: WrkResult) =>
       console.log(
-        `  ${name.padEnd(20)} p50 ${ms(r.p50ms)} ms  p99 ${ms(r.p99ms)} ms  (${r.sent} answers, ${r.errors} errors)`,
+        `  ${name.padEnd(20)} p50 ${ms(r.p50ms)} ms  p99 ${ms(r.p99ms)} ms  (${f(r.rps)} req/s, ${r.requests} answers, ${r.errors} errors)`,
       );
     latRow('direct', directLat);
     latRow('bare Node proxy', bareLat);
