@@ -11,6 +11,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const OUT = path.join(ROOT, '.build');
@@ -33,6 +34,23 @@ const sourceLocation = {
     });
   },
 };
+
+/**
+ * `bundle` in a worker thread of its own, which ends when the build is done:
+ * what building allocates (every source read, esbuild's output) goes with the
+ * worker's heap instead of growing the heap of a process that then runs for
+ * months.
+ */
+export function bundleInWorker(entry) {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(new URL(import.meta.url), { workerData: { entry } });
+    worker.once('message', resolve);
+    worker.once('error', reject);
+    worker.once('exit', (code) => reject(new Error(`bundling stopped (exit code ${code})`)));
+  });
+}
+
+if (!isMainThread && workerData?.entry) parentPort.postMessage(await bundle(workerData.entry));
 
 /** Build `entry` (relative to the repository) and return the file URL of the built entry. */
 export async function bundle(entry) {

@@ -115,4 +115,41 @@ describe('aiqso edge', () => {
     // It serves no API requests itself: the API metrics have no series here.
     expect(metrics.body).not.toMatch(/aiqso_http_requests_total\{/);
   });
+
+  it('serves from a worker thread with the heap AIQSO_EDGE_HEAP_MB sets, and stops cleanly on SIGTERM', async () => {
+    const tenant = await insertTenant(database.db, 'initech');
+    await upsertRoute(database.db, {
+      hostname: 'initech.localhost',
+      tenantId: tenant,
+      upstream: { host: '127.0.0.1', port: upstreams[0]!.port },
+    });
+    const start = async (heapMb: string) => {
+      const port = await freePort();
+      const env = {
+        DATABASE_URL: database.url,
+        AIQSO_HTTP_PORT: String(port),
+        AIQSO_DATA_DIR: await mkdtemp(path.join(os.tmpdir(), 'aiqso-edge-cli-')),
+        AIQSO_EDGE_HEAP_MB: heapMb,
+      };
+      return { port, cli: await startCli(['edge'], env, 'Press Ctrl-C to stop.') };
+    };
+
+    const sized = await start('96');
+    // The limit V8 reports is the old generation's plus the young one's.
+    const limit = Number(/worker thread, heap limit (\d+) MB/.exec(sized.cli.output())?.[1]);
+    expect(limit).toBeGreaterThanOrEqual(96);
+    expect(limit).toBeLessThan(96 + 32);
+    expect((await rawGet(sized.port, '/', 'initech.localhost')).headers['x-upstream']).toBe('one');
+    // The signal reaches the worker: it drains, and what it logged (its access line) is written before the exit.
+    sized.cli.child.kill('SIGTERM');
+    const stopped = await sized.cli.exited;
+    expect(stopped.code).toBe(0);
+    expect(stopped.stderr).toMatch(/"host":"initech\.localhost".*"msg":"edge request"/);
+    expect(stopped.stderr).toMatch(/"signal":"SIGTERM","msg":"shutting down"/);
+
+    const plain = await start('0');
+    children.push(plain.cli);
+    expect(plain.cli.output()).not.toContain('worker thread');
+    expect((await rawGet(plain.port, '/', 'initech.localhost')).headers['x-upstream']).toBe('one');
+  });
 });

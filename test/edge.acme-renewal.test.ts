@@ -268,7 +268,7 @@ esac`,
     const probe = `
       import { createRequire } from 'node:module';
       const require = createRequire(import.meta.url);
-      await import('./src/cli/commands/edge.ts');
+      await import('./src/cli/commands/edge-serve.ts');
       await import('./src/lifecycle/wiring.ts');
       await import('./src/cli/commands/certs.ts');
       console.log(Object.keys(require.cache).filter((k) => k.includes('acme-client')).length);`;

@@ -1,5 +1,6 @@
 import { loadConfig, type Config } from '../config/load.ts';
 import { connectMasterDatabase, type MasterDatabase } from '../db/connect.ts';
+import { isMainThread } from 'node:worker_threads';
 import { pino } from 'pino';
 import { createLogger, type Logger } from '../observability/logger.ts';
 
@@ -21,12 +22,14 @@ export function commandContext(options: { quiet?: boolean } = {}): CommandContex
 /**
  * stderr written in blocks of 4 KiB, and at least every second (as nginx's
  * `access_log … buffer=64k flush=1s`): a busy edge's access log costs a
- * syscall per few dozen requests, not one each. pino flushes what is
- * buffered when the process exits.
+ * syscall per few dozen requests, not one each. What is buffered is written
+ * when the process exits: by pino on the main thread, and here in a worker
+ * thread (`aiqso edge`), where pino leaves it to the caller.
  */
 function bufferedStderr() {
   const stream = pino.destination({ fd: 2, sync: false, minLength: 4096 });
   setInterval(() => stream.flush(), 1000).unref();
+  if (!isMainThread) process.once('exit', () => stream.flushSync());
   return stream;
 }
 

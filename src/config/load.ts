@@ -57,6 +57,12 @@ export interface Config {
      * serving the platform app in the edge process.
      */
     platformUpstream?: { host: string; port: number };
+    /**
+     * `aiqso edge` only: the old-generation limit of the thread serving
+     * requests (MB), or 0 to serve them on the main thread with Node.js's
+     * defaults (src/cli/commands/edge.ts says why).
+     */
+    heapMb: number;
   };
   /** ACME CA for `aiqso certs order` and renewals (certificates go to `edgeTuning.certDir`). */
   acme?: {
@@ -199,6 +205,7 @@ function toConfig(raw: RawConfig, cwd: string, env: Source): Config {
       trustedProxies: raw.AIQSO_EDGE_TRUSTED_PROXIES?.split(',') ?? [],
       certDir: raw.AIQSO_TLS_CERT_DIR,
       platformUpstream: raw.AIQSO_EDGE_PLATFORM_URL ? hostPort(raw.AIQSO_EDGE_PLATFORM_URL) : undefined,
+      heapMb: raw.AIQSO_EDGE_HEAP_MB,
     },
     acme: raw.AIQSO_ACME_DIRECTORY_URL
       ? {

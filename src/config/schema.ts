@@ -188,6 +188,11 @@ export const configSchema = z.object({
       error: 'expected an http:// URL of a platform listener, e.g. http://10.0.0.2:8080',
     })
     .optional(),
+  AIQSO_EDGE_HEAP_MB: z.coerce
+    .number({ error: 'expected megabytes (0 runs the edge with Node.js defaults)' })
+    .int('expected whole megabytes')
+    .refine((n) => n === 0 || n >= 64, 'expected at least 64 MB, or 0 for Node.js defaults')
+    .default(512),
   AIQSO_WORKER_CONCURRENCY: z.coerce
     .number({ error: 'expected a number' })
     .int('expected a whole number')

@@ -1,58 +1,52 @@
-import type { Config } from '../../config/load.ts';
-import { connectMasterDatabase } from '../../db/connect.ts';
-import { startEdge, type EdgeDeps } from '../../edge/index.ts';
-import type { Logger } from '../../observability/logger.ts';
-import { createMetrics } from '../../observability/metrics.ts';
+import { isMainThread, Worker } from 'node:worker_threads';
 import type { CommandContext } from '../context.ts';
-import { onShutdownSignal } from '../shutdown.ts';
 
-type EdgeProcess = EdgeDeps & { close(): Promise<void> };
-
-/**
- * An edge that forwards the base domain to AIQSO_EDGE_PLATFORM_URL: only the
- * route table, the database it comes from and metrics. It loads none of the
- * platform app (Fastify, identity, billing) and holds no secrets.
- */
-async function forwardingEdge(config: Config, log: Logger): Promise<EdgeProcess> {
-  const database = await connectMasterDatabase(config, log, { poolSize: 4, applicationName: 'aiqso-edge' });
-  return { config, log, database, metrics: createMetrics(), close: () => database.close() };
-}
+/** Young generation of the serving thread: two 8 MB semi-spaces (Node's default lets each grow to 16 MB). */
+const YOUNG_GENERATION_MB = 24;
 
 /**
- * `aiqso edge`: only the edge (no orchestrator worker). The base domain is
- * served by the platform app in this process (stateless over the master
- * database), or with AIQSO_EDGE_PLATFORM_URL forwarded to a platform listener.
- * Run as many as needed, each on its own address or port; all follow the same
- * route table.
+ * `aiqso edge`. Requests are served from a worker thread running this same
+ * command (edge-serve.ts), so that its V8 heap can be sized: Node sizes the
+ * main thread's heap only from flags given at launch. Under load V8 lets the
+ * young generation grow to 32 MB, and the old one to several times what is
+ * live before it collects; with these limits a 50,000-route edge stays near
+ * 140 MB instead of 170–200 (bench/README.md). This module loads nothing else,
+ * so the main thread stays small: it only passes signals on, and exits with
+ * the worker's exit code. AIQSO_EDGE_HEAP_MB=0 serves on the main thread.
  */
 export async function edge(ctx: CommandContext): Promise<void> {
+  const entry = builtEntry();
+  if (isMainThread && entry && ctx.config.edgeTuning.heapMb > 0) return superviseWorker(ctx, entry);
+  return (await import('./edge-serve.ts')).serveEdge(ctx);
+}
+
+/** The built CLI entry, which bin/aiqso.js publishes for a worker to run; unset under tsx's loader. */
+function builtEntry(): string | undefined {
+  return (globalThis as Record<symbol, unknown>)[Symbol.for('aiqso.cliEntry')] as string | undefined;
+}
+
+function superviseWorker(ctx: CommandContext, entry: string): Promise<void> {
   const { config, log } = ctx;
-  const platform: EdgeProcess = config.edgeTuning.platformUpstream
-    ? await forwardingEdge(config, log)
-    : await (await import('../../app-api.ts')).createEdgePlatform(config, log);
-  let running;
-  try {
-    running = await startEdge(platform);
-  } catch (err) {
-    await platform.close();
-    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-      throw new Error(
-        `port ${config.http.port} on ${config.http.bind} is in use; set AIQSO_HTTP_PORT to another port`,
-      );
-    }
-    throw err;
-  }
-  onShutdownSignal(async () => {
-    await running.close();
-    await platform.close();
-  }, log);
-  const https = running.listeners.httpsPort
-    ? ` and https://${config.http.bind}:${running.listeners.httpsPort}`
-    : '';
-  const upstream = config.edgeTuning.platformUpstream;
-  const base = upstream ? `, ${config.baseDomain} forwarded to ${upstream.host}:${upstream.port}` : '';
-  process.stderr.write(
-    `AIQSO edge (${config.edge}) listening on http://${config.http.bind}:${running.listeners.httpPort}${https}, ` +
-      `${running.watcher.table().size} routes${base}. Press Ctrl-C to stop.\n`,
-  );
+  const heapMb = config.edgeTuning.heapMb;
+  const worker = new Worker(new URL(entry), {
+    argv: process.argv.slice(2),
+    resourceLimits: { maxYoungGenerationSizeMb: YOUNG_GENERATION_MB, maxOldGenerationSizeMb: heapMb },
+  });
+  // An error the worker did not handle itself ends it (exit code 1), and is reported here.
+  worker.on('error', (err: Error & { code?: string }) => {
+    const why =
+      err.code === 'ERR_WORKER_OUT_OF_MEMORY'
+        ? `the edge used up its ${heapMb} MB heap; raise AIQSO_EDGE_HEAP_MB (0: Node.js defaults)`
+        : `the edge stopped: ${err.message}`;
+    log.fatal({ err }, why);
+    process.stderr.write(`aiqso: ${why}\n`);
+  });
+  worker.on('exit', (code) => {
+    log.flush();
+    process.exit(code);
+  });
+  const forward = (signal: NodeJS.Signals) => worker.postMessage({ signal });
+  process.on('SIGINT', forward);
+  process.on('SIGTERM', forward);
+  return new Promise(() => {}); // the process ends with the worker
 }
