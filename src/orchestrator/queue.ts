@@ -76,3 +76,27 @@ export async function scheduleResync(db: Kysely<DB>, runAt: Date, preserve = fal
       run_at => ${runAt}::timestamptz, max_attempts => 5, job_key => ${TASKS.resync},
       job_key_mode => ${preserve ? 'preserve_run_at' : 'replace'})`.execute(db);
 }
+
+/**
+ * Delete the jobs graphile-worker superseded whose run was cut short. Queueing
+ * under the key of a running job clears that job's key and sets its attempts
+ * to the maximum, so it ends on its own: deleted once it completes, or given
+ * a last_error if it fails. A worker killed meanwhile leaves it behind for
+ * ever (no key, out of attempts, no error, never runnable), and `aiqso jobs`
+ * would list it as failed although its resource has a newer job. Only our
+ * tasks that are always queued under a key qualify: for them a missing key
+ * means superseded, whereas an unkeyed job (a schedule's) in that state was
+ * killed on every attempt, which an operator should see. Locked jobs are left
+ * to `sweepDeadWorkers`, which releases those of dead workers first.
+ * `complete_jobs` is graphile-worker's way to delete jobs; it skips locked ones.
+ * Returns the number deleted.
+ */
+export async function removeSupersededJobs(db: Kysely<DB>): Promise<number> {
+  const keyed: string[] = [TASKS.reconcile, TASKS.resync, TASKS.outbox];
+  const { rows } = await sql<{ n: number }>`
+    SELECT count(*)::int AS n FROM graphile_worker.complete_jobs(array(
+      SELECT id FROM graphile_worker.jobs
+       WHERE key IS NULL AND attempts >= max_attempts AND last_error IS NULL
+         AND locked_at IS NULL AND task_identifier = ANY(${keyed}::text[])))`.execute(db);
+  return rows[0]?.n ?? 0;
+}

@@ -5,7 +5,7 @@ import type { DB } from '../db/tables.ts';
 import type { Logger } from '../observability/logger.ts';
 import { errorText } from './engine.ts';
 import { requeuePendingOutbox } from './outbox.ts';
-import { requestReconcileAll, scheduleResync } from './queue.ts';
+import { removeSupersededJobs, requestReconcileAll, scheduleResync } from './queue.ts';
 import type { ReconcilerRegistry } from './registry.ts';
 
 export interface OrphanReport {
@@ -123,9 +123,10 @@ export interface ResyncDeps {
 /**
  * The periodic resync: queue a reconcile of every live resource (each repairs
  * and reports its own drift; with none, it performs no action), report
- * orphans, queue again outbox items no job would deliver, and queue the next
- * resync. One chain runs across all workers: the
- * job is keyed, and every worker only (re)creates it at start if missing.
+ * orphans, queue again outbox items no job would deliver, remove superseded
+ * jobs that killed workers left, and queue the next resync. One chain runs
+ * across all workers: the job is keyed, and every worker only (re)creates it
+ * at start if missing.
  */
 export function resyncTask(deps: ResyncDeps): Task {
   return async () => {
@@ -133,6 +134,8 @@ export function resyncTask(deps: ResyncDeps): Task {
     const orphans = await detectOrphans(deps.db, deps.registry, deps.sources, deps.orphanGraceMs, deps.log);
     const outbox = await requeuePendingOutbox(deps.db);
     if (outbox > 0) deps.log.warn({ outbox }, 'outbox items no job would deliver were queued again');
+    const superseded = await removeSupersededJobs(deps.db);
+    if (superseded > 0) deps.log.info({ superseded }, 'removed superseded jobs that killed workers left');
     await scheduleResync(deps.db, new Date(Date.now() + deps.resyncSeconds * 1000));
     deps.log.info({ queued, orphans: orphans.found.length, removed: orphans.removed.length }, 'resync');
     deps.onResync?.({ queued, orphans });

@@ -12,7 +12,7 @@ import type { Logger } from '../observability/logger.ts';
 import { errorText } from './engine.ts';
 import { registerProcess, sweepDeadWorkers } from './liveness.ts';
 import { outboxTask, requeuePendingOutbox, type OutboxHandlers } from './outbox.ts';
-import { scheduleResync, TASKS } from './queue.ts';
+import { removeSupersededJobs, scheduleResync, TASKS } from './queue.ts';
 import { reconcileTask, DEFAULT_RETRY, type ReconcileHooks, type RetryPolicy } from './reconcile-task.ts';
 import type { ReconcilerRegistry } from './registry.ts';
 import { resyncTask, type ResyncDeps } from './resync.ts';
@@ -131,6 +131,13 @@ export async function startWorker(options: WorkerOptions): Promise<OrchestratorW
     }
   };
   await sweep();
+  // After the sweep released dead workers' jobs; the resync does this again every period.
+  await removeSupersededJobs(handle.db).then(
+    (superseded) => {
+      if (superseded > 0) log.info({ superseded }, 'removed superseded jobs that killed workers left');
+    },
+    (err: unknown) => log.warn({ err: errorText(err) }, 'removing superseded jobs failed'),
+  );
   const timer = setInterval(() => void sweep(), options.sweepIntervalMs ?? 2000);
   timer.unref();
   log.info({ process: liveness.id, concurrency: options.concurrency }, 'worker started');
