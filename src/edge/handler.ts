@@ -234,7 +234,7 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     outcome: string,
     abort?: () => void,
   ) {
-    res.once('close', () => {
+    res.on('close', () => {
       if (abort && !res.writableFinished) abort();
       const ms = performance.now() - started;
       const status = res.statusCode;
