@@ -79,6 +79,50 @@ function clientHeaders(
   return out;
 }
 
+/**
+ * One forwarded exchange, as undici's handler: a class, so a request costs
+ * one object rather than an object and a closure per callback.
+ */
+class Exchange implements Dispatcher.DispatchHandler {
+  controller: Dispatcher.DispatchController | undefined;
+  answered = false;
+  readonly abort = () => this.controller?.abort(new Error('client closed the connection'));
+
+  constructor(
+    private readonly res: ServerResponse,
+    private readonly failed: (err: ForwardError) => void,
+  ) {}
+
+  onRequestStart(c: Dispatcher.DispatchController) {
+    this.controller = c;
+  }
+
+  onResponseStart(
+    c: Dispatcher.DispatchController,
+    statusCode: number,
+    headers: Record<string, string | string[] | undefined>,
+    statusMessage?: string,
+  ) {
+    if (statusCode < 200) return; // 1xx: this edge's server speaks for itself
+    this.answered = true;
+    this.res.writeHead(statusCode, statusMessage, clientHeaders(headers));
+    this.res.on('drain', () => c.resume());
+  }
+
+  onResponseData(c: Dispatcher.DispatchController, chunk: Buffer) {
+    if (!this.res.write(chunk)) c.pause();
+  }
+
+  onResponseEnd() {
+    this.res.end();
+  }
+
+  onResponseError(_c: Dispatcher.DispatchController, err: Error) {
+    if (this.answered) this.res.destroy();
+    else this.failed(err);
+  }
+}
+
 export function createForwarder(options: ForwardOptions): Forwarder {
   const agent = new Agent({
     connections: 256,
@@ -89,29 +133,7 @@ export function createForwarder(options: ForwardOptions): Forwarder {
   });
   return {
     forward(req, res, target, body, onError) {
-      let controller: Dispatcher.DispatchController | undefined;
-      let answered = false;
-      const handler: Dispatcher.DispatchHandler = {
-        onRequestStart(c) {
-          controller = c;
-        },
-        onResponseStart(c, statusCode, headers, statusMessage) {
-          if (statusCode < 200) return; // 1xx: this edge's server speaks for itself
-          answered = true;
-          res.writeHead(statusCode, statusMessage, clientHeaders(headers));
-          res.on('drain', () => c.resume());
-        },
-        onResponseData(c, chunk) {
-          if (!res.write(chunk)) c.pause();
-        },
-        onResponseEnd() {
-          res.end();
-        },
-        onResponseError(_c, err) {
-          if (answered) res.destroy();
-          else onError(err);
-        },
-      };
+      const exchange = new Exchange(res, onError);
       try {
         agent.dispatch(
           {
@@ -121,12 +143,12 @@ export function createForwarder(options: ForwardOptions): Forwarder {
             headers: upstreamHeaders(req),
             body,
           },
-          handler,
+          exchange,
         );
       } catch (err) {
         onError(err as ForwardError);
       }
-      return () => controller?.abort(new Error('client closed the connection'));
+      return exchange.abort;
     },
     close: () => agent.destroy(),
   };
