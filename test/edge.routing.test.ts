@@ -1,3 +1,6 @@
+import http from 'node:http';
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { deleteRoute, setTenantRouteState, upsertRoute } from '../src/edge/routes-store.ts';
@@ -167,6 +170,72 @@ describe('builtin edge routing', () => {
     });
     expect(dead.body).toContain('did not answer');
     await setTenantRouteState(db, globex, 'active');
+  });
+
+  it('streams a large answer to a slow reader whole, and cancels the upstream request when the client leaves', async () => {
+    // 8 MiB in 64 KiB pieces, each written only when the previous one was taken (backpressure),
+    // or endless for /forever; every upstream response's end or abort is recorded.
+    const piece = Buffer.alloc(64 * 1024, 'x');
+    const outcomes: string[] = [];
+    const upstream = http.createServer((req, res) => {
+      res.on('close', () => outcomes.push(`${req.url} ${res.writableFinished ? 'finished' : 'aborted'}`));
+      const forever = req.url === '/forever';
+      res.writeHead(200, {
+        'content-type': 'application/octet-stream',
+        ...(forever ? {} : { 'content-length': String(128 * piece.length) }),
+      });
+      let left = forever ? Infinity : 128;
+      const pump = () => {
+        while (left > 0 && !res.destroyed) {
+          left--;
+          if (!res.write(piece)) return void res.once('drain', pump);
+        }
+        if (left === 0) res.end();
+      };
+      pump();
+    });
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+    const port = (upstream.address() as AddressInfo).port;
+    try {
+      await upsertRoute(database.db, { hostname: 'stream.localhost', upstream: { host: '127.0.0.1', port } });
+      await eventually(async () =>
+        (await get('stream.localhost', '/ping')).status === 200 ? true : undefined,
+      );
+
+      // A client that stops reading for a while, then reads everything.
+      const received = await new Promise<number>((resolve, reject) => {
+        const socket = net.connect(edge.port, '127.0.0.1');
+        let bytes = 0;
+        socket.on('error', reject);
+        socket.write('GET /big HTTP/1.1\r\nHost: stream.localhost\r\nConnection: close\r\n\r\n');
+        socket.once('data', (first: Buffer) => {
+          bytes += first.length;
+          socket.pause();
+          setTimeout(() => socket.resume(), 500);
+          socket.on('data', (c: Buffer) => (bytes += c.length));
+        });
+        socket.on('end', () => resolve(bytes));
+      });
+      expect(received).toBeGreaterThan(128 * piece.length); // the body plus the head
+      expect(received).toBeLessThan(128 * piece.length + 1024);
+
+      // A client that leaves mid-answer: the edge cancels its upstream request.
+      await new Promise<void>((resolve, reject) => {
+        const socket = net.connect(edge.port, '127.0.0.1');
+        socket.on('error', reject);
+        socket.write('GET /forever HTTP/1.1\r\nHost: stream.localhost\r\n\r\n');
+        socket.once('data', () => {
+          socket.destroy();
+          resolve();
+        });
+      });
+      await eventually(() => Promise.resolve(outcomes.includes('/forever aborted') ? true : undefined));
+      expect(outcomes).toContain('/big finished');
+    } finally {
+      await deleteRoute(database.db, 'stream.localhost');
+      upstream.closeAllConnections();
+      await new Promise((r) => upstream.close(r));
+    }
   });
 
   it('applies a route change after its NOTIFY without a restart', async () => {
