@@ -215,7 +215,13 @@ async function main() {
     const forwarding = await startBuiltin('builtin, forwarding', {
       AIQSO_EDGE_PLATFORM_URL: `http://127.0.0.1:${serving.port}`,
     });
-    const builtins = [serving, forwarding];
+    // The same forwarding edge serving on its main thread with Node's default heap sizing
+    // (AIQSO_EDGE_HEAP_MB=0) instead of from a worker thread with a sized heap: memory against latency.
+    const mainThread = await startBuiltin('forwarding, main thread', {
+      AIQSO_EDGE_PLATFORM_URL: `http://127.0.0.1:${serving.port}`,
+      AIQSO_EDGE_HEAP_MB: '0',
+    });
+    const builtins = [serving, forwarding, mainThread];
 
     // The floor for any Node proxy here: node:http in, undici out to the one upstream, nothing else
     // (no routing, limits, logs or metrics), pinned to the proxy core like the others.
@@ -290,7 +296,7 @@ async function main() {
     const f = (n: number) => n.toFixed(0);
     const ms = (n: number) => n.toFixed(3);
     const row = (name: string, r: { rps: number; p99ms: number; errors: number }) =>
-      console.log(`  ${name.padEnd(20)} ${f(r.rps)} req/s  p99 ${ms(r.p99ms)} ms  errors ${r.errors}`);
+      console.log(`  ${name.padEnd(24)} ${f(r.rps)} req/s  p99 ${ms(r.p99ms)} ms  errors ${r.errors}`);
     console.log(
       `\npeak throughput (wrk, 1 thread, 64 connections, ${SECONDS}s; proxies pinned to core ${PROXY_CORE})`,
     );
@@ -308,7 +314,7 @@ async function main() {
     );
     const latRow = (name: string, r: WrkResult) =>
       console.log(
-        `  ${name.padEnd(20)} p50 ${ms(r.p50ms)} ms  p99 ${ms(r.p99ms)} ms  (${f(r.rps)} req/s, ${r.requests} answers, ${r.errors} errors)`,
+        `  ${name.padEnd(24)} p50 ${ms(r.p50ms)} ms  p99 ${ms(r.p99ms)} ms  (${f(r.rps)} req/s, ${r.requests} answers, ${r.errors} errors)`,
       );
     latRow('direct', directLat);
     latRow('bare Node proxy', bareLat);
@@ -321,11 +327,11 @@ async function main() {
       `  added p99: bare Node proxy ${ms(bareLat.p99ms - directLat.p99ms)} ms, ${latencies.map((b) => `${b.name} ${ms(b.lat.p99ms - directLat.p99ms)} ms`).join(', ')} (goal <= 1 ms); nginx ${ms(nginxLat.p99ms - directLat.p99ms)} ms`,
     );
     console.log(
-      `\nbuiltin edge memory (RSS of the whole aiqso edge process; "builtin" also serves the platform app on the base domain${process.env.BENCH_EDGE_NODE_OPTIONS ? `; NODE_OPTIONS=${process.env.BENCH_EDGE_NODE_OPTIONS}` : ''})`,
+      `\nbuiltin edge memory (RSS of the whole aiqso edge process; "builtin" also serves the platform app on the base domain; the first two serve from a worker thread with a sized heap${process.env.BENCH_EDGE_NODE_OPTIONS ? `; NODE_OPTIONS=${process.env.BENCH_EDGE_NODE_OPTIONS}` : ''})`,
     );
     for (const b of latencies) {
       console.log(
-        `  ${b.name.padEnd(20)} idle with ${routes.length} routes ${f(b.idle.rss)} MB; after peak ${f(b.afterPeak.rss)} MB; end ${f(b.end.rss)} MB; high-water ${f(b.end.hwm)} MB (goal <= 150 MB)`,
+        `  ${b.name.padEnd(24)} idle with ${routes.length} routes ${f(b.idle.rss)} MB; after peak ${f(b.afterPeak.rss)} MB; end ${f(b.end.rss)} MB; high-water ${f(b.end.hwm)} MB (goal <= 150 MB)`,
       );
     }
   } finally {
