@@ -316,5 +316,20 @@ describe('builtin edge routing', () => {
       new RegExp(`aiqso_edge_requests_total\\{route="rte_\\w+",tenant="${acme}",status="2xx"\\} \\d+`),
     );
     expect(text).toMatch(/aiqso_edge_routes \d+/);
+
+    // Counted exactly across scrapes: each request once, whichever scrape it falls before.
+    const crm = new RegExp(
+      `aiqso_edge_requests_total\\{route="(${String(line.route)})",tenant="${acme}",status="2xx"\\} (\\d+)`,
+    );
+    const count = async () => Number(crm.exec(await edge.metrics.registry.metrics())?.[2] ?? 0);
+    const before = await count();
+    // (An exchange is counted when the edge's side of it closes, just after the client has the answer.)
+    const reaches = (n: number) => eventually(async () => ((await count()) === n ? true : undefined));
+    for (let i = 0; i < 3; i++) await get('acme.localhost', '/crm/again');
+    await reaches(before + 3);
+    expect(await count()).toBe(before + 3); // a scrape with no traffic in between adds nothing
+    await get('acme.localhost', '/crm/again');
+    await reaches(before + 4);
+    expect(await count()).toBe(before + 4);
   });
 });

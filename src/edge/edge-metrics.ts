@@ -25,7 +25,10 @@ const edgeMetricsCache = new WeakMap<Registry, EdgeMetrics>();
 export function createEdgeMetrics(registry: Registry): EdgeMetrics {
   const cached = edgeMetricsCache.get(registry);
   if (cached) return cached;
-  // Since the last scrape: route id → [tenant, then counts by status class 1..5].
+  // Since the last scrape: route id → tenant and counts by status class (index 1..5). An entry
+  // is zeroed when scraped and kept while its route has traffic, so a busy edge does not make
+  // (and promote to the old generation) an entry per route per scrape; one idle for a whole
+  // scrape interval is dropped.
   const pending = new Map<string, { tenant: string; byClass: number[] }>();
   const metrics: EdgeMetrics = {
     requests: new Counter({
@@ -35,11 +38,15 @@ export function createEdgeMetrics(registry: Registry): EdgeMetrics {
       registers: [registry],
       collect() {
         for (const [route, { tenant, byClass }] of pending) {
+          let idle = true;
           byClass.forEach((n, cls) => {
-            if (n > 0) this.labels({ route, tenant, status: `${cls}xx` }).inc(n);
+            if (n === 0) return;
+            idle = false;
+            this.labels({ route, tenant, status: `${cls}xx` }).inc(n);
+            byClass[cls] = 0;
           });
+          if (idle) pending.delete(route);
         }
-        pending.clear();
       },
     }),
     countRequest(route, status) {
