@@ -120,8 +120,16 @@ export async function startWorker(options: WorkerOptions): Promise<OrchestratorW
     await handle.close();
     throw err;
   }
-  await scheduleResync(handle.db, new Date(Date.now() + options.resyncSeconds * 1000), true);
-  await requeuePendingOutbox(handle.db);
+  try {
+    await scheduleResync(handle.db, new Date(Date.now() + options.resyncSeconds * 1000), true);
+    await requeuePendingOutbox(handle.db);
+  } catch (err) {
+    // A start that fails here must not leave the runner polling and its connections open.
+    await runner.stop().catch(() => undefined);
+    await liveness.close();
+    await handle.close();
+    throw err;
+  }
   const sweep = async () => {
     try {
       const released = await sweepDeadWorkers(handle.pool);
