@@ -1,6 +1,7 @@
 import { sql, type Kysely } from 'kysely';
 import type { ResourceRef } from '../core/reconcile.ts';
 import type { DB } from '../db/tables.ts';
+import type { Logger } from '../observability/logger.ts';
 
 /**
  * Task identifiers on graphile-worker. Later issues register schedule handlers
@@ -89,14 +90,16 @@ export async function scheduleResync(db: Kysely<DB>, runAt: Date, preserve = fal
  * killed on every attempt, which an operator should see. Locked jobs are left
  * to `sweepDeadWorkers`, which releases those of dead workers first.
  * `complete_jobs` is graphile-worker's way to delete jobs; it skips locked ones.
- * Returns the number deleted.
+ * Logs and returns the number deleted.
  */
-export async function removeSupersededJobs(db: Kysely<DB>): Promise<number> {
+export async function removeSupersededJobs(db: Kysely<DB>, log: Logger): Promise<number> {
   const keyed: string[] = [TASKS.reconcile, TASKS.resync, TASKS.outbox];
   const { rows } = await sql<{ n: number }>`
     SELECT count(*)::int AS n FROM graphile_worker.complete_jobs(array(
       SELECT id FROM graphile_worker.jobs
        WHERE key IS NULL AND attempts >= max_attempts AND last_error IS NULL
          AND locked_at IS NULL AND task_identifier = ANY(${keyed}::text[])))`.execute(db);
-  return rows[0]?.n ?? 0;
+  const superseded = rows[0]?.n ?? 0;
+  if (superseded > 0) log.info({ superseded }, 'removed superseded jobs that killed workers left');
+  return superseded;
 }

@@ -134,8 +134,7 @@ export function resyncTask(deps: ResyncDeps): Task {
     const orphans = await detectOrphans(deps.db, deps.registry, deps.sources, deps.orphanGraceMs, deps.log);
     const outbox = await requeuePendingOutbox(deps.db);
     if (outbox > 0) deps.log.warn({ outbox }, 'outbox items no job would deliver were queued again');
-    const superseded = await removeSupersededJobs(deps.db);
-    if (superseded > 0) deps.log.info({ superseded }, 'removed superseded jobs that killed workers left');
+    await removeSupersededJobs(deps.db, deps.log);
     await scheduleResync(deps.db, new Date(Date.now() + deps.resyncSeconds * 1000));
     deps.log.info({ queued, orphans: orphans.found.length, removed: orphans.removed.length }, 'resync');
     deps.onResync?.({ queued, orphans });

@@ -140,11 +140,8 @@ export async function startWorker(options: WorkerOptions): Promise<OrchestratorW
   };
   await sweep();
   // After the sweep released dead workers' jobs; the resync does this again every period.
-  await removeSupersededJobs(handle.db).then(
-    (superseded) => {
-      if (superseded > 0) log.info({ superseded }, 'removed superseded jobs that killed workers left');
-    },
-    (err: unknown) => log.warn({ err: errorText(err) }, 'removing superseded jobs failed'),
+  await removeSupersededJobs(handle.db, log).catch((err: unknown) =>
+    log.warn({ err: errorText(err) }, 'removing superseded jobs failed'),
   );
   const timer = setInterval(() => void sweep(), options.sweepIntervalMs ?? 2000);
   timer.unref();
