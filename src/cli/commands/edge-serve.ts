@@ -53,8 +53,9 @@ export async function serveEdge(ctx: CommandContext): Promise<void> {
     : '';
   const upstream = config.edgeTuning.platformUpstream;
   const base = upstream ? `, ${config.baseDomain} forwarded to ${upstream.host}:${upstream.port}` : '';
-  const heapMb = Math.round(v8.getHeapStatistics().heap_size_limit / 2 ** 20);
-  const thread = isMainThread ? '' : ` (worker thread, heap limit ${heapMb} MB)`;
+  const thread = isMainThread
+    ? ''
+    : ` (worker thread, heap limit ${Math.round(v8.getHeapStatistics().heap_size_limit / 2 ** 20)} MB)`;
   process.stderr.write(
     `AIQSO edge (${config.edge}) listening on http://${config.http.bind}:${running.listeners.httpPort}${https}, ` +
       `${running.watcher.table().size} routes${base}${thread}. Press Ctrl-C to stop.\n`,
