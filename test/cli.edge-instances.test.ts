@@ -27,25 +27,38 @@ afterAll(async () => {
   await database?.drop();
 });
 
+/** A tenant whose host routes to upstream `which` (0: "one", 1: "two"). */
+async function tenantRoutedTo(slug: string, which: number): Promise<string> {
+  const tenant = await insertTenant(database.db, slug);
+  await upsertRoute(database.db, {
+    hostname: `${slug}.localhost`,
+    tenantId: tenant,
+    upstream: { host: '127.0.0.1', port: upstreams[which]!.port },
+  });
+  return tenant;
+}
+
+/** `aiqso edge` on a free port with a data directory of its own, stopped after the tests. */
+async function startEdge(env: Record<string, string> = {}) {
+  const port = await freePort();
+  const cli = await startCli(
+    ['edge'],
+    {
+      DATABASE_URL: database.url,
+      AIQSO_HTTP_PORT: String(port),
+      AIQSO_DATA_DIR: await mkdtemp(path.join(os.tmpdir(), 'aiqso-edge-cli-')),
+      ...env,
+    },
+    'Press Ctrl-C to stop.',
+  );
+  children.push(cli);
+  return { port, cli };
+}
+
 describe('aiqso edge', () => {
   it('runs several instances that all follow a route change', async () => {
-    const tenant = await insertTenant(database.db, 'acme');
-    await upsertRoute(database.db, {
-      hostname: 'acme.localhost',
-      tenantId: tenant,
-      upstream: { host: '127.0.0.1', port: upstreams[0]!.port },
-    });
-    const ports = [await freePort(), await freePort()];
-    for (const port of ports) {
-      const dataDir = await mkdtemp(path.join(os.tmpdir(), 'aiqso-edge-cli-'));
-      children.push(
-        await startCli(
-          ['edge'],
-          { DATABASE_URL: database.url, AIQSO_HTTP_PORT: String(port), AIQSO_DATA_DIR: dataDir },
-          'Press Ctrl-C to stop.',
-        ),
-      );
-    }
+    const tenant = await tenantRoutedTo('acme', 0);
+    const ports = [(await startEdge()).port, (await startEdge()).port];
     for (const port of ports) {
       expect((await rawGet(port, '/', 'acme.localhost')).headers['x-upstream']).toBe('one');
       expect((await rawGet(port, '/healthz', 'localhost')).status).toBe(200);
@@ -63,32 +76,11 @@ describe('aiqso edge', () => {
   });
 
   it('forwards the base domain to a platform listener with AIQSO_EDGE_PLATFORM_URL', async () => {
-    const tenant = await insertTenant(database.db, 'globex');
-    await upsertRoute(database.db, {
-      hostname: 'globex.localhost',
-      tenantId: tenant,
-      upstream: { host: '127.0.0.1', port: upstreams[0]!.port },
+    const tenant = await tenantRoutedTo('globex', 0);
+    const platformPort = (await startEdge()).port;
+    const { port: edgePort, cli: forwarding } = await startEdge({
+      AIQSO_EDGE_PLATFORM_URL: `http://127.0.0.1:${platformPort}`,
     });
-    const platformPort = await freePort();
-    const edgePort = await freePort();
-    const env = (port: number) => ({ DATABASE_URL: database.url, AIQSO_HTTP_PORT: String(port) });
-    children.push(
-      await startCli(
-        ['edge'],
-        { ...env(platformPort), AIQSO_DATA_DIR: await mkdtemp(path.join(os.tmpdir(), 'aiqso-edge-cli-')) },
-        'Press Ctrl-C to stop.',
-      ),
-    );
-    const forwarding = await startCli(
-      ['edge'],
-      {
-        ...env(edgePort),
-        AIQSO_DATA_DIR: await mkdtemp(path.join(os.tmpdir(), 'aiqso-edge-cli-')),
-        AIQSO_EDGE_PLATFORM_URL: `http://127.0.0.1:${platformPort}`,
-      },
-      'Press Ctrl-C to stop.',
-    );
-    children.push(forwarding);
     expect(forwarding.output()).toContain(`localhost forwarded to 127.0.0.1:${platformPort}`);
 
     // The base domain is the platform's: its health answer carries its version, its API answers.
@@ -117,22 +109,8 @@ describe('aiqso edge', () => {
   });
 
   it('serves from a worker thread with the heap AIQSO_EDGE_HEAP_MB sets, and stops cleanly on SIGTERM', async () => {
-    const tenant = await insertTenant(database.db, 'initech');
-    await upsertRoute(database.db, {
-      hostname: 'initech.localhost',
-      tenantId: tenant,
-      upstream: { host: '127.0.0.1', port: upstreams[0]!.port },
-    });
-    const start = async (heapMb: string) => {
-      const port = await freePort();
-      const env = {
-        DATABASE_URL: database.url,
-        AIQSO_HTTP_PORT: String(port),
-        AIQSO_DATA_DIR: await mkdtemp(path.join(os.tmpdir(), 'aiqso-edge-cli-')),
-        AIQSO_EDGE_HEAP_MB: heapMb,
-      };
-      return { port, cli: await startCli(['edge'], env, 'Press Ctrl-C to stop.') };
-    };
+    await tenantRoutedTo('initech', 0);
+    const start = (heapMb: string) => startEdge({ AIQSO_EDGE_HEAP_MB: heapMb });
 
     const sized = await start('96');
     // The limit V8 reports is the old generation's plus the young one's.
@@ -148,7 +126,6 @@ describe('aiqso edge', () => {
     expect(stopped.stderr).toMatch(/"signal":"SIGTERM","msg":"shutting down"/);
 
     const plain = await start('0');
-    children.push(plain.cli);
     expect(plain.cli.output()).not.toContain('worker thread');
     expect((await rawGet(plain.port, '/', 'initech.localhost')).headers['x-upstream']).toBe('one');
   });
