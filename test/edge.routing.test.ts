@@ -98,19 +98,39 @@ describe('builtin edge routing', () => {
     expect((await get('acme.localhost.evil.example', '/')).status).toBe(404);
   });
 
-  it('overwrites forwarding headers the client sent', async () => {
+  it('overwrites forwarding headers the client sent and drops hop-by-hop ones', async () => {
     const res = await get(
       'ACME.localhost:8080',
       '/crm/x',
-      'X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Host: globex.localhost\r\nX-Forwarded-Proto: https\r\nForwarded: for=6.6.6.6\r\n',
+      [
+        'X-Forwarded-For: 6.6.6.6',
+        'X-Forwarded-Host: globex.localhost',
+        'X-Forwarded-Proto: https',
+        'X-Forwarded-Port: 8443',
+        'X-Real-IP: 6.6.6.6',
+        'Forwarded: for=6.6.6.6',
+        'Keep-Alive: timeout=99',
+        'TE: trailers',
+        'Connection: X-Secret', // names a header as hop-by-hop (joined with the `close` sent after it)
+        'X-Secret: for this hop only',
+        'X-Kept: yes',
+        'Cookie: a=1',
+        'Cookie: b=2',
+        '',
+      ].join('\r\n'),
     );
-    expect(res.echo?.headers).toMatchObject({
+    const headers = res.echo!.headers;
+    expect(headers).toMatchObject({
       'x-forwarded-for': '127.0.0.1',
+      'x-real-ip': '127.0.0.1',
       'x-forwarded-host': 'acme.localhost',
       'x-forwarded-proto': 'http',
       host: 'acme.localhost',
+      'x-kept': 'yes',
+      cookie: 'a=1; b=2',
     });
-    expect(res.echo?.headers.forwarded).toBeUndefined();
+    for (const name of ['forwarded', 'x-forwarded-port', 'keep-alive', 'te', 'x-secret'])
+      expect(headers[name], name).toBeUndefined();
   });
 
   it('proxies request bodies and refuses one over the size limit', async () => {
@@ -169,6 +189,13 @@ describe('builtin edge routing', () => {
       return r.status === 502 ? r : undefined;
     });
     expect(dead.body).toContain('did not answer');
+    // Each refused exchange is recorded once, with the status the client got.
+    const deadLines = () => logLines.filter((l) => l.host === 'dead.localhost' && l.status === 502).length;
+    const before = await eventually(() => Promise.resolve(deadLines() || undefined));
+    await get('dead.localhost', '/again');
+    await eventually(() => Promise.resolve(deadLines() === before + 1 ? true : undefined));
+    await new Promise((r) => setTimeout(r, 300)); // one more access-log flush
+    expect(deadLines()).toBe(before + 1);
     await setTenantRouteState(db, globex, 'active');
   });
 
@@ -177,8 +204,11 @@ describe('builtin edge routing', () => {
     // or endless for /forever; every upstream response's end or abort is recorded.
     const piece = Buffer.alloc(64 * 1024, 'x');
     const outcomes: string[] = [];
+    const upstreamSaw: string[] = [];
     const upstream = http.createServer((req, res) => {
+      upstreamSaw.push(req.url!);
       res.on('close', () => outcomes.push(`${req.url} ${res.writableFinished ? 'finished' : 'aborted'}`));
+      if (req.url === '/stall') return; // never answers
       const forever = req.url === '/forever';
       res.writeHead(200, {
         'content-type': 'application/octet-stream',
@@ -231,6 +261,40 @@ describe('builtin edge routing', () => {
       });
       await eventually(() => Promise.resolve(outcomes.includes('/forever aborted') ? true : undefined));
       expect(outcomes).toContain('/big finished');
+
+      // Two requests pipelined on one connection, the second waiting behind the first: a client that
+      // leaves cancels both upstream requests, the one still waiting for its answer too.
+      await new Promise<void>((resolve, reject) => {
+        const socket = net.connect(edge.port, '127.0.0.1');
+        socket.on('error', reject);
+        socket.write(
+          'GET /forever HTTP/1.1\r\nHost: stream.localhost\r\n\r\nGET /stall HTTP/1.1\r\nHost: stream.localhost\r\n\r\n',
+        );
+        socket.once('data', () => {
+          // The second request reaches the upstream while the first answer streams.
+          void eventually(() => Promise.resolve(upstreamSaw.includes('/stall') ? true : undefined)).then(
+            () => {
+              socket.destroy();
+              resolve();
+            },
+            reject,
+          );
+        });
+      });
+      await eventually(() => Promise.resolve(outcomes.includes('/stall aborted') ? true : undefined));
+      expect(outcomes.filter((o) => o === '/forever aborted')).toHaveLength(2);
+
+      // Each exchange has one access line: the status its client got, or 499 for a client that
+      // left before any answer (as nginx logs it).
+      const lines = () =>
+        logLines
+          .filter((l) => l.host === 'stream.localhost' && l.path !== '/ping')
+          .map((l) => `${String(l.path)} ${String(l.status)}`)
+          .sort();
+      const expected = ['/big 200', '/forever 200', '/forever 200', '/stall 499'];
+      await eventually(() => Promise.resolve(lines().length >= expected.length ? true : undefined));
+      await new Promise((r) => setTimeout(r, 300)); // one more access-log flush
+      expect(lines()).toEqual(expected);
     } finally {
       await deleteRoute(database.db, 'stream.localhost');
       upstream.closeAllConnections();

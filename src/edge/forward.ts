@@ -1,6 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
+import { isHopByHop } from './forwarding.ts';
 
 /**
  * The builtin edge's HTTP forwarding: each request dispatched on undici's
@@ -10,9 +12,12 @@ import { Agent, type Dispatcher } from 'undici';
  * `http.request`, and a general-purpose proxy's option handling and pass
  * pipeline cost more again.
  *
- * Hop-by-hop headers (RFC 9110 §7.6.1), any the client's Connection header
- * names, and Expect (this edge's server answers 100-continue itself) are not
- * forwarded in either direction; each side frames its body itself.
+ * Hop-by-hop response headers (`isHopByHop`) are not passed to the client.
+ * (The request's headers are the caller's: `upstreamRequestHeaders`.)
+ *
+ * Written for every request, so it costs one object per exchange: no closure
+ * or listener of its own per request. A client connection that closes cancels
+ * what is in flight on it through one listener per connection.
  */
 export interface ForwardOptions {
   /** Failing to connect for this long is an upstream timeout. */
@@ -23,49 +28,33 @@ export interface ForwardOptions {
 
 export type ForwardError = Error & { code?: string };
 
-export interface Forwarder {
+/** How an exchange ends, told to the caller with the `tag` it forwarded with. */
+export interface ExchangeEvents<T> {
   /**
-   * `body`: the request body to send (read from `req` by the caller), or null
-   * for none. Returns what cancels the upstream request, for a client that
-   * goes away mid-answer (the caller watches the client's connection).
+   * Over: the answer written in full (`complete`), or cut short (the client
+   * left, or the upstream failed after answering). Called once.
    */
-  forward(
-    req: IncomingMessage,
-    res: ServerResponse,
-    target: { host: string; port: number; path: string },
-    body: Readable | null,
-    onError: (err: ForwardError) => void,
-  ): () => void;
-  close(): Promise<void>;
+  ended(tag: T, res: ServerResponse, complete: boolean): void;
+  /**
+   * The upstream failed before answering (refused, timed out, reset): the
+   * caller answers the client, then `ended` follows. Not called when the
+   * client had already left.
+   */
+  failed(tag: T, res: ServerResponse, err: ForwardError): void;
 }
 
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-  'expect',
-]);
+export interface ForwardRequest {
+  upstream: { host: string; port: number };
+  path: string;
+  /** Name, value, name, value…: the headers for the upstream. */
+  headers: string[];
+  /** The request body to send (read from `req` by the caller), or null for none. */
+  body: Readable | null;
+}
 
-/** Request headers for the upstream, from the (already rewritten) incoming ones. */
-function upstreamHeaders(req: IncomingMessage): Record<string, string | string[]> {
-  const connection = req.headers.connection;
-  const named =
-    connection && connection !== 'keep-alive' && connection !== 'close'
-      ? new Set(connection.toLowerCase().split(/\s*,\s*/))
-      : undefined;
-  const out: Record<string, string | string[]> = {};
-  for (const name in req.headers) {
-    const value = req.headers[name];
-    if (value === undefined || HOP_BY_HOP.has(name) || named?.has(name)) continue;
-    out[name] = value;
-  }
-  return out;
+export interface Forwarder<T> {
+  forward(req: IncomingMessage, res: ServerResponse, request: ForwardRequest, tag: T): void;
+  close(): Promise<void>;
 }
 
 function clientHeaders(
@@ -74,31 +63,64 @@ function clientHeaders(
   const out: Record<string, string | string[]> = {};
   for (const name in headers) {
     const value = headers[name];
-    if (value !== undefined && !HOP_BY_HOP.has(name)) out[name] = value;
+    if (value !== undefined && !isHopByHop(name)) out[name] = value;
   }
   return out;
 }
 
-/**
- * One forwarded exchange, as undici's handler: a class, so a request costs
- * one object rather than an object and a closure per callback.
- */
-class Exchange implements Dispatcher.DispatchHandler {
-  controller: Dispatcher.DispatchController | undefined;
-  answered = false;
-  readonly abort = () => this.controller?.abort(new Error('client closed the connection'));
+const inFlight = Symbol('aiqso.inFlight');
+type ClientSocket = Socket & { [inFlight]?: Set<Exchange<unknown>> };
+
+/** A client connection closed: cancel what it was waiting for. `this` is the socket. */
+function clientClosed(this: ClientSocket) {
+  const exchanges = this[inFlight];
+  if (!exchanges) return;
+  for (const e of exchanges) e.clientLeft();
+  exchanges.clear();
+}
+
+/** One forwarded exchange, as undici's handler. */
+class Exchange<T> implements Dispatcher.DispatchHandler {
+  private controller: Dispatcher.DispatchController | undefined;
+  private answered = false;
+  private over = false;
+  private gone = false;
 
   constructor(
+    private readonly socket: ClientSocket,
     private readonly res: ServerResponse,
-    private readonly failed: (err: ForwardError) => void,
-  ) {}
+    private readonly events: ExchangeEvents<T>,
+    private readonly tag: T,
+  ) {
+    let exchanges = socket[inFlight];
+    if (!exchanges) {
+      socket[inFlight] = exchanges = new Set();
+      socket.once('close', clientClosed);
+    }
+    exchanges.add(this);
+  }
+
+  private end(complete: boolean) {
+    if (this.over) return;
+    this.over = true;
+    this.socket[inFlight]!.delete(this);
+    this.events.ended(this.tag, this.res, complete);
+  }
+
+  /** The client's connection closed before the exchange was over. */
+  clientLeft() {
+    this.gone = true;
+    if (this.controller) this.controller.abort(new Error('client closed the connection'));
+    else this.end(false);
+  }
 
   onRequestStart(c: Dispatcher.DispatchController) {
     this.controller = c;
+    if (this.gone) c.abort(new Error('client closed the connection'));
   }
 
   onResponseStart(
-    c: Dispatcher.DispatchController,
+    _c: Dispatcher.DispatchController,
     statusCode: number,
     headers: Record<string, string | string[] | undefined>,
     statusMessage?: string,
@@ -106,24 +128,29 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (statusCode < 200) return; // 1xx: this edge's server speaks for itself
     this.answered = true;
     this.res.writeHead(statusCode, statusMessage, clientHeaders(headers));
-    this.res.on('drain', () => c.resume());
   }
 
   onResponseData(c: Dispatcher.DispatchController, chunk: Buffer) {
-    if (!this.res.write(chunk)) c.pause();
+    if (this.res.write(chunk)) return;
+    // The client reads slower than the upstream sends: wait for it.
+    c.pause();
+    this.res.once('drain', () => c.resume());
   }
 
   onResponseEnd() {
     this.res.end();
+    this.end(true);
   }
 
-  onResponseError(_c: Dispatcher.DispatchController, err: Error) {
-    if (this.answered) this.res.destroy();
-    else this.failed(err);
+  onResponseError(_c: Dispatcher.DispatchController | undefined, err: Error) {
+    if (this.over) return;
+    if (this.answered || this.gone) this.res.destroy();
+    else this.events.failed(this.tag, this.res, err);
+    this.end(false);
   }
 }
 
-export function createForwarder(options: ForwardOptions): Forwarder {
+export function createForwarder<T>(options: ForwardOptions, events: ExchangeEvents<T>): Forwarder<T> {
   const agent = new Agent({
     connections: 256,
     pipelining: 1,
@@ -132,23 +159,16 @@ export function createForwarder(options: ForwardOptions): Forwarder {
     bodyTimeout: options.idleTimeoutMs,
   });
   return {
-    forward(req, res, target, body, onError) {
-      const exchange = new Exchange(res, onError);
+    forward(req, res, { upstream, path, headers, body }, tag) {
+      const exchange = new Exchange(req.socket, res, events, tag);
       try {
         agent.dispatch(
-          {
-            origin: `http://${target.host}:${target.port}`,
-            path: target.path,
-            method: req.method!,
-            headers: upstreamHeaders(req),
-            body,
-          },
+          { origin: `http://${upstream.host}:${upstream.port}`, path, method: req.method!, headers, body },
           exchange,
         );
       } catch (err) {
-        onError(err as ForwardError);
+        exchange.onResponseError(undefined, err as ForwardError);
       }
-      return exchange.abort;
     },
     close: () => agent.destroy(),
   };

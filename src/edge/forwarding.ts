@@ -54,6 +54,64 @@ export function clientIp(req: IncomingMessage, trusted: BlockList | undefined): 
   return chain[0] ?? peer;
 }
 
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'expect',
+]);
+
+/**
+ * Hop-by-hop headers (RFC 9110 §7.6.1), not forwarded in either direction
+ * (each side frames its body itself), and Expect: this edge's server answers
+ * 100-continue itself.
+ */
+export const isHopByHop = (name: string): boolean => HOP_BY_HOP.has(name);
+
+/** What a client may send that only this edge may set for an upstream. */
+const FORWARDING = new Set([
+  'host',
+  'forwarded',
+  'x-forwarded-for',
+  'x-forwarded-proto',
+  'x-forwarded-host',
+  'x-forwarded-port',
+  'x-forwarded-prefix',
+  'x-real-ip',
+]);
+
+/**
+ * The request headers for the upstream, as name, value, name, value…: the
+ * client's, without hop-by-hop ones (`isHopByHop`, and any its Connection
+ * header names) and without the forwarding headers it sent, which are set as
+ * `setForwardingHeaders` sets them.
+ */
+export function upstreamRequestHeaders(req: IncomingMessage, ip: string, host: string): string[] {
+  const h = req.headers;
+  const connection = h.connection;
+  const named =
+    connection && connection !== 'keep-alive' && connection !== 'close'
+      ? new Set(connection.toLowerCase().split(/\s*,\s*/))
+      : undefined;
+  const out: string[] = [];
+  for (const name in h) {
+    const value = h[name];
+    if (value === undefined || FORWARDING.has(name) || HOP_BY_HOP.has(name) || named?.has(name)) continue;
+    if (typeof value === 'string') out.push(name, value);
+    else for (const v of value) out.push(name, v); // set-cookie, the one header Node keeps as a list
+  }
+  const tls = (req.socket as TLSSocket).encrypted === true;
+  out.push('host', host, 'x-forwarded-for', ip, 'x-forwarded-proto', tls ? 'https' : 'http');
+  out.push('x-forwarded-host', host, 'x-real-ip', ip);
+  return out;
+}
+
 /**
  * Overwrite whatever forwarding headers the client sent: the upstream sees the
  * client address, scheme and normalised host as this edge saw them (a trusted

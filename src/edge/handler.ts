@@ -4,10 +4,16 @@ import type { BlockList } from 'node:net';
 import { ProxyServer } from 'http-proxy-3';
 import type { StepStatus } from '../db/tables.ts';
 import type { Logger } from '../observability/logger.ts';
-import type { EdgeMetrics } from './edge-metrics.ts';
+import type { EdgeMetrics, HistogramSeries } from './edge-metrics.ts';
 import { createAccessLog } from './access-log.ts';
-import { createForwarder } from './forward.ts';
-import { clientIp, compileCidrs, inList, setForwardingHeaders } from './forwarding.ts';
+import { createForwarder, type ForwardError } from './forward.ts';
+import {
+  clientIp,
+  compileCidrs,
+  inList,
+  setForwardingHeaders,
+  upstreamRequestHeaders,
+} from './forwarding.ts';
 import { normalizeTarget, TargetError, type NormalizedTarget } from './normalize.ts';
 import { pages, type EdgePage } from './pages.ts';
 import type { EdgeRateLimiter } from './rate-limit.ts';
@@ -66,10 +72,6 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
   const proxy = new ProxyServer({ agent, toProxy: true, proxyTimeout: o.upstreamTimeoutMs ?? 60_000 });
   const maxBody = o.maxBodyBytes ?? 10 * 1024 * 1024;
   const connectTimeout = o.connectTimeoutMs ?? 3000;
-  const forwarder = createForwarder({
-    connectTimeoutMs: connectTimeout,
-    idleTimeoutMs: o.upstreamTimeoutMs ?? 60_000,
-  });
   const acl = new WeakMap<EdgeRoute, { allow?: BlockList; deny?: BlockList }>();
   // A forwarding edge's base domain, as a route of its own (in metrics and access lines: `platform`).
   const platformRoute: EdgeRoute | undefined =
@@ -88,12 +90,39 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
         }
       : undefined;
   const accessLog = createAccessLog(o.log);
-  const durations = new Map<string, { observe(v: number): void }>();
-  const durationOf = (outcome: string) => {
-    let h = durations.get(outcome);
-    if (!h) durations.set(outcome, (h = o.metrics.duration.labels({ outcome })));
-    return h;
-  };
+  const refused = o.metrics.duration.series('refused');
+  const platformServed = o.metrics.duration.series('platform');
+  const proxied = o.metrics.duration.series('proxied');
+  /** Metrics and the access line of an exchange that is over. */
+  function record(
+    req: IncomingMessage,
+    path: string | undefined,
+    status: number,
+    started: number,
+    route: EdgeRoute | undefined,
+    outcome: HistogramSeries,
+  ) {
+    const ms = performance.now() - started;
+    outcome.observe(ms / 1000);
+    if (route) o.metrics.countRequest(route, status);
+    accessLog?.write({
+      tenantId: route?.tenantId,
+      route: route?.id,
+      host: req.headers.host,
+      method: req.method,
+      path,
+      status,
+      ms: Math.round(ms * 10) / 10,
+    });
+  }
+  const forwarder = createForwarder<Pass>(
+    { connectTimeoutMs: connectTimeout, idleTimeoutMs: o.upstreamTimeoutMs ?? 60_000 },
+    {
+      ended: (p, res) =>
+        record(p.req, p.path, res.headersSent ? res.statusCode : CLIENT_LEFT, p.started, p.route, proxied),
+      failed: (_p, res, err) => proxyError(err, res),
+    },
+  );
 
   proxy.on('proxyReq', (proxyReq) => {
     proxyReq.on('socket', (socket) => {
@@ -220,36 +249,16 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     else act(d);
   }
 
-  /**
-   * When the exchange is over (answered, or the client gone): metrics and the
-   * access line, and `abort` (the upstream request, if any) when the client
-   * left before the whole answer was written.
-   */
+  /** When an answer written here is over (written, or the client gone): metrics and the access line. */
   function finish(
     req: IncomingMessage,
     path: string | undefined,
     res: ServerResponse,
     started: number,
     route: EdgeRoute | undefined,
-    outcome: string,
-    abort?: () => void,
+    outcome: HistogramSeries,
   ) {
-    res.on('close', () => {
-      if (abort && !res.writableFinished) abort();
-      const ms = performance.now() - started;
-      const status = res.statusCode;
-      durationOf(outcome).observe(ms / 1000);
-      if (route) o.metrics.countRequest(route, status);
-      accessLog?.write({
-        tenantId: route?.tenantId,
-        route: route?.id,
-        host: req.headers.host,
-        method: req.method,
-        path,
-        status,
-        ms: Math.round(ms * 10) / 10,
-      });
-    });
+    res.on('close', () => record(req, path, res.statusCode, started, route, outcome));
   }
 
   function send(res: ServerResponse, page: EdgePage) {
@@ -262,7 +271,7 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     res.end(page.html);
   }
 
-  function proxyError(err: Error & { code?: string }, res: ServerResponse | Duplex) {
+  function proxyError(err: ForwardError, res: ServerResponse | Duplex) {
     const timeout = err.code === 'ECONNRESET' && /timeout/i.test(err.message);
     const page = timeout || /timeout/i.test(err.message) ? pages.gatewayTimeout() : pages.badGateway();
     if ('writeHead' in res) send(res, page);
@@ -279,26 +288,36 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
         ip,
         (d) => {
           if (d.kind === 'page') {
-            finish(req, path, res, started, d.route, 'refused');
+            finish(req, path, res, started, d.route, refused);
             return send(res, d.page);
           }
           if (d.kind === 'platform') {
-            finish(req, path, res, started, undefined, 'platform');
+            finish(req, path, res, started, undefined, platformServed);
             setForwardingHeaders(req, ip, d.target.host);
             req.url = d.target.path + d.target.query;
             return d.serve(req, res);
           }
           const length = Number(req.headers['content-length'] ?? 0);
-          if (length > maxBody) return send(res, pages.tooLarge());
-          setForwardingHeaders(req, ip, d.host);
+          if (length > maxBody) {
+            finish(req, path, res, started, d.route, refused);
+            return send(res, pages.tooLarge());
+          }
           const body =
             length > 0 || req.headers['transfer-encoding'] !== undefined
               ? Readable.from(limitedBody(req, res, maxBody), { objectMode: false })
               : null;
-          const abort = forwarder.forward(req, res, { ...d.upstream, path: d.url }, body, (err) =>
-            proxyError(err, res),
+          const headers = upstreamRequestHeaders(req, ip, d.host);
+          forwarder.forward(
+            req,
+            res,
+            { upstream: d.upstream, path: d.url, headers, body },
+            {
+              req,
+              path,
+              started,
+              route: d.route,
+            },
           );
-          finish(req, path, res, started, d.route, 'proxied', abort);
         },
         (err: unknown) => {
           o.log.error({ err }, 'edge request failed');
@@ -330,6 +349,17 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     },
   };
 }
+
+/** What the forwarder carries for an exchange, to record it when it is over. */
+interface Pass {
+  req: IncomingMessage;
+  path: string | undefined;
+  started: number;
+  route: EdgeRoute;
+}
+
+/** Recorded for a client that left before any answer (nginx's 499, "client closed request"). */
+const CLIENT_LEFT = 499;
 
 const TEXT = { 'content-type': 'text/plain' };
 const JSON_TYPE = { 'content-type': 'application/json' };
