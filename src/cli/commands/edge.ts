@@ -1,5 +1,6 @@
 import { isMainThread, Worker } from 'node:worker_threads';
 import type { CommandContext } from '../context.ts';
+import { baselineWasmOnly } from '../wasm.ts';
 
 /** Young generation of the serving thread: two 8 MB semi-spaces (Node's default lets each grow to 16 MB). */
 const YOUNG_GENERATION_MB = 24;
@@ -16,6 +17,7 @@ const YOUNG_GENERATION_MB = 24;
  * the worker's exit code. AIQSO_EDGE_HEAP_MB=0 serves on the main thread.
  */
 export async function edge(ctx: CommandContext): Promise<void> {
+  if (isMainThread) baselineWasmOnly();
   const entry = builtEntry();
   if (isMainThread && entry && ctx.config.edgeTuning.heapMb > 0) return superviseWorker(ctx, entry);
   return (await import('./edge-serve.ts')).serveEdge(ctx);
