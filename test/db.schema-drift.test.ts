@@ -1,8 +1,14 @@
 import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadMigrations, migrate } from '../src/db/migrate.ts';
+import { inject } from 'vitest';
+import type { Config } from '../src/config/load.ts';
+import { connectMasterDatabase } from '../src/db/connect.ts';
+import { openDatabase } from '../src/db/database.ts';
+import { loadMigrations, migrate, pendingMigrations } from '../src/db/migrate.ts';
 import { dumpSchema } from '../src/db/schema-dump.ts';
+import { createLogger } from '../src/observability/logger.ts';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
+import { withDatabase } from './support/urls.ts';
 
 let testDb: TestDatabase;
 beforeAll(async () => {
@@ -23,6 +29,55 @@ describe('database schema', () => {
     );
     expect(rows.map((r) => r.name)).toEqual(all.map((m) => m.name));
     expect(await migrate(testDb.pool)).toEqual([]);
+  });
+
+  it("lists pending migrations; a 'when-behind' connection migrates only a database that is behind", async () => {
+    const all = (await loadMigrations()).map((m) => m.name);
+    expect(await pendingMigrations(testDb.pool)).toEqual([]);
+    const log = createLogger('silent');
+    const connect = (url: string, migrate: boolean | 'when-behind') =>
+      connectMasterDatabase({ databaseUrl: url } as Config, log, { migrate, poolSize: 1 });
+
+    // A current database: no migration is attempted, so a migration lock held elsewhere does not
+    // hold the connection up (a full migrate waits for it).
+    const holder = await testDb.pool.connect();
+    try {
+      await holder.query('SELECT pg_advisory_lock(7344211)');
+      const current = await connect(testDb.url, 'when-behind');
+      await current.close();
+      const full = connect(testDb.url, true);
+      const waited = await Promise.race([
+        full.then(() => false),
+        new Promise((r) => setTimeout(r, 500, true)),
+      ]);
+      expect(waited).toBe(true);
+      await holder.query('SELECT pg_advisory_unlock(7344211)');
+      await (await full).close();
+    } finally {
+      holder.release();
+    }
+
+    // An empty database: everything is pending, and applied.
+    const adminUrl = inject('pgAdminUrl');
+    const name = `aiqso_t_empty_${process.pid}`;
+    const admin = openDatabase(adminUrl, { max: 1 });
+    await admin.pool.query(`CREATE DATABASE ${name}`);
+    try {
+      const url = withDatabase(adminUrl, name);
+      const empty = openDatabase(url, { max: 1 });
+      expect(await pendingMigrations(empty.pool)).toEqual(all);
+      await empty.close();
+      const migrated = await connect(url, 'when-behind');
+      expect(await pendingMigrations(migrated.pool)).toEqual([]);
+      const { rows } = await migrated.pool.query<{ t: string | null }>(
+        "SELECT to_regclass('graphile_worker.jobs') AS t",
+      );
+      expect(rows[0]!.t).not.toBeNull();
+      await migrated.close();
+    } finally {
+      await admin.pool.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await admin.close();
+    }
   });
 
   it('numbers migrations without gaps or duplicates', async () => {

@@ -1,5 +1,5 @@
 import { loadConfig, type Config } from '../config/load.ts';
-import { connectMasterDatabase, type MasterDatabase } from '../db/connect.ts';
+import type { MasterDatabase } from '../db/connect.ts';
 import { isMainThread } from 'node:worker_threads';
 import { pino } from 'pino';
 import { createLogger, type Logger } from '../observability/logger.ts';
@@ -38,6 +38,9 @@ export async function withDatabase<T>(
   ctx: CommandContext,
   fn: (db: MasterDatabase) => Promise<T>,
 ): Promise<T> {
+  // Imported here, not above: the database modules (pg, and graphile-worker's migrations) stay
+  // out of the processes and threads of commands that do not open one.
+  const { connectMasterDatabase } = await import('../db/connect.ts');
   const database = await connectMasterDatabase(ctx.config, ctx.log, {
     poolSize: 2,
     applicationName: 'aiqso-cli',

@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
-import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { CONFIG_VARIABLES, configSchema, type RawConfig } from './schema.ts';
 
@@ -86,9 +86,11 @@ export class ConfigError extends Error {
 type Source = Record<string, string | undefined>;
 
 function readYaml(file: string): Source {
+  // Loaded only when there is a file to read: most processes are configured by the environment alone.
+  const { parse } = createRequire(import.meta.url)('yaml') as typeof import('yaml');
   let doc: unknown;
   try {
-    doc = parseYaml(readFileSync(file, 'utf8'));
+    doc = parse(readFileSync(file, 'utf8'));
   } catch (err) {
     throw new ConfigError(`${file}: not valid YAML (${(err as Error).message.split('\n')[0]})`);
   }

@@ -2,7 +2,7 @@ import type { Config } from '../config/load.ts';
 import type { Logger } from '../observability/logger.ts';
 import { openDatabase, type DatabaseHandle } from './database.ts';
 import { startEmbeddedPostgres } from './embedded.ts';
-import { migrate } from './migrate.ts';
+import { migrate, pendingMigrations } from './migrate.ts';
 
 export interface MasterDatabase extends DatabaseHandle {
   /** 'embedded' when this process started the server and will stop it. */
@@ -14,12 +14,16 @@ const EMBEDDED_DB = 'aiqso';
 /**
  * Open the master database: the server at DATABASE_URL, or an embedded
  * PostgreSQL in `<data>/pg` that lives exactly as long as this handle.
- * Pending migrations are applied unless `migrate` is false.
+ * Pending migrations are applied unless `migrate` is false; with
+ * `'when-behind'` only when a numbered migration is pending (the job queue's
+ * schema is then left to the processes that run jobs, which bring it up to
+ * date when they start), so a process on a current database loads no
+ * migration machinery.
  */
 export async function connectMasterDatabase(
   config: Config,
   log: Logger,
-  options: { migrate?: boolean; poolSize?: number; applicationName?: string } = {},
+  options: { migrate?: boolean | 'when-behind'; poolSize?: number; applicationName?: string } = {},
 ): Promise<MasterDatabase> {
   const poolOptions = { max: options.poolSize, applicationName: options.applicationName };
   if (config.databaseUrl) {
@@ -53,9 +57,14 @@ export async function connectMasterDatabase(
   }
 }
 
-async function finish(master: MasterDatabase, log: Logger, runMigrations = true): Promise<MasterDatabase> {
+async function finish(
+  master: MasterDatabase,
+  log: Logger,
+  runMigrations: boolean | 'when-behind' = true,
+): Promise<MasterDatabase> {
   if (!runMigrations) return master;
   try {
+    if (runMigrations === 'when-behind' && (await pendingMigrations(master.pool)).length === 0) return master;
     await migrate(master.pool, (name) => log.info({ migration: name }, 'migration applied'));
   } catch (err) {
     await master.close();

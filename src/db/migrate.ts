@@ -26,6 +26,21 @@ export async function loadMigrations(dir = MIGRATIONS_DIR): Promise<Migration[]>
 }
 
 /**
+ * The numbered migrations not yet applied (all of them on a new database).
+ * Reads only; the job queue's schema is not looked at.
+ */
+export async function pendingMigrations(pool: pg.Pool): Promise<string[]> {
+  const migrations = await loadMigrations();
+  const { rows: table } = await pool.query<{ exists: boolean }>(
+    "SELECT to_regclass('schema_migrations') IS NOT NULL AS exists",
+  );
+  if (!table[0]!.exists) return migrations.map((m) => m.name);
+  const { rows } = await pool.query<{ version: number }>('SELECT version FROM schema_migrations');
+  const done = new Set(rows.map((r) => r.version));
+  return migrations.filter((m) => !done.has(m.version)).map((m) => m.name);
+}
+
+/**
  * Apply pending numbered SQL migrations, each in its own transaction, under an
  * advisory lock so several processes starting at once migrate exactly once.
  * The job queue's schema (graphile-worker, which serialises its own installs)

@@ -16,7 +16,11 @@ type EdgeProcess = EdgeDeps & { close(): Promise<void> };
  * platform app (Fastify, identity, billing) and holds no secrets.
  */
 async function forwardingEdge(config: Config, log: Logger): Promise<EdgeProcess> {
-  const database = await connectMasterDatabase(config, log, { poolSize: 4, applicationName: 'aiqso-edge' });
+  const database = await connectMasterDatabase(config, log, {
+    poolSize: 4,
+    applicationName: 'aiqso-edge',
+    migrate: 'when-behind',
+  });
   return { config, log, database, metrics: createMetrics(), close: () => database.close() };
 }
 

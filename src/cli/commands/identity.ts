@@ -1,10 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { DomainError } from '../../core/errors.ts';
-import { describeReport, parseAnchor, verifyAuditChain } from '../../identity/audit-verify.ts';
-import { keyFile, loadSecretBox } from '../../identity/master-key.ts';
-import { rotateMasterKey } from '../../identity/rotate-master-key.ts';
-import { addSigningKey } from '../../identity/tokens.ts';
 import { commandContext, withDatabase } from '../context.ts';
 import { EXIT } from '../exit.ts';
 import { printJson } from '../output.ts';
@@ -16,6 +12,17 @@ async function readStdin(): Promise<string> {
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks).toString('utf8').trim();
 }
+
+/**
+ * What the commands run, imported when one runs: registering them costs no
+ * identity module (jose, the secret box) in every other command's process.
+ */
+const load = {
+  audit: () => import('../../identity/audit-verify.ts'),
+  masterKey: () => import('../../identity/master-key.ts'),
+  rotate: () => import('../../identity/rotate-master-key.ts'),
+  tokens: () => import('../../identity/tokens.ts'),
+};
 
 /** `aiqso audit …` and `aiqso secrets …`. */
 export function identityCommands(program: Command, action: Action): void {
@@ -36,6 +43,7 @@ export function identityCommands(program: Command, action: Action): void {
     )
     .action(
       action(async (options: { json?: boolean; expect?: string }) => {
+        const { describeReport, parseAnchor, verifyAuditChain } = await load.audit();
         const anchor = options.expect === undefined ? undefined : parseAnchor(options.expect);
         const ctx = commandContext({ quiet: true });
         const report = await withDatabase(ctx, (database) => verifyAuditChain(database.db, { anchor }));
@@ -64,6 +72,8 @@ export function identityCommands(program: Command, action: Action): void {
           );
         }
         const newKey = options.newKeyStdin ? await readStdin() : undefined;
+        const { keyFile, loadSecretBox } = await load.masterKey();
+        const { rotateMasterKey } = await load.rotate();
         const result = await withDatabase(ctx, async (database) => {
           // Make sure a file key exists (and any half-finished rotation is settled) before rotating it.
           await loadSecretBox({ configured: config.masterKey, dataDir: config.dataDir });
@@ -94,6 +104,8 @@ export function identityCommands(program: Command, action: Action): void {
     .action(
       action(async (options: { json?: boolean }) => {
         const ctx = commandContext({ quiet: true });
+        const { loadSecretBox } = await load.masterKey();
+        const { addSigningKey } = await load.tokens();
         const kid = await withDatabase(ctx, async (database) =>
           addSigningKey(
             database.db,
