@@ -98,6 +98,8 @@ class Exchange<T> implements Dispatcher.DispatchHandler {
       socket.once('close', clientClosed);
     }
     exchanges.add(this);
+    // A request read before its client left (pipelined behind another) is not sent upstream.
+    if (socket.destroyed) this.clientLeft();
   }
 
   private end(complete: boolean) {
