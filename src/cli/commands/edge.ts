@@ -10,9 +10,9 @@ const YOUNG_GENERATION_MB = 24;
  * command (edge-serve.ts), so that its V8 heap can be sized: Node sizes the
  * main thread's heap only from flags given at launch. Under load V8 lets the
  * young generation grow to 32 MB, and the old one to several times what is
- * live before it collects; with these limits a 50,000-route edge stays at
- * 150–165 MB under sustained load instead of growing to about 195, for a
- * latency tail a few milliseconds longer (bench/README.md). This module loads nothing else,
+ * live before it collects; with these limits a 50,000-route edge stayed
+ * 30–40 MB smaller under sustained load, for a latency tail a few
+ * milliseconds longer (bench/README.md). This module loads nothing else,
  * so the main thread stays small: it only passes signals on, and exits with
  * the worker's exit code. AIQSO_EDGE_HEAP_MB=0 serves on the main thread.
  */
