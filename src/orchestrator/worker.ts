@@ -103,7 +103,7 @@ export async function startWorker(options: WorkerOptions): Promise<OrchestratorW
       .addPool(workerPool.id)
       .catch((err: unknown) => log.error({ err: errorText(err) }, 'could not record worker pool'));
   });
-  let runner: Runner;
+  let runner: Runner | undefined;
   try {
     runner = await run({
       pgPool: handle.pool,
@@ -115,21 +115,16 @@ export async function startWorker(options: WorkerOptions): Promise<OrchestratorW
       taskList,
       parsedCronItems: cronItems(schedules, options.timeZone ?? 'UTC'),
     });
-  } catch (err) {
-    await liveness.close();
-    await handle.close();
-    throw err;
-  }
-  try {
     await scheduleResync(handle.db, new Date(Date.now() + options.resyncSeconds * 1000), true);
     await requeuePendingOutbox(handle.db);
   } catch (err) {
-    // A start that fails here must not leave the runner polling and its connections open.
-    await runner.stop().catch(() => undefined);
+    // A start that fails must not leave the runner polling or its connections open.
+    await runner?.stop().catch(() => undefined);
     await liveness.close();
     await handle.close();
     throw err;
   }
+  const started = runner;
   const sweep = async () => {
     try {
       const released = await sweepDeadWorkers(handle.pool);
@@ -151,7 +146,7 @@ export async function startWorker(options: WorkerOptions): Promise<OrchestratorW
   function stop(): Promise<void> {
     stopping ??= (async () => {
       clearInterval(timer);
-      await runner.stop().catch((err: unknown) => log.warn({ err: errorText(err) }, 'worker stop'));
+      await started.stop().catch((err: unknown) => log.warn({ err: errorText(err) }, 'worker stop'));
       await liveness.close();
       await handle.close();
       log.info({ process: liveness.id }, 'worker stopped');
