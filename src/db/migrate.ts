@@ -35,9 +35,14 @@ export async function pendingMigrations(pool: pg.Pool): Promise<string[]> {
     "SELECT to_regclass('schema_migrations') IS NOT NULL AS exists",
   );
   if (!table[0]!.exists) return migrations.map((m) => m.name);
-  const { rows } = await pool.query<{ version: number }>('SELECT version FROM schema_migrations');
+  return (await notApplied(pool, migrations)).map((m) => m.name);
+}
+
+/** Those of `migrations` that schema_migrations (which must exist) does not record. */
+async function notApplied(db: pg.Pool | pg.PoolClient, migrations: Migration[]): Promise<Migration[]> {
+  const { rows } = await db.query<{ version: number }>('SELECT version FROM schema_migrations');
   const done = new Set(rows.map((r) => r.version));
-  return migrations.filter((m) => !done.has(m.version)).map((m) => m.name);
+  return migrations.filter((m) => !done.has(m.version));
 }
 
 /**
@@ -54,10 +59,7 @@ export async function migrate(pool: pg.Pool, onApply?: (name: string) => void): 
     await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
     await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
       version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
-    const { rows } = await client.query<{ version: number }>('SELECT version FROM schema_migrations');
-    const done = new Set(rows.map((r) => r.version));
-    for (const m of migrations) {
-      if (done.has(m.version)) continue;
+    for (const m of await notApplied(client, migrations)) {
       await client.query('BEGIN');
       try {
         await client.query(m.sql);
