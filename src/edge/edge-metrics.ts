@@ -138,14 +138,15 @@ export class OutcomeHistogram {
 
   get() {
     const values: { labels: Record<string, string | number>; value: number; metricName: string }[] = [];
+    const bucket = `${this.name}_bucket`;
     for (const [outcome, s] of this.byOutcome) {
       let cumulative = 0;
       this.bounds.forEach((le, i) => {
         cumulative += s.counts[i]!;
-        values.push({ labels: { le, outcome }, value: cumulative, metricName: `${this.name}_bucket` });
+        values.push({ labels: { le, outcome }, value: cumulative, metricName: bucket });
       });
       values.push(
-        { labels: { le: '+Inf', outcome }, value: s.count, metricName: `${this.name}_bucket` },
+        { labels: { le: '+Inf', outcome }, value: s.count, metricName: bucket },
         { labels: { outcome }, value: s.sum, metricName: `${this.name}_sum` },
         { labels: { outcome }, value: s.count, metricName: `${this.name}_count` },
       );
