@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import Stripe from 'stripe';
 import type { ErrorBody } from '../src/api/errors.ts';
+import { signPayload } from '../src/billing/stripe-objects.ts';
 import type { ApiServer } from '../src/api/server.ts';
 import { testApi } from './support/api.ts';
 import { countRows, createTestDatabase, type TestDatabase } from './support/db.ts';
@@ -103,5 +105,23 @@ describe('POST /webhooks/stripe', () => {
       headers: { 'content-type': 'text/plain' },
     });
     expect(res.statusCode).toBe(415);
+  });
+});
+
+describe('signPayload (local billing mode signs its events itself)', () => {
+  it('makes the header the Stripe SDK makes, which the SDK verifies', () => {
+    const payload = JSON.stringify(checkoutCompleted(TENANT, 'sub_sig'));
+    const timestamp = 1_764_000_000;
+    const ours = signPayload(payload, 'whsec_test_secret', timestamp);
+    expect(ours.signature).toBe(
+      Stripe.webhooks.generateTestHeaderString({ payload, secret: 'whsec_test_secret', timestamp }),
+    );
+    const now = signPayload(payload, 'whsec_test_secret');
+    expect(Stripe.webhooks.constructEvent(payload, now.signature, 'whsec_test_secret')).toMatchObject({
+      type: 'checkout.session.completed',
+    });
+    expect(() => Stripe.webhooks.constructEvent(payload, now.signature, 'whsec_other')).toThrow(
+      /No signatures found/,
+    );
   });
 });

@@ -5,7 +5,6 @@ import type { BillingPort } from '../core/billing.ts';
 import type { Plan } from '../catalog/plans.ts';
 import type { Database } from '../db/database.ts';
 import { LocalBilling, type WebhookDelivery } from './local.ts';
-import { StripeBilling } from './stripe.ts';
 
 export interface Billing {
   port: BillingPort;
@@ -25,6 +24,8 @@ export async function createBilling(
     // config guarantees the webhook secret in Stripe mode
     const webhookSecret = config.stripe.webhookSecret!;
     const prices = new Map(plans.map((p) => [p.key, p.stripe_price_id ?? undefined]));
+    // The Stripe SDK is loaded only in Stripe mode.
+    const { StripeBilling } = await import('./stripe.ts');
     return {
       port: new StripeBilling({ secretKey: config.stripe.secretKey, priceFor: (k) => prices.get(k) }),
       webhookSecret,

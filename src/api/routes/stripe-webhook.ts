@@ -41,7 +41,7 @@ export async function stripeWebhookRoutes(app: ApiServer, deps: StripeWebhookDep
         if (!Buffer.isBuffer(request.body))
           throw new DomainError('unsupported_media_type', 'send application/json');
         const signature = request.headers['stripe-signature'];
-        const event = verifyStripeEvent(
+        const event = await verifyStripeEvent(
           request.body,
           typeof signature === 'string' ? signature : undefined,
           deps.webhookSecret,
