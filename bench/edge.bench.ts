@@ -21,6 +21,8 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const PROXY_CORE = 1;
 const LOAD_CORE = 0;
 const BASE = 'bench.test';
+/** Rounds of the latency runs (each target once a round); the figures are their medians. */
+const LATENCY_ROUNDS = Number(process.env.BENCH_LATENCY_ROUNDS ?? 3);
 
 function need(bin: string, hint: string): void {
   try {
@@ -149,6 +151,35 @@ http.createServer((req, res) => {
   });
 }).listen(${port}, '127.0.0.1');
 `;
+
+interface Paced {
+  median: WrkResult;
+  min: WrkResult;
+  max: WrkResult;
+  answers: number;
+  errors: number;
+}
+
+/** Median, smallest and largest of each figure over a target's rounds (each figure on its own). */
+function summarise(results: WrkResult[]): Paced {
+  const pick = (at: (sorted: number[]) => number): WrkResult => {
+    const figure = (k: keyof WrkResult) => at(results.map((r) => r[k]).sort((a, b) => a - b));
+    return {
+      rps: figure('rps'),
+      requests: figure('requests'),
+      p50ms: figure('p50ms'),
+      p99ms: figure('p99ms'),
+      errors: figure('errors'),
+    };
+  };
+  return {
+    median: pick((v) => v[Math.floor(v.length / 2)]!),
+    min: pick((v) => v[0]!),
+    max: pick((v) => v.at(-1)!),
+    answers: results.reduce((n, r) => n + r.requests, 0),
+    errors: results.reduce((n, r) => n + r.errors, 0),
+  };
+}
 
 async function main() {
   need('wrk', 'apt-get install wrk');
@@ -309,16 +340,27 @@ async function main() {
       wrkPeak(`http://127.0.0.1:${nginxPort}/`, viaEdge),
     );
 
-    // Latency at half the (first) builtin edge's peak, the same rate for every proxy.
+    // Latency at half the (first) builtin edge's peak, the same rate for every proxy, in rounds
+    // that take each target in turn, so a slow spell of the machine falls on all of them alike.
     const half = Math.round(peaks[0]!.peak.rps / 2);
     const pacedOpts = { ...wrkOpts, rate: half };
-    const paced = (port: number) =>
-      wrkPaced(`http://127.0.0.1:${port}/`, { ...pacedOpts, hostSuffix: `.${BASE}` });
-    const directLat = await wrkPaced(`http://127.0.0.1:${upstreamPort}/`, pacedOpts);
-    const bareLat = await paced(barePort);
-    const latencies = [];
-    for (const b of peaks) latencies.push({ ...b, lat: await paced(b.port), end: rssMb(b.pid) });
-    const nginxLat = await paced(nginxPort);
+    const targets = [
+      { name: 'direct', port: upstreamPort, hostSuffix: undefined },
+      { name: 'bare Node proxy', port: barePort, hostSuffix: `.${BASE}` },
+      ...peaks.map((b) => ({ name: b.name, port: b.port, hostSuffix: `.${BASE}` })),
+      { name: 'nginx', port: nginxPort, hostSuffix: `.${BASE}` },
+    ];
+    const rounds: Record<string, WrkResult[]> = {};
+    for (let round = 0; round < LATENCY_ROUNDS; round++) {
+      for (const t of targets) {
+        (rounds[t.name] ??= []).push(
+          await wrkPaced(`http://127.0.0.1:${t.port}/`, { ...pacedOpts, hostSuffix: t.hostSuffix }),
+        );
+      }
+    }
+    const lat = (name: string) => summarise(rounds[name]!);
+    const directLat = lat('direct');
+    const latencies = peaks.map((b) => ({ ...b, lat: lat(b.name), end: rssMb(b.pid) }));
 
     const f = (n: number) => n.toFixed(0);
     const ms = (n: number) => n.toFixed(3);
@@ -337,21 +379,21 @@ async function main() {
       );
     }
     console.log(
-      `\nlatency at ${half} req/s (half the builtin peak; wrk, each connection pausing 10 ms before each request), ${SECONDS}s`,
+      `\nlatency at ${half} req/s (half the builtin peak; wrk, each connection pausing a random time, mean 10 ms, before each request), ${LATENCY_ROUNDS} rounds of ${SECONDS}s: median (smallest-largest)`,
     );
-    const latRow = (name: string, r: WrkResult) =>
+    const range = (r: Paced, k: 'p50ms' | 'p99ms') => `${ms(r.median[k])} (${ms(r.min[k])}-${ms(r.max[k])})`;
+    for (const t of targets) {
+      const r = lat(t.name);
       console.log(
-        `  ${name.padEnd(24)} p50 ${ms(r.p50ms)} ms  p99 ${ms(r.p99ms)} ms  (${f(r.rps)} req/s, ${r.requests} answers, ${r.errors} errors)`,
+        `  ${t.name.padEnd(24)} p50 ${range(r, 'p50ms')} ms  p99 ${range(r, 'p99ms')} ms  (${f(r.median.rps)} req/s, ${r.answers} answers, ${r.errors} errors)`,
       );
-    latRow('direct', directLat);
-    latRow('bare Node proxy', bareLat);
-    for (const b of latencies) latRow(b.name, b.lat);
-    latRow('nginx', nginxLat);
+    }
     console.log(
       `  CPU per request of the bare Node proxy ${f(barePeak.cpuUs)} us: ${peaks.map((b) => `${b.name} ${(b.peak.cpuUs / barePeak.cpuUs).toFixed(2)}x`).join(', ')}`,
     );
+    const added = (name: string) => ms(lat(name).median.p99ms - directLat.median.p99ms);
     console.log(
-      `  added p99: bare Node proxy ${ms(bareLat.p99ms - directLat.p99ms)} ms, ${latencies.map((b) => `${b.name} ${ms(b.lat.p99ms - directLat.p99ms)} ms`).join(', ')} (goal <= 1 ms); nginx ${ms(nginxLat.p99ms - directLat.p99ms)} ms`,
+      `  added p99 (medians): bare Node proxy ${added('bare Node proxy')} ms, ${peaks.map((b) => `${b.name} ${added(b.name)} ms`).join(', ')} (goal <= 1 ms); nginx ${added('nginx')} ms`,
     );
     console.log(
       `\nbuiltin edge memory (RSS of the whole aiqso edge process; "builtin" also serves the platform app on the base domain; the first two serve from a worker thread with a sized heap${process.env.BENCH_EDGE_NODE_OPTIONS ? `; NODE_OPTIONS=${process.env.BENCH_EDGE_NODE_OPTIONS}` : ''})`,

@@ -1,6 +1,6 @@
 // Load generation for bench/edge.bench.ts, all by wrk (one thread, pinned to
 // the load core): unpaced for peak throughput, and paced by wrk's `delay()`
-// for latency at a fixed rate. wrk is C on epoll: the load generator adds
+// for latency at a given rate. wrk is C on epoll: the load generator adds
 // no garbage collector or timer jitter of its own to the latencies it reports.
 import { execFile } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
@@ -26,8 +26,12 @@ export interface WrkOptions {
   prefixes: string[];
 }
 
-/** wrk's Lua script: the request rotation, an optional pause before each request, and a parseable summary. */
-function script(opts: WrkOptions, delayMs?: number): string {
+/**
+ * wrk's Lua script: the request rotation, an optional pause before each
+ * request (drawn from an exponential distribution with mean `meanDelayMs`,
+ * rounded to wrk's whole milliseconds), and a parseable summary.
+ */
+function script(opts: WrkOptions, meanDelayMs?: number): string {
   const paths = opts.prefixes.map((p) => `"${p}/x"`).join(', ');
   const rotate = opts.hostSuffix
     ? `local paths = { ${paths} }
@@ -38,7 +42,12 @@ request = function()
 end
 `
     : '';
-  const pause = delayMs === undefined ? '' : `delay = function() return ${delayMs} end\n`;
+  const pause =
+    meanDelayMs === undefined
+      ? ''
+      : `math.randomseed(${Date.now() % 1_000_000})
+delay = function() return math.floor(-${meanDelayMs} * math.log(1 - math.random()) + 0.5) end
+`;
   return `${rotate}${pause}done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format("AIQSO %d %d %d %d %d\\n", summary.requests, summary.duration,
@@ -47,9 +56,9 @@ end
 `;
 }
 
-async function wrk(url: string, opts: WrkOptions, delayMs?: number): Promise<WrkResult> {
+async function wrk(url: string, opts: WrkOptions, meanDelayMs?: number): Promise<WrkResult> {
   const file = `/tmp/aiqso-bench-${process.pid}.lua`;
-  writeFileSync(file, script(opts, delayMs));
+  writeFileSync(file, script(opts, meanDelayMs));
   try {
     const { stdout } = await run(
       'taskset',
@@ -78,10 +87,15 @@ async function wrk(url: string, opts: WrkOptions, delayMs?: number): Promise<Wrk
 export const wrkPeak = (url: string, opts: WrkOptions): Promise<WrkResult> => wrk(url, opts);
 
 /**
- * About `rate` requests/s: each connection waits `pauseMs` before each request
- * (wrk's `delay()`), so connections = rate × pause. Latency is from the
- * request's write to the end of its answer; the rate reached is reported
- * (a little under `rate`, by each answer's own latency).
+ * About `rate` requests/s: each connection pauses before each request (wrk's
+ * `delay()`), so connections = rate × mean pause. The pauses are random
+ * (exponential, mean `pauseMs`), so requests arrive spread out in time, about
+ * as a Poisson process, the way independent clients' do. A fixed pause would
+ * keep the connections in lockstep: every `pauseMs` all of them send at once,
+ * and the figure would be how long a proxy takes to drain a burst of that
+ * many requests rather than its latency at that rate. Latency is from the
+ * request's write to the end of its answer; the rate reached is reported (a
+ * little under `rate`, by each answer's own latency).
  */
 export function wrkPaced(
   url: string,
