@@ -133,7 +133,9 @@ export async function assembleApi(
 export type EdgePlatform = Omit<Platform, 'worker'>;
 
 export async function createEdgePlatform(config: Config, log: Logger): Promise<EdgePlatform> {
-  const database = await openCheckedDatabase(config, log);
+  // As the forwarding edge: migrations only when a numbered one is pending, so an edge on a current
+  // database loads no migration code (graphile-worker's runner updates its own schema when a worker starts).
+  const database = await openCheckedDatabase(config, log, { migrate: 'when-behind' });
   const metrics = createMetrics();
   try {
     const { api, billing } = await assembleApi(config, log, database, metrics);
