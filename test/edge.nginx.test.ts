@@ -74,6 +74,14 @@ describe('nginx configuration render (pure)', () => {
     );
     expect(lines).not.toContain('"acme.aiqso.io/docs" 1;');
     expect(config).not.toContain('zone=aiqso_tenant');
+    expect(lines).toContain('proxy_connect_timeout 3s; proxy_read_timeout 60s; proxy_send_timeout 60s;');
+  });
+
+  it('gives upstreams the configured timeout, as the builtin edge does', () => {
+    const { config } = renderNginxConfig({ ...input, routes: [], upstreamTimeoutSeconds: 300 });
+    expect(config.split('\n').map((l) => l.trim())).toContain(
+      'proxy_connect_timeout 3s; proxy_read_timeout 300s; proxy_send_timeout 300s;',
+    );
   });
 
   it('adds a server per SNI certificate on the HTTPS port, leaving out names that are not DNS names', () => {

@@ -50,6 +50,8 @@ export interface Config {
     ratePerIp: number;
     ratePerTenant: number;
     reloadSeconds: number;
+    /** Waiting this long for an upstream's answer, or between two pieces of its body, is a timeout. */
+    upstreamTimeoutSeconds: number;
     trustedProxies: string[];
     certDir?: string;
     /**
@@ -204,6 +206,7 @@ function toConfig(raw: RawConfig, cwd: string, env: Source): Config {
       ratePerIp: raw.AIQSO_EDGE_RATE_IP,
       ratePerTenant: raw.AIQSO_EDGE_RATE_TENANT,
       reloadSeconds: raw.AIQSO_EDGE_RELOAD_SECONDS,
+      upstreamTimeoutSeconds: raw.AIQSO_EDGE_UPSTREAM_TIMEOUT_SECONDS,
       trustedProxies: raw.AIQSO_EDGE_TRUSTED_PROXIES?.split(',') ?? [],
       certDir: raw.AIQSO_TLS_CERT_DIR,
       platformUpstream: raw.AIQSO_EDGE_PLATFORM_URL ? hostPort(raw.AIQSO_EDGE_PLATFORM_URL) : undefined,

@@ -178,6 +178,12 @@ export const configSchema = z.object({
     .int('expected whole seconds')
     .min(1, 'expected at least 1 second')
     .default(30),
+  AIQSO_EDGE_UPSTREAM_TIMEOUT_SECONDS: z.coerce
+    .number({ error: 'expected a number of seconds' })
+    .int('expected whole seconds')
+    .min(1, 'expected at least 1 second')
+    .max(3600, 'expected at most 3600 seconds')
+    .default(60),
   AIQSO_EDGE_TRUSTED_PROXIES: z
     .string()
     .regex(/^[0-9a-fA-F.:/]+(,[0-9a-fA-F.:/]+)*$/, 'expected comma-separated IP addresses or CIDRs')

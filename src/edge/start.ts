@@ -105,6 +105,7 @@ export async function startBuiltinEdge(deps: EdgeDeps, options: BuiltinEdgeOptio
     trustedProxies: trusted.length ? compileCidrs(trusted).list : undefined,
     log,
     metrics: edgeMetrics,
+    upstreamTimeoutMs: tuning.upstreamTimeoutSeconds * 1000,
   });
   let listeners: EdgeListeners;
   try {

@@ -73,6 +73,7 @@ export async function startNginxEdge(deps: EdgeDeps, options: NginxEdgeOptions):
       },
       internal: { host: '127.0.0.1', port: internal.listeners.httpPort },
       rate: { perIp: config.edgeTuning.ratePerIp, perTenant: config.edgeTuning.ratePerTenant },
+      upstreamTimeoutSeconds: config.edgeTuning.upstreamTimeoutSeconds,
       workerProcesses: options.workerProcesses,
     });
     if (skipped.length)

@@ -41,6 +41,8 @@ export interface NginxRenderInput {
   /** The internal builtin edge (platform app, pages, checks). */
   internal: { host: string; port: number };
   rate: { perIp: number; perTenant: number };
+  /** proxy_read_timeout and proxy_send_timeout, as the builtin edge's upstream timeout (default 60). */
+  upstreamTimeoutSeconds?: number;
   workerProcesses?: number | 'auto';
   maxBodyMb?: number;
 }
@@ -170,7 +172,7 @@ export function renderNginxConfig(input: NginxRenderInput): NginxRender {
     '  server_tokens off;',
     `  map_hash_max_size ${hashSize(entries)}; map_hash_bucket_size 128;`,
     '  proxy_http_version 1.1;',
-    '  proxy_connect_timeout 3s; proxy_read_timeout 60s; proxy_send_timeout 60s;',
+    `  proxy_connect_timeout 3s; proxy_read_timeout ${input.upstreamTimeoutSeconds ?? 60}s; proxy_send_timeout ${input.upstreamTimeoutSeconds ?? 60}s;`,
     '  proxy_buffering off;',
     '  map $http_upgrade $aiqso_connection { default upgrade; "" ""; }',
     '  map $uri $aiqso_seg { default ""; "~^(?<seg>/[a-z0-9][a-z0-9-]*)(/|$)" $seg; }',

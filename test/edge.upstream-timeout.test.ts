@@ -1,0 +1,82 @@
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { upsertRoute } from '../src/edge/routes-store.ts';
+import { createTestDatabase, type TestDatabase } from './support/db.ts';
+import { insertTenant, startTestEdge, type TestEdge } from './support/edge.ts';
+import { rawGet } from './support/upstreams.ts';
+
+/** An upstream that reads requests and answers each with `reply` (or nothing), then holds the connection open. */
+async function stuckUpstream(reply: string) {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => undefined);
+    socket.once('data', () => socket.write(reply));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+let database: TestDatabase;
+let edge: TestEdge;
+let silent: Awaited<ReturnType<typeof stuckUpstream>>;
+let stalling: Awaited<ReturnType<typeof stuckUpstream>>;
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  silent = await stuckUpstream('');
+  stalling = await stuckUpstream('HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nfirst ten.');
+  const tenant = await insertTenant(database.db, 'slowco');
+  await upsertRoute(database.db, {
+    hostname: 'slowco.localhost',
+    tenantId: tenant,
+    upstream: { host: '127.0.0.1', port: silent.port },
+  });
+  await upsertRoute(database.db, {
+    hostname: 'slowco.localhost',
+    pathPrefix: '/stream',
+    tenantId: tenant,
+    upstream: { host: '127.0.0.1', port: stalling.port },
+  });
+  edge = await startTestEdge(database, { env: { AIQSO_EDGE_UPSTREAM_TIMEOUT_SECONDS: '1' } });
+});
+
+afterAll(async () => {
+  await edge?.close();
+  await silent?.close();
+  await stalling?.close();
+  await database?.drop();
+});
+
+describe('builtin edge upstream timeout (AIQSO_EDGE_UPSTREAM_TIMEOUT_SECONDS)', () => {
+  it('answers 504 when an upstream accepts a request and never answers', async () => {
+    const started = performance.now();
+    const res = await rawGet(edge.port, '/', 'slowco.localhost');
+    expect(res.status).toBe(504);
+    expect(res.body).toMatch(/took too long|timed out|timeout/i);
+    // It waited for the configured second, not failing at once.
+    expect(performance.now() - started).toBeGreaterThanOrEqual(900);
+  });
+
+  it('cuts an answer whose upstream stops sending half way, rather than hanging', async () => {
+    const res = await rawGet(edge.port, '/stream/x', 'slowco.localhost');
+    expect(res.status).toBe(200);
+    expect(res.headers['content-length']).toBe('100');
+    expect(res.body).toBe('first ten.'); // what came, and the connection closed short of 100 bytes
+  });
+
+  it('refuses a timeout that is not a whole number of seconds from 1 to 3600', async () => {
+    for (const bad of ['0', '1.5', 'soon', '3601']) {
+      await expect(
+        startTestEdge(database, { env: { AIQSO_EDGE_UPSTREAM_TIMEOUT_SECONDS: bad } }),
+      ).rejects.toThrow(/AIQSO_EDGE_UPSTREAM_TIMEOUT_SECONDS/);
+    }
+  });
+});
