@@ -228,8 +228,8 @@ async function main() {
     console.log(`route table: ${TENANTS} tenants x ${PREFIXES.length} routes = ${routes.length} routes`);
     await waitFor(upstreamPort, 'x', '/');
 
-    // The builtin edge, twice: the real `aiqso edge` command pinned to the proxy core, serving the
-    // platform app on the base domain itself, and forwarding it (AIQSO_EDGE_PLATFORM_URL) to the first.
+    // The builtin edge: the real `aiqso edge` command pinned to the proxy core, four ways. First serving
+    // the platform app on the base domain itself, then forwarding it (AIQSO_EDGE_PLATFORM_URL) to the first.
     const startBuiltin = async (name: string, extraEnv: Record<string, string>, nodeArgs: string[] = []) => {
       const port = await freePort();
       const child = spawn(

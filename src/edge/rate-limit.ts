@@ -42,7 +42,8 @@ export interface MemoryBudget {
 /**
  * In-process budgets: requests per key in fixed one-second windows, answered
  * synchronously. Each key keeps one small tally, reset in place when a new
- * window starts, so a busy edge allocates nothing per request or per window.
+ * window starts, so a busy edge allocates nothing per request or per window
+ * (a tally for a key's first request only).
  * (A fresh map of counts every second had to grow again to as many entries as
  * there are tenants, and those tables were a quarter of what the edge
  * promoted to V8's old generation under load.) Keys unused for a window are
