@@ -209,6 +209,7 @@ describe('builtin edge routing', () => {
       upstreamSaw.push(req.url!);
       res.on('close', () => outcomes.push(`${req.url} ${res.writableFinished ? 'finished' : 'aborted'}`));
       if (req.url === '/stall') return; // never answers
+      if (req.url === '/quick') return void res.end('ok');
       const forever = req.url === '/forever';
       res.writeHead(200, {
         'content-type': 'application/octet-stream',
@@ -295,6 +296,38 @@ describe('builtin edge routing', () => {
       await eventually(() => Promise.resolve(lines().length >= expected.length ? true : undefined));
       await new Promise((r) => setTimeout(r, 300)); // one more access-log flush
       expect(lines()).toEqual(expected);
+
+      // Three pipelined, the middle one over first (its answer waits behind the first's): a client
+      // that leaves then still cancels the two on either side of it.
+      const before = outcomes.length;
+      await new Promise<void>((resolve, reject) => {
+        const socket = net.connect(edge.port, '127.0.0.1');
+        socket.on('error', reject);
+        socket.write(
+          ['/forever', '/quick', '/stall']
+            .map((t) => `GET ${t} HTTP/1.1\r\nHost: stream.localhost\r\n\r\n`)
+            .join(''),
+        );
+        socket.once('data', () => {
+          void eventually(() =>
+            Promise.resolve(
+              outcomes.slice(before).includes('/quick finished') &&
+                upstreamSaw.filter((u) => u === '/stall').length === 2
+                ? true
+                : undefined,
+            ),
+          ).then(() => {
+            socket.destroy();
+            resolve();
+          }, reject);
+        });
+      });
+      await eventually(() => Promise.resolve(outcomes.length - before >= 3 ? true : undefined));
+      expect(outcomes.slice(before).sort()).toEqual([
+        '/forever aborted',
+        '/quick finished',
+        '/stall aborted',
+      ]);
     } finally {
       await deleteRoute(database.db, 'stream.localhost');
       upstream.closeAllConnections();
