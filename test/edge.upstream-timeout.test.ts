@@ -1,3 +1,4 @@
+import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -24,15 +25,57 @@ async function stuckUpstream(reply: string) {
   };
 }
 
+/** An upstream that answers every request at once with `size` bytes. */
+async function bulkUpstream(size: number) {
+  const body = Buffer.alloc(size, 'y');
+  const server = http.createServer((_req, res) => {
+    res.writeHead(200, { 'content-length': String(size) });
+    res.end(body);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () => {
+      server.closeAllConnections();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** An upstream whose answer comes one byte every 300 ms: slower in all than the timeout, never quiet for it. */
+async function tricklingUpstream(text: string) {
+  const server = net.createServer((socket) => {
+    socket.on('error', () => undefined);
+    socket.once('data', () => {
+      socket.write(`HTTP/1.1 200 OK\r\ncontent-length: ${text.length}\r\n\r\n`);
+      let i = 0;
+      const timer = setInterval(() => {
+        if (socket.destroyed) return clearInterval(timer);
+        socket.write(text[i++]!);
+        if (i === text.length) clearInterval(timer);
+      }, 300);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
 let database: TestDatabase;
 let edge: TestEdge;
 let silent: Awaited<ReturnType<typeof stuckUpstream>>;
 let stalling: Awaited<ReturnType<typeof stuckUpstream>>;
+let bulk: Awaited<ReturnType<typeof bulkUpstream>>;
+let trickle: Awaited<ReturnType<typeof tricklingUpstream>>;
 
 beforeAll(async () => {
   database = await createTestDatabase();
   silent = await stuckUpstream('');
   stalling = await stuckUpstream('HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nfirst ten.');
+  bulk = await bulkUpstream(8 * 1024 * 1024);
+  trickle = await tricklingUpstream('slowly');
   const tenant = await insertTenant(database.db, 'slowco');
   await upsertRoute(database.db, {
     hostname: 'slowco.localhost',
@@ -45,6 +88,18 @@ beforeAll(async () => {
     tenantId: tenant,
     upstream: { host: '127.0.0.1', port: stalling.port },
   });
+  await upsertRoute(database.db, {
+    hostname: 'slowco.localhost',
+    pathPrefix: '/bulk',
+    tenantId: tenant,
+    upstream: { host: '127.0.0.1', port: bulk.port },
+  });
+  await upsertRoute(database.db, {
+    hostname: 'slowco.localhost',
+    pathPrefix: '/trickle',
+    tenantId: tenant,
+    upstream: { host: '127.0.0.1', port: trickle.port },
+  });
   edge = await startTestEdge(database, { env: { AIQSO_EDGE_UPSTREAM_TIMEOUT_SECONDS: '1' } });
 });
 
@@ -52,6 +107,8 @@ afterAll(async () => {
   await edge?.close();
   await silent?.close();
   await stalling?.close();
+  await bulk?.close();
+  await trickle?.close();
   await database?.drop();
 });
 
@@ -70,6 +127,31 @@ describe('builtin edge upstream timeout (AIQSO_EDGE_UPSTREAM_TIMEOUT_SECONDS)', 
     expect(res.status).toBe(200);
     expect(res.headers['content-length']).toBe('100');
     expect(res.body).toBe('first ten.'); // what came, and the connection closed short of 100 bytes
+  });
+
+  it('lets an answer that keeps coming take longer than the timeout in all', async () => {
+    const res = await rawGet(edge.port, '/trickle/x', 'slowco.localhost');
+    expect(res.status).toBe(200);
+    expect(res.body).toBe('slowly'); // 6 bytes over about 1.8 s, with a 1 s timeout
+  });
+
+  it('does not count a client that reads slowly against the upstream', async () => {
+    // The upstream has sent everything at once; the client stops reading for longer than the timeout.
+    const received = await new Promise<number>((resolve, reject) => {
+      const socket = net.connect(edge.port, '127.0.0.1');
+      let bytes = 0;
+      socket.on('error', reject);
+      socket.write('GET /bulk/x HTTP/1.1\r\nHost: slowco.localhost\r\nConnection: close\r\n\r\n');
+      socket.once('data', (first: Buffer) => {
+        bytes += first.length;
+        socket.pause();
+        setTimeout(() => socket.resume(), 2500);
+        socket.on('data', (c: Buffer) => (bytes += c.length));
+      });
+      socket.on('end', () => resolve(bytes));
+    });
+    expect(received).toBeGreaterThan(8 * 1024 * 1024); // the whole body, plus the head
+    expect(received).toBeLessThan(8 * 1024 * 1024 + 1024);
   });
 
   it('refuses a timeout that is not a whole number of seconds from 1 to 3600', async () => {
