@@ -10,6 +10,7 @@ import {
   eventually,
   rawGet,
   rawRequest,
+  readSlowly,
   startEchoUpstream,
   wsRoundTrip,
   type Echo,
@@ -234,19 +235,7 @@ describe('builtin edge routing', () => {
       );
 
       // A client that stops reading for a while, then reads everything.
-      const received = await new Promise<number>((resolve, reject) => {
-        const socket = net.connect(edge.port, '127.0.0.1');
-        let bytes = 0;
-        socket.on('error', reject);
-        socket.write('GET /big HTTP/1.1\r\nHost: stream.localhost\r\nConnection: close\r\n\r\n');
-        socket.once('data', (first: Buffer) => {
-          bytes += first.length;
-          socket.pause();
-          setTimeout(() => socket.resume(), 500);
-          socket.on('data', (c: Buffer) => (bytes += c.length));
-        });
-        socket.on('end', () => resolve(bytes));
-      });
+      const received = await readSlowly(edge.port, '/big', 'stream.localhost', 500);
       expect(received).toBeGreaterThan(128 * piece.length); // the body plus the head
       expect(received).toBeLessThan(128 * piece.length + 1024);
 

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { upsertRoute } from '../src/edge/routes-store.ts';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
 import { insertTenant, startTestEdge, type TestEdge } from './support/edge.ts';
-import { rawGet } from './support/upstreams.ts';
+import { rawGet, readSlowly } from './support/upstreams.ts';
 
 /** An upstream that reads requests and answers each with `reply` (or nothing), then holds the connection open. */
 async function stuckUpstream(reply: string) {
@@ -77,29 +77,20 @@ beforeAll(async () => {
   bulk = await bulkUpstream(8 * 1024 * 1024);
   trickle = await tricklingUpstream('slowly');
   const tenant = await insertTenant(database.db, 'slowco');
-  await upsertRoute(database.db, {
-    hostname: 'slowco.localhost',
-    tenantId: tenant,
-    upstream: { host: '127.0.0.1', port: silent.port },
-  });
-  await upsertRoute(database.db, {
-    hostname: 'slowco.localhost',
-    pathPrefix: '/stream',
-    tenantId: tenant,
-    upstream: { host: '127.0.0.1', port: stalling.port },
-  });
-  await upsertRoute(database.db, {
-    hostname: 'slowco.localhost',
-    pathPrefix: '/bulk',
-    tenantId: tenant,
-    upstream: { host: '127.0.0.1', port: bulk.port },
-  });
-  await upsertRoute(database.db, {
-    hostname: 'slowco.localhost',
-    pathPrefix: '/trickle',
-    tenantId: tenant,
-    upstream: { host: '127.0.0.1', port: trickle.port },
-  });
+  const routes: [string, number][] = [
+    ['', silent.port],
+    ['/stream', stalling.port],
+    ['/bulk', bulk.port],
+    ['/trickle', trickle.port],
+  ];
+  for (const [pathPrefix, port] of routes) {
+    await upsertRoute(database.db, {
+      hostname: 'slowco.localhost',
+      pathPrefix,
+      tenantId: tenant,
+      upstream: { host: '127.0.0.1', port },
+    });
+  }
   edge = await startTestEdge(database, { env: { AIQSO_EDGE_UPSTREAM_TIMEOUT_SECONDS: '1' } });
 });
 
@@ -137,19 +128,7 @@ describe('builtin edge upstream timeout (AIQSO_EDGE_UPSTREAM_TIMEOUT_SECONDS)', 
 
   it('does not count a client that reads slowly against the upstream', async () => {
     // The upstream has sent everything at once; the client stops reading for longer than the timeout.
-    const received = await new Promise<number>((resolve, reject) => {
-      const socket = net.connect(edge.port, '127.0.0.1');
-      let bytes = 0;
-      socket.on('error', reject);
-      socket.write('GET /bulk/x HTTP/1.1\r\nHost: slowco.localhost\r\nConnection: close\r\n\r\n');
-      socket.once('data', (first: Buffer) => {
-        bytes += first.length;
-        socket.pause();
-        setTimeout(() => socket.resume(), 2500);
-        socket.on('data', (c: Buffer) => (bytes += c.length));
-      });
-      socket.on('end', () => resolve(bytes));
-    });
+    const received = await readSlowly(edge.port, '/bulk/x', 'slowco.localhost', 2500);
     expect(received).toBeGreaterThan(8 * 1024 * 1024); // the whole body, plus the head
     expect(received).toBeLessThan(8 * 1024 * 1024 + 1024);
   });

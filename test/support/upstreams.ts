@@ -130,6 +130,27 @@ function dechunk(body: Buffer): Buffer {
   }
 }
 
+/**
+ * GET with the given target and Host as a client that takes the first piece of
+ * the answer, then stops reading for `pauseMs`, then reads the rest: how many
+ * bytes came in all (head included).
+ */
+export function readSlowly(port: number, target: string, host: string, pauseMs: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    let bytes = 0;
+    socket.on('error', reject);
+    socket.write(`GET ${target} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+    socket.once('data', (first: Buffer) => {
+      bytes += first.length;
+      socket.pause();
+      setTimeout(() => socket.resume(), pauseMs);
+      socket.on('data', (c: Buffer) => (bytes += c.length));
+    });
+    socket.on('end', () => resolve(bytes));
+  });
+}
+
 /** GET with the given target and Host, connection closed after. */
 export function rawGet(port: number, target: string, host: string, extra = ''): Promise<RawResponse> {
   return rawRequest(port, `GET ${target} HTTP/1.1\r\nHost: ${host}\r\n${extra}Connection: close\r\n\r\n`);
