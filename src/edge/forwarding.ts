@@ -89,8 +89,8 @@ const FORWARDING = new Set([
 /**
  * The request headers for the upstream, as name, value, name, value…: the
  * client's, without hop-by-hop ones (`isHopByHop`, and any its Connection
- * header names) and without the forwarding headers it sent, which are set as
- * `setForwardingHeaders` sets them.
+ * header names) and without the forwarding headers it sent, which are set
+ * (`pushForwardingHeaders`) as `setForwardingHeaders` sets them.
  */
 export function upstreamRequestHeaders(req: IncomingMessage, ip: string, host: string): string[] {
   const h = req.headers;
@@ -106,10 +106,15 @@ export function upstreamRequestHeaders(req: IncomingMessage, ip: string, host: s
     if (typeof value === 'string') out.push(name, value);
     else for (const v of value) out.push(name, v); // set-cookie, the one header Node keeps as a list
   }
-  const tls = (req.socket as TLSSocket).encrypted === true;
-  out.push('host', host, 'x-forwarded-for', ip, 'x-forwarded-proto', tls ? 'https' : 'http');
-  out.push('x-forwarded-host', host, 'x-real-ip', ip);
+  pushForwardingHeaders(out, req, ip, host);
   return out;
+}
+
+/** The forwarding headers this edge sets, appended to `out` as name, value, name, value… */
+function pushForwardingHeaders(out: string[], req: IncomingMessage, ip: string, host: string): void {
+  const proto = (req.socket as TLSSocket).encrypted === true ? 'https' : 'http';
+  out.push('host', host, 'x-forwarded-for', ip, 'x-forwarded-proto', proto);
+  out.push('x-forwarded-host', host, 'x-real-ip', ip);
 }
 
 /**
@@ -118,14 +123,9 @@ export function upstreamRequestHeaders(req: IncomingMessage, ip: string, host: s
  * proxy's view of the client is taken via `clientIp`).
  */
 export function setForwardingHeaders(req: IncomingMessage, ip: string, host: string): void {
-  const tls = (req.socket as TLSSocket).encrypted === true;
   const h = req.headers;
-  delete h.forwarded;
-  delete h['x-forwarded-port'];
-  delete h['x-forwarded-prefix'];
-  h['x-forwarded-for'] = ip;
-  h['x-forwarded-proto'] = tls ? 'https' : 'http';
-  h['x-forwarded-host'] = host;
-  h['x-real-ip'] = ip;
-  h.host = host;
+  for (const name of FORWARDING) delete h[name];
+  const set: string[] = [];
+  pushForwardingHeaders(set, req, ip, host);
+  for (let i = 0; i < set.length; i += 2) h[set[i]!] = set[i + 1];
 }
