@@ -101,7 +101,6 @@ function clientClosed(this: ClientSocket) {
  */
 class Exchange<T> implements Dispatcher.DispatchHandler {
   private controller: Dispatcher.DispatchController | undefined;
-  private answered = false;
   private over = false;
   private gone = false;
   older: Exchange<T> | undefined = undefined;
@@ -157,7 +156,9 @@ class Exchange<T> implements Dispatcher.DispatchHandler {
   timedOut() {
     if (this.over) return;
     if (this.paused) return void this.timer.refresh();
-    const err: ForwardError = new Error(this.answered ? 'upstream body timeout' : 'upstream headers timeout');
+    const err: ForwardError = new Error(
+      this.res.headersSent ? 'upstream body timeout' : 'upstream headers timeout',
+    );
     err.code = 'ETIMEDOUT';
     // Not yet on a connection (every one busy, or still connecting): nothing to abort but the exchange.
     if (this.controller) this.controller.abort(err);
@@ -177,7 +178,6 @@ class Exchange<T> implements Dispatcher.DispatchHandler {
     statusMessage?: string,
   ) {
     if (statusCode < 200 || this.over) return; // 1xx: this edge's server speaks for itself
-    this.answered = true;
     this.timer.refresh();
     this.res.writeHead(statusCode, statusMessage, clientHeaders(headers));
   }
@@ -203,7 +203,7 @@ class Exchange<T> implements Dispatcher.DispatchHandler {
 
   onResponseError(_c: Dispatcher.DispatchController | undefined, err: Error) {
     if (this.over) return;
-    if (this.answered || this.gone) this.res.destroy();
+    if (this.res.headersSent || this.gone) this.res.destroy();
     else this.events.failed(this.tag, this.res, err);
     this.end(false);
   }

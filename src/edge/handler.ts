@@ -272,8 +272,7 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
   }
 
   function proxyError(err: ForwardError, res: ServerResponse | Duplex) {
-    const timeout = err.code === 'ECONNRESET' && /timeout/i.test(err.message);
-    const page = timeout || /timeout/i.test(err.message) ? pages.gatewayTimeout() : pages.badGateway();
+    const page = /timeout/i.test(err.message) ? pages.gatewayTimeout() : pages.badGateway();
     if ('writeHead' in res) send(res, page);
     else writeRaw(res, page);
   }
