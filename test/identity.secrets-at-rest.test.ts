@@ -14,7 +14,7 @@ import {
 } from '../src/identity/rotate-master-key.ts';
 import { createSecretBox, generateMasterKey, parseMasterKey } from '../src/identity/secrets.ts';
 import { runCli } from './support/cli.ts';
-import { createHarness, PASSWORD, type Harness } from './support/identity.ts';
+import { createHarness, PASSWORD, totpCodeAtStep, type Harness } from './support/identity.ts';
 
 describe('the secret box', () => {
   let dir: string;
@@ -106,7 +106,9 @@ describe('master key rotation', () => {
   });
 
   it('keeps the running platform working: a TOTP login opens the re-encrypted secret', async () => {
-    // A time step the harness has not spent yet, inside the ±1 window.
+    // A time step the harness has not spent yet, inside the ±1 window. The code is made for that
+    // exact step: an offset from a clock read again later could land, across a step boundary, on a
+    // step already spent ("already used").
     const used = await h.db.db
       .selectFrom('totp_used_steps')
       .select('step')
@@ -114,11 +116,11 @@ describe('master key rotation', () => {
       .execute();
     const spent = new Set(used.map((u) => Number(u.step)));
     const now = Math.floor(Date.now() / 30_000);
-    const offset = [0, 1, -1].find((o) => !spent.has(now + o))!;
+    const step = [now, now + 1, now - 1].find((s) => !spent.has(s))!;
     const res = await h.api.inject({
       method: 'POST',
       url: '/api/v1/auth/login',
-      payload: { email: h.admin.email, password: PASSWORD, totp: h.code(h.admin.totpSecret, offset) },
+      payload: { email: h.admin.email, password: PASSWORD, totp: totpCodeAtStep(h.admin.totpSecret, step) },
     });
     expect(res.statusCode, res.body).toBe(200);
   });

@@ -51,6 +51,11 @@ export function totpCode(secret: string, offsetSteps = 0): string {
   return TOTP.generate({ secret: Secret.fromBase32(secret), timestamp: Date.now() + offsetSteps * 30_000 });
 }
 
+/** A TOTP code for `secret` at the 30-s time step `step` (a Unix time divided by 30 s). */
+export function totpCodeAtStep(secret: string, step: number): string {
+  return TOTP.generate({ secret: Secret.fromBase32(secret), timestamp: step * 30_000 });
+}
+
 export async function createHarness(
   options: { env?: Record<string, string>; limits?: Record<string, number> } = {},
 ): Promise<Harness> {
