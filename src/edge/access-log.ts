@@ -23,6 +23,19 @@ interface PinoInternals {
   [pino.symbols.chindingsSym]: string;
 }
 
+/** What JSON must escape in a string: quote, backslash, control characters, surrogates (a lone one is escaped). */
+// eslint-disable-next-line no-control-regex -- control characters are what this looks for
+const ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
+
+/**
+ * A string as a JSON string. Most need no escaping, and a test for that costs
+ * a fraction of a call to JSON.stringify (written five times a line).
+ */
+export function str(s: string | null | undefined): string | undefined {
+  if (s == null) return undefined;
+  return ESCAPE.test(s) ? JSON.stringify(s) : `"${s}"`;
+}
+
 /**
  * The edge's access log: one JSON line per request, in the same shape as the
  * platform logger's lines (`level`, `time`, its bindings, then the fields and
@@ -34,9 +47,9 @@ interface PinoInternals {
  * CPU under load. Lines are gathered and handed over in blocks of 16 KiB, and
  * at least every `flushMs` (as nginx's `access_log … buffer= flush=`), so one
  * write carries a hundred lines; the rest on `close` and at exit. The fields
- * are fixed and none is a secret; every string goes through JSON.stringify,
- * since host and path come from the client. Returns undefined when the
- * logger's level hides `info` lines.
+ * are fixed and none is a secret. Host and path come from the client: a
+ * string with anything JSON must escape goes through JSON.stringify (`str`).
+ * Returns undefined when the logger's level hides `info` lines.
  */
 export function createAccessLog(log: Logger, flushMs = 200): AccessLog | undefined {
   if (!log.isLevelEnabled('info')) return undefined;
@@ -64,7 +77,6 @@ export function createAccessLog(log: Logger, flushMs = 200): AccessLog | undefin
   // toISOString costs more than the rest of the line: one per millisecond is enough.
   let lastMs = 0;
   let lastTime = '';
-  const str = (s: string | null | undefined) => (s == null ? undefined : JSON.stringify(s));
   return {
     write(e) {
       const now = Date.now();

@@ -1,0 +1,72 @@
+import { Writable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { createAccessLog, str } from '../src/edge/access-log.ts';
+import { createLogger } from '../src/observability/logger.ts';
+
+describe('edge access log', () => {
+  it('quotes a string exactly as JSON.stringify does, for every UTF-16 code unit', () => {
+    const differ: number[] = [];
+    for (let c = 0; c <= 0xffff; c++) {
+      const s = `a${String.fromCharCode(c)}b`;
+      if (str(s) !== JSON.stringify(s)) differ.push(c);
+    }
+    expect(differ).toEqual([]);
+    for (const s of ['', '/p?q="x"', 'tab\there', '\ud83d\ude00', '\ude00\ud83d', 'é/€']) {
+      expect(str(s)).toBe(JSON.stringify(s));
+    }
+    expect(str(null)).toBeUndefined();
+    expect(str(undefined)).toBeUndefined();
+  });
+
+  it('writes one parseable line per request, whatever the client put in host and path', () => {
+    const written: string[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        written.push(chunk.toString());
+        done();
+      },
+    });
+    const log = createLogger('info', sink);
+    const access = createAccessLog(log, 60_000)!;
+    const path = '/a"b\\c\n\u0001\ud800?x=é';
+    access.write({
+      tenantId: 'ten_1',
+      route: 'rte_1',
+      host: 'acme.example',
+      method: 'GET',
+      path,
+      status: 200,
+      ms: 1.5,
+    });
+    access.write({
+      tenantId: null,
+      route: undefined,
+      host: undefined,
+      method: 'POST',
+      path: '/',
+      status: 404,
+      ms: 0,
+    });
+    access.close();
+    const lines = written
+      .join('')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toMatchObject({
+      level: 'info',
+      service: 'aiqso',
+      tenantId: 'ten_1',
+      route: 'rte_1',
+      host: 'acme.example',
+      method: 'GET',
+      path: JSON.parse(JSON.stringify(path)) as string,
+      status: 200,
+      ms: 1.5,
+      msg: 'edge request',
+    });
+    expect(lines[1]).not.toHaveProperty('tenantId');
+    expect(lines[1]).toMatchObject({ method: 'POST', path: '/', status: 404 });
+  });
+});
