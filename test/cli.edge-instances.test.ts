@@ -38,8 +38,11 @@ async function tenantRoutedTo(slug: string, which: number): Promise<string> {
   return tenant;
 }
 
-/** `aiqso edge` on a free port with a data directory of its own, stopped after the tests. */
-async function startEdge(env: Record<string, string> = {}) {
+/**
+ * `aiqso edge` on a free port with a data directory of its own, stopped after
+ * the tests; with `cpu`, allowed that CPU only.
+ */
+async function startEdge(env: Record<string, string> = {}, cpu?: number) {
   const port = await freePort();
   const cli = await startCli(
     ['edge'],
@@ -50,6 +53,8 @@ async function startEdge(env: Record<string, string> = {}) {
       ...env,
     },
     'Press Ctrl-C to stop.',
+    60_000,
+    cpu,
   );
   children.push(cli);
   return { port, cli };
@@ -128,5 +133,36 @@ describe('aiqso edge', () => {
     const plain = await start('0');
     expect(plain.cli.output()).not.toContain('worker thread');
     expect((await rawGet(plain.port, '/', 'initech.localhost')).headers['x-upstream']).toBe('one');
+  });
+
+  it('runs its collector without helper threads when it may use one CPU only (AIQSO_EDGE_GC_HELPERS=auto)', async () => {
+    await tenantRoutedTo('umbrella', 0);
+    // The smallest heap allowed, so that the collector works often; budgets out of the way.
+    const load = { AIQSO_EDGE_HEAP_MB: '64', AIQSO_EDGE_RATE_IP: '100000', AIQSO_EDGE_RATE_TENANT: '100000' };
+    const one = await startEdge(load, 0);
+    expect(one.cli.output()).toContain('collector without helper threads');
+    // Every answer right through many young-generation collections (about 14 KB each request).
+    const statuses = new Map<string, number>();
+    for (let round = 0; round < 50; round++) {
+      const answers = await Promise.all(
+        Array.from({ length: 40 }, () => rawGet(one.port, `/r${round}`, 'umbrella.localhost')),
+      );
+      for (const a of answers) {
+        const key = `${a.status} ${String(a.headers['x-upstream'])}`;
+        statuses.set(key, (statuses.get(key) ?? 0) + 1);
+      }
+    }
+    expect(Object.fromEntries(statuses)).toEqual({ '200 one': 2000 });
+    one.cli.child.kill('SIGTERM');
+    expect((await one.cli.exited).code).toBe(0);
+
+    // On several CPUs they stay on unless turned off.
+    const several = await startEdge({ AIQSO_EDGE_HEAP_MB: '64' });
+    expect(several.cli.output().includes('collector without helper threads')).toBe(
+      os.availableParallelism() === 1,
+    );
+    const off = await startEdge({ AIQSO_EDGE_HEAP_MB: '64', AIQSO_EDGE_GC_HELPERS: 'off' });
+    expect(off.cli.output()).toContain('collector without helper threads');
+    expect((await rawGet(off.port, '/', 'umbrella.localhost')).status).toBe(200);
   });
 });

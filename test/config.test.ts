@@ -51,6 +51,9 @@ describe('configuration', () => {
       'AIQSO_EDGE_HEAP_MB: expected at least 64 MB, or 0 for Node.js defaults, got "32"',
     );
     expect(errorOf({ AIQSO_EDGE_HEAP_MB: 'lots' })).toMatch(/^AIQSO_EDGE_HEAP_MB: expected megabytes/);
+    expect(errorOf({ AIQSO_EDGE_GC_HELPERS: 'single' })).toBe(
+      'AIQSO_EDGE_GC_HELPERS: expected auto, on or off, got "single"',
+    );
     // A secret's value is never echoed back.
     expect(errorOf({ STRIPE_SECRET_KEY: 'pk_test_abc' })).toBe(
       'STRIPE_SECRET_KEY: expected a Stripe secret key (sk_test_… or sk_live_…), got "…"',

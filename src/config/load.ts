@@ -65,6 +65,12 @@ export interface Config {
      * defaults (src/cli/commands/edge.ts says why).
      */
     heapMb: number;
+    /**
+     * `aiqso edge` with a worker thread only: whether V8's collector has helper
+     * threads (`auto`: not when the process may run on one CPU only;
+     * src/cli/gc.ts says why).
+     */
+    gcHelpers: 'auto' | 'on' | 'off';
   };
   /** ACME CA for `aiqso certs order` and renewals (certificates go to `edgeTuning.certDir`). */
   acme?: {
@@ -211,6 +217,7 @@ function toConfig(raw: RawConfig, cwd: string, env: Source): Config {
       certDir: raw.AIQSO_TLS_CERT_DIR,
       platformUpstream: raw.AIQSO_EDGE_PLATFORM_URL ? hostPort(raw.AIQSO_EDGE_PLATFORM_URL) : undefined,
       heapMb: raw.AIQSO_EDGE_HEAP_MB,
+      gcHelpers: raw.AIQSO_EDGE_GC_HELPERS,
     },
     acme: raw.AIQSO_ACME_DIRECTORY_URL
       ? {

@@ -199,6 +199,7 @@ export const configSchema = z.object({
     .int('expected whole megabytes')
     .refine((n) => n === 0 || n >= 64, 'expected at least 64 MB, or 0 for Node.js defaults')
     .default(512),
+  AIQSO_EDGE_GC_HELPERS: z.enum(['auto', 'on', 'off'], { error: 'expected auto, on or off' }).default('auto'),
   AIQSO_WORKER_CONCURRENCY: z.coerce
     .number({ error: 'expected a number' })
     .int('expected a whole number')

@@ -51,15 +51,21 @@ export function runCli(args: string[], env: Record<string, string>, timeoutMs = 
   });
 }
 
-/** Start a long-running `aiqso` command; resolves once `ready` appears in its stderr. */
+/**
+ * Start a long-running `aiqso` command; resolves once `ready` appears in its
+ * stderr. With `cpu`, the process may run on that CPU only (`taskset`).
+ */
 export function startCli(
   args: string[],
   env: Record<string, string>,
   ready: string,
   timeoutMs = 60_000,
+  cpu?: number,
 ): Promise<{ child: ChildProcess; output: () => string; exited: Promise<CliResult> }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [AIQSO_BIN, ...args], {
+    const command = [process.execPath, AIQSO_BIN, ...args];
+    if (cpu !== undefined) command.unshift('taskset', '-c', String(cpu));
+    const child = spawn(command[0]!, command.slice(1), {
       env: cliEnv(env),
       stdio: ['ignore', 'pipe', 'pipe'],
     });

@@ -1,5 +1,5 @@
 import v8 from 'node:v8';
-import { isMainThread } from 'node:worker_threads';
+import { isMainThread, workerData } from 'node:worker_threads';
 import type { Config } from '../../config/load.ts';
 import { connectMasterDatabase } from '../../db/connect.ts';
 import { startEdge, type EdgeDeps } from '../../edge/index.ts';
@@ -57,9 +57,11 @@ export async function serveEdge(ctx: CommandContext): Promise<void> {
     : '';
   const upstream = config.edgeTuning.platformUpstream;
   const base = upstream ? `, ${config.baseDomain} forwarded to ${upstream.host}:${upstream.port}` : '';
+  const limitMb = Math.round(v8.getHeapStatistics().heap_size_limit / 2 ** 20);
+  const withoutHelpers = (workerData as { gcHelpers?: boolean } | null)?.gcHelpers === false;
   const thread = isMainThread
     ? ''
-    : ` (worker thread, heap limit ${Math.round(v8.getHeapStatistics().heap_size_limit / 2 ** 20)} MB)`;
+    : ` (worker thread, heap limit ${limitMb} MB${withoutHelpers ? ', collector without helper threads' : ''})`;
   process.stderr.write(
     `AIQSO edge (${config.edge}) listening on http://${config.http.bind}:${running.listeners.httpPort}${https}, ` +
       `${running.watcher.table().size} routes${base}${thread}. Press Ctrl-C to stop.\n`,

@@ -1,5 +1,6 @@
 import { isMainThread, Worker } from 'node:worker_threads';
 import type { CommandContext } from '../context.ts';
+import { applyGcHelpers } from '../gc.ts';
 import { baselineWasmOnly } from '../wasm.ts';
 
 /** Young generation of the serving thread: two 8 MB semi-spaces (Node's default lets each grow to 16 MB). */
@@ -31,8 +32,10 @@ function builtEntry(): string | undefined {
 function superviseWorker(ctx: CommandContext, entry: string): Promise<void> {
   const { config, log } = ctx;
   const heapMb = config.edgeTuning.heapMb;
+  const gcHelpers = applyGcHelpers(config.edgeTuning.gcHelpers);
   const worker = new Worker(new URL(entry), {
     argv: process.argv.slice(2),
+    workerData: { gcHelpers },
     resourceLimits: { maxYoungGenerationSizeMb: YOUNG_GENERATION_MB, maxOldGenerationSizeMb: heapMb },
   });
   // An error the worker did not handle itself ends it (exit code 1), and is reported here.
