@@ -230,7 +230,7 @@ async function main() {
 
     // The builtin edge: the real `aiqso edge` command pinned to the proxy core, four ways. First serving
     // the platform app on the base domain itself, then forwarding it (AIQSO_EDGE_PLATFORM_URL) to the first.
-    const startBuiltin = async (name: string, extraEnv: Record<string, string>, nodeArgs: string[] = []) => {
+    const startBuiltin = async (name: string, extraEnv: Record<string, string>) => {
       const port = await freePort();
       const child = spawn(
         'taskset',
@@ -240,7 +240,6 @@ async function main() {
           process.execPath,
           // e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile the edge under load (not allowed in NODE_OPTIONS)
           ...(process.env.BENCH_EDGE_NODE_ARGS?.split(/\s+/).filter(Boolean) ?? []),
-          ...nodeArgs,
           path.resolve(import.meta.dirname, '../bin/aiqso.js'),
           'edge',
         ],
@@ -278,15 +277,14 @@ async function main() {
       AIQSO_EDGE_PLATFORM_URL: `http://127.0.0.1:${serving.port}`,
       AIQSO_EDGE_HEAP_MB: '0',
     });
-    // The forwarding edge launched as README.md advises for an edge given one core: V8's collector
-    // on the serving thread alone (`node --single-threaded-gc`), so that its helper threads do not take
-    // that core from the thread serving requests while they mark.
-    const singleGc = await startBuiltin(
-      'forwarding, 1-thread GC',
-      { AIQSO_EDGE_PLATFORM_URL: `http://127.0.0.1:${serving.port}` },
-      ['--single-threaded-gc'],
-    );
-    const builtins = [serving, forwarding, mainThread, singleGc];
+    // The edges above are pinned to one core, so their collectors run without V8's helper threads
+    // (AIQSO_EDGE_GC_HELPERS=auto, src/cli/gc.ts). The forwarding edge again with the helpers kept on:
+    // what that choice changes, in the same run.
+    const helpersOn = await startBuiltin('forwarding, GC helpers on', {
+      AIQSO_EDGE_PLATFORM_URL: `http://127.0.0.1:${serving.port}`,
+      AIQSO_EDGE_GC_HELPERS: 'on',
+    });
+    const builtins = [serving, forwarding, mainThread, helpersOn];
 
     // The floor for any Node proxy here: node:http in, undici out to the one upstream, nothing else
     // (no routing, limits, logs or metrics), pinned to the proxy core like the others.
