@@ -1,7 +1,7 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { Readable, type Duplex } from 'node:stream';
 import type { BlockList } from 'node:net';
-import { ProxyServer } from 'http-proxy-3';
+import type { ProxyServer } from 'http-proxy-3';
 import type { StepStatus } from '../db/tables.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { EdgeMetrics, HistogramSeries } from './edge-metrics.ts';
@@ -69,7 +69,7 @@ const CHALLENGE_PREFIX = '/.well-known/acme-challenge/';
 export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 64, timeout: 60_000 });
   // WebSocket upgrades only; plain requests go through `forward`.
-  const proxy = new ProxyServer({ agent, toProxy: true, proxyTimeout: o.upstreamTimeoutMs ?? 60_000 });
+  let wsProxy: Promise<ProxyServer> | undefined;
   const maxBody = o.maxBodyBytes ?? 10 * 1024 * 1024;
   const connectTimeout = o.connectTimeoutMs ?? 3000;
   const acl = new WeakMap<EdgeRoute, { allow?: BlockList; deny?: BlockList }>();
@@ -124,14 +124,28 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     },
   );
 
-  proxy.on('proxyReq', (proxyReq) => {
-    proxyReq.on('socket', (socket) => {
-      if (!socket.connecting) return;
-      const timer = setTimeout(() => proxyReq.destroy(new Error('upstream connect timeout')), connectTimeout);
-      socket.once('connect', () => clearTimeout(timer));
-      proxyReq.once('close', () => clearTimeout(timer));
+  /**
+   * The WebSocket proxy, made at the first upgrade: http-proxy-3 is 1.7 MB of
+   * heap that an edge without WebSocket traffic never needs.
+   */
+  function websocketProxy(): Promise<ProxyServer> {
+    wsProxy ??= import('http-proxy-3').then(({ ProxyServer }) => {
+      const proxy = new ProxyServer({ agent, toProxy: true, proxyTimeout: o.upstreamTimeoutMs ?? 60_000 });
+      proxy.on('proxyReq', (proxyReq) => {
+        proxyReq.on('socket', (socket) => {
+          if (!socket.connecting) return;
+          const timer = setTimeout(
+            () => proxyReq.destroy(new Error('upstream connect timeout')),
+            connectTimeout,
+          );
+          socket.once('connect', () => clearTimeout(timer));
+          proxyReq.once('close', () => clearTimeout(timer));
+        });
+      });
+      return proxy;
     });
-  });
+    return wsProxy;
+  }
 
   function allowed(route: EdgeRoute, ip: string): boolean {
     if (route.allowCidrs.length === 0 && route.denyCidrs.length === 0) return true;
@@ -335,7 +349,10 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
           if (d.kind === 'platform') return writeRaw(socket, pages.noRoute());
           setForwardingHeaders(req, ip, d.host);
           req.url = d.url;
-          proxy.ws(req, socket, head, { target: d.upstream }, (err) => proxyError(err, socket));
+          websocketProxy().then(
+            (proxy) => proxy.ws(req, socket, head, { target: d.upstream }, (err) => proxyError(err, socket)),
+            () => writeRaw(socket, pages.unavailable()),
+          );
         },
         () => writeRaw(socket, pages.unavailable()),
       );
@@ -343,7 +360,7 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     close() {
       accessLog?.close();
       agent.destroy();
-      proxy.close();
+      void wsProxy?.then((proxy) => proxy.close());
       void forwarder.close();
     },
   };
