@@ -1,6 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { normalizeHost, normalizePath, normalizeTarget } from '../src/edge/normalize.ts';
-import { buildRouteTable, matchRoute, replaceHosts, type EdgeRoute } from '../src/edge/route-table.ts';
+import {
+  buildRouteTable,
+  hostRoutes,
+  matchRoute,
+  replaceHosts,
+  tableRoutes,
+  type EdgeRoute,
+} from '../src/edge/route-table.ts';
 import { routeId } from '../src/edge/routes-store.ts';
 
 function route(hostname: string, pathPrefix = '', extra: Partial<EdgeRoute> = {}): EdgeRoute {
@@ -50,9 +57,23 @@ describe('route table (pure)', () => {
   it('replaces only the hosts a notification names', () => {
     const next = replaceHosts(table, ['acme.aiqso.io'], [route('acme.aiqso.io', '', { state: 'suspended' })]);
     expect(next.size).toBe(2);
-    expect(next.hosts.get('acme.aiqso.io')?.size).toBe(1);
+    expect(hostRoutes(next.hosts.get('acme.aiqso.io'))).toMatchObject([{ state: 'suspended' }]);
     expect(next.hosts.get('shop.example.com')).toBe(table.hosts.get('shop.example.com'));
     expect(table.size).toBe(4);
+  });
+
+  it('keeps one route per host and prefix, the later row replacing the earlier', () => {
+    const again = buildRouteTable([
+      route('acme.aiqso.io', '/crm'),
+      route('acme.aiqso.io'),
+      route('acme.aiqso.io', '/crm', { state: 'suspended' }),
+    ]);
+    expect(again.size).toBe(2);
+    expect(matchRoute(again, 'aiqso.io', 'acme.aiqso.io', '/crm/x')).toMatchObject({
+      route: { pathPrefix: '/crm', state: 'suspended' },
+    });
+    expect(tableRoutes(again).map((r) => r.pathPrefix)).toEqual(['/crm', '']);
+    expect(tableRoutes(table)).toHaveLength(4);
   });
 
   it('derives the same route id from the same key', () => {

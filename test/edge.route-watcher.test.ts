@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { routeAt } from '../src/edge/route-table.ts';
 import { startRouteWatcher, type RouteWatcher } from '../src/edge/route-watcher.ts';
 import { upsertRoute } from '../src/edge/routes-store.ts';
 import { createLogger } from '../src/observability/logger.ts';
@@ -7,7 +8,7 @@ import { eventually } from './support/upstreams.ts';
 
 let database: TestDatabase;
 let watcher: RouteWatcher;
-const port = (host: string) => watcher.table().hosts.get(host)?.get('')?.upstream?.port;
+const port = (host: string) => routeAt(watcher.table().hosts.get(host) ?? [], '')?.upstream?.port;
 
 beforeAll(async () => {
   database = await createTestDatabase();
