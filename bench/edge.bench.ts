@@ -278,7 +278,7 @@ async function main() {
       AIQSO_EDGE_HEAP_MB: '0',
     });
     // The edges above are pinned to one core, so their collectors run without V8's helper threads
-    // (AIQSO_EDGE_GC_HELPERS=auto, src/cli/gc.ts). The forwarding edge again with the helpers kept on:
+    // (AIQSO_EDGE_GC_HELPERS=auto, bin/edge-supervisor.js). The forwarding edge again with the helpers kept on:
     // what that choice changes, in the same run.
     const helpersOn = await startBuiltin('forwarding, GC helpers on', {
       AIQSO_EDGE_PLATFORM_URL: `http://127.0.0.1:${serving.port}`,

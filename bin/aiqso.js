@@ -3,11 +3,11 @@
 // built by esbuild at start (bin/bundle.js, about a second, in a worker thread
 // that ends with the build); without esbuild they run through tsx's loader.
 let entry;
+let built = false;
 try {
   const { bundleInWorker } = await import('./bundle.js');
   entry = await bundleInWorker('src/cli/main.ts');
-  // For a command that runs the built CLI again in a worker thread (`aiqso edge`).
-  globalThis[Symbol.for('aiqso.cliEntry')] = entry;
+  built = true;
 } catch (err) {
   if (err?.code !== 'ERR_MODULE_NOT_FOUND') throw err;
   const { register } = await import('tsx/esm/api');
@@ -15,4 +15,11 @@ try {
   entry = '../src/cli/main.ts';
 }
 process.setSourceMapsEnabled(true);
-await import(entry);
+// `aiqso edge` serves from a worker thread running the built CLI (bin/edge-supervisor.js); under
+// tsx's loader, or with any option (`--help`), the CLI runs here as for every other command.
+if (built && process.argv[2] === 'edge' && process.argv.length === 3) {
+  const { superviseEdge } = await import('./edge-supervisor.js');
+  await superviseEdge(entry);
+} else {
+  await import(entry);
+}

@@ -68,7 +68,7 @@ export interface Config {
     /**
      * `aiqso edge` with a worker thread only: whether V8's collector has helper
      * threads (`auto`: not when the process may run on one CPU only;
-     * src/cli/gc.ts says why).
+     * bin/edge-supervisor.js says why).
      */
     gcHelpers: 'auto' | 'on' | 'off';
   };
