@@ -63,10 +63,11 @@ function edgeSettings(entry) {
 export async function superviseEdge(entry) {
   const settings = await edgeSettings(entry);
   if (!settings) return;
+  // AIQSO_EDGE_HEAP_MB=0: serve on this thread, with Node's default heap sizing (the command sets
+  // `--liftoff-only` itself there).
+  if (settings.heapMb === 0) return import(entry);
   // Keep undici's WebAssembly parser on the baseline compiler (src/cli/wasm.ts says why).
   v8.setFlagsFromString('--liftoff-only');
-  // AIQSO_EDGE_HEAP_MB=0: serve on this thread, with Node's default heap sizing.
-  if (settings.heapMb === 0) return import(entry);
   const gcHelpers =
     settings.gcHelpers === 'on' || (settings.gcHelpers === 'auto' && os.availableParallelism() > 1);
   if (!gcHelpers) for (const flag of WITHOUT_HELPERS) v8.setFlagsFromString(flag);

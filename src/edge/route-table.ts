@@ -34,7 +34,7 @@ export interface RouteTable {
   size: number;
 }
 
-/** The route of `host` at exactly `pathPrefix`. */
+/** The route at exactly `pathPrefix` among one host's routes. */
 export function routeAt(routes: HostRoutes, pathPrefix: string): EdgeRoute | undefined {
   for (let i = 0; i < routes.length; i += 2) if (routes[i] === pathPrefix) return routes[i + 1] as EdgeRoute;
   return undefined;
@@ -61,8 +61,8 @@ export function buildRouteTable(routes: readonly EdgeRoute[]): RouteTable {
     let list = building.get(host);
     if (!list) building.set(host, (list = []));
     const at = list.indexOf(route.pathPrefix);
-    // A later row for the same host and prefix replaces the earlier one.
-    if (at >= 0 && at % 2 === 0) list[at + 1] = route;
+    // A later row for the same host and prefix replaces the earlier one (only prefixes are strings).
+    if (at >= 0) list[at + 1] = route;
     else {
       list.push(route.pathPrefix, route);
       size++;
