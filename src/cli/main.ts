@@ -1,3 +1,5 @@
+// First: before anything in this thread can let the classes of tick objects be collected.
+import './tick-shape.ts';
 import { Command } from 'commander';
 import { VERSION } from '../version.ts';
 import { identityCommands } from './commands/identity.ts';
