@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { createAccessLog, str } from '../src/edge/access-log.ts';
+import { createAccessLog, millis, str } from '../src/edge/access-log.ts';
 import { createLogger } from '../src/observability/logger.ts';
 
 describe('edge access log', () => {
@@ -16,6 +16,17 @@ describe('edge access log', () => {
     }
     expect(str(null)).toBeUndefined();
     expect(str(undefined)).toBeUndefined();
+  });
+
+  it('writes a duration to a tenth of a millisecond, as String(Math.round(ms * 10) / 10) does', () => {
+    const differ: number[] = [];
+    const check = (ms: number) => {
+      if (millis(ms) !== String(Math.round(ms * 10) / 10)) differ.push(ms);
+    };
+    for (let i = 0; i <= 200_000; i++) check(i / 100); // 0 to 2 s in hundredths
+    for (let i = 0; i < 100_000; i++) check(Math.random() * 120_000); // up to two minutes, any fraction
+    for (const ms of [0, 0.04, 0.05, 0.95, 0.96, 9.95, 59_999.95, 3_600_000.04]) check(ms);
+    expect(differ).toEqual([]);
   });
 
   it('writes one parseable line per request, whatever the client put in host and path', () => {
@@ -36,7 +47,7 @@ describe('edge access log', () => {
       method: 'GET',
       path,
       status: 200,
-      ms: 1.5,
+      ms: 1.46,
     });
     access.write({
       tenantId: null,

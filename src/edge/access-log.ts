@@ -9,6 +9,7 @@ export interface AccessEntry {
   method: string | undefined;
   path: string | undefined;
   status: number;
+  /** Duration in milliseconds, written to a tenth. */
   ms: number;
 }
 
@@ -34,6 +35,18 @@ const ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
 export function str(s: string | null | undefined): string | undefined {
   if (s == null) return undefined;
   return ESCAPE.test(s) ? JSON.stringify(s) : `"${s}"`;
+}
+
+/**
+ * Milliseconds to a tenth, as JSON: the same text as `String(Math.round(ms * 10) / 10)`
+ * for any duration a request can take, built from integers (a double that is not
+ * whole takes V8's slow number-to-string path, about 0.25 µs a line in `perf`).
+ */
+export function millis(ms: number): string {
+  const tenths = Math.round(ms * 10);
+  const whole = Math.trunc(tenths / 10);
+  const tenth = tenths - whole * 10;
+  return tenth === 0 ? `${whole}` : `${whole}.${tenth}`;
 }
 
 /**
@@ -91,7 +104,7 @@ export function createAccessLog(log: Logger, flushMs = 200): AccessLog | undefin
       if (route) line += `,"route":${route}`;
       const host = str(e.host);
       if (host) line += `,"host":${host}`;
-      line += `,"method":${str(e.method) ?? 'null'},"path":${str(e.path) ?? 'null'},"status":${e.status},"ms":${e.ms},"msg":"edge request"}\n`;
+      line += `,"method":${str(e.method) ?? 'null'},"path":${str(e.path) ?? 'null'},"status":${e.status},"ms":${millis(e.ms)},"msg":"edge request"}\n`;
       pending += line;
       if (pending.length >= 16_384) flush();
     },

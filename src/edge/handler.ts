@@ -112,7 +112,7 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
       method: req.method,
       path,
       status,
-      ms: Math.round(ms * 10) / 10,
+      ms,
     });
   }
   const forwarder = createForwarder<Pass>(
