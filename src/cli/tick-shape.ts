@@ -14,11 +14,11 @@ import { createHook } from 'node:async_hooks';
  * gets new ones, the remembered class no longer matches, and V8 marks those
  * keys megamorphic for good. From then on every tick object is built by a
  * runtime call: measured with `perf` on a forwarding edge pinned to one core,
- * 4–6 µs of CPU per request (8–10% of it), on the main thread after a minute
- * idle as in a worker thread after its start. A tick object kept alive keeps
- * its class, and through its back pointers the classes of every step of the
- * literal, so the keys stay monomorphic and optimised code builds the object
- * inline.
+ * 4–6 µs of CPU per request (7–10% of it), on the main thread after a minute
+ * idle, and in a worker thread where a collection ran while it started. A tick
+ * object kept alive keeps its class, and through its back pointers the classes
+ * of every step of the literal, so the keys stay monomorphic and optimised code
+ * builds the object inline.
  *
  * The object is caught with an async hook enabled for one `nextTick` call
  * (the hook sees each tick object as its resource), then disabled: nothing
