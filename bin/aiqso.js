@@ -2,6 +2,10 @@
 // Entry point of the `aiqso` command. The TypeScript sources run as a bundle
 // built by esbuild at start (bin/bundle.js, about a second, in a worker thread
 // that ends with the build); without esbuild they run through tsx's loader.
+
+// First: before anything in this thread can let the classes of tick objects be collected.
+import './tick-shape.js';
+
 let entry;
 let built = false;
 try {

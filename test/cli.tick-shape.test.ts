@@ -33,7 +33,7 @@ async function tickLiteralFeedback(options: { keep: boolean; worker: boolean }):
   }
 }
 
-describe('tick objects keep their class (src/cli/tick-shape.ts)', () => {
+describe('tick objects keep their class (bin/tick-shape.js)', () => {
   for (const worker of [false, true]) {
     const thread = worker ? 'a worker thread' : 'the main thread';
     it(`on ${thread}, an idle full collection leaves nextTick's literal monomorphic`, async () => {

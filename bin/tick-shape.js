@@ -22,12 +22,14 @@ import { createHook } from 'node:async_hooks';
  *
  * The object is caught with an async hook enabled for one `nextTick` call
  * (the hook sees each tick object as its resource), then disabled: nothing
- * is left running. Imported first by the CLI, so it runs before anything in
- * the thread can have let those classes go.
+ * is left running. Imported first by bin/aiqso.js and by the CLI (the module
+ * every worker thread of ours starts with), so it runs before anything in the
+ * thread can have let those classes go.
  */
-let kept: object | undefined;
+/** @type {object | undefined} */
+let kept;
 
-export function keepTickObjectShape(): void {
+function keepTickObjectShape() {
   if (kept) return;
   const hook = createHook({
     init(_asyncId, type, _triggerAsyncId, resource) {
