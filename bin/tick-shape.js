@@ -22,9 +22,10 @@ import { createHook } from 'node:async_hooks';
  *
  * The object is caught with an async hook enabled for one `nextTick` call
  * (the hook sees each tick object as its resource), then disabled: nothing
- * is left running. Imported first by bin/aiqso.js and by the CLI (the module
- * every worker thread of ours starts with), so it runs before anything in the
- * thread can have let those classes go.
+ * is left running. Imported first by bin/aiqso.js, and first by the CLI's
+ * entry, where our worker threads start (in the bundle, the shared chunks the
+ * entry imports are evaluated just before it, synchronously): so it runs
+ * before the thread has been idle.
  */
 /** @type {object | undefined} */
 let kept;
