@@ -8,6 +8,9 @@ import os from 'node:os';
 import v8 from 'node:v8';
 import { Worker } from 'node:worker_threads';
 
+/** Where each worker thread starts: it keeps one tick object (bin/tick-shape.js), then runs the CLI. */
+const WORKER_ENTRY = new URL('./worker-entry.js', import.meta.url);
+
 /** Young generation of the serving thread: two 8 MB semi-spaces (Node's default lets each grow to 16 MB). */
 const YOUNG_GENERATION_MB = 24;
 
@@ -45,7 +48,7 @@ const WITHOUT_HELPERS = [
  */
 function edgeSettings(entry) {
   return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL(entry), { argv: ['edge'], workerData: { edgeSettings: true } });
+    const worker = new Worker(WORKER_ENTRY, { argv: ['edge'], workerData: { entry, edgeSettings: true } });
     let settings;
     worker.once('message', (m) => {
       settings = m;
@@ -71,9 +74,9 @@ export async function superviseEdge(entry) {
   const gcHelpers =
     settings.gcHelpers === 'on' || (settings.gcHelpers === 'auto' && os.availableParallelism() > 1);
   if (!gcHelpers) for (const flag of WITHOUT_HELPERS) v8.setFlagsFromString(flag);
-  const worker = new Worker(new URL(entry), {
+  const worker = new Worker(WORKER_ENTRY, {
     argv: process.argv.slice(2),
-    workerData: { gcHelpers },
+    workerData: { entry, gcHelpers },
     resourceLimits: {
       maxYoungGenerationSizeMb: YOUNG_GENERATION_MB,
       maxOldGenerationSizeMb: settings.heapMb,

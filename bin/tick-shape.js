@@ -22,10 +22,9 @@ import { createHook } from 'node:async_hooks';
  *
  * The object is caught with an async hook enabled for one `nextTick` call
  * (the hook sees each tick object as its resource), then disabled: nothing
- * is left running. Imported first by bin/aiqso.js, and first by the CLI's
- * entry, where our worker threads start (in the bundle, the shared chunks the
- * entry imports are evaluated just before it, synchronously): so it runs
- * before the thread has been idle.
+ * is left running. Imported first by bin/aiqso.js (the main thread) and by
+ * bin/worker-entry.js (the worker threads of `aiqso edge`), before any of the
+ * CLI's modules load: so it runs before the thread has been idle.
  */
 /** @type {object | undefined} */
 let kept;

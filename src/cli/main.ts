@@ -1,6 +1,3 @@
-// First: before anything in this thread can let the classes of tick objects be collected
-// (bin/tick-shape.js; a worker thread starts here).
-import '../../bin/tick-shape.js';
 import { Command } from 'commander';
 import { VERSION } from '../version.ts';
 import { identityCommands } from './commands/identity.ts';
