@@ -30,7 +30,6 @@ import { createHook } from 'node:async_hooks';
 let kept;
 
 function keepTickObjectShape() {
-  if (kept) return;
   const hook = createHook({
     init(_asyncId, type, _triggerAsyncId, resource) {
       if (type === 'TickObject') kept = resource;
