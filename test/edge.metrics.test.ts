@@ -1,6 +1,6 @@
 import { Histogram, Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { createEdgeMetrics, OutcomeHistogram } from '../src/edge/edge-metrics.ts';
+import { createEdgeMetrics, OutcomeHistogram, type RouteTally } from '../src/edge/edge-metrics.ts';
 
 const BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5];
 const NAME = 'aiqso_edge_request_duration_seconds';
@@ -57,5 +57,41 @@ describe('edge metrics', () => {
     expect(text).toContain(`${NAME}_bucket{le="0.005",outcome="proxied"} 1\n`);
     expect(text).toContain(`${NAME}_bucket{le="0.0025",outcome="proxied"} 0\n`);
     expect(text).toContain('aiqso_edge_requests_total{route="rte_a",tenant="ten_a",status="2xx"} 1\n');
+  });
+
+  it('counts a route in the tally it keeps, across scrapes and reloads of the route', async () => {
+    const registry = new Registry();
+    const metrics = createEdgeMetrics(registry);
+    const line = (status: string) =>
+      `aiqso_edge_requests_total{route="rte_a",tenant="ten_a",status="${status}"}`;
+    const count = async (status: string) =>
+      Number(
+        new RegExp(`${line(status).replace(/[{}]/g, '\\$&')} (\\d+)`).exec(await registry.metrics())?.[1] ??
+          0,
+      );
+    type Route = { id: string; tenantId: string; tally?: RouteTally };
+    const first: Route = { id: 'rte_a', tenantId: 'ten_a' };
+    for (let i = 0; i < 3; i++) metrics.countRequest(first, 200);
+    metrics.countRequest(first, 404);
+    metrics.countRequest(first, 99); // no status class: not counted
+    expect(await count('2xx')).toBe(3);
+    expect(await count('4xx')).toBe(1);
+
+    // The same route reloaded (a new object, same id) adds to the same series, as does the old
+    // object for a request that was in flight across the reload.
+    const reloaded: Route = { id: 'rte_a', tenantId: 'ten_a' };
+    metrics.countRequest(reloaded, 201);
+    metrics.countRequest(first, 200);
+    expect(await count('2xx')).toBe(5);
+
+    // A scrape with no requests since the one before takes the tally off the list; the route's
+    // next request puts it back, and nothing counted is lost.
+    expect(await count('2xx')).toBe(5);
+    expect(reloaded.tally?.listed).toBe(false);
+    expect(first.tally).toBe(reloaded.tally);
+    metrics.countRequest(reloaded, 500);
+    metrics.countRequest(first, 204);
+    expect(await count('2xx')).toBe(6);
+    expect(await count('5xx')).toBe(1);
   });
 });

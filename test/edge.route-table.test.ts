@@ -3,6 +3,7 @@ import { normalizeHost, normalizePath, normalizeTarget } from '../src/edge/norma
 import {
   buildRouteTable,
   hostRoutes,
+  isIpLiteral,
   matchRoute,
   replaceHosts,
   tableRoutes,
@@ -99,6 +100,47 @@ describe('normalisation (pure)', () => {
     for (const bad of ['/a%2fb', '/a%5Cb', '/a\\b', '/a%00', '/a%g0', '/a%', 'a/b', '/a b', '/a#b']) {
       expect(() => normalizePath(bad), bad).toThrow();
     }
+  });
+
+  it('tells addresses from names as the address pattern does, looking at the last character first', () => {
+    const pattern = /^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-f:.]+\])$/;
+    const hosts = [
+      '10.1.2.3',
+      '255.255.255.255',
+      '[::1]',
+      '[fe80::1]',
+      '[::ffff:10.0.0.1]',
+      '1.2.3',
+      '1.2.3.4.5',
+    ];
+    hosts.push(
+      '1.2.3.4.example',
+      'acme.aiqso.io',
+      'a',
+      '9',
+      'x9',
+      '1a.b.c.9',
+      '[::1',
+      '::1]',
+      '[]',
+      'aiqso.io',
+      '',
+    );
+    for (const host of hosts) expect(isIpLiteral(host), host).toBe(pattern.test(host));
+    expect(isIpLiteral('10.1.2.3')).toBe(true);
+    expect(isIpLiteral('[::1]')).toBe(true);
+    expect(isIpLiteral('1.2.3.4.example')).toBe(false);
+  });
+
+  it('reads an origin-form target with the Host header, and refuses one that is neither form', () => {
+    expect(normalizeTarget('/crm/../docs?q=1', 'Acme.aiqso.io')).toEqual({
+      host: 'acme.aiqso.io',
+      path: '/docs',
+      query: '?q=1',
+    });
+    expect(() => normalizeTarget('/x', 'bad host')).toThrow(/bad Host/);
+    expect(() => normalizeTarget('x/y', 'acme.aiqso.io')).toThrow(/must start with \//);
+    expect(() => normalizeTarget('ftp://acme.aiqso.io/', 'acme.aiqso.io')).toThrow(/must start with \//);
   });
 
   it('takes the host of an absolute-form target over the Host header', () => {

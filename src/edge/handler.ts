@@ -87,6 +87,7 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
           state: 'active',
           allowCidrs: [],
           denyCidrs: [],
+          tally: undefined,
         }
       : undefined;
   const accessLog = createAccessLog(o.log);

@@ -100,17 +100,25 @@ const ALREADY_NORMAL = /^(\/[A-Za-z0-9\-_~!$&'()*+,;=:@][A-Za-z0-9\-._~!$&'()*+,
 
 const QUERY_CHAR = /^[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*$/;
 
-/** Normalise the path and query of an origin-form target. */
-export function normalizePath(rawTarget: string): { path: string; query: string } {
+/** The normalised target of a request to `host` for an origin-form `rawTarget` (path and query). */
+function normalized(host: string, rawTarget: string): NormalizedTarget {
   if (!rawTarget.startsWith('/')) throw new TargetError('request target must start with /');
   const q = rawTarget.indexOf('?');
   const rawPath = q < 0 ? rawTarget : rawTarget.slice(0, q);
   const query = q < 0 ? '' : rawTarget.slice(q);
-  if (!QUERY_CHAR.test(query.slice(1))) throw new TargetError('invalid character in query');
+  if (query !== '' && !QUERY_CHAR.test(query.slice(1))) throw new TargetError('invalid character in query');
   // The common case skips the character-by-character pass (a segment starting with '.' takes the slow path).
-  if (ALREADY_NORMAL.test(rawPath)) return { path: rawPath, query };
-  return { path: removeDotSegments(decodeUnreserved(rawPath)), query };
+  const path = ALREADY_NORMAL.test(rawPath) ? rawPath : removeDotSegments(decodeUnreserved(rawPath));
+  return { host, path, query };
 }
+
+/** Normalise the path and query of an origin-form target. */
+export function normalizePath(rawTarget: string): { path: string; query: string } {
+  const { path, query } = normalized('', rawTarget);
+  return { path, query };
+}
+
+const SLASH = 0x2f;
 
 /**
  * Normalise a request: origin-form (`/path` plus the Host header) or
@@ -119,12 +127,14 @@ export function normalizePath(rawTarget: string): { path: string; query: string 
  */
 export function normalizeTarget(url: string | undefined, hostHeader: string | undefined): NormalizedTarget {
   if (!url) throw new TargetError('missing request target');
+  // Origin-form, as nearly every request is: no scheme to look for.
+  if (url.charCodeAt(0) === SLASH) return normalized(normalizeHost(hostHeader), url);
   const absolute = /^https?:\/\/([^/?#]*)(.*)$/i.exec(url);
   if (absolute) {
     const authority = absolute[1]!;
     if (authority.includes('@')) throw new TargetError('userinfo in request target');
     const rest = absolute[2] === '' ? '/' : absolute[2]!;
-    return { host: normalizeHost(authority), ...normalizePath(rest.startsWith('?') ? `/${rest}` : rest) };
+    return normalized(normalizeHost(authority), rest.startsWith('?') ? `/${rest}` : rest);
   }
-  return { host: normalizeHost(hostHeader), ...normalizePath(url) };
+  return normalized(normalizeHost(hostHeader), url);
 }

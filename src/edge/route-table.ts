@@ -5,6 +5,8 @@
  * number of tenants.
  */
 
+import type { RouteTally } from './edge-metrics.ts';
+
 export type RouteState = 'active' | 'provisioning' | 'suspended' | 'unavailable';
 
 export interface EdgeRoute {
@@ -19,6 +21,12 @@ export interface EdgeRoute {
   state: RouteState;
   allowCidrs: string[];
   denyCidrs: string[];
+  /**
+   * The route's requests since the last metrics scrape (`EdgeMetrics.countRequest`), made at its
+   * first request: the one field the edge writes. Routes start with it undefined, so every route
+   * object has the same shape from the start.
+   */
+  tally?: RouteTally;
 }
 
 /**
@@ -82,8 +90,15 @@ function firstSegment(path: string): string {
 
 const IP_LITERAL = /^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-f:.]+\])$/;
 
-/** A normalised host that is an address, not a name: the machine itself is being asked. */
-export const isIpLiteral = (host: string): boolean => IP_LITERAL.test(host);
+/**
+ * A normalised host that is an address, not a name: the machine itself is being asked.
+ * An address ends in a digit or `]`; a name in a letter (no top-level domain is all
+ * digits), so most hosts are answered without the pattern.
+ */
+export function isIpLiteral(host: string): boolean {
+  const last = host.charCodeAt(host.length - 1);
+  return (last === 0x5d || (last >= 0x30 && last <= 0x39)) && IP_LITERAL.test(host);
+}
 
 /**
  * Match a normalised host and path. The base domain is the platform's own, and

@@ -72,6 +72,7 @@ export function toEdgeRoute(row: EdgeRow, intern: (s: string) => string = (s) =>
     state: row.state,
     allowCidrs: row.allow_cidrs.length ? row.allow_cidrs : NONE,
     denyCidrs: row.deny_cidrs.length ? row.deny_cidrs : NONE,
+    tally: undefined,
   };
 }
 
