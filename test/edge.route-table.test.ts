@@ -9,7 +9,7 @@ import {
   tableRoutes,
   type EdgeRoute,
 } from '../src/edge/route-table.ts';
-import { routeId } from '../src/edge/routes-store.ts';
+import { RouteInterner, routeId, toEdgeRoute } from '../src/edge/routes-store.ts';
 
 function route(hostname: string, pathPrefix = '', extra: Partial<EdgeRoute> = {}): EdgeRoute {
   return {
@@ -81,6 +81,38 @@ describe('route table (pure)', () => {
     expect(routeId('Acme.aiqso.io', '/crm')).toBe(routeId('acme.aiqso.io', '/crm'));
     expect(routeId('acme.aiqso.io', '/crm')).toMatch(/^rte_[0-9a-z]{26}$/);
     expect(routeId('acme.aiqso.io', '/crm')).not.toBe(routeId('acme.aiqso.io', ''));
+  });
+});
+
+describe('routes from rows', () => {
+  const row = (hostname: string, path_prefix: string, port: number): Parameters<typeof toEdgeRoute>[0] => ({
+    id: routeId(hostname, path_prefix),
+    hostname,
+    path_prefix,
+    tenant_id: 'ten_a',
+    tenant_service_id: null,
+    upstream_host: '10.0.0.5',
+    upstream_port: port,
+    strip_prefix: true,
+    state: 'active',
+    allow_cidrs: [],
+    deny_cidrs: [],
+  });
+
+  it('share the upstream objects and strings of one load, and keep each address its own', () => {
+    const intern = new RouteInterner();
+    const [a, b, c] = [
+      row('a.aiqso.io', '', 8080),
+      row('b.aiqso.io', '/crm', 8080),
+      row('a.aiqso.io', '/crm', 9090),
+    ].map((r) => toEdgeRoute(r, intern));
+    expect(a!.upstream).toEqual({ host: '10.0.0.5', port: 8080 });
+    expect(b!.upstream).toBe(a!.upstream);
+    expect(c!.upstream).toEqual({ host: '10.0.0.5', port: 9090 });
+    expect(c!.upstream).not.toBe(a!.upstream);
+    // Loads that do not share an interner share nothing.
+    expect(toEdgeRoute(row('a.aiqso.io', '', 8080)).upstream).not.toBe(a!.upstream);
+    expect(toEdgeRoute({ ...row('a.aiqso.io', '', 8080), upstream_host: null }).upstream).toBeNull();
   });
 });
 

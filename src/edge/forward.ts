@@ -262,14 +262,19 @@ export function createForwarder<T>(options: ForwardOptions, events: ExchangeEven
   const tickMs = Math.min(1000, Math.max(1, Math.floor(options.idleTimeoutMs / 4)));
   const ticks = Math.ceil(options.idleTimeoutMs / tickMs) + 1;
   const clock = setInterval(() => all.sweep(ticks), tickMs).unref();
+  // Each upstream's origin, made once: undici looks its pool up by the origin string, and a string
+  // built per request is hashed afresh each time (routes share their upstream objects: RouteInterner).
+  const origins = new WeakMap<ForwardRequest['upstream'], string>();
+  const originOf = (upstream: ForwardRequest['upstream']) => {
+    let origin = origins.get(upstream);
+    if (origin === undefined) origins.set(upstream, (origin = `http://${upstream.host}:${upstream.port}`));
+    return origin;
+  };
   return {
     forward(req, res, { upstream, path, headers, body }, tag) {
       const exchange = new Exchange(req.socket, res, events, tag, all);
       try {
-        agent.dispatch(
-          { origin: `http://${upstream.host}:${upstream.port}`, path, method: req.method!, headers, body },
-          exchange,
-        );
+        agent.dispatch({ origin: originOf(upstream), path, method: req.method!, headers, body }, exchange);
       } catch (err) {
         exchange.onResponseError(undefined, err as ForwardError);
       }

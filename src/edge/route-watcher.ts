@@ -3,7 +3,7 @@ import pg from 'pg';
 import type { Database } from '../db/database.ts';
 import type { Logger } from '../observability/logger.ts';
 import { buildRouteTable, replaceHosts, type RouteTable } from './route-table.ts';
-import { EDGE_COLUMNS, loadRoutes, toEdgeRoute } from './routes-store.ts';
+import { EDGE_COLUMNS, loadRoutes, RouteInterner, toEdgeRoute } from './routes-store.ts';
 
 export const ROUTES_CHANNEL = 'aiqso_routes';
 
@@ -76,11 +76,12 @@ export async function startRouteWatcher(options: RouteWatcherOptions): Promise<R
         .select(EDGE_COLUMNS)
         .where('hostname', 'in', hosts)
         .execute();
+      const intern = new RouteInterner();
       publish(
         replaceHosts(
           table,
           hosts,
-          rows.map((r) => toEdgeRoute(r)),
+          rows.map((r) => toEdgeRoute(r, intern)),
         ),
       );
     }
