@@ -88,6 +88,7 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
           allowCidrs: [],
           denyCidrs: [],
           tally: undefined,
+          tenantBudget: undefined,
         }
       : undefined;
   const accessLog = createAccessLog(o.log);
@@ -202,7 +203,7 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     const route = match.kind === 'route' ? match.route : undefined;
     const tenantId = route?.tenantId ?? null;
     if (route && !allowed(route, ip)) return { kind: 'page', page: pages.forbidden(), route, tenantId };
-    const wait = o.limiter.check(ip, tenantId);
+    const wait = o.limiter.check(ip, tenantId, route);
     if (typeof wait === 'number') return afterBudget(wait, match, target, route, tenantId);
     return wait.then((w) => afterBudget(w, match, target, route, tenantId));
   }

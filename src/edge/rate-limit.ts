@@ -18,8 +18,11 @@ export interface RateLimits {
 }
 
 export interface EdgeRateLimiter {
-  /** Seconds to wait when over budget, or 0 when the request may pass (a promise only with Redis). */
-  check(ip: string, tenantId: string | null): number | Promise<number>;
+  /**
+   * Seconds to wait when over budget, or 0 when the request may pass (a promise only with Redis).
+   * `holder` (the route) keeps the tenant's in-process tally between requests.
+   */
+  check(ip: string, tenantId: string | null, holder?: BudgetHolder): number | Promise<number>;
 }
 
 /** Every this many windows, the tallies of keys unused in the last full window are dropped. */
@@ -27,14 +30,26 @@ const SWEEP_WINDOWS = 10;
 /** Past this many keys (a flood from many addresses), that happens at every new window. */
 const MAX_KEYS = 100_000;
 
-interface Tally {
+/** One key's requests in the current window. */
+export interface BudgetTally {
+  readonly key: string;
   window: number;
   count: number;
+  /** Dropped from its budget (idle): a holder must look the key up again. */
+  dropped: boolean;
+}
+
+/** What keeps a key's tally between requests: a route keeps its tenant's. */
+export interface BudgetHolder {
+  tenantBudget?: BudgetTally;
 }
 
 export interface MemoryBudget {
-  /** Count one request of `key`: 0 when it may pass, else the seconds until its budget refills. */
-  take(key: string): number;
+  /**
+   * Count one request of `key`: 0 when it may pass, else the seconds until its budget refills.
+   * With `holder`, the key's tally is kept there and found without a lookup next time.
+   */
+  take(key: string, holder?: BudgetHolder): number;
   /** How many keys have a tally. */
   readonly keys: number;
 }
@@ -51,14 +66,18 @@ export interface MemoryBudget {
  * keys, so memory stays bounded by the keys of the last two windows then.
  */
 export function memoryBudget(points: number, clock: () => number = () => performance.now()): MemoryBudget {
-  const tallies = new Map<string, Tally>();
+  const tallies = new Map<string, BudgetTally>();
   let window = 0;
   let windowEnds = clock() + 1000;
   let sweepAt = SWEEP_WINDOWS;
   const sweep = () => {
-    for (const [key, tally] of tallies) if (tally.window < window - 1) tallies.delete(key);
+    for (const [key, tally] of tallies) {
+      if (tally.window >= window - 1) continue;
+      tally.dropped = true;
+      tallies.delete(key);
+    }
   };
-  const take = (key: string) => {
+  const take = (key: string, holder?: BudgetHolder) => {
     const now = clock();
     if (now >= windowEnds) {
       window++;
@@ -68,9 +87,13 @@ export function memoryBudget(points: number, clock: () => number = () => perform
         sweepAt = window + SWEEP_WINDOWS;
       }
     }
-    let tally = tallies.get(key);
-    if (!tally) tallies.set(key, (tally = { window, count: 0 }));
-    else if (tally.window !== window) {
+    let tally = holder?.tenantBudget;
+    if (tally === undefined || tally.dropped || tally.key !== key) {
+      tally = tallies.get(key);
+      if (!tally) tallies.set(key, (tally = { key, window, count: 0, dropped: false }));
+      if (holder) holder.tenantBudget = tally;
+    }
+    if (tally.window !== window) {
       tally.window = window;
       tally.count = 0;
     }
@@ -114,10 +137,10 @@ export function createRateLimiter(limits: RateLimits, redis?: Redis, namespace =
     const ip = limits.perIp > 0 ? memoryBudget(limits.perIp) : undefined;
     const tenant = limits.perTenant > 0 ? memoryBudget(limits.perTenant) : undefined;
     return {
-      check(clientIp, tenantId) {
+      check(clientIp, tenantId, holder) {
         const wait = ip ? ip.take(clientIp) : 0;
         if (wait > 0 || !tenantId || !tenant) return wait;
-        return tenant.take(tenantId);
+        return tenant.take(tenantId, holder);
       },
     };
   }

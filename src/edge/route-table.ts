@@ -6,6 +6,7 @@
  */
 
 import type { RouteTally } from './edge-metrics.ts';
+import type { BudgetTally } from './rate-limit.ts';
 
 export type RouteState = 'active' | 'provisioning' | 'suspended' | 'unavailable';
 
@@ -22,11 +23,13 @@ export interface EdgeRoute {
   allowCidrs: string[];
   denyCidrs: string[];
   /**
-   * The route's requests since the last metrics scrape (`EdgeMetrics.countRequest`), made at its
-   * first request: the one field the edge writes. Routes start with it undefined, so every route
-   * object has the same shape from the start.
+   * The edge's bookkeeping, found from the route without a lookup, each set at the route's first
+   * request (routes start with them undefined, so every route object has one shape): its requests
+   * since the last metrics scrape (`EdgeMetrics.countRequest`), and its tenant's in-process request
+   * budget (`memoryBudget`). The only fields the edge writes.
    */
   tally?: RouteTally;
+  tenantBudget?: BudgetTally;
 }
 
 /**

@@ -91,6 +91,7 @@ export function toEdgeRoute(row: EdgeRow, intern = new RouteInterner()): EdgeRou
     allowCidrs: row.allow_cidrs.length ? row.allow_cidrs : NONE,
     denyCidrs: row.deny_cidrs.length ? row.deny_cidrs : NONE,
     tally: undefined,
+    tenantBudget: undefined,
   };
 }
 
