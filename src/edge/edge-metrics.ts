@@ -30,6 +30,13 @@ export interface RouteTally {
   listed: boolean;
 }
 
+const newTally = (route: { id: string; tenantId: string | null }): RouteTally => ({
+  route: route.id,
+  tenant: route.tenantId ?? '',
+  byClass: [0, 0, 0, 0, 0, 0],
+  listed: false,
+});
+
 const edgeMetricsCache = new WeakMap<Registry, EdgeMetrics>();
 
 export function createEdgeMetrics(registry: Registry): EdgeMetrics {
@@ -71,8 +78,7 @@ export function createEdgeMetrics(registry: Registry): EdgeMetrics {
       if (cls < 1 || cls > 5) return;
       let t = route.tally;
       if (t === undefined || !t.listed) {
-        t = listed.get(route.id) ??
-          t ?? { route: route.id, tenant: route.tenantId ?? '', byClass: [0, 0, 0, 0, 0, 0], listed: false };
+        t = listed.get(route.id) ?? t ?? newTally(route);
         if (!t.listed) {
           t.listed = true;
           listed.set(route.id, t);
