@@ -349,20 +349,34 @@ async function main() {
 
     // Latency at half the (first) builtin edge's peak, the same rate for every proxy, in rounds
     // that take each target in turn, so a slow spell of the machine falls on all of them alike.
+    // Each target waits idle while the others run, so each of its rounds starts with a second at
+    // the same rate that is reported apart (`settling`): what the first second after a quiet spell
+    // looks like, not the steady latency at that rate.
     const half = Math.round(peaks[0]!.peak.rps / 2);
     const pacedOpts = { ...wrkOpts, rate: half };
     const targets = [
-      { name: 'direct', port: upstreamPort, hostSuffix: undefined },
-      { name: 'bare Node proxy', port: barePort, hostSuffix: `.${BASE}` },
-      ...peaks.map((b) => ({ name: b.name, port: b.port, hostSuffix: `.${BASE}` })),
-      { name: 'nginx', port: nginxPort, hostSuffix: `.${BASE}` },
+      { name: 'direct', port: upstreamPort, hostSuffix: undefined, pid: undefined },
+      { name: 'bare Node proxy', port: barePort, hostSuffix: `.${BASE}`, pid: bare.pid },
+      ...peaks.map((b) => ({ name: b.name, port: b.port, hostSuffix: `.${BASE}`, pid: b.pid })),
+      { name: 'nginx', port: nginxPort, hostSuffix: `.${BASE}`, pid: nginxProcess.pid },
     ];
     const rounds: Record<string, WrkResult[]> = {};
+    const settling: Record<string, WrkResult[]> = {};
+    /** Share of its core each proxy used over its measured rounds (user + system time / wall time). */
+    const busy: Record<string, { cpu: number; wall: number }> = {};
     for (let round = 0; round < LATENCY_ROUNDS; round++) {
       for (const t of targets) {
-        (rounds[t.name] ??= []).push(
-          await wrkPaced(`http://127.0.0.1:${t.port}/`, { ...pacedOpts, hostSuffix: t.hostSuffix }),
-        );
+        const opts = { ...pacedOpts, hostSuffix: t.hostSuffix };
+        const url = `http://127.0.0.1:${t.port}/`;
+        (settling[t.name] ??= []).push(await wrkPaced(url, { ...opts, seconds: 1 }));
+        const cpu = t.pid === undefined ? undefined : cpuSeconds(t.pid);
+        const started = performance.now();
+        (rounds[t.name] ??= []).push(await wrkPaced(url, opts));
+        if (cpu !== undefined) {
+          const b = (busy[t.name] ??= { cpu: 0, wall: 0 });
+          b.cpu += cpuSeconds(t.pid!) - cpu;
+          b.wall += (performance.now() - started) / 1000;
+        }
       }
     }
     const lat = (name: string) => summarise(rounds[name]!);
@@ -386,14 +400,20 @@ async function main() {
       );
     }
     console.log(
-      `\nlatency at ${half} req/s (half the builtin peak; wrk, each connection pausing a random time, mean 10 ms, before each request), ${LATENCY_ROUNDS} rounds of ${SECONDS}s: median (smallest-largest)`,
+      `\nlatency at ${half} req/s (half the builtin peak; wrk, each connection pausing a random time, mean 10 ms, before each request), ${LATENCY_ROUNDS} rounds of ${SECONDS}s, each after a settling second: median (smallest-largest); the share of its core the proxy used`,
     );
     const range = (r: Paced, k: 'p50ms' | 'p99ms') => `${ms(r.median[k])} (${ms(r.min[k])}-${ms(r.max[k])})`;
     for (const t of targets) {
       const r = lat(t.name);
+      const b = busy[t.name];
       console.log(
-        `  ${t.name.padEnd(24)} p50 ${range(r, 'p50ms')} ms  p99 ${range(r, 'p99ms')} ms  (${f(r.median.rps)} req/s, ${r.answers} answers, ${r.errors} errors)`,
+        `  ${t.name.padEnd(24)} p50 ${range(r, 'p50ms')} ms  p99 ${range(r, 'p99ms')} ms  (${f(r.median.rps)} req/s, ${r.answers} answers, ${r.errors} errors${b ? `; core ${f((b.cpu / b.wall) * 100)}% busy` : ''})`,
       );
+    }
+    console.log('  the settling seconds (the first second after the target sat idle while the others ran):');
+    for (const t of targets) {
+      const r = summarise(settling[t.name]!);
+      console.log(`  ${t.name.padEnd(24)} p99 ${range(r, 'p99ms')} ms  (${r.errors} errors)`);
     }
     console.log(
       `  CPU per request of the bare Node proxy ${f(barePeak.cpuUs)} us: ${peaks.map((b) => `${b.name} ${(b.peak.cpuUs / barePeak.cpuUs).toFixed(2)}x`).join(', ')}`,
