@@ -117,6 +117,15 @@ describe('POST /api/v1/signup', () => {
 });
 
 describe('the signup page', () => {
+  it('is linked from the front page at the base domain, with the API reference', async () => {
+    const front = await api.inject({ url: '/' });
+    expect(front.statusCode).toBe(200);
+    expect(front.headers['content-type']).toBe('text/html; charset=utf-8');
+    expect(front.body).toContain('<a href="/signup">');
+    expect(front.body).toContain('<a href="/api/docs">');
+    expect(front.body).toContain('your-name.localhost');
+  });
+
   it('posts the form and redirects to checkout', async () => {
     const page = await api.inject({ url: '/signup' });
     expect(page.body).toContain('<form method="post" action="/signup">');

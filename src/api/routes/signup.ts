@@ -34,7 +34,23 @@ ${field('password', 'Password (at least 12 characters)', 'password', 'autocomple
   );
 }
 
-/** Signup: the JSON API for integrations and the portal's HTML form. Both are public. */
+/** The portal's front page at the base domain: where to sign up, and where the API is described. */
+function frontPage(baseDomain: string): string {
+  const base = escapeHtml(baseDomain);
+  return page(
+    'AIQSO',
+    `<h1>Your team's workspace, at its own address</h1>
+<p>Each workspace gets a dashboard at <span class="muted">your-name.${base}</span> and its own
+container and database for every service it subscribes to.</p>
+<p><a href="/signup"><button type="button">Create your workspace</button></a></p>
+<p class="muted">Already have one? Go to its address. Integrating? Read the <a href="/api/docs">API reference</a>.</p>`,
+  );
+}
+
+/**
+ * Signup: the JSON API for integrations, and the portal's pages (the front
+ * page and the HTML form). All are public.
+ */
 export function signupRoutes(app: ApiServer, deps: SignupDeps & { baseDomain: string }): void {
   app.post(
     '/api/v1/signup',
@@ -57,6 +73,10 @@ export function signupRoutes(app: ApiServer, deps: SignupDeps & { baseDomain: st
       };
       return reply.status(201).send({ tenant: result.tenant, checkoutUrl: result.checkoutUrl });
     },
+  );
+
+  app.get('/', { schema: { hide: true } }, (_request, reply) =>
+    reply.type('text/html; charset=utf-8').send(frontPage(deps.baseDomain)),
   );
 
   app.get('/signup', { schema: { hide: true } }, (_request, reply) =>
