@@ -42,7 +42,7 @@ function frontPage(baseDomain: string): string {
     `<h1>Your team's workspace, at its own address</h1>
 <p>Each workspace gets a dashboard at <span class="muted">your-name.${base}</span> and its own
 container and database for every service it subscribes to.</p>
-<p><a href="/signup"><button type="button">Create your workspace</button></a></p>
+<p><a href="/signup"><strong>Create your workspace</strong></a></p>
 <p class="muted">Already have one? Go to its address. Integrating? Read the <a href="/api/docs">API reference</a>.</p>`,
   );
 }
