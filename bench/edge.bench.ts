@@ -362,21 +362,22 @@ async function main() {
     ];
     const rounds: Record<string, WrkResult[]> = {};
     const settling: Record<string, WrkResult[]> = {};
-    /** Share of its core each proxy used over its measured rounds (user + system time / wall time). */
+    /** Share of its core each proxy used over its measured rounds (user + system time / wrk's duration). */
     const busy: Record<string, { cpu: number; wall: number }> = {};
     for (let round = 0; round < LATENCY_ROUNDS; round++) {
       for (const t of targets) {
         const opts = { ...pacedOpts, hostSuffix: t.hostSuffix };
         const url = `http://127.0.0.1:${t.port}/`;
         (settling[t.name] ??= []).push(await wrkPaced(url, { ...opts, seconds: 1 }));
-        const cpu = t.pid === undefined ? undefined : cpuSeconds(t.pid);
-        const started = performance.now();
-        (rounds[t.name] ??= []).push(await wrkPaced(url, opts));
-        if (cpu !== undefined) {
-          const b = (busy[t.name] ??= { cpu: 0, wall: 0 });
-          b.cpu += cpuSeconds(t.pid!) - cpu;
-          b.wall += (performance.now() - started) / 1000;
+        if (t.pid === undefined) {
+          (rounds[t.name] ??= []).push(await wrkPaced(url, opts));
+          continue;
         }
+        const r = await measured(t.pid, () => wrkPaced(url, opts));
+        (rounds[t.name] ??= []).push(r);
+        const b = (busy[t.name] ??= { cpu: 0, wall: 0 });
+        b.cpu += (r.cpuUs * r.requests) / 1e6;
+        b.wall += r.requests / r.rps;
       }
     }
     const lat = (name: string) => summarise(rounds[name]!);

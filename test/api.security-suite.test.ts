@@ -5,9 +5,10 @@ import { crossTenantSuccesses, ROUTE_CASES, runSecuritySuite } from './support/s
 /**
  * Routes anyone may call: the portal's front page, the operations endpoints,
  * the API reference, login and refresh (their credential is the body), signup
- * and webhooks (signed), local billing mode's checkout page, which stands in for Stripe's hosted
- * checkout and, like it, is reached by an unguessable session id, and the
- * service catalog, which like the plans names only what is on offer.
+ * and webhooks (signed), local billing mode's checkout page, which stands in
+ * for Stripe's hosted checkout and, like it, is reached by an unguessable
+ * session id, and the service catalog, which like the plans names only what is
+ * on offer.
  * Every other route must be in ROUTE_CASES.
  */
 const PUBLIC_EXACT = [

@@ -75,8 +75,9 @@ export function signupRoutes(app: ApiServer, deps: SignupDeps & { baseDomain: st
     },
   );
 
+  const front = frontPage(deps.baseDomain);
   app.get('/', { schema: { hide: true } }, (_request, reply) =>
-    reply.type('text/html; charset=utf-8').send(frontPage(deps.baseDomain)),
+    reply.type('text/html; charset=utf-8').send(front),
   );
 
   app.get('/signup', { schema: { hide: true } }, (_request, reply) =>
