@@ -24,6 +24,7 @@ export async function createComputeDriver(config: Config, db: Database, log: Log
         lxcPath: config.lxc.path,
         bridge: config.lxc.bridge,
         subnet: config.lxc.subnet,
+        egress: config.egress,
       });
     case 'proxmox': {
       const p = config.proxmox;

@@ -1,0 +1,95 @@
+import { existsSync } from 'node:fs';
+import { readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { isManagedName } from '../../core/compute.ts';
+import type { Logger } from '../../observability/logger.ts';
+import { convertConfig, isUnprivileged, type Isolation } from './config.ts';
+import { grantTraversal, ownedByRange, shiftTree } from './idmap.ts';
+import { isOldBase, type BaseTemplate } from './template.ts';
+import type { LxcTools } from './tools.ts';
+
+/**
+ * Containers made before the driver ran them unprivileged are converted in
+ * place, not recreated, so what they wrote is kept: stopped if running, their
+ * writable layer (and a clone template below it) shifted into the mapped id
+ * range, their lower layer moved from an old base template to the current
+ * one (same skeleton, new owners), their config given the id map, and
+ * started again if they were running. Each step can be repeated, so a
+ * conversion a crash interrupted completes on the next run; the config is
+ * written last and is what marks a container converted.
+ */
+
+export interface ConvertContext {
+  lxcPath: string;
+  tools: LxcTools;
+  base: BaseTemplate;
+  isolation: (name: string) => Isolation;
+  log: Logger;
+}
+
+/** `lxc.rootfs.path` split into its layers (`overlay:<lower>:<upper>` or `dir:<path>`). */
+export function rootfsLayers(config: string): { lower?: string; upper: string } | undefined {
+  const value = /^\s*lxc\.rootfs\.path\s*=\s*(\S+)/m.exec(config)?.[1];
+  if (!value) return undefined;
+  if (value.startsWith('overlay:') || value.startsWith('overlayfs:')) {
+    const rest = value.slice(value.indexOf(':') + 1);
+    const cut = rest.lastIndexOf(':');
+    return { lower: rest.slice(0, cut).replace(/^dir:/, ''), upper: rest.slice(cut + 1) };
+  }
+  return { upper: value.replace(/^dir:/, '') };
+}
+
+/** Host directories a config bind-mounts (`lxc.mount.entry = <source> …`). */
+export function mountSources(config: string): string[] {
+  return [...config.matchAll(/^\s*lxc\.mount\.entry\s*=\s*(\/\S+)\s/gm)].map((m) => m[1]!);
+}
+
+/** Shift a clone template's rootfs into the range once (its clones share it as their lower layer). */
+export async function ensureTemplateShifted(rootfs: string, isolation: Isolation): Promise<void> {
+  if (!(await ownedByRange(rootfs, isolation.idmap))) await shiftTree(rootfs, isolation.idmap);
+}
+
+/** Whether `name`'s config is still a privileged one. */
+export async function needsConversion(lxcPath: string, name: string): Promise<boolean> {
+  const config = await readFile(path.join(lxcPath, name, 'config'), 'utf8').catch(() => undefined);
+  return config !== undefined && !isUnprivileged(config);
+}
+
+export async function convertContainer(ctx: ConvertContext, name: string): Promise<void> {
+  const dir = path.join(ctx.lxcPath, name);
+  const configFile = path.join(dir, 'config');
+  const config = await readFile(configFile, 'utf8');
+  const layers = rootfsLayers(config);
+  if (!layers) throw new Error(`${configFile} has no lxc.rootfs.path`);
+  const isolation = ctx.isolation(name);
+  const running = (await ctx.tools.state(name)) === 'RUNNING';
+  if (running) await ctx.tools.stop(name, 10);
+  let lower = layers.lower;
+  if (lower && isOldBase(path.basename(path.dirname(lower)))) lower = ctx.base.rootfs;
+  else if (lower) await ensureTemplateShifted(lower, isolation);
+  await shiftTree(layers.upper, isolation.idmap);
+  await shiftTree(path.join(dir, 'aiqso'), isolation.idmap);
+  const overlay = config.match(/^\s*lxc\.rootfs\.path\s*=\s*(overlayfs?):/m)?.[1] ?? 'overlay';
+  const rootfs = lower ? `${overlay}:${lower}:${layers.upper}` : `dir:${layers.upper}`;
+  const next = convertConfig(config, isolation, rootfs);
+  const uid = isolation.idmap.uid.start;
+  for (const p of [layers.upper, path.join(dir, 'aiqso'), ...(lower ? [lower] : []), ...mountSources(next)])
+    if (existsSync(p)) await grantTraversal(p, uid);
+  const mode = (await stat(configFile)).mode & 0o777;
+  await writeFile(`${configFile}.tmp`, next, { mode });
+  await rename(`${configFile}.tmp`, configFile);
+  if (running) await ctx.tools.start(name, dir);
+  ctx.log.info({ container: name, restarted: running }, 'container converted to unprivileged');
+}
+
+/** Convert every managed container under `lxcPath` that is still privileged; returns their names. */
+export async function convertAll(ctx: ConvertContext): Promise<string[]> {
+  const names = (await readdir(ctx.lxcPath).catch(() => [] as string[])).filter(isManagedName);
+  const done: string[] = [];
+  for (const name of names) {
+    if (!(await needsConversion(ctx.lxcPath, name))) continue;
+    await convertContainer(ctx, name);
+    done.push(name);
+  }
+  return done;
+}
