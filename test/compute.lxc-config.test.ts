@@ -89,7 +89,7 @@ describe('lxc config rendering', () => {
     ).toEqual(['lxc.apparmor.profile = generated', 'lxc.apparmor.allow_nesting = 0']);
   });
 
-  it('converts a privileged config: id map and walls at the managed block, rootfs on the new base', () => {
+  it('converts a privileged config: id map and walls in the managed block, the rest kept', () => {
     const old = [
       'lxc.rootfs.path = overlay:/var/lib/lxc/aiqsobase1/rootfs:/var/lib/lxc/c/overlay/delta',
       'lxc.include = /usr/share/lxc/config/common.conf',
@@ -101,10 +101,9 @@ describe('lxc config rendering', () => {
       'lxc.cgroup.memory.limit_in_bytes = 268435456',
       '',
     ].join('\n');
-    const rootfs = 'overlay:/var/lib/lxc/aiqsobase2/rootfs:/var/lib/lxc/c/overlay/delta';
-    const text = convertConfig(old, isolation, rootfs);
+    const text = convertConfig(old, isolation);
     expect(text.split('\n').slice(0, 4)).toEqual([
-      `lxc.rootfs.path = ${rootfs}`,
+      'lxc.rootfs.path = overlay:/var/lib/lxc/aiqsobase1/rootfs:/var/lib/lxc/c/overlay/delta',
       'lxc.include = /usr/share/lxc/config/common.conf',
       'lxc.mount.entry = /usr usr none ro,bind 0 0',
       MANAGED_MARKER,
@@ -116,7 +115,7 @@ describe('lxc config rendering', () => {
     expect(text).toContain('lxc.cgroup.memory.limit_in_bytes = 268435456');
     expect(isUnprivileged(text)).toBe(true);
     // Converting again changes nothing; a later ensure renders the same keys once.
-    expect(convertConfig(text, isolation, rootfs)).toBe(text);
+    expect(convertConfig(text, isolation)).toBe(text);
     const rendered = renderConfig(text, managed);
     expect(rendered.match(/lxc\.idmap = u/g)).toHaveLength(1);
     expect(rendered.match(/veth\.pair/g)).toHaveLength(1);

@@ -103,14 +103,11 @@ const ISOLATION_KEYS = /^\s*lxc\.(apparmor\.|seccomp\.|idmap|net\.0\.veth\.pair)
 
 /**
  * A config written before containers were unprivileged, made unprivileged: the
- * isolation keys replaced at the top of the managed block, the rootfs path set
- * to `rootfs` (a new base layer). Everything else is kept as it was.
+ * isolation keys replaced at the top of the managed block, the port named
+ * after its network type. Everything else is kept as it was.
  */
-export function convertConfig(existing: string, isolation: Isolation, rootfs: string): string {
-  const lines = existing
-    .split('\n')
-    .filter((l) => !ISOLATION_KEYS.test(l))
-    .map((l) => (/^\s*lxc\.rootfs\.path\s*=/.test(l) ? `lxc.rootfs.path = ${rootfs}` : l));
+export function convertConfig(existing: string, isolation: Isolation): string {
+  const lines = existing.split('\n').filter((l) => !ISOLATION_KEYS.test(l));
   const type = lines.findIndex((l) => /^\s*lxc\.net\.0\.type\s*=\s*veth\s*$/.test(l));
   if (type >= 0) lines.splice(type + 1, 0, vethLine(isolation));
   const at = lines.indexOf(MANAGED_MARKER);

@@ -5,24 +5,23 @@ import { isManagedName } from '../../core/compute.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { convertConfig, isUnprivileged, type Isolation } from './config.ts';
 import { grantTraversal, ownedByRange, shiftTree } from './idmap.ts';
-import { isOldBase, type BaseTemplate } from './template.ts';
 import type { LxcTools } from './tools.ts';
 
 /**
  * Containers made before the driver ran them unprivileged are converted in
  * place, not recreated, so what they wrote is kept: stopped if running, their
- * writable layer (and a clone template below it) shifted into the mapped id
- * range, their lower layer moved from an old base template to the current
- * one (same skeleton, new owners), their config given the id map, and
- * started again if they were running. Each step can be repeated, so a
- * conversion a crash interrupted completes on the next run; the config is
- * written last and is what marks a container converted.
+ * writable layer and the layer below it (an old base template or a clone
+ * template, shared by its clones) shifted into the mapped id range, their
+ * config given the id map and walls, and started again if they were running.
+ * The lower layer stays the same directory: overlayfs records copied-up
+ * files' origins by inode, so a new lower would hide them. Each step can be
+ * repeated, so a conversion a crash interrupted completes on the next run;
+ * the config is written last and is what marks a container converted.
  */
 
 export interface ConvertContext {
   lxcPath: string;
   tools: LxcTools;
-  base: BaseTemplate;
   isolation: (name: string) => Isolation;
   log: Logger;
 }
@@ -64,14 +63,12 @@ export async function convertContainer(ctx: ConvertContext, name: string): Promi
   const isolation = ctx.isolation(name);
   const running = (await ctx.tools.state(name)) === 'RUNNING';
   if (running) await ctx.tools.stop(name, 10);
-  let lower = layers.lower;
-  if (lower && isOldBase(path.basename(path.dirname(lower)))) lower = ctx.base.rootfs;
-  else if (lower) await ensureTemplateShifted(lower, isolation);
-  await shiftTree(layers.upper, isolation.idmap);
+  const { lower } = layers;
+  if (lower) await ensureTemplateShifted(lower, isolation);
+  // With overlayfs, the work directory beside the upper layer too (the mount fails read-only otherwise).
+  await shiftTree(lower ? path.dirname(layers.upper) : layers.upper, isolation.idmap);
   await shiftTree(path.join(dir, 'aiqso'), isolation.idmap);
-  const overlay = config.match(/^\s*lxc\.rootfs\.path\s*=\s*(overlayfs?):/m)?.[1] ?? 'overlay';
-  const rootfs = lower ? `${overlay}:${lower}:${layers.upper}` : `dir:${layers.upper}`;
-  const next = convertConfig(config, isolation, rootfs);
+  const next = convertConfig(config, isolation);
   const uid = isolation.idmap.uid.start;
   for (const p of [layers.upper, path.join(dir, 'aiqso'), ...(lower ? [lower] : []), ...mountSources(next)])
     if (existsSync(p)) await grantTraversal(p, uid);

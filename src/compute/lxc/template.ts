@@ -26,12 +26,6 @@ export interface BaseTemplate {
   nodeMount?: string;
 }
 
-/** Base templates of older versions (`aiqsobase<N>`, N < BASE_VERSION). */
-export function isOldBase(name: string): boolean {
-  const m = /^aiqsobase(\d+)$/.exec(name);
-  return m !== null && Number(m[1]) < BASE_VERSION;
-}
-
 const COMMON_CONF = '/usr/share/lxc/config/common.conf';
 
 /** Where the host's Node appears inside containers. */

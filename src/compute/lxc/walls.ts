@@ -83,7 +83,6 @@ export class LxcWalls {
       const converted = await convertAll({
         lxcPath: this.o.lxcPath,
         tools: this.o.tools,
-        base: ready.base,
         isolation: (name) => this.isolation(ready, name),
         log: this.o.log,
       });
