@@ -46,6 +46,7 @@ export async function createComputeDriver(config: Config, db: Database, log: Log
         bridge: p.bridge,
         subnet: p.subnet,
         vmidRange: p.vmidRange,
+        egress: config.egress,
       });
     }
   }
