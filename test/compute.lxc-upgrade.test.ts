@@ -5,6 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bridgePorts, removeBridge } from '../src/compute/lxc/bridge.ts';
 import { renderConfig, renderEnvFile, renderInit } from '../src/compute/lxc/config.ts';
+import { inspectNetworkPolicy } from '../src/compute/lxc/firewall.ts';
 import { LxcDriver } from '../src/compute/lxc/driver.ts';
 import { readIdMap } from '../src/compute/lxc/idmap.ts';
 import { vethName } from '../src/compute/lxc/netpolicy.ts';
@@ -69,6 +70,8 @@ async function privilegedContainer(driver: LxcDriver, name: string): Promise<voi
     HOME: '/root',
     APP_NAME: 'old',
     PORT: '3000',
+    // What a dashboard of version 1 was given: the API at the bridge address.
+    AIQSO_API_URL: `http://${driver.pool.subnet.gateway}:8080`,
   };
   await writeFile(path.join(aiqsoDir, 'env'), renderEnvFile({ ...env, HOST: '0.0.0.0' }), { mode: 0o600 });
   await writeFile(path.join(aiqsoDir, 'init.sh'), renderInit(base.node, 'server.mjs', 128), { mode: 0o700 });
@@ -128,8 +131,9 @@ describe('containers of an older version', { timeout: 120_000 }, () => {
     );
     // Its lower layer, the old base, now belongs to the range too (copied-up files keep their origin).
     expect((await stat(path.join(lxcPath, 'aiqsobase1', 'rootfs', 'etc', 'passwd'))).uid).toBe(Number(start));
-    // Its port now carries the name the network policy binds it by, and it serves.
+    // Its port now carries the name the network policy binds it by, and it keeps the host port its environment names.
     expect(await bridgePorts(bridge)).toEqual([vethName(bridge, name)]);
+    expect((await inspectNetworkPolicy(bridge))?.reach).toEqual([`${info.ip} . 8080`]);
     expect((await fetchApp(info)).name).toBe('old');
 
     // A second start of a driver finds nothing left to convert and leaves it running.

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { macFor } from '../src/compute/lxc/config.ts';
+import { hostPortsFromEnv } from '../src/compute/lxc/convert.ts';
 import { Coalesced } from '../src/compute/lxc/firewall.ts';
 import { planSubordinateRange, shiftId } from '../src/compute/lxc/idmap.ts';
 import { portPrefix, renderPolicy, tableName, vethName } from '../src/compute/lxc/netpolicy.ts';
@@ -129,6 +130,20 @@ describe('bridge network policy', () => {
       ].join('\n'),
     );
     expect(renderPolicy({ bridge: 'br9', subnet, egress: 'none', members: [] })).not.toContain('masquerade');
+  });
+});
+
+describe('host ports of a container from before they were recorded', () => {
+  it('are the ports its environment names at the bridge address, and only those', () => {
+    const env = [
+      "export AIQSO_API_URL='http://10.1.2.1:8080'",
+      "export DATABASE_URL='postgres://u:p%40ss@10.1.2.1:5432/db'",
+      "export OTHER='http://10.1.2.10:9999 and 10.1.2.1:65536'",
+      "export PORT='3000'",
+      '',
+    ].join('\n');
+    expect(hostPortsFromEnv(env, '10.1.2.1')).toEqual([5432, 8080]);
+    expect(hostPortsFromEnv(env, '10.9.9.1')).toEqual([]);
   });
 });
 

@@ -48,6 +48,28 @@ export async function ensureTemplateShifted(rootfs: string, isolation: Isolation
   if (!(await ownedByRange(rootfs, isolation.idmap))) await shiftTree(rootfs, isolation.idmap);
 }
 
+/**
+ * Host ports a container's environment names at the bridge address (its
+ * database URL, the API URL): what a container made before `hostPorts` were
+ * recorded is given, so the network policy keeps what it used open. Pure.
+ */
+export function hostPortsFromEnv(envFile: string, gateway: string): number[] {
+  const at = new RegExp(`(?:^|[/@'=])${gateway.replaceAll('.', '\\.')}:(\\d{1,5})(?!\\d)`, 'g');
+  const ports = [...envFile.matchAll(at)].map((m) => Number(m[1])).filter((p) => p > 0 && p < 65536);
+  return [...new Set(ports)].sort((a, b) => a - b);
+}
+
+/** Record the host ports of a container from an older version in its meta.json (before the policy is drawn). */
+export async function backfillHostPorts(lxcPath: string, name: string, gateway: string): Promise<void> {
+  const file = path.join(lxcPath, name, 'aiqso', 'meta.json');
+  const meta = JSON.parse(await readFile(file, 'utf8').catch(() => '{}')) as { hostPorts?: number[] };
+  if (meta.hostPorts) return;
+  const env = await readFile(path.join(lxcPath, name, 'aiqso', 'env'), 'utf8').catch(() => '');
+  const next = JSON.stringify({ ...meta, hostPorts: hostPortsFromEnv(env, gateway) });
+  await writeFile(`${file}.tmp`, next, { mode: 0o644 });
+  await rename(`${file}.tmp`, file);
+}
+
 /** Whether `name`'s config is still a privileged one. */
 export async function needsConversion(lxcPath: string, name: string): Promise<boolean> {
   const config = await readFile(path.join(lxcPath, name, 'config'), 'utf8').catch(() => undefined);
@@ -79,14 +101,10 @@ export async function convertContainer(ctx: ConvertContext, name: string): Promi
   ctx.log.info({ container: name, restarted: running }, 'container converted to unprivileged');
 }
 
-/** Convert every managed container under `lxcPath` that is still privileged; returns their names. */
-export async function convertAll(ctx: ConvertContext): Promise<string[]> {
-  const names = (await readdir(ctx.lxcPath).catch(() => [] as string[])).filter(isManagedName);
-  const done: string[] = [];
-  for (const name of names) {
-    if (!(await needsConversion(ctx.lxcPath, name))) continue;
-    await convertContainer(ctx, name);
-    done.push(name);
-  }
-  return done;
+/** Managed containers under `lxcPath` that are still privileged. */
+export async function oldContainers(lxcPath: string): Promise<string[]> {
+  const names = (await readdir(lxcPath).catch(() => [] as string[])).filter(isManagedName);
+  const old: string[] = [];
+  for (const name of names) if (await needsConversion(lxcPath, name)) old.push(name);
+  return old;
 }

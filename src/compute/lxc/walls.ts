@@ -6,7 +6,7 @@ import type { Logger } from '../../observability/logger.ts';
 import type { IpPool } from '../shared/ip-pool.ts';
 import { ensureBridge } from './bridge.ts';
 import type { Isolation } from './config.ts';
-import { convertAll } from './convert.ts';
+import { backfillHostPorts, convertContainer, oldContainers } from './convert.ts';
 import { applyNetworkPolicy, Coalesced } from './firewall.ts';
 import { ensureIdMap, grantTraversal, type IdMap } from './idmap.ts';
 import { vethName, type Egress } from './netpolicy.ts';
@@ -65,7 +65,6 @@ export class LxcWalls {
     await grantTraversal(base.rootfs, idmap.uid.start);
     if (base.nodeMount) await grantTraversal(base.nodeMount, idmap.uid.start);
     const ready = { base, idmap, security };
-    await this.policy.request();
     await this.convertOld(ready);
     return ready;
   }
@@ -74,20 +73,28 @@ export class LxcWalls {
     return { idmap: ready.idmap, security: ready.security, vethPair: vethName(this.o.bridge, name) };
   }
 
-  /** One converter at a time per container directory, across every process sharing it. */
+  /**
+   * The policy applied, and containers of an older version converted, one
+   * converter at a time per container directory across every process sharing
+   * it. Their host ports are recorded and the policy drawn before they
+   * restart, so they come back walled and reaching what they reached before.
+   */
   private async convertOld(ready: Ready): Promise<void> {
     await this.o.db.transaction().execute(async (trx) => {
       await sql`SELECT pg_advisory_xact_lock(hashtext(${`aiqso.lxc_convert:${this.o.lxcPath}`}))`.execute(
         trx,
       );
-      const converted = await convertAll({
+      const old = await oldContainers(this.o.lxcPath);
+      for (const name of old) await backfillHostPorts(this.o.lxcPath, name, this.o.pool.subnet.gateway);
+      await this.policy.request();
+      const ctx = {
         lxcPath: this.o.lxcPath,
         tools: this.o.tools,
-        isolation: (name) => this.isolation(ready, name),
+        isolation: (name: string) => this.isolation(ready, name),
         log: this.o.log,
-      });
-      if (converted.length)
-        this.o.log.info({ containers: converted.length }, 'containers of an older version converted');
+      };
+      for (const name of old) await convertContainer(ctx, name);
+      if (old.length) this.o.log.info({ containers: old.length }, 'containers of an older version converted');
     });
   }
 
