@@ -150,6 +150,7 @@ export async function grantTraversal(target: string, uid: number): Promise<void>
   const parts = path.resolve(target).split(path.sep).filter(Boolean);
   for (let i = 0; i <= parts.length; i++) {
     const dir = `/${parts.slice(0, i).join('/')}`;
+    if (granted.has(`${uid}:${dir}`)) continue;
     const st = await stat(dir).catch(() => undefined);
     if (!st?.isDirectory() || st.mode & 0o001) continue;
     const acl = await run('getfacl', ['--omit-header', '--numeric', '--absolute-names', dir]).catch(
@@ -164,5 +165,9 @@ export async function grantTraversal(target: string, uid: number): Promise<void>
           `setfacl failed (${set?.stderr.trim() || 'not installed'}); apt-get install acl, or chmod o+x ${dir}`,
       );
     }
+    granted.add(`${uid}:${dir}`);
   }
 }
+
+/** Directories this process has seen the ACL on (`uid:dir`): each is looked at once, not at every ensure. */
+const granted = new Set<string>();
