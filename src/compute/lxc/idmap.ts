@@ -152,7 +152,8 @@ export async function grantTraversal(target: string, uid: number): Promise<void>
     const dir = `/${parts.slice(0, i).join('/')}`;
     if (granted.has(`${uid}:${dir}`)) continue;
     const st = await stat(dir).catch(() => undefined);
-    if (!st?.isDirectory() || st.mode & 0o001) continue;
+    // Searchable by others, or by the container root as the owner: nothing to add.
+    if (!st?.isDirectory() || st.mode & 0o001 || (st.uid === uid && st.mode & 0o100)) continue;
     const acl = await run('getfacl', ['--omit-header', '--numeric', '--absolute-names', dir]).catch(
       () => undefined,
     );
