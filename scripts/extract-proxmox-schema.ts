@@ -29,6 +29,14 @@ export const ENDPOINTS: [string, string][] = [
   ['POST', '/nodes/{node}/lxc/{vmid}/snapshot'],
   ['POST', '/nodes/{node}/vzdump'],
   ['GET', '/nodes/{node}/storage/{storage}/content'],
+  ['GET', '/nodes/{node}/lxc/{vmid}/firewall/options'],
+  ['PUT', '/nodes/{node}/lxc/{vmid}/firewall/options'],
+  ['GET', '/nodes/{node}/lxc/{vmid}/firewall/rules'],
+  ['POST', '/nodes/{node}/lxc/{vmid}/firewall/rules'],
+  ['GET', '/nodes/{node}/lxc/{vmid}/firewall/rules/{pos}'],
+  ['PUT', '/nodes/{node}/lxc/{vmid}/firewall/rules/{pos}'],
+  ['DELETE', '/nodes/{node}/lxc/{vmid}/firewall/rules/{pos}'],
+  ['GET', '/cluster/firewall/options'],
 ];
 
 interface Node {
@@ -46,6 +54,7 @@ const KEEP = new Set([
   'minimum',
   'maximum',
   'maxLength',
+  'minLength',
   'default_key',
   'items',
   'properties',

@@ -1,12 +1,26 @@
 import { describe, expect, it } from 'vitest';
 import {
+  convertConfig,
+  isUnprivileged,
   macFor,
   MANAGED_MARKER,
   renderConfig,
   renderEnvFile,
   shellQuote,
+  type Isolation,
 } from '../src/compute/lxc/config.ts';
+import { securityLines, type HostSecurity } from '../src/compute/lxc/security.ts';
 import { firstFree, parseSubnet } from '../src/compute/shared/subnet.ts';
+
+const noAppArmor: HostSecurity = {
+  apparmor: { enabled: false, why: 'off' },
+  seccomp: { enabled: true, profile: '/usr/share/lxc/config/common.seccomp', why: 'on' },
+};
+const isolation: Isolation = {
+  idmap: { uid: { start: 100000, size: 65536 }, gid: { start: 200000, size: 65536 } },
+  security: noAppArmor,
+  vethPair: 'a1b2c3d4e5f6a7b',
+};
 
 const managed = {
   name: 'aiqso-x-dashboard',
@@ -19,6 +33,7 @@ const managed = {
   appDir: '/srv/app',
   appModules: '/srv/platform/node_modules',
   cgroup: 'v1' as const,
+  isolation,
 };
 
 describe('lxc config rendering', () => {
@@ -38,6 +53,12 @@ describe('lxc config rendering', () => {
     expect(text).toContain('lxc.net.0.ipv4.address = 10.10.10.7/24');
     expect(text).toContain('lxc.net.0.ipv4.gateway = 10.10.10.1');
     expect(text).toContain('lxc.apparmor.profile = unconfined');
+    expect(text).toContain('lxc.idmap = u 0 100000 65536');
+    expect(text).toContain('lxc.idmap = g 0 200000 65536');
+    expect(text).toContain('lxc.seccomp.profile = /usr/share/lxc/config/common.seccomp');
+    expect(text).toContain('lxc.net.0.type = veth\nlxc.net.0.veth.pair = a1b2c3d4e5f6a7b\n');
+    expect(isUnprivileged(text)).toBe(true);
+    expect(isUnprivileged(cloned)).toBe(false);
     expect(text).toContain('lxc.cgroup.memory.limit_in_bytes = 268435456');
     expect(text).toContain('lxc.cgroup.cpu.cfs_quota_us = 150000');
     expect(text).toContain('lxc.mount.entry = /srv/app app none ro,bind,create=dir 0 0');
@@ -53,6 +74,51 @@ describe('lxc config rendering', () => {
     expect(v2).toContain('lxc.cgroup2.memory.max = 268435456');
     expect(v2).toContain('lxc.cgroup2.cpu.max = 150000 100000');
     expect(v2.split(MANAGED_MARKER)).toHaveLength(2);
+  });
+
+  it('confines with AppArmor where the host has it, and without seccomp where it has none', () => {
+    expect(securityLines(noAppArmor)).toEqual([
+      'lxc.apparmor.profile = unconfined',
+      'lxc.seccomp.profile = /usr/share/lxc/config/common.seccomp',
+    ]);
+    expect(
+      securityLines({
+        apparmor: { enabled: true, why: 'on' },
+        seccomp: { enabled: false, why: 'no filter mode' },
+      }),
+    ).toEqual(['lxc.apparmor.profile = generated', 'lxc.apparmor.allow_nesting = 0']);
+  });
+
+  it('converts a privileged config: id map and walls in the managed block, the rest kept', () => {
+    const old = [
+      'lxc.rootfs.path = overlay:/var/lib/lxc/aiqsobase1/rootfs:/var/lib/lxc/c/overlay/delta',
+      'lxc.include = /usr/share/lxc/config/common.conf',
+      'lxc.mount.entry = /usr usr none ro,bind 0 0',
+      MANAGED_MARKER,
+      'lxc.uts.name = c',
+      'lxc.apparmor.profile = unconfined',
+      'lxc.net.0.type = veth',
+      'lxc.cgroup.memory.limit_in_bytes = 268435456',
+      '',
+    ].join('\n');
+    const text = convertConfig(old, isolation);
+    expect(text.split('\n').slice(0, 4)).toEqual([
+      'lxc.rootfs.path = overlay:/var/lib/lxc/aiqsobase1/rootfs:/var/lib/lxc/c/overlay/delta',
+      'lxc.include = /usr/share/lxc/config/common.conf',
+      'lxc.mount.entry = /usr usr none ro,bind 0 0',
+      MANAGED_MARKER,
+    ]);
+    expect(text.match(/apparmor\.profile/g)).toHaveLength(1);
+    expect(text).toContain('lxc.idmap = u 0 100000 65536');
+    // LXC takes veth.pair only after the interface's type.
+    expect(text).toContain('lxc.net.0.type = veth\nlxc.net.0.veth.pair = a1b2c3d4e5f6a7b\n');
+    expect(text).toContain('lxc.cgroup.memory.limit_in_bytes = 268435456');
+    expect(isUnprivileged(text)).toBe(true);
+    // Converting again changes nothing; a later ensure renders the same keys once.
+    expect(convertConfig(text, isolation)).toBe(text);
+    const rendered = renderConfig(text, managed);
+    expect(rendered.match(/lxc\.idmap = u/g)).toHaveLength(1);
+    expect(rendered.match(/veth\.pair/g)).toHaveLength(1);
   });
 
   it('quotes environment values so no value can run a command', () => {

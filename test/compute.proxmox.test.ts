@@ -151,7 +151,7 @@ describe('proxmox driver', () => {
     expect(info.limits).toMatchObject({ diskGb: 8, memoryMb: 192, cores: 1 });
     const guest = sim.cluster.guests.get(Number(info.handle!.split('/')[1]))!;
     expect(guest.config.net0).toBe(
-      `name=eth0,bridge=vmbr1,ip=${info.ip}/24,gw=10.10.10.1,hwaddr=${guest.config.net0!.split('hwaddr=')[1]}`,
+      `name=eth0,bridge=vmbr1,firewall=1,ip=${info.ip}/24,gw=10.10.10.1,hwaddr=${guest.config.net0!.split('hwaddr=')[1]}`,
     );
     expect(guest.config.env!.split('\0')).toContain('APP_NAME=app-disk');
     expect(sim.requests.filter((r) => r.path.endsWith('/resize')).at(-1)?.params.size).toBe('8G');

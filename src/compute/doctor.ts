@@ -1,13 +1,44 @@
 import type { Config } from '../config/load.ts';
 import { PveClient } from './proxmox/client.ts';
 import { createLogger } from '../observability/logger.ts';
+import { checkLxcIsolation } from './lxc/doctor.ts';
+import { checkProxmoxIsolation } from './proxmox/doctor.ts';
 
-/** What `aiqso doctor` prints for the proxmox driver (same shape as its other checks). */
-export interface ProxmoxCheck {
-  part: 'proxmox';
-  status: 'ok' | 'missing' | 'failed' | 'not used';
+/**
+ * One line of `aiqso doctor`. `warning`: in force only in part, with the
+ * reason (doctor still exits 0); `missing` and `failed` make it exit 1.
+ */
+export interface DoctorCheck {
+  part: string;
+  status: 'ok' | 'warning' | 'missing' | 'failed' | 'not used';
   detail: string;
+  /** The command or setting that fixes a missing or failed part. */
   fix?: string;
+}
+
+/** What `aiqso doctor` prints for the proxmox driver. */
+export interface ProxmoxCheck extends DoctorCheck {
+  part: 'proxmox';
+}
+
+/** The walls around tenant containers the configured driver keeps: what is in force, and why not where not. */
+export async function checkIsolation(config: Config): Promise<DoctorCheck[]> {
+  switch (config.driver) {
+    case 'process':
+      return [
+        {
+          part: 'isolation',
+          status: 'not used',
+          detail:
+            'AIQSO_DRIVER=process runs workloads as host processes, not walled from each other or the host',
+          fix: 'AIQSO_DRIVER=lxc or proxmox for tenants in containers',
+        },
+      ];
+    case 'lxc':
+      return checkLxcIsolation(config);
+    case 'proxmox':
+      return checkProxmoxIsolation(config);
+  }
 }
 
 /** Reach the cluster with the configured URL, trust and token: GET /version. */

@@ -24,6 +24,7 @@ export async function createComputeDriver(config: Config, db: Database, log: Log
         lxcPath: config.lxc.path,
         bridge: config.lxc.bridge,
         subnet: config.lxc.subnet,
+        egress: config.egress,
       });
     case 'proxmox': {
       const p = config.proxmox;
@@ -45,6 +46,7 @@ export async function createComputeDriver(config: Config, db: Database, log: Log
         bridge: p.bridge,
         subnet: p.subnet,
         vmidRange: p.vmidRange,
+        egress: config.egress,
       });
     }
   }

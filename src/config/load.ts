@@ -20,6 +20,8 @@ export interface Config {
   admin: { email?: string; password?: string };
   masterKey?: string;
   lxc: { subnet: string; bridge: string; path: string };
+  /** Containers' internet access (lxc: masqueraded by the host; proxmox: let out by the firewall). */
+  egress: RawConfig['AIQSO_EGRESS'];
   proxmox?: {
     url: string;
     tokenId: string;
@@ -184,6 +186,7 @@ function toConfig(raw: RawConfig, cwd: string, env: Source): Config {
     admin: { email: raw.AIQSO_ADMIN_EMAIL, password: raw.AIQSO_ADMIN_PASSWORD },
     masterKey: raw.AIQSO_MASTER_KEY,
     lxc: { subnet: raw.AIQSO_LXC_SUBNET, bridge: raw.AIQSO_LXC_BRIDGE, path: raw.AIQSO_LXC_PATH },
+    egress: raw.AIQSO_EGRESS,
     proxmox: hasProxmox
       ? {
           url: raw.PROXMOX_URL!,

@@ -74,6 +74,7 @@ export const configSchema = z.object({
     .string()
     .regex(/^[a-zA-Z0-9_-]{1,15}$/, 'expected a network interface name (at most 15 characters)')
     .default('aiqsobr0'),
+  AIQSO_EGRESS: z.enum(['none', 'nat'], { error: 'expected none or nat' }).default('none'),
   AIQSO_LXC_PATH: z
     .string()
     .startsWith('/', 'expected an absolute directory such as /var/lib/lxc')

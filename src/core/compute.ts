@@ -35,6 +35,12 @@ export interface ContainerSpec {
   ip?: string;
   /** Environment for the workload. Values may be secrets: drivers never put them in argv or logs. */
   env: Record<string, string>;
+  /**
+   * TCP ports on `hostAddress()` the workload needs (its database, the API).
+   * Where a driver walls containers in (lxc, proxmox), these are the only host
+   * ports it may open; other containers it may never reach.
+   */
+  hostPorts?: number[];
 }
 
 export type ContainerState = 'running' | 'stopped' | 'missing';

@@ -51,6 +51,12 @@ const DASHBOARD = {
 } as const;
 const DASHBOARD_PORT = 3000;
 
+/** The TCP port of the API URL containers use. */
+const apiPort = (url: string) => {
+  const u = new URL(url);
+  return Number(u.port || (u.protocol === 'https:' ? 443 : 80));
+};
+
 type Ctx = StepContext<TenantSpec>;
 
 export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantSpec> {
@@ -129,6 +135,8 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
             AIQSO_COMPANY: spec.company,
             AIQSO_API_KEY: await deps.dashboardKey(id),
           },
+          // The dashboard reads through the API and reaches nothing else on the host.
+          hostPorts: [apiPort(deps.apiUrlForContainers)],
         });
       },
       async remove(ctx) {

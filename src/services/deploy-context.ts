@@ -88,6 +88,8 @@ export function containerSpecFor(d: Deployment, inputs: ContainerSpecInputs): Co
     resources: { memoryMb: r.memory_mb, cores: r.cores, diskGb: r.disk_gb },
     port: t.port,
     env,
+    // A service reaches its own database and nothing else on the host.
+    hostPorts: d.database ? [inputs.dbReach.port] : [],
   };
 }
 

@@ -1,12 +1,13 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 
-/** Whether real LXC containers can run here: root and the lxc tools. */
+/** Whether real LXC containers can run here: root, the lxc tools, and nft for the bridge's walls. */
 export function lxcAvailable(): boolean {
   if (process.getuid?.() !== 0) return false;
   try {
     execFileSync('lxc-start', ['--version'], { stdio: 'ignore' });
     execFileSync('ip', ['-V'], { stdio: 'ignore' });
+    execFileSync('nft', ['--version'], { stdio: 'ignore' });
     return true;
   } catch {
     return false;

@@ -6,17 +6,11 @@ import { Redis } from 'ioredis';
 import nodemailer from 'nodemailer';
 import type { Config } from '../../config/load.ts';
 import { openDatabase, serverVersion } from '../../db/database.ts';
-import { checkProxmox } from '../../compute/doctor.ts';
+import { checkIsolation, checkProxmox, type DoctorCheck } from '../../compute/doctor.ts';
 
 const run = promisify(execFile);
 
-export interface Check {
-  part: string;
-  status: 'ok' | 'missing' | 'failed' | 'not used';
-  detail: string;
-  /** The command or setting that fixes a missing or failed part. */
-  fix?: string;
-}
+export type Check = DoctorCheck;
 
 async function version(cmd: string, args: string[]): Promise<string | undefined> {
   try {
@@ -210,5 +204,5 @@ export async function runDoctor(config: Config): Promise<Check[]> {
     checkSmtp(config),
     checkDataDir(config),
   ]);
-  return [pg.check, ...rest];
+  return [pg.check, ...rest, ...(await checkIsolation(config))];
 }

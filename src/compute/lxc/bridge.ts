@@ -1,6 +1,7 @@
 import { readdir } from 'node:fs/promises';
 import { run, runOk } from '../shared/run.ts';
 import type { Subnet } from '../shared/subnet.ts';
+import { removeNetworkPolicy } from './firewall.ts';
 
 /**
  * The driver owns its bridge (there is no systemd or lxc-net here): created on
@@ -19,9 +20,10 @@ export async function ensureBridge(bridge: string, subnet: Subnet): Promise<void
   await runOk('ip', ['link', 'set', 'dev', bridge, 'up']);
 }
 
-/** Remove the bridge (tests and `aiqso` teardown); a missing bridge is fine. */
+/** Remove the bridge and its network policy (tests and `aiqso` teardown); missing ones are fine. */
 export async function removeBridge(bridge: string): Promise<void> {
   await run('ip', ['link', 'del', 'dev', bridge]);
+  await removeNetworkPolicy(bridge);
 }
 
 /** Interfaces attached to the bridge (container veths). */

@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { ResourceLimits } from '../../core/compute.ts';
+import { idmapLines, type IdMap } from './idmap.ts';
+import { securityLines, type HostSecurity } from './security.ts';
 
 /**
  * Pure rendering of what the lxc driver writes into a container: the managed
@@ -26,7 +28,24 @@ export interface ManagedConfig {
    */
   appModules?: string;
   cgroup: 'v1' | 'v2';
+  isolation: Isolation;
 }
+
+/** What walls a container in: its id map, the host's confinement, its named bridge port. */
+export interface Isolation {
+  idmap: IdMap;
+  security: HostSecurity;
+  /** Host end of the veth (`netpolicy.ts` vethName): the network policy matches on it. */
+  vethPair: string;
+}
+
+export function isolationLines(i: Isolation): string[] {
+  return [...idmapLines(i.idmap), ...securityLines(i.security)];
+}
+
+/** LXC reads `veth.pair` only after the interface's type. */
+const NET_TYPE = 'lxc.net.0.type = veth';
+const vethLine = (i: Isolation) => `lxc.net.0.veth.pair = ${i.vethPair}`;
 
 const CPU_PERIOD_US = 100_000;
 
@@ -58,12 +77,13 @@ export function renderConfig(existing: string, c: ManagedConfig): string {
   const lines = [
     MANAGED_MARKER,
     `lxc.uts.name = ${c.name}`,
-    'lxc.apparmor.profile = unconfined',
+    ...isolationLines(c.isolation),
     'lxc.signal.halt = SIGTERM',
     `lxc.mount.entry = ${c.aiqsoDir} aiqso none ro,bind,create=dir 0 0`,
     ...(c.appDir ? [`lxc.mount.entry = ${c.appDir} app none ro,bind,create=dir 0 0`] : []),
     ...(c.appModules ? [`lxc.mount.entry = ${c.appModules} node_modules none ro,bind,create=dir 0 0`] : []),
-    'lxc.net.0.type = veth',
+    NET_TYPE,
+    vethLine(c.isolation),
     `lxc.net.0.link = ${c.bridge}`,
     'lxc.net.0.flags = up',
     'lxc.net.0.name = eth0',
@@ -76,7 +96,30 @@ export function renderConfig(existing: string, c: ManagedConfig): string {
 }
 
 /** Keys the managed block owns: removed from the part above the marker so ours win. */
-const MANAGED_KEYS = /^\s*lxc\.(uts\.name|apparmor\.profile|signal\.halt|net\.|cgroup2?\.)/;
+const MANAGED_KEYS = /^\s*lxc\.(uts\.name|apparmor\.|seccomp\.|idmap|signal\.halt|net\.|cgroup2?\.)/;
+
+/** Keys `isolationLines` owns, wherever they are. */
+const ISOLATION_KEYS = /^\s*lxc\.(apparmor\.|seccomp\.|idmap|net\.0\.veth\.pair)/;
+
+/**
+ * A config written before containers were unprivileged, made unprivileged: the
+ * isolation keys replaced at the top of the managed block, the port named
+ * after its network type. Everything else is kept as it was.
+ */
+export function convertConfig(existing: string, isolation: Isolation): string {
+  const lines = existing.split('\n').filter((l) => !ISOLATION_KEYS.test(l));
+  const type = lines.findIndex((l) => /^\s*lxc\.net\.0\.type\s*=\s*veth\s*$/.test(l));
+  if (type >= 0) lines.splice(type + 1, 0, vethLine(isolation));
+  const at = lines.indexOf(MANAGED_MARKER);
+  if (at >= 0) lines.splice(at + 1, 0, ...isolationLines(isolation));
+  else lines.push(MANAGED_MARKER, ...isolationLines(isolation));
+  return lines.join('\n');
+}
+
+/** Whether a container config makes it unprivileged (written by this version of the driver). */
+export function isUnprivileged(config: string): boolean {
+  return /^\s*lxc\.idmap\s*=\s*u 0 [1-9]/m.test(config);
+}
 
 /** A template's config (copied by lxc-copy) without the keys the managed block sets. */
 export function stripManagedKeys(config: string): string {

@@ -1,5 +1,5 @@
 import { existsSync, realpathSync } from 'node:fs';
-import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chown, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type {
   ComputeDriver,
@@ -16,10 +16,14 @@ import type { Database } from '../../db/database.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { IpPool } from '../shared/ip-pool.ts';
 import { KeyedMutex, runOk } from '../shared/run.ts';
-import { ensureBridge, forgetNeighbour } from './bridge.ts';
+import { forgetNeighbour } from './bridge.ts';
+import { CGROUP, observedLimits } from './cgroup.ts';
 import { cgroupLimitKeys, renderConfig, renderEnvFile, renderInit } from './config.ts';
-import { ensureBaseTemplate, type BaseTemplate } from './template.ts';
+import { ensureTemplateShifted, mountSources, rootfsLayers } from './convert.ts';
+import { grantTraversal, shiftTree } from './idmap.ts';
+import type { Egress } from './netpolicy.ts';
 import { LxcTools } from './tools.ts';
+import { LxcWalls, readMeta, type Meta, type Ready } from './walls.ts';
 
 export interface LxcDriverOptions {
   db: Database;
@@ -28,23 +32,20 @@ export interface LxcDriverOptions {
   lxcPath?: string;
   bridge: string;
   subnet: string;
+  /** Containers' internet access: none (default), or masqueraded through the host. */
+  egress?: Egress;
 }
-
-/** What ensure records beside the LXC config (`<dir>/aiqso/meta.json`). */
-interface Meta {
-  tenantId: string;
-  role: string;
-  port: number;
-}
-
-const CGROUP: 'v1' | 'v2' = existsSync('/sys/fs/cgroup/cgroup.controllers') ? 'v2' : 'v1';
 
 /**
  * Real LXC containers on this host (as root): overlayfs snapshot clones of a
  * cached base template, a static IP per container from the `ip_allocations`
  * pool on a bridge the driver owns, memory and CPU limits as cgroup keys.
+ * Containers are unprivileged (root inside is an unprivileged id range on the
+ * host, `idmap.ts`), confined by seccomp and AppArmor where the host has them,
+ * and walled by the bridge's network policy (`netpolicy.ts`).
  * Invariant: a container exists exactly when `<lxcPath>/<name>/config` exists;
- * its IP is released only after the container is gone.
+ * its IP is released only after the container is gone; the network policy
+ * names a container before it can first start.
  */
 export class LxcDriver implements ComputeDriver {
   readonly kind = 'lxc' as const;
@@ -53,20 +54,19 @@ export class LxcDriver implements ComputeDriver {
   private readonly tools: LxcTools;
   private readonly locks = new KeyedMutex();
   private readonly cloneLocks = new KeyedMutex();
-  private base?: Promise<BaseTemplate>;
+  private base?: Promise<Ready>;
+  private readonly walls: LxcWalls;
 
   constructor(private readonly options: LxcDriverOptions) {
     this.lxcPath = options.lxcPath ?? '/var/lib/lxc';
     this.pool = new IpPool(options.db, options.subnet);
     this.tools = new LxcTools(this.lxcPath);
+    this.walls = new LxcWalls({ ...options, lxcPath: this.lxcPath, pool: this.pool, tools: this.tools });
   }
 
-  /** Base template and bridge, made once per driver (and cached on disk across runs). */
-  private ready(): Promise<BaseTemplate> {
-    this.base ??= (async () => {
-      await ensureBridge(this.options.bridge, this.pool.subnet);
-      return ensureBaseTemplate(this.lxcPath);
-    })();
+  /** Bridge, base template and walls, made once per driver (`walls.ts`). */
+  private ready(): Promise<Ready> {
+    this.base ??= this.walls.prepare();
     this.base.catch(() => (this.base = undefined));
     return this.base;
   }
@@ -83,17 +83,26 @@ export class LxcDriver implements ComputeDriver {
     if (workload.kind === 'image')
       throw badRequest('the lxc driver runs app and clone workloads, not images');
     return this.locks.run(spec.name, async () => {
-      const base = await this.ready();
+      const ready = await this.ready();
+      const { base } = ready;
+      const isolation = this.walls.isolation(ready, spec.name);
+      const owner = [ready.idmap.uid.start, ready.idmap.gid.start] as const;
       const ip = await this.pool.allocate(spec.name, spec.ip);
       const fresh = !this.exists(spec.name);
       if (fresh) {
         // A directory without config is a clone a crash interrupted: start over.
         await rm(this.dir(spec.name), { recursive: true, force: true });
         const source = workload.kind === 'clone' ? workload.template : base.name;
-        await this.cloneLocks.run(source, () => this.tools.copy(source, spec.name));
+        await this.cloneLocks.run(source, async () => {
+          const layers = rootfsLayers(await this.tools.config(source));
+          if (layers) await ensureTemplateShifted(layers.upper, isolation);
+          await this.tools.copy(source, spec.name);
+        });
+        await shiftTree(await this.deltaDir(spec.name), ready.idmap);
       }
       const aiqsoDir = path.join(this.dir(spec.name), 'aiqso');
       await mkdir(aiqsoDir, { recursive: true, mode: 0o700 });
+      await chown(aiqsoDir, ...owner);
       const env = {
         PATH: `${path.dirname(base.node)}:/usr/local/bin:/usr/bin:/bin`,
         HOME: '/root',
@@ -101,15 +110,19 @@ export class LxcDriver implements ComputeDriver {
         PORT: String(spec.port),
         HOST: '0.0.0.0',
       };
-      await atomicWrite(path.join(aiqsoDir, 'env'), renderEnvFile(env), 0o600);
+      // Container root reads its own env and init (host: the mapped range's first id), no one else.
+      await atomicWrite(path.join(aiqsoDir, 'env'), renderEnvFile(env), 0o600, owner);
       if (workload.kind === 'app') {
         await atomicWrite(
           path.join(aiqsoDir, 'init.sh'),
           renderInit(base.node, workload.entry, spec.resources.memoryMb),
           0o700,
+          owner,
         );
       }
-      const meta: Meta = { tenantId: spec.tenantId, role: spec.role, port: spec.port };
+      const hostPorts = [...new Set(spec.hostPorts ?? [])].sort((a, b) => a - b);
+      const before = await readMeta(this.lxcPath, spec.name);
+      const meta: Meta = { tenantId: spec.tenantId, role: spec.role, port: spec.port, hostPorts };
       await atomicWrite(path.join(aiqsoDir, 'meta.json'), JSON.stringify(meta), 0o644);
       const configFile = path.join(this.dir(spec.name), 'config');
       const config = renderConfig(await readFile(configFile, 'utf8'), {
@@ -123,8 +136,13 @@ export class LxcDriver implements ComputeDriver {
         appDir: workload.kind === 'app' ? path.resolve(workload.dir) : undefined,
         appModules: workload.kind === 'app' ? nearestNodeModules(workload.dir) : undefined,
         cgroup: CGROUP,
+        isolation,
       });
       await atomicWrite(configFile, config, 0o640);
+      for (const source of [aiqsoDir, await this.deltaDir(spec.name), ...mountSources(config)])
+        await grantTraversal(source, ready.idmap.uid.start);
+      // A new container, or new host ports: the walls are redrawn before it can start with them.
+      if (fresh || String(before.hostPorts) !== String(hostPorts)) await this.walls.policy.request();
       if ((await this.tools.state(spec.name)) === 'RUNNING')
         await this.applyLimits(spec.name, spec.resources);
       return this.info(spec.name);
@@ -168,6 +186,7 @@ export class LxcDriver implements ComputeDriver {
       const ip = await this.pool.lookup(name);
       if (ip) await forgetNeighbour(this.options.bridge, ip);
       await this.pool.release(name);
+      if (ip) await this.walls.policy.request();
     });
   }
 
@@ -207,7 +226,10 @@ export class LxcDriver implements ComputeDriver {
     if (!existsSync(file)) throw badRequest(`archive ${file} does not exist`);
     await this.destroy(spec.name);
     await this.ensure(spec);
-    await runOk('tar', ['--numeric-owner', '--xattrs', '-C', await this.deltaDir(spec.name), '-xzf', file]);
+    const delta = await this.deltaDir(spec.name);
+    await runOk('tar', ['--numeric-owner', '--xattrs', '-C', delta, '-xzf', file]);
+    // An archive of a container from before the id map holds root's ids: shifted like a conversion.
+    await shiftTree(delta, (await this.ready()).idmap);
     return this.status(spec.name);
   }
 
@@ -233,9 +255,7 @@ export class LxcDriver implements ComputeDriver {
   }
 
   private async deltaDir(name: string): Promise<string> {
-    const config = await readFile(path.join(this.dir(name), 'config'), 'utf8');
-    const rootfs = /^lxc\.rootfs\.path\s*=\s*(\S+)/m.exec(config)?.[1] ?? '';
-    return rootfs.startsWith('overlay') ? rootfs.split(':').at(-1)! : rootfs.replace(/^dir:/, '');
+    return rootfsLayers(await this.tools.config(name))?.upper ?? '';
   }
 
   private async info(name: string, known?: { state: string; pid?: number }): Promise<ContainerInfo> {
@@ -257,39 +277,15 @@ export class LxcDriver implements ComputeDriver {
   }
 }
 
-/** The limits in force, read from the cgroup files of the container's init (no lxc-* spawn). */
-async function observedLimits(pid: number): Promise<Partial<ResourceLimits> | undefined> {
-  const groups = await readFile(`/proc/${pid}/cgroup`, 'utf8').catch(() => '');
-  const read = async (controller: string, file: string) => {
-    const line = groups
-      .split('\n')
-      .find(
-        (l) => l.split(':')[1]?.split(',').includes(controller) || (controller === '' && l.startsWith('0::')),
-      );
-    const rel = line?.split(':').slice(2).join(':');
-    if (rel === undefined) return undefined;
-    const dir = controller ? `/sys/fs/cgroup/${controller}${rel}` : `/sys/fs/cgroup${rel}`;
-    return readFile(path.join(dir, file), 'utf8').then(
-      (t) => t.trim(),
-      () => undefined,
-    );
-  };
-  if (CGROUP === 'v1') {
-    const bytes = Number(await read('memory', 'memory.limit_in_bytes'));
-    const quota = Number(await read('cpu', 'cpu.cfs_quota_us'));
-    const period = Number(await read('cpu', 'cpu.cfs_period_us'));
-    if (!bytes) return undefined;
-    return { memoryMb: bytes / 2 ** 20, ...(quota > 0 && period ? { cores: quota / period } : {}) };
-  }
-  const bytes = Number(await read('', 'memory.max'));
-  const [quota, period] = ((await read('', 'cpu.max')) ?? '').split(' ').map(Number);
-  if (!bytes) return undefined;
-  return { memoryMb: bytes / 2 ** 20, ...(quota && period ? { cores: quota / period } : {}) };
-}
-
-async function atomicWrite(file: string, text: string, mode: number): Promise<void> {
+async function atomicWrite(
+  file: string,
+  text: string,
+  mode: number,
+  owner?: readonly [number, number],
+): Promise<void> {
   const tmp = `${file}.tmp`;
   await writeFile(tmp, text, { mode });
+  if (owner) await chown(tmp, ...owner);
   await rename(tmp, file);
 }
 

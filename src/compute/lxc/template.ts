@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { idmapLines, shiftTree, type IdMap } from './idmap.ts';
+import { securityLines, type HostSecurity } from './security.ts';
 
 /**
  * The base template every app container is cloned from. Instead of
@@ -9,14 +11,19 @@ import path from 'node:path';
  * the rootfs is a skeleton whose /usr is the host's, bind-mounted read-only:
  * the host's Node, libc and sh, no network needed, built in milliseconds.
  * Bump BASE_VERSION when the layout changes; a new version builds beside the old.
+ * Version 2: owned by the unprivileged id range (version 1 was root's).
  */
-export const BASE_VERSION = 1;
+export const BASE_VERSION = 2;
 export const BASE_NAME = `aiqsobase${BASE_VERSION}`;
 
 export interface BaseTemplate {
   name: string;
   /** Path of `node` inside the container. */
   node: string;
+  /** The rootfs clones overlay. */
+  rootfs: string;
+  /** Host directory holding Node when it lives outside /usr (bind-mounted too). */
+  nodeMount?: string;
 }
 
 const COMMON_CONF = '/usr/share/lxc/config/common.conf';
@@ -30,12 +37,18 @@ function nodeInside(): { node: string; mount?: string } {
   return { node: `/opt/aiqso-node/bin/${path.basename(exe)}`, mount: prefix };
 }
 
-export function renderBaseConfig(lxcPath: string, nodeMount: string | undefined): string {
+export function renderBaseConfig(
+  lxcPath: string,
+  nodeMount: string | undefined,
+  idmap: IdMap,
+  security: HostSecurity,
+): string {
   return [
     `lxc.rootfs.path = dir:${path.join(lxcPath, BASE_NAME, 'rootfs')}`,
     `lxc.uts.name = ${BASE_NAME}`,
     ...(existsSync(COMMON_CONF) ? [`lxc.include = ${COMMON_CONF}`] : []),
-    'lxc.apparmor.profile = unconfined',
+    ...idmapLines(idmap),
+    ...securityLines(security),
     'lxc.mount.auto = proc:mixed sys:ro cgroup:mixed',
     'lxc.mount.entry = /usr usr none ro,bind 0 0',
     ...(nodeMount ? [`lxc.mount.entry = ${nodeMount} opt/aiqso-node none ro,bind,create=dir 0 0`] : []),
@@ -62,6 +75,7 @@ async function buildRootfs(rootfs: string): Promise<void> {
   ]) {
     await mkdir(path.join(rootfs, dir), { recursive: true });
   }
+  await chmod(path.join(rootfs, 'tmp'), 0o1777);
   // Merged-/usr layout, so /bin/sh and the loader resolve through the bind-mounted /usr.
   for (const [link, target] of [
     ['bin', 'usr/bin'],
@@ -81,16 +95,25 @@ async function buildRootfs(rootfs: string): Promise<void> {
   await writeFile(path.join(etc, 'nsswitch.conf'), 'passwd: files\ngroup: files\nhosts: files dns\n');
 }
 
-/** Build the base template in `lxcPath` unless it is there; safe to race (atomic rename). */
-export async function ensureBaseTemplate(lxcPath: string): Promise<BaseTemplate> {
+/**
+ * Build the base template in `lxcPath` unless it is there; safe to race
+ * (atomic rename). Its rootfs belongs to the mapped range: root inside owns it.
+ */
+export async function ensureBaseTemplate(
+  lxcPath: string,
+  idmap: IdMap,
+  security: HostSecurity,
+): Promise<BaseTemplate> {
   const { node, mount } = nodeInside();
   const final = path.join(lxcPath, BASE_NAME);
-  if (existsSync(path.join(final, 'config'))) return { name: BASE_NAME, node };
+  const base = { name: BASE_NAME, node, rootfs: path.join(final, 'rootfs'), nodeMount: mount };
+  if (existsSync(path.join(final, 'config'))) return base;
   await mkdir(lxcPath, { recursive: true });
   const tmp = path.join(lxcPath, `.${BASE_NAME}.${randomBytes(4).toString('hex')}`);
   try {
     await buildRootfs(path.join(tmp, 'rootfs'));
-    await writeFile(path.join(tmp, 'config'), renderBaseConfig(lxcPath, mount));
+    await shiftTree(path.join(tmp, 'rootfs'), idmap);
+    await writeFile(path.join(tmp, 'config'), renderBaseConfig(lxcPath, mount, idmap, security));
     // A directory without config is a crashed build; a complete one (another builder's) is kept.
     if (existsSync(final) && !existsSync(path.join(final, 'config')))
       await rm(final, { recursive: true, force: true });
@@ -100,5 +123,5 @@ export async function ensureBaseTemplate(lxcPath: string): Promise<BaseTemplate>
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
-  return { name: BASE_NAME, node };
+  return base;
 }

@@ -41,6 +41,11 @@ export class LxcTools {
     return fields;
   }
 
+  /** The container's LXC config file as text. */
+  config(name: string): Promise<string> {
+    return readFile(`${this.lxcPath}/${name}/config`, 'utf8');
+  }
+
   async cgroup(name: string, key: string): Promise<string | undefined> {
     const out = await run('lxc-cgroup', this.args(name, [key]));
     return out.exitCode === 0 ? out.stdout.trim() : undefined;

@@ -22,6 +22,13 @@ export async function exportGuest(
   vm: VmResource,
   file: string,
 ): Promise<{ bytes: number }> {
+  const manifest = await dumpGuest(driver, vm);
+  await writeFile(file, JSON.stringify(manifest), { mode: 0o600 });
+  return { bytes: manifest.size };
+}
+
+/** vzdump the guest to the backup storage; the manifest names the archive. */
+async function dumpGuest(driver: ProxmoxDriver, vm: VmResource): Promise<ProxmoxManifest> {
   const { backupStorage } = driver.options;
   const started = Math.floor(Date.now() / 1000) - 1;
   await driver.api.task('POST', `/nodes/${vm.node}/vzdump`, {
@@ -38,15 +45,7 @@ export async function exportGuest(
   const newest = content.filter((c) => c.ctime >= started).sort((a, b) => b.ctime - a.ctime)[0];
   if (!newest)
     throw new DomainError('dependency_failed', `vzdump of ${vm.vmid} left no archive on ${backupStorage}`);
-  const manifest: ProxmoxManifest = {
-    driver: 'proxmox',
-    volid: newest.volid,
-    node: vm.node,
-    vmid: vm.vmid,
-    size: newest.size,
-  };
-  await writeFile(file, JSON.stringify(manifest), { mode: 0o600 });
-  return { bytes: newest.size };
+  return { driver: 'proxmox', volid: newest.volid, node: vm.node, vmid: vm.vmid, size: newest.size };
 }
 
 async function readManifest(file: string): Promise<ProxmoxManifest> {
@@ -64,19 +63,46 @@ async function readManifest(file: string): Promise<ProxmoxManifest> {
 
 /** Replace (or create) the container `spec.name` from the archive; ensure() then applies the spec. */
 export async function importGuest(driver: ProxmoxDriver, spec: ContainerSpec, file: string): Promise<void> {
-  const manifest = await readManifest(file);
-  const existing = await driver.find(spec.name);
+  await restoreGuest(driver, spec.name, spec.port, await readManifest(file));
+}
+
+/**
+ * Restore an archive as `name`, always unprivileged: Proxmox shifts the ids of
+ * an archive made from a privileged container as it unpacks it.
+ */
+async function restoreGuest(
+  driver: ProxmoxDriver,
+  name: string,
+  port: number,
+  manifest: ProxmoxManifest,
+): Promise<void> {
+  const existing = await driver.find(name);
   if (existing?.status === 'running')
     await driver.api.task('POST', `/nodes/${existing.node}/lxc/${existing.vmid}/status/stop`);
   const others = new Set((await driver.vms()).filter((v) => v.vmid !== existing?.vmid).map((v) => v.vmid));
-  const vmid = existing?.vmid ?? (await driver.registry.allocate(spec.name, spec.port, others));
+  const vmid = existing?.vmid ?? (await driver.registry.allocate(name, port, others));
   const node = existing?.node ?? manifest.node;
   await driver.api.task('POST', `/nodes/${node}/lxc`, {
     vmid,
     ostemplate: manifest.volid,
     restore: true,
     force: true,
+    unprivileged: true,
     storage: driver.options.storage,
-    hostname: spec.name,
+    hostname: name,
   });
+}
+
+/**
+ * A guest an older version made privileged (`unprivileged` cannot be changed
+ * on an existing container): stopped, backed up and restored in place as
+ * unprivileged, same VMID, same data. Returns whether it was running (the
+ * caller starts it again once its config and firewall are applied).
+ */
+export async function convertGuest(driver: ProxmoxDriver, vm: VmResource, port: number): Promise<boolean> {
+  const running = vm.status === 'running';
+  if (running) await driver.api.task('POST', `/nodes/${vm.node}/lxc/${vm.vmid}/status/stop`);
+  await restoreGuest(driver, vm.name!, port, await dumpGuest(driver, { ...vm, status: 'stopped' }));
+  driver.options.log.info({ container: vm.name, vmid: vm.vmid }, 'container restored as unprivileged');
+  return running;
 }

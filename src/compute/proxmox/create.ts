@@ -17,6 +17,18 @@ export async function cloneFrom(
   const tpl = vms.find((v) => v.vmid === template);
   if (!tpl) throw new DomainError('not_found', `template VMID ${template} not found on the cluster`);
   const node = await placeOn(driver, spec, vms);
+  // A clone inherits `unprivileged`, and it cannot be changed afterwards.
+  const tplConfig = await driver.api.call<{ unprivileged?: number }>(
+    'GET',
+    `/nodes/${tpl.node}/lxc/${template}/config`,
+  );
+  if (Number(tplConfig.unprivileged) !== 1) {
+    throw new DomainError(
+      'deploy_failed',
+      `template VMID ${template} is a privileged container, and tenants run only in unprivileged ones: ` +
+        `back it up and restore it with unprivileged=1 (pct restore --unprivileged 1), then make it a template again`,
+    );
+  }
   const clone = (full: boolean) =>
     driver.api.task('POST', `/nodes/${tpl.node}/lxc/${template}/clone`, {
       newid: vmid,

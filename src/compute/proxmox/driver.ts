@@ -12,9 +12,11 @@ import type { Logger } from '../../observability/logger.ts';
 import { macFor } from '../lxc/config.ts';
 import { IpPool } from '../shared/ip-pool.ts';
 import { KeyedMutex } from '../shared/run.ts';
-import { exportGuest, importGuest } from './backup.ts';
+import type { Egress } from '../lxc/netpolicy.ts';
+import { convertGuest, exportGuest, importGuest } from './backup.ts';
 import { cloneFrom, waitUnlocked } from './create.ts';
 import { PveClient, type PveClientOptions } from './client.ts';
+import { applyGuestFirewall, firewallPlan } from './firewall.ts';
 import { GuestRegistry } from './guests.ts';
 
 export interface ProxmoxDriverOptions {
@@ -28,6 +30,8 @@ export interface ProxmoxDriverOptions {
   bridge: string;
   subnet: string;
   vmidRange: [number, number];
+  /** Containers' internet access through their firewall: none (default), or beyond the bridge's subnet. */
+  egress?: Egress;
 }
 
 export interface VmResource {
@@ -41,9 +45,10 @@ export interface VmResource {
 
 /**
  * Containers on a Proxmox VE cluster through its REST API: linked (else full)
- * clones of a template VMID, static IPs from the platform pool, limits in the
- * container config, VMIDs from a platform-owned range. Proxmox offers no exec
- * channel for LXC over the API, so `exec` is unavailable.
+ * clones of an unprivileged template VMID, static IPs from the platform pool,
+ * limits in the container config, VMIDs from a platform-owned range, each
+ * walled by its own firewall. Proxmox offers no exec channel for LXC over the
+ * API, so `exec` is unavailable.
  */
 export class ProxmoxDriver implements ComputeDriver {
   readonly kind = 'proxmox' as const;
@@ -100,15 +105,23 @@ export class ProxmoxDriver implements ComputeDriver {
     });
   }
 
+  /**
+   * The spec onto the guest: unprivileged (a guest an older version made
+   * privileged is restored as unprivileged first: Proxmox fixes the setting at
+   * creation), limits, network with its firewall, environment, then the
+   * firewall's options and rules (`firewall.ts`).
+   */
   private async configure(vm: VmResource, spec: ContainerSpec, ip: string): Promise<void> {
     const { subnet } = this.pool;
     const path = `/nodes/${vm.node}/lxc/${vm.vmid}`;
+    const current = await this.api.call<{ unprivileged?: number }>('GET', `${path}/config`);
+    const restart = Number(current.unprivileged) === 1 ? false : await convertGuest(this, vm, spec.port);
     const env = Object.entries({ ...spec.env, PORT: String(spec.port) }).map(([k, v]) => `${k}=${v}`);
     await this.api.call('PUT', `${path}/config`, {
       hostname: spec.name,
       cores: Math.max(1, Math.ceil(spec.resources.cores)),
       memory: spec.resources.memoryMb,
-      net0: `name=eth0,bridge=${this.options.bridge},ip=${ip}/${subnet.prefix},gw=${subnet.gateway},hwaddr=${macFor(spec.name).toUpperCase()}`,
+      net0: `name=eth0,bridge=${this.options.bridge},firewall=1,ip=${ip}/${subnet.prefix},gw=${subnet.gateway},hwaddr=${macFor(spec.name).toUpperCase()}`,
       env: env.join('\0'),
       tags: 'aiqso',
       description: `aiqso tenant=${spec.tenantId} role=${spec.role}`,
@@ -117,6 +130,14 @@ export class ProxmoxDriver implements ComputeDriver {
     if (diskGb(config.rootfs) < spec.resources.diskGb) {
       await this.api.task('PUT', `${path}/resize`, { disk: 'rootfs', size: `${spec.resources.diskGb}G` });
     }
+    const plan = firewallPlan({
+      subnet,
+      port: spec.port,
+      hostPorts: spec.hostPorts ?? [],
+      egress: this.options.egress ?? 'none',
+    });
+    await applyGuestFirewall(this.api, path, plan);
+    if (restart) await this.api.task('POST', `${path}/status/start`);
   }
 
   async start(name: string): Promise<ContainerInfo> {

@@ -69,6 +69,16 @@ export class IpPool {
       .execute();
   }
 
+  /** Every address of the pool with its owner; `executor` may be a transaction holding a lock. */
+  async entries(executor: Database = this.db): Promise<{ owner: string; ip: string }[]> {
+    return executor
+      .selectFrom('ip_allocations')
+      .select(['owner', sql<string>`host(address)`.as('ip')])
+      .where('pool', '=', this.subnet.cidr)
+      .orderBy('owner')
+      .execute();
+  }
+
   async owners(): Promise<string[]> {
     const rows = await this.db
       .selectFrom('ip_allocations')

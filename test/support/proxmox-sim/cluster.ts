@@ -1,3 +1,5 @@
+import { emptyFirewall, type GuestFirewall } from './firewall.ts';
+
 /**
  * The simulated cluster's state and behaviour: nodes, storages, containers with
  * config locks, asynchronous tasks with UPIDs (running → stopped with an
@@ -31,6 +33,8 @@ export interface Guest {
   startedAt?: number;
   /** Ignores a clean shutdown (an app that traps SIGTERM), so only stop ends it. */
   stubborn?: boolean;
+  /** Its firewall options and rules (a clone copies the source's, as `pct clone` does). */
+  firewall: GuestFirewall;
 }
 
 export interface Task {
@@ -51,6 +55,7 @@ export interface Backup {
   size: number;
   ctime: number;
   config: Record<string, string>;
+  firewall?: GuestFirewall;
 }
 
 export interface Fault {
@@ -84,6 +89,8 @@ export class Cluster {
   private pid = 1000;
   private readonly cloning = new Map<number, number>();
   maxConcurrentClonesPerTemplate = 0;
+  /** The datacenter firewall: container firewalls are enforced only while it is on. */
+  firewallEnabled = true;
 
   addNode(name: string, memGb = 64, cpus = 16, online = true): void {
     this.nodes.set(name, {
@@ -96,14 +103,17 @@ export class Cluster {
     });
   }
 
-  addTemplate(vmid: number, node: string, storage: string): void {
+  /** A template container; unprivileged unless said otherwise (Proxmox's default for new containers). */
+  addTemplate(vmid: number, node: string, storage: string, options: { privileged?: boolean } = {}): void {
     this.guests.set(vmid, {
       vmid,
       node,
       status: 'stopped',
       template: true,
       snapshots: [],
+      firewall: emptyFirewall(),
       config: {
+        ...(options.privileged ? {} : { unprivileged: '1' }),
         hostname: `tpl${vmid}`,
         cores: '1',
         memory: '512',
@@ -202,6 +212,7 @@ export class Cluster {
       lock: 'create',
       template: false,
       snapshots: [],
+      firewall: structuredClone(src.firewall),
       config: {
         ...src.config,
         hostname: p.hostname ?? `CT${newid}`,

@@ -1,4 +1,5 @@
 import { Cluster, PveFailure, parseSize, truthy, type Fault } from './cluster.ts';
+import { emptyFirewall, FIREWALL_HANDLERS } from './firewall.ts';
 
 type Params = Record<string, string>;
 export type Handler = (c: Cluster, p: Params, fault: Fault | undefined) => unknown;
@@ -88,6 +89,9 @@ function statusCurrent(c: Cluster, p: Params) {
 function putConfig(c: Cluster, p: Params) {
   const g = c.guest(p.node!, Number(p.vmid));
   c.checkUnlocked(g);
+  // pve-container's update_pct_config: set at creation or restore, never changed after.
+  if (p.unprivileged !== undefined)
+    throw new PveFailure(500, "unable to modify read-only option: 'unprivileged'");
   for (const [k, v] of Object.entries(p))
     if (!['node', 'vmid', 'delete', 'digest'].includes(k)) g.config[k] = v;
   for (const k of (p.delete ?? '').split(/[,; ]/).filter(Boolean)) delete g.config[k];
@@ -153,6 +157,7 @@ function vzdump(c: Cluster, p: Params, fault: Fault | undefined) {
       size: 48 * 2 ** 20 + c.backups.length,
       ctime: Math.floor(Date.now() / 1000),
       config: { ...g.config },
+      firewall: structuredClone(g.firewall),
     });
   });
 }
@@ -175,16 +180,24 @@ function restore(c: Cluster, p: Params, fault: Fault | undefined) {
     template: false,
     snapshots: [],
     lock: 'create',
+    // vzdump archives the firewall config with the container; a restore brings it back.
+    firewall: structuredClone(backup.firewall ?? emptyFirewall()),
     config: { ...backup.config },
   });
   return c.task(node, 'vzrestore', String(vmid), fault, () => {
     const g = c.guests.get(vmid)!;
     delete g.lock;
     for (const k of ['hostname', 'cores', 'memory']) if (p[k]) g.config[k] = p[k];
+    // Restoring as unprivileged shifts the archive's ids; without it, the backup's setting stays.
+    if (p.unprivileged !== undefined) {
+      if (truthy(p.unprivileged)) g.config.unprivileged = '1';
+      else delete g.config.unprivileged;
+    }
   });
 }
 
 export const HANDLERS: Record<string, Handler> = {
+  ...FIREWALL_HANDLERS,
   'GET /version': () => ({ version: '9.1.1', release: '9.1', repoid: '0c7e6f5a' }),
   'GET /cluster/resources': (c, p) => resources(c, p.type),
   'GET /nodes/{node}/tasks/{upid}/status': (c, p) => {
@@ -210,7 +223,8 @@ export const HANDLERS: Record<string, Handler> = {
   'GET /nodes/{node}/lxc/{vmid}/config': (c, p) => {
     const g = c.guest(p.node!, Number(p.vmid));
     const out: Record<string, unknown> = { ...g.config, digest: '0'.repeat(40) };
-    for (const k of ['cores', 'memory', 'swap']) if (out[k] !== undefined) out[k] = Number(out[k]);
+    for (const k of ['cores', 'memory', 'swap', 'unprivileged'])
+      if (out[k] !== undefined) out[k] = Number(out[k]);
     if (out.template !== undefined) out.template = 1;
     if (g.lock) out.lock = g.lock;
     return out;

@@ -17,6 +17,7 @@ export interface ParamSchema {
   minimum?: number | string;
   maximum?: number | string;
   maxLength?: number;
+  minLength?: number;
   default_key?: number;
   alias?: string;
   properties?: Record<string, ParamSchema>;
@@ -31,6 +32,13 @@ export interface Endpoint {
   returns: ParamSchema;
 }
 
+const IPV4 = String.raw`(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)`;
+const IPV6 = String.raw`[0-9a-fA-F:]*:[0-9a-fA-F:.]*`;
+/** One element of a firewall address list: an address, a CIDR or a range (pve-firewall's Net::IP input). */
+const FW_ADDR = String.raw`(?:${IPV4}(?:/(?:3[0-2]|[12]?\d))?(?:-${IPV4})?|${IPV6}(?:/\d{1,3})?)`;
+/** A port, a service name or a range; comma lists (pve-fw-dport-spec). */
+const FW_PORT = String.raw`(?:\d{1,5}|[a-z][a-z0-9-]*)(?::(?:\d{1,5}|[a-z][a-z0-9-]*))?`;
+
 const FORMATS: Record<string, RegExp> = {
   'pve-vmid': /^\d+$/,
   'pve-node': /^[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?$/,
@@ -39,6 +47,18 @@ const FORMATS: Record<string, RegExp> = {
   'dns-name': /^([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?\.)*[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?$/,
   ipv4: /^(\d{1,3}\.){3}\d{1,3}$/,
   'pve-configid-list': /^[a-z][a-z0-9_-]+([,; ][a-z][a-z0-9_-]+)*$/i,
+  ipv6: new RegExp(`^${IPV6}$`),
+  // Unicast only: the I/G bit of the first octet clear.
+  'mac-addr': /^[0-9a-f][02468ace](:[0-9a-f]{2}){5}$/i,
+  'pve-ipv4-config': new RegExp(`^(?:dhcp|manual|${IPV4}/(?:3[0-2]|[12]?\\d))$`),
+  'pve-fw-addr-spec': new RegExp(
+    `^(?:\\+[A-Za-z][A-Za-z0-9_-]+|[A-Za-z][A-Za-z0-9_-]+|${FW_ADDR}(?:,${FW_ADDR})*)$`,
+  ),
+  'pve-fw-dport-spec': new RegExp(`^${FW_PORT}(?:,${FW_PORT})*$`),
+  'pve-fw-sport-spec': new RegExp(`^${FW_PORT}(?:,${FW_PORT})*$`),
+  'pve-fw-protocol-spec':
+    /^(?:\d{1,3}|tcp|udp|icmp|icmpv6|ipv6-icmp|sctp|udplite|dccp|gre|esp|ah|igmp|ipv6)$/,
+  'pve-iface': /^[a-zA-Z][a-zA-Z0-9_]{1,20}$/,
 };
 
 const TYPES: Record<string, RegExp> = {
@@ -71,6 +91,8 @@ export function checkValue(schema: ParamSchema, value: string): string | undefin
   }
   if (schema.maxLength !== undefined && value.length > schema.maxLength)
     return `value may only be ${schema.maxLength} characters long`;
+  if (schema.minLength !== undefined && value.length < schema.minLength)
+    return `value must be at least ${schema.minLength} characters long`;
   if (schema.pattern) {
     const re = perlPattern(schema.pattern);
     if (re && !re.test(value)) return `value does not match the regex pattern`;

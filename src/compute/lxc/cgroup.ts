@@ -1,0 +1,37 @@
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { ResourceLimits } from '../../core/compute.ts';
+
+/** Which cgroup hierarchy this host runs (PRODUCT.md §7: v1 here). */
+export const CGROUP: 'v1' | 'v2' = existsSync('/sys/fs/cgroup/cgroup.controllers') ? 'v2' : 'v1';
+
+/** The limits in force, read from the cgroup files of the container's init (no lxc-* spawn). */
+export async function observedLimits(pid: number): Promise<Partial<ResourceLimits> | undefined> {
+  const groups = await readFile(`/proc/${pid}/cgroup`, 'utf8').catch(() => '');
+  const read = async (controller: string, file: string) => {
+    const line = groups
+      .split('\n')
+      .find(
+        (l) => l.split(':')[1]?.split(',').includes(controller) || (controller === '' && l.startsWith('0::')),
+      );
+    const rel = line?.split(':').slice(2).join(':');
+    if (rel === undefined) return undefined;
+    const dir = controller ? `/sys/fs/cgroup/${controller}${rel}` : `/sys/fs/cgroup${rel}`;
+    return readFile(path.join(dir, file), 'utf8').then(
+      (t) => t.trim(),
+      () => undefined,
+    );
+  };
+  if (CGROUP === 'v1') {
+    const bytes = Number(await read('memory', 'memory.limit_in_bytes'));
+    const quota = Number(await read('cpu', 'cpu.cfs_quota_us'));
+    const period = Number(await read('cpu', 'cpu.cfs_period_us'));
+    if (!bytes) return undefined;
+    return { memoryMb: bytes / 2 ** 20, ...(quota > 0 && period ? { cores: quota / period } : {}) };
+  }
+  const bytes = Number(await read('', 'memory.max'));
+  const [quota, period] = ((await read('', 'cpu.max')) ?? '').split(' ').map(Number);
+  if (!bytes) return undefined;
+  return { memoryMb: bytes / 2 ** 20, ...(quota && period ? { cores: quota / period } : {}) };
+}

@@ -1,0 +1,124 @@
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { sql } from 'kysely';
+import type { Database } from '../../db/database.ts';
+import type { Logger } from '../../observability/logger.ts';
+import type { IpPool } from '../shared/ip-pool.ts';
+import { ensureBridge } from './bridge.ts';
+import type { Isolation } from './config.ts';
+import { backfillHostPorts, convertContainer, oldContainers } from './convert.ts';
+import { applyNetworkPolicy, Coalesced } from './firewall.ts';
+import { ensureIdMap, grantTraversal, type IdMap } from './idmap.ts';
+import { vethName, type Egress } from './netpolicy.ts';
+import { probeHostSecurity, type HostSecurity } from './security.ts';
+import { ensureBaseTemplate, type BaseTemplate } from './template.ts';
+import type { LxcTools } from './tools.ts';
+
+/** What ensure records beside the LXC config (`<dir>/aiqso/meta.json`). */
+export interface Meta {
+  tenantId: string;
+  role: string;
+  port: number;
+  /** TCP ports on the bridge address the container may open (the network policy reads them). */
+  hostPorts?: number[];
+}
+
+export async function readMeta(lxcPath: string, name: string): Promise<Partial<Meta>> {
+  const text = await readFile(path.join(lxcPath, name, 'aiqso', 'meta.json'), 'utf8').catch(() => '{}');
+  return JSON.parse(text) as Partial<Meta>;
+}
+
+/** What a driver sets up once: bridge, id map, confinement, base template. */
+export interface Ready {
+  base: BaseTemplate;
+  idmap: IdMap;
+  security: HostSecurity;
+}
+
+export interface WallsOptions {
+  db: Database;
+  log: Logger;
+  lxcPath: string;
+  bridge: string;
+  pool: IpPool;
+  tools: LxcTools;
+  egress?: Egress;
+}
+
+/**
+ * The lxc driver's walls: the id map and confinement every container gets,
+ * the bridge's network policy (re-applied when the driver starts and whenever
+ * a container appears, goes or changes its host ports), and the conversion of
+ * containers an older version left privileged.
+ */
+export class LxcWalls {
+  readonly policy = new Coalesced(() => this.applyPolicy());
+
+  constructor(private readonly o: WallsOptions) {}
+
+  /** Bridge, id map, base template (cached on disk across runs), walls applied, old containers converted. */
+  async prepare(): Promise<Ready> {
+    await ensureBridge(this.o.bridge, this.o.pool.subnet);
+    const idmap = await ensureIdMap();
+    const security = probeHostSecurity();
+    const base = await ensureBaseTemplate(this.o.lxcPath, idmap, security);
+    await grantTraversal(base.rootfs, idmap.uid.start);
+    if (base.nodeMount) await grantTraversal(base.nodeMount, idmap.uid.start);
+    const ready = { base, idmap, security };
+    await this.convertOld(ready);
+    return ready;
+  }
+
+  isolation(ready: Ready, name: string): Isolation {
+    return { idmap: ready.idmap, security: ready.security, vethPair: vethName(this.o.bridge, name) };
+  }
+
+  /**
+   * The policy applied, and containers of an older version converted, one
+   * converter at a time per container directory across every process sharing
+   * it. Their host ports are recorded and the policy drawn before they
+   * restart, so they come back walled and reaching what they reached before.
+   */
+  private async convertOld(ready: Ready): Promise<void> {
+    await this.o.db.transaction().execute(async (trx) => {
+      await sql`SELECT pg_advisory_xact_lock(hashtext(${`aiqso.lxc_convert:${this.o.lxcPath}`}))`.execute(
+        trx,
+      );
+      const old = await oldContainers(this.o.lxcPath);
+      for (const name of old) await backfillHostPorts(this.o.lxcPath, name, this.o.pool.subnet.gateway);
+      await this.policy.request();
+      const ctx = {
+        lxcPath: this.o.lxcPath,
+        tools: this.o.tools,
+        isolation: (name: string) => this.isolation(ready, name),
+        log: this.o.log,
+      };
+      for (const name of old) await convertContainer(ctx, name);
+      if (old.length) this.o.log.info({ containers: old.length }, 'containers of an older version converted');
+    });
+  }
+
+  /**
+   * The bridge's whole policy from the address pool and each container's host
+   * ports, applied under a lock so the last apply always saw the newest state.
+   */
+  private async applyPolicy(): Promise<void> {
+    await this.o.db.transaction().execute(async (trx) => {
+      await sql`SELECT pg_advisory_xact_lock(hashtext(${`aiqso.nft:${this.o.bridge}`}))`.execute(trx);
+      const entries = await this.o.pool.entries(trx);
+      const members = await Promise.all(
+        entries.map(async (e) => ({
+          name: e.owner,
+          ip: e.ip,
+          hostPorts: (await readMeta(this.o.lxcPath, e.owner)).hostPorts ?? [],
+        })),
+      );
+      await applyNetworkPolicy({
+        bridge: this.o.bridge,
+        subnet: this.o.pool.subnet,
+        egress: this.o.egress ?? 'none',
+        members,
+      });
+    });
+  }
+}
