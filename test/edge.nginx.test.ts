@@ -31,6 +31,8 @@ function route(hostname: string, pathPrefix: string, extra: Partial<EdgeRoute> =
     state: 'active',
     allowCidrs: [],
     denyCidrs: [],
+    auth: pathPrefix === '' ? 'app' : 'edge',
+    publicPaths: [],
     ...extra,
   };
 }
@@ -236,6 +238,7 @@ describe.skipIf(skipReal)('nginx edge with the real nginx', () => {
     await upsertRoute(db, {
       hostname: 'acme.localhost',
       pathPrefix: '/new',
+      auth: 'app',
       tenantId: acme,
       upstream: up('acme-new'),
     });
@@ -248,6 +251,7 @@ describe.skipIf(skipReal)('nginx edge with the real nginx', () => {
     await upsertRoute(db, {
       hostname: 'acme.localhost',
       pathPrefix: '/broken',
+      auth: 'app',
       tenantId: acme,
       upstream: { host: 'nosuch-container.invalid', port: 80 },
     });

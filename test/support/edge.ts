@@ -81,7 +81,9 @@ export async function insertTenant(db: Database, slug: string, company = `${slug
 /**
  * The routes both edges are tested on: acme's dashboard at `acme.localhost`, its
  * CRM at `/crm` (prefix stripped) and its documents at `/docs` (prefix kept),
- * each on the upstream `up` names (`acme-dash`, `acme-crm`, `acme-docs`).
+ * each on the upstream `up` names (`acme-dash`, `acme-crm`, `acme-docs`). The
+ * services sign users in themselves (`auth: 'app'`): the tests using these
+ * routes are about routing; edge.service-sign-in.test.ts tests the sign-in.
  */
 export async function acmeRoutes(
   db: Database,
@@ -92,12 +94,14 @@ export async function acmeRoutes(
   await upsertRoute(db, {
     hostname: 'acme.localhost',
     pathPrefix: '/crm',
+    auth: 'app',
     tenantId,
     upstream: up('acme-crm'),
   });
   await upsertRoute(db, {
     hostname: 'acme.localhost',
     pathPrefix: '/docs',
+    auth: 'app',
     tenantId,
     upstream: up('acme-docs'),
     stripPrefix: false,
