@@ -105,6 +105,8 @@ export function authProxyLines(): string[] {
     '      proxy_set_header X-AIQSO-Tenant-Id $aiqso_tenant_id;',
     `      proxy_set_header ${headerName(MODE_HEADER)} "";`,
     `      proxy_set_header ${headerName(URI_HEADER)} "";`,
+    `      proxy_set_header ${headerName(ANSWER_COOKIE)} "";`,
+    `      proxy_set_header ${headerName(ANSWER_LOGIN)} "";`,
     '      proxy_set_header Cookie $aiqso_cookie_out;',
   ];
 }
