@@ -47,8 +47,9 @@ export function clientIp(req: IncomingMessage, trusted: BlockList | undefined): 
   const header = req.headers['x-forwarded-for'];
   const chain = (Array.isArray(header) ? header.join(',') : (header ?? ''))
     .split(',')
-    .map((s) => plainIp(s.trim()))
-    .filter((s) => s !== '');
+    .map((s) => s.trim())
+    .filter((s) => s !== '')
+    .map(plainIp);
   for (let i = chain.length - 1; i >= 0; i--) {
     const hop = chain[i]!;
     if (!/^[0-9a-f.:]+$/i.test(hop)) return peer;
