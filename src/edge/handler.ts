@@ -52,8 +52,12 @@ export interface EdgeHandlerOptions {
    * AUTH_PATH (src/edge/auth/nginx-answer.ts).
    */
   nginxAuth?: boolean;
-  /** With a certificate configured: the HTTPS port plain HTTP is sent to, and HSTS on HTTPS answers. */
-  httpsPort?: number;
+  /**
+   * With a certificate configured: the HTTPS port plain HTTP is sent to (read
+   * per request: a port chosen at listen time is known only then), and HSTS on
+   * HTTPS answers.
+   */
+  https?: { port: number };
   /** Bearer token for a forwarding edge's own /metrics (none: loopback clients only). */
   metricsToken?: string;
   steps: (tenantId: string) => Promise<{ company: string | null; steps: StepStatus[] }>;
@@ -207,8 +211,8 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     }
     const acme = target.path.startsWith(CHALLENGE_PREFIX);
     if (o.challenges && acme) return challenge(o.challenges, target, ip, req);
-    if (o.httpsPort !== undefined && !acme && !encrypted(req) && !isIpLiteral(target.host))
-      return { kind: 'page', page: httpsRedirect(target, o.httpsPort) };
+    if (o.https && !acme && !encrypted(req) && !isIpLiteral(target.host))
+      return { kind: 'page', page: httpsRedirect(target, o.https.port) };
     if (o.nginxAuth && target.path === AUTH_PATH) {
       const page = nginxAuthAnswer(o.edgeSessions, req, target.host);
       return page instanceof Promise ? page.then(nginxAnswer) : nginxAnswer(page);
@@ -350,7 +354,7 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
       const started = performance.now();
       const path = req.url;
       const ip = clientIp(req, o.trustedProxies);
-      if (o.httpsPort !== undefined && encrypted(req)) res.setHeader('strict-transport-security', HSTS);
+      if (o.https && encrypted(req)) res.setHeader('strict-transport-security', HSTS);
       decided(
         req,
         ip,

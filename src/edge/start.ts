@@ -97,6 +97,8 @@ export async function startBuiltinEdge(deps: EdgeDeps, options: BuiltinEdgeOptio
         log,
       )
     : undefined;
+  // Where plain HTTP is sent once the HTTPS listener has its port.
+  const redirectTo = options.https ? { port: options.https.port } : undefined;
   const handler = createEdgeHandler({
     baseDomain: config.baseDomain,
     routes: () => watcher.table(),
@@ -110,7 +112,7 @@ export async function startBuiltinEdge(deps: EdgeDeps, options: BuiltinEdgeOptio
     ),
     edgeSessions: createEdgeSessionVerifier({ db: database.db, issuer: config.publicUrl }),
     nginxAuth: options.behindNginx,
-    httpsPort: options.https?.port,
+    https: redirectTo,
     metricsToken: config.metricsToken,
     steps: (tenantId) => tenantSteps(database.db, tenantId),
     challenges: deps.challenges,
@@ -126,6 +128,7 @@ export async function startBuiltinEdge(deps: EdgeDeps, options: BuiltinEdgeOptio
       httpPort: options.httpPort,
       https: options.https && certificates ? { port: options.https.port, certificates } : undefined,
     });
+    if (redirectTo && listeners.httpsPort) redirectTo.port = listeners.httpsPort;
   } catch (err) {
     handler.close();
     certificates?.close();
