@@ -130,6 +130,66 @@ describe('nginx configuration render (pure)', () => {
     expect(config).not.toContain('shadow');
   });
 
+  it("renders each direct route's sign-in mode, its public paths, and the auth subrequest", () => {
+    const { config, skipped } = renderNginxConfig({
+      ...input,
+      routes: [
+        route('acme.aiqso.io', ''),
+        route('acme.aiqso.io', '/crm'),
+        route('acme.aiqso.io', '/docs', { auth: 'app' }),
+        route('acme.aiqso.io', '/cal', { publicPaths: ['/booking', '/api/public.v1'] }),
+        route('acme.aiqso.io', '/admin', { allowCidrs: ['10.0.0.0/8'] }),
+        route('acme.aiqso.io', '/bad', { publicPaths: ['/x"; include /etc/passwd; #'] }),
+      ],
+    });
+    expect(skipped).toEqual([{ id: routeId('acme.aiqso.io', '/bad'), reason: 'bad public path' }]);
+    const lines = config.split('\n').map((l) => l.trim());
+    expect(lines).toEqual(
+      expect.arrayContaining([
+        '"acme.aiqso.io" "dash ten_a";',
+        '"acme.aiqso.io/crm" "edge ten_a";',
+        '"acme.aiqso.io/docs" "app ten_a";',
+        '"acme.aiqso.io/cal" "edge ten_a";',
+        '"acme.aiqso.io/admin" internal;',
+        '"~^acme\\.aiqso\\.io/cal/booking(/|$)" 1;',
+        '"~^acme\\.aiqso\\.io/cal/api/public\\.v1(/|$)" 1;',
+        'auth_request /.aiqso-auth;',
+        'set $aiqso_check $aiqso_need;',
+        'proxy_set_header X-AIQSO-User-Id $aiqso_user_id;',
+        'proxy_set_header Cookie $aiqso_cookie_out;',
+      ]),
+    );
+    // The mode is taken before the rewrite strips the prefix.
+    expect(lines.indexOf('set $aiqso_check $aiqso_need;')).toBeLessThan(
+      lines.indexOf('rewrite ^ $aiqso_forward break;'),
+    );
+    expect(config).not.toContain('passwd');
+  });
+
+  it('with HTTPS: the minimum TLS version, HSTS and the redirect of plain HTTP', () => {
+    const https = { port: 443, certFile: '/tls/a.crt', keyFile: '/tls/a.key' };
+    const strict = renderNginxConfig({ ...input, listen: { ...input.listen, https }, routes: [] });
+    const lines = strict.config.split('\n').map((l) => l.trim());
+    expect(lines).toEqual(
+      expect.arrayContaining([
+        'ssl_protocols TLSv1.3;',
+        'map $scheme $aiqso_hsts { https "max-age=31536000"; default ""; }',
+        'add_header Strict-Transport-Security $aiqso_hsts always;',
+        'if ($aiqso_to_https) { return 308 https://$host$request_uri; }',
+      ]),
+    );
+    const lenient = renderNginxConfig({
+      ...input,
+      listen: { ...input.listen, https: { ...https, port: 8443, minVersion: 'TLSv1.2' } },
+      routes: [],
+    });
+    expect(lenient.config).toContain('ssl_protocols TLSv1.2 TLSv1.3;');
+    expect(lenient.config).toContain('return 308 https://$host:8443$request_uri;');
+    const plain = renderNginxConfig({ ...input, routes: [] }).config;
+    expect(plain).not.toContain('ssl_protocols');
+    expect(plain).not.toContain('return 308');
+  });
+
   it('leaves out routes that could inject configuration or shadow the platform', () => {
     const { config, skipped } = renderNginxConfig({
       ...input,
