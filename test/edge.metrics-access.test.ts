@@ -4,11 +4,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.ts';
+import { freePort } from '../src/db/embedded.ts';
+import { findNginx } from '../src/edge/nginx/apply.ts';
+import { startNginxEdge } from '../src/edge/nginx/edge.ts';
 import { startBuiltinEdge, type RunningEdge } from '../src/edge/start.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { createMetrics } from '../src/observability/metrics.ts';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
-import { startTestEdge, type TestEdge } from './support/edge.ts';
+import { platformParts, startTestEdge, type TestEdge } from './support/edge.ts';
 import { missingPart } from './support/strict.ts';
 
 /**
@@ -136,3 +139,36 @@ describe.skipIf(skip)('/metrics access', () => {
     expect(remote.body).not.toContain('aiqso_edge_routes');
   });
 });
+
+describe.skipIf(skip || missingPart('nginx', findNginx() !== undefined, 'apt-get install nginx'))(
+  '/metrics access through the nginx edge',
+  () => {
+    let database: TestDatabase;
+    let parts: Awaited<ReturnType<typeof platformParts>>;
+    let edge: Awaited<ReturnType<typeof startNginxEdge>>;
+    let port: number;
+
+    beforeAll(async () => {
+      database = await createTestDatabase();
+      parts = await platformParts(database);
+      port = await freePort();
+      edge = await startNginxEdge(
+        { ...parts, database },
+        { bind: '0.0.0.0', httpPort: port, dir: path.join(parts.dir, 'nginx'), workerProcesses: 1 },
+      );
+    });
+
+    afterAll(async () => {
+      await edge?.close();
+      await parts?.api.close();
+      await database?.drop();
+    });
+
+    it('judges the client nginx saw, not what it forwards', async () => {
+      expect((await get('127.0.0.1', port, 'localhost')).status).toBe(200);
+      const remote = await get(external!, port, 'localhost', { 'x-forwarded-for': '127.0.0.1' });
+      expect(remote.status).toBe(403);
+      expect(remote.body).not.toContain('# TYPE');
+    });
+  },
+);
