@@ -10,8 +10,8 @@ import type { EdgeSessionVerifier } from './verifier.ts';
  * The nginx edge's sign-in: nginx sends what it proxies straight to a tenant's
  * upstream through an `auth_request` to the internal builtin edge, at
  * AUTH_PATH, naming the route's sign-in mode and tenant in MODE_HEADER as it
- * rendered them (`edge <tenant>`, `public <tenant>`, `app <tenant>` or
- * `dash <tenant>`) and the client's request URI in URI_HEADER; the client's
+ * rendered them (`edge <tenant>`, `app <tenant>` or `dash <tenant>`) and the
+ * client's request URI in URI_HEADER; the client's
  * own headers (Host, Cookie, Accept) come along. The answer is 204 with the
  * identity headers and the Cookie header the upstream gets (ANSWER_COOKIE), or
  * 401 with, for a browser, where to sign in (ANSWER_LOGIN). The same rules as
@@ -23,7 +23,7 @@ export const URI_HEADER = 'x-aiqso-auth-uri';
 export const ANSWER_COOKIE = 'x-aiqso-cookie';
 export const ANSWER_LOGIN = 'x-aiqso-login';
 
-const MODE = /^(edge|public|app|dash) ([\w-]{1,64})$/;
+const MODE = /^(edge|app|dash) ([\w-]{1,64})$/;
 
 /** The auth answer to nginx's subrequest `req` for `host`. */
 export function nginxAuthAnswer(
@@ -37,7 +37,8 @@ export function nginxAuthAnswer(
   const [, kind, tenantId] = mode;
   if (kind === 'dash') return answer(DASHBOARD_GRANT, req, cookie);
   if (kind !== 'edge') return answer(SERVICE_GRANT, req, cookie);
-  const access = needSession(verifier, tenantId!, host, cookie);
+  // `-`: a route without a tenant, which has no members to let in.
+  const access = needSession(verifier, tenantId === '-' ? null : tenantId!, host, cookie);
   return access instanceof Promise ? access.then((a) => answer(a, req, cookie)) : answer(access, req, cookie);
 }
 

@@ -10,22 +10,19 @@ import type { EdgeRoute } from '../route-table.ts';
  * identity headers and the Cookie header the upstream gets. Each direct route
  * is rendered with its mode: `dash` (a host's root: the dashboard, which gets
  * only the platform's cookies), `app` (a service with its own login) or `edge`
- * (the platform's sign-in; `public` on its public paths), and its tenant.
- * Requests that carry no cookie to a route needing no sign-in skip the
- * subrequest; so does whatever nginx sends to the internal edge anyway, which
+ * (the platform's sign-in), and its tenant. Requests that carry no cookie to a
+ * route needing no sign-in skip the subrequest; so does whatever nginx sends
+ * to the internal edge anyway (routes with public paths among them), which
  * applies the same rules itself.
  */
 export interface AuthMaps {
   root: string[];
   services: string[];
-  publicPaths: string[];
 }
 
 export function emptyAuthMaps(): AuthMaps {
-  return { root: [], services: [], publicPaths: [] };
+  return { root: [], services: [] };
 }
-
-const regexLiteral = (s: string) => s.replace(/[.]/g, '\\.');
 
 /** Add one route (already checked to be safe to render) to the maps. */
 export function addAuthRoute(maps: AuthMaps, r: EdgeRoute, direct: boolean): void {
@@ -40,10 +37,6 @@ export function addAuthRoute(maps: AuthMaps, r: EdgeRoute, direct: boolean): voi
     return;
   }
   maps.services.push(`    ${key} "${r.auth === 'edge' ? 'edge' : 'app'} ${tenant}";`);
-  if (r.auth !== 'edge') return;
-  for (const p of r.publicPaths) {
-    maps.publicPaths.push(`    "~^${regexLiteral(`${r.hostname}${r.pathPrefix}${p}`)}(/|$)" 1;`);
-  }
 }
 
 /** The `http`-level maps deciding each request's sign-in mode and whether to ask the internal edge. */
@@ -57,16 +50,7 @@ export function authMapLines(maps: AuthMaps): string[] {
     '    default "";',
     ...maps.services,
     '  }',
-    '  map $aiqso_service_mode $aiqso_route_mode { "" $aiqso_root_mode; default $aiqso_service_mode; }',
-    '  map "$host$uri" $aiqso_public {',
-    '    default 0;',
-    ...maps.publicPaths,
-    '  }',
-    '  map "$aiqso_public$aiqso_route_mode" $aiqso_mode {',
-    '    default "";',
-    '    "~^1edge (?<aiqso_pt>.+)$" "public $aiqso_pt";',
-    '    "~^[01](?<aiqso_pm>.+)$" $aiqso_pm;',
-    '  }',
+    '  map $aiqso_service_mode $aiqso_mode { "" $aiqso_root_mode; default $aiqso_service_mode; }',
     // "-": no subrequest (nothing to check, no cookie to sort, or the internal edge decides itself).
     '  map "$aiqso_mode|$http_cookie" $aiqso_need {',
     '    default $aiqso_mode;',

@@ -18,8 +18,9 @@ import {
  * block with a keep-alive pool. Only active routes with an upstream and no IP
  * lists go straight to their upstream; everything else — the base domain,
  * unknown hosts, suspended/provisioning routes, routes with allow/deny lists,
- * ACME challenges — goes to the internal builtin edge, which owns those pages
- * and checks. The sign-in in front of tenant services is rendered by
+ * ACME challenges, routes with public paths — goes to the internal builtin
+ * edge, which owns those pages and checks. The sign-in in front of tenant
+ * services is rendered by
  * render-auth.ts. Hosts and upstreams that are not plain DNS names or
  * addresses are left out (and reported), so no route can inject configuration.
  *
@@ -79,8 +80,20 @@ function upstreamName(u: { host: string; port: number }): string {
   return `u_${u.host.replace(/[^a-z0-9]/gi, '_')}_${u.port}`;
 }
 
+/**
+ * Straight to the upstream. Not a route with IP lists, nor one with public
+ * paths: matching a path against every route's public paths would be a list of
+ * regular expressions nginx tries one by one on each request; the internal
+ * edge looks at the route's own few.
+ */
 function direct(r: EdgeRoute): boolean {
-  return r.state === 'active' && r.upstream !== null && r.allowCidrs.length === 0 && r.denyCidrs.length === 0;
+  return (
+    r.state === 'active' &&
+    r.upstream !== null &&
+    r.allowCidrs.length === 0 &&
+    r.denyCidrs.length === 0 &&
+    (r.auth !== 'edge' || r.publicPaths.length === 0)
+  );
 }
 
 function check(r: EdgeRoute): string | undefined {
@@ -158,7 +171,7 @@ export function renderNginxConfig(input: NginxRenderInput): NginxRender {
       `    ssl_certificate_key ${quote(c.keyFile)};`,
     ]);
   }
-  const entries = Math.max(root.length, services.length, tenants.size, auth.publicPaths.length);
+  const entries = Math.max(root.length, services.length, tenants.size);
   const limits = [
     ...(input.rate.perIp > 0
       ? [`  limit_req_zone $binary_remote_addr zone=aiqso_ip:16m rate=${input.rate.perIp}r/s;`]
