@@ -89,6 +89,7 @@ const EDGES = [
         close: async () => {
           await edge.close();
           await parts.api.close();
+          rmSync(parts.dir, { recursive: true, force: true });
         },
       };
     },

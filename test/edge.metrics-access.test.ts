@@ -161,6 +161,7 @@ describe.skipIf(skip || missingPart('nginx', findNginx() !== undefined, 'apt-get
     afterAll(async () => {
       await edge?.close();
       await parts?.api.close();
+      if (parts) rmSync(parts.dir, { recursive: true, force: true });
       await database?.drop();
     });
 

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../src/db/embedded.ts';
@@ -242,6 +242,7 @@ describe.skipIf(skipReal)('nginx edge with the real nginx', () => {
   afterAll(async () => {
     await edge?.close();
     await parts?.api.close();
+    if (parts) rmSync(parts.dir, { recursive: true, force: true });
     for (const u of Object.values(upstreams)) await u.close();
     await database?.drop();
   });

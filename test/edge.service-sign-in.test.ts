@@ -1,3 +1,4 @@
+import { rmSync } from 'node:fs';
 import path from 'node:path';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -198,6 +199,7 @@ const EDGES = [
         close: async () => {
           await edge.close();
           await parts.api.close();
+          rmSync(parts.dir, { recursive: true, force: true });
         },
       };
     },

@@ -1,4 +1,4 @@
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { DestinationStream } from 'pino';
@@ -13,7 +13,10 @@ import { createMetrics, type Metrics } from '../../src/observability/metrics.ts'
 import type { TestDatabase } from './db.ts';
 import { startEchoUpstream, type EchoUpstream } from './upstreams.ts';
 
-/** Configuration, logger, metrics and a ready platform app over a test database (base domain `localhost`). */
+/**
+ * Configuration, logger, metrics and a ready platform app over a test database (base domain `localhost`),
+ * with a data directory `dir` of its own for the caller to remove.
+ */
 export async function platformParts(
   database: TestDatabase,
   env: Record<string, string> = {},
@@ -48,7 +51,7 @@ export async function startTestEdge(
     challenges?: ChallengeResponder;
   } = {},
 ): Promise<TestEdge> {
-  const { config, log, metrics, api } = await platformParts(database, options.env, options.logTo);
+  const { config, log, metrics, api, dir } = await platformParts(database, options.env, options.logTo);
   const edge = await startBuiltinEdge(
     { config, log, database, metrics, api, challenges: options.challenges },
     { bind: '127.0.0.1', httpPort: 0, ...options.listen },
@@ -61,6 +64,7 @@ export async function startTestEdge(
     async close() {
       await edge.close();
       await api.close();
+      rmSync(dir, { recursive: true, force: true });
     },
   };
 }
