@@ -45,7 +45,9 @@ interface Tokens {
 }
 
 let h: Harness;
-let tokens: Tokens;
+let tokensMade: Promise<Tokens> | undefined;
+/** The tokens the cases present, made once at first use (so the anonymous cases need none). */
+const tokens = () => (tokensMade ??= makeTokens());
 const up: Record<string, EchoUpstream> = {};
 let cookieSetter: http.Server;
 
@@ -115,7 +117,9 @@ beforeAll(async () => {
     tenantId: h.b.id,
     upstream: at('bravo-notes'),
   });
+});
 
+async function makeTokens(): Promise<Tokens> {
   const forge = await createForge(h);
   const now = Math.floor(Date.now() / 1000);
   const member = {
@@ -131,7 +135,7 @@ beforeAll(async () => {
     ...extra,
   });
   const typ = { typ: EDGE_TOKEN_TYP };
-  tokens = {
+  return {
     member: await edgeSession(h.a.member.token, 'alpha.localhost'),
     bravoOwner: await edgeSession(h.b.owner.token, 'bravo.localhost'),
     admin: await edgeSession(h.admin.token, 'alpha.localhost'),
@@ -150,7 +154,7 @@ beforeAll(async () => {
     ),
     accessToken: h.a.member.token,
   };
-});
+}
 
 afterAll(async () => {
   for (const u of Object.values(up)) await u.close();
@@ -249,13 +253,14 @@ for (const e of EDGES) {
     });
 
     it('refuses forged, expired, other-tenant, other-host and access tokens; none reaches the service', async () => {
+      const t = await tokens();
       const refused: [string, string, string][] = [
-        ['forged (an attacker key)', 'alpha.localhost', tokens.forged],
-        ['expired', 'alpha.localhost', tokens.expired],
-        ["naming another tenant (the platform's key)", 'alpha.localhost', tokens.otherTenantClaims],
-        ["bravo's, at alpha", 'alpha.localhost', tokens.bravoOwner],
-        ["alpha's, at bravo", 'bravo.localhost', tokens.member],
-        ['an access token', 'alpha.localhost', tokens.accessToken],
+        ['forged (an attacker key)', 'alpha.localhost', t.forged],
+        ['expired', 'alpha.localhost', t.expired],
+        ["naming another tenant (the platform's key)", 'alpha.localhost', t.otherTenantClaims],
+        ["bravo's, at alpha", 'alpha.localhost', t.bravoOwner],
+        ["alpha's, at bravo", 'bravo.localhost', t.member],
+        ['an access token', 'alpha.localhost', t.accessToken],
         ['not a token', 'alpha.localhost', 'x.y.z'],
       ];
       for (const [what, host, token] of refused) {
@@ -297,6 +302,7 @@ for (const e of EDGES) {
     });
 
     it('lets a member through with the identity headers, never a forged one, and without the platform cookies', async () => {
+      const t = await tokens();
       const forgedHeaders = [
         'X-AIQSO-User-Id: usr_attacker',
         'X-AIQSO-User-Email: attacker@evil.test',
@@ -310,7 +316,7 @@ for (const e of EDGES) {
       const { res, reached } = await probe(
         'alpha.localhost',
         '/notes/x',
-        cookie(tokens.member, '; aiqso_dash=dashboard-session; theme=dark; aiqso_rt=refresh') + forgedHeaders,
+        cookie(t.member, '; aiqso_dash=dashboard-session; theme=dark; aiqso_rt=refresh') + forgedHeaders,
       );
       expect(res.status).toBe(200);
       expect(reached).toHaveLength(1);
@@ -330,7 +336,8 @@ for (const e of EDGES) {
     });
 
     it('lets a platform admin through as such, and drops the Cookie header when only platform cookies came', async () => {
-      const { res, reached } = await probe('alpha.localhost', '/notes/', cookie(tokens.admin));
+      const t = await tokens();
+      const { res, reached } = await probe('alpha.localhost', '/notes/', cookie(t.admin));
       expect(res.status).toBe(200);
       expect(reached[0]!.headers).toMatchObject({
         'x-aiqso-user-id': h.admin.id,
@@ -341,18 +348,20 @@ for (const e of EDGES) {
     });
 
     it('gives the dashboard the platform cookies only, and no identity headers', async () => {
+      const t = await tokens();
       const { res, reached } = await probe(
         'alpha.localhost',
         '/',
-        cookie(tokens.member, '; theme=dark; aiqso_dash=s1') + 'X-AIQSO-User-Id: usr_attacker\r\n',
+        cookie(t.member, '; theme=dark; aiqso_dash=s1') + 'X-AIQSO-User-Id: usr_attacker\r\n',
       );
       expect(res.status).toBe(200);
       expect(reached[0]!.name).toBe('alpha-dash');
-      expect(reached[0]!.headers.cookie).toBe(`aiqso_edge=${tokens.member}; aiqso_dash=s1`);
+      expect(reached[0]!.headers.cookie).toBe(`aiqso_edge=${t.member}; aiqso_dash=s1`);
       expect(reached[0]!.headers['x-aiqso-user-id']).toBeUndefined();
     });
 
     it('lets public paths and a service with its own login through, without identity or platform cookies', async () => {
+      const t = await tokens();
       const booking = await probe('alpha.localhost', '/cal/booking/42', HTML);
       expect(booking.res.status).toBe(200);
       expect(booking.reached.map((r) => [r.name, r.url.split('?')[0]])).toEqual([
@@ -368,7 +377,7 @@ for (const e of EDGES) {
       const withCookies = await probe(
         'alpha.localhost',
         '/docs/a',
-        cookie(tokens.member, '; paperless=own') + 'X-AIQSO-User-Id: usr_attacker\r\n',
+        cookie(t.member, '; paperless=own') + 'X-AIQSO-User-Id: usr_attacker\r\n',
       );
       expect(withCookies.res.status).toBe(200);
       const seen = withCookies.reached[0]!;
@@ -379,6 +388,7 @@ for (const e of EDGES) {
     });
 
     it('refuses an anonymous WebSocket upgrade and carries a signed-in one with the identity', async () => {
+      const t = await tokens();
       const before = up['alpha-notes']!.received.length;
       await expect(wsRoundTrip(edge.port, 'alpha.localhost', '/notes/ws', 'hi')).rejects.toThrow(/401/);
       expect(up['alpha-notes']!.received.length).toBe(before);
@@ -387,7 +397,7 @@ for (const e of EDGES) {
         'alpha.localhost',
         '/notes/ws',
         'hi',
-        cookie(tokens.member, '; aiqso_dash=s') + 'X-AIQSO-User-Id: usr_attacker\r\n',
+        cookie(t.member, '; aiqso_dash=s') + 'X-AIQSO-User-Id: usr_attacker\r\n',
       );
       expect(reply).toBe('alpha-notes:hi');
       const upgrade = up['alpha-notes']!.received.at(-1)!;
@@ -397,7 +407,8 @@ for (const e of EDGES) {
 
     if (e.strict) {
       it("drops a service's Set-Cookie for the platform's cookies and keeps its own", async () => {
-        const res = await rawGet(edge.port, '/shop/', 'alpha.localhost', cookie(tokens.member));
+        const t = await tokens();
+        const res = await rawGet(edge.port, '/shop/', 'alpha.localhost', cookie(t.member));
         expect(res.status).toBe(200);
         const raw = await new Promise<string[]>((resolve, reject) => {
           const req = http.get(
@@ -405,7 +416,7 @@ for (const e of EDGES) {
               host: '127.0.0.1',
               port: edge.port,
               path: '/shop/',
-              headers: { host: 'alpha.localhost', cookie: `aiqso_edge=${tokens.member}` },
+              headers: { host: 'alpha.localhost', cookie: `aiqso_edge=${t.member}` },
             },
             (r) => {
               r.resume();
