@@ -89,8 +89,6 @@ type Decision =
       grant?: Grant;
     };
 
-const CHALLENGE_PREFIX = ACME_CHALLENGE_PREFIX;
-
 /**
  * The builtin edge's request path: normalise once, match, check access and
  * budgets, then hand to the platform app or proxy to the route's upstream.
@@ -209,7 +207,7 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
       if (err instanceof TargetError) return { kind: 'page', page: pages.badRequest(err.message) };
       throw err;
     }
-    const acme = target.path.startsWith(CHALLENGE_PREFIX);
+    const acme = target.path.startsWith(ACME_CHALLENGE_PREFIX);
     if (o.challenges && acme) return challenge(o.challenges, target, ip, req);
     if (o.https && !acme && !encrypted(req) && !isIpLiteral(target.host))
       return { kind: 'page', page: httpsRedirect(target, o.https.port) };
@@ -226,7 +224,7 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     ip: string,
     req: IncomingMessage,
   ): Promise<Decision> {
-    const answer = await c.keyAuthorization(target.path.slice(CHALLENGE_PREFIX.length));
+    const answer = await c.keyAuthorization(target.path.slice(ACME_CHALLENGE_PREFIX.length));
     if (answer !== undefined) return { kind: 'page', page: { status: 200, html: answer, headers: TEXT } };
     return decideRoute(target, ip, req);
   }
@@ -437,6 +435,8 @@ interface Pass {
 const CLIENT_LEFT = 499;
 
 const TEXT = { 'content-type': 'text/plain' };
+const JSON_TYPE = { 'content-type': 'application/json' };
+const OK = '{"status":"ok"}';
 
 const encrypted = (req: IncomingMessage) => (req.socket as TLSSocket).encrypted === true;
 
@@ -445,12 +445,10 @@ function jsonError(status: number, code: string, message: string): EdgePage {
   return { status, headers: JSON_TYPE, html: JSON.stringify({ error: { code, message } }) };
 }
 
-/** nginx's subrequest answered: no body, and recorded by nginx, not here. */
+/** The answer to nginx's sign-in subrequest (204, or 401 saying where a browser signs in). */
 function nginxAnswer(page: EdgePage): Decision {
   return { kind: 'page', page };
 }
-const JSON_TYPE = { 'content-type': 'application/json' };
-const OK = '{"status":"ok"}';
 
 /**
  * The request body as it streams, counted; one over the limit is cut off (the
