@@ -12,6 +12,11 @@
 //
 // Subscribing and unsubscribing are done as the signed-in user (their own token, kept in this
 // process), never with AIQSO_API_KEY: the API decides (owners only), and the audit log names them.
+//
+// The tenant's services sit behind the platform's sign-in at the edge: after signing in here, the
+// user gets an edge session for this host (POST /api/v1/auth/edge-session) as the `aiqso_edge`
+// cookie, renewed while the dashboard is used and cleared at sign-out. The edge sends a browser
+// without one to /login?next=<where it was going>, which comes back there once signed in.
 import { createServer } from 'node:http';
 import { randomBytes, createHmac, timingSafeEqual } from 'node:crypto';
 
@@ -26,6 +31,7 @@ const API_KEY = env.AIQSO_API_KEY ?? '';
 // Signs this dashboard's session cookies; a restart logs everyone out, which is acceptable.
 const SESSION_KEY = randomBytes(32);
 const SESSION_SECONDS = 8 * 3600;
+const EDGE_COOKIE = 'aiqso_edge';
 
 const escape = (s) =>
   String(s).replace(
@@ -81,6 +87,40 @@ function sessionCookie(sid, secure) {
 }
 
 const csrfFor = (session) => sign(`csrf:${session.sid}`);
+
+/** Where to go after signing in: a path on this host (not `//other`, no backslash), else the dashboard. */
+function safeNext(next) {
+  if (typeof next !== 'string' || next.length > 2048) return './';
+  return /^\/(?![/\\])[\x21-\x5b\x5d-\x7e]*$/.test(next) ? next : './';
+}
+
+/** This host as the edge names it (it overwrites X-Forwarded-Host); the edge session is for it alone. */
+const hostOf = (req) =>
+  String(req.headers['x-forwarded-host'] ?? req.headers.host ?? '')
+    .replace(/:\d+$/, '')
+    .toLowerCase();
+
+const isSecure = (req) => req.headers['x-forwarded-proto'] === 'https';
+
+/** A fresh edge session for this host as the signed-in user: its Set-Cookie, or undefined if refused. */
+async function edgeCookie(session, req) {
+  const { status, body } = await asUser(session, '/api/v1/auth/edge-session', {
+    method: 'POST',
+    body: JSON.stringify({ host: hostOf(req) }),
+  }).catch(() => ({ status: 503, body: {} }));
+  if (status !== 200) return undefined;
+  session.edgeExpires = Date.now() / 1000 + body.expiresIn;
+  session.edgeSeconds = body.expiresIn;
+  const flags = `Path=/; HttpOnly; SameSite=Lax; Max-Age=${body.expiresIn}${isSecure(req) ? '; Secure' : ''}`;
+  return `${EDGE_COOKIE}=${body.token}; ${flags}`;
+}
+
+/** Renewed once half its life is gone, while the dashboard is used. */
+const edgeDue = (session) =>
+  !session.edgeExpires || session.edgeExpires - Date.now() / 1000 < session.edgeSeconds / 2;
+
+const CLEAR_EDGE_COOKIE = `${EDGE_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax`;
+const SERVICES_DOWN = 'Signed in, but your services cannot be reached right now; try again shortly.';
 
 async function api(path, init = {}) {
   const res = await fetch(`${API}${path}`, {
@@ -150,12 +190,13 @@ function send(res, status, html, headers = {}) {
   res.end(html);
 }
 
-function loginForm(message = '') {
+function loginForm(message = '', next = './') {
   return page(
     COMPANY,
     `<h1>${escape(COMPANY)}</h1><p class="muted">Sign in with your platform account.</p>
 ${message ? `<p role="alert">${escape(message)}</p>` : ''}
-<form method="post" action="login"><label>Email<br><input name="email" type="email" autocomplete="username" required></label><br>
+<form method="post" action="login"><input type="hidden" name="next" value="${escape(next)}">
+<label>Email<br><input name="email" type="email" autocomplete="username" required></label><br>
 <label>Password<br><input name="password" type="password" autocomplete="current-password" required></label><br>
 <button type="submit">Sign in</button></form>`,
   );
@@ -251,12 +292,27 @@ async function login(req, res) {
     return send(
       res,
       401,
-      loginForm(status === 503 ? 'The platform is unreachable; try again.' : 'Wrong email or password.'),
+      loginForm(
+        status === 503 ? 'The platform is unreachable; try again.' : 'Wrong email or password.',
+        safeNext(form.next),
+      ),
     );
   }
-  const secure = req.headers['x-forwarded-proto'] === 'https';
   const sid = startSession(body.user, { accessToken: body.accessToken, refreshToken: body.refreshToken });
-  return send(res, 303, '', { location: './', 'set-cookie': sessionCookie(sid, secure) });
+  const edge = await edgeCookie(sessions.get(sid), req);
+  const location = edge ? safeNext(form.next) : `./?msg=${encodeURIComponent(SERVICES_DOWN)}`;
+  const cookies = [sessionCookie(sid, isSecure(req)), ...(edge ? [edge] : [])];
+  return send(res, 303, '', { location, 'set-cookie': cookies });
+}
+
+/** The sign-in page the edge sends browsers to; signed in already, a new edge session and back to `next`. */
+async function loginPage(req, res, url) {
+  const next = safeNext(url.searchParams.get('next'));
+  const session = readSession(req);
+  if (!session) return send(res, 200, loginForm('', next));
+  const edge = await edgeCookie(session, req);
+  if (!edge) return send(res, 303, '', { location: `./?msg=${encodeURIComponent(SERVICES_DOWN)}` });
+  return send(res, 303, '', { location: next, 'set-cookie': edge });
 }
 
 const server = createServer(async (req, res) => {
@@ -268,6 +324,8 @@ const server = createServer(async (req, res) => {
       return res.end(JSON.stringify({ status: 'ok', tenant: SLUG }));
     }
     if (path === '/login' && req.method === 'POST') return await login(req, res);
+    if (path === '/login' && (req.method === 'GET' || req.method === 'HEAD'))
+      return await loginPage(req, res, url);
     if ((path === '/subscribe' || path === '/unsubscribe') && req.method === 'POST') {
       const session = readSession(req);
       if (!session) return send(res, 303, '', { location: './' });
@@ -275,16 +333,23 @@ const server = createServer(async (req, res) => {
     }
     if (path === '/logout') {
       const session = readSession(req);
-      if (session) sessions.delete(session.sid);
+      if (session) {
+        sessions.delete(session.sid);
+        // Ends the platform session too: the edge then refuses its edge session wherever it is kept.
+        await asUser(session, '/api/v1/auth/logout', { method: 'POST' }).catch(() => undefined);
+      }
       return send(res, 303, '', {
         location: './',
-        'set-cookie': 'aiqso_dash=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax',
+        'set-cookie': ['aiqso_dash=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax', CLEAR_EDGE_COOKIE],
       });
     }
     if (path !== '/' || (req.method !== 'GET' && req.method !== 'HEAD'))
       return send(res, 404, page('Not found', '<h1>Not found</h1>'));
     const session = readSession(req);
-    return send(res, 200, session ? await home(session, url.searchParams.get('msg') ?? '') : loginForm());
+    if (!session) return send(res, 200, loginForm());
+    const renewed = edgeDue(session) ? await edgeCookie(session, req) : undefined;
+    const headers = renewed ? { 'set-cookie': renewed } : {};
+    return send(res, 200, await home(session, url.searchParams.get('msg') ?? ''), headers);
   } catch (err) {
     console.error(JSON.stringify({ level: 'error', msg: 'request failed', err: String(err) }));
     if (!res.headersSent) send(res, 500, page('Error', '<h1>Something went wrong</h1>'));

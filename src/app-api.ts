@@ -6,6 +6,7 @@ import { signupRoutes } from './api/routes/signup.ts';
 import { stripeWebhookRoutes } from './api/routes/stripe-webhook.ts';
 import { tenantLifecycleRoutes } from './api/routes/tenant-lifecycle.ts';
 import { catalogRoutes } from './api/routes/catalog.ts';
+import { edgeSessionRoutes } from './api/routes/edge-session.ts';
 import { tenantServiceRoutes } from './api/routes/tenant-services.ts';
 import { createTenantAccess } from './identity/tenant-access.ts';
 import { createBilling, type Billing } from './billing/index.ts';
@@ -47,6 +48,7 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
     },
     metricsText: () => metrics.registry.metrics(),
     metricsContentType: metrics.registry.contentType,
+    metricsToken: config.metricsToken,
   });
   await stripeWebhookRoutes(api, {
     db: database.db,
@@ -61,7 +63,8 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
     publicUrl: config.publicUrl,
     baseDomain: config.baseDomain,
   });
-  await installIdentity(api, { config, db: database.db, log }, parts.identity);
+  const identity = await installIdentity(api, { config, db: database.db, log }, parts.identity);
+  edgeSessionRoutes(api, { db: database.db, tokens: identity.tokens });
   const access = createTenantAccess(database.db);
   tenantLifecycleRoutes(api, { db: database.db, access, graceDays: config.graceDays });
   catalogRoutes(api, { db: database.db });

@@ -60,6 +60,10 @@ describe('service catalog', () => {
       route: { path: '/email' },
     });
     expect(byKey.espocrm).toMatchObject({ image: 'docker.io/espocrm/espocrm:9', route: { path: '/crm' } });
+    // Every service sits behind the platform's sign-in; Cal.com's booking pages are public.
+    expect(catalog.every((t) => t.route.auth === 'edge')).toBe(true);
+    expect(byKey.calcom!.route.public_paths).toEqual(['/booking']);
+    expect(byKey.notes!.route.public_paths).toEqual([]);
     expect(CATALOG_DIR).toMatch(/catalog\/services$/);
   });
 
@@ -87,6 +91,24 @@ describe('service catalog', () => {
       'demo.yaml: app.entry: apps/drafts/nope.mjs does not exist',
     ],
     ['bad YAML', 'key: [demo', 'demo.yaml: not valid YAML'],
+    [
+      'an unknown sign-in',
+      VALID.replace('route: { path: /demo }', 'route: { path: /demo, auth: none }'),
+      'demo.yaml: route.auth: expected edge or app',
+    ],
+    [
+      'a public path with a dot segment',
+      VALID.replace('route: { path: /demo }', 'route: { path: /demo, public_paths: [/booking/../admin] }'),
+      'demo.yaml: route.public_paths.0: expected a path such as /booking',
+    ],
+    [
+      'a public path that is not a path',
+      VALID.replace(
+        'route: { path: /demo }',
+        'route: { path: /demo, public_paths: ["x; include /etc/passwd"] }',
+      ),
+      'demo.yaml: route.public_paths.0: expected a path such as /booking',
+    ],
   ])('names the file and field for %s', (_label, text, message) => {
     expect(loadError({ 'demo.yaml': text })).toContain(message);
   });

@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../src/db/embedded.ts';
@@ -62,6 +62,7 @@ describe.skipIf(skip)('nginx edge over HTTPS with the real nginx', () => {
   afterAll(async () => {
     await edge?.close();
     await parts?.api.close();
+    if (parts) rmSync(parts.dir, { recursive: true, force: true });
     for (const u of upstreams) await u.close();
     await database?.drop();
   });

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../src/db/embedded.ts';
@@ -31,6 +31,8 @@ function route(hostname: string, pathPrefix: string, extra: Partial<EdgeRoute> =
     state: 'active',
     allowCidrs: [],
     denyCidrs: [],
+    auth: pathPrefix === '' ? 'app' : 'edge',
+    publicPaths: [],
     ...extra,
   };
 }
@@ -128,6 +130,65 @@ describe('nginx configuration render (pure)', () => {
     expect(config).not.toContain('shadow');
   });
 
+  it("renders each direct route's sign-in mode and the auth subrequest, sending routes with public paths inside", () => {
+    const { config, skipped } = renderNginxConfig({
+      ...input,
+      routes: [
+        route('acme.aiqso.io', ''),
+        route('acme.aiqso.io', '/crm'),
+        route('acme.aiqso.io', '/docs', { auth: 'app' }),
+        route('acme.aiqso.io', '/cal', { publicPaths: ['/booking'] }),
+        route('acme.aiqso.io', '/admin', { allowCidrs: ['10.0.0.0/8'] }),
+        route('acme.aiqso.io', '/bad', { publicPaths: ['/x"; include /etc/passwd; #'] }),
+      ],
+    });
+    expect(skipped).toEqual([{ id: routeId('acme.aiqso.io', '/bad'), reason: 'bad public path' }]);
+    const lines = config.split('\n').map((l) => l.trim());
+    expect(lines).toEqual(
+      expect.arrayContaining([
+        '"acme.aiqso.io" "dash ten_a";',
+        '"acme.aiqso.io/crm" "edge ten_a";',
+        '"acme.aiqso.io/docs" "app ten_a";',
+        '"acme.aiqso.io/cal" aiqso_internal;',
+        '"acme.aiqso.io/cal" internal;',
+        '"acme.aiqso.io/admin" internal;',
+        'auth_request /.aiqso-auth;',
+        'set $aiqso_check $aiqso_need;',
+        'proxy_set_header X-AIQSO-User-Id $aiqso_user_id;',
+        'proxy_set_header Cookie $aiqso_cookie_out;',
+      ]),
+    );
+    // The mode is taken before the rewrite strips the prefix.
+    expect(lines.indexOf('set $aiqso_check $aiqso_need;')).toBeLessThan(
+      lines.indexOf('rewrite ^ $aiqso_forward break;'),
+    );
+    expect(config).not.toContain('passwd');
+  });
+
+  it('with HTTPS: the minimum TLS version, HSTS and the redirect of plain HTTP', () => {
+    const https = { port: 443, certFile: '/tls/a.crt', keyFile: '/tls/a.key' };
+    const strict = renderNginxConfig({ ...input, listen: { ...input.listen, https }, routes: [] });
+    const lines = strict.config.split('\n').map((l) => l.trim());
+    expect(lines).toEqual(
+      expect.arrayContaining([
+        'ssl_protocols TLSv1.3;',
+        'map $scheme $aiqso_hsts { https "max-age=31536000"; default ""; }',
+        'add_header Strict-Transport-Security $aiqso_hsts always;',
+        'if ($aiqso_to_https) { return 308 https://$host$request_uri; }',
+      ]),
+    );
+    const lenient = renderNginxConfig({
+      ...input,
+      listen: { ...input.listen, https: { ...https, port: 8443, minVersion: 'TLSv1.2' } },
+      routes: [],
+    });
+    expect(lenient.config).toContain('ssl_protocols TLSv1.2 TLSv1.3;');
+    expect(lenient.config).toContain('return 308 https://$host:8443$request_uri;');
+    const plain = renderNginxConfig({ ...input, routes: [] }).config;
+    expect(plain).not.toContain('ssl_protocols');
+    expect(plain).not.toContain('return 308');
+  });
+
   it('leaves out routes that could inject configuration or shadow the platform', () => {
     const { config, skipped } = renderNginxConfig({
       ...input,
@@ -181,6 +242,7 @@ describe.skipIf(skipReal)('nginx edge with the real nginx', () => {
   afterAll(async () => {
     await edge?.close();
     await parts?.api.close();
+    if (parts) rmSync(parts.dir, { recursive: true, force: true });
     for (const u of Object.values(upstreams)) await u.close();
     await database?.drop();
   });
@@ -236,6 +298,7 @@ describe.skipIf(skipReal)('nginx edge with the real nginx', () => {
     await upsertRoute(db, {
       hostname: 'acme.localhost',
       pathPrefix: '/new',
+      auth: 'app',
       tenantId: acme,
       upstream: up('acme-new'),
     });
@@ -248,6 +311,7 @@ describe.skipIf(skipReal)('nginx edge with the real nginx', () => {
     await upsertRoute(db, {
       hostname: 'acme.localhost',
       pathPrefix: '/broken',
+      auth: 'app',
       tenantId: acme,
       upstream: { host: 'nosuch-container.invalid', port: 80 },
     });

@@ -116,6 +116,7 @@ beforeAll(async () => {
       await upsertRoute(database.db, {
         hostname: `${t}.localhost`,
         pathPrefix: svc === 'dash' ? '' : `/${svc}`,
+        auth: 'app',
         tenantId,
         upstream: { host: '127.0.0.1', port: u.port },
         stripPrefix: svc !== 'docs',

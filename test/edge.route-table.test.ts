@@ -23,6 +23,8 @@ function route(hostname: string, pathPrefix = '', extra: Partial<EdgeRoute> = {}
     state: 'active',
     allowCidrs: [],
     denyCidrs: [],
+    auth: pathPrefix === '' ? 'app' : 'edge',
+    publicPaths: [],
     ...extra,
   };
 }
@@ -97,6 +99,8 @@ describe('routes from rows', () => {
     state: 'active',
     allow_cidrs: [],
     deny_cidrs: [],
+    auth: path_prefix === '' ? 'app' : 'edge',
+    public_paths: [],
   });
 
   it('share the upstream objects and strings of one load, and keep each address its own', () => {

@@ -39,6 +39,7 @@ beforeAll(async () => {
   await upsertRoute(db, {
     hostname: 'globex.localhost',
     pathPrefix: '/crm',
+    auth: 'app',
     tenantId: globex,
     upstream: up('globex-crm'),
   });
@@ -329,6 +330,7 @@ describe('builtin edge routing', () => {
     await upsertRoute(db, {
       hostname: 'acme.localhost',
       pathPrefix: '/crm',
+      auth: 'app',
       tenantId: acme,
       upstream: up('acme-docs'),
     });
@@ -344,6 +346,7 @@ describe('builtin edge routing', () => {
     await upsertRoute(db, {
       hostname: 'acme.localhost',
       pathPrefix: '/crm',
+      auth: 'app',
       tenantId: acme,
       upstream: up('acme-crm'),
     });
@@ -357,6 +360,7 @@ describe('builtin edge routing', () => {
     await upsertRoute(db, {
       hostname: 'acme.localhost',
       pathPrefix: '/admin',
+      auth: 'app',
       tenantId: acme,
       upstream: up('acme-dash'),
       allowCidrs: ['10.0.0.0/8'],
@@ -364,6 +368,7 @@ describe('builtin edge routing', () => {
     await upsertRoute(db, {
       hostname: 'acme.localhost',
       pathPrefix: '/open',
+      auth: 'app',
       tenantId: acme,
       upstream: up('acme-dash'),
       denyCidrs: ['127.0.0.0/8'],
@@ -377,6 +382,7 @@ describe('builtin edge routing', () => {
     await upsertRoute(db, {
       hostname: 'acme.localhost',
       pathPrefix: '/admin',
+      auth: 'app',
       tenantId: acme,
       upstream: up('acme-dash'),
       allowCidrs: ['127.0.0.1/32'],

@@ -87,6 +87,7 @@ beforeAll(async () => {
     await upsertRoute(database.db, {
       hostname: 'slowco.localhost',
       pathPrefix,
+      auth: 'app',
       tenantId: tenant,
       upstream: { host: '127.0.0.1', port },
     });

@@ -8,6 +8,7 @@ import { startEmbeddedPostgres } from '../src/db/embedded.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { setServiceResources } from '../src/services/subscriptions.ts';
 import {
+  dashboardLogin,
   driverCases,
   pollUntil,
   startLivePlatform,
@@ -105,8 +106,10 @@ describe('a tenant service on the lxc driver', { timeout: 300_000 }, () => {
       120_000,
     );
     expect(notes).toMatchObject({ status: 'active', statusReason: null });
+    // Signed in at the dashboard, which sets the edge session the service needs.
+    const signedIn = await dashboardLogin(host, port, 'owner@globex.test', 'correct horse battery staple');
     const page = await pollUntil(
-      () => viaEdge(host, port, { path: '/notes/' }),
+      () => viaEdge(host, port, { path: '/notes/', headers: { cookie: signedIn.cookies } }),
       (p) => p.status === 200,
       10_000,
     );

@@ -171,12 +171,11 @@ describe('a tenant service from subscription to removal (process driver)', { tim
         expect.arrayContaining([expect.objectContaining({ kind: 'tenant_service', id: notes!.id })]),
       );
 
-      // Through the edge, with the prefix stripped.
-      const page = await pollUntil(
-        () => viaEdge(host, port, { path: '/notes/' }),
-        (p) => p.status === 200,
-        10_000,
-      );
+      // Through the edge, with the prefix stripped, signed in (the dashboard sets the edge session).
+      const notesUser = await dashboardLogin(host, port, 'owner@acme.test', 'correct horse battery staple');
+      const signedInNotes = () =>
+        viaEdge(host, port, { path: '/notes/', headers: { cookie: notesUser.cookies } });
+      const page = await pollUntil(signedInNotes, (p) => p.status === 200, 10_000);
       expect(page.status).toBe(200);
       expect(page.body).toContain('<h1>Notes</h1>');
 
@@ -209,8 +208,9 @@ describe('a tenant service from subscription to removal (process driver)', { tim
         60_000,
       );
       expect(stuck?.status).toBe('failed');
+      // The app answers 403 to anything but /healthz without the edge's identity headers.
       expect(stuck?.statusReason).toMatch(
-        /^health check: GET \/never-healthy did not answer 200 within 3 s \(last answer 404\)$/,
+        /^health check: GET \/never-healthy did not answer 200 within 3 s \(last answer 403\)$/,
       );
       expect(stuck?.phase).toBe('failed');
       // Not retried: still failed, the health step ran once.
@@ -304,15 +304,7 @@ describe('a tenant service from subscription to removal (process driver)', { tim
         { memory_mb: 192 },
       );
       expect(await pollUntil(heapOf, (heap) => heap === '192', 30_000)).toBe('192');
-      expect(
-        (
-          await pollUntil(
-            () => viaEdge(host, port, { path: '/notes/' }),
-            (p) => p.status === 200,
-            15_000,
-          )
-        ).status,
-      ).toBe(200);
+      expect((await pollUntil(signedInNotes, (p) => p.status === 200, 15_000)).status).toBe(200);
 
       // The tenant's dashboard: the owner signs in, sees notes active with its link and the catalog's
       // other services to subscribe to, and unsubscribes notes as themselves.
@@ -395,11 +387,7 @@ describe('a tenant service from subscription to removal (process driver)', { tim
         120_000,
       );
       expect(again).toMatchObject({ id: notes!.id, status: 'active' });
-      const back = await pollUntil(
-        () => viaEdge(host, port, { path: '/notes/' }),
-        (p) => p.status === 200,
-        15_000,
-      );
+      const back = await pollUntil(signedInNotes, (p) => p.status === 200, 15_000);
       expect(back.body).toContain('<h1>Notes</h1>');
       const mails = await mailbox.to('owner@acme.test', { atLeast: 3 });
       expect(mails.filter((m) => m.raw.includes('Subject: Notes is ready'))).toHaveLength(2);

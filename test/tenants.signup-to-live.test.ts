@@ -113,7 +113,10 @@ describe.each(driverCases())(
           90_000,
         );
         expect(notes.status).toBe('active');
-        const notesPage = await viaEdge(host, port, { path: '/notes/' });
+        const notesPage = await viaEdge(host, port, {
+          path: '/notes/',
+          headers: { cookie: signedIn.cookies },
+        });
         expect(notesPage.status).toBe(200);
 
         const shown = await runCli(['tenants', 'show', 'acme', '--json'], env);

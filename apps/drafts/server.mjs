@@ -5,6 +5,11 @@
 // Environment: PORT (default 3000), HOST (default 0.0.0.0), DATABASE_URL (required),
 // APP_TITLE, APP_KIND. The edge strips the service's path prefix, so the app
 // serves at / and links relatively.
+//
+// Users sign in at the platform's edge, which passes who they are in headers it
+// sets (and strips from clients): X-AIQSO-User-Id, -User-Email, -User-Role and
+// X-AIQSO-Tenant-Id. A request without them did not come through the edge's
+// sign-in and is refused (403), whatever else lets it reach this port.
 import { createServer } from 'node:http';
 import pg from 'pg';
 
@@ -29,6 +34,24 @@ async function migrate() {
   await pool.query(`CREATE TABLE IF NOT EXISTS drafts (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, kind text NOT NULL, body text NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now())`);
+  // Who wrote each note (the edge's identity headers); notes from before have none.
+  await pool.query(`ALTER TABLE drafts ADD COLUMN IF NOT EXISTS author_id text,
+    ADD COLUMN IF NOT EXISTS author_email text`);
+}
+
+/** The signed-in user as the edge tells it, or undefined when the request did not come through its sign-in. */
+function signedIn(req) {
+  const one = (name) => {
+    const v = req.headers[name];
+    return typeof v === 'string' && v !== '' ? v : undefined;
+  };
+  const user = {
+    id: one('x-aiqso-user-id'),
+    email: one('x-aiqso-user-email'),
+    role: one('x-aiqso-user-role'),
+    tenantId: one('x-aiqso-tenant-id'),
+  };
+  return user.id && user.email && user.role && user.tenantId ? user : undefined;
 }
 
 function readBody(req) {
@@ -57,13 +80,23 @@ async function handle(req, res) {
       }),
     );
   }
+  const user = signedIn(req);
+  if (!user) {
+    res.writeHead(403, { 'content-type': 'text/plain' });
+    return res.end('sign in to your workspace first: this service is reached through the platform');
+  }
   if (url.pathname === '/' && req.method === 'POST') {
     const body = new URLSearchParams(await readBody(req)).get('body')?.trim();
     if (!body) {
       res.writeHead(400, { 'content-type': 'text/plain' });
       return res.end('body is required');
     }
-    await pool.query('INSERT INTO drafts (kind, body) VALUES ($1, $2)', [KIND, body.slice(0, 10_000)]);
+    await pool.query('INSERT INTO drafts (kind, body, author_id, author_email) VALUES ($1, $2, $3, $4)', [
+      KIND,
+      body.slice(0, 10_000),
+      user.id,
+      user.email,
+    ]);
     res.writeHead(303, { location: './' });
     return res.end();
   }
@@ -71,13 +104,19 @@ async function handle(req, res) {
     res.writeHead(404, { 'content-type': 'text/plain' });
     return res.end('not found');
   }
-  const { rows } = await pool.query('SELECT body, created_at FROM drafts ORDER BY id DESC LIMIT 50');
+  const { rows } = await pool.query(
+    'SELECT body, author_email, created_at FROM drafts ORDER BY id DESC LIMIT 50',
+  );
   const items = rows
-    .map((r) => `<li>${escape(r.body)} <small>${r.created_at.toISOString()}</small></li>`)
+    .map((r) => {
+      const by = r.author_email ? ` — ${escape(r.author_email)}` : '';
+      return `<li>${escape(r.body)} <small>${r.created_at.toISOString()}${by}</small></li>`;
+    })
     .join('');
   res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
   res.end(`<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${escape(TITLE)}</title></head>
 <body style="font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto"><h1>${escape(TITLE)}</h1>
+<p>Signed in as <strong>${escape(user.email)}</strong> · <a href="/">Dashboard</a></p>
 <form method="post" action="./"><textarea name="body" rows="3" cols="50" required></textarea><br><button>Save</button></form>
 <ul>${items || '<li>Nothing yet.</li>'}</ul></body></html>`);
 }

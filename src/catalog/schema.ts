@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { isPublicPath } from '../edge/route-table.ts';
 
 /**
  * A service template: what a tenant gets when it subscribes to a service.
@@ -23,6 +24,17 @@ const health = z.object({
 const route = z.object({
   path: z.string().regex(/^\/[a-z0-9][a-z0-9-]*$/, 'expected one path segment such as /crm'),
   strip_prefix: z.boolean().default(true),
+  /**
+   * Who signs users in: `edge` (default: the platform's sign-in in front of the
+   * service, which gets the user in X-AIQSO-* headers) or `app` (the service's
+   * own login; the edge still keeps the platform's cookies from it).
+   */
+  auth: z.enum(['edge', 'app'], { error: 'expected edge or app' }).default('edge'),
+  /** Paths below `path` served without the platform's sign-in (`/booking` and below), e.g. public booking pages. */
+  public_paths: z
+    .array(z.string().refine(isPublicPath, 'expected a path such as /booking (segments, no dot segments)'))
+    .max(20)
+    .default([]),
 });
 
 /**

@@ -9,6 +9,10 @@ export interface Config {
   dataDir: string;
   http: { bind: string; port: number };
   https?: { port: number; certFile: string; keyFile: string };
+  /** The oldest TLS version the HTTPS listener (builtin or nginx) accepts. */
+  tlsMinVersion: RawConfig['AIQSO_TLS_MIN_VERSION'];
+  /** Bearer token for /metrics; without one, /metrics answers loopback clients only. */
+  metricsToken?: string;
   baseDomain: string;
   publicUrl: string;
   databaseUrl?: string;
@@ -125,7 +129,11 @@ function firstIssue(error: z.ZodError, merged: Source): string {
   const shown =
     got === undefined
       ? 'nothing'
-      : JSON.stringify(key.includes('SECRET') || key.includes('PASSWORD') || key.includes('KEY') ? '…' : got);
+      : JSON.stringify(
+          key.includes('SECRET') || key.includes('PASSWORD') || key.includes('KEY') || key.includes('TOKEN')
+            ? '…'
+            : got,
+        );
   return `${key}: ${issue?.message ?? 'invalid'}, got ${shown}`;
 }
 
@@ -175,6 +183,8 @@ function toConfig(raw: RawConfig, cwd: string, env: Source): Config {
     https: hasHttps
       ? { port: raw.AIQSO_HTTPS_PORT!, certFile: raw.AIQSO_TLS_CERT!, keyFile: raw.AIQSO_TLS_KEY! }
       : undefined,
+    tlsMinVersion: raw.AIQSO_TLS_MIN_VERSION,
+    metricsToken: raw.AIQSO_METRICS_TOKEN,
     baseDomain: raw.AIQSO_BASE_DOMAIN,
     publicUrl: publicUrl.replace(/\/+$/, ''),
     databaseUrl: raw.DATABASE_URL,

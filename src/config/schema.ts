@@ -201,6 +201,13 @@ export const configSchema = z.object({
     .refine((n) => n === 0 || n >= 64, 'expected at least 64 MB, or 0 for Node.js defaults')
     .default(512),
   AIQSO_EDGE_GC_HELPERS: z.enum(['auto', 'on', 'off'], { error: 'expected auto, on or off' }).default('auto'),
+  AIQSO_METRICS_TOKEN: z
+    .string()
+    .regex(/^[\x21-\x7e]{16,256}$/, 'expected 16 to 256 visible ASCII characters (a bearer token)')
+    .optional(),
+  AIQSO_TLS_MIN_VERSION: z
+    .enum(['TLSv1.2', 'TLSv1.3'], { error: 'expected TLSv1.2 or TLSv1.3' })
+    .default('TLSv1.3'),
   AIQSO_WORKER_CONCURRENCY: z.coerce
     .number({ error: 'expected a number' })
     .int('expected a whole number')

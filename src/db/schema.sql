@@ -277,8 +277,12 @@ CREATE TABLE public.routes (
     deny_cidrs text[] DEFAULT '{}'::text[] NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    auth text DEFAULT 'edge'::text NOT NULL,
+    public_paths text[] DEFAULT '{}'::text[] NOT NULL,
+    CONSTRAINT routes_auth_check CHECK ((auth = ANY (ARRAY['edge'::text, 'app'::text]))),
     CONSTRAINT routes_id_check CHECK ((id ~~ 'rte\_%'::text)),
     CONSTRAINT routes_path_prefix_check CHECK (((path_prefix = ''::text) OR (path_prefix ~ '^/[a-z0-9][a-z0-9-]*$'::text))),
+    CONSTRAINT routes_public_paths_check CHECK ((array_position(public_paths, NULL::text) IS NULL)),
     CONSTRAINT routes_state_check CHECK ((state = ANY (ARRAY['active'::text, 'provisioning'::text, 'suspended'::text, 'unavailable'::text]))),
     CONSTRAINT routes_upstream_port_check CHECK (((upstream_port >= 1) AND (upstream_port <= 65535)))
 );

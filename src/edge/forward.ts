@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
+import { isPlatformCookie, setCookieName } from './auth/cookies.ts';
 import { isHopByHop } from './forwarding.ts';
 
 /**
@@ -12,7 +13,9 @@ import { isHopByHop } from './forwarding.ts';
  * `http.request`, and a general-purpose proxy's option handling and pass
  * pipeline cost more again.
  *
- * Hop-by-hop response headers (`isHopByHop`) are not passed to the client.
+ * Hop-by-hop response headers (`isHopByHop`) are not passed to the client, nor,
+ * from a service, a Set-Cookie for one of the platform's cookies (which would
+ * overwrite the user's dashboard or edge session on the tenant's host).
  * (The request's headers are the caller's: `upstreamRequestHeaders`.)
  *
  * Written for every request, so it costs one object per exchange: no closure
@@ -61,6 +64,8 @@ export interface ForwardRequest {
   headers: string[];
   /** The request body to send (read from `req` by the caller), or null for none. */
   body: Readable | null;
+  /** A service's answer: its Set-Cookie headers for the platform's cookies are dropped. */
+  service: boolean;
 }
 
 export interface Forwarder<T> {
@@ -70,11 +75,16 @@ export interface Forwarder<T> {
 
 function clientHeaders(
   headers: Record<string, string | string[] | undefined>,
+  service: boolean,
 ): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   for (const name in headers) {
     const value = headers[name];
-    if (value !== undefined && !isHopByHop(name)) out[name] = value;
+    if (value === undefined || isHopByHop(name)) continue;
+    if (service && name === 'set-cookie') {
+      const kept = [value].flat().filter((v) => !isPlatformCookie(setCookieName(v)));
+      if (kept.length) out[name] = kept;
+    } else out[name] = value;
   }
   return out;
 }
@@ -144,6 +154,7 @@ class Exchange<T> implements Dispatcher.DispatchHandler {
     private readonly events: ExchangeEvents<T>,
     private readonly tag: T,
     private readonly all: InFlight,
+    private readonly service: boolean,
   ) {
     this.quietSince = all.tick;
     const newestAll = all.newest;
@@ -218,7 +229,7 @@ class Exchange<T> implements Dispatcher.DispatchHandler {
   ) {
     if (statusCode < 200 || this.over) return; // 1xx: this edge's server speaks for itself
     this.quietSince = this.all.tick;
-    this.res.writeHead(statusCode, statusMessage, clientHeaders(headers));
+    this.res.writeHead(statusCode, statusMessage, clientHeaders(headers, this.service));
   }
 
   onResponseData(c: Dispatcher.DispatchController, chunk: Buffer) {
@@ -271,8 +282,8 @@ export function createForwarder<T>(options: ForwardOptions, events: ExchangeEven
     return origin;
   };
   return {
-    forward(req, res, { upstream, path, headers, body }, tag) {
-      const exchange = new Exchange(req.socket, res, events, tag, all);
+    forward(req, res, { upstream, path, headers, body, service }, tag) {
+      const exchange = new Exchange(req.socket, res, events, tag, all, service);
       try {
         agent.dispatch({ origin: originOf(upstream), path, method: req.method!, headers, body }, exchange);
       } catch (err) {

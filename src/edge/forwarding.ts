@@ -1,6 +1,9 @@
 import { BlockList, isIPv4 } from 'node:net';
 import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
+import { filterCookies } from './auth/cookies.ts';
+import type { Grant } from './auth/gate.ts';
+import { isEdgeHeader } from './auth/identity.ts';
 
 /** Client addresses, forwarding headers and per-route IP lists. */
 
@@ -44,8 +47,9 @@ export function clientIp(req: IncomingMessage, trusted: BlockList | undefined): 
   const header = req.headers['x-forwarded-for'];
   const chain = (Array.isArray(header) ? header.join(',') : (header ?? ''))
     .split(',')
-    .map((s) => plainIp(s.trim()))
-    .filter((s) => s !== '');
+    .map((s) => s.trim())
+    .filter((s) => s !== '')
+    .map(plainIp);
   for (let i = chain.length - 1; i >= 0; i--) {
     const hop = chain[i]!;
     if (!/^[0-9a-f.:]+$/i.test(hop)) return peer;
@@ -89,10 +93,17 @@ const FORWARDING = new Set([
 /**
  * The request headers for the upstream, as name, value, name, value…: the
  * client's, without hop-by-hop ones (`isHopByHop`, and any its Connection
- * header names) and without the forwarding headers it sent, which are set
- * (`pushForwardingHeaders`) as `setForwardingHeaders` sets them.
+ * header names), without any `x-aiqso-*` (only this edge sets those) and
+ * without the forwarding headers it sent, which are set
+ * (`pushForwardingHeaders`) as `setForwardingHeaders` sets them. For a
+ * tenant's upstream, `grant` says which cookies it gets and who the user is.
  */
-export function upstreamRequestHeaders(req: IncomingMessage, ip: string, host: string): string[] {
+export function upstreamRequestHeaders(
+  req: IncomingMessage,
+  ip: string,
+  host: string,
+  grant?: Grant,
+): string[] {
   const h = req.headers;
   const connection = h.connection;
   const named =
@@ -103,9 +114,15 @@ export function upstreamRequestHeaders(req: IncomingMessage, ip: string, host: s
   for (const name in h) {
     const value = h[name];
     if (value === undefined || FORWARDING.has(name) || HOP_BY_HOP.has(name) || named?.has(name)) continue;
-    if (typeof value === 'string') out.push(name, value);
-    else for (const v of value) out.push(name, v); // set-cookie, the one header Node keeps as a list
+    if (isEdgeHeader(name)) continue;
+    if (typeof value === 'string') {
+      if (name === 'cookie' && grant) {
+        const kept = filterCookies(value, grant.cookies === 'platform');
+        if (kept !== undefined) out.push(name, kept);
+      } else out.push(name, value);
+    } else for (const v of value) out.push(name, v); // set-cookie, the one header Node keeps as a list
   }
+  if (grant?.identity) out.push(...grant.identity.headers);
   pushForwardingHeaders(out, req, ip, host);
   return out;
 }
@@ -120,12 +137,19 @@ function pushForwardingHeaders(out: string[], req: IncomingMessage, ip: string, 
 /**
  * Overwrite whatever forwarding headers the client sent: the upstream sees the
  * client address, scheme and normalised host as this edge saw them (a trusted
- * proxy's view of the client is taken via `clientIp`).
+ * proxy's view of the client is taken via `clientIp`). Client `x-aiqso-*`
+ * headers go, and `grant` applies as in `upstreamRequestHeaders`.
  */
-export function setForwardingHeaders(req: IncomingMessage, ip: string, host: string): void {
+export function setForwardingHeaders(req: IncomingMessage, ip: string, host: string, grant?: Grant): void {
   const h = req.headers;
   for (const name of FORWARDING) delete h[name];
-  const set: string[] = [];
+  for (const name in h) if (isEdgeHeader(name)) delete h[name];
+  if (grant && h.cookie !== undefined) {
+    const kept = filterCookies(h.cookie, grant.cookies === 'platform');
+    if (kept === undefined) delete h.cookie;
+    else h.cookie = kept;
+  }
+  const set: string[] = grant?.identity ? [...grant.identity.headers] : [];
   pushForwardingHeaders(set, req, ip, host);
   for (let i = 0; i < set.length; i += 2) h[set[i]!] = set[i + 1];
 }

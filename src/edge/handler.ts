@@ -1,11 +1,17 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { Readable, type Duplex } from 'node:stream';
 import type { BlockList } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import type { ProxyServer } from 'http-proxy-3';
 import type { StepStatus } from '../db/tables.ts';
 import type { Logger } from '../observability/logger.ts';
+import { metricsRefusal } from '../observability/metrics-access.ts';
 import type { EdgeMetrics, HistogramSeries } from './edge-metrics.ts';
 import { createAccessLog } from './access-log.ts';
+import { createGate, SIGN_IN, type Access, type Grant } from './auth/gate.ts';
+import { signInPage, wantsHtml } from './auth/identity.ts';
+import { AUTH_PATH, nginxAuthAnswer } from './auth/nginx-answer.ts';
+import type { EdgeSessionVerifier } from './auth/verifier.ts';
 import { createForwarder, type ForwardError } from './forward.ts';
 import {
   clientIp,
@@ -14,6 +20,7 @@ import {
   setForwardingHeaders,
   upstreamRequestHeaders,
 } from './forwarding.ts';
+import { ACME_CHALLENGE_PREFIX, HSTS, httpsRedirect } from './https.ts';
 import { normalizeTarget, TargetError, type NormalizedTarget } from './normalize.ts';
 import { pages, type EdgePage } from './pages.ts';
 import type { EdgeRateLimiter } from './rate-limit.ts';
@@ -38,6 +45,21 @@ export interface EdgeHandlerOptions {
     | { serve: (req: IncomingMessage, res: ServerResponse) => void }
     | { upstream: { host: string; port: number }; metrics: () => Promise<{ type: string; text: string }> };
   limiter: EdgeRateLimiter;
+  /** Checks edge session tokens for the routes that sign users in at the edge. */
+  edgeSessions: EdgeSessionVerifier;
+  /**
+   * The internal edge behind nginx: answer nginx's sign-in subrequests at
+   * AUTH_PATH (src/edge/auth/nginx-answer.ts).
+   */
+  nginxAuth?: boolean;
+  /**
+   * With a certificate configured: the HTTPS port plain HTTP is sent to (read
+   * per request: a port chosen at listen time is known only then), and HSTS on
+   * HTTPS answers.
+   */
+  https?: { port: number };
+  /** Bearer token for a forwarding edge's own /metrics (none: loopback clients only). */
+  metricsToken?: string;
   steps: (tenantId: string) => Promise<{ company: string | null; steps: StepStatus[] }>;
   challenges?: ChallengeResponder;
   trustedProxies?: BlockList;
@@ -57,9 +79,15 @@ export interface EdgeHandler {
 type Decision =
   | { kind: 'page'; page: EdgePage; route?: EdgeRoute; tenantId?: string | null }
   | { kind: 'platform'; target: NormalizedTarget; serve: (req: IncomingMessage, res: ServerResponse) => void }
-  | { kind: 'proxy'; route: EdgeRoute; upstream: { host: string; port: number }; url: string; host: string };
-
-const CHALLENGE_PREFIX = '/.well-known/acme-challenge/';
+  | {
+      kind: 'proxy';
+      route: EdgeRoute;
+      upstream: { host: string; port: number };
+      url: string;
+      host: string;
+      /** For a tenant's upstream: its cookies and the signed-in user. */
+      grant?: Grant;
+    };
 
 /**
  * The builtin edge's request path: normalise once, match, check access and
@@ -87,6 +115,8 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
           state: 'active',
           allowCidrs: [],
           denyCidrs: [],
+          auth: 'app',
+          publicPaths: [],
           tally: undefined,
           tenantBudget: undefined,
         }
@@ -95,6 +125,7 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
   const refused = o.metrics.duration.series('refused');
   const platformServed = o.metrics.duration.series('platform');
   const proxied = o.metrics.duration.series('proxied');
+  const gate = createGate(o.edgeSessions);
   /** Metrics and the access line of an exchange that is over. */
   function record(
     req: IncomingMessage,
@@ -176,21 +207,39 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
       if (err instanceof TargetError) return { kind: 'page', page: pages.badRequest(err.message) };
       throw err;
     }
-    if (o.challenges && target.path.startsWith(CHALLENGE_PREFIX)) return challenge(o.challenges, target, ip);
-    return decideRoute(target, ip);
+    const acme = target.path.startsWith(ACME_CHALLENGE_PREFIX);
+    if (o.challenges && acme) return challenge(o.challenges, target, ip, req);
+    if (o.https && !acme && !encrypted(req) && !isIpLiteral(target.host))
+      return { kind: 'page', page: httpsRedirect(target, o.https.port) };
+    if (o.nginxAuth && target.path === AUTH_PATH) {
+      const page = nginxAuthAnswer(o.edgeSessions, req, target.host);
+      return page instanceof Promise ? page.then(nginxAnswer) : nginxAnswer(page);
+    }
+    return decideRoute(target, ip, req);
   }
 
-  async function challenge(c: ChallengeResponder, target: NormalizedTarget, ip: string): Promise<Decision> {
-    const answer = await c.keyAuthorization(target.path.slice(CHALLENGE_PREFIX.length));
+  async function challenge(
+    c: ChallengeResponder,
+    target: NormalizedTarget,
+    ip: string,
+    req: IncomingMessage,
+  ): Promise<Decision> {
+    const answer = await c.keyAuthorization(target.path.slice(ACME_CHALLENGE_PREFIX.length));
     if (answer !== undefined) return { kind: 'page', page: { status: 200, html: answer, headers: TEXT } };
-    return decideRoute(target, ip);
+    return decideRoute(target, ip, req);
   }
 
-  function decideRoute(target: NormalizedTarget, ip: string): Decision | Promise<Decision> {
+  function decideRoute(
+    target: NormalizedTarget,
+    ip: string,
+    req: IncomingMessage,
+  ): Decision | Promise<Decision> {
     if ('upstream' in o.platform && isIpLiteral(target.host)) {
       if (target.path === '/healthz')
         return { kind: 'page', page: { status: 200, html: OK, headers: JSON_TYPE } };
       if (target.path === '/metrics') {
+        const refusal = metricsRefusal(o.metricsToken, req.headers.authorization, ip);
+        if (refusal) return { kind: 'page', page: jsonError(refusal.status, refusal.code, refusal.message) };
         return o.platform.metrics().then(({ type, text }) => ({
           kind: 'page',
           page: { status: 200, html: text, headers: { 'content-type': type } },
@@ -204,8 +253,8 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     const tenantId = route?.tenantId ?? null;
     if (route && !allowed(route, ip)) return { kind: 'page', page: pages.forbidden(), route, tenantId };
     const wait = o.limiter.check(ip, tenantId, route);
-    if (typeof wait === 'number') return afterBudget(wait, match, target, route, tenantId);
-    return wait.then((w) => afterBudget(w, match, target, route, tenantId));
+    if (typeof wait === 'number') return afterBudget(wait, match, target, route, tenantId, req);
+    return wait.then((w) => afterBudget(w, match, target, route, tenantId, req));
   }
 
   function afterBudget(
@@ -214,6 +263,7 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     target: NormalizedTarget,
     route: EdgeRoute | undefined,
     tenantId: string | null,
+    req: IncomingMessage,
   ): Decision | Promise<Decision> {
     if (wait > 0) return { kind: 'page', page: pages.rateLimited(wait), route, tenantId };
     if (match.kind !== 'route') {
@@ -239,13 +289,17 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     if (r.state !== 'active' || !r.upstream) {
       return { kind: 'page', page: pages.unavailable(), route: r, tenantId };
     }
-    return {
-      kind: 'proxy',
-      route: r,
-      upstream: r.upstream,
-      url: match.forwardPath + target.query,
-      host: target.host,
+    const upstream = r.upstream;
+    const url = match.forwardPath + target.query;
+    const toProxy = (access: Access): Decision => {
+      if (access === SIGN_IN) {
+        const page = signInPage(wantsHtml(req.headers.accept), target.path + target.query);
+        return { kind: 'page', page, route: r, tenantId };
+      }
+      return { kind: 'proxy', route: r, upstream, url, host: target.host, grant: access };
     };
+    const access = gate(r, target.host, target.path, req.headers.cookie);
+    return access instanceof Promise ? access.then(toProxy) : toProxy(access);
   }
 
   /** Act on `decide`'s answer now when it has one, or when it comes. */
@@ -298,6 +352,7 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
       const started = performance.now();
       const path = req.url;
       const ip = clientIp(req, o.trustedProxies);
+      if (o.https && encrypted(req)) res.setHeader('strict-transport-security', HSTS);
       decided(
         req,
         ip,
@@ -321,11 +376,11 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
             length > 0 || req.headers['transfer-encoding'] !== undefined
               ? Readable.from(limitedBody(req, res, maxBody), { objectMode: false })
               : null;
-          const headers = upstreamRequestHeaders(req, ip, d.host);
+          const headers = upstreamRequestHeaders(req, ip, d.host, d.grant);
           forwarder.forward(
             req,
             res,
-            { upstream: d.upstream, path: d.url, headers, body },
+            { upstream: d.upstream, path: d.url, headers, body, service: d.grant?.cookies === 'service' },
             {
               req,
               path,
@@ -349,7 +404,7 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
         (d) => {
           if (d.kind === 'page') return writeRaw(socket, d.page);
           if (d.kind === 'platform') return writeRaw(socket, pages.noRoute());
-          setForwardingHeaders(req, ip, d.host);
+          setForwardingHeaders(req, ip, d.host, d.grant);
           req.url = d.url;
           websocketProxy().then(
             (proxy) => proxy.ws(req, socket, head, { target: d.upstream }, (err) => proxyError(err, socket)),
@@ -382,6 +437,18 @@ const CLIENT_LEFT = 499;
 const TEXT = { 'content-type': 'text/plain' };
 const JSON_TYPE = { 'content-type': 'application/json' };
 const OK = '{"status":"ok"}';
+
+const encrypted = (req: IncomingMessage) => (req.socket as TLSSocket).encrypted === true;
+
+/** A JSON error answer in the API's shape. */
+function jsonError(status: number, code: string, message: string): EdgePage {
+  return { status, headers: JSON_TYPE, html: JSON.stringify({ error: { code, message } }) };
+}
+
+/** The answer to nginx's sign-in subrequest (204, or 401 saying where a browser signs in). */
+function nginxAnswer(page: EdgePage): Decision {
+  return { kind: 'page', page };
+}
 
 /**
  * The request body as it streams, counted; one over the limit is cut off (the

@@ -25,6 +25,7 @@ export function startEdge(platform: EdgeDeps): Promise<RunningEdge> {
       port: config.https.port,
       certFile: config.https.certFile,
       keyFile: config.https.keyFile,
+      minVersion: config.tlsMinVersion,
     },
   };
   if (config.edge === 'nginx') {

@@ -10,6 +10,13 @@ import type { BudgetTally } from './rate-limit.ts';
 
 export type RouteState = 'active' | 'provisioning' | 'suspended' | 'unavailable';
 
+/**
+ * Who signs a route's users in: `edge` (the edge lets a request through only
+ * with a valid edge session for the route's tenant; src/edge/auth/) or `app`
+ * (the upstream does: the tenant dashboard, a service with its own login).
+ */
+export type RouteAuth = 'edge' | 'app';
+
 export interface EdgeRoute {
   id: string;
   hostname: string;
@@ -22,6 +29,9 @@ export interface EdgeRoute {
   state: RouteState;
   allowCidrs: string[];
   denyCidrs: string[];
+  auth: RouteAuth;
+  /** Paths below the prefix an `edge` route serves without a session (`/booking` and what is below it). */
+  publicPaths: readonly string[];
   /**
    * The edge's bookkeeping, found from the route without a lookup, each set at the route's first
    * request (routes start with them undefined, so every route object has one shape): its requests
@@ -150,4 +160,34 @@ export function tableRoutes(table: RouteTable): EdgeRoute[] {
   const out: EdgeRoute[] = [];
   for (const routes of table.hosts.values()) out.push(...hostRoutes(routes));
   return out;
+}
+
+/** A public path as routes and templates give it: `/segment[/segment…]`, no dot segments, no encoding. */
+export function isPublicPath(path: string): boolean {
+  return (
+    path.length <= 200 &&
+    /^(\/[A-Za-z0-9._~-]+)+$/.test(path) &&
+    !path.split('/').some((s) => s === '.' || s === '..')
+  );
+}
+
+/**
+ * Whether a normalised request path is at or below one of `route`'s public
+ * paths (which are relative to its prefix): `/cal/booking` and
+ * `/cal/booking/x` for `/booking` at `/cal`, not `/cal/bookings`.
+ */
+export function isPublicRequest(route: EdgeRoute, path: string): boolean {
+  const paths = route.publicPaths;
+  if (paths.length === 0) return false;
+  const prefix = route.pathPrefix;
+  for (const p of paths) {
+    const at = prefix.length + p.length;
+    if (
+      path.startsWith(p, prefix.length) &&
+      path.startsWith(prefix) &&
+      (path.length === at || path[at] === '/')
+    )
+      return true;
+  }
+  return false;
 }

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Database } from '../db/database.ts';
 import type { RoutesTable, StepStatus } from '../db/tables.ts';
 import type { Selectable } from 'kysely';
-import type { EdgeRoute, RouteState } from './route-table.ts';
+import { isPublicPath, type EdgeRoute, type RouteAuth, type RouteState } from './route-table.ts';
 
 /**
  * Data access for the `routes` table: what edges read, and what reconcilers
@@ -21,6 +21,9 @@ export interface RouteSpec {
   state?: RouteState;
   allowCidrs?: string[];
   denyCidrs?: string[];
+  /** Default: `app` for a host's root route (the tenant dashboard signs in itself), `edge` for a service path. */
+  auth?: RouteAuth;
+  publicPaths?: string[];
 }
 
 /** `rte_` + 26 characters of a hash of the key: deterministic, and shaped like other ids. */
@@ -45,6 +48,8 @@ export const EDGE_COLUMNS = [
   'state',
   'allow_cidrs',
   'deny_cidrs',
+  'auth',
+  'public_paths',
 ] as const;
 
 type EdgeRow = Pick<Selectable<RoutesTable>, (typeof EDGE_COLUMNS)[number]>;
@@ -90,6 +95,8 @@ export function toEdgeRoute(row: EdgeRow, intern = new RouteInterner()): EdgeRou
     state: row.state,
     allowCidrs: row.allow_cidrs.length ? row.allow_cidrs : NONE,
     denyCidrs: row.deny_cidrs.length ? row.deny_cidrs : NONE,
+    auth: row.auth,
+    publicPaths: row.public_paths.length ? row.public_paths : NONE,
     tally: undefined,
     tenantBudget: undefined,
   };
@@ -130,6 +137,8 @@ export async function upsertRoute(db: Database, spec: RouteSpec): Promise<string
   const hostname = spec.hostname.toLowerCase();
   const pathPrefix = spec.pathPrefix ?? '';
   const id = routeId(hostname, pathPrefix);
+  const bad = spec.publicPaths?.find((p) => !isPublicPath(p));
+  if (bad !== undefined) throw new Error(`not a public path: ${JSON.stringify(bad)}`);
   const values = {
     tenant_id: spec.tenantId ?? null,
     tenant_service_id: spec.tenantServiceId ?? null,
@@ -139,6 +148,8 @@ export async function upsertRoute(db: Database, spec: RouteSpec): Promise<string
     state: spec.state ?? 'active',
     allow_cidrs: spec.allowCidrs ?? [],
     deny_cidrs: spec.denyCidrs ?? [],
+    auth: spec.auth ?? (pathPrefix === '' ? 'app' : 'edge'),
+    public_paths: spec.publicPaths ?? [],
   };
   await db
     .insertInto('routes')

@@ -77,7 +77,7 @@ export async function listenEdge(handler: EdgeHandler, options: ListenOptions): 
         ...certs.defaultPair(),
         SNICallback: certs.sniCallback.bind(certs),
       });
-      certs.onDefaultChange((pair) => secure.setSecureContext({ ...pair }));
+      certs.onDefaultChange(() => secure.setSecureContext({ ...certs.defaultPair() }));
       track(secure);
       httpsPort = await listen(secure, options.https.port, options.bind);
     }

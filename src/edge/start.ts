@@ -4,6 +4,7 @@ import type { Config } from '../config/load.ts';
 import type { DatabaseHandle } from '../db/database.ts';
 import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
+import { createEdgeSessionVerifier } from './auth/verifier.ts';
 import { createEdgeMetrics } from './edge-metrics.ts';
 import { compileCidrs } from './forwarding.ts';
 import { createEdgeHandler, type ChallengeResponder, type EdgeHandlerOptions } from './handler.ts';
@@ -11,7 +12,7 @@ import { createRateLimiter } from './rate-limit.ts';
 import { startRouteWatcher, type RouteWatcher } from './route-watcher.ts';
 import { tenantSteps } from './routes-store.ts';
 import { listenEdge, type EdgeListeners } from './server.ts';
-import { createCertificateStore } from './tls.ts';
+import { createCertificateStore, type TlsVersion } from './tls.ts';
 
 export interface EdgeDeps {
   config: Config;
@@ -36,7 +37,7 @@ export interface RunningEdge {
 export interface BuiltinEdgeOptions {
   bind: string;
   httpPort: number;
-  https?: { port: number; certFile: string; keyFile: string; certDir?: string };
+  https?: { port: number; certFile: string; keyFile: string; certDir?: string; minVersion?: TlsVersion };
   /** Behind the nginx edge: trust loopback's X-Forwarded-For and leave rate limits to nginx. */
   behindNginx?: boolean;
 }
@@ -87,8 +88,17 @@ export async function startBuiltinEdge(deps: EdgeDeps, options: BuiltinEdgeOptio
   if (redis) await redisReady(redis, 2000);
   const trusted = [...tuning.trustedProxies, ...(options.behindNginx ? ['127.0.0.1/8', '::1/128'] : [])];
   const certificates = options.https
-    ? createCertificateStore({ ...options.https, certDir: options.https.certDir ?? tuning.certDir }, log)
+    ? createCertificateStore(
+        {
+          ...options.https,
+          certDir: options.https.certDir ?? tuning.certDir,
+          minVersion: options.https.minVersion ?? config.tlsMinVersion,
+        },
+        log,
+      )
     : undefined;
+  // Where plain HTTP is sent once the HTTPS listener has its port.
+  const redirectTo = options.https ? { port: options.https.port } : undefined;
   const handler = createEdgeHandler({
     baseDomain: config.baseDomain,
     routes: () => watcher.table(),
@@ -100,6 +110,10 @@ export async function startBuiltinEdge(deps: EdgeDeps, options: BuiltinEdgeOptio
       redis,
       config.baseDomain,
     ),
+    edgeSessions: createEdgeSessionVerifier({ db: database.db, issuer: config.publicUrl }),
+    nginxAuth: options.behindNginx,
+    https: redirectTo,
+    metricsToken: config.metricsToken,
     steps: (tenantId) => tenantSteps(database.db, tenantId),
     challenges: deps.challenges,
     trustedProxies: trusted.length ? compileCidrs(trusted).list : undefined,
@@ -114,6 +128,7 @@ export async function startBuiltinEdge(deps: EdgeDeps, options: BuiltinEdgeOptio
       httpPort: options.httpPort,
       https: options.https && certificates ? { port: options.https.port, certificates } : undefined,
     });
+    if (redirectTo && listeners.httpsPort) redirectTo.port = listeners.httpsPort;
   } catch (err) {
     handler.close();
     certificates?.close();

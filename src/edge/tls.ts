@@ -19,11 +19,15 @@ export interface CertificateSource {
   keyFile: string;
   /** Directory of per-host certificates for SNI. */
   certDir?: string;
+  /** The oldest TLS version accepted (AIQSO_TLS_MIN_VERSION), on every certificate's context. */
+  minVersion?: TlsVersion;
 }
 
+export type TlsVersion = 'TLSv1.2' | 'TLSv1.3';
+
 export interface CertificateStore {
-  /** The default pair, for connections without SNI (`server.setSecureContext`). */
-  defaultPair(): PemPair;
+  /** The default pair, for connections without SNI (`server.setSecureContext`), with the minimum TLS version. */
+  defaultPair(): PemPair & { minVersion: TlsVersion };
   sniCallback(servername: string, cb: (err: Error | null, ctx?: SecureContext) => void): void;
   /** Reload what changed on disk now; returns true when something changed. */
   refresh(): boolean;
@@ -119,8 +123,10 @@ export function createCertificateStore(
   log: Logger,
   pollMs = 2000,
 ): CertificateStore {
+  const minVersion = source.minVersion ?? 'TLSv1.3';
+  const context = (pair: PemPair) => tls.createSecureContext({ ...pair, minVersion });
   let defaultPair = readPair(source.certFile, source.keyFile);
-  let defaultCtx = tls.createSecureContext(defaultPair);
+  let defaultCtx = context(defaultPair);
   let defaultPrint = fingerprint([source.certFile, source.keyFile]);
   let byHost = new Map<string, SecureContext>();
   // The other DNS names of each file's last good certificate, kept with it when a new one fails to load.
@@ -155,7 +161,7 @@ export function createCertificateStore(
       const key = crt.slice(0, -4) + '.key';
       try {
         const pair = readPair(crt, key);
-        const ctx = tls.createSecureContext(pair);
+        const ctx = context(pair);
         next.set(host, ctx);
         addAltNames(host, certificateDnsNames(pair.cert), ctx);
         const keyType = createPrivateKey(pair.key).asymmetricKeyType;
@@ -185,7 +191,7 @@ export function createCertificateStore(
       defaultPrint = print;
       try {
         const pair = readPair(source.certFile, source.keyFile);
-        defaultCtx = tls.createSecureContext(pair);
+        defaultCtx = context(pair);
         defaultPair = pair;
         for (const fn of listeners) fn(pair);
         log.info({ cert: source.certFile }, 'TLS certificate reloaded');
@@ -208,7 +214,7 @@ export function createCertificateStore(
   timer.unref();
 
   return {
-    defaultPair: () => defaultPair,
+    defaultPair: () => ({ ...defaultPair, minVersion }),
     sniCallback(servername, cb) {
       const name = servername.toLowerCase().replace(/\.$/, '');
       const parent = name.slice(name.indexOf('.') + 1);

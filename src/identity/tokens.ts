@@ -24,6 +24,18 @@ export interface TokenClaims {
 export interface TokenIssuer {
   sign(use: TokenUse, claims: TokenClaims): Promise<{ token: string; expiresIn: number }>;
   verify(use: TokenUse, token: string): Promise<TokenClaims>;
+  /**
+   * Sign a token for another audience with the same keys (the edge session,
+   * src/edge/auth/edge-token.ts): its `typ`, audience, subject, lifetime and
+   * claims are the caller's; `iss`, `iat`, `nbf`, `exp` and `kid` are set here.
+   */
+  signFor(options: {
+    typ: string;
+    audience: string;
+    subject: string;
+    ttlSeconds: number;
+    claims: Record<string, unknown>;
+  }): Promise<{ token: string; expiresIn: number }>;
   /** Add a new signing key and retire the others; returns the new kid. */
   rotate(): Promise<string>;
 }
@@ -152,6 +164,20 @@ export function createTokenIssuer(options: {
         .setExpirationTime(now + ttl)
         .sign(key.privateKey!);
       return { token, expiresIn: ttl };
+    },
+    async signFor({ typ, audience, subject, ttlSeconds, claims }) {
+      const key = await signingKey();
+      const now = Math.floor(Date.now() / 1000);
+      const token = await new SignJWT(claims)
+        .setProtectedHeader({ alg: ALG, kid: key.kid, typ })
+        .setSubject(subject)
+        .setIssuer(options.issuer)
+        .setAudience(audience)
+        .setIssuedAt(now)
+        .setNotBefore(now)
+        .setExpirationTime(now + ttlSeconds)
+        .sign(key.privateKey!);
+      return { token, expiresIn: ttlSeconds };
     },
     async verify(use, token) {
       try {

@@ -171,7 +171,7 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
         const d = await load(ctx);
         const route = await deps.db
           .selectFrom('routes')
-          .select(['upstream_host', 'upstream_port', 'state', 'strip_prefix'])
+          .select(['upstream_host', 'upstream_port', 'state', 'strip_prefix', 'auth', 'public_paths'])
           .where('hostname', '=', hostname(d))
           .where('path_prefix', '=', d.template.route.path)
           .executeTakeFirst();
@@ -181,6 +181,8 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
         const same =
           route.state === routeState(d) &&
           route.strip_prefix === d.template.route.strip_prefix &&
+          route.auth === d.template.route.auth &&
+          route.public_paths.join('\n') === d.template.route.public_paths.join('\n') &&
           route.upstream_host === (endpoint?.host ?? null) &&
           route.upstream_port === (endpoint?.port ?? null);
         return same ? 'ok' : 'drifted';
@@ -199,6 +201,8 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
           upstream: (await info(d)).endpoint ?? null,
           stripPrefix: d.template.route.strip_prefix,
           state: routeState(d),
+          auth: d.template.route.auth,
+          publicPaths: d.template.route.public_paths,
         });
       },
       async remove(ctx) {

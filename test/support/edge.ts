@@ -1,4 +1,4 @@
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { DestinationStream } from 'pino';
@@ -13,7 +13,10 @@ import { createMetrics, type Metrics } from '../../src/observability/metrics.ts'
 import type { TestDatabase } from './db.ts';
 import { startEchoUpstream, type EchoUpstream } from './upstreams.ts';
 
-/** Configuration, logger, metrics and a ready platform app over a test database (base domain `localhost`). */
+/**
+ * Configuration, logger, metrics and a ready platform app over a test database (base domain `localhost`),
+ * with a data directory `dir` of its own for the caller to remove.
+ */
 export async function platformParts(
   database: TestDatabase,
   env: Record<string, string> = {},
@@ -48,7 +51,7 @@ export async function startTestEdge(
     challenges?: ChallengeResponder;
   } = {},
 ): Promise<TestEdge> {
-  const { config, log, metrics, api } = await platformParts(database, options.env, options.logTo);
+  const { config, log, metrics, api, dir } = await platformParts(database, options.env, options.logTo);
   const edge = await startBuiltinEdge(
     { config, log, database, metrics, api, challenges: options.challenges },
     { bind: '127.0.0.1', httpPort: 0, ...options.listen },
@@ -61,6 +64,7 @@ export async function startTestEdge(
     async close() {
       await edge.close();
       await api.close();
+      rmSync(dir, { recursive: true, force: true });
     },
   };
 }
@@ -81,7 +85,9 @@ export async function insertTenant(db: Database, slug: string, company = `${slug
 /**
  * The routes both edges are tested on: acme's dashboard at `acme.localhost`, its
  * CRM at `/crm` (prefix stripped) and its documents at `/docs` (prefix kept),
- * each on the upstream `up` names (`acme-dash`, `acme-crm`, `acme-docs`).
+ * each on the upstream `up` names (`acme-dash`, `acme-crm`, `acme-docs`). The
+ * services sign users in themselves (`auth: 'app'`): the tests using these
+ * routes are about routing; edge.service-sign-in.test.ts tests the sign-in.
  */
 export async function acmeRoutes(
   db: Database,
@@ -92,12 +98,14 @@ export async function acmeRoutes(
   await upsertRoute(db, {
     hostname: 'acme.localhost',
     pathPrefix: '/crm',
+    auth: 'app',
     tenantId,
     upstream: up('acme-crm'),
   });
   await upsertRoute(db, {
     hostname: 'acme.localhost',
     pathPrefix: '/docs',
+    auth: 'app',
     tenantId,
     upstream: up('acme-docs'),
     stripPrefix: false,

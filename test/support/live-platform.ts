@@ -53,16 +53,27 @@ export function viaEdge(
   });
 }
 
-/** Sign in on the tenant's dashboard (a form post through the edge); returns the session cookie. */
-export async function dashboardLogin(host: string, port: number, email: string, password: string) {
+/**
+ * Sign in on the tenant's dashboard (a form post through the edge): the
+ * dashboard's session cookie, and `cookies`, the Cookie header a browser would
+ * send afterwards (the dashboard's and the edge session, which the tenant's
+ * services need).
+ */
+export async function dashboardLogin(
+  host: string,
+  port: number,
+  email: string,
+  password: string,
+  next?: string,
+) {
   const res = await viaEdge(host, port, {
     method: 'POST',
     path: '/login',
     headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    body: new URLSearchParams({ email, password }).toString(),
+    body: new URLSearchParams({ email, password, ...(next ? { next } : {}) }).toString(),
   });
-  const cookie = ([] as string[]).concat(res.headers['set-cookie'] ?? [])[0]?.split(';')[0];
-  return { status: res.status, cookie };
+  const set = ([] as string[]).concat(res.headers['set-cookie'] ?? []).map((c) => c.split(';')[0]!);
+  return { status: res.status, cookie: set[0], cookies: set.join('; '), location: res.headers.location };
 }
 
 /** One compute driver's configuration for `aiqso up`, and how a test sees and clears its containers. */

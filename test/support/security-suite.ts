@@ -3,6 +3,7 @@ import { loadCatalog } from '../../src/catalog/load.ts';
 import { syncCatalog } from '../../src/catalog/sync.ts';
 import { newId } from '../../src/core/ids.ts';
 import type { Role, TenantStatus } from '../../src/db/tables.ts';
+import { upsertRoute } from '../../src/edge/routes-store.ts';
 import { createForge } from './forge.ts';
 import { createHarness, PASSWORD, totpCode, type Harness } from './identity.ts';
 
@@ -140,7 +141,21 @@ export async function spareTenant(h: Harness, s: SecurityContext, status: Tenant
   return { id, slug };
 }
 
+/** Tenant A's dashboard host in the route table (idempotent), for routes that act on a host. */
+async function aHost(h: Harness): Promise<string> {
+  const hostname = `${h.a.slug}.${h.config.baseDomain}`;
+  await upsertRoute(h.db.db, { hostname, tenantId: h.a.id, upstream: { host: '127.0.0.1', port: 9 } });
+  return hostname;
+}
+
 export const ROUTE_CASES: RouteCase[] = [
+  {
+    method: 'POST',
+    url: '/api/v1/auth/edge-session',
+    minRole: 'tenant_member',
+    scope: 'tenant',
+    call: async (h) => ({ url: '/api/v1/auth/edge-session', payload: { host: await aHost(h) } }),
+  },
   {
     method: 'GET',
     url: '/api/v1/auth/me',

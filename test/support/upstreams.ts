@@ -11,6 +11,8 @@ import type { Duplex } from 'node:stream';
 export interface EchoUpstream {
   name: string;
   port: number;
+  /** Every request it received (WebSocket upgrades too), oldest first. */
+  received: Echo[];
   close(): Promise<void>;
 }
 
@@ -56,17 +58,20 @@ function echoWebSocket(name: string, req: http.IncomingMessage, socket: Duplex) 
 }
 
 export async function startEchoUpstream(name: string): Promise<EchoUpstream> {
+  const received: Echo[] = [];
   const server = http.createServer((req, res) => {
     let body = '';
     req.on('data', (c: Buffer) => (body += c.toString()));
     req.on('end', () => {
       const echo: Echo = { name, method: req.method!, url: req.url!, headers: req.headers, body };
+      received.push(echo);
       res.writeHead(200, { 'content-type': 'application/json', 'x-upstream': name });
       res.end(JSON.stringify(echo));
     });
   });
   const upgraded = new Set<Duplex>();
   server.on('upgrade', (req, socket) => {
+    received.push({ name, method: req.method!, url: req.url!, headers: req.headers, body: '' });
     upgraded.add(socket);
     socket.once('close', () => upgraded.delete(socket));
     echoWebSocket(name, req, socket);
@@ -75,6 +80,7 @@ export async function startEchoUpstream(name: string): Promise<EchoUpstream> {
   return {
     name,
     port: (server.address() as AddressInfo).port,
+    received,
     close: () =>
       new Promise<void>((r) => {
         for (const s of upgraded) s.destroy();
@@ -170,7 +176,13 @@ export async function eventually<T>(fn: () => Promise<T | undefined>, ms = 10_00
  * A WebSocket round trip over a raw socket (browsers and undici do not let a
  * caller choose the Host header): handshake, one masked text frame, one reply.
  */
-export function wsRoundTrip(port: number, host: string, path: string, message: string): Promise<string> {
+export function wsRoundTrip(
+  port: number,
+  host: string,
+  path: string,
+  message: string,
+  extraHeaders = '',
+): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(port, '127.0.0.1');
     const key = Buffer.from('aiqso-edge-test!').toString('base64');
@@ -178,7 +190,7 @@ export function wsRoundTrip(port: number, host: string, path: string, message: s
     let upgraded = false;
     socket.on('connect', () =>
       socket.write(
-        `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+        `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n${extraHeaders}\r\n`,
       ),
     );
     socket.on('error', reject);

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { DomainError } from '../../core/errors.ts';
+import { metricsRefusal } from '../../observability/metrics-access.ts';
 import type { ApiServer } from '../server.ts';
 
 export interface HealthDeps {
@@ -7,6 +8,8 @@ export interface HealthDeps {
   pingDatabase(): Promise<void>;
   metricsText(): Promise<string>;
   metricsContentType: string;
+  /** AIQSO_METRICS_TOKEN: /metrics needs it as a bearer token; without one, only loopback clients read them. */
+  metricsToken?: string;
   version: string;
 }
 
@@ -46,7 +49,21 @@ export function healthRoutes(app: ApiServer, deps: HealthDeps): void {
 
   app.get(
     '/metrics',
-    { schema: { tags: ['operations'], summary: 'Prometheus metrics' } },
-    async (_req, reply) => reply.type(deps.metricsContentType).send(await deps.metricsText()),
+    {
+      schema: {
+        tags: ['operations'],
+        summary:
+          'Prometheus metrics: with AIQSO_METRICS_TOKEN as a bearer token, or without one from this machine only',
+      },
+    },
+    async (request, reply) => {
+      // request.ip: the socket's peer, or the edge's X-Forwarded-For when the edge is in this process.
+      const refusal = metricsRefusal(deps.metricsToken, request.headers.authorization, request.ip);
+      if (refusal) {
+        if (refusal.status === 401) void reply.header('www-authenticate', 'Bearer realm="metrics"');
+        throw new DomainError(refusal.code, refusal.message);
+      }
+      return reply.type(deps.metricsContentType).send(await deps.metricsText());
+    },
   );
 }

@@ -68,6 +68,7 @@ export async function startNginxEdge(deps: EdgeDeps, options: NginxEdgeOptions):
           port: https.port,
           certFile: https.certFile,
           keyFile: https.keyFile,
+          minVersion: https.minVersion ?? config.tlsMinVersion,
           sni: withAltNames(dirCertificates(https.certDir)),
         },
       },

@@ -1,4 +1,13 @@
-import type { EdgeRoute } from '../route-table.ts';
+import { HSTS } from '../https.ts';
+import { isPublicPath, type EdgeRoute } from '../route-table.ts';
+import {
+  addAuthRoute,
+  authLocationLines,
+  authLocations,
+  authMapLines,
+  authProxyLines,
+  emptyAuthMaps,
+} from './render-auth.ts';
 
 /**
  * The nginx edge's configuration, rendered by a pure function from the same
@@ -9,9 +18,15 @@ import type { EdgeRoute } from '../route-table.ts';
  * block with a keep-alive pool. Only active routes with an upstream and no IP
  * lists go straight to their upstream; everything else — the base domain,
  * unknown hosts, suspended/provisioning routes, routes with allow/deny lists,
- * ACME challenges — goes to the internal builtin edge, which owns those pages
- * and checks. Hosts and upstreams that are not plain DNS names or addresses
- * are left out (and reported), so no route can inject configuration.
+ * ACME challenges, routes with public paths — goes to the internal builtin
+ * edge, which owns those pages and checks. The sign-in in front of tenant
+ * services is rendered by
+ * render-auth.ts. Hosts and upstreams that are not plain DNS names or
+ * addresses are left out (and reported), so no route can inject configuration.
+ *
+ * With HTTPS: plain HTTP for a name goes to HTTPS (308; not ACME challenges,
+ * not a request to an address), HTTPS answers carry HSTS, and TLS below
+ * `minVersion` is refused, as on the builtin edge (src/edge/https.ts).
  */
 export interface NginxRenderInput {
   routes: readonly EdgeRoute[];
@@ -25,6 +40,8 @@ export interface NginxRenderInput {
       port: number;
       certFile: string;
       keyFile: string;
+      /** The oldest TLS version accepted (default TLSv1.3). */
+      minVersion?: 'TLSv1.2' | 'TLSv1.3';
       /**
        * Per-host certificates, chosen by SNI (the default pair answers every
        * other name): by `serverName` (the file's), then by `altNames` (the
@@ -63,8 +80,20 @@ function upstreamName(u: { host: string; port: number }): string {
   return `u_${u.host.replace(/[^a-z0-9]/gi, '_')}_${u.port}`;
 }
 
+/**
+ * Straight to the upstream. Not a route with IP lists, nor one with public
+ * paths: matching a path against every route's public paths would be a list of
+ * regular expressions nginx tries one by one on each request; the internal
+ * edge looks at the route's own few.
+ */
 function direct(r: EdgeRoute): boolean {
-  return r.state === 'active' && r.upstream !== null && r.allowCidrs.length === 0 && r.denyCidrs.length === 0;
+  return (
+    r.state === 'active' &&
+    r.upstream !== null &&
+    r.allowCidrs.length === 0 &&
+    r.denyCidrs.length === 0 &&
+    (r.auth !== 'edge' || r.publicPaths.length === 0)
+  );
 }
 
 function check(r: EdgeRoute): string | undefined {
@@ -76,6 +105,7 @@ function check(r: EdgeRoute): string | undefined {
     return 'bad upstream port';
   if (r.tenantId && !/^[\w-]+$/.test(r.tenantId)) return 'bad tenant id';
   if ([...r.allowCidrs, ...r.denyCidrs].some((c) => !CIDR.test(c))) return 'bad CIDR';
+  if (r.publicPaths.some((p) => !isPublicPath(p))) return 'bad public path';
   return undefined;
 }
 
@@ -92,6 +122,7 @@ export function renderNginxConfig(input: NginxRenderInput): NginxRender {
   const strip: string[] = [];
   const tenants = new Map<string, string>();
   const upstreams = new Map<string, string>();
+  const auth = emptyAuthMaps();
   for (const r of input.routes) {
     const problem = r.hostname === input.baseDomain ? 'the base domain belongs to the platform' : check(r);
     if (problem) {
@@ -101,6 +132,7 @@ export function renderNginxConfig(input: NginxRenderInput): NginxRender {
     const target = direct(r) ? upstreamName(r.upstream!) : 'aiqso_internal';
     if (direct(r)) upstreams.set(target, `${r.upstream!.host}:${r.upstream!.port}`);
     if (r.tenantId) tenants.set(r.hostname, r.tenantId);
+    addAuthRoute(auth, r, direct(r));
     if (r.pathPrefix === '') root.push(`    "${r.hostname}" ${target};`);
     else {
       services.push(`    "${r.hostname}${r.pathPrefix}" ${target};`);
@@ -191,6 +223,8 @@ export function renderNginxConfig(input: NginxRenderInput): NginxRender {
     ...strip,
     '  }',
     '  map $aiqso_strip $aiqso_forward { default $uri; 1 $aiqso_rest; }',
+    ...authMapLines(auth),
+    ...httpsLines(l.https),
     '  map $host $aiqso_tenant {',
     '    default "";',
     ...[...tenants].map(([h, t]) => `    "${h}" ${t};`),
@@ -199,12 +233,34 @@ export function renderNginxConfig(input: NginxRenderInput): NginxRender {
     '  limit_req_status 429;',
     `  upstream aiqso_internal { server ${input.internal.host}:${input.internal.port}; keepalive 64; }`,
     ...[...upstreams].map(([name, addr]) => `  upstream ${name} { server ${addr}; keepalive 16; }`),
-    ...server([...listens, ...tls, '    server_name _;'], limitUse),
+    ...server([...listens, ...tls, '    server_name _;', ...toHttps(l.https?.port)], limitUse),
     ...sniServers.flatMap((head) => server(head, limitUse)),
     '}',
     '',
   ];
   return { config: lines.join('\n'), skipped };
+}
+
+/** With HTTPS: its protocols, and the HSTS value for HTTPS answers (empty, so not sent, over HTTP). */
+function httpsLines(https: NginxRenderInput['listen']['https']): string[] {
+  if (!https) return ['  map $scheme $aiqso_hsts { default ""; }'];
+  return [
+    `  ssl_protocols ${https.minVersion === 'TLSv1.2' ? 'TLSv1.2 TLSv1.3' : 'TLSv1.3'};`,
+    `  map $scheme $aiqso_hsts { https "${HSTS}"; default ""; }`,
+    // Plain HTTP for a name (its last character a letter, not an address's digit or `]`), not ACME.
+    '  map "$scheme|$host|$uri" $aiqso_to_https {',
+    '    default 0;',
+    '    "~^http\\|[^|]*\\|/\\.well-known/acme-challenge/" 0;',
+    '    "~^http\\|[^|]*[a-z]\\|" 1;',
+    '  }',
+  ];
+}
+
+/** The default server's redirect of plain HTTP to the HTTPS port. */
+function toHttps(port: number | undefined): string[] {
+  if (port === undefined) return [];
+  const suffix = port === 443 ? '' : `:${port}`;
+  return [`    if ($aiqso_to_https) { return 308 https://$host${suffix}$request_uri; }`];
 }
 
 /** A `server` block: its listen/name/certificate lines, then the routing every server shares. */
@@ -214,11 +270,19 @@ function server(head: string[], limitUse: string[]): string[] {
     ...head,
     // The same refusals as the builtin edge: an encoded slash, backslash or NUL in the path.
     '    if ($request_uri ~* "^[^?]*(%2f|%5c|%00|\\x5c)") { return 400; }',
+    '    add_header Strict-Transport-Security $aiqso_hsts always;',
     ...limitUse,
     '    error_page 429 = @aiqso_limited;',
-    '    location @aiqso_limited { add_header Retry-After 1 always; return 429 "Too many requests\\n"; }',
+    '    location @aiqso_limited {',
+    '      add_header Strict-Transport-Security $aiqso_hsts always;',
+    '      add_header Retry-After 1 always;',
+    '      return 429 "Too many requests\\n";',
+    '    }',
+    ...authLocations(),
     '    location / {',
+    ...authLocationLines(),
     '      rewrite ^ $aiqso_forward break;',
+    ...authProxyLines(),
     '      proxy_set_header Host $host;',
     '      proxy_set_header X-Forwarded-For $remote_addr;',
     '      proxy_set_header X-Real-IP $remote_addr;',
