@@ -1,17 +1,23 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ErrorBody } from '../src/api/errors.ts';
 import type { ApiServer } from '../src/api/server.ts';
+import type { Runner } from 'graphile-worker';
 import { testApi } from './support/api.ts';
+import { startBillingWorker } from './support/billing-worker.ts';
 import { countRows, createTestDatabase, type TestDatabase } from './support/db.ts';
 
 let testDb: TestDatabase;
 let api: ApiServer;
+let worker: Runner;
 
 beforeAll(async () => {
   testDb = await createTestDatabase();
-  ({ api } = await testApi(testDb));
+  const built = await testApi(testDb);
+  api = built.api;
+  worker = await startBillingWorker(built.config, testDb);
 });
 afterAll(async () => {
+  await worker.stop();
   await api.close();
   await testDb.drop();
 });

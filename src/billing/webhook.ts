@@ -1,5 +1,7 @@
+import type { Kysely } from 'kysely';
 import { DomainError } from '../core/errors.ts';
-import type { Database } from '../db/database.ts';
+import type { DB } from '../db/tables.ts';
+import { storeInbox, writeInbox } from '../orchestrator/inbox.ts';
 
 /** Stripe's own tolerance: a signed event older than this is refused as a replay. */
 export const SIGNATURE_TOLERANCE_SECONDS = 300;
@@ -47,21 +49,25 @@ export async function verifyStripeEvent(
   return event as Record<string, unknown>;
 }
 
-/** Store a verified event in the inbox, keyed by its id. A redelivery stores nothing and says so. */
-export async function storeInboxEvent(
-  db: Database,
+const asInboxEvent = (event: Record<string, unknown>) => ({
+  id: event.id as string,
+  source: 'stripe',
+  type: event.type as string,
+  payload: event,
+});
+
+/**
+ * Store a verified event in the inbox, keyed by its id, with the job that
+ * processes it. A redelivery stores nothing and says so.
+ */
+export async function storeStripeEvent(
+  db: Kysely<DB>,
   event: Record<string, unknown>,
 ): Promise<{ duplicate: boolean }> {
-  const inserted = await db
-    .insertInto('inbox')
-    .values({
-      id: event.id as string,
-      source: 'stripe',
-      type: event.type as string,
-      payload: JSON.stringify(event),
-    })
-    .onConflict((oc) => oc.column('id').doNothing())
-    .returning('id')
-    .executeTakeFirst();
-  return { duplicate: !inserted };
+  return { duplicate: !(await storeInbox(db, asInboxEvent(event))) };
+}
+
+/** `storeStripeEvent` in the caller's transaction (local billing mode writes its events with its changes). */
+export async function writeStripeEvent(trx: Kysely<DB>, event: Record<string, unknown>): Promise<boolean> {
+  return writeInbox(trx, asInboxEvent(event));
 }

@@ -16,6 +16,12 @@ export interface Config {
   driver: RawConfig['AIQSO_DRIVER'];
   edge: RawConfig['AIQSO_EDGE'];
   stripe: { secretKey?: string; webhookSecret?: string };
+  /**
+   * Stripe, or local billing mode (simulated payments: its Pay button
+   * activates any tenant for free). `explicit` says whether AIQSO_BILLING
+   * chose it; only then may local mode serve a base domain other than localhost.
+   */
+  billing: { mode: 'local' | 'stripe'; explicit: boolean };
   smtpUrl?: string;
   admin: { email?: string; password?: string };
   masterKey?: string;
@@ -160,6 +166,9 @@ function toConfig(raw: RawConfig, cwd: string, env: Source): Config {
   if (raw.AIQSO_DRIVER === 'proxmox' && !hasProxmox) {
     throw new ConfigError('PROXMOX_URL: required when AIQSO_DRIVER=proxmox, got nothing');
   }
+  if (raw.AIQSO_BILLING === 'stripe' && !raw.STRIPE_SECRET_KEY) {
+    throw new ConfigError('STRIPE_SECRET_KEY: required when AIQSO_BILLING=stripe, got nothing');
+  }
   if (raw.STRIPE_SECRET_KEY && !raw.STRIPE_WEBHOOK_SECRET) {
     throw new ConfigError('STRIPE_WEBHOOK_SECRET: required when STRIPE_SECRET_KEY is set, got nothing');
   }
@@ -180,6 +189,10 @@ function toConfig(raw: RawConfig, cwd: string, env: Source): Config {
     driver: raw.AIQSO_DRIVER,
     edge: raw.AIQSO_EDGE,
     stripe: { secretKey: raw.STRIPE_SECRET_KEY, webhookSecret: raw.STRIPE_WEBHOOK_SECRET },
+    billing: {
+      mode: raw.AIQSO_BILLING ?? (raw.STRIPE_SECRET_KEY ? 'stripe' : 'local'),
+      explicit: raw.AIQSO_BILLING !== undefined,
+    },
     smtpUrl: raw.SMTP_URL,
     admin: { email: raw.AIQSO_ADMIN_EMAIL, password: raw.AIQSO_ADMIN_PASSWORD },
     masterKey: raw.AIQSO_MASTER_KEY,

@@ -52,6 +52,9 @@ export const configSchema = z.object({
     .enum(['process', 'lxc', 'proxmox'], { error: 'expected process, lxc or proxmox' })
     .default('process'),
   AIQSO_EDGE: z.enum(['builtin', 'nginx'], { error: 'expected builtin or nginx' }).default('builtin'),
+  AIQSO_BILLING: z
+    .enum(['local', 'stripe'], { error: 'expected local (simulated payments) or stripe' })
+    .optional(),
   STRIPE_SECRET_KEY: z
     .string()
     .regex(/^(sk|rk)_(test|live)_\w+$/, 'expected a Stripe secret key (sk_test_… or sk_live_…)')
