@@ -29,7 +29,7 @@ export interface OrchestratorParts {
 /** The parts available from configuration alone: mail (SMTP, Listmonk or files) and alerts. */
 export function orchestratorParts(config: Config): OrchestratorParts {
   const mailer = createMailer(config);
-  const from = `AIQSO <noreply@${config.baseDomain}>`;
+  const from = { name: 'AIQSO', address: `noreply@${config.baseDomain}` };
   return {
     registry: new ReconcilerRegistry(),
     orphanSources: [],
