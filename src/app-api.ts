@@ -8,6 +8,7 @@ import { tenantLifecycleRoutes } from './api/routes/tenant-lifecycle.ts';
 import { catalogRoutes } from './api/routes/catalog.ts';
 import { tenantServiceRoutes } from './api/routes/tenant-services.ts';
 import { createTenantAccess } from './identity/tenant-access.ts';
+import { createSignupLimiter } from './lifecycle/signup-limit.ts';
 import { assertBillingModeAllowed, createBilling, type Billing } from './billing/index.ts';
 import { loadPlans, PLANS_FILE, type Plan } from './catalog/plans.ts';
 import type { MasterDatabase } from './db/connect.ts';
@@ -52,6 +53,7 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
     plans: parts.plans,
     publicUrl: config.publicUrl,
     baseDomain: config.baseDomain,
+    limiter: await signupLimiter(api, config, log, parts.identity?.rateLimitNamespace),
   });
   await installIdentity(api, { config, db: database.db, log }, parts.identity);
   const access = createTenantAccess(database.db);
@@ -59,6 +61,19 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
   catalogRoutes(api, { db: database.db });
   tenantServiceRoutes(api, { db: database.db, access, plans: parts.plans, config });
   return api;
+}
+
+/** The per-address signup limit, counted in Redis when configured (ioredis loads only then). */
+async function signupLimiter(api: ApiServer, config: Config, log: Logger, namespace?: string) {
+  if (config.signupRatePerIp === 0) return undefined;
+  const redis = config.redisUrl
+    ? new (await import('ioredis')).Redis(config.redisUrl, { maxRetriesPerRequest: 1 })
+    : undefined;
+  redis?.on('error', (err) => log.warn({ err }, 'redis error (signup limit)'));
+  api.addHook('onClose', async () => {
+    await redis?.quit().catch(() => undefined);
+  });
+  return createSignupLimiter({ perHour: config.signupRatePerIp, redis, namespace });
 }
 
 /**

@@ -95,6 +95,32 @@ describe('POST /api/v1/signup', () => {
     expect(errorOf(res).message).toContain(message);
   });
 
+  it.each([
+    ['a list of addresses', { email: 'owner@acme.test, spy@evil.test' }, 'email: expected one address'],
+    [
+      'an address with a Bcc header after it',
+      { email: 'owner@acme.test\r\nBcc: spy@evil.test' },
+      'email: expected one address',
+    ],
+    ['an address with a display name', { email: 'Owner <owner@acme.test>' }, 'email: expected one address'],
+    ['an address with a quoted part', { email: '"owner x"@acme.test' }, 'email: expected one address'],
+    ['no domain', { email: 'owner@' }, 'email: expected one address'],
+    ['a domain that is not a name', { email: 'owner@acme..test' }, 'email: has no valid domain'],
+    ['a company name of two lines', { company: 'Acme\r\nBcc: spy@evil.test' }, 'company: must be one line'],
+  ])('refuses %s with a 400 naming the field, and stores nothing', async (_label, over, message) => {
+    const tenants = await countRows(testDb, 'SELECT 1 FROM tenants');
+    const res = await post(body({ slug: 'relay', ...over }));
+    expect(res.statusCode).toBe(400);
+    expect(errorOf(res).message).toContain(message);
+    expect(await countRows(testDb, 'SELECT 1 FROM tenants')).toBe(tenants);
+    expect(await countRows(testDb, "SELECT 1 FROM users WHERE email LIKE '%evil%'")).toBe(0);
+  });
+
+  it('accepts an address at localhost only because this platform is on localhost', async () => {
+    const res = await post(body({ slug: 'local-owner', email: 'owner@localhost' }));
+    expect(res.statusCode).toBe(201);
+  });
+
   it('refuses wrong types and missing fields with 400 naming the field', async () => {
     const res = await post({ company: 'X', slug: 'typed', email: 'a@b.test', password: 12 });
     expect(res.statusCode).toBe(400);

@@ -41,6 +41,10 @@ export interface Config {
   listmonkUrl?: string;
   ollamaUrl?: string;
   graceDays: number;
+  /** Unpaid signups older than this many hours are removed, freeing their slug and email. */
+  pendingSignupHours: number;
+  /** Signups that create a tenant, per client address and hour; 0 turns the limit off. */
+  signupRatePerIp: number;
   /** Hours an unsubscribed service's stopped container and database are kept before they are destroyed. */
   serviceGraceHours: number;
   /** Service templates directory; unset means the catalog shipped with the platform. */
@@ -214,6 +218,8 @@ function toConfig(raw: RawConfig, cwd: string, env: Source): Config {
     listmonkUrl: raw.LISTMONK_URL,
     ollamaUrl: raw.OLLAMA_URL,
     graceDays: raw.AIQSO_GRACE_DAYS,
+    pendingSignupHours: raw.AIQSO_PENDING_SIGNUP_HOURS,
+    signupRatePerIp: raw.AIQSO_SIGNUP_RATE_IP,
     serviceGraceHours: raw.AIQSO_SERVICE_GRACE_HOURS,
     catalogDir: raw.AIQSO_CATALOG_DIR ? path.resolve(cwd, raw.AIQSO_CATALOG_DIR) : undefined,
     resyncSeconds: raw.AIQSO_RESYNC_SECONDS,

@@ -23,6 +23,7 @@ import { processBillingEvent } from '../billing/process.ts';
 import { tenantBillingEffect } from './billing-effect.ts';
 import { certificateRenewalHandler } from '../edge/renewal.ts';
 import { dashboardCredentials } from './dashboard-credential.ts';
+import { expirePendingSignups } from './pending-signups.ts';
 import { purgeDue } from './purge.ts';
 import { tenantReconciler } from './tenant-reconciler.ts';
 import { tenantServiceReconciler } from '../services/reconciler.ts';
@@ -52,6 +53,9 @@ export function registerLifecycle(
   const serviceSecrets = tenantServiceSecrets(db, box);
   parts.scheduleHandlers.purge = async () => {
     await purgeDue(db);
+  };
+  parts.scheduleHandlers['pending-signups'] = async () => {
+    await expirePendingSignups(db, config.pendingSignupHours);
   };
   parts.registry.register(
     tenantReconciler({
