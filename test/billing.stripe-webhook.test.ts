@@ -39,6 +39,16 @@ describe('POST /webhooks/stripe', () => {
     expect(again.json()).toEqual({ received: true, duplicate: true });
     const { rows } = await testDb.pool.query('SELECT id, type FROM inbox WHERE id = $1', [event.id]);
     expect(rows).toEqual([{ id: event.id, type: 'checkout.session.completed' }]);
+    // Stored with the one job that processes it; this process (an API, an edge) processes nothing itself.
+    const jobs = await testDb.pool.query(
+      'SELECT task_identifier, attempts FROM graphile_worker.jobs WHERE key = $1',
+      [`inbox:${event.id}`],
+    );
+    expect(jobs.rows).toEqual([{ task_identifier: 'inbox', attempts: 0 }]);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(
+      await countRows(testDb, 'SELECT 1 FROM inbox WHERE id = $1 AND processed_at IS NULL', [event.id]),
+    ).toBe(1);
   });
 
   it('accepts a signature a little ahead of this clock (within the tolerance)', async () => {
