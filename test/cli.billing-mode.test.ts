@@ -1,4 +1,4 @@
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,6 +13,7 @@ import { createTestDatabase, type TestDatabase } from './support/db.ts';
  * key: it refuses to start unless AIQSO_BILLING=local says it is meant.
  */
 let testDb: TestDatabase;
+const dataDirs: string[] = [];
 const READY = 'Press Ctrl-C to stop.';
 const WARNING =
   'WARNING: local billing mode: payments are simulated and the checkout Pay button activates any tenant for free; set STRIPE_SECRET_KEY (and STRIPE_WEBHOOK_SECRET) for real payments.';
@@ -22,12 +23,17 @@ const REFUSAL =
 beforeAll(async () => {
   testDb = await createTestDatabase();
 });
-afterAll(() => testDb.drop());
+afterAll(async () => {
+  await testDb.drop();
+  for (const dir of dataDirs) await rm(dir, { recursive: true, force: true });
+});
 
 async function env(extra: Record<string, string> = {}) {
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'aiqso-billing-mode-'));
+  dataDirs.push(dataDir);
   return {
     DATABASE_URL: testDb.url,
-    AIQSO_DATA_DIR: await mkdtemp(path.join(os.tmpdir(), 'aiqso-billing-mode-')),
+    AIQSO_DATA_DIR: dataDir,
     AIQSO_HTTP_PORT: String(await freePort()),
     ...extra,
   };

@@ -1,5 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
-import { mkdtemp, readdir, readFile, readlink } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, readlink, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { ProcessDriver } from '../../src/compute/process/driver.ts';
@@ -24,7 +24,7 @@ export interface KilledPlatform {
   killAndRestart(): Promise<void>;
   /** How many times it was killed. */
   kills(): number;
-  /** Stop the platform (SIGINT) and destroy the containers it left. */
+  /** Stop the platform (SIGINT), destroy the containers it left, and remove its data directory. */
   close(): Promise<void>;
 }
 
@@ -85,6 +85,7 @@ export async function startKilledPlatform(
           // gone meanwhile
         }
       }
+      await rm(dataDir, { recursive: true, force: true });
     },
   };
 }
