@@ -207,6 +207,34 @@ function button(session, action, service, label) {
 <input type="hidden" name="service" value="${escape(service)}"><button type="submit">${label}</button></form>`;
 }
 
+/** Why a service failed, in plain words, from the step its reason names (`health check: GET … did not answer`). */
+const FAILED_STEP = {
+  'capacity check': 'the server has no room for it right now',
+  container: 'its container could not be created',
+  database: 'its database could not be set up',
+  running: 'it could not be started',
+  route: 'its address could not be set up',
+  'health check': 'it started but did not answer in time',
+};
+function plainReason(reason) {
+  const step = Object.keys(FAILED_STEP).find((name) => (reason ?? '').startsWith(`${name}:`));
+  return step ? FAILED_STEP[step] : 'setting it up did not work';
+}
+
+function serviceRow(session, s, owner) {
+  const name = s.status === 'active' ? `<a href="${escape(s.url)}">${escape(s.name)}</a>` : escape(s.name);
+  const detail = s.statusReason ? ` <small class="muted">${escape(s.statusReason)}</small>` : '';
+  const status =
+    s.status === 'failed'
+      ? `failed: ${escape(plainReason(s.statusReason))}.${detail}`
+      : `${escape(s.status)}${detail}`;
+  const actions = [];
+  if (owner && s.status === 'failed') actions.push(button(session, 'retry', s.service, 'Retry'));
+  if (owner && s.status !== 'removing')
+    actions.push(button(session, 'unsubscribe', s.service, 'Unsubscribe'));
+  return `<tr><td>${name}</td><td>${status}</td><td>${actions.join(' ')}</td></tr>`;
+}
+
 async function home(session, message) {
   const tid = encodeURIComponent(TENANT_ID);
   const [tenant, mine, catalog] = await Promise.all([
@@ -219,16 +247,7 @@ async function home(session, message) {
   const owner = session.role === 'tenant_owner';
   const live = (mine?.services ?? []).filter((s) => s.status !== 'removed');
   const rows = live.length
-    ? live
-        .map((s) => {
-          const name =
-            s.status === 'active' ? `<a href="${escape(s.url)}">${escape(s.name)}</a>` : escape(s.name);
-          const reason = s.statusReason ? ` <small class="muted">${escape(s.statusReason)}</small>` : '';
-          const action =
-            owner && s.status !== 'removing' ? button(session, 'unsubscribe', s.service, 'Unsubscribe') : '';
-          return `<tr><td>${name}</td><td>${escape(s.status)}${reason}</td><td>${action}</td></tr>`;
-        })
-        .join('')
+    ? live.map((s) => serviceRow(session, s, owner)).join('')
     : '<tr><td colspan="3" class="muted">No services yet.</td></tr>';
   const taken = new Set(live.map((s) => s.service));
   const offer = (catalog?.services ?? [])
@@ -252,7 +271,7 @@ ${offer ? `<h2>Catalog</h2><table><tbody>${offer}</tbody></table>` : ''}`,
   );
 }
 
-/** Subscribe or unsubscribe as the signed-in user; the API's answer (or refusal) is shown on the next page. */
+/** Subscribe, unsubscribe or retry as the signed-in user; the API's answer (or refusal) is shown on the next page. */
 async function change(req, res, session, kind) {
   const form = await readForm(req);
   const expected = Buffer.from(csrfFor(session));
@@ -262,21 +281,22 @@ async function change(req, res, session, kind) {
   }
   const service = String(form.service ?? '');
   const tid = encodeURIComponent(TENANT_ID);
+  const one = `/api/v1/tenants/${tid}/services/${encodeURIComponent(service)}`;
   const { status, body } =
     kind === 'subscribe'
       ? await asUser(session, `/api/v1/tenants/${tid}/services`, {
           method: 'POST',
           body: JSON.stringify({ service }),
         })
-      : await asUser(session, `/api/v1/tenants/${tid}/services/${encodeURIComponent(service)}`, {
-          method: 'DELETE',
-        });
-  const message =
-    status === 202
-      ? kind === 'subscribe'
-        ? `${body.name} is being set up; this page shows when it is active.`
-        : `${body.name} is unsubscribed.`
-      : (body?.error?.message ?? `The platform answered ${status}.`);
+      : kind === 'retry'
+        ? await asUser(session, `${one}/retry`, { method: 'POST' })
+        : await asUser(session, one, { method: 'DELETE' });
+  const done = {
+    subscribe: `${body?.name} is being set up; this page shows when it is active.`,
+    retry: `${body?.name} is being set up again; this page shows when it is active.`,
+    unsubscribe: `${body?.name} is unsubscribed.`,
+  };
+  const message = status === 202 ? done[kind] : (body?.error?.message ?? `The platform answered ${status}.`);
   return send(res, 303, '', { location: `./?msg=${encodeURIComponent(message)}` });
 }
 
@@ -326,7 +346,7 @@ const server = createServer(async (req, res) => {
     if (path === '/login' && req.method === 'POST') return await login(req, res);
     if (path === '/login' && (req.method === 'GET' || req.method === 'HEAD'))
       return await loginPage(req, res, url);
-    if ((path === '/subscribe' || path === '/unsubscribe') && req.method === 'POST') {
+    if (['/subscribe', '/unsubscribe', '/retry'].includes(path) && req.method === 'POST') {
       const session = readSession(req);
       if (!session) return send(res, 303, '', { location: './' });
       return await change(req, res, session, path.slice(1));

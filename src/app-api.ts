@@ -9,9 +9,8 @@ import { catalogRoutes } from './api/routes/catalog.ts';
 import { edgeSessionRoutes } from './api/routes/edge-session.ts';
 import { tenantServiceRoutes } from './api/routes/tenant-services.ts';
 import { createTenantAccess } from './identity/tenant-access.ts';
-import { createBilling, type Billing } from './billing/index.ts';
-import { processBillingEvent } from './billing/process.ts';
-import { tenantBillingEffect } from './lifecycle/billing-effect.ts';
+import { createSignupLimiter } from './lifecycle/signup-limit.ts';
+import { assertBillingModeAllowed, createBilling, type Billing } from './billing/index.ts';
 import { loadPlans, PLANS_FILE, type Plan } from './catalog/plans.ts';
 import type { MasterDatabase } from './db/connect.ts';
 import { installIdentity, type IdentityOptions } from './identity/wire.ts';
@@ -32,8 +31,6 @@ export interface ApiParts {
   database: MasterDatabase;
   metrics: Metrics;
   billing: Billing;
-  /** Called once a new Stripe event is safely in the inbox. */
-  onStripeEvent: (eventId: string) => Promise<void>;
   plans: Plan[];
   identity?: IdentityOptions;
 }
@@ -50,11 +47,7 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
     metricsContentType: metrics.registry.contentType,
     metricsToken: config.metricsToken,
   });
-  await stripeWebhookRoutes(api, {
-    db: database.db,
-    webhookSecret: billing.webhookSecret,
-    onStored: parts.onStripeEvent,
-  });
+  await stripeWebhookRoutes(api, { db: database.db, webhookSecret: billing.webhookSecret });
   if (billing.local) localCheckoutRoutes(api, billing.local);
   signupRoutes(api, {
     db: database.db,
@@ -62,6 +55,7 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
     plans: parts.plans,
     publicUrl: config.publicUrl,
     baseDomain: config.baseDomain,
+    limiter: await signupLimiter(api, config, log, parts.identity?.rateLimitNamespace),
   });
   const identity = await installIdentity(api, { config, db: database.db, log }, parts.identity);
   edgeSessionRoutes(api, { db: database.db, tokens: identity.tokens });
@@ -72,29 +66,22 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
   return api;
 }
 
-/** Billing that delivers local-mode events to `api`'s own webhook route (bound once the API exists). */
-async function billingFor(
-  config: Config,
-  database: MasterDatabase,
-  plans: Plan[],
-  target: () => ApiServer | undefined,
-) {
-  return createBilling(config, database.db, plans, async ({ payload, signature }) => {
-    const api = target();
-    if (!api) throw new Error('the API is not ready to receive billing events');
-    const res = await api.inject({
-      method: 'POST',
-      url: '/webhooks/stripe',
-      payload,
-      headers: { 'content-type': 'application/json', 'stripe-signature': signature },
-    });
-    if (res.statusCode !== 200) throw new Error(`local billing event refused: ${res.statusCode} ${res.body}`);
+/** The per-address signup limit, counted in Redis when configured (ioredis loads only then). */
+async function signupLimiter(api: ApiServer, config: Config, log: Logger, namespace?: string) {
+  if (config.signupRatePerIp === 0) return undefined;
+  const redis = config.redisUrl
+    ? new (await import('ioredis')).Redis(config.redisUrl, { maxRetriesPerRequest: 1 })
+    : undefined;
+  redis?.on('error', (err) => log.warn({ err }, 'redis error (signup limit)'));
+  api.addHook('onClose', async () => {
+    await redis?.quit().catch(() => undefined);
   });
+  return createSignupLimiter({ perHour: config.signupRatePerIp, redis, namespace });
 }
 
 /**
- * The API with its billing wired: local-mode billing events go to this API's
- * own webhook route, and stored events are processed right after the answer.
+ * The API with its billing wired. Billing events (Stripe's, and local billing
+ * mode's) are stored in the inbox here and processed by workers.
  */
 export async function assembleApi(
   config: Config,
@@ -103,28 +90,10 @@ export async function assembleApi(
   metrics: Metrics,
   options: { identity?: IdentityOptions } = {},
 ): Promise<{ api: ApiServer; billing: Billing }> {
-  const bound: { api?: ApiServer } = {};
   const plans = loadPlans(PLANS_FILE);
-  const billing = await billingFor(config, database, plans, () => bound.api);
-  const onStripeEvent = async (eventId: string) => {
-    const result = await processBillingEvent(
-      { db: database.db, billing: billing.port, graceDays: config.graceDays, onAction: tenantBillingEffect },
-      eventId,
-    );
-    log.info({ eventId, tenantId: result.tenantId, action: result.action }, 'stripe event processed');
-  };
-  const api = await buildApi({
-    config,
-    log,
-    database,
-    metrics,
-    billing,
-    onStripeEvent,
-    plans,
-    identity: options.identity,
-  });
+  const billing = await createBilling(config, database.db, plans);
+  const api = await buildApi({ config, log, database, metrics, billing, plans, identity: options.identity });
   await api.ready();
-  bound.api = api;
   return { api, billing };
 }
 
@@ -136,6 +105,8 @@ export async function assembleApi(
 export type EdgePlatform = Omit<Platform, 'worker'>;
 
 export async function createEdgePlatform(config: Config, log: Logger): Promise<EdgePlatform> {
+  // Before anything starts: this process would serve the checkout's Pay button.
+  assertBillingModeAllowed(config);
   // As the forwarding edge: migrations only when a numbered one is pending, so an edge on a current
   // database loads no migration code (graphile-worker's runner updates its own schema when a worker starts).
   const database = await openCheckedDatabase(config, log, { migrate: 'when-behind' });

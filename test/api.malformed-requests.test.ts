@@ -17,7 +17,7 @@ let testDb: TestDatabase;
 /** The API before `ready()`, so this file can add routes that exercise the error handler. */
 async function unreadyApi(db: DatabaseHandle): Promise<ApiServer> {
   const config = testConfig();
-  const billing = await createBilling(config, db.db, [], () => Promise.resolve());
+  const billing = await createBilling(config, db.db, []);
   const database = { ...db, mode: 'external' as const };
   return buildApi({
     config,
@@ -25,7 +25,6 @@ async function unreadyApi(db: DatabaseHandle): Promise<ApiServer> {
     database,
     metrics: createMetrics(),
     billing,
-    onStripeEvent: () => Promise.resolve(),
     plans: [],
   });
 }

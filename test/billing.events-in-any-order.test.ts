@@ -2,7 +2,9 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { ApiServer } from '../src/api/server.ts';
 import type { LocalBilling } from '../src/billing/local.ts';
 import { newId } from '../src/core/ids.ts';
+import type { Runner } from 'graphile-worker';
 import { testApi } from './support/api.ts';
+import { startBillingWorker } from './support/billing-worker.ts';
 import { countRows, createTestDatabase, type TestDatabase } from './support/db.ts';
 import { checkoutCompleted, invoiceEvent, shuffle, signed, subscriptionEvent } from './support/stripe.ts';
 
@@ -11,6 +13,7 @@ let api: ApiServer;
 let local: LocalBilling;
 let secret: string;
 let tenantId: string;
+let worker: Runner;
 
 beforeAll(async () => {
   testDb = await createTestDatabase();
@@ -18,8 +21,10 @@ beforeAll(async () => {
   api = built.api;
   local = built.billing.local!;
   secret = built.billing.webhookSecret;
+  worker = await startBillingWorker(built.config, testDb);
 });
 afterAll(async () => {
+  await worker.stop();
   await api.close();
   await testDb.drop();
 });
@@ -42,7 +47,7 @@ async function tenant() {
   return rows[0]!;
 }
 
-/** Wait until every stored event has been processed (processing runs after the webhook answers). */
+/** Wait until every stored event has been processed (a worker processes them after the webhook answers). */
 async function settled() {
   for (let i = 0; i < 200; i++) {
     if ((await countRows(testDb, 'SELECT 1 FROM inbox WHERE processed_at IS NULL')) === 0) return;
@@ -75,7 +80,7 @@ async function paidActiveTenant(): Promise<string> {
 }
 
 describe('Stripe events, delivered at least once and in any order', () => {
-  it('local billing checkout → Pay moves the tenant to provisioning through the same webhook', async () => {
+  it('local billing checkout → Pay moves the tenant to provisioning through the same inbox', async () => {
     const session = await local.createCheckout({
       tenantId,
       customerEmail: 'owner@acme.test',

@@ -39,6 +39,22 @@ describe('POST /webhooks/stripe', () => {
     expect(again.json()).toEqual({ received: true, duplicate: true });
     const { rows } = await testDb.pool.query('SELECT id, type FROM inbox WHERE id = $1', [event.id]);
     expect(rows).toEqual([{ id: event.id, type: 'checkout.session.completed' }]);
+    // Stored with the one job that processes it; this process (an API, an edge) processes nothing itself.
+    const jobs = await testDb.pool.query(
+      'SELECT task_identifier, attempts FROM graphile_worker.jobs WHERE key = $1',
+      [`inbox:${event.id}`],
+    );
+    expect(jobs.rows).toEqual([{ task_identifier: 'inbox', attempts: 0 }]);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(
+      await countRows(testDb, 'SELECT 1 FROM inbox WHERE id = $1 AND processed_at IS NULL', [event.id]),
+    ).toBe(1);
+  });
+
+  it('accepts a signature a little ahead of this clock (within the tolerance)', async () => {
+    const event = checkoutCompleted(TENANT, 'sub_localahead');
+    const res = await api.inject(signed(event, secret, Math.floor(Date.now() / 1000) + 200));
+    expect(res.json()).toEqual({ received: true, duplicate: false });
   });
 
   it.each([
@@ -91,6 +107,42 @@ describe('POST /webhooks/stripe', () => {
       () => signed({ id: 'cus_123', object: 'customer' }, secret),
       /not a Stripe event|no id/,
     ],
+    [
+      'a signature dated 301 s in the future',
+      () => signed(checkoutCompleted(TENANT, 'sub_x'), secret, Math.floor(Date.now() / 1000) + 301),
+      /^Stripe-Signature timestamp is more than 300 s in the future/,
+    ],
+    [
+      'a signature dated days in the future',
+      () => signed(checkoutCompleted(TENANT, 'sub_x'), secret, Math.floor(Date.now() / 1000) + 3 * 86_400),
+      /in the future/,
+    ],
+    [
+      'a signed body nested 20,000 levels deep',
+      () => {
+        const event = checkoutCompleted(TENANT, 'sub_x');
+        const payload = JSON.stringify(event).replace(
+          '"livemode":false',
+          `"livemode":false,"deep":${'['.repeat(20_000)}${']'.repeat(20_000)}`,
+        );
+        const { signature } = signPayload(payload, secret);
+        return {
+          ...signed(event, secret),
+          payload,
+          headers: { ...signed(event, secret).headers, 'stripe-signature': signature },
+        };
+      },
+      /^event body is nested deeper than 64 levels$/,
+    ],
+    [
+      'a NUL in a string of a signed event',
+      () => {
+        const event = checkoutCompleted(TENANT, 'sub_x') as { data: { object: Record<string, unknown> } };
+        event.data.object.customer_email = 'a\u0000@example.com';
+        return signed(event, secret);
+      },
+      /^event\.data\.object\.customer_email: contains the control character U\+0000$/,
+    ],
   ])('refuses %s with a 400 and stores nothing', async (_label, request, message) => {
     const before = await inboxCount();
     const res = await api.inject(request());
@@ -108,7 +160,7 @@ describe('POST /webhooks/stripe', () => {
   });
 });
 
-describe('signPayload (local billing mode signs its events itself)', () => {
+describe('signPayload (how tests and tools sign events as Stripe does)', () => {
   it('makes the header the Stripe SDK makes, which the SDK verifies', () => {
     const payload = JSON.stringify(checkoutCompleted(TENANT, 'sub_sig'));
     const timestamp = 1_764_000_000;

@@ -60,6 +60,34 @@ describe('configuration', () => {
     );
   });
 
+  it('picks the billing mode: stripe with a Stripe key, local without, AIQSO_BILLING when set', () => {
+    const stripe = { STRIPE_SECRET_KEY: 'sk_test_abc', STRIPE_WEBHOOK_SECRET: 'whsec_abc' };
+    expect(load({}).billing).toEqual({ mode: 'local', explicit: false });
+    expect(load(stripe).billing).toEqual({ mode: 'stripe', explicit: false });
+    expect(load({ ...stripe, AIQSO_BILLING: 'local' }).billing).toEqual({ mode: 'local', explicit: true });
+    expect(load({ AIQSO_BILLING: 'local' }).billing).toEqual({ mode: 'local', explicit: true });
+    expect(errorOf({ AIQSO_BILLING: 'stripe' })).toBe(
+      'STRIPE_SECRET_KEY: required when AIQSO_BILLING=stripe, got nothing',
+    );
+    expect(errorOf({ AIQSO_BILLING: 'free' })).toBe(
+      'AIQSO_BILLING: expected local (simulated payments) or stripe, got "free"',
+    );
+  });
+
+  it('bounds signups: the hourly limit per address and the hours an unpaid signup is kept', () => {
+    expect(load({})).toMatchObject({ signupRatePerIp: 10, pendingSignupHours: 24 });
+    expect(load({ AIQSO_SIGNUP_RATE_IP: '0', AIQSO_PENDING_SIGNUP_HOURS: '2' })).toMatchObject({
+      signupRatePerIp: 0,
+      pendingSignupHours: 2,
+    });
+    expect(errorOf({ AIQSO_SIGNUP_RATE_IP: '-1' })).toMatch(
+      /^AIQSO_SIGNUP_RATE_IP: expected signups per hour/,
+    );
+    expect(errorOf({ AIQSO_PENDING_SIGNUP_HOURS: '0' })).toBe(
+      'AIQSO_PENDING_SIGNUP_HOURS: expected at least 1 hour, got "0"',
+    );
+  });
+
   it('requires variables that only make sense together', () => {
     expect(errorOf({ AIQSO_HTTPS_PORT: '8443' })).toBe(
       'AIQSO_TLS_CERT: required when AIQSO_HTTPS_PORT is set, got nothing',

@@ -55,8 +55,8 @@ afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
 const message = {
   key: 'welcome:ten_1',
-  from: 'AIQSO <noreply@aiqso.test>',
-  to: ['owner@acme.test'],
+  from: { name: 'AIQSO', address: 'noreply@aiqso.test' },
+  to: [{ address: 'owner@acme.test' }],
   subject: 'Welcome',
   text: 'Your workspace is ready.',
 };

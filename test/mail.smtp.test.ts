@@ -15,8 +15,8 @@ afterAll(() => sink.close());
 
 const message = {
   key: 'welcome:ten_01jdsmtp',
-  from: 'AIQSO <noreply@aiqso.test>',
-  to: ['owner@acme.test'],
+  from: { name: 'AIQSO', address: 'noreply@aiqso.test' },
+  to: [{ address: 'owner@acme.test' }],
   subject: 'Welcome to Acme',
   text: 'Your workspace is ready.',
 };
@@ -38,7 +38,7 @@ describe('SMTP mail driver, against a real SMTP server', () => {
 
   it('reports a refused recipient as a dependency failure', async () => {
     const mailer = smtpMailer(`smtp://127.0.0.1:${port}`, 'aiqso.test');
-    await expect(mailer.send({ ...message, to: ['nobody@refused.test'] })).rejects.toThrow(
+    await expect(mailer.send({ ...message, to: [{ address: 'nobody@refused.test' }] })).rejects.toThrow(
       /SMTP server refused the message: .*mailbox unavailable/,
     );
     mailer.close();

@@ -1,17 +1,23 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ErrorBody } from '../src/api/errors.ts';
 import type { ApiServer } from '../src/api/server.ts';
+import type { Runner } from 'graphile-worker';
 import { testApi } from './support/api.ts';
+import { startBillingWorker } from './support/billing-worker.ts';
 import { countRows, createTestDatabase, type TestDatabase } from './support/db.ts';
 
 let testDb: TestDatabase;
 let api: ApiServer;
+let worker: Runner;
 
 beforeAll(async () => {
   testDb = await createTestDatabase();
-  ({ api } = await testApi(testDb));
+  const built = await testApi(testDb);
+  api = built.api;
+  worker = await startBillingWorker(built.config, testDb);
 });
 afterAll(async () => {
+  await worker.stop();
   await api.close();
   await testDb.drop();
 });
@@ -87,6 +93,32 @@ describe('POST /api/v1/signup', () => {
     const res = await post(body(over));
     expect(res.statusCode).toBe(status);
     expect(errorOf(res).message).toContain(message);
+  });
+
+  it.each([
+    ['a list of addresses', { email: 'owner@acme.test, spy@evil.test' }, 'email: expected one address'],
+    [
+      'an address with a Bcc header after it',
+      { email: 'owner@acme.test\r\nBcc: spy@evil.test' },
+      'email: expected one address',
+    ],
+    ['an address with a display name', { email: 'Owner <owner@acme.test>' }, 'email: expected one address'],
+    ['an address with a quoted part', { email: '"owner x"@acme.test' }, 'email: expected one address'],
+    ['no domain', { email: 'owner@' }, 'email: expected one address'],
+    ['a domain that is not a name', { email: 'owner@acme..test' }, 'email: has no valid domain'],
+    ['a company name of two lines', { company: 'Acme\r\nBcc: spy@evil.test' }, 'company: must be one line'],
+  ])('refuses %s with a 400 naming the field, and stores nothing', async (_label, over, message) => {
+    const tenants = await countRows(testDb, 'SELECT 1 FROM tenants');
+    const res = await post(body({ slug: 'relay', ...over }));
+    expect(res.statusCode).toBe(400);
+    expect(errorOf(res).message).toContain(message);
+    expect(await countRows(testDb, 'SELECT 1 FROM tenants')).toBe(tenants);
+    expect(await countRows(testDb, "SELECT 1 FROM users WHERE email LIKE '%evil%'")).toBe(0);
+  });
+
+  it('accepts an address at localhost only because this platform is on localhost', async () => {
+    const res = await post(body({ slug: 'local-owner', email: 'owner@localhost' }));
+    expect(res.statusCode).toBe(201);
   });
 
   it('refuses wrong types and missing fields with 400 naming the field', async () => {

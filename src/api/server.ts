@@ -12,6 +12,7 @@ import type { Logger } from '../observability/logger.ts';
 import { withLogContext } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { installErrorHandling } from './errors.ts';
+import { installInputGuard } from './input-guard.ts';
 
 export interface ApiOptions {
   logger: Logger;
@@ -65,6 +66,8 @@ export async function createApi(options: ApiOptions) {
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandling(app);
+  // Registered before any other hook, so that authentication and every route see only sane text.
+  installInputGuard(app);
 
   app.addHook('onRequest', (request, reply, done) => {
     void reply.header('x-request-id', request.id);

@@ -1,27 +1,15 @@
-import { sql } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import type { BillingPort, CheckoutRequest, CheckoutSession, SubscriptionState } from '../core/billing.ts';
 import { DomainError } from '../core/errors.ts';
 import type { Database } from '../db/database.ts';
+import type { DB } from '../db/tables.ts';
 import { subscriptionObject, toSubscriptionState } from './events.ts';
-import {
-  localId,
-  nowSeconds,
-  signPayload,
-  stripeEvent,
-  stripeObject,
-  type SignedPayload,
-} from './stripe-objects.ts';
-
-/** Hands a signed event to the platform's own `POST /webhooks/stripe`. */
-export type WebhookDelivery = (signed: SignedPayload) => Promise<void>;
+import { localId, nowSeconds, stripeEvent, stripeObject } from './stripe-objects.ts';
+import { writeStripeEvent } from './webhook.ts';
 
 export interface LocalBillingOptions {
   db: Database;
   publicUrl: string;
-  webhookSecret: string;
-  deliver: WebhookDelivery;
-  /** Monthly price shown on the local checkout page, in cents. */
-  priceCents?: number;
 }
 
 interface SessionData {
@@ -37,8 +25,10 @@ interface SessionData {
 
 /**
  * Local billing mode: what Stripe would do, kept in `local_billing_objects`.
- * Paying, failing a payment or cancelling sends the same signed events Stripe
- * sends, through the same webhook.
+ * Paying, failing a payment or cancelling makes the same events Stripe sends
+ * and writes them into the inbox in the transaction that changes the objects,
+ * so a crash never leaves a change without its events (nor events without the
+ * change); the workers process them like Stripe's.
  */
 export class LocalBilling implements BillingPort {
   readonly mode = 'local' as const;
@@ -72,13 +62,14 @@ export class LocalBilling implements BillingPort {
   }
 
   /**
-   * Complete a checkout: create the customer and an active subscription, then
-   * send checkout.session.completed, customer.subscription.created and
-   * invoice.paid. Paying twice sends nothing new.
+   * Complete a checkout: create the customer and an active subscription, and
+   * with them checkout.session.completed, customer.subscription.created and
+   * invoice.paid, in one transaction. Paying again sends nothing new: the
+   * events of the first Pay are already in the inbox.
    */
   async pay(sessionId: string): Promise<{ successUrl: string }> {
     const { db } = this.options;
-    const result = await db.transaction().execute(async (trx) => {
+    const session = await db.transaction().execute(async (trx) => {
       const row = await trx
         .selectFrom('local_billing_objects')
         .select('data')
@@ -88,7 +79,7 @@ export class LocalBilling implements BillingPort {
         .executeTakeFirst();
       if (!row) throw new DomainError('not_found', `no checkout session ${sessionId}`);
       const session = row.data as unknown as SessionData;
-      if (session.status === 'complete') return { session, events: [] };
+      if (session.status === 'complete') return session;
       const customer = localId('cus');
       const subscription = localId('sub');
       const periodEnd = nowSeconds() + 30 * 86_400;
@@ -141,57 +132,55 @@ export class LocalBilling implements BillingPort {
         cancel_url: session.cancel_url,
         url: null,
       });
-      const events = [
-        stripeEvent('checkout.session.completed', checkout),
-        stripeEvent('customer.subscription.created', sub),
+      await writeStripeEvent(trx, stripeEvent('checkout.session.completed', checkout));
+      await writeStripeEvent(trx, stripeEvent('customer.subscription.created', sub));
+      await writeStripeEvent(
+        trx,
         stripeEvent(
           'invoice.paid',
           this.invoice(customer, subscription, { status: 'paid', attempt_count: 1 }),
         ),
-      ];
-      return { session, events };
+      );
+      return session;
     });
-    for (const event of result.events) await this.send(event);
-    return { successUrl: result.session.success_url };
+    return { successUrl: session.success_url };
   }
 
   /** A failed renewal payment on which Stripe has given up retrying (dunning exhausted). */
   async failPayment(subscriptionId: string): Promise<void> {
-    const state = await this.updateSubscription(subscriptionId, { status: 'unpaid' });
-    await this.send(
-      stripeEvent(
-        'invoice.payment_failed',
-        this.invoice(state.customerId, subscriptionId, {
-          status: 'open',
-          attempt_count: 4,
-          next_payment_attempt: null,
-        }),
-      ),
-    );
+    await this.options.db.transaction().execute(async (trx) => {
+      const state = await this.updateSubscription(trx, subscriptionId, { status: 'unpaid' });
+      const invoice = this.invoice(state.customerId, subscriptionId, {
+        status: 'open',
+        attempt_count: 4,
+        next_payment_attempt: null,
+      });
+      await writeStripeEvent(trx, stripeEvent('invoice.payment_failed', invoice));
+    });
   }
 
   /** A successful payment of the outstanding invoice. */
   async recoverPayment(subscriptionId: string): Promise<void> {
-    const state = await this.updateSubscription(subscriptionId, { status: 'active' });
-    await this.send(
-      stripeEvent(
-        'invoice.paid',
-        this.invoice(state.customerId, subscriptionId, { status: 'paid', attempt_count: 1 }),
-      ),
-    );
+    await this.options.db.transaction().execute(async (trx) => {
+      const state = await this.updateSubscription(trx, subscriptionId, { status: 'active' });
+      const invoice = this.invoice(state.customerId, subscriptionId, { status: 'paid', attempt_count: 1 });
+      await writeStripeEvent(trx, stripeEvent('invoice.paid', invoice));
+    });
   }
 
   async getSubscription(id: string): Promise<SubscriptionState | undefined> {
-    const data = await this.findSubscription(id);
+    const data = await this.findSubscription(this.options.db, id);
     return data ? toSubscriptionState(subscriptionObject.parse(data)) : undefined;
   }
 
   async cancelSubscription(id: string): Promise<void> {
-    const raw = await this.rawSubscription(id);
-    if (raw.status === 'canceled') return;
-    const updated = { ...raw, status: 'canceled', canceled_at: nowSeconds(), ended_at: nowSeconds() };
-    await this.store(id, updated);
-    await this.send(stripeEvent('customer.subscription.deleted', updated));
+    await this.options.db.transaction().execute(async (trx) => {
+      const raw = await this.rawSubscription(trx, id);
+      if (raw.status === 'canceled') return;
+      const updated = { ...raw, status: 'canceled', canceled_at: nowSeconds(), ended_at: nowSeconds() };
+      await this.store(trx, id, updated);
+      await writeStripeEvent(trx, stripeEvent('customer.subscription.deleted', updated));
+    });
   }
 
   private invoice(customer: string | null, subscription: string, fields: Record<string, unknown>) {
@@ -209,38 +198,43 @@ export class LocalBilling implements BillingPort {
     });
   }
 
-  private async findSubscription(id: string): Promise<Record<string, unknown> | undefined> {
-    const row = await this.options.db
+  private async findSubscription(
+    db: Kysely<DB>,
+    id: string,
+    lock = false,
+  ): Promise<Record<string, unknown> | undefined> {
+    const row = await db
       .selectFrom('local_billing_objects')
       .select('data')
       .where('id', '=', id)
       .where('kind', '=', 'subscription')
+      .$if(lock, (q) => q.forUpdate())
       .executeTakeFirst();
     return row?.data;
   }
 
-  private async rawSubscription(id: string): Promise<Record<string, unknown>> {
-    const data = await this.findSubscription(id);
+  private async rawSubscription(trx: Kysely<DB>, id: string): Promise<Record<string, unknown>> {
+    const data = await this.findSubscription(trx, id, true);
     if (!data) throw new DomainError('not_found', `no subscription ${id}`);
     return data;
   }
 
-  private async updateSubscription(id: string, fields: Record<string, unknown>): Promise<SubscriptionState> {
-    const updated = { ...(await this.rawSubscription(id)), ...fields };
-    await this.store(id, updated);
-    await this.send(stripeEvent('customer.subscription.updated', updated));
+  private async updateSubscription(
+    trx: Kysely<DB>,
+    id: string,
+    fields: Record<string, unknown>,
+  ): Promise<SubscriptionState> {
+    const updated = { ...(await this.rawSubscription(trx, id)), ...fields };
+    await this.store(trx, id, updated);
+    await writeStripeEvent(trx, stripeEvent('customer.subscription.updated', updated));
     return toSubscriptionState(subscriptionObject.parse(updated));
   }
 
-  private async store(id: string, data: Record<string, unknown>): Promise<void> {
-    await this.options.db
+  private async store(trx: Kysely<DB>, id: string, data: Record<string, unknown>): Promise<void> {
+    await trx
       .updateTable('local_billing_objects')
       .set({ data: JSON.stringify(data), updated_at: sql`now()` })
       .where('id', '=', id)
       .execute();
-  }
-
-  private send(event: object): Promise<void> {
-    return this.options.deliver(signPayload(JSON.stringify(event), this.options.webhookSecret));
   }
 }

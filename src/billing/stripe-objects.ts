@@ -4,8 +4,9 @@ import { monotonicFactory } from 'ulid';
 
 /**
  * Stripe-format objects and signed events, built on Stripe's published
- * fixtures so they carry every field real ones do. Local billing mode sends
- * these to the platform's own webhook; so do the tests, as Stripe would.
+ * fixtures so they carry every field real ones do. Local billing mode writes
+ * these into the inbox; tests also sign them and send them to the webhook, as
+ * Stripe would.
  */
 const shapes = createRequire(import.meta.url)('./stripe-shapes.json') as Record<
   string,
@@ -43,8 +44,8 @@ export interface SignedPayload {
  * Sign a payload exactly as Stripe does: `t=<unix seconds>,v1=<hex HMAC-SHA256
  * of "<t>.<payload>" keyed by the webhook secret>` (what the SDK's
  * `webhooks.generateTestHeaderString` makes; a test checks the two agree).
- * Done here rather than by the SDK so that local billing mode does not load
- * it. `timestamp` lets tests make stale events.
+ * Done here rather than by the SDK so that signing does not load it.
+ * `timestamp` lets tests make stale and future-dated events.
  */
 export function signPayload(payload: string, secret: string, timestamp = nowSeconds()): SignedPayload {
   const v1 = createHmac('sha256', secret).update(`${timestamp}.${payload}`, 'utf8').digest('hex');

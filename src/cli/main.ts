@@ -11,6 +11,7 @@ const commands = {
   certs: () => import('./commands/certs.ts'),
   doctor: () => import('./commands/doctor.ts'),
   edge: () => import('./commands/edge.ts'),
+  services: () => import('./commands/services.ts'),
   tenants: () => import('./commands/tenants.ts'),
   up: () => import('./commands/up.ts'),
   worker: () => import('./commands/worker.ts'),
@@ -157,6 +158,25 @@ export function buildProgram(): Command {
     .action(
       action(async (slug: string, options: { now?: boolean; json?: boolean }) =>
         (await commands.tenants()).tenantsPurge(commandContext({ quiet: true }), slug, options),
+      ),
+    );
+
+  const services = program
+    .command('services')
+    .description("act on a tenant's services")
+    .addHelpText(
+      'after',
+      '\nExit codes: 0 done, 1 the platform failed, 2 refused (the service has not failed, or the plan is full), 3 no such tenant or service.',
+    );
+  services
+    .command('retry <tenant> <service>')
+    .description(
+      'deploy a failed service of a tenant (slug or id) again: its steps run again from the start, as an operator retry',
+    )
+    .option('--json', 'print the service as JSON')
+    .action(
+      action(async (tenant: string, service: string, options: { json?: boolean }) =>
+        (await commands.services()).servicesRetry(commandContext({ quiet: true }), tenant, service, options),
       ),
     );
 

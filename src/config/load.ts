@@ -20,6 +20,12 @@ export interface Config {
   driver: RawConfig['AIQSO_DRIVER'];
   edge: RawConfig['AIQSO_EDGE'];
   stripe: { secretKey?: string; webhookSecret?: string };
+  /**
+   * Stripe, or local billing mode (simulated payments: its Pay button
+   * activates any tenant for free). `explicit` says whether AIQSO_BILLING
+   * chose it; only then may local mode serve a base domain other than localhost.
+   */
+  billing: { mode: 'local' | 'stripe'; explicit: boolean };
   smtpUrl?: string;
   admin: { email?: string; password?: string };
   masterKey?: string;
@@ -41,6 +47,10 @@ export interface Config {
   listmonkUrl?: string;
   ollamaUrl?: string;
   graceDays: number;
+  /** Unpaid signups older than this many hours are removed, freeing their slug and email. */
+  pendingSignupHours: number;
+  /** Signups that create a tenant, per client address and hour; 0 turns the limit off. */
+  signupRatePerIp: number;
   /** Hours an unsubscribed service's stopped container and database are kept before they are destroyed. */
   serviceGraceHours: number;
   /** Service templates directory; unset means the catalog shipped with the platform. */
@@ -170,6 +180,9 @@ function toConfig(raw: RawConfig, cwd: string, env: Source): Config {
   if (raw.AIQSO_DRIVER === 'proxmox' && !hasProxmox) {
     throw new ConfigError('PROXMOX_URL: required when AIQSO_DRIVER=proxmox, got nothing');
   }
+  if (raw.AIQSO_BILLING === 'stripe' && !raw.STRIPE_SECRET_KEY) {
+    throw new ConfigError('STRIPE_SECRET_KEY: required when AIQSO_BILLING=stripe, got nothing');
+  }
   if (raw.STRIPE_SECRET_KEY && !raw.STRIPE_WEBHOOK_SECRET) {
     throw new ConfigError('STRIPE_WEBHOOK_SECRET: required when STRIPE_SECRET_KEY is set, got nothing');
   }
@@ -192,6 +205,10 @@ function toConfig(raw: RawConfig, cwd: string, env: Source): Config {
     driver: raw.AIQSO_DRIVER,
     edge: raw.AIQSO_EDGE,
     stripe: { secretKey: raw.STRIPE_SECRET_KEY, webhookSecret: raw.STRIPE_WEBHOOK_SECRET },
+    billing: {
+      mode: raw.AIQSO_BILLING ?? (raw.STRIPE_SECRET_KEY ? 'stripe' : 'local'),
+      explicit: raw.AIQSO_BILLING !== undefined,
+    },
     smtpUrl: raw.SMTP_URL,
     admin: { email: raw.AIQSO_ADMIN_EMAIL, password: raw.AIQSO_ADMIN_PASSWORD },
     masterKey: raw.AIQSO_MASTER_KEY,
@@ -214,6 +231,8 @@ function toConfig(raw: RawConfig, cwd: string, env: Source): Config {
     listmonkUrl: raw.LISTMONK_URL,
     ollamaUrl: raw.OLLAMA_URL,
     graceDays: raw.AIQSO_GRACE_DAYS,
+    pendingSignupHours: raw.AIQSO_PENDING_SIGNUP_HOURS,
+    signupRatePerIp: raw.AIQSO_SIGNUP_RATE_IP,
     serviceGraceHours: raw.AIQSO_SERVICE_GRACE_HOURS,
     catalogDir: raw.AIQSO_CATALOG_DIR ? path.resolve(cwd, raw.AIQSO_CATALOG_DIR) : undefined,
     resyncSeconds: raw.AIQSO_RESYNC_SECONDS,

@@ -52,6 +52,9 @@ export const configSchema = z.object({
     .enum(['process', 'lxc', 'proxmox'], { error: 'expected process, lxc or proxmox' })
     .default('process'),
   AIQSO_EDGE: z.enum(['builtin', 'nginx'], { error: 'expected builtin or nginx' }).default('builtin'),
+  AIQSO_BILLING: z
+    .enum(['local', 'stripe'], { error: 'expected local (simulated payments) or stripe' })
+    .optional(),
   STRIPE_SECRET_KEY: z
     .string()
     .regex(/^(sk|rk)_(test|live)_\w+$/, 'expected a Stripe secret key (sk_test_… or sk_live_…)')
@@ -117,6 +120,15 @@ export const configSchema = z.object({
     .number({ error: 'expected a number of days' })
     .min(0, 'expected a number of days ≥ 0')
     .default(90),
+  AIQSO_PENDING_SIGNUP_HOURS: z.coerce
+    .number({ error: 'expected a number of hours' })
+    .min(1, 'expected at least 1 hour')
+    .default(24),
+  AIQSO_SIGNUP_RATE_IP: z.coerce
+    .number({ error: 'expected signups per hour (0 turns the limit off)' })
+    .int('expected whole signups per hour')
+    .min(0, 'expected signups per hour (0 turns the limit off)')
+    .default(10),
   AIQSO_SERVICE_GRACE_HOURS: z.coerce
     .number({ error: 'expected a number of hours' })
     .min(0, 'expected a number of hours ≥ 0')

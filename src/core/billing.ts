@@ -1,8 +1,9 @@
 /**
  * The billing port: how the platform takes payment. `src/billing/stripe.ts`
- * talks to Stripe; `src/billing/local.ts` is local billing mode (no Stripe
- * key): a checkout page whose Pay button sends the same Stripe-format,
- * signed events to the same webhook, so one code path serves both.
+ * talks to Stripe; `src/billing/local.ts` is local billing mode
+ * (AIQSO_BILLING=local): a checkout page whose Pay button writes the same
+ * Stripe-format events into the same inbox the webhook fills, so one code
+ * path processes both.
  */
 
 export interface CheckoutRequest {

@@ -1,8 +1,20 @@
 /**
  * The mail port. Drivers: `mail/files` (one .eml per message in
- * `<data>/mail/`); SMTP and Listmonk come later. Core code builds a
+ * `<data>/mail/`), `mail/smtp`, `mail/listmonk`. Core code builds a
  * `MailMessage` and never asks which driver sends it.
  */
+
+/**
+ * One mailbox, as structured fields: drivers hand these to the mail library,
+ * which writes the headers. Never a string to be parsed, so an address can
+ * never turn into a list of recipients or an extra header.
+ */
+export interface MailAddress {
+  /** Display name (the library encodes it). */
+  name?: string;
+  address: string;
+}
+
 export interface MailMessage {
   /**
    * The outbox key the message is sent for. Drivers derive the Message-ID from
@@ -10,8 +22,8 @@ export interface MailMessage {
    * driver writes it once; receivers can de-duplicate SMTP redeliveries).
    */
   key: string;
-  from: string;
-  to: string[];
+  from: MailAddress;
+  to: MailAddress[];
   subject: string;
   text: string;
   html?: string;

@@ -1,10 +1,12 @@
 import type { BillingPort } from '../core/billing.ts';
 import { DomainError } from '../core/errors.ts';
 import { newId } from '../core/ids.ts';
+import { mailboxProblem } from '../core/mailbox.ts';
 import { assertValidSlug } from '../core/tenants.ts';
 import type { Plan } from '../catalog/plans.ts';
 import type { Database } from '../db/database.ts';
 import { checkPassword, hashPassword, normaliseEmail, verifyPassword } from '../identity/passwords.ts';
+import type { SignupLimiter } from './signup-limit.ts';
 
 export interface SignupInput {
   company: string;
@@ -25,6 +27,10 @@ export interface SignupDeps {
   billing: BillingPort;
   plans: Plan[];
   publicUrl: string;
+  /** Decides which email domains are real: only a `localhost` platform accepts `name@localhost`. */
+  baseDomain: string;
+  /** New tenants per client address and hour; none means no limit. */
+  limiter?: SignupLimiter;
 }
 
 const fieldError = (
@@ -57,14 +63,19 @@ async function resumePending(db: Database, slug: string, email: string, password
 /**
  * Create a tenant waiting for payment and its owner, then a checkout for its
  * plan. Errors name the field: an invalid or reserved slug, a taken slug or
- * email, a weak password, an unknown plan.
+ * email, an email that is not one mailbox, a weak password, an unknown plan.
+ * A new tenant counts against its client address's hourly signups.
  */
-export async function signup(deps: SignupDeps, input: SignupInput): Promise<SignupResult> {
+export async function signup(deps: SignupDeps, input: SignupInput, sourceIp: string): Promise<SignupResult> {
   const company = input.company.trim();
   if (!company) throw fieldError('company', 'is required');
+  // It becomes the welcome mail's subject and the dashboard's title: one line.
+  if (/[\r\n]/.test(company)) throw fieldError('company', 'must be one line');
   const slug = input.slug.trim();
   assertValidSlug(slug);
   const email = normaliseEmail(input.email);
+  const notOne = mailboxProblem(email, { dotlessDomain: deps.baseDomain === 'localhost' });
+  if (notOne) throw fieldError('email', notOne);
   checkPassword(input.password, email);
   const plan = input.plan ?? deps.plans[0]!.key;
   if (!deps.plans.some((p) => p.key === plan)) {
@@ -73,6 +84,7 @@ export async function signup(deps: SignupDeps, input: SignupInput): Promise<Sign
 
   let created = await resumePending(deps.db, slug, email, input.password);
   if (!created) {
+    await deps.limiter?.admit(sourceIp);
     const tenantId = newId('tenant');
     const ownerId = newId('user');
     const passwordHash = await hashPassword(input.password);

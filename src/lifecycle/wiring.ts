@@ -16,8 +16,14 @@ import { createComputeDriver } from '../compute/index.ts';
 import type { MasterDatabase } from '../db/connect.ts';
 import type { Logger } from '../observability/logger.ts';
 import { REPO_ROOT } from '../catalog/load.ts';
+import { loadPlans, PLANS_FILE } from '../catalog/plans.ts';
+import type { BillingPort } from '../core/billing.ts';
+import { createBillingPort } from '../billing/index.ts';
+import { processBillingEvent } from '../billing/process.ts';
+import { tenantBillingEffect } from './billing-effect.ts';
 import { certificateRenewalHandler } from '../edge/renewal.ts';
 import { dashboardCredentials } from './dashboard-credential.ts';
+import { expirePendingSignups } from './pending-signups.ts';
 import { purgeDue } from './purge.ts';
 import { tenantReconciler } from './tenant-reconciler.ts';
 import { tenantServiceReconciler } from '../services/reconciler.ts';
@@ -47,6 +53,9 @@ export function registerLifecycle(
   const serviceSecrets = tenantServiceSecrets(db, box);
   parts.scheduleHandlers.purge = async () => {
     await purgeDue(db);
+  };
+  parts.scheduleHandlers['pending-signups'] = async () => {
+    await expirePendingSignups(db, config.pendingSignupHours);
   };
   parts.registry.register(
     tenantReconciler({
@@ -84,6 +93,20 @@ export function registerLifecycle(
   );
 }
 
+/** Process stored Stripe events (Stripe's, or local billing mode's): each one's tenant transition and its effects. */
+export function registerBilling(
+  parts: OrchestratorParts,
+  deps: { config: Config; db: Database; billing: BillingPort; log: Logger },
+): void {
+  parts.inboxHandlers.stripe = async (eventId) => {
+    const result = await processBillingEvent(
+      { db: deps.db, billing: deps.billing, graceDays: deps.config.graceDays, onAction: tenantBillingEffect },
+      eventId,
+    );
+    deps.log.info({ eventId, tenantId: result.tenantId, action: result.action }, 'stripe event processed');
+  };
+}
+
 /**
  * One process's orchestrator worker with every reconciler the platform has,
  * driving the configured compute driver. `stop()` stops the worker and
@@ -104,6 +127,8 @@ export async function startPlatformWorker(config: Config, log: Logger, database:
       reach,
       master: { pool: database.pool, url: database.url },
     });
+    const billing = await createBillingPort(config, database.db, loadPlans(PLANS_FILE));
+    registerBilling(parts, { config, db: database.db, billing, log });
     parts.scheduleHandlers.certificates = certificateRenewalHandler(
       config,
       database.db,

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, rename, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import MailComposer from 'nodemailer/lib/mail-composer/index.js';
-import type { Mailer, MailMessage } from '../core/mail.ts';
+import type { MailAddress, Mailer, MailMessage } from '../core/mail.ts';
 
 /** File name for an outbox key: readable, safe on any filesystem, unique per key. */
 export function mailFileName(key: string): string {
@@ -16,10 +16,14 @@ export function messageIdFor(key: string, domain: string): string {
   return `<${createHash('sha256').update(key).digest('hex').slice(0, 32)}@${domain}>`;
 }
 
+/** Address objects for nodemailer (copies: it normalises what it is given in place). */
+export const mailboxes = (list: MailAddress[]) =>
+  list.map((a) => ({ name: a.name ?? '', address: a.address }));
+
 function compose(message: MailMessage, messageId: string): Promise<Buffer> {
   const composer = new MailComposer({
-    from: message.from,
-    to: message.to,
+    from: mailboxes([message.from])[0],
+    to: mailboxes(message.to),
     subject: message.subject,
     text: message.text,
     html: message.html,

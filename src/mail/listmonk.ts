@@ -20,15 +20,18 @@ export function listmonkMailer(listmonkUrl: string): Mailer {
   return {
     transport: 'listmonk',
     async send(message: MailMessage) {
+      const from = message.from.name
+        ? `${message.from.name} <${message.from.address}>`
+        : message.from.address;
       for (const to of message.to) {
         const res = await request(endpoint, {
           method: 'POST',
           headers: { 'content-type': 'application/json', authorization: `token ${user}:${token}` },
           body: JSON.stringify({
-            subscriber_emails: [to],
+            subscriber_emails: [to.address],
             subscriber_mode: 'external',
             template_id: templateId,
-            from_email: message.from,
+            from_email: from,
             subject: message.subject,
             data: { subject: message.subject, body: message.text, key: message.key },
             headers: [{ 'X-AIQSO-Key': message.key }],

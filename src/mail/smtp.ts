@@ -1,7 +1,7 @@
 import nodemailer from 'nodemailer';
 import type { Mailer, MailMessage } from '../core/mail.ts';
 import { DomainError } from '../core/errors.ts';
-import { messageIdFor } from './files.ts';
+import { mailboxes, messageIdFor } from './files.ts';
 
 /**
  * SMTP (SMTP_URL, e.g. `smtps://user:pass@mail.example:465`) through
@@ -17,8 +17,8 @@ export function smtpMailer(smtpUrl: string, domain: string): Mailer & { close():
       const messageId = messageIdFor(message.key, domain);
       try {
         await transport.sendMail({
-          from: message.from,
-          to: message.to,
+          from: mailboxes([message.from])[0],
+          to: mailboxes(message.to),
           subject: message.subject,
           text: message.text,
           html: message.html,

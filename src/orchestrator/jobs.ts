@@ -1,5 +1,6 @@
 import { sql, type Kysely } from 'kysely';
 import type { DB } from '../db/tables.ts';
+import { failingInboxEvents } from './inbox.ts';
 
 export interface JobView {
   id: string;
@@ -26,6 +27,8 @@ export interface WorkView {
   }[];
   /** Side effects that could not be delivered. */
   failedOutbox: { key: string; kind: string; attempts: number; lastError: string | null }[];
+  /** Received events (Stripe's) whose processing failed: still retrying, or given up. */
+  failingInbox: Awaited<ReturnType<typeof failingInboxEvents>>;
   workers: { id: string; hostname: string; pid: number; startedAt: Date }[];
 }
 
@@ -43,7 +46,7 @@ export async function listWork(db: Kysely<DB>): Promise<WorkView> {
     locked_by: string | null;
   }>`SELECT id, task_identifier, key, run_at, attempts, max_attempts, last_error, locked_at, locked_by
        FROM graphile_worker.jobs ORDER BY run_at, id LIMIT 1000`.execute(db);
-  const [failedResources, failedOutbox, workers] = await Promise.all([
+  const [failedResources, failedOutbox, failingInbox, workers] = await Promise.all([
     db
       .selectFrom('resources')
       .select(['kind', 'id', 'last_error', 'failures', 'updated_at'])
@@ -55,6 +58,7 @@ export async function listWork(db: Kysely<DB>): Promise<WorkView> {
       .select(['key', 'kind', 'attempts', 'last_error'])
       .where('status', '=', 'failed')
       .execute(),
+    failingInboxEvents(db),
     db
       .selectFrom('worker_processes')
       .select(['id', 'hostname', 'pid', 'started_at'])
@@ -93,6 +97,7 @@ export async function listWork(db: Kysely<DB>): Promise<WorkView> {
       attempts: o.attempts,
       lastError: o.last_error,
     })),
+    failingInbox,
     workers: workers.map((w) => ({ id: w.id, hostname: w.hostname, pid: w.pid, startedAt: w.started_at })),
   };
 }

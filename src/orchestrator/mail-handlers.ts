@@ -1,7 +1,8 @@
 import type { Transaction } from 'kysely';
 import { DomainError } from '../core/errors.ts';
 import { newId } from '../core/ids.ts';
-import type { Mailer } from '../core/mail.ts';
+import type { MailAddress, Mailer } from '../core/mail.ts';
+import { mailboxProblem } from '../core/mailbox.ts';
 import type { DB } from '../db/tables.ts';
 import type { OutboxHandler, OutboxItem } from './outbox.ts';
 
@@ -56,16 +57,25 @@ async function record(
     .execute();
 }
 
+/** A recipient that is exactly one mailbox; whatever else the text says never reaches a header. */
+function recipient(item: OutboxItem, address: string): MailAddress {
+  // Names without a dot are fine here (admin@localhost): signup decides which domains customers may use.
+  const problem = mailboxProblem(address, { dotlessDomain: true });
+  if (problem) throw new DomainError('validation_failed', `outbox item ${item.key}: recipient ${problem}`);
+  return { address };
+}
+
 /** Sends `email` items through the mail port and records each in `emails`. */
-export function emailHandler(mailer: Mailer, from: string): OutboxHandler {
+export function emailHandler(mailer: Mailer, from: MailAddress): OutboxHandler {
   return async (item, trx) => {
     const to = field(item, 'to');
+    const mailbox = recipient(item, to);
     const subject = field(item, 'subject');
     const text = field(item, 'text');
     const html = typeof item.payload.html === 'string' ? item.payload.html : undefined;
     const template = typeof item.payload.template === 'string' ? item.payload.template : 'message';
     const tenantId = typeof item.payload.tenantId === 'string' ? item.payload.tenantId : null;
-    const { messageId } = await mailer.send({ key: item.key, from, to: [to], subject, text, html });
+    const { messageId } = await mailer.send({ key: item.key, from, to: [mailbox], subject, text, html });
     await record(trx, item, { recipient: to, template, subject, tenantId }, mailer.transport, messageId);
   };
 }
@@ -74,7 +84,7 @@ export function emailHandler(mailer: Mailer, from: string): OutboxHandler {
  * Sends `alert` items to the platform admins (users with role platform_admin,
  * else `fallback`), resolved at delivery time.
  */
-export function alertHandler(mailer: Mailer, from: string, fallback?: string): OutboxHandler {
+export function alertHandler(mailer: Mailer, from: MailAddress, fallback?: string): OutboxHandler {
   return async (item, trx) => {
     const subject = `[aiqso alert] ${field(item, 'subject')}`;
     const text = field(item, 'text');
@@ -86,7 +96,8 @@ export function alertHandler(mailer: Mailer, from: string, fallback?: string): O
     const to = admins.map((a) => a.email);
     if (to.length === 0 && fallback) to.push(fallback);
     if (to.length === 0) throw new DomainError('unavailable', 'no platform admin to send the alert to');
-    const { messageId } = await mailer.send({ key: item.key, from, to, subject, text });
+    const mailboxes = to.map((address) => recipient(item, address));
+    const { messageId } = await mailer.send({ key: item.key, from, to: mailboxes, subject, text });
     await record(
       trx,
       item,

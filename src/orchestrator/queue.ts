@@ -11,6 +11,7 @@ export const TASKS = {
   reconcile: 'reconcile',
   resync: 'resync',
   outbox: 'outbox',
+  inbox: 'inbox',
 } as const;
 
 /** graphile-worker's own retries of a reconcile job; step failures use the orchestrator's policy instead. */
@@ -93,7 +94,7 @@ export async function scheduleResync(db: Kysely<DB>, runAt: Date, preserve = fal
  * Logs and returns the number deleted.
  */
 export async function removeSupersededJobs(db: Kysely<DB>, log: Logger): Promise<number> {
-  const keyed: string[] = [TASKS.reconcile, TASKS.resync, TASKS.outbox];
+  const keyed: string[] = [TASKS.reconcile, TASKS.resync, TASKS.outbox, TASKS.inbox];
   const { rows } = await sql<{ n: number }>`
     SELECT count(*)::int AS n FROM graphile_worker.complete_jobs(array(
       SELECT id FROM graphile_worker.jobs

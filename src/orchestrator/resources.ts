@@ -74,18 +74,21 @@ export async function deleteResource(db: Kysely<DB>, ref: ResourceRef): Promise<
 
 /** Reconcile a `failed` resource again from a clean failure count (an operator's retry). */
 export async function retryResource(db: Kysely<DB>, ref: ResourceRef): Promise<boolean> {
-  return db.transaction().execute(async (trx) => {
-    const row = await trx
-      .updateTable('resources')
-      .set({ failures: 0, phase: 'reconciling', updated_at: sql`now()` })
-      .where('kind', '=', ref.kind)
-      .where('id', '=', ref.id)
-      .where('phase', '=', 'failed')
-      .returning('id')
-      .executeTakeFirst();
-    if (row) await requestReconcile(trx, ref, { reason: 'retry', retry: true });
-    return row !== undefined;
-  });
+  return db.transaction().execute((trx) => retryResourceIn(trx, ref));
+}
+
+/** `retryResource` in the caller's transaction, with the change that makes the retry worth it. */
+export async function retryResourceIn(trx: Kysely<DB>, ref: ResourceRef): Promise<boolean> {
+  const row = await trx
+    .updateTable('resources')
+    .set({ failures: 0, phase: 'reconciling', updated_at: sql`now()` })
+    .where('kind', '=', ref.kind)
+    .where('id', '=', ref.id)
+    .where('phase', '=', 'failed')
+    .returning('id')
+    .executeTakeFirst();
+  if (row) await requestReconcile(trx, ref, { reason: 'retry', retry: true });
+  return row !== undefined;
 }
 
 export async function findResource(db: Kysely<DB>, ref: ResourceRef): Promise<ResourceRow | undefined> {

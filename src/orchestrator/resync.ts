@@ -4,6 +4,7 @@ import type { OrphanSource, OwnedThing } from '../core/reconcile.ts';
 import type { DB } from '../db/tables.ts';
 import type { Logger } from '../observability/logger.ts';
 import { errorText } from './engine.ts';
+import { requeueUnprocessedInbox } from './inbox.ts';
 import { requeuePendingOutbox } from './outbox.ts';
 import { removeSupersededJobs, requestReconcileAll, scheduleResync } from './queue.ts';
 import type { ReconcilerRegistry } from './registry.ts';
@@ -123,7 +124,8 @@ export interface ResyncDeps {
 /**
  * The periodic resync: queue a reconcile of every live resource (each repairs
  * and reports its own drift; with none, it performs no action), report
- * orphans, queue again outbox items no job would deliver, remove superseded
+ * orphans, queue again outbox items no job would deliver and inbox events no
+ * job would process, remove superseded
  * jobs that killed workers left, and queue the next resync. One chain runs
  * across all workers: the job is keyed, and every worker only (re)creates it
  * at start if missing.
@@ -134,6 +136,8 @@ export function resyncTask(deps: ResyncDeps): Task {
     const orphans = await detectOrphans(deps.db, deps.registry, deps.sources, deps.orphanGraceMs, deps.log);
     const outbox = await requeuePendingOutbox(deps.db);
     if (outbox > 0) deps.log.warn({ outbox }, 'outbox items no job would deliver were queued again');
+    const inbox = await requeueUnprocessedInbox(deps.db);
+    if (inbox > 0) deps.log.warn({ inbox }, 'inbox events no job would process were queued again');
     await removeSupersededJobs(deps.db, deps.log);
     await scheduleResync(deps.db, new Date(Date.now() + deps.resyncSeconds * 1000));
     deps.log.info({ queued, orphans: orphans.found.length, removed: orphans.removed.length }, 'resync');

@@ -17,7 +17,8 @@ export interface Schedule {
   backfillMinutes: number;
 }
 
-export type ScheduleName = 'health' | 'usage' | 'backups' | 'retention' | 'purge' | 'certificates';
+export type ScheduleName =
+  'health' | 'usage' | 'backups' | 'retention' | 'purge' | 'certificates' | 'pending-signups';
 
 export const SCHEDULES: readonly Schedule[] = [
   { name: 'health', cron: '*/5 * * * *', description: 'health checks with auto-restart', backfillMinutes: 0 },
@@ -34,6 +35,12 @@ export const SCHEDULES: readonly Schedule[] = [
     cron: '0 4 * * *',
     description: 'purge of cancelled tenants past their grace period',
     backfillMinutes: 12 * 60,
+  },
+  {
+    name: 'pending-signups',
+    cron: '20 * * * *',
+    description: 'removal of signups unpaid for AIQSO_PENDING_SIGNUP_HOURS, freeing their slug and email',
+    backfillMinutes: 60,
   },
   {
     name: 'certificates',

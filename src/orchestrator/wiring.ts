@@ -4,6 +4,7 @@ import type { OrphanSource } from '../core/reconcile.ts';
 import { createMailer } from '../mail/index.ts';
 import type { Logger } from '../observability/logger.ts';
 import { alertHandler, emailHandler } from './mail-handlers.ts';
+import type { InboxHandlers } from './inbox.ts';
 import type { OutboxHandlers } from './outbox.ts';
 import { ReconcilerRegistry } from './registry.ts';
 import type { ScheduleHandlers } from './schedules.ts';
@@ -11,7 +12,8 @@ import { startWorker, type OrchestratorWorker } from './worker.ts';
 
 /**
  * What later parts plug into the orchestrator: their reconcilers, orphan
- * sources, outbox handlers (stripe, webhook) and schedule handlers (health,
+ * sources, outbox handlers (stripe, webhook), inbox handlers (stripe events)
+ * and schedule handlers (health,
  * usage, backups, retention, purge, certificates). Filled in by src/app.ts
  * before a worker starts.
  */
@@ -19,6 +21,7 @@ export interface OrchestratorParts {
   registry: ReconcilerRegistry;
   orphanSources: OrphanSource[];
   outboxHandlers: OutboxHandlers;
+  inboxHandlers: InboxHandlers;
   scheduleHandlers: ScheduleHandlers;
   mailer: Mailer;
 }
@@ -26,7 +29,7 @@ export interface OrchestratorParts {
 /** The parts available from configuration alone: mail (SMTP, Listmonk or files) and alerts. */
 export function orchestratorParts(config: Config): OrchestratorParts {
   const mailer = createMailer(config);
-  const from = `AIQSO <noreply@${config.baseDomain}>`;
+  const from = { name: 'AIQSO', address: `noreply@${config.baseDomain}` };
   return {
     registry: new ReconcilerRegistry(),
     orphanSources: [],
@@ -34,6 +37,7 @@ export function orchestratorParts(config: Config): OrchestratorParts {
       email: emailHandler(mailer, from),
       alert: alertHandler(mailer, from, config.admin.email),
     },
+    inboxHandlers: {},
     scheduleHandlers: {},
     mailer,
   };
@@ -52,6 +56,7 @@ export function startConfiguredWorker(
     registry: parts.registry,
     orphanSources: parts.orphanSources,
     outboxHandlers: parts.outboxHandlers,
+    inboxHandlers: parts.inboxHandlers,
     scheduleHandlers: parts.scheduleHandlers,
     timeZone: config.timeZone,
     concurrency: config.workerConcurrency,

@@ -11,6 +11,7 @@ import { openDatabase } from '../db/database.ts';
 import type { Logger } from '../observability/logger.ts';
 import { errorText } from './engine.ts';
 import { registerProcess, sweepDeadWorkers } from './liveness.ts';
+import { inboxTask, requeueUnprocessedInbox, type InboxHandlers } from './inbox.ts';
 import { outboxTask, requeuePendingOutbox, type OutboxHandlers } from './outbox.ts';
 import { removeSupersededJobs, scheduleResync, TASKS } from './queue.ts';
 import { reconcileTask, DEFAULT_RETRY, type ReconcileHooks, type RetryPolicy } from './reconcile-task.ts';
@@ -25,6 +26,8 @@ export interface WorkerOptions {
   registry: ReconcilerRegistry;
   orphanSources?: OrphanSource[];
   outboxHandlers: OutboxHandlers;
+  /** Who processes stored inbox events, by source (`stripe`). */
+  inboxHandlers?: InboxHandlers;
   schedules?: readonly Schedule[];
   scheduleHandlers?: ScheduleHandlers;
   timeZone?: string;
@@ -58,7 +61,7 @@ function graphileLogger(log: Logger): GraphileLogger {
 
 /**
  * Run one worker process's share of the orchestrator: reconcile, resync,
- * outbox delivery and schedule jobs on graphile-worker, plus the liveness
+ * outbox delivery, inbox processing and schedule jobs on graphile-worker, plus the liveness
  * lock and the sweep that frees a dead worker's jobs. Any number of these may
  * run against one database.
  */
@@ -95,6 +98,7 @@ export async function startWorker(options: WorkerOptions): Promise<OrchestratorW
       onResync: options.onResync,
     }),
     [TASKS.outbox]: outboxTask(handle.db, options.outboxHandlers, log),
+    [TASKS.inbox]: inboxTask(handle.db, options.inboxHandlers ?? {}, log),
     ...scheduleTasks(schedules, options.scheduleHandlers ?? {}, log),
   };
   const events: WorkerEvents = new EventEmitter();
@@ -117,6 +121,7 @@ export async function startWorker(options: WorkerOptions): Promise<OrchestratorW
     });
     await scheduleResync(handle.db, new Date(Date.now() + options.resyncSeconds * 1000), true);
     await requeuePendingOutbox(handle.db);
+    await requeueUnprocessedInbox(handle.db);
   } catch (err) {
     // A start that fails must not leave the runner polling or its connections open.
     await runner?.stop().catch(() => undefined);

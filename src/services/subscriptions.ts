@@ -123,6 +123,48 @@ export async function listTenantServices(
 
 const LIVE = ['pending', 'deploying', 'active', 'stopped', 'failed'] as const;
 
+/**
+ * How many of a tenant's services count against its plan: those subscribed
+ * and not failed. A failed service (its health check never passed, or the
+ * orchestrator gave up on it) and a removed or removing one do not count, so
+ * a tenant is never held at its limit by services that do not work; retrying
+ * one checks the limit again (retry.ts).
+ */
+export async function servicesCountingAgainstPlan(
+  trx: Kysely<DB>,
+  tenantId: string,
+  exceptId?: string,
+): Promise<number> {
+  const { n } = await trx
+    .selectFrom('tenant_services as ts')
+    .leftJoin('resources as r', (j) => j.onRef('r.id', '=', 'ts.id').on('r.kind', '=', TENANT_SERVICE_KIND))
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('ts.tenant_id', '=', tenantId)
+    .where('ts.status', 'in', ['pending', 'deploying', 'active', 'stopped'])
+    .where((eb) => eb.or([eb('r.phase', 'is', null), eb('r.phase', '!=', 'failed')]))
+    .$if(exceptId !== undefined, (q) => q.where('ts.id', '!=', exceptId!))
+    .executeTakeFirstOrThrow();
+  return Number(n);
+}
+
+/** Refuse (409 naming the plan) when `tenant` already has as many working services as its plan allows. */
+export async function checkPlanLimit(
+  trx: Kysely<DB>,
+  plans: Plan[],
+  tenant: { id: string; slug: string; plan: string },
+  exceptId?: string,
+): Promise<void> {
+  const plan = plans.find((p) => p.key === tenant.plan);
+  if (!plan) return;
+  const n = await servicesCountingAgainstPlan(trx, tenant.id, exceptId);
+  if (n >= plan.services) {
+    throw conflict(
+      `the ${plan.name} plan allows ${plan.services} services and ${tenant.slug} already has ${n}; upgrade the plan or unsubscribe one`,
+      { plan: plan.key, limit: plan.services },
+    );
+  }
+}
+
 /** Refuse (409, nothing written) when the placement host cannot hold `need`. */
 async function checkCapacity(
   trx: Kysely<DB>,
@@ -167,19 +209,7 @@ export async function subscribe(
       .executeTakeFirst();
     if (existing && (LIVE as readonly string[]).includes(existing.status)) return existing.id;
 
-    const plan = deps.plans.find((p) => p.key === tenant.plan);
-    const { n } = await trx
-      .selectFrom('tenant_services')
-      .select((eb) => eb.fn.countAll<number>().as('n'))
-      .where('tenant_id', '=', tenantId)
-      .where('status', 'in', LIVE)
-      .executeTakeFirstOrThrow();
-    if (plan && Number(n) >= plan.services) {
-      throw conflict(
-        `the ${plan.name} plan allows ${plan.services} services and ${tenant.slug} already has ${n}; upgrade the plan or unsubscribe one`,
-        { plan: plan.key, limit: plan.services },
-      );
-    }
+    await checkPlanLimit(trx, deps.plans, { id: tenantId, ...tenant });
     const template = found.template;
     // A subscription brought back from its grace period must not count its own old claim.
     await checkCapacity(trx, deps, template.resources, key, existing?.id);

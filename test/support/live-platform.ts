@@ -152,6 +152,8 @@ export async function startLivePlatform(options: {
   const env = {
     AIQSO_DATA_DIR: dataDir,
     AIQSO_HTTP_PORT: String(port),
+    // Tests and benchmarks sign up many tenants from one address.
+    AIQSO_SIGNUP_RATE_IP: '0',
     ...(options.databaseUrl ? { DATABASE_URL: options.databaseUrl } : {}),
     ...options.driver.env(dataDir),
     ...options.env,

@@ -74,6 +74,17 @@ async function subscribed(h: Harness, service: string): Promise<void> {
   if (res.statusCode !== 202) throw new Error(`subscribe ${service}: ${res.body}`);
 }
 
+/** Tenant A's `service`, subscribed and then failed (its health check never passed), for the retry route. */
+async function failed(h: Harness, service: string): Promise<void> {
+  await subscribed(h, service);
+  const { rows } = await h.db.pool.query<{ id: string }>(
+    `UPDATE tenant_services ts SET status = 'failed', status_reason = 'health check: no answer'
+       FROM services s WHERE s.id = ts.service_id AND s.key = $1 AND ts.tenant_id = $2 RETURNING ts.id`,
+    [service, h.a.id],
+  );
+  await h.db.pool.query("UPDATE resources SET phase = 'failed' WHERE id = $1", [rows[0]!.id]);
+}
+
 async function prepare(h: Harness): Promise<SecurityContext> {
   await syncCatalog(h.db.db, loadCatalog());
   const forge = await createForge(h);
@@ -278,6 +289,16 @@ export const ROUTE_CASES: RouteCase[] = [
     call: async (h) => {
       await subscribed(h, 'social-media-manager');
       return { url: `/api/v1/tenants/${h.a.slug}/services/social-media-manager` };
+    },
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/tenants/:tenant/services/:service/retry',
+    minRole: 'tenant_owner',
+    scope: 'tenant',
+    call: async (h) => {
+      await failed(h, 'notes');
+      return { url: `/api/v1/tenants/${h.a.slug}/services/notes/retry` };
     },
   },
   {

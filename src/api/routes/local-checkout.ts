@@ -10,7 +10,8 @@ const Params = z.object({
 
 /**
  * Local billing mode's stand-in for Stripe Checkout: a page with a Pay button.
- * Paying sends Stripe-format signed events to the platform's own webhook.
+ * Paying writes the Stripe-format events a payment makes into the inbox, with
+ * the checkout's change, in one transaction; paying again changes nothing.
  */
 export function localCheckoutRoutes(app: ApiServer, billing: LocalBilling): void {
   app.get(
@@ -21,7 +22,7 @@ export function localCheckoutRoutes(app: ApiServer, billing: LocalBilling): void
       if (!session) throw new DomainError('not_found', 'checkout session not found');
       const paid = session.status === 'complete';
       const body = `<h1>Checkout</h1>
-<p class="muted">Local billing mode: no card is charged. Paying sends the same signed Stripe events a real payment would.</p>
+<p class="muted">Local billing mode: no card is charged. Paying makes the same Stripe events a real payment would.</p>
 <div class="box"><p>Plan: <strong>${escapeHtml(session.plan)}</strong><br>Billed to: ${escapeHtml(session.customer_email)}</p></div>
 ${
   paid

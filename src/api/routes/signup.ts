@@ -51,7 +51,7 @@ container and database for every service it subscribes to.</p>
  * Signup: the JSON API for integrations, and the portal's pages (the front
  * page and the HTML form). All are public.
  */
-export function signupRoutes(app: ApiServer, deps: SignupDeps & { baseDomain: string }): void {
+export function signupRoutes(app: ApiServer, deps: SignupDeps): void {
   app.post(
     '/api/v1/signup',
     {
@@ -64,7 +64,7 @@ export function signupRoutes(app: ApiServer, deps: SignupDeps & { baseDomain: st
       },
     },
     async (request, reply) => {
-      const result = await signup(deps, request.body);
+      const result = await signup(deps, request.body, request.ip);
       request.audit = {
         tenantId: result.tenant.id,
         actorId: result.ownerId,
@@ -94,7 +94,7 @@ export function signupRoutes(app: ApiServer, deps: SignupDeps & { baseDomain: st
       const form = request.body;
       try {
         const parsed = SignupBody.parse(form);
-        const result = await signup(deps, parsed);
+        const result = await signup(deps, parsed, request.ip);
         request.audit = {
           tenantId: result.tenant.id,
           actorId: result.ownerId,
@@ -103,17 +103,19 @@ export function signupRoutes(app: ApiServer, deps: SignupDeps & { baseDomain: st
         };
         return reply.redirect(result.checkoutUrl, 303);
       } catch (err) {
-        const message =
-          err instanceof DomainError
-            ? err.message
+        const refusal =
+          err instanceof DomainError && err.blame === 'caller'
+            ? err
             : err instanceof z.ZodError
-              ? 'please fill in every field'
+              ? new DomainError('validation_failed', 'please fill in every field')
               : undefined;
-        if (!message) throw err;
+        if (!refusal) throw err;
+        const retryAfter = refusal.details?.retryAfterSeconds;
+        if (typeof retryAfter === 'number') void reply.header('retry-after', String(retryAfter));
         return reply
-          .status(400)
+          .status(refusal.status)
           .type('text/html; charset=utf-8')
-          .send(signupPage(deps.baseDomain, form, message));
+          .send(signupPage(deps.baseDomain, form, refusal.message));
       }
     },
   );

@@ -1,24 +1,25 @@
 import { z } from 'zod';
 import { DomainError } from '../../core/errors.ts';
 import { interpretEvent, MalformedEvent } from '../../billing/events.ts';
-import { storeInboxEvent, verifyStripeEvent } from '../../billing/webhook.ts';
+import { storeStripeEvent, verifyStripeEvent } from '../../billing/webhook.ts';
 import type { Database } from '../../db/database.ts';
 import type { ApiServer } from '../server.ts';
 
 export interface StripeWebhookDeps {
   db: Database;
   webhookSecret: string;
-  /** Start processing a newly stored event (asynchronously; the webhook answers first). */
-  onStored(eventId: string): Promise<void>;
 }
 
 const Received = z.object({ received: z.literal(true), duplicate: z.boolean() });
 
 /**
- * `POST /webhooks/stripe`: verify, reject what is forged, stale or malformed
- * with a 400, store the event in the inbox keyed by its id, answer 200, and
- * process it after answering. Stripe delivers at least once and in any order;
- * the inbox makes a redelivery a no-op and processing acts on current objects.
+ * `POST /webhooks/stripe`: verify, reject what is forged, stale, future-dated
+ * or malformed with a 400, store the event in the inbox keyed by its id
+ * together with the job that processes it, and answer 200. Workers process
+ * it; this process only stores, so an edge serving the API needs no billing
+ * logic and a crash after the 200 loses nothing. Stripe delivers at least once
+ * and in any order; the inbox makes a redelivery a no-op and processing acts
+ * on current objects.
  */
 export async function stripeWebhookRoutes(app: ApiServer, deps: StripeWebhookDeps): Promise<void> {
   await app.register((scope, _opts, done) => {
@@ -53,15 +54,8 @@ export async function stripeWebhookRoutes(app: ApiServer, deps: StripeWebhookDep
             throw new DomainError('bad_request', `malformed event: ${err.message}`);
           throw err;
         }
-        const { duplicate } = await storeInboxEvent(deps.db, event);
+        const { duplicate } = await storeStripeEvent(deps.db, event);
         request.log.info({ eventId: event.id, type: event.type, duplicate }, 'stripe event received');
-        if (!duplicate) {
-          deps
-            .onStored(event.id as string)
-            .catch((err: unknown) =>
-              request.log.error({ err, eventId: event.id }, 'could not start processing a stripe event'),
-            );
-        }
         return { received: true as const, duplicate };
       },
     );

@@ -7,6 +7,7 @@ import type { Database } from '../../db/database.ts';
 import type { Role } from '../../db/tables.ts';
 import { principalOf } from '../../identity/http/authenticate.ts';
 import type { TenantAccess } from '../../identity/tenant-access.ts';
+import { retryService } from '../../services/retry.ts';
 import {
   listTenantServices,
   setServiceResources,
@@ -50,8 +51,8 @@ const ResourcesIn = z
   .refine((r) => Object.keys(r).length > 0, 'expected at least one of memory_mb, cores, disk_gb');
 
 /**
- * A tenant's services: list (members), subscribe and unsubscribe (owners),
- * change resources (platform admins). Access is decided by `forTenant`; the
+ * A tenant's services: list (members), subscribe, unsubscribe and retry a
+ * failed one (owners), change resources (platform admins). Access is decided by `forTenant`; the
  * subscription itself then runs as the platform, because its capacity check
  * counts every tenant's containers on the host.
  */
@@ -135,6 +136,26 @@ export function tenantServiceRoutes(
       const tenantId = await tenantFor(request, request.params.tenant, 'tenant_owner');
       request.audit = { tenantId, targetType: 'service', targetId: request.params.service };
       await unsubscribe(db, { ...subs, baseDomain: config.baseDomain }, tenantId, request.params.service);
+      return reply.status(202).send(await one(tenantId, request.params.service));
+    },
+  );
+
+  app.post(
+    '/api/v1/tenants/:tenant/services/:service/retry',
+    {
+      config: { minRole: 'tenant_owner', auditAction: 'tenant.service.retry' },
+      schema: {
+        tags: ['services'],
+        summary:
+          "Deploy a failed service again: its steps run again from the start; 409 unless it failed, or when the plan's limit is reached",
+        params: ServiceParams,
+        response: { 202: TenantServiceOut },
+      },
+    },
+    async (request, reply) => {
+      const tenantId = await tenantFor(request, request.params.tenant, 'tenant_owner');
+      request.audit = { tenantId, targetType: 'service', targetId: request.params.service };
+      await retryService(db, deps.plans, tenantId, request.params.service);
       return reply.status(202).send(await one(tenantId, request.params.service));
     },
   );

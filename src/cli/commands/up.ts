@@ -1,4 +1,5 @@
 import { createPlatform, type Platform } from '../../app.ts';
+import { LOCAL_BILLING_WARNING } from '../../billing/index.ts';
 import { startEdge, type RunningEdge } from '../../edge/index.ts';
 import { adminLoginHelp, ensureFirstAdmin } from '../../identity/bootstrap.ts';
 import type { CommandContext } from '../context.ts';
@@ -46,6 +47,7 @@ export async function up(ctx: CommandContext): Promise<Platform> {
     lines.push(`  Admin login      ${admin.email} (password as configured or shown at first start)`);
   }
   lines.push(...(await adminLoginHelp(platform.database.db, admin.email, config.publicUrl)));
+  if (config.billing.mode === 'local') lines.push(LOCAL_BILLING_WARNING);
   lines.push('Press Ctrl-C to stop.', '');
   process.stderr.write(lines.join('\n'));
   return platform;

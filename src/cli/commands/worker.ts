@@ -49,6 +49,10 @@ export async function jobs(ctx: CommandContext, options: { json?: boolean }): Pr
     out.write('\nUndelivered side effects:\n');
     printTable(work.failedOutbox, ['kind', 'key', 'attempts', 'lastError']);
   }
+  if (work.failingInbox.length > 0) {
+    out.write('\nReceived events that keep failing:\n');
+    printTable(work.failingInbox, ['source', 'type', 'id', 'state', 'attempts', 'lastError']);
+  }
   out.write(
     `\nWorkers: ${work.workers.length === 0 ? 'none running' : work.workers.map((w) => `${w.hostname}:${w.pid}`).join(', ')}\n`,
   );

@@ -71,7 +71,7 @@ export function testWorkerOptions(
     .register(probeReconciler(handle.pool))
     .register(brokenReconciler);
   const mailer = filesMailer(mailDir);
-  const from = 'AIQSO <noreply@sites.test>';
+  const from = { name: 'AIQSO', address: 'noreply@sites.test' };
   return {
     options: {
       url,
