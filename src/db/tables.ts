@@ -165,7 +165,7 @@ export interface RoutesTable {
   state: Generated<'active' | 'provisioning' | 'suspended' | 'unavailable'>;
   allow_cidrs: Generated<string[]>;
   deny_cidrs: Generated<string[]>;
-  /** Who signs the route's users in (migration 0011): the edge, or the upstream app itself. */
+  /** Who signs the route's users in (migration 0009): the edge, or the upstream app itself. */
   auth: Generated<'edge' | 'app'>;
   public_paths: Generated<string[]>;
   created_at: CreatedAt;
