@@ -1,4 +1,4 @@
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   driverCases,
@@ -34,7 +34,11 @@ let platform: LivePlatform;
 beforeAll(async () => {
   platform = await startLivePlatform({ driver: processDriver });
 }, 180_000);
-afterAll(() => platform?.stop(), 120_000);
+afterAll(async () => {
+  if (!platform) return;
+  await platform.stop();
+  await rm(platform.dataDir, { recursive: true, force: true });
+}, 120_000);
 
 async function activeTenant(slug: string, withNotes: boolean) {
   const email = `owner@${slug}.test`;

@@ -1,7 +1,9 @@
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { dropServiceDatabase, listServiceDatabases } from '../src/services/databases.ts';
+import { createTestDatabase, type TestDatabase } from './support/db.ts';
 import {
   driverCases,
   pollUntil,
@@ -17,7 +19,9 @@ import {
  * kill -9, and a restart that finds the database's old port taken by
  * something else (the containers are then reconfigured). Resyncs are an hour
  * apart, so only the one every start runs can repair anything; no reconcile
- * fails and no mail is sent twice.
+ * fails and no mail is sent twice. With an external database the tenant
+ * processes do not stop with the platform: they serve, database included,
+ * while it is down.
  */
 const PASSWORD = 'correct horse battery staple';
 
@@ -85,14 +89,98 @@ async function workloadPids(platform: LivePlatform, driver: string): Promise<Rec
   return pids;
 }
 
+/** `http://127.0.0.1:<port>` of the process driver's Notes and dashboard workloads, bypassing the edge. */
+async function directEndpoints(platform: LivePlatform): Promise<{ notes: string; dashboard: string }> {
+  const root = path.join(platform.dataDir, 'containers');
+  const at = async (suffix: string) => {
+    const name = (await readdir(root)).find((n) => n.endsWith(suffix))!;
+    const state = JSON.parse(await readFile(path.join(root, name, 'container.json'), 'utf8')) as {
+      hostPort: number;
+    };
+    return `http://127.0.0.1:${state.hostPort}`;
+  };
+  return { notes: await at('-notes'), dashboard: await at('-dashboard') };
+}
+
 const recordedPort = async (platform: LivePlatform) =>
   Number((await readFile(path.join(platform.dataDir, 'pg-port'), 'utf8')).trim());
+
+/** An active tenant `acme` with Notes answering through the edge; returns the mail files sent so far. */
+async function tenantWithNotes(platform: LivePlatform): Promise<string[]> {
+  const signup = await platform.signup({
+    company: 'Acme',
+    slug: 'acme',
+    email: 'owner@acme.test',
+    password: PASSWORD,
+  });
+  expect(signup.status).toBe(201);
+  const paid = await fetch(`${signup.checkoutUrl}/pay`, { method: 'POST', redirect: 'manual' });
+  expect(paid.status).toBe(303);
+  expect((await platform.until('acme', (p) => p.status === 200, 180_000)).status).toBe(200);
+  const token = await login(platform, 'owner@acme.test');
+  const subscribed = await api(platform, 'POST', '/api/v1/tenants/acme/services', token, {
+    service: 'notes',
+  });
+  expect(subscribed.status).toBe(202);
+  const active = await pollUntil(
+    () => notes(platform, token),
+    (s) => s?.status === 'active' || s?.status === 'failed',
+    180_000,
+  );
+  expect(active).toMatchObject({ status: 'active' });
+  expect(
+    (
+      await pollUntil(
+        () => notesPage(platform),
+        (p) => p.status === 200,
+        30_000,
+      )
+    ).status,
+  ).toBe(200);
+  const ready = await pollUntil(
+    () => mails(platform),
+    (m) => m.some((f) => f.startsWith('service-ready')) && m.some((f) => f.startsWith('welcome')),
+    60_000,
+  );
+  expect(ready.filter((f) => f.startsWith('service-ready'))).toHaveLength(1);
+  return ready;
+}
+
+/**
+ * After a restart: dashboard and Notes answer 200 through the edge, with at
+ * most the start's one resync to repair them, no reconcile failed and no new mail.
+ */
+async function servesAgain(platform: LivePlatform, mailsBefore: string[]): Promise<void> {
+  const dashboard = await platform.until('acme', (p) => p.status === 200, 180_000);
+  expect(dashboard.status).toBe(200);
+  const page = await pollUntil(
+    () => notesPage(platform),
+    (p) => p.status === 200,
+    180_000,
+    250,
+  );
+  expect(page.status).toBe(200);
+  expect(page.body).toContain('<h1>Notes</h1>');
+  // The start's resync has run (its line is logged); the log is written at least every second, so
+  // a moment later it holds every line up to now.
+  await pollUntil(
+    () => Promise.resolve(platform.output()),
+    (log) => /"msg":"resync"/.test(log),
+    10_000,
+  );
+  await new Promise((r) => setTimeout(r, 1500));
+  const log = platform.output();
+  expect(log.match(/"msg":"resync"/g)).toHaveLength(1);
+  expect(log).not.toMatch(/"msg":"(reconcile failed; will retry|resource failed; operators alerted)"/);
+  const token = await login(platform, 'owner@acme.test');
+  expect(await notes(platform, token)).toMatchObject({ status: 'active', statusReason: null });
+  expect(await mails(platform)).toEqual(mailsBefore);
+}
 
 for (const driver of driverCases()) {
   const skip = driver.skip();
   describe(`the data plane with the ${driver.name} driver`, { timeout: 900_000 }, () => {
     let platform: LivePlatform;
-    let token: string;
     let mailsBefore: string[];
 
     beforeAll(async () => {
@@ -100,76 +188,14 @@ for (const driver of driverCases()) {
       platform = await startLivePlatform({ driver, env: { AIQSO_RESYNC_SECONDS: '3600' } });
     }, 180_000);
     afterAll(async () => {
-      if (!skip) await platform?.stop();
+      if (skip || !platform) return;
+      await platform.stop();
+      await rm(platform.dataDir, { recursive: true, force: true });
     }, 180_000);
-
-    /** After a restart: dashboard and Notes answer 200 through the edge, repaired by the start's one resync at most. */
-    async function servesAgain(): Promise<void> {
-      const dashboard = await platform.until('acme', (p) => p.status === 200, 180_000);
-      expect(dashboard.status).toBe(200);
-      const page = await pollUntil(
-        () => notesPage(platform),
-        (p) => p.status === 200,
-        180_000,
-        250,
-      );
-      expect(page.status).toBe(200);
-      expect(page.body).toContain('<h1>Notes</h1>');
-      // The start's resync has run (its line is logged), and what it queued is done; the log is written
-      // at least every second, so a second later it holds every line up to now.
-      await pollUntil(
-        () => Promise.resolve(platform.output()),
-        (log) => /"msg":"resync"/.test(log),
-        10_000,
-      );
-      await new Promise((r) => setTimeout(r, 1500));
-      const log = platform.output();
-      expect(log.match(/"msg":"resync"/g)).toHaveLength(1);
-      expect(log).not.toMatch(/"msg":"(reconcile failed; will retry|resource failed; operators alerted)"/);
-      token = await login(platform, 'owner@acme.test');
-      expect(await notes(platform, token)).toMatchObject({ status: 'active', statusReason: null });
-      expect(await mails(platform)).toEqual(mailsBefore);
-    }
 
     it('a tenant with Notes answers through the edge', async ({ skip: skipTest }) => {
       if (skip) return skipTest();
-      const signup = await platform.signup({
-        company: 'Acme',
-        slug: 'acme',
-        email: 'owner@acme.test',
-        password: PASSWORD,
-      });
-      expect(signup.status).toBe(201);
-      const paid = await fetch(`${signup.checkoutUrl}/pay`, { method: 'POST', redirect: 'manual' });
-      expect(paid.status).toBe(303);
-      expect((await platform.until('acme', (p) => p.status === 200, 180_000)).status).toBe(200);
-      token = await login(platform, 'owner@acme.test');
-      const subscribed = await api(platform, 'POST', '/api/v1/tenants/acme/services', token, {
-        service: 'notes',
-      });
-      expect(subscribed.status).toBe(202);
-      const active = await pollUntil(
-        () => notes(platform, token),
-        (s) => s?.status === 'active' || s?.status === 'failed',
-        180_000,
-      );
-      expect(active).toMatchObject({ status: 'active' });
-      expect(
-        (
-          await pollUntil(
-            () => notesPage(platform),
-            (p) => p.status === 200,
-            30_000,
-          )
-        ).status,
-      ).toBe(200);
-      const ready = await pollUntil(
-        () => mails(platform),
-        (m) => m.some((f) => f.startsWith('service-ready')) && m.some((f) => f.startsWith('welcome')),
-        60_000,
-      );
-      expect(ready.filter((f) => f.startsWith('service-ready'))).toHaveLength(1);
-      mailsBefore = ready;
+      mailsBefore = await tenantWithNotes(platform);
     });
 
     it('serves again after a graceful stop and start (SIGINT)', async ({ skip: skipTest }) => {
@@ -177,7 +203,7 @@ for (const driver of driverCases()) {
       const before = await workloadPids(platform, driver.name);
       expect(Object.keys(before)).toHaveLength(2);
       expect((await platform.restart('SIGINT')).code).toBe(0);
-      await servesAgain();
+      await servesAgain(platform, mailsBefore);
       const after = await workloadPids(platform, driver.name);
       // LXC containers kept running through it; process containers stopped with the platform and its database.
       if (driver.name === 'lxc') expect(after).toEqual(before);
@@ -188,7 +214,7 @@ for (const driver of driverCases()) {
       if (skip) return skipTest();
       const before = await workloadPids(platform, driver.name);
       await platform.restart('SIGKILL');
-      await servesAgain();
+      await servesAgain(platform, mailsBefore);
       // Nobody stopped them: the next start re-adopted them as they were.
       expect(await workloadPids(platform, driver.name)).toEqual(before);
     });
@@ -208,7 +234,7 @@ for (const driver of driverCases()) {
         );
         const newPort = await recordedPort(platform);
         expect(newPort).not.toBe(oldPort);
-        await servesAgain();
+        await servesAgain(platform, mailsBefore);
         expect((await notesDatabaseUrl(platform, driver.name)).port).toBe(String(newPort));
         expect(platform.output()).toMatch(/"steps":\["container"[^\]]*\],"msg":"drift repaired"/);
       } finally {
@@ -217,3 +243,53 @@ for (const driver of driverCases()) {
     });
   });
 }
+
+describe('the data plane with an external database (process driver)', { timeout: 600_000 }, () => {
+  const processDriver = driverCases().find((d) => d.name === 'process')!;
+  let master: TestDatabase;
+  let platform: LivePlatform;
+  let mailsBefore: string[];
+
+  beforeAll(async () => {
+    master = await createTestDatabase({ max: 2 });
+    platform = await startLivePlatform({
+      databaseUrl: master.url,
+      driver: processDriver,
+      env: { AIQSO_RESYNC_SECONDS: '3600' },
+    });
+  }, 180_000);
+  afterAll(async () => {
+    if (platform) {
+      await platform.stop(master.db);
+      await rm(platform.dataDir, { recursive: true, force: true });
+    }
+    // The service databases live on the shared test server: drop them with the platform's database.
+    for (const name of master ? await listServiceDatabases(master.pool) : [])
+      await dropServiceDatabase(master.pool, { name, role: name });
+    await master?.drop();
+  }, 180_000);
+
+  it('keeps serving, database included, while the control plane is down, and after it is back', async () => {
+    mailsBefore = await tenantWithNotes(platform);
+    const before = await workloadPids(platform, 'process');
+    const endpoints = await directEndpoints(platform);
+    let whileDown: { status: number; body: string }[] = [];
+    expect(
+      (
+        await platform.restart('SIGINT', async () => {
+          // No control plane: straight to the workloads. Notes reads its own database to answer `/`.
+          whileDown = await Promise.all(
+            [`${endpoints.notes}/`, `${endpoints.dashboard}/healthz`].map(async (url) => {
+              const res = await fetch(url);
+              return { status: res.status, body: await res.text() };
+            }),
+          );
+        })
+      ).code,
+    ).toBe(0);
+    expect(whileDown.map((r) => r.status)).toEqual([200, 200]);
+    expect(whileDown[0]!.body).toContain('<h1>Notes</h1>');
+    await servesAgain(platform, mailsBefore);
+    expect(await workloadPids(platform, 'process')).toEqual(before);
+  });
+});

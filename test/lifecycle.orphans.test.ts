@@ -1,3 +1,4 @@
+import { rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { containerName, type ComputeDriver } from '../src/core/compute.ts';
 import { newId } from '../src/core/ids.ts';
@@ -62,7 +63,9 @@ for (const driver of driverCases()) {
       if (skip) return;
       await compute?.close();
       await master?.close();
-      await platform?.stop();
+      if (!platform) return;
+      await platform.stop();
+      await rm(platform.dataDir, { recursive: true, force: true });
     }, 180_000);
 
     it('reports, then removes after the grace period, what no spec owns, and keeps what a tenant owns', async ({
