@@ -72,7 +72,7 @@ async function activeTenant(slug: string, withNotes: boolean) {
   expect(status).toBe('active');
 }
 
-describe('Ctrl-C on aiqso up (embedded database, process driver)', { timeout: 600_000 }, () => {
+describe('Ctrl-C or SIGTERM on aiqso up (embedded database, process driver)', { timeout: 600_000 }, () => {
   it('stops every process of the platform, tenants included, and the next start serves them all', async () => {
     await activeTenant('alpha', true);
     await activeTenant('bravo', false);
@@ -80,20 +80,22 @@ describe('Ctrl-C on aiqso up (embedded database, process driver)', { timeout: 60
     // aiqso up, its database, two dashboards and one service at least.
     expect(running.length).toBeGreaterThanOrEqual(5);
 
-    let left: string[] = [];
-    const stopped = await platform.restart('SIGINT', async () => {
-      // What exits with the platform may take a moment to be reaped; nothing may stay.
-      left = await pollUntil(
-        () => processesNaming(platform.dataDir),
-        (l) => l.length === 0,
-        15_000,
-      );
-    });
-    expect(stopped.code).toBe(0);
-    expect(left).toEqual([]);
-
-    for (const slug of ['alpha', 'bravo'])
-      expect((await platform.until(slug, (p) => p.status === 200, 120_000)).status).toBe(200);
+    // Ctrl-C, then SIGTERM (what a service manager sends): the same clean stop.
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+      let left: string[] = [];
+      const stopped = await platform.restart(signal, async () => {
+        // What exits with the platform may take a moment to be reaped; nothing may stay.
+        left = await pollUntil(
+          () => processesNaming(platform.dataDir),
+          (l) => l.length === 0,
+          15_000,
+        );
+      });
+      expect([signal, stopped.code]).toEqual([signal, 0]);
+      expect(left).toEqual([]);
+      for (const slug of ['alpha', 'bravo'])
+        expect((await platform.until(slug, (p) => p.status === 200, 120_000)).status).toBe(200);
+    }
     const notes = await pollUntil(
       () => viaEdge(`alpha.localhost:${platform.port}`, platform.port, { path: '/notes/' }),
       (r) => r.status === 200,

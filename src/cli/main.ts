@@ -76,7 +76,9 @@ export function buildProgram(): Command {
 
   program
     .command('migrate')
-    .description('apply pending database migrations and exit')
+    .description(
+      "apply pending database migrations, close the platform's and system databases to service roles, and exit",
+    )
     .option('--json', 'print the applied migrations as JSON')
     .action(
       action(async (options: { json?: boolean }) => {
