@@ -126,7 +126,10 @@ export async function startPlatformWorker(config: Config, log: Logger, database:
     const worker = await startConfiguredWorker(config, log, database.url, parts);
     // Whatever changed while no control plane ran (a database endpoint that moved, containers that
     // died) is repaired now, not a resync period later.
-    await worker.resyncNow();
+    await worker.resyncNow().catch(async (err: unknown) => {
+      await worker.stop();
+      throw err;
+    });
     return {
       worker,
       compute,
