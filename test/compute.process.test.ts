@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -144,6 +144,29 @@ describe('process driver supervision', () => {
     } finally {
       for (const s of specs) await second.destroy(s.name);
       await second.close();
+    }
+  });
+
+  it('reports no configuration for a workload launched before digests were recorded', async () => {
+    const driver = await open();
+    const s = specFor(harness, 'legacy');
+    try {
+      await driver.ensure(s);
+      await driver.start(s.name);
+      // container.json as an earlier version wrote it: no digests.
+      const file = path.join(root, s.name, 'container.json');
+      const {
+        digest: _d,
+        appliedDigest: _a,
+        ...legacy
+      } = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+      await writeFile(file, JSON.stringify(legacy));
+      const info = await driver.status(s.name);
+      expect(info.state).toBe('running');
+      expect(info.configDigest).toBeUndefined();
+    } finally {
+      await driver.destroy(s.name);
+      await driver.close();
     }
   });
 
