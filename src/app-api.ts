@@ -104,12 +104,19 @@ export async function assembleApi(
  */
 export type EdgePlatform = Omit<Platform, 'worker'>;
 
-export async function createEdgePlatform(config: Config, log: Logger): Promise<EdgePlatform> {
+export async function createEdgePlatform(
+  config: Config,
+  log: Logger,
+  options: { databaseListen?: string[] } = {},
+): Promise<EdgePlatform> {
   // Before anything starts: this process would serve the checkout's Pay button.
   assertBillingModeAllowed(config);
   // As the forwarding edge: migrations only when a numbered one is pending, so an edge on a current
   // database loads no migration code (graphile-worker's runner updates its own schema when a worker starts).
-  const database = await openCheckedDatabase(config, log, { migrate: 'when-behind' });
+  const database = await openCheckedDatabase(config, log, {
+    migrate: 'when-behind',
+    listen: options.databaseListen,
+  });
   const metrics = createMetrics();
   try {
     const { api, billing } = await assembleApi(config, log, database, metrics);

@@ -3,6 +3,7 @@ import type { ApiServer } from './api/server.ts';
 import { createEdgePlatform } from './app-api.ts';
 import type { Billing } from './billing/index.ts';
 import { loadCatalog } from './catalog/load.ts';
+import { containerFacingAddresses } from './compute/index.ts';
 import { syncCatalog } from './catalog/sync.ts';
 import type { MasterDatabase } from './db/connect.ts';
 import type { Logger } from './observability/logger.ts';
@@ -33,7 +34,9 @@ export async function createPlatform(config: Config, log: Logger): Promise<Platf
   // An invalid template stops start-up before anything else runs, naming the file and field.
   const catalog = loadCatalog(config.catalogDir);
   // The edge's parts (checked database, API), then what only `aiqso up` adds: the catalog and a worker.
-  const edge = await createEdgePlatform(config, log);
+  // An embedded database also listens where containers reach this host, so they keep it without us.
+  const databaseListen = config.databaseUrl ? [] : await containerFacingAddresses(config);
+  const edge = await createEdgePlatform(config, log, { databaseListen });
   try {
     await syncCatalog(edge.database.db, catalog);
     const running = await startPlatformWorker(config, log, edge.database);

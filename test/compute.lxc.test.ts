@@ -4,6 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bridgePorts, removeBridge } from '../src/compute/lxc/bridge.ts';
 import { LxcDriver } from '../src/compute/lxc/driver.ts';
+import { runOk } from '../src/compute/shared/run.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { appWorkload, fetchApp } from './support/compute-app.ts';
 import { computeContract, specFor, type ContractHarness } from './support/compute-contract.ts';
@@ -46,6 +47,24 @@ computeContract('lxc', {
   exec: true,
   enforces: ['memoryMb', 'cores'],
 } satisfies ContractHarness);
+
+describe('lxc driver configuration digest', () => {
+  it('reports no configuration for a container started outside the driver', async ({ skip: skipTest }) => {
+    if (skip) return skipTest();
+    const driver = await open();
+    const s = specFor({ workload: appWorkload } as ContractHarness, 'outside');
+    try {
+      await driver.ensure(s);
+      await runOk('lxc-start', ['-P', lxcPath, '-n', s.name]);
+      const info = await driver.status(s.name);
+      expect(info.state).toBe('running');
+      expect(info.configDigest).toBeUndefined();
+    } finally {
+      await driver.destroy(s.name);
+      await driver.close();
+    }
+  });
+});
 
 describe('lxc driver at scale', () => {
   it('clones, starts, serves and destroys 20 containers concurrently, leaving nothing behind', async ({

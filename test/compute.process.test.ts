@@ -1,11 +1,12 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ProcessDriver } from '../src/compute/process/driver.ts';
+import { startTime } from '../src/compute/process/proc.ts';
 import { sleep } from '../src/compute/shared/run.ts';
 import type { ContainerInfo } from '../src/core/compute.ts';
 import { createLogger } from '../src/observability/logger.ts';
@@ -118,6 +119,54 @@ describe('process driver supervision', () => {
     } finally {
       await next.destroy(s.name);
       await next.close();
+    }
+  });
+
+  it('with stopWorkloadsOnClose, stops its workloads on close and the next open launches them again', async () => {
+    const first = await ProcessDriver.open({ root, log, pollMs: 100, stopWorkloadsOnClose: true });
+    const specs = [specFor(harness, 'closes1'), specFor(harness, 'closes2')];
+    const pids: number[] = [];
+    for (const s of specs) {
+      await first.ensure(s);
+      pids.push((await fetchApp(await first.start(s.name))).pid);
+    }
+    await first.close();
+    for (const pid of pids) expect(await startTime(pid)).toBeUndefined();
+    const second = await open();
+    try {
+      for (const [i, s] of specs.entries()) {
+        const info = await second.status(s.name);
+        expect(info.state).toBe('running');
+        const again = await fetchApp(info);
+        expect(again).toMatchObject({ name: `app-${s.role}` });
+        expect(again.pid).not.toBe(pids[i]);
+      }
+    } finally {
+      for (const s of specs) await second.destroy(s.name);
+      await second.close();
+    }
+  });
+
+  it('reports no configuration for a workload launched before digests were recorded', async () => {
+    const driver = await open();
+    const s = specFor(harness, 'legacy');
+    try {
+      await driver.ensure(s);
+      await driver.start(s.name);
+      // container.json as an earlier version wrote it: no digests.
+      const file = path.join(root, s.name, 'container.json');
+      const {
+        digest: _d,
+        appliedDigest: _a,
+        ...legacy
+      } = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+      await writeFile(file, JSON.stringify(legacy));
+      const info = await driver.status(s.name);
+      expect(info.state).toBe('running');
+      expect(info.configDigest).toBeUndefined();
+    } finally {
+      await driver.destroy(s.name);
+      await driver.close();
     }
   });
 

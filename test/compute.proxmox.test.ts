@@ -215,6 +215,26 @@ describe('proxmox driver', () => {
     await driver.destroy(stranded.name);
   });
 
+  it('lists only the guests it made, never those of another platform on the cluster', async () => {
+    const s = specFor(harness, 'ours');
+    await driver.ensure(s);
+    // Another platform's guest: a container name, a VMID in our range, but no row of ours.
+    const foreign = specFor(harness, 'theirs').name;
+    await driver.api.task('POST', '/nodes/pve1/lxc/9000/clone', {
+      newid: 10999,
+      hostname: foreign,
+      full: false,
+    });
+    try {
+      const names = (await driver.list()).map((c) => c.name);
+      expect(names).toContain(s.name);
+      expect(names).not.toContain(foreign);
+    } finally {
+      await driver.api.task('DELETE', '/nodes/pve1/lxc/10999', { purge: true });
+      await driver.destroy(s.name);
+    }
+  });
+
   it('stops a container that ignores a clean shutdown, and snapshots', async () => {
     const s = specFor(harness, 'stubborn');
     const info = await driver.ensure(s);

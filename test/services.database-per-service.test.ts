@@ -67,9 +67,13 @@ describe('a database and role per tenant service', () => {
   });
 
   it('is reachable only with its own role and password', async () => {
+    // The embedded server's pg_hba.conf refuses first; REVOKE CONNECT … FROM PUBLIC is the wall behind it.
     await expect(connectAs(docs.name, docs.password, crm.name)).rejects.toThrow(
-      /permission denied for database/,
+      /no pg_hba\.conf entry .* user "s_01jdbbbbbbbbbbbbbbbbbbbbbb_paperless_ngx", database "s_01jdaaaaaaaaaaaaaaaaaaaaaa_espocrm"/,
     );
+    expect(
+      (await admin.query("SELECT has_database_privilege('public', $1, 'CONNECT') AS open", [crm.name])).rows,
+    ).toEqual([{ open: false }]);
     await expect(connectAs(crm.name, 'wrong', crm.name)).rejects.toThrow(/password authentication failed/);
   });
 

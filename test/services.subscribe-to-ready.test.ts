@@ -224,12 +224,14 @@ describe('a tenant service from subscription to removal (process driver)', { tim
         .select('container_name')
         .where('id', '=', stuck!.id)
         .executeTakeFirstOrThrow();
-      // Another service's role cannot reach notes' database.
+      // Another service's role cannot reach notes' database (the embedded server's pg_hba.conf refuses it).
       const stuckUrl = new URL((await envOf(stuckRow.container_name!)).DATABASE_URL!);
       const intruderUrl = new URL(stuckUrl.href);
       intruderUrl.pathname = notesUrl.pathname;
       const intruder = new pg.Client({ connectionString: intruderUrl.href });
-      await expect(intruder.connect()).rejects.toThrow(/permission denied for database/);
+      await expect(intruder.connect()).rejects.toThrow(
+        /no pg_hba\.conf entry|permission denied for database/,
+      );
 
       // A full host: 409 naming it, and nothing is created.
       const count = async () => ({

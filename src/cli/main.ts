@@ -77,13 +77,20 @@ export function buildProgram(): Command {
 
   program
     .command('migrate')
-    .description('apply pending database migrations and exit')
+    .description(
+      "apply pending database migrations, close the platform's and system databases to service roles, and exit",
+    )
     .option('--json', 'print the applied migrations as JSON')
     .action(
       action(async (options: { json?: boolean }) => {
         const ctx = commandContext({ quiet: true });
         const { migrate } = await import('../db/migrate.ts');
-        const applied = await withDatabase(ctx, async ({ pool }) => migrate(pool));
+        const { wallDatabases } = await import('../db/walls.ts');
+        const applied = await withDatabase(ctx, async ({ pool }) => {
+          const done = await migrate(pool);
+          await wallDatabases(pool, ctx.log);
+          return done;
+        });
         if (options.json) return printJson({ applied });
         process.stdout.write(
           applied.length ? `Applied: ${applied.join(', ')}\n` : 'Database is up to date.\n',

@@ -3,11 +3,17 @@ import type { Logger } from '../observability/logger.ts';
 
 /**
  * Containers on a bridge reach the control-plane host at the bridge's gateway
- * address, but the API and the embedded PostgreSQL listen on loopback only.
- * The host gateway forwards chosen ports from the gateway address to their
- * loopback listeners, so nothing has to listen on every interface. Every
- * forwarded service still authenticates its callers (API keys, database roles
- * with passwords).
+ * address, but the API (and an external PostgreSQL at a loopback
+ * DATABASE_URL) listen on loopback only. The host gateway forwards chosen
+ * ports from the gateway address to their loopback listeners, so nothing has
+ * to listen on every interface. Every forwarded service still authenticates
+ * its callers (API keys, database roles with passwords).
+ *
+ * The forward runs in the control-plane process: what goes through it is
+ * unreachable while that process is down. Dashboards need the API anyway;
+ * databases should not depend on it, so an embedded PostgreSQL listens on the
+ * gateway address itself (`databaseListens`) and is not forwarded, and an
+ * external one on loopback should too (README, "What survives what").
  */
 export interface Forward {
   /** What is forwarded, for logs ("api", "database"). */
@@ -84,6 +90,8 @@ export function containerReach(options: {
   hostAddress: string;
   http: { bind: string; port: number };
   databaseUrl: string;
+  /** Addresses the database server itself listens on, when known (the embedded one's). */
+  databaseListens?: string[];
 }): ContainerReach {
   const { hostAddress, http } = options;
   const bracket = (h: string) => (h.includes(':') ? `[${h}]` : h);
@@ -99,7 +107,8 @@ export function containerReach(options: {
   let db = { host: dbHost, port: dbPort };
   if (isLoopback(dbHost) && !isLoopback(hostAddress)) {
     db = { host: hostAddress, port: dbPort };
-    forwards.push({ name: 'database', port: dbPort, target: { host: dbHost, port: dbPort } });
+    if (!options.databaseListens?.includes(hostAddress))
+      forwards.push({ name: 'database', port: dbPort, target: { host: dbHost, port: dbPort } });
   }
   return { apiUrl: `http://${bracket(apiHost)}:${http.port}`, db, forwards };
 }

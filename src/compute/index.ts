@@ -3,20 +3,33 @@ import type { Config } from '../config/load.ts';
 import type { ComputeDriver } from '../core/compute.ts';
 import type { Database } from '../db/database.ts';
 import type { Logger } from '../observability/logger.ts';
+import { ensureBridge } from './lxc/bridge.ts';
 import { LxcDriver } from './lxc/driver.ts';
 import { ProcessDriver } from './process/driver.ts';
 import { ProxmoxDriver } from './proxmox/driver.ts';
+import { parseSubnet } from './shared/subnet.ts';
 
 /**
  * The compute driver AIQSO_DRIVER names, built from the parsed configuration.
  * The process driver re-adopts (or relaunches) its running containers as it
- * opens; call `close()` on shutdown — containers keep running.
+ * opens; call `close()` on shutdown — containers keep running, except the
+ * process driver's with `stopWorkloadsOnClose` (`aiqso up` with the embedded
+ * database it started: its workloads live as long as that database).
  */
-export async function createComputeDriver(config: Config, db: Database, log: Logger): Promise<ComputeDriver> {
+export async function createComputeDriver(
+  config: Config,
+  db: Database,
+  log: Logger,
+  options: { stopWorkloadsOnClose?: boolean } = {},
+): Promise<ComputeDriver> {
   const logger = log.child({ part: 'compute', driver: config.driver });
   switch (config.driver) {
     case 'process':
-      return ProcessDriver.open({ root: path.join(config.dataDir, 'containers'), log: logger });
+      return ProcessDriver.open({
+        root: path.join(config.dataDir, 'containers'),
+        log: logger,
+        stopWorkloadsOnClose: options.stopWorkloadsOnClose,
+      });
     case 'lxc':
       return new LxcDriver({
         db,
@@ -50,4 +63,19 @@ export async function createComputeDriver(config: Config, db: Database, log: Log
       });
     }
   }
+}
+
+/**
+ * Addresses of this host that containers reach it at and that exist before
+ * any container does, for the embedded PostgreSQL to listen on, so that
+ * containers reach their databases whether the control plane runs or not.
+ * The lxc driver's bridge is made here if missing (as the driver would);
+ * process containers use loopback; Proxmox guests reach the control plane
+ * through the host gateway (compute/gateway.ts).
+ */
+export async function containerFacingAddresses(config: Config): Promise<string[]> {
+  if (config.driver !== 'lxc') return [];
+  const subnet = parseSubnet(config.lxc.subnet);
+  await ensureBridge(config.lxc.bridge, subnet);
+  return [subnet.gateway];
 }

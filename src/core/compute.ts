@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+
 /**
  * The compute port: where tenant containers come from. Core code and the
  * reconcilers talk only to this interface; `src/compute/<driver>/` holds the
@@ -64,6 +66,14 @@ export interface ContainerInfo {
    * that a limit really applies. A limit a driver cannot enforce is absent.
    */
   limits?: Partial<ResourceLimits>;
+  /**
+   * `configDigest` of the spec the workload runs with: the one it was last
+   * (re)started with while running, the one it will start with while stopped.
+   * Drivers record it when they (re)start a workload, so an `ensure` that
+   * changed a running container's spec shows here until a restart applies it.
+   * Absent when the driver cannot tell (a workload started outside it).
+   */
+  configDigest?: string;
 }
 
 export interface ContainerStats {
@@ -119,6 +129,30 @@ export interface ComputeDriver {
   close(): Promise<void>;
 }
 
+/**
+ * A digest of everything in a spec a workload runs with (workload, limits,
+ * port, address, environment), the same whatever the order of its env keys.
+ * A reconciler compares it with `ContainerInfo.configDigest` to see a
+ * container that runs with another configuration than its spec's.
+ */
+export function configDigest(spec: ContainerSpec): string {
+  const { workload, resources, port, ip, env } = spec;
+  const canonical = JSON.stringify([
+    workload.kind === 'app'
+      ? ['app', workload.dir, workload.entry]
+      : workload.kind === 'clone'
+        ? ['clone', workload.template]
+        : ['image', workload.image],
+    [resources.memoryMb, resources.cores, resources.diskGb],
+    port,
+    ip ?? null,
+    Object.keys(env)
+      .sort()
+      .map((k) => [k, env[k]]),
+  ]);
+  return createHash('sha256').update(canonical).digest('hex').slice(0, 32);
+}
+
 const NAME_PREFIX = 'aiqso';
 
 /**
@@ -137,4 +171,13 @@ export function containerName(tenantId: string, role: string): string {
 
 export function isManagedName(name: string): boolean {
   return name.startsWith(`${NAME_PREFIX}-`);
+}
+
+/**
+ * True for a name `containerName` makes (`aiqso-<26-character ULID>-<role>`):
+ * what orphan detection may remove. A prepared template such as
+ * `aiqso-tpl-paperless-ngx` is managed by name but never a tenant's container.
+ */
+export function isContainerName(name: string): boolean {
+  return /^aiqso-[0-9a-hjkmnp-tv-z]{26}-[a-z0-9][a-z0-9-]*$/.test(name);
 }

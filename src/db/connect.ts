@@ -5,8 +5,12 @@ import { startEmbeddedPostgres } from './embedded.ts';
 import { migrate, pendingMigrations } from './migrate.ts';
 
 export interface MasterDatabase extends DatabaseHandle {
-  /** 'embedded' when this process started the server and will stop it. */
+  /** 'embedded' for the server in `<data>/pg`, 'external' for DATABASE_URL's. */
   mode: 'embedded' | 'external';
+  /** Embedded only: true when this process started the server and stops it when it closes. */
+  ownsServer?: boolean;
+  /** Embedded only: the addresses the server listens on (loopback, and what `listen` asked for). */
+  listens?: string[];
 }
 
 const EMBEDDED_DB = 'aiqso';
@@ -23,20 +27,26 @@ const EMBEDDED_DB = 'aiqso';
 export async function connectMasterDatabase(
   config: Config,
   log: Logger,
-  options: { migrate?: boolean | 'when-behind'; poolSize?: number; applicationName?: string } = {},
+  options: {
+    migrate?: boolean | 'when-behind';
+    poolSize?: number;
+    applicationName?: string;
+    /** Embedded only: more addresses for the server to listen on (containers' way to it). */
+    listen?: string[];
+  } = {},
 ): Promise<MasterDatabase> {
   const poolOptions = { max: options.poolSize, applicationName: options.applicationName };
   if (config.databaseUrl) {
     const handle = openDatabase(config.databaseUrl, poolOptions);
     return finish({ ...handle, mode: 'external' }, log, options.migrate);
   }
-  const server = await startEmbeddedPostgres(config.dataDir, log);
+  const server = await startEmbeddedPostgres(config.dataDir, log, { listen: options.listen });
   try {
     await ensureDatabase(server.url, EMBEDDED_DB);
     const url = server.url.replace(/\/postgres$/, `/${EMBEDDED_DB}`);
     const handle = openDatabase(url, poolOptions);
     log.info(
-      { port: server.port, dir: server.dir },
+      { port: server.port, dir: server.dir, listens: server.listens },
       server.shared
         ? 'connected to the embedded PostgreSQL of a running aiqso'
         : 'embedded PostgreSQL started',
@@ -44,6 +54,8 @@ export async function connectMasterDatabase(
     const master: MasterDatabase = {
       ...handle,
       mode: 'embedded',
+      ownsServer: !server.shared,
+      listens: server.listens,
       async close() {
         await handle.close();
         await server.stop();

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { Logger } from 'pino';
+import { choosePort, renderPgHba, runningListenAddresses } from './embedded-settings.ts';
 
 const run = promisify(execFile);
 
@@ -17,7 +18,12 @@ const run = promisify(execFile);
  * server from a failure.
  *
  * Invariants:
- * - the server listens on loopback only, on a free port picked at start;
+ * - the server listens on loopback, plus any address the caller names (the lxc
+ *   bridge's gateway, so containers reach it without the control plane), on
+ *   the port it first chose: kept in the data directory across restarts, moved
+ *   only when something else has taken it (embedded-settings.ts);
+ * - its pg_hba.conf is ours, rewritten at every start: the superuser from this
+ *   host only, every other role into its own database only;
  * - it runs in its own process group, so Ctrl-C reaches the platform first and
  *   the platform stops the server after draining;
  * - a guard process stops the server when the platform dies without cleaning
@@ -28,6 +34,8 @@ export interface EmbeddedPostgres {
   url: string;
   port: number;
   dir: string;
+  /** The addresses the server listens on (`listen_addresses`). */
+  listens: string[];
   /** True when another live aiqso process owns the server and this one only connected to it. */
   shared: boolean;
   stop(): Promise<void>;
@@ -203,7 +211,11 @@ function waitReady(child: ChildProcess, log: Logger): Promise<void> {
   });
 }
 
-export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promise<EmbeddedPostgres> {
+export async function startEmbeddedPostgres(
+  dataDir: string,
+  log: Logger,
+  options: { listen?: string[] } = {},
+): Promise<EmbeddedPostgres> {
   const dir = path.join(dataDir, 'pg');
   const bin = await binaries();
   const owner = await runAs();
@@ -216,9 +228,18 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promi
     `postgres://${USER}:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`;
   const sharedPort = await adoptOrStopLeftover(dir, bin, owner, log);
   if (sharedPort) {
-    return { url: urlFor(sharedPort), port: sharedPort, dir, shared: true, stop: () => Promise.resolve() };
+    return {
+      url: urlFor(sharedPort),
+      port: sharedPort,
+      dir,
+      listens: await runningListenAddresses(dir),
+      shared: true,
+      stop: () => Promise.resolve(),
+    };
   }
-  const port = await freePort();
+  const listens = [...new Set(['127.0.0.1', ...(options.listen ?? [])])];
+  const port = await choosePort(dataDir, listens, () => freePort(), log);
+  await writeOwned(path.join(dir, 'pg_hba.conf'), renderPgHba(USER), owner);
   await access(bin.postgres, constants.X_OK);
   const child = spawn(
     bin.postgres,
@@ -228,7 +249,7 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promi
       '-p',
       String(port),
       '-c',
-      'listen_addresses=127.0.0.1',
+      `listen_addresses=${listens.join(',')}`,
       '-c',
       'unix_socket_directories=',
       '-c',
@@ -250,6 +271,7 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promi
     url: urlFor(port),
     port,
     dir,
+    listens,
     shared: false,
     stop() {
       stopping ??= new Promise<void>((resolve) => {
@@ -261,6 +283,12 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promi
       return stopping;
     },
   };
+}
+
+async function writeOwned(file: string, text: string, owner: { uid: number; gid: number } | undefined) {
+  await writeFile(file, text, { mode: 0o600 });
+  await chmod(file, 0o600);
+  if (owner) await chown(file, owner.uid, owner.gid);
 }
 
 /**

@@ -1,6 +1,12 @@
 import { sql } from 'kysely';
 import { z } from 'zod';
-import { containerName, type ComputeDriver, type ContainerInfo } from '../core/compute.ts';
+import {
+  configDigest,
+  containerName,
+  type ComputeDriver,
+  type ContainerInfo,
+  type ContainerSpec,
+} from '../core/compute.ts';
 import { DomainError } from '../core/errors.ts';
 import { capacityRefusal, tenantUrl } from '../core/services.ts';
 import { DASHBOARD_CLAIM, hostUsage, lockPlacementHost } from '../services/hosts.ts';
@@ -72,6 +78,27 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
     ).status;
   const info = (ctx: Ctx): Promise<ContainerInfo> => deps.compute.status(name(ctx));
   const wantsRunning = (s: TenantStatus) => s !== 'cancelled' && s !== 'purged';
+  const dashboardSpec = async (ctx: Ctx): Promise<ContainerSpec> => {
+    const { spec, id } = ctx.resource;
+    return {
+      name: name(ctx),
+      tenantId: id,
+      role: 'dashboard',
+      workload: { kind: 'app', dir: deps.dashboardDir, entry: 'server.mjs' },
+      resources: DASHBOARD,
+      port: DASHBOARD_PORT,
+      env: {
+        PORT: String(DASHBOARD_PORT),
+        AIQSO_API_URL: deps.apiUrlForContainers,
+        AIQSO_TENANT_ID: id,
+        AIQSO_TENANT_SLUG: spec.slug,
+        AIQSO_COMPANY: spec.company,
+        AIQSO_API_KEY: await deps.dashboardKey(id),
+      },
+      // The dashboard reads through the API and reaches nothing else on the host.
+      hostPorts: [apiPort(deps.apiUrlForContainers)],
+    };
+  };
 
   const steps: ReconcileStep<TenantSpec>[] = [
     {
@@ -114,30 +141,18 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
       },
     },
     {
+      // Also repairs a dashboard that runs with another configuration than its spec's (the API's
+      // address moved, say): rewritten, and restarted if it runs, since it reads it only at start.
       name: 'dashboard container',
       async observe(ctx) {
-        return (await info(ctx)).state === 'missing' ? 'missing' : 'ok';
+        const c = await info(ctx);
+        if (c.state === 'missing') return 'missing';
+        return c.configDigest === configDigest(await dashboardSpec(ctx)) ? 'ok' : 'drifted';
       },
-      async apply(ctx) {
-        const { spec, id } = ctx.resource;
-        await deps.compute.ensure({
-          name: name(ctx),
-          tenantId: id,
-          role: 'dashboard',
-          workload: { kind: 'app', dir: deps.dashboardDir, entry: 'server.mjs' },
-          resources: DASHBOARD,
-          port: DASHBOARD_PORT,
-          env: {
-            PORT: String(DASHBOARD_PORT),
-            AIQSO_API_URL: deps.apiUrlForContainers,
-            AIQSO_TENANT_ID: id,
-            AIQSO_TENANT_SLUG: spec.slug,
-            AIQSO_COMPANY: spec.company,
-            AIQSO_API_KEY: await deps.dashboardKey(id),
-          },
-          // The dashboard reads through the API and reaches nothing else on the host.
-          hostPorts: [apiPort(deps.apiUrlForContainers)],
-        });
+      async apply(ctx, found) {
+        await deps.compute.ensure(await dashboardSpec(ctx));
+        if (found === 'drifted' && (await info(ctx)).state === 'running')
+          await deps.compute.restart(name(ctx));
       },
       async remove(ctx) {
         await deps.compute.destroy(name(ctx));
@@ -264,7 +279,11 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
     kind: TENANT_KIND,
     parseSpec: (raw) => specSchema.parse(raw),
     steps,
-    owns: (resource) => [{ source: 'compute', name: containerName(resource.id, 'dashboard') }],
+    // As lifecycle/orphan-sources.ts names them: the dashboard container, and the routes this tenant wrote.
+    owns: (resource) => [
+      { source: 'compute', name: containerName(resource.id, 'dashboard') },
+      { source: 'routes', name: resource.id },
+    ],
   };
 }
 

@@ -22,8 +22,10 @@ import { createBillingPort } from '../billing/index.ts';
 import { processBillingEvent } from '../billing/process.ts';
 import { tenantBillingEffect } from './billing-effect.ts';
 import { certificateRenewalHandler } from '../edge/renewal.ts';
+import { wallDatabases } from '../db/walls.ts';
 import { dashboardCredentials } from './dashboard-credential.ts';
 import { expirePendingSignups } from './pending-signups.ts';
+import { lifecycleOrphanSources } from './orphan-sources.ts';
 import { purgeDue } from './purge.ts';
 import { tenantReconciler } from './tenant-reconciler.ts';
 import { tenantServiceReconciler } from '../services/reconciler.ts';
@@ -109,15 +111,26 @@ export function registerBilling(
 
 /**
  * One process's orchestrator worker with every reconciler the platform has,
- * driving the configured compute driver. `stop()` stops the worker and
- * releases the driver (containers keep running).
+ * driving the configured compute driver, with orphan detection over its
+ * containers, routes and service databases. `stop()` stops the worker and
+ * releases the driver: containers keep running, except process containers
+ * when this process owns the embedded database they use.
  */
 export async function startPlatformWorker(config: Config, log: Logger, database: MasterDatabase) {
-  const compute = await createComputeDriver(config, database.db, log);
+  // Service databases are made on this server: close the ones they must not reach.
+  await wallDatabases(database.pool, log.child({ part: 'database' }));
+  const compute = await createComputeDriver(config, database.db, log, {
+    stopWorkloadsOnClose: database.mode === 'embedded' && database.ownsServer === true,
+  });
   let gateway: HostGateway | undefined;
   try {
     const hostAddress = await compute.hostAddress();
-    const reach = containerReach({ hostAddress, http: config.http, databaseUrl: database.url });
+    const reach = containerReach({
+      hostAddress,
+      http: config.http,
+      databaseUrl: database.url,
+      databaseListens: database.listens,
+    });
     gateway = await startHostGateway(hostAddress, reach.forwards, log.child({ part: 'gateway' }));
     const parts = orchestratorParts(config);
     registerLifecycle(parts, {
@@ -129,12 +142,19 @@ export async function startPlatformWorker(config: Config, log: Logger, database:
     });
     const billing = await createBillingPort(config, database.db, loadPlans(PLANS_FILE));
     registerBilling(parts, { config, db: database.db, billing, log });
+    parts.orphanSources.push(...lifecycleOrphanSources({ compute, db: database.db, admin: database.pool }));
     parts.scheduleHandlers.certificates = certificateRenewalHandler(
       config,
       database.db,
       log.child({ part: 'certificates' }),
     );
     const worker = await startConfiguredWorker(config, log, database.url, parts);
+    // Whatever changed while no control plane ran (a database endpoint that moved, containers that
+    // died) is repaired now, not a resync period later.
+    await worker.resyncNow().catch(async (err: unknown) => {
+      await worker.stop();
+      throw err;
+    });
     return {
       worker,
       compute,

@@ -16,9 +16,19 @@ export interface OrphanReport {
   removed: OwnedThing[];
 }
 
-/** What live specs own. Resources that are deleting still own their things until the inverse steps ran. */
-async function ownedThings(db: Kysely<DB>, registry: ReconcilerRegistry): Promise<Set<string>> {
+/**
+ * What live specs own. Resources that are deleting still own their things
+ * until the inverse steps ran. `unknown` counts live resources whose things
+ * cannot be told (a spec that does not parse, a kind no reconciler here knows):
+ * while there are any, nothing may be removed, since their things would look
+ * orphaned.
+ */
+async function ownedThings(
+  db: Kysely<DB>,
+  registry: ReconcilerRegistry,
+): Promise<{ owned: Set<string>; unknown: string[] }> {
   const owned = new Set<string>();
+  const unknown: string[] = [];
   const rows = await db
     .selectFrom('resources')
     .select(['kind', 'id', 'tenant_id', 'spec', 'generation'])
@@ -26,11 +36,16 @@ async function ownedThings(db: Kysely<DB>, registry: ReconcilerRegistry): Promis
     .execute();
   for (const row of rows) {
     const reconciler = registry.get(row.kind);
-    if (!reconciler?.owns) continue;
+    if (!reconciler) {
+      unknown.push(`${row.kind}:${row.id}`);
+      continue;
+    }
+    if (!reconciler.owns) continue;
     let spec: unknown;
     try {
       spec = reconciler.parseSpec(row.spec);
     } catch {
+      unknown.push(`${row.kind}:${row.id}`);
       continue;
     }
     const things = reconciler.owns({
@@ -42,13 +57,30 @@ async function ownedThings(db: Kysely<DB>, registry: ReconcilerRegistry): Promis
     });
     for (const t of things) owned.add(`${t.source}\u0000${t.name}`);
   }
-  return owned;
+  return { owned, unknown };
+}
+
+/** Each source's inventory; a source that cannot be listed now is left out of this pass, with an error logged. */
+async function inventories(sources: OrphanSource[], log: Logger) {
+  const listed = await Promise.all(
+    sources.map(async (source) => {
+      try {
+        return { source, names: await source.list() };
+      } catch (err) {
+        log.error({ source: source.name, err: errorText(err) }, 'could not list for orphan detection');
+        return undefined;
+      }
+    }),
+  );
+  return listed.filter((l) => l !== undefined);
 }
 
 /**
  * Compare each source's inventory with what the specs own. Lists first and
  * reads specs second: a spec is always written before its thing is created,
- * so a thing being created right now is never mistaken for an orphan.
+ * so a thing being created right now is never mistaken for an orphan. A
+ * source that cannot list now is skipped (the resync must go on); its orphan
+ * rows wait for the next pass.
  */
 export async function detectOrphans(
   db: Kysely<DB>,
@@ -57,10 +89,15 @@ export async function detectOrphans(
   graceMs: number,
   log: Logger,
 ): Promise<OrphanReport> {
-  const inventories = await Promise.all(sources.map(async (s) => ({ source: s, names: await s.list() })));
-  const owned = await ownedThings(db, registry);
+  const listed = await inventories(sources, log);
+  const { owned, unknown } = await ownedThings(db, registry);
+  if (unknown.length > 0 && listed.length > 0)
+    log.error(
+      { resources: unknown.slice(0, 10), count: unknown.length },
+      'orphans are not removed while a resource cannot say what it owns (a spec that does not parse, or a kind this worker does not know)',
+    );
   const report: OrphanReport = { found: [], removed: [] };
-  for (const { source, names } of inventories) {
+  for (const { source, names } of listed) {
     const orphans = names.filter((n) => !owned.has(`${source.name}\u0000${n}`));
     await db
       .deleteFrom('orphans')
@@ -80,9 +117,15 @@ export async function detectOrphans(
         ),
       ])
       .execute();
+    // Read the specs again just before removing: one written since (a new subscription taking the same
+    // name) owns its thing again.
+    const now =
+      rows.some((r) => r.expired) && unknown.length === 0 ? await ownedThings(db, registry) : undefined;
     for (const row of rows) {
-      if (!row.expired) {
-        report.found.push({ source: source.name, name: row.name, firstSeenAt: row.first_seen_at });
+      const ownedNow = now?.owned.has(`${source.name}\u0000${row.name}`);
+      if (!row.expired || !now || now.unknown.length > 0 || ownedNow) {
+        if (!ownedNow)
+          report.found.push({ source: source.name, name: row.name, firstSeenAt: row.first_seen_at });
         continue;
       }
       try {

@@ -2,9 +2,14 @@ import pg from 'pg';
 import { scramVerifier } from '../db/scram.ts';
 
 /**
- * Each tenant service gets its own PostgreSQL database and role: the role
- * owns the database, PUBLIC may not connect to it, so the service's
- * credentials reach only its own data and no other role's credentials reach it.
+ * Each tenant service gets its own PostgreSQL database and role, of one name:
+ * the role owns the database, PUBLIC may not connect to it, so the service's
+ * credentials reach only its own data and no other role's credentials reach it
+ * (the embedded server's pg_hba.conf also lets a role into the database of its
+ * own name only, and db/walls.ts closes the platform's and system databases).
+ * Each carries a comment naming the platform's database (`serviceDatabaseTag`),
+ * so orphan detection lists this platform's service databases and never those
+ * of another platform on the same server.
  */
 export interface ServiceDatabase {
   name: string;
@@ -63,6 +68,23 @@ export async function ensureServiceDatabase(admin: pg.Pool, db: ServiceDatabase)
   await admin.query(`ALTER DATABASE ${name} OWNER TO ${role}`);
   await admin.query(`REVOKE ALL ON DATABASE ${name} FROM PUBLIC`);
   await admin.query(`GRANT CONNECT, TEMPORARY ON DATABASE ${name} TO ${role}`);
+  const { rows } = await admin.query<{ tag: string }>('SELECT current_database() AS tag');
+  await admin.query(`COMMENT ON DATABASE ${name} IS ${pg.escapeLiteral(serviceDatabaseTag(rows[0]!.tag))}`);
+}
+
+/** The comment on a service database: which platform database made it. */
+export function serviceDatabaseTag(platformDatabase: string): string {
+  return `aiqso service database of ${platformDatabase}`;
+}
+
+/** This platform's service databases: those whose comment names the database `admin` is connected to. */
+export async function listServiceDatabases(admin: pg.Pool): Promise<string[]> {
+  const { rows } = await admin.query<{ datname: string }>(
+    `SELECT datname FROM pg_database
+      WHERE shobj_description(oid, 'pg_database') = 'aiqso service database of ' || current_database()
+      ORDER BY datname`,
+  );
+  return rows.map((r) => r.datname).filter((name) => IDENT.test(name));
 }
 
 /** Drop the database (closing its connections) and the role. Missing ones are fine. */

@@ -1,7 +1,7 @@
 import { outboxHas } from '../orchestrator/outbox.ts';
 import { sql } from 'kysely';
 import type pg from 'pg';
-import { containerName, type ComputeDriver } from '../core/compute.ts';
+import { configDigest, containerName, type ComputeDriver } from '../core/compute.ts';
 import { DomainError } from '../core/errors.ts';
 import type { Reconciler, ReconcileStep, StepContext } from '../core/reconcile.ts';
 import { capacityRefusal } from '../core/services.ts';
@@ -10,7 +10,12 @@ import { deleteRoute, upsertRoute } from '../edge/routes-store.ts';
 import { TENANT_SERVICE_KIND } from '../lifecycle/kinds.ts';
 import { routeStateFor } from '../lifecycle/billing-effect.ts';
 import { deleteResource } from '../orchestrator/resources.ts';
-import { dropServiceDatabase, ensureServiceDatabase, serviceDatabaseExists } from './databases.ts';
+import {
+  dropServiceDatabase,
+  ensureServiceDatabase,
+  serviceDatabaseExists,
+  serviceDatabaseName,
+} from './databases.ts';
 import { containerSpecFor, loadDeployment, probe, type Deployment } from './deploy-context.ts';
 import { findFinalBackup, takeFinalBackup } from './final-backup.ts';
 import { hostUsage, lockPlacementHost } from './hosts.ts';
@@ -116,14 +121,16 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
         const want = d.spec.resources;
         const drifted =
           (c.limits?.memoryMb !== undefined && c.limits.memoryMb !== want.memory_mb) ||
-          (c.limits?.cores !== undefined && c.limits.cores !== want.cores);
+          (c.limits?.cores !== undefined && c.limits.cores !== want.cores) ||
+          // Runs (or would start) with another configuration: its database endpoint moved, new limits…
+          c.configDigest !== configDigest(await containerSpec(d));
         return drifted ? 'drifted' : 'ok';
       },
       async apply(ctx, found) {
         const d = await load(ctx);
         if (d.status === 'pending') await setStatus(d.id, 'deploying', null);
         await deps.compute.ensure(await containerSpec(d));
-        // New limits reach a running workload only through a restart.
+        // A new environment or limits reach a running workload only through a restart.
         if (found === 'drifted' && (await info(d)).state === 'running')
           await deps.compute.restart(d.containerName);
       },
@@ -303,9 +310,14 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
     kind: TENANT_SERVICE_KIND,
     parseSpec: (raw) => tenantServiceSpecSchema.parse(raw),
     steps: steps.map((s) => failing(deps.db, s)),
+    // As lifecycle/orphan-sources.ts names them: its container, its routes, its database (named as at subscription).
     owns: (resource) =>
       resource.tenantId
-        ? [{ source: 'compute', name: containerName(resource.tenantId, resource.spec.service) }]
+        ? [
+            { source: 'compute', name: containerName(resource.tenantId, resource.spec.service) },
+            { source: 'routes', name: resource.id },
+            { source: 'databases', name: serviceDatabaseName(resource.tenantId, resource.spec.service) },
+          ]
         : [],
   };
 }

@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  configDigest,
   containerName,
   type ComputeDriver,
   type ContainerInfo,
@@ -150,6 +151,39 @@ export function computeContract(label: string, harness: ContractHarness): void {
       await driver.ensure({ ...s, resources: { ...s.resources, memoryMb: 256 } });
       const after = await driver.restart(s.name);
       if (harness.enforces.includes('memoryMb')) expect(after.limits?.memoryMb).toBe(256);
+    });
+
+    it('reports the configuration a workload runs with; a changed spec shows once a restart applied it', async ({
+      skip,
+    }) => {
+      if (harness.skip?.()) return skip();
+      const s = spec('digest');
+      // Stopped: what the next start runs with.
+      expect((await driver.ensure(s)).configDigest).toBe(configDigest(s));
+      const started = await driver.start(s.name);
+      expect(started.configDigest).toBe(configDigest(s));
+      if (harness.http) expect((await harness.http(started)).name).toBe('app-digest');
+      const changed = { ...s, env: { ...s.env, APP_NAME: 'app-digest-2' } };
+      expect(configDigest(changed)).not.toBe(configDigest(s));
+      expect(configDigest({ ...s, env: { APP_SECRET: s.env.APP_SECRET!, APP_NAME: 'app-digest' } })).toBe(
+        configDigest(s),
+      );
+      // Running: the workload keeps what it started with, also as a new driver instance sees it.
+      await driver.ensure(changed);
+      const running = await driver.status(s.name);
+      expect(running.configDigest).toBe(configDigest(s));
+      if (harness.http) expect((await harness.http(running)).name).toBe('app-digest');
+      const reopened = await harness.open();
+      try {
+        expect((await reopened.status(s.name)).configDigest).toBe(configDigest(s));
+      } finally {
+        await reopened.close();
+      }
+      const restarted = await driver.restart(s.name);
+      expect(restarted.configDigest).toBe(configDigest(changed));
+      if (harness.http) expect((await harness.http(restarted)).name).toBe('app-digest-2');
+      await driver.stop(s.name);
+      expect((await driver.status(s.name)).configDigest).toBe(configDigest(changed));
     });
 
     it('exec runs argv in the container, with secrets on stdin, never in argv', async ({ skip }) => {

@@ -134,6 +134,14 @@ export interface LivePlatform {
   page(slug: string): Promise<EdgeAnswer>;
   /** Poll `<slug>.localhost` until `want` holds (or `timeoutMs` passes); returns the last answer. */
   until(slug: string, want: (page: EdgeAnswer) => boolean, timeoutMs?: number): Promise<EdgeAnswer>;
+  /** What the running `aiqso up` wrote to stderr and stdout so far. */
+  output(): string;
+  /**
+   * Stop `aiqso up` with `signal` (SIGINT and SIGTERM stop it cleanly, SIGKILL
+   * as a crash would), run `between` while it is down, then start it again on
+   * the same data directory, port and environment.
+   */
+  restart(signal: NodeJS.Signals, between?: () => Promise<void>): Promise<CliResult>;
   /**
    * SIGINT, wait for exit, then destroy every container the driver left (they
    * outlive `aiqso up` by design). `db` is the external master database, if any.
@@ -158,7 +166,8 @@ export async function startLivePlatform(options: {
     ...options.driver.env(dataDir),
     ...options.env,
   };
-  const up = await startCli(['up'], env, 'Press Ctrl-C to stop.', 120_000);
+  const start = () => startCli(['up'], env, 'Press Ctrl-C to stop.', 120_000);
+  let up = await start();
   const webhookSecret = (
     await readFile(path.join(dataDir, 'secrets', 'stripe-webhook-secret'), 'utf8')
   ).trim();
@@ -190,6 +199,14 @@ export async function startLivePlatform(options: {
     },
     page,
     until: (slug, want, timeoutMs = 30_000) => pollUntil(() => page(slug), want, timeoutMs, 50),
+    output: () => up.output(),
+    async restart(signal, between) {
+      up.child.kill(signal);
+      const result = await up.exited;
+      await between?.();
+      up = await start();
+      return result;
+    },
     async stop(db) {
       up.child.kill('SIGINT');
       const result = await up.exited;

@@ -10,12 +10,13 @@ import type {
   ExecResult,
   ResourceLimits,
 } from '../../core/compute.ts';
-import { isManagedName } from '../../core/compute.ts';
+import { configDigest, isManagedName } from '../../core/compute.ts';
 import { badRequest, conflict, DomainError } from '../../core/errors.ts';
 import type { Database } from '../../db/database.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { IpPool } from '../shared/ip-pool.ts';
 import { KeyedMutex, runOk } from '../shared/run.ts';
+import { recordApplied, reportedDigest } from './applied.ts';
 import { forgetNeighbour } from './bridge.ts';
 import { CGROUP, observedLimits } from './cgroup.ts';
 import { cgroupLimitKeys, renderConfig, renderEnvFile, renderInit } from './config.ts';
@@ -122,7 +123,13 @@ export class LxcDriver implements ComputeDriver {
       }
       const hostPorts = [...new Set(spec.hostPorts ?? [])].sort((a, b) => a - b);
       const before = await readMeta(this.lxcPath, spec.name);
-      const meta: Meta = { tenantId: spec.tenantId, role: spec.role, port: spec.port, hostPorts };
+      const meta: Meta = {
+        tenantId: spec.tenantId,
+        role: spec.role,
+        port: spec.port,
+        hostPorts,
+        digest: configDigest(spec),
+      };
       await atomicWrite(path.join(aiqsoDir, 'meta.json'), JSON.stringify(meta), 0o644);
       const configFile = path.join(this.dir(spec.name), 'config');
       const config = renderConfig(await readFile(configFile, 'utf8'), {
@@ -161,7 +168,8 @@ export class LxcDriver implements ComputeDriver {
       this.mustExist(name);
       await this.ready();
       // One spawn in the common case: lxc-start itself says when it was already running.
-      const pid = await this.tools.start(name, this.dir(name));
+      const { pid, started } = await this.tools.start(name, this.dir(name));
+      if (started && pid) await recordApplied(path.join(this.dir(name), 'aiqso'), pid);
       return this.info(name, { state: 'RUNNING', pid });
     });
   }
@@ -266,6 +274,7 @@ export class LxcDriver implements ComputeDriver {
     const live = known ?? (await this.tools.statePid(name));
     const running = live.state === 'RUNNING';
     const limits = running && live.pid ? await observedLimits(live.pid) : undefined;
+    const digest = await reportedDigest(path.join(this.dir(name), 'aiqso'), { running, pid: live.pid });
     return {
       name,
       state: running ? 'running' : 'stopped',
@@ -273,6 +282,7 @@ export class LxcDriver implements ComputeDriver {
       ...(ip && meta.port ? { endpoint: { host: ip, port: meta.port } } : {}),
       handle: name,
       ...(limits ? { limits } : {}),
+      ...(digest ? { configDigest: digest } : {}),
     };
   }
 }

@@ -58,8 +58,11 @@ export class LxcTools {
     await runOk('lxc-copy', ['-P', this.lxcPath, '-n', source, '-N', name, '-s', '-B', 'overlayfs']);
   }
 
-  /** Start (daemonised) and return the container's init pid; a container already running is fine. */
-  async start(name: string, dir: string): Promise<number | undefined> {
+  /**
+   * Start (daemonised) and return the container's init pid, and whether this
+   * call started it; a container already running is fine.
+   */
+  async start(name: string, dir: string): Promise<{ pid?: number; started: boolean }> {
     const pidFile = `${dir}/init.pid`;
     const out = await run(
       'lxc-start',
@@ -67,7 +70,7 @@ export class LxcTools {
     );
     if (out.exitCode !== 0) {
       const live = await this.statePid(name);
-      if (live.state === 'RUNNING') return live.pid;
+      if (live.state === 'RUNNING') return { pid: live.pid, started: false };
       throw new DomainError(
         'dependency_failed',
         `lxc-start ${name} failed: ${out.stderr.trim().split('\n').at(-1)} (see ${dir}/lxc.log)`,
@@ -77,7 +80,7 @@ export class LxcTools {
     const monitor = (await readFile(pidFile, 'utf8').catch(() => '')).trim();
     const children = await readFile(`/proc/${monitor}/task/${monitor}/children`, 'utf8').catch(() => '');
     const init = Number(children.trim().split(' ')[0]);
-    return init > 0 ? init : (await this.statePid(name)).pid;
+    return { pid: init > 0 ? init : (await this.statePid(name)).pid, started: true };
   }
 
   async stop(name: string, timeoutSeconds: number): Promise<void> {

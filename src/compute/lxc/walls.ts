@@ -21,6 +21,8 @@ export interface Meta {
   port: number;
   /** TCP ports on the bridge address the container may open (the network policy reads them). */
   hostPorts?: number[];
+  /** `configDigest` of the spec ensured: what the next start runs with (applied.ts). */
+  digest?: string;
 }
 
 export async function readMeta(lxcPath: string, name: string): Promise<Partial<Meta>> {

@@ -1,12 +1,13 @@
 import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
-import type {
-  ComputeDriver,
-  ContainerInfo,
-  ContainerSpec,
-  ContainerStats,
-  ExecOptions,
-  ExecResult,
+import {
+  configDigest,
+  type ComputeDriver,
+  type ContainerInfo,
+  type ContainerSpec,
+  type ContainerStats,
+  type ExecOptions,
+  type ExecResult,
 } from '../../core/compute.ts';
 import { badRequest, DomainError } from '../../core/errors.ts';
 import type { Logger } from '../../observability/logger.ts';
@@ -22,6 +23,12 @@ export interface ProcessDriverOptions {
   log: Logger;
   /** How often the supervisor checks each process (default 500 ms). */
   pollMs?: number;
+  /**
+   * Stop the workloads when the driver closes, keeping their desired state, so
+   * the next `open` launches them again. For `aiqso up` with its embedded
+   * database: the workloads live as long as the platform whose database they use.
+   */
+  stopWorkloadsOnClose?: boolean;
 }
 
 /**
@@ -79,6 +86,7 @@ export class ProcessDriver implements ComputeDriver {
         resources: spec.resources,
         hostPort,
         desired: existing?.desired ?? 'stopped',
+        digest: configDigest(spec),
       };
       await this.store.write(state);
       return this.info(state);
@@ -188,7 +196,20 @@ export class ProcessDriver implements ComputeDriver {
 
   async close(): Promise<void> {
     this.supervisor.close();
-    return Promise.resolve();
+    if (!this.options.stopWorkloadsOnClose) return;
+    const names = await this.store.names();
+    await Promise.all(
+      names.map((name) =>
+        this.locks.run(name, async () => {
+          const state = await this.store.read(name);
+          if (!state || !(await isSameProcess(state.pid, state.pidStart))) return;
+          await this.terminate(state, 10_000);
+          // Desired state untouched: the next open launches it again.
+          await this.store.write({ ...state, pid: undefined, pidStart: undefined });
+          this.options.log.info({ container: name }, 'process container stopped with the platform');
+        }),
+      ),
+    );
   }
 
   private async mustRead(name: string): Promise<ProcessState> {
@@ -201,6 +222,8 @@ export class ProcessDriver implements ComputeDriver {
     const alive = await isSameProcess(state.pid, state.pidStart);
     const heap = alive ? /^--max-old-space-size=(\d+)$/ : undefined;
     const applied = heap && (await cmdline(state.pid!)).map((a) => heap.exec(a)?.[1]).find(Boolean);
+    // A live process runs with what it was launched with; a stopped one will start with the last ensure's.
+    const digest = alive ? state.appliedDigest : state.digest;
     return {
       name: state.name,
       state: alive ? 'running' : 'stopped',
@@ -208,6 +231,7 @@ export class ProcessDriver implements ComputeDriver {
       endpoint: { host: '127.0.0.1', port: state.hostPort },
       ...(alive ? { handle: String(state.pid) } : {}),
       ...(applied ? { limits: { memoryMb: Number(applied) } } : {}),
+      ...(digest ? { configDigest: digest } : {}),
     };
   }
 

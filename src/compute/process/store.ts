@@ -24,6 +24,10 @@ export interface ProcessState {
   pid?: number;
   /** Start time of `pid` in clock ticks since boot (/proc/<pid>/stat field 22): a reused pid has another. */
   pidStart?: number;
+  /** `configDigest` of the spec last ensured: what the next launch runs with. */
+  digest?: string;
+  /** `configDigest` of the spec `pid` was launched with: a running process keeps its launch-time environment. */
+  appliedDigest?: string;
 }
 
 export class ProcessStore {

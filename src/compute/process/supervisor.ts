@@ -57,7 +57,12 @@ export class Supervisor {
       });
       child.unref();
       child.once('exit', () => this.poke(state.name));
-      const next: ProcessState = { ...state, pid, pidStart: await startTime(pid) };
+      const next: ProcessState = {
+        ...state,
+        pid,
+        pidStart: await startTime(pid),
+        appliedDigest: state.digest,
+      };
       await this.store.write(next);
       this.log.info({ container: state.name, pid }, 'process container started');
       return next;

@@ -15,6 +15,7 @@ import { KeyedMutex } from '../shared/run.ts';
 import type { Egress } from '../lxc/netpolicy.ts';
 import { convertGuest, exportGuest, importGuest } from './backup.ts';
 import { cloneFrom, waitUnlocked } from './create.ts';
+import { describe, markApplied, readDigests, reportedDigest } from './digest.ts';
 import { PveClient, type PveClientOptions } from './client.ts';
 import { applyGuestFirewall, firewallPlan } from './firewall.ts';
 import { GuestRegistry } from './guests.ts';
@@ -117,6 +118,7 @@ export class ProxmoxDriver implements ComputeDriver {
     const current = await this.api.call<{ unprivileged?: number }>('GET', `${path}/config`);
     const restart = Number(current.unprivileged) === 1 ? false : await convertGuest(this, vm, spec.port);
     const env = Object.entries({ ...spec.env, PORT: String(spec.port) }).map(([k, v]) => `${k}=${v}`);
+    const before = await this.api.call<{ description?: string }>('GET', `${path}/config`);
     await this.api.call('PUT', `${path}/config`, {
       hostname: spec.name,
       cores: Math.max(1, Math.ceil(spec.resources.cores)),
@@ -124,7 +126,8 @@ export class ProxmoxDriver implements ComputeDriver {
       net0: `name=eth0,bridge=${this.options.bridge},firewall=1,ip=${ip}/${subnet.prefix},gw=${subnet.gateway},hwaddr=${macFor(spec.name).toUpperCase()}`,
       env: env.join('\0'),
       tags: 'aiqso',
-      description: `aiqso tenant=${spec.tenantId} role=${spec.role}`,
+      // A running container keeps what it started with until a restart applies the rest.
+      description: describe(spec, readDigests(before.description).applied),
     });
     const config = await this.api.call<{ rootfs?: string }>('GET', `${path}/config`);
     if (diskGb(config.rootfs) < spec.resources.diskGb) {
@@ -143,8 +146,13 @@ export class ProxmoxDriver implements ComputeDriver {
   async start(name: string): Promise<ContainerInfo> {
     return this.locks.run(name, async () => {
       const vm = await this.must(name);
-      if (vm.status !== 'running')
-        await this.api.task('POST', `/nodes/${vm.node}/lxc/${vm.vmid}/status/start`);
+      if (vm.status !== 'running') {
+        const path = `/nodes/${vm.node}/lxc/${vm.vmid}`;
+        const { description } = await this.api.call<{ description?: string }>('GET', `${path}/config`);
+        if (description)
+          await this.api.call('PUT', `${path}/config`, { description: markApplied(description) });
+        await this.api.task('POST', `${path}/status/start`);
+      }
       return this.info(name);
     });
   }
@@ -229,8 +237,17 @@ export class ProxmoxDriver implements ComputeDriver {
     return Promise.resolve(this.pool.subnet.gateway);
   }
 
+  /** The guests this platform made (its `proxmox_guests` rows): never another platform's on the same cluster. */
   async list(): Promise<ContainerInfo[]> {
-    const vms = (await this.vms()).filter((v) => v.name && isManagedName(v.name) && v.template !== 1);
+    const mine = new Map(
+      (await this.options.db.selectFrom('proxmox_guests').select(['name', 'vmid']).execute()).map((r) => [
+        r.vmid,
+        r.name,
+      ]),
+    );
+    const vms = (await this.vms()).filter(
+      (v) => v.name && isManagedName(v.name) && v.template !== 1 && mine.get(v.vmid) === v.name,
+    );
     return Promise.all(vms.map((v) => this.info(v.name!)));
   }
 
@@ -241,10 +258,14 @@ export class ProxmoxDriver implements ComputeDriver {
   private async info(name: string): Promise<ContainerInfo> {
     const vm = await this.must(name);
     const ip = await this.pool.lookup(name);
-    const config = await this.api.call<{ cores?: number; memory?: number; rootfs?: string }>(
-      'GET',
-      `/nodes/${vm.node}/lxc/${vm.vmid}/config`,
-    );
+    const config = await this.api.call<{
+      cores?: number;
+      memory?: number;
+      rootfs?: string;
+      description?: string;
+    }>('GET', `/nodes/${vm.node}/lxc/${vm.vmid}/config`);
+    const running = vm.status === 'running';
+    const digest = reportedDigest(config.description, running);
     const limits: Partial<ResourceLimits> = {
       ...(config.cores ? { cores: Number(config.cores) } : {}),
       ...(config.memory ? { memoryMb: Number(config.memory) } : {}),
@@ -252,10 +273,11 @@ export class ProxmoxDriver implements ComputeDriver {
     };
     return {
       name,
-      state: vm.status === 'running' ? 'running' : 'stopped',
+      state: running ? 'running' : 'stopped',
       ...(ip ? { ip, endpoint: { host: ip, port: vm.port } } : {}),
       handle: `${vm.node}/${vm.vmid}`,
       limits,
+      ...(digest ? { configDigest: digest } : {}),
     };
   }
 }
