@@ -10,6 +10,7 @@ import {
 } from 'fastify-type-provider-zod';
 import type { Logger } from '../observability/logger.ts';
 import { withLogContext } from '../observability/logger.ts';
+import { redactUrl } from '../observability/redact.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { installErrorHandling } from './errors.ts';
 
@@ -78,7 +79,7 @@ export async function createApi(options: ApiOptions) {
     request.log.info(
       {
         method: request.method,
-        url: request.url,
+        url: redactUrl(request.url),
         route,
         status: reply.statusCode,
         ms: Math.round(reply.elapsedTime),
