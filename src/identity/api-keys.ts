@@ -101,6 +101,29 @@ export async function revokeApiKey(trx: TenantTx, tenantId: string, keyId: strin
   return publicKey(row);
 }
 
+export async function listPlatformApiKeys(db: Database) {
+  const rows = await db
+    .selectFrom('api_keys')
+    .selectAll()
+    .where('tenant_id', 'is', null)
+    .orderBy('id')
+    .execute();
+  return rows.map(publicKey);
+}
+
+export async function revokePlatformApiKey(db: Database, keyId: string) {
+  const row = await db
+    .updateTable('api_keys')
+    .set({ revoked_at: new Date() })
+    .where('id', '=', keyId)
+    .where('tenant_id', 'is', null)
+    .where('revoked_at', 'is', null)
+    .returningAll()
+    .executeTakeFirst();
+  if (!row) throw notFound(`active platform API key ${keyId}`);
+  return publicKey(row);
+}
+
 /** How stale `last_used_at` may get: recording every use would make each request a write. */
 const LAST_USE_GRANULARITY_MS = 60_000;
 

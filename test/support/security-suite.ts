@@ -332,6 +332,29 @@ export const ROUTE_CASES: RouteCase[] = [
     scope: 'platform',
     call: () => ({ url: '/api/v1/platform/api-keys', payload: { name: 'suite' } }),
   },
+  {
+    method: 'GET',
+    url: '/api/v1/platform/api-keys',
+    minRole: 'platform_admin',
+    scope: 'platform',
+    call: () => ({ url: '/api/v1/platform/api-keys' }),
+  },
+  {
+    method: 'DELETE',
+    url: '/api/v1/platform/api-keys/:keyId',
+    minRole: 'platform_admin',
+    scope: 'platform',
+    call: async (h) => {
+      const res = await h.api.inject({
+        method: 'POST',
+        url: '/api/v1/platform/api-keys',
+        headers: h.bearer(h.admin.token),
+        payload: { name: 'suite revoke' },
+      });
+      if (res.statusCode !== 201) throw new Error(`platform key: ${res.body}`);
+      return { url: `/api/v1/platform/api-keys/${res.json<{ id: string }>().id}` };
+    },
+  },
 ];
 
 export const crossTenantSuccesses: string[] = [];

@@ -87,7 +87,7 @@ export function signupRoutes(app: ApiServer, deps: SignupDeps & { baseDomain: st
   app.post(
     '/signup',
     {
-      config: { auditAction: 'tenant.signup' },
+      config: { auditAction: 'tenant.signup', form: true },
       schema: { hide: true, body: z.record(z.string(), z.string()) },
     },
     async (request, reply) => {

@@ -40,6 +40,22 @@ function sameSecret(a: string, b: string): boolean {
 }
 
 /**
+ * Double submit: a request that a cookie authenticates must also carry the
+ * CSRF cookie's value in a header, which only the platform's own pages can
+ * read and send.
+ */
+export function requireCsrfHeader(request: FastifyRequest): void {
+  const sent = request.headers[CSRF_HEADER];
+  const expected = request.cookies[COOKIE.csrf];
+  if (typeof sent !== 'string' || !expected || !sameSecret(sent, expected)) {
+    throw new DomainError(
+      'forbidden',
+      `missing or wrong ${CSRF_HEADER} header (copy it from the ${COOKIE.csrf} cookie)`,
+    );
+  }
+}
+
+/**
  * Who sent this request: a bearer access token, a bearer API key, or the
  * portal's access-token cookie (with a CSRF header matching the CSRF cookie on
  * anything but a read). Tokens are checked against the live session and user
@@ -74,16 +90,7 @@ export function createAuthenticator(deps: { db: Database; tokens: TokenIssuer })
     }
     const cookie = request.cookies[COOKIE.access];
     if (!cookie) throw unauthenticated();
-    if (!SAFE.has(request.method)) {
-      const sent = request.headers[CSRF_HEADER];
-      const expected = request.cookies[COOKIE.csrf];
-      if (typeof sent !== 'string' || !expected || !sameSecret(sent, expected)) {
-        throw new DomainError(
-          'forbidden',
-          `missing or wrong ${CSRF_HEADER} header (copy it from the ${COOKIE.csrf} cookie)`,
-        );
-      }
-    }
+    if (!SAFE.has(request.method)) requireCsrfHeader(request);
     return fromAccessToken(cookie);
   };
 }

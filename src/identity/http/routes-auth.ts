@@ -7,7 +7,7 @@ import type { Database } from '../../db/database.ts';
 import type { SecretBox } from '../secrets.ts';
 import { login, logout, refresh, type SessionDeps, type Tokens } from '../sessions.ts';
 import { beginEnrolment, confirmEnrolment, disableTotp } from '../totp.ts';
-import { COOKIE, principalOf } from './authenticate.ts';
+import { COOKIE, principalOf, requireCsrfHeader } from './authenticate.ts';
 
 export interface AuthRouteDeps {
   sessions: SessionDeps;
@@ -94,7 +94,8 @@ export function authRoutes(app: ApiServer, deps: AuthRouteDeps): void {
       config: { public: true, auditAction: 'auth.refresh' },
       schema: {
         tags,
-        summary: 'Trade a refresh token (body or cookie) for a new pair; the old one stops working',
+        summary:
+          'Trade a refresh token (body, or cookie with the x-csrf-token header) for a new pair; the old one stops working',
         body: z
           .object({
             refreshToken: z.string().max(256).optional(),
@@ -105,8 +106,11 @@ export function authRoutes(app: ApiServer, deps: AuthRouteDeps): void {
       },
     },
     async (request, reply) => {
-      const token = request.body.refreshToken ?? request.cookies[COOKIE.refresh];
+      const fromBody = request.body.refreshToken;
+      const token = fromBody ?? request.cookies[COOKIE.refresh];
       if (!token) throw new DomainError('unauthenticated', 'a refresh token is required');
+      // The cookie travels with any request the browser makes, also one another site starts.
+      if (fromBody === undefined) requireCsrfHeader(request);
       const tokens = await refresh(deps.sessions, token);
       request.audit = { actorId: tokens.user.id, tenantId: tokens.user.tenantId };
       return send(reply, tokens, request.body.mode, deps.secureCookies);
