@@ -67,9 +67,11 @@ CREATE TABLE public.api_keys (
     expires_at timestamp with time zone,
     revoked_at timestamp with time zone,
     last_used_at timestamp with time zone,
+    purpose text DEFAULT 'integration'::text NOT NULL,
     CONSTRAINT api_keys_check CHECK (((role = 'platform_admin'::text) = (tenant_id IS NULL))),
     CONSTRAINT api_keys_id_check CHECK ((id ~~ 'key\_%'::text)),
     CONSTRAINT api_keys_name_check CHECK (((length(name) >= 1) AND (length(name) <= 100))),
+    CONSTRAINT api_keys_purpose_check CHECK ((purpose = ANY (ARRAY['integration'::text, 'dashboard'::text]))),
     CONSTRAINT api_keys_role_check CHECK ((role = ANY (ARRAY['platform_admin'::text, 'tenant_owner'::text, 'tenant_member'::text])))
 );
 

@@ -345,6 +345,8 @@ export interface ApiKeysTable {
   expires_at: Date | null;
   revoked_at: Date | null;
   last_used_at: Date | null;
+  /** Migration 0012. */
+  purpose: Generated<'integration' | 'dashboard'>;
 }
 
 export interface UserTotpTable {

@@ -16,7 +16,7 @@ import {
 } from './forwarding.ts';
 import { normalizeTarget, TargetError, type NormalizedTarget } from './normalize.ts';
 import { pages, type EdgePage } from './pages.ts';
-import type { EdgeRateLimiter } from './rate-limit.ts';
+import { budgetKey, type EdgeRateLimiter } from './rate-limit.ts';
 import { isIpLiteral, matchRoute, type EdgeRoute, type RouteMatch, type RouteTable } from './route-table.ts';
 
 export interface ChallengeResponder {
@@ -41,6 +41,8 @@ export interface EdgeHandlerOptions {
   steps: (tenantId: string) => Promise<{ company: string | null; steps: StepStatus[] }>;
   challenges?: ChallengeResponder;
   trustedProxies?: BlockList;
+  /** Addresses of platform-internal callers (dashboards), budgeted by credential (`budgetKey`). */
+  internalCallers?: BlockList;
   log: Logger;
   metrics: EdgeMetrics;
   maxBodyBytes?: number;
@@ -176,17 +178,24 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
       if (err instanceof TargetError) return { kind: 'page', page: pages.badRequest(err.message) };
       throw err;
     }
-    if (o.challenges && target.path.startsWith(CHALLENGE_PREFIX)) return challenge(o.challenges, target, ip);
-    return decideRoute(target, ip);
+    const budget = budgetKey(req, ip, o.internalCallers);
+    if (o.challenges && target.path.startsWith(CHALLENGE_PREFIX))
+      return challenge(o.challenges, target, ip, budget);
+    return decideRoute(target, ip, budget);
   }
 
-  async function challenge(c: ChallengeResponder, target: NormalizedTarget, ip: string): Promise<Decision> {
+  async function challenge(
+    c: ChallengeResponder,
+    target: NormalizedTarget,
+    ip: string,
+    budget: string,
+  ): Promise<Decision> {
     const answer = await c.keyAuthorization(target.path.slice(CHALLENGE_PREFIX.length));
     if (answer !== undefined) return { kind: 'page', page: { status: 200, html: answer, headers: TEXT } };
-    return decideRoute(target, ip);
+    return decideRoute(target, ip, budget);
   }
 
-  function decideRoute(target: NormalizedTarget, ip: string): Decision | Promise<Decision> {
+  function decideRoute(target: NormalizedTarget, ip: string, budget: string): Decision | Promise<Decision> {
     if ('upstream' in o.platform && isIpLiteral(target.host)) {
       if (target.path === '/healthz')
         return { kind: 'page', page: { status: 200, html: OK, headers: JSON_TYPE } };
@@ -203,7 +212,7 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     const route = match.kind === 'route' ? match.route : undefined;
     const tenantId = route?.tenantId ?? null;
     if (route && !allowed(route, ip)) return { kind: 'page', page: pages.forbidden(), route, tenantId };
-    const wait = o.limiter.check(ip, tenantId, route);
+    const wait = o.limiter.check(budget, tenantId, route);
     if (typeof wait === 'number') return afterBudget(wait, match, target, route, tenantId);
     return wait.then((w) => afterBudget(w, match, target, route, tenantId));
   }

@@ -26,7 +26,14 @@ declare module 'fastify' {
   interface FastifyRequest {
     principal?: Principal;
     /** Set by a route that knows the tenant or actor better than the principal (login). */
-    audit?: { tenantId?: string | null; actorId?: string | null; targetType?: string; targetId?: string };
+    audit?: {
+      tenantId?: string | null;
+      actorId?: string | null;
+      targetType?: string;
+      targetId?: string;
+      /** The client's address when the request came through a dashboard that vouched for it. */
+      sourceIp?: string;
+    };
   }
 }
 

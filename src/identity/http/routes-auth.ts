@@ -8,6 +8,7 @@ import type { SecretBox } from '../secrets.ts';
 import { login, logout, refresh, type SessionDeps, type Tokens } from '../sessions.ts';
 import { beginEnrolment, confirmEnrolment, disableTotp } from '../totp.ts';
 import { COOKIE, principalOf, requireCsrfHeader } from './authenticate.ts';
+import { loginSource } from './login-source.ts';
 
 export interface AuthRouteDeps {
   sessions: SessionDeps;
@@ -75,10 +76,13 @@ export function authRoutes(app: ApiServer, deps: AuthRouteDeps): void {
       const outcome: { userId?: string; tenantId?: string | null } = {};
       request.audit = { targetType: 'user' };
       try {
-        const tokens = await login(deps.sessions, request.body, request.ip, outcome);
+        const source = await loginSource(deps.db, request);
+        request.audit = { targetType: 'user', sourceIp: source.ip };
+        const tokens = await login(deps.sessions, request.body, source, outcome);
         return send(reply, tokens, request.body.mode, deps.secureCookies);
       } finally {
         request.audit = {
+          ...request.audit,
           actorId: outcome.userId ?? null,
           tenantId: outcome.tenantId ?? null,
           targetType: 'user',
