@@ -3,7 +3,7 @@ import { DomainError } from '../core/errors.ts';
 import { newId } from '../core/ids.ts';
 import type { Database } from '../db/database.ts';
 import type { Role } from '../db/tables.ts';
-import { dummyHash, normaliseEmail, verifyPassword } from './passwords.ts';
+import { checkPassword, dummyHash, hashPassword, normaliseEmail, verifyPassword } from './passwords.ts';
 import type { AttemptLimiter } from './rate-limit.ts';
 import type { SecretBox } from './secrets.ts';
 import type { TokenIssuer } from './tokens.ts';
@@ -209,4 +209,35 @@ export async function revokeUserSessions(db: Database, userId: string): Promise<
     .where('revoked_at', 'is', null)
     .execute();
   return Number(rows[0]?.numUpdatedRows ?? 0);
+}
+
+/**
+ * A user changes their own password (the current one is checked, and counts
+ * as a login attempt). Every login of theirs ends, this one included: a
+ * session that a stolen password opened does not outlive the change.
+ */
+export async function changePassword(
+  deps: SessionDeps,
+  userId: string,
+  input: { currentPassword: string; newPassword: string },
+  ip: string,
+): Promise<number> {
+  const user = await deps.db
+    .selectFrom('users')
+    .select(['email', 'password_hash'])
+    .where('id', '=', userId)
+    .executeTakeFirstOrThrow();
+  await deps.limiter.attempt('login', user.email, ip);
+  if (!user.password_hash || !(await verifyPassword(user.password_hash, input.currentPassword))) {
+    throw new DomainError('unauthenticated', 'the current password is wrong');
+  }
+  checkPassword(input.newPassword, user.email);
+  const hash = await hashPassword(input.newPassword);
+  await deps.db
+    .updateTable('users')
+    .set({ password_hash: hash, updated_at: new Date() })
+    .where('id', '=', userId)
+    .execute();
+  await deps.limiter.succeeded('login', user.email, ip);
+  return revokeUserSessions(deps.db, userId);
 }

@@ -53,15 +53,27 @@ export function viaEdge(
   });
 }
 
-/** Sign in on the tenant's dashboard (a form post through the edge); returns the session cookie. */
+const cookiesOf = (res: EdgeAnswer) =>
+  ([] as string[]).concat(res.headers['set-cookie'] ?? []).map((c) => c.split(';')[0]!);
+
+/**
+ * Sign in on the tenant's dashboard as a browser does, through the edge: load
+ * the sign-in form (its CSRF token and the visitor cookie it is bound to),
+ * then post it. Returns the session cookie.
+ */
 export async function dashboardLogin(host: string, port: number, email: string, password: string) {
+  const form = await viaEdge(host, port);
+  const csrf = /name="csrf" value="([^"]+)"/.exec(form.body)?.[1] ?? '';
   const res = await viaEdge(host, port, {
     method: 'POST',
     path: '/login',
-    headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    body: new URLSearchParams({ email, password }).toString(),
+    headers: {
+      'content-type': 'application/x-www-form-urlencoded',
+      cookie: cookiesOf(form).join('; '),
+    },
+    body: new URLSearchParams({ csrf, email, password }).toString(),
   });
-  const cookie = ([] as string[]).concat(res.headers['set-cookie'] ?? [])[0]?.split(';')[0];
+  const cookie = cookiesOf(res).find((c) => c.startsWith('aiqso_dash='));
   return { status: res.status, cookie };
 }
 

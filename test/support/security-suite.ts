@@ -194,6 +194,18 @@ export const ROUTE_CASES: RouteCase[] = [
     },
   },
   {
+    method: 'POST',
+    url: '/api/v1/auth/password',
+    minRole: 'tenant_member',
+    scope: 'self',
+    call: () => ({
+      url: '/api/v1/auth/password',
+      payload: { currentPassword: PASSWORD, newPassword: 'another long passphrase 77' },
+    }),
+    // The positive control ends the caller's logins: a fresh member's.
+    allowed: async (h, s) => ({ token: await freshMember(h, s) }),
+  },
+  {
     method: 'GET',
     url: '/api/v1/tenants/:tenant',
     minRole: 'tenant_member',

@@ -5,7 +5,7 @@ import type { ApiServer } from '../../api/server.ts';
 import { DomainError } from '../../core/errors.ts';
 import type { Database } from '../../db/database.ts';
 import type { SecretBox } from '../secrets.ts';
-import { login, logout, refresh, type SessionDeps, type Tokens } from '../sessions.ts';
+import { changePassword, login, logout, refresh, type SessionDeps, type Tokens } from '../sessions.ts';
 import { beginEnrolment, confirmEnrolment, disableTotp } from '../totp.ts';
 import { COOKIE, principalOf, requireCsrfHeader } from './authenticate.ts';
 import { loginSource } from './login-source.ts';
@@ -58,6 +58,11 @@ function send(reply: FastifyReply, tokens: Tokens, mode: 'bearer' | 'cookie', se
     })
     .setCookie(COOKIE.csrf, csrfToken, { ...base, httpOnly: false });
   return { tokenType: tokens.tokenType, expiresIn: tokens.expiresIn, csrfToken, user: tokens.user };
+}
+
+function clearCookies(reply: FastifyReply): void {
+  for (const name of Object.values(COOKIE))
+    void reply.clearCookie(name, { path: name === COOKIE.refresh ? '/api/v1/auth' : '/' });
 }
 
 export function authRoutes(app: ApiServer, deps: AuthRouteDeps): void {
@@ -136,9 +141,33 @@ export function authRoutes(app: ApiServer, deps: AuthRouteDeps): void {
       if (!principal.sessionId)
         throw new DomainError('bad_request', 'API keys have no session; revoke the key instead');
       await logout(deps.db, principal.sessionId);
-      for (const name of Object.values(COOKIE))
-        void reply.clearCookie(name, { path: name === COOKIE.refresh ? '/api/v1/auth' : '/' });
+      clearCookies(reply);
       return reply.status(204).send(null);
+    },
+  );
+
+  app.post(
+    '/api/v1/auth/password',
+    {
+      config: { auditAction: 'auth.password.change' },
+      schema: {
+        tags,
+        summary:
+          'Change your own password (the current one is checked); every login of yours ends, this one too',
+        body: z.object({
+          currentPassword: z.string().min(1).max(1024),
+          newPassword: z.string().max(1024),
+        }),
+        response: { 200: z.object({ sessionsEnded: z.number() }) },
+      },
+    },
+    async (request, reply) => {
+      const principal = principalOf(request);
+      if (principal.kind !== 'user') throw new DomainError('forbidden', 'only users have passwords');
+      request.audit = { targetType: 'user', targetId: principal.id };
+      const sessionsEnded = await changePassword(deps.sessions, principal.id, request.body, request.ip);
+      clearCookies(reply);
+      return { sessionsEnded };
     },
   );
 
