@@ -13,6 +13,7 @@ import { withLogContext } from '../observability/logger.ts';
 import { redactUrl } from '../observability/redact.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { DomainError } from '../core/errors.ts';
+import { installPageSecurity } from '../web/security-headers.ts';
 import { installErrorHandling } from './errors.ts';
 
 export interface ApiOptions {
@@ -85,6 +86,7 @@ export async function createApi(options: ApiOptions) {
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandling(app);
+  installPageSecurity(app);
 
   app.addHook('onRequest', (request, reply, done) => {
     void reply.header('x-request-id', request.id);
