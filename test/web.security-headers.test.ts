@@ -1,9 +1,12 @@
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { chromium, type Browser as Chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { apiUrl, Browser, startDashboard, type RunningDashboard } from './support/dashboard.ts';
+import { startTestEdge, type TestEdge } from './support/edge.ts';
+import { rawGet } from './support/upstreams.ts';
 import { createHarness, PASSWORD, type Harness } from './support/identity.ts';
 import { missingPart } from './support/strict.ts';
 
@@ -19,9 +22,11 @@ let h: Harness;
 let base: string;
 let dash: RunningDashboard;
 let checkoutPath: string;
+let edge: TestEdge;
 
 beforeAll(async () => {
   h = await createHarness();
+  edge = await startTestEdge(h.db);
   base = await apiUrl(h);
   dash = await startDashboard(h, h.a, 'Alpha Widgets');
   const signup = await h.api.inject({
@@ -32,6 +37,7 @@ beforeAll(async () => {
   checkoutPath = new URL(signup.json<{ checkoutUrl: string }>().checkoutUrl).pathname;
 });
 afterAll(async () => {
+  await edge?.close();
   await dash?.stop();
   await h?.close();
 });
@@ -91,6 +97,21 @@ describe('platform pages', () => {
     expect(res.body).not.toContain('evil');
     expect(res.body).not.toContain('href=');
     expect(res.body).toContain('We are preparing your workspace.');
+  });
+
+  it("carry them on the edge's own pages too (unknown workspace, no such service)", async () => {
+    for (const host of ['nobody.localhost', 'localhost']) {
+      const res = await rawGet(edge.port, '/', host);
+      expect(res.headers['x-frame-options'], host).toBe('DENY');
+      expect(res.headers['x-content-type-options'], host).toBe('nosniff');
+      if (host === 'localhost') continue; // the portal's front page, above
+      expect(res.body).toContain('no workspace at this address');
+      const csp = String(res.headers['content-security-policy']);
+      expect(csp).toContain("frame-ancestors 'none'");
+      expect(csp).not.toContain('unsafe-inline');
+      const style = /<style>([\s\S]*?)<\/style>/.exec(res.body)![1]!;
+      expect(csp).toContain(`'sha256-${createHash('sha256').update(style).digest('base64')}'`);
+    }
   });
 
   it('links to the workspace for a real slug', async () => {

@@ -15,7 +15,7 @@ import {
   upstreamRequestHeaders,
 } from './forwarding.ts';
 import { normalizeTarget, TargetError, type NormalizedTarget } from './normalize.ts';
-import { pages, type EdgePage } from './pages.ts';
+import { PAGE_HEADERS, pages, type EdgePage } from './pages.ts';
 import { budgetKey, type EdgeRateLimiter } from './rate-limit.ts';
 import { isIpLiteral, matchRoute, type EdgeRoute, type RouteMatch, type RouteTable } from './route-table.ts';
 
@@ -291,6 +291,7 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     res.writeHead(page.status, {
       'content-type': 'text/html; charset=utf-8',
       'cache-control': 'no-store',
+      ...PAGE_HEADERS,
       ...page.headers,
     });
     res.end(page.html);
