@@ -60,7 +60,7 @@ export async function tenantsShow(
   const tenant = found;
   if (options.json) return printJson(tenant);
   const out: string[] = [
-    `${tenant.company} (${tenant.slug})`,
+    `${tenant.company ?? '(purged)'} (${tenant.slug})`,
     `  id        ${tenant.id}`,
     `  status    ${tenant.status}${tenant.statusReason ? ` — ${tenant.statusReason}` : ''}`,
     `  plan      ${tenant.plan}`,
