@@ -26,8 +26,10 @@ export function redactUrl(url: string | undefined): string | undefined {
     path = `${path.slice(0, start)}${MARK}${end < 0 ? '' : path.slice(end)}`;
   }
   if (q < 0) return path;
-  const query = url
-    .slice(q + 1)
+  const raw = url.slice(q + 1);
+  // Most queries name nothing sensitive: one test of the whole string, no splitting.
+  if (!SENSITIVE_PARAM.test(raw)) return path === url.slice(0, q) ? url : `${path}?${raw}`;
+  const query = raw
     .split('&')
     .map((part) => {
       const eq = part.indexOf('=');
