@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
@@ -191,6 +191,7 @@ describe('purge leaves nothing personal', { timeout: 300_000 }, () => {
       expect(verified.stdout).toContain('audit log intact');
     } finally {
       await platform.stop(testDb.db);
+      await rm(dataDir, { recursive: true, force: true });
     }
   });
 });
