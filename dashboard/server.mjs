@@ -8,17 +8,32 @@
 //   AIQSO_TENANT_ID      this tenant's id (ten_…)
 //   AIQSO_TENANT_SLUG    this tenant's slug
 //   AIQSO_COMPANY        the company name (shown even when the API is unreachable)
-//   AIQSO_API_KEY        a tenant-scoped, read-level API key for the tenant's status and services
+//   AIQSO_API_KEY        this dashboard's own tenant-scoped, read-level API key: it reads the tenant's
+//                        status and services, and vouches for the address of a user signing in
 //
 // Subscribing and unsubscribing are done as the signed-in user (their own token, kept in this
 // process), never with AIQSO_API_KEY: the API decides (owners only), and the audit log names them.
+// Every session is checked against the platform on each request, so a logout elsewhere, a password
+// change or a TOTP reset ends it here too. Every form carries a CSRF token, sign-in included.
 //
 // The tenant's services sit behind the platform's sign-in at the edge: after signing in here, the
 // user gets an edge session for this host (POST /api/v1/auth/edge-session) as the `aiqso_edge`
 // cookie, renewed while the dashboard is used and cleared at sign-out. The edge sends a browser
 // without one to /login?next=<where it was going>, which comes back there once signed in.
 import { createServer } from 'node:http';
-import { randomBytes, createHmac, timingSafeEqual } from 'node:crypto';
+import { isIP } from 'node:net';
+import {
+  clearCookie,
+  cookie,
+  csrfField,
+  escape,
+  page,
+  randomId,
+  readCookies,
+  readForm,
+  send,
+  signer,
+} from './web.mjs';
 
 const env = process.env;
 const PORT = Number(env.PORT ?? 3000);
@@ -28,65 +43,39 @@ const TENANT_ID = env.AIQSO_TENANT_ID ?? '';
 const SLUG = env.AIQSO_TENANT_SLUG ?? '';
 const COMPANY = env.AIQSO_COMPANY ?? SLUG;
 const API_KEY = env.AIQSO_API_KEY ?? '';
-// Signs this dashboard's session cookies; a restart logs everyone out, which is acceptable.
-const SESSION_KEY = randomBytes(32);
 const SESSION_SECONDS = 8 * 3600;
+/** How long the second step of a sign-in (the TOTP or recovery code) may take. */
+const SECOND_STEP_SECONDS = 300;
+const SECOND_STEP_TRIES = 5;
+const COOKIE = { session: 'aiqso_dash', visitor: 'aiqso_dash_pre', second: 'aiqso_dash_2fa' };
 const EDGE_COOKIE = 'aiqso_edge';
 
-const escape = (s) =>
-  String(s).replace(
-    /[&<>"']/g,
-    (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c],
-  );
-
-function page(title, body) {
-  return `<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1"><title>${escape(title)}</title>
-<style>body{font-family:system-ui,sans-serif;max-width:48rem;margin:2.5rem auto;padding:0 1rem;color:#1f2933}
-table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.4rem .6rem;border-bottom:1px solid #e5e7eb}
-.muted{color:#6b7280}input{padding:.4rem;margin:.2rem 0 .8rem;width:18rem}button{padding:.5rem 1.2rem}</style>
-</head><body>${body}</body></html>`;
-}
-
-function sign(value) {
-  return createHmac('sha256', SESSION_KEY).update(value).digest('base64url');
-}
+const keys = signer();
 
 // Signed-in users: the cookie carries a signed session id; the user's own platform tokens stay in
-// this process (never in the browser). Subscribing and unsubscribing run with them, so the API
-// decides what this user may do; the dashboard's own key only reads.
+// this process (never in the browser). A sign-in waiting for its second factor keeps the email and
+// password here for at most SECOND_STEP_SECONDS, until the code comes.
 const sessions = new Map();
+const pending = new Map();
 
-function readSession(req) {
-  const cookie = (req.headers.cookie ?? '').split(/;\s*/).find((c) => c.startsWith('aiqso_dash='));
-  if (!cookie) return undefined;
-  const [sid, mac] = cookie.slice('aiqso_dash='.length).split('.');
-  if (!sid || !mac) return undefined;
-  const expected = Buffer.from(sign(sid));
-  const given = Buffer.from(mac);
-  if (expected.length !== given.length || !timingSafeEqual(expected, given)) return undefined;
-  const session = sessions.get(sid);
-  if (!session || session.exp <= Date.now() / 1000) {
-    sessions.delete(sid);
-    return undefined;
-  }
-  return session;
+const now = () => Date.now() / 1000;
+
+function sweep(map) {
+  for (const [id, s] of map) if (s.exp <= now()) map.delete(id);
 }
 
-function startSession(user, tokens) {
-  const sid = randomBytes(24).toString('base64url');
-  const exp = Math.floor(Date.now() / 1000) + SESSION_SECONDS;
-  sessions.set(sid, { sid, email: user.email, role: user.role, exp, ...tokens });
-  for (const [id, s] of sessions) if (s.exp <= Date.now() / 1000) sessions.delete(id);
-  return sid;
+/** The browser's address: the edge puts it in X-Forwarded-For (overwriting what a client sent). */
+function clientAddress(req) {
+  const forwarded = String(req.headers['x-forwarded-for'] ?? '')
+    .split(',')
+    .pop()
+    .trim();
+  if (isIP(forwarded)) return forwarded;
+  const peer = req.socket.remoteAddress ?? '';
+  return peer.startsWith('::ffff:') ? peer.slice(7) : peer;
 }
 
-function sessionCookie(sid, secure) {
-  const flags = `Path=/; HttpOnly; SameSite=Lax; Max-Age=${SESSION_SECONDS}${secure ? '; Secure' : ''}`;
-  return `aiqso_dash=${sid}.${sign(sid)}; ${flags}`;
-}
-
-const csrfFor = (session) => sign(`csrf:${session.sid}`);
+const secure = (req) => req.headers['x-forwarded-proto'] === 'https';
 
 /** Where to go after signing in: a path on this host (not `//other`, no backslash), else the dashboard. */
 function safeNext(next) {
@@ -100,8 +89,6 @@ const hostOf = (req) =>
     .replace(/:\d+$/, '')
     .toLowerCase();
 
-const isSecure = (req) => req.headers['x-forwarded-proto'] === 'https';
-
 /** A fresh edge session for this host as the signed-in user: its Set-Cookie, or undefined if refused. */
 async function edgeCookie(session, req) {
   const { status, body } = await asUser(session, '/api/v1/auth/edge-session', {
@@ -109,23 +96,26 @@ async function edgeCookie(session, req) {
     body: JSON.stringify({ host: hostOf(req) }),
   }).catch(() => ({ status: 503, body: {} }));
   if (status !== 200) return undefined;
-  session.edgeExpires = Date.now() / 1000 + body.expiresIn;
+  session.edgeExpires = now() + body.expiresIn;
   session.edgeSeconds = body.expiresIn;
-  const flags = `Path=/; HttpOnly; SameSite=Lax; Max-Age=${body.expiresIn}${isSecure(req) ? '; Secure' : ''}`;
-  return `${EDGE_COOKIE}=${body.token}; ${flags}`;
+  return cookie(EDGE_COOKIE, body.token, { maxAge: body.expiresIn, secure: secure(req) });
 }
 
 /** Renewed once half its life is gone, while the dashboard is used. */
-const edgeDue = (session) =>
-  !session.edgeExpires || session.edgeExpires - Date.now() / 1000 < session.edgeSeconds / 2;
+const edgeDue = (session) => !session.edgeExpires || session.edgeExpires - now() < session.edgeSeconds / 2;
 
-const CLEAR_EDGE_COOKIE = `${EDGE_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax`;
 const SERVICES_DOWN = 'Signed in, but your services cannot be reached right now; try again shortly.';
 
 async function api(path, init = {}) {
   const res = await fetch(`${API}${path}`, {
     ...init,
-    headers: { accept: 'application/json', ...(init.headers ?? {}) },
+    headers: {
+      accept: 'application/json',
+      // Named on every call, so the edge budgets this dashboard apart from the others.
+      ...(API_KEY ? { 'x-aiqso-dashboard-key': API_KEY } : {}),
+      ...(init.body ? { 'content-type': 'application/json' } : {}),
+      ...(init.headers ?? {}),
+    },
     signal: AbortSignal.timeout(5000),
   });
   const body = await res.json().catch(() => ({}));
@@ -143,67 +133,207 @@ async function read(path) {
   }
 }
 
-/** Call the API as the signed-in user, refreshing their access token once when it has expired. */
+/**
+ * Call the API as the signed-in user, refreshing their access token once when it was refused.
+ * When the refresh is refused too, the platform session is over: `ended` is set.
+ */
 async function asUser(session, path, init = {}) {
-  const call = () =>
-    api(path, {
-      ...init,
-      headers: {
-        ...(init.body ? { 'content-type': 'application/json' } : {}),
-        authorization: `Bearer ${session.accessToken}`,
-      },
-    });
+  const call = () => api(path, { ...init, headers: { authorization: `Bearer ${session.accessToken}` } });
   let res = await call();
-  if (res.status === 401 && session.refreshToken) {
-    const fresh = await api('/api/v1/auth/refresh', {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ refreshToken: session.refreshToken }),
-    });
-    if (fresh.status !== 200) return res;
-    session.accessToken = fresh.body.accessToken;
-    session.refreshToken = fresh.body.refreshToken;
-    res = await call();
+  if (res.status !== 401) return res;
+  const fresh = await api('/api/v1/auth/refresh', {
+    method: 'POST',
+    body: JSON.stringify({ refreshToken: session.refreshToken }),
+  });
+  if (fresh.status !== 200) return { ...res, ended: fresh.status === 401 };
+  session.accessToken = fresh.body.accessToken;
+  session.refreshToken = fresh.body.refreshToken;
+  res = await call();
+  return res.status === 401 ? { ...res, ended: true } : res;
+}
+
+/**
+ * The request's session, checked against the platform: a session the platform ended (logout,
+ * password change, TOTP reset, revocation) or that no longer belongs to this tenant is dropped.
+ * An unreachable platform keeps the session (its pages show what they can).
+ */
+async function liveSession(req) {
+  const sid = keys.unseal(readCookies(req)[COOKIE.session]);
+  const session = sid && sessions.get(sid);
+  if (!session) return undefined;
+  if (session.exp <= now()) return void sessions.delete(sid);
+  const me = await asUser(session, '/api/v1/auth/me').catch(() => ({ status: 503, body: {} }));
+  if (me.ended || (me.status === 200 && me.body.tenantId !== TENANT_ID)) {
+    sessions.delete(sid);
+    return undefined;
   }
-  return res;
+  if (me.status === 200) session.role = me.body.role;
+  return session;
 }
 
-function readForm(req) {
-  return new Promise((resolve, reject) => {
-    let data = '';
-    req.setEncoding('utf8');
-    req.on('data', (chunk) => {
-      data += chunk;
-      if (data.length > 16_384) req.destroy(new Error('form too large'));
-    });
-    req.on('end', () => resolve(Object.fromEntries(new URLSearchParams(data))));
-    req.on('error', reject);
-  });
+/** A new session, its edge session for the tenant's services, and on to `next` (a path on this host). */
+async function startSession(res, req, user, tokens, next) {
+  sweep(sessions);
+  const sid = randomId();
+  const session = { sid, email: user.email, role: user.role, exp: now() + SESSION_SECONDS, ...tokens };
+  sessions.set(sid, session);
+  const edge = await edgeCookie(session, req);
+  const cookies = [
+    cookie(COOKIE.session, keys.seal(sid), { maxAge: SESSION_SECONDS, secure: secure(req) }),
+    clearCookie(COOKIE.second),
+    ...(edge ? [edge] : []),
+  ];
+  const location = edge ? safeNext(next) : `./?msg=${encodeURIComponent(SERVICES_DOWN)}`;
+  return send(res, 303, '', { location, 'set-cookie': cookies });
 }
 
-function send(res, status, html, headers = {}) {
-  res.writeHead(status, {
-    'content-type': 'text/html; charset=utf-8',
-    'cache-control': 'no-store',
-    ...headers,
-  });
-  res.end(html);
+/** The visitor's pre-session id (a cookie), which the sign-in form's CSRF token is bound to. */
+function visitor(req) {
+  const existing = keys.unseal(readCookies(req)[COOKIE.visitor]);
+  if (existing) return { id: existing, setCookie: [] };
+  const id = randomId();
+  return { id, setCookie: [cookie(COOKIE.visitor, keys.seal(id), { secure: secure(req) })] };
 }
 
-function loginForm(message = '', next = './') {
-  return page(
+function loginPage(res, req, status = 200, message = '', cookies = [], next = './') {
+  const v = visitor(req);
+  const html = page(
     COMPANY,
     `<h1>${escape(COMPANY)}</h1><p class="muted">Sign in with your platform account.</p>
 ${message ? `<p role="alert">${escape(message)}</p>` : ''}
-<form method="post" action="login"><input type="hidden" name="next" value="${escape(next)}">
+<form method="post" action="login">${csrfField(keys.csrf(`visitor:${v.id}`))}
+<input type="hidden" name="next" value="${escape(safeNext(next))}">
 <label>Email<br><input name="email" type="email" autocomplete="username" required></label><br>
 <label>Password<br><input name="password" type="password" autocomplete="current-password" required></label><br>
 <button type="submit">Sign in</button></form>`,
   );
+  const setCookie = [...cookies, ...v.setCookie];
+  return send(res, status, html, setCookie.length ? { 'set-cookie': setCookie } : {});
+}
+
+function secondStepPage(res, step, status = 200, message = '') {
+  const csrf = csrfField(keys.csrf(`second:${step.id}`));
+  const html = page(
+    COMPANY,
+    `<h1>${escape(COMPANY)}</h1><p class="muted">Two-factor authentication for ${escape(step.email)}.</p>
+${message ? `<p role="alert">${escape(message)}</p>` : ''}
+<form method="post" action="login/code">${csrf}
+<label>Code from your authenticator app<br><input name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{6}" required></label><br>
+<button type="submit">Verify</button></form>
+<form method="post" action="login/code">${csrf}
+<label>Or a recovery code<br><input name="recovery" autocomplete="off" required></label><br>
+<button type="submit">Use recovery code</button></form>`,
+  );
+  return send(res, status, html);
+}
+
+const forbidden = (res) =>
+  send(res, 403, page('Forbidden', '<h1>Forbidden</h1><p>Reload the page and try again.</p>'));
+
+const refusal = (status, body) =>
+  status === 429
+    ? `Too many attempts; try again in ${Number(body?.error?.details?.retryAfterSeconds) || 60} s.`
+    : status >= 500
+      ? 'The platform is unreachable; try again.'
+      : undefined;
+
+/** Sign in at the platform, as this dashboard, for the browser's address. */
+function platformLogin(req, credentials) {
+  return api('/api/v1/auth/login', {
+    method: 'POST',
+    headers: { 'x-aiqso-client-address': clientAddress(req) },
+    body: JSON.stringify(credentials),
+  }).catch(() => ({ status: 503, body: {} }));
+}
+
+async function login(req, res) {
+  const form = await readForm(req);
+  const v = keys.unseal(readCookies(req)[COOKIE.visitor]);
+  if (!v || !keys.csrfOk(`visitor:${v}`, form.csrf))
+    return loginPage(res, req, 403, 'Reload the page and try again.', [], form.next);
+  const credentials = { email: String(form.email ?? ''), password: String(form.password ?? '') };
+  const { status, body } = await platformLogin(req, credentials);
+  if (status === 200 && body?.user?.tenantId === TENANT_ID) {
+    return startSession(
+      res,
+      req,
+      body.user,
+      { accessToken: body.accessToken, refreshToken: body.refreshToken },
+      form.next,
+    );
+  }
+  if (status === 401 && body?.error?.details?.reason === 'totp_required') {
+    sweep(pending);
+    const step = {
+      id: randomId(),
+      ...credentials,
+      next: safeNext(form.next),
+      exp: now() + SECOND_STEP_SECONDS,
+      tries: 0,
+    };
+    pending.set(step.id, step);
+    const set = cookie(COOKIE.second, keys.seal(step.id), {
+      maxAge: SECOND_STEP_SECONDS,
+      secure: secure(req),
+    });
+    res.setHeader('set-cookie', set);
+    return secondStepPage(res, step);
+  }
+  const why = refusal(status, body) ?? 'Wrong email or password.';
+  return loginPage(res, req, status === 429 ? 429 : 401, why, [], form.next);
+}
+
+/** The second step: a TOTP code or a recovery code, for the sign-in waiting in this browser. */
+async function secondStep(req, res) {
+  const form = await readForm(req);
+  const id = keys.unseal(readCookies(req)[COOKIE.second]);
+  const step = id && pending.get(id);
+  if (!step || step.exp <= now()) return loginPage(res, req, 401, 'The sign-in expired; start again.');
+  if (!keys.csrfOk(`second:${step.id}`, form.csrf)) return forbidden(res);
+  const factor = form.recovery ? { recoveryCode: String(form.recovery) } : { totp: String(form.code ?? '') };
+  const { status, body } = await platformLogin(req, {
+    email: step.email,
+    password: step.password,
+    ...factor,
+  });
+  if (status === 200 && body?.user?.tenantId === TENANT_ID) {
+    pending.delete(step.id);
+    return startSession(
+      res,
+      req,
+      body.user,
+      { accessToken: body.accessToken, refreshToken: body.refreshToken },
+      step.next,
+    );
+  }
+  step.tries += 1;
+  const message = refusal(status, body);
+  if (step.tries >= SECOND_STEP_TRIES || (!message && status !== 401)) {
+    pending.delete(step.id);
+    return loginPage(res, req, 401, message ?? 'Too many wrong codes; start again.');
+  }
+  return secondStepPage(
+    res,
+    step,
+    status === 429 ? 429 : 401,
+    message ?? 'That code is wrong, expired or already used.',
+  );
+}
+
+/** Sign out here and at the platform: the user's platform session (access and refresh) ends too. */
+async function logout(req, res, session) {
+  const form = await readForm(req);
+  if (!keys.csrfOk(session.sid, form.csrf)) return forbidden(res);
+  await asUser(session, '/api/v1/auth/logout', { method: 'POST' }).catch(() => undefined);
+  sessions.delete(session.sid);
+  return send(res, 303, '', {
+    location: './',
+    'set-cookie': [clearCookie(COOKIE.session), clearCookie(EDGE_COOKIE)],
+  });
 }
 
 function button(session, action, service, label) {
-  return `<form method="post" action="${action}" style="display:inline"><input type="hidden" name="csrf" value="${csrfFor(session)}">
+  return `<form method="post" action="${action}" class="inline">${csrfField(keys.csrf(session.sid))}
 <input type="hidden" name="service" value="${escape(service)}"><button type="submit">${label}</button></form>`;
 }
 
@@ -261,9 +391,10 @@ async function home(session, message) {
         }</td></tr>`,
     )
     .join('');
+  const signOut = `<form method="post" action="logout" class="inline">${csrfField(keys.csrf(session.sid))}<button type="submit">Sign out</button></form>`;
   return page(
     COMPANY,
-    `<h1>${escape(COMPANY)}</h1><p class="muted">Signed in as ${escape(session.email)} · <a href="logout">Sign out</a></p>
+    `<h1>${escape(COMPANY)}</h1><p class="muted">Signed in as ${escape(session.email)} · ${signOut}</p>
 ${message ? `<p role="status">${escape(message)}</p>` : ''}
 <p>Workspace status: <strong>${escape(tenant?.status ?? 'unknown')}</strong></p>
 <h2>Services</h2><table><thead><tr><th>Service</th><th>Status</th><th></th></tr></thead><tbody>${rows}</tbody></table>
@@ -274,11 +405,7 @@ ${offer ? `<h2>Catalog</h2><table><tbody>${offer}</tbody></table>` : ''}`,
 /** Subscribe, unsubscribe or retry as the signed-in user; the API's answer (or refusal) is shown on the next page. */
 async function change(req, res, session, kind) {
   const form = await readForm(req);
-  const expected = Buffer.from(csrfFor(session));
-  const given = Buffer.from(String(form.csrf ?? ''));
-  if (expected.length !== given.length || !timingSafeEqual(expected, given)) {
-    return send(res, 403, page('Forbidden', '<h1>Forbidden</h1><p>Reload the page and try again.</p>'));
-  }
+  if (!keys.csrfOk(session.sid, form.csrf)) return forbidden(res);
   const service = String(form.service ?? '');
   const tid = encodeURIComponent(TENANT_ID);
   const one = `/api/v1/tenants/${tid}/services/${encodeURIComponent(service)}`;
@@ -300,80 +427,59 @@ async function change(req, res, session, kind) {
   return send(res, 303, '', { location: `./?msg=${encodeURIComponent(message)}` });
 }
 
-async function login(req, res) {
-  const form = await readForm(req);
-  const { status, body } = await api('/api/v1/auth/login', {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ email: form.email ?? '', password: form.password ?? '' }),
-  }).catch(() => ({ status: 503, body: {} }));
-  // Only this tenant's users may use this dashboard.
-  if (status !== 200 || body?.user?.tenantId !== TENANT_ID) {
-    return send(
-      res,
-      401,
-      loginForm(
-        status === 503 ? 'The platform is unreachable; try again.' : 'Wrong email or password.',
-        safeNext(form.next),
-      ),
-    );
-  }
-  const sid = startSession(body.user, { accessToken: body.accessToken, refreshToken: body.refreshToken });
-  const edge = await edgeCookie(sessions.get(sid), req);
-  const location = edge ? safeNext(form.next) : `./?msg=${encodeURIComponent(SERVICES_DOWN)}`;
-  const cookies = [sessionCookie(sid, isSecure(req)), ...(edge ? [edge] : [])];
-  return send(res, 303, '', { location, 'set-cookie': cookies });
-}
-
 /** The sign-in page the edge sends browsers to; signed in already, a new edge session and back to `next`. */
-async function loginPage(req, res, url) {
+async function signInFor(req, res, url) {
   const next = safeNext(url.searchParams.get('next'));
-  const session = readSession(req);
-  if (!session) return send(res, 200, loginForm('', next));
+  const session = await liveSession(req);
+  if (!session) return loginPage(res, req, 200, '', [], next);
   const edge = await edgeCookie(session, req);
   if (!edge) return send(res, 303, '', { location: `./?msg=${encodeURIComponent(SERVICES_DOWN)}` });
   return send(res, 303, '', { location: next, 'set-cookie': edge });
 }
 
-const server = createServer(async (req, res) => {
-  try {
-    const url = new URL(req.url ?? '/', 'http://dashboard');
-    const path = url.pathname;
-    if (path === '/healthz') {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      return res.end(JSON.stringify({ status: 'ok', tenant: SLUG }));
-    }
-    if (path === '/login' && req.method === 'POST') return await login(req, res);
-    if (path === '/login' && (req.method === 'GET' || req.method === 'HEAD'))
-      return await loginPage(req, res, url);
-    if (['/subscribe', '/unsubscribe', '/retry'].includes(path) && req.method === 'POST') {
-      const session = readSession(req);
-      if (!session) return send(res, 303, '', { location: './' });
-      return await change(req, res, session, path.slice(1));
-    }
-    if (path === '/logout') {
-      const session = readSession(req);
-      if (session) {
-        sessions.delete(session.sid);
-        // Ends the platform session too: the edge then refuses its edge session wherever it is kept.
-        await asUser(session, '/api/v1/auth/logout', { method: 'POST' }).catch(() => undefined);
-      }
-      return send(res, 303, '', {
-        location: './',
-        'set-cookie': ['aiqso_dash=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax', CLEAR_EDGE_COOKIE],
-      });
-    }
-    if (path !== '/' || (req.method !== 'GET' && req.method !== 'HEAD'))
-      return send(res, 404, page('Not found', '<h1>Not found</h1>'));
-    const session = readSession(req);
-    if (!session) return send(res, 200, loginForm());
-    const renewed = edgeDue(session) ? await edgeCookie(session, req) : undefined;
-    const headers = renewed ? { 'set-cookie': renewed } : {};
-    return send(res, 200, await home(session, url.searchParams.get('msg') ?? ''), headers);
-  } catch (err) {
+/** Routes that need a live session; without one, the browser goes to the sign-in page. */
+const SIGNED_IN = {
+  '/subscribe': (req, res, s) => change(req, res, s, 'subscribe'),
+  '/unsubscribe': (req, res, s) => change(req, res, s, 'unsubscribe'),
+  '/retry': (req, res, s) => change(req, res, s, 'retry'),
+  '/logout': logout,
+};
+
+async function route(req, res) {
+  const url = new URL(req.url ?? '/', 'http://dashboard');
+  const path = url.pathname;
+  if (path === '/healthz') {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    return res.end(JSON.stringify({ status: 'ok', tenant: SLUG }));
+  }
+  const post = req.method === 'POST';
+  if (post && path === '/login') return login(req, res);
+  if (post && path === '/login/code') return secondStep(req, res);
+  if (path === '/login' && (req.method === 'GET' || req.method === 'HEAD')) return signInFor(req, res, url);
+  if (SIGNED_IN[path]) {
+    if (!post) return send(res, 405, page('Not allowed', '<h1>Not allowed</h1>'), { allow: 'POST' });
+    const session = await liveSession(req);
+    if (!session) return send(res, 303, '', { location: './', 'set-cookie': clearCookie(COOKIE.session) });
+    return SIGNED_IN[path](req, res, session);
+  }
+  if (path !== '/' || (req.method !== 'GET' && req.method !== 'HEAD'))
+    return send(res, 404, page('Not found', '<h1>Not found</h1>'));
+  const session = await liveSession(req);
+  if (!session) {
+    if (readCookies(req)[COOKIE.session] === undefined) return loginPage(res, req);
+    const message = 'Your session has ended; sign in again.';
+    return loginPage(res, req, 200, message, [clearCookie(COOKIE.session)]);
+  }
+  const renewed = edgeDue(session) ? await edgeCookie(session, req) : undefined;
+  const headers = renewed ? { 'set-cookie': renewed } : {};
+  return send(res, 200, await home(session, url.searchParams.get('msg') ?? ''), headers);
+}
+
+const server = createServer((req, res) => {
+  route(req, res).catch((err) => {
     console.error(JSON.stringify({ level: 'error', msg: 'request failed', err: String(err) }));
     if (!res.headersSent) send(res, 500, page('Error', '<h1>Something went wrong</h1>'));
-  }
+  });
 });
 
 server.listen(PORT, HOST, () => {

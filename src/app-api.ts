@@ -60,7 +60,12 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
   const identity = await installIdentity(api, { config, db: database.db, log }, parts.identity);
   edgeSessionRoutes(api, { db: database.db, tokens: identity.tokens });
   const access = createTenantAccess(database.db);
-  tenantLifecycleRoutes(api, { db: database.db, access, graceDays: config.graceDays });
+  tenantLifecycleRoutes(api, {
+    db: database.db,
+    access,
+    graceDays: config.graceDays,
+    dataDir: config.dataDir,
+  });
   catalogRoutes(api, { db: database.db });
   tenantServiceRoutes(api, { db: database.db, access, plans: parts.plans, config });
   return api;

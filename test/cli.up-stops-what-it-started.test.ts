@@ -1,6 +1,7 @@
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  dashboardLogin,
   driverCases,
   pollUntil,
   startLivePlatform,
@@ -96,8 +97,10 @@ describe('Ctrl-C or SIGTERM on aiqso up (embedded database, process driver)', { 
       for (const slug of ['alpha', 'bravo'])
         expect((await platform.until(slug, (p) => p.status === 200, 120_000)).status).toBe(200);
     }
+    const host = `alpha.localhost:${platform.port}`;
+    const { cookies } = await dashboardLogin(host, platform.port, 'owner@alpha.test', PASSWORD);
     const notes = await pollUntil(
-      () => viaEdge(`alpha.localhost:${platform.port}`, platform.port, { path: '/notes/' }),
+      () => viaEdge(host, platform.port, { path: '/notes/', headers: { cookie: cookies } }),
       (r) => r.status === 200,
       120_000,
     );

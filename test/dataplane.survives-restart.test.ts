@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dropServiceDatabase, listServiceDatabases } from '../src/services/databases.ts';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
 import {
+  dashboardLogin,
   driverCases,
   pollUntil,
   startLivePlatform,
@@ -54,8 +55,22 @@ async function notes(platform: LivePlatform, token: string) {
   return (body as unknown as Services).services.find((s) => s.service === 'notes');
 }
 
+/** The browser cookies of the owner's dashboard sign-in, per platform (the edge lets only members reach Notes). */
+const signedIn = new WeakMap<LivePlatform, string>();
+
 const notesPage = (platform: LivePlatform) =>
-  viaEdge(`acme.localhost:${platform.port}`, platform.port, { path: '/notes/' });
+  viaEdge(`acme.localhost:${platform.port}`, platform.port, {
+    path: '/notes/',
+    headers: { cookie: signedIn.get(platform) ?? '' },
+  });
+
+/** What the edge tells a service about a signed-in user: a request straight to Notes carries it too. */
+const AS_EDGE = {
+  'x-aiqso-user-id': 'usr_owner',
+  'x-aiqso-user-email': 'owner@acme.test',
+  'x-aiqso-user-role': 'tenant_owner',
+  'x-aiqso-tenant-id': 'ten_acme',
+};
 
 /** Mail files per template: the files driver writes one `.eml` per outbox key. */
 async function mails(platform: LivePlatform): Promise<string[]> {
@@ -128,6 +143,10 @@ async function tenantWithNotes(platform: LivePlatform): Promise<string[]> {
     180_000,
   );
   expect(active).toMatchObject({ status: 'active' });
+  const host = `acme.localhost:${platform.port}`;
+  const signIn = await dashboardLogin(host, platform.port, 'owner@acme.test', PASSWORD);
+  expect(signIn.status).toBe(303);
+  signedIn.set(platform, signIn.cookies);
   expect(
     (
       await pollUntil(
@@ -280,7 +299,7 @@ describe('the data plane with an external database (process driver)', { timeout:
           // No control plane: straight to the workloads. Notes reads its own database to answer `/`.
           whileDown = await Promise.all(
             [`${endpoints.notes}/`, `${endpoints.dashboard}/healthz`].map(async (url) => {
-              const res = await fetch(url);
+              const res = await fetch(url, { headers: AS_EDGE });
               return { status: res.status, body: await res.text() };
             }),
           );
@@ -337,7 +356,7 @@ describe('the data plane with an external database (lxc driver)', { timeout: 600
     await compute.close();
     let whileDown: number[] = [];
     await platform.restart('SIGINT', async () => {
-      whileDown = await Promise.all(urls.map(async (url) => (await fetch(url)).status));
+      whileDown = await Promise.all(urls.map(async (url) => (await fetch(url, { headers: AS_EDGE })).status));
     });
     // The dashboard serves; Notes answers, but its database (127.0.0.1:5432, forwarded by the
     // control plane's host gateway) is unreachable until the control plane is back (README).

@@ -80,4 +80,27 @@ describe('edge access log', () => {
     expect(lines[1]).not.toHaveProperty('tenantId');
     expect(lines[1]).toMatchObject({ method: 'POST', path: '/', status: 404 });
   });
+
+  it('redacts checkout ids and credentials in query strings', () => {
+    const written: string[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        written.push(chunk.toString());
+        done();
+      },
+    });
+    const access = createAccessLog(createLogger('info', sink), 60_000)!;
+    const entry = { tenantId: null, route: undefined, host: 'localhost', method: 'GET', status: 200, ms: 1 };
+    access.write({ ...entry, path: '/billing/checkout/cs_local0123456789abcdefghijklmnop/pay' });
+    access.write({ ...entry, path: '/x?token=sekrit&page=2' });
+    access.close();
+    const text = written.join('');
+    expect(text).not.toContain('cs_local0123456789abcdefghijklmnop');
+    expect(text).not.toContain('sekrit');
+    const paths = text
+      .trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { path: string }).path);
+    expect(paths).toEqual(['/billing/checkout/[redacted]/pay', '/x?token=[redacted]&page=2']);
+  });
 });

@@ -74,6 +74,29 @@ describe('audit chain head', () => {
     });
   });
 
+  it('keeps source addresses beside the chain: deleting one (a purge) verifies, changing one does not', async () => {
+    const { db, ids } = await chainOf(6);
+    // Odd rows have an address: the chain holds only its salted commitment.
+    const row = await db.db
+      .selectFrom('audit_log')
+      .selectAll()
+      .where('id', '=', ids[1]!)
+      .executeTakeFirstOrThrow();
+    expect(row.source_ip).toBeNull();
+    expect(row.source_ip_commit).toMatch(/^[0-9a-f]{64}$/);
+    await expect(
+      sql`UPDATE audit_addresses SET address = '203.0.113.9' WHERE audit_id = ${ids[1]}`.execute(db.db),
+    ).rejects.toThrow(/append-only/);
+    await sql`DELETE FROM audit_addresses WHERE audit_id = ${ids[1]}`.execute(db.db);
+    expect(await verifyAuditChain(db.db)).toMatchObject({ ok: true, rows: 6 });
+    await asIntruder(db, sql`UPDATE audit_addresses SET address = '203.0.113.9' WHERE audit_id = ${ids[3]}`);
+    expect(await verifyAuditChain(db.db)).toMatchObject({
+      ok: false,
+      firstBadId: ids[3],
+      reason: 'address_changed',
+    });
+  });
+
   it('detects a deleted middle row', async () => {
     const { db, ids } = await chainOf(6);
     await asIntruder(db, sql`DELETE FROM audit_log WHERE id = ${ids[3]}`);

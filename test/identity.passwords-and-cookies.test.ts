@@ -89,7 +89,8 @@ describe('users and browser sessions', () => {
     const refreshed = await h.api.inject({
       method: 'POST',
       url: '/api/v1/auth/refresh',
-      cookies: { aiqso_rt: cookies.aiqso_rt!.value },
+      cookies: { aiqso_rt: cookies.aiqso_rt!.value, aiqso_csrf: body.csrfToken },
+      headers: { 'x-csrf-token': body.csrfToken },
       payload: { mode: 'cookie' },
     });
     expect(refreshed.statusCode).toBe(200);

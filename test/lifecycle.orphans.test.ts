@@ -14,6 +14,7 @@ import {
 } from '../src/services/databases.ts';
 import { appWorkload } from './support/compute-app.ts';
 import {
+  dashboardLogin,
   driverCases,
   pollUntil,
   startLivePlatform,
@@ -97,7 +98,9 @@ for (const driver of driverCases()) {
         body: JSON.stringify({ service: 'notes' }),
       });
       expect(subscribed.status).toBe(202);
-      const notesPage = () => viaEdge(`acme.localhost:${platform.port}`, platform.port, { path: '/notes/' });
+      const host = `acme.localhost:${platform.port}`;
+      const { cookies } = await dashboardLogin(host, platform.port, 'o@acme.test', PASSWORD);
+      const notesPage = () => viaEdge(host, platform.port, { path: '/notes/', headers: { cookie: cookies } });
       expect((await pollUntil(notesPage, (p) => p.status === 200, 180_000)).status).toBe(200);
 
       // Things no spec owns: a container, a route of a tenant with no resource, a service database.

@@ -5,6 +5,7 @@ import type { ApiServer } from '../src/api/server.ts';
 import { newId } from '../src/core/ids.ts';
 import { hashPassword } from '../src/identity/passwords.ts';
 import { createLogger } from '../src/observability/logger.ts';
+import { redactText, redactUrl } from '../src/observability/redact.ts';
 import { createMetrics } from '../src/observability/metrics.ts';
 import { testConfig } from './support/api.ts';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
@@ -68,5 +69,62 @@ describe('request logs', () => {
     expect(tenantLines.every((l) => l.tenantId === tenantId)).toBe(true);
     expect(lines.filter((l) => l.reqId === 'req-login-1').length).toBeGreaterThan(0);
     expect(JSON.stringify(lines)).not.toContain('correct horse battery staple');
+  });
+
+  it('keep no bearer-like ids: checkout ids and credentials in query strings are redacted', async () => {
+    const checkout = 'cs_local0123456789abcdefghijklmnop';
+    for (const [url, id] of [
+      [`/billing/checkout/${checkout}`, 'req-checkout-1'],
+      [`/billing/checkout/${checkout}/pay`, 'req-checkout-2'],
+      ['/api/v1/tenants/logged?access_token=sekrit-value-1&tenant=logged', 'req-query-1'],
+    ] as const) {
+      const method = url.endsWith('/pay') ? 'POST' : 'GET';
+      await api.inject({ method, url, headers: { 'x-request-id': id } });
+      const request = lines.find((l) => l.reqId === id && l.msg === 'request');
+      expect(request, id).toBeDefined();
+    }
+    const text = JSON.stringify(lines);
+    expect(text).not.toContain(checkout);
+    expect(text).not.toContain('sekrit-value-1');
+    const urls = lines.filter((l) => l.msg === 'request').map((l) => l.url);
+    expect(urls).toEqual(
+      expect.arrayContaining([
+        '/billing/checkout/[redacted]',
+        '/billing/checkout/[redacted]/pay',
+        '/api/v1/tenants/logged?access_token=[redacted]&tenant=logged',
+      ]),
+    );
+  });
+});
+
+describe('redactUrl', () => {
+  it.each([
+    ['/', '/'],
+    ['/api/v1/tenants/acme?now=true', '/api/v1/tenants/acme?now=true'],
+    ['/billing/checkout/cs_localabc', '/billing/checkout/[redacted]'],
+    ['/billing/checkout/cs_localabc/pay?x=1', '/billing/checkout/[redacted]/pay?x=1'],
+    ['http://h/billing/checkout/cs_localabc', 'http://h/billing/checkout/[redacted]'],
+    [
+      '/cb?code=abc&state=s&token=t&api_key=k&refresh%5Ftoken=r',
+      '/cb?code=[redacted]&state=s&token=[redacted]&api_key=[redacted]&refresh%5Ftoken=[redacted]',
+    ],
+    [
+      '/p?session_id=1&Password=2&sig=3&flag',
+      '/p?session_id=[redacted]&Password=[redacted]&sig=[redacted]&flag',
+    ],
+    ['/p?tenant=a%ZZ&msg=hi', '/p?tenant=a%ZZ&msg=hi'],
+  ])('%s → %s', (url, logged) => {
+    expect(redactUrl(url)).toBe(logged);
+  });
+});
+
+describe('redactText', () => {
+  it('replaces checkout ids, API keys and refresh tokens in free text', () => {
+    const key = `aiqso_${'k'.repeat(43)}`;
+    const refresh = `aiqso_rt_${'r'.repeat(43)}`;
+    expect(
+      redactText(`no checkout session cs_local0123456789abcdefghijklmnop; cs_test_a1B2c3; ${key} ${refresh}`),
+    ).toBe('no checkout session [redacted]; [redacted]; [redacted] [redacted]');
+    expect(redactText('tenant acme is cancelled')).toBe('tenant acme is cancelled');
   });
 });

@@ -4,6 +4,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
 import {
   dashboardLogin,
+  dashboardLogout,
   driverCases,
   pollUntil,
   startLivePlatform,
@@ -114,7 +115,7 @@ describe('sign-in in front of a tenant service, end to end (process driver)', { 
       expect(await direct.text()).toMatch(/sign in/);
 
       // Signed out: both cookies cleared, /notes/ refused again.
-      const out = await viaEdge(host, port, { path: '/logout', headers: { cookie } });
+      const out = await dashboardLogout(host, port, cookie);
       expect(out.status).toBe(303);
       expect(([] as string[]).concat(out.headers['set-cookie'] ?? [])).toEqual(
         expect.arrayContaining([expect.stringMatching(/^aiqso_edge=; Path=\/; Max-Age=0/)]),

@@ -26,6 +26,32 @@ describe('tenant slugs', () => {
   ])('refuses %s', (slug, problem) => {
     expect(validateSlug(slug)).toMatch(problem);
   });
+
+  // Names clients, mail servers and CAs look up under any domain, and the usual infrastructure names.
+  it.each([
+    'wpad',
+    'autodiscover',
+    'autoconfig',
+    'mta-sts',
+    'isatap',
+    'sso',
+    'postmaster',
+    'hostmaster',
+    'abuse',
+    'webmaster',
+    'lyncdiscover',
+    'enterpriseregistration',
+    'webmail',
+    'ns3',
+    'ocsp',
+    'proxy',
+    'gateway',
+    'ldap',
+    'registry',
+    'proxmox',
+  ])('refuses the reserved name %s', (slug) => {
+    expect(validateSlug(slug)).toBe('is reserved');
+  });
 });
 
 describe('tenant transitions', () => {

@@ -1,6 +1,7 @@
 import type { FastifyError, FastifyInstance } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { DomainError, ERROR_CODES, type ErrorCode } from '../core/errors.ts';
+import { redactText } from '../observability/redact.ts';
 
 /** The JSON body of every error response. */
 export interface ErrorBody {
@@ -77,7 +78,7 @@ export function installErrorHandling(app: FastifyInstance): void {
     if (ERROR_CODES[domain.code].blame === 'platform') {
       request.log.error({ err, code: domain.code }, 'request failed');
     } else {
-      request.log.info({ code: domain.code, reason: domain.message }, 'request refused');
+      request.log.info({ code: domain.code, reason: redactText(domain.message) }, 'request refused');
     }
     if (domain.code === 'rate_limited' && typeof domain.details?.retryAfterSeconds === 'number') {
       void reply.header('retry-after', String(domain.details.retryAfterSeconds));

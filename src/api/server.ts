@@ -10,7 +10,10 @@ import {
 } from 'fastify-type-provider-zod';
 import type { Logger } from '../observability/logger.ts';
 import { withLogContext } from '../observability/logger.ts';
+import { redactUrl } from '../observability/redact.ts';
 import type { Metrics } from '../observability/metrics.ts';
+import { DomainError } from '../core/errors.ts';
+import { installPageSecurity } from '../web/security-headers.ts';
 import { installErrorHandling } from './errors.ts';
 import { installInputGuard } from './input-guard.ts';
 
@@ -20,6 +23,13 @@ export interface ApiOptions {
   version: string;
   publicUrl: string;
   bodyLimitBytes?: number;
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** An HTML form posts here: urlencoded bodies are accepted (every other route takes JSON only). */
+    form?: boolean;
+  }
 }
 
 const REQUEST_ID = /^[\w.:-]{1,64}$/;
@@ -53,9 +63,20 @@ export async function createApi(options: ApiOptions) {
     routerOptions: { ignoreTrailingSlash: true },
   }).withTypeProvider<ZodTypeProvider>();
 
-  // HTML forms (portal pages) post urlencoded bodies; routes see them as plain objects.
-  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) =>
-    done(null, Object.fromEntries(new URLSearchParams(body as string))),
+  // JSON only, so that a page on another site cannot make a browser send a request the API acts on
+  // (a cross-site form can post urlencoded or text/plain bodies without a CORS preflight, never JSON).
+  // The portal's own HTML forms post urlencoded bodies to the routes that declare `form: true`.
+  app.removeContentTypeParser('text/plain');
+  app.addContentTypeParser(
+    'application/x-www-form-urlencoded',
+    { parseAs: 'string' },
+    (request, body, done) => {
+      if (request.routeOptions.config.form !== true) {
+        done(new DomainError('unsupported_media_type', 'unsupported Content-Type; send application/json'));
+        return;
+      }
+      done(null, Object.fromEntries(new URLSearchParams(body as string)));
+    },
   );
   const table: { method: string; url: string }[] = [];
   ROUTE_TABLES.set(app, table);
@@ -68,6 +89,7 @@ export async function createApi(options: ApiOptions) {
   installErrorHandling(app);
   // Registered before any other hook, so that authentication and every route see only sane text.
   installInputGuard(app);
+  installPageSecurity(app);
 
   app.addHook('onRequest', (request, reply, done) => {
     void reply.header('x-request-id', request.id);
@@ -81,7 +103,7 @@ export async function createApi(options: ApiOptions) {
     request.log.info(
       {
         method: request.method,
-        url: request.url,
+        url: redactUrl(request.url),
         route,
         status: reply.statusCode,
         ms: Math.round(reply.elapsedTime),

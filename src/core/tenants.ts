@@ -27,57 +27,40 @@ export function canTransition(from: TenantStatus, to: TenantStatus): boolean {
 }
 
 /**
- * Names a tenant may not take: the portal's own hosts and names that would
- * mislead (a tenant called "admin" or "api" under the platform's domain).
+ * Names a tenant may not take: the portal's own hosts, names that would
+ * mislead (a tenant called "admin" or "api" under the platform's domain), and
+ * names that clients, mail servers and certificate authorities look up by
+ * convention under any domain (WPAD and ISATAP proxy discovery, mail client
+ * autoconfiguration, MTA-STS, the RFC 2142 role mailboxes a CA may write to
+ * when validating the domain). A tenant holding one of those could serve
+ * proxy settings or mail configuration to every user of the base domain.
+ * (A word list grouped by why each name is reserved, hence kept as typed.)
  */
+// prettier-ignore
 export const RESERVED_SLUGS: ReadonlySet<string> = new Set([
-  'www',
-  'api',
-  'app',
-  'admin',
-  'portal',
-  'dashboard',
-  'mail',
-  'smtp',
-  'imap',
-  'pop',
-  'mx',
-  'ns',
-  'ns1',
-  'ns2',
-  'dns',
-  'ftp',
-  'ssh',
-  'vpn',
-  'status',
-  'help',
-  'support',
-  'docs',
-  'blog',
-  'billing',
-  'pay',
-  'payments',
-  'stripe',
-  'webhooks',
-  'static',
-  'assets',
-  'cdn',
-  'auth',
-  'login',
-  'signup',
-  'account',
-  'accounts',
-  'root',
-  'system',
-  'aiqso',
-  'localhost',
-  'n8n',
-  'grafana',
-  'metrics',
-  'logs',
-  'test',
-  'staging',
-  'internal',
+  // the platform's own hosts and words
+  'www', 'api', 'app', 'admin', 'portal', 'dashboard', 'console', 'control', 'panel', 'aiqso',
+  'status', 'help', 'support', 'docs', 'blog', 'billing', 'pay', 'payments', 'stripe', 'webhooks',
+  'static', 'assets', 'cdn', 'media', 'files', 'download', 'downloads', 'upload', 'uploads',
+  'auth', 'login', 'logout', 'signin', 'sign-in', 'signup', 'sign-up', 'register', 'account',
+  'accounts', 'id', 'identity', 'sso', 'oauth', 'oidc', 'openid', 'saml', 'adfs', 'secure',
+  'security', 'root', 'system', 'internal', 'test', 'staging', 'localhost', 'localdomain',
+  // discovery names clients look up under any domain
+  'wpad', 'isatap', 'autodiscover', 'autoconfig', 'mta-sts', 'lyncdiscover', 'sip',
+  'enterpriseregistration', 'enterpriseenrollment', 'msoid',
+  // mail, and the RFC 2142 role mailboxes (a CA may mail them to validate the domain)
+  'mail', 'email', 'webmail', 'smtp', 'imap', 'pop', 'pop3', 'mx', 'mx1', 'mx2', 'relay', 'owa',
+  'exchange', 'postmaster', 'hostmaster', 'webmaster', 'abuse', 'noc', 'noreply', 'no-reply',
+  'mailer-daemon',
+  // network infrastructure
+  'ns', 'ns0', 'ns1', 'ns2', 'ns3', 'ns4', 'dns', 'dns1', 'dns2', 'ntp', 'ftp', 'sftp', 'ssh',
+  'vpn', 'proxy', 'gateway', 'router', 'ldap', 'kerberos', 'radius', 'syslog',
+  // certificates
+  'ca', 'pki', 'ocsp', 'crl', 'acme-challenge', 'ssl', 'tls',
+  // the platform's parts and tools
+  'n8n', 'grafana', 'metrics', 'logs', 'prometheus', 'alertmanager', 'loki', 'kibana',
+  'elasticsearch', 'wazuh', 'ollama', 'listmonk', 'proxmox', 'pve', 'registry', 'postgres',
+  'redis', 'cpanel', 'whm', 'webdisk',
 ]);
 
 const LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;

@@ -67,10 +67,19 @@ CREATE TABLE public.api_keys (
     expires_at timestamp with time zone,
     revoked_at timestamp with time zone,
     last_used_at timestamp with time zone,
+    purpose text DEFAULT 'integration'::text NOT NULL,
     CONSTRAINT api_keys_check CHECK (((role = 'platform_admin'::text) = (tenant_id IS NULL))),
     CONSTRAINT api_keys_id_check CHECK ((id ~~ 'key\_%'::text)),
     CONSTRAINT api_keys_name_check CHECK (((length(name) >= 1) AND (length(name) <= 100))),
+    CONSTRAINT api_keys_purpose_check CHECK ((purpose = ANY (ARRAY['integration'::text, 'dashboard'::text]))),
     CONSTRAINT api_keys_role_check CHECK ((role = ANY (ARRAY['platform_admin'::text, 'tenant_owner'::text, 'tenant_member'::text])))
+);
+
+CREATE TABLE public.audit_addresses (
+    audit_id bigint NOT NULL,
+    tenant_id text,
+    address inet NOT NULL,
+    salt text NOT NULL
 );
 
 CREATE TABLE public.audit_head (
@@ -97,6 +106,7 @@ CREATE TABLE public.audit_log (
     details jsonb DEFAULT '{}'::jsonb NOT NULL,
     prev_hash text NOT NULL,
     hash text NOT NULL,
+    source_ip_commit text,
     CONSTRAINT audit_log_actor_type_check CHECK ((actor_type = ANY (ARRAY['user'::text, 'api_key'::text, 'system'::text, 'operator'::text]))),
     CONSTRAINT audit_log_result_check CHECK ((result = ANY (ARRAY['success'::text, 'failure'::text, 'denied'::text])))
 );
@@ -375,7 +385,7 @@ CREATE TABLE public.tenant_services (
 CREATE TABLE public.tenants (
     id text NOT NULL,
     slug text NOT NULL,
-    company text NOT NULL,
+    company text,
     plan text DEFAULT 'starter'::text NOT NULL,
     status text DEFAULT 'pending_payment'::text NOT NULL,
     status_reason text,
@@ -386,7 +396,9 @@ CREATE TABLE public.tenants (
     purged_at timestamp with time zone,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    purge_record jsonb,
     CONSTRAINT tenants_company_check CHECK (((length(company) >= 1) AND (length(company) <= 200))),
+    CONSTRAINT tenants_company_until_purged CHECK (((company IS NOT NULL) OR (status = 'purged'::text))),
     CONSTRAINT tenants_id_check CHECK ((id ~~ 'ten\_%'::text)),
     CONSTRAINT tenants_slug_check CHECK ((slug ~ '^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$'::text)),
     CONSTRAINT tenants_status_check CHECK ((status = ANY (ARRAY['pending_payment'::text, 'provisioning'::text, 'active'::text, 'suspended'::text, 'cancelled'::text, 'purged'::text, 'failed'::text])))
@@ -452,6 +464,9 @@ ALTER TABLE ONLY public.api_keys
 
 ALTER TABLE ONLY public.api_keys
     ADD CONSTRAINT api_keys_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.audit_addresses
+    ADD CONSTRAINT audit_addresses_pkey PRIMARY KEY (audit_id);
 
 ALTER TABLE ONLY public.audit_head
     ADD CONSTRAINT audit_head_pkey PRIMARY KEY (singleton);
@@ -599,6 +614,8 @@ ALTER TABLE ONLY public.worker_processes
 
 CREATE INDEX api_keys_tenant_idx ON public.api_keys USING btree (tenant_id);
 
+CREATE INDEX audit_addresses_tenant_idx ON public.audit_addresses USING btree (tenant_id);
+
 CREATE INDEX audit_log_actor_idx ON public.audit_log USING btree (actor_id, at);
 
 CREATE INDEX audit_log_tenant_idx ON public.audit_log USING btree (tenant_id, at);
@@ -624,6 +641,8 @@ CREATE INDEX subscriptions_tenant_idx ON public.subscriptions USING btree (tenan
 CREATE INDEX tenants_status_idx ON public.tenants USING btree (status);
 
 CREATE INDEX users_tenant_idx ON public.users USING btree (tenant_id);
+
+CREATE TRIGGER audit_addresses_no_update BEFORE UPDATE ON public.audit_addresses FOR EACH ROW EXECUTE FUNCTION public.audit_log_append_only();
 
 CREATE TRIGGER audit_head_guard BEFORE INSERT OR DELETE OR UPDATE ON public.audit_head FOR EACH ROW EXECUTE FUNCTION public.audit_head_guard();
 
@@ -699,6 +718,8 @@ ALTER TABLE ONLY public.users
 
 ALTER TABLE public.api_keys ENABLE ROW LEVEL SECURITY;
 
+ALTER TABLE public.audit_addresses ENABLE ROW LEVEL SECURITY;
+
 ALTER TABLE public.audit_log ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE public.backups ENABLE ROW LEVEL SECURITY;
@@ -710,6 +731,8 @@ ALTER TABLE public.routes ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.subscriptions ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY tenant_isolation ON public.api_keys TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant())) WITH CHECK ((tenant_id = public.aiqso_current_tenant()));
+
+CREATE POLICY tenant_isolation ON public.audit_addresses FOR SELECT TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant()));
 
 CREATE POLICY tenant_isolation ON public.audit_log FOR SELECT TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant()));
 

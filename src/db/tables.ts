@@ -35,7 +35,8 @@ export type TenantStatus =
 export interface TenantsTable {
   id: string;
   slug: string;
-  company: string;
+  /** null once purged (migration 0010). */
+  company: string | null;
   plan: Generated<string>;
   status: Generated<TenantStatus>;
   status_reason: string | null;
@@ -44,6 +45,8 @@ export interface TenantsTable {
   cancelled_at: Date | null;
   purge_after: Date | null;
   purged_at: Date | null;
+  /** What a purge removed (migration 0010). */
+  purge_record: Json<Record<string, unknown>> | null;
   created_at: CreatedAt;
   updated_at: Timestamp;
 }
@@ -124,10 +127,20 @@ export interface AuditLogTable {
   target_type: string | null;
   target_id: string | null;
   source_ip: string | null;
+  /** sha256(salt:address) of the address kept in audit_addresses (migration 0010). */
+  source_ip_commit: string | null;
   result: 'success' | 'failure' | 'denied';
   details: Json<Record<string, unknown>>;
   prev_hash: string;
   hash: string;
+}
+
+/** A row's source address, outside the hashed chain so a purge can delete it (migration 0010). */
+export interface AuditAddressesTable {
+  audit_id: string;
+  tenant_id: string | null;
+  address: string;
+  salt: string;
 }
 
 /** The audit chain's head (migration 0007): one row, moved only by the append trigger. */
@@ -291,6 +304,7 @@ export interface DB {
   usage_metrics: UsageMetricsTable;
   backups: BackupsTable;
   audit_log: AuditLogTable;
+  audit_addresses: AuditAddressesTable;
   audit_head: AuditHeadTable;
   ip_allocations: IpAllocationsTable;
   proxmox_guests: ProxmoxGuestsTable;
@@ -348,6 +362,8 @@ export interface ApiKeysTable {
   expires_at: Date | null;
   revoked_at: Date | null;
   last_used_at: Date | null;
+  /** Migration 0010. */
+  purpose: Generated<'integration' | 'dashboard'>;
 }
 
 export interface UserTotpTable {

@@ -4,7 +4,8 @@ import type { StepStatus, TenantStatus } from './tables.ts';
 export interface TenantSummary {
   id: string;
   slug: string;
-  company: string;
+  /** null once the tenant is purged. */
+  company: string | null;
   plan: string;
   status: TenantStatus;
   statusReason: string | null;
@@ -24,7 +25,7 @@ const SUMMARY = ['id', 'slug', 'company', 'plan', 'status', 'status_reason', 'cr
 function summary(row: {
   id: string;
   slug: string;
-  company: string;
+  company: string | null;
   plan: string;
   status: TenantStatus;
   status_reason: string | null;

@@ -1,5 +1,6 @@
 import { pino } from 'pino';
 import type { Logger } from '../observability/logger.ts';
+import { redactUrl } from '../observability/redact.ts';
 
 /** What one access log line says about a request. */
 export interface AccessEntry {
@@ -60,7 +61,8 @@ export function millis(ms: number): string {
  * CPU under load. Lines are gathered and handed over in blocks of 16 KiB, and
  * at least every `flushMs` (as nginx's `access_log … buffer= flush=`), so one
  * write carries a hundred lines; the rest on `close` and at exit. The fields
- * are fixed and none is a secret. Host and path come from the client: a
+ * are fixed; bearer-like values in the path (a checkout id, a token in the
+ * query) are redacted (`redactUrl`). Host and path come from the client: a
  * string with anything JSON must escape goes through JSON.stringify (`str`).
  * Returns undefined when the logger's level hides `info` lines.
  */
@@ -104,7 +106,7 @@ export function createAccessLog(log: Logger, flushMs = 200): AccessLog | undefin
       if (route) line += `,"route":${route}`;
       const host = str(e.host);
       if (host) line += `,"host":${host}`;
-      line += `,"method":${str(e.method) ?? 'null'},"path":${str(e.path) ?? 'null'},"status":${e.status},"ms":${millis(e.ms)},"msg":"edge request"}\n`;
+      line += `,"method":${str(e.method) ?? 'null'},"path":${str(redactUrl(e.path)) ?? 'null'},"status":${e.status},"ms":${millis(e.ms)},"msg":"edge request"}\n`;
       pending += line;
       if (pending.length >= 16_384) flush();
     },

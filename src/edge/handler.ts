@@ -22,8 +22,8 @@ import {
 } from './forwarding.ts';
 import { ACME_CHALLENGE_PREFIX, HSTS, httpsRedirect } from './https.ts';
 import { normalizeTarget, TargetError, type NormalizedTarget } from './normalize.ts';
-import { pages, type EdgePage } from './pages.ts';
-import type { EdgeRateLimiter } from './rate-limit.ts';
+import { PAGE_HEADERS, pages, type EdgePage } from './pages.ts';
+import { budgetKey, type EdgeRateLimiter } from './rate-limit.ts';
 import { isIpLiteral, matchRoute, type EdgeRoute, type RouteMatch, type RouteTable } from './route-table.ts';
 
 export interface ChallengeResponder {
@@ -63,6 +63,8 @@ export interface EdgeHandlerOptions {
   steps: (tenantId: string) => Promise<{ company: string | null; steps: StepStatus[] }>;
   challenges?: ChallengeResponder;
   trustedProxies?: BlockList;
+  /** Addresses of platform-internal callers (dashboards), budgeted by credential (`budgetKey`). */
+  internalCallers?: BlockList;
   log: Logger;
   metrics: EdgeMetrics;
   maxBodyBytes?: number;
@@ -207,15 +209,16 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
       if (err instanceof TargetError) return { kind: 'page', page: pages.badRequest(err.message) };
       throw err;
     }
+    const budget = budgetKey(req, ip, o.internalCallers);
     const acme = target.path.startsWith(ACME_CHALLENGE_PREFIX);
-    if (o.challenges && acme) return challenge(o.challenges, target, ip, req);
+    if (o.challenges && acme) return challenge(o.challenges, target, ip, req, budget);
     if (o.https && !acme && !encrypted(req) && !isIpLiteral(target.host))
       return { kind: 'page', page: httpsRedirect(target, o.https.port) };
     if (o.nginxAuth && target.path === AUTH_PATH) {
       const page = nginxAuthAnswer(o.edgeSessions, req, target.host);
       return page instanceof Promise ? page.then(nginxAnswer) : nginxAnswer(page);
     }
-    return decideRoute(target, ip, req);
+    return decideRoute(target, ip, req, budget);
   }
 
   async function challenge(
@@ -223,16 +226,18 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     target: NormalizedTarget,
     ip: string,
     req: IncomingMessage,
+    budget: string,
   ): Promise<Decision> {
     const answer = await c.keyAuthorization(target.path.slice(ACME_CHALLENGE_PREFIX.length));
     if (answer !== undefined) return { kind: 'page', page: { status: 200, html: answer, headers: TEXT } };
-    return decideRoute(target, ip, req);
+    return decideRoute(target, ip, req, budget);
   }
 
   function decideRoute(
     target: NormalizedTarget,
     ip: string,
     req: IncomingMessage,
+    budget: string,
   ): Decision | Promise<Decision> {
     if ('upstream' in o.platform && isIpLiteral(target.host)) {
       if (target.path === '/healthz')
@@ -252,7 +257,7 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     const route = match.kind === 'route' ? match.route : undefined;
     const tenantId = route?.tenantId ?? null;
     if (route && !allowed(route, ip)) return { kind: 'page', page: pages.forbidden(), route, tenantId };
-    const wait = o.limiter.check(ip, tenantId, route);
+    const wait = o.limiter.check(budget, tenantId, route);
     if (typeof wait === 'number') return afterBudget(wait, match, target, route, tenantId, req);
     return wait.then((w) => afterBudget(w, match, target, route, tenantId, req));
   }
@@ -336,6 +341,7 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     res.writeHead(page.status, {
       'content-type': 'text/html; charset=utf-8',
       'cache-control': 'no-store',
+      ...PAGE_HEADERS,
       ...page.headers,
     });
     res.end(page.html);

@@ -1,3 +1,6 @@
+import { createHash } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { BlockList } from 'node:net';
 import type { Redis } from 'ioredis';
 import {
   RateLimiterMemory,
@@ -135,6 +138,27 @@ async function consume(l: RateLimiterAbstract | undefined, key: string): Promise
     if (res instanceof RateLimiterRes) return Math.max(1, Math.ceil(res.msBeforeNext / 1000));
     throw res;
   }
+}
+
+/**
+ * The key a request's per-address budget is counted under. Platform-internal
+ * callers (the tenants' dashboards calling the API) reach the edge from
+ * `internal` addresses, all from the same one (loopback, through the host
+ * gateway): counted by address, one attacker driving one dashboard would
+ * starve every other dashboard's calls. So a request from an internal address
+ * that presents a credential (a dashboard's own key, or a bearer token) is
+ * counted under a hash of that credential instead, a budget of its own; one
+ * without a credential shares the address's. The credential is not checked
+ * here (the API does that), so a made-up one only earns a budget of 401s.
+ */
+export function budgetKey(req: IncomingMessage, ip: string, internal: BlockList | undefined): string {
+  if (!internal || !internal.check(ip, ip.includes(':') ? 'ipv6' : 'ipv4')) return ip;
+  const dashboard = req.headers['x-aiqso-dashboard-key'];
+  const auth = req.headers.authorization;
+  const credential =
+    typeof dashboard === 'string' ? dashboard : auth?.startsWith('Bearer ') ? auth.slice(7) : undefined;
+  if (!credential) return ip;
+  return `internal:${createHash('sha256').update(credential).digest('base64url').slice(0, 22)}`;
 }
 
 /** `namespace` (the base domain) keeps two platforms sharing one Redis apart. */

@@ -63,6 +63,13 @@ function platformFor(deps: EdgeDeps): EdgeHandlerOptions['platform'] {
   return { upstream, metrics: async () => ({ type: registry.contentType, text: await registry.metrics() }) };
 }
 
+/** Where the platform's own workloads (dashboards) call the API from: loopback (the host gateway), the containers' subnet. */
+function internalCallerCidrs(config: Config): string[] {
+  const subnet =
+    config.driver === 'lxc' ? [config.lxc.subnet] : config.proxmox ? [config.proxmox.subnet] : [];
+  return ['127.0.0.0/8', '::1/128', ...subnet];
+}
+
 /** The builtin edge: route watcher, limiter, handler and listeners, from configuration. */
 export async function startBuiltinEdge(deps: EdgeDeps, options: BuiltinEdgeOptions): Promise<RunningEdge> {
   const { config, log, database } = deps;
@@ -117,6 +124,7 @@ export async function startBuiltinEdge(deps: EdgeDeps, options: BuiltinEdgeOptio
     steps: (tenantId) => tenantSteps(database.db, tenantId),
     challenges: deps.challenges,
     trustedProxies: trusted.length ? compileCidrs(trusted).list : undefined,
+    internalCallers: compileCidrs(internalCallerCidrs(config)).list,
     log,
     metrics: edgeMetrics,
     upstreamTimeoutMs: tuning.upstreamTimeoutSeconds * 1000,

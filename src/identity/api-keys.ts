@@ -21,7 +21,11 @@ export interface NewApiKey {
   name: string;
   expiresAt?: Date | null;
   createdBy: string | null;
+  /** `dashboard`: a tenant dashboard's own key, which may also vouch for its users' addresses at login. */
+  purpose?: ApiKeyPurpose;
 }
+
+export type ApiKeyPurpose = 'integration' | 'dashboard';
 
 export function publicKey(row: {
   id: string;
@@ -72,6 +76,7 @@ export async function createApiKey(db: Database | TenantTx, input: NewApiKey) {
       key_hash: hashApiKey(key),
       created_by: input.createdBy,
       expires_at: input.expiresAt ?? null,
+      purpose: input.purpose ?? 'integration',
     })
     .returningAll()
     .executeTakeFirstOrThrow();
@@ -99,6 +104,43 @@ export async function revokeApiKey(trx: TenantTx, tenantId: string, keyId: strin
     .executeTakeFirst();
   if (!row) throw notFound(`active API key ${keyId}`);
   return publicKey(row);
+}
+
+export async function listPlatformApiKeys(db: Database) {
+  const rows = await db
+    .selectFrom('api_keys')
+    .selectAll()
+    .where('tenant_id', 'is', null)
+    .orderBy('id')
+    .execute();
+  return rows.map(publicKey);
+}
+
+export async function revokePlatformApiKey(db: Database, keyId: string) {
+  const row = await db
+    .updateTable('api_keys')
+    .set({ revoked_at: new Date() })
+    .where('id', '=', keyId)
+    .where('tenant_id', 'is', null)
+    .where('revoked_at', 'is', null)
+    .returningAll()
+    .executeTakeFirst();
+  if (!row) throw notFound(`active platform API key ${keyId}`);
+  return publicKey(row);
+}
+
+/** The tenant whose dashboard `key` belongs to: a live key made for a dashboard, else undefined. */
+export async function dashboardKeyTenant(db: Database, key: string): Promise<string | undefined> {
+  if (!key.startsWith(API_KEY_PREFIX) || key.length > 256) return undefined;
+  const row = await db
+    .selectFrom('api_keys')
+    .select('tenant_id')
+    .where('key_hash', '=', hashApiKey(key))
+    .where('purpose', '=', 'dashboard')
+    .where('revoked_at', 'is', null)
+    .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', new Date())]))
+    .executeTakeFirst();
+  return row?.tenant_id ?? undefined;
 }
 
 /** How stale `last_used_at` may get: recording every use would make each request a write. */

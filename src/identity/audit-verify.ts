@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import { DomainError } from '../core/errors.ts';
 import type { Database } from '../db/database.ts';
-import { GENESIS, rowHash } from './audit.ts';
+import { addressCommit, GENESIS, rowHash } from './audit.ts';
 
 /**
  * Verifying the audit chain. Walking it in id order finds an edited row (its
@@ -36,7 +36,7 @@ export interface Anchor {
 }
 
 export type TamperReason =
-  'content_changed' | 'link_broken' | 'truncated' | 'head_mismatch' | 'anchor_mismatch';
+  'content_changed' | 'address_changed' | 'link_broken' | 'truncated' | 'head_mismatch' | 'anchor_mismatch';
 
 export type ChainReport =
   | { ok: true; rows: number; head: ChainHead }
@@ -68,24 +68,28 @@ async function readHead(db: Database): Promise<ChainHead> {
 
 function pageAfter(db: Database, lastId: string, batch: number) {
   return db
-    .selectFrom('audit_log')
+    .selectFrom('audit_log as l')
+    .leftJoin('audit_addresses as a', 'a.audit_id', 'l.id')
     .select([
-      'id',
-      'at',
-      'actor_type',
-      'actor_id',
-      'tenant_id',
-      'action',
-      'target_type',
-      'target_id',
-      sql<string | null>`source_ip::text`.as('source_ip'),
-      'result',
-      'details',
-      'prev_hash',
-      'hash',
+      'l.id',
+      'l.at',
+      'l.actor_type',
+      'l.actor_id',
+      'l.tenant_id',
+      'l.action',
+      'l.target_type',
+      'l.target_id',
+      sql<string | null>`l.source_ip::text`.as('source_ip'),
+      'l.source_ip_commit',
+      'l.result',
+      'l.details',
+      'l.prev_hash',
+      'l.hash',
+      sql<string | null>`a.address::text`.as('address'),
+      'a.salt',
     ])
-    .where('id', '>', lastId)
-    .orderBy('id')
+    .where('l.id', '>', lastId)
+    .orderBy('l.id')
     .limit(batch)
     .execute();
 }
@@ -124,6 +128,10 @@ export async function verifyAuditChain(
       rows++;
       if (row.prev_hash !== prev) return fail(row.id, 'link_broken');
       if (rowHash(row) !== row.hash) return fail(row.id, 'content_changed');
+      // A kept address must be the one committed to (a purge may delete it, nobody may change it).
+      if (row.address !== null && addressCommit(row.salt ?? '', row.address) !== row.source_ip_commit) {
+        return fail(row.id, 'address_changed');
+      }
       if (anchor && row.id === anchor.id) {
         if (row.hash !== anchor.hash) return fail(row.id, 'anchor_mismatch');
         anchorSeen = true;
@@ -148,6 +156,7 @@ export function describeReport(report: ChainReport): string {
   const end = report.chainEnd.id ?? 'the start';
   const why: Record<TamperReason, string> = {
     content_changed: 'its content was changed',
+    address_changed: 'its source address is not the one its hash committed to',
     link_broken: 'the row before it was deleted or replaced',
     truncated: `the newest rows were deleted: the chain ends at ${end} but its head records row ${report.head.id ?? '(none)'} (${report.head.rows - report.rows} rows missing)`,
     head_mismatch: 'its hash is not the one the chain head records: the log was rewritten',

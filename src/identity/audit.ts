@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { sql, type Transaction } from 'kysely';
 import type { Database } from '../db/database.ts';
 import type { AuditLogTable, DB } from '../db/tables.ts';
@@ -49,10 +49,11 @@ interface HashedFields {
   result: string;
   details: unknown;
   prev_hash: string;
+  source_ip_commit?: string | null;
 }
 
 export function rowHash(row: HashedFields): string {
-  const body = canonical([
+  const fields = [
     row.prev_hash,
     row.at.toISOString(),
     row.actor_type,
@@ -64,9 +65,15 @@ export function rowHash(row: HashedFields): string {
     row.source_ip,
     row.result,
     row.details,
-  ]);
-  return createHash('sha256').update(body).digest('hex');
+  ];
+  // Rows from before migration 0010 have no commitment: their hashes stay what they were.
+  if (row.source_ip_commit) fields.push(row.source_ip_commit);
+  return createHash('sha256').update(canonical(fields)).digest('hex');
 }
+
+/** The commitment a row's hash covers instead of its source address (kept apart, deletable). */
+export const addressCommit = (salt: string, address: string) =>
+  createHash('sha256').update(`${salt}:${address}`).digest('hex');
 
 export async function appendAudit(db: Database, entry: AuditEntry): Promise<void> {
   await db.transaction().execute((trx) => appendAuditIn(trx, entry));
@@ -85,6 +92,9 @@ export async function appendAuditIn(trx: Transaction<DB>, entry: AuditEntry): Pr
   const head = await sql<{ prev: string | null; ip: string | null }>`
     SELECT (SELECT last_hash FROM audit_head) AS prev,
            ${entry.sourceIp ?? null}::inet::text AS ip`.execute(trx);
+  // The address is personal data: the chain holds a salted commitment, the address lives apart.
+  const address = head.rows[0]!.ip;
+  const salt = address === null ? null : randomBytes(16).toString('hex');
   const fields: HashedFields = {
     at: new Date(),
     actor_type: entry.actorType,
@@ -93,12 +103,13 @@ export async function appendAuditIn(trx: Transaction<DB>, entry: AuditEntry): Pr
     action: entry.action,
     target_type: entry.targetType ?? null,
     target_id: entry.targetId ?? null,
-    source_ip: head.rows[0]!.ip,
+    source_ip: null,
     result: entry.result,
     details: JSON.parse(JSON.stringify(entry.details ?? {})) as unknown,
     prev_hash: head.rows[0]!.prev ?? GENESIS,
+    source_ip_commit: address === null ? null : addressCommit(salt!, address),
   };
-  await trx
+  const row = await trx
     .insertInto('audit_log')
     .values({
       ...fields,
@@ -107,7 +118,14 @@ export async function appendAuditIn(trx: Transaction<DB>, entry: AuditEntry): Pr
       details: JSON.stringify(fields.details),
       hash: rowHash(fields),
     })
-    .execute();
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  if (address !== null) {
+    await trx
+      .insertInto('audit_addresses')
+      .values({ audit_id: row.id, tenant_id: entry.tenantId, address, salt: salt! })
+      .execute();
+  }
 }
 
 export interface AuditQuery {
@@ -123,12 +141,13 @@ export interface AuditQuery {
 export async function queryAudit(db: Database, q: AuditQuery) {
   let query = db
     .selectFrom('audit_log')
-    .selectAll()
-    .select(sql<string | null>`source_ip::text`.as('source_ip'));
-  if (q.tenantId) query = query.where('tenant_id', '=', q.tenantId);
-  if (q.actorId) query = query.where('actor_id', '=', q.actorId);
-  if (q.from) query = query.where('at', '>=', q.from);
-  if (q.to) query = query.where('at', '<', q.to);
-  if (q.beforeId) query = query.where('id', '<', q.beforeId);
-  return query.orderBy('id', 'desc').limit(q.limit).execute();
+    .leftJoin('audit_addresses', 'audit_addresses.audit_id', 'audit_log.id')
+    .selectAll('audit_log')
+    .select(sql<string | null>`host(coalesce(audit_log.source_ip, audit_addresses.address))`.as('source_ip'));
+  if (q.tenantId) query = query.where('audit_log.tenant_id', '=', q.tenantId);
+  if (q.actorId) query = query.where('audit_log.actor_id', '=', q.actorId);
+  if (q.from) query = query.where('audit_log.at', '>=', q.from);
+  if (q.to) query = query.where('audit_log.at', '<', q.to);
+  if (q.beforeId) query = query.where('audit_log.id', '<', q.beforeId);
+  return query.orderBy('audit_log.id', 'desc').limit(q.limit).execute();
 }

@@ -3,7 +3,7 @@ import { DomainError } from '../core/errors.ts';
 import { newId } from '../core/ids.ts';
 import type { Database } from '../db/database.ts';
 import type { Role } from '../db/tables.ts';
-import { dummyHash, normaliseEmail, verifyPassword } from './passwords.ts';
+import { checkPassword, dummyHash, hashPassword, normaliseEmail, verifyPassword } from './passwords.ts';
 import type { AttemptLimiter } from './rate-limit.ts';
 import type { SecretBox } from './secrets.ts';
 import type { TokenIssuer } from './tokens.ts';
@@ -49,12 +49,30 @@ export interface LoginOutcome {
 const hashToken = (t: string) => createHash('sha256').update(t).digest('hex');
 const wrong = () => new DomainError('unauthenticated', 'email or password is wrong');
 
-export async function login(deps: SessionDeps, input: LoginInput, ip: string, outcome: LoginOutcome = {}) {
+/**
+ * Where a login comes from: the client's address (for the attempt limits),
+ * and, when a tenant's dashboard forwarded it, that tenant: only its users
+ * may sign in there.
+ */
+export interface LoginSource {
+  ip: string;
+  tenantId?: string;
+}
+
+export async function login(
+  deps: SessionDeps,
+  input: LoginInput,
+  source: LoginSource,
+  outcome: LoginOutcome = {},
+) {
+  const { ip } = source;
   const email = normaliseEmail(input.email);
   await deps.limiter.attempt('login', email, ip);
   const user = await deps.db.selectFrom('users').selectAll().where('email', '=', email).executeTakeFirst();
   const ok = await verifyPassword(user?.password_hash ?? (await dummyHash()), input.password);
   if (!user || !user.password_hash || !ok) throw wrong();
+  // Another tenant's user (or an admin) at a tenant's dashboard: the same answer as a wrong password.
+  if (source.tenantId !== undefined && user.tenant_id !== source.tenantId) throw wrong();
   outcome.userId = user.id;
   outcome.tenantId = user.tenant_id;
   const claims = { sub: user.id, role: user.role, tid: user.tenant_id };
@@ -68,7 +86,7 @@ export async function login(deps: SessionDeps, input: LoginInput, ip: string, ou
     );
   }
   if (hasTotp) await secondFactor(deps, user.id, email, input, ip);
-  await deps.limiter.succeeded('login', email);
+  await deps.limiter.succeeded('login', email, ip);
   return issueSession(deps, { ...claims, email: user.email }, newId('session'));
 }
 
@@ -80,7 +98,7 @@ async function secondFactor(deps: SessionDeps, userId: string, email: string, in
     ) {
       throw new DomainError('unauthenticated', 'the two-factor code is wrong, expired or already used');
     }
-    await deps.limiter.succeeded('totp', email);
+    await deps.limiter.succeeded('totp', email, ip);
     return;
   }
   if (input.recoveryCode) {
@@ -88,7 +106,7 @@ async function secondFactor(deps: SessionDeps, userId: string, email: string, in
     if (!(await useRecoveryCode(deps.db, userId, input.recoveryCode))) {
       throw new DomainError('unauthenticated', 'the recovery code is wrong or already used');
     }
-    await deps.limiter.succeeded('recovery', email);
+    await deps.limiter.succeeded('recovery', email, ip);
     return;
   }
   throw new DomainError('unauthenticated', 'a two-factor code is required (totp or recoveryCode)', {
@@ -191,4 +209,35 @@ export async function revokeUserSessions(db: Database, userId: string): Promise<
     .where('revoked_at', 'is', null)
     .execute();
   return Number(rows[0]?.numUpdatedRows ?? 0);
+}
+
+/**
+ * A user changes their own password (the current one is checked, and counts
+ * as a login attempt). Every login of theirs ends, this one included: a
+ * session that a stolen password opened does not outlive the change.
+ */
+export async function changePassword(
+  deps: SessionDeps,
+  userId: string,
+  input: { currentPassword: string; newPassword: string },
+  ip: string,
+): Promise<number> {
+  const user = await deps.db
+    .selectFrom('users')
+    .select(['email', 'password_hash'])
+    .where('id', '=', userId)
+    .executeTakeFirstOrThrow();
+  await deps.limiter.attempt('login', user.email, ip);
+  if (!user.password_hash || !(await verifyPassword(user.password_hash, input.currentPassword))) {
+    throw new DomainError('unauthenticated', 'the current password is wrong');
+  }
+  checkPassword(input.newPassword, user.email);
+  const hash = await hashPassword(input.newPassword);
+  await deps.db
+    .updateTable('users')
+    .set({ password_hash: hash, updated_at: new Date() })
+    .where('id', '=', userId)
+    .execute();
+  await deps.limiter.succeeded('login', user.email, ip);
+  return revokeUserSessions(deps.db, userId);
 }

@@ -1,5 +1,5 @@
 import { sql, type Transaction } from 'kysely';
-import { notFound } from '../core/errors.ts';
+import { conflict, DomainError, notFound } from '../core/errors.ts';
 import type { Database } from '../db/database.ts';
 import type { DB } from '../db/tables.ts';
 import { isPlatformAdmin, requireRole, type Principal } from './principal.ts';
@@ -64,3 +64,39 @@ export function createTenantAccess(db: Database) {
 }
 
 export type TenantAccess = ReturnType<typeof createTenantAccess>;
+
+/** Tenants that may not gain users or credentials: not in good standing, or gone. */
+const CLOSED = new Set(['suspended', 'cancelled', 'purged']);
+
+/**
+ * Refuse to add `what` (users, API keys) to a suspended, cancelled or purged
+ * tenant: whoever still holds its credentials must not be able to mint more
+ * access to a workspace that is closed or about to be purged.
+ */
+export async function requireOpenTenant(trx: TenantTx, tenantId: string, what: string): Promise<void> {
+  const tenant = await trx
+    .selectFrom('tenants')
+    .select(['slug', 'status'])
+    .where('id', '=', tenantId)
+    .executeTakeFirst();
+  if (!tenant) throw notFound(`tenant ${tenantId}`);
+  if (CLOSED.has(tenant.status)) {
+    throw conflict(`${tenant.slug} is ${tenant.status}; ${what} cannot be added to it`, {
+      status: tenant.status,
+    });
+  }
+}
+
+/**
+ * API keys do not make API keys: a leaked key that could mint its own
+ * successor would outlive its revocation. A signed-in user (with a second
+ * factor, for admins) creates keys.
+ */
+export function requireUserForKeys(principal: Principal): void {
+  if (principal.kind === 'api_key') {
+    throw new DomainError(
+      'forbidden',
+      'API keys cannot create API keys (a leaked key could otherwise outlive its revocation); sign in as a user',
+    );
+  }
+}

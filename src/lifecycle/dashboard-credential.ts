@@ -8,8 +8,9 @@ const NAME = 'dashboard-api-key';
 const secretId = (tenantId: string) => `${tenantId}/${NAME}`;
 
 /**
- * The tenant dashboard's credential: a tenant-scoped, read-level API key,
- * created once and kept sealed so every (re)deploy of the dashboard container
+ * The tenant dashboard's credential: a tenant-scoped, read-level API key
+ * marked as the dashboard's (so the API believes the client addresses it
+ * forwards at sign-in, which no key a tenant makes can do), created once and kept sealed so every (re)deploy of the dashboard container
  * gets the same key. A crash between creating the key and storing it leaves
  * an unused key, which the next attempt revokes.
  */
@@ -39,6 +40,7 @@ export function dashboardCredentials(db: Database, box: () => Promise<SecretBox>
         role: 'tenant_member',
         name: NAME,
         createdBy: null,
+        purpose: 'dashboard',
       });
       await db
         .insertInto('tenant_secrets')

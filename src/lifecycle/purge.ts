@@ -1,23 +1,26 @@
-import { sql, type Transaction } from 'kysely';
+import { sql } from 'kysely';
 import { DomainError } from '../core/errors.ts';
 import type { Database } from '../db/database.ts';
-import type { DB } from '../db/tables.ts';
 import { appendAuditIn } from '../identity/audit.ts';
 import { deleteResource, findResource } from '../orchestrator/resources.ts';
 import { TENANT_KIND } from './kinds.ts';
+import { purgeTargets, removePersonalData } from './purge-data.ts';
+import { removeTenantFiles } from './purge-files.ts';
 
 /**
  * Purge: a cancelled tenant past its grace period loses its containers,
  * routes and stored data. The tenant reconciler's deletion removes what lives
  * outside the database; `finishPurge` (its last removal) deletes the tenant's
- * data and records what was removed. The tenant row stays, `purged`.
+ * data and files and anonymises what must stay (mail records, the audit
+ * chain), and records what was removed. The tenant row stays as a tombstone,
+ * `purged`: nothing personal is left.
  */
 export type PurgeStart = 'purged' | 'queued';
 
 export async function startPurge(
   db: Database,
   tenantId: string,
-  options: { ignoreGrace?: boolean } = {},
+  options: { ignoreGrace?: boolean; dataDir?: string } = {},
 ): Promise<PurgeStart> {
   const tenant = await db
     .selectFrom('tenants')
@@ -45,7 +48,7 @@ export async function startPurge(
   // Already being deleted, or never provisioned (cancelled before payment): with no resource,
   // nothing exists outside the database and the purge finishes here.
   if (await findResource(db, ref)) return 'queued';
-  await finishPurge(db, tenantId, []);
+  await finishPurge(db, tenantId, [], { dataDir: options.dataDir });
   return 'purged';
 }
 
@@ -61,21 +64,29 @@ export async function purgeDue(db: Database): Promise<number> {
   return due.length;
 }
 
-async function removeTenantData(trx: Transaction<DB>, tenantId: string): Promise<Record<string, number>> {
-  const count = (r: { numDeletedRows: bigint }[]) => Number(r[0]?.numDeletedRows ?? 0);
-  return {
-    users: count(await trx.deleteFrom('users').where('tenant_id', '=', tenantId).execute()),
-    apiKeys: count(await trx.deleteFrom('api_keys').where('tenant_id', '=', tenantId).execute()),
-    secrets: count(await trx.deleteFrom('tenant_secrets').where('tenant_id', '=', tenantId).execute()),
-    routes: count(await trx.deleteFrom('routes').where('tenant_id', '=', tenantId).execute()),
-    billingObjects: count(
-      await trx.deleteFrom('local_billing_objects').where('tenant_id', '=', tenantId).execute(),
-    ),
-  };
-}
-
-/** Delete the tenant's stored data, mark it purged, and record what was removed. Idempotent. */
-export async function finishPurge(db: Database, tenantId: string, removedOutside: string[]): Promise<void> {
+/**
+ * Delete the tenant's personal data and files, reduce its row to a tombstone
+ * (id, slug, when, what was removed) and mark it purged. Files first: a crash
+ * after them leaves the database to do again, never files nobody would look
+ * for. With `dataDir`, this machine's files of the tenant go too (the
+ * reconciler's removal passes it; a tenant never provisioned has none).
+ * Idempotent.
+ */
+export async function finishPurge(
+  db: Database,
+  tenantId: string,
+  removedOutside: string[],
+  options: { dataDir?: string } = {},
+): Promise<void> {
+  const targets = await purgeTargets(db, tenantId);
+  if (!targets) return;
+  const status = await db
+    .selectFrom('tenants')
+    .select('status')
+    .where('id', '=', tenantId)
+    .executeTakeFirst();
+  if (status?.status === 'purged') return;
+  const files = options.dataDir ? await removeTenantFiles(options.dataDir, targets) : 0;
   await db.transaction().execute(async (trx) => {
     const t = await trx
       .selectFrom('tenants')
@@ -84,12 +95,16 @@ export async function finishPurge(db: Database, tenantId: string, removedOutside
       .forUpdate()
       .executeTakeFirst();
     if (!t || t.status === 'purged') return;
-    const rows = await removeTenantData(trx, tenantId);
+    const removed = { ...(await removePersonalData(trx, targets)), files, outside: removedOutside };
     await trx
       .updateTable('tenants')
       .set({
         status: 'purged',
         status_reason: 'purged after cancellation',
+        company: null,
+        stripe_customer_id: null,
+        host_id: null,
+        purge_record: JSON.stringify({ removed }),
         purged_at: sql`now()`,
         updated_at: sql`now()`,
       })
@@ -103,7 +118,7 @@ export async function finishPurge(db: Database, tenantId: string, removedOutside
       targetType: 'tenant',
       targetId: tenantId,
       result: 'success',
-      details: { removed: { ...rows, outside: removedOutside } },
+      details: { removed },
     });
   });
 }

@@ -112,7 +112,9 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
         if (remaining > 0) {
           throw new DomainError('unavailable', `waiting for ${remaining} service(s) to be removed`);
         }
-        await finishPurge(deps.db, ctx.resource.id, [`container ${name(ctx)}`, `route ${hostname(ctx)}`]);
+        await finishPurge(deps.db, ctx.resource.id, [`container ${name(ctx)}`, `route ${hostname(ctx)}`], {
+          dataDir: deps.placement.dataDir,
+        });
       },
     },
     {

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
-import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { run, WORKLOAD_PATH } from '../compute/shared/run.ts';
 import { DomainError } from '../core/errors.ts';
@@ -11,7 +11,9 @@ import type { Database } from '../db/database.ts';
  * The final backup of an unsubscribed service: `pg_dump -Fc` of its database,
  * taken with the service's own role (its password through PGPASSWORD, never
  * argv), into `<data>/backups/<tenant slug>/<service>-final-<timestamp>.dump`,
- * and recorded in `backups` with its size and SHA-256.
+ * and recorded in `backups` with its size and SHA-256. The dump holds the
+ * tenant's data: it is created 0600 before pg_dump writes into it (pg_dump
+ * itself would create it with the process umask, world-readable by default).
  */
 
 /** Debian's newest pg_dump (`/usr/lib/postgresql/<major>/bin`), else the one on PATH. */
@@ -60,6 +62,10 @@ export async function takeFinalBackup(db: Database, dataDir: string, t: FinalBac
   const file = path.join(dir, `${t.service}-final-${stamp}.dump`);
   const partial = `${file}.partial`;
   const { host, port, name, role, password } = t.database;
+  // pg_dump truncates an existing file and keeps its mode; chmod covers a leftover from a crash.
+  const created = await open(partial, 'w', 0o600);
+  await created.chmod(0o600);
+  await created.close();
   const result = await run(
     await findPgDump(),
     ['-Fc', '--no-owner', '-h', host, '-p', String(port), '-U', role, '-d', name, '-f', partial],

@@ -70,7 +70,7 @@ export async function createHarness(
   const database: MasterDatabase = { ...db, mode: 'external' };
   const { api } = await assembleApi(config, createLogger('silent'), database, createMetrics(), {
     identity: {
-      limits: { accountPoints: 1000, ipPoints: 10_000, ...options.limits },
+      limits: { accountPoints: 1000, ipPoints: 10_000, pairPoints: 1000, ...options.limits },
       rateLimitNamespace: `aiqso-test-${db.name}`,
     },
   });

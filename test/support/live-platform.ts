@@ -53,11 +53,15 @@ export function viaEdge(
   });
 }
 
+const cookiesOf = (res: EdgeAnswer) =>
+  ([] as string[]).concat(res.headers['set-cookie'] ?? []).map((c) => c.split(';')[0]!);
+
 /**
- * Sign in on the tenant's dashboard (a form post through the edge): the
- * dashboard's session cookie, and `cookies`, the Cookie header a browser would
- * send afterwards (the dashboard's and the edge session, which the tenant's
- * services need).
+ * Sign in on the tenant's dashboard as a browser does, through the edge: load
+ * the sign-in form (its CSRF token and the visitor cookie it is bound to),
+ * then post it. Returns the dashboard's session cookie, and `cookies`, the
+ * Cookie header a browser would send afterwards (the dashboard's and the edge
+ * session, which the tenant's services need).
  */
 export async function dashboardLogin(
   host: string,
@@ -66,14 +70,33 @@ export async function dashboardLogin(
   password: string,
   next?: string,
 ) {
+  const form = await viaEdge(host, port, { path: next ? `/login?next=${encodeURIComponent(next)}` : '/' });
+  const csrf = /name="csrf" value="([^"]+)"/.exec(form.body)?.[1] ?? '';
   const res = await viaEdge(host, port, {
     method: 'POST',
     path: '/login',
-    headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    body: new URLSearchParams({ email, password, ...(next ? { next } : {}) }).toString(),
+    headers: {
+      'content-type': 'application/x-www-form-urlencoded',
+      cookie: cookiesOf(form).join('; '),
+    },
+    body: new URLSearchParams({ csrf, email, password, ...(next ? { next } : {}) }).toString(),
   });
-  const set = ([] as string[]).concat(res.headers['set-cookie'] ?? []).map((c) => c.split(';')[0]!);
-  return { status: res.status, cookie: set[0], cookies: set.join('; '), location: res.headers.location };
+  // What a browser keeps: the cookies set with a value (a cleared one has none).
+  const set = cookiesOf(res).filter((c) => !c.endsWith('='));
+  const cookie = set.find((c) => c.startsWith('aiqso_dash='));
+  return { status: res.status, cookie, cookies: set.join('; '), location: res.headers.location };
+}
+
+/** Sign out on the tenant's dashboard as a browser does: the sign-out form (a POST with its CSRF token). */
+export async function dashboardLogout(host: string, port: number, cookies: string) {
+  const home = await viaEdge(host, port, { headers: { cookie: cookies } });
+  const form = /<form method="post" action="logout"[^>]*>.*?name="csrf" value="([^"]+)"/s.exec(home.body);
+  return viaEdge(host, port, {
+    method: 'POST',
+    path: '/logout',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', cookie: cookies },
+    body: new URLSearchParams({ csrf: form?.[1] ?? '' }).toString(),
+  });
 }
 
 /** One compute driver's configuration for `aiqso up`, and how a test sees and clears its containers. */

@@ -220,6 +220,18 @@ export const ROUTE_CASES: RouteCase[] = [
     },
   },
   {
+    method: 'POST',
+    url: '/api/v1/auth/password',
+    minRole: 'tenant_member',
+    scope: 'self',
+    call: () => ({
+      url: '/api/v1/auth/password',
+      payload: { currentPassword: PASSWORD, newPassword: 'another long passphrase 77' },
+    }),
+    // The positive control ends the caller's logins: a fresh member's.
+    allowed: async (h, s) => ({ token: await freshMember(h, s) }),
+  },
+  {
     method: 'GET',
     url: '/api/v1/tenants/:tenant',
     minRole: 'tenant_member',
@@ -367,6 +379,29 @@ export const ROUTE_CASES: RouteCase[] = [
     minRole: 'platform_admin',
     scope: 'platform',
     call: () => ({ url: '/api/v1/platform/api-keys', payload: { name: 'suite' } }),
+  },
+  {
+    method: 'GET',
+    url: '/api/v1/platform/api-keys',
+    minRole: 'platform_admin',
+    scope: 'platform',
+    call: () => ({ url: '/api/v1/platform/api-keys' }),
+  },
+  {
+    method: 'DELETE',
+    url: '/api/v1/platform/api-keys/:keyId',
+    minRole: 'platform_admin',
+    scope: 'platform',
+    call: async (h) => {
+      const res = await h.api.inject({
+        method: 'POST',
+        url: '/api/v1/platform/api-keys',
+        headers: h.bearer(h.admin.token),
+        payload: { name: 'suite revoke' },
+      });
+      if (res.statusCode !== 201) throw new Error(`platform key: ${res.body}`);
+      return { url: `/api/v1/platform/api-keys/${res.json<{ id: string }>().id}` };
+    },
   },
 ];
 

@@ -35,7 +35,10 @@ ${
 
   app.post(
     '/billing/checkout/:id/pay',
-    { schema: { tags: ['billing'], summary: 'Pay a local checkout session', params: Params } },
+    {
+      config: { form: true },
+      schema: { tags: ['billing'], summary: 'Pay a local checkout session', params: Params },
+    },
     async (request, reply) => {
       const { successUrl } = await billing.pay(request.params.id);
       return reply.redirect(successUrl, 303);

@@ -1,6 +1,7 @@
 import { tenantUrl } from '../../core/services.ts';
 import { z } from 'zod';
 import { DomainError } from '../../core/errors.ts';
+import { validateSlug } from '../../core/tenants.ts';
 import { signup, type SignupDeps } from '../../lifecycle/signup.ts';
 import { escapeHtml, page } from '../../web/html.ts';
 import type { ApiServer } from '../server.ts';
@@ -24,7 +25,7 @@ function signupPage(baseDomain: string, values: Record<string, string> = {}, err
   return page(
     'Sign up',
     `<h1>Create your workspace</h1>
-${error ? `<p role="alert" style="color:#b91c1c">${escapeHtml(error)}</p>` : ''}
+${error ? `<p role="alert" class="error">${escapeHtml(error)}</p>` : ''}
 <form method="post" action="/signup">
 ${field('company', 'Company')}
 ${field('slug', `Address: <span class="muted">your-name.${escapeHtml(baseDomain)}</span>`, 'text', 'pattern="[a-z0-9-]{3,40}"')}
@@ -87,7 +88,7 @@ export function signupRoutes(app: ApiServer, deps: SignupDeps): void {
   app.post(
     '/signup',
     {
-      config: { auditAction: 'tenant.signup' },
+      config: { auditAction: 'tenant.signup', form: true },
       schema: { hide: true, body: z.record(z.string(), z.string()) },
     },
     async (request, reply) => {
@@ -124,14 +125,19 @@ export function signupRoutes(app: ApiServer, deps: SignupDeps): void {
     '/signup/welcome',
     { schema: { hide: true, querystring: z.object({ tenant: z.string().max(63).optional() }) } },
     (request, reply) => {
+      // The query is the visitor's to change: a link is made only from a valid slug, so it stays on
+      // this platform (`evil.example/#` would otherwise become http://evil.example/#.<base>).
       const slug = request.query.tenant ?? '';
-      const url = tenantUrl(deps.publicUrl, slug);
+      const where =
+        validateSlug(slug) === undefined
+          ? `It will be at <a href="${escapeHtml(tenantUrl(deps.publicUrl, slug))}/">${escapeHtml(tenantUrl(deps.publicUrl, slug))}</a>; you`
+          : 'You';
       return reply
         .type('text/html; charset=utf-8')
         .send(
           page(
             'Payment received',
-            `<h1>Thank you</h1><p>We are preparing your workspace. It will be at <a href="${escapeHtml(url)}/">${escapeHtml(url)}</a>; you will also get an email when it is ready.</p>`,
+            `<h1>Thank you</h1><p>We are preparing your workspace. ${where} will also get an email when it is ready.</p>`,
           ),
         );
     },

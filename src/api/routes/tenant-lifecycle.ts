@@ -24,7 +24,8 @@ const TenantState = z.object({
  */
 export function tenantLifecycleRoutes(
   app: ApiServer,
-  deps: { db: Database; access: TenantAccess; graceDays: number },
+  /** `dataDir`: where a never-provisioned tenant's purge, done here, looks for its files. */
+  deps: { db: Database; access: TenantAccess; graceDays: number; dataDir?: string },
 ): void {
   const { db } = deps;
 
@@ -107,7 +108,10 @@ export function tenantLifecycleRoutes(
     async (request, reply) => {
       const tenantId = await adminTarget(request.params.tenant, principalOf(request));
       request.audit = { tenantId, targetType: 'tenant', targetId: tenantId };
-      const started = await startPurge(db, tenantId, { ignoreGrace: request.query.now === 'true' });
+      const started = await startPurge(db, tenantId, {
+        ignoreGrace: request.query.now === 'true',
+        dataDir: deps.dataDir,
+      });
       const tenant = await state(tenantId);
       return started === 'purged'
         ? reply.status(200).send({ tenant, purge: 'done' as const })

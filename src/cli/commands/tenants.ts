@@ -60,7 +60,7 @@ export async function tenantsShow(
   const tenant = found;
   if (options.json) return printJson(tenant);
   const out: string[] = [
-    `${tenant.company} (${tenant.slug})`,
+    `${tenant.company ?? '(purged)'} (${tenant.slug})`,
     `  id        ${tenant.id}`,
     `  status    ${tenant.status}${tenant.statusReason ? ` — ${tenant.statusReason}` : ''}`,
     `  plan      ${tenant.plan}`,
@@ -192,7 +192,7 @@ export async function tenantsPurge(
     const tenant = await requireTenant(db, slug);
     const wasPurged = tenant.status === 'purged';
     await refusalsAudited(db, 'tenant.purge', tenant.id, () =>
-      startPurge(db, tenant.id, { ignoreGrace: options.now }),
+      startPurge(db, tenant.id, { ignoreGrace: options.now, dataDir: ctx.config.dataDir }),
     );
     if (!wasPurged) await auditOperator(db, 'tenant.purge', tenant.id, { now: options.now === true });
     for (let i = 0; i < 600; i++) {

@@ -73,7 +73,8 @@ export class ProcessStore {
     await atomicWrite(
       path.join(this.dir(state.name), 'container.json'),
       JSON.stringify(state, null, 2),
-      0o644,
+      // A tenant's container description: for the platform's user only, like everything in the data dir.
+      0o600,
     );
   }
 

@@ -26,7 +26,14 @@ declare module 'fastify' {
   interface FastifyRequest {
     principal?: Principal;
     /** Set by a route that knows the tenant or actor better than the principal (login). */
-    audit?: { tenantId?: string | null; actorId?: string | null; targetType?: string; targetId?: string };
+    audit?: {
+      tenantId?: string | null;
+      actorId?: string | null;
+      targetType?: string;
+      targetId?: string;
+      /** The client's address when the request came through a dashboard that vouched for it. */
+      sourceIp?: string;
+    };
   }
 }
 
@@ -37,6 +44,22 @@ function sameSecret(a: string, b: string): boolean {
   const x = Buffer.from(a);
   const y = Buffer.from(b);
   return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/**
+ * Double submit: a request that a cookie authenticates must also carry the
+ * CSRF cookie's value in a header, which only the platform's own pages can
+ * read and send.
+ */
+export function requireCsrfHeader(request: FastifyRequest): void {
+  const sent = request.headers[CSRF_HEADER];
+  const expected = request.cookies[COOKIE.csrf];
+  if (typeof sent !== 'string' || !expected || !sameSecret(sent, expected)) {
+    throw new DomainError(
+      'forbidden',
+      `missing or wrong ${CSRF_HEADER} header (copy it from the ${COOKIE.csrf} cookie)`,
+    );
+  }
 }
 
 /**
@@ -74,16 +97,7 @@ export function createAuthenticator(deps: { db: Database; tokens: TokenIssuer })
     }
     const cookie = request.cookies[COOKIE.access];
     if (!cookie) throw unauthenticated();
-    if (!SAFE.has(request.method)) {
-      const sent = request.headers[CSRF_HEADER];
-      const expected = request.cookies[COOKIE.csrf];
-      if (typeof sent !== 'string' || !expected || !sameSecret(sent, expected)) {
-        throw new DomainError(
-          'forbidden',
-          `missing or wrong ${CSRF_HEADER} header (copy it from the ${COOKIE.csrf} cookie)`,
-        );
-      }
-    }
+    if (!SAFE.has(request.method)) requireCsrfHeader(request);
     return fromAccessToken(cookie);
   };
 }

@@ -78,7 +78,7 @@ export async function installIdentityHooks(
         action: request.routeOptions.config.auditAction ?? `${request.method} ${url}`,
         targetType: target.type,
         targetId: target.id,
-        sourceIp: request.ip,
+        sourceIp: request.audit?.sourceIp ?? request.ip,
         result: resultOf(reply.statusCode),
         details: { status: reply.statusCode, requestId: request.id },
       });

@@ -5,9 +5,10 @@ import type { ApiServer } from '../../api/server.ts';
 import { DomainError } from '../../core/errors.ts';
 import type { Database } from '../../db/database.ts';
 import type { SecretBox } from '../secrets.ts';
-import { login, logout, refresh, type SessionDeps, type Tokens } from '../sessions.ts';
+import { changePassword, login, logout, refresh, type SessionDeps, type Tokens } from '../sessions.ts';
 import { beginEnrolment, confirmEnrolment, disableTotp } from '../totp.ts';
-import { COOKIE, principalOf } from './authenticate.ts';
+import { COOKIE, principalOf, requireCsrfHeader } from './authenticate.ts';
+import { loginSource } from './login-source.ts';
 
 export interface AuthRouteDeps {
   sessions: SessionDeps;
@@ -59,6 +60,11 @@ function send(reply: FastifyReply, tokens: Tokens, mode: 'bearer' | 'cookie', se
   return { tokenType: tokens.tokenType, expiresIn: tokens.expiresIn, csrfToken, user: tokens.user };
 }
 
+function clearCookies(reply: FastifyReply): void {
+  for (const name of Object.values(COOKIE))
+    void reply.clearCookie(name, { path: name === COOKIE.refresh ? '/api/v1/auth' : '/' });
+}
+
 export function authRoutes(app: ApiServer, deps: AuthRouteDeps): void {
   app.post(
     '/api/v1/auth/login',
@@ -75,10 +81,13 @@ export function authRoutes(app: ApiServer, deps: AuthRouteDeps): void {
       const outcome: { userId?: string; tenantId?: string | null } = {};
       request.audit = { targetType: 'user' };
       try {
-        const tokens = await login(deps.sessions, request.body, request.ip, outcome);
+        const source = await loginSource(deps.db, request);
+        request.audit = { targetType: 'user', sourceIp: source.ip };
+        const tokens = await login(deps.sessions, request.body, source, outcome);
         return send(reply, tokens, request.body.mode, deps.secureCookies);
       } finally {
         request.audit = {
+          ...request.audit,
           actorId: outcome.userId ?? null,
           tenantId: outcome.tenantId ?? null,
           targetType: 'user',
@@ -94,7 +103,8 @@ export function authRoutes(app: ApiServer, deps: AuthRouteDeps): void {
       config: { public: true, auditAction: 'auth.refresh' },
       schema: {
         tags,
-        summary: 'Trade a refresh token (body or cookie) for a new pair; the old one stops working',
+        summary:
+          'Trade a refresh token (body, or cookie with the x-csrf-token header) for a new pair; the old one stops working',
         body: z
           .object({
             refreshToken: z.string().max(256).optional(),
@@ -105,8 +115,11 @@ export function authRoutes(app: ApiServer, deps: AuthRouteDeps): void {
       },
     },
     async (request, reply) => {
-      const token = request.body.refreshToken ?? request.cookies[COOKIE.refresh];
+      const fromBody = request.body.refreshToken;
+      const token = fromBody ?? request.cookies[COOKIE.refresh];
       if (!token) throw new DomainError('unauthenticated', 'a refresh token is required');
+      // The cookie travels with any request the browser makes, also one another site starts.
+      if (fromBody === undefined) requireCsrfHeader(request);
       const tokens = await refresh(deps.sessions, token);
       request.audit = { actorId: tokens.user.id, tenantId: tokens.user.tenantId };
       return send(reply, tokens, request.body.mode, deps.secureCookies);
@@ -128,9 +141,33 @@ export function authRoutes(app: ApiServer, deps: AuthRouteDeps): void {
       if (!principal.sessionId)
         throw new DomainError('bad_request', 'API keys have no session; revoke the key instead');
       await logout(deps.db, principal.sessionId);
-      for (const name of Object.values(COOKIE))
-        void reply.clearCookie(name, { path: name === COOKIE.refresh ? '/api/v1/auth' : '/' });
+      clearCookies(reply);
       return reply.status(204).send(null);
+    },
+  );
+
+  app.post(
+    '/api/v1/auth/password',
+    {
+      config: { auditAction: 'auth.password.change' },
+      schema: {
+        tags,
+        summary:
+          'Change your own password (the current one is checked); every login of yours ends, this one too',
+        body: z.object({
+          currentPassword: z.string().min(1).max(1024),
+          newPassword: z.string().max(1024),
+        }),
+        response: { 200: z.object({ sessionsEnded: z.number() }) },
+      },
+    },
+    async (request, reply) => {
+      const principal = principalOf(request);
+      if (principal.kind !== 'user') throw new DomainError('forbidden', 'only users have passwords');
+      request.audit = { targetType: 'user', targetId: principal.id };
+      const sessionsEnded = await changePassword(deps.sessions, principal.id, request.body, request.ip);
+      clearCookies(reply);
+      return { sessionsEnded };
     },
   );
 

@@ -2,13 +2,15 @@ import { z } from 'zod';
 import type { ApiServer } from '../../api/server.ts';
 import { DomainError, notFound } from '../../core/errors.ts';
 import type { Database } from '../../db/database.ts';
-import { createApiKey } from '../api-keys.ts';
+import { createApiKey, listPlatformApiKeys, revokePlatformApiKey } from '../api-keys.ts';
 import { requireRole } from '../principal.ts';
+import { requireUserForKeys } from '../tenant-access.ts';
 import { revokeUserSessions } from '../sessions.ts';
 import { resetTotp } from '../totp.ts';
+import { ApiKeyOut } from './api-key-schema.ts';
 import { principalOf } from './authenticate.ts';
 
-/** Platform-wide routes: platform API keys, and an admin's reset of a user's TOTP. */
+/** Platform-wide routes: platform API keys (made by signed-in admins only), and an admin's reset of a user's TOTP. */
 export function platformRoutes(app: ApiServer, deps: { db: Database }): void {
   app.post(
     '/api/v1/platform/api-keys',
@@ -16,7 +18,8 @@ export function platformRoutes(app: ApiServer, deps: { db: Database }): void {
       config: { minRole: 'platform_admin', auditAction: 'platform.api_key.create' },
       schema: {
         tags: ['api keys'],
-        summary: 'Create a platform-wide API key (admins only); `key` is shown only in this response',
+        summary:
+          'Create a platform-wide API key (signed-in admins only, not with an API key); `key` is shown only in this response',
         body: z.object({
           name: z.string().min(1).max(100),
           expiresAt: z.iso.datetime({ offset: true }).optional(),
@@ -26,6 +29,7 @@ export function platformRoutes(app: ApiServer, deps: { db: Database }): void {
     async (request, reply) => {
       const principal = principalOf(request);
       requireRole(principal, 'platform_admin');
+      requireUserForKeys(principal);
       const key = await createApiKey(deps.db, {
         tenantId: null,
         role: 'platform_admin',
@@ -35,6 +39,40 @@ export function platformRoutes(app: ApiServer, deps: { db: Database }): void {
       });
       request.audit = { tenantId: null, targetType: 'api_key', targetId: key.id };
       return reply.status(201).send(key);
+    },
+  );
+
+  app.get(
+    '/api/v1/platform/api-keys',
+    {
+      config: { minRole: 'platform_admin' },
+      schema: {
+        tags: ['api keys'],
+        summary: 'The platform-wide API keys (never the secret)',
+        response: { 200: z.object({ apiKeys: z.array(ApiKeyOut) }) },
+      },
+    },
+    async (request) => {
+      requireRole(principalOf(request), 'platform_admin');
+      return { apiKeys: await listPlatformApiKeys(deps.db) };
+    },
+  );
+
+  app.delete(
+    '/api/v1/platform/api-keys/:keyId',
+    {
+      config: { minRole: 'platform_admin', auditAction: 'platform.api_key.revoke' },
+      schema: {
+        tags: ['api keys'],
+        summary: 'Revoke a platform-wide API key; the next request with it is refused, on every API process',
+        params: z.object({ keyId: z.string().min(1).max(80) }),
+        response: { 200: ApiKeyOut },
+      },
+    },
+    async (request) => {
+      requireRole(principalOf(request), 'platform_admin');
+      request.audit = { tenantId: null, targetType: 'api_key', targetId: request.params.keyId };
+      return revokePlatformApiKey(deps.db, request.params.keyId);
     },
   );
 

@@ -6,21 +6,11 @@ import type { Database } from '../../db/database.ts';
 import { findTenant } from '../../db/tenants.ts';
 import { createApiKey, listApiKeys, revokeApiKey } from '../api-keys.ts';
 import { checkPassword, hashPassword, normaliseEmail } from '../passwords.ts';
-import type { TenantAccess } from '../tenant-access.ts';
+import { requireOpenTenant, requireUserForKeys, type TenantAccess } from '../tenant-access.ts';
+import { ApiKeyOut } from './api-key-schema.ts';
 import { principalOf } from './authenticate.ts';
 
 const TenantParams = z.object({ tenant: z.string().min(1).max(80) });
-const ApiKeyOut = z.object({
-  id: z.string(),
-  tenantId: z.string().nullable(),
-  name: z.string(),
-  role: z.string(),
-  prefix: z.string(),
-  createdAt: z.string(),
-  expiresAt: z.string().nullable(),
-  revokedAt: z.string().nullable(),
-  lastUsedAt: z.string().nullable(),
-});
 const NewKeyBody = z.object({
   name: z.string().min(1).max(100),
   role: z.enum(['tenant_owner', 'tenant_member']).default('tenant_member'),
@@ -93,7 +83,7 @@ export function tenantRoutes(app: ApiServer, deps: { db: Database; access: Tenan
       config: { minRole: 'tenant_owner', auditAction: 'tenant.user.create' },
       schema: {
         tags: ['tenants'],
-        summary: 'Add a user to the tenant',
+        summary: 'Add a user to the tenant (not to a suspended or cancelled tenant)',
         params: TenantParams,
         body: z.object({
           email: z.email(),
@@ -113,6 +103,7 @@ export function tenantRoutes(app: ApiServer, deps: { db: Database; access: Tenan
         'tenant_owner',
         async ({ trx, tenantId }) => {
           request.audit = { tenantId };
+          await requireOpenTenant(trx, tenantId, 'users');
           const row = await trx
             .insertInto('users')
             .values({
@@ -164,7 +155,8 @@ export function tenantRoutes(app: ApiServer, deps: { db: Database; access: Tenan
       config: { minRole: 'tenant_owner', auditAction: 'tenant.api_key.create' },
       schema: {
         tags: ['api keys'],
-        summary: 'Create an API key for the tenant; `key` is shown only in this response',
+        summary:
+          'Create an API key for the tenant (signed-in users only; not for a suspended or cancelled tenant); `key` is shown only in this response',
         params: TenantParams,
         body: NewKeyBody,
         response: { 201: ApiKeyOut.extend({ key: z.string() }) },
@@ -177,6 +169,9 @@ export function tenantRoutes(app: ApiServer, deps: { db: Database; access: Tenan
         request.params.tenant,
         'tenant_owner',
         async ({ trx, tenantId }) => {
+          request.audit = { tenantId };
+          requireUserForKeys(principal);
+          await requireOpenTenant(trx, tenantId, 'API keys');
           // Only owners (and admins) get here, so a key never carries more power than its creator.
           const key = await createApiKey(trx, {
             tenantId,
