@@ -174,7 +174,11 @@ describe('retrying a failed service (process driver)', { timeout: 300_000 }, () 
       60_000,
     );
     expect(up?.status).toBe('active');
-    expect((await viaEdge(host, port, { path: '/stuck/' })).status).toBe(200);
+    // A service path needs the owner's edge session; without one the edge refuses it.
+    expect(
+      (await viaEdge(host, port, { path: '/stuck/', headers: { cookie: signedIn.cookies } })).status,
+    ).toBe(200);
+    expect((await viaEdge(host, port, { path: '/stuck/' })).status).toBe(401);
 
     // Only a failed service is retried; unknown tenants and services are "not found".
     const notFailed = await call('POST', '/services/stuck/retry');

@@ -88,7 +88,9 @@ describe('the signup rate limit', () => {
     expect(Number(refused.headers['retry-after'])).toBeGreaterThan(3000);
     expect(await countRows(testDb, 'SELECT 1 FROM tenants')).toBe(tenants);
     const audit = await testDb.pool.query(
-      "SELECT result, source_ip FROM audit_log WHERE details->>'requestId' = $1",
+      `SELECT l.result, host(a.address) AS source_ip
+         FROM audit_log l JOIN audit_addresses a ON a.audit_id = l.id
+        WHERE l.details->>'requestId' = $1`,
       [refused.headers['x-request-id']],
     );
     expect(audit.rows).toEqual([{ result: 'denied', source_ip: ip }]);

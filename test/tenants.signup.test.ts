@@ -109,7 +109,7 @@ describe('POST /api/v1/signup', () => {
     ['a company name of two lines', { company: 'Acme\r\nBcc: spy@evil.test' }, 'company: must be one line'],
   ])('refuses %s with a 400 naming the field, and stores nothing', async (_label, over, message) => {
     const tenants = await countRows(testDb, 'SELECT 1 FROM tenants');
-    const res = await post(body({ slug: 'relay', ...over }));
+    const res = await post(body({ slug: 'bad-address', ...over }));
     expect(res.statusCode).toBe(400);
     expect(errorOf(res).message).toContain(message);
     expect(await countRows(testDb, 'SELECT 1 FROM tenants')).toBe(tenants);
