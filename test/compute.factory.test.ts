@@ -4,6 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkProxmox } from '../src/compute/doctor.ts';
 import { createComputeDriver } from '../src/compute/index.ts';
+import { DRIVER_KINDS } from '../src/core/compute.ts';
 import { loadConfig } from '../src/config/load.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
@@ -36,7 +37,7 @@ const proxmoxEnv = () => ({
 
 describe('createComputeDriver', () => {
   it('builds the driver AIQSO_DRIVER names', async () => {
-    for (const driver of ['process', 'lxc', 'proxmox'] as const) {
+    for (const driver of DRIVER_KINDS) {
       const env = driver === 'proxmox' ? proxmoxEnv() : { AIQSO_DRIVER: driver };
       const compute = await createComputeDriver(loadConfig({ AIQSO_DATA_DIR: dir, ...env }, dir), db.db, log);
       expect(compute.kind).toBe(driver);

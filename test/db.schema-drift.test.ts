@@ -4,11 +4,22 @@ import { inject } from 'vitest';
 import type { Config } from '../src/config/load.ts';
 import { connectMasterDatabase } from '../src/db/connect.ts';
 import { openDatabase } from '../src/db/database.ts';
+import { ENUM_COLUMNS } from '../src/db/enum-columns.ts';
 import { loadMigrations, migrate, pendingMigrations } from '../src/db/migrate.ts';
 import { dumpSchema } from '../src/db/schema-dump.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
 import { withDatabase } from './support/urls.ts';
+
+/** `CHECK ((col = ANY (ARRAY['a'::text, …])))` or `CHECK ((col = 'a'::text))`: the column and its values. */
+function enumCheck(definition: string): { column: string; values: string[] } | undefined {
+  const match =
+    /^CHECK \(\((\w+) = ANY \(ARRAY\[(.*)\]\)\)\)$/.exec(definition) ??
+    /^CHECK \(\((\w+) = ('(?:[^']|'')*'::text)\)\)$/.exec(definition);
+  if (!match) return undefined;
+  const values = [...match[2]!.matchAll(/'((?:[^']|'')*)'::text/g)].map((m) => m[1]!.replaceAll("''", "'"));
+  return { column: match[1]!, values };
+}
 
 let testDb: TestDatabase;
 beforeAll(async () => {
@@ -20,6 +31,26 @@ describe('database schema', () => {
   it('matches the committed dump (run `npm run schema:dump` after adding a migration)', async () => {
     const committed = await readFile(new URL('../src/db/schema.sql', import.meta.url), 'utf8');
     expect(await dumpSchema(testDb.url)).toBe(committed);
+  });
+
+  it("holds the row types' fixed-set columns to the schema's CHECK constraints, both ways", async () => {
+    const { rows } = await testDb.pool.query<{ table: string; definition: string }>(
+      `SELECT c.conrelid::regclass::text AS table, pg_get_constraintdef(c.oid) AS definition
+         FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
+        WHERE c.contype = 'c' AND n.nspname = 'public'`,
+    );
+    const inSchema: Record<string, string[]> = {};
+    for (const { table, definition } of rows) {
+      const check = enumCheck(definition);
+      if (check) inSchema[`${table}.${check.column}`] = check.values.sort();
+    }
+    // The parser reads the constraints it must: a known one, and one with a single value.
+    expect(inSchema['tenants.status']).toContain('pending_payment');
+    expect(inSchema['signing_keys.alg']).toEqual(['EdDSA']);
+    const inTypes = Object.fromEntries(
+      Object.entries(ENUM_COLUMNS).map(([column, values]) => [column, [...values].sort()]),
+    );
+    expect(inSchema).toEqual(inTypes);
   });
 
   it('records every migration once and re-running applies nothing', async () => {

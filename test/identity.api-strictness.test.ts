@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newId } from '../src/core/ids.ts';
 import { freePort } from '../src/db/embedded.ts';
-import type { TenantStatus } from '../src/db/tables.ts';
+import type { TenantStatus } from '../src/core/tenants.ts';
 import { hashPassword } from '../src/identity/passwords.ts';
 import { startCli } from './support/cli.ts';
 import { createHarness, PASSWORD, type Harness } from './support/identity.ts';

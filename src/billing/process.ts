@@ -1,7 +1,8 @@
 import { sql, type Transaction } from 'kysely';
 import type { BillingPort, SubscriptionState } from '../core/billing.ts';
 import { newId } from '../core/ids.ts';
-import type { DB, TenantStatus } from '../db/tables.ts';
+import type { TenantStatus } from '../core/tenants.ts';
+import type { DB } from '../db/tables.ts';
 import type { Database } from '../db/database.ts';
 import { appendAuditIn } from '../identity/audit.ts';
 import { decideBillingAction, DEFAULT_DUNNING, type BillingAction, type DunningPolicy } from './decide.ts';

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { DRIVER_KINDS } from '../core/compute.ts';
 
 /**
  * Every setting the platform reads, keyed by its environment variable name
@@ -48,9 +49,7 @@ export const configSchema = z.object({
   REDIS_URL: url('a redis:// URL')
     .refine((v) => /^rediss?:\/\//.test(v), 'expected a redis:// URL')
     .optional(),
-  AIQSO_DRIVER: z
-    .enum(['process', 'lxc', 'proxmox'], { error: 'expected process, lxc or proxmox' })
-    .default('process'),
+  AIQSO_DRIVER: z.enum(DRIVER_KINDS, { error: 'expected process, lxc or proxmox' }).default('process'),
   AIQSO_EDGE: z.enum(['builtin', 'nginx'], { error: 'expected builtin or nginx' }).default('builtin'),
   AIQSO_BILLING: z
     .enum(['local', 'stripe'], { error: 'expected local (simulated payments) or stripe' })

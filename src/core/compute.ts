@@ -181,3 +181,7 @@ export function isManagedName(name: string): boolean {
 export function isContainerName(name: string): boolean {
   return /^aiqso-[0-9a-hjkmnp-tv-z]{26}-[a-z0-9][a-z0-9-]*$/.test(name);
 }
+
+/** The compute drivers, as `AIQSO_DRIVER` names them and `hosts.driver` records them. */
+export const DRIVER_KINDS = ['process', 'lxc', 'proxmox'] as const;
+export type DriverKind = (typeof DRIVER_KINDS)[number];

@@ -79,7 +79,12 @@ export interface OrphanSource {
 }
 
 /** Step states as shown in status. */
-export type StepState = 'pending' | 'running' | 'done' | 'failed';
+export const STEP_STATES = ['pending', 'running', 'done', 'failed'] as const;
+export type StepState = (typeof STEP_STATES)[number];
+
+/** A resource's phase: `ready` once its steps are done for its current generation. */
+export const RESOURCE_PHASES = ['pending', 'reconciling', 'ready', 'failed', 'deleted'] as const;
+export type ResourcePhase = (typeof RESOURCE_PHASES)[number];
 
 /**
  * Delay before retry number `failures` (1-based): exponential, capped.

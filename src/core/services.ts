@@ -59,3 +59,15 @@ export function tenantUrl(publicUrl: string, slug: string): string {
 export function serviceUrl(publicUrl: string, slug: string, routePath: string): string {
   return `${tenantUrl(publicUrl, slug)}${routePath}/`;
 }
+
+/** A tenant service's status, as `tenant_services.status` records it. */
+export const TENANT_SERVICE_STATUSES = [
+  'pending',
+  'deploying',
+  'active',
+  'stopped',
+  'removing',
+  'removed',
+  'failed',
+] as const;
+export type TenantServiceStatus = (typeof TENANT_SERVICE_STATUSES)[number];

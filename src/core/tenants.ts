@@ -9,8 +9,16 @@ import type { RouteState } from './routes.ts';
  *
  * Transitions are decided here, without I/O; the lifecycle applies them.
  */
-export type TenantStatus =
-  'pending_payment' | 'provisioning' | 'active' | 'suspended' | 'cancelled' | 'purged' | 'failed';
+export const TENANT_STATUSES = [
+  'pending_payment',
+  'provisioning',
+  'active',
+  'suspended',
+  'cancelled',
+  'purged',
+  'failed',
+] as const;
+export type TenantStatus = (typeof TENANT_STATUSES)[number];
 
 const ALLOWED: Record<TenantStatus, readonly TenantStatus[]> = {
   pending_payment: ['provisioning', 'cancelled'],

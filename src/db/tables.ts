@@ -1,6 +1,16 @@
 import type { ColumnType, Generated } from 'kysely';
+import type { DriverKind } from '../core/compute.ts';
+import type { ApiKeyPurpose, Role } from '../core/identity.ts';
+import type { ResourcePhase, StepState } from '../core/reconcile.ts';
+import type { RouteAuth, RouteState } from '../core/routes.ts';
+import type { TenantServiceStatus } from '../core/services.ts';
+import type { TenantStatus } from '../core/tenants.ts';
 
-/** Row types of the master database, as Kysely sees them. Keep in step with migrations/. */
+/**
+ * Row types of the master database, as Kysely sees them. Keep in step with migrations/;
+ * a column of a fixed set of strings also goes in `enum-columns.ts`, which the drift test
+ * checks against the schema's CHECK constraints.
+ */
 
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
 type CreatedAt = ColumnType<Date, Date | string | undefined, never>;
@@ -10,7 +20,7 @@ export interface UsersTable {
   id: string;
   email: string;
   password_hash: string | null;
-  role: 'platform_admin' | 'tenant_owner' | 'tenant_member';
+  role: Role;
   tenant_id: string | null;
   created_at: CreatedAt;
   updated_at: Timestamp;
@@ -19,7 +29,7 @@ export interface UsersTable {
 export interface HostsTable {
   id: string;
   name: string;
-  driver: 'process' | 'lxc' | 'proxmox';
+  driver: DriverKind;
   address: string | null;
   memory_mb: number;
   cores: number;
@@ -28,9 +38,6 @@ export interface HostsTable {
   draining: Generated<boolean>;
   created_at: CreatedAt;
 }
-
-export type TenantStatus =
-  'pending_payment' | 'provisioning' | 'active' | 'suspended' | 'cancelled' | 'purged' | 'failed';
 
 export interface TenantsTable {
   id: string;
@@ -82,7 +89,7 @@ export interface TenantServicesTable {
   id: string;
   tenant_id: string;
   service_id: string;
-  status: Generated<'pending' | 'deploying' | 'active' | 'stopped' | 'removing' | 'removed' | 'failed'>;
+  status: Generated<TenantServiceStatus>;
   status_reason: string | null;
   container_name: string | null;
   db_name: string | null;
@@ -175,11 +182,11 @@ export interface RoutesTable {
   upstream_host: string | null;
   upstream_port: number | null;
   strip_prefix: Generated<boolean>;
-  state: Generated<'active' | 'provisioning' | 'suspended' | 'unavailable'>;
+  state: Generated<RouteState>;
   allow_cidrs: Generated<string[]>;
   deny_cidrs: Generated<string[]>;
   /** Who signs the route's users in (migration 0009): the edge, or the upstream app itself. */
-  auth: Generated<'edge' | 'app'>;
+  auth: Generated<RouteAuth>;
   public_paths: Generated<string[]>;
   created_at: CreatedAt;
   updated_at: Timestamp;
@@ -222,7 +229,7 @@ export interface EmailsTable {
 
 export interface StepStatus {
   name: string;
-  state: 'pending' | 'running' | 'done' | 'failed';
+  state: StepState;
   attempts: number;
   startedAt?: string;
   finishedAt?: string;
@@ -239,7 +246,7 @@ export interface ResourcesTable {
   deleted: Generated<boolean>;
   generation: Generated<number>;
   observed_generation: Generated<number>;
-  phase: Generated<'pending' | 'reconciling' | 'ready' | 'failed' | 'deleted'>;
+  phase: Generated<ResourcePhase>;
   steps: Json<StepStatus[]>;
   last_error: string | null;
   failures: Generated<number>;
@@ -328,8 +335,6 @@ export interface DB {
 
 // Identity (migration 0004).
 
-export type Role = 'platform_admin' | 'tenant_owner' | 'tenant_member';
-
 export interface SigningKeysTable {
   kid: string;
   alg: 'EdDSA';
@@ -363,7 +368,7 @@ export interface ApiKeysTable {
   revoked_at: Date | null;
   last_used_at: Date | null;
   /** Migration 0010. */
-  purpose: Generated<'integration' | 'dashboard'>;
+  purpose: Generated<ApiKeyPurpose>;
 }
 
 export interface UserTotpTable {

@@ -1,5 +1,6 @@
 import type { Database } from './database.ts';
-import type { StepStatus, TenantStatus } from './tables.ts';
+import type { TenantStatus } from '../core/tenants.ts';
+import type { StepStatus } from './tables.ts';
 
 export interface TenantSummary {
   id: string;

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { DomainError, notFound } from '../core/errors.ts';
 import { newId } from '../core/ids.ts';
 import type { Database } from '../db/database.ts';
-import type { Role } from '../db/tables.ts';
+import type { ApiKeyPurpose, Role } from '../core/identity.ts';
 import type { Principal } from './principal.ts';
 import type { TenantTx } from './tenant-access.ts';
 
@@ -24,8 +24,6 @@ export interface NewApiKey {
   /** `dashboard`: a tenant dashboard's own key, which may also vouch for its users' addresses at login. */
   purpose?: ApiKeyPurpose;
 }
-
-export type ApiKeyPurpose = 'integration' | 'dashboard';
 
 export function publicKey(row: {
   id: string;

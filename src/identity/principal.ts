@@ -1,5 +1,5 @@
 import { DomainError } from '../core/errors.ts';
-import type { Role } from '../db/tables.ts';
+import type { Role } from '../core/identity.ts';
 
 /** Who is calling: a logged-in user (access token) or an API key, with the one tenant they belong to. */
 export interface Principal {

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { DomainError } from '../core/errors.ts';
 import { newId } from '../core/ids.ts';
 import type { Database } from '../db/database.ts';
-import type { Role } from '../db/tables.ts';
+import type { Role } from '../core/identity.ts';
 import { checkPassword, dummyHash, hashPassword, normaliseEmail, verifyPassword } from './passwords.ts';
 import type { AttemptLimiter } from './rate-limit.ts';
 import type { SecretBox } from './secrets.ts';

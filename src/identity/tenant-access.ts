@@ -3,7 +3,7 @@ import { conflict, DomainError, notFound } from '../core/errors.ts';
 import type { Database } from '../db/database.ts';
 import type { DB } from '../db/tables.ts';
 import { isPlatformAdmin, requireRole, type Principal } from './principal.ts';
-import type { Role } from '../db/tables.ts';
+import type { Role } from '../core/identity.ts';
 
 /**
  * The one door to tenant-owned data. `forTenant` resolves the tenant the

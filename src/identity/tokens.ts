@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { exportJWK, generateKeyPair, importJWK, jwtVerify, SignJWT, type CryptoKey, type JWK } from 'jose';
 import type { Database } from '../db/database.ts';
-import type { Role } from '../db/tables.ts';
+import type { Role } from '../core/identity.ts';
 import { DomainError } from '../core/errors.ts';
 import type { SecretBox } from './secrets.ts';
 

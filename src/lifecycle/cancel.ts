@@ -3,7 +3,7 @@ import { canTransition } from '../core/tenants.ts';
 import { applyTenantAction } from '../billing/process.ts';
 import type { BillingAction } from '../billing/decide.ts';
 import type { Database } from '../db/database.ts';
-import type { TenantStatus } from '../db/tables.ts';
+import type { TenantStatus } from '../core/tenants.ts';
 import { tenantBillingEffect } from './billing-effect.ts';
 
 /** Why a tenant an operator cancelled is cancelled (billing's own says "subscription cancelled"). */

@@ -6,6 +6,7 @@ import {
   type ComputeDriver,
   type ContainerInfo,
   type ContainerSpec,
+  type DriverKind,
 } from '../core/compute.ts';
 import { DomainError } from '../core/errors.ts';
 import { capacityRefusal, tenantUrl } from '../core/services.ts';
@@ -47,7 +48,7 @@ export interface TenantReconcilerDeps {
   removeServices(tenantId: string): Promise<number>;
   healthTimeoutMs: number;
   /** Which hosts the dashboard may go on (the configured driver's) and where this machine keeps data. */
-  placement: { driver: 'process' | 'lxc' | 'proxmox'; dataDir: string };
+  placement: { driver: DriverKind; dataDir: string };
 }
 
 const DASHBOARD = {

@@ -5,7 +5,7 @@ import type { ComputeDriver, ContainerInfo, ContainerSpec, Workload } from '../c
 import { DomainError } from '../core/errors.ts';
 import { serviceUrl } from '../core/services.ts';
 import type { Database } from '../db/database.ts';
-import type { TenantStatus } from '../db/tables.ts';
+import type { TenantStatus } from '../core/tenants.ts';
 import { derivedSecret } from './secrets.ts';
 import type { TenantServiceSpec } from './subscriptions.ts';
 

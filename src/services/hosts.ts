@@ -1,6 +1,7 @@
 import { statfs } from 'node:fs/promises';
 import os from 'node:os';
 import { sql, type Kysely } from 'kysely';
+import type { DriverKind } from '../core/compute.ts';
 import { newId } from '../core/ids.ts';
 import type { Claim, HostCapacity, HostUsage } from '../core/services.ts';
 import type { DB } from '../db/tables.ts';
@@ -14,7 +15,7 @@ export interface HostRow extends HostCapacity {
 }
 
 /** This machine, as a `hosts` row: its memory, CPUs, and the size of the file system holding the data dir. */
-async function thisMachine(driver: 'process' | 'lxc' | 'proxmox', dataDir: string) {
+async function thisMachine(driver: DriverKind, dataDir: string) {
   const fs = await statfs(dataDir).catch(() => undefined);
   const diskGb = fs ? Math.floor((fs.blocks * fs.bsize) / 1024 ** 3) : 1;
   return {
@@ -37,7 +38,7 @@ async function thisMachine(driver: 'process' | 'lxc' | 'proxmox', dataDir: strin
  */
 export async function lockPlacementHost(
   trx: Kysely<DB>,
-  options: { driver: 'process' | 'lxc' | 'proxmox'; dataDir: string },
+  options: { driver: DriverKind; dataDir: string },
 ): Promise<HostRow> {
   const pick = () =>
     trx

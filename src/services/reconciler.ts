@@ -1,7 +1,7 @@
 import { outboxHas } from '../orchestrator/outbox.ts';
 import { sql } from 'kysely';
 import type pg from 'pg';
-import { configDigest, containerName, type ComputeDriver } from '../core/compute.ts';
+import { configDigest, containerName, type ComputeDriver, type DriverKind } from '../core/compute.ts';
 import { DomainError } from '../core/errors.ts';
 import type { Reconciler, ReconcileStep, StepContext } from '../core/reconcile.ts';
 import { capacityRefusal } from '../core/services.ts';
@@ -46,7 +46,7 @@ export interface TenantServiceReconcilerDeps {
   dbLocal: { host: string; port: number };
   /** The service's root secret (its database password), sealed at rest. */
   rootSecret(tenantServiceId: string): Promise<string>;
-  placement: { driver: 'process' | 'lxc' | 'proxmox'; dataDir: string };
+  placement: { driver: DriverKind; dataDir: string };
   healthPollMs?: number;
 }
 

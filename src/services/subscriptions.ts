@@ -2,7 +2,7 @@ import { sql, type Kysely } from 'kysely';
 import { z } from 'zod';
 import { serviceTemplateSchema, type ServiceTemplate } from '../catalog/schema.ts';
 import type { Plan } from '../catalog/plans.ts';
-import { containerName } from '../core/compute.ts';
+import { containerName, type DriverKind } from '../core/compute.ts';
 import { conflict, DomainError, notFound } from '../core/errors.ts';
 import { newId } from '../core/ids.ts';
 import { capacityRefusal, serviceUrl, type Claim } from '../core/services.ts';
@@ -33,7 +33,7 @@ export type TenantServiceSpec = z.infer<typeof tenantServiceSpecSchema>;
 
 export interface SubscriptionDeps {
   plans: Plan[];
-  driver: 'process' | 'lxc' | 'proxmox';
+  driver: DriverKind;
   dataDir: string;
   publicUrl: string;
   serviceGraceHours: number;

@@ -7,7 +7,7 @@ import type { ApiServer } from '../../src/api/server.ts';
 import { loadConfig, type Config } from '../../src/config/load.ts';
 import { newId } from '../../src/core/ids.ts';
 import type { MasterDatabase } from '../../src/db/connect.ts';
-import type { Role } from '../../src/db/tables.ts';
+import type { Role } from '../../src/core/identity.ts';
 import { generateMasterKey } from '../../src/identity/secrets.ts';
 import { hashPassword } from '../../src/identity/passwords.ts';
 import { createLogger } from '../../src/observability/logger.ts';

@@ -2,7 +2,7 @@ import { timingSafeEqual } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
 import { DomainError } from '../../core/errors.ts';
 import type { Database } from '../../db/database.ts';
-import type { Role } from '../../db/tables.ts';
+import type { Role } from '../../core/identity.ts';
 import { API_KEY_PREFIX, authenticateApiKey } from '../../identity/api-keys.ts';
 import type { Principal } from '../../identity/principal.ts';
 import { liveSession } from '../../identity/sessions.ts';

@@ -4,7 +4,7 @@ import type { Plan } from '../../catalog/plans.ts';
 import type { Config } from '../../config/load.ts';
 import { notFound } from '../../core/errors.ts';
 import type { Database } from '../../db/database.ts';
-import type { Role } from '../../db/tables.ts';
+import type { Role } from '../../core/identity.ts';
 import { principalOf } from '../identity/authenticate.ts';
 import type { TenantAccess } from '../../identity/tenant-access.ts';
 import { retryService } from '../../services/retry.ts';

@@ -5,7 +5,7 @@ import { appendAudit } from '../../identity/audit.ts';
 import { cancelTenant } from '../../lifecycle/cancel.ts';
 import { findTenant, listTenants } from '../../db/tenants.ts';
 import { startPurge } from '../../lifecycle/purge.ts';
-import type { TenantStatus } from '../../db/tables.ts';
+import type { TenantStatus } from '../../core/tenants.ts';
 import { withDatabase, type CommandContext } from '../context.ts';
 import { printJson, printTable } from '../output.ts';
 

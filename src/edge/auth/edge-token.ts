@@ -1,5 +1,5 @@
 import { verify, type KeyObject } from 'node:crypto';
-import type { Role } from '../../db/tables.ts';
+import type { Role } from '../../core/identity.ts';
 
 /**
  * The edge session: a JWT the platform signs (EdDSA, with its access-token

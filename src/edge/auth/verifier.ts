@@ -1,7 +1,7 @@
 import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { sql } from 'kysely';
 import type { Database } from '../../db/database.ts';
-import type { Role } from '../../db/tables.ts';
+import type { Role } from '../../core/identity.ts';
 import { EDGE_SESSION_TTL_SECONDS, verifyEdgeToken, type EdgeClaims } from './edge-token.ts';
 import { identityHeaders } from './identity.ts';
 
