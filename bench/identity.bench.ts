@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { assembleApi } from '../src/app.ts';
+import { assembleApi } from '../src/platform/api.ts';
 import { loadConfig } from '../src/config/load.ts';
 import { newId } from '../src/core/ids.ts';
 import { openDatabase } from '../src/db/database.ts';

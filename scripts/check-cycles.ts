@@ -1,6 +1,7 @@
-// `npm run check:cycles`: fails when src/ has an import cycle between files or between packages.
+// `npm run check:cycles`: fails when src/ has an import cycle between files or between packages,
+// or an import across the layering (`layerViolations`).
 import path from 'node:path';
-import { fileCycles, importGraph, packageCycles, type Cycle } from './import-graph.ts';
+import { fileCycles, importGraph, layerViolations, packageCycles, type Cycle } from './import-graph.ts';
 
 const repo = path.join(import.meta.dirname, '..');
 const graph = await importGraph(path.join(repo, 'src'), path.join(repo, 'tsconfig.json'));
@@ -12,5 +13,7 @@ for (const [what, cycle] of found) {
   console.error(`${what} cycle in src/: ${cycle.members.join(', ')}`);
   for (const edge of cycle.edges) console.error(`  ${edge.via}`);
 }
-if (found.length > 0) process.exit(1);
+const layers = layerViolations(graph);
+for (const violation of layers) console.error(`layering in src/: ${violation}`);
+if (found.length + layers.length > 0) process.exit(1);
 console.log(`no import cycles among ${Object.keys(graph).length} files in src/`);

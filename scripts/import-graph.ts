@@ -85,6 +85,27 @@ function cycles(graph: ImportGraph, nodeOf: (file: string) => string): Cycle[] {
     });
 }
 
+/**
+ * Imports across the layering that acyclic packages alone do not enforce: `core`
+ * (domain types and pure decisions) imports nothing outside itself, and only `cli`
+ * (the commands) imports `platform` (the composition root), whose parts are built
+ * from configuration there and nowhere below.
+ */
+export function layerViolations(graph: ImportGraph): string[] {
+  const found: string[] = [];
+  for (const [file, imports] of Object.entries(graph)) {
+    const from = packageOf(file);
+    for (const target of imports) {
+      const to = packageOf(target);
+      if (from === 'core' && to !== 'core') found.push(`core imports ${to}: ${file} → ${target}`);
+      if (to === 'platform' && from !== 'platform' && from !== 'cli') {
+        found.push(`only cli imports platform: ${file} → ${target}`);
+      }
+    }
+  }
+  return found.sort();
+}
+
 /** The import graph of a source tree, type-only imports included (a type cycle is a cycle too). */
 export async function importGraph(root: string, tsConfig: string): Promise<ImportGraph> {
   const result = await madge(root, {

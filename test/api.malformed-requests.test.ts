@@ -4,7 +4,7 @@ import { DomainError } from '../src/core/errors.ts';
 import { openDatabase } from '../src/db/database.ts';
 import type { ErrorBody } from '../src/api/errors.ts';
 import type { ApiServer } from '../src/api/server.ts';
-import { buildApi } from '../src/app.ts';
+import { buildApi } from '../src/platform/api.ts';
 import { createBilling } from '../src/billing/index.ts';
 import type { DatabaseHandle } from '../src/db/database.ts';
 import { createLogger } from '../src/observability/logger.ts';

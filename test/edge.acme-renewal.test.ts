@@ -269,7 +269,7 @@ esac`,
       import { createRequire } from 'node:module';
       const require = createRequire(import.meta.url);
       await import('./src/cli/commands/edge-serve.ts');
-      await import('./src/lifecycle/wiring.ts');
+      await import('./src/platform/worker.ts');
       await import('./src/cli/commands/certs.ts');
       console.log(Object.keys(require.cache).filter((k) => k.includes('acme-client')).length);`;
     const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', probe], {

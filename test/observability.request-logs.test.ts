@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { assembleApi } from '../src/app.ts';
+import { assembleApi } from '../src/platform/api.ts';
 import type { ApiServer } from '../src/api/server.ts';
 import { newId } from '../src/core/ids.ts';
 import { hashPassword } from '../src/identity/passwords.ts';

@@ -4,7 +4,13 @@ import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { fileCycles, importGraph, packageCycles, packageOf } from '../scripts/import-graph.ts';
+import {
+  fileCycles,
+  importGraph,
+  layerViolations,
+  packageCycles,
+  packageOf,
+} from '../scripts/import-graph.ts';
 
 const repo = path.join(import.meta.dirname, '..');
 const tsConfig = path.join(repo, 'tsconfig.json');
@@ -46,6 +52,22 @@ describe('package cycles', () => {
   });
 });
 
+describe('layering', () => {
+  it('keeps core free of other packages, and platform for cli alone', () => {
+    expect(
+      layerViolations({
+        'core/tenants.ts': ['core/errors.ts', 'db/tables.ts'],
+        'lifecycle/signup.ts': ['platform/api.ts', 'core/tenants.ts'],
+        'cli/commands/up.ts': ['platform/platform.ts'],
+        'platform/platform.ts': ['platform/api.ts', 'lifecycle/signup.ts'],
+      }),
+    ).toEqual([
+      'core imports db: core/tenants.ts → db/tables.ts',
+      'only cli imports platform: lifecycle/signup.ts → platform/api.ts',
+    ]);
+  });
+});
+
 describe('file cycles', () => {
   let dir: string | undefined;
   afterAll(async () => {
@@ -83,10 +105,11 @@ describe('file cycles', () => {
 });
 
 describe('src/', () => {
-  it('has no import cycle between files or packages', async () => {
+  it('has no import cycle between files or packages, and keeps the layering', async () => {
     const graph = await importGraph(path.join(repo, 'src'), tsConfig);
     expect(Object.keys(graph).length).toBeGreaterThan(100);
     expect(fileCycles(graph)).toEqual([]);
     expect(packageCycles(graph)).toEqual([]);
+    expect(layerViolations(graph)).toEqual([]);
   });
 });

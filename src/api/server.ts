@@ -43,7 +43,7 @@ export function registeredRoutes(app: object): { method: string; url: string }[]
 
 /**
  * The HTTP API: Fastify with zod schemas for every route, which also generate
- * `/api/openapi.json`. Routes are registered by `src/app.ts`.
+ * `/api/openapi.json`. Routes are registered by `src/platform/api.ts`.
  */
 export async function createApi(options: ApiOptions) {
   const app = Fastify({

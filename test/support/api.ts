@@ -1,7 +1,7 @@
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { assembleApi } from '../../src/app.ts';
+import { assembleApi } from '../../src/platform/api.ts';
 import { loadConfig, type Config } from '../../src/config/load.ts';
 import type { MasterDatabase } from '../../src/db/connect.ts';
 import type { DatabaseHandle } from '../../src/db/database.ts';

@@ -2,11 +2,11 @@ import { Logger, run, type Runner } from 'graphile-worker';
 import { createBillingPort } from '../../src/billing/index.ts';
 import type { Config } from '../../src/config/load.ts';
 import type { DatabaseHandle } from '../../src/db/database.ts';
-import { registerBilling } from '../../src/lifecycle/wiring.ts';
+import { registerBilling } from '../../src/platform/worker.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import { inboxTask } from '../../src/orchestrator/inbox.ts';
 import { TASKS } from '../../src/orchestrator/queue.ts';
-import { orchestratorParts } from '../../src/orchestrator/wiring.ts';
+import { orchestratorParts } from '../../src/platform/orchestrator.ts';
 
 /**
  * graphile-worker running only the platform's inbox task with its Stripe

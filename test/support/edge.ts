@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { DestinationStream } from 'pino';
-import { assembleApi } from '../../src/app.ts';
+import { assembleApi } from '../../src/platform/api.ts';
 import { loadConfig } from '../../src/config/load.ts';
 import type { Database } from '../../src/db/database.ts';
 import { startBuiltinEdge, type BuiltinEdgeOptions, type RunningEdge } from '../../src/edge/start.ts';

@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Secret, TOTP } from 'otpauth';
-import { assembleApi } from '../../src/app.ts';
+import { assembleApi } from '../../src/platform/api.ts';
 import type { ApiServer } from '../../src/api/server.ts';
 import { loadConfig, type Config } from '../../src/config/load.ts';
 import { newId } from '../../src/core/ids.ts';

@@ -2,7 +2,7 @@ import v8 from 'node:v8';
 import { isMainThread, workerData } from 'node:worker_threads';
 import type { Config } from '../../config/load.ts';
 import { connectMasterDatabase } from '../../db/connect.ts';
-import { startEdge, type EdgeDeps } from '../../edge/index.ts';
+import { startEdge, type EdgeDeps } from '../../platform/edge.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { createMetrics } from '../../observability/metrics.ts';
 import type { CommandContext } from '../context.ts';
@@ -35,7 +35,7 @@ export async function serveEdge(ctx: CommandContext): Promise<void> {
   const { config, log } = ctx;
   const platform: EdgeProcess = config.edgeTuning.platformUpstream
     ? await forwardingEdge(config, log)
-    : await (await import('../../app-api.ts')).createEdgePlatform(config, log);
+    : await (await import('../../platform/api.ts')).createEdgePlatform(config, log);
   let running;
   try {
     running = await startEdge(platform);

@@ -1,6 +1,6 @@
-import { createPlatform, type Platform } from '../../app.ts';
+import { createPlatform, type Platform } from '../../platform/platform.ts';
 import { LOCAL_BILLING_WARNING } from '../../billing/index.ts';
-import { startEdge, type RunningEdge } from '../../edge/index.ts';
+import { startEdge, type RunningEdge } from '../../platform/edge.ts';
 import { adminLoginHelp, ensureFirstAdmin } from '../../identity/bootstrap.ts';
 import type { CommandContext } from '../context.ts';
 import { onShutdownSignal } from '../shutdown.ts';

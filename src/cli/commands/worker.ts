@@ -1,6 +1,6 @@
-import { openCheckedDatabase } from '../../open-database.ts';
+import { openCheckedDatabase } from '../../platform/database.ts';
 import { listWork } from '../../orchestrator/jobs.ts';
-import { startPlatformWorker } from '../../lifecycle/wiring.ts';
+import { startPlatformWorker } from '../../platform/worker.ts';
 import { withDatabase, type CommandContext } from '../context.ts';
 import { printJson, printTable } from '../output.ts';
 import { onShutdownSignal } from '../shutdown.ts';

@@ -1,18 +1,18 @@
-import type { ApiServer } from '../server.ts';
-import type { Config } from '../../config/load.ts';
-import type { Database } from '../../db/database.ts';
-import type { Logger } from '../../observability/logger.ts';
-import { createAuthenticator } from './authenticate.ts';
-import { installIdentityHooks } from './hooks.ts';
-import { authRoutes } from './routes-auth.ts';
-import { auditRoutes } from './routes-audit.ts';
-import { platformRoutes } from './routes-platform.ts';
-import { tenantRoutes } from './routes-tenants.ts';
-import { loadSecretBox } from '../../identity/master-key.ts';
-import { createAttemptLimiter, type AttemptLimits } from '../../identity/rate-limit.ts';
-import type { SecretBox } from '../../identity/secrets.ts';
-import { createTenantAccess } from '../../identity/tenant-access.ts';
-import { createTokenIssuer } from '../../identity/tokens.ts';
+import type { ApiServer } from '../api/server.ts';
+import type { Config } from '../config/load.ts';
+import type { Database } from '../db/database.ts';
+import type { Logger } from '../observability/logger.ts';
+import { createAuthenticator } from '../api/identity/authenticate.ts';
+import { installIdentityHooks } from '../api/identity/hooks.ts';
+import { authRoutes } from '../api/identity/routes-auth.ts';
+import { auditRoutes } from '../api/identity/routes-audit.ts';
+import { platformRoutes } from '../api/identity/routes-platform.ts';
+import { tenantRoutes } from '../api/identity/routes-tenants.ts';
+import { loadSecretBox } from '../identity/master-key.ts';
+import { createAttemptLimiter, type AttemptLimits } from '../identity/rate-limit.ts';
+import type { SecretBox } from '../identity/secrets.ts';
+import { createTenantAccess } from '../identity/tenant-access.ts';
+import { createTokenIssuer } from '../identity/tokens.ts';
 
 export interface IdentityOptions {
   limits?: Partial<AttemptLimits>;

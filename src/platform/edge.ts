@@ -1,9 +1,9 @@
 import path from 'node:path';
-import { databaseChallengeStore } from './acme.ts';
-import { startNginxEdge } from './nginx/edge.ts';
-import { startBuiltinEdge, type EdgeDeps, type RunningEdge } from './start.ts';
+import { databaseChallengeStore } from '../edge/acme.ts';
+import { startNginxEdge } from '../edge/nginx/edge.ts';
+import { startBuiltinEdge, type EdgeDeps, type RunningEdge } from '../edge/start.ts';
 
-export type { EdgeDeps, RunningEdge } from './start.ts';
+export type { EdgeDeps, RunningEdge } from '../edge/start.ts';
 
 /**
  * The platform's listener (AIQSO_BIND:AIQSO_HTTP_PORT, and AIQSO_HTTPS_PORT

@@ -5,7 +5,7 @@ import type { ComputeDriver } from '../core/compute.ts';
 import type { Database } from '../db/database.ts';
 import { loadSecretBox } from '../identity/master-key.ts';
 import type { SecretBox } from '../identity/secrets.ts';
-import { orchestratorParts, startConfiguredWorker, type OrchestratorParts } from '../orchestrator/wiring.ts';
+import { orchestratorParts, startConfiguredWorker, type OrchestratorParts } from './orchestrator.ts';
 import {
   containerReach,
   startHostGateway,
@@ -20,14 +20,14 @@ import { loadPlans, PLANS_FILE } from '../catalog/plans.ts';
 import type { BillingPort } from '../core/billing.ts';
 import { createBillingPort } from '../billing/index.ts';
 import { processBillingEvent } from '../billing/process.ts';
-import { tenantBillingEffect } from './billing-effect.ts';
+import { tenantBillingEffect } from '../lifecycle/billing-effect.ts';
 import { certificateRenewalHandler } from '../edge/renewal.ts';
 import { wallDatabases } from '../db/walls.ts';
-import { dashboardCredentials } from './dashboard-credential.ts';
-import { expirePendingSignups } from './pending-signups.ts';
-import { lifecycleOrphanSources } from './orphan-sources.ts';
-import { purgeDue } from './purge.ts';
-import { tenantReconciler } from './tenant-reconciler.ts';
+import { dashboardCredentials } from '../lifecycle/dashboard-credential.ts';
+import { expirePendingSignups } from '../lifecycle/pending-signups.ts';
+import { lifecycleOrphanSources } from '../lifecycle/orphan-sources.ts';
+import { purgeDue } from '../lifecycle/purge.ts';
+import { tenantReconciler } from '../lifecycle/tenant-reconciler.ts';
 import { tenantServiceReconciler } from '../services/reconciler.ts';
 import { tenantServiceSecrets } from '../services/secrets.ts';
 import { removeTenantServices } from '../services/subscriptions.ts';

@@ -1,18 +1,15 @@
-import type { Config } from './config/load.ts';
-import { createEdgePlatform, type EdgePlatform } from './app-api.ts';
-import { loadCatalog } from './catalog/load.ts';
-import { containerFacingAddresses } from './compute/index.ts';
-import { syncCatalog } from './catalog/sync.ts';
-import type { Logger } from './observability/logger.ts';
-import { startPlatformWorker } from './lifecycle/wiring.ts';
-import type { OrchestratorWorker } from './orchestrator/worker.ts';
-
-export { assembleApi, buildApi, createEdgePlatform, type ApiParts, type EdgePlatform } from './app-api.ts';
+import type { Config } from '../config/load.ts';
+import { createEdgePlatform, type EdgePlatform } from './api.ts';
+import { loadCatalog } from '../catalog/load.ts';
+import { containerFacingAddresses } from '../compute/index.ts';
+import { syncCatalog } from '../catalog/sync.ts';
+import type { Logger } from '../observability/logger.ts';
+import { startPlatformWorker } from './worker.ts';
+import type { OrchestratorWorker } from '../orchestrator/worker.ts';
 
 /**
- * The composition root: builds every part from the parsed configuration and
- * hands dependencies in as arguments. Nothing below this file reads config
- * or picks a driver by itself.
+ * Everything `aiqso up` runs in one process: the edge's parts (checked
+ * database, API, billing, metrics) and an orchestrator worker.
  */
 export type Platform = EdgePlatform & {
   /** The in-process orchestrator worker (`aiqso up`). */

@@ -3,19 +3,18 @@ import type { Mailer } from '../core/mail.ts';
 import type { OrphanSource } from '../core/reconcile.ts';
 import { createMailer } from '../mail/index.ts';
 import type { Logger } from '../observability/logger.ts';
-import { alertHandler, emailHandler } from './mail-handlers.ts';
-import type { InboxHandlers } from './inbox.ts';
-import type { OutboxHandlers } from './outbox.ts';
-import { ReconcilerRegistry } from './registry.ts';
-import type { ScheduleHandlers } from './schedules.ts';
-import { startWorker, type OrchestratorWorker } from './worker.ts';
+import { alertHandler, emailHandler } from '../orchestrator/mail-handlers.ts';
+import type { InboxHandlers } from '../orchestrator/inbox.ts';
+import type { OutboxHandlers } from '../orchestrator/outbox.ts';
+import { ReconcilerRegistry } from '../orchestrator/registry.ts';
+import type { ScheduleHandlers } from '../orchestrator/schedules.ts';
+import { startWorker, type OrchestratorWorker } from '../orchestrator/worker.ts';
 
 /**
- * What later parts plug into the orchestrator: their reconcilers, orphan
- * sources, outbox handlers (stripe, webhook), inbox handlers (stripe events)
- * and schedule handlers (health,
- * usage, backups, retention, purge, certificates). Filled in by src/app.ts
- * before a worker starts.
+ * What the platform's parts plug into the orchestrator: their reconcilers,
+ * orphan sources, outbox handlers, inbox handlers (stripe events) and
+ * schedule handlers (purge, pending signups, certificates). Filled in by
+ * `worker.ts` before a worker starts.
  */
 export interface OrchestratorParts {
   registry: ReconcilerRegistry;

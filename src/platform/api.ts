@@ -1,28 +1,28 @@
-import type { Config } from './config/load.ts';
-import { createApi, type ApiServer } from './api/server.ts';
-import { healthRoutes } from './api/routes/health.ts';
-import { localCheckoutRoutes } from './api/routes/local-checkout.ts';
-import { signupRoutes } from './api/routes/signup.ts';
-import { stripeWebhookRoutes } from './api/routes/stripe-webhook.ts';
-import { tenantLifecycleRoutes } from './api/routes/tenant-lifecycle.ts';
-import { catalogRoutes } from './api/routes/catalog.ts';
-import { edgeSessionRoutes } from './api/routes/edge-session.ts';
-import { tenantServiceRoutes } from './api/routes/tenant-services.ts';
-import { createTenantAccess } from './identity/tenant-access.ts';
-import { createSignupLimiter } from './lifecycle/signup-limit.ts';
-import { assertBillingModeAllowed, createBilling, type Billing } from './billing/index.ts';
-import { loadPlans, PLANS_FILE, type Plan } from './catalog/plans.ts';
-import type { MasterDatabase } from './db/connect.ts';
-import { installIdentity, type IdentityOptions } from './api/identity/wire.ts';
-import { openCheckedDatabase } from './open-database.ts';
-import type { Logger } from './observability/logger.ts';
-import { createMetrics, type Metrics } from './observability/metrics.ts';
-import { VERSION } from './version.ts';
+import type { Config } from '../config/load.ts';
+import { createApi, type ApiServer } from '../api/server.ts';
+import { healthRoutes } from '../api/routes/health.ts';
+import { localCheckoutRoutes } from '../api/routes/local-checkout.ts';
+import { signupRoutes } from '../api/routes/signup.ts';
+import { stripeWebhookRoutes } from '../api/routes/stripe-webhook.ts';
+import { tenantLifecycleRoutes } from '../api/routes/tenant-lifecycle.ts';
+import { catalogRoutes } from '../api/routes/catalog.ts';
+import { edgeSessionRoutes } from '../api/routes/edge-session.ts';
+import { tenantServiceRoutes } from '../api/routes/tenant-services.ts';
+import { createTenantAccess } from '../identity/tenant-access.ts';
+import { createSignupLimiter } from '../lifecycle/signup-limit.ts';
+import { assertBillingModeAllowed, createBilling, type Billing } from '../billing/index.ts';
+import { loadPlans, PLANS_FILE, type Plan } from '../catalog/plans.ts';
+import type { MasterDatabase } from '../db/connect.ts';
+import { installIdentity, type IdentityOptions } from './identity.ts';
+import { openCheckedDatabase } from './database.ts';
+import type { Logger } from '../observability/logger.ts';
+import { createMetrics, type Metrics } from '../observability/metrics.ts';
+import { VERSION } from '../version.ts';
 
 /**
- * Wiring of the platform app (API, portals, billing webhooks), apart from
- * app.ts so that an edge process builds it without loading the orchestrator
- * and compute drivers.
+ * The platform app (API, portals, billing webhooks) and what an edge process
+ * runs around it, apart from `platform.ts` so that an edge builds it without
+ * loading the orchestrator and compute drivers.
  */
 export interface ApiParts {
   config: Config;

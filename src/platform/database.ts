@@ -1,8 +1,8 @@
-import type { Config } from './config/load.ts';
-import { connectMasterDatabase, type MasterDatabase } from './db/connect.ts';
-import { loadSecretBox } from './identity/master-key.ts';
-import { assertMasterKeyOpens } from './identity/rotate-master-key.ts';
-import type { Logger } from './observability/logger.ts';
+import type { Config } from '../config/load.ts';
+import { connectMasterDatabase, type MasterDatabase } from '../db/connect.ts';
+import { loadSecretBox } from '../identity/master-key.ts';
+import { assertMasterKeyOpens } from '../identity/rotate-master-key.ts';
+import type { Logger } from '../observability/logger.ts';
 
 /**
  * The master database, checked: the master key must open the secrets it holds
