@@ -33,16 +33,20 @@ let api: ApiServer;
 beforeAll(async () => {
   testDb = await createTestDatabase();
   api = await unreadyApi(testDb);
-  // A route with a typed body, to see how schema failures are reported.
+  // A route with a typed body, to see how schema failures are reported. Public, like every route
+  // that must answer without credentials: the rest of the app is authenticated.
   api.post(
     '/test/echo',
-    { schema: { body: z.object({ name: z.string().min(1), count: z.number().int() }) } },
+    {
+      config: { public: true },
+      schema: { body: z.object({ name: z.string().min(1), count: z.number().int() }) },
+    },
     (req) => req.body,
   );
-  api.get('/test/boom', () => {
+  api.get('/test/boom', { config: { public: true } }, () => {
     throw new Error('database password is hunter2');
   });
-  api.get('/test/domain', () => {
+  api.get('/test/domain', { config: { public: true } }, () => {
     throw new DomainError('conflict', 'slug "acme" is taken', { details: { field: 'slug' } });
   });
   await api.ready();

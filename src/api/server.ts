@@ -34,10 +34,17 @@ declare module 'fastify' {
 
 const REQUEST_ID = /^[\w.:-]{1,64}$/;
 
-const ROUTE_TABLES = new WeakMap<object, { method: string; url: string }[]>();
+/** A registered route: method, URL pattern, and whether it declared itself public. */
+export interface RegisteredRoute {
+  method: string;
+  url: string;
+  public: boolean;
+}
 
-/** Every route registered on `app` (method and URL pattern), for checks that must cover them all. */
-export function registeredRoutes(app: object): { method: string; url: string }[] {
+const ROUTE_TABLES = new WeakMap<object, RegisteredRoute[]>();
+
+/** Every route registered on `app`, for checks that must cover them all. */
+export function registeredRoutes(app: object): RegisteredRoute[] {
   return [...(ROUTE_TABLES.get(app) ?? [])];
 }
 
@@ -78,10 +85,19 @@ export async function createApi(options: ApiOptions) {
       done(null, Object.fromEntries(new URLSearchParams(body as string)));
     },
   );
-  const table: { method: string; url: string }[] = [];
+  const table: RegisteredRoute[] = [];
   ROUTE_TABLES.set(app, table);
   app.addHook('onRoute', (route) => {
-    for (const method of [route.method].flat()) table.push({ method, url: route.url });
+    for (const method of [route.method].flat()) {
+      // Read when asked: an onRoute hook of a plugin's scope may still mark the route after this one.
+      table.push({
+        method,
+        url: route.url,
+        get public() {
+          return route.config?.public === true;
+        },
+      });
+    }
   });
 
   app.setValidatorCompiler(validatorCompiler);
@@ -128,8 +144,14 @@ export async function createApi(options: ApiOptions) {
     },
     transform: jsonSchemaTransform,
   });
-  await app.register(swaggerUi, { routePrefix: '/api/docs', uiConfig: { docExpansion: 'list' } });
-  app.get('/api/openapi.json', { schema: { hide: true } }, () => app.swagger());
+  // The API reference is public: its routes (registered by the plugin) are marked so as they are added.
+  await app.register(async (docs) => {
+    docs.addHook('onRoute', (route) => {
+      route.config = { ...route.config, public: true };
+    });
+    await docs.register(swaggerUi, { routePrefix: '/api/docs', uiConfig: { docExpansion: 'list' } });
+  });
+  app.get('/api/openapi.json', { config: { public: true }, schema: { hide: true } }, () => app.swagger());
   return app;
 }
 

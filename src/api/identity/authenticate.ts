@@ -14,7 +14,7 @@ const SAFE = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 declare module 'fastify' {
   interface FastifyContextConfig {
-    /** No credentials needed (login, health…). Everything else under /api/ is authenticated. */
+    /** No credentials needed (login, health, signup, webhooks…); every other route is authenticated. */
     public?: boolean;
     /** Also accept the short-lived TOTP-enrolment token (the enrolment routes). */
     enrolment?: boolean;

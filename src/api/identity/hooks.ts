@@ -7,30 +7,6 @@ import { appendAudit } from '../../identity/audit.ts';
 import { requireRole } from '../../identity/principal.ts';
 import type { Authenticator } from './authenticate.ts';
 
-/**
- * Routes anyone may call. Every other route under /api/ is authenticated
- * before its body is validated (default deny): a new API route is protected
- * unless it is listed here or declares `config: { public: true }`. Routes
- * outside /api/ (health, metrics, webhooks, later portal pages) authenticate
- * their own way; the security-suite coverage test flags any route anywhere
- * that is neither allow-listed nor covered by the suite.
- */
-export const PUBLIC_ROUTES: readonly string[] = [
-  '/healthz',
-  '/readyz',
-  '/metrics',
-  '/api/openapi.json',
-  '/api/docs',
-  '/api/docs/*',
-  '/api/v1/signup',
-  '/webhooks/*',
-];
-
-export function isPublicRoute(url: string, config: { public?: boolean } = {}): boolean {
-  if (config.public || !url.startsWith('/api/')) return true;
-  return PUBLIC_ROUTES.some((p) => (p.endsWith('/*') ? url.startsWith(p.slice(0, -1)) : url === p));
-}
-
 const MUTATING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
 function resultOf(status: number): 'success' | 'failure' | 'denied' {
@@ -47,7 +23,12 @@ function targetOf(request: FastifyRequest): { type: string | null; id: string | 
   return last ? { type: last, id: params[last] ?? null } : { type: null, id: null };
 }
 
-/** Authentication on every non-public route, and an audit row for every mutating request, whatever its outcome. */
+/**
+ * Authentication on every route, before its body is validated (default deny),
+ * except a route that declares `config: { public: true }` in its own options:
+ * that flag, where each public route is registered, is the only list of public
+ * routes. And an audit row for every mutating request, whatever its outcome.
+ */
 export async function installIdentityHooks(
   app: FastifyInstance,
   deps: { authenticate: Authenticator; db: Database; log: Logger },
@@ -57,7 +38,7 @@ export async function installIdentityHooks(
   app.addHook('preValidation', async (request) => {
     const config = request.routeOptions.config;
     const url = request.routeOptions.url;
-    if (url === undefined || isPublicRoute(url, config)) return;
+    if (url === undefined || config.public === true) return;
     request.principal = await deps.authenticate(request, config.enrolment === true);
     // From here on, every log line of this request names the caller's tenant.
     if (request.principal.tenantId) addLogContext({ tenantId: request.principal.tenantId });

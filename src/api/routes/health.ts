@@ -19,6 +19,8 @@ export function healthRoutes(app: ApiServer, deps: HealthDeps): void {
   app.get(
     '/healthz',
     {
+      // Liveness and readiness answer anyone; /metrics checks its own token (metrics-access.ts).
+      config: { public: true },
       schema: {
         tags: ['operations'],
         summary: 'Liveness: the process answers',
@@ -31,6 +33,8 @@ export function healthRoutes(app: ApiServer, deps: HealthDeps): void {
   app.get(
     '/readyz',
     {
+      // Liveness and readiness answer anyone; /metrics checks its own token (metrics-access.ts).
+      config: { public: true },
       schema: {
         tags: ['operations'],
         summary: 'Readiness: the master database is reachable',
@@ -50,6 +54,8 @@ export function healthRoutes(app: ApiServer, deps: HealthDeps): void {
   app.get(
     '/metrics',
     {
+      // Liveness and readiness answer anyone; /metrics checks its own token (metrics-access.ts).
+      config: { public: true },
       schema: {
         tags: ['operations'],
         summary:

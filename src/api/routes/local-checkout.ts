@@ -16,7 +16,11 @@ const Params = z.object({
 export function localCheckoutRoutes(app: ApiServer, billing: LocalBilling): void {
   app.get(
     '/billing/checkout/:id',
-    { schema: { tags: ['billing'], summary: 'Local billing mode checkout page', params: Params } },
+    {
+      // Like Stripe's hosted checkout it stands in for: reached by its unguessable session id.
+      config: { public: true },
+      schema: { tags: ['billing'], summary: 'Local billing mode checkout page', params: Params },
+    },
     async (request, reply) => {
       const session = await billing.session(request.params.id);
       if (!session) throw new DomainError('not_found', 'checkout session not found');
@@ -36,7 +40,7 @@ ${
   app.post(
     '/billing/checkout/:id/pay',
     {
-      config: { form: true },
+      config: { public: true, form: true },
       schema: { tags: ['billing'], summary: 'Pay a local checkout session', params: Params },
     },
     async (request, reply) => {

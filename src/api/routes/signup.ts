@@ -56,7 +56,7 @@ export function signupRoutes(app: ApiServer, deps: SignupDeps): void {
   app.post(
     '/api/v1/signup',
     {
-      config: { auditAction: 'tenant.signup' },
+      config: { public: true, auditAction: 'tenant.signup' },
       schema: {
         tags: ['tenants'],
         summary: 'Create a tenant (pending payment) and its owner; returns the checkout URL',
@@ -77,18 +77,18 @@ export function signupRoutes(app: ApiServer, deps: SignupDeps): void {
   );
 
   const front = frontPage(deps.baseDomain);
-  app.get('/', { schema: { hide: true } }, (_request, reply) =>
+  app.get('/', { config: { public: true }, schema: { hide: true } }, (_request, reply) =>
     reply.type('text/html; charset=utf-8').send(front),
   );
 
-  app.get('/signup', { schema: { hide: true } }, (_request, reply) =>
+  app.get('/signup', { config: { public: true }, schema: { hide: true } }, (_request, reply) =>
     reply.type('text/html; charset=utf-8').send(signupPage(deps.baseDomain)),
   );
 
   app.post(
     '/signup',
     {
-      config: { auditAction: 'tenant.signup', form: true },
+      config: { public: true, auditAction: 'tenant.signup', form: true },
       schema: { hide: true, body: z.record(z.string(), z.string()) },
     },
     async (request, reply) => {
@@ -123,7 +123,10 @@ export function signupRoutes(app: ApiServer, deps: SignupDeps): void {
 
   app.get(
     '/signup/welcome',
-    { schema: { hide: true, querystring: z.object({ tenant: z.string().max(63).optional() }) } },
+    {
+      config: { public: true },
+      schema: { hide: true, querystring: z.object({ tenant: z.string().max(63).optional() }) },
+    },
     (request, reply) => {
       // The query is the visitor's to change: a link is made only from a valid slug, so it stays on
       // this platform (`evil.example/#` would otherwise become http://evil.example/#.<base>).

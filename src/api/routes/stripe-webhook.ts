@@ -31,6 +31,8 @@ export async function stripeWebhookRoutes(app: ApiServer, deps: StripeWebhookDep
     scope.post(
       '/webhooks/stripe',
       {
+        // Stripe's signature is its credential.
+        config: { public: true },
         bodyLimit: 512 * 1024,
         schema: {
           tags: ['billing'],
