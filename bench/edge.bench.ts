@@ -23,7 +23,7 @@ const LOAD_CORE = 0;
 const BASE = 'bench.test';
 /** Rounds of the latency runs (each target once a round); the figures are their medians. */
 const LATENCY_ROUNDS = Number(process.env.BENCH_LATENCY_ROUNDS ?? 3);
-/** NODE_OPTIONS of the "sized heap" edge (docs/running.md). */
+/** NODE_OPTIONS of this checkout's edges but one (docs/running.md). */
 const SIZED_HEAP = '--max-semi-space-size=8 --max-old-space-size=512';
 const AIQSO_BIN = path.resolve(import.meta.dirname, '../bin/aiqso.js');
 /** Another checkout's bin/aiqso.js, whose edge is measured beside this one's. */
@@ -265,10 +265,10 @@ async function main() {
             AIQSO_EDGE_RATE_TENANT: '1000000',
             AIQSO_BILLING: 'local', // chosen explicitly: the edge refuses to start on a domain without a billing mode
             // e.g. --max-semi-space-size=2 to see what a smaller young generation saves (bench/README.md)
+            ...extraEnv,
             ...(process.env.BENCH_EDGE_NODE_OPTIONS
               ? { NODE_OPTIONS: process.env.BENCH_EDGE_NODE_OPTIONS }
               : {}),
-            ...extraEnv,
           },
           stdio: 'ignore',
         },
@@ -277,18 +277,19 @@ async function main() {
       await waitFor(port, BASE);
       return { name, port, pid: child.pid!, idle: rssMb(child.pid!) };
     };
-    const serving = await startBuiltin('builtin', {});
+    // Each with its heap sized as docs/running.md suggests (NODE_OPTIONS: a young generation of two
+    // 8 MB semi-spaces, where Node lets each grow to 16 MB), and the forwarding edge once more with
+    // Node's default sizing, to show what that choice changes in the same run.
+    const sizedHeap = { NODE_OPTIONS: SIZED_HEAP };
+    const serving = await startBuiltin('builtin', sizedHeap);
     const forwarding = await startBuiltin('builtin, forwarding', {
+      ...sizedHeap,
       AIQSO_EDGE_PLATFORM_URL: `http://127.0.0.1:${serving.port}`,
     });
-    // The forwarding edge again with its heap sized as docs/running.md suggests for a small edge
-    // (NODE_OPTIONS: a young generation of two 8 MB semi-spaces, Node's default lets each grow to
-    // 16 MB), against Node's default sizing above.
-    const sized = await startBuiltin('forwarding, sized heap', {
+    const defaults = await startBuiltin('forwarding, Node defaults', {
       AIQSO_EDGE_PLATFORM_URL: `http://127.0.0.1:${serving.port}`,
-      NODE_OPTIONS: SIZED_HEAP,
     });
-    const builtins = [serving, forwarding, sized];
+    const builtins = [serving, forwarding, defaults];
     // Another version's edge in the same run (BENCH_EDGE_BEFORE: that checkout's bin/aiqso.js), both
     // ways, so a change is compared on one machine at one time.
     if (BEFORE) {

@@ -18,13 +18,19 @@ const SRC = path.join(ROOT, 'src');
 const DIST = path.join(ROOT, 'dist');
 const STAMP = path.join(DIST, '.built');
 
-/** Every file under `dir`, relative to it. */
+/**
+ * Every file under `dir`, relative to it.
+ * @param {string} dir
+ * @param {string} [rel]
+ * @returns {string[]}
+ */
 function files(dir, rel = '') {
   return readdirSync(path.join(dir, rel), { withFileTypes: true }).flatMap((e) =>
     e.isDirectory() ? files(dir, path.join(rel, e.name)) : [path.join(rel, e.name)],
   );
 }
 
+/** @param {string} file */
 function mtime(file) {
   try {
     return statSync(file).mtimeMs;
@@ -75,7 +81,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   try {
     build();
   } catch (err) {
-    console.error(`build: ${err.message}`);
+    console.error(`build: ${err instanceof Error ? err.message : String(err)}`);
     process.exit(1);
   }
 }
