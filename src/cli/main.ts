@@ -36,7 +36,7 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .addHelpText(
       'after',
-      '\nConfiguration comes from the environment and ./aiqso.config.yaml; see the README for every variable.',
+      '\nConfiguration comes from the environment and ./aiqso.config.yaml; docs/configuration.md lists every variable.',
     );
 
   program

@@ -45,7 +45,6 @@ export interface Config {
     vmidRange: [number, number];
   };
   listmonkUrl?: string;
-  ollamaUrl?: string;
   graceDays: number;
   /** Unpaid signups older than this many hours are removed, freeing their slug and email. */
   pendingSignupHours: number;
@@ -217,7 +216,6 @@ function toConfig(raw: RawConfig, cwd: string, env: Source): Config {
         }
       : undefined,
     listmonkUrl: raw.LISTMONK_URL,
-    ollamaUrl: raw.OLLAMA_URL,
     graceDays: raw.AIQSO_GRACE_DAYS,
     pendingSignupHours: raw.AIQSO_PENDING_SIGNUP_HOURS,
     signupRatePerIp: raw.AIQSO_SIGNUP_RATE_IP,
