@@ -10,7 +10,9 @@ import { createTestDatabase, type TestDatabase } from './support/db.ts';
 import { missingPart } from './support/strict.ts';
 
 /**
- * The package as a user gets it: `npm pack` (which builds dist/ through `prepare`), the tarball
+ * The package as a user gets it: `npm pack` of the built checkout (dist/ is built by `prepare` at
+ * `npm install` and by the test setup; packing skips `prepare` so that it does not rewrite dist/
+ * under the other test files running it), the tarball
  * installed globally into an empty prefix, and its `aiqso` command run from there; and a checkout
  * run with `npm start` while it is read-only. The command runs the compiled JavaScript in dist/ and
  * writes nothing inside the package.
@@ -42,7 +44,10 @@ beforeAll(async () => {
   // The embedded server runs as the postgres user, which must be able to pass through to the data dir.
   await chmod(tmp, 0o711);
   prefix = path.join(tmp, 'prefix');
-  const tarball = npm(['pack', '--pack-destination', tmp], ROOT).trim().split('\n').at(-1)!;
+  const tarball = npm(['pack', '--ignore-scripts', '--pack-destination', tmp], ROOT)
+    .trim()
+    .split('\n')
+    .at(-1)!;
   // From npm's cache: `npm ci` in this checkout put every dependency there.
   npm(
     [
