@@ -149,16 +149,6 @@ export const CONFIG_REFERENCE: { [K in keyof RawConfig]-?: ConfigEntry } = {
     meaning:
       '`aiqso edge` only: forward the base domain to this `http://` platform listener (an `aiqso up`) instead of serving the platform app in the edge',
   },
-  AIQSO_EDGE_HEAP_MB: {
-    group: 'Edge and TLS',
-    meaning:
-      '`aiqso edge` only: heap limit (MB) of the worker thread serving requests (V8 also grows a heap with a limit more sparingly); `0` serves on the main thread with Node.js defaults',
-  },
-  AIQSO_EDGE_GC_HELPERS: {
-    group: 'Edge and TLS',
-    meaning:
-      "`aiqso edge` with a worker thread only: `off` runs V8's collector without its helper threads, on the serving thread in small steps; `auto` does so when the process may use one CPU only (`taskset`, a one-CPU cpuset); `on` keeps them",
-  },
   AIQSO_METRICS_TOKEN: {
     group: 'Edge and TLS',
     unset: 'unset \u2192 `/metrics` answers only on loopback',

@@ -206,12 +206,6 @@ export const configSchema = z.object({
       error: 'expected an http:// URL of a platform listener, e.g. http://10.0.0.2:8080',
     })
     .optional(),
-  AIQSO_EDGE_HEAP_MB: z.coerce
-    .number({ error: 'expected megabytes (0 runs the edge with Node.js defaults)' })
-    .int('expected whole megabytes')
-    .refine((n) => n === 0 || n >= 64, 'expected at least 64 MB, or 0 for Node.js defaults')
-    .default(512),
-  AIQSO_EDGE_GC_HELPERS: z.enum(['auto', 'on', 'off'], { error: 'expected auto, on or off' }).default('auto'),
   AIQSO_METRICS_TOKEN: z
     .string()
     .regex(/^[\x21-\x7e]{16,256}$/, 'expected 16 to 256 visible ASCII characters (a bearer token)')
