@@ -180,7 +180,7 @@ describe('builtin edge routing', () => {
     });
     expect(preparing.body).toContain('Preparing your workspace');
     expect(preparing.body).toContain('create dashboard container — running');
-    expect(preparing.body).toContain('Initech &#60;b&#62;');
+    expect(preparing.body).toContain('Initech &lt;b&gt;');
     const suspended = await eventually(async () => {
       const r = await get('globex.localhost', '/crm/x');
       return r.status === 402 ? r : undefined;

@@ -1,30 +1,21 @@
-import { createHash } from 'node:crypto';
 import type { StepStatus } from '../db/tables.ts';
+import { escapeHtml, htmlDocument, styleSource } from '../web/html.ts';
 
 /** The edge's own HTML pages. Pure: text in, HTML out; every value escaped. */
-
-export function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
 
 const STYLE = `body{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}
 h1{font-size:1.5rem}li.done{color:#2a7}li.failed{color:#c33}li.running{font-weight:bold}`;
 
 /** On every page the edge writes: no script, the stylesheet by hash, no framing, no sniffing, no Referer. */
 export const PAGE_HEADERS: Readonly<Record<string, string>> = {
-  'content-security-policy': `default-src 'none'; style-src 'sha256-${createHash('sha256').update(STYLE).digest('base64')}'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'`,
+  'content-security-policy': `default-src 'none'; style-src ${styleSource(STYLE)}; frame-ancestors 'none'; base-uri 'none'; form-action 'none'`,
   'x-frame-options': 'DENY',
   'x-content-type-options': 'nosniff',
   'referrer-policy': 'no-referrer',
 };
 
 function page(title: string, body: string, extraHead = ''): string {
-  return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>${escapeHtml(title)}</title>${extraHead}
-<style>${STYLE}</style>
-</head><body><h1>${escapeHtml(title)}</h1>${body}</body></html>
-`;
+  return htmlDocument({ title, style: STYLE, head: extraHead, body: `<h1>${escapeHtml(title)}</h1>${body}` });
 }
 
 export interface EdgePage {

@@ -22,17 +22,31 @@ h1{font-size:1.5rem}button{font-size:1rem;padding:.6rem 1.4rem;border:0;border-r
  */
 export const PAGE_CSP = [
   "default-src 'none'",
-  `style-src 'sha256-${createHash('sha256').update(STYLE).digest('base64')}'`,
+  `style-src ${styleSource(STYLE)}`,
   "img-src 'self'",
   "form-action 'self' https://checkout.stripe.com",
   "frame-ancestors 'none'",
   "base-uri 'none'",
 ].join('; ');
 
-/** A minimal, self-contained page: no external assets, so it renders the same offline. */
-export function page(title: string, body: string): string {
+/** The CSP source that allows exactly `style` as an inline stylesheet. */
+export function styleSource(style: string): string {
+  return `'sha256-${createHash('sha256').update(style).digest('base64')}'`;
+}
+
+/**
+ * A self-contained HTML document: no external assets, so it renders the same
+ * offline; its one stylesheet inline, which a CSP allows by `styleSource`.
+ */
+export function htmlDocument(parts: { title: string; style: string; body: string; head?: string }): string {
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>${escapeHtml(title)}</title>
-<style>${STYLE}</style></head><body>${body}</body></html>`;
+<title>${escapeHtml(parts.title)}</title>${parts.head ?? ''}
+<style>${parts.style}</style></head><body>${parts.body}</body></html>
+`;
+}
+
+/** A page of the portal, in its stylesheet. */
+export function page(title: string, body: string): string {
+  return htmlDocument({ title, style: STYLE, body });
 }

@@ -5,25 +5,17 @@ import { appendAudit } from '../../identity/audit.ts';
 import { cancelTenant } from '../../lifecycle/cancel.ts';
 import { findTenant, listTenants } from '../../db/tenants.ts';
 import { startPurge } from '../../lifecycle/purge.ts';
-import type { TenantStatus } from '../../core/tenants.ts';
+import { TENANT_STATUSES, type TenantStatus } from '../../core/tenants.ts';
 import { withDatabase, type CommandContext } from '../context.ts';
 import { printJson, printTable } from '../output.ts';
 
-const STATUSES: TenantStatus[] = [
-  'pending_payment',
-  'provisioning',
-  'active',
-  'suspended',
-  'cancelled',
-  'purged',
-  'failed',
-];
+const STATUSES: readonly string[] = TENANT_STATUSES;
 
 export async function tenantsList(
   ctx: CommandContext,
   options: { json?: boolean; status?: string },
 ): Promise<void> {
-  if (options.status && !STATUSES.includes(options.status as TenantStatus)) {
+  if (options.status && !STATUSES.includes(options.status)) {
     throw new DomainError(
       'bad_request',
       `--status: expected one of ${STATUSES.join(', ')}, got "${options.status}"`,

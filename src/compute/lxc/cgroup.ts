@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ResourceLimits } from '../../core/compute.ts';
 
-/** Which cgroup hierarchy this host runs (PRODUCT.md §7: v1 here). */
+/** Which cgroup hierarchy this host runs (v1 or v2). */
 export const CGROUP: 'v1' | 'v2' = existsSync('/sys/fs/cgroup/cgroup.controllers') ? 'v2' : 'v1';
 
 /** The limits in force, read from the cgroup files of the container's init (no lxc-* spawn). */

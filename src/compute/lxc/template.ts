@@ -7,7 +7,7 @@ import { securityLines, type HostSecurity } from './security.ts';
 
 /**
  * The base template every app container is cloned from. Instead of
- * debootstrapping a distribution (74 s from Debian's mirror, PRODUCT.md §7),
+ * debootstrapping a distribution (74 s from Debian's mirror on the development host),
  * the rootfs is a skeleton whose /usr is the host's, bind-mounted read-only:
  * the host's Node, libc and sh, no network needed, built in milliseconds.
  * Bump BASE_VERSION when the layout changes; a new version builds beside the old.
