@@ -7,6 +7,7 @@ import nodemailer from 'nodemailer';
 import type { Config } from '../../config/load.ts';
 import { openDatabase, serverVersion } from '../../db/database.ts';
 import { checkIsolation, checkProxmox, type DoctorCheck } from '../../compute/doctor.ts';
+import { checkBackupRepository } from '../../backup/doctor.ts';
 
 const run = promisify(execFile);
 
@@ -203,6 +204,7 @@ export async function runDoctor(config: Config): Promise<Check[]> {
     Promise.resolve(checkStripe(config)),
     checkSmtp(config),
     checkDataDir(config),
+    checkBackupRepository(config),
   ]);
   return [pg.check, ...rest, ...(await checkIsolation(config))];
 }
