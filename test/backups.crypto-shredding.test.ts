@@ -80,7 +80,7 @@ describe('crypto-shredding on purge', { timeout: 120_000 }, () => {
       .where('action', '=', 'tenant.purged')
       .where('tenant_id', '=', tenantId)
       .executeTakeFirstOrThrow();
-    expect((audit.details as { removed: { backups: unknown } }).removed.backups).toEqual({
+    expect((audit.details as { removed: { backupRepository: unknown } }).removed.backupRepository).toEqual({
       keyDestroyed: true,
       repositoryRemoved: repo.location,
     });

@@ -88,7 +88,7 @@ export async function finishPurge(
     .executeTakeFirst();
   if (status?.status === 'purged') return;
   // Crypto-shredding before anything else: the backups' key, then their repository.
-  const backups = await shredTenantBackups(db, tenantId);
+  const backupRepository = await shredTenantBackups(db, tenantId);
   const files = options.dataDir ? await removeTenantFiles(options.dataDir, targets) : 0;
   await db.transaction().execute(async (trx) => {
     const t = await trx
@@ -98,7 +98,12 @@ export async function finishPurge(
       .forUpdate()
       .executeTakeFirst();
     if (!t || t.status === 'purged') return;
-    const removed = { ...(await removePersonalData(trx, targets)), files, outside: removedOutside, backups };
+    const removed = {
+      ...(await removePersonalData(trx, targets)),
+      files,
+      outside: removedOutside,
+      backupRepository,
+    };
     await trx
       .updateTable('tenants')
       .set({
