@@ -8,6 +8,7 @@ import { printJson, printTable } from './output.ts';
 // Each command imports what it runs when it runs: a long-lived `aiqso edge`
 // should not hold the orchestrator, compute drivers or billing in memory.
 const commands = {
+  backups: () => import('./commands/backups.ts'),
   certs: () => import('./commands/certs.ts'),
   doctor: () => import('./commands/doctor.ts'),
   edge: () => import('./commands/edge.ts'),
@@ -184,6 +185,66 @@ export function buildProgram(): Command {
     .action(
       action(async (tenant: string, service: string, options: { json?: boolean }) =>
         (await commands.services()).servicesRetry(commandContext({ quiet: true }), tenant, service, options),
+      ),
+    );
+
+  const backups = program
+    .command('backups')
+    .description("tenants' encrypted backups (restic): run now, list")
+    .addHelpText(
+      'after',
+      '\nA run is carried out by the orchestrator workers (aiqso up or aiqso worker); the command waits for it.\nExit codes: 0 done, 1 a run failed or no worker finished it, 2 refused, 3 no such tenant.',
+    );
+  backups
+    .command('run')
+    .description("back up every provisioned tenant's services now (database and data), or one tenant's")
+    .option('--tenant <slug>', 'only this tenant (slug or id)')
+    .option('--no-wait', 'queue the runs and return')
+    .option('--json', 'print as JSON')
+    .action(
+      action(async (options: { tenant?: string; json?: boolean; wait?: boolean }) =>
+        (await commands.backups()).backupsRun(commandContext({ quiet: true }), options),
+      ),
+    );
+  backups
+    .command('list')
+    .description('recorded snapshots: time, service, kind, size, added bytes, duration, verified')
+    .option('--tenant <slug>', 'only this tenant (slug or id)')
+    .option('--json', 'print as JSON')
+    .action(
+      action(async (options: { tenant?: string; json?: boolean }) =>
+        (await commands.backups()).backupsList(commandContext({ quiet: true }), options),
+      ),
+    );
+
+  const restore = program
+    .command('restore')
+    .description('restore from backups')
+    .addHelpText(
+      'after',
+      '\nExit codes: 0 restored, 1 the restore failed (the platform says which steps ran) or the repository is unreachable, 2 refused (e.g. a removed service), 3 no such tenant, service or snapshot.',
+    );
+  restore
+    .command('service <tenant> <service>')
+    .description(
+      "put a tenant's service database back to a snapshot (the latest by default): a safety snapshot first, then the service stopped, restored, started and health-checked",
+    )
+    .option('--snapshot <id>', 'this snapshot (id or its first 8+ hex digits, from aiqso backups list)')
+    .option('--at <iso-time>', 'the newest snapshot taken at or before this time')
+    .option('--json', 'print as JSON')
+    .action(
+      action(
+        async (
+          tenant: string,
+          service: string,
+          options: { snapshot?: string; at?: string; json?: boolean },
+        ) =>
+          (await commands.backups()).restoreService(
+            commandContext({ quiet: true }),
+            tenant,
+            service,
+            options,
+          ),
       ),
     );
 

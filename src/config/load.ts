@@ -46,6 +46,13 @@ export interface Config {
   };
   listmonkUrl?: string;
   graceDays: number;
+  /** Backups: the restic repository base (tenant repositories below it), retention, backend credentials. */
+  backup: {
+    repository: string;
+    keep: { daily: number; weekly: number; monthly: number };
+    /** restic's backend variables (S3, rest-server, B2, Azure) as set in the environment, passed to restic only. */
+    credentials: Record<string, string>;
+  };
   /** Unpaid signups older than this many hours are removed, freeing their slug and email. */
   pendingSignupHours: number;
   /** Signups that create a tenant, per client address and hour; 0 turns the limit off. */
@@ -152,6 +159,30 @@ export function loadConfig(env: Source = process.env, cwd = process.cwd()): Conf
   return toConfig(parsed.data, cwd, env);
 }
 
+/** restic's backend credentials, read from the environment only (never from the YAML file). */
+const BACKUP_CREDENTIALS = [
+  'AWS_ACCESS_KEY_ID',
+  'AWS_SECRET_ACCESS_KEY',
+  'AWS_SESSION_TOKEN',
+  'AWS_DEFAULT_REGION',
+  'RESTIC_REST_USERNAME',
+  'RESTIC_REST_PASSWORD',
+  'B2_ACCOUNT_ID',
+  'B2_ACCOUNT_KEY',
+  'AZURE_ACCOUNT_NAME',
+  'AZURE_ACCOUNT_KEY',
+] as const;
+
+/** `daily=30,weekly=12,monthly=12` (the schema checked the shape); an unnamed period keeps 0. */
+export function parseKeep(value: string): { daily: number; weekly: number; monthly: number } {
+  const keep = { daily: 0, weekly: 0, monthly: 0 };
+  for (const part of value.split(',')) {
+    const [k, n] = part.split('=') as ['daily' | 'weekly' | 'monthly', string];
+    keep[k] = Number(n);
+  }
+  return keep;
+}
+
 function requireTogether(raw: RawConfig, keys: (keyof RawConfig)[]): boolean {
   const set = keys.filter((k) => raw[k] !== undefined);
   if (set.length > 0 && set.length < keys.length) {
@@ -217,6 +248,17 @@ function toConfig(raw: RawConfig, cwd: string, env: Source): Config {
       : undefined,
     listmonkUrl: raw.LISTMONK_URL,
     graceDays: raw.AIQSO_GRACE_DAYS,
+    backup: {
+      repository: raw.AIQSO_BACKUP_REPOSITORY
+        ? /^[a-z0-9]+:/.test(raw.AIQSO_BACKUP_REPOSITORY)
+          ? raw.AIQSO_BACKUP_REPOSITORY
+          : path.resolve(cwd, raw.AIQSO_BACKUP_REPOSITORY)
+        : path.join(path.resolve(cwd, raw.AIQSO_DATA_DIR), 'backups'),
+      keep: parseKeep(raw.AIQSO_BACKUP_KEEP),
+      credentials: Object.fromEntries(
+        BACKUP_CREDENTIALS.filter((k) => env[k]).map((k) => [k, String(env[k])]),
+      ),
+    },
     pendingSignupHours: raw.AIQSO_PENDING_SIGNUP_HOURS,
     signupRatePerIp: raw.AIQSO_SIGNUP_RATE_IP,
     serviceGraceHours: raw.AIQSO_SERVICE_GRACE_HOURS,

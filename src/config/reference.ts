@@ -20,6 +20,7 @@ export const CONFIG_GROUPS = [
   'Billing and mail',
   'Accounts and secrets',
   'Tenant lifecycle',
+  'Backups',
   'Compute',
   'Compute: Proxmox VE',
 ] as const;
@@ -201,6 +202,17 @@ export const CONFIG_REFERENCE: { [K in keyof RawConfig]-?: ConfigEntry } = {
     group: 'Accounts and secrets',
     meaning:
       'unpaid signups older than this are removed (hourly), freeing their slug and e-mail address; audited as `tenant.signup.expired`',
+  },
+  AIQSO_BACKUP_REPOSITORY: {
+    group: 'Backups',
+    unset: '`<data>/backups`',
+    meaning:
+      "where the restic repositories live (one per tenant under `tenants/<tenant id>`): a path, or `sftp:…`, `s3:…`, `rest:…` as restic spells them, with the backend's credentials from restic's usual variables (`AWS_*`, `RESTIC_REST_*` …); `aiqso doctor` checks it",
+  },
+  AIQSO_BACKUP_KEEP: {
+    group: 'Backups',
+    meaning:
+      'snapshots the daily `retention` schedule keeps per tenant, service and kind (grandfather-father-son, as `restic forget --keep-daily/--keep-weekly/--keep-monthly`)',
   },
   AIQSO_GRACE_DAYS: { group: 'Tenant lifecycle', meaning: 'days between cancellation and purge' },
   AIQSO_SERVICE_GRACE_HOURS: {

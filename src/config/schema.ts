@@ -213,6 +213,22 @@ export const configSchema = z.object({
   AIQSO_TLS_MIN_VERSION: z
     .enum(['TLSv1.2', 'TLSv1.3'], { error: 'expected TLSv1.2 or TLSv1.3' })
     .default('TLSv1.3'),
+  /** restic repository base: a path (a NAS mount), or sftp:…, s3:…, rest:… as restic spells them; one repository per tenant below it. */
+  AIQSO_BACKUP_REPOSITORY: z
+    .string()
+    .regex(
+      /^(\/|\.|[A-Za-z0-9_-]+\/|(sftp|s3|rest|swift|b2|azure|gs|rclone):\S+)/,
+      'expected a path, or a restic repository such as sftp:user@host:/backups, s3:host/bucket or rest:https://host/',
+    )
+    .optional(),
+  /** Backups kept per tenant, grandfather-father-son: the newest snapshot of each of the last N days, ISO weeks and months. */
+  AIQSO_BACKUP_KEEP: z
+    .string()
+    .regex(
+      /^(daily|weekly|monthly)=\d{1,4}(,(daily|weekly|monthly)=\d{1,4}){0,2}$/,
+      'expected a retention such as daily=30,weekly=12,monthly=12',
+    )
+    .default('daily=30,weekly=12,monthly=12'),
   AIQSO_WORKER_CONCURRENCY: z.coerce
     .number({ error: 'expected a number' })
     .int('expected a whole number')

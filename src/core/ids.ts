@@ -14,6 +14,8 @@ export const ID_PREFIXES = {
   host: 'hst',
   route: 'rte',
   backup: 'bkp',
+  backupRepository: 'brp',
+  restore: 'rst',
   email: 'eml',
   apiKey: 'key',
   session: 'ses',

@@ -120,6 +120,17 @@ ALTER TABLE public.audit_log ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     CACHE 1
 );
 
+CREATE TABLE public.backup_repositories (
+    id text NOT NULL,
+    tenant_id text NOT NULL,
+    location text NOT NULL,
+    password_enc text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    shredded_at timestamp with time zone,
+    CONSTRAINT backup_repositories_check CHECK (((password_enc IS NULL) = (shredded_at IS NOT NULL))),
+    CONSTRAINT backup_repositories_id_check CHECK ((id ~~ 'brp\_%'::text))
+);
+
 CREATE TABLE public.backups (
     id text NOT NULL,
     tenant_id text NOT NULL,
@@ -132,8 +143,17 @@ CREATE TABLE public.backups (
     error text,
     started_at timestamp with time zone DEFAULT now() NOT NULL,
     finished_at timestamp with time zone,
+    run_id text,
+    service text,
+    snapshot_id text,
+    purpose text DEFAULT 'scheduled'::text NOT NULL,
+    row_counts jsonb,
+    added_bytes bigint,
+    duration_ms integer,
+    verified_at timestamp with time zone,
     CONSTRAINT backups_id_check CHECK ((id ~~ 'bkp\_%'::text)),
-    CONSTRAINT backups_kind_check CHECK ((kind = ANY (ARRAY['database'::text, 'container'::text, 'master'::text]))),
+    CONSTRAINT backups_kind_check CHECK ((kind = ANY (ARRAY['database'::text, 'container'::text, 'master'::text, 'data'::text]))),
+    CONSTRAINT backups_purpose_check CHECK ((purpose = ANY (ARRAY['scheduled'::text, 'manual'::text, 'safety'::text, 'final'::text]))),
     CONSTRAINT backups_status_check CHECK ((status = ANY (ARRAY['running'::text, 'done'::text, 'failed'::text])))
 );
 
@@ -271,6 +291,24 @@ CREATE TABLE public.resources (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT resources_phase_check CHECK ((phase = ANY (ARRAY['pending'::text, 'reconciling'::text, 'ready'::text, 'failed'::text, 'deleted'::text])))
+);
+
+CREATE TABLE public.restores (
+    id text NOT NULL,
+    tenant_id text NOT NULL,
+    tenant_service_id text NOT NULL,
+    service text NOT NULL,
+    snapshot_id text NOT NULL,
+    data_snapshot_id text,
+    safety_run_id text,
+    steps_done text[] DEFAULT '{}'::text[] NOT NULL,
+    status text DEFAULT 'running'::text NOT NULL,
+    error text,
+    requested_by text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    finished_at timestamp with time zone,
+    CONSTRAINT restores_id_check CHECK ((id ~~ 'rst\_%'::text)),
+    CONSTRAINT restores_status_check CHECK ((status = ANY (ARRAY['running'::text, 'done'::text, 'failed'::text])))
 );
 
 CREATE TABLE public.routes (
@@ -477,6 +515,12 @@ ALTER TABLE ONLY public.audit_log
 ALTER TABLE ONLY public.audit_log
     ADD CONSTRAINT audit_log_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY public.backup_repositories
+    ADD CONSTRAINT backup_repositories_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.backup_repositories
+    ADD CONSTRAINT backup_repositories_tenant_id_key UNIQUE (tenant_id);
+
 ALTER TABLE ONLY public.backups
     ADD CONSTRAINT backups_pkey PRIMARY KEY (id);
 
@@ -527,6 +571,9 @@ ALTER TABLE ONLY public.recovery_codes
 
 ALTER TABLE ONLY public.resources
     ADD CONSTRAINT resources_pkey PRIMARY KEY (kind, id);
+
+ALTER TABLE ONLY public.restores
+    ADD CONSTRAINT restores_pkey PRIMARY KEY (id);
 
 ALTER TABLE ONLY public.routes
     ADD CONSTRAINT routes_hostname_path_prefix_key UNIQUE (hostname, path_prefix);
@@ -620,7 +667,11 @@ CREATE INDEX audit_log_actor_idx ON public.audit_log USING btree (actor_id, at);
 
 CREATE INDEX audit_log_tenant_idx ON public.audit_log USING btree (tenant_id, at);
 
+CREATE UNIQUE INDEX backups_run_service_kind_key ON public.backups USING btree (run_id, service, kind) WHERE (run_id IS NOT NULL);
+
 CREATE INDEX backups_tenant_idx ON public.backups USING btree (tenant_id, started_at DESC);
+
+CREATE INDEX backups_tenant_started_idx ON public.backups USING btree (tenant_id, started_at);
 
 CREATE INDEX inbox_unprocessed_idx ON public.inbox USING btree (received_at) WHERE (processed_at IS NULL);
 
@@ -659,6 +710,9 @@ CREATE TRIGGER routes_notify AFTER INSERT OR DELETE OR UPDATE ON public.routes F
 ALTER TABLE ONLY public.api_keys
     ADD CONSTRAINT api_keys_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
 
+ALTER TABLE ONLY public.backup_repositories
+    ADD CONSTRAINT backup_repositories_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+
 ALTER TABLE ONLY public.backups
     ADD CONSTRAINT backups_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
 
@@ -676,6 +730,9 @@ ALTER TABLE ONLY public.recovery_codes
 
 ALTER TABLE ONLY public.resources
     ADD CONSTRAINT resources_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.restores
+    ADD CONSTRAINT restores_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY public.routes
     ADD CONSTRAINT routes_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
@@ -722,9 +779,13 @@ ALTER TABLE public.audit_addresses ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE public.audit_log ENABLE ROW LEVEL SECURITY;
 
+ALTER TABLE public.backup_repositories ENABLE ROW LEVEL SECURITY;
+
 ALTER TABLE public.backups ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE public.resources ENABLE ROW LEVEL SECURITY;
+
+ALTER TABLE public.restores ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE public.routes ENABLE ROW LEVEL SECURITY;
 
@@ -739,6 +800,8 @@ CREATE POLICY tenant_isolation ON public.audit_log FOR SELECT TO aiqso_tenant US
 CREATE POLICY tenant_isolation ON public.backups TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant())) WITH CHECK ((tenant_id = public.aiqso_current_tenant()));
 
 CREATE POLICY tenant_isolation ON public.resources TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant())) WITH CHECK ((tenant_id = public.aiqso_current_tenant()));
+
+CREATE POLICY tenant_isolation ON public.restores FOR SELECT TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant()));
 
 CREATE POLICY tenant_isolation ON public.routes TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant())) WITH CHECK ((tenant_id = public.aiqso_current_tenant()));
 

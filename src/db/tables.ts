@@ -114,13 +114,46 @@ export interface BackupsTable {
   id: string;
   tenant_id: string;
   tenant_service_id: string | null;
-  kind: 'database' | 'container' | 'master';
+  kind: 'database' | 'container' | 'master' | 'data';
   status: Generated<'running' | 'done' | 'failed'>;
   location: string | null;
   size_bytes: string | null;
   sha256: string | null;
   error: string | null;
   started_at: CreatedAt;
+  finished_at: Date | null;
+  run_id: string | null;
+  service: string | null;
+  snapshot_id: string | null;
+  purpose: Generated<'scheduled' | 'manual' | 'safety' | 'final'>;
+  row_counts: Json<Record<string, number>> | null;
+  added_bytes: string | null;
+  duration_ms: number | null;
+  verified_at: Date | null;
+}
+
+export interface BackupRepositoriesTable {
+  id: string;
+  tenant_id: string;
+  location: string;
+  password_enc: string | null;
+  created_at: CreatedAt;
+  shredded_at: Date | null;
+}
+
+export interface RestoresTable {
+  id: string;
+  tenant_id: string;
+  tenant_service_id: string;
+  service: string;
+  snapshot_id: string;
+  data_snapshot_id: string | null;
+  safety_run_id: string | null;
+  steps_done: Generated<string[]>;
+  status: Generated<'running' | 'done' | 'failed'>;
+  error: string | null;
+  requested_by: string | null;
+  created_at: CreatedAt;
   finished_at: Date | null;
 }
 
@@ -310,6 +343,8 @@ export interface DB {
   tenant_services: TenantServicesTable;
   usage_metrics: UsageMetricsTable;
   backups: BackupsTable;
+  backup_repositories: BackupRepositoriesTable;
+  restores: RestoresTable;
   audit_log: AuditLogTable;
   audit_addresses: AuditAddressesTable;
   audit_head: AuditHeadTable;

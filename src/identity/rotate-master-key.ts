@@ -12,6 +12,7 @@ export const SEALED_COLUMNS = [
   { table: 'user_totp', key: 'user_id', column: 'secret_enc' },
   { table: 'tenant_services', key: 'id', column: 'db_password_enc' },
   { table: 'tenant_secrets', key: 'id', column: 'value_enc' },
+  { table: 'backup_repositories', key: 'id', column: 'password_enc' },
 ] as const;
 
 export const sealedContext = (table: string, id: string) => `${table}:${id}`;

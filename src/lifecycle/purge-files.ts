@@ -20,10 +20,15 @@ export async function removeTenantFiles(dataDir: string, t: PurgeTargets): Promi
       return [file, `${file}.tmp`];
     }),
   ];
-  for (const file of files) await rm(file, { force: true });
+  // A recorded restic repository is a directory, removed with its key (backup/repositories.ts).
+  for (const file of files) await rm(file, { force: true }).catch(ignoreDirectory);
   // A slug (a DNS label, checked by the database) is a plain directory name.
   if (/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/.test(t.slug)) {
     await rm(path.join(backups, t.slug), { recursive: true, force: true });
   }
   return files.length;
+}
+
+function ignoreDirectory(err: unknown): void {
+  if ((err as { code?: string }).code !== 'ERR_FS_EISDIR') throw err;
 }

@@ -6,6 +6,7 @@ import { deleteResource, findResource } from '../orchestrator/resources.ts';
 import { TENANT_KIND } from '../core/kinds.ts';
 import { purgeTargets, removePersonalData } from './purge-data.ts';
 import { removeTenantFiles } from './purge-files.ts';
+import { shredTenantBackups } from '../backup/repositories.ts';
 
 /**
  * Purge: a cancelled tenant past its grace period loses its containers,
@@ -86,6 +87,8 @@ export async function finishPurge(
     .where('id', '=', tenantId)
     .executeTakeFirst();
   if (status?.status === 'purged') return;
+  // Crypto-shredding before anything else: the backups' key, then their repository.
+  const backupRepository = await shredTenantBackups(db, tenantId);
   const files = options.dataDir ? await removeTenantFiles(options.dataDir, targets) : 0;
   await db.transaction().execute(async (trx) => {
     const t = await trx
@@ -95,7 +98,12 @@ export async function finishPurge(
       .forUpdate()
       .executeTakeFirst();
     if (!t || t.status === 'purged') return;
-    const removed = { ...(await removePersonalData(trx, targets)), files, outside: removedOutside };
+    const removed = {
+      ...(await removePersonalData(trx, targets)),
+      files,
+      outside: removedOutside,
+      backupRepository,
+    };
     await trx
       .updateTable('tenants')
       .set({

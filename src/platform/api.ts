@@ -8,6 +8,8 @@ import { tenantLifecycleRoutes } from '../api/routes/tenant-lifecycle.ts';
 import { catalogRoutes } from '../api/routes/catalog.ts';
 import { edgeSessionRoutes } from '../api/routes/edge-session.ts';
 import { tenantServiceRoutes } from '../api/routes/tenant-services.ts';
+import { backupRoutes } from '../api/routes/backups.ts';
+import { backupEngine } from './backups.ts';
 import { createTenantAccess } from '../identity/tenant-access.ts';
 import { createSignupLimiter } from '../lifecycle/signup-limit.ts';
 import { assertBillingModeAllowed, createBilling, type Billing } from '../billing/index.ts';
@@ -67,6 +69,12 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
   });
   catalogRoutes(api, { db: database.db });
   tenantServiceRoutes(api, { db: database.db, access, plans: parts.plans, config });
+  let engine: ReturnType<typeof backupEngine> | undefined;
+  backupRoutes(api, {
+    db: database.db,
+    access,
+    engine: () => (engine ??= backupEngine(config, database.db)),
+  });
   return api;
 }
 

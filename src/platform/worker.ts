@@ -30,6 +30,7 @@ import { purgeDue } from '../lifecycle/purge.ts';
 import { tenantReconciler } from '../lifecycle/tenant-reconciler.ts';
 import { tenantServiceReconciler } from '../services/reconciler.ts';
 import { tenantServiceSecrets } from '../services/secrets.ts';
+import { registerBackups } from './backups.ts';
 import { removeTenantServices } from '../services/subscriptions.ts';
 
 /** Register the tenant lifecycle's reconcilers on an orchestrator. */
@@ -93,6 +94,17 @@ export function registerLifecycle(
       placement: { driver: compute.kind, dataDir: config.dataDir },
     }),
   );
+  registerBackups(parts, {
+    config,
+    db,
+    compute,
+    box,
+    dbLocal: {
+      host: local.hostname.replace(/^\[|\]$/g, '') || '127.0.0.1',
+      port: Number(local.port || 5432),
+    },
+    rootSecret: (id) => serviceSecrets.root(id),
+  });
 }
 
 /** Process stored Stripe events (Stripe's, or local billing mode's): each one's tenant transition and its effects. */

@@ -5,6 +5,8 @@ import { newId } from '../../src/core/ids.ts';
 import type { Role } from '../../src/core/identity.ts';
 import type { TenantStatus } from '../../src/core/tenants.ts';
 import { upsertRoute } from '../../src/edge/routes-store.ts';
+import { Readable } from 'node:stream';
+import { backupEngine } from '../../src/platform/backups.ts';
 import { createForge } from './forge.ts';
 import { createHarness, PASSWORD, totpCode, type Harness } from './identity.ts';
 
@@ -84,6 +86,41 @@ async function failed(h: Harness, service: string): Promise<void> {
     [service, h.a.id],
   );
   await h.db.pool.query("UPDATE resources SET phase = 'failed' WHERE id = $1", [rows[0]!.id]);
+}
+
+/** Tenant A's notes, active, with one real snapshot in A's restic repository, for the restore route. */
+async function aSnapshot(h: Harness): Promise<string> {
+  await subscribed(h, 'notes');
+  const { rows } = await h.db.pool.query<{ id: string }>(
+    `UPDATE tenant_services ts SET status = 'active' FROM services s
+      WHERE s.id = ts.service_id AND s.key = 'notes' AND ts.tenant_id = $1 RETURNING ts.id`,
+    [h.a.id],
+  );
+  const { restic, keys } = backupEngine(h.config, h.db.db);
+  const repo = await keys.forTenant(h.a.id);
+  if (!(await restic.exists(repo))) await restic.init(repo);
+  const tags = [`tenant=${h.a.id}`, 'service=notes', 'kind=database', `run=run_suite_${++counter}`];
+  await restic.backupStdin(repo, {
+    stdin: Readable.from(['not a dump']),
+    filename: 'database.dump',
+    tags,
+    host: 'aiqso',
+  });
+  const [snap] = await restic.snapshots(repo, tags);
+  await h.db.db
+    .insertInto('backups')
+    .values({
+      id: newId('backup'),
+      tenant_id: h.a.id,
+      tenant_service_id: rows[0]!.id,
+      kind: 'database',
+      status: 'done',
+      service: 'notes',
+      snapshot_id: snap!.id,
+      run_id: tags[3]!.slice(4),
+    })
+    .execute();
+  return snap!.id;
 }
 
 async function prepare(h: Harness): Promise<SecurityContext> {
@@ -312,6 +349,34 @@ export const ROUTE_CASES: RouteCase[] = [
     call: async (h) => {
       await failed(h, 'notes');
       return { url: `/api/v1/tenants/${h.a.slug}/services/notes/retry` };
+    },
+  },
+  {
+    method: 'GET',
+    url: '/api/v1/tenants/:tenant/backups',
+    minRole: 'tenant_owner',
+    scope: 'tenant',
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/backups` }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/tenants/:tenant/backups',
+    minRole: 'tenant_owner',
+    scope: 'tenant',
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/backups` }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/tenants/:tenant/services/:service/restore',
+    minRole: 'tenant_owner',
+    scope: 'tenant',
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/services/notes/restore`, payload: {} }),
+    allowed: async (h) => {
+      const snapshot = await aSnapshot(h);
+      return {
+        token: h.a.owner.token,
+        call: { url: `/api/v1/tenants/${h.a.slug}/services/notes/restore`, payload: { snapshot } },
+      };
     },
   },
   {

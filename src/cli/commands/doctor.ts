@@ -8,6 +8,7 @@ import type { Config } from '../../config/load.ts';
 import { openDatabase, serverVersion } from '../../db/database.ts';
 import { checkIsolation, checkProxmox } from '../../compute/doctor.ts';
 import type { DoctorCheck } from '../../compute/shared/doctor-check.ts';
+import { checkBackupRepository } from '../../backup/doctor.ts';
 
 const run = promisify(execFile);
 
@@ -204,6 +205,7 @@ export async function runDoctor(config: Config): Promise<Check[]> {
     Promise.resolve(checkStripe(config)),
     checkSmtp(config),
     checkDataDir(config),
+    checkBackupRepository(config),
   ]);
   return [pg.check, ...rest, ...(await checkIsolation(config))];
 }

@@ -1,0 +1,146 @@
+import os from 'node:os';
+import { backupEngine } from '../../platform/backups.ts';
+import {
+  backupTenants,
+  listBackups,
+  requestServiceRestore,
+  startBackupRuns,
+  waitForResources,
+} from '../../backup/requests.ts';
+import { SERVICE_RESTORE_KIND } from '../../backup/restore.ts';
+import { BACKUP_RUN_KIND } from '../../backup/run.ts';
+import { DomainError } from '../../core/errors.ts';
+import { findTenant } from '../../db/tenants.ts';
+import { appendAudit } from '../../identity/audit.ts';
+import { withDatabase, type CommandContext } from '../context.ts';
+import { EXIT } from '../exit.ts';
+import { printJson, printTable } from '../output.ts';
+
+/**
+ * `aiqso backups run|list` and `aiqso restore service`. A run or restore is a
+ * resource the orchestrator's workers carry out (`aiqso up` or `aiqso
+ * worker`); these commands queue it, then wait for it and report, so the
+ * exit code says whether it worked. Exit 1 when it failed or no worker took
+ * it in time, 2 refused, 3 no such tenant, service or snapshot.
+ */
+const WAIT_MS = 30 * 60_000;
+
+function operator(): string | null {
+  try {
+    return os.userInfo().username;
+  } catch {
+    return null;
+  }
+}
+
+async function tenantOrThrow(db: Parameters<typeof findTenant>[0], ref: string) {
+  const tenant = await findTenant(db, ref);
+  if (!tenant) throw new DomainError('not_found', `no tenant with slug or id "${ref}"`);
+  return tenant;
+}
+
+export async function backupsRun(
+  ctx: CommandContext,
+  options: { tenant?: string; json?: boolean; wait?: boolean },
+): Promise<void> {
+  const outcomes = await withDatabase(ctx, async ({ db }) => {
+    if (options.tenant) await tenantOrThrow(db, options.tenant);
+    const tenants = await backupTenants(db, options.tenant);
+    if (options.tenant && tenants.length === 0)
+      throw new DomainError('conflict', `${options.tenant} is not provisioned; it has nothing to back up`);
+    const ids = await startBackupRuns(db, tenants, { purpose: 'manual' });
+    if (options.wait === false) return ids.map((id) => ({ id, phase: 'pending' as const, error: null }));
+    return waitForResources(db, BACKUP_RUN_KIND, ids, WAIT_MS);
+  });
+  if (options.json) printJson({ runs: outcomes });
+  else printTable(outcomes, ['id', 'phase', 'error']);
+  if (options.wait !== false && outcomes.some((o) => o.phase !== 'ready')) process.exitCode = EXIT.failure;
+}
+
+export async function backupsList(ctx: CommandContext, options: { tenant?: string; json?: boolean }) {
+  const rows = await withDatabase(ctx, async ({ db }) => {
+    const tenants = options.tenant
+      ? [await tenantOrThrow(db, options.tenant)]
+      : await db.selectFrom('tenants').select(['id', 'slug']).orderBy('slug').execute();
+    const out = [];
+    for (const t of tenants) for (const b of await listBackups(db, t.id)) out.push({ tenant: t.slug, ...b });
+    return out;
+  });
+  if (options.json) return printJson({ backups: rows });
+  printTable(
+    rows.map((r) => ({ ...r, snapshot: r.snapshot?.slice(0, 8) ?? null })),
+    [
+      'tenant',
+      'time',
+      'service',
+      'kind',
+      'purpose',
+      'snapshot',
+      'sizeBytes',
+      'addedBytes',
+      'durationMs',
+      'verified',
+    ],
+  );
+}
+
+export async function restoreService(
+  ctx: CommandContext,
+  tenantRef: string,
+  service: string,
+  options: { snapshot?: string; at?: string; json?: boolean },
+): Promise<void> {
+  if (options.snapshot && options.at)
+    throw new DomainError('bad_request', 'give --snapshot or --at, not both');
+  const at = options.at === undefined ? undefined : new Date(options.at);
+  if (at && Number.isNaN(at.getTime()))
+    throw new DomainError(
+      'bad_request',
+      `--at must be an ISO time such as 2026-01-31T02:00:00Z, got "${options.at}"`,
+    );
+  const result = await withDatabase(ctx, async ({ db }) => {
+    const tenant = await tenantOrThrow(db, tenantRef);
+    const audit = (result: 'success' | 'failure', details: Record<string, unknown>) =>
+      appendAudit(db, {
+        actorType: 'operator',
+        actorId: operator(),
+        tenantId: tenant.id,
+        action: 'tenant.service.restore',
+        targetType: 'service',
+        targetId: service,
+        result,
+        details: { via: 'cli', ...details },
+      });
+    let started;
+    try {
+      started = await requestServiceRestore(db, backupEngine(ctx.config, db), {
+        tenantId: tenant.id,
+        service,
+        snapshot: options.snapshot,
+        at,
+        requestedBy: `operator:${operator() ?? 'unknown'}`,
+      });
+    } catch (err) {
+      if (err instanceof DomainError) await audit('failure', { error: err.message });
+      throw err;
+    }
+    await audit('success', { restore: started.restoreId, snapshot: started.snapshot });
+    const [outcome] = await waitForResources(db, SERVICE_RESTORE_KIND, [started.restoreId], WAIT_MS);
+    const row = await db
+      .selectFrom('restores')
+      .select(['status', 'steps_done'])
+      .where('id', '=', started.restoreId)
+      .executeTakeFirstOrThrow();
+    return { ...started, ...outcome!, status: row.status, stepsDone: row.steps_done };
+  });
+  if (options.json) printJson(result);
+  else if (result.phase === 'ready')
+    process.stdout.write(
+      `${tenantRef} ${service}: restored to snapshot ${result.snapshot.slice(0, 8)} of ${result.time.toISOString()} (restore ${result.restoreId}).\n`,
+    );
+  else
+    process.stderr.write(
+      `aiqso: restore ${result.restoreId} of ${service} is ${result.phase === 'failed' ? 'failed' : 'not finished'} after steps [${result.stepsDone.join(', ')}]: ${result.error ?? 'no worker finished it in time'}\n`,
+    );
+  if (result.phase !== 'ready') process.exitCode = EXIT.failure;
+}

@@ -1,0 +1,64 @@
+import path from 'node:path';
+import type { Config } from '../config/load.ts';
+import type { ComputeDriver } from '../core/compute.ts';
+import type { Database } from '../db/database.ts';
+import { loadSecretBox } from '../identity/master-key.ts';
+import type { SecretBox } from '../identity/secrets.ts';
+import type { OrchestratorParts } from './orchestrator.ts';
+import { repositoryKeys, type RepositoryKeys } from '../backup/repositories.ts';
+import { backupTenants, startBackupRuns } from '../backup/requests.ts';
+import { applyRetentionAll } from '../backup/retention.ts';
+import { serviceRestoreReconciler } from '../backup/restore.ts';
+import { Restic } from '../backup/restic.ts';
+import { backupRunReconciler } from '../backup/run.ts';
+
+/** restic and the repository keys, from configuration: what the CLI and the API need to ask. */
+export function backupEngine(
+  config: Config,
+  db: Database,
+  box: () => Promise<SecretBox> = () =>
+    loadSecretBox({ configured: config.masterKey, dataDir: config.dataDir }),
+): { restic: Restic; keys: RepositoryKeys } {
+  const restic = new Restic({
+    cacheDir: path.join(config.dataDir, 'restic-cache'),
+    credentials: config.backup.credentials,
+  });
+  return { restic, keys: repositoryKeys(db, box, config.backup.repository) };
+}
+
+/** The backup-run and restore reconcilers, and the `backups` schedule. */
+export function registerBackups(
+  parts: OrchestratorParts,
+  deps: {
+    config: Config;
+    db: Database;
+    compute: ComputeDriver;
+    box: () => Promise<SecretBox>;
+    dbLocal: { host: string; port: number };
+    rootSecret(tenantServiceId: string): Promise<string>;
+  },
+): void {
+  const { config, db } = deps;
+  const { restic, keys } = backupEngine(config, db, deps.box);
+  const common = {
+    db,
+    restic,
+    keys,
+    compute: deps.compute,
+    dbLocal: deps.dbLocal,
+    rootSecret: (id: string) => deps.rootSecret(id),
+  };
+  const backupRun = backupRunReconciler({
+    ...common,
+    stagingDir: path.join(config.dataDir, 'backups-staging'),
+    host: 'aiqso',
+  });
+  parts.registry.register(backupRun);
+  parts.registry.register(serviceRestoreReconciler({ ...common, backupRun }));
+  parts.scheduleHandlers.backups = async ({ firedAt }) => {
+    await startBackupRuns(db, await backupTenants(db), { purpose: 'scheduled', firedAt });
+  };
+  parts.scheduleHandlers.retention = async () => {
+    await applyRetentionAll({ db, restic, keys }, config.backup.keep);
+  };
+}
