@@ -38,6 +38,36 @@ export interface StepContext<Spec> {
   resource: ReconcileTarget<Spec>;
   /** Aborted when the worker shuts down; long steps should pass it on. */
   signal: AbortSignal;
+  /**
+   * When this step first answered "not yet" (see `requeueAfter`) in the wait
+   * it is in now; null when it is not waiting. A step that waits for something
+   * with a deadline measures it from here.
+   */
+  waitingSince: Date | null;
+}
+
+/**
+ * "Not yet, look again in `afterMs`" (controller-runtime's `RequeueAfter`):
+ * what `apply` or `remove` returns when its effect is under way but not in
+ * place yet (a service still booting, services still being removed). The run
+ * stops at this step without counting a failure, the job ends and frees its
+ * worker slot, and the resource is reconciled again after `afterMs`.
+ */
+export interface RequeueAfter {
+  requeueAfterMs: number;
+  /** What the step waits for, shown in status. */
+  reason: string;
+}
+
+export function requeueAfter(afterMs: number, reason: string): RequeueAfter {
+  return { requeueAfterMs: Math.max(0, Math.round(afterMs)), reason };
+}
+
+/** What `apply` and `remove` resolve to: done (nothing), or wait and look again. */
+export type StepResult = void | RequeueAfter;
+
+export function isRequeue(result: StepResult): result is RequeueAfter {
+  return typeof result === 'object' && result !== null && typeof result.requeueAfterMs === 'number';
 }
 
 export interface ReconcileStep<Spec> {
@@ -46,12 +76,12 @@ export interface ReconcileStep<Spec> {
   /** Look without changing anything: is the effect in place as the spec says? */
   observe(ctx: StepContext<Spec>): Promise<Observation>;
   /** Create (`missing`) or repair (`drifted`) the effect. Runs only when `observe` did not say `ok`. */
-  apply(ctx: StepContext<Spec>, found: Exclude<Observation, 'ok'>): Promise<void>;
+  apply(ctx: StepContext<Spec>, found: Exclude<Observation, 'ok'>): Promise<StepResult>;
   /**
    * Deletion: remove the effect. Runs, in reverse step order, only when
    * `observe` did not say `missing`. A step without it leaves nothing behind.
    */
-  remove?(ctx: StepContext<Spec>): Promise<void>;
+  remove?(ctx: StepContext<Spec>): Promise<StepResult>;
 }
 
 /** Something outside the database a resource owns, for orphan detection (`source` as in an OrphanSource). */
@@ -79,7 +109,7 @@ export interface OrphanSource {
 }
 
 /** Step states as shown in status. */
-export type StepState = 'pending' | 'running' | 'done' | 'failed';
+export type StepState = 'pending' | 'running' | 'waiting' | 'done' | 'failed';
 
 /**
  * Delay before retry number `failures` (1-based): exponential, capped.

@@ -222,8 +222,11 @@ export interface EmailsTable {
 
 export interface StepStatus {
   name: string;
-  state: 'pending' | 'running' | 'done' | 'failed';
+  state: 'pending' | 'running' | 'waiting' | 'done' | 'failed';
   attempts: number;
+  /** While `waiting`: when the step first said "not yet", and what it waits for. */
+  waitingSince?: string;
+  waitingFor?: string;
   startedAt?: string;
   finishedAt?: string;
   lastError?: string;

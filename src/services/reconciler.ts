@@ -3,7 +3,7 @@ import { sql } from 'kysely';
 import type pg from 'pg';
 import { configDigest, containerName, type ComputeDriver } from '../core/compute.ts';
 import { DomainError } from '../core/errors.ts';
-import type { Reconciler, ReconcileStep, StepContext } from '../core/reconcile.ts';
+import { requeueAfter, type Reconciler, type ReconcileStep, type StepContext } from '../core/reconcile.ts';
 import { capacityRefusal } from '../core/services.ts';
 import type { Database } from '../db/database.ts';
 import { deleteRoute, upsertRoute } from '../edge/routes-store.ts';
@@ -246,17 +246,16 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
           ? 'ok'
           : 'missing';
       },
+      // Observe just probed and saw no healthy answer: look again shortly, without holding a worker
+      // slot, until the template's timeout has passed since the first look.
       async apply(ctx) {
         const d = await load(ctx);
         const { path, status, timeout_seconds } = d.template.health;
-        const deadline = Date.now() + timeout_seconds * 1000;
-        let last: number | string = 'no answer';
-        while (Date.now() < deadline) {
-          if (ctx.signal.aborted) throw new Error('worker shutting down');
-          last = await probe(await info(d), path);
-          if (last === status) return;
-          await new Promise((r) => setTimeout(r, deps.healthPollMs ?? 250));
-        }
+        const waited = ctx.waitingSince ? Date.now() - ctx.waitingSince.getTime() : 0;
+        if (waited < timeout_seconds * 1000)
+          return requeueAfter(deps.healthPollMs ?? 250, `GET ${path} to answer ${status}`);
+        const last = await probe(await info(d), path);
+        if (last === status) return;
         const seen = typeof last === 'number' ? `last answer ${last}` : `last error: ${last}`;
         throw new DomainError(
           'deploy_failed',
