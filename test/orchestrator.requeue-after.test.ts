@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { requeueAfter, type Reconciler, type ReconcileTarget } from '../src/core/reconcile.ts';
+import { pollDelayMs, requeueAfter, type Reconciler, type ReconcileTarget } from '../src/core/reconcile.ts';
 import type { StepStatus } from '../src/db/tables.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { runSteps } from '../src/orchestrator/engine.ts';
@@ -51,6 +51,17 @@ function bootReconciler(state: {
     ],
   };
 }
+
+describe('pollDelayMs', () => {
+  it('is a quarter of the time waited so far, within its bounds', () => {
+    const policy = { minMs: 150, maxMs: 2000 };
+    const since = (ms: number) => new Date(Date.now() - ms);
+    expect(pollDelayMs(null, policy)).toBe(150);
+    expect(pollDelayMs(since(100), policy)).toBe(150);
+    expect(pollDelayMs(since(4000), policy)).toBeCloseTo(1000, -2);
+    expect(pollDelayMs(since(60_000), policy)).toBe(2000);
+  });
+});
 
 describe('runSteps with a step that says "not yet"', () => {
   it('stops at that step, waiting, and carries when the wait began into the next run', async () => {

@@ -63,6 +63,16 @@ export function requeueAfter(afterMs: number, reason: string): RequeueAfter {
   return { requeueAfterMs: Math.max(0, Math.round(afterMs)), reason };
 }
 
+/**
+ * How long a waiting step waits before looking again: a quarter of what it
+ * has waited so far, within [minMs, maxMs] — quick for what is nearly there,
+ * cheap for what takes long (every look re-runs the resource's observes).
+ */
+export function pollDelayMs(waitingSince: Date | null, policy: { minMs: number; maxMs: number }): number {
+  const waited = waitingSince ? Date.now() - waitingSince.getTime() : 0;
+  return Math.min(policy.maxMs, Math.max(policy.minMs, waited / 4));
+}
+
 /** What `apply` and `remove` resolve to: done (nothing), or wait and look again. */
 export type StepResult = void | RequeueAfter;
 

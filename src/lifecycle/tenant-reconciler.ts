@@ -10,7 +10,13 @@ import {
 import { DomainError } from '../core/errors.ts';
 import { capacityRefusal, tenantUrl } from '../core/services.ts';
 import { DASHBOARD_CLAIM, hostUsage, lockPlacementHost } from '../services/hosts.ts';
-import { requeueAfter, type Reconciler, type ReconcileStep, type StepContext } from '../core/reconcile.ts';
+import {
+  pollDelayMs,
+  requeueAfter,
+  type Reconciler,
+  type ReconcileStep,
+  type StepContext,
+} from '../core/reconcile.ts';
 import type { Database } from '../db/database.ts';
 import type { TenantStatus } from '../core/tenants.ts';
 import { deleteRoute, upsertRoute } from '../edge/routes-store.ts';
@@ -56,8 +62,8 @@ const DASHBOARD = {
   diskGb: DASHBOARD_CLAIM.disk_gb,
 } as const;
 const DASHBOARD_PORT = 3000;
-/** How soon a dashboard that did not answer yet is looked at again. */
-const HEALTH_POLL_MS = 200;
+/** How soon a dashboard that did not answer yet is looked at again (see pollDelayMs). */
+const HEALTH_POLL = { minMs: 150, maxMs: 2000 };
 /** How soon a purge waiting for its services' removal looks again. */
 const PURGE_POLL_MS = 1000;
 
@@ -207,7 +213,9 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
     {
       name: 'health check',
       async observe(ctx) {
-        if (!wantsRunning(await status(ctx))) return 'ok';
+        const now = await status(ctx);
+        // Once the workspace is live, its dashboard's health is the health monitor's (src/health/).
+        if (!wantsRunning(now) || now !== 'provisioning') return 'ok';
         return (await healthy(await info(ctx))) ? 'ok' : 'missing';
       },
       // Observe just probed and saw no healthy answer: look again shortly, without holding a worker
@@ -215,7 +223,7 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
       async apply(ctx) {
         const waited = ctx.waitingSince ? Date.now() - ctx.waitingSince.getTime() : 0;
         if (waited < deps.healthTimeoutMs)
-          return requeueAfter(HEALTH_POLL_MS, 'the dashboard to answer /healthz');
+          return requeueAfter(pollDelayMs(ctx.waitingSince, HEALTH_POLL), 'the dashboard to answer /healthz');
         if (await healthy(await info(ctx))) return;
         throw new DomainError(
           'unavailable',

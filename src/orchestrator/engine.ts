@@ -79,20 +79,21 @@ export async function runSteps<Spec>(options: RunStepsOptions<Spec>): Promise<St
       const found: Observation = await step.observe(ctx);
       const act = deleting ? found !== 'missing' && step.remove !== undefined : found !== 'ok';
       if (!act) {
+        if (waiting) status.finishedAt = new Date().toISOString();
         status.state = 'done';
         delete status.lastError;
         delete status.waitingSince;
         delete status.waitingFor;
         continue;
       }
-      // A step looking again after "not yet" is the same attempt, not a new one.
+      // A step looking again after "not yet" is the same attempt, still shown waiting, not a new one.
       if (!waiting) {
         status.attempts += 1;
         status.startedAt = new Date().toISOString();
+        status.state = 'running';
+        delete status.finishedAt;
+        await options.onProgress(steps);
       }
-      status.state = 'running';
-      delete status.finishedAt;
-      await options.onProgress(steps);
       const result = deleting
         ? await step.remove!(ctx)
         : await step.apply(ctx, found as Exclude<Observation, 'ok'>);

@@ -8,7 +8,8 @@ import type { InboxHandlers } from './inbox.ts';
 import type { OutboxHandlers } from './outbox.ts';
 import { ReconcilerRegistry } from './registry.ts';
 import type { ScheduleHandlers } from './schedules.ts';
-import { startWorker, type OrchestratorWorker } from './worker.ts';
+import type { TaskList } from 'graphile-worker';
+import { startWorker, type OrchestratorWorker, type WorkerOptions } from './worker.ts';
 
 /**
  * What later parts plug into the orchestrator: their reconcilers, orphan
@@ -23,6 +24,9 @@ export interface OrchestratorParts {
   outboxHandlers: OutboxHandlers;
   inboxHandlers: InboxHandlers;
   scheduleHandlers: ScheduleHandlers;
+  /** Further worker tasks and what queues their first run (the health monitor). */
+  tasks: TaskList;
+  onStart: NonNullable<WorkerOptions['onStart']>;
   mailer: Mailer;
 }
 
@@ -35,10 +39,12 @@ export function orchestratorParts(config: Config): OrchestratorParts {
     orphanSources: [],
     outboxHandlers: {
       email: emailHandler(mailer, from),
-      alert: alertHandler(mailer, from, config.admin.email),
+      alert: alertHandler(mailer, from, config.admin.email, config.alertEmail),
     },
     inboxHandlers: {},
     scheduleHandlers: {},
+    tasks: {},
+    onStart: [],
     mailer,
   };
 }
@@ -58,6 +64,8 @@ export function startConfiguredWorker(
     outboxHandlers: parts.outboxHandlers,
     inboxHandlers: parts.inboxHandlers,
     scheduleHandlers: parts.scheduleHandlers,
+    tasks: parts.tasks,
+    onStart: parts.onStart,
     timeZone: config.timeZone,
     concurrency: config.workerConcurrency,
     resyncSeconds: config.resyncSeconds,
