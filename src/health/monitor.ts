@@ -178,7 +178,10 @@ export interface RoundSummary {
 }
 
 /** One health round: probe every target, record, climb the ladder where due, resolve what recovered. */
-export async function healthRound(deps: MonitorDeps, now = new Date()): Promise<RoundSummary> {
+export async function healthRound(
+  deps: Omit<MonitorDeps, 'compute'>,
+  now = new Date(),
+): Promise<RoundSummary> {
   const targets = await healthTargets(deps.db);
   const results = await mapLimit(targets, PROBE_CONCURRENCY, (t) =>
     probeTarget(t, deps.timeoutSeconds * 1000),
@@ -232,7 +235,7 @@ const toRecord = (row: {
 
 /** Record one probe of one target in one transaction: its record, transition, incident, mails, repair job. */
 async function recordProbe(
-  deps: MonitorDeps,
+  deps: Omit<MonitorDeps, 'compute'>,
   target: HealthTarget,
   probe: { ok: boolean; result: string },
   now: Date,
