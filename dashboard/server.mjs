@@ -351,7 +351,17 @@ function plainReason(reason) {
   return step ? FAILED_STEP[step] : 'setting it up did not work';
 }
 
-function serviceRow(session, s, owner) {
+/** A service's health in plain words: its state, uptime over 24 h and 30 d, and its open incident. */
+function healthCell(h) {
+  if (!h) return '<span class="muted">not checked yet</span>';
+  const pct = (v) => (v === null ? '–' : `${v.toFixed(1)}%`);
+  const incident = h.openIncident
+    ? `<br><small>Open incident since ${escape(h.openIncident.openedAt.slice(0, 16).replace('T', ' '))} UTC: ${escape(h.openIncident.reason)}</small>`
+    : '';
+  return `${escape(h.summary)} <small class="muted">(up ${pct(h.uptime['24h'])} in 24 h, ${pct(h.uptime['30d'])} in 30 d)</small>${incident}`;
+}
+
+function serviceRow(session, s, owner, health) {
   const name = s.status === 'active' ? `<a href="${escape(s.url)}">${escape(s.name)}</a>` : escape(s.name);
   const detail = s.statusReason ? ` <small class="muted">${escape(s.statusReason)}</small>` : '';
   const status =
@@ -362,23 +372,25 @@ function serviceRow(session, s, owner) {
   if (owner && s.status === 'failed') actions.push(button(session, 'retry', s.service, 'Retry'));
   if (owner && s.status !== 'removing')
     actions.push(button(session, 'unsubscribe', s.service, 'Unsubscribe'));
-  return `<tr><td>${name}</td><td>${status}</td><td>${actions.join(' ')}</td></tr>`;
+  return `<tr><td>${name}</td><td>${status}</td><td>${healthCell(health)}</td><td>${actions.join(' ')}</td></tr>`;
 }
 
 async function home(session, message) {
   const tid = encodeURIComponent(TENANT_ID);
-  const [tenant, mine, catalog] = await Promise.all([
+  const [tenant, mine, catalog, health] = await Promise.all([
     read(`/api/v1/tenants/${tid}`),
     read(`/api/v1/tenants/${tid}/services`),
     api('/api/v1/catalog')
       .then((r) => (r.status === 200 ? r.body : undefined))
       .catch(() => undefined),
+    read(`/api/v1/tenants/${tid}/status`),
   ]);
+  const healthOf = (id) => (health?.targets ?? []).find((t) => t.id === id);
   const owner = session.role === 'tenant_owner';
   const live = (mine?.services ?? []).filter((s) => s.status !== 'removed');
   const rows = live.length
-    ? live.map((s) => serviceRow(session, s, owner)).join('')
-    : '<tr><td colspan="3" class="muted">No services yet.</td></tr>';
+    ? live.map((s) => serviceRow(session, s, owner, healthOf(s.id))).join('')
+    : '<tr><td colspan="4" class="muted">No services yet.</td></tr>';
   const taken = new Set(live.map((s) => s.service));
   const offer = (catalog?.services ?? [])
     .filter((c) => !taken.has(c.key))
@@ -397,7 +409,7 @@ async function home(session, message) {
     `<h1>${escape(COMPANY)}</h1><p class="muted">Signed in as ${escape(session.email)} · ${signOut}</p>
 ${message ? `<p role="status">${escape(message)}</p>` : ''}
 <p>Workspace status: <strong>${escape(tenant?.status ?? 'unknown')}</strong></p>
-<h2>Services</h2><table><thead><tr><th>Service</th><th>Status</th><th></th></tr></thead><tbody>${rows}</tbody></table>
+<h2>Services</h2><table><thead><tr><th>Service</th><th>Status</th><th>Health</th><th></th></tr></thead><tbody>${rows}</tbody></table>
 ${offer ? `<h2>Catalog</h2><table><tbody>${offer}</tbody></table>` : ''}`,
   );
 }

@@ -10,7 +10,9 @@
 // sets (and strips from clients): X-AIQSO-User-Id, -User-Email, -User-Role and
 // X-AIQSO-Tenant-Id. A request without them did not come through the edge's
 // sign-in and is refused (403), whatever else lets it reach this port.
+import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
+import path from 'node:path';
 import pg from 'pg';
 
 const PORT = Number(process.env.PORT ?? 3000);
@@ -81,6 +83,17 @@ function readBody(req) {
 async function handle(req, res) {
   const url = new URL(req.url ?? '/', 'http://app');
   if (url.pathname === '/healthz') {
+    // A fault switch for the platform's self-healing tests: a `health-fault` file in the service's home
+    // (its data directory, reachable only from inside its container) saying `500` or `hang`. No file, no
+    // effect; a re-created container starts without it.
+    const fault = await readFile(path.join(process.env.HOME ?? '/nonexistent', 'health-fault'), 'utf8').catch(
+      () => '',
+    );
+    if (fault.trim() === 'hang') return;
+    if (fault.trim() === '500') {
+      res.writeHead(500, { 'content-type': 'text/plain' });
+      return res.end('fault switch');
+    }
     await pool.query('SELECT 1');
     res.writeHead(200, { 'content-type': 'application/json' });
     return res.end(

@@ -13,6 +13,7 @@ const commands = {
   doctor: () => import('./commands/doctor.ts'),
   edge: () => import('./commands/edge.ts'),
   services: () => import('./commands/services.ts'),
+  status: () => import('./commands/status.ts'),
   tenants: () => import('./commands/tenants.ts'),
   up: () => import('./commands/up.ts'),
   worker: () => import('./commands/worker.ts'),
@@ -166,6 +167,19 @@ export function buildProgram(): Command {
     .action(
       action(async (slug: string, options: { now?: boolean; json?: boolean }) =>
         (await commands.tenants()).tenantsPurge(commandContext({ quiet: true }), slug, options),
+      ),
+    );
+
+  program
+    .command('status [slug]')
+    .description(
+      "health of each active tenant's (or one tenant's) dashboard and services: state, uptime over 24 h / 7 d / 30 d, open incident",
+    )
+    .option('--json', 'print as JSON')
+    .addHelpText('after', '\nExit codes: 0 done, 1 the platform failed, 3 no such tenant.')
+    .action(
+      action(async (slug: string | undefined, options: { json?: boolean }) =>
+        (await commands.status()).status(commandContext({ quiet: true }), slug, options),
       ),
     );
 

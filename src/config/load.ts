@@ -62,6 +62,10 @@ export interface Config {
   /** Service templates directory; unset means the catalog shipped with the platform. */
   catalogDir?: string;
   resyncSeconds: number;
+  /** The health monitor: seconds between rounds, probe timeout, failures in a row before a repair. */
+  health: { intervalSeconds: number; timeoutSeconds: number; failures: number };
+  /** Where alerts go instead of every platform admin. */
+  alertEmail?: string;
   /** Time zone the schedules' cron expressions are read in. */
   timeZone: string;
   orphanGraceSeconds: number;
@@ -264,6 +268,12 @@ function toConfig(raw: RawConfig, cwd: string, env: Source): Config {
     serviceGraceHours: raw.AIQSO_SERVICE_GRACE_HOURS,
     catalogDir: raw.AIQSO_CATALOG_DIR ? path.resolve(cwd, raw.AIQSO_CATALOG_DIR) : undefined,
     resyncSeconds: raw.AIQSO_RESYNC_SECONDS,
+    health: {
+      intervalSeconds: raw.AIQSO_HEALTH_INTERVAL_SECONDS,
+      timeoutSeconds: raw.AIQSO_HEALTH_TIMEOUT_SECONDS,
+      failures: raw.AIQSO_HEALTH_FAILURES,
+    },
+    alertEmail: raw.AIQSO_ALERT_EMAIL,
     timeZone: raw.AIQSO_TIMEZONE,
     orphanGraceSeconds: raw.AIQSO_ORPHAN_GRACE_SECONDS,
     logLevel: raw.AIQSO_LOG_LEVEL,

@@ -21,6 +21,7 @@ export const CONFIG_GROUPS = [
   'Accounts and secrets',
   'Tenant lifecycle',
   'Backups',
+  'Health and alerts',
   'Compute',
   'Compute: Proxmox VE',
 ] as const;
@@ -202,6 +203,25 @@ export const CONFIG_REFERENCE: { [K in keyof RawConfig]-?: ConfigEntry } = {
     group: 'Accounts and secrets',
     meaning:
       'unpaid signups older than this are removed (hourly), freeing their slug and e-mail address; audited as `tenant.signup.expired`',
+  },
+  AIQSO_HEALTH_INTERVAL_SECONDS: {
+    group: 'Health and alerts',
+    meaning:
+      'how often every active dashboard and service is probed at its health path, over the path the edge uses (docs/health.md)',
+  },
+  AIQSO_HEALTH_TIMEOUT_SECONDS: {
+    group: 'Health and alerts',
+    meaning: 'a probe that has no answer after this long counts as a failure',
+  },
+  AIQSO_HEALTH_FAILURES: {
+    group: 'Health and alerts',
+    meaning:
+      'failed probes in a row before the repair ladder climbs a rung (restart, recreate, degraded with an incident)',
+  },
+  AIQSO_ALERT_EMAIL: {
+    group: 'Health and alerts',
+    unset: "the platform admins' addresses",
+    meaning: 'where operator alerts go: incidents, failed resources, failed certificate renewals',
   },
   AIQSO_BACKUP_REPOSITORY: {
     group: 'Backups',

@@ -138,6 +138,26 @@ export const configSchema = z.object({
     .int('expected whole seconds')
     .min(1, 'expected at least 1 second')
     .default(60),
+  // Seconds between two health rounds: every active dashboard and service is probed at its health path.
+  AIQSO_HEALTH_INTERVAL_SECONDS: z.coerce
+    .number({ error: 'expected a number of seconds' })
+    .int('expected whole seconds')
+    .min(1, 'expected at least 1 second')
+    .default(300),
+  // A probe that has not answered within this many seconds counts as a failure.
+  AIQSO_HEALTH_TIMEOUT_SECONDS: z.coerce
+    .number({ error: 'expected a number of seconds' })
+    .int('expected whole seconds')
+    .min(1, 'expected at least 1 second')
+    .default(5),
+  // Failed probes in a row after which the repair ladder starts (restart, recreate, degraded).
+  AIQSO_HEALTH_FAILURES: z.coerce
+    .number({ error: 'expected a number of probes' })
+    .int('expected a whole number of probes')
+    .min(1, 'expected at least 1 probe')
+    .default(2),
+  // Where platform alerts (incidents, failed resources) go instead of every platform admin.
+  AIQSO_ALERT_EMAIL: z.email({ error: 'expected an email address' }).optional(),
   AIQSO_TIMEZONE: z
     .string()
     .refine((tz) => {

@@ -20,6 +20,7 @@ export const ID_PREFIXES = {
   apiKey: 'key',
   session: 'ses',
   event: 'evt',
+  incident: 'inc',
 } as const;
 
 export type IdKind = keyof typeof ID_PREFIXES;

@@ -38,6 +38,46 @@ export interface StepContext<Spec> {
   resource: ReconcileTarget<Spec>;
   /** Aborted when the worker shuts down; long steps should pass it on. */
   signal: AbortSignal;
+  /**
+   * When this step first answered "not yet" (see `requeueAfter`) in the wait
+   * it is in now; null when it is not waiting. A step that waits for something
+   * with a deadline measures it from here.
+   */
+  waitingSince: Date | null;
+}
+
+/**
+ * "Not yet, look again in `afterMs`" (controller-runtime's `RequeueAfter`):
+ * what `apply` or `remove` returns when its effect is under way but not in
+ * place yet (a service still booting, services still being removed). The run
+ * stops at this step without counting a failure, the job ends and frees its
+ * worker slot, and the resource is reconciled again after `afterMs`.
+ */
+export interface RequeueAfter {
+  requeueAfterMs: number;
+  /** What the step waits for, shown in status. */
+  reason: string;
+}
+
+export function requeueAfter(afterMs: number, reason: string): RequeueAfter {
+  return { requeueAfterMs: Math.max(0, Math.round(afterMs)), reason };
+}
+
+/**
+ * How long a waiting step waits before looking again: a quarter of what it
+ * has waited so far, within [minMs, maxMs] — quick for what is nearly there,
+ * cheap for what takes long (every look re-runs the resource's observes).
+ */
+export function pollDelayMs(waitingSince: Date | null, policy: { minMs: number; maxMs: number }): number {
+  const waited = waitingSince ? Date.now() - waitingSince.getTime() : 0;
+  return Math.min(policy.maxMs, Math.max(policy.minMs, waited / 4));
+}
+
+/** What `apply` and `remove` resolve to: done (nothing), or wait and look again. */
+export type StepResult = void | RequeueAfter;
+
+export function isRequeue(result: StepResult): result is RequeueAfter {
+  return typeof result === 'object' && result !== null && typeof result.requeueAfterMs === 'number';
 }
 
 export interface ReconcileStep<Spec> {
@@ -46,12 +86,12 @@ export interface ReconcileStep<Spec> {
   /** Look without changing anything: is the effect in place as the spec says? */
   observe(ctx: StepContext<Spec>): Promise<Observation>;
   /** Create (`missing`) or repair (`drifted`) the effect. Runs only when `observe` did not say `ok`. */
-  apply(ctx: StepContext<Spec>, found: Exclude<Observation, 'ok'>): Promise<void>;
+  apply(ctx: StepContext<Spec>, found: Exclude<Observation, 'ok'>): Promise<StepResult>;
   /**
    * Deletion: remove the effect. Runs, in reverse step order, only when
    * `observe` did not say `missing`. A step without it leaves nothing behind.
    */
-  remove?(ctx: StepContext<Spec>): Promise<void>;
+  remove?(ctx: StepContext<Spec>): Promise<StepResult>;
 }
 
 /** Something outside the database a resource owns, for orphan detection (`source` as in an OrphanSource). */
@@ -79,7 +119,7 @@ export interface OrphanSource {
 }
 
 /** Step states as shown in status. */
-export const STEP_STATES = ['pending', 'running', 'done', 'failed'] as const;
+export const STEP_STATES = ['pending', 'running', 'waiting', 'done', 'failed'] as const;
 export type StepState = (typeof STEP_STATES)[number];
 
 /** A resource's phase: `ready` once its steps are done for its current generation. */

@@ -65,6 +65,7 @@ export const TENANT_SERVICE_STATUSES = [
   'pending',
   'deploying',
   'active',
+  'degraded',
   'stopped',
   'removing',
   'removed',

@@ -185,6 +185,42 @@ CREATE TABLE public.emails (
     CONSTRAINT emails_id_check CHECK ((id ~~ 'eml\_%'::text))
 );
 
+CREATE TABLE public.health_checks (
+    target_id text NOT NULL,
+    target_kind text NOT NULL,
+    tenant_id text NOT NULL,
+    state text DEFAULT 'unknown'::text NOT NULL,
+    consecutive_failures integer DEFAULT 0 NOT NULL,
+    consecutive_ok integer DEFAULT 0 NOT NULL,
+    rung integer DEFAULT 0 NOT NULL,
+    next_rung_at timestamp with time zone,
+    last_result text,
+    recent text DEFAULT ''::text NOT NULL,
+    last_probe_at timestamp with time zone,
+    changed_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT health_checks_rung_check CHECK (((rung >= 0) AND (rung <= 3))),
+    CONSTRAINT health_checks_state_check CHECK ((state = ANY (ARRAY['unknown'::text, 'healthy'::text, 'failing'::text, 'degraded'::text]))),
+    CONSTRAINT health_checks_target_kind_check CHECK ((target_kind = ANY (ARRAY['dashboard'::text, 'service'::text])))
+);
+
+CREATE TABLE public.health_transitions (
+    id bigint NOT NULL,
+    target_id text NOT NULL,
+    tenant_id text NOT NULL,
+    healthy boolean NOT NULL,
+    detail text,
+    at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+ALTER TABLE public.health_transitions ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.health_transitions_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
 CREATE TABLE public.hosts (
     id text NOT NULL,
     name text NOT NULL,
@@ -212,6 +248,22 @@ CREATE TABLE public.inbox (
     processed_at timestamp with time zone,
     attempts integer DEFAULT 0 NOT NULL,
     last_error text
+);
+
+CREATE TABLE public.incidents (
+    id text NOT NULL,
+    tenant_id text NOT NULL,
+    target_id text NOT NULL,
+    target_kind text NOT NULL,
+    target_name text NOT NULL,
+    reason text NOT NULL,
+    rungs jsonb DEFAULT '[]'::jsonb NOT NULL,
+    opened_at timestamp with time zone DEFAULT now() NOT NULL,
+    resolved_at timestamp with time zone,
+    admin_opened_alert boolean DEFAULT false NOT NULL,
+    admin_resolved_alert boolean DEFAULT false NOT NULL,
+    CONSTRAINT incidents_id_check CHECK ((id ~~ 'inc\_%'::text)),
+    CONSTRAINT incidents_target_kind_check CHECK ((target_kind = ANY (ARRAY['dashboard'::text, 'service'::text])))
 );
 
 CREATE TABLE public.ip_allocations (
@@ -417,7 +469,7 @@ CREATE TABLE public.tenant_services (
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     removed_at timestamp with time zone,
     CONSTRAINT tenant_services_id_check CHECK ((id ~~ 'tsv\_%'::text)),
-    CONSTRAINT tenant_services_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'deploying'::text, 'active'::text, 'stopped'::text, 'removing'::text, 'removed'::text, 'failed'::text])))
+    CONSTRAINT tenant_services_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'deploying'::text, 'active'::text, 'degraded'::text, 'stopped'::text, 'removing'::text, 'removed'::text, 'failed'::text])))
 );
 
 CREATE TABLE public.tenants (
@@ -533,6 +585,12 @@ ALTER TABLE ONLY public.emails
 ALTER TABLE ONLY public.emails
     ADD CONSTRAINT emails_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY public.health_checks
+    ADD CONSTRAINT health_checks_pkey PRIMARY KEY (target_id);
+
+ALTER TABLE ONLY public.health_transitions
+    ADD CONSTRAINT health_transitions_pkey PRIMARY KEY (id);
+
 ALTER TABLE ONLY public.hosts
     ADD CONSTRAINT hosts_name_key UNIQUE (name);
 
@@ -541,6 +599,9 @@ ALTER TABLE ONLY public.hosts
 
 ALTER TABLE ONLY public.inbox
     ADD CONSTRAINT inbox_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.incidents
+    ADD CONSTRAINT incidents_pkey PRIMARY KEY (id);
 
 ALTER TABLE ONLY public.ip_allocations
     ADD CONSTRAINT ip_allocations_owner_key UNIQUE (owner);
@@ -673,7 +734,17 @@ CREATE INDEX backups_tenant_idx ON public.backups USING btree (tenant_id, starte
 
 CREATE INDEX backups_tenant_started_idx ON public.backups USING btree (tenant_id, started_at);
 
+CREATE INDEX health_checks_tenant_idx ON public.health_checks USING btree (tenant_id);
+
+CREATE INDEX health_transitions_target_idx ON public.health_transitions USING btree (target_id, at);
+
+CREATE INDEX health_transitions_tenant_idx ON public.health_transitions USING btree (tenant_id);
+
 CREATE INDEX inbox_unprocessed_idx ON public.inbox USING btree (received_at) WHERE (processed_at IS NULL);
+
+CREATE UNIQUE INDEX incidents_one_open_idx ON public.incidents USING btree (target_id) WHERE (resolved_at IS NULL);
+
+CREATE INDEX incidents_tenant_idx ON public.incidents USING btree (tenant_id, opened_at);
 
 CREATE INDEX local_billing_objects_tenant_idx ON public.local_billing_objects USING btree (tenant_id);
 
@@ -721,6 +792,15 @@ ALTER TABLE ONLY public.backups
 
 ALTER TABLE ONLY public.emails
     ADD CONSTRAINT emails_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE SET NULL;
+
+ALTER TABLE ONLY public.health_checks
+    ADD CONSTRAINT health_checks_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.health_transitions
+    ADD CONSTRAINT health_transitions_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.incidents
+    ADD CONSTRAINT incidents_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY public.local_billing_objects
     ADD CONSTRAINT local_billing_objects_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
@@ -783,6 +863,12 @@ ALTER TABLE public.backup_repositories ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE public.backups ENABLE ROW LEVEL SECURITY;
 
+ALTER TABLE public.health_checks ENABLE ROW LEVEL SECURITY;
+
+ALTER TABLE public.health_transitions ENABLE ROW LEVEL SECURITY;
+
+ALTER TABLE public.incidents ENABLE ROW LEVEL SECURITY;
+
 ALTER TABLE public.resources ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE public.restores ENABLE ROW LEVEL SECURITY;
@@ -798,6 +884,12 @@ CREATE POLICY tenant_isolation ON public.audit_addresses FOR SELECT TO aiqso_ten
 CREATE POLICY tenant_isolation ON public.audit_log FOR SELECT TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant()));
 
 CREATE POLICY tenant_isolation ON public.backups TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant())) WITH CHECK ((tenant_id = public.aiqso_current_tenant()));
+
+CREATE POLICY tenant_isolation ON public.health_checks FOR SELECT TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant()));
+
+CREATE POLICY tenant_isolation ON public.health_transitions FOR SELECT TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant()));
+
+CREATE POLICY tenant_isolation ON public.incidents FOR SELECT TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant()));
 
 CREATE POLICY tenant_isolation ON public.resources TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant())) WITH CHECK ((tenant_id = public.aiqso_current_tenant()));
 

@@ -264,6 +264,9 @@ export interface StepStatus {
   name: string;
   state: StepState;
   attempts: number;
+  /** While `waiting`: when the step first said "not yet", and what it waits for. */
+  waitingSince?: string;
+  waitingFor?: string;
   startedAt?: string;
   finishedAt?: string;
   lastError?: string;
@@ -366,6 +369,59 @@ export interface DB {
   orphans: OrphansTable;
   tenant_secrets: TenantSecretsTable;
   certificates: CertificatesTable;
+  health_checks: HealthChecksTable;
+  health_transitions: HealthTransitionsTable;
+  incidents: IncidentsTable;
+}
+
+// Self-healing (migration 0040).
+
+export type HealthTargetKind = 'dashboard' | 'service';
+export type HealthState = 'unknown' | 'healthy' | 'failing' | 'degraded';
+
+export interface HealthChecksTable {
+  target_id: string;
+  target_kind: HealthTargetKind;
+  tenant_id: string;
+  state: Generated<HealthState>;
+  consecutive_failures: Generated<number>;
+  consecutive_ok: Generated<number>;
+  rung: Generated<number>;
+  next_rung_at: Date | null;
+  last_result: string | null;
+  recent: Generated<string>;
+  last_probe_at: Date | null;
+  changed_at: Generated<Date>;
+}
+
+export interface HealthTransitionsTable {
+  id: Generated<string>;
+  target_id: string;
+  tenant_id: string;
+  healthy: boolean;
+  detail: string | null;
+  at: Generated<Date>;
+}
+
+export interface IncidentRung {
+  rung: number;
+  action: 'restart' | 'recreate' | 'degraded';
+  at: string;
+  outcome: string;
+}
+
+export interface IncidentsTable {
+  id: string;
+  tenant_id: string;
+  target_id: string;
+  target_kind: HealthTargetKind;
+  target_name: string;
+  reason: string;
+  rungs: ColumnType<IncidentRung[], string | undefined, string>;
+  opened_at: Generated<Date>;
+  resolved_at: Date | null;
+  admin_opened_alert: Generated<boolean>;
+  admin_resolved_alert: Generated<boolean>;
 }
 
 // Identity (migration 0004).

@@ -69,7 +69,7 @@ const count = (r: { numDeletedRows?: bigint; numUpdatedRows?: bigint }[]) =>
 
 /**
  * Remove the tenant's personal data in `trx`: its people, credentials,
- * routes, billing records and backup records go; mail records and outbox and
+ * routes, billing records, backup records and health history go; mail records and outbox and
  * inbox payloads that name it are anonymised; the source addresses of its
  * audit rows are deleted (the chain holds only commitments to them, so it
  * still verifies); its resource's spec loses the company name. Returns what
@@ -81,7 +81,16 @@ export async function removePersonalData(
 ): Promise<Record<string, number>> {
   const id = t.tenantId;
   const del = async (
-    table: 'users' | 'api_keys' | 'tenant_secrets' | 'routes' | 'subscriptions' | 'backups',
+    table:
+      | 'users'
+      | 'api_keys'
+      | 'tenant_secrets'
+      | 'routes'
+      | 'subscriptions'
+      | 'backups'
+      | 'health_checks'
+      | 'health_transitions'
+      | 'incidents',
   ) => count(await trx.deleteFrom(table).where('tenant_id', '=', id).execute());
   const removed: Record<string, number> = {
     users: await del('users'),
@@ -90,6 +99,9 @@ export async function removePersonalData(
     routes: await del('routes'),
     subscriptions: await del('subscriptions'),
     backups: await del('backups'),
+    // Health history: incidents name the workspace and its services.
+    healthRecords:
+      (await del('health_checks')) + (await del('health_transitions')) + (await del('incidents')),
     billingObjects: count(
       await trx.deleteFrom('local_billing_objects').where('tenant_id', '=', id).execute(),
     ),

@@ -11,7 +11,13 @@ import {
 import { DomainError } from '../core/errors.ts';
 import { capacityRefusal, tenantUrl } from '../core/services.ts';
 import { DASHBOARD_CLAIM, hostUsage, lockPlacementHost } from '../services/hosts.ts';
-import type { Reconciler, ReconcileStep, StepContext } from '../core/reconcile.ts';
+import {
+  pollDelayMs,
+  requeueAfter,
+  type Reconciler,
+  type ReconcileStep,
+  type StepContext,
+} from '../core/reconcile.ts';
 import type { Database } from '../db/database.ts';
 import type { TenantStatus } from '../core/tenants.ts';
 import { deleteRoute, upsertRoute } from '../edge/routes-store.ts';
@@ -57,6 +63,10 @@ const DASHBOARD = {
   diskGb: DASHBOARD_CLAIM.disk_gb,
 } as const;
 const DASHBOARD_PORT = 3000;
+/** How soon a dashboard that did not answer yet is looked at again (see pollDelayMs). */
+const HEALTH_POLL = { minMs: 150, maxMs: 2000 };
+/** How soon a purge waiting for its services' removal looks again. */
+const PURGE_POLL_MS = 1000;
 
 /** The TCP port of the API URL containers use. */
 const apiPort = (url: string) => {
@@ -110,9 +120,7 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
       apply: () => Promise.resolve(),
       async remove(ctx) {
         const remaining = await deps.removeServices(ctx.resource.id);
-        if (remaining > 0) {
-          throw new DomainError('unavailable', `waiting for ${remaining} service(s) to be removed`);
-        }
+        if (remaining > 0) return requeueAfter(PURGE_POLL_MS, `${remaining} service(s) to be removed`);
         await finishPurge(deps.db, ctx.resource.id, [`container ${name(ctx)}`, `route ${hostname(ctx)}`], {
           dataDir: deps.placement.dataDir,
         });
@@ -206,16 +214,18 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
     {
       name: 'health check',
       async observe(ctx) {
-        if (!wantsRunning(await status(ctx))) return 'ok';
+        const now = await status(ctx);
+        // Once the workspace is live, its dashboard's health is the health monitor's (src/health/).
+        if (!wantsRunning(now) || now !== 'provisioning') return 'ok';
         return (await healthy(await info(ctx))) ? 'ok' : 'missing';
       },
+      // Observe just probed and saw no healthy answer: look again shortly, without holding a worker
+      // slot, until the timeout has passed since the first look.
       async apply(ctx) {
-        const deadline = Date.now() + deps.healthTimeoutMs;
-        while (Date.now() < deadline) {
-          if (ctx.signal.aborted) throw new Error('worker shutting down');
-          if (await healthy(await info(ctx))) return;
-          await new Promise((r) => setTimeout(r, 100));
-        }
+        const waited = ctx.waitingSince ? Date.now() - ctx.waitingSince.getTime() : 0;
+        if (waited < deps.healthTimeoutMs)
+          return requeueAfter(pollDelayMs(ctx.waitingSince, HEALTH_POLL), 'the dashboard to answer /healthz');
+        if (await healthy(await info(ctx))) return;
         throw new DomainError(
           'unavailable',
           `dashboard did not answer /healthz within ${deps.healthTimeoutMs / 1000} s`,

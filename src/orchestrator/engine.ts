@@ -1,4 +1,10 @@
-import type { Observation, Reconciler, ReconcileTarget, StepContext } from '../core/reconcile.ts';
+import {
+  isRequeue,
+  type Observation,
+  type Reconciler,
+  type ReconcileTarget,
+  type StepContext,
+} from '../core/reconcile.ts';
 import type { StepStatus } from '../db/tables.ts';
 
 /** A step threw; `steps` is the status to record, with the failed step's error. */
@@ -19,6 +25,8 @@ export interface StepsOutcome {
   actions: number;
   /** Steps whose effect had been in place and was found missing or changed (drift). */
   repaired: string[];
+  /** A step said "not yet": the run stopped there; look again after this many ms. */
+  requeueAfterMs?: number;
 }
 
 export interface RunStepsOptions<Spec> {
@@ -50,7 +58,8 @@ export function initialSteps(names: string[], previous: StepStatus[]): StepStatu
  * Run a reconciler's steps once: in order to create, in reverse order to
  * delete. Each step observes first and acts only when its effect is not in
  * place, so a run over a converged resource performs no action and writes
- * nothing.
+ * nothing. A step that answers "not yet" (`requeueAfter`) ends the run there,
+ * `waiting`, with `requeueAfterMs` set; the steps after it wait for it.
  */
 export async function runSteps<Spec>(options: RunStepsOptions<Spec>): Promise<StepsOutcome> {
   const { reconciler, deleting, converged } = options;
@@ -58,27 +67,45 @@ export async function runSteps<Spec>(options: RunStepsOptions<Spec>): Promise<St
     reconciler.steps.map((s) => s.name),
     options.previous,
   );
-  const ctx: StepContext<Spec> = { resource: options.target, signal: options.signal };
+  const base = { resource: options.target, signal: options.signal };
   const order = deleting ? [...reconciler.steps].reverse() : reconciler.steps;
   let actions = 0;
   const repaired: string[] = [];
   for (const step of order) {
     const status = steps.find((s) => s.name === step.name)!;
+    const waiting = status.state === 'waiting' && status.waitingSince !== undefined;
+    const ctx: StepContext<Spec> = { ...base, waitingSince: waiting ? new Date(status.waitingSince!) : null };
     try {
       const found: Observation = await step.observe(ctx);
       const act = deleting ? found !== 'missing' && step.remove !== undefined : found !== 'ok';
       if (!act) {
+        if (waiting) status.finishedAt = new Date().toISOString();
         status.state = 'done';
         delete status.lastError;
+        delete status.waitingSince;
+        delete status.waitingFor;
         continue;
       }
-      status.state = 'running';
-      status.attempts += 1;
-      status.startedAt = new Date().toISOString();
-      delete status.finishedAt;
-      await options.onProgress(steps);
-      if (deleting) await step.remove!(ctx);
-      else await step.apply(ctx, found as Exclude<Observation, 'ok'>);
+      // A step looking again after "not yet" is the same attempt, still shown waiting, not a new one.
+      if (!waiting) {
+        status.attempts += 1;
+        status.startedAt = new Date().toISOString();
+        status.state = 'running';
+        delete status.finishedAt;
+        await options.onProgress(steps);
+      }
+      const result = deleting
+        ? await step.remove!(ctx)
+        : await step.apply(ctx, found as Exclude<Observation, 'ok'>);
+      if (isRequeue(result)) {
+        status.state = 'waiting';
+        status.waitingSince = ctx.waitingSince?.toISOString() ?? new Date().toISOString();
+        status.waitingFor = result.reason;
+        delete status.lastError;
+        return { steps, actions, repaired, requeueAfterMs: result.requeueAfterMs };
+      }
+      delete status.waitingSince;
+      delete status.waitingFor;
       actions += 1;
       if (converged && !deleting) {
         repaired.push(step.name);
@@ -91,6 +118,8 @@ export async function runSteps<Spec>(options: RunStepsOptions<Spec>): Promise<St
       status.state = 'failed';
       status.finishedAt = new Date().toISOString();
       status.lastError = errorText(err);
+      delete status.waitingSince;
+      delete status.waitingFor;
       throw new StepFailed(step.name, steps, err);
     }
   }

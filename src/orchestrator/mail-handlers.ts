@@ -82,17 +82,21 @@ export function emailHandler(mailer: Mailer, from: MailAddress): OutboxHandler {
 
 /**
  * Sends `alert` items to the platform admins (users with role platform_admin,
- * else `fallback`), resolved at delivery time.
+ * else `fallback`), resolved at delivery time; to `override` alone when it is
+ * set (AIQSO_ALERT_EMAIL).
  */
-export function alertHandler(mailer: Mailer, from: MailAddress, fallback?: string): OutboxHandler {
+export function alertHandler(
+  mailer: Mailer,
+  from: MailAddress,
+  fallback?: string,
+  override?: string,
+): OutboxHandler {
   return async (item, trx) => {
     const subject = `[aiqso alert] ${field(item, 'subject')}`;
     const text = field(item, 'text');
-    const admins = await trx
-      .selectFrom('users')
-      .select('email')
-      .where('role', '=', 'platform_admin')
-      .execute();
+    const admins = override
+      ? [{ email: override }]
+      : await trx.selectFrom('users').select('email').where('role', '=', 'platform_admin').execute();
     const to = admins.map((a) => a.email);
     if (to.length === 0 && fallback) to.push(fallback);
     if (to.length === 0) throw new DomainError('unavailable', 'no platform admin to send the alert to');

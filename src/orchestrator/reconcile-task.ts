@@ -125,7 +125,42 @@ async function reconcileResource(
     await recordFailure(deps, row, err, steps, retryable);
     return;
   }
-  await recordSuccess(deps, row, outcome);
+  if (outcome.requeueAfterMs !== undefined)
+    await recordWait(deps, row, outcome, outcome.requeueAfterMs, payload.retry);
+  else await recordSuccess(deps, row, outcome);
+}
+
+/**
+ * A step said "not yet": record it `waiting` and queue the next look. Not a
+ * failure — the failure count and last error stay as they were — and the job
+ * ends, so its worker slot is free while the resource waits.
+ */
+async function recordWait(
+  deps: ReconcileDeps,
+  row: ResourceRow,
+  outcome: StepsOutcome,
+  afterMs: number,
+  retry: boolean | undefined,
+): Promise<void> {
+  const ref = { kind: row.kind, id: row.id };
+  await deps.db.transaction().execute(async (trx) => {
+    await trx
+      .updateTable('resources')
+      .set({
+        steps: JSON.stringify(outcome.steps),
+        phase: sql`CASE WHEN phase = 'failed' THEN phase ELSE 'reconciling' END`,
+        updated_at: sql`now()`,
+      })
+      .where('kind', '=', row.kind)
+      .where('id', '=', row.id)
+      .execute();
+    await requestReconcile(trx, ref, {
+      runAt: new Date(Date.now() + afterMs),
+      reason: 'requeue',
+      retry,
+    });
+  });
+  if (outcome.actions > 0) deps.hooks?.onReconciled?.(ref, outcome);
 }
 
 async function recordSuccess(deps: ReconcileDeps, row: ResourceRow, outcome: StepsOutcome): Promise<void> {

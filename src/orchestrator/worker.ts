@@ -6,7 +6,9 @@ import {
   type TaskList,
   type WorkerEvents,
 } from 'graphile-worker';
+import type { Kysely } from 'kysely';
 import type { OrphanSource } from '../core/reconcile.ts';
+import type { DB } from '../db/tables.ts';
 import { openDatabase } from '../db/database.ts';
 import type { Logger } from '../observability/logger.ts';
 import { errorText } from './engine.ts';
@@ -39,6 +41,10 @@ export interface WorkerOptions {
   sweepIntervalMs?: number;
   hooks?: ReconcileHooks;
   onResync?: ResyncDeps['onResync'];
+  /** Further tasks (the health monitor's), by identifier. */
+  tasks?: TaskList;
+  /** Run once the runner is up (queue a self-rescheduling job's first run). */
+  onStart?: ((db: Kysely<DB>) => Promise<void>)[];
 }
 
 export interface OrchestratorWorker {
@@ -100,6 +106,7 @@ export async function startWorker(options: WorkerOptions): Promise<OrchestratorW
     [TASKS.outbox]: outboxTask(handle.db, options.outboxHandlers, log),
     [TASKS.inbox]: inboxTask(handle.db, options.inboxHandlers ?? {}, log),
     ...scheduleTasks(schedules, options.scheduleHandlers ?? {}, log),
+    ...options.tasks,
   };
   const events: WorkerEvents = new EventEmitter();
   events.on('pool:create', ({ workerPool }: { workerPool: { id: string } }) => {
@@ -122,6 +129,7 @@ export async function startWorker(options: WorkerOptions): Promise<OrchestratorW
     await scheduleResync(handle.db, new Date(Date.now() + options.resyncSeconds * 1000), true);
     await requeuePendingOutbox(handle.db);
     await requeueUnprocessedInbox(handle.db);
+    for (const start of options.onStart ?? []) await start(handle.db);
   } catch (err) {
     // A start that fails must not leave the runner polling or its connections open.
     await runner?.stop().catch(() => undefined);

@@ -9,6 +9,7 @@ import { catalogRoutes } from '../api/routes/catalog.ts';
 import { edgeSessionRoutes } from '../api/routes/edge-session.ts';
 import { tenantServiceRoutes } from '../api/routes/tenant-services.ts';
 import { backupRoutes } from '../api/routes/backups.ts';
+import { tenantStatusRoutes } from '../api/routes/tenant-status.ts';
 import { backupEngine } from './backups.ts';
 import { createTenantAccess } from '../identity/tenant-access.ts';
 import { createSignupLimiter } from '../lifecycle/signup-limit.ts';
@@ -75,6 +76,7 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
     access,
     engine: () => (engine ??= backupEngine(config, database.db)),
   });
+  tenantStatusRoutes(api, { access });
   return api;
 }
 

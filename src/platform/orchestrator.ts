@@ -8,7 +8,8 @@ import type { InboxHandlers } from '../orchestrator/inbox.ts';
 import type { OutboxHandlers } from '../orchestrator/outbox.ts';
 import { ReconcilerRegistry } from '../orchestrator/registry.ts';
 import type { ScheduleHandlers } from '../orchestrator/schedules.ts';
-import { startWorker, type OrchestratorWorker } from '../orchestrator/worker.ts';
+import type { TaskList } from 'graphile-worker';
+import { startWorker, type OrchestratorWorker, type WorkerOptions } from '../orchestrator/worker.ts';
 
 /**
  * What the platform's parts plug into the orchestrator: their reconcilers,
@@ -22,6 +23,9 @@ export interface OrchestratorParts {
   outboxHandlers: OutboxHandlers;
   inboxHandlers: InboxHandlers;
   scheduleHandlers: ScheduleHandlers;
+  /** Further worker tasks and what queues their first run (the health monitor). */
+  tasks: TaskList;
+  onStart: NonNullable<WorkerOptions['onStart']>;
   mailer: Mailer;
 }
 
@@ -34,10 +38,12 @@ export function orchestratorParts(config: Config): OrchestratorParts {
     orphanSources: [],
     outboxHandlers: {
       email: emailHandler(mailer, from),
-      alert: alertHandler(mailer, from, config.admin.email),
+      alert: alertHandler(mailer, from, config.admin.email, config.alertEmail),
     },
     inboxHandlers: {},
     scheduleHandlers: {},
+    tasks: {},
+    onStart: [],
     mailer,
   };
 }
@@ -57,6 +63,8 @@ export function startConfiguredWorker(
     outboxHandlers: parts.outboxHandlers,
     inboxHandlers: parts.inboxHandlers,
     scheduleHandlers: parts.scheduleHandlers,
+    tasks: parts.tasks,
+    onStart: parts.onStart,
     timeZone: config.timeZone,
     concurrency: config.workerConcurrency,
     resyncSeconds: config.resyncSeconds,

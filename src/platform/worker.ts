@@ -28,6 +28,8 @@ import { expirePendingSignups } from '../lifecycle/pending-signups.ts';
 import { lifecycleOrphanSources } from '../lifecycle/orphan-sources.ts';
 import { purgeDue } from '../lifecycle/purge.ts';
 import { tenantReconciler } from '../lifecycle/tenant-reconciler.ts';
+import { createLogger } from '../observability/logger.ts';
+import { HEALTH_TASK, healthTask, REPAIR_TASK, repairTask, scheduleHealthRound } from '../health/monitor.ts';
 import { tenantServiceReconciler } from '../services/reconciler.ts';
 import { tenantServiceSecrets } from '../services/secrets.ts';
 import { registerBackups } from './backups.ts';
@@ -45,6 +47,7 @@ export function registerLifecycle(
     /** The master database's pool and URL: service databases are created on its server. */
     master: { pool: pg.Pool; url: string };
     box?: () => Promise<SecretBox>;
+    log?: Logger;
   },
 ): void {
   const { config, db, compute } = deps;
@@ -60,6 +63,19 @@ export function registerLifecycle(
   parts.scheduleHandlers['pending-signups'] = async () => {
     await expirePendingSignups(db, config.pendingSignupHours);
   };
+  const monitor = {
+    db,
+    compute,
+    log: deps.log ?? createLogger('silent'),
+    intervalSeconds: config.health.intervalSeconds,
+    timeoutSeconds: config.health.timeoutSeconds,
+    failures: config.health.failures,
+  };
+  parts.tasks[HEALTH_TASK] = healthTask(monitor);
+  parts.tasks[REPAIR_TASK] = repairTask(monitor);
+  parts.onStart.push((q) => scheduleHealthRound(q, config.health.intervalSeconds * 1000, true));
+  // The 'health' schedule is a safety net: it queues a round if none is (one is always, normally).
+  parts.scheduleHandlers.health = () => scheduleHealthRound(db, config.health.intervalSeconds * 1000, true);
   parts.registry.register(
     tenantReconciler({
       db,
@@ -151,6 +167,7 @@ export async function startPlatformWorker(config: Config, log: Logger, database:
       compute,
       reach,
       master: { pool: database.pool, url: database.url },
+      log: log.child({ part: 'health' }),
     });
     const billing = await createBillingPort(config, database.db, loadPlans(PLANS_FILE));
     registerBilling(parts, { config, db: database.db, billing, log });

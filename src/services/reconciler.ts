@@ -3,7 +3,13 @@ import { sql } from 'kysely';
 import type pg from 'pg';
 import { configDigest, containerName, type ComputeDriver, type DriverKind } from '../core/compute.ts';
 import { DomainError } from '../core/errors.ts';
-import type { Reconciler, ReconcileStep, StepContext } from '../core/reconcile.ts';
+import {
+  pollDelayMs,
+  requeueAfter,
+  type Reconciler,
+  type ReconcileStep,
+  type StepContext,
+} from '../core/reconcile.ts';
 import { capacityRefusal } from '../core/services.ts';
 import type { Database } from '../db/database.ts';
 import { deleteRoute, upsertRoute } from '../edge/routes-store.ts';
@@ -242,21 +248,26 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
       async observe(ctx) {
         const d = await load(ctx);
         if (!wantsRunning(ctx, d)) return 'ok';
+        // Once a service has answered, its health is the health monitor's (src/health/): a recreate or
+        // restart here must not turn a service the monitor is repairing into a failed deployment.
+        if (d.status === 'active' || d.status === 'degraded') return 'ok';
         return (await probe(await info(d), d.template.health.path)) === d.template.health.status
           ? 'ok'
           : 'missing';
       },
+      // Observe just probed and saw no healthy answer: look again shortly, without holding a worker
+      // slot, until the template's timeout has passed since the first look.
       async apply(ctx) {
         const d = await load(ctx);
         const { path, status, timeout_seconds } = d.template.health;
-        const deadline = Date.now() + timeout_seconds * 1000;
-        let last: number | string = 'no answer';
-        while (Date.now() < deadline) {
-          if (ctx.signal.aborted) throw new Error('worker shutting down');
-          last = await probe(await info(d), path);
-          if (last === status) return;
-          await new Promise((r) => setTimeout(r, deps.healthPollMs ?? 250));
-        }
+        const waited = ctx.waitingSince ? Date.now() - ctx.waitingSince.getTime() : 0;
+        if (waited < timeout_seconds * 1000)
+          return requeueAfter(
+            pollDelayMs(ctx.waitingSince, { minMs: deps.healthPollMs ?? 150, maxMs: 2000 }),
+            `GET ${path} to answer ${status}`,
+          );
+        const last = await probe(await info(d), path);
+        if (last === status) return;
         const seen = typeof last === 'number' ? `last answer ${last}` : `last error: ${last}`;
         throw new DomainError(
           'deploy_failed',
@@ -268,7 +279,8 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
       name: 'activate',
       async observe(ctx) {
         if (removing(ctx)) return 'ok';
-        return (await load(ctx)).status === 'active' ? 'ok' : 'missing';
+        const status = (await load(ctx)).status;
+        return status === 'active' || status === 'degraded' ? 'ok' : 'missing';
       },
       async apply(ctx) {
         const d = await load(ctx);

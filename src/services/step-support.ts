@@ -53,7 +53,7 @@ export function failing(
     ...step,
     async apply(ctx, found) {
       try {
-        await step.apply(ctx, found);
+        return await step.apply(ctx, found);
       } catch (err) {
         if (isDomainError(err) && !err.retryable) {
           await db
