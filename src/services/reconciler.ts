@@ -112,6 +112,21 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
       },
     },
     {
+      // An image is pulled once per host and shared: its own step, so a long pull shows as running.
+      name: 'image pull',
+      async observe(ctx) {
+        if (removing(ctx)) return 'ok';
+        const d = await load(ctx);
+        if (d.template.kind !== 'image' || !deps.compute.images) return 'ok';
+        return (await deps.compute.images.cached(d.template.image)) ? 'ok' : 'missing';
+      },
+      async apply(ctx) {
+        const d = await load(ctx);
+        if (d.template.kind !== 'image' || !deps.compute.images) return;
+        await deps.compute.images.pull(d.template.image);
+      },
+    },
+    {
       name: 'container',
       async observe(ctx) {
         if (removing(ctx)) return 'ok';
@@ -253,7 +268,16 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
         let last: number | string = 'no answer';
         while (Date.now() < deadline) {
           if (ctx.signal.aborted) throw new Error('worker shutting down');
-          last = await probe(await info(d), path);
+          const c = await info(d);
+          // A workload that exited (an image's entrypoint) will not answer: say why at once.
+          if (c.state === 'stopped' && d.template.kind === 'image') {
+            throw new DomainError(
+              'deploy_failed',
+              `the container stopped before answering GET ${path}: its workload exited` +
+                (c.lastOutput ? ` (last output: ${c.lastOutput})` : ''),
+            );
+          }
+          last = await probe(c, path);
           if (last === status) return;
           await new Promise((r) => setTimeout(r, deps.healthPollMs ?? 250));
         }
