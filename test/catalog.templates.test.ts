@@ -61,12 +61,12 @@ describe('service catalog', () => {
   it('ships the seed services, each with a port, health check, route and resources', () => {
     const catalog = loadCatalog();
     expect(catalog.map((t) => [t.key, t.kind])).toEqual([
-      ['calcom', 'clone'],
+      ['calcom', 'image'],
       ['content-suite', 'app'],
       ['espocrm', 'image'],
-      ['listmonk', 'clone'],
+      ['listmonk', 'image'],
       ['notes', 'app'],
-      ['paperless-ngx', 'clone'],
+      ['paperless-ngx', 'image'],
       ['social-media-manager', 'app'],
     ]);
     const byKey = Object.fromEntries(catalog.map((t) => [t.key, t]));

@@ -23,6 +23,9 @@ export function whyNotRunnable(t: ServiceTemplate, driver: DriverKind): string |
   if (!DRIVER_RUNS[driver].includes(t.kind)) {
     return `${t.key} is an ${t.kind} service; the ${driver} driver runs only ${DRIVER_RUNS[driver].join(', ')} services`;
   }
+  if (t.database.redis) {
+    return `${t.key} needs a Redis user of its own, which this platform does not provision yet`;
+  }
   if (t.kind === 'clone' && (driver === 'proxmox' ? t.template.proxmox : t.template.lxc) === undefined) {
     return `${t.key} has no template container for the ${driver} driver`;
   }

@@ -42,10 +42,12 @@ const route = z.strictObject({
  * at deploy time: `${secret:<name>}` (a generated secret, stable per tenant
  * service and name), `${db.host}`, `${db.port}`, `${db.name}`, `${db.user}`,
  * `${db.password}`, `${db.url}`, `${port}`, `${public_url}` (the service's URL,
- * path included) and `${public_origin}` (scheme and host only).
+ * path included), `${public_origin}` (scheme and host only), and for a
+ * service with `database.redis`, `${redis.url}` and `${redis.prefix}` (its key prefix).
  */
 export const PLACEHOLDER = /\$\{([a-z_.]+(?::[a-z0-9-]+)?)\}/g;
-const KNOWN = /^(secret:[a-z0-9-]+|db\.(host|port|name|user|password|url)|port|public_url|public_origin)$/;
+const KNOWN =
+  /^(secret:[a-z0-9-]+|db\.(host|port|name|user|password|url)|redis\.(url|prefix)|port|public_url|public_origin)$/;
 
 const envValue = z.string().superRefine((value, ctx) => {
   for (const match of value.matchAll(PLACEHOLDER)) {
@@ -67,7 +69,14 @@ const common = {
   port: z.number().int().min(1).max(65_535),
   health,
   route,
-  database: z.strictObject({ postgres: z.boolean() }).default({ postgres: false }),
+  /**
+   * Platform resources the service needs: its own PostgreSQL database, and a
+   * Redis user of its own (`redis`; not provisioned by this version: a service
+   * that needs it is not offered, see runnable.ts).
+   */
+  database: z
+    .strictObject({ postgres: z.boolean(), redis: z.boolean().default(false) })
+    .default({ postgres: false, redis: false }),
   /** The least memory the service starts with: a resources change below it is refused. */
   min_memory_mb: z.number().int().min(64).max(262_144).optional(),
   env: env.default({}),
@@ -75,7 +84,10 @@ const common = {
 };
 
 /** An argv array: a program and its arguments, never a shell string. */
-const argv = z.array(z.string().min(1)).min(1, 'expected a program and its arguments');
+const argv = z
+  .array(z.string())
+  .min(1, 'expected a program and its arguments')
+  .refine((a) => a[0] !== '', 'expected a program first');
 const insidePath = z
   .string()
   .regex(/^\/[A-Za-z0-9._@+-]+(\/[A-Za-z0-9._@+-]+)*$/, 'expected an absolute path such as /data')

@@ -79,9 +79,14 @@ export interface ContainerSpecInputs {
   root: string;
 }
 
-export function containerSpecFor(d: Deployment, inputs: ContainerSpecInputs): ContainerSpec {
+export function containerSpecFor(
+  d: Deployment,
+  inputs: ContainerSpecInputs,
+  redis?: { url: string; prefix: string },
+): ContainerSpec {
   const t = d.template;
   const env = renderServiceEnv(t.env, {
+    redis,
     db: d.database
       ? { ...inputs.dbReach, name: d.database.name, user: d.database.role, password: inputs.root }
       : undefined,
