@@ -153,6 +153,17 @@ describe('lxc driver: OCI images', { timeout: 180_000 }, () => {
       expect((await fetchWeb(await driver.start((await driver.ensure(later)).name))).name).toBe('later');
       expect((await registry.requests(/./)).length).toBe(before);
       expect(driver.images.pulls).toBe(1);
+      // A backup carries the volumes: restored elsewhere, init's record is there and init does not rerun.
+      const archive = path.join(lxcPath, 'shared0.tgz');
+      await driver.stop(specs[0]!.name);
+      await driver.exportTo(specs[0]!.name, archive);
+      const restored = { ...specFor(harness, 'restored'), env: { APP_NAME: 'restored' } };
+      specs.push(restored as (typeof specs)[number]);
+      await driver.importFrom(restored, archive);
+      expect(await fetchWeb(await driver.start(restored.name))).toMatchObject({
+        name: 'restored',
+        initRuns: 1,
+      });
     } finally {
       for (const s of specs) await driver.destroy(s.name);
       await driver.close();
