@@ -13,6 +13,7 @@ import { computeContract, specFor, type ContractHarness } from './support/comput
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
 import { lxcAvailable, privateNetwork } from './support/lxc.ts';
 import { registrySkip, startRegistry, webImage, type TestRegistry } from './support/registry.ts';
+import { runCli } from './support/cli.ts';
 import { missingPart } from './support/strict.ts';
 
 /**
@@ -153,6 +154,21 @@ describe('lxc driver: OCI images', { timeout: 180_000 }, () => {
       expect((await fetchWeb(await driver.start((await driver.ensure(later)).name))).name).toBe('later');
       expect((await registry.requests(/./)).length).toBe(before);
       expect(driver.images.pulls).toBe(1);
+      // `aiqso templates list` shows the cached image, its template and sizes.
+      const listed = await runCli(['templates', 'list', '--json'], {
+        AIQSO_LXC_PATH: lxcPath,
+        AIQSO_DATA_DIR: lxcPath,
+      });
+      expect(listed.code, listed.stderr).toBe(0);
+      const cache = JSON.parse(listed.stdout) as {
+        images: { image: string; digest: string; template: string; templateBytes: number }[];
+        layoutBytes: number;
+      };
+      const shared = cache.images.find((i) => i.image === ref);
+      expect(shared).toMatchObject({ digest: expect.stringMatching(/^sha256:[0-9a-f]{64}$/) as unknown });
+      expect(shared!.template).toBe(`aiqsoimg-${shared!.digest.slice(7, 31)}`);
+      expect(shared!.templateBytes).toBeGreaterThan(1_000_000); // busybox is in it
+      expect(cache.layoutBytes).toBeGreaterThan(500_000);
       // A backup carries the volumes: restored elsewhere, init's record is there and init does not rerun.
       const archive = path.join(lxcPath, 'shared0.tgz');
       await driver.stop(specs[0]!.name);

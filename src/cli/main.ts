@@ -12,6 +12,7 @@ const commands = {
   doctor: () => import('./commands/doctor.ts'),
   edge: () => import('./commands/edge.ts'),
   services: () => import('./commands/services.ts'),
+  templates: () => import('./commands/templates.ts'),
   tenants: () => import('./commands/tenants.ts'),
   up: () => import('./commands/up.ts'),
   worker: () => import('./commands/worker.ts'),
@@ -184,6 +185,19 @@ export function buildProgram(): Command {
     .action(
       action(async (tenant: string, service: string, options: { json?: boolean }) =>
         (await commands.services()).servicesRetry(commandContext({ quiet: true }), tenant, service, options),
+      ),
+    );
+
+  const templates = program
+    .command('templates')
+    .description("the lxc driver's image cache: pulled images and the templates unpacked from them");
+  templates
+    .command('list')
+    .description('list cached images with their digest, template and size, and the OCI layout size')
+    .option('--json', 'print as JSON')
+    .action(
+      action(async (options: { json?: boolean }) =>
+        (await commands.templates()).templatesList(commandContext({ quiet: true }), options),
       ),
     );
 

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, chown, copyFile, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, copyFile, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { sql } from 'kysely';
 import type { ImageCache } from '../../core/compute.ts';
@@ -302,4 +302,45 @@ export function renderImageTemplateConfig(lxcPath: string, name: string, ready: 
     'lxc.net.0.type = empty',
     '',
   ].join('\n');
+}
+
+export interface CachedImage {
+  image: string;
+  digest: string;
+  template: string;
+  /** Bytes of the unpacked template (its rootfs), as `du` counts them. */
+  templateBytes: number;
+}
+
+/**
+ * What the image cache under `lxcPath` holds: each reference with its digest
+ * and template, and the size of the shared OCI layout (`aiqso templates list`).
+ * Reads files only; a reference whose template is gone is left out.
+ */
+export async function listImageCache(
+  lxcPath: string,
+): Promise<{ images: CachedImage[]; layoutBytes: number }> {
+  const root = path.join(lxcPath, '.aiqso-images');
+  const files = await readdir(path.join(root, 'refs')).catch(() => [] as string[]);
+  const images: CachedImage[] = [];
+  for (const file of files.filter((f) => f.endsWith('.json')).sort()) {
+    const record = JSON.parse(await readFile(path.join(root, 'refs', file), 'utf8')) as RefRecord;
+    if (!existsSync(path.join(lxcPath, record.template, 'config'))) continue;
+    images.push({
+      image: record.ref,
+      digest: record.digest,
+      template: record.template,
+      templateBytes: await duBytes(path.join(lxcPath, record.template)),
+    });
+  }
+  images.sort((a, b) => a.image.localeCompare(b.image));
+  return {
+    images,
+    layoutBytes: existsSync(path.join(root, 'oci')) ? await duBytes(path.join(root, 'oci')) : 0,
+  };
+}
+
+async function duBytes(dir: string): Promise<number> {
+  const out = await run('du', ['-sb', dir]);
+  return Number(out.stdout.split('\t')[0]) || 0;
 }
