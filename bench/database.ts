@@ -1,3 +1,4 @@
+import { chmod, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type pg from 'pg';
 import { openDatabase, type Database } from '../src/db/database.ts';
@@ -7,13 +8,18 @@ import type { Logger } from '../src/observability/logger.ts';
 
 /**
  * A migrated database of the benchmark's own: on TEST_DATABASE_URL's server,
- * else on an embedded server in `tmp`. `close()` drops it (and stops the server).
+ * else on an embedded server in `tmp` (which it lets the postgres user pass through). `close()` drops it (and stops the server).
  */
 export async function benchDatabase(
   tmp: string,
   log: Logger,
   options: { max?: number; name?: string } = {},
 ): Promise<{ db: Database; pool: pg.Pool; url: string; close(): Promise<void> }> {
+  if (!process.env.TEST_DATABASE_URL) {
+    // Run as root, the embedded server is the postgres user's, which must pass through `tmp` (made
+    // 0700 by mkdtemp) to its data directory: as `aiqso up` lets it through the data directory.
+    await chmod(tmp, (await stat(tmp)).mode | 0o001);
+  }
   const server = process.env.TEST_DATABASE_URL
     ? undefined
     : await startEmbeddedPostgres(path.join(tmp, 'pg'), log);

@@ -23,6 +23,13 @@ const LOAD_CORE = 0;
 const BASE = 'bench.test';
 /** Rounds of the latency runs (each target once a round); the figures are their medians. */
 const LATENCY_ROUNDS = Number(process.env.BENCH_LATENCY_ROUNDS ?? 3);
+/** NODE_OPTIONS of this checkout's edges but one (docs/running.md). */
+const SIZED_HEAP = '--max-semi-space-size=8 --max-old-space-size=512';
+const AIQSO_BIN = path.resolve(import.meta.dirname, '../bin/aiqso.js');
+/** Another checkout's bin/aiqso.js, whose edge is measured beside this one's. */
+const BEFORE = process.env.BENCH_EDGE_BEFORE ? path.resolve(process.env.BENCH_EDGE_BEFORE) : undefined;
+/** The edge's goals: requests/s against nginx's, added p99 over the bare Node proxy's, RSS. */
+const GOAL = { nginxShare: 0.5, addedP99OverBareMs: 1.5, rssMb: 150 };
 
 function need(bin: string, hint: string): void {
   try {
@@ -219,8 +226,10 @@ async function main() {
       [TENANTS],
     );
     await db.pool.query(
-      `INSERT INTO routes (id, hostname, path_prefix, tenant_id, upstream_host, upstream_port)
-       SELECT 'rte_b' || i || '_' || p.n, 't' || i || '.${BASE}', p.prefix, 'ten_b' || i, '127.0.0.1', $2
+      // auth 'app': the tenant's app checks its own sessions, so the edge proxies every request
+      // (routes default to 'edge', forward auth, which would answer the bench's anonymous load itself).
+      `INSERT INTO routes (id, hostname, path_prefix, tenant_id, upstream_host, upstream_port, auth)
+       SELECT 'rte_b' || i || '_' || p.n, 't' || i || '.${BASE}', p.prefix, 'ten_b' || i, '127.0.0.1', $2, 'app'
        FROM generate_series(0, $1 - 1) i, unnest($3::text[]) WITH ORDINALITY AS p(prefix, n)`,
       [TENANTS, upstreamPort, PREFIXES],
     );
@@ -228,9 +237,9 @@ async function main() {
     console.log(`route table: ${TENANTS} tenants x ${PREFIXES.length} routes = ${routes.length} routes`);
     await waitFor(upstreamPort, 'x', '/');
 
-    // The builtin edge: the real `aiqso edge` command pinned to the proxy core, four ways. First serving
+    // The builtin edge: the real `aiqso edge` command pinned to the proxy core, two ways. First serving
     // the platform app on the base domain itself, then forwarding it (AIQSO_EDGE_PLATFORM_URL) to the first.
-    const startBuiltin = async (name: string, extraEnv: Record<string, string>) => {
+    const startBuiltin = async (name: string, extraEnv: Record<string, string>, bin = AIQSO_BIN) => {
       const port = await freePort();
       const child = spawn(
         'taskset',
@@ -240,7 +249,7 @@ async function main() {
           process.execPath,
           // e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile the edge under load (not allowed in NODE_OPTIONS)
           ...(process.env.BENCH_EDGE_NODE_ARGS?.split(/\s+/).filter(Boolean) ?? []),
-          path.resolve(import.meta.dirname, '../bin/aiqso.js'),
+          bin,
           'edge',
         ],
         {
@@ -254,11 +263,12 @@ async function main() {
             AIQSO_LOG_LEVEL: process.env.BENCH_EDGE_LOG_LEVEL ?? 'info', // access log on, as in production (to /dev/null here)
             AIQSO_EDGE_RATE_IP: '1000000', // limiter on, budget out of reach
             AIQSO_EDGE_RATE_TENANT: '1000000',
+            AIQSO_BILLING: 'local', // chosen explicitly: the edge refuses to start on a domain without a billing mode
             // e.g. --max-semi-space-size=2 to see what a smaller young generation saves (bench/README.md)
+            ...extraEnv,
             ...(process.env.BENCH_EDGE_NODE_OPTIONS
               ? { NODE_OPTIONS: process.env.BENCH_EDGE_NODE_OPTIONS }
               : {}),
-            ...extraEnv,
           },
           stdio: 'ignore',
         },
@@ -267,24 +277,30 @@ async function main() {
       await waitFor(port, BASE);
       return { name, port, pid: child.pid!, idle: rssMb(child.pid!) };
     };
-    const serving = await startBuiltin('builtin', {});
+    // Each with its heap sized as docs/running.md suggests (NODE_OPTIONS: a young generation of two
+    // 8 MB semi-spaces, where Node lets each grow to 16 MB), and the forwarding edge once more with
+    // Node's default sizing, to show what that choice changes in the same run.
+    const sizedHeap = { NODE_OPTIONS: SIZED_HEAP };
+    const serving = await startBuiltin('builtin', sizedHeap);
     const forwarding = await startBuiltin('builtin, forwarding', {
+      ...sizedHeap,
       AIQSO_EDGE_PLATFORM_URL: `http://127.0.0.1:${serving.port}`,
     });
-    // The same forwarding edge serving on its main thread with Node's default heap sizing
-    // (AIQSO_EDGE_HEAP_MB=0) instead of from a worker thread with a sized heap: memory against latency.
-    const mainThread = await startBuiltin('forwarding, main thread', {
+    const defaults = await startBuiltin('forwarding, Node defaults', {
       AIQSO_EDGE_PLATFORM_URL: `http://127.0.0.1:${serving.port}`,
-      AIQSO_EDGE_HEAP_MB: '0',
     });
-    // The edges above are pinned to one core, so their collectors run without V8's helper threads
-    // (AIQSO_EDGE_GC_HELPERS=auto, bin/edge-supervisor.js). The forwarding edge again with the helpers kept on:
-    // what that choice changes, in the same run.
-    const helpersOn = await startBuiltin('forwarding, GC helpers on', {
-      AIQSO_EDGE_PLATFORM_URL: `http://127.0.0.1:${serving.port}`,
-      AIQSO_EDGE_GC_HELPERS: 'on',
-    });
-    const builtins = [serving, forwarding, mainThread, helpersOn];
+    const builtins = [serving, forwarding, defaults];
+    // Another version's edge in the same run (BENCH_EDGE_BEFORE: that checkout's bin/aiqso.js), both
+    // ways, so a change is compared on one machine at one time.
+    if (BEFORE) {
+      const beforeServing = await startBuiltin('before: builtin', {}, BEFORE);
+      const beforeForwarding = await startBuiltin(
+        'before: forwarding',
+        { AIQSO_EDGE_PLATFORM_URL: `http://127.0.0.1:${beforeServing.port}` },
+        BEFORE,
+      );
+      builtins.push(beforeServing, beforeForwarding);
+    }
 
     // The floor for any Node proxy here: node:http in, undici out to the one upstream, nothing else
     // (no routing, limits, logs or metrics), pinned to the proxy core like the others.
@@ -421,14 +437,27 @@ async function main() {
     );
     const added = (name: string) => ms(lat(name).median.p99ms - directLat.median.p99ms);
     console.log(
-      `  added p99 (medians): bare Node proxy ${added('bare Node proxy')} ms, ${peaks.map((b) => `${b.name} ${added(b.name)} ms`).join(', ')} (goal <= 1 ms); nginx ${added('nginx')} ms`,
+      `  added p99 (medians): bare Node proxy ${added('bare Node proxy')} ms, ${peaks.map((b) => `${b.name} ${added(b.name)} ms`).join(', ')} (goal <= the bare Node proxy's + ${GOAL.addedP99OverBareMs} ms); nginx ${added('nginx')} ms`,
     );
     console.log(
-      `\nbuiltin edge memory (RSS of the whole aiqso edge process; "builtin" also serves the platform app on the base domain; the first two serve from a worker thread with a sized heap${process.env.BENCH_EDGE_NODE_OPTIONS ? `; NODE_OPTIONS=${process.env.BENCH_EDGE_NODE_OPTIONS}` : ''})`,
+      `\nbuiltin edge memory (RSS of the whole aiqso edge process; "builtin" also serves the platform app on the base domain${process.env.BENCH_EDGE_NODE_OPTIONS ? `; NODE_OPTIONS=${process.env.BENCH_EDGE_NODE_OPTIONS}` : ''})`,
     );
     for (const b of latencies) {
       console.log(
-        `  ${b.name.padEnd(24)} idle with ${routes.length} routes ${f(b.idle.rss)} MB; under peak load ${f(b.peak.loadRss.p50)} MB (largest ${f(b.peak.loadRss.max)}); after peak ${f(b.afterPeak.rss)} MB; end ${f(b.end.rss)} MB; high-water ${f(b.end.hwm)} MB (goal <= 150 MB)`,
+        `  ${b.name.padEnd(24)} idle with ${routes.length} routes ${f(b.idle.rss)} MB; under peak load ${f(b.peak.loadRss.p50)} MB (largest ${f(b.peak.loadRss.max)}); after peak ${f(b.afterPeak.rss)} MB; end ${f(b.end.rss)} MB; high-water ${f(b.end.hwm)} MB (goal <= ${GOAL.rssMb} MB)`,
+      );
+    }
+    const addedMs = (name: string) => lat(name).median.p99ms - directLat.median.p99ms;
+    const bareAdded = addedMs('bare Node proxy');
+    const met = (ok: boolean) => (ok ? 'met' : 'NOT met');
+    console.log(
+      `\ngoals, this run (requests/s >= ${GOAL.nginxShare} of nginx's; added p99 at half load <= the bare Node proxy's ${ms(bareAdded)} + ${GOAL.addedP99OverBareMs} ms; RSS high-water <= ${GOAL.rssMb} MB with ${routes.length} routes)`,
+    );
+    for (const b of latencies) {
+      const share = b.peak.rps / viaNginx.rps;
+      const over = addedMs(b.name) - bareAdded;
+      console.log(
+        `  ${b.name.padEnd(24)} requests/s ${share.toFixed(2)} of nginx's (${met(share >= GOAL.nginxShare)}); added p99 ${over >= 0 ? '+' : ''}${ms(over)} ms over the bare Node proxy's (${met(over <= GOAL.addedP99OverBareMs)}); RSS high-water ${f(b.end.hwm)} MB, ${(b.end.hwm / GOAL.rssMb).toFixed(2)} of the goal (${met(b.end.hwm <= GOAL.rssMb)})`,
       );
     }
   } finally {

@@ -16,6 +16,11 @@ if (files.length === 0) {
   console.error(wanted.length ? `no benchmark matches ${wanted.join(', ')}` : 'no benchmarks in bench/');
   process.exit(wanted.length ? 2 : 0);
 }
+// Benchmarks that start the `aiqso` command run it as it ships, from dist/: rebuilt first if src/ changed.
+const build = spawnSync(process.execPath, [path.join(dir, '../scripts/build.mjs'), '--if-stale'], {
+  stdio: 'inherit',
+});
+if (build.status !== 0) process.exit(1);
 let failed = 0;
 for (const file of files) {
   console.log(`\n=== ${file}`);

@@ -1,29 +1,16 @@
 #!/usr/bin/env node
-// Entry point of the `aiqso` command. The TypeScript sources run as a bundle
-// built by esbuild at start (bin/bundle.js, about a second, in a worker thread
-// that ends with the build); without esbuild they run through tsx's loader.
+// Entry point of the `aiqso` command: the CLI compiled to plain JavaScript in dist/ by `npm run build`,
+// which `prepare` runs on `npm install`/`npm ci` in a checkout and before `npm pack` (the package
+// carries dist/). Nothing is compiled or written inside the package at run time, so a global or
+// read-only install runs as is.
+import { existsSync } from 'node:fs';
 
-// First: before anything in this thread can let the classes of tick objects be collected.
-import './tick-shape.js';
-
-let entry;
-let built = false;
-try {
-  const { bundleInWorker } = await import('./bundle.js');
-  entry = await bundleInWorker('src/cli/main.ts');
-  built = true;
-} catch (err) {
-  if (err?.code !== 'ERR_MODULE_NOT_FOUND') throw err;
-  const { register } = await import('tsx/esm/api');
-  register();
-  entry = '../src/cli/main.ts';
+const main = new URL('../dist/cli/main.js', import.meta.url);
+if (!existsSync(main)) {
+  process.stderr.write(
+    `aiqso: ${main.pathname} is missing: run \`npm run build\` in ${new URL('..', import.meta.url).pathname}\n`,
+  );
+  process.exit(1);
 }
 process.setSourceMapsEnabled(true);
-// `aiqso edge` serves from a worker thread running the built CLI (bin/edge-supervisor.js); under
-// tsx's loader, or with any option (`--help`), the CLI runs here as for every other command.
-if (built && process.argv[2] === 'edge' && process.argv.length === 3) {
-  const { superviseEdge } = await import('./edge-supervisor.js');
-  await superviseEdge(entry);
-} else {
-  await import(entry);
-}
+await import(main.href);

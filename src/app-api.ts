@@ -13,11 +13,10 @@ import { createSignupLimiter } from './lifecycle/signup-limit.ts';
 import { assertBillingModeAllowed, createBilling, type Billing } from './billing/index.ts';
 import { loadPlans, PLANS_FILE, type Plan } from './catalog/plans.ts';
 import type { MasterDatabase } from './db/connect.ts';
-import { installIdentity, type IdentityOptions } from './identity/wire.ts';
+import { installIdentity, type IdentityOptions } from './api/identity/wire.ts';
 import { openCheckedDatabase } from './open-database.ts';
 import type { Logger } from './observability/logger.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
-import type { Platform } from './app.ts';
 import { VERSION } from './version.ts';
 
 /**
@@ -107,7 +106,15 @@ export async function assembleApi(
  * platform app it serves on the base domain. No orchestrator worker and no
  * catalog sync: workers and `aiqso up` do those.
  */
-export type EdgePlatform = Omit<Platform, 'worker'>;
+export interface EdgePlatform {
+  config: Config;
+  log: Logger;
+  database: MasterDatabase;
+  metrics: Metrics;
+  billing: Billing;
+  api: ApiServer;
+  close(): Promise<void>;
+}
 
 export async function createEdgePlatform(
   config: Config,

@@ -1,13 +1,9 @@
 import type { Config } from './config/load.ts';
-import type { ApiServer } from './api/server.ts';
-import { createEdgePlatform } from './app-api.ts';
-import type { Billing } from './billing/index.ts';
+import { createEdgePlatform, type EdgePlatform } from './app-api.ts';
 import { loadCatalog } from './catalog/load.ts';
 import { containerFacingAddresses } from './compute/index.ts';
 import { syncCatalog } from './catalog/sync.ts';
-import type { MasterDatabase } from './db/connect.ts';
 import type { Logger } from './observability/logger.ts';
-import type { Metrics } from './observability/metrics.ts';
 import { startPlatformWorker } from './lifecycle/wiring.ts';
 import type { OrchestratorWorker } from './orchestrator/worker.ts';
 
@@ -18,17 +14,10 @@ export { assembleApi, buildApi, createEdgePlatform, type ApiParts, type EdgePlat
  * hands dependencies in as arguments. Nothing below this file reads config
  * or picks a driver by itself.
  */
-export interface Platform {
-  config: Config;
-  log: Logger;
-  database: MasterDatabase;
-  metrics: Metrics;
-  billing: Billing;
-  api: ApiServer;
+export type Platform = EdgePlatform & {
   /** The in-process orchestrator worker (`aiqso up`). */
   worker: OrchestratorWorker;
-  close(): Promise<void>;
-}
+};
 
 export async function createPlatform(config: Config, log: Logger): Promise<Platform> {
   // An invalid template stops start-up before anything else runs, naming the file and field.

@@ -47,13 +47,6 @@ describe('configuration', () => {
     expect(errorOf({ AIQSO_EDGE_PLATFORM_URL: 'https://10.0.0.2:8443' })).toMatch(
       /^AIQSO_EDGE_PLATFORM_URL: expected an http:\/\/ URL of a platform listener/,
     );
-    expect(errorOf({ AIQSO_EDGE_HEAP_MB: '32' })).toBe(
-      'AIQSO_EDGE_HEAP_MB: expected at least 64 MB, or 0 for Node.js defaults, got "32"',
-    );
-    expect(errorOf({ AIQSO_EDGE_HEAP_MB: 'lots' })).toMatch(/^AIQSO_EDGE_HEAP_MB: expected megabytes/);
-    expect(errorOf({ AIQSO_EDGE_GC_HELPERS: 'single' })).toBe(
-      'AIQSO_EDGE_GC_HELPERS: expected auto, on or off, got "single"',
-    );
     // A secret's value is never echoed back.
     expect(errorOf({ STRIPE_SECRET_KEY: 'pk_test_abc' })).toBe(
       'STRIPE_SECRET_KEY: expected a Stripe secret key (sk_test_… or sk_live_…), got "…"',

@@ -1,9 +1,11 @@
-import { readFileSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../src/db/embedded.ts';
 import { findNginx } from '../src/edge/nginx/apply.ts';
 import { startNginxEdge, type NginxEdge } from '../src/edge/nginx/edge.ts';
+import { IDENTITY_HEADERS } from '../src/edge/auth/identity.ts';
+import { PLATFORM_REQUEST_HEADERS } from '../src/edge/nginx/render-auth.ts';
 import { renderNginxConfig } from '../src/edge/nginx/render.ts';
 import type { EdgeRoute } from '../src/edge/route-table.ts';
 import { deleteRoute, routeId, upsertRoute } from '../src/edge/routes-store.ts';
@@ -208,6 +210,41 @@ describe('nginx configuration render (pure)', () => {
   });
 });
 
+/** Every `x-aiqso-*` header name written anywhere in the platform's code. */
+function headerNamesInSource(): Set<string> {
+  const names = new Set<string>();
+  const walk = (dir: string) => {
+    for (const entry of readdirSync(dir)) {
+      if (entry === 'node_modules') continue;
+      const file = path.join(dir, entry);
+      if (statSync(file).isDirectory()) walk(file);
+      else if (/\.(ts|mjs|js)$/.test(entry))
+        for (const m of readFileSync(file, 'utf8').matchAll(/x-aiqso-[a-z0-9-]*[a-z0-9]/gi))
+          names.add(m[0].toLowerCase());
+    }
+  };
+  for (const dir of ['src', 'dashboard', 'apps', 'bin']) walk(path.join(import.meta.dirname, '..', dir));
+  return names;
+}
+
+describe('the platform headers at the nginx edge (pure)', () => {
+  it('knows every x-aiqso-* header the platform uses, and sets or clears each on what it proxies', () => {
+    const known = new Set<string>([...Object.values(IDENTITY_HEADERS), ...PLATFORM_REQUEST_HEADERS]);
+    const used = headerNamesInSource();
+    expect(used.size).toBeGreaterThan(5);
+    expect([...used].filter((n) => !known.has(n))).toEqual([]);
+    const conf = renderNginxConfig({
+      baseDomain: 'aiqso.io',
+      dir: '/srv/aiqso/nginx',
+      listen: { bind: '0.0.0.0', httpPort: 80 },
+      internal: { host: '127.0.0.1', port: 9000 },
+      rate: { perIp: 0, perTenant: 0 },
+      routes: [],
+    }).config.toLowerCase();
+    for (const name of known) expect(conf, name).toContain(`proxy_set_header ${name} $`);
+  });
+});
+
 const nginxBin = findNginx();
 const skipReal = missingPart('nginx', nginxBin !== undefined, 'apt-get install nginx');
 
@@ -287,6 +324,20 @@ describe.skipIf(skipReal)('nginx edge with the real nginx', () => {
     expect(unknown.status).toBe(404);
     expect(unknown.body).toContain('no workspace at this address');
     expect((await get('globex.localhost', '/')).status).toBe(402);
+  });
+
+  it('keeps checkout ids and query strings out of its access log', async () => {
+    expect((await get('acme.localhost', '/crm/billing/checkout/cs_local_secret1/pay?x=1')).status).toBe(200);
+    expect((await get('acme.localhost', '/crm/list?token=secret2&page=2')).status).toBe(200);
+    const log = path.join(dir, 'access.log');
+    // nginx writes its buffered log at least every second.
+    const lines = await eventually(() => {
+      const text = readFileSync(log, 'utf8');
+      return Promise.resolve(text.includes('/crm/list') && text.includes('/pay') ? text : undefined);
+    });
+    expect(lines).not.toMatch(/secret1|secret2/);
+    expect(lines).toContain('"path":"/crm/billing/checkout/[redacted]/pay"');
+    expect(lines).toContain('"path":"/crm/list?[redacted]"');
   });
 
   it('carries WebSocket upgrades', async () => {

@@ -2,7 +2,7 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newId } from '../src/core/ids.ts';
 import type { TenantStatus } from '../src/db/tables.ts';
-import { TENANT_KIND } from '../src/lifecycle/kinds.ts';
+import { TENANT_KIND } from '../src/core/kinds.ts';
 import { applyResource } from '../src/orchestrator/resources.ts';
 import { runCli } from './support/cli.ts';
 import { createHarness, type Harness } from './support/identity.ts';

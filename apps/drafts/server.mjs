@@ -24,11 +24,10 @@ if (!process.env.DATABASE_URL) {
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 4 });
 pool.on('error', () => undefined);
 
-const escape = (s) =>
-  String(s).replace(
-    /[&<>"']/g,
-    (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c],
-  );
+/** @type {Record<string, string>} */
+const ENTITIES = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
+/** @param {unknown} s */
+const escape = (s) => String(s).replace(/[&<>"']/g, (c) => ENTITIES[c] ?? c);
 
 async function migrate() {
   await pool.query(`CREATE TABLE IF NOT EXISTS drafts (
@@ -39,8 +38,12 @@ async function migrate() {
     ADD COLUMN IF NOT EXISTS author_email text`);
 }
 
-/** The signed-in user as the edge tells it, or undefined when the request did not come through its sign-in. */
+/**
+ * The signed-in user as the edge tells it, or undefined when the request did not come through its sign-in.
+ * @param {import('node:http').IncomingMessage} req
+ */
 function signedIn(req) {
+  /** @param {string} name */
   const one = (name) => {
     const v = req.headers[name];
     return typeof v === 'string' && v !== '' ? v : undefined;
@@ -54,11 +57,15 @@ function signedIn(req) {
   return user.id && user.email && user.role && user.tenantId ? user : undefined;
 }
 
+/**
+ * @param {import('node:http').IncomingMessage} req
+ * @returns {Promise<string>}
+ */
 function readBody(req) {
   return new Promise((resolve, reject) => {
     let data = '';
     req.setEncoding('utf8');
-    req.on('data', (c) => {
+    req.on('data', (/** @type {string} */ c) => {
       data += c;
       if (data.length > 65_536) req.destroy(new Error('too large'));
     });
@@ -67,6 +74,10 @@ function readBody(req) {
   });
 }
 
+/**
+ * @param {import('node:http').IncomingMessage} req
+ * @param {import('node:http').ServerResponse} res
+ */
 async function handle(req, res) {
   const url = new URL(req.url ?? '/', 'http://app');
   if (url.pathname === '/healthz') {

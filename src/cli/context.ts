@@ -1,6 +1,5 @@
 import { loadConfig, type Config } from '../config/load.ts';
 import type { MasterDatabase } from '../db/connect.ts';
-import { isMainThread } from 'node:worker_threads';
 import { pino } from 'pino';
 import { createLogger, type Logger } from '../observability/logger.ts';
 
@@ -23,13 +22,11 @@ export function commandContext(options: { quiet?: boolean } = {}): CommandContex
  * stderr written in blocks of 4 KiB, and at least every second (as nginx's
  * `access_log … buffer=64k flush=1s`): a busy edge's access log costs a
  * syscall per few dozen requests, not one each. What is buffered is written
- * when the process exits: by pino on the main thread, and here in a worker
- * thread (`aiqso edge`), where pino leaves it to the caller.
+ * by pino when the process exits.
  */
 function bufferedStderr() {
   const stream = pino.destination({ fd: 2, sync: false, minLength: 4096 });
   setInterval(() => stream.flush(), 1000).unref();
-  if (!isMainThread) process.once('exit', () => stream.flushSync());
   return stream;
 }
 
@@ -39,7 +36,7 @@ export async function withDatabase<T>(
   fn: (db: MasterDatabase) => Promise<T>,
 ): Promise<T> {
   // Imported here, not above: the database modules (pg, and graphile-worker's migrations) stay
-  // out of the processes and threads of commands that do not open one.
+  // out of the processes of commands that do not open one.
   const { connectMasterDatabase } = await import('../db/connect.ts');
   const database = await connectMasterDatabase(ctx.config, ctx.log, {
     poolSize: 2,

@@ -37,7 +37,7 @@ export function buildProgram(): Command {
     .showHelpAfterError()
     .addHelpText(
       'after',
-      '\nConfiguration comes from the environment and ./aiqso.config.yaml; see the README for every variable.',
+      '\nConfiguration comes from the environment and ./aiqso.config.yaml; docs/configuration.md lists every variable.',
     );
 
   program
@@ -55,7 +55,7 @@ export function buildProgram(): Command {
   program
     .command('edge')
     .description(
-      'run only the edge (routing to tenants, plus the API on the base domain, or with AIQSO_EDGE_PLATFORM_URL forwarding the base domain to that platform listener), served from a worker thread whose heap AIQSO_EDGE_HEAP_MB limits; several may run against one database',
+      'run only the edge (routing to tenants, plus the API on the base domain, or with AIQSO_EDGE_PLATFORM_URL forwarding the base domain to that platform listener); several may run against one database',
     )
     .action(action(async () => (await commands.edge()).edge(commandContext())));
 

@@ -1,11 +1,8 @@
-import { parentPort } from 'node:worker_threads';
 import type { CommandContext } from './context.ts';
 
 /**
  * Stop cleanly on SIGINT/SIGTERM: stop taking requests, drain, close the
  * database (stopping an embedded server last). A second signal exits at once.
- * In a worker thread (`aiqso edge`), the signals are the ones the main thread
- * passes on.
  */
 export function onShutdownSignal(stop: () => Promise<void>, log: CommandContext['log']): void {
   let stopping = false;
@@ -26,7 +23,4 @@ export function onShutdownSignal(stop: () => Promise<void>, log: CommandContext[
   };
   process.on('SIGINT', handler);
   process.on('SIGTERM', handler);
-  parentPort?.on('message', (m: { signal?: NodeJS.Signals }) => {
-    if (m.signal) handler(m.signal);
-  });
 }

@@ -3,18 +3,7 @@ import { PveClient } from './proxmox/client.ts';
 import { createLogger } from '../observability/logger.ts';
 import { checkLxcIsolation } from './lxc/doctor.ts';
 import { checkProxmoxIsolation } from './proxmox/doctor.ts';
-
-/**
- * One line of `aiqso doctor`. `warning`: in force only in part, with the
- * reason (doctor still exits 0); `missing` and `failed` make it exit 1.
- */
-export interface DoctorCheck {
-  part: string;
-  status: 'ok' | 'warning' | 'missing' | 'failed' | 'not used';
-  detail: string;
-  /** The command or setting that fixes a missing or failed part. */
-  fix?: string;
-}
+import type { DoctorCheck } from './shared/doctor-check.ts';
 
 /** What `aiqso doctor` prints for the proxmox driver. */
 export interface ProxmoxCheck extends DoctorCheck {

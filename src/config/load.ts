@@ -45,7 +45,6 @@ export interface Config {
     vmidRange: [number, number];
   };
   listmonkUrl?: string;
-  ollamaUrl?: string;
   graceDays: number;
   /** Unpaid signups older than this many hours are removed, freeing their slug and email. */
   pendingSignupHours: number;
@@ -75,18 +74,6 @@ export interface Config {
      * serving the platform app in the edge process.
      */
     platformUpstream?: { host: string; port: number };
-    /**
-     * `aiqso edge` only: the old-generation limit of the thread serving
-     * requests (MB), or 0 to serve them on the main thread with Node.js's
-     * defaults (src/cli/commands/edge.ts says why).
-     */
-    heapMb: number;
-    /**
-     * `aiqso edge` with a worker thread only: whether V8's collector has helper
-     * threads (`auto`: not when the process may run on one CPU only;
-     * bin/edge-supervisor.js says why).
-     */
-    gcHelpers: 'auto' | 'on' | 'off';
   };
   /** ACME CA for `aiqso certs order` and renewals (certificates go to `edgeTuning.certDir`). */
   acme?: {
@@ -234,7 +221,6 @@ function toConfig(raw: RawConfig, cwd: string, env: Source): Config {
         }
       : undefined,
     listmonkUrl: raw.LISTMONK_URL,
-    ollamaUrl: raw.OLLAMA_URL,
     graceDays: raw.AIQSO_GRACE_DAYS,
     pendingSignupHours: raw.AIQSO_PENDING_SIGNUP_HOURS,
     signupRatePerIp: raw.AIQSO_SIGNUP_RATE_IP,
@@ -253,8 +239,6 @@ function toConfig(raw: RawConfig, cwd: string, env: Source): Config {
       trustedProxies: raw.AIQSO_EDGE_TRUSTED_PROXIES?.split(',') ?? [],
       certDir: raw.AIQSO_TLS_CERT_DIR,
       platformUpstream: raw.AIQSO_EDGE_PLATFORM_URL ? hostPort(raw.AIQSO_EDGE_PLATFORM_URL) : undefined,
-      heapMb: raw.AIQSO_EDGE_HEAP_MB,
-      gcHelpers: raw.AIQSO_EDGE_GC_HELPERS,
     },
     acme: raw.AIQSO_ACME_DIRECTORY_URL
       ? {

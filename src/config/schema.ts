@@ -1,10 +1,11 @@
 import { z } from 'zod';
 
 /**
- * Every setting the platform reads, keyed by its environment variable name
- * (PRODUCT.md §3). The same names are accepted in `aiqso.config.yaml`;
- * the environment wins. This schema is the only description of configuration:
- * the README's reference table is checked against it by a test.
+ * Every setting the platform reads, keyed by its environment variable name.
+ * The same names are accepted in `aiqso.config.yaml`; the environment wins.
+ * What each means is in src/config/reference.ts, from which (with this
+ * schema's defaults) `npm run docs:config` writes docs/configuration.md;
+ * a test fails when that page drifts from the schema.
  */
 
 const port = z.coerce
@@ -121,7 +122,6 @@ export const configSchema = z.object({
     }, 'expected a VMID range from at least 100, low-high')
     .default('10000-19999'),
   LISTMONK_URL: url('the Listmonk base URL').optional(),
-  OLLAMA_URL: url('the Ollama base URL').optional(),
   AIQSO_GRACE_DAYS: z.coerce
     .number({ error: 'expected a number of days' })
     .min(0, 'expected a number of days ≥ 0')
@@ -213,12 +213,6 @@ export const configSchema = z.object({
       error: 'expected an http:// URL of a platform listener, e.g. http://10.0.0.2:8080',
     })
     .optional(),
-  AIQSO_EDGE_HEAP_MB: z.coerce
-    .number({ error: 'expected megabytes (0 runs the edge with Node.js defaults)' })
-    .int('expected whole megabytes')
-    .refine((n) => n === 0 || n >= 64, 'expected at least 64 MB, or 0 for Node.js defaults')
-    .default(512),
-  AIQSO_EDGE_GC_HELPERS: z.enum(['auto', 'on', 'off'], { error: 'expected auto, on or off' }).default('auto'),
   AIQSO_METRICS_TOKEN: z
     .string()
     .regex(/^[\x21-\x7e]{16,256}$/, 'expected 16 to 256 visible ASCII characters (a bearer token)')

@@ -1,4 +1,5 @@
 import { DomainError } from './errors.ts';
+import type { RouteState } from './routes.ts';
 
 /**
  * Tenant: one customer of the platform, reachable at `<slug>.<base domain>`.
@@ -24,6 +25,13 @@ const ALLOWED: Record<TenantStatus, readonly TenantStatus[]> = {
 
 export function canTransition(from: TenantStatus, to: TenantStatus): boolean {
   return ALLOWED[from].includes(to);
+}
+
+/** What the edge answers for a tenant in each status. */
+export function routeStateFor(status: TenantStatus): RouteState {
+  if (status === 'active') return 'active';
+  if (status === 'provisioning' || status === 'pending_payment' || status === 'failed') return 'provisioning';
+  return 'suspended';
 }
 
 /**

@@ -5,17 +5,9 @@
  * number of tenants.
  */
 
+import type { RouteAuth, RouteState } from '../core/routes.ts';
 import type { RouteTally } from './edge-metrics.ts';
 import type { BudgetTally } from './rate-limit.ts';
-
-export type RouteState = 'active' | 'provisioning' | 'suspended' | 'unavailable';
-
-/**
- * Who signs a route's users in: `edge` (the edge lets a request through only
- * with a valid edge session for the route's tenant; src/edge/auth/) or `app`
- * (the upstream does: the tenant dashboard, a service with its own login).
- */
-export type RouteAuth = 'edge' | 'app';
 
 export interface EdgeRoute {
   id: string;

@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto';
 import type { Database } from '../db/database.ts';
 import type { RoutesTable, StepStatus } from '../db/tables.ts';
 import type { Selectable } from 'kysely';
-import { isPublicPath, type EdgeRoute, type RouteAuth, type RouteState } from './route-table.ts';
+import type { RouteAuth, RouteState } from '../core/routes.ts';
+import { isPublicPath, type EdgeRoute } from './route-table.ts';
 
 /**
  * Data access for the `routes` table: what edges read, and what reconcilers

@@ -1,5 +1,5 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Redis } from 'ioredis';
-import type { ApiServer } from '../api/server.ts';
 import type { Config } from '../config/load.ts';
 import type { DatabaseHandle } from '../db/database.ts';
 import type { Logger } from '../observability/logger.ts';
@@ -24,7 +24,7 @@ export interface EdgeDeps {
    * `ready()`); without it the base domain is forwarded to
    * `config.edgeTuning.platformUpstream`.
    */
-  api?: ApiServer;
+  api?: { routing(req: IncomingMessage, res: ServerResponse): void };
   challenges?: ChallengeResponder;
 }
 

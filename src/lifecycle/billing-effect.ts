@@ -1,18 +1,10 @@
 import type { Transaction } from 'kysely';
 import type { BillingAction } from '../billing/decide.ts';
-import type { TenantStatus } from '../core/tenants.ts';
+import { routeStateFor } from '../core/tenants.ts';
 import type { DB } from '../db/tables.ts';
-import type { RouteState } from '../edge/route-table.ts';
 import { requestReconcile } from '../orchestrator/queue.ts';
 import { applyResourceIn } from '../orchestrator/resources.ts';
-import { TENANT_KIND } from './kinds.ts';
-
-/** What the edge answers for a tenant in each status. */
-export function routeStateFor(status: TenantStatus): RouteState {
-  if (status === 'active') return 'active';
-  if (status === 'provisioning' || status === 'pending_payment' || status === 'failed') return 'provisioning';
-  return 'suspended';
-}
+import { TENANT_KIND } from '../core/kinds.ts';
 
 /**
  * A billing transition's effect on the orchestrator, in the billing event's

@@ -1,7 +1,7 @@
 import { sql, type Transaction } from 'kysely';
 import type { Database } from '../db/database.ts';
 import type { DB } from '../db/tables.ts';
-import { TENANT_KIND } from './kinds.ts';
+import { TENANT_KIND } from '../core/kinds.ts';
 
 /**
  * What a purge must find before it deletes anything: the strings that

@@ -3,7 +3,7 @@ import { DomainError } from '../core/errors.ts';
 import type { Database } from '../db/database.ts';
 import { appendAuditIn } from '../identity/audit.ts';
 import { deleteResource, findResource } from '../orchestrator/resources.ts';
-import { TENANT_KIND } from './kinds.ts';
+import { TENANT_KIND } from '../core/kinds.ts';
 import { purgeTargets, removePersonalData } from './purge-data.ts';
 import { removeTenantFiles } from './purge-files.ts';
 

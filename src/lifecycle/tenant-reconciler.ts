@@ -16,9 +16,9 @@ import type { TenantStatus } from '../core/tenants.ts';
 import { deleteRoute, upsertRoute } from '../edge/routes-store.ts';
 import { appendAuditIn } from '../identity/audit.ts';
 import { outboxHas, writeOutbox } from '../orchestrator/outbox.ts';
-import { tenantOwnerEmail } from './owner.ts';
-import { routeStateFor } from './billing-effect.ts';
-import { TENANT_KIND } from './kinds.ts';
+import { tenantOwnerEmail } from '../db/owner.ts';
+import { routeStateFor } from '../core/tenants.ts';
+import { TENANT_KIND } from '../core/kinds.ts';
 import { finishPurge } from './purge.ts';
 
 /**

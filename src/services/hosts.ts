@@ -4,7 +4,7 @@ import { sql, type Kysely } from 'kysely';
 import { newId } from '../core/ids.ts';
 import type { Claim, HostCapacity, HostUsage } from '../core/services.ts';
 import type { DB } from '../db/tables.ts';
-import { TENANT_KIND, TENANT_SERVICE_KIND } from '../lifecycle/kinds.ts';
+import { TENANT_KIND, TENANT_SERVICE_KIND } from '../core/kinds.ts';
 
 /** What a tenant's dashboard container claims (the tenant reconciler deploys it with these limits). */
 export const DASHBOARD_CLAIM: Claim = { memory_mb: 128, cores: 1, disk_gb: 1 };

@@ -7,8 +7,8 @@ import type { Reconciler, ReconcileStep, StepContext } from '../core/reconcile.t
 import { capacityRefusal } from '../core/services.ts';
 import type { Database } from '../db/database.ts';
 import { deleteRoute, upsertRoute } from '../edge/routes-store.ts';
-import { TENANT_SERVICE_KIND } from '../lifecycle/kinds.ts';
-import { routeStateFor } from '../lifecycle/billing-effect.ts';
+import { TENANT_SERVICE_KIND } from '../core/kinds.ts';
+import { routeStateFor } from '../core/tenants.ts';
 import { deleteResource } from '../orchestrator/resources.ts';
 import {
   dropServiceDatabase,

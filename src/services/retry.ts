@@ -2,7 +2,7 @@ import { sql, type Kysely } from 'kysely';
 import type { Plan } from '../catalog/plans.ts';
 import { conflict, notFound } from '../core/errors.ts';
 import type { DB } from '../db/tables.ts';
-import { TENANT_SERVICE_KIND } from '../lifecycle/kinds.ts';
+import { TENANT_SERVICE_KIND } from '../core/kinds.ts';
 import { requestReconcile } from '../orchestrator/queue.ts';
 import { retryResourceIn } from '../orchestrator/resources.ts';
 import { checkPlanLimit } from './subscriptions.ts';

@@ -3,9 +3,9 @@ import { isDomainError } from '../core/errors.ts';
 import type { ReconcileStep } from '../core/reconcile.ts';
 import { serviceUrl } from '../core/services.ts';
 import type { Database } from '../db/database.ts';
-import { routeStateFor } from '../lifecycle/billing-effect.ts';
+import { routeStateFor } from '../core/tenants.ts';
 import { writeOutbox } from '../orchestrator/outbox.ts';
-import { tenantOwnerEmail } from '../lifecycle/owner.ts';
+import { tenantOwnerEmail } from '../db/owner.ts';
 import type { Deployment } from './deploy-context.ts';
 import type { TenantServiceSpec } from './subscriptions.ts';
 

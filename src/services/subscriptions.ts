@@ -9,7 +9,7 @@ import { newId } from '../core/ids.ts';
 import { capacityRefusal, serviceUrl, type Claim } from '../core/services.ts';
 import type { DB, StepStatus } from '../db/tables.ts';
 import { deleteRoute } from '../edge/routes-store.ts';
-import { TENANT_SERVICE_KIND } from '../lifecycle/kinds.ts';
+import { TENANT_SERVICE_KIND } from '../core/kinds.ts';
 import { applyResourceIn, deleteResource } from '../orchestrator/resources.ts';
 import { serviceDatabaseName } from './databases.ts';
 import { hostUsage, lockPlacementHost } from './hosts.ts';

@@ -54,6 +54,7 @@ export function runCli(args: string[], env: Record<string, string>, timeoutMs = 
 /**
  * Start a long-running `aiqso` command; resolves once `ready` appears in its
  * stderr. With `cpu`, the process may run on that CPU only (`taskset`).
+ * `launcher` is what runs before `args`: this checkout's bin/aiqso.js by default.
  */
 export function startCli(
   args: string[],
@@ -61,9 +62,10 @@ export function startCli(
   ready: string,
   timeoutMs = 60_000,
   cpu?: number,
+  launcher: string[] = [process.execPath, AIQSO_BIN],
 ): Promise<{ child: ChildProcess; output: () => string; exited: Promise<CliResult> }> {
   return new Promise((resolve, reject) => {
-    const command = [process.execPath, AIQSO_BIN, ...args];
+    const command = [...launcher, ...args];
     if (cpu !== undefined) command.unshift('taskset', '-c', String(cpu));
     const child = spawn(command[0]!, command.slice(1), {
       env: cliEnv(env),

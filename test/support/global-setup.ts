@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -18,11 +19,20 @@ declare module 'vitest' {
 }
 
 /**
- * One PostgreSQL server per test run: TEST_DATABASE_URL's, or an embedded one
+ * dist/ up to date with src/ (the CLI the tests spawn runs it), then one PostgreSQL server per test run: TEST_DATABASE_URL's, or an embedded one
  * in a temp dir. A migrated template database is made once; each test file
  * clones its own database from it (test/support/db.ts).
  */
 export default async function setup(project: TestProject) {
+  // The tests run the `aiqso` command as it ships: bin/aiqso.js on the JavaScript in dist/. Rebuilt
+  // here when a file under src/ changed since the last build (a no-op otherwise).
+  execFileSync(
+    process.execPath,
+    [path.resolve(import.meta.dirname, '../../scripts/build.mjs'), '--if-stale'],
+    {
+      stdio: 'inherit',
+    },
+  );
   const log = createLogger('warn', process.stderr);
   let server: EmbeddedPostgres | undefined;
   let tmp: string | undefined;

@@ -8,7 +8,7 @@ import {
   type EdgeTokenClaims,
 } from '../../edge/auth/edge-token.ts';
 import { normalizeHost, TargetError } from '../../edge/normalize.ts';
-import { principalOf } from '../../identity/http/authenticate.ts';
+import { principalOf } from '../identity/authenticate.ts';
 import { isPlatformAdmin } from '../../identity/principal.ts';
 import type { TokenIssuer } from '../../identity/tokens.ts';
 import type { ApiServer } from '../server.ts';

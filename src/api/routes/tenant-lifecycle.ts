@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { notFound } from '../../core/errors.ts';
 import type { Database } from '../../db/database.ts';
-import { principalOf } from '../../identity/http/authenticate.ts';
+import { principalOf } from '../identity/authenticate.ts';
 import { isPlatformAdmin, type Principal } from '../../identity/principal.ts';
 import type { TenantAccess } from '../../identity/tenant-access.ts';
 import { cancelTenant } from '../../lifecycle/cancel.ts';

@@ -5,7 +5,7 @@ import type { Config } from '../../config/load.ts';
 import { notFound } from '../../core/errors.ts';
 import type { Database } from '../../db/database.ts';
 import type { Role } from '../../db/tables.ts';
-import { principalOf } from '../../identity/http/authenticate.ts';
+import { principalOf } from '../identity/authenticate.ts';
 import type { TenantAccess } from '../../identity/tenant-access.ts';
 import { retryService } from '../../services/retry.ts';
 import {

@@ -6,7 +6,8 @@ import { Redis } from 'ioredis';
 import nodemailer from 'nodemailer';
 import type { Config } from '../../config/load.ts';
 import { openDatabase, serverVersion } from '../../db/database.ts';
-import { checkIsolation, checkProxmox, type DoctorCheck } from '../../compute/doctor.ts';
+import { checkIsolation, checkProxmox } from '../../compute/doctor.ts';
+import type { DoctorCheck } from '../../compute/shared/doctor-check.ts';
 
 const run = promisify(execFile);
 

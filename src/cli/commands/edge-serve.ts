@@ -1,5 +1,4 @@
 import v8 from 'node:v8';
-import { isMainThread, workerData } from 'node:worker_threads';
 import type { Config } from '../../config/load.ts';
 import { connectMasterDatabase } from '../../db/connect.ts';
 import { startEdge, type EdgeDeps } from '../../edge/index.ts';
@@ -57,13 +56,10 @@ export async function serveEdge(ctx: CommandContext): Promise<void> {
     : '';
   const upstream = config.edgeTuning.platformUpstream;
   const base = upstream ? `, ${config.baseDomain} forwarded to ${upstream.host}:${upstream.port}` : '';
+  // What V8 allows the heap (old generation plus young), as NODE_OPTIONS sized it.
   const limitMb = Math.round(v8.getHeapStatistics().heap_size_limit / 2 ** 20);
-  const withoutHelpers = (workerData as { gcHelpers?: boolean } | null)?.gcHelpers === false;
-  const thread = isMainThread
-    ? ''
-    : ` (worker thread, heap limit ${limitMb} MB${withoutHelpers ? ', collector without helper threads' : ''})`;
   process.stderr.write(
     `AIQSO edge (${config.edge}) listening on http://${config.http.bind}:${running.listeners.httpPort}${https}, ` +
-      `${running.watcher.table().size} routes${base}${thread}. Press Ctrl-C to stop.\n`,
+      `${running.watcher.table().size} routes${base} (heap limit ${limitMb} MB). Press Ctrl-C to stop.\n`,
   );
 }

@@ -4,11 +4,9 @@ import { startEdge, type RunningEdge } from '../../edge/index.ts';
 import { adminLoginHelp, ensureFirstAdmin } from '../../identity/bootstrap.ts';
 import type { CommandContext } from '../context.ts';
 import { onShutdownSignal } from '../shutdown.ts';
-import { baselineWasmOnly } from '../wasm.ts';
 
 export async function up(ctx: CommandContext): Promise<Platform> {
   const { config, log } = ctx;
-  baselineWasmOnly(); // this process serves the edge too
   const platform = await createPlatform(config, log);
   let edge: RunningEdge | undefined;
   onShutdownSignal(async () => {

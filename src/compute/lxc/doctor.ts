@@ -1,7 +1,7 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Config } from '../../config/load.ts';
-import type { DoctorCheck } from '../doctor.ts';
+import type { DoctorCheck } from '../shared/doctor-check.ts';
 import { run } from '../shared/run.ts';
 import { bridgePorts } from './bridge.ts';
 import { oldContainers } from './convert.ts';

@@ -1,7 +1,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import type { ContainerSpec } from '../../core/compute.ts';
 import { badRequest, DomainError } from '../../core/errors.ts';
-import type { ProxmoxDriver, VmResource } from './driver.ts';
+import type { ProxmoxCluster, VmResource } from './cluster.ts';
 
 /**
  * Export and import on Proxmox: the archive is made by vzdump on the cluster's
@@ -18,26 +18,26 @@ export interface ProxmoxManifest {
 }
 
 export async function exportGuest(
-  driver: ProxmoxDriver,
+  cluster: ProxmoxCluster,
   vm: VmResource,
   file: string,
 ): Promise<{ bytes: number }> {
-  const manifest = await dumpGuest(driver, vm);
+  const manifest = await dumpGuest(cluster, vm);
   await writeFile(file, JSON.stringify(manifest), { mode: 0o600 });
   return { bytes: manifest.size };
 }
 
 /** vzdump the guest to the backup storage; the manifest names the archive. */
-async function dumpGuest(driver: ProxmoxDriver, vm: VmResource): Promise<ProxmoxManifest> {
-  const { backupStorage } = driver.options;
+async function dumpGuest(cluster: ProxmoxCluster, vm: VmResource): Promise<ProxmoxManifest> {
+  const { backupStorage } = cluster.options;
   const started = Math.floor(Date.now() / 1000) - 1;
-  await driver.api.task('POST', `/nodes/${vm.node}/vzdump`, {
+  await cluster.api.task('POST', `/nodes/${vm.node}/vzdump`, {
     vmid: String(vm.vmid),
     storage: backupStorage,
     mode: 'snapshot',
     compress: 'zstd',
   });
-  const content = await driver.api.call<{ volid: string; size: number; ctime: number }[]>(
+  const content = await cluster.api.call<{ volid: string; size: number; ctime: number }[]>(
     'GET',
     `/nodes/${vm.node}/storage/${backupStorage}/content`,
     { content: 'backup', vmid: vm.vmid },
@@ -62,8 +62,8 @@ async function readManifest(file: string): Promise<ProxmoxManifest> {
 }
 
 /** Replace (or create) the container `spec.name` from the archive; ensure() then applies the spec. */
-export async function importGuest(driver: ProxmoxDriver, spec: ContainerSpec, file: string): Promise<void> {
-  await restoreGuest(driver, spec.name, spec.port, await readManifest(file));
+export async function importGuest(cluster: ProxmoxCluster, spec: ContainerSpec, file: string): Promise<void> {
+  await restoreGuest(cluster, spec.name, spec.port, await readManifest(file));
 }
 
 /**
@@ -71,24 +71,24 @@ export async function importGuest(driver: ProxmoxDriver, spec: ContainerSpec, fi
  * an archive made from a privileged container as it unpacks it.
  */
 async function restoreGuest(
-  driver: ProxmoxDriver,
+  cluster: ProxmoxCluster,
   name: string,
   port: number,
   manifest: ProxmoxManifest,
 ): Promise<void> {
-  const existing = await driver.find(name);
+  const existing = await cluster.find(name);
   if (existing?.status === 'running')
-    await driver.api.task('POST', `/nodes/${existing.node}/lxc/${existing.vmid}/status/stop`);
-  const others = new Set((await driver.vms()).filter((v) => v.vmid !== existing?.vmid).map((v) => v.vmid));
-  const vmid = existing?.vmid ?? (await driver.registry.allocate(name, port, others));
+    await cluster.api.task('POST', `/nodes/${existing.node}/lxc/${existing.vmid}/status/stop`);
+  const others = new Set((await cluster.vms()).filter((v) => v.vmid !== existing?.vmid).map((v) => v.vmid));
+  const vmid = existing?.vmid ?? (await cluster.registry.allocate(name, port, others));
   const node = existing?.node ?? manifest.node;
-  await driver.api.task('POST', `/nodes/${node}/lxc`, {
+  await cluster.api.task('POST', `/nodes/${node}/lxc`, {
     vmid,
     ostemplate: manifest.volid,
     restore: true,
     force: true,
     unprivileged: true,
-    storage: driver.options.storage,
+    storage: cluster.options.storage,
     hostname: name,
   });
 }
@@ -99,10 +99,10 @@ async function restoreGuest(
  * unprivileged, same VMID, same data. Returns whether it was running (the
  * caller starts it again once its config and firewall are applied).
  */
-export async function convertGuest(driver: ProxmoxDriver, vm: VmResource, port: number): Promise<boolean> {
+export async function convertGuest(cluster: ProxmoxCluster, vm: VmResource, port: number): Promise<boolean> {
   const running = vm.status === 'running';
-  if (running) await driver.api.task('POST', `/nodes/${vm.node}/lxc/${vm.vmid}/status/stop`);
-  await restoreGuest(driver, vm.name!, port, await dumpGuest(driver, { ...vm, status: 'stopped' }));
-  driver.options.log.info({ container: vm.name, vmid: vm.vmid }, 'container restored as unprivileged');
+  if (running) await cluster.api.task('POST', `/nodes/${vm.node}/lxc/${vm.vmid}/status/stop`);
+  await restoreGuest(cluster, vm.name!, port, await dumpGuest(cluster, { ...vm, status: 'stopped' }));
+  cluster.options.log.info({ container: vm.name, vmid: vm.vmid }, 'container restored as unprivileged');
   return running;
 }

@@ -2,13 +2,13 @@ import { sql } from 'kysely';
 import { isManagedName, type ContainerSpec } from '../../core/compute.ts';
 import { DomainError } from '../../core/errors.ts';
 import { sleep } from '../shared/run.ts';
-import type { ProxmoxDriver, VmResource } from './driver.ts';
+import type { ProxmoxCluster, VmResource } from './cluster.ts';
 import { pickNode, type NodePolicy } from './placement.ts';
 
 /** Creating a guest: where it goes, the clone itself, and waiting out a clone a crash left running. */
 
 export async function cloneFrom(
-  driver: ProxmoxDriver,
+  cluster: ProxmoxCluster,
   template: number,
   vmid: number,
   spec: ContainerSpec,
@@ -16,9 +16,9 @@ export async function cloneFrom(
 ): Promise<VmResource> {
   const tpl = vms.find((v) => v.vmid === template);
   if (!tpl) throw new DomainError('not_found', `template VMID ${template} not found on the cluster`);
-  const node = await placeOn(driver, spec, vms);
+  const node = await placeOn(cluster, spec, vms);
   // A clone inherits `unprivileged`, and it cannot be changed afterwards.
-  const tplConfig = await driver.api.call<{ unprivileged?: number }>(
+  const tplConfig = await cluster.api.call<{ unprivileged?: number }>(
     'GET',
     `/nodes/${tpl.node}/lxc/${template}/config`,
   );
@@ -30,25 +30,25 @@ export async function cloneFrom(
     );
   }
   const clone = (full: boolean) =>
-    driver.api.task('POST', `/nodes/${tpl.node}/lxc/${template}/clone`, {
+    cluster.api.task('POST', `/nodes/${tpl.node}/lxc/${template}/clone`, {
       newid: vmid,
       hostname: spec.name,
       full,
-      ...(full ? { storage: driver.options.storage } : {}),
+      ...(full ? { storage: cluster.options.storage } : {}),
       ...(node !== tpl.node ? { target: node } : {}),
     });
   // One clone per template and storage at a time, across every worker: Proxmox
   // locks the template's config during a clone and the others would time out.
-  await driver.options.db.transaction().execute(async (trx) => {
-    await sql`SELECT pg_advisory_xact_lock(hashtext(${`aiqso.pve_clone:${template}:${driver.options.storage}`}))`.execute(
+  await cluster.options.db.transaction().execute(async (trx) => {
+    await sql`SELECT pg_advisory_xact_lock(hashtext(${`aiqso.pve_clone:${template}:${cluster.options.storage}`}))`.execute(
       trx,
     );
     try {
       await clone(tpl.template !== 1);
     } catch (err) {
       if (tpl.template !== 1 || !/linked clone/i.test((err as Error).message)) throw err;
-      driver.options.log.info(
-        { template, storage: driver.options.storage },
+      cluster.options.log.info(
+        { template, storage: cluster.options.storage },
         'linked clone unavailable, cloning in full',
       );
       await clone(true);
@@ -57,11 +57,11 @@ export async function cloneFrom(
   return { vmid, node, name: spec.name, status: 'stopped' };
 }
 
-async function placeOn(driver: ProxmoxDriver, spec: ContainerSpec, vms: VmResource[]): Promise<string> {
-  const nodes = await driver.api.call<
+async function placeOn(cluster: ProxmoxCluster, spec: ContainerSpec, vms: VmResource[]): Promise<string> {
+  const nodes = await cluster.api.call<
     { node: string; status: string; maxmem: number; mem: number; maxcpu: number; cpu: number }[]
   >('GET', '/cluster/resources', { type: 'node' });
-  const hosts = await driver.options.db
+  const hosts = await cluster.options.db
     .selectFrom('hosts')
     .select(['name', 'max_containers', 'draining'])
     .where('driver', '=', 'proxmox')
@@ -79,13 +79,13 @@ async function placeOn(driver: ProxmoxDriver, spec: ContainerSpec, vms: VmResour
 
 /** A crash may leave a clone task running on the cluster: wait for its lock to go. */
 export async function waitUnlocked(
-  driver: ProxmoxDriver,
+  cluster: ProxmoxCluster,
   vmid: number,
   timeoutMs = 600_000,
 ): Promise<VmResource> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const vm = (await driver.vms()).find((v) => v.vmid === vmid);
+    const vm = (await cluster.vms()).find((v) => v.vmid === vmid);
     if (!vm) throw new DomainError('dependency_failed', `VMID ${vmid} vanished while being created; retry`);
     if (!vm.lock) return vm;
     if (Date.now() > deadline)

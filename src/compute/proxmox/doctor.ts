@@ -1,7 +1,7 @@
 import type { Config } from '../../config/load.ts';
 import { isManagedName } from '../../core/compute.ts';
 import { createLogger } from '../../observability/logger.ts';
-import type { DoctorCheck } from '../doctor.ts';
+import type { DoctorCheck } from '../shared/doctor-check.ts';
 import { PveClient } from './client.ts';
 
 /**

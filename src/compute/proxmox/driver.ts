@@ -18,6 +18,7 @@ import { cloneFrom, waitUnlocked } from './create.ts';
 import { describe, markApplied, readDigests, reportedDigest } from './digest.ts';
 import { PveClient, type PveClientOptions } from './client.ts';
 import { applyGuestFirewall, firewallPlan } from './firewall.ts';
+import type { ProxmoxCluster, VmResource } from './cluster.ts';
 import { GuestRegistry } from './guests.ts';
 
 export interface ProxmoxDriverOptions {
@@ -35,15 +36,6 @@ export interface ProxmoxDriverOptions {
   egress?: Egress;
 }
 
-export interface VmResource {
-  vmid: number;
-  node: string;
-  name?: string;
-  status: string;
-  template?: number;
-  lock?: string;
-}
-
 /**
  * Containers on a Proxmox VE cluster through its REST API: linked (else full)
  * clones of an unprivileged template VMID, static IPs from the platform pool,
@@ -51,7 +43,7 @@ export interface VmResource {
  * walled by its own firewall. Proxmox offers no exec channel for LXC over the
  * API, so `exec` is unavailable.
  */
-export class ProxmoxDriver implements ComputeDriver {
+export class ProxmoxDriver implements ComputeDriver, ProxmoxCluster {
   readonly kind = 'proxmox' as const;
   readonly api: PveClient;
   readonly pool: IpPool;

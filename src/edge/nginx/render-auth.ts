@@ -39,9 +39,33 @@ export function addAuthRoute(maps: AuthMaps, r: EdgeRoute, direct: boolean): voi
   maps.services.push(`    ${key} "${r.auth === 'edge' ? 'edge' : 'app'} ${tenant}";`);
 }
 
+/**
+ * Request headers that mean something to the platform besides the identity headers: a dashboard's
+ * key and the client address it vouches for (read by the internal edge and the API), and the
+ * nginx edge's own subrequest answers. The internal edge reads and strips them itself, so what goes
+ * there keeps them; a tenant's upstream never gets a client's. Every `x-aiqso-*` name the platform
+ * uses is here or among the identity headers (test/edge.nginx.test.ts checks the source for it).
+ */
+export const PLATFORM_REQUEST_HEADERS = [
+  'x-aiqso-dashboard-key',
+  'x-aiqso-client-address',
+  'x-aiqso-key',
+  MODE_HEADER,
+  URI_HEADER,
+  ANSWER_COOKIE,
+  ANSWER_LOGIN,
+] as const;
+
+const variableOf = (header: string) => `$aiqso_pass_${header.slice('x-aiqso-'.length).replace(/-/g, '_')}`;
+
 /** The `http`-level maps deciding each request's sign-in mode and whether to ask the internal edge. */
 export function authMapLines(maps: AuthMaps): string[] {
   return [
+    // A platform header goes on only to the internal edge (mode "" or "internal"), never to a tenant.
+    ...PLATFORM_REQUEST_HEADERS.map(
+      (h) =>
+        `  map $aiqso_mode ${variableOf(h)} { "" $http_${h.replace(/-/g, '_')}; internal $http_${h.replace(/-/g, '_')}; default ""; }`,
+    ),
     '  map $host $aiqso_root_mode {',
     '    default "";',
     ...maps.root,
@@ -87,10 +111,7 @@ export function authProxyLines(): string[] {
     '      proxy_set_header X-AIQSO-User-Email $aiqso_user_email;',
     '      proxy_set_header X-AIQSO-User-Role $aiqso_user_role;',
     '      proxy_set_header X-AIQSO-Tenant-Id $aiqso_tenant_id;',
-    `      proxy_set_header ${headerName(MODE_HEADER)} "";`,
-    `      proxy_set_header ${headerName(URI_HEADER)} "";`,
-    `      proxy_set_header ${headerName(ANSWER_COOKIE)} "";`,
-    `      proxy_set_header ${headerName(ANSWER_LOGIN)} "";`,
+    ...PLATFORM_REQUEST_HEADERS.map((h) => `      proxy_set_header ${headerName(h)} ${variableOf(h)};`),
     '      proxy_set_header Cookie $aiqso_cookie_out;',
   ];
 }

@@ -194,7 +194,7 @@ export function renderNginxConfig(input: NginxRenderInput): NginxRender {
     `error_log ${quote(`${d}/error.log`)} warn;`,
     'events { worker_connections 8192; }',
     'http {',
-    `  log_format aiqso escape=json '{"time":"$time_iso8601","tenantId":"$aiqso_tenant","route":"$host$aiqso_seg","host":"$host","path":"$request_uri","status":$status,"ms":$request_time,"upstream":"$upstream_addr"}';`,
+    `  log_format aiqso escape=json '{"time":"$time_iso8601","tenantId":"$aiqso_tenant","route":"$host$aiqso_seg","host":"$host","path":"$aiqso_log_path","status":$status,"ms":$request_time,"upstream":"$upstream_addr"}';`,
     `  access_log ${quote(`${d}/access.log`)} aiqso buffer=64k flush=1s;`,
     ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map(
       (t) => `  ${t}_temp_path ${quote(`${d}/tmp/${t}`)};`,
@@ -223,6 +223,14 @@ export function renderNginxConfig(input: NginxRenderInput): NginxRender {
     ...strip,
     '  }',
     '  map $aiqso_strip $aiqso_forward { default $uri; 1 $aiqso_rest; }',
+    // The request target as logs may keep it (src/observability/redact.ts): a checkout page's id
+    // is its credential and a query may carry a token; nginx cannot tell parameters apart, so the
+    // whole query is replaced.
+    '  map $request_uri $aiqso_log_path {',
+    '    default $request_uri;',
+    '    "~^(?<before>[^?]*/billing/checkout/)[^/?]+(?<after>[^?]*)" "${before}[redacted]${after}";',
+    '    "~^(?<target>[^?]*)\\?" "${target}?[redacted]";',
+    '  }',
     ...authMapLines(auth),
     ...httpsLines(l.https),
     '  map $host $aiqso_tenant {',

@@ -1,5 +1,5 @@
 import { DomainError } from '../core/errors.ts';
-import type { Database } from '../db/database.ts';
+import type { Database } from './database.ts';
 
 /** The email address of a tenant's owner (the first, if several), whom the platform's mail goes to. */
 export async function tenantOwnerEmail(db: Database, tenantId: string): Promise<string> {

@@ -3,10 +3,10 @@ import type { FastifyRequest } from 'fastify';
 import { DomainError } from '../../core/errors.ts';
 import type { Database } from '../../db/database.ts';
 import type { Role } from '../../db/tables.ts';
-import { API_KEY_PREFIX, authenticateApiKey } from '../api-keys.ts';
-import type { Principal } from '../principal.ts';
-import { liveSession } from '../sessions.ts';
-import type { TokenIssuer } from '../tokens.ts';
+import { API_KEY_PREFIX, authenticateApiKey } from '../../identity/api-keys.ts';
+import type { Principal } from '../../identity/principal.ts';
+import { liveSession } from '../../identity/sessions.ts';
+import type { TokenIssuer } from '../../identity/tokens.ts';
 
 export const COOKIE = { access: 'aiqso_at', refresh: 'aiqso_rt', csrf: 'aiqso_csrf' } as const;
 export const CSRF_HEADER = 'x-csrf-token';

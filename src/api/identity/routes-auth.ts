@@ -1,12 +1,19 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyReply } from 'fastify';
 import { z } from 'zod';
-import type { ApiServer } from '../../api/server.ts';
+import type { ApiServer } from '../server.ts';
 import { DomainError } from '../../core/errors.ts';
 import type { Database } from '../../db/database.ts';
-import type { SecretBox } from '../secrets.ts';
-import { changePassword, login, logout, refresh, type SessionDeps, type Tokens } from '../sessions.ts';
-import { beginEnrolment, confirmEnrolment, disableTotp } from '../totp.ts';
+import type { SecretBox } from '../../identity/secrets.ts';
+import {
+  changePassword,
+  login,
+  logout,
+  refresh,
+  type SessionDeps,
+  type Tokens,
+} from '../../identity/sessions.ts';
+import { beginEnrolment, confirmEnrolment, disableTotp } from '../../identity/totp.ts';
 import { COOKIE, principalOf, requireCsrfHeader } from './authenticate.ts';
 import { loginSource } from './login-source.ts';
 

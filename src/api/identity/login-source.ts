@@ -2,8 +2,8 @@ import { isIP } from 'node:net';
 import type { FastifyRequest } from 'fastify';
 import { DomainError } from '../../core/errors.ts';
 import type { Database } from '../../db/database.ts';
-import { dashboardKeyTenant } from '../api-keys.ts';
-import type { LoginSource } from '../sessions.ts';
+import { dashboardKeyTenant } from '../../identity/api-keys.ts';
+import type { LoginSource } from '../../identity/sessions.ts';
 
 /**
  * A tenant's dashboard signs its users in by calling the API from the

@@ -1,12 +1,12 @@
 import { z } from 'zod';
-import type { ApiServer } from '../../api/server.ts';
+import type { ApiServer } from '../server.ts';
 import { DomainError, notFound } from '../../core/errors.ts';
 import type { Database } from '../../db/database.ts';
-import { createApiKey, listPlatformApiKeys, revokePlatformApiKey } from '../api-keys.ts';
-import { requireRole } from '../principal.ts';
-import { requireUserForKeys } from '../tenant-access.ts';
-import { revokeUserSessions } from '../sessions.ts';
-import { resetTotp } from '../totp.ts';
+import { createApiKey, listPlatformApiKeys, revokePlatformApiKey } from '../../identity/api-keys.ts';
+import { requireRole } from '../../identity/principal.ts';
+import { requireUserForKeys } from '../../identity/tenant-access.ts';
+import { revokeUserSessions } from '../../identity/sessions.ts';
+import { resetTotp } from '../../identity/totp.ts';
 import { ApiKeyOut } from './api-key-schema.ts';
 import { principalOf } from './authenticate.ts';
 

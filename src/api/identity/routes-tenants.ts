@@ -1,12 +1,12 @@
 import { z } from 'zod';
-import type { ApiServer } from '../../api/server.ts';
+import type { ApiServer } from '../server.ts';
 import { conflict, notFound } from '../../core/errors.ts';
 import { newId } from '../../core/ids.ts';
 import type { Database } from '../../db/database.ts';
 import { findTenant } from '../../db/tenants.ts';
-import { createApiKey, listApiKeys, revokeApiKey } from '../api-keys.ts';
-import { checkPassword, hashPassword, normaliseEmail } from '../passwords.ts';
-import { requireOpenTenant, requireUserForKeys, type TenantAccess } from '../tenant-access.ts';
+import { createApiKey, listApiKeys, revokeApiKey } from '../../identity/api-keys.ts';
+import { checkPassword, hashPassword, normaliseEmail } from '../../identity/passwords.ts';
+import { requireOpenTenant, requireUserForKeys, type TenantAccess } from '../../identity/tenant-access.ts';
 import { ApiKeyOut } from './api-key-schema.ts';
 import { principalOf } from './authenticate.ts';
 

@@ -1,18 +1,18 @@
-import type { ApiServer } from '../api/server.ts';
-import type { Config } from '../config/load.ts';
-import type { Database } from '../db/database.ts';
-import type { Logger } from '../observability/logger.ts';
-import { createAuthenticator } from './http/authenticate.ts';
-import { installIdentityHooks } from './http/hooks.ts';
-import { authRoutes } from './http/routes-auth.ts';
-import { auditRoutes } from './http/routes-audit.ts';
-import { platformRoutes } from './http/routes-platform.ts';
-import { tenantRoutes } from './http/routes-tenants.ts';
-import { loadSecretBox } from './master-key.ts';
-import { createAttemptLimiter, type AttemptLimits } from './rate-limit.ts';
-import type { SecretBox } from './secrets.ts';
-import { createTenantAccess } from './tenant-access.ts';
-import { createTokenIssuer } from './tokens.ts';
+import type { ApiServer } from '../server.ts';
+import type { Config } from '../../config/load.ts';
+import type { Database } from '../../db/database.ts';
+import type { Logger } from '../../observability/logger.ts';
+import { createAuthenticator } from './authenticate.ts';
+import { installIdentityHooks } from './hooks.ts';
+import { authRoutes } from './routes-auth.ts';
+import { auditRoutes } from './routes-audit.ts';
+import { platformRoutes } from './routes-platform.ts';
+import { tenantRoutes } from './routes-tenants.ts';
+import { loadSecretBox } from '../../identity/master-key.ts';
+import { createAttemptLimiter, type AttemptLimits } from '../../identity/rate-limit.ts';
+import type { SecretBox } from '../../identity/secrets.ts';
+import { createTenantAccess } from '../../identity/tenant-access.ts';
+import { createTokenIssuer } from '../../identity/tokens.ts';
 
 export interface IdentityOptions {
   limits?: Partial<AttemptLimits>;

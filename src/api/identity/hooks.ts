@@ -3,8 +3,8 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Database } from '../../db/database.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { addLogContext } from '../../observability/logger.ts';
-import { appendAudit } from '../audit.ts';
-import { requireRole } from '../principal.ts';
+import { appendAudit } from '../../identity/audit.ts';
+import { requireRole } from '../../identity/principal.ts';
 import type { Authenticator } from './authenticate.ts';
 
 /**

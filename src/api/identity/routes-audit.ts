@@ -1,10 +1,10 @@
 import { z } from 'zod';
-import type { ApiServer } from '../../api/server.ts';
+import type { ApiServer } from '../server.ts';
 import { badRequest, DomainError, notFound } from '../../core/errors.ts';
 import type { Database } from '../../db/database.ts';
-import { queryAudit } from '../audit.ts';
-import { isPlatformAdmin, type Principal } from '../principal.ts';
-import { runAsTenant } from '../tenant-access.ts';
+import { queryAudit } from '../../identity/audit.ts';
+import { isPlatformAdmin, type Principal } from '../../identity/principal.ts';
+import { runAsTenant } from '../../identity/tenant-access.ts';
 import { principalOf } from './authenticate.ts';
 
 const AuditQuery = z.object({

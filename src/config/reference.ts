@@ -1,0 +1,284 @@
+import { configSchema, type RawConfig } from './schema.ts';
+
+/**
+ * What each setting means, for the operator's configuration reference
+ * (docs/configuration.md, written by `npm run docs:config`). Typed by the
+ * schema's keys: a variable added to the schema without an entry here does
+ * not compile, and the docs test fails when the written page differs from
+ * what this renders. Defaults come from the schema itself; `unset` says what
+ * happens when a variable without a default is not set.
+ */
+export interface ConfigEntry {
+  group: ConfigGroup;
+  unset?: string;
+  meaning: string;
+}
+
+export const CONFIG_GROUPS = [
+  'Platform',
+  'Edge and TLS',
+  'Billing and mail',
+  'Accounts and secrets',
+  'Tenant lifecycle',
+  'Compute',
+  'Compute: Proxmox VE',
+] as const;
+export type ConfigGroup = (typeof CONFIG_GROUPS)[number];
+
+export const CONFIG_REFERENCE: { [K in keyof RawConfig]-?: ConfigEntry } = {
+  AIQSO_DATA_DIR: {
+    group: 'Platform',
+    meaning:
+      'embedded PostgreSQL, generated secrets (mode 0600), mail files, process-driver work dirs, local backups',
+  },
+  AIQSO_BIND: { group: 'Platform', meaning: 'address the platform listens on' },
+  AIQSO_HTTP_PORT: { group: 'Platform', meaning: 'HTTP port: portal, API and every tenant' },
+  AIQSO_BASE_DOMAIN: {
+    group: 'Platform',
+    meaning: 'portal at `<base>`, tenant dashboard at `<slug>.<base>`, a service at `<slug>.<base>/<path>`',
+  },
+  AIQSO_PUBLIC_URL: {
+    group: 'Platform',
+    unset: 'derived from `AIQSO_BASE_DOMAIN` and the listening ports',
+    meaning: "used in emails and links; never taken from a request's Host",
+  },
+  DATABASE_URL: {
+    group: 'Platform',
+    unset: 'unset \u2192 embedded PostgreSQL',
+    meaning: 'master database (`postgres://…`)',
+  },
+  REDIS_URL: {
+    group: 'Platform',
+    unset: 'unset \u2192 in-process',
+    meaning: 'rate limits, sessions, caches',
+  },
+  AIQSO_CATALOG_DIR: {
+    group: 'Platform',
+    unset: 'the shipped `catalog/services`',
+    meaning: 'service templates, one YAML file per service, validated at start-up',
+  },
+  AIQSO_TIMEZONE: { group: 'Platform', meaning: 'time zone of the schedules (backups daily at 02:00 there)' },
+  AIQSO_LOG_LEVEL: {
+    group: 'Platform',
+    meaning: '`fatal`, `error`, `warn`, `info`, `debug`, `trace` or `silent`',
+  },
+  AIQSO_WORKER_CONCURRENCY: { group: 'Platform', meaning: 'jobs one worker process runs at once' },
+  AIQSO_RESYNC_SECONDS: {
+    group: 'Platform',
+    meaning: 'how often every resource is reconciled to repair drift',
+  },
+  AIQSO_ORPHAN_GRACE_SECONDS: {
+    group: 'Platform',
+    meaning: 'how long something no spec owns is reported before the resync removes it',
+  },
+  AIQSO_EDGE: { group: 'Edge and TLS', meaning: '`builtin` or `nginx`' },
+  AIQSO_HTTPS_PORT: {
+    group: 'Edge and TLS',
+    unset: 'unset',
+    meaning: 'HTTPS port; needs `AIQSO_TLS_CERT` and `AIQSO_TLS_KEY`',
+  },
+  AIQSO_TLS_CERT: {
+    group: 'Edge and TLS',
+    unset: 'unset',
+    meaning: 'PEM files of the (wildcard) certificate and its key',
+  },
+  AIQSO_TLS_KEY: {
+    group: 'Edge and TLS',
+    unset: 'unset',
+    meaning: 'PEM files of the (wildcard) certificate and its key',
+  },
+  AIQSO_TLS_CERT_DIR: {
+    group: 'Edge and TLS',
+    unset: 'unset',
+    meaning:
+      'per-host certificates for SNI (`<hostname>.crt` + `<hostname>.key`), e.g. custom domains; reloaded on change',
+  },
+  AIQSO_TLS_MIN_VERSION: {
+    group: 'Edge and TLS',
+    meaning: 'oldest TLS version the HTTPS listener accepts (builtin and nginx edge): `TLSv1.2` or `TLSv1.3`',
+  },
+  AIQSO_ACME_DIRECTORY_URL: {
+    group: 'Edge and TLS',
+    unset: 'unset',
+    meaning: "ACME directory `aiqso certs order` orders from (e.g. Let's Encrypt's)",
+  },
+  AIQSO_ACME_EMAIL: {
+    group: 'Edge and TLS',
+    unset: 'unset',
+    meaning: 'contact address for the ACME account (its key is kept in `<data>/acme-account.key`, 0600)',
+  },
+  AIQSO_ACME_DNS_HOOK: {
+    group: 'Edge and TLS',
+    unset: 'unset',
+    meaning: 'absolute path of your DNS-01 executable, needed for `*.<domain>` (see docs/edge.md, ACME)',
+  },
+  AIQSO_ACME_DNS_PROPAGATION_SECONDS: {
+    group: 'Edge and TLS',
+    meaning: 'wait after the hook created the TXT record before the CA is asked to look',
+  },
+  AIQSO_CERT_RENEW_DAYS: {
+    group: 'Edge and TLS',
+    meaning: 'the daily `certificates` schedule renews a certificate expiring within this many days',
+  },
+  AIQSO_EDGE_RATE_IP: {
+    group: 'Edge and TLS',
+    meaning: 'requests per second per client IP at the edge (0 = off)',
+  },
+  AIQSO_EDGE_RATE_TENANT: {
+    group: 'Edge and TLS',
+    meaning: 'requests per second per tenant at the edge (0 = off)',
+  },
+  AIQSO_EDGE_RELOAD_SECONDS: {
+    group: 'Edge and TLS',
+    meaning:
+      'how often an edge checks its whole route table against the database (changes arrive at once by LISTEN/NOTIFY)',
+  },
+  AIQSO_EDGE_UPSTREAM_TIMEOUT_SECONDS: {
+    group: 'Edge and TLS',
+    meaning:
+      "waiting this long for an upstream's answer gives the client a 504 page; this long between two pieces of an answer already started cuts it (nginx edge: `proxy_read_timeout`, `proxy_send_timeout`)",
+  },
+  AIQSO_EDGE_TRUSTED_PROXIES: {
+    group: 'Edge and TLS',
+    unset: 'unset',
+    meaning: 'comma-separated IPs/CIDRs whose `X-Forwarded-For` the edge believes',
+  },
+  AIQSO_EDGE_PLATFORM_URL: {
+    group: 'Edge and TLS',
+    unset: 'unset',
+    meaning:
+      '`aiqso edge` only: forward the base domain to this `http://` platform listener (an `aiqso up`) instead of serving the platform app in the edge',
+  },
+  AIQSO_METRICS_TOKEN: {
+    group: 'Edge and TLS',
+    unset: 'unset \u2192 `/metrics` answers only on loopback',
+    meaning:
+      "bearer token `/metrics` (the platform's and an edge's own) asks for; without it, only a client on this machine reads them",
+  },
+  AIQSO_BILLING: {
+    group: 'Billing and mail',
+    unset: '`stripe` with `STRIPE_SECRET_KEY`, else `local`',
+    meaning:
+      'billing mode: `stripe`, or `local` (simulated payments: `aiqso up` warns; `aiqso up` and `aiqso edge` refuse a base domain other than `localhost` unless it is set explicitly)',
+  },
+  STRIPE_SECRET_KEY: {
+    group: 'Billing and mail',
+    unset: 'unset \u2192 local billing mode',
+    meaning: 'Stripe API key',
+  },
+  STRIPE_WEBHOOK_SECRET: {
+    group: 'Billing and mail',
+    unset: 'generated in local mode',
+    meaning: 'verifies `Stripe-Signature` on `POST /webhooks/stripe`',
+  },
+  SMTP_URL: {
+    group: 'Billing and mail',
+    unset: 'unset \u2192 one `.eml` file per message in `<data>/mail/`',
+    meaning: 'outgoing mail',
+  },
+  LISTMONK_URL: { group: 'Billing and mail', unset: 'unset', meaning: 'Listmonk transactional mail' },
+  AIQSO_ADMIN_EMAIL: {
+    group: 'Accounts and secrets',
+    unset: 'unset \u2192 `admin@<base domain>`',
+    meaning: 'first platform admin',
+  },
+  AIQSO_ADMIN_PASSWORD: {
+    group: 'Accounts and secrets',
+    unset: 'unset \u2192 generated and printed once by `aiqso up`',
+    meaning: "first platform admin's password (at least 12 characters)",
+  },
+  AIQSO_MASTER_KEY: {
+    group: 'Accounts and secrets',
+    unset: 'generated into `<data>` (0600)',
+    meaning: 'encrypts secrets at rest (32 bytes, base64)',
+  },
+  AIQSO_SIGNUP_RATE_IP: {
+    group: 'Accounts and secrets',
+    meaning:
+      'signups that create a tenant, per client address and hour (0 = off); more get 429 with `Retry-After` (counted in Redis when `REDIS_URL` is set)',
+  },
+  AIQSO_PENDING_SIGNUP_HOURS: {
+    group: 'Accounts and secrets',
+    meaning:
+      'unpaid signups older than this are removed (hourly), freeing their slug and e-mail address; audited as `tenant.signup.expired`',
+  },
+  AIQSO_GRACE_DAYS: { group: 'Tenant lifecycle', meaning: 'days between cancellation and purge' },
+  AIQSO_SERVICE_GRACE_HOURS: {
+    group: 'Tenant lifecycle',
+    meaning:
+      "hours an unsubscribed service's stopped container and database are kept before they are destroyed",
+  },
+  AIQSO_DRIVER: { group: 'Compute', meaning: 'compute driver: `process`, `lxc` or `proxmox`' },
+  AIQSO_LXC_SUBNET: { group: 'Compute', meaning: '`lxc` driver network (the host takes `.1`)' },
+  AIQSO_LXC_BRIDGE: { group: 'Compute', meaning: '`lxc` driver bridge' },
+  AIQSO_LXC_PATH: { group: 'Compute', meaning: '`lxc` driver container directory (`lxc-* -P`)' },
+  AIQSO_EGRESS: {
+    group: 'Compute',
+    meaning:
+      "containers' internet access: `none`, or `nat` (lxc: masqueraded by the host; proxmox: let out by the container firewall, routed by the cluster); the host and other containers stay walled off either way",
+  },
+  PROXMOX_URL: {
+    group: 'Compute: Proxmox VE',
+    unset: 'unset',
+    meaning: '`proxmox` driver: `https://host:8006`',
+  },
+  PROXMOX_TOKEN_ID: { group: 'Compute: Proxmox VE', unset: 'unset', meaning: '`user@realm!tokenid`' },
+  PROXMOX_TOKEN_SECRET: { group: 'Compute: Proxmox VE', unset: 'unset', meaning: "the API token's secret" },
+  PROXMOX_CA_FILE: {
+    group: 'Compute: Proxmox VE',
+    unset: 'unset \u2192 system CAs',
+    meaning: "CA that signed the cluster's certificate",
+  },
+  PROXMOX_FINGERPRINT: {
+    group: 'Compute: Proxmox VE',
+    unset: 'unset',
+    meaning: "or: the certificate's SHA-256 fingerprint",
+  },
+  PROXMOX_STORAGE: { group: 'Compute: Proxmox VE', meaning: 'storage for full clones and restores' },
+  PROXMOX_BACKUP_STORAGE: {
+    group: 'Compute: Proxmox VE',
+    meaning: 'storage `vzdump` writes container exports to',
+  },
+  PROXMOX_BRIDGE: { group: 'Compute: Proxmox VE', meaning: "bridge the containers' `net0` joins" },
+  PROXMOX_SUBNET: {
+    group: 'Compute: Proxmox VE',
+    meaning: "containers' static addresses (gateway `.1`), from the platform's pool",
+  },
+  PROXMOX_VMID_RANGE: { group: 'Compute: Proxmox VE', meaning: 'VMIDs the platform owns and allocates' },
+};
+
+/** The schema's default for a variable, as an operator would write it, or undefined. */
+export function schemaDefault(name: keyof RawConfig): string | undefined {
+  const field = configSchema.shape[name];
+  const parsed = field.safeParse(undefined);
+  return parsed.success && parsed.data !== undefined ? String(parsed.data) : undefined;
+}
+
+const cell = (text: string) => text.replace(/\|/g, '\\|');
+
+/** docs/configuration.md, from the schema and the entries above. */
+export function renderConfigReference(): string {
+  const out = [
+    '# Configuration reference',
+    '',
+    '<!-- Generated from src/config/reference.ts and src/config/schema.ts by `npm run docs:config`. Do not edit. -->',
+    '',
+    'Every setting is an environment variable; the same names are accepted in `aiqso.config.yaml` in the',
+    'working directory (`AIQSO_CONFIG` names another file), and the environment wins. A bad value stops',
+    'start-up with one line naming the variable and what it expects (exit code 2).',
+    '',
+    'Tests also read `TEST_DATABASE_URL` (a superuser URL on a PostgreSQL 15+ server to use instead of an',
+    'embedded one), `TEST_REDIS_URL` (default `redis://127.0.0.1:6379`) and `AIQSO_TEST_STRICT`.',
+  ];
+  const names = Object.keys(CONFIG_REFERENCE) as (keyof RawConfig)[];
+  for (const group of CONFIG_GROUPS) {
+    out.push('', `## ${group}`, '', '| variable | default | meaning |', '| --- | --- | --- |');
+    for (const name of names.filter((n) => CONFIG_REFERENCE[n].group === group)) {
+      const entry = CONFIG_REFERENCE[name];
+      const fallback = schemaDefault(name);
+      const shown = fallback !== undefined ? `\`${fallback}\`` : (entry.unset ?? 'unset');
+      out.push(`| \`${name}\` | ${cell(shown)} | ${cell(entry.meaning)} |`);
+    }
+  }
+  return `${out.join('\n')}\n`;
+}
