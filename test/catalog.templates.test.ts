@@ -4,6 +4,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { renderServiceEnv } from '../src/catalog/env.ts';
 import { CATALOG_DIR, CatalogError, loadCatalog } from '../src/catalog/load.ts';
+import { whyNotRunnable, type DriverKind } from '../src/catalog/runnable.ts';
 import { syncCatalog } from '../src/catalog/sync.ts';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
 
@@ -18,6 +19,25 @@ route: { path: /demo }
 database: { postgres: true }
 env:
   DATABASE_URL: \${db.url}
+`;
+
+const IMAGE = `key: demo
+name: Demo
+kind: image
+image: 127.0.0.1:5000/demo/web:1
+entrypoint: [/bin/web]
+command: [--port, "8080"]
+workdir: /srv
+volumes: [/data]
+init: [[/bin/web, --install]]
+min_memory_mb: 256
+resources: { memory_mb: 256, cores: 1, disk_gb: 1 }
+port: 8080
+health: { path: /healthz }
+route: { path: /demo }
+database: { postgres: true }
+env:
+  DB_HOST: \${db.host}
 `;
 
 function catalogWith(files: Record<string, string>): string {
@@ -41,12 +61,12 @@ describe('service catalog', () => {
   it('ships the seed services, each with a port, health check, route and resources', () => {
     const catalog = loadCatalog();
     expect(catalog.map((t) => [t.key, t.kind])).toEqual([
-      ['calcom', 'clone'],
+      ['calcom', 'image'],
       ['content-suite', 'app'],
       ['espocrm', 'image'],
-      ['listmonk', 'clone'],
+      ['listmonk', 'image'],
       ['notes', 'app'],
-      ['paperless-ngx', 'clone'],
+      ['paperless-ngx', 'image'],
       ['social-media-manager', 'app'],
     ]);
     const byKey = Object.fromEntries(catalog.map((t) => [t.key, t]));
@@ -101,6 +121,38 @@ describe('service catalog', () => {
       VALID.replace('route: { path: /demo }', 'route: { path: /demo, public_paths: [/booking/../admin] }'),
       'demo.yaml: route.public_paths.0: expected a path such as /booking',
     ],
+    ['an unknown key', `${VALID}bogus: 1\n`, 'demo.yaml: bogus: unknown key'],
+    [
+      'an unknown nested key',
+      VALID.replace('health: { path: /healthz }', 'health: { path: /healthz, interval: 5 }'),
+      'demo.yaml: health.interval: unknown key',
+    ],
+    ['an image key on an app', `${VALID}image: docker.io/library/nginx:1\n`, 'demo.yaml: image: unknown key'],
+    [
+      'an image entry without its minimum memory',
+      IMAGE.replace('min_memory_mb: 256\n', ''),
+      'demo.yaml: min_memory_mb: ',
+    ],
+    [
+      'an image entry whose memory is below its minimum',
+      IMAGE.replace('min_memory_mb: 256', 'min_memory_mb: 512'),
+      "demo.yaml: resources.memory_mb: 256 is below the service's min_memory_mb of 512",
+    ],
+    [
+      'an image reference that is not one',
+      IMAGE.replace('127.0.0.1:5000/demo/web:1', 'Not An Image'),
+      'demo.yaml: image: expected an image reference',
+    ],
+    [
+      'a volume that is not an absolute path',
+      IMAGE.replace('volumes: [/data]', 'volumes: [data/../etc]'),
+      'demo.yaml: volumes.0: expected an absolute path',
+    ],
+    [
+      'an init command given as a shell string',
+      IMAGE.replace('init: [[/bin/web, --install]]', 'init: ["/bin/web --install"]'),
+      'demo.yaml: init.0: ',
+    ],
     [
       'a public path that is not a path',
       VALID.replace(
@@ -111,6 +163,42 @@ describe('service catalog', () => {
     ],
   ])('names the file and field for %s', (_label, text, message) => {
     expect(loadError({ 'demo.yaml': text })).toContain(message);
+  });
+
+  it('reads an image entry: reference, entrypoint and command, volumes, init commands, minimum memory', () => {
+    const [t] = loadCatalog(catalogWith({ 'demo.yaml': IMAGE }));
+    expect(t).toMatchObject({
+      kind: 'image',
+      image: '127.0.0.1:5000/demo/web:1',
+      entrypoint: ['/bin/web'],
+      command: ['--port', '8080'],
+      workdir: '/srv',
+      volumes: ['/data'],
+      init: [['/bin/web', '--install']],
+      min_memory_mb: 256,
+    });
+  });
+
+  it('offers a service only on a driver that runs it, and says why not', () => {
+    const [app] = loadCatalog(catalogWith({ 'demo.yaml': VALID }));
+    const [image] = loadCatalog(catalogWith({ 'demo.yaml': IMAGE }));
+    const [clone] = loadCatalog(
+      catalogWith({
+        'demo.yaml': VALID.replace('kind: app', 'kind: clone').replace(
+          'app: { dir: apps/drafts, entry: server.mjs }',
+          'template: { proxmox: 120 }',
+        ),
+      }),
+    );
+    const offered = (driver: DriverKind) =>
+      [app!, image!, clone!].filter((t) => whyNotRunnable(t, driver) === null).map((t) => t.kind);
+    expect(offered('process')).toEqual(['app']);
+    expect(offered('lxc')).toEqual(['app', 'image']);
+    expect(offered('proxmox')).toEqual(['clone']);
+    expect(whyNotRunnable(image!, 'process')).toBe(
+      'demo is an image service; the process driver runs only app services',
+    );
+    expect(whyNotRunnable(clone!, 'lxc')).toBe('demo has no template container for the lxc driver');
   });
 
   it('refuses two services on one route path', () => {

@@ -167,5 +167,11 @@ describe('POST /api/v1/tenants/{tenant}/services', () => {
     expect(ok.json()).toMatchObject({ resources: { memory_mb: 256, cores: 2, disk_gb: 1 } });
     expect((await patch({ resources: {} })).statusCode).toBe(400);
     expect((await patch({ resources: { memory_mb: 1 } })).statusCode).toBe(400);
+    // Below the service's own minimum: refused, naming it.
+    const tooLittle = await patch({ resources: { memory_mb: 96 } });
+    expect(tooLittle.statusCode).toBe(400);
+    expect(tooLittle.json<Err>().error.message).toBe(
+      'notes needs at least 128 MB of memory; 96 MB is too little',
+    );
   });
 });

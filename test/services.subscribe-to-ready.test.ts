@@ -155,6 +155,7 @@ describe('a tenant service from subscription to removal (process driver)', { tim
       expect(notes!.steps.map((s) => [s.name, s.state])).toEqual([
         ['service record', 'done'],
         ['capacity check', 'done'],
+        ['image pull', 'done'],
         ['container', 'done'],
         ['database', 'done'],
         ['running', 'done'],
@@ -267,14 +268,25 @@ describe('a tenant service from subscription to removal (process driver)', { tim
         .where('id', '=', hostRow.id)
         .execute();
 
-      // An image template: this driver runs apps only, so it fails at once with the driver's reason.
-      expect((await call('POST', '/services', { service: 'espocrm' })).status).toBe(202);
-      const image = await pollUntil(
-        () => view('espocrm'),
-        (v) => v?.status === 'failed' && v.phase === 'failed',
-        30_000,
-      );
-      expect(image?.statusReason).toBe('container: the process driver runs app workloads only, got image');
+      // An image service: this driver runs only app services, so the catalog does not offer it and a
+      // subscription is refused before anything is written (no plan slot taken).
+      const offered = (await (await fetch(`${base}/api/v1/catalog`)).json()) as {
+        services: { key: string }[];
+      };
+      expect(offered.services.map((s) => s.key)).toEqual(['notes', 'social-media-manager', 'stuck']);
+      const beforeImage = await count();
+      const image = await call('POST', '/services', { service: 'espocrm' });
+      expect(image).toEqual({
+        status: 409,
+        body: {
+          error: {
+            code: 'conflict',
+            message: 'espocrm is an image service; the process driver runs only app services',
+            details: { driver: 'process' },
+          },
+        },
+      });
+      expect(await count()).toEqual(beforeImage);
 
       // One ready email, for notes only.
       const ready = await mailbox.to('owner@acme.test', { atLeast: 2 });
@@ -320,6 +332,7 @@ describe('a tenant service from subscription to removal (process driver)', { tim
       const home = await viaEdge(host, port, { method: 'GET', path: '/', headers: { cookie } });
       expect(home.body).toContain(`<a href="http://${host}/notes/">Notes</a></td><td>active`);
       expect(home.body).toContain('value="social-media-manager"><button type="submit">Subscribe</button>');
+      expect(home.body).not.toContain('value="espocrm"');
       const csrf = /name="csrf" value="([^"]+)"/.exec(home.body)![1]!;
       const refused = await viaEdge(host, port, {
         method: 'POST',

@@ -4,6 +4,8 @@ export interface EnvValues {
   db?: { host: string; port: number; name: string; user: string; password: string };
   port: number;
   publicUrl: string;
+  /** The service's Redis user, when the platform provisions one. */
+  redis?: { url: string; prefix: string };
   /** A stable secret for a name (e.g. derived from the tenant service and the master key). */
   secret(name: string): string;
 }
@@ -15,6 +17,10 @@ export function renderServiceEnv(env: Record<string, string>, values: EnvValues)
     if (name === 'port') return String(values.port);
     if (name === 'public_url') return values.publicUrl;
     if (name === 'public_origin') return new URL(values.publicUrl).origin;
+    if (name.startsWith('redis.')) {
+      if (!values.redis) throw new Error(`\${${name}} needs a Redis user, and none is provisioned here`);
+      return name === 'redis.url' ? values.redis.url : values.redis.prefix;
+    }
     const db = values.db;
     if (!db) throw new Error(`\${${name}} needs a database, but the template has database.postgres: false`);
     const url = `postgres://${encodeURIComponent(db.user)}:${encodeURIComponent(db.password)}@${db.host}:${db.port}/${db.name}`;

@@ -25,9 +25,19 @@ function loadFile(file: string): ServiceTemplate {
   const result = serviceTemplateSchema.safeParse(doc);
   if (!result.success) {
     const issue = result.error.issues[0]!;
-    throw new CatalogError(`${file}: ${issue.path.join('.') || 'template'}: ${issue.message}`);
+    const at = issue.path.join('.');
+    if (issue.code === 'unrecognized_keys') {
+      const keys = issue.keys.map((k) => (at ? `${at}.${k}` : k));
+      throw new CatalogError(`${file}: ${keys.join(', ')}: unknown key${keys.length > 1 ? 's' : ''}`);
+    }
+    throw new CatalogError(`${file}: ${at || 'template'}: ${issue.message}`);
   }
   const template = result.data;
+  if (template.min_memory_mb !== undefined && template.min_memory_mb > template.resources.memory_mb) {
+    throw new CatalogError(
+      `${file}: resources.memory_mb: ${template.resources.memory_mb} is below the service's min_memory_mb of ${template.min_memory_mb}`,
+    );
+  }
   if (path.basename(file, '.yaml') !== template.key) {
     throw new CatalogError(
       `${file}: key: expected "${path.basename(file, '.yaml')}" to match the file name, got "${template.key}"`,

@@ -7,13 +7,13 @@ import { isPublicPath } from '../edge/route-table.ts';
  */
 const key = z.string().regex(/^[a-z][a-z0-9-]{0,30}$/, 'expected a lowercase key (letters, digits, hyphens)');
 
-const resources = z.object({
+const resources = z.strictObject({
   memory_mb: z.number().int().min(64).max(262_144),
   cores: z.number().int().min(1).max(64),
   disk_gb: z.number().int().min(1).max(4096),
 });
 
-const health = z.object({
+const health = z.strictObject({
   path: z.string().startsWith('/', 'expected a path starting with /'),
   /** Status a healthy service answers with. */
   status: z.number().int().min(100).max(599).default(200),
@@ -21,7 +21,7 @@ const health = z.object({
   timeout_seconds: z.number().int().min(1).max(1800).default(120),
 });
 
-const route = z.object({
+const route = z.strictObject({
   path: z.string().regex(/^\/[a-z0-9][a-z0-9-]*$/, 'expected one path segment such as /crm'),
   strip_prefix: z.boolean().default(true),
   /**
@@ -42,10 +42,12 @@ const route = z.object({
  * at deploy time: `${secret:<name>}` (a generated secret, stable per tenant
  * service and name), `${db.host}`, `${db.port}`, `${db.name}`, `${db.user}`,
  * `${db.password}`, `${db.url}`, `${port}`, `${public_url}` (the service's URL,
- * path included) and `${public_origin}` (scheme and host only).
+ * path included), `${public_origin}` (scheme and host only), and for a
+ * service with `database.redis`, `${redis.url}` and `${redis.prefix}` (its key prefix).
  */
 export const PLACEHOLDER = /\$\{([a-z_.]+(?::[a-z0-9-]+)?)\}/g;
-const KNOWN = /^(secret:[a-z0-9-]+|db\.(host|port|name|user|password|url)|port|public_url|public_origin)$/;
+const KNOWN =
+  /^(secret:[a-z0-9-]+|db\.(host|port|name|user|password|url)|redis\.(url|prefix)|port|public_url|public_origin)$/;
 
 const envValue = z.string().superRefine((value, ctx) => {
   for (const match of value.matchAll(PLACEHOLDER)) {
@@ -67,24 +69,71 @@ const common = {
   port: z.number().int().min(1).max(65_535),
   health,
   route,
-  database: z.object({ postgres: z.boolean() }).default({ postgres: false }),
+  /**
+   * Platform resources the service needs: its own PostgreSQL database, and a
+   * Redis user of its own (`redis`; not provisioned by this version: a service
+   * that needs it is not offered, see runnable.ts).
+   */
+  database: z
+    .strictObject({ postgres: z.boolean(), redis: z.boolean().default(false) })
+    .default({ postgres: false, redis: false }),
+  /** The least memory the service starts with: a resources change below it is refused. */
+  min_memory_mb: z.number().int().min(64).max(262_144).optional(),
   env: env.default({}),
   stripe_price_id: z.string().startsWith('price_').nullable().default(null),
 };
 
+/** An argv array: a program and its arguments, never a shell string. */
+const argv = z
+  .array(z.string())
+  .min(1, 'expected a program and its arguments')
+  .refine((a) => a[0] !== '', 'expected a program first');
+const insidePath = z
+  .string()
+  .regex(/^\/[A-Za-z0-9._@+-]+(\/[A-Za-z0-9._@+-]+)*$/, 'expected an absolute path such as /data')
+  .refine((p) => !p.split('/').some((s) => s === '.' || s === '..'), 'expected a path without . or ..');
+
+/**
+ * An OCI image reference: `[registry[:port]/]repository[:tag][@sha256:<digest>]`,
+ * e.g. `docker.io/espocrm/espocrm:9`.
+ */
+export const IMAGE_REF =
+  /^(?:[a-z0-9.-]+(?::\d{1,5})?\/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$/;
+
+const image = {
+  image: z.string().regex(IMAGE_REF, 'expected an image reference such as docker.io/library/nginx:1.27'),
+  /** Replaces the image's ENTRYPOINT (and, as with Docker, its CMD unless `command` is given). */
+  entrypoint: argv.optional(),
+  /** Replaces the image's CMD. */
+  command: z.array(z.string()).optional(),
+  /** Working directory inside the container; default the image's. */
+  workdir: insidePath.optional(),
+  /** Directories kept on a per-container data directory (bind-mounted), seeded from the image. */
+  volumes: z.array(insidePath).max(20).default([]),
+  /**
+   * Commands run once per deployment, in order, before the service first
+   * starts (with its environment and database ready), e.g. a schema install.
+   */
+  init: z.array(argv).max(10).default([]),
+  min_memory_mb: z.number().int().min(64).max(262_144),
+};
+
 export const serviceTemplateSchema = z.discriminatedUnion('kind', [
-  z.object({
+  z.strictObject({
     ...common,
     kind: z.literal('clone'),
     /** The template container per driver: an LXC container name, a Proxmox VMID. */
-    template: z.object({ lxc: z.string().min(1).optional(), proxmox: z.number().int().min(100).optional() }),
+    template: z.strictObject({
+      lxc: z.string().min(1).optional(),
+      proxmox: z.number().int().min(100).optional(),
+    }),
   }),
-  z.object({ ...common, kind: z.literal('image'), image: z.string().min(1) }),
-  z.object({
+  z.strictObject({ ...common, kind: z.literal('image'), ...image }),
+  z.strictObject({
     ...common,
     kind: z.literal('app'),
     /** A Node.js app shipped with the platform, relative to the repository root. */
-    app: z.object({
+    app: z.strictObject({
       dir: z.string().regex(/^apps\/[a-z0-9-]+$/, 'expected apps/<name>'),
       entry: z.string().min(1),
     }),

@@ -14,6 +14,7 @@ const commands = {
   edge: () => import('./commands/edge.ts'),
   services: () => import('./commands/services.ts'),
   status: () => import('./commands/status.ts'),
+  templates: () => import('./commands/templates.ts'),
   tenants: () => import('./commands/tenants.ts'),
   up: () => import('./commands/up.ts'),
   worker: () => import('./commands/worker.ts'),
@@ -259,6 +260,19 @@ export function buildProgram(): Command {
             service,
             options,
           ),
+      ),
+    );
+
+  const templates = program
+    .command('templates')
+    .description("the lxc driver's image cache: pulled images and the templates unpacked from them");
+  templates
+    .command('list')
+    .description('list cached images with their digest, template and size, and the OCI layout size')
+    .option('--json', 'print as JSON')
+    .action(
+      action(async (options: { json?: boolean }) =>
+        (await commands.templates()).templatesList(commandContext({ quiet: true }), options),
       ),
     );
 

@@ -38,6 +38,7 @@ export async function createComputeDriver(
         bridge: config.lxc.bridge,
         subnet: config.lxc.subnet,
         egress: config.egress,
+        registriesConf: config.lxc.registriesConf,
       });
     case 'proxmox': {
       const p = config.proxmox;

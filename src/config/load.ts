@@ -29,7 +29,7 @@ export interface Config {
   smtpUrl?: string;
   admin: { email?: string; password?: string };
   masterKey?: string;
-  lxc: { subnet: string; bridge: string; path: string };
+  lxc: { subnet: string; bridge: string; path: string; registriesConf?: string };
   /** Containers' internet access (lxc: masqueraded by the host; proxmox: let out by the firewall). */
   egress: RawConfig['AIQSO_EGRESS'];
   proxmox?: {
@@ -234,7 +234,12 @@ function toConfig(raw: RawConfig, cwd: string, env: Source): Config {
     smtpUrl: raw.SMTP_URL,
     admin: { email: raw.AIQSO_ADMIN_EMAIL, password: raw.AIQSO_ADMIN_PASSWORD },
     masterKey: raw.AIQSO_MASTER_KEY,
-    lxc: { subnet: raw.AIQSO_LXC_SUBNET, bridge: raw.AIQSO_LXC_BRIDGE, path: raw.AIQSO_LXC_PATH },
+    lxc: {
+      subnet: raw.AIQSO_LXC_SUBNET,
+      bridge: raw.AIQSO_LXC_BRIDGE,
+      path: raw.AIQSO_LXC_PATH,
+      registriesConf: raw.AIQSO_REGISTRIES_CONF,
+    },
     egress: raw.AIQSO_EGRESS,
     proxmox: hasProxmox
       ? {

@@ -244,6 +244,11 @@ export const CONFIG_REFERENCE: { [K in keyof RawConfig]-?: ConfigEntry } = {
   AIQSO_LXC_SUBNET: { group: 'Compute', meaning: '`lxc` driver network (the host takes `.1`)' },
   AIQSO_LXC_BRIDGE: { group: 'Compute', meaning: '`lxc` driver bridge' },
   AIQSO_LXC_PATH: { group: 'Compute', meaning: '`lxc` driver container directory (`lxc-* -P`)' },
+  AIQSO_REGISTRIES_CONF: {
+    group: 'Compute',
+    meaning:
+      "containers-registries.conf(5) file the `lxc` driver's image pulls (skopeo) use, e.g. to mark a local registry insecure; unset: skopeo's own `/etc/containers/registries.conf`",
+  },
   AIQSO_EGRESS: {
     group: 'Compute',
     meaning:

@@ -82,6 +82,12 @@ export const configSchema = z.object({
     .string()
     .startsWith('/', 'expected an absolute directory such as /var/lib/lxc')
     .default('/var/lib/lxc'),
+  // containers-registries.conf(5) the lxc driver's image pulls (skopeo) use, e.g. to mark a local
+  // registry insecure; default: skopeo's own (/etc/containers/registries.conf).
+  AIQSO_REGISTRIES_CONF: z
+    .string()
+    .startsWith('/', 'expected an absolute file such as /etc/aiqso/registries.conf')
+    .optional(),
   PROXMOX_URL: url('the cluster URL such as https://pve1:8006').optional(),
   PROXMOX_TOKEN_ID: z
     .string()

@@ -14,8 +14,38 @@ export type Workload =
   | { kind: 'app'; dir: string; entry: string }
   /** Clone of a prepared template container; `template` is driver-specific (an LXC name, a Proxmox VMID). */
   | { kind: 'clone'; template: string }
-  /** An OCI image, for hosts that run images. */
-  | { kind: 'image'; image: string };
+  /** An OCI image, for hosts that run images; see `ImageWorkload`. */
+  | ImageWorkload;
+
+/**
+ * An OCI image and what the catalog says about running it. Entrypoint,
+ * command and working directory default to the image's own config; an
+ * entrypoint given without a command clears the image's command (as Docker does).
+ */
+export interface ImageWorkload {
+  kind: 'image';
+  /** Reference such as `docker.io/espocrm/espocrm:9`. */
+  image: string;
+  entrypoint?: string[];
+  command?: string[];
+  workdir?: string;
+  /** Absolute directories inside the container kept on the container's data directory. */
+  volumes?: string[];
+  /** Commands run once per deployment, in order, before the workload first starts. */
+  init?: string[][];
+}
+
+/** A driver that runs images keeps them in a cache and reports a pull as its own step. */
+export interface ImageCache {
+  /** Whether `image` is pulled and ready to clone, without contacting its registry. */
+  cached(image: string): Promise<boolean>;
+  /**
+   * Pull and prepare `image` (once, however many callers ask at the same time).
+   * An image that does not exist, a registry that refuses, or an image for another
+   * architecture throw DomainError `deploy_failed` naming the reason.
+   */
+  pull(image: string): Promise<{ digest: string; pulled: boolean }>;
+}
 
 export interface ResourceLimits {
   memoryMb: number;
@@ -74,6 +104,8 @@ export interface ContainerInfo {
    * Absent when the driver cannot tell (a workload started outside it).
    */
   configDigest?: string;
+  /** The workload's last output lines while it is stopped (why an image's entrypoint exited), where the driver keeps them. */
+  lastOutput?: string;
 }
 
 export interface ContainerStats {
@@ -98,6 +130,8 @@ export interface ExecOptions {
 
 export interface ComputeDriver {
   readonly kind: 'process' | 'lxc' | 'proxmox';
+  /** Present on drivers that run `image` workloads. */
+  readonly images?: ImageCache;
   /** Create the container if missing (clone or create fresh) and bring its config to the spec. Does not start it. */
   ensure(spec: ContainerSpec): Promise<ContainerInfo>;
   start(name: string): Promise<ContainerInfo>;
@@ -142,7 +176,15 @@ export function configDigest(spec: ContainerSpec): string {
       ? ['app', workload.dir, workload.entry]
       : workload.kind === 'clone'
         ? ['clone', workload.template]
-        : ['image', workload.image],
+        : [
+            'image',
+            workload.image,
+            workload.entrypoint ?? null,
+            workload.command ?? null,
+            workload.workdir ?? null,
+            workload.volumes ?? [],
+            workload.init ?? [],
+          ],
     [resources.memoryMb, resources.cores, resources.diskGb],
     port,
     ip ?? null,

@@ -52,7 +52,17 @@ export async function loadDeployment(db: Database, id: string, spec: TenantServi
 /** What runs in the container, per template kind; a clone needs the template for this driver. */
 export function workloadFor(t: ServiceTemplate, driver: ComputeDriver['kind'], repoRoot: string): Workload {
   if (t.kind === 'app') return { kind: 'app', dir: path.join(repoRoot, t.app.dir), entry: t.app.entry };
-  if (t.kind === 'image') return { kind: 'image', image: t.image };
+  if (t.kind === 'image') {
+    return {
+      kind: 'image',
+      image: t.image,
+      ...(t.entrypoint ? { entrypoint: t.entrypoint } : {}),
+      ...(t.command ? { command: t.command } : {}),
+      ...(t.workdir ? { workdir: t.workdir } : {}),
+      volumes: t.volumes,
+      init: t.init,
+    };
+  }
   const template = driver === 'proxmox' ? t.template.proxmox : t.template.lxc;
   if (template === undefined) {
     throw new DomainError('deploy_failed', `${t.key} has no template container for the ${driver} driver`);
@@ -69,9 +79,14 @@ export interface ContainerSpecInputs {
   root: string;
 }
 
-export function containerSpecFor(d: Deployment, inputs: ContainerSpecInputs): ContainerSpec {
+export function containerSpecFor(
+  d: Deployment,
+  inputs: ContainerSpecInputs,
+  redis?: { url: string; prefix: string },
+): ContainerSpec {
   const t = d.template;
   const env = renderServiceEnv(t.env, {
+    redis,
     db: d.database
       ? { ...inputs.dbReach, name: d.database.name, user: d.database.role, password: inputs.root }
       : undefined,

@@ -118,6 +118,21 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
       },
     },
     {
+      // An image is pulled once per host and shared: its own step, so a long pull shows as running.
+      name: 'image pull',
+      async observe(ctx) {
+        if (removing(ctx)) return 'ok';
+        const d = await load(ctx);
+        if (d.template.kind !== 'image' || !deps.compute.images) return 'ok';
+        return (await deps.compute.images.cached(d.template.image)) ? 'ok' : 'missing';
+      },
+      async apply(ctx) {
+        const d = await load(ctx);
+        if (d.template.kind !== 'image' || !deps.compute.images) return;
+        await deps.compute.images.pull(d.template.image);
+      },
+    },
+    {
       name: 'container',
       async observe(ctx) {
         if (removing(ctx)) return 'ok';
@@ -260,13 +275,22 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
       async apply(ctx) {
         const d = await load(ctx);
         const { path, status, timeout_seconds } = d.template.health;
+        const c = await info(d);
+        // A workload that exited (an image's entrypoint) will not answer: say why at once.
+        if (c.state === 'stopped' && d.template.kind === 'image') {
+          throw new DomainError(
+            'deploy_failed',
+            `the container stopped before answering GET ${path}: its workload exited` +
+              (c.lastOutput ? ` (last output: ${c.lastOutput})` : ''),
+          );
+        }
         const waited = ctx.waitingSince ? Date.now() - ctx.waitingSince.getTime() : 0;
         if (waited < timeout_seconds * 1000)
           return requeueAfter(
             pollDelayMs(ctx.waitingSince, { minMs: deps.healthPollMs ?? 150, maxMs: 2000 }),
             `GET ${path} to answer ${status}`,
           );
-        const last = await probe(await info(d), path);
+        const last = await probe(c, path);
         if (last === status) return;
         const seen = typeof last === 'number' ? `last answer ${last}` : `last error: ${last}`;
         throw new DomainError(

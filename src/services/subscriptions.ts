@@ -2,8 +2,9 @@ import { sql, type Kysely } from 'kysely';
 import { z } from 'zod';
 import { serviceTemplateSchema, type ServiceTemplate } from '../catalog/schema.ts';
 import type { Plan } from '../catalog/plans.ts';
+import { whyNotRunnable } from '../catalog/runnable.ts';
 import { containerName, type DriverKind } from '../core/compute.ts';
-import { conflict, DomainError, notFound } from '../core/errors.ts';
+import { badRequest, conflict, DomainError, notFound } from '../core/errors.ts';
 import { newId } from '../core/ids.ts';
 import { capacityRefusal, serviceUrl, type Claim } from '../core/services.ts';
 import type { DB, StepStatus } from '../db/tables.ts';
@@ -192,6 +193,9 @@ export async function subscribe(
   return db.transaction().execute(async (trx) => {
     const found = await findTemplate(trx, key);
     if (!found) throw notFound(`service ${key} in the catalog`);
+    // Checked before anything is written: a service this platform cannot run never takes a plan slot.
+    const unrunnable = whyNotRunnable(found.template, deps.driver);
+    if (unrunnable) throw conflict(unrunnable, { driver: deps.driver });
     const tenant = await trx
       .selectFrom('tenants')
       .select(['slug', 'status', 'plan'])
@@ -312,6 +316,12 @@ export async function setServiceResources(
       throw new DomainError('conflict', `service ${key} is being removed; its resources cannot change`);
     }
     const resources = { ...current.spec.resources, ...change };
+    const least = current.template.min_memory_mb;
+    if (least !== undefined && resources.memory_mb < least) {
+      throw badRequest(
+        `${key} needs at least ${least} MB of memory; ${resources.memory_mb} MB is too little`,
+      );
+    }
     await checkCapacity(trx, deps, resources, key, current.id);
     const spec: TenantServiceSpec = { ...current.spec, resources };
     await applyResourceIn(trx, { kind: TENANT_SERVICE_KIND, id: current.id, tenantId, spec });

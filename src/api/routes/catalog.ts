@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { whyNotRunnable, type DriverKind } from '../../catalog/runnable.ts';
 import { serviceTemplateSchema } from '../../catalog/schema.ts';
 import type { Database } from '../../db/database.ts';
 import type { ApiServer } from '../server.ts';
@@ -15,9 +16,10 @@ const CatalogEntry = z.object({
 /**
  * The service catalog as offered: public, like the plans on the signup page
  * (it names what can be bought, nothing of any tenant). Read from the
- * `services` table, which start-up synchronises from the catalog files.
+ * `services` table, which start-up synchronises from the catalog files, and
+ * filtered to what the configured compute driver runs (`whyNotRunnable`).
  */
-export function catalogRoutes(app: ApiServer, deps: { db: Database }): void {
+export function catalogRoutes(app: ApiServer, deps: { db: Database; driver: DriverKind }): void {
   app.get(
     '/api/v1/catalog',
     {
@@ -36,17 +38,19 @@ export function catalogRoutes(app: ApiServer, deps: { db: Database }): void {
         .orderBy('key')
         .execute();
       return {
-        services: rows.map((r) => {
-          const t = serviceTemplateSchema.parse(r.template);
-          return {
-            key: t.key,
-            name: t.name,
-            description: t.description,
-            kind: t.kind,
-            path: t.route.path,
-            resources: t.resources,
-          };
-        }),
+        services: rows
+          .map((r) => serviceTemplateSchema.parse(r.template))
+          .filter((t) => whyNotRunnable(t, deps.driver) === null)
+          .map((t) => {
+            return {
+              key: t.key,
+              name: t.name,
+              description: t.description,
+              kind: t.kind,
+              path: t.route.path,
+              resources: t.resources,
+            };
+          }),
       };
     },
   );

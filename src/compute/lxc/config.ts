@@ -29,6 +29,8 @@ export interface ManagedConfig {
   appModules?: string;
   cgroup: 'v1' | 'v2';
   isolation: Isolation;
+  /** Per-container data directories bind-mounted read-write (an image's volumes). */
+  volumes?: { source: string; target: string }[];
 }
 
 /** What walls a container in: its id map, the host's confinement, its named bridge port. */
@@ -82,6 +84,9 @@ export function renderConfig(existing: string, c: ManagedConfig): string {
     `lxc.mount.entry = ${c.aiqsoDir} aiqso none ro,bind,create=dir 0 0`,
     ...(c.appDir ? [`lxc.mount.entry = ${c.appDir} app none ro,bind,create=dir 0 0`] : []),
     ...(c.appModules ? [`lxc.mount.entry = ${c.appModules} node_modules none ro,bind,create=dir 0 0`] : []),
+    ...(c.volumes ?? []).map(
+      (v) => `lxc.mount.entry = ${v.source} ${v.target.slice(1)} none rw,bind,create=dir 0 0`,
+    ),
     NET_TYPE,
     vethLine(c.isolation),
     `lxc.net.0.link = ${c.bridge}`,
@@ -167,4 +172,80 @@ while :; do
   delay=$(( delay * 2 )); if [ "$delay" -gt 30 ]; then delay=30; fi
 done
 `;
+}
+
+/** What an image container runs: its argv, working directory and environment, image config and catalog merged. */
+export interface ImageRun {
+  argv: string[];
+  workdir: string;
+  env: Record<string, string>;
+}
+
+/**
+ * Docker's rules: the catalog's entrypoint replaces the image's and clears its
+ * command unless the catalog gives one; environment is the image's, then the
+ * service's on top. Pure.
+ */
+export function imageRun(
+  image: { entrypoint: string[]; cmd: string[]; env: string[]; workdir: string },
+  w: { entrypoint?: string[]; command?: string[]; workdir?: string },
+  env: Record<string, string>,
+): ImageRun {
+  const entrypoint = w.entrypoint ?? image.entrypoint;
+  const command = w.command ?? (w.entrypoint ? [] : image.cmd);
+  const argv = [...entrypoint, ...command];
+  if (argv.length === 0)
+    throw new Error('the image has no entrypoint or command, and the catalog gives none');
+  const fromImage = Object.fromEntries(
+    image.env.map((kv) => [kv.slice(0, Math.max(0, kv.indexOf('='))), kv.slice(kv.indexOf('=') + 1)]),
+  );
+  delete fromImage[''];
+  return {
+    argv,
+    workdir: w.workdir ?? (image.workdir || '/'),
+    env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', ...fromImage, ...env },
+  };
+}
+
+/** Inside an image container: the workload's output, and the marker of its init commands having run. */
+export const IMAGE_LOG = '/var/log/aiqso/app.log';
+export const INIT_MARKER = '/var/lib/aiqso/init-done';
+
+/**
+ * PID 1 of an image container, run by the static helper (`helper sh`) so it
+ * needs nothing from the image: reads the environment, runs the init commands
+ * once per deployment (the marker lives in the container's own layer, written
+ * only after every command succeeded, so a failed or interrupted init runs
+ * again at the next start), then runs the workload and passes SIGTERM on to
+ * it: when the workload exits, the container stops. Secrets stay in
+ * /aiqso/env, never argv.
+ */
+export function renderImageInit(helper: string, run: ImageRun, init: string[][]): string {
+  const q = (argv: string[]) => argv.map(shellQuote).join(' ');
+  const lines = [
+    '#!/bin/sh',
+    '. /aiqso/env',
+    `${helper} mkdir -p /var/log/aiqso /var/lib/aiqso`,
+    `cd ${shellQuote(run.workdir)} || exit 1`,
+  ];
+  if (init.length) {
+    lines.push(`if [ ! -e ${INIT_MARKER} ]; then`);
+    for (const argv of init) {
+      lines.push(
+        `  echo "aiqso: init: "${shellQuote(argv.join(' '))} >>${IMAGE_LOG}`,
+        `  ${q(argv)} >>${IMAGE_LOG} 2>&1 || { echo "aiqso: init command failed ($?): "${shellQuote(argv.join(' '))} >>${IMAGE_LOG}; exit 1; }`,
+      );
+    }
+    lines.push(`  : >${INIT_MARKER}.tmp && ${helper} mv ${INIT_MARKER}.tmp ${INIT_MARKER}`, 'fi');
+  }
+  // PID 1 ignores signals it has no handler for: the shell stays PID 1 and hands SIGTERM on.
+  lines.push(
+    `trap 'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 0' TERM INT`,
+    `${q(run.argv)} >>${IMAGE_LOG} 2>&1 &`,
+    'child=$!',
+    'wait "$child"',
+    'exit $?',
+    '',
+  );
+  return lines.join('\n');
 }

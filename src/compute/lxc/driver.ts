@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { existsSync, realpathSync } from 'node:fs';
 import { chown, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -19,7 +20,17 @@ import { KeyedMutex, runOk } from '../shared/run.ts';
 import { recordApplied, reportedDigest } from './applied.ts';
 import { forgetNeighbour } from './bridge.ts';
 import { CGROUP, observedLimits } from './cgroup.ts';
-import { cgroupLimitKeys, renderConfig, renderEnvFile, renderInit } from './config.ts';
+import {
+  cgroupLimitKeys,
+  IMAGE_LOG,
+  imageRun,
+  renderConfig,
+  renderEnvFile,
+  renderImageInit,
+  renderInit,
+  type ImageRun,
+} from './config.ts';
+import { INIT_INSIDE, LxcImages } from './images.ts';
 import { ensureTemplateShifted, mountSources, rootfsLayers } from './convert.ts';
 import { grantTraversal, shiftTree } from './idmap.ts';
 import type { Egress } from './netpolicy.ts';
@@ -35,6 +46,8 @@ export interface LxcDriverOptions {
   subnet: string;
   /** Containers' internet access: none (default), or masqueraded through the host. */
   egress?: Egress;
+  /** containers-registries.conf(5) skopeo pulls images with; default skopeo's own. */
+  registriesConf?: string;
 }
 
 /**
@@ -57,12 +70,20 @@ export class LxcDriver implements ComputeDriver {
   private readonly cloneLocks = new KeyedMutex();
   private base?: Promise<Ready>;
   private readonly walls: LxcWalls;
+  readonly images: LxcImages;
 
   constructor(private readonly options: LxcDriverOptions) {
     this.lxcPath = options.lxcPath ?? '/var/lib/lxc';
     this.pool = new IpPool(options.db, options.subnet);
     this.tools = new LxcTools(this.lxcPath);
     this.walls = new LxcWalls({ ...options, lxcPath: this.lxcPath, pool: this.pool, tools: this.tools });
+    this.images = new LxcImages({
+      db: options.db,
+      log: options.log,
+      lxcPath: this.lxcPath,
+      registriesConf: options.registriesConf,
+      ready: () => this.ready(),
+    });
   }
 
   /** Bridge, base template and walls, made once per driver (`walls.ts`). */
@@ -81,19 +102,20 @@ export class LxcDriver implements ComputeDriver {
 
   async ensure(spec: ContainerSpec): Promise<ContainerInfo> {
     const { workload } = spec;
-    if (workload.kind === 'image')
-      throw badRequest('the lxc driver runs app and clone workloads, not images');
     return this.locks.run(spec.name, async () => {
       const ready = await this.ready();
       const { base } = ready;
       const isolation = this.walls.isolation(ready, spec.name);
       const owner = [ready.idmap.uid.start, ready.idmap.gid.start] as const;
+      // An image is pulled (or found in the cache) before anything of the container exists.
+      const imageTemplate =
+        workload.kind === 'image' ? await this.images.template(workload.image) : undefined;
       const ip = await this.pool.allocate(spec.name, spec.ip);
       const fresh = !this.exists(spec.name);
+      const source = workload.kind === 'clone' ? workload.template : (imageTemplate ?? base.name);
       if (fresh) {
         // A directory without config is a clone a crash interrupted: start over.
         await rm(this.dir(spec.name), { recursive: true, force: true });
-        const source = workload.kind === 'clone' ? workload.template : base.name;
         await this.cloneLocks.run(source, async () => {
           const layers = rootfsLayers(await this.tools.config(source));
           if (layers) await ensureTemplateShifted(layers.upper, isolation);
@@ -104,15 +126,36 @@ export class LxcDriver implements ComputeDriver {
       const aiqsoDir = path.join(this.dir(spec.name), 'aiqso');
       await mkdir(aiqsoDir, { recursive: true, mode: 0o700 });
       await chown(aiqsoDir, ...owner);
-      const env = {
-        PATH: `${path.dirname(base.node)}:/usr/local/bin:/usr/bin:/bin`,
-        HOME: '/root',
-        ...spec.env,
-        PORT: String(spec.port),
-        HOST: '0.0.0.0',
-      };
-      // Container root reads its own env and init (host: the mapped range's first id), no one else.
-      await atomicWrite(path.join(aiqsoDir, 'env'), renderEnvFile(env), 0o600, owner);
+      const volumes =
+        workload.kind === 'image' && imageTemplate
+          ? await this.ensureVolumes(spec.name, imageTemplate, workload.volumes ?? [], owner)
+          : [];
+      if (workload.kind === 'image' && imageTemplate) {
+        const image = await this.images.config(imageTemplate);
+        let runs: ImageRun;
+        try {
+          runs = imageRun(image, workload, spec.env);
+        } catch (err) {
+          throw new DomainError('deploy_failed', `${workload.image}: ${(err as Error).message}`);
+        }
+        await atomicWrite(path.join(aiqsoDir, 'env'), renderEnvFile(runs.env), 0o600, owner);
+        await atomicWrite(
+          path.join(aiqsoDir, 'init.sh'),
+          renderImageInit(INIT_INSIDE, runs, workload.init ?? []),
+          0o700,
+          owner,
+        );
+      } else {
+        const env = {
+          PATH: `${path.dirname(base.node)}:/usr/local/bin:/usr/bin:/bin`,
+          HOME: '/root',
+          ...spec.env,
+          PORT: String(spec.port),
+          HOST: '0.0.0.0',
+        };
+        // Container root reads its own env and init (host: the mapped range's first id), no one else.
+        await atomicWrite(path.join(aiqsoDir, 'env'), renderEnvFile(env), 0o600, owner);
+      }
       if (workload.kind === 'app') {
         await atomicWrite(
           path.join(aiqsoDir, 'init.sh'),
@@ -144,6 +187,7 @@ export class LxcDriver implements ComputeDriver {
         appModules: workload.kind === 'app' ? nearestNodeModules(workload.dir) : undefined,
         cgroup: CGROUP,
         isolation,
+        volumes,
       });
       await atomicWrite(configFile, config, 0o640);
       for (const source of [aiqsoDir, await this.deltaDir(spec.name), ...mountSources(config)])
@@ -154,6 +198,34 @@ export class LxcDriver implements ComputeDriver {
         await this.applyLimits(spec.name, spec.resources);
       return this.info(spec.name);
     });
+  }
+
+  /**
+   * An image's volumes: one directory each under `<dir>/volumes`, seeded from
+   * the image's content at that path when first made (complete or not at all),
+   * owned by container root. Kept until the container is destroyed.
+   */
+  private async ensureVolumes(
+    name: string,
+    template: string,
+    targets: string[],
+    owner: readonly [number, number],
+  ): Promise<{ source: string; target: string }[]> {
+    const out: { source: string; target: string }[] = [];
+    for (const target of targets) {
+      const source = path.join(this.dir(name), 'volumes', volumeDirName(target));
+      if (!existsSync(source)) {
+        const tmp = `${source}.tmp`;
+        await rm(tmp, { recursive: true, force: true });
+        await mkdir(tmp, { recursive: true });
+        const seed = path.join(this.lxcPath, template, 'rootfs', target);
+        if (existsSync(seed)) await runOk('cp', ['-a', '--', `${seed}/.`, tmp]);
+        else await chown(tmp, ...owner);
+        await rename(tmp, source);
+      }
+      out.push({ source, target });
+    }
+    return out;
   }
 
   /** Limits reach a running container at once, not only at its next start. */
@@ -226,7 +298,20 @@ export class LxcDriver implements ComputeDriver {
 
   async exportTo(name: string, file: string): Promise<{ bytes: number }> {
     this.mustExist(name);
-    await runOk('tar', ['--numeric-owner', '--xattrs', '-C', await this.deltaDir(name), '-czf', file, '.']);
+    // An image's volumes travel in the same archive, under .aiqso-volumes/.
+    const volumes = existsSync(path.join(this.dir(name), 'volumes'))
+      ? ['--transform', 's,^volumes,.aiqso-volumes,', '-C', this.dir(name), 'volumes']
+      : [];
+    await runOk('tar', [
+      '--numeric-owner',
+      '--xattrs',
+      '-czf',
+      file,
+      '-C',
+      await this.deltaDir(name),
+      '.',
+      ...volumes,
+    ]);
     return { bytes: (await stat(file)).size };
   }
 
@@ -236,6 +321,11 @@ export class LxcDriver implements ComputeDriver {
     await this.ensure(spec);
     const delta = await this.deltaDir(spec.name);
     await runOk('tar', ['--numeric-owner', '--xattrs', '-C', delta, '-xzf', file]);
+    const carried = path.join(delta, '.aiqso-volumes');
+    if (existsSync(carried)) {
+      await rm(path.join(this.dir(spec.name), 'volumes'), { recursive: true, force: true });
+      await rename(carried, path.join(this.dir(spec.name), 'volumes'));
+    }
     // An archive of a container from before the id map holds root's ids: shifted like a conversion.
     await shiftTree(delta, (await this.ready()).idmap);
     return this.status(spec.name);
@@ -262,6 +352,15 @@ export class LxcDriver implements ComputeDriver {
     if (!this.exists(name)) throw new DomainError('not_found', `container ${name} not found`);
   }
 
+  /** The last lines an image workload wrote, read from its layer (for the reason it stopped). */
+  private async lastOutput(name: string): Promise<string | undefined> {
+    const delta = await this.deltaDir(name).catch(() => '');
+    if (!delta) return undefined;
+    const text = await readFile(path.join(delta, IMAGE_LOG), 'utf8').catch(() => '');
+    const tail = text.trim().split('\n').slice(-3).join(' | ');
+    return tail ? tail.slice(-400) : undefined;
+  }
+
   private async deltaDir(name: string): Promise<string> {
     return rootfsLayers(await this.tools.config(name))?.upper ?? '';
   }
@@ -275,9 +374,11 @@ export class LxcDriver implements ComputeDriver {
     const running = live.state === 'RUNNING';
     const limits = running && live.pid ? await observedLimits(live.pid) : undefined;
     const digest = await reportedDigest(path.join(this.dir(name), 'aiqso'), { running, pid: live.pid });
+    const lastOutput = running ? undefined : await this.lastOutput(name);
     return {
       name,
       state: running ? 'running' : 'stopped',
+      ...(lastOutput ? { lastOutput } : {}),
       ...(ip ? { ip } : {}),
       ...(ip && meta.port ? { endpoint: { host: ip, port: meta.port } } : {}),
       handle: name,
@@ -311,4 +412,10 @@ function nearestNodeModules(dir: string): string | undefined {
     if (existsSync(candidate)) return realpathSync(candidate);
     if (path.dirname(at) === at) return undefined;
   }
+}
+
+/** A volume's directory name: its path's last segment and a hash of the whole path (unique, readable). */
+function volumeDirName(target: string): string {
+  const hash = createHash('sha256').update(target).digest('hex').slice(0, 8);
+  return `${path.basename(target)}-${hash}`;
 }

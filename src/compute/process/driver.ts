@@ -70,7 +70,9 @@ export class ProcessDriver implements ComputeDriver {
 
   async ensure(spec: ContainerSpec): Promise<ContainerInfo> {
     if (spec.workload.kind !== 'app') {
-      throw badRequest(`the process driver runs app workloads only, got ${spec.workload.kind}`);
+      throw badRequest(
+        `the process driver runs only app services (Node.js apps shipped with the platform), not ${spec.workload.kind} services`,
+      );
     }
     return this.locks.run(spec.name, async () => {
       await this.store.prepare(spec.name);

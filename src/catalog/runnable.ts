@@ -1,0 +1,33 @@
+import type { ServiceTemplate } from './schema.ts';
+
+export type DriverKind = 'process' | 'lxc' | 'proxmox';
+
+/**
+ * What each compute driver runs, by catalog kind. The process driver runs
+ * only `app` services (Node.js apps shipped with the platform); lxc runs
+ * apps, clones of a prepared template container and OCI images; Proxmox
+ * runs clones of a template VMID.
+ */
+export const DRIVER_RUNS: Record<DriverKind, readonly ServiceTemplate['kind'][]> = {
+  process: ['app'],
+  lxc: ['app', 'clone', 'image'],
+  proxmox: ['clone'],
+};
+
+/**
+ * Why `driver` cannot run the service, or null when it can. The one rule for
+ * what the catalog offers and what a subscription accepts: a service that
+ * cannot run here is never offered.
+ */
+export function whyNotRunnable(t: ServiceTemplate, driver: DriverKind): string | null {
+  if (!DRIVER_RUNS[driver].includes(t.kind)) {
+    return `${t.key} is an ${t.kind} service; the ${driver} driver runs only ${DRIVER_RUNS[driver].join(', ')} services`;
+  }
+  if (t.database.redis) {
+    return `${t.key} needs a Redis user of its own, which this platform does not provision yet`;
+  }
+  if (t.kind === 'clone' && (driver === 'proxmox' ? t.template.proxmox : t.template.lxc) === undefined) {
+    return `${t.key} has no template container for the ${driver} driver`;
+  }
+  return null;
+}

@@ -1,0 +1,262 @@
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ContainerInfo, ImageWorkload } from '../src/core/compute.ts';
+import { removeBridge } from '../src/compute/lxc/bridge.ts';
+import { LxcDriver } from '../src/compute/lxc/driver.ts';
+import { freePort } from '../src/db/embedded.ts';
+import { sleep } from '../src/compute/shared/run.ts';
+import { createLogger } from '../src/observability/logger.ts';
+import { computeContract, specFor, type ContractHarness } from './support/compute-contract.ts';
+import { createTestDatabase, type TestDatabase } from './support/db.ts';
+import { lxcAvailable, privateNetwork } from './support/lxc.ts';
+import { registrySkip, startRegistry, webImage, type TestRegistry } from './support/registry.ts';
+import { runCli } from './support/cli.ts';
+import { missingPart } from './support/strict.ts';
+
+/**
+ * The lxc driver runs OCI images: pulled with skopeo from a real registry
+ * (Debian's docker-registry on 127.0.0.1) into the shared cache, unpacked with
+ * umoci into one template per digest, cloned per container. The compute
+ * contract holds for image containers as for apps; concurrent first deploys
+ * of one image pull it once; init commands run once per deployment; volumes
+ * are seeded from the image; and a missing image, a refusing registry, an
+ * image for another architecture or an entrypoint that exits say so.
+ */
+const skip =
+  missingPart('lxc (root and lxc tools)', lxcAvailable(), 'apt-get install lxc and run as root') ||
+  registrySkip();
+const { bridge, subnet } = privateNetwork('i');
+let db: TestDatabase;
+let lxcPath: string;
+let registry: TestRegistry;
+let webRef: string;
+
+beforeAll(async () => {
+  if (skip) return;
+  db = await createTestDatabase({ max: 10 });
+  lxcPath = await mkdtemp(path.join(os.tmpdir(), 'aiqso-lxcimg-'));
+  registry = await startRegistry();
+  webRef = await registry.push('test/web', '1', webImage(3000));
+}, 120_000);
+
+afterAll(async () => {
+  if (skip) return;
+  await removeBridge(bridge);
+  await rm(lxcPath, { recursive: true, force: true });
+  await registry.stop();
+  await db.drop();
+});
+
+const open = () =>
+  Promise.resolve(
+    new LxcDriver({
+      db: db.db,
+      log: createLogger('silent'),
+      lxcPath,
+      bridge,
+      subnet,
+      registriesConf: registry.registriesConf,
+    }),
+  );
+
+const INIT = [['/bin/sh', '-c', 'echo ran >> /data/init-runs']];
+const imageWorkload = (ref = webRef, extra: Partial<ImageWorkload> = {}): ImageWorkload => ({
+  kind: 'image',
+  image: ref,
+  volumes: ['/data'],
+  init: INIT,
+  ...extra,
+});
+
+interface WebAnswer {
+  name: string;
+  pid: number;
+  packages: boolean;
+  initRuns: number;
+  title: string;
+}
+
+async function fetchWeb(info: ContainerInfo, waitMs = 20_000): Promise<WebAnswer> {
+  if (!info.endpoint) throw new Error(`${info.name} has no endpoint`);
+  const url = `http://${info.endpoint.host}:${info.endpoint.port}/`;
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
+      if (res.status === 200) return (await res.json()) as WebAnswer;
+      throw new Error(`status ${res.status}`);
+    } catch (err) {
+      if (Date.now() > deadline) {
+        const cause = (err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : '';
+        throw new Error(`${url} did not answer: ${(err as Error).message} ${cause}`);
+      }
+      await sleep(50);
+    }
+  }
+}
+
+computeContract('lxc (image)', {
+  skip: () => skip,
+  open,
+  workload: () => imageWorkload(),
+  async crashMidEnsure(spec) {
+    await mkdir(path.join(lxcPath, spec.name, 'overlay', 'delta'), { recursive: true });
+  },
+  http: (info) => fetchWeb(info),
+  dataPath: '/root/marker.txt',
+  hostProcesses: true,
+  exec: true,
+  enforces: ['memoryMb', 'cores'],
+} satisfies ContractHarness);
+
+describe('lxc driver: OCI images', { timeout: 180_000 }, () => {
+  it('pulls an image once for concurrent first deploys, runs init once per deployment, seeds volumes', async ({
+    skip: skipTest,
+  }) => {
+    if (skip) return skipTest();
+    const ref = await registry.push('test/shared', '1', webImage(3000));
+    const driver = await open();
+    const harness = { workload: () => imageWorkload(ref) } as ContractHarness;
+    const specs = [0, 1, 2].map((i) => ({
+      ...specFor(harness, `shared${i}`),
+      env: { APP_NAME: `shared-${i}`, APP_TITLE: "it's `quoted` $HOME" },
+    }));
+    try {
+      expect(await driver.images.cached(ref)).toBe(false);
+      await Promise.all(specs.map((s) => driver.ensure(s)));
+      // One pull from the registry: the layer was fetched once for three containers.
+      expect(driver.images.pulls).toBe(1);
+      expect(await registry.requests(/^GET \/v2\/test\/shared\/blobs\//)).toHaveLength(2); // config + layer
+      expect(await driver.images.cached(ref)).toBe(true);
+      for (const s of specs) {
+        const answer = await fetchWeb(await driver.start(s.name));
+        expect(answer).toMatchObject({
+          name: s.env.APP_NAME,
+          packages: true,
+          initRuns: 1,
+          title: "it's `quoted` $HOME",
+        });
+      }
+      // A restart does not run init again; the volume lives on the container's data directory.
+      const again = await fetchWeb(await driver.restart(specs[0]!.name));
+      expect(again.initRuns).toBe(1);
+      const volumes = path.join(lxcPath, specs[0]!.name, 'volumes');
+      const [volume] = await import('node:fs/promises').then((fs) => fs.readdir(volumes));
+      expect(await readFile(path.join(volumes, volume!, 'init-runs'), 'utf8')).toBe('ran\n');
+      expect(await readFile(path.join(volumes, volume!, 'seed.txt'), 'utf8')).toBe('from the image\n');
+      // A later deploy of the same reference does not contact the registry.
+      const before = (await registry.requests(/./)).length;
+      const later = { ...specFor(harness, 'shared-later'), env: { APP_NAME: 'later' } };
+      specs.push(later as (typeof specs)[number]);
+      expect((await fetchWeb(await driver.start((await driver.ensure(later)).name))).name).toBe('later');
+      expect((await registry.requests(/./)).length).toBe(before);
+      expect(driver.images.pulls).toBe(1);
+      // `aiqso templates list` shows the cached image, its template and sizes.
+      const listed = await runCli(['templates', 'list', '--json'], {
+        AIQSO_LXC_PATH: lxcPath,
+        AIQSO_DATA_DIR: lxcPath,
+      });
+      expect(listed.code, listed.stderr).toBe(0);
+      const cache = JSON.parse(listed.stdout) as {
+        images: { image: string; digest: string; template: string; templateBytes: number }[];
+        layoutBytes: number;
+      };
+      const shared = cache.images.find((i) => i.image === ref);
+      expect(shared).toMatchObject({ digest: expect.stringMatching(/^sha256:[0-9a-f]{64}$/) as unknown });
+      expect(shared!.template).toBe(`aiqsoimg-${shared!.digest.slice(7, 31)}`);
+      expect(shared!.templateBytes).toBeGreaterThan(1_000_000); // busybox is in it
+      expect(cache.layoutBytes).toBeGreaterThan(500_000);
+      // A backup carries the volumes: restored elsewhere, init's record is there and init does not rerun.
+      const archive = path.join(lxcPath, 'shared0.tgz');
+      await driver.stop(specs[0]!.name);
+      await driver.exportTo(specs[0]!.name, archive);
+      const restored = { ...specFor(harness, 'restored'), env: { APP_NAME: 'restored' } };
+      specs.push(restored as (typeof specs)[number]);
+      await driver.importFrom(restored, archive);
+      expect(await fetchWeb(await driver.start(restored.name))).toMatchObject({
+        name: 'restored',
+        initRuns: 1,
+      });
+    } finally {
+      for (const s of specs) await driver.destroy(s.name);
+      await driver.close();
+    }
+  });
+
+  it('says why an image cannot run, and creates nothing for it', async ({ skip: skipTest }) => {
+    if (skip) return skipTest();
+    const driver = await open();
+    const closed = await freePort();
+    const arm = await registry.push('test/arm', '1', webImage(3000, { architecture: 'arm64' }));
+    const cases: [string, string, RegExp][] = [
+      [
+        'ghost',
+        `${registry.host}/test/ghost:1`,
+        /^image 127\.0\.0\.1:\d+\/test\/ghost:1 does not exist in 127\.0\.0\.1:\d+$/,
+      ],
+      ['refused', `127.0.0.1:${closed}/test/web:1`, /^registry 127\.0\.0\.1:\d+ refused the connection$/],
+      ['arm', arm, /^image .*test\/arm:1 is built for linux\/arm64; this host runs linux\/amd64$/],
+    ];
+    try {
+      for (const [role, ref, reason] of cases) {
+        const s = specFor({ workload: () => imageWorkload(ref) } as ContractHarness, role);
+        const err = (await driver.ensure(s).catch((e: unknown) => e)) as { code: string; message: string };
+        expect(err).toMatchObject({ code: 'deploy_failed' });
+        expect(err.message).toMatch(reason);
+        expect(existsSync(path.join(lxcPath, s.name))).toBe(false);
+        expect(await driver.pool.lookup(s.name)).toBeUndefined();
+        expect(await driver.images.cached(ref)).toBe(false);
+      }
+    } finally {
+      await driver.close();
+    }
+  });
+
+  it('an entrypoint that exits at once, or a failing init command, stops the container with its last output', async ({
+    skip: skipTest,
+  }) => {
+    if (skip) return skipTest();
+    const driver = await open();
+    const quits = specFor(
+      {
+        workload: () =>
+          imageWorkload(webRef, {
+            entrypoint: ['/bin/sh', '-c', 'echo "missing setting: SITE_URL"; exit 3'],
+          }),
+      } as ContractHarness,
+      'quits',
+    );
+    const badInit = specFor(
+      {
+        workload: () => imageWorkload(webRef, { init: [['/bin/sh', '-c', 'echo schema locked; exit 4']] }),
+      } as ContractHarness,
+      'badinit',
+    );
+    try {
+      for (const [s, output] of [
+        [quits, /missing setting: SITE_URL/],
+        [
+          badInit,
+          /schema locked \| aiqso: init command failed \(4\): \/bin\/sh -c echo schema locked; exit 4/,
+        ],
+      ] as const) {
+        await driver.ensure(s);
+        await driver.start(s.name);
+        let info = await driver.status(s.name);
+        for (let i = 0; i < 100 && info.state === 'running'; i++) {
+          await sleep(100);
+          info = await driver.status(s.name);
+        }
+        expect(info.state).toBe('stopped');
+        expect(info.lastOutput).toMatch(output);
+      }
+    } finally {
+      await driver.destroy(quits.name);
+      await driver.destroy(badInit.name);
+      await driver.close();
+    }
+  });
+});
