@@ -8,6 +8,7 @@ import { tenantLifecycleRoutes } from './api/routes/tenant-lifecycle.ts';
 import { catalogRoutes } from './api/routes/catalog.ts';
 import { edgeSessionRoutes } from './api/routes/edge-session.ts';
 import { tenantServiceRoutes } from './api/routes/tenant-services.ts';
+import { tenantUsageRoutes } from './api/routes/tenant-usage.ts';
 import { createTenantAccess } from './identity/tenant-access.ts';
 import { createSignupLimiter } from './lifecycle/signup-limit.ts';
 import { assertBillingModeAllowed, createBilling, type Billing } from './billing/index.ts';
@@ -68,6 +69,7 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
   });
   catalogRoutes(api, { db: database.db });
   tenantServiceRoutes(api, { db: database.db, access, plans: parts.plans, config });
+  tenantUsageRoutes(api, { access, config });
   return api;
 }
 

@@ -247,8 +247,12 @@ export function buildProgram(): Command {
     )
     .option('--json', 'print as JSON')
     .action(
-      action(async (options: { json?: boolean }) =>
-        (await commands.usage()).usageCollect(commandContext({ quiet: true }), options),
+      // `usage` has a --json of its own: whichever of the two it was given to.
+      action(async (_options: unknown, command: Command) =>
+        (await commands.usage()).usageCollect(
+          commandContext({ quiet: true }),
+          command.optsWithGlobals<{ json?: boolean }>(),
+        ),
       ),
     );
 

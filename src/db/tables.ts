@@ -133,7 +133,7 @@ export interface UsageMonthlyTable {
   month: ColumnType<Date, string, string>;
   value: number;
   hours: number;
-  gap_hours: number;
+  gap_hours: ColumnType<number, number | undefined, number>;
   updated_at: Timestamp;
 }
 

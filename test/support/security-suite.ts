@@ -287,6 +287,13 @@ export const ROUTE_CASES: RouteCase[] = [
     call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/services` }),
   },
   {
+    method: 'GET',
+    url: '/api/v1/tenants/:tenant/usage',
+    minRole: 'tenant_member',
+    scope: 'tenant',
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/usage?granularity=day` }),
+  },
+  {
     method: 'POST',
     url: '/api/v1/tenants/:tenant/services',
     minRole: 'tenant_owner',
