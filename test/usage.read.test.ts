@@ -214,10 +214,15 @@ describe('usage retention and roll-ups (a collection pass)', () => {
 });
 
 describe('aiqso usage', () => {
-  const env = async () => ({
-    DATABASE_URL: h.db.url,
-    AIQSO_DATA_DIR: await mkdtemp(path.join(os.tmpdir(), 'aiqso-usage-cli-')),
+  const dataDirs: string[] = [];
+  afterAll(async () => {
+    for (const dir of dataDirs) await rm(dir, { recursive: true, force: true });
   });
+  const env = async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'aiqso-usage-cli-'));
+    dataDirs.push(dir);
+    return { DATABASE_URL: h.db.url, AIQSO_DATA_DIR: dir };
+  };
 
   it("prints a tenant's month as CSV and as JSON", async () => {
     const e = await env();
