@@ -17,6 +17,7 @@ const commands = {
   templates: () => import('./commands/templates.ts'),
   tenants: () => import('./commands/tenants.ts'),
   up: () => import('./commands/up.ts'),
+  usage: () => import('./commands/usage.ts'),
   worker: () => import('./commands/worker.ts'),
 };
 
@@ -307,6 +308,40 @@ export function buildProgram(): Command {
     .action(
       action(async (domain: string | undefined, options: { all?: boolean; json?: boolean }) =>
         (await commands.certs()).certsRenew(commandContext({ quiet: true }), domain, options),
+      ),
+    );
+
+  const usage = program
+    .command('usage')
+    .description(
+      "a month's usage per tenant, service and metric (docs/usage.md); `usage collect` runs the hourly collection now",
+    )
+    .argument('[tenant]', 'slug or id of one tenant (all tenants when omitted)')
+    .option('--month <YYYY-MM>', 'the month, in AIQSO_TIMEZONE (default: the current one)')
+    .option('--json', 'print as JSON')
+    .option('--csv', 'print as CSV')
+    .addHelpText(
+      'after',
+      '\nExit codes: 0 done, 1 the platform failed, 2 bad usage (a bad --month), 3 no such tenant.',
+    )
+    .action(
+      action(async (tenant: string | undefined, options: { month?: string; json?: boolean; csv?: boolean }) =>
+        (await commands.usage()).usageShow(commandContext({ quiet: true }), tenant, options),
+      ),
+    );
+  usage
+    .command('collect')
+    .description(
+      'one usage collection pass for the current hour, as the hourly schedule runs it; a second run in the hour adds nothing',
+    )
+    .option('--json', 'print as JSON')
+    .action(
+      // `usage` has a --json of its own: whichever of the two it was given to.
+      action(async (_options: unknown, command: Command) =>
+        (await commands.usage()).usageCollect(
+          commandContext({ quiet: true }),
+          command.optsWithGlobals<{ json?: boolean }>(),
+        ),
       ),
     );
 

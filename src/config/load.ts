@@ -59,6 +59,8 @@ export interface Config {
   signupRatePerIp: number;
   /** Hours an unsubscribed service's stopped container and database are kept before they are destroyed. */
   serviceGraceHours: number;
+  /** How long usage is kept: hourly rows in days, monthly roll-ups in months. */
+  usageRetention: { hourlyDays: number; monthlyMonths: number };
   /** Service templates directory; unset means the catalog shipped with the platform. */
   catalogDir?: string;
   resyncSeconds: number;
@@ -271,6 +273,10 @@ function toConfig(raw: RawConfig, cwd: string, env: Source): Config {
     pendingSignupHours: raw.AIQSO_PENDING_SIGNUP_HOURS,
     signupRatePerIp: raw.AIQSO_SIGNUP_RATE_IP,
     serviceGraceHours: raw.AIQSO_SERVICE_GRACE_HOURS,
+    usageRetention: {
+      hourlyDays: raw.AIQSO_USAGE_HOURLY_DAYS,
+      monthlyMonths: raw.AIQSO_USAGE_MONTHLY_MONTHS,
+    },
     catalogDir: raw.AIQSO_CATALOG_DIR ? path.resolve(cwd, raw.AIQSO_CATALOG_DIR) : undefined,
     resyncSeconds: raw.AIQSO_RESYNC_SECONDS,
     health: {

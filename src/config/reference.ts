@@ -240,6 +240,14 @@ export const CONFIG_REFERENCE: { [K in keyof RawConfig]-?: ConfigEntry } = {
     meaning:
       "hours an unsubscribed service's stopped container and database are kept before they are destroyed",
   },
+  AIQSO_USAGE_HOURLY_DAYS: {
+    group: 'Tenant lifecycle',
+    meaning: 'days hourly usage rows (`usage_metrics`) are kept; see docs/usage.md',
+  },
+  AIQSO_USAGE_MONTHLY_MONTHS: {
+    group: 'Tenant lifecycle',
+    meaning: 'months monthly usage roll-ups (`usage_monthly`) are kept',
+  },
   AIQSO_DRIVER: { group: 'Compute', meaning: 'compute driver: `process`, `lxc` or `proxmox`' },
   AIQSO_LXC_SUBNET: { group: 'Compute', meaning: '`lxc` driver network (the host takes `.1`)' },
   AIQSO_LXC_BRIDGE: { group: 'Compute', meaning: '`lxc` driver bridge' },

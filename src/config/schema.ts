@@ -138,6 +138,16 @@ export const configSchema = z.object({
     .number({ error: 'expected a number of hours' })
     .min(0, 'expected a number of hours ≥ 0')
     .default(168),
+  AIQSO_USAGE_HOURLY_DAYS: z.coerce
+    .number({ error: 'expected a number of days' })
+    .int('expected whole days')
+    .min(1, 'expected at least 1 day')
+    .default(90),
+  AIQSO_USAGE_MONTHLY_MONTHS: z.coerce
+    .number({ error: 'expected a number of months' })
+    .int('expected whole months')
+    .min(1, 'expected at least 1 month')
+    .default(13),
   AIQSO_CATALOG_DIR: z.string().min(1).optional(),
   AIQSO_RESYNC_SECONDS: z.coerce
     .number({ error: 'expected a number of seconds' })

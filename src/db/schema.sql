@@ -500,14 +500,26 @@ CREATE TABLE public.totp_used_steps (
     used_at timestamp with time zone DEFAULT now() NOT NULL
 );
 
+CREATE TABLE public.usage_edge_counts (
+    edge text NOT NULL,
+    tenant_id text NOT NULL,
+    period_start timestamp with time zone NOT NULL,
+    requests bigint DEFAULT 0 NOT NULL,
+    response_bytes bigint DEFAULT 0 NOT NULL,
+    CONSTRAINT usage_edge_counts_period_start_check CHECK ((date_trunc('hour'::text, period_start) = period_start)),
+    CONSTRAINT usage_edge_counts_requests_check CHECK ((requests >= 0)),
+    CONSTRAINT usage_edge_counts_response_bytes_check CHECK ((response_bytes >= 0))
+);
+
 CREATE TABLE public.usage_metrics (
     id bigint NOT NULL,
     tenant_id text NOT NULL,
     tenant_service_id text,
     metric text NOT NULL,
-    value double precision NOT NULL,
+    value double precision,
     period_start timestamp with time zone NOT NULL,
-    collected_at timestamp with time zone DEFAULT now() NOT NULL
+    collected_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT usage_metrics_metric_check CHECK ((metric = ANY (ARRAY['cpu_seconds'::text, 'memory_bytes'::text, 'disk_bytes'::text, 'db_bytes'::text, 'net_rx_bytes'::text, 'net_tx_bytes'::text, 'requests'::text, 'response_bytes'::text, 'mails_sent'::text])))
 );
 
 ALTER TABLE public.usage_metrics ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
@@ -517,6 +529,33 @@ ALTER TABLE public.usage_metrics ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTIT
     NO MINVALUE
     NO MAXVALUE
     CACHE 1
+);
+
+CREATE TABLE public.usage_monthly (
+    tenant_id text NOT NULL,
+    tenant_service_id text,
+    metric text NOT NULL,
+    month date NOT NULL,
+    value double precision NOT NULL,
+    hours integer NOT NULL,
+    gap_hours integer DEFAULT 0 NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT usage_monthly_month_check CHECK ((EXTRACT(day FROM month) = (1)::numeric))
+);
+
+CREATE TABLE public.usage_readings (
+    container text NOT NULL,
+    taken_for timestamp with time zone NOT NULL,
+    tenant_id text NOT NULL,
+    tenant_service_id text,
+    cpu_seconds double precision,
+    memory_bytes double precision,
+    disk_bytes double precision,
+    db_bytes double precision,
+    net_rx_bytes double precision,
+    net_tx_bytes double precision,
+    read_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT usage_readings_taken_for_check CHECK ((date_trunc('hour'::text, taken_for) = taken_for))
 );
 
 CREATE TABLE public.user_totp (
@@ -699,11 +738,20 @@ ALTER TABLE ONLY public.tenants
 ALTER TABLE ONLY public.totp_used_steps
     ADD CONSTRAINT totp_used_steps_pkey PRIMARY KEY (user_id, step);
 
+ALTER TABLE ONLY public.usage_edge_counts
+    ADD CONSTRAINT usage_edge_counts_pkey PRIMARY KEY (edge, tenant_id, period_start);
+
+ALTER TABLE ONLY public.usage_metrics
+    ADD CONSTRAINT usage_metrics_hour_key UNIQUE NULLS NOT DISTINCT (tenant_id, tenant_service_id, metric, period_start);
+
 ALTER TABLE ONLY public.usage_metrics
     ADD CONSTRAINT usage_metrics_pkey PRIMARY KEY (id);
 
-ALTER TABLE ONLY public.usage_metrics
-    ADD CONSTRAINT usage_metrics_tenant_id_tenant_service_id_metric_period_sta_key UNIQUE (tenant_id, tenant_service_id, metric, period_start);
+ALTER TABLE ONLY public.usage_monthly
+    ADD CONSTRAINT usage_monthly_key UNIQUE NULLS NOT DISTINCT (tenant_id, tenant_service_id, metric, month);
+
+ALTER TABLE ONLY public.usage_readings
+    ADD CONSTRAINT usage_readings_pkey PRIMARY KEY (container, taken_for);
 
 ALTER TABLE ONLY public.user_totp
     ADD CONSTRAINT user_totp_pkey PRIMARY KEY (user_id);
@@ -761,6 +809,14 @@ CREATE INDEX sessions_user_idx ON public.sessions USING btree (user_id);
 CREATE INDEX subscriptions_tenant_idx ON public.subscriptions USING btree (tenant_id);
 
 CREATE INDEX tenants_status_idx ON public.tenants USING btree (status);
+
+CREATE INDEX usage_edge_counts_period_idx ON public.usage_edge_counts USING btree (period_start);
+
+CREATE INDEX usage_metrics_period_idx ON public.usage_metrics USING btree (period_start);
+
+CREATE INDEX usage_monthly_month_idx ON public.usage_monthly USING btree (month);
+
+CREATE INDEX usage_readings_taken_for_idx ON public.usage_readings USING btree (taken_for);
 
 CREATE INDEX users_tenant_idx ON public.users USING btree (tenant_id);
 
@@ -841,11 +897,26 @@ ALTER TABLE ONLY public.tenants
 ALTER TABLE ONLY public.totp_used_steps
     ADD CONSTRAINT totp_used_steps_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
 
+ALTER TABLE ONLY public.usage_edge_counts
+    ADD CONSTRAINT usage_edge_counts_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+
 ALTER TABLE ONLY public.usage_metrics
     ADD CONSTRAINT usage_metrics_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY public.usage_metrics
     ADD CONSTRAINT usage_metrics_tenant_service_id_fkey FOREIGN KEY (tenant_service_id) REFERENCES public.tenant_services(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.usage_monthly
+    ADD CONSTRAINT usage_monthly_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.usage_monthly
+    ADD CONSTRAINT usage_monthly_tenant_service_id_fkey FOREIGN KEY (tenant_service_id) REFERENCES public.tenant_services(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.usage_readings
+    ADD CONSTRAINT usage_readings_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.usage_readings
+    ADD CONSTRAINT usage_readings_tenant_service_id_fkey FOREIGN KEY (tenant_service_id) REFERENCES public.tenant_services(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY public.user_totp
     ADD CONSTRAINT user_totp_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
@@ -905,6 +976,8 @@ CREATE POLICY tenant_isolation ON public.tenants TO aiqso_tenant USING ((id = pu
 
 CREATE POLICY tenant_isolation ON public.usage_metrics TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant())) WITH CHECK ((tenant_id = public.aiqso_current_tenant()));
 
+CREATE POLICY tenant_isolation ON public.usage_monthly FOR SELECT TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant()));
+
 CREATE POLICY tenant_isolation ON public.users TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant())) WITH CHECK ((tenant_id = public.aiqso_current_tenant()));
 
 ALTER TABLE public.tenant_services ENABLE ROW LEVEL SECURITY;
@@ -912,5 +985,7 @@ ALTER TABLE public.tenant_services ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.tenants ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE public.usage_metrics ENABLE ROW LEVEL SECURITY;
+
+ALTER TABLE public.usage_monthly ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE public.users ENABLE ROW LEVEL SECURITY;

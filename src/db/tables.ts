@@ -105,9 +105,43 @@ export interface UsageMetricsTable {
   tenant_id: string;
   tenant_service_id: string | null;
   metric: string;
-  value: number;
+  /** NULL: a gap (the hour could not be measured). */
+  value: number | null;
   period_start: Date;
-  collected_at: CreatedAt;
+  collected_at: Timestamp;
+}
+
+export interface UsageReadingsTable {
+  container: string;
+  taken_for: Date;
+  tenant_id: string;
+  tenant_service_id: string | null;
+  cpu_seconds: number | null;
+  memory_bytes: number | null;
+  disk_bytes: number | null;
+  db_bytes: number | null;
+  net_rx_bytes: number | null;
+  net_tx_bytes: number | null;
+  read_at: CreatedAt;
+}
+
+export interface UsageEdgeCountsTable {
+  edge: string;
+  tenant_id: string;
+  period_start: Date;
+  requests: ColumnType<string, number | string | undefined, number | string>;
+  response_bytes: ColumnType<string, number | string | undefined, number | string>;
+}
+
+export interface UsageMonthlyTable {
+  tenant_id: string;
+  tenant_service_id: string | null;
+  metric: string;
+  month: ColumnType<Date, string, string>;
+  value: number;
+  hours: number;
+  gap_hours: ColumnType<number, number | undefined, number>;
+  updated_at: Timestamp;
 }
 
 export interface BackupsTable {
@@ -345,6 +379,9 @@ export interface DB {
   subscriptions: SubscriptionsTable;
   tenant_services: TenantServicesTable;
   usage_metrics: UsageMetricsTable;
+  usage_readings: UsageReadingsTable;
+  usage_edge_counts: UsageEdgeCountsTable;
+  usage_monthly: UsageMonthlyTable;
   backups: BackupsTable;
   backup_repositories: BackupRepositoriesTable;
   restores: RestoresTable;

@@ -6,6 +6,7 @@ import type { Logger } from '../observability/logger.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { createEdgeSessionVerifier } from './auth/verifier.ts';
 import { createEdgeMetrics } from './edge-metrics.ts';
+import { startEdgeUsageReporter } from '../usage/edge-report.ts';
 import { compileCidrs } from './forwarding.ts';
 import { createEdgeHandler, type ChallengeResponder, type EdgeHandlerOptions } from './handler.ts';
 import { createRateLimiter } from './rate-limit.ts';
@@ -129,6 +130,7 @@ export async function startBuiltinEdge(deps: EdgeDeps, options: BuiltinEdgeOptio
     metrics: edgeMetrics,
     upstreamTimeoutMs: tuning.upstreamTimeoutSeconds * 1000,
   });
+  const usage = startEdgeUsageReporter({ db: database.db, metrics: edgeMetrics, log });
   let listeners: EdgeListeners;
   try {
     listeners = await listenEdge(handler, {
@@ -141,6 +143,7 @@ export async function startBuiltinEdge(deps: EdgeDeps, options: BuiltinEdgeOptio
     handler.close();
     certificates?.close();
     redis?.disconnect();
+    await usage.close();
     await watcher.close();
     throw err;
   }
@@ -152,6 +155,7 @@ export async function startBuiltinEdge(deps: EdgeDeps, options: BuiltinEdgeOptio
       handler.close();
       certificates?.close();
       redis?.disconnect();
+      await usage.close();
       await watcher.close();
     },
   };

@@ -10,6 +10,7 @@ import { edgeSessionRoutes } from '../api/routes/edge-session.ts';
 import { tenantServiceRoutes } from '../api/routes/tenant-services.ts';
 import { backupRoutes } from '../api/routes/backups.ts';
 import { tenantStatusRoutes } from '../api/routes/tenant-status.ts';
+import { tenantUsageRoutes } from '../api/routes/tenant-usage.ts';
 import { backupEngine } from './backups.ts';
 import { createTenantAccess } from '../identity/tenant-access.ts';
 import { createSignupLimiter } from '../lifecycle/signup-limit.ts';
@@ -77,6 +78,7 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
     engine: () => (engine ??= backupEngine(config, database.db)),
   });
   tenantStatusRoutes(api, { access });
+  tenantUsageRoutes(api, { access, config });
   return api;
 }
 

@@ -332,6 +332,13 @@ export const ROUTE_CASES: RouteCase[] = [
     call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/status` }),
   },
   {
+    method: 'GET',
+    url: '/api/v1/tenants/:tenant/usage',
+    minRole: 'tenant_member',
+    scope: 'tenant',
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/usage?granularity=day` }),
+  },
+  {
     method: 'POST',
     url: '/api/v1/tenants/:tenant/services',
     minRole: 'tenant_owner',
