@@ -1,7 +1,6 @@
 import os from 'node:os';
 import { sql } from 'kysely';
 import type { Database } from '../db/database.ts';
-import type { EdgeMetrics } from '../edge/edge-metrics.ts';
 import type { Logger } from '../observability/logger.ts';
 import { hourOf } from './metrics.ts';
 
@@ -20,9 +19,16 @@ export interface EdgeUsageReporter {
   close(): Promise<void>;
 }
 
+/** The part of an edge's metrics the reporter reads: its request counter, labelled by tenant. */
+export interface RequestCounter {
+  requests: {
+    get(): Promise<{ values: { labels: Partial<Record<string, string | number>>; value: number }[] }>;
+  };
+}
+
 export function startEdgeUsageReporter(deps: {
   db: Database;
-  metrics: EdgeMetrics;
+  metrics: RequestCounter;
   log: Logger;
   /** This edge's name in the table; default: the host name and process id. */
   edge?: string;
