@@ -75,8 +75,9 @@ async function deliver(sent: Sent, secret: string): Promise<boolean> {
     headers: req.headers,
     body: req.payload,
   });
-  const body = (await res.json()) as { duplicate?: boolean };
-  if (res.status !== 200) throw new Error(`webhook answered ${res.status}`);
+  const text = await res.text();
+  if (res.status !== 200) throw new Error(`webhook answered ${res.status}: ${text.slice(0, 300)}`);
+  const body = JSON.parse(text) as { duplicate?: boolean };
   sent.acked = true;
   return body.duplicate === true;
 }

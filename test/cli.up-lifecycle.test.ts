@@ -155,6 +155,7 @@ describe('aiqso command line', () => {
       'stripe',
       'smtp',
       'data directory',
+      'backups',
       'isolation',
     ]);
     expect(checks.find((c) => c.part === 'postgresql')?.status).toBe('ok');

@@ -1,3 +1,4 @@
+import type { Metric } from '../src/core/usage.ts';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -26,7 +27,7 @@ const log = createLogger('silent');
 async function put(
   tenantId: string,
   tenantServiceId: string | null,
-  metric: string,
+  metric: Metric,
   hour: Date,
   value: number | null,
 ) {

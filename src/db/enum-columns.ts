@@ -5,6 +5,7 @@ import { RESOURCE_PHASES } from '../core/reconcile.ts';
 import { ROUTE_AUTHS, ROUTE_STATES } from '../core/routes.ts';
 import { TENANT_SERVICE_STATUSES } from '../core/services.ts';
 import { TENANT_STATUSES } from '../core/tenants.ts';
+import { METRICS } from '../core/usage.ts';
 import type { DB } from './tables.ts';
 
 /** The values a column of `table` may hold, as the row types say (null aside). */
@@ -51,6 +52,7 @@ export const ENUM_COLUMNS = {
   'health_checks.target_kind': ['dashboard', 'service'],
   'health_checks.state': ['unknown', 'healthy', 'failing', 'degraded'],
   'incidents.target_kind': ['dashboard', 'service'],
+  'usage_metrics.metric': METRICS,
   'audit_log.actor_type': ['user', 'api_key', 'system', 'operator'],
   'audit_log.result': ['success', 'failure', 'denied'],
   'routes.state': ROUTE_STATES,

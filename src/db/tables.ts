@@ -5,6 +5,7 @@ import type { ResourcePhase, StepState } from '../core/reconcile.ts';
 import type { RouteAuth, RouteState } from '../core/routes.ts';
 import type { TenantServiceStatus } from '../core/services.ts';
 import type { TenantStatus } from '../core/tenants.ts';
+import type { Metric } from '../core/usage.ts';
 
 /**
  * Row types of the master database, as Kysely sees them. Keep in step with migrations/;
@@ -104,7 +105,7 @@ export interface UsageMetricsTable {
   id: Generated<string>;
   tenant_id: string;
   tenant_service_id: string | null;
-  metric: string;
+  metric: Metric;
   /** NULL: a gap (the hour could not be measured). */
   value: number | null;
   period_start: Date;
