@@ -1,10 +1,9 @@
-import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { backupEngine } from '../src/platform/backups.ts';
 import { loadCatalog } from '../src/catalog/load.ts';
 import { syncCatalog } from '../src/catalog/sync.ts';
 import { loadConfig } from '../src/config/load.ts';
 import { newId } from '../src/core/ids.ts';
+import { recordSnapshot } from './support/backups.ts';
 import { createHarness, type Harness } from './support/identity.ts';
 
 /**
@@ -30,34 +29,14 @@ async function subscribedNotes(tenantId: string, status: string): Promise<string
   return id;
 }
 
-async function snapshotOf(tenantId: string, tenantServiceId: string): Promise<string> {
-  const { restic, keys } = backupEngine(h.config, h.db.db);
-  const repo = await keys.forTenant(tenantId);
-  if (!(await restic.exists(repo))) await restic.init(repo);
-  const tags = [`tenant=${tenantId}`, 'service=notes', 'kind=database', `run=run_${tenantId}`];
-  await restic.backupStdin(repo, {
-    stdin: Readable.from(['dump']),
-    filename: 'database.dump',
-    tags,
-    host: 'aiqso',
+const snapshotOf = (tenantId: string, tenantServiceId: string): Promise<string> =>
+  recordSnapshot(h, {
+    tenantId,
+    tenantServiceId,
+    runId: `run_${tenantId}`,
+    content: 'dump',
+    rowCounts: { 'public.drafts': 3 },
   });
-  const [snap] = await restic.snapshots(repo, tags);
-  await h.db.db
-    .insertInto('backups')
-    .values({
-      id: newId('backup'),
-      tenant_id: tenantId,
-      tenant_service_id: tenantServiceId,
-      kind: 'database',
-      status: 'done',
-      service: 'notes',
-      snapshot_id: snap!.id,
-      run_id: `run_${tenantId}`,
-      row_counts: JSON.stringify({ 'public.drafts': 3 }),
-    })
-    .execute();
-  return snap!.id;
-}
 
 beforeAll(async () => {
   h = await createHarness();

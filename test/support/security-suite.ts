@@ -5,8 +5,7 @@ import { newId } from '../../src/core/ids.ts';
 import type { Role } from '../../src/core/identity.ts';
 import type { TenantStatus } from '../../src/core/tenants.ts';
 import { upsertRoute } from '../../src/edge/routes-store.ts';
-import { Readable } from 'node:stream';
-import { backupEngine } from '../../src/platform/backups.ts';
+import { recordSnapshot } from './backups.ts';
 import { createForge } from './forge.ts';
 import { createHarness, PASSWORD, totpCode, type Harness } from './identity.ts';
 
@@ -96,31 +95,12 @@ async function aSnapshot(h: Harness): Promise<string> {
       WHERE s.id = ts.service_id AND s.key = 'notes' AND ts.tenant_id = $1 RETURNING ts.id`,
     [h.a.id],
   );
-  const { restic, keys } = backupEngine(h.config, h.db.db);
-  const repo = await keys.forTenant(h.a.id);
-  if (!(await restic.exists(repo))) await restic.init(repo);
-  const tags = [`tenant=${h.a.id}`, 'service=notes', 'kind=database', `run=run_suite_${++counter}`];
-  await restic.backupStdin(repo, {
-    stdin: Readable.from(['not a dump']),
-    filename: 'database.dump',
-    tags,
-    host: 'aiqso',
+  return recordSnapshot(h, {
+    tenantId: h.a.id,
+    tenantServiceId: rows[0]!.id,
+    runId: `run_suite_${++counter}`,
+    content: 'not a dump',
   });
-  const [snap] = await restic.snapshots(repo, tags);
-  await h.db.db
-    .insertInto('backups')
-    .values({
-      id: newId('backup'),
-      tenant_id: h.a.id,
-      tenant_service_id: rows[0]!.id,
-      kind: 'database',
-      status: 'done',
-      service: 'notes',
-      snapshot_id: snap!.id,
-      run_id: tags[3]!.slice(4),
-    })
-    .execute();
-  return snap!.id;
 }
 
 async function prepare(h: Harness): Promise<SecurityContext> {
