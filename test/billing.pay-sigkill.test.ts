@@ -6,6 +6,7 @@ import {
   sleep,
   startKilledPlatform,
   type KilledPlatform,
+  tenantFacts,
 } from './support/killed-platform.ts';
 import { pollUntil, viaEdge } from './support/live-platform.ts';
 
@@ -60,22 +61,6 @@ async function pay(checkout: Checkout): Promise<void> {
   checkout.answered = true;
 }
 
-const tenantFacts = async (slugs: string[]) => {
-  const { rows } = await testDb.pool.query<{
-    slug: string;
-    status: string;
-    activated: number;
-    provisioned: number;
-  }>(
-    `SELECT t.slug, t.status,
-            (SELECT count(*)::int FROM audit_log a WHERE a.target_id = t.id AND a.action = 'tenant.activated') AS activated,
-            (SELECT count(*)::int FROM audit_log a WHERE a.target_id = t.id AND a.action = 'tenant.provisioning') AS provisioned
-       FROM tenants t WHERE t.slug = ANY($1) ORDER BY t.slug`,
-    [slugs],
-  );
-  return rows;
-};
-
 describe('local checkout Pay while the platform is killed at random points', () => {
   it(
     `activates every tenant once, with one welcome mail, over ${RUNS} kills`,
@@ -110,7 +95,7 @@ describe('local checkout Pay while the platform is killed at random points', () 
       const slugs = checkouts.map((c) => c.slug);
       const settled = await pollUntil(
         async () => ({
-          facts: await tenantFacts(slugs),
+          facts: await tenantFacts(testDb, 'slug', slugs),
           welcomes: await countRows(testDb, "SELECT 1 FROM emails WHERE template = 'welcome'"),
         }),
         (v) => v.facts.every((f) => f.status === 'active') && v.welcomes >= checkouts.length,
@@ -134,7 +119,7 @@ describe('local checkout Pay while the platform is killed at random points', () 
       await sleep(1500);
       expect(await countRows(testDb, 'SELECT 1 FROM inbox')).toBe(inbox);
       expect(await countRows(testDb, 'SELECT 1 FROM inbox WHERE processed_at IS NULL')).toBe(0);
-      expect(await tenantFacts(slugs)).toEqual(settled.facts);
+      expect(await tenantFacts(testDb, 'slug', slugs)).toEqual(settled.facts);
       expect(await countRows(testDb, "SELECT 1 FROM emails WHERE template = 'welcome'")).toBe(
         checkouts.length,
       );

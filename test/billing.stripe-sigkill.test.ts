@@ -8,6 +8,7 @@ import {
   sleep,
   startKilledPlatform,
   type KilledPlatform,
+  tenantFacts,
 } from './support/killed-platform.ts';
 import { pollUntil, viaEdge } from './support/live-platform.ts';
 import { checkoutCompleted, invoiceEvent, signed, subscriptionEvent } from './support/stripe.ts';
@@ -82,22 +83,6 @@ async function deliver(sent: Sent, secret: string): Promise<boolean> {
   return body.duplicate === true;
 }
 
-const tenantFacts = async (ids: string[]) => {
-  const { rows } = await testDb.pool.query<{
-    id: string;
-    status: string;
-    activated: number;
-    provisioned: number;
-  }>(
-    `SELECT t.id, t.status,
-            (SELECT count(*)::int FROM audit_log a WHERE a.target_id = t.id AND a.action = 'tenant.activated') AS activated,
-            (SELECT count(*)::int FROM audit_log a WHERE a.target_id = t.id AND a.action = 'tenant.provisioning') AS provisioned
-       FROM tenants t WHERE t.id = ANY($1) ORDER BY t.id`,
-    [ids],
-  );
-  return rows;
-};
-
 describe('Stripe events while the platform is killed at random points', () => {
   it(
     `activate every tenant once, with one welcome mail, over ${RUNS} kills`,
@@ -140,7 +125,7 @@ describe('Stripe events while the platform is killed at random points', () => {
       const ids = tenants.map((t) => t.id);
       const settled = await pollUntil(
         async () => ({
-          facts: await tenantFacts(ids),
+          facts: await tenantFacts(testDb, 'id', ids),
           welcomes: await countRows(testDb, "SELECT 1 FROM emails WHERE template = 'welcome'"),
         }),
         (v) => v.facts.every((f) => f.status === 'active') && v.welcomes >= tenants.length,
@@ -162,7 +147,7 @@ describe('Stripe events while the platform is killed at random points', () => {
       await sleep(1500);
       expect(await countRows(testDb, 'SELECT 1 FROM inbox')).toBe(inbox);
       expect(await countRows(testDb, 'SELECT 1 FROM inbox WHERE processed_at IS NULL')).toBe(0);
-      expect(await tenantFacts(ids)).toEqual(settled.facts);
+      expect(await tenantFacts(testDb, 'id', ids)).toEqual(settled.facts);
       expect(await countRows(testDb, "SELECT 1 FROM emails WHERE template = 'welcome'")).toBe(tenants.length);
       expect(await mailsByRecipient(platform.dataDir)).toEqual(mails);
     },

@@ -123,3 +123,24 @@ export async function mailsByRecipient(dataDir: string): Promise<Map<string, num
 
 export const randomInt = (n: number) => Math.floor(Math.random() * n);
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * What a kill test checks of each tenant: its status, and how often it was
+ * activated and set provisioning (the audit log's count; once each is right).
+ */
+export async function tenantFacts(testDb: TestDatabase, by: 'id' | 'slug', values: string[]) {
+  const { rows } = await testDb.pool.query<{
+    id: string;
+    slug: string;
+    status: string;
+    activated: number;
+    provisioned: number;
+  }>(
+    `SELECT t.id, t.slug, t.status,
+            (SELECT count(*)::int FROM audit_log a WHERE a.target_id = t.id AND a.action = 'tenant.activated') AS activated,
+            (SELECT count(*)::int FROM audit_log a WHERE a.target_id = t.id AND a.action = 'tenant.provisioning') AS provisioned
+       FROM tenants t WHERE ${by === 'id' ? 't.id' : 't.slug'} = ANY($1) ORDER BY ${by === 'id' ? 't.id' : 't.slug'}`,
+    [values],
+  );
+  return rows;
+}
