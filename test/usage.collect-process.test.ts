@@ -1,10 +1,13 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ProcessDriver } from '../src/compute/process/driver.ts';
 import { cpuSeconds } from '../src/compute/process/proc.ts';
-import { runOk } from '../src/compute/shared/run.ts';
+import { runOk, sleep } from '../src/compute/shared/run.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { collectUsage, type CollectDeps } from '../src/usage/collect.ts';
 import { addHours } from '../src/usage/metrics.ts';
@@ -17,6 +20,7 @@ import { callApp, hourRows, meteredService, within, type MeteredService } from '
  * hours (their readings are real, only the boundary they are filed under is
  * chosen), so an hour takes seconds.
  */
+const COLLECTOR = fileURLToPath(new URL('./support/usage-collector.mjs', import.meta.url));
 const log = createLogger('silent');
 let db: TestDatabase;
 let root: string;
@@ -151,5 +155,45 @@ describe('usage collection (process driver)', () => {
     expect(h3.cpu_seconds).toBeNull();
     // A gauge is the sample at the end of the hour: that one was taken.
     expect(h3.disk_bytes).toBeGreaterThan(24 * 2 ** 20);
+  });
+
+  it('a collector killed with SIGKILL at any point leaves nothing a rerun counts twice', async () => {
+    await callApp(busy.info, '/burn?ms=300');
+    const when = at(5);
+    let killedMidPass = 0;
+    for (const delayMs of [0, 2, 5, 10, 20, 40, 80]) {
+      const child = spawn(process.execPath, [COLLECTOR, db.url, root, when.toISOString()], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      // Listened for at once: a pass that finishes before the kill has already exited.
+      const exited = once(child, 'exit');
+      let said = '';
+      const out = child.stdout.setEncoding('utf8');
+      out.on('data', (chunk: string) => (said += chunk));
+      await once(out, 'data');
+      await sleep(delayMs);
+      child.kill('SIGKILL');
+      await exited;
+      if (!said.includes('done')) killedMidPass++;
+    }
+    // The kills must land inside passes, or the test shows nothing about crashes.
+    expect(killedMidPass).toBeGreaterThanOrEqual(3);
+    await collectUsage(deps(), when);
+    const hour = addHours(H0, 4);
+    const { rows } = await db.pool.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM usage_metrics WHERE period_start = $1 GROUP BY tenant_service_id, metric`,
+      [hour],
+    );
+    expect(rows.length).toBe(8);
+    expect(rows.every((r) => r.n === 1)).toBe(true);
+    // The hour is the difference of the two stored readings, whichever process stored them.
+    const { rows: readings } = await db.pool.query<{ cpu_seconds: number }>(
+      'SELECT cpu_seconds FROM usage_readings WHERE container = $1 AND taken_for IN ($2, $3) ORDER BY taken_for',
+      [busy.container, hour, addHours(hour, 1)],
+    );
+    expect(readings).toHaveLength(2);
+    const cpu = (await hourRows(db.db, busy.tenantServiceId, hour)).cpu_seconds!;
+    expect(cpu).toBeCloseTo(readings[1]!.cpu_seconds - readings[0]!.cpu_seconds, 6);
+    expect(cpu).toBeGreaterThan(0.2);
   });
 });
