@@ -12,6 +12,7 @@ interface Sent {
   to: string[];
   subject: string;
   data: Record<string, string>;
+  files?: { name: string; type: string; text: string }[];
 }
 
 let server: Server;
@@ -34,8 +35,26 @@ beforeAll(async () => {
       if (req.method !== 'POST' || req.url !== '/api/tx') return reply(404, { message: 'not found' });
       if (req.headers.authorization !== 'token aiqso:s3cret')
         return reply(403, { message: 'invalid API credentials' });
-      if (req.headers['content-type'] !== 'application/json') return reply(400, { message: 'invalid JSON' });
-      const payload = JSON.parse(await body(req)) as Record<string, unknown>;
+      // JSON, or multipart with the same JSON in `data` and the attachments as `file` fields.
+      const type = req.headers['content-type'] ?? '';
+      let payload: Record<string, unknown>;
+      let files: Sent['files'];
+      if (type === 'application/json') payload = JSON.parse(await body(req)) as Record<string, unknown>;
+      else if (type.startsWith('multipart/form-data; boundary=')) {
+        const form = await new Request('http://listmonk/api/tx', {
+          method: 'POST',
+          headers: { 'content-type': type },
+          body: await body(req),
+        }).formData();
+        const data = form.get('data');
+        if (typeof data !== 'string') return reply(400, { message: 'invalid JSON in data field' });
+        payload = JSON.parse(data) as Record<string, unknown>;
+        files = [];
+        for (const f of form.getAll('file')) {
+          if (typeof f === 'string') return reply(400, { message: 'file must be a file' });
+          files.push({ name: f.name, type: f.type, text: await f.text() });
+        }
+      } else return reply(400, { message: 'invalid JSON' });
       if (payload.template_id !== 7) return reply(400, { message: 'template not found' });
       const emails = payload.subscriber_emails as string[] | undefined;
       if (!emails?.length) return reply(400, { message: 'subscriber_email or subscriber_id required' });
@@ -44,6 +63,7 @@ beforeAll(async () => {
         to: emails,
         subject: payload.subject as string,
         data: payload.data as Record<string, string>,
+        ...(files ? { files } : {}),
       });
       reply(200, { data: true });
     })();
@@ -77,6 +97,21 @@ describe('Listmonk mail driver', () => {
     await expect(mailer.send(message)).rejects.toThrow(
       /Listmonk refused the message \(403\): .*invalid API credentials/,
     );
+  });
+
+  it('posts attachments as multipart form data: the JSON in `data`, each file in a `file` field', async () => {
+    const mailer = listmonkMailer(`${base.replace('http://', 'http://aiqso:s3cret@')}/?template_id=7`);
+    const csv = 'tenant,metric,value\r\nacme,requests,72000\r\n';
+    await mailer.send({
+      ...message,
+      key: 'usage-report:ten_1:2031-11',
+      attachments: [{ filename: 'usage-acme-2031-11.csv', contentType: 'text/csv', content: csv }],
+    });
+    expect(sent.at(-1)).toMatchObject({
+      to: ['owner@acme.test'],
+      data: { key: 'usage-report:ten_1:2031-11' },
+      files: [{ name: 'usage-acme-2031-11.csv', type: 'text/csv', text: csv }],
+    });
   });
 
   it('needs credentials in LISTMONK_URL', () => {

@@ -2,13 +2,26 @@ import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
 import { z } from 'zod';
 
-/** A plan a tenant pays for: its price and how many services it may run. */
+/**
+ * A plan a tenant pays for: its price, how many services it may run and,
+ * optionally, what it includes each month. Included amounts are what the
+ * owner is warned about (at 80% and 100%) and measured against in the
+ * monthly report; nothing is cut off when they are passed.
+ */
 export const planSchema = z.object({
   key: z.string().regex(/^[a-z][a-z0-9-]{0,30}$/, 'expected a lowercase key'),
   name: z.string().min(1),
   monthly_cents: z.number().int().min(0),
   services: z.number().int().min(0),
   stripe_price_id: z.string().startsWith('price_').nullable(),
+  includes: z
+    .strictObject({
+      /** Disk of the containers plus the service databases, in GB (10^9 bytes), averaged over the month. */
+      storage_gb: z.number().positive().optional(),
+      /** Requests through the edge in the month. */
+      requests: z.number().int().positive().optional(),
+    })
+    .optional(),
 });
 
 export type Plan = z.infer<typeof planSchema>;

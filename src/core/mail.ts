@@ -15,6 +15,13 @@ export interface MailAddress {
   address: string;
 }
 
+/** A small file sent with a message (a CSV report, say): its whole content, as text. */
+export interface MailAttachment {
+  filename: string;
+  contentType: string;
+  content: string;
+}
+
 export interface MailMessage {
   /**
    * The outbox key the message is sent for. Drivers derive the Message-ID from
@@ -27,6 +34,7 @@ export interface MailMessage {
   subject: string;
   text: string;
   html?: string;
+  attachments?: MailAttachment[];
 }
 
 export interface Mailer {

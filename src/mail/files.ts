@@ -27,6 +27,7 @@ function compose(message: MailMessage, messageId: string): Promise<Buffer> {
     subject: message.subject,
     text: message.text,
     html: message.html,
+    attachments: message.attachments?.map((a) => ({ ...a })),
     messageId,
     date: new Date(),
   });

@@ -1,5 +1,5 @@
-import { request } from 'undici';
-import type { Mailer, MailMessage } from '../core/mail.ts';
+import { FormData, request } from 'undici';
+import type { MailAttachment, Mailer, MailMessage } from '../core/mail.ts';
 import { DomainError } from '../core/errors.ts';
 
 /**
@@ -7,7 +7,9 @@ import { DomainError } from '../core/errors.ts';
  * carries the API user and token (`https://api-user:token@listmonk.example`) and
  * optionally `?template_id=N`, a transactional template that renders
  * `{{ .Tx.Data.subject }}` and `{{ .Tx.Data.body }}` (default template 1).
- * Recipients need not be subscribers (`subscriber_mode: external`).
+ * Recipients need not be subscribers (`subscriber_mode: external`). A message
+ * with attachments is posted as multipart form data: the same JSON as the
+ * `data` field and one `file` field per attachment, as Listmonk takes them.
  */
 export function listmonkMailer(listmonkUrl: string): Mailer {
   const url = new URL(listmonkUrl);
@@ -24,19 +26,23 @@ export function listmonkMailer(listmonkUrl: string): Mailer {
         ? `${message.from.name} <${message.from.address}>`
         : message.from.address;
       for (const to of message.to) {
+        const payload = JSON.stringify({
+          subscriber_emails: [to.address],
+          subscriber_mode: 'external',
+          template_id: templateId,
+          from_email: from,
+          subject: message.subject,
+          data: { subject: message.subject, body: message.text, key: message.key },
+          headers: [{ 'X-AIQSO-Key': message.key }],
+          content_type: 'plain',
+        });
         const res = await request(endpoint, {
           method: 'POST',
-          headers: { 'content-type': 'application/json', authorization: `token ${user}:${token}` },
-          body: JSON.stringify({
-            subscriber_emails: [to.address],
-            subscriber_mode: 'external',
-            template_id: templateId,
-            from_email: from,
-            subject: message.subject,
-            data: { subject: message.subject, body: message.text, key: message.key },
-            headers: [{ 'X-AIQSO-Key': message.key }],
-            content_type: 'plain',
-          }),
+          headers: {
+            authorization: `token ${user}:${token}`,
+            ...(message.attachments?.length ? {} : { 'content-type': 'application/json' }),
+          },
+          body: message.attachments?.length ? withFiles(payload, message.attachments) : payload,
           headersTimeout: 15_000,
           bodyTimeout: 15_000,
         });
@@ -51,4 +57,12 @@ export function listmonkMailer(listmonkUrl: string): Mailer {
       return { messageId: `listmonk:${message.key}` };
     },
   };
+}
+
+function withFiles(payload: string, attachments: MailAttachment[]): FormData {
+  const form = new FormData();
+  form.append('data', payload);
+  for (const a of attachments)
+    form.append('file', new Blob([a.content], { type: a.contentType }), a.filename);
+  return form;
 }

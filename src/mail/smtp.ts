@@ -22,6 +22,7 @@ export function smtpMailer(smtpUrl: string, domain: string): Mailer & { close():
           subject: message.subject,
           text: message.text,
           html: message.html,
+          attachments: message.attachments?.map((a) => ({ ...a })),
           messageId,
           headers: { 'X-AIQSO-Key': message.key },
         });

@@ -1,7 +1,7 @@
 import type { Transaction } from 'kysely';
 import { DomainError } from '../core/errors.ts';
 import { newId } from '../core/ids.ts';
-import type { MailAddress, Mailer } from '../core/mail.ts';
+import type { MailAddress, MailAttachment, Mailer } from '../core/mail.ts';
 import { mailboxProblem } from '../core/mailbox.ts';
 import type { DB } from '../db/tables.ts';
 import type { OutboxHandler, OutboxItem } from './outbox.ts';
@@ -15,13 +15,38 @@ export interface EmailPayload {
   /** Which message this is (welcome, service-ready, …), for the `emails` record. */
   template: string;
   tenantId?: string;
+  attachments?: MailAttachment[];
 }
 
-/** Payload of an `alert` outbox item: an operator alert mailed to every platform admin. */
+/**
+ * Payload of an `alert` outbox item: a message to every platform admin. An
+ * alert by default (its subject marked `[aiqso alert]`); with a `template`
+ * (e.g. `usage-summary`) a report, sent and recorded under that name.
+ */
 export interface AlertPayload {
   subject: string;
   text: string;
+  template?: string;
+  attachments?: MailAttachment[];
   [detail: string]: unknown;
+}
+
+/** The payload's attachments, each checked to be a named text file. */
+function attachments(item: OutboxItem): MailAttachment[] | undefined {
+  const list = item.payload.attachments;
+  if (list === undefined) return undefined;
+  const ok = (a: unknown): a is MailAttachment =>
+    typeof a === 'object' &&
+    a !== null &&
+    ['filename', 'contentType', 'content'].every(
+      (k) => typeof (a as Record<string, unknown>)[k] === 'string',
+    );
+  if (!Array.isArray(list) || !list.every(ok))
+    throw new DomainError(
+      'validation_failed',
+      `outbox item ${item.key}: payload.attachments must be a list of { filename, contentType, content }`,
+    );
+  return list;
 }
 
 function field(item: OutboxItem, name: string): string {
@@ -75,7 +100,15 @@ export function emailHandler(mailer: Mailer, from: MailAddress): OutboxHandler {
     const html = typeof item.payload.html === 'string' ? item.payload.html : undefined;
     const template = typeof item.payload.template === 'string' ? item.payload.template : 'message';
     const tenantId = typeof item.payload.tenantId === 'string' ? item.payload.tenantId : null;
-    const { messageId } = await mailer.send({ key: item.key, from, to: [mailbox], subject, text, html });
+    const { messageId } = await mailer.send({
+      key: item.key,
+      from,
+      to: [mailbox],
+      subject,
+      text,
+      html,
+      attachments: attachments(item),
+    });
     await record(trx, item, { recipient: to, template, subject, tenantId }, mailer.transport, messageId);
   };
 }
@@ -92,7 +125,8 @@ export function alertHandler(
   override?: string,
 ): OutboxHandler {
   return async (item, trx) => {
-    const subject = `[aiqso alert] ${field(item, 'subject')}`;
+    const template = typeof item.payload.template === 'string' ? item.payload.template : undefined;
+    const subject = template ? field(item, 'subject') : `[aiqso alert] ${field(item, 'subject')}`;
     const text = field(item, 'text');
     const admins = override
       ? [{ email: override }]
@@ -101,11 +135,18 @@ export function alertHandler(
     if (to.length === 0 && fallback) to.push(fallback);
     if (to.length === 0) throw new DomainError('unavailable', 'no platform admin to send the alert to');
     const mailboxes = to.map((address) => recipient(item, address));
-    const { messageId } = await mailer.send({ key: item.key, from, to: mailboxes, subject, text });
+    const { messageId } = await mailer.send({
+      key: item.key,
+      from,
+      to: mailboxes,
+      subject,
+      text,
+      attachments: attachments(item),
+    });
     await record(
       trx,
       item,
-      { recipient: to.join(', '), template: 'alert', subject, tenantId: null },
+      { recipient: to.join(', '), template: template ?? 'alert', subject, tenantId: null },
       mailer.transport,
       messageId,
     );

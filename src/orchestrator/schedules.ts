@@ -18,11 +18,24 @@ export interface Schedule {
 }
 
 export type ScheduleName =
-  'health' | 'usage' | 'backups' | 'retention' | 'purge' | 'certificates' | 'pending-signups';
+  | 'health'
+  | 'usage'
+  | 'usage-reports'
+  | 'backups'
+  | 'retention'
+  | 'purge'
+  | 'certificates'
+  | 'pending-signups';
 
 export const SCHEDULES: readonly Schedule[] = [
   { name: 'health', cron: '*/5 * * * *', description: 'health checks with auto-restart', backfillMinutes: 0 },
   { name: 'usage', cron: '0 * * * *', description: 'usage collection', backfillMinutes: 60 },
+  {
+    name: 'usage-reports',
+    cron: '0 6 1 * *',
+    description: "monthly usage reports: last month's to each tenant owner and a summary to the operator",
+    backfillMinutes: 24 * 60,
+  },
   { name: 'backups', cron: '0 2 * * *', description: 'daily backups', backfillMinutes: 12 * 60 },
   {
     name: 'retention',

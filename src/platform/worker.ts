@@ -34,7 +34,7 @@ import { tenantServiceReconciler } from '../services/reconciler.ts';
 import { tenantServiceSecrets } from '../services/secrets.ts';
 import { registerBackups } from './backups.ts';
 import { removeTenantServices } from '../services/subscriptions.ts';
-import { usageScheduleHandler } from '../usage/schedule.ts';
+import { usageReportsScheduleHandler, usageScheduleHandler } from '../usage/schedule.ts';
 
 /** Register the tenant lifecycle's reconcilers on an orchestrator. */
 export function registerLifecycle(
@@ -178,14 +178,17 @@ export async function startPlatformWorker(config: Config, log: Logger, database:
       database.db,
       log.child({ part: 'certificates' }),
     );
-    parts.scheduleHandlers.usage = usageScheduleHandler({
+    const usage = {
       db: database.db,
       admin: database.pool,
       compute,
       log: log.child({ part: 'usage' }),
       timeZone: config.timeZone,
       retention: config.usageRetention,
-    });
+      plans: loadPlans(PLANS_FILE),
+    };
+    parts.scheduleHandlers.usage = usageScheduleHandler(usage);
+    parts.scheduleHandlers['usage-reports'] = usageReportsScheduleHandler(usage);
     const worker = await startConfiguredWorker(config, log, database.url, parts);
     // Whatever changed while no control plane ran (a database endpoint that moved, containers that
     // died) is repaired now, not a resync period later.

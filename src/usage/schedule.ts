@@ -1,14 +1,26 @@
 import type { ScheduleHandler } from '../orchestrator/schedules.ts';
 import { collectUsage, type CollectDeps } from './collect.ts';
+import { addHours } from './metrics.ts';
+import { previousMonth, queueMonthlyReports, warnPlanAllowances, type MonthlyReportDeps } from './monthly.ts';
 
 /**
  * The hourly `usage` schedule's work: one collection pass for the hour the
- * job runs in. A firing run late (backfilled after an outage) reads for the
- * hour it runs in, never for the one it was scheduled for: readings are
- * what the counters say now, so the hours without one stay gaps.
+ * job runs in, then the owners' warnings for included amounts reached. A
+ * firing run late (backfilled after an outage) reads for the hour it runs in,
+ * never for the one it was scheduled for: readings are what the counters say
+ * now, so the hours without one stay gaps.
  */
-export function usageScheduleHandler(deps: CollectDeps): ScheduleHandler {
+export function usageScheduleHandler(deps: CollectDeps & Pick<MonthlyReportDeps, 'plans'>): ScheduleHandler {
   return async () => {
-    await collectUsage(deps);
+    const result = await collectUsage(deps);
+    // The hour just measured ended at the boundary: its month is the one to warn about.
+    await warnPlanAllowances(deps, addHours(result.boundary, -1));
+  };
+}
+
+/** The monthly `usage-reports` schedule's work: the reports of the month before the firing's. */
+export function usageReportsScheduleHandler(deps: MonthlyReportDeps): ScheduleHandler {
+  return async (firing) => {
+    await queueMonthlyReports(deps, previousMonth(firing.firedAt, deps.timeZone));
   };
 }
