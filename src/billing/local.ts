@@ -1,5 +1,11 @@
 import { sql, type Kysely } from 'kysely';
-import type { BillingPort, CheckoutRequest, CheckoutSession, SubscriptionState } from '../core/billing.ts';
+import type {
+  BillingPort,
+  CheckoutRequest,
+  CheckoutSession,
+  MeterEvent,
+  SubscriptionState,
+} from '../core/billing.ts';
 import { DomainError } from '../core/errors.ts';
 import type { Database } from '../db/database.ts';
 import type { DB } from '../db/tables.ts';
@@ -181,6 +187,21 @@ export class LocalBilling implements BillingPort {
       await this.store(trx, id, updated);
       await writeStripeEvent(trx, stripeEvent('customer.subscription.deleted', updated));
     });
+  }
+
+  /**
+   * Local billing mode charges nothing: a meter event is checked as Stripe
+   * would check it (a customer it knows) and not sent anywhere. The delivered
+   * outbox item (kind `stripe`) is the record of what Stripe would have got.
+   */
+  async recordMeterEvent(event: MeterEvent): Promise<void> {
+    const customer = await this.options.db
+      .selectFrom('local_billing_objects')
+      .select('id')
+      .where('id', '=', event.customerId)
+      .where('kind', '=', 'customer')
+      .executeTakeFirst();
+    if (!customer) throw new DomainError('not_found', `no customer ${event.customerId}`);
   }
 
   private invoice(customer: string | null, subscription: string, fields: Record<string, unknown>) {

@@ -1,5 +1,11 @@
 import Stripe from 'stripe';
-import type { BillingPort, CheckoutRequest, CheckoutSession, SubscriptionState } from '../core/billing.ts';
+import type {
+  BillingPort,
+  CheckoutRequest,
+  CheckoutSession,
+  MeterEvent,
+  SubscriptionState,
+} from '../core/billing.ts';
 import { DomainError } from '../core/errors.ts';
 import { subscriptionObject, toSubscriptionState } from './events.ts';
 
@@ -65,6 +71,27 @@ export class StripeBilling implements BillingPort {
     } catch (err) {
       if ((err as { statusCode?: number }).statusCode === 404) return;
       throw this.failure('cancel a subscription', err);
+    }
+  }
+
+  /**
+   * A meter event, sent with its identifier as the idempotency key too: a
+   * retry after a crash (sent, but not marked sent) gets Stripe's stored
+   * answer instead of a second event.
+   */
+  async recordMeterEvent(event: MeterEvent): Promise<void> {
+    try {
+      await this.stripe.billing.meterEvents.create(
+        {
+          event_name: event.eventName,
+          payload: { stripe_customer_id: event.customerId, value: String(event.value) },
+          identifier: event.identifier,
+          timestamp: Math.floor(event.timestamp.getTime() / 1000),
+        },
+        { idempotencyKey: `meter:${event.identifier}` },
+      );
+    } catch (err) {
+      throw this.failure(`record the meter event ${event.identifier}`, err);
     }
   }
 

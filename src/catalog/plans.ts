@@ -2,6 +2,9 @@ import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
 import { z } from 'zod';
 
+/** A Stripe meter's `event_name`: at most 100 characters. */
+const METER_EVENT_NAME = /^[A-Za-z0-9_.:-]{1,100}$/;
+
 /**
  * A plan a tenant pays for: its price, how many services it may run and,
  * optionally, what it includes each month. Included amounts are what the
@@ -20,6 +23,16 @@ export const planSchema = z.object({
       storage_gb: z.number().positive().optional(),
       /** Requests through the edge in the month. */
       requests: z.number().int().positive().optional(),
+    })
+    .optional(),
+  /**
+   * Amounts reported to Stripe as Billing meter events, hour by hour: the
+   * usage metric and the `event_name` of the Stripe meter that prices it.
+   */
+  meters: z
+    .strictObject({
+      requests: z.string().regex(METER_EVENT_NAME, 'expected a Stripe meter event name').optional(),
+      mails_sent: z.string().regex(METER_EVENT_NAME, 'expected a Stripe meter event name').optional(),
     })
     .optional(),
 });

@@ -30,12 +30,28 @@ export interface SubscriptionState {
   tenantId: string | null;
 }
 
+/**
+ * One hour of one metered amount for one customer, as a Stripe Billing meter
+ * event. `identifier` is the same for every attempt at the same hour, so Stripe
+ * counts it once however often it is sent.
+ */
+export interface MeterEvent {
+  eventName: string;
+  customerId: string;
+  /** A whole number. */
+  value: number;
+  identifier: string;
+  timestamp: Date;
+}
+
 export interface BillingPort {
   readonly mode: 'stripe' | 'local';
   createCheckout(request: CheckoutRequest): Promise<CheckoutSession>;
   /** The subscription as it is now, for acting on the current object when an event is stale. */
   getSubscription(id: string): Promise<SubscriptionState | undefined>;
   cancelSubscription(id: string): Promise<void>;
+  /** Report metered usage (Stripe: `POST /v1/billing/meter_events`; local mode sends nothing). */
+  recordMeterEvent(event: MeterEvent): Promise<void>;
 }
 
 /** Stripe subscription statuses in which the customer keeps service. */

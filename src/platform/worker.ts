@@ -17,6 +17,7 @@ import type { MasterDatabase } from '../db/connect.ts';
 import type { Logger } from '../observability/logger.ts';
 import { REPO_ROOT } from '../catalog/load.ts';
 import { loadPlans, PLANS_FILE } from '../catalog/plans.ts';
+import { meterEventHandler } from '../billing/meter-events.ts';
 import type { BillingPort } from '../core/billing.ts';
 import { createBillingPort } from '../billing/index.ts';
 import { processBillingEvent } from '../billing/process.ts';
@@ -136,6 +137,7 @@ export function registerBilling(
     );
     deps.log.info({ eventId, tenantId: result.tenantId, action: result.action }, 'stripe event processed');
   };
+  parts.outboxHandlers.stripe = meterEventHandler(deps.billing);
 }
 
 /**
