@@ -88,7 +88,9 @@ export async function snapshotDatabase(
     const counts = await rowCounts(client);
     const dump = spawn(
       await findPgDump(),
-      ['-Fc', '--no-owner', `--snapshot=${rows[0]!.id}`, ...pgArgs(target)],
+      // Uncompressed (-Z0): restic compresses what it stores, and an uncompressed stream deduplicates
+      // against yesterday's (a compressed one differs throughout after the first change).
+      ['-Fc', '-Z0', '--no-owner', `--snapshot=${rows[0]!.id}`, ...pgArgs(target)],
       { env: pgEnv(target), stdio: ['ignore', 'pipe', 'pipe'] },
     );
     const dumped = exited(dump, 'pg_dump');
