@@ -132,7 +132,7 @@ describe('the platform on Proxmox, end to end', { timeout: 600_000 }, () => {
   }) => {
     if (skip) return skipTest();
     const c = sim.cluster;
-    // Faults on the way: config locks that time out, a creation and a start that fail.
+    // Faults on the way: config and pull locks that time out, a creation and a start task that fail.
     c.inject({ kind: 'lock', method: 'PUT', path: /\/lxc\/\d+\/config$/, times: 3 });
     c.inject({ kind: 'task', method: 'POST', path: /^\/nodes\/pve1\/lxc$/, message: 'unable to create CT' });
     c.inject({
@@ -141,7 +141,7 @@ describe('the platform on Proxmox, end to end', { timeout: 600_000 }, () => {
       path: /\/status\/start$/,
       message: 'startup for container failed',
     });
-    c.inject({ kind: 'task', method: 'POST', path: /oci-registry-pull$/, message: 'got timeout' });
+    c.inject({ kind: 'lock', method: 'POST', path: /oci-registry-pull$/ });
     const platform = await startLivePlatform({
       databaseUrl: testDb.url,
       driver: proxmox(),

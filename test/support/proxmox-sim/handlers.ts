@@ -265,8 +265,10 @@ function create(c: Cluster, p: Params, fault: Fault | undefined) {
     image: vol.file,
   };
   c.guests.set(vmid, guest);
-  return c.task(node, 'vzcreate', String(vmid), fault, async () => {
+  // A failed creation removes what it made, an injected failure included.
+  return c.task(node, 'vzcreate', String(vmid), undefined, async () => {
     try {
+      if (fault) throw new Error(fault.message ?? 'unable to create CT: injected failure');
       const image = await c.workloads!.configOf(vol.file);
       if (image.architecture !== config.arch)
         throw new Error(`OCI image architecture '${image.architecture}' does not match '${config.arch}'`);
