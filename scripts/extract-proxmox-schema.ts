@@ -29,6 +29,8 @@ export const ENDPOINTS: [string, string][] = [
   ['POST', '/nodes/{node}/lxc/{vmid}/snapshot'],
   ['POST', '/nodes/{node}/vzdump'],
   ['GET', '/nodes/{node}/storage/{storage}/content'],
+  ['POST', '/nodes/{node}/storage/{storage}/oci-registry-pull'],
+  ['POST', '/nodes/{node}/storage/{storage}/upload'],
   ['GET', '/nodes/{node}/lxc/{vmid}/firewall/options'],
   ['PUT', '/nodes/{node}/lxc/{vmid}/firewall/options'],
   ['GET', '/nodes/{node}/lxc/{vmid}/firewall/rules'],

@@ -194,7 +194,27 @@ describe('service catalog', () => {
       [app!, image!, clone!].filter((t) => whyNotRunnable(t, driver) === null).map((t) => t.kind);
     expect(offered('process')).toEqual(['app']);
     expect(offered('lxc')).toEqual(['app', 'image']);
-    expect(offered('proxmox')).toEqual(['clone']);
+    expect(offered('proxmox')).toEqual(['app', 'clone']);
+    // Proxmox runs images, but a container there takes no init commands and no working directory.
+    expect(whyNotRunnable(image!, 'proxmox')).toBe(
+      'demo cannot run on the proxmox driver: it needs init commands, and the Proxmox API has no exec channel to run them',
+    );
+    const [plain] = loadCatalog(
+      catalogWith({
+        'demo.yaml': IMAGE.replace('workdir: /srv\n', '').replace('init: [[/bin/web, --install]]\n', ''),
+      }),
+    );
+    expect(whyNotRunnable(plain!, 'proxmox')).toBeNull();
+    const [commandOnly] = loadCatalog(
+      catalogWith({
+        'demo.yaml': IMAGE.replace('workdir: /srv\n', '')
+          .replace('init: [[/bin/web, --install]]\n', '')
+          .replace('entrypoint: [/bin/web]\n', ''),
+      }),
+    );
+    expect(whyNotRunnable(commandOnly!, 'proxmox')).toMatch(
+      /replaces the image's command but not its entrypoint/,
+    );
     expect(whyNotRunnable(image!, 'process')).toBe(
       'demo is an image service; the process driver runs only app services',
     );

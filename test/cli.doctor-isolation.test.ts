@@ -172,6 +172,7 @@ describe('doctor: isolation with the proxmox driver', () => {
       },
       storage: 'ceph',
       backupStorage: 'local',
+      templateStorage: 'local',
       bridge: 'vmbr1',
       subnet: '10.10.10.0/24',
       vmidRange: [10000, 10999],

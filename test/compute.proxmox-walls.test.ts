@@ -49,6 +49,7 @@ const open = (egress: 'none' | 'nat' = 'none') =>
     },
     storage: 'ceph',
     backupStorage: 'local',
+    templateStorage: 'local',
     bridge: 'vmbr1',
     subnet: '10.10.10.0/24',
     vmidRange: [10000, 10999],

@@ -36,6 +36,7 @@ const driverWith = (trust: { caFile?: string; fingerprint?: string } = { caFile:
     api: { url: sim.url, tokenId: sim.tokenId, tokenSecret: sim.tokenSecret, ...trust, taskPollMs: 10 },
     storage: 'ceph',
     backupStorage: 'local',
+    templateStorage: 'local',
     bridge: 'vmbr1',
     subnet: '10.10.10.0/24',
     vmidRange: [10000, 10999],

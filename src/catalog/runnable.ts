@@ -1,3 +1,4 @@
+import { proxmoxImageRefusal } from '../core/compute.ts';
 import type { ServiceTemplate } from './schema.ts';
 
 export type DriverKind = 'process' | 'lxc' | 'proxmox';
@@ -6,12 +7,14 @@ export type DriverKind = 'process' | 'lxc' | 'proxmox';
  * What each compute driver runs, by catalog kind. The process driver runs
  * only `app` services (Node.js apps shipped with the platform); lxc runs
  * apps, clones of a prepared template container and OCI images; Proxmox
- * runs clones of a template VMID.
+ * runs apps (uploaded as OCI archives), clones of a template VMID and OCI
+ * images the cluster pulls, except those that need what a Proxmox
+ * container cannot do (init commands, a working directory).
  */
 export const DRIVER_RUNS: Record<DriverKind, readonly ServiceTemplate['kind'][]> = {
   process: ['app'],
   lxc: ['app', 'clone', 'image'],
-  proxmox: ['clone'],
+  proxmox: ['app', 'clone', 'image'],
 };
 
 /**
@@ -28,6 +31,10 @@ export function whyNotRunnable(t: ServiceTemplate, driver: DriverKind): string |
   }
   if (t.kind === 'clone' && (driver === 'proxmox' ? t.template.proxmox : t.template.lxc) === undefined) {
     return `${t.key} has no template container for the ${driver} driver`;
+  }
+  if (t.kind === 'image' && driver === 'proxmox') {
+    const refusal = proxmoxImageRefusal(t);
+    if (refusal) return `${t.key} cannot run on the proxmox driver: ${refusal}`;
   }
   return null;
 }

@@ -57,6 +57,8 @@ export async function createComputeDriver(
         },
         storage: p.storage,
         backupStorage: p.backupStorage,
+        templateStorage: p.templateStorage,
+        workDir: path.join(config.dataDir, 'proxmox-apps'),
         bridge: p.bridge,
         subnet: p.subnet,
         vmidRange: p.vmidRange,

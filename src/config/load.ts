@@ -40,6 +40,7 @@ export interface Config {
     fingerprint?: string;
     storage: string;
     backupStorage: string;
+    templateStorage: string;
     bridge: string;
     subnet: string;
     vmidRange: [number, number];
@@ -252,6 +253,7 @@ function toConfig(raw: RawConfig, cwd: string, env: Source): Config {
           fingerprint: raw.PROXMOX_FINGERPRINT,
           storage: raw.PROXMOX_STORAGE,
           backupStorage: raw.PROXMOX_BACKUP_STORAGE,
+          templateStorage: raw.PROXMOX_TEMPLATE_STORAGE,
           bridge: raw.PROXMOX_BRIDGE,
           subnet: raw.PROXMOX_SUBNET,
           vmidRange: raw.PROXMOX_VMID_RANGE.split('-').map(Number) as [number, number],

@@ -284,6 +284,10 @@ export const CONFIG_REFERENCE: { [K in keyof RawConfig]-?: ConfigEntry } = {
     group: 'Compute: Proxmox VE',
     meaning: 'storage `vzdump` writes container exports to',
   },
+  PROXMOX_TEMPLATE_STORAGE: {
+    group: 'Compute: Proxmox VE',
+    meaning: 'storage (content `vztmpl`) the cluster pulls OCI images to and app archives are uploaded to',
+  },
   PROXMOX_BRIDGE: { group: 'Compute: Proxmox VE', meaning: "bridge the containers' `net0` joins" },
   PROXMOX_SUBNET: {
     group: 'Compute: Proxmox VE',

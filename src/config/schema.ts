@@ -107,6 +107,10 @@ export const configSchema = z.object({
     .string()
     .regex(/^[a-z][a-z0-9\-_.]*[a-z0-9]$/i, 'expected a Proxmox storage id such as local')
     .default('local'),
+  PROXMOX_TEMPLATE_STORAGE: z
+    .string()
+    .regex(/^[a-z][a-z0-9\-_.]*[a-z0-9]$/i, 'expected a Proxmox storage id such as local')
+    .default('local'),
   PROXMOX_BRIDGE: z
     .string()
     .regex(/^[a-zA-Z0-9_.-]{1,15}$/, 'expected a bridge name such as vmbr1')

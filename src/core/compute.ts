@@ -224,6 +224,21 @@ export function isContainerName(name: string): boolean {
   return /^aiqso-[0-9a-hjkmnp-tv-z]{26}-[a-z0-9][a-z0-9-]*$/.test(name);
 }
 
+/**
+ * Why the proxmox driver cannot run an image workload as described, or null:
+ * a Proxmox container takes an entrypoint and an environment, and the API
+ * offers no way to run a command inside it.
+ */
+export function proxmoxImageRefusal(
+  w: Pick<ImageWorkload, 'init' | 'workdir' | 'entrypoint' | 'command'>,
+): string | null {
+  if (w.init?.length) return 'it needs init commands, and the Proxmox API has no exec channel to run them';
+  if (w.workdir) return 'it sets a working directory, which a Proxmox container does not take';
+  if (w.command && !w.entrypoint)
+    return "it replaces the image's command but not its entrypoint, which Proxmox cannot combine";
+  return null;
+}
+
 /** The compute drivers, as `AIQSO_DRIVER` names them and `hosts.driver` records them. */
 export const DRIVER_KINDS = ['process', 'lxc', 'proxmox'] as const;
 export type DriverKind = (typeof DRIVER_KINDS)[number];

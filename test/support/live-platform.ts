@@ -101,7 +101,7 @@ export async function dashboardLogout(host: string, port: number, cookies: strin
 
 /** One compute driver's configuration for `aiqso up`, and how a test sees and clears its containers. */
 export interface DriverCase {
-  name: 'process' | 'lxc';
+  name: 'process' | 'lxc' | 'proxmox';
   /** True when the driver cannot run here (throws in strict mode). */
   skip(): boolean;
   env(dataDir: string): Record<string, string>;

@@ -1,4 +1,6 @@
-import { fetch, type Agent } from 'undici';
+import { openAsBlob } from 'node:fs';
+import { basename } from 'node:path';
+import { fetch, FormData, type Agent } from 'undici';
 import { DomainError } from '../../core/errors.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { sleep } from '../shared/run.ts';
@@ -59,6 +61,25 @@ export class PveClient {
     });
   }
 
+  /**
+   * Upload `file` (multipart, as the web interface does) to a storage:
+   * `fields` plus the file under `filename`, then await the import task.
+   */
+  async upload(
+    apiPath: string,
+    fields: Record<string, string>,
+    file: string,
+    timeoutMs = 1_800_000,
+  ): Promise<void> {
+    await this.retryLocks(`POST ${apiPath}`, async () => {
+      const form = new FormData();
+      for (const [k, v] of Object.entries(fields)) form.append(k, v);
+      form.append('filename', await openAsBlob(file), basename(file));
+      const upid = await this.once<string>('POST', apiPath, {}, { form, timeoutMs });
+      await this.waitTask(upid, timeoutMs);
+    });
+  }
+
   async waitTask(upid: string, timeoutMs: number): Promise<void> {
     const node = upid.split(':')[1]!;
     const deadline = Date.now() + timeoutMs;
@@ -97,7 +118,12 @@ export class PveClient {
     }
   }
 
-  private async once<T>(method: string, path: string, params: Params = {}): Promise<T> {
+  private async once<T>(
+    method: string,
+    path: string,
+    params: Params = {},
+    multipart?: { form: FormData; timeoutMs: number },
+  ): Promise<T> {
     const entries = Object.entries(params)
       .filter((e): e is [string, string | number | boolean] => e[1] !== undefined)
       .map(([k, v]): [string, string] => [k, typeof v === 'boolean' ? (v ? '1' : '0') : String(v)]);
@@ -111,10 +137,10 @@ export class PveClient {
         dispatcher: this.dispatcher,
         headers: {
           authorization: `PVEAPIToken=${this.options.tokenId}=${this.options.tokenSecret}`,
-          ...(inBody ? { 'content-type': 'application/x-www-form-urlencoded' } : {}),
+          ...(inBody && !multipart ? { 'content-type': 'application/x-www-form-urlencoded' } : {}),
         },
-        body: inBody ? form : undefined,
-        signal: AbortSignal.timeout(30_000),
+        body: multipart ? multipart.form : inBody ? form : undefined,
+        signal: AbortSignal.timeout(multipart?.timeoutMs ?? 30_000),
       });
     } catch (err) {
       const cause = (err as { cause?: Error }).cause?.message ?? (err as Error).message;

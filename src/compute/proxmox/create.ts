@@ -57,6 +57,34 @@ export async function cloneFrom(
   return { vmid, node, name: spec.name, status: 'stopped' };
 }
 
+/**
+ * Create a container from a template volume (an OCI archive pulled or
+ * uploaded to the template storage) on the node placement picks; `provide`
+ * makes sure that node has the volume and returns its volid. Unprivileged,
+ * its root disk allocated on the guests' storage; the rest of its config
+ * (network, entrypoint, environment) is applied like any guest's.
+ */
+export async function createFromTemplate(
+  cluster: ProxmoxCluster,
+  vmid: number,
+  spec: ContainerSpec,
+  vms: VmResource[],
+  provide: (node: string) => Promise<string>,
+): Promise<VmResource> {
+  const node = await placeOn(cluster, spec, vms);
+  const ostemplate = await provide(node);
+  await cluster.api.task('POST', `/nodes/${node}/lxc`, {
+    vmid,
+    ostemplate,
+    hostname: spec.name,
+    unprivileged: true,
+    rootfs: `${cluster.options.storage}:${Math.max(1, Math.ceil(spec.resources.diskGb))}`,
+    memory: spec.resources.memoryMb,
+    cores: Math.max(1, Math.ceil(spec.resources.cores)),
+  });
+  return { vmid, node, name: spec.name, status: 'stopped' };
+}
+
 async function placeOn(cluster: ProxmoxCluster, spec: ContainerSpec, vms: VmResource[]): Promise<string> {
   const nodes = await cluster.api.call<
     { node: string; status: string; maxmem: number; mem: number; maxcpu: number; cpu: number }[]

@@ -14,7 +14,13 @@ import { IpPool } from '../shared/ip-pool.ts';
 import { KeyedMutex } from '../shared/run.ts';
 import type { Egress } from '../lxc/netpolicy.ts';
 import { convertGuest, exportGuest, importGuest } from './backup.ts';
-import { cloneFrom, waitUnlocked } from './create.ts';
+import os from 'node:os';
+import nodePath from 'node:path';
+import { sql } from 'kysely';
+import { proxmoxImageRefusal } from '../../core/compute.ts';
+import { appArchive, type AppArchive } from './apps.ts';
+import { cloneFrom, createFromTemplate, waitUnlocked } from './create.ts';
+import { hasTemplate, imageFilename, ProxmoxImages, templateVolid } from './images.ts';
 import { describe, markApplied, readDigests, reportedDigest } from './digest.ts';
 import { PveClient, type PveClientOptions } from './client.ts';
 import { applyGuestFirewall, firewallPlan } from './firewall.ts';
@@ -29,6 +35,10 @@ export interface ProxmoxDriverOptions {
   storage: string;
   /** Storage vzdump writes backups to. */
   backupStorage: string;
+  /** Storage holding container templates (`vztmpl`): pulled images and the platform's app archives. */
+  templateStorage: string;
+  /** Where app archives are built before their upload (default a directory under the system's tmp). */
+  workDir?: string;
   bridge: string;
   subnet: string;
   vmidRange: [number, number];
@@ -37,23 +47,96 @@ export interface ProxmoxDriverOptions {
 }
 
 /**
+ * `lxc.init.cmd` from an argv (Proxmox's `entrypoint` is one string, split
+ * by liblxc on blanks with quotes grouping): a word with blanks is quoted.
+ */
+export function initCommand(argv: string[]): string {
+  return argv
+    .map((a) => {
+      if (/^[^\s'"]+$/.test(a)) return a;
+      if (!a.includes("'")) return `'${a}'`;
+      if (!a.includes('"')) return `"${a}"`;
+      throw new DomainError(
+        'deploy_failed',
+        `argument ${JSON.stringify(a)} holds both quote characters, which a Proxmox entrypoint cannot carry`,
+      );
+    })
+    .join(' ');
+}
+
+/**
  * Containers on a Proxmox VE cluster through its REST API: linked (else full)
- * clones of an unprivileged template VMID, static IPs from the platform pool,
- * limits in the container config, VMIDs from a platform-owned range, each
- * walled by its own firewall. Proxmox offers no exec channel for LXC over the
- * API, so `exec` is unavailable.
+ * clones of an unprivileged template VMID, or containers created from an OCI
+ * image the cluster pulls (`images.ts`) or from an app archive the platform
+ * uploads (`apps.ts`); static IPs from the platform pool, limits in the
+ * container config, VMIDs from a platform-owned range, each walled by its
+ * own firewall. Proxmox offers no exec channel for LXC over the API, so
+ * `exec` is unavailable.
  */
 export class ProxmoxDriver implements ComputeDriver, ProxmoxCluster {
   readonly kind = 'proxmox' as const;
   readonly api: PveClient;
   readonly pool: IpPool;
   readonly registry: GuestRegistry;
+  readonly images: ProxmoxImages;
   private readonly locks = new KeyedMutex();
+  private readonly archives = new Map<string, Promise<AppArchive>>();
 
   constructor(readonly options: ProxmoxDriverOptions) {
     this.api = new PveClient({ ...options.api, log: options.log });
     this.pool = new IpPool(options.db, options.subnet);
     this.registry = new GuestRegistry(options.db, options.vmidRange);
+    this.images = new ProxmoxImages(this);
+  }
+
+  /** The archive of an app workload, built once per process (and per content digest on disk). */
+  private archive(dir: string, entry: string): Promise<AppArchive> {
+    const key = `${dir}\0${entry}`;
+    let p = this.archives.get(key);
+    if (!p) {
+      const workDir = this.options.workDir ?? nodePath.join(os.tmpdir(), 'aiqso-proxmox-apps');
+      p = appArchive(workDir, dir, entry);
+      p.catch(() => this.archives.delete(key));
+      this.archives.set(key, p);
+    }
+    return p;
+  }
+
+  /** The app's archive on `node`'s template storage, uploaded unless it is there. */
+  private async uploadApp(node: string, archive: AppArchive): Promise<string> {
+    const { templateStorage } = this.options;
+    await this.options.db.transaction().execute(async (trx) => {
+      await sql`SELECT pg_advisory_xact_lock(hashtext(${`aiqso.pve_upload:${node}:${archive.filename}`}))`.execute(
+        trx,
+      );
+      if (await hasTemplate(this, node, archive.filename)) return;
+      this.options.log.info({ node, archive: archive.filename }, 'uploading app archive to proxmox');
+      await this.api.upload(
+        `/nodes/${node}/storage/${templateStorage}/upload`,
+        { content: 'vztmpl' },
+        archive.file,
+      );
+    });
+    return templateVolid(this, archive.filename);
+  }
+
+  /** Where a new guest for `workload` comes from on `node`: its template volume, pulled or uploaded there. */
+  private async templateOn(node: string, spec: ContainerSpec): Promise<string> {
+    const w = spec.workload;
+    if (w.kind === 'image') {
+      await this.images.pullOn(node, w.image);
+      return templateVolid(this, imageFilename(w.image));
+    }
+    if (w.kind === 'app') return this.uploadApp(node, await this.archive(w.dir, w.entry));
+    throw new DomainError('internal', 'a clone has no template volume');
+  }
+
+  /** The `entrypoint` a spec sets, or undefined to keep the image's own. */
+  private async entrypointOf(spec: ContainerSpec): Promise<string | undefined> {
+    const w = spec.workload;
+    if (w.kind === 'app') return (await this.archive(w.dir, w.entry)).entrypoint;
+    if (w.kind === 'image' && w.entrypoint) return initCommand([...w.entrypoint, ...(w.command ?? [])]);
+    return undefined;
   }
 
   async vms(): Promise<VmResource[]> {
@@ -78,10 +161,13 @@ export class ProxmoxDriver implements ComputeDriver, ProxmoxCluster {
   }
 
   async ensure(spec: ContainerSpec): Promise<ContainerInfo> {
-    if (spec.workload.kind !== 'clone' || !/^\d+$/.test(spec.workload.template)) {
-      throw badRequest('the proxmox driver runs clone workloads of a template VMID');
+    const w = spec.workload;
+    if (w.kind === 'clone' && !/^\d+$/.test(w.template))
+      throw badRequest('a clone workload on the proxmox driver names a template VMID');
+    if (w.kind === 'image') {
+      const refusal = proxmoxImageRefusal(w);
+      if (refusal) throw new DomainError('deploy_failed', `${w.image}: ${refusal}`);
     }
-    const template = Number(spec.workload.template);
     return this.locks.run(spec.name, async () => {
       const ip = await this.pool.allocate(spec.name, spec.ip);
       const vms = await this.vms();
@@ -91,7 +177,12 @@ export class ProxmoxDriver implements ComputeDriver, ProxmoxCluster {
       let vm = vms.find((v) => v.vmid === vmid);
       if (vm && vm.name !== spec.name && vm.lock !== 'create')
         throw conflict(`VMID ${vmid} is used by ${vm.name}`);
-      if (!vm) vm = await cloneFrom(this, template, vmid, spec, vms);
+      if (!vm) {
+        vm =
+          w.kind === 'clone'
+            ? await cloneFrom(this, Number(w.template), vmid, spec, vms)
+            : await createFromTemplate(this, vmid, spec, vms, (node) => this.templateOn(node, spec));
+      }
       if (vm.lock) vm = await waitUnlocked(this, vmid);
       await this.configure(vm, spec, ip);
       return this.info(spec.name);
@@ -109,14 +200,28 @@ export class ProxmoxDriver implements ComputeDriver, ProxmoxCluster {
     const path = `/nodes/${vm.node}/lxc/${vm.vmid}`;
     const current = await this.api.call<{ unprivileged?: number }>('GET', `${path}/config`);
     const restart = Number(current.unprivileged) === 1 ? false : await convertGuest(this, vm, spec.port);
-    const env = Object.entries({ ...spec.env, PORT: String(spec.port) }).map(([k, v]) => `${k}=${v}`);
-    const before = await this.api.call<{ description?: string }>('GET', `${path}/config`);
+    const before = await this.api.call<{ description?: string; env?: string }>('GET', `${path}/config`);
+    // An image's own environment (which Proxmox copied into `env` at creation) stays under the spec's.
+    const inherited =
+      spec.workload.kind === 'clone'
+        ? {}
+        : Object.fromEntries(
+            (before.env ?? '')
+              .split('\0')
+              .filter((kv) => kv.includes('='))
+              .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+          );
+    const env = Object.entries({ ...inherited, ...spec.env, PORT: String(spec.port) }).map(
+      ([k, v]) => `${k}=${v}`,
+    );
+    const entrypoint = await this.entrypointOf(spec);
     await this.api.call('PUT', `${path}/config`, {
       hostname: spec.name,
       cores: Math.max(1, Math.ceil(spec.resources.cores)),
       memory: spec.resources.memoryMb,
       net0: `name=eth0,bridge=${this.options.bridge},firewall=1,ip=${ip}/${subnet.prefix},gw=${subnet.gateway},hwaddr=${macFor(spec.name).toUpperCase()}`,
       env: env.join('\0'),
+      ...(entrypoint ? { entrypoint } : {}),
       tags: 'aiqso',
       // A running container keeps what it started with until a restart applies the rest.
       description: describe(spec, readDigests(before.description).applied),

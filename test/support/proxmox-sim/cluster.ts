@@ -1,4 +1,5 @@
 import { emptyFirewall, type GuestFirewall } from './firewall.ts';
+import type { TemplateVolume, Workloads } from './workloads.ts';
 
 /**
  * The simulated cluster's state and behaviour: nodes, storages, containers with
@@ -35,6 +36,8 @@ export interface Guest {
   stubborn?: boolean;
   /** Its firewall options and rules (a clone copies the source's, as `pct clone` does). */
   firewall: GuestFirewall;
+  /** The OCI archive it was created from: it really runs (`workloads.ts`) while running. */
+  image?: string;
 }
 
 export interface Task {
@@ -56,6 +59,7 @@ export interface Backup {
   ctime: number;
   config: Record<string, string>;
   firewall?: GuestFirewall;
+  image?: string;
 }
 
 export interface Fault {
@@ -83,6 +87,10 @@ export class Cluster {
   readonly guests = new Map<number, Guest>();
   readonly tasks = new Map<string, Task>();
   readonly backups: Backup[] = [];
+  /** Container templates (`vztmpl`): OCI archives pulled or uploaded. */
+  readonly templates: TemplateVolume[] = [];
+  /** Runs containers made from OCI images; without it, creating one fails. */
+  workloads?: Workloads;
   readonly faults: Fault[] = [];
   /** Longest a task stays running (ms); each takes a random share of it. */
   taskMs = 30;
@@ -160,18 +168,24 @@ export class Cluster {
     if (g.lock) throw new PveFailure(500, `CT is locked (${g.lock})`);
   }
 
-  /** Start a task; `work` runs when it finishes and its throw becomes the exitstatus. */
-  task(node: string, type: string, id: string, fault: Fault | undefined, work: () => void): string {
+  /** Start a task; `work` runs when it finishes and its throw (or rejection) becomes the exitstatus. */
+  task(
+    node: string,
+    type: string,
+    id: string,
+    fault: Fault | undefined,
+    work: () => void | Promise<void>,
+  ): string {
     const starttime = Math.floor(Date.now() / 1000);
     const hex = (n: number, w = 8) => n.toString(16).toUpperCase().padStart(w, '0');
     const upid = `UPID:${node}:${hex(++this.pid)}:${hex(this.pid * 7)}:${hex(starttime)}:${type}:${id}:aiqso@pve!test:`;
     const t: Task = { upid, node, type, id, status: 'running', starttime, log: [`starting ${type} ${id}`] };
     this.tasks.set(upid, t);
     setTimeout(
-      () => {
+      async () => {
         try {
           if (fault) throw new Error(fault.message ?? `${type} failed: injected failure`);
-          work();
+          await work();
           t.exitstatus = 'OK';
         } catch (err) {
           t.exitstatus = (err as Error).message;

@@ -1,5 +1,8 @@
-import { Cluster, PveFailure, parseSize, truthy, type Fault } from './cluster.ts';
+import { rm } from 'node:fs/promises';
+import path from 'node:path';
+import { Cluster, PveFailure, parseSize, truthy, type Fault, type Guest } from './cluster.ts';
 import { emptyFirewall, FIREWALL_HANDLERS } from './firewall.ts';
+import { normalizeFilename, type TemplateVolume } from './workloads.ts';
 
 type Params = Record<string, string>;
 export type Handler = (c: Cluster, p: Params, fault: Fault | undefined) => unknown;
@@ -120,17 +123,165 @@ function power(action: 'start' | 'shutdown' | 'stop'): Handler {
     if (action !== 'stop') c.checkUnlocked(g);
     if (action === 'start' && g.status === 'running')
       throw new PveFailure(500, `CT ${g.vmid} already running`);
-    return c.task(p.node!, `vz${action}`, p.vmid!, fault, () => {
+    return c.task(p.node!, `vz${action}`, p.vmid!, fault, async () => {
       if (action === 'start') {
+        if (g.image) await runGuest(c, g);
         g.status = 'running';
         g.startedAt = Date.now();
         return;
       }
       if (action === 'shutdown' && g.stubborn && !truthy(p.forceStop))
         throw new Error("command 'lxc-stop' failed: got timeout");
+      if (g.image && c.workloads) {
+        const ended =
+          action === 'stop'
+            ? await c.workloads.stop(g.vmid, 'SIGKILL')
+            : await c.workloads.stop(g.vmid, 'SIGTERM', Number(p.timeout ?? 60) * 1000);
+        if (!ended && !truthy(p.forceStop)) throw new Error("command 'lxc-stop' failed: got timeout");
+        if (!ended) await c.workloads.stop(g.vmid, 'SIGKILL');
+      }
       g.status = 'stopped';
     });
   };
+}
+
+/** A guest made from an OCI image runs its entrypoint; when that ends, the container stops. */
+async function runGuest(c: Cluster, g: Guest): Promise<void> {
+  if (!c.workloads) throw new Error('this simulated node cannot run containers');
+  await c.workloads.start(g.vmid, g.image!, g.config, () => {
+    if (c.guests.get(g.vmid) === g) g.status = 'stopped';
+  });
+}
+
+function templateStorage(c: Cluster, node: string, storage: string): { shared: boolean } {
+  const s = c.storages.get(storage);
+  if (!s) throw new PveFailure(500, `storage '${storage}' does not exist`);
+  if (!c.workloads) throw new PveFailure(501, `the simulated node '${node}' keeps no templates`);
+  return s;
+}
+
+/** The template volumes node `node` sees on `storage` (its own, or the shared storage's). */
+function templatesOn(c: Cluster, node: string, storage: string): TemplateVolume[] {
+  return c.templates.filter((t) => t.storage === storage && (t.node === undefined || t.node === node));
+}
+
+function addTemplate(c: Cluster, vol: TemplateVolume): void {
+  const i = c.templates.findIndex((t) => t.volid === vol.volid && t.node === vol.node);
+  if (i >= 0) c.templates.splice(i, 1);
+  c.templates.push(vol);
+}
+
+/** POST /nodes/{node}/storage/{storage}/oci-registry-pull: a real pull, by skopeo, as a task. */
+function ociPull(c: Cluster, p: Params, fault: Fault | undefined) {
+  const node = p.node!;
+  const storage = p.storage!;
+  const shared = templateStorage(c, node, storage).shared;
+  const w = c.workloads!;
+  const fallback = `${p.reference!.split('/').pop()!.replace(':', '_')}.tar`;
+  let filename = normalizeFilename(p.filename ?? fallback);
+  if (!filename.endsWith('.tar')) filename += '.tar';
+  const file = path.join(w.storageDir(storage, shared ? undefined : node), filename);
+  return c.task(node, 'ocipull', storage, fault, async () => {
+    const size = await w.pull(p.reference!, file);
+    addTemplate(c, {
+      volid: `${storage}:vztmpl/${filename}`,
+      storage,
+      ...(shared ? {} : { node }),
+      file,
+      size,
+      ctime: Math.floor(Date.now() / 1000),
+    });
+  });
+}
+
+/** POST /nodes/{node}/storage/{storage}/upload: the REST handler stored the file at `tmpfilename`. */
+function upload(c: Cluster, p: Params, fault: Fault | undefined) {
+  const node = p.node!;
+  const storage = p.storage!;
+  const tmp = p.tmpfilename;
+  if (!tmp) throw new PveFailure(400, 'Parameter verification failed.', { filename: 'no file uploaded' });
+  const shared = templateStorage(c, node, storage).shared;
+  if (p.content !== 'vztmpl') throw new PveFailure(501, `the simulator stores only vztmpl uploads`);
+  const filename = normalizeFilename(p.filename!);
+  if (!/\.tar(\.(gz|xz|zst))?$/.test(filename))
+    throw new PveFailure(500, `wrong file extension for a container template: ${filename}`);
+  const w = c.workloads!;
+  const file = path.join(w.storageDir(storage, shared ? undefined : node), filename);
+  return c.task(node, 'imgcopy', storage, fault, async () => {
+    try {
+      await w.storeUpload(tmp, file);
+      addTemplate(c, {
+        volid: `${storage}:vztmpl/${filename}`,
+        storage,
+        ...(shared ? {} : { node }),
+        file,
+        size: await w.sizeOf(file),
+        ctime: Math.floor(Date.now() / 1000),
+      });
+    } finally {
+      await rm(tmp, { force: true });
+    }
+  });
+}
+
+/**
+ * POST /nodes/{node}/lxc from a template (not a restore): an OCI archive's
+ * entrypoint (with its command) and environment become the container's
+ * `entrypoint` and `env` unless given, as Proxmox VE 9.1 does.
+ */
+function create(c: Cluster, p: Params, fault: Fault | undefined) {
+  const node = p.node!;
+  const vmid = Number(p.vmid);
+  const existing = c.guests.get(vmid);
+  if (existing) throw new PveFailure(500, `CT ${vmid} already exists on node '${existing.node}'`);
+  const [storage, volume] = p.ostemplate!.split(':');
+  const vol = templatesOn(c, node, storage ?? '').find((t) => t.volid === p.ostemplate);
+  if (!vol || !volume?.startsWith('vztmpl/'))
+    throw new PveFailure(500, `volume '${p.ostemplate}' does not exist`);
+  const rootfs = /^([^:,]+):(\d+)$/.exec(p.rootfs ?? '');
+  if (!rootfs) throw new PveFailure(500, `the simulator allocates rootfs only as STORAGE:SIZE_IN_GiB`);
+  if (!c.storages.has(rootfs[1]!)) throw new PveFailure(500, `storage '${rootfs[1]}' does not exist`);
+  const config: Record<string, string> = {
+    arch: p.arch ?? 'amd64',
+    ostype: p.ostype ?? 'unmanaged',
+    hostname: p.hostname ?? `CT${vmid}`,
+    cores: p.cores ?? '1',
+    memory: p.memory ?? '512',
+    rootfs: `${rootfs[1]}:vm-${vmid}-disk-0,size=${rootfs[2]}G`,
+    // Created containers are unprivileged unless said otherwise.
+    ...(p.unprivileged === undefined || truthy(p.unprivileged) ? { unprivileged: '1' } : {}),
+  };
+  for (const k of Object.keys(p))
+    if (/^net\d+$/.test(k) || ['description', 'tags', 'entrypoint', 'env'].includes(k)) config[k] = p[k]!;
+  const guest: Guest = {
+    vmid,
+    node,
+    status: 'stopped',
+    template: false,
+    snapshots: [],
+    lock: 'create',
+    firewall: emptyFirewall(),
+    config,
+    image: vol.file,
+  };
+  c.guests.set(vmid, guest);
+  // A failed creation removes what it made, an injected failure included.
+  return c.task(node, 'vzcreate', String(vmid), undefined, async () => {
+    try {
+      if (fault) throw new Error(fault.message ?? 'unable to create CT: injected failure');
+      const image = await c.workloads!.configOf(vol.file);
+      if (image.architecture !== config.arch)
+        throw new Error(`OCI image architecture '${image.architecture}' does not match '${config.arch}'`);
+      const argv = [...image.entrypoint, ...image.cmd];
+      if (config.entrypoint === undefined && argv.length)
+        config.entrypoint = argv.map((a) => (/\s/.test(a) ? `'${a}'` : a)).join(' ');
+      if (config.env === undefined && image.env.length) config.env = image.env.join('\0');
+      delete guest.lock;
+    } catch (err) {
+      c.guests.delete(vmid);
+      throw err;
+    }
+  });
 }
 
 function destroy(c: Cluster, p: Params, fault: Fault | undefined) {
@@ -158,6 +309,7 @@ function vzdump(c: Cluster, p: Params, fault: Fault | undefined) {
       ctime: Math.floor(Date.now() / 1000),
       config: { ...g.config },
       firewall: structuredClone(g.firewall),
+      ...(g.image ? { image: g.image } : {}),
     });
   });
 }
@@ -170,7 +322,7 @@ function restore(c: Cluster, p: Params, fault: Fault | undefined) {
     throw new PveFailure(500, `CT ${vmid} already exists on node '${existing.node}'`);
   if (existing?.status === 'running')
     throw new PveFailure(500, `unable to restore CT ${vmid} - CT is running`);
-  if (!truthy(p.restore)) throw new PveFailure(501, 'the simulator only creates containers by restore');
+  if (!truthy(p.restore)) return create(c, p, fault);
   const backup = c.backups.find((b) => b.volid === p.ostemplate);
   if (!backup) throw new PveFailure(500, `volume '${p.ostemplate}' does not exist`);
   c.guests.set(vmid, {
@@ -183,6 +335,7 @@ function restore(c: Cluster, p: Params, fault: Fault | undefined) {
     // vzdump archives the firewall config with the container; a restore brings it back.
     firewall: structuredClone(backup.firewall ?? emptyFirewall()),
     config: { ...backup.config },
+    ...(backup.image ? { image: backup.image } : {}),
   });
   return c.task(node, 'vzrestore', String(vmid), fault, () => {
     const g = c.guests.get(vmid)!;
@@ -244,8 +397,8 @@ export const HANDLERS: Record<string, Handler> = {
     return c.task(p.node!, 'vzsnapshot', p.vmid!, f, () => void g.snapshots.push(p.snapname!));
   },
   'POST /nodes/{node}/vzdump': vzdump,
-  'GET /nodes/{node}/storage/{storage}/content': (c, p) =>
-    c.backups
+  'GET /nodes/{node}/storage/{storage}/content': (c, p) => [
+    ...c.backups
       .filter(
         (b) =>
           b.storage === p.storage &&
@@ -260,4 +413,10 @@ export const HANDLERS: Record<string, Handler> = {
         vmid: b.vmid,
         content: 'backup',
       })),
+    ...(p.vmid || (p.content && p.content !== 'vztmpl') ? [] : templatesOn(c, p.node!, p.storage!)).map(
+      (t) => ({ volid: t.volid, format: 'tar', size: t.size, ctime: t.ctime, content: 'vztmpl' }),
+    ),
+  ],
+  'POST /nodes/{node}/storage/{storage}/oci-registry-pull': ociPull,
+  'POST /nodes/{node}/storage/{storage}/upload': upload,
 };

@@ -6,9 +6,14 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { ensureBridge, removeBridge } from '../../../src/compute/lxc/bridge.ts';
+import { parseSubnet } from '../../../src/compute/shared/subnet.ts';
 import { Cluster, PveFailure } from './cluster.ts';
 import { HANDLERS } from './handlers.ts';
 import { ApiSchema, checkReturn } from './schema.ts';
+import { Workloads } from './workloads.ts';
 
 const SCHEMA_FILE = fileURLToPath(new URL('../../fixtures/proxmox-api-subset.json', import.meta.url));
 
@@ -62,10 +67,24 @@ async function readParams(
   const params: Record<string, string> = {};
   for (const [k, v] of url.searchParams) params[k] = v;
   if (req.method === 'POST' || req.method === 'PUT') {
-    let body = '';
-    for await (const chunk of req) body += String(chunk);
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    const raw = Buffer.concat(chunks);
     const type = req.headers['content-type'] ?? '';
-    if (type.startsWith('application/json') && body) {
+    const body = type.startsWith('multipart/') ? '' : raw.toString();
+    if (type.startsWith('multipart/form-data')) {
+      // pve-http-server's upload: the file goes to a temporary file, named by `tmpfilename`.
+      const form = await new Response(raw, { headers: { 'content-type': type } }).formData();
+      for (const [k, v] of form) {
+        if (typeof v === 'string') params[k] = v;
+        else {
+          const tmp = `/var/tmp/pveupload-${randomBytes(8).toString('hex')}`;
+          await writeFile(tmp, Buffer.from(await v.arrayBuffer()), { mode: 0o600 });
+          params[k] = v.name;
+          params.tmpfilename = tmp;
+        }
+      }
+    } else if (type.startsWith('application/json') && body) {
       for (const [k, v] of Object.entries(JSON.parse(body) as Record<string, unknown>)) {
         params[k] = typeof v === 'boolean' ? (v ? '1' : '0') : String(v);
       }
@@ -74,12 +93,33 @@ async function readParams(
   return params;
 }
 
-/** An HTTPS server on loopback that answers like the Proxmox VE API and validates every request against its schema. */
-export async function startProxmoxSimulator(): Promise<ProxmoxSimulator> {
+export interface SimulatorOptions {
+  /** containers-registries.conf the nodes pull OCI images with (a local registry marked insecure). */
+  registriesConf?: string;
+  /**
+   * The bridge (made on this host, the subnet's .1 on it) that containers made
+   * from OCI images join when they start; without it they cannot start.
+   */
+  network?: { bridge: string; subnet: string };
+}
+
+/**
+ * An HTTPS server on loopback that answers like the Proxmox VE API and
+ * validates every request against its schema; containers made from OCI
+ * images really run (`workloads.ts`).
+ */
+export async function startProxmoxSimulator(options: SimulatorOptions = {}): Promise<ProxmoxSimulator> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'aiqso-pve-sim-'));
   const { key, cert } = makeCertificate(dir);
   const schema = new ApiSchema(SCHEMA_FILE);
   const cluster = new Cluster();
+  const subnet = options.network && parseSubnet(options.network.subnet);
+  if (options.network) await ensureBridge(options.network.bridge, subnet!);
+  cluster.workloads = new Workloads(
+    path.join(dir, 'node'),
+    options.registriesConf,
+    options.network && { bridge: options.network.bridge, prefix: subnet!.prefix },
+  );
   const tokenId = 'aiqso@pve!control';
   const tokenSecret = '3f1c2a9e-5b7d-4c1e-9a2b-6d8e0f1a2b3c';
   const requests: ProxmoxSimulator['requests'] = [];
@@ -157,6 +197,8 @@ export async function startProxmoxSimulator(): Promise<ProxmoxSimulator> {
     fingerprint: new X509Certificate(readFileSync(cert)).fingerprint256,
     requests,
     async close() {
+      await cluster.workloads?.close();
+      if (options.network) await removeBridge(options.network.bridge);
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
       rmSync(dir, { recursive: true, force: true });

@@ -1,0 +1,189 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ProxmoxDriver } from '../src/compute/proxmox/driver.ts';
+import { containerName, type ContainerSpec, type Workload } from '../src/core/compute.ts';
+import type { DomainError } from '../src/core/errors.ts';
+import { newId } from '../src/core/ids.ts';
+import { createLogger } from '../src/observability/logger.ts';
+import { appWorkload, fetchApp } from './support/compute-app.ts';
+import { createTestDatabase, type TestDatabase } from './support/db.ts';
+import { lxcAvailable, privateNetwork } from './support/lxc.ts';
+import { startProxmoxSimulator, type ProxmoxSimulator } from './support/proxmox-sim/server.ts';
+import { registrySkip, startRegistry, webImage, type TestRegistry } from './support/registry.ts';
+import { missingPart } from './support/strict.ts';
+
+/**
+ * Images and apps on the proxmox driver, against the simulator, which pulls
+ * with skopeo from a real registry, takes uploads, validates every request
+ * against the Proxmox VE 9.1 schema and runs what it created (a process in a
+ * network namespace with the container's address, chrooted into its image).
+ */
+const skip =
+  missingPart('root with ip netns (network namespaces)', lxcAvailable(), 'run as root with iproute2') ||
+  registrySkip();
+
+let sim: ProxmoxSimulator;
+let db: TestDatabase;
+let registry: TestRegistry;
+let workDir: string;
+let web: string;
+const net = privateNetwork('pw');
+const log = createLogger('silent');
+
+beforeAll(async () => {
+  if (skip) return;
+  registry = await startRegistry();
+  web = await registry.push('test/web', '1', webImage(8080));
+  sim = await startProxmoxSimulator({ registriesConf: registry.registriesConf, network: net });
+  db = await createTestDatabase();
+  workDir = await mkdtemp(path.join(os.tmpdir(), 'aiqso-pve-apps-'));
+  const c = sim.cluster;
+  c.addNode('pve1', 64, 16);
+  c.storages.set('local', { id: 'local', linkedClones: false, shared: false });
+  c.storages.set('local-lvm', { id: 'local-lvm', linkedClones: true, shared: false });
+}, 120_000);
+
+afterAll(async () => {
+  if (skip) return;
+  await sim?.close();
+  await db?.drop();
+  await registry?.stop();
+  await rm(workDir, { recursive: true, force: true });
+}, 60_000);
+
+const driver = () =>
+  new ProxmoxDriver({
+    db: db.db,
+    log,
+    api: {
+      url: sim.url,
+      tokenId: sim.tokenId,
+      tokenSecret: sim.tokenSecret,
+      caFile: sim.certFile,
+      taskPollMs: 10,
+    },
+    storage: 'local-lvm',
+    backupStorage: 'local',
+    templateStorage: 'local',
+    workDir,
+    bridge: net.bridge,
+    subnet: net.subnet,
+    vmidRange: [20000, 20999],
+  });
+
+const spec = (role: string, workload: Workload, port: number): ContainerSpec => {
+  const tenantId = newId('tenant');
+  return {
+    name: containerName(tenantId, role),
+    tenantId,
+    role,
+    workload,
+    resources: { memoryMb: 192, cores: 1, diskGb: 2 },
+    port,
+    env: { APP_NAME: `app-${role}`, APP_TITLE: role },
+  };
+};
+
+/** The DomainError a promise rejects with (its code and message). */
+const failure = (p: Promise<unknown>) =>
+  p.then(
+    () => ({ code: 'none', message: 'resolved' }),
+    (err: DomainError) => ({ code: err.code, message: err.message }),
+  );
+
+/** Every request the simulator refused as invalid (400: the schema, 501: not in the schema). */
+const invalid = () => sim.requests.filter((r) => r.status === 400 || r.status === 501);
+
+describe('proxmox: containers from images and apps', { timeout: 180_000 }, () => {
+  it('pulls an image once, creates a container from it that answers at its address, and recovers from lock timeouts and a failed task', async ({
+    skip: skipTest,
+  }) => {
+    if (skip) return skipTest();
+    const d = driver();
+    try {
+      const s = spec('web', { kind: 'image', image: web }, 8080);
+      expect(await d.images.cached(web)).toBe(false);
+      // The pull fails once (a task ending in error) and the config is locked twice: the driver retries.
+      sim.cluster.inject({ kind: 'lock', method: 'PUT', path: /\/lxc\/\d+\/config$/, times: 2 });
+      sim.cluster.inject({
+        kind: 'task',
+        method: 'POST',
+        path: /oci-registry-pull$/,
+        message: 'got timeout',
+      });
+      await expect(d.images.pull(web)).rejects.toThrow(/got timeout/);
+      expect(sim.cluster.templates).toHaveLength(0);
+      expect(await d.images.pull(web)).toMatchObject({ pulled: true });
+      expect(await d.images.pull(web)).toMatchObject({ pulled: false });
+      expect(await d.images.cached(web)).toBe(true);
+      const created = await d.ensure(s);
+      expect(created.state).toBe('stopped');
+      const running = await d.start(s.name);
+      expect(running.state).toBe('running');
+      const answer = (await fetchApp(running)) as unknown as { name: string; title: string };
+      expect(answer).toMatchObject({ name: `app-web`, title: 'web' });
+      expect(running.endpoint!.host).toMatch(/^10\./);
+      // The image's own environment stays beside the spec's.
+      const vm = sim.cluster.guests.get(Number(running.handle!.split('/')[1]))!;
+      expect(vm.config.env!.split('\0')).toEqual(
+        expect.arrayContaining(['IMAGE_DEFAULT=from-image', 'APP_NAME=app-web', 'PORT=8080']),
+      );
+      expect(vm.config.unprivileged).toBe('1');
+      await d.stop(s.name);
+      expect((await d.status(s.name)).state).toBe('stopped');
+      await d.destroy(s.name);
+      expect((await d.status(s.name)).state).toBe('missing');
+      expect(invalid()).toEqual([]);
+    } finally {
+      await d.close();
+    }
+  });
+
+  it('uploads an app as an OCI archive once and runs it', async ({ skip: skipTest }) => {
+    if (skip) return skipTest();
+    const d = driver();
+    try {
+      const a = spec('appa', appWorkload(), 3000);
+      const b = spec('appb', appWorkload(), 3000);
+      await Promise.all([d.ensure(a), d.ensure(b)]);
+      const uploads = sim.requests.filter((r) => r.path.endsWith('/upload') && r.status === 200);
+      expect(uploads).toHaveLength(1);
+      const [ra, rb] = await Promise.all([d.start(a.name), d.start(b.name)]);
+      expect(await fetchApp(ra)).toMatchObject({ name: 'app-appa', packages: true });
+      expect((await fetchApp(rb)).name).toBe('app-appb');
+      for (const s of [a, b]) await d.destroy(s.name);
+      expect(invalid()).toEqual([]);
+    } finally {
+      await d.close();
+    }
+  });
+
+  it('fails an image that does not exist or a registry that refuses with the reason, creating nothing', async ({
+    skip: skipTest,
+  }) => {
+    if (skip) return skipTest();
+    const d = driver();
+    try {
+      const guests = sim.cluster.guests.size;
+      const templates = sim.cluster.templates.length;
+      const ghost = await failure(d.images.pull(`${registry.host}/test/ghost:1`));
+      expect(ghost.code).toBe('deploy_failed');
+      expect(ghost.message).toMatch(/test\/ghost:1: .*(manifest unknown|not found)/i);
+      const refused = await failure(d.images.pull('127.0.0.1:9/test/web:1'));
+      expect(refused.code).toBe('deploy_failed');
+      expect(refused.message).toMatch(/connection refused/i);
+      const init = await failure(
+        d.ensure(spec('init', { kind: 'image', image: web, init: [['/bin/true']] }, 8080)),
+      );
+      expect(init.code).toBe('deploy_failed');
+      expect(init.message).toMatch(/init commands/);
+      expect(sim.cluster.guests.size).toBe(guests);
+      expect(sim.cluster.templates).toHaveLength(templates);
+      expect(invalid()).toEqual([]);
+    } finally {
+      await d.close();
+    }
+  });
+});
