@@ -243,7 +243,7 @@ export function buildProgram(): Command {
   restore
     .command('service <tenant> <service>')
     .description(
-      "put a tenant's service database back to a snapshot (the latest by default): a safety snapshot first, then the service stopped, restored, started and health-checked",
+      "put a tenant's service database and data back to a snapshot (the latest by default): a safety snapshot first, then the service stopped, restored, started and health-checked",
     )
     .option('--snapshot <id>', 'this snapshot (id or its first 8+ hex digits, from aiqso backups list)')
     .option('--at <iso-time>', 'the newest snapshot taken at or before this time')
@@ -261,6 +261,18 @@ export function buildProgram(): Command {
             service,
             options,
           ),
+      ),
+    );
+  restore
+    .command('tenant <tenant>')
+    .description(
+      'put every service of a tenant back (database and data), also when its containers and databases are gone: each re-created from the catalog, then restored',
+    )
+    .option('--at <iso-time>', "each service's newest snapshot taken at or before this time")
+    .option('--json', 'print as JSON')
+    .action(
+      action(async (tenant: string, options: { at?: string; json?: boolean }) =>
+        (await commands.backups()).restoreTenant(commandContext({ quiet: true }), tenant, options),
       ),
     );
 

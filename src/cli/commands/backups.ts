@@ -4,6 +4,7 @@ import {
   backupTenants,
   listBackups,
   requestServiceRestore,
+  requestTenantRestore,
   startBackupRuns,
   waitForResources,
 } from '../../backup/requests.ts';
@@ -24,6 +25,26 @@ import { printJson, printTable } from '../output.ts';
  * it in time, 2 refused, 3 no such tenant, service or snapshot.
  */
 const WAIT_MS = 30 * 60_000;
+
+/** How a parsed `--at` reads, or a usage error naming what was wrong. */
+function parseAt(at: string | undefined): Date | undefined {
+  const time = at === undefined ? undefined : new Date(at);
+  if (time && Number.isNaN(time.getTime()))
+    throw new DomainError(
+      'bad_request',
+      `--at must be an ISO time such as 2026-01-31T02:00:00Z, got "${at}"`,
+    );
+  return time;
+}
+
+/** What a restore row says once its resource settled. */
+async function restoreRows(db: Parameters<typeof findTenant>[0], ids: string[]) {
+  return db
+    .selectFrom('restores')
+    .select(['id', 'service', 'status', 'steps_done', 'error'])
+    .where('id', 'in', ids)
+    .execute();
+}
 
 function operator(): string | null {
   try {
@@ -92,12 +113,7 @@ export async function restoreService(
 ): Promise<void> {
   if (options.snapshot && options.at)
     throw new DomainError('bad_request', 'give --snapshot or --at, not both');
-  const at = options.at === undefined ? undefined : new Date(options.at);
-  if (at && Number.isNaN(at.getTime()))
-    throw new DomainError(
-      'bad_request',
-      `--at must be an ISO time such as 2026-01-31T02:00:00Z, got "${options.at}"`,
-    );
+  const at = parseAt(options.at);
   const result = await withDatabase(ctx, async ({ db }) => {
     const tenant = await tenantOrThrow(db, tenantRef);
     const audit = (result: 'success' | 'failure', details: Record<string, unknown>) =>
@@ -126,12 +142,14 @@ export async function restoreService(
     }
     await audit('success', { restore: started.restoreId, snapshot: started.snapshot });
     const [outcome] = await waitForResources(db, SERVICE_RESTORE_KIND, [started.restoreId], WAIT_MS);
-    const row = await db
-      .selectFrom('restores')
-      .select(['status', 'steps_done'])
-      .where('id', '=', started.restoreId)
-      .executeTakeFirstOrThrow();
-    return { ...started, ...outcome!, status: row.status, stepsDone: row.steps_done };
+    const [row] = await restoreRows(db, [started.restoreId]);
+    return {
+      ...started,
+      ...outcome!,
+      status: row!.status,
+      stepsDone: row!.steps_done,
+      error: outcome!.error ?? row!.error,
+    };
   });
   if (options.json) printJson(result);
   else if (result.phase === 'ready')
@@ -143,4 +161,70 @@ export async function restoreService(
       `aiqso: restore ${result.restoreId} of ${service} is ${result.phase === 'failed' ? 'failed' : 'not finished'} after steps [${result.stepsDone.join(', ')}]: ${result.error ?? 'no worker finished it in time'}\n`,
     );
   if (result.phase !== 'ready') process.exitCode = EXIT.failure;
+}
+
+export async function restoreTenant(
+  ctx: CommandContext,
+  tenantRef: string,
+  options: { at?: string; json?: boolean },
+): Promise<void> {
+  const at = parseAt(options.at);
+  const result = await withDatabase(ctx, async ({ db }) => {
+    const tenant = await tenantOrThrow(db, tenantRef);
+    const audit = (result: 'success' | 'failure', details: Record<string, unknown>) =>
+      appendAudit(db, {
+        actorType: 'operator',
+        actorId: operator(),
+        tenantId: tenant.id,
+        action: 'tenant.restore',
+        targetType: 'tenant',
+        targetId: tenant.id,
+        result,
+        details: { via: 'cli', ...details },
+      });
+    let started;
+    try {
+      started = await requestTenantRestore(db, backupEngine(ctx.config, db), {
+        tenantId: tenant.id,
+        at,
+        requestedBy: `operator:${operator() ?? 'unknown'}`,
+      });
+    } catch (err) {
+      if (err instanceof DomainError) await audit('failure', { error: err.message });
+      throw err;
+    }
+    const ids = started.restores.map((r) => r.restoreId);
+    await audit('success', {
+      restores: started.restores.map((r) => ({
+        service: r.service,
+        restore: r.restoreId,
+        snapshot: r.snapshot,
+      })),
+      at: at?.toISOString() ?? null,
+    });
+    const outcomes = await waitForResources(db, SERVICE_RESTORE_KIND, ids, WAIT_MS);
+    const rows = await restoreRows(db, ids);
+    return started.restores.map((p) => {
+      const o = outcomes.find((x) => x.id === p.restoreId)!;
+      const row = rows.find((x) => x.id === p.restoreId)!;
+      return {
+        restore: p.restoreId,
+        service: p.service,
+        snapshot: p.snapshot,
+        dataSnapshot: p.dataSnapshot,
+        time: p.time,
+        phase: o.phase,
+        status: row.status,
+        stepsDone: row.steps_done,
+        error: o.error ?? row.error,
+      };
+    });
+  });
+  if (options.json) printJson({ tenant: tenantRef, restores: result });
+  else
+    printTable(
+      result.map((r) => ({ ...r, snapshot: r.snapshot.slice(0, 8), stepsDone: r.stepsDone.join(', ') })),
+      ['service', 'restore', 'snapshot', 'time', 'status', 'stepsDone', 'error'],
+    );
+  if (result.some((r) => r.phase !== 'ready')) process.exitCode = EXIT.failure;
 }
