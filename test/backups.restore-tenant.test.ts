@@ -229,7 +229,7 @@ describe('aiqso restore tenant', { timeout: 900_000 }, () => {
           60_000,
           20,
         );
-        await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 4000)));
+        await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 12_000)));
         await platform.restart('SIGKILL', async () => {
           // While the platform is down, a restore not done says so.
           const rows = await testDb.db.selectFrom('restores').select(['status', 'steps_done']).execute();

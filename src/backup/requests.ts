@@ -195,6 +195,8 @@ export async function planServiceRestore(
     .where('status', '=', 'done')
     .where('snapshot_id', 'is not', null);
   if (req.snapshot) q = q.where('snapshot_id', 'like', `${req.snapshot}%`);
+  // A restore's safety snapshot is what it undid: chosen only by its id, never as "the latest".
+  else q = q.where('purpose', '!=', 'safety');
   if (req.at) q = q.where('started_at', '<=', req.at);
   const found = await q.orderBy('started_at', 'desc').limit(2).execute();
   if (found.length === 0) {
