@@ -255,4 +255,49 @@ describe('aiqso restore tenant', { timeout: 900_000 }, () => {
       await rm(platform.dataDir, { recursive: true, force: true });
     }
   });
+
+  it('a restore that fails ends failed with the reason, and the platform says so', async () => {
+    const platform = await startLivePlatform({ databaseUrl: testDb.url, driver: process_ });
+    const cli = (args: string[]) => runCli(args, platform.env, 300_000);
+    try {
+      const t = await notesTenant(platform);
+      expect((await t.note('Note A before the backup')).status).toBe(303);
+      // The backup holds Notes' fault switch: restored, Notes answers its health check 500.
+      await t.withDriver(async (d) =>
+        expect((await d.exec(t.ts.container_name!, ['tee', 'health-fault'], { stdin: '500' })).exitCode).toBe(
+          0,
+        ),
+      );
+      const run = await cli(['backups', 'run', '--tenant', 'acme', '--json']);
+      await t.withDriver((d) => d.exec(t.ts.container_name!, ['rm', '-f', 'health-fault']));
+      expect(run.code, run.stderr).toBe(0);
+
+      const restored = await cli(['restore', 'service', 'acme', 'notes', '--json']);
+      expect(restored.code).toBe(1);
+      const out = JSON.parse(restored.stdout) as Record<string, unknown>;
+      expect(out).toMatchObject({ phase: 'failed', status: 'failed' });
+      expect(out.error).toMatch(/GET \/healthz did not answer 200/);
+      expect(out.stepsDone).toEqual(STEPS.slice(0, STEPS.indexOf('health check')));
+      const row = await testDb.db
+        .selectFrom('restores')
+        .select(['status', 'error', 'finished_at'])
+        .executeTakeFirstOrThrow();
+      expect(row.status).toBe('failed');
+      expect(row.error).toMatch(/did not answer 200/);
+      expect(row.finished_at).not.toBeNull();
+      const audit = await testDb.db
+        .selectFrom('audit_log')
+        .select(['result'])
+        .where('action', '=', 'tenant.service.restored')
+        .execute();
+      expect(audit).toEqual([{ result: 'failure' }]);
+      // The service is no longer held: another restore may be asked for (and is refused only for its snapshot).
+      const again = await cli(['restore', 'service', 'acme', 'notes', '--snapshot', 'deadbeef']);
+      expect(again.code).toBe(3);
+      expect(again.stderr).toMatch(/no snapshot deadbeef of notes/);
+    } finally {
+      await platform.stop(testDb.db);
+      await rm(platform.dataDir, { recursive: true, force: true });
+    }
+  });
 });
