@@ -215,10 +215,14 @@ export function buildProgram(): Command {
     .command('run')
     .description("back up every provisioned tenant's services now (database and data), or one tenant's")
     .option('--tenant <slug>', 'only this tenant (slug or id)')
+    .option(
+      '--platform',
+      'instead, the master database (pg_dump -Fc) into the platform repository, whose key is derived from the master key',
+    )
     .option('--no-wait', 'queue the runs and return')
     .option('--json', 'print as JSON')
     .action(
-      action(async (options: { tenant?: string; json?: boolean; wait?: boolean }) =>
+      action(async (options: { tenant?: string; platform?: boolean; json?: boolean; wait?: boolean }) =>
         (await commands.backups()).backupsRun(commandContext({ quiet: true }), options),
       ),
     );
@@ -273,6 +277,19 @@ export function buildProgram(): Command {
     .action(
       action(async (tenant: string, options: { at?: string; json?: boolean }) =>
         (await commands.backups()).restoreTenant(commandContext({ quiet: true }), tenant, options),
+      ),
+    );
+
+  restore
+    .command('platform')
+    .description(
+      'disaster recovery: the master database from the platform repository into an empty database (DATABASE_URL, or the embedded one of an empty data dir); needs the master key',
+    )
+    .requiredOption('--snapshot <id>', 'the platform snapshot (id or its first 8+ hex digits)')
+    .option('--json', 'print as JSON')
+    .action(
+      action(async (options: { snapshot: string; json?: boolean }) =>
+        (await commands.backups()).restorePlatformCommand(commandContext({ quiet: true }), options),
       ),
     );
 
