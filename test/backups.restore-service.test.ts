@@ -105,8 +105,10 @@ async function restoreCase(driver: DriverCase) {
     expect(outcome).toMatchObject({ snapshot: database.snapshot, phase: 'ready', status: 'done' });
     expect(outcome.stepsDone).toEqual([
       'safety snapshot',
+      'hold service',
       'stop service',
       'database',
+      'data',
       'start service',
       'health check',
       'record',

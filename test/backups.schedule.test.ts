@@ -55,6 +55,8 @@ describe('backup schedules', () => {
       box: () => Promise.resolve(box),
       dbLocal: { host: '127.0.0.1', port: 5432 },
       rootSecret: () => Promise.resolve('unused'),
+      admin: db.pool,
+      containerSpec: () => Promise.reject(new Error('no restore runs in this test')),
     });
     expect(parts.registry.get('backup-run')).toBeDefined();
     expect(parts.registry.get('service-restore')).toBeDefined();

@@ -8,6 +8,7 @@ import { applyResource, findResource, retryResource } from '../src/orchestrator/
 import type { OrchestratorWorker } from '../src/orchestrator/worker.ts';
 import type { TestDatabase } from './support/db.ts';
 import { startOrchestratorFixture, type OrchestratorFixture } from './support/orchestrator/fixture.ts';
+import { brokenFailedCalls } from './support/orchestrator/reconcilers.ts';
 import { waitFor, waitIdle } from './support/orchestrator/wait.ts';
 
 let fixture: OrchestratorFixture;
@@ -46,6 +47,8 @@ describe('a resource that keeps failing', () => {
     await waitIdle(testDb.pool);
     const r = await findResource(testDb.db, ref);
     expect(r).toMatchObject({ phase: 'failed', failures: 3, last_error: 'doomed: the upstream said no' });
+    // The reconciler is told once, when the orchestrator gives up (not on the retries before).
+    expect(brokenFailedCalls).toEqual([{ id: 'brk_1', error: 'doomed: the upstream said no' }]);
     expect(r!.steps).toEqual([
       { name: 'ok-step', state: 'done', attempts: 0 },
       expect.objectContaining({

@@ -171,8 +171,9 @@ describe('a service from an OCI image on the lxc driver', { timeout: 600_000 }, 
     for (const slug of tenants) {
       const web = await settled(slug, 'web');
       expect(web).toMatchObject({ status: 'active', statusReason: null });
-      expect(web!.steps.slice(0, 4).map((s) => [s.name, s.state])).toEqual([
+      expect(web!.steps.slice(0, 5).map((s) => [s.name, s.state])).toEqual([
         ['service record', 'done'],
+        ['restore hold', 'done'],
         ['capacity check', 'done'],
         ['image pull', 'done'],
         ['container', 'done'],

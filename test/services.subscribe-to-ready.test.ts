@@ -154,6 +154,7 @@ describe('a tenant service from subscription to removal (process driver)', { tim
       expect(states.has('deploying') || states.has('pending')).toBe(true);
       expect(notes!.steps.map((s) => [s.name, s.state])).toEqual([
         ['service record', 'done'],
+        ['restore hold', 'done'],
         ['capacity check', 'done'],
         ['image pull', 'done'],
         ['container', 'done'],

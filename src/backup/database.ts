@@ -34,7 +34,7 @@ const pgEnv = (t: ServiceDatabaseTarget) => ({
 
 const pgArgs = (t: ServiceDatabaseTarget) => ['-h', t.host, '-p', String(t.port), '-U', t.role, '-d', t.name];
 
-function exited(child: ChildProcess, what: string): Promise<void> {
+export function exited(child: ChildProcess, what: string): Promise<void> {
   let stderr = '';
   child.stderr?.setEncoding('utf8').on('data', (c: string) => (stderr = (stderr + c).slice(-4096)));
   return new Promise((resolve, reject) => {
@@ -111,7 +111,7 @@ export async function snapshotDatabase(
   }
 }
 
-function pgRestoreBinary(pgDump: string): string {
+export function pgRestoreBinary(pgDump: string): string {
   return pgDump === 'pg_dump' ? 'pg_restore' : path.join(path.dirname(pgDump), 'pg_restore');
 }
 

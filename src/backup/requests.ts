@@ -4,7 +4,7 @@ import type { Database } from '../db/database.ts';
 import { applyResource, applyResourceIn, findResource } from '../orchestrator/resources.ts';
 import type { RepositoryKeys } from './repositories.ts';
 import type { Restic } from './restic.ts';
-import { BACKUP_RUN_KIND, backupRunId, type BackupRunSpec } from './run.ts';
+import { BACKUP_RUN_KIND, backupRunId, backupTargets, type BackupRunSpec } from './run.ts';
 import { SERVICE_RESTORE_KIND } from './restore.ts';
 
 /**
@@ -131,18 +131,30 @@ export interface RestoreRequest {
   requestedBy: string | null;
 }
 
+/** A checked restore of one service, ready to be queued. */
+export interface RestorePlan {
+  tenantId: string;
+  tenantServiceId: string;
+  service: string;
+  snapshot: string;
+  /** The `data` snapshot of the same run, when the run took one. */
+  dataSnapshot: string | null;
+  time: Date;
+}
+
 /**
- * Check a restore can be done, then record and queue it. Refused, with
- * nothing changed: a service the tenant does not have or that was removed
- * (not_found / conflict), a snapshot that is not one of this tenant's
- * service's (not_found: another tenant's snapshot is not told apart from an
- * unknown one), a repository that cannot be reached (unavailable).
+ * Check a restore of one service can be done, changing nothing. Refused: a
+ * service the tenant does not have or that was removed (not_found /
+ * conflict), one a restore is already running for (conflict), a snapshot that
+ * is not one of this tenant's service's (not_found: another tenant's snapshot
+ * is not told apart from an unknown one), a repository that cannot be
+ * reached (unavailable).
  */
-export async function requestServiceRestore(
+export async function planServiceRestore(
   db: Database,
   deps: { restic: Restic; keys: RepositoryKeys },
-  req: RestoreRequest,
-): Promise<{ restoreId: string; snapshot: string; time: Date }> {
+  req: Omit<RestoreRequest, 'requestedBy'>,
+): Promise<RestorePlan> {
   const ts = await db
     .selectFrom('tenant_services as ts')
     .innerJoin('services as s', 's.id', 'ts.service_id')
@@ -160,17 +172,31 @@ export async function requestServiceRestore(
         details: { status: ts.status },
       },
     );
+  const running = await db
+    .selectFrom('restores')
+    .select('id')
+    .where('tenant_service_id', '=', ts.id)
+    .where('status', '=', 'running')
+    .executeTakeFirst();
+  if (running)
+    throw new DomainError(
+      'conflict',
+      `restore ${running.id} of ${req.service} is still running; wait for it (aiqso jobs) before another`,
+      { details: { restore: running.id } },
+    );
   if (req.snapshot !== undefined && !/^[0-9a-f]{8,64}$/.test(req.snapshot))
     throw new DomainError('validation_failed', `snapshot must be a restic snapshot id (8 to 64 hex digits)`);
   let q = db
     .selectFrom('backups')
-    .select(['snapshot_id', 'started_at', 'tenant_service_id'])
+    .select(['snapshot_id', 'started_at', 'tenant_service_id', 'run_id'])
     .where('tenant_id', '=', req.tenantId)
     .where('service', '=', req.service)
     .where('kind', '=', 'database')
     .where('status', '=', 'done')
     .where('snapshot_id', 'is not', null);
   if (req.snapshot) q = q.where('snapshot_id', 'like', `${req.snapshot}%`);
+  // A restore's safety snapshot is what it undid: chosen only by its id, never as "the latest".
+  else q = q.where('purpose', '!=', 'safety');
   if (req.at) q = q.where('started_at', '<=', req.at);
   const found = await q.orderBy('started_at', 'desc').limit(2).execute();
   if (found.length === 0) {
@@ -184,37 +210,117 @@ export async function requestServiceRestore(
   if (req.snapshot && found.length > 1 && found[0]!.snapshot_id !== found[1]!.snapshot_id)
     throw new DomainError('validation_failed', `snapshot ${req.snapshot} is ambiguous; give more of its id`);
   const snapshot = found[0]!.snapshot_id!;
-  // The repository must answer, and hold that snapshot, before anything is stopped or replaced.
+  // The same run's data snapshot goes back with the database, so files and rows match.
+  const data = found[0]!.run_id
+    ? await db
+        .selectFrom('backups')
+        .select('snapshot_id')
+        .where('tenant_id', '=', req.tenantId)
+        .where('run_id', '=', found[0]!.run_id)
+        .where('service', '=', req.service)
+        .where('kind', '=', 'data')
+        .where('status', '=', 'done')
+        .executeTakeFirst()
+    : undefined;
+  // The repository must answer, and hold those snapshots, before anything is stopped or replaced.
   const repo = await deps.keys.forTenant(req.tenantId);
-  const inRepo = await deps.restic.snapshots(repo, [
-    `tenant=${req.tenantId}`,
-    `service=${req.service}`,
-    'kind=database',
-  ]);
-  if (!inRepo.some((s) => s.id === snapshot))
-    throw new DomainError(
-      'not_found',
-      `snapshot ${snapshot.slice(0, 8)} is recorded but no longer in the repository`,
-    );
-  const restoreId = newId('restore');
+  const inRepo = await deps.restic.snapshots(repo, [`tenant=${req.tenantId}`, `service=${req.service}`]);
+  for (const id of [snapshot, data?.snapshot_id].filter((x): x is string => !!x))
+    if (!inRepo.some((s) => s.id === id))
+      throw new DomainError(
+        'not_found',
+        `snapshot ${id.slice(0, 8)} of ${req.service} is recorded but no longer in the repository`,
+      );
+  return {
+    tenantId: req.tenantId,
+    tenantServiceId: ts.id,
+    service: req.service,
+    snapshot,
+    dataSnapshot: data?.snapshot_id ?? null,
+    time: found[0]!.started_at,
+  };
+}
+
+/** Record and queue checked restores, all or none, each a `service-restore` resource; returns their ids. */
+export async function queueRestores(
+  db: Database,
+  plans: RestorePlan[],
+  requestedBy: string | null,
+): Promise<string[]> {
+  const ids = plans.map(() => newId('restore'));
   await db.transaction().execute(async (trx) => {
-    await trx
-      .insertInto('restores')
-      .values({
+    for (const [i, p] of plans.entries()) {
+      const restoreId = ids[i]!;
+      await trx
+        .insertInto('restores')
+        .values({
+          id: restoreId,
+          tenant_id: p.tenantId,
+          tenant_service_id: p.tenantServiceId,
+          service: p.service,
+          snapshot_id: p.snapshot,
+          data_snapshot_id: p.dataSnapshot,
+          requested_by: requestedBy,
+        })
+        .execute();
+      await applyResourceIn(trx, {
+        kind: SERVICE_RESTORE_KIND,
         id: restoreId,
-        tenant_id: req.tenantId,
-        tenant_service_id: ts.id,
-        service: req.service,
-        snapshot_id: snapshot,
-        requested_by: req.requestedBy,
-      })
-      .execute();
-    await applyResourceIn(trx, {
-      kind: SERVICE_RESTORE_KIND,
-      id: restoreId,
-      tenantId: req.tenantId,
-      spec: { restoreId },
-    });
+        tenantId: p.tenantId,
+        spec: { restoreId },
+      });
+    }
   });
-  return { restoreId, snapshot, time: found[0]!.started_at };
+  return ids;
+}
+
+/** Check a restore of one service, then record and queue it (see `planServiceRestore`). */
+export async function requestServiceRestore(
+  db: Database,
+  deps: { restic: Restic; keys: RepositoryKeys },
+  req: RestoreRequest,
+): Promise<{ restoreId: string; snapshot: string; dataSnapshot: string | null; time: Date }> {
+  const plan = await planServiceRestore(db, deps, req);
+  const [restoreId] = await queueRestores(db, [plan], req.requestedBy);
+  return { restoreId: restoreId!, snapshot: plan.snapshot, dataSnapshot: plan.dataSnapshot, time: plan.time };
+}
+
+/**
+ * A whole tenant back to its backups: every deployed service, each to its
+ * newest snapshot at or before `at` (the newest without), database and data,
+ * including a service whose container and database are gone (re-created from
+ * the catalog, then filled). Every service is checked first and the restores
+ * are queued together or not at all: a tenant that is not provisioned
+ * (conflict), a service without a snapshot then (not_found, naming it), an
+ * unreachable repository (unavailable) change nothing.
+ */
+export async function requestTenantRestore(
+  db: Database,
+  deps: { restic: Restic; keys: RepositoryKeys },
+  req: { tenantId: string; at?: Date; requestedBy: string | null },
+): Promise<{ restores: (RestorePlan & { restoreId: string })[] }> {
+  const tenant = await db
+    .selectFrom('tenants')
+    .select(['status'])
+    .where('id', '=', req.tenantId)
+    .executeTakeFirst();
+  if (!tenant) throw new DomainError('not_found', `no tenant ${req.tenantId}`);
+  if (!['provisioning', 'active', 'suspended', 'failed'].includes(tenant.status))
+    throw new DomainError(
+      'conflict',
+      `the tenant is ${tenant.status}; only a provisioned tenant can be restored`,
+      {
+        details: { status: tenant.status },
+      },
+    );
+  const services = await backupTargets(db, req.tenantId);
+  if (services.length === 0)
+    throw new DomainError('conflict', 'the tenant has no deployed service to restore');
+  const plans: RestorePlan[] = [];
+  for (const s of services)
+    plans.push(
+      await planServiceRestore(db, deps, { tenantId: req.tenantId, service: s.service, at: req.at }),
+    );
+  const ids = await queueRestores(db, plans, req.requestedBy);
+  return { restores: plans.map((p, i) => ({ ...p, restoreId: ids[i]! })) };
 }

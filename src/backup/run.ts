@@ -26,6 +26,8 @@ export const backupRunSpecSchema = z.object({
   purpose: z.enum(['scheduled', 'manual', 'safety']),
   /** Only these services (catalog keys); all of the tenant's when absent. */
   services: z.array(z.string()).optional(),
+  /** Only these kinds of snapshot; both when absent (a restore's safety run skips a database that is gone). */
+  kinds: z.array(z.enum(['database', 'data'])).optional(),
   /** The time snapshots are dated (restic --time); now when absent. */
   time: z.iso.datetime().optional(),
 });
@@ -105,6 +107,7 @@ export function backupRunReconciler(deps: BackupDeps): Reconciler<BackupRunSpec>
   const hasData = async (s: BackupTargetService) =>
     s.containerName !== null && (await deps.compute.status(s.containerName)).state !== 'missing';
   const pending = async (ctx: Ctx, kind: Kind) => {
+    if (ctx.resource.spec.kinds && !ctx.resource.spec.kinds.includes(kind)) return [];
     const done = await recorded(ctx, kind);
     const all = await backupTargets(deps.db, ctx.resource.spec.tenantId, ctx.resource.spec.services);
     const out: BackupTargetService[] = [];

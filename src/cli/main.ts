@@ -215,10 +215,14 @@ export function buildProgram(): Command {
     .command('run')
     .description("back up every provisioned tenant's services now (database and data), or one tenant's")
     .option('--tenant <slug>', 'only this tenant (slug or id)')
+    .option(
+      '--platform',
+      'instead, the master database (pg_dump -Fc) into the platform repository, whose key is derived from the master key',
+    )
     .option('--no-wait', 'queue the runs and return')
     .option('--json', 'print as JSON')
     .action(
-      action(async (options: { tenant?: string; json?: boolean; wait?: boolean }) =>
+      action(async (options: { tenant?: string; platform?: boolean; json?: boolean; wait?: boolean }) =>
         (await commands.backups()).backupsRun(commandContext({ quiet: true }), options),
       ),
     );
@@ -243,7 +247,7 @@ export function buildProgram(): Command {
   restore
     .command('service <tenant> <service>')
     .description(
-      "put a tenant's service database back to a snapshot (the latest by default): a safety snapshot first, then the service stopped, restored, started and health-checked",
+      "put a tenant's service database and data back to a snapshot (the latest by default): a safety snapshot first, then the service stopped, restored, started and health-checked",
     )
     .option('--snapshot <id>', 'this snapshot (id or its first 8+ hex digits, from aiqso backups list)')
     .option('--at <iso-time>', 'the newest snapshot taken at or before this time')
@@ -261,6 +265,31 @@ export function buildProgram(): Command {
             service,
             options,
           ),
+      ),
+    );
+  restore
+    .command('tenant <tenant>')
+    .description(
+      'put every service of a tenant back (database and data), also when its containers and databases are gone: each re-created from the catalog, then restored',
+    )
+    .option('--at <iso-time>', "each service's newest snapshot taken at or before this time")
+    .option('--json', 'print as JSON')
+    .action(
+      action(async (tenant: string, options: { at?: string; json?: boolean }) =>
+        (await commands.backups()).restoreTenant(commandContext({ quiet: true }), tenant, options),
+      ),
+    );
+
+  restore
+    .command('platform')
+    .description(
+      'disaster recovery: the master database from the platform repository into an empty database (DATABASE_URL, or the embedded one of an empty data dir); needs the master key',
+    )
+    .requiredOption('--snapshot <id>', 'the platform snapshot (id or its first 8+ hex digits)')
+    .option('--json', 'print as JSON')
+    .action(
+      action(async (options: { snapshot: string; json?: boolean }) =>
+        (await commands.backups()).restorePlatformCommand(commandContext({ quiet: true }), options),
       ),
     );
 

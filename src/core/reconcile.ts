@@ -107,6 +107,12 @@ export interface Reconciler<Spec = unknown> {
   steps: ReconcileStep<Spec>[];
   /** What this resource's spec owns outside the database (container names, …). */
   owns?(resource: ReconcileTarget<Spec>): OwnedThing[];
+  /**
+   * Called once the orchestrator gives up on the resource (phase `failed`):
+   * for a reconciler that keeps its own record of progress (a restore's row)
+   * to say it failed, and why. Errors it throws are logged, not retried.
+   */
+  failed?(resource: ReconcileTarget<Spec>, error: string): Promise<void>;
 }
 
 /** A place orphans can live: one driver's inventory (containers, routes, …). */

@@ -313,6 +313,19 @@ ALTER TABLE public.outbox ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     CACHE 1
 );
 
+CREATE TABLE public.platform_backups (
+    id text NOT NULL,
+    snapshot_id text NOT NULL,
+    location text NOT NULL,
+    key_id text NOT NULL,
+    size_bytes bigint NOT NULL,
+    added_bytes bigint NOT NULL,
+    duration_ms integer NOT NULL,
+    started_at timestamp with time zone NOT NULL,
+    finished_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT platform_backups_id_check CHECK ((id ~~ 'bkp\_%'::text))
+);
+
 CREATE TABLE public.proxmox_guests (
     vmid integer NOT NULL,
     name text NOT NULL,
@@ -660,6 +673,12 @@ ALTER TABLE ONLY public.outbox
 ALTER TABLE ONLY public.outbox
     ADD CONSTRAINT outbox_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY public.platform_backups
+    ADD CONSTRAINT platform_backups_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.platform_backups
+    ADD CONSTRAINT platform_backups_snapshot_id_key UNIQUE (snapshot_id);
+
 ALTER TABLE ONLY public.proxmox_guests
     ADD CONSTRAINT proxmox_guests_name_key UNIQUE (name);
 
@@ -939,6 +958,8 @@ ALTER TABLE public.health_checks ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.health_transitions ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE public.incidents ENABLE ROW LEVEL SECURITY;
+
+ALTER TABLE public.platform_backups ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE public.resources ENABLE ROW LEVEL SECURITY;
 

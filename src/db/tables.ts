@@ -167,6 +167,18 @@ export interface BackupsTable {
   verified_at: Date | null;
 }
 
+export interface PlatformBackupsTable {
+  id: string;
+  snapshot_id: string;
+  location: string;
+  key_id: string;
+  size_bytes: string;
+  added_bytes: string;
+  duration_ms: number;
+  started_at: Date;
+  finished_at: CreatedAt;
+}
+
 export interface BackupRepositoriesTable {
   id: string;
   tenant_id: string;
@@ -385,6 +397,7 @@ export interface DB {
   usage_monthly: UsageMonthlyTable;
   backups: BackupsTable;
   backup_repositories: BackupRepositoriesTable;
+  platform_backups: PlatformBackupsTable;
   restores: RestoresTable;
   audit_log: AuditLogTable;
   audit_addresses: AuditAddressesTable;

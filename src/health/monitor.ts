@@ -122,16 +122,16 @@ export async function healthTargets(db: Kysely<DB>): Promise<HealthTarget[]> {
   return targets;
 }
 
-/** Targets with a repair job queued or running, or whose resource is not (yet) reconciled. */
+/** Targets with a repair job queued or running, whose resource is not (yet) reconciled, or being restored. */
 async function busyTargets(db: Kysely<DB>): Promise<Set<string>> {
   const { rows } = await sql<{ id: string }>`
     SELECT substr(key, length('health-repair:') + 1) AS id FROM graphile_worker.jobs
      WHERE key LIKE 'health-repair:%' AND attempts < max_attempts
     UNION
     SELECT id FROM resources
-     WHERE kind IN (${TENANT_KIND}, ${TENANT_SERVICE_KIND}) AND phase IN ('pending', 'reconciling')`.execute(
-    db,
-  );
+     WHERE kind IN (${TENANT_KIND}, ${TENANT_SERVICE_KIND}) AND phase IN ('pending', 'reconciling')
+    UNION
+    SELECT tenant_service_id FROM restores WHERE status = 'running'`.execute(db);
   return new Set(rows.map((r) => r.id));
 }
 

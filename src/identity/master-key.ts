@@ -27,6 +27,17 @@ async function readKey(file: string) {
 }
 
 /**
+ * The master key's bytes as configured (AIQSO_MASTER_KEY, else
+ * `<data>/master.key`), never generating one: undefined when there is none.
+ * For what must be opened with the key alone (the platform's backups).
+ */
+export async function readMasterKey(source: MasterKeySource): Promise<Buffer | undefined> {
+  if (source.configured) return parseMasterKey(source.configured);
+  const file = keyFile(source.dataDir);
+  return existsSync(file) ? readKey(file) : undefined;
+}
+
+/**
  * The box a long-running process uses: it re-reads the key files when they
  * change, so a rotation done by `aiqso secrets rotate-key` while the platform
  * runs is picked up without a restart.

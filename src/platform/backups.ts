@@ -1,6 +1,7 @@
 import path from 'node:path';
 import type { Config } from '../config/load.ts';
-import type { ComputeDriver } from '../core/compute.ts';
+import type pg from 'pg';
+import type { ComputeDriver, ContainerSpec } from '../core/compute.ts';
 import type { Database } from '../db/database.ts';
 import { loadSecretBox } from '../identity/master-key.ts';
 import type { SecretBox } from '../identity/secrets.ts';
@@ -36,6 +37,9 @@ export function registerBackups(
     box: () => Promise<SecretBox>;
     dbLocal: { host: string; port: number };
     rootSecret(tenantServiceId: string): Promise<string>;
+    /** The master database's pool (a restore re-creates a service database that is gone). */
+    admin: pg.Pool;
+    containerSpec(tenantServiceId: string): Promise<ContainerSpec>;
   },
 ): void {
   const { config, db } = deps;
@@ -48,13 +52,18 @@ export function registerBackups(
     dbLocal: deps.dbLocal,
     rootSecret: (id: string) => deps.rootSecret(id),
   };
-  const backupRun = backupRunReconciler({
-    ...common,
-    stagingDir: path.join(config.dataDir, 'backups-staging'),
-    host: 'aiqso',
-  });
+  const stagingDir = path.join(config.dataDir, 'backups-staging');
+  const backupRun = backupRunReconciler({ ...common, stagingDir, host: 'aiqso' });
   parts.registry.register(backupRun);
-  parts.registry.register(serviceRestoreReconciler({ ...common, backupRun }));
+  parts.registry.register(
+    serviceRestoreReconciler({
+      ...common,
+      backupRun,
+      stagingDir,
+      admin: deps.admin,
+      containerSpec: (id) => deps.containerSpec(id),
+    }),
+  );
   parts.scheduleHandlers.backups = async ({ firedAt }) => {
     await startBackupRuns(db, await backupTenants(db), { purpose: 'scheduled', firedAt });
   };

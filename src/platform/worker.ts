@@ -34,7 +34,11 @@ import { HEALTH_TASK, healthTask, REPAIR_TASK, repairTask, scheduleHealthRound }
 import { tenantServiceReconciler } from '../services/reconciler.ts';
 import { tenantServiceSecrets } from '../services/secrets.ts';
 import { registerBackups } from './backups.ts';
-import { removeTenantServices } from '../services/subscriptions.ts';
+import { removeTenantServices, tenantServiceSpecSchema } from '../services/subscriptions.ts';
+import { containerSpecFor, loadDeployment } from '../services/deploy-context.ts';
+import { findResource } from '../orchestrator/resources.ts';
+import { TENANT_SERVICE_KIND } from '../core/kinds.ts';
+import { DomainError } from '../core/errors.ts';
 import { usageReportsScheduleHandler, usageScheduleHandler } from '../usage/schedule.ts';
 
 /** Register the tenant lifecycle's reconcilers on an orchestrator. */
@@ -122,6 +126,20 @@ export function registerLifecycle(
       port: Number(local.port || 5432),
     },
     rootSecret: (id) => serviceSecrets.root(id),
+    admin: deps.master.pool,
+    // A restore re-creates a container that is gone exactly as the service's reconciler would.
+    containerSpec: async (id) => {
+      const resource = await findResource(db, { kind: TENANT_SERVICE_KIND, id });
+      if (!resource) throw new DomainError('not_found', `tenant service ${id} has no resource`);
+      const d = await loadDeployment(db, id, tenantServiceSpecSchema.parse(resource.spec));
+      return containerSpecFor(d, {
+        driver: compute.kind,
+        repoRoot: REPO_ROOT,
+        publicUrl: config.publicUrl,
+        dbReach: deps.reach.db,
+        root: await serviceSecrets.root(id),
+      });
+    },
   });
 }
 

@@ -102,6 +102,21 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
       },
     },
     {
+      // A restore of this service is under way (src/backup/restore.ts): nothing here may start,
+      // stop or re-create it until the restore's row says it ended.
+      name: 'restore hold',
+      async observe(ctx) {
+        const running = await deps.db
+          .selectFrom('restores')
+          .select('id')
+          .where('tenant_service_id', '=', ctx.resource.id)
+          .where('status', '=', 'running')
+          .executeTakeFirst();
+        return running ? 'missing' : 'ok';
+      },
+      apply: () => Promise.resolve(requeueAfter(2000, 'the restore of this service to end')),
+    },
+    {
       name: 'capacity check',
       async observe(ctx) {
         if (removing(ctx)) return 'ok';

@@ -4,6 +4,7 @@ import {
   backupTenants,
   listBackups,
   requestServiceRestore,
+  requestTenantRestore,
   startBackupRuns,
   waitForResources,
 } from '../../backup/requests.ts';
@@ -13,6 +14,16 @@ import { DomainError } from '../../core/errors.ts';
 import { findTenant } from '../../db/tenants.ts';
 import { appendAudit } from '../../identity/audit.ts';
 import { withDatabase, type CommandContext } from '../context.ts';
+import {
+  databaseIsEmpty,
+  findPlatformSnapshot,
+  platformRepository,
+  restorePlatform,
+  runPlatformBackup,
+} from '../../backup/platform.ts';
+import { Restic } from '../../backup/restic.ts';
+import { readMasterKey } from '../../identity/master-key.ts';
+import path from 'node:path';
 import { EXIT } from '../exit.ts';
 import { printJson, printTable } from '../output.ts';
 
@@ -24,6 +35,26 @@ import { printJson, printTable } from '../output.ts';
  * it in time, 2 refused, 3 no such tenant, service or snapshot.
  */
 const WAIT_MS = 30 * 60_000;
+
+/** How a parsed `--at` reads, or a usage error naming what was wrong. */
+function parseAt(at: string | undefined): Date | undefined {
+  const time = at === undefined ? undefined : new Date(at);
+  if (time && Number.isNaN(time.getTime()))
+    throw new DomainError(
+      'bad_request',
+      `--at must be an ISO time such as 2026-01-31T02:00:00Z, got "${at}"`,
+    );
+  return time;
+}
+
+/** What a restore row says once its resource settled. */
+async function restoreRows(db: Parameters<typeof findTenant>[0], ids: string[]) {
+  return db
+    .selectFrom('restores')
+    .select(['id', 'service', 'status', 'steps_done', 'error'])
+    .where('id', 'in', ids)
+    .execute();
+}
 
 function operator(): string | null {
   try {
@@ -41,8 +72,30 @@ async function tenantOrThrow(db: Parameters<typeof findTenant>[0], ref: string) 
 
 export async function backupsRun(
   ctx: CommandContext,
-  options: { tenant?: string; json?: boolean; wait?: boolean },
+  options: { tenant?: string; platform?: boolean; json?: boolean; wait?: boolean },
 ): Promise<void> {
+  if (options.platform) {
+    if (options.tenant) throw new DomainError('bad_request', 'give --platform or --tenant, not both');
+    const done = await withDatabase(ctx, async ({ db, url }) => {
+      const masterKey = await readMasterKey({
+        configured: ctx.config.masterKey,
+        dataDir: ctx.config.dataDir,
+      });
+      if (!masterKey)
+        throw new DomainError(
+          'conflict',
+          'no master key (AIQSO_MASTER_KEY or <data>/master.key) to derive the platform repository key from',
+        );
+      const { restic } = backupEngine(ctx.config, db);
+      return runPlatformBackup({ db, restic, base: ctx.config.backup.repository, masterKey, masterUrl: url });
+    });
+    if (options.json) printJson({ platform: done });
+    else
+      process.stdout.write(
+        `master database backed up: snapshot ${done.snapshot.slice(0, 8)} in ${done.location} (${done.sizeBytes} bytes, ${done.addedBytes} added).\n`,
+      );
+    return;
+  }
   const outcomes = await withDatabase(ctx, async ({ db }) => {
     if (options.tenant) await tenantOrThrow(db, options.tenant);
     const tenants = await backupTenants(db, options.tenant);
@@ -92,12 +145,7 @@ export async function restoreService(
 ): Promise<void> {
   if (options.snapshot && options.at)
     throw new DomainError('bad_request', 'give --snapshot or --at, not both');
-  const at = options.at === undefined ? undefined : new Date(options.at);
-  if (at && Number.isNaN(at.getTime()))
-    throw new DomainError(
-      'bad_request',
-      `--at must be an ISO time such as 2026-01-31T02:00:00Z, got "${options.at}"`,
-    );
+  const at = parseAt(options.at);
   const result = await withDatabase(ctx, async ({ db }) => {
     const tenant = await tenantOrThrow(db, tenantRef);
     const audit = (result: 'success' | 'failure', details: Record<string, unknown>) =>
@@ -126,12 +174,14 @@ export async function restoreService(
     }
     await audit('success', { restore: started.restoreId, snapshot: started.snapshot });
     const [outcome] = await waitForResources(db, SERVICE_RESTORE_KIND, [started.restoreId], WAIT_MS);
-    const row = await db
-      .selectFrom('restores')
-      .select(['status', 'steps_done'])
-      .where('id', '=', started.restoreId)
-      .executeTakeFirstOrThrow();
-    return { ...started, ...outcome!, status: row.status, stepsDone: row.steps_done };
+    const [row] = await restoreRows(db, [started.restoreId]);
+    return {
+      ...started,
+      ...outcome!,
+      status: row!.status,
+      stepsDone: row!.steps_done,
+      error: outcome!.error ?? row!.error,
+    };
   });
   if (options.json) printJson(result);
   else if (result.phase === 'ready')
@@ -143,4 +193,141 @@ export async function restoreService(
       `aiqso: restore ${result.restoreId} of ${service} is ${result.phase === 'failed' ? 'failed' : 'not finished'} after steps [${result.stepsDone.join(', ')}]: ${result.error ?? 'no worker finished it in time'}\n`,
     );
   if (result.phase !== 'ready') process.exitCode = EXIT.failure;
+}
+
+export async function restoreTenant(
+  ctx: CommandContext,
+  tenantRef: string,
+  options: { at?: string; json?: boolean },
+): Promise<void> {
+  const at = parseAt(options.at);
+  const result = await withDatabase(ctx, async ({ db }) => {
+    const tenant = await tenantOrThrow(db, tenantRef);
+    const audit = (result: 'success' | 'failure', details: Record<string, unknown>) =>
+      appendAudit(db, {
+        actorType: 'operator',
+        actorId: operator(),
+        tenantId: tenant.id,
+        action: 'tenant.restore',
+        targetType: 'tenant',
+        targetId: tenant.id,
+        result,
+        details: { via: 'cli', ...details },
+      });
+    let started;
+    try {
+      started = await requestTenantRestore(db, backupEngine(ctx.config, db), {
+        tenantId: tenant.id,
+        at,
+        requestedBy: `operator:${operator() ?? 'unknown'}`,
+      });
+    } catch (err) {
+      if (err instanceof DomainError) await audit('failure', { error: err.message });
+      throw err;
+    }
+    const ids = started.restores.map((r) => r.restoreId);
+    await audit('success', {
+      restores: started.restores.map((r) => ({
+        service: r.service,
+        restore: r.restoreId,
+        snapshot: r.snapshot,
+      })),
+      at: at?.toISOString() ?? null,
+    });
+    const outcomes = await waitForResources(db, SERVICE_RESTORE_KIND, ids, WAIT_MS);
+    const rows = await restoreRows(db, ids);
+    return started.restores.map((p) => {
+      const o = outcomes.find((x) => x.id === p.restoreId)!;
+      const row = rows.find((x) => x.id === p.restoreId)!;
+      return {
+        restore: p.restoreId,
+        service: p.service,
+        snapshot: p.snapshot,
+        dataSnapshot: p.dataSnapshot,
+        time: p.time,
+        phase: o.phase,
+        status: row.status,
+        stepsDone: row.steps_done,
+        error: o.error ?? row.error,
+      };
+    });
+  });
+  if (options.json) printJson({ tenant: tenantRef, restores: result });
+  else
+    printTable(
+      result.map((r) => ({ ...r, snapshot: r.snapshot.slice(0, 8), stepsDone: r.stepsDone.join(', ') })),
+      ['service', 'restore', 'snapshot', 'time', 'status', 'stepsDone', 'error'],
+    );
+  if (result.some((r) => r.phase !== 'ready')) process.exitCode = EXIT.failure;
+}
+
+/**
+ * `aiqso restore platform --snapshot ID`: the master database back from the
+ * platform repository into an empty database. Checked before anything is
+ * written: the master key (AIQSO_MASTER_KEY or <data>/master.key; exit 2
+ * without), the snapshot (exit 3 unknown), the repository (exit 1
+ * unreachable), the target database empty (exit 2 otherwise).
+ */
+export async function restorePlatformCommand(
+  ctx: CommandContext,
+  options: { snapshot: string; json?: boolean },
+): Promise<void> {
+  const { config } = ctx;
+  const masterKey = await readMasterKey({ configured: config.masterKey, dataDir: config.dataDir });
+  if (!masterKey)
+    throw new DomainError(
+      'bad_request',
+      `no master key: set AIQSO_MASTER_KEY (or put the platform's master.key in ${config.dataDir}); the platform repository opens with it`,
+    );
+  const restic = new Restic({
+    cacheDir: path.join(config.dataDir, 'restic-cache'),
+    credentials: config.backup.credentials,
+  });
+  const repo = platformRepository(config.backup.repository, masterKey);
+  const snapshot = await findPlatformSnapshot(restic, repo, options.snapshot);
+  const { connectMasterDatabase } = await import('../../db/connect.ts');
+  let tenants = 0;
+  // Not migrated: the dump brings the schema, and the target must be empty.
+  const target = await connectMasterDatabase(config, ctx.log, {
+    migrate: false,
+    poolSize: 1,
+    applicationName: 'aiqso-restore',
+  });
+  try {
+    const { empty, tables } = await databaseIsEmpty(target.url);
+    if (!empty)
+      throw new DomainError(
+        'conflict',
+        `the target database already holds ${tables} tables; restore platform fills an empty database only (create one and point DATABASE_URL at it, or use an empty data dir)`,
+      );
+    await restorePlatform({ restic, repo, snapshot: snapshot.id, targetUrl: target.url });
+    const counted = await target.db
+      .selectFrom('tenants')
+      .select((eb) => eb.fn.countAll<string>().as('n'))
+      .executeTakeFirstOrThrow();
+    tenants = Number(counted.n);
+    await appendAudit(target.db, {
+      actorType: 'operator',
+      actorId: operator(),
+      tenantId: null,
+      action: 'platform.restored',
+      targetType: 'platform',
+      targetId: snapshot.id,
+      result: 'success',
+      details: {
+        via: 'cli',
+        snapshot: snapshot.id,
+        time: snapshot.time.toISOString(),
+        repository: repo.location,
+      },
+    });
+  } finally {
+    await target.close();
+  }
+  const result = { snapshot: snapshot.id, time: snapshot.time, repository: repo.location, tenants };
+  if (options.json) printJson(result);
+  else
+    process.stdout.write(
+      `master database restored from snapshot ${snapshot.id.slice(0, 8)} of ${snapshot.time.toISOString()} (${tenants} tenants). Start the platform (aiqso up), then bring each tenant's services back with aiqso restore tenant.\n`,
+    );
 }

@@ -40,9 +40,16 @@ export function probeReconciler(pool: pg.Pool): Reconciler<Record<string, never>
   };
 }
 
+/** Every call of the broken reconciler's `failed` hook: the resource's id and the error it was given up on. */
+export const brokenFailedCalls: { id: string; error: string }[] = [];
+
 export const brokenReconciler: Reconciler<Record<string, never>> = {
   kind: 'broken',
   parseSpec: () => ({}),
+  failed(resource, error) {
+    brokenFailedCalls.push({ id: resource.id, error });
+    return Promise.resolve();
+  },
   steps: [
     { name: 'ok-step', observe: () => Promise.resolve('ok' as const), apply: () => Promise.resolve() },
     {
