@@ -107,6 +107,15 @@ export interface Reconciler<Spec = unknown> {
   steps: ReconcileStep<Spec>[];
   /** What this resource's spec owns outside the database (container names, …). */
   owns?(resource: ReconcileTarget<Spec>): OwnedThing[];
+  /**
+   * Called in the transaction that marks the resource `failed` (`trx` is the
+   * orchestrator's transaction on the master database), for effects that
+   * must commit with it (an event).
+   */
+  onFailed?(
+    failure: { id: string; tenantId: string | null; spec: unknown; error: string },
+    trx: unknown,
+  ): Promise<void>;
 }
 
 /** A place orphans can live: one driver's inventory (containers, routes, …). */

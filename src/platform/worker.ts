@@ -33,6 +33,7 @@ import { HEALTH_TASK, healthTask, REPAIR_TASK, repairTask, scheduleHealthRound }
 import { tenantServiceReconciler } from '../services/reconciler.ts';
 import { tenantServiceSecrets } from '../services/secrets.ts';
 import { registerBackups } from './backups.ts';
+import { registerWebhooks } from './webhooks.ts';
 import { removeTenantServices } from '../services/subscriptions.ts';
 import { usageScheduleHandler } from '../usage/schedule.ts';
 
@@ -121,6 +122,12 @@ export function registerLifecycle(
       port: Number(local.port || 5432),
     },
     rootSecret: (id) => serviceSecrets.root(id),
+  });
+  registerWebhooks(parts, {
+    config,
+    db,
+    box,
+    log: (deps.log ?? createLogger('silent')).child({ part: 'webhooks' }),
   });
 }
 
