@@ -255,7 +255,7 @@ export function laneTask(deps: DeliveryDeps): Task {
         return;
       }
       const secret = (await deps.box()).open(head.secret_enc, sealedContext('webhook_endpoints', endpoint));
-      const body = eventBody(head);
+      const body = eventBody({ ...head, id: head.event_id });
       const timestamp = Math.floor(Date.now() / 1000);
       const result = await postSigned(
         head.url,
