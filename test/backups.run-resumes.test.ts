@@ -132,8 +132,13 @@ describe('a killed backup run resumes', { timeout: 180_000 }, () => {
       ['stale locks', 'done'],
       ['databases', 'done'],
       ['data', 'done'],
+      ['completed event', 'done'],
     ]);
     expect(await readdir(locks)).toEqual([]);
+    // Its backup.completed event, once, naming the run's snapshot.
+    const events = await db.db.selectFrom('webhook_events').select(['type', 'data']).execute();
+    expect(events.map((e) => e.type)).toEqual(['backup.completed']);
+    expect(events[0]!.data).toMatchObject({ run: { id: runId }, backups: [{ kind: 'database' }] });
     const snaps = await restic.snapshots(repo, tags);
     expect(snaps).toHaveLength(1);
     const rows = await db.db.selectFrom('backups').selectAll().where('run_id', '=', runId).execute();

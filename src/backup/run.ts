@@ -6,6 +6,10 @@ import type { ComputeDriver } from '../core/compute.ts';
 import { newId } from '../core/ids.ts';
 import type { Reconciler, ReconcileStep, StepContext } from '../core/reconcile.ts';
 import type { Database } from '../db/database.ts';
+import type { Kysely } from 'kysely';
+import type { DB } from '../db/tables.ts';
+import { emitTenantEvent, eventOutboxKey } from '../events/emit.ts';
+import { outboxHas } from '../orchestrator/outbox.ts';
 import { snapshotDatabase } from './database.ts';
 import type { RepositoryKeys } from './repositories.ts';
 import type { Restic, ResticRepository } from './restic.ts';
@@ -227,10 +231,59 @@ export function backupRunReconciler(deps: BackupDeps): Reconciler<BackupRunSpec>
       },
     },
   ];
+  steps.push({
+    // Last: the run is complete once this event is written (keyed by the run, so once).
+    name: 'completed event',
+    async observe(ctx) {
+      return (await outboxHas(deps.db, eventOutboxKey(`backup.completed:${ctx.resource.id}`)))
+        ? 'ok'
+        : 'missing';
+    },
+    async apply(ctx) {
+      const backups = await deps.db
+        .selectFrom('backups')
+        .select(['service', 'kind', 'snapshot_id', 'size_bytes', 'added_bytes', 'duration_ms'])
+        .where('run_id', '=', ctx.resource.id)
+        .where('status', '=', 'done')
+        .orderBy('service')
+        .orderBy('kind')
+        .execute();
+      await deps.db.transaction().execute(async (trx) => {
+        await emitTenantEvent(
+          trx,
+          'backup.completed',
+          ctx.resource.spec.tenantId,
+          {
+            run: { id: ctx.resource.id, purpose: ctx.resource.spec.purpose },
+            backups: backups.map((b) => ({
+              service: b.service,
+              kind: b.kind,
+              snapshot: b.snapshot_id,
+              sizeBytes: b.size_bytes === null ? null : Number(b.size_bytes),
+              addedBytes: b.added_bytes === null ? null : Number(b.added_bytes),
+              durationMs: b.duration_ms,
+            })),
+          },
+          { key: `backup.completed:${ctx.resource.id}` },
+        );
+      });
+    },
+  });
   return {
     kind: BACKUP_RUN_KIND,
     parseSpec: (raw) => backupRunSpecSchema.parse(raw),
     steps,
+    async onFailed(failure, trx) {
+      const spec = backupRunSpecSchema.safeParse(failure.spec);
+      if (!spec.success) return;
+      await emitTenantEvent(
+        trx as Kysely<DB>,
+        'backup.failed',
+        spec.data.tenantId,
+        { run: { id: failure.id, purpose: spec.data.purpose }, error: failure.error },
+        { key: `backup.failed:${failure.id}` },
+      );
+    },
   };
 }
 

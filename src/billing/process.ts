@@ -1,3 +1,4 @@
+import { emitTenantEvent } from '../events/emit.ts';
 import { sql, type Transaction } from 'kysely';
 import type { BillingPort, SubscriptionState } from '../core/billing.ts';
 import { newId } from '../core/ids.ts';
@@ -111,6 +112,14 @@ const AUDIT_ACTION = {
   cancel: 'tenant.cancelled',
 } as const;
 
+/** The event each billing transition emits; a provisioned tenant's is `tenant.activated`, once it runs. */
+const EVENT_FOR = {
+  provision: undefined,
+  suspend: 'tenant.suspended',
+  reactivate: 'tenant.reactivated',
+  cancel: 'tenant.cancelled',
+} as const;
+
 /** Who caused a transition, for its audit row. */
 export interface TransitionCause {
   actorType: 'system' | 'operator' | 'user';
@@ -133,6 +142,8 @@ export async function applyTenantAction(
 ): Promise<void> {
   await writeTransition(trx, tenantId, action, graceDays);
   if (action.action === 'none') return;
+  const event = EVENT_FOR[action.action];
+  if (event) await emitTenantEvent(trx, event, tenantId, { from: cause.from });
   await appendAuditIn(trx, {
     actorType: cause.actorType,
     actorId: cause.actorId ?? null,

@@ -18,6 +18,7 @@ const commands = {
   tenants: () => import('./commands/tenants.ts'),
   up: () => import('./commands/up.ts'),
   usage: () => import('./commands/usage.ts'),
+  webhooks: () => import('./commands/webhooks.ts'),
   worker: () => import('./commands/worker.ts'),
 };
 
@@ -234,6 +235,67 @@ export function buildProgram(): Command {
     .action(
       action(async (options: { tenant?: string; json?: boolean }) =>
         (await commands.backups()).backupsList(commandContext({ quiet: true }), options),
+      ),
+    );
+
+  const webhooks = program
+    .command('webhooks')
+    .description(
+      'signed event webhooks (tenant.*, service.*, incident.*, backup.*): endpoints and their deliveries',
+    )
+    .addHelpText(
+      'after',
+      '\nDeliveries are made by the orchestrator workers (aiqso up or aiqso worker).\nExit codes: 0 done, 2 refused (a private or unresolvable URL, an unknown event), 3 no such endpoint, delivery or tenant.',
+    );
+  webhooks
+    .command('add <url>')
+    .description('register an endpoint; prints its signing secret once')
+    .requiredOption('--events <list>', 'comma-separated events or families: tenant.*,service.ready or *')
+    .option('--description <text>', 'what it is for')
+    .option('--tenant <slug>', "a tenant's own endpoint (its events only) instead of the operator's")
+    .option('--json', 'print as JSON')
+    .action(
+      action(
+        async (
+          url: string,
+          options: { events: string; description?: string; tenant?: string; json?: boolean },
+        ) => (await commands.webhooks()).webhooksAdd(commandContext({ quiet: true }), url, options),
+      ),
+    );
+  webhooks
+    .command('list')
+    .description("every endpoint, the operator's and tenants' own")
+    .option('--json', 'print as JSON')
+    .action(
+      action(async (options: { json?: boolean }) =>
+        (await commands.webhooks()).webhooksList(commandContext({ quiet: true }), options),
+      ),
+    );
+  webhooks
+    .command('remove <id>')
+    .description('remove an endpoint and its deliveries')
+    .action(
+      action(async (id: string) =>
+        (await commands.webhooks()).webhooksRemove(commandContext({ quiet: true }), id),
+      ),
+    );
+  webhooks
+    .command('deliveries')
+    .description('recent deliveries, newest first: status, attempts, the last answer and its duration')
+    .option('--endpoint <id>', 'only this endpoint')
+    .option('--limit <n>', 'at most this many (default 50)')
+    .option('--json', 'print as JSON, with every attempt')
+    .action(
+      action(async (options: { endpoint?: string; limit?: string; json?: boolean }) =>
+        (await commands.webhooks()).webhooksDeliveries(commandContext({ quiet: true }), options),
+      ),
+    );
+  webhooks
+    .command('redeliver <delivery>')
+    .description('deliver a delivery again now, whatever became of it')
+    .action(
+      action(async (id: string) =>
+        (await commands.webhooks()).webhooksRedeliver(commandContext({ quiet: true }), id),
       ),
     );
 

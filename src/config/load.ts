@@ -67,6 +67,14 @@ export interface Config {
   resyncSeconds: number;
   /** The health monitor: seconds between rounds, probe timeout, failures in a row before a repair. */
   health: { intervalSeconds: number; timeoutSeconds: number; failures: number };
+  /** Event webhooks: which private targets are allowed, the per-attempt timeout, back-off and retry window. */
+  webhooks: {
+    allowPrivate: boolean;
+    allow: string[];
+    timeoutSeconds: number;
+    backoffSeconds: number;
+    retryHours: number;
+  };
   /** Where alerts go instead of every platform admin. */
   alertEmail?: string;
   /** Time zone the schedules' cron expressions are read in. */
@@ -285,6 +293,13 @@ function toConfig(raw: RawConfig, cwd: string, env: Source): Config {
       intervalSeconds: raw.AIQSO_HEALTH_INTERVAL_SECONDS,
       timeoutSeconds: raw.AIQSO_HEALTH_TIMEOUT_SECONDS,
       failures: raw.AIQSO_HEALTH_FAILURES,
+    },
+    webhooks: {
+      allowPrivate: raw.AIQSO_WEBHOOKS_ALLOW_PRIVATE === '1',
+      allow: raw.AIQSO_WEBHOOKS_ALLOW,
+      timeoutSeconds: raw.AIQSO_WEBHOOKS_TIMEOUT_SECONDS,
+      backoffSeconds: raw.AIQSO_WEBHOOKS_BACKOFF_SECONDS,
+      retryHours: raw.AIQSO_WEBHOOKS_RETRY_HOURS,
     },
     alertEmail: raw.AIQSO_ALERT_EMAIL,
     timeZone: raw.AIQSO_TIMEZONE,

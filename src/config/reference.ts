@@ -22,6 +22,7 @@ export const CONFIG_GROUPS = [
   'Tenant lifecycle',
   'Backups',
   'Health and alerts',
+  'Webhooks',
   'Compute',
   'Compute: Proxmox VE',
 ] as const;
@@ -217,6 +218,31 @@ export const CONFIG_REFERENCE: { [K in keyof RawConfig]-?: ConfigEntry } = {
     group: 'Health and alerts',
     meaning:
       'failed probes in a row before the repair ladder climbs a rung (restart, recreate, degraded with an incident)',
+  },
+  AIQSO_WEBHOOKS_ALLOW_PRIVATE: {
+    group: 'Webhooks',
+    meaning:
+      '1 lets webhook endpoints target private, loopback and link-local addresses (10/8, 172.16/12, 192.168/16, 127/8, 169.254/16, ::1, fc00::/7, fe80::/10 …); 0 refuses them at registration and at every delivery (docs/webhooks.md)',
+  },
+  AIQSO_WEBHOOKS_ALLOW: {
+    group: 'Webhooks',
+    unset: 'no private target is allowed (unless AIQSO_WEBHOOKS_ALLOW_PRIVATE=1)',
+    meaning:
+      'comma-separated host names, IP addresses and CIDRs that webhook endpoints may target even though they are private (an n8n on the LAN: `n8n.lan,10.0.5.0/24`)',
+  },
+  AIQSO_WEBHOOKS_TIMEOUT_SECONDS: {
+    group: 'Webhooks',
+    meaning: 'a receiver that has not answered a delivery within this long fails that attempt',
+  },
+  AIQSO_WEBHOOKS_BACKOFF_SECONDS: {
+    group: 'Webhooks',
+    meaning:
+      'wait before the first retry of a failed delivery; each further retry waits twice as long, at most an hour',
+  },
+  AIQSO_WEBHOOKS_RETRY_HOURS: {
+    group: 'Webhooks',
+    meaning:
+      'a delivery is retried for this long after its first attempt (or a redelivery), then marked failed',
   },
   AIQSO_ALERT_EMAIL: {
     group: 'Health and alerts',

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { DRIVER_KINDS } from '../core/compute.ts';
 
@@ -176,6 +177,43 @@ export const configSchema = z.object({
     .int('expected a whole number of probes')
     .min(1, 'expected at least 1 probe')
     .default(2),
+  // Event webhooks: private, loopback and link-local targets are refused unless allowed here.
+  AIQSO_WEBHOOKS_ALLOW_PRIVATE: z.enum(['0', '1'], { error: 'expected 0 or 1' }).default('0'),
+  AIQSO_WEBHOOKS_ALLOW: z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      const items = (v ?? '')
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
+      for (const item of items) {
+        const [address, bits, extra] = item.split('/');
+        const family = isIP(address ?? '');
+        const max = family === 6 ? 128 : 32;
+        const okBits = bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= max);
+        const okHost = bits === undefined && /^[a-z0-9.-]+$/.test(item);
+        if (extra !== undefined || !((family !== 0 && okBits) || okHost))
+          ctx.addIssue({
+            code: 'custom',
+            message: `"${item}" is not a host name, an IP address or a CIDR such as 10.0.0.0/8`,
+          });
+      }
+      return items;
+    }),
+  AIQSO_WEBHOOKS_TIMEOUT_SECONDS: z.coerce
+    .number({ error: 'expected a number of seconds' })
+    .positive('expected a number of seconds > 0')
+    .max(60, 'expected at most 60 seconds')
+    .default(10),
+  AIQSO_WEBHOOKS_BACKOFF_SECONDS: z.coerce
+    .number({ error: 'expected a number of seconds' })
+    .positive('expected a number of seconds > 0')
+    .default(30),
+  AIQSO_WEBHOOKS_RETRY_HOURS: z.coerce
+    .number({ error: 'expected a number of hours' })
+    .positive('expected a number of hours > 0')
+    .default(72),
   // Where platform alerts (incidents, failed resources) go instead of every platform admin.
   AIQSO_ALERT_EMAIL: z.email({ error: 'expected an email address' }).optional(),
   AIQSO_TIMEZONE: z

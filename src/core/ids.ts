@@ -21,6 +21,8 @@ export const ID_PREFIXES = {
   session: 'ses',
   event: 'evt',
   incident: 'inc',
+  webhookEndpoint: 'whe',
+  webhookEvent: 'wev',
 } as const;
 
 export type IdKind = keyof typeof ID_PREFIXES;

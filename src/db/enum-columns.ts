@@ -1,5 +1,6 @@
 import type { SelectType } from 'kysely';
 import { DRIVER_KINDS } from '../core/compute.ts';
+import { WEBHOOK_DELIVERY_STATUSES } from '../core/events.ts';
 import { API_KEY_PURPOSES, ROLES } from '../core/identity.ts';
 import { RESOURCE_PHASES } from '../core/reconcile.ts';
 import { ROUTE_AUTHS, ROUTE_STATES } from '../core/routes.ts';
@@ -57,6 +58,7 @@ export const ENUM_COLUMNS = {
   'audit_log.result': ['success', 'failure', 'denied'],
   'routes.state': ROUTE_STATES,
   'routes.auth': ROUTE_AUTHS,
+  'webhook_deliveries.status': WEBHOOK_DELIVERY_STATUSES,
   'outbox.kind': ['email', 'stripe', 'webhook', 'alert'],
   'outbox.status': ['pending', 'delivered', 'failed'],
   'resources.phase': RESOURCE_PHASES,

@@ -592,6 +592,82 @@ CREATE TABLE public.users (
     CONSTRAINT users_role_check CHECK ((role = ANY (ARRAY['platform_admin'::text, 'tenant_owner'::text, 'tenant_member'::text])))
 );
 
+CREATE TABLE public.webhook_attempts (
+    id bigint NOT NULL,
+    delivery_id bigint NOT NULL,
+    attempted_at timestamp with time zone DEFAULT now() NOT NULL,
+    status_code integer,
+    response_excerpt text,
+    duration_ms integer NOT NULL,
+    error text
+);
+
+CREATE SEQUENCE public.webhook_attempts_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+ALTER SEQUENCE public.webhook_attempts_id_seq OWNED BY public.webhook_attempts.id;
+
+CREATE TABLE public.webhook_deliveries (
+    id bigint NOT NULL,
+    endpoint_id text NOT NULL,
+    event_id text NOT NULL,
+    event_seq bigint NOT NULL,
+    lane text NOT NULL,
+    tenant_id text,
+    status text DEFAULT 'pending'::text NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    retry_from timestamp with time zone DEFAULT now() NOT NULL,
+    next_attempt_at timestamp with time zone DEFAULT now() NOT NULL,
+    last_status integer,
+    last_error text,
+    delivered_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT webhook_deliveries_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'delivered'::text, 'failed'::text])))
+);
+
+CREATE SEQUENCE public.webhook_deliveries_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+ALTER SEQUENCE public.webhook_deliveries_id_seq OWNED BY public.webhook_deliveries.id;
+
+CREATE TABLE public.webhook_endpoints (
+    id text NOT NULL,
+    tenant_id text,
+    url text NOT NULL,
+    events text[] NOT NULL,
+    description text,
+    secret_enc text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT webhook_endpoints_events_check CHECK ((cardinality(events) > 0))
+);
+
+CREATE TABLE public.webhook_events (
+    id text NOT NULL,
+    seq bigint NOT NULL,
+    type text NOT NULL,
+    tenant_id text,
+    data jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    fanned_out_at timestamp with time zone
+);
+
+CREATE SEQUENCE public.webhook_events_seq_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+ALTER SEQUENCE public.webhook_events_seq_seq OWNED BY public.webhook_events.seq;
+
 CREATE TABLE public.worker_processes (
     id text NOT NULL,
     lock_key integer NOT NULL,
@@ -600,6 +676,12 @@ CREATE TABLE public.worker_processes (
     pool_ids text[] DEFAULT '{}'::text[] NOT NULL,
     started_at timestamp with time zone DEFAULT now() NOT NULL
 );
+
+ALTER TABLE ONLY public.webhook_attempts ALTER COLUMN id SET DEFAULT nextval('public.webhook_attempts_id_seq'::regclass);
+
+ALTER TABLE ONLY public.webhook_deliveries ALTER COLUMN id SET DEFAULT nextval('public.webhook_deliveries_id_seq'::regclass);
+
+ALTER TABLE ONLY public.webhook_events ALTER COLUMN seq SET DEFAULT nextval('public.webhook_events_seq_seq'::regclass);
 
 ALTER TABLE ONLY public.api_keys
     ADD CONSTRAINT api_keys_key_hash_key UNIQUE (key_hash);
@@ -781,6 +863,24 @@ ALTER TABLE ONLY public.users
 ALTER TABLE ONLY public.users
     ADD CONSTRAINT users_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY public.webhook_attempts
+    ADD CONSTRAINT webhook_attempts_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_endpoint_id_event_id_key UNIQUE (endpoint_id, event_id);
+
+ALTER TABLE ONLY public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.webhook_endpoints
+    ADD CONSTRAINT webhook_endpoints_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.webhook_events
+    ADD CONSTRAINT webhook_events_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.webhook_events
+    ADD CONSTRAINT webhook_events_seq_key UNIQUE (seq);
+
 ALTER TABLE ONLY public.worker_processes
     ADD CONSTRAINT worker_processes_lock_key_key UNIQUE (lock_key);
 
@@ -838,6 +938,16 @@ CREATE INDEX usage_monthly_month_idx ON public.usage_monthly USING btree (month)
 CREATE INDEX usage_readings_taken_for_idx ON public.usage_readings USING btree (taken_for);
 
 CREATE INDEX users_tenant_idx ON public.users USING btree (tenant_id);
+
+CREATE INDEX webhook_attempts_delivery_idx ON public.webhook_attempts USING btree (delivery_id);
+
+CREATE INDEX webhook_deliveries_event_idx ON public.webhook_deliveries USING btree (event_id);
+
+CREATE INDEX webhook_deliveries_lane_idx ON public.webhook_deliveries USING btree (endpoint_id, lane, event_seq) WHERE (status = 'pending'::text);
+
+CREATE INDEX webhook_endpoints_tenant_idx ON public.webhook_endpoints USING btree (tenant_id);
+
+CREATE INDEX webhook_events_pending_idx ON public.webhook_events USING btree (tenant_id, seq) WHERE (fanned_out_at IS NULL);
 
 CREATE TRIGGER audit_addresses_no_update BEFORE UPDATE ON public.audit_addresses FOR EACH ROW EXECUTE FUNCTION public.audit_log_append_only();
 
@@ -943,6 +1053,24 @@ ALTER TABLE ONLY public.user_totp
 ALTER TABLE ONLY public.users
     ADD CONSTRAINT users_tenant_fk FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
 
+ALTER TABLE ONLY public.webhook_attempts
+    ADD CONSTRAINT webhook_attempts_delivery_id_fkey FOREIGN KEY (delivery_id) REFERENCES public.webhook_deliveries(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_endpoint_id_fkey FOREIGN KEY (endpoint_id) REFERENCES public.webhook_endpoints(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_event_id_fkey FOREIGN KEY (event_id) REFERENCES public.webhook_events(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.webhook_endpoints
+    ADD CONSTRAINT webhook_endpoints_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.webhook_events
+    ADD CONSTRAINT webhook_events_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+
 ALTER TABLE public.api_keys ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE public.audit_addresses ENABLE ROW LEVEL SECURITY;
@@ -1001,6 +1129,16 @@ CREATE POLICY tenant_isolation ON public.usage_monthly FOR SELECT TO aiqso_tenan
 
 CREATE POLICY tenant_isolation ON public.users TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant())) WITH CHECK ((tenant_id = public.aiqso_current_tenant()));
 
+CREATE POLICY tenant_isolation ON public.webhook_attempts FOR SELECT TO aiqso_tenant USING ((EXISTS ( SELECT 1
+   FROM public.webhook_deliveries d
+  WHERE ((d.id = webhook_attempts.delivery_id) AND (d.tenant_id = public.aiqso_current_tenant())))));
+
+CREATE POLICY tenant_isolation ON public.webhook_deliveries FOR SELECT TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant()));
+
+CREATE POLICY tenant_isolation ON public.webhook_endpoints TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant())) WITH CHECK ((tenant_id = public.aiqso_current_tenant()));
+
+CREATE POLICY tenant_isolation ON public.webhook_events FOR SELECT TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant()));
+
 ALTER TABLE public.tenant_services ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE public.tenants ENABLE ROW LEVEL SECURITY;
@@ -1010,3 +1148,11 @@ ALTER TABLE public.usage_metrics ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.usage_monthly ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE public.users ENABLE ROW LEVEL SECURITY;
+
+ALTER TABLE public.webhook_attempts ENABLE ROW LEVEL SECURITY;
+
+ALTER TABLE public.webhook_deliveries ENABLE ROW LEVEL SECURITY;
+
+ALTER TABLE public.webhook_endpoints ENABLE ROW LEVEL SECURITY;
+
+ALTER TABLE public.webhook_events ENABLE ROW LEVEL SECURITY;

@@ -1,5 +1,6 @@
 import type { ColumnType, Generated } from 'kysely';
 import type { DriverKind } from '../core/compute.ts';
+import type { WebhookDeliveryStatus } from '../core/events.ts';
 import type { ApiKeyPurpose, Role } from '../core/identity.ts';
 import type { ResourcePhase, StepState } from '../core/reconcile.ts';
 import type { RouteAuth, RouteState } from '../core/routes.ts';
@@ -423,6 +424,10 @@ export interface DB {
   health_checks: HealthChecksTable;
   health_transitions: HealthTransitionsTable;
   incidents: IncidentsTable;
+  webhook_endpoints: WebhookEndpointsTable;
+  webhook_events: WebhookEventsTable;
+  webhook_deliveries: WebhookDeliveriesTable;
+  webhook_attempts: WebhookAttemptsTable;
 }
 
 // Self-healing (migration 0040).
@@ -530,4 +535,54 @@ export interface RecoveryCodesTable {
   user_id: string;
   code_hash: string;
   used_at: Date | null;
+}
+
+// Event webhooks (migration 0015).
+
+export interface WebhookEndpointsTable {
+  id: string;
+  tenant_id: string | null;
+  url: string;
+  events: string[];
+  description: string | null;
+  secret_enc: string;
+  created_at: CreatedAt;
+}
+
+export interface WebhookEventsTable {
+  id: string;
+  seq: Generated<string>;
+  /** An EventType (core/events.ts); no CHECK, so a new event needs no migration. */
+  type: string;
+  tenant_id: string | null;
+  data: Json<Record<string, unknown>>;
+  created_at: CreatedAt;
+  fanned_out_at: Date | null;
+}
+
+export interface WebhookDeliveriesTable {
+  id: Generated<string>;
+  endpoint_id: string;
+  event_id: string;
+  event_seq: string;
+  lane: string;
+  tenant_id: string | null;
+  status: Generated<WebhookDeliveryStatus>;
+  attempts: Generated<number>;
+  retry_from: Generated<Date>;
+  next_attempt_at: Generated<Date>;
+  last_status: number | null;
+  last_error: string | null;
+  delivered_at: Date | null;
+  created_at: CreatedAt;
+}
+
+export interface WebhookAttemptsTable {
+  id: Generated<string>;
+  delivery_id: string;
+  attempted_at: CreatedAt;
+  status_code: number | null;
+  response_excerpt: string | null;
+  duration_ms: number;
+  error: string | null;
 }

@@ -1,3 +1,4 @@
+import { emitTenantEvent } from '../events/emit.ts';
 import { sql, type Kysely } from 'kysely';
 import type { Task } from 'graphile-worker';
 import { containerName, type ComputeDriver } from '../core/compute.ts';
@@ -302,6 +303,15 @@ async function recordProbe(
           .where('status', '=', 'degraded')
           .execute();
       await ownerMail(trx, target, open.id, 'resolved', `${describe(target)} is working again.`);
+      await emitTenantEvent(trx, 'incident.resolved', target.tenantId, {
+        incident: {
+          id: open.id,
+          target: { kind: target.kind, id: target.targetId, name: target.name },
+          reason: open.reason,
+          openedAt: open.opened_at.toISOString(),
+          resolvedAt: now.toISOString(),
+        },
+      });
     }
     if (step.climb) {
       const incidentId = open?.id ?? newId('incident');
@@ -318,6 +328,14 @@ async function recordProbe(
             reason,
           })
           .execute();
+        await emitTenantEvent(trx, 'incident.opened', target.tenantId, {
+          incident: {
+            id: incidentId,
+            target: { kind: target.kind, id: target.targetId, name: target.name },
+            reason,
+            openedAt: now.toISOString(),
+          },
+        });
         await ownerMail(
           trx,
           target,

@@ -13,6 +13,7 @@ export const SEALED_COLUMNS = [
   { table: 'tenant_services', key: 'id', column: 'db_password_enc' },
   { table: 'tenant_secrets', key: 'id', column: 'value_enc' },
   { table: 'backup_repositories', key: 'id', column: 'password_enc' },
+  { table: 'webhook_endpoints', key: 'id', column: 'secret_enc' },
 ] as const;
 
 export const sealedContext = (table: string, id: string) => `${table}:${id}`;

@@ -105,6 +105,8 @@ export async function removePersonalData(
     billingObjects: count(
       await trx.deleteFrom('local_billing_objects').where('tenant_id', '=', id).execute(),
     ),
+    // The tenant's own webhook endpoints (their URLs and secrets), with their deliveries.
+    webhookEndpoints: count(await trx.deleteFrom('webhook_endpoints').where('tenant_id', '=', id).execute()),
   };
   removed.emailRecords = count(
     await trx

@@ -1,3 +1,4 @@
+import { emitTenantEvent } from '../events/emit.ts';
 import { sql } from 'kysely';
 import { DomainError } from '../core/errors.ts';
 import type { Database } from '../db/database.ts';
@@ -128,5 +129,6 @@ export async function finishPurge(
       result: 'success',
       details: { removed },
     });
+    await emitTenantEvent(trx, 'tenant.purged', tenantId);
   });
 }

@@ -1,3 +1,4 @@
+import { emitTenantEvent } from '../events/emit.ts';
 import type { BillingPort } from '../core/billing.ts';
 import { DomainError } from '../core/errors.ts';
 import { newId } from '../core/ids.ts';
@@ -101,6 +102,7 @@ export async function signup(deps: SignupDeps, input: SignupInput, sourceIp: str
             password_hash: passwordHash,
           })
           .execute();
+        await emitTenantEvent(trx, 'tenant.created', tenantId);
       });
     } catch (err) {
       const constraint = (err as { constraint?: string }).constraint;

@@ -1,3 +1,4 @@
+import { emitTenantEvent } from '../events/emit.ts';
 import { sql } from 'kysely';
 import { z } from 'zod';
 import {
@@ -266,7 +267,7 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
             .where('id', '=', ctx.resource.id)
             .where('status', '=', 'provisioning')
             .executeTakeFirst();
-          if (activated.numUpdatedRows > 0n)
+          if (activated.numUpdatedRows > 0n) {
             await appendAuditIn(trx, {
               actorType: 'system',
               actorId: null,
@@ -277,6 +278,10 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
               result: 'success',
               details: { from: 'provisioning', url: `http://${hostname(ctx)}` },
             });
+            await emitTenantEvent(trx, 'tenant.activated', ctx.resource.id, {
+              url: `http://${hostname(ctx)}`,
+            });
+          }
           await trx
             .updateTable('routes')
             .set({ state: 'active', updated_at: new Date() })

@@ -227,6 +227,9 @@ async function recordFailure(
       await requestReconcile(trx, ref, { runAt, reason: 'retry' });
       return;
     }
+    await deps.registry
+      .get(row.kind)
+      ?.onFailed?.({ id: row.id, tenantId: row.tenant_id, spec: row.spec, error: message }, trx);
     await writeOutbox(trx, {
       key: `alert:resource-failed:${row.kind}:${row.id}:${randomUUID()}`,
       kind: 'alert',

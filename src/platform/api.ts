@@ -11,6 +11,10 @@ import { tenantServiceRoutes } from '../api/routes/tenant-services.ts';
 import { backupRoutes } from '../api/routes/backups.ts';
 import { tenantStatusRoutes } from '../api/routes/tenant-status.ts';
 import { tenantUsageRoutes } from '../api/routes/tenant-usage.ts';
+import { webhookRoutes } from '../api/routes/webhooks.ts';
+import { loadSecretBox } from '../identity/master-key.ts';
+import type { SecretBox } from '../identity/secrets.ts';
+import { webhookPolicy } from './webhooks.ts';
 import { backupEngine } from './backups.ts';
 import { createTenantAccess } from '../identity/tenant-access.ts';
 import { createSignupLimiter } from '../lifecycle/signup-limit.ts';
@@ -79,6 +83,13 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
   });
   tenantStatusRoutes(api, { access });
   tenantUsageRoutes(api, { access, config });
+  let box: Promise<SecretBox> | undefined;
+  webhookRoutes(api, {
+    db: database.db,
+    access,
+    box: () => (box ??= loadSecretBox({ configured: config.masterKey, dataDir: config.dataDir })),
+    policy: webhookPolicy(config),
+  });
   return api;
 }
 

@@ -40,6 +40,7 @@ import { findResource } from '../orchestrator/resources.ts';
 import { TENANT_SERVICE_KIND } from '../core/kinds.ts';
 import { DomainError } from '../core/errors.ts';
 import { usageReportsScheduleHandler, usageScheduleHandler } from '../usage/schedule.ts';
+import { registerWebhooks } from './webhooks.ts';
 
 /** Register the tenant lifecycle's reconcilers on an orchestrator. */
 export function registerLifecycle(
@@ -140,6 +141,12 @@ export function registerLifecycle(
         root: await serviceSecrets.root(id),
       });
     },
+  });
+  registerWebhooks(parts, {
+    config,
+    db,
+    box,
+    log: (deps.log ?? createLogger('silent')).child({ part: 'webhooks' }),
   });
 }
 

@@ -1,3 +1,4 @@
+import { emitServiceEvent } from '../events/emit.ts';
 import { outboxHas } from '../orchestrator/outbox.ts';
 import { sql } from 'kysely';
 import type pg from 'pg';
@@ -66,12 +67,23 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
   const wantsRunning = (ctx: Ctx, d: Deployment) =>
     !removing(ctx) && d.tenantStatus !== 'cancelled' && d.tenantStatus !== 'purged';
   const setStatus = async (id: string, status: 'deploying' | 'active' | 'failed', reason: string | null) => {
-    await deps.db
-      .updateTable('tenant_services')
-      .set({ status, status_reason: reason, updated_at: sql`now()` })
-      .where('id', '=', id)
-      .where('status', 'not in', ['removing', 'removed'])
-      .execute();
+    await deps.db.transaction().execute(async (trx) => {
+      const before = await trx
+        .selectFrom('tenant_services')
+        .select('status')
+        .where('id', '=', id)
+        .forUpdate()
+        .executeTakeFirst();
+      const changed = await trx
+        .updateTable('tenant_services')
+        .set({ status, status_reason: reason, updated_at: sql`now()` })
+        .where('id', '=', id)
+        .where('status', 'not in', ['removing', 'removed'])
+        .executeTakeFirst();
+      if (changed.numUpdatedRows === 0n || before?.status === status) return;
+      if (status === 'active') await emitServiceEvent(trx, 'service.ready', id);
+      if (status === 'failed') await emitServiceEvent(trx, 'service.failed', id);
+    });
   };
   const containerSpec = async (d: Deployment) =>
     containerSpecFor(d, {

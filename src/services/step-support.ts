@@ -1,3 +1,4 @@
+import { emitServiceEvent } from '../events/emit.ts';
 import { sql } from 'kysely';
 import { isDomainError } from '../core/errors.ts';
 import type { ReconcileStep } from '../core/reconcile.ts';
@@ -56,12 +57,19 @@ export function failing(
         return await step.apply(ctx, found);
       } catch (err) {
         if (isDomainError(err) && !err.retryable) {
-          await db
-            .updateTable('tenant_services')
-            .set({ status: 'failed', status_reason: `${step.name}: ${err.message}`, updated_at: sql`now()` })
-            .where('id', '=', ctx.resource.id)
-            .where('status', 'not in', ['removing', 'removed'])
-            .execute();
+          await db.transaction().execute(async (trx) => {
+            const changed = await trx
+              .updateTable('tenant_services')
+              .set({
+                status: 'failed',
+                status_reason: `${step.name}: ${err.message}`,
+                updated_at: sql`now()`,
+              })
+              .where('id', '=', ctx.resource.id)
+              .where('status', 'not in', ['removing', 'removed', 'failed'])
+              .executeTakeFirst();
+            if (changed.numUpdatedRows > 0n) await emitServiceEvent(trx, 'service.failed', ctx.resource.id);
+          });
         }
         throw err;
       }

@@ -1,3 +1,4 @@
+import { emitServiceEvent } from '../events/emit.ts';
 import { sql, type Kysely } from 'kysely';
 import { z } from 'zod';
 import { serviceTemplateSchema, type ServiceTemplate } from '../catalog/schema.ts';
@@ -248,6 +249,7 @@ export async function subscribe(
       subscribedAt: new Date().toISOString(),
     };
     await applyResourceIn(trx, { kind: TENANT_SERVICE_KIND, id, tenantId, spec });
+    await emitServiceEvent(trx, 'service.subscribed', id);
     return id;
   });
 }
@@ -298,6 +300,7 @@ export async function unsubscribe(
       .execute();
     const spec: TenantServiceSpec = { ...current.spec, removeAfter: removeAfter.toISOString() };
     await applyResourceIn(trx, { kind: TENANT_SERVICE_KIND, id: current.id, tenantId, spec });
+    await emitServiceEvent(trx, 'service.removed', current.id, { destroyAfter: removeAfter.toISOString() });
     return current.id;
   });
 }

@@ -103,6 +103,37 @@ async function aSnapshot(h: Harness): Promise<string> {
   });
 }
 
+/** A public address (no DNS needed) that webhook registrations accept by default. */
+const HOOK_URL = 'https://93.184.216.34/hook';
+
+/** A webhook endpoint registered through the API: tenant A's own (`tenant`) or the operator's. */
+async function anEndpoint(h: Harness, owner: 'tenant' | 'operator'): Promise<string> {
+  const res = await h.api.inject({
+    method: 'POST',
+    url: owner === 'tenant' ? `/api/v1/tenants/${h.a.slug}/webhooks` : '/api/v1/webhooks',
+    headers: h.bearer(owner === 'tenant' ? h.a.owner.token : h.admin.token),
+    payload: { url: HOOK_URL, events: ['tenant.*'] },
+  });
+  if (res.statusCode !== 201) throw new Error(`webhook endpoint: ${res.body}`);
+  return res.json<{ endpoint: { id: string } }>().endpoint.id;
+}
+
+/** A delivery of one of tenant A's events to a new endpoint (A's own, or the operator's), for the redelivery routes. */
+async function aDelivery(h: Harness, owner: 'tenant' | 'operator'): Promise<string> {
+  const endpoint = await anEndpoint(h, owner);
+  const event = newId('webhookEvent');
+  await h.db.pool.query(
+    `INSERT INTO webhook_events (id, type, tenant_id, data, fanned_out_at) VALUES ($1, 'tenant.activated', $2, '{}', now())`,
+    [event, h.a.id],
+  );
+  const { rows } = await h.db.pool.query<{ id: string }>(
+    `INSERT INTO webhook_deliveries (endpoint_id, event_id, event_seq, lane, tenant_id, status, attempts)
+       SELECT $1, id, seq, $2, $3, 'failed', 3 FROM webhook_events WHERE id = $4 RETURNING id`,
+    [endpoint, h.a.id, owner === 'tenant' ? h.a.id : null, event],
+  );
+  return rows[0]!.id;
+}
+
 async function prepare(h: Harness): Promise<SecurityContext> {
   await syncCatalog(h.db.db, loadCatalog());
   const forge = await createForge(h);
@@ -414,6 +445,81 @@ export const ROUTE_CASES: RouteCase[] = [
       token: h.admin.token,
       call: { url: `/api/v1/tenants/${(await spareTenant(h, s, 'cancelled')).slug}/purge?now=true` },
     }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/tenants/:tenant/webhooks',
+    minRole: 'tenant_owner',
+    scope: 'tenant',
+    call: (h) => ({
+      url: `/api/v1/tenants/${h.a.slug}/webhooks`,
+      payload: { url: HOOK_URL, events: ['tenant.*', 'service.ready'] },
+    }),
+  },
+  {
+    method: 'GET',
+    url: '/api/v1/tenants/:tenant/webhooks',
+    minRole: 'tenant_owner',
+    scope: 'tenant',
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/webhooks` }),
+  },
+  {
+    method: 'DELETE',
+    url: '/api/v1/tenants/:tenant/webhooks/:endpoint',
+    minRole: 'tenant_owner',
+    scope: 'tenant',
+    call: async (h) => ({ url: `/api/v1/tenants/${h.a.slug}/webhooks/${await anEndpoint(h, 'tenant')}` }),
+  },
+  {
+    method: 'GET',
+    url: '/api/v1/tenants/:tenant/webhooks/deliveries',
+    minRole: 'tenant_owner',
+    scope: 'tenant',
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/webhooks/deliveries` }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/tenants/:tenant/webhooks/deliveries/:delivery/redeliver',
+    minRole: 'tenant_owner',
+    scope: 'tenant',
+    call: async (h) => ({
+      url: `/api/v1/tenants/${h.a.slug}/webhooks/deliveries/${await aDelivery(h, 'tenant')}/redeliver`,
+    }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/webhooks',
+    minRole: 'platform_admin',
+    scope: 'platform',
+    call: () => ({ url: '/api/v1/webhooks', payload: { url: HOOK_URL, events: ['*'] } }),
+  },
+  {
+    method: 'GET',
+    url: '/api/v1/webhooks',
+    minRole: 'platform_admin',
+    scope: 'platform',
+    call: () => ({ url: '/api/v1/webhooks' }),
+  },
+  {
+    method: 'DELETE',
+    url: '/api/v1/webhooks/:endpoint',
+    minRole: 'platform_admin',
+    scope: 'platform',
+    call: async (h) => ({ url: `/api/v1/webhooks/${await anEndpoint(h, 'operator')}` }),
+  },
+  {
+    method: 'GET',
+    url: '/api/v1/webhooks/deliveries',
+    minRole: 'platform_admin',
+    scope: 'platform',
+    call: () => ({ url: '/api/v1/webhooks/deliveries' }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/webhooks/deliveries/:delivery/redeliver',
+    minRole: 'platform_admin',
+    scope: 'platform',
+    call: async (h) => ({ url: `/api/v1/webhooks/deliveries/${await aDelivery(h, 'operator')}/redeliver` }),
   },
   {
     method: 'POST',

@@ -1,0 +1,105 @@
+import type { Kysely } from 'kysely';
+import type { EventType } from '../core/events.ts';
+import { newId } from '../core/ids.ts';
+import type { DB } from '../db/tables.ts';
+import { outboxHas, writeOutbox } from '../orchestrator/outbox.ts';
+
+export interface PlatformEvent {
+  type: EventType;
+  /** The tenant the event is about; its endpoints receive it, and its events keep their order. */
+  tenantId: string | null;
+  data: Record<string, unknown>;
+}
+
+/**
+ * Record a platform event inside the transaction of the change it reports.
+ * An outbox item (kind `webhook`, keyed by the event) makes the event's
+ * deliveries once the transaction commits: to every endpoint, the operator's
+ * and the tenant's own, whose patterns match. Returns the event's id.
+ */
+export async function emitEvent(
+  trx: Kysely<DB>,
+  event: PlatformEvent,
+  options: EmitOptions = {},
+): Promise<string | undefined> {
+  const id = newId('webhookEvent');
+  const key = eventOutboxKey(options.key ?? id);
+  if (options.key !== undefined && (await outboxHas(trx, key))) return undefined;
+  await trx
+    .insertInto('webhook_events')
+    .values({ id, type: event.type, tenant_id: event.tenantId, data: JSON.stringify(event.data) })
+    .execute();
+  await writeOutbox(trx, { key, kind: 'webhook', payload: { eventId: id } });
+  return id;
+}
+
+export interface EmitOptions {
+  /**
+   * Makes the event happen once per key (a step that may run again after a
+   * crash); without it every call is a new event, for callers whose change
+   * itself happens once.
+   */
+  key?: string;
+}
+
+/** The outbox key of an event emitted with `key`. */
+export function eventOutboxKey(key: string): string {
+  return `webhook-event:${key}`;
+}
+
+/** A tenant event, its data naming the tenant (id, slug, status, plan) as it is now in `trx`. */
+export async function emitTenantEvent(
+  trx: Kysely<DB>,
+  type: EventType,
+  tenantId: string,
+  extra: Record<string, unknown> = {},
+  options: EmitOptions = {},
+): Promise<string | undefined> {
+  const t = await trx
+    .selectFrom('tenants')
+    .select(['id', 'slug', 'status', 'plan', 'status_reason'])
+    .where('id', '=', tenantId)
+    .executeTakeFirstOrThrow();
+  return emitEvent(
+    trx,
+    {
+      type,
+      tenantId,
+      data: {
+        tenant: { id: t.id, slug: t.slug, status: t.status, plan: t.plan, reason: t.status_reason },
+        ...extra,
+      },
+    },
+    options,
+  );
+}
+
+/** A service event, its data naming the tenant and the service (id, key, status, reason) as they are now in `trx`. */
+export async function emitServiceEvent(
+  trx: Kysely<DB>,
+  type: EventType,
+  tenantServiceId: string,
+  extra: Record<string, unknown> = {},
+  options: EmitOptions = {},
+): Promise<string | undefined> {
+  const s = await trx
+    .selectFrom('tenant_services as ts')
+    .innerJoin('services as s', 's.id', 'ts.service_id')
+    .innerJoin('tenants as t', 't.id', 'ts.tenant_id')
+    .select(['ts.id', 'ts.tenant_id', 'ts.status', 'ts.status_reason', 's.key', 't.slug'])
+    .where('ts.id', '=', tenantServiceId)
+    .executeTakeFirstOrThrow();
+  return emitEvent(
+    trx,
+    {
+      type,
+      tenantId: s.tenant_id,
+      data: {
+        tenant: { id: s.tenant_id, slug: s.slug },
+        service: { id: s.id, key: s.key, status: s.status, reason: s.status_reason },
+        ...extra,
+      },
+    },
+    options,
+  );
+}
