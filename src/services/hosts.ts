@@ -110,6 +110,7 @@ export async function hostUsage(trx: Kysely<DB>, hostId: string, exceptId?: stri
       FROM resources r LEFT JOIN tenants t ON t.id = r.tenant_id
      WHERE r.kind IN (${TENANT_KIND}, ${TENANT_SERVICE_KIND})
        AND r.phase <> 'deleted'
+       AND t.status <> 'purged'
        AND r.id <> ${exceptId ?? ''}
        AND (t.host_id = ${hostId}
             -- Before placement recorded hosts, a live tenant's containers were on the only host; a tenant
