@@ -30,6 +30,9 @@ import { missingPart } from './support/strict.ts';
  */
 const skip = missingPart('lxc (root and lxc tools)', lxcAvailable(), 'apt-get install lxc and run as root');
 const net = privateNetwork('r');
+// A /24 as the former default was, and the /20 around it that replaces it.
+const former = privateNetwork('w');
+const widened = former.subnet.replace(/\.(\d+)\.0\/24$/, (_, c: string) => `.${Number(c) & 0xf0}.0/20`);
 // A /30: the bridge takes .1, one address is left for containers.
 const tiny = { bridge: `${net.bridge.slice(0, 14)}t`, subnet: net.subnet.replace(/\.0\/24$/, '.0/30') };
 let db: TestDatabase;
@@ -56,6 +59,7 @@ afterAll(async () => {
   }
   await removeBridge(net.bridge);
   await removeBridge(tiny.bridge);
+  await removeBridge(former.bridge);
   await rm(lxcPath, { recursive: true, force: true });
   await db.drop();
 });
@@ -167,5 +171,43 @@ describe('requests and limits on lxc', { timeout: 240_000 }, () => {
     // Room again once the first container is gone.
     await driver.destroy(first.name);
     expect(await place()).toBeNull();
+  });
+
+  it('keeps a container of a narrower former network reachable, at its address, when the network is widened', async ({
+    skip: skipTest,
+  }) => {
+    if (skip) return skipTest();
+    const before = open(former);
+    const old = { ...dashboardSpec(await before.hostAddress()), ip: undefined };
+    await before.ensure(old);
+    const oldInfo = await before.start(old.name);
+    await healthz(`http://${oldInfo.endpoint!.host}:${oldInfo.endpoint!.port}/healthz`);
+    await before.close();
+
+    // The platform restarts with the wider network: the running container keeps its address and
+    // answers; a new one gets an address of the wide network, never the former gateway.
+    const after = open({ bridge: former.bridge, subnet: widened });
+    const fresh = dashboardSpec(await after.hostAddress());
+    const freshInfo = await after.ensure(fresh);
+    expect(await after.pool.lookup(old.name)).toBe(oldInfo.endpoint!.host);
+    expect(await after.pool.formerGateways()).toEqual([`${former.subnet.replace(/0\/24$/, '1')}/24`]);
+    const addresses = (await run('ip', ['-4', '-o', 'addr', 'show', 'dev', former.bridge])).stdout;
+    expect(addresses).toContain(`${await after.hostAddress()}/20`);
+    expect(addresses).toContain(`${former.subnet.replace(/0\/24$/, '1')}/24`);
+    expect(freshInfo.endpoint?.host).not.toBe(former.subnet.replace(/0\/24$/, '1'));
+    await healthz(`http://${oldInfo.endpoint!.host}:${oldInfo.endpoint!.port}/healthz`);
+    await after.start(fresh.name);
+    await healthz(`http://${freshInfo.endpoint!.host}:${freshInfo.endpoint!.port}/healthz`);
+
+    // Ensured again under the wide network (as the reconcilers do on drift) and restarted: same address.
+    await after.ensure({
+      ...old,
+      env: { ...old.env, AIQSO_API_URL: `http://${await after.hostAddress()}:9` },
+    });
+    const restarted = await after.restart(old.name);
+    expect(restarted.endpoint?.host).toBe(oldInfo.endpoint!.host);
+    await healthz(`http://${restarted.endpoint!.host}:${restarted.endpoint!.port}/healthz`);
+    const config = await run('grep', ['ipv4', path.join(lxcPath, old.name, 'config')]);
+    expect(config.stdout).toContain(`${oldInfo.endpoint!.host}/20`);
   });
 });
