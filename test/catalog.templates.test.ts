@@ -139,6 +139,11 @@ describe('service catalog', () => {
       "demo.yaml: resources.memory_mb: 256 is below the service's min_memory_mb of 512",
     ],
     [
+      'a memory request above the limit',
+      VALID.replace('memory_mb: 128,', 'memory_mb: 128, request_memory_mb: 256,'),
+      'demo.yaml: resources.request_memory_mb: 256 is above the limit resources.memory_mb of 128',
+    ],
+    [
       'an image reference that is not one',
       IMAGE.replace('127.0.0.1:5000/demo/web:1', 'Not An Image'),
       'demo.yaml: image: expected an image reference',

@@ -131,6 +131,17 @@ describe('bridge network policy', () => {
     );
     expect(renderPolicy({ bridge: 'br9', subnet, egress: 'none', members: [] })).not.toContain('masquerade');
   });
+
+  it("lets containers still configured with a widened network's former gateway reach the host there too", () => {
+    const text = renderPolicy({
+      bridge: 'br9',
+      subnet,
+      formerGateways: ['10.1.2.129'],
+      egress: 'none',
+      members,
+    });
+    expect(text).toContain('    ip daddr { 10.1.2.1, 10.1.2.129 } ip saddr . tcp dport @reach accept');
+  });
 });
 
 describe('host ports of a container from before they were recorded', () => {

@@ -27,7 +27,21 @@ describe('configuration', () => {
     expect(config.edge).toBe('builtin');
     expect(config.databaseUrl).toBeUndefined();
     expect(config.graceDays).toBe(90);
-    expect(config.lxc).toEqual({ subnet: '10.10.10.0/24', bridge: 'aiqsobr0', path: '/var/lib/lxc' });
+    expect(config.lxc).toEqual({ subnet: '10.10.0.0/20', bridge: 'aiqsobr0', path: '/var/lib/lxc' });
+    expect(config.hostCapacity).toEqual({ reserveMb: 2048, overcommit: 1 });
+  });
+
+  it('reads the host reserve and overcommit, refusing an overcommit below 1', () => {
+    expect(load({ AIQSO_HOST_RESERVE_MB: '512', AIQSO_HOST_OVERCOMMIT: '1.5' }).hostCapacity).toEqual({
+      reserveMb: 512,
+      overcommit: 1.5,
+    });
+    expect(errorOf({ AIQSO_HOST_OVERCOMMIT: '0.5' })).toBe(
+      'AIQSO_HOST_OVERCOMMIT: expected a ratio of at least 1, got "0.5"',
+    );
+    expect(errorOf({ AIQSO_HOST_RESERVE_MB: '-1' })).toBe(
+      'AIQSO_HOST_RESERVE_MB: expected a number of MB ≥ 0, got "-1"',
+    );
   });
 
   it('names the variable and what it expects for a bad port', () => {

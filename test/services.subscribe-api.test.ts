@@ -101,12 +101,13 @@ describe('POST /api/v1/tenants/{tenant}/services', () => {
   });
 
   it('refuses when the host is full: 409 naming the host and the memory, and nothing is created', async () => {
-    // The first subscription recorded this machine as the host; shrink it to what is already claimed + 100 MB.
+    // The first subscription recorded this machine as the host; shrink it to what is already claimed + 100 MB
+    // (on top of the reserve the host keeps for itself).
     const host = await h.db.db.selectFrom('hosts').select(['id', 'name']).executeTakeFirstOrThrow();
     const claimed = 128 + 256; // alpha's notes and content-suite; the test tenants have no dashboard resource
     await h.db.db
       .updateTable('hosts')
-      .set({ memory_mb: claimed + 100 })
+      .set({ memory_mb: claimed + 100 + h.config.hostCapacity.reserveMb })
       .where('id', '=', host.id)
       .execute();
     const before = await written();

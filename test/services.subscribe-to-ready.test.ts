@@ -12,6 +12,7 @@ import { freePort, startEmbeddedPostgres } from '../src/db/embedded.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { loadPlans, PLANS_FILE } from '../src/catalog/plans.ts';
 import { findPgDump } from '../src/services/final-backup.ts';
+import { DASHBOARD_REQUEST_MB } from '../src/services/hosts.ts';
 import { setServiceResources } from '../src/services/subscriptions.ts';
 import { startCli } from './support/cli.ts';
 import { dashboardLogin, pollUntil, viaEdge } from './support/live-platform.ts';
@@ -75,6 +76,8 @@ describe('a tenant service from subscription to removal (process driver)', { tim
       // 3.6 s of grace, and a resync every second to notice it is over.
       AIQSO_SERVICE_GRACE_HOURS: '0.001',
       AIQSO_RESYNC_SECONDS: '1',
+      // The host's whole memory is allocatable, so the full host below is exactly what is claimed.
+      AIQSO_HOST_RESERVE_MB: '0',
     };
     const base = `http://127.0.0.1:${port}`;
     const host = `acme.localhost:${port}`;
@@ -245,7 +248,7 @@ describe('a tenant service from subscription to removal (process driver)', { tim
         .selectFrom('hosts')
         .select(['id', 'name', 'memory_mb'])
         .executeTakeFirstOrThrow();
-      const claimed = 128 /* dashboard */ + 128 /* notes */ + 128; /* stuck */
+      const claimed = DASHBOARD_REQUEST_MB + 128 /* notes */ + 128; /* stuck */
       await db
         .updateTable('hosts')
         .set({ memory_mb: claimed + 50 })

@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { localId, signPayload } from '../src/billing/stripe-objects.ts';
+import { loadConfig } from '../src/config/load.ts';
+import { DASHBOARD_REQUEST_MB } from '../src/services/hosts.ts';
 import { countRows, createTestDatabase, type TestDatabase } from './support/db.ts';
 import { driverCases, pollUntil, startLivePlatform, type LivePlatform } from './support/live-platform.ts';
 import { startSmtpSink, type SmtpSink } from './support/smtp.ts';
@@ -113,17 +115,19 @@ describe(
 );
 
 describe('a paid tenant on a full host (process driver)', { timeout: 180_000 }, () => {
-  it('waits at placement with the reason, and creates no container', async () => {
+  it('waits at placement with the reason, creates no container, and is placed once the host has room', async () => {
     const host = await testDb.db
       .selectFrom('hosts')
       .select(['id', 'name', 'memory_mb'])
       .executeTakeFirstOrThrow();
-    // Room for what runs already (one dashboard), 60 MB short of another.
+    // Room for what runs already (one dashboard's request) and 16 MB, on top of the host's reserve.
+    const { reserveMb } = loadConfig(platform.env).hostCapacity;
     await testDb.db
       .updateTable('hosts')
-      .set({ memory_mb: 128 + 68 })
+      .set({ memory_mb: reserveMb + DASHBOARD_REQUEST_MB + 16 })
       .where('id', '=', host.id)
       .execute();
+    let restored = false;
     try {
       expect(
         (await platform.signup({ company: 'Hooli', slug: 'hooli', email: 'owner@hooli.test' })).status,
@@ -145,10 +149,13 @@ describe('a paid tenant on a full host (process driver)', { timeout: 180_000 }, 
             .executeTakeFirst();
           return r?.steps.find((s) => s.name === 'placement');
         },
-        (s) => Boolean(s?.lastError),
+        (s) => s?.state === 'waiting',
         60_000,
       );
-      expect(step?.lastError).toBe(`host ${host.name} has 68 MB of memory free; the dashboard needs 128 MB`);
+      expect(step?.waitingFor).toBe(
+        `capacity: host ${host.name} has 16 MB of memory free; the dashboard needs ${DASHBOARD_REQUEST_MB} MB`,
+      );
+      expect(step?.lastError).toBeUndefined();
       const compute = await processDriver.open(platform.dataDir, testDb.db);
       const names = (await compute.list()).map((c) => c.name);
       await compute.close();
@@ -160,12 +167,35 @@ describe('a paid tenant on a full host (process driver)', { timeout: 180_000 }, 
         .where('id', '=', tenant.id)
         .executeTakeFirstOrThrow();
       expect(row).toEqual({ status: 'provisioning', host_id: null });
-    } finally {
+
+      // The host is given its memory back (as an operator changing the hosts table would): the tenant
+      // is placed at its next look, without anyone retrying it.
       await testDb.db
         .updateTable('hosts')
         .set({ memory_mb: host.memory_mb })
         .where('id', '=', host.id)
         .execute();
+      restored = true;
+      const live = await pollUntil(
+        async () =>
+          (
+            await testDb.db
+              .selectFrom('tenants')
+              .select('status')
+              .where('id', '=', tenant.id)
+              .executeTakeFirst()
+          )?.status,
+        (s) => s === 'active',
+        90_000,
+      );
+      expect(live).toBe('active');
+    } finally {
+      if (!restored)
+        await testDb.db
+          .updateTable('hosts')
+          .set({ memory_mb: host.memory_mb })
+          .where('id', '=', host.id)
+          .execute();
     }
   });
 });

@@ -38,6 +38,12 @@ function loadFile(file: string): ServiceTemplate {
       `${file}: resources.memory_mb: ${template.resources.memory_mb} is below the service's min_memory_mb of ${template.min_memory_mb}`,
     );
   }
+  const request = template.resources.request_memory_mb;
+  if (request !== undefined && request > template.resources.memory_mb) {
+    throw new CatalogError(
+      `${file}: resources.request_memory_mb: ${request} is above the limit resources.memory_mb of ${template.resources.memory_mb}`,
+    );
+  }
   if (path.basename(file, '.yaml') !== template.key) {
     throw new CatalogError(
       `${file}: key: expected "${path.basename(file, '.yaml')}" to match the file name, got "${template.key}"`,

@@ -7,8 +7,14 @@ import { isPublicPath } from '../edge/route-table.ts';
  */
 const key = z.string().regex(/^[a-z][a-z0-9-]{0,30}$/, 'expected a lowercase key (letters, digits, hyphens)');
 
+/**
+ * `memory_mb` is the limit (the cgroup's memory.max: the most the service may
+ * use); `request_memory_mb` what placement counts against the host (what it
+ * uses idle, measured; default: the limit). As Kubernetes' requests and limits.
+ */
 const resources = z.strictObject({
   memory_mb: z.number().int().min(64).max(262_144),
+  request_memory_mb: z.number().int().min(8).max(262_144).optional(),
   cores: z.number().int().min(1).max(64),
   disk_gb: z.number().int().min(1).max(4096),
 });

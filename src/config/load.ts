@@ -30,6 +30,8 @@ export interface Config {
   admin: { email?: string; password?: string };
   masterKey?: string;
   lxc: { subnet: string; bridge: string; path: string; registriesConf?: string };
+  /** What placement may promise on a host: its memory less `reserveMb`, times `overcommit`. */
+  hostCapacity: { reserveMb: number; overcommit: number };
   /** Containers' internet access (lxc: masqueraded by the host; proxmox: let out by the firewall). */
   egress: RawConfig['AIQSO_EGRESS'];
   proxmox?: {
@@ -251,6 +253,7 @@ function toConfig(raw: RawConfig, cwd: string, env: Source): Config {
       path: raw.AIQSO_LXC_PATH,
       registriesConf: raw.AIQSO_REGISTRIES_CONF,
     },
+    hostCapacity: { reserveMb: raw.AIQSO_HOST_RESERVE_MB, overcommit: raw.AIQSO_HOST_OVERCOMMIT },
     egress: raw.AIQSO_EGRESS,
     proxmox: hasProxmox
       ? {

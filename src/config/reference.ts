@@ -275,7 +275,21 @@ export const CONFIG_REFERENCE: { [K in keyof RawConfig]-?: ConfigEntry } = {
     meaning: 'months monthly usage roll-ups (`usage_monthly`) are kept',
   },
   AIQSO_DRIVER: { group: 'Compute', meaning: 'compute driver: `process`, `lxc` or `proxmox`' },
-  AIQSO_LXC_SUBNET: { group: 'Compute', meaning: '`lxc` driver network (the host takes `.1`)' },
+  AIQSO_LXC_SUBNET: {
+    group: 'Compute',
+    meaning:
+      '`lxc` driver network (the host takes the first address; a /20 holds 4,093 containers). Containers made on the former default `10.10.10.0/24` keep their addresses: see docs/drivers.md',
+  },
+  AIQSO_HOST_RESERVE_MB: {
+    group: 'Compute',
+    meaning:
+      "memory placement keeps back on each host for the host itself; a host's allocatable memory is its total less this (times `AIQSO_HOST_OVERCOMMIT`)",
+  },
+  AIQSO_HOST_OVERCOMMIT: {
+    group: 'Compute',
+    meaning:
+      "how many times its allocatable memory a host may promise in memory *requests* (what placement counts); each container's *limit* (its cgroup memory.max) is enforced regardless",
+  },
   AIQSO_LXC_BRIDGE: { group: 'Compute', meaning: '`lxc` driver bridge' },
   AIQSO_LXC_PATH: { group: 'Compute', meaning: '`lxc` driver container directory (`lxc-* -P`)' },
   AIQSO_REGISTRIES_CONF: {

@@ -73,7 +73,19 @@ export const configSchema = z.object({
     .string()
     .regex(/^[A-Za-z0-9+/]{43}=$/, 'expected 32 bytes in base64 (44 characters)')
     .optional(),
-  AIQSO_LXC_SUBNET: cidr.default('10.10.10.0/24'),
+  AIQSO_LXC_SUBNET: cidr.default('10.10.0.0/20'),
+  // Memory placement keeps back on every host for the host itself (its OS, the platform, PostgreSQL).
+  AIQSO_HOST_RESERVE_MB: z.coerce
+    .number({ error: 'expected a number of MB' })
+    .int('expected whole MB')
+    .min(0, 'expected a number of MB ≥ 0')
+    .default(2048),
+  // How many times its memory (less the reserve) a host may promise in requests; 1: never more than it has.
+  AIQSO_HOST_OVERCOMMIT: z.coerce
+    .number({ error: 'expected a ratio such as 1 or 1.5' })
+    .min(1, 'expected a ratio of at least 1')
+    .max(10, 'expected a ratio of at most 10')
+    .default(1),
   AIQSO_LXC_BRIDGE: z
     .string()
     .regex(/^[a-zA-Z0-9_-]{1,15}$/, 'expected a network interface name (at most 15 characters)')

@@ -128,6 +128,12 @@ export interface ExecOptions {
   timeoutMs?: number;
 }
 
+export interface AddressRoom {
+  network: string;
+  size: number;
+  free: number;
+}
+
 export interface ComputeDriver {
   readonly kind: 'process' | 'lxc' | 'proxmox';
   /** Present on drivers that run `image` workloads. */
@@ -157,6 +163,12 @@ export interface ComputeDriver {
    * compute/gateway.ts). Process: 127.0.0.1; LXC and Proxmox: the bridge's gateway.
    */
   hostAddress(): Promise<string>;
+  /**
+   * Room in the driver's container address pool: its network, its size, and
+   * how many addresses are free (placement refuses a container when none is).
+   * Absent on drivers whose containers need no address of their own (process).
+   */
+  addressRoom?(): Promise<AddressRoom>;
   /** Every container this driver manages (for drift and orphan detection). */
   list(): Promise<ContainerInfo[]>;
   /** Release handles (timers, sockets); containers keep running. */

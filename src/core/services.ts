@@ -4,21 +4,53 @@
  * holds the pure decisions (capacity, plan limits, URLs); no I/O.
  */
 
-/** The resources a container claims on its host, in the catalog's units. */
+/**
+ * The resources a container claims on its host, in the catalog's units. As in
+ * Kubernetes, memory has a *request* and a *limit*, apart: the request is what
+ * placement counts against the host, the limit (`memory_mb`) is the cgroup's
+ * maximum (memory.max on lxc). Without a request, the limit is the request.
+ */
 export interface Claim {
+  /** The limit: the most the container may use. */
   memory_mb: number;
+  /** The request: what placement counts; at most `memory_mb`. */
+  request_memory_mb?: number;
   cores: number;
   disk_gb: number;
+}
+
+/** What placement counts of a claim's memory. */
+export function memoryRequest(claim: Pick<Claim, 'memory_mb' | 'request_memory_mb'>): number {
+  return Math.min(claim.memory_mb, claim.request_memory_mb ?? claim.memory_mb);
 }
 
 export interface HostCapacity {
   name: string;
   memory_mb: number;
   disk_gb: number;
+  /** The host's CPUs, where its model records them. */
+  cores?: number | null;
   max_containers: number | null;
 }
 
+/**
+ * What placement may promise on a host: its memory less `reserveMb` (the
+ * host's own OS and platform), times `overcommit` (1: never more than it has).
+ */
+export interface HostPolicy {
+  reserveMb: number;
+  overcommit: number;
+}
+
+export const NO_RESERVE: HostPolicy = { reserveMb: 0, overcommit: 1 };
+
+/** The memory requests a host may hold under `policy`. */
+export function allocatableMemoryMb(host: Pick<HostCapacity, 'memory_mb'>, policy: HostPolicy): number {
+  return Math.max(0, Math.floor((host.memory_mb - policy.reserveMb) * policy.overcommit));
+}
+
 export interface HostUsage {
+  /** The sum of the memory requests of the host's containers. */
   memory_mb: number;
   disk_gb: number;
   containers: number;
@@ -26,19 +58,30 @@ export interface HostUsage {
 
 /**
  * Whether `host` has room for `need` on top of what its containers already
- * claim. Memory and disk are reserved in full (stopped containers keep their
- * claim, so a restart never finds the host full); cores are shared, as every
- * driver lets containers share CPUs. Returns the refusal message, or null.
+ * claim. Memory requests and disk are reserved in full (stopped containers
+ * keep their claim, so a restart never finds the host full), against the
+ * host's allocatable memory (see `HostPolicy`); a limit larger than the
+ * host's memory, or more cores than the host has, never fits; cores are
+ * otherwise shared, as every driver lets containers share CPUs. Returns the
+ * refusal message, or null.
  */
 export function capacityRefusal(
   host: HostCapacity,
   used: HostUsage,
   need: Claim,
   service: string,
+  policy: HostPolicy = NO_RESERVE,
 ): string | null {
-  const freeMemory = host.memory_mb - used.memory_mb;
-  if (need.memory_mb > freeMemory) {
-    return `host ${host.name} has ${Math.max(0, freeMemory)} MB of memory free; ${service} needs ${need.memory_mb} MB`;
+  if (need.memory_mb > host.memory_mb) {
+    return `host ${host.name} has ${host.memory_mb} MB of memory in all; ${service} may use up to ${need.memory_mb} MB`;
+  }
+  if (host.cores && need.cores > host.cores) {
+    return `host ${host.name} has ${host.cores} CPUs; ${service} needs ${need.cores}`;
+  }
+  const request = memoryRequest(need);
+  const freeMemory = allocatableMemoryMb(host, policy) - used.memory_mb;
+  if (request > freeMemory) {
+    return `host ${host.name} has ${Math.max(0, freeMemory)} MB of memory free; ${service} needs ${request} MB`;
   }
   const freeDisk = host.disk_gb - used.disk_gb;
   if (need.disk_gb > freeDisk) {

@@ -232,6 +232,7 @@ CREATE TABLE public.hosts (
     max_containers integer,
     draining boolean DEFAULT false NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    capacity_short_since timestamp with time zone,
     CONSTRAINT hosts_cores_check CHECK ((cores > 0)),
     CONSTRAINT hosts_disk_gb_check CHECK ((disk_gb > 0)),
     CONSTRAINT hosts_driver_check CHECK ((driver = ANY (ARRAY['process'::text, 'lxc'::text, 'proxmox'::text]))),

@@ -38,6 +38,8 @@ export interface HostsTable {
   disk_gb: number;
   max_containers: number | null;
   draining: Generated<boolean>;
+  /** When placement first found this host too full (the operator was alerted); null when nothing waits. */
+  capacity_short_since: Generated<Date | null>;
   created_at: CreatedAt;
 }
 

@@ -24,6 +24,17 @@ export interface EdgePage {
   headers?: Record<string, string>;
 }
 
+/**
+ * A waiting step's reason as a visitor reads it: a wait for room says what is
+ * short, without the host's name or figures (the API and status show those).
+ */
+function waitingText(reason: string): string {
+  if (!reason.startsWith('capacity: ')) return `waiting for ${reason}`;
+  const short =
+    ['memory', 'disk', 'CPUs', 'containers', 'address'].find((w) => reason.includes(w)) ?? 'capacity';
+  return `waiting for room: the servers are short of ${short === 'address' ? 'network addresses' : short}; the workspace is set up by itself as soon as there is room`;
+}
+
 export const pages = {
   badRequest: (reason: string): EdgePage => ({
     status: 400,
@@ -77,7 +88,7 @@ export const pages = {
     html: page(
       'Preparing your workspace',
       `<p>${company ? `${escapeHtml(company)}'s workspace` : 'This workspace'} is being set up. This page refreshes by itself.</p>
-<ol>${steps.map((s) => `<li class="${escapeHtml(s.state)}">${escapeHtml(s.name)} — ${escapeHtml(s.state)}</li>`).join('')}</ol>`,
+<ol>${steps.map((s) => `<li class="${escapeHtml(s.state)}">${escapeHtml(s.name)} — ${escapeHtml(s.state)}${s.state === 'waiting' && s.waitingFor ? ` (${escapeHtml(waitingText(s.waitingFor))})` : ''}</li>`).join('')}</ol>`,
       '<meta http-equiv="refresh" content="5">',
     ),
   }),

@@ -10,8 +10,16 @@ import {
   type DriverKind,
 } from '../core/compute.ts';
 import { DomainError } from '../core/errors.ts';
-import { capacityRefusal, tenantUrl } from '../core/services.ts';
-import { DASHBOARD_CLAIM, hostUsage, lockPlacementHost } from '../services/hosts.ts';
+import { tenantUrl } from '../core/services.ts';
+import {
+  CAPACITY_POLL,
+  CAPACITY_WAIT,
+  addressRefusal,
+  DASHBOARD_CLAIM,
+  placeOrRefuse,
+  wakeCapacityWaiters,
+  type PlacementOptions,
+} from '../services/hosts.ts';
 import {
   pollDelayMs,
   requeueAfter,
@@ -54,8 +62,11 @@ export interface TenantReconcilerDeps {
   /** Start removing the tenant's services; resolves to how many are not yet removed. */
   removeServices(tenantId: string): Promise<number>;
   healthTimeoutMs: number;
-  /** Which hosts the dashboard may go on (the configured driver's) and where this machine keeps data. */
-  placement: { driver: DriverKind; dataDir: string };
+  /**
+   * Which hosts the dashboard may go on (the configured driver's), where this
+   * machine keeps data, and what a host may promise (reserve, overcommit).
+   */
+  placement: PlacementOptions & { driver: DriverKind };
 }
 
 const DASHBOARD = {
@@ -125,10 +136,14 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
         await finishPurge(deps.db, ctx.resource.id, [`container ${name(ctx)}`, `route ${hostname(ctx)}`], {
           dataDir: deps.placement.dataDir,
         });
+        // Its room is free: whatever waits for room is placed now, without anyone acting.
+        await wakeCapacityWaiters(deps.db);
       },
     },
     {
-      // A host with room for the dashboard, recorded on the tenant; a full host fails here, creating nothing.
+      // A host with room for the dashboard (its memory request), recorded on the tenant. A full host is a
+      // wait, not a failure: nothing is created, the preparing page and the API say what is short, the
+      // operators get one alert, and the tenant is placed by itself once there is room.
       name: 'placement',
       async observe(ctx) {
         const t = await deps.db
@@ -139,17 +154,37 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
         return t.host_id ? 'ok' : 'missing';
       },
       async apply(ctx) {
-        await deps.db.transaction().execute(async (trx) => {
-          const host = await lockPlacementHost(trx, deps.placement);
-          const used = await hostUsage(trx, host.id, ctx.resource.id);
-          const refusal = capacityRefusal(host, used, DASHBOARD_CLAIM, 'the dashboard');
-          if (refusal) throw new DomainError('conflict', refusal);
-          await trx
-            .updateTable('tenants')
-            .set({ host_id: host.id })
-            .where('id', '=', ctx.resource.id)
-            .execute();
+        const refusal = await placeOrRefuse(deps.db, deps.placement, {
+          resource: ctx.resource,
+          need: DASHBOARD_CLAIM,
+          what: 'the dashboard',
+          owner: `tenant ${ctx.resource.spec.slug}`,
+          addressFree: () => addressRefusal(deps.compute),
+          onPlaced: async (trx, host) => {
+            await trx
+              .updateTable('tenants')
+              .set({ host_id: host.id })
+              .where('id', '=', ctx.resource.id)
+              .execute();
+          },
         });
+        if (refusal === null) return;
+        // The workspace's address shows the preparing page (with this reason) while it waits.
+        const route = await deps.db
+          .selectFrom('routes')
+          .select('id')
+          .where('hostname', '=', hostname(ctx))
+          .where('path_prefix', '=', '')
+          .executeTakeFirst();
+        if (!route)
+          await upsertRoute(deps.db, {
+            hostname: hostname(ctx),
+            tenantId: ctx.resource.id,
+            upstream: null,
+            state: routeStateFor(await status(ctx)),
+            stripPrefix: false,
+          });
+        return requeueAfter(pollDelayMs(ctx.waitingSince, CAPACITY_POLL), `${CAPACITY_WAIT}${refusal}`);
       },
     },
     {

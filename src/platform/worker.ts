@@ -95,7 +95,7 @@ export function registerLifecycle(
       revokeDashboardKey: (tenantId) => credentials.revoke(tenantId),
       removeServices: (tenantId) => removeTenantServices(db, tenantId),
       healthTimeoutMs: 60_000,
-      placement: { driver: compute.kind, dataDir: config.dataDir },
+      placement: { driver: compute.kind, dataDir: config.dataDir, policy: config.hostCapacity },
     }),
   );
   const local = new URL(deps.master.url);
@@ -114,7 +114,7 @@ export function registerLifecycle(
         port: Number(local.port || 5432),
       },
       rootSecret: (id) => serviceSecrets.root(id),
-      placement: { driver: compute.kind, dataDir: config.dataDir },
+      placement: { driver: compute.kind, dataDir: config.dataDir, policy: config.hostCapacity },
     }),
   );
   registerBackups(parts, {

@@ -1,17 +1,47 @@
 import { statfs } from 'node:fs/promises';
 import os from 'node:os';
 import { sql, type Kysely } from 'kysely';
-import type { DriverKind } from '../core/compute.ts';
+import type { ComputeDriver, DriverKind } from '../core/compute.ts';
 import { newId } from '../core/ids.ts';
-import type { Claim, HostCapacity, HostUsage } from '../core/services.ts';
+import type { ResourceRef } from '../core/reconcile.ts';
+import {
+  capacityRefusal,
+  memoryRequest,
+  type Claim,
+  type HostCapacity,
+  type HostPolicy,
+  type HostUsage,
+} from '../core/services.ts';
+import { writeOutbox } from '../orchestrator/outbox.ts';
+import { requestReconcile } from '../orchestrator/queue.ts';
 import type { DB } from '../db/tables.ts';
 import { TENANT_KIND, TENANT_SERVICE_KIND } from '../core/kinds.ts';
 
-/** What a tenant's dashboard container claims (the tenant reconciler deploys it with these limits). */
-export const DASHBOARD_CLAIM: Claim = { memory_mb: 128, cores: 1, disk_gb: 1 };
+/** The memory an idle dashboard is counted for by placement (measured: see DASHBOARD_CLAIM). */
+export const DASHBOARD_REQUEST_MB = 32;
+
+/**
+ * What a tenant's dashboard container claims (the tenant reconciler deploys it
+ * with these limits). The request is from measurement: an idle dashboard's
+ * cgroup memory.current on lxc (see docs/drivers.md, "Requests and limits"),
+ * with headroom; the limit is what it may grow to under load.
+ */
+export const DASHBOARD_CLAIM: Claim = {
+  memory_mb: 128,
+  request_memory_mb: DASHBOARD_REQUEST_MB,
+  cores: 1,
+  disk_gb: 1,
+};
 
 export interface HostRow extends HostCapacity {
   id: string;
+}
+
+/** Where placement looks for a host, and what it may promise on it (unset: no reserve, no overcommit). */
+export interface PlacementOptions {
+  driver: DriverKind;
+  dataDir: string;
+  policy?: HostPolicy;
 }
 
 /** This machine, as a `hosts` row: its memory, CPUs, and the size of the file system holding the data dir. */
@@ -36,14 +66,11 @@ async function thisMachine(driver: DriverKind, dataDir: string) {
  * non-draining hosts; when the platform has no host row yet, this machine is
  * recorded as one (the process and lxc drivers run containers here).
  */
-export async function lockPlacementHost(
-  trx: Kysely<DB>,
-  options: { driver: DriverKind; dataDir: string },
-): Promise<HostRow> {
+export async function lockPlacementHost(trx: Kysely<DB>, options: PlacementOptions): Promise<HostRow> {
   const pick = () =>
     trx
       .selectFrom('hosts')
-      .select(['id', 'name', 'memory_mb', 'disk_gb', 'max_containers'])
+      .select(['id', 'name', 'memory_mb', 'disk_gb', 'cores', 'max_containers'])
       .where('driver', '=', options.driver)
       .where('draining', '=', false)
       .orderBy('memory_mb', 'desc')
@@ -65,21 +92,137 @@ export async function lockPlacementHost(
 }
 
 /**
- * What the containers on `hostId` claim: every tenant dashboard and every
- * tenant service whose resource is not deleted (a stopped or failed one keeps
- * its claim until it is removed). Tenants without a host are on the only one.
+ * What the containers on `hostId` claim: every placed tenant dashboard and
+ * every tenant service whose resource is not deleted (a stopped or failed one
+ * keeps its claim until it is removed). Memory counts each one's request (a
+ * service without one: its limit). A tenant still waiting for placement
+ * (no host yet, its dashboard not created) claims nothing.
  */
 export async function hostUsage(trx: Kysely<DB>, hostId: string, exceptId?: string): Promise<HostUsage> {
   const { rows } = await sql<{ memory_mb: number; disk_gb: number; containers: number }>`
-    SELECT coalesce(sum(CASE WHEN r.kind = ${TENANT_KIND} THEN ${DASHBOARD_CLAIM.memory_mb}
-                             ELSE (r.spec -> 'resources' ->> 'memory_mb')::int END), 0)::int AS memory_mb,
+    SELECT coalesce(sum(CASE WHEN r.kind = ${TENANT_KIND} THEN ${memoryRequest(DASHBOARD_CLAIM)}
+                             ELSE least((r.spec -> 'resources' ->> 'memory_mb')::int,
+                                        coalesce((r.spec -> 'resources' ->> 'request_memory_mb')::int,
+                                                 (r.spec -> 'resources' ->> 'memory_mb')::int)) END), 0)::int AS memory_mb,
            coalesce(sum(CASE WHEN r.kind = ${TENANT_KIND} THEN ${DASHBOARD_CLAIM.disk_gb}
                              ELSE (r.spec -> 'resources' ->> 'disk_gb')::int END), 0)::int AS disk_gb,
            count(*)::int AS containers
       FROM resources r LEFT JOIN tenants t ON t.id = r.tenant_id
      WHERE r.kind IN (${TENANT_KIND}, ${TENANT_SERVICE_KIND})
        AND r.phase <> 'deleted'
+       AND t.status <> 'purged'
        AND r.id <> ${exceptId ?? ''}
-       AND (t.host_id IS NULL OR t.host_id = ${hostId})`.execute(trx);
+       AND (t.host_id = ${hostId}
+            -- Before placement recorded hosts, a live tenant's containers were on the only host; a tenant
+            -- that is still provisioning without a host waits for placement and has no container yet.
+            OR (t.host_id IS NULL AND NOT (r.kind = ${TENANT_KIND} AND t.status = 'provisioning')))`.execute(
+    trx,
+  );
   return rows[0]!;
+}
+
+/** How a step waiting for room says so in its status (`waitingFor`): the reason follows. */
+export const CAPACITY_WAIT = 'capacity: ';
+
+/** How soon a resource waiting for room looks again by itself (it is also woken when room frees). */
+export const CAPACITY_POLL = { minMs: 1000, maxMs: 30_000 };
+
+/** Resources (other than `except`) whose status shows a step waiting for room on a host. */
+async function capacityWaiters(db: Kysely<DB>, except?: ResourceRef): Promise<ResourceRef[]> {
+  const { rows } = await sql<ResourceRef>`
+    SELECT r.kind, r.id FROM resources r
+     WHERE r.phase <> 'deleted' AND NOT r.deleted
+       AND NOT (r.kind = ${except?.kind ?? ''} AND r.id = ${except?.id ?? ''})
+       AND EXISTS (SELECT 1 FROM jsonb_array_elements(r.steps) s
+                    WHERE s ->> 'state' = 'waiting' AND starts_with(s ->> 'waitingFor', ${CAPACITY_WAIT}))
+     ORDER BY r.created_at, r.id`.execute(db);
+  return rows;
+}
+
+/**
+ * Room freed (a tenant purged, a service removed, a host added or changed):
+ * reconcile every resource waiting for room now, rather than at its next
+ * look. Returns how many were woken.
+ */
+export async function wakeCapacityWaiters(db: Kysely<DB>): Promise<number> {
+  const waiters = await capacityWaiters(db);
+  for (const ref of waiters) await requestReconcile(db, ref, { reason: 'capacity freed' });
+  return waiters.length;
+}
+
+export interface PlaceRequest {
+  /** The resource being placed (its own claim is not counted against it). */
+  resource: ResourceRef;
+  need: Claim;
+  /** What is placed, for the refusal: `the dashboard`, a service key. */
+  what: string;
+  /** Who waits, for the operator's alert: `tenant acme`. */
+  owner: string;
+  /** Also refuse when this is false: e.g. the driver's address pool has no free address. */
+  addressFree?: () => Promise<string | null>;
+  /** Record the placement (in the host-locked transaction). */
+  onPlaced?: (trx: Kysely<DB>, host: HostRow) => Promise<void>;
+}
+
+/**
+ * Place a container, or say why not: on the placement host (locked), its
+ * claim against the host's allocatable memory, disk, CPUs and container
+ * count, and a free address. A refusal is a wait, not a failure: the first
+ * refusal on a host with nothing else waiting alerts the operators once
+ * (outbox `alert`, naming what is short), and the host is marked short until
+ * nothing waits for room on it any more. Returns the refusal, or null once placed.
+ */
+export async function placeOrRefuse(
+  db: Kysely<DB>,
+  options: PlacementOptions,
+  req: PlaceRequest,
+): Promise<string | null> {
+  const addressRefusal = req.addressFree ? await req.addressFree() : null;
+  return db.transaction().execute(async (trx) => {
+    const host = await lockPlacementHost(trx, options);
+    const used = await hostUsage(trx, host.id, req.resource.id);
+    const refusal = addressRefusal ?? capacityRefusal(host, used, req.need, req.what, options.policy);
+    const { capacity_short_since: shortSince } = await trx
+      .selectFrom('hosts')
+      .select('capacity_short_since')
+      .where('id', '=', host.id)
+      .executeTakeFirstOrThrow();
+    if (refusal) {
+      if (shortSince === null) {
+        const since = new Date();
+        await trx
+          .updateTable('hosts')
+          .set({ capacity_short_since: since })
+          .where('id', '=', host.id)
+          .execute();
+        await writeOutbox(trx, {
+          key: `alert:capacity:${host.id}:${since.toISOString()}`,
+          kind: 'alert',
+          payload: {
+            subject: `capacity: host ${host.name} is full; ${req.owner} waits`,
+            text:
+              `${req.owner} cannot be placed: ${refusal}.\n\n` +
+              `It waits (it is not failed) and is placed by itself as soon as there is room: free some ` +
+              `(purge a tenant, remove a service, lower a request), add a host, or change AIQSO_HOST_RESERVE_MB / ` +
+              `AIQSO_HOST_OVERCOMMIT. This is the only alert until nothing waits for room on ${host.name} any more.\n`,
+            host: host.name,
+            short: refusal,
+            resource: req.resource,
+          },
+        });
+      }
+      return refusal;
+    }
+    await req.onPlaced?.(trx, host);
+    if (shortSince !== null && (await capacityWaiters(trx, req.resource)).length === 0)
+      await trx.updateTable('hosts').set({ capacity_short_since: null }).where('id', '=', host.id).execute();
+    return null;
+  });
+}
+
+/** Why the driver cannot give one more container an address, or null (see ComputeDriver.addressRoom). */
+export async function addressRefusal(compute: ComputeDriver): Promise<string | null> {
+  const room = await compute.addressRoom?.();
+  if (!room || room.free > 0) return null;
+  return `network ${room.network} has no free container address (all ${room.size} are taken)`;
 }

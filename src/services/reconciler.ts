@@ -11,7 +11,6 @@ import {
   type ReconcileStep,
   type StepContext,
 } from '../core/reconcile.ts';
-import { capacityRefusal } from '../core/services.ts';
 import type { Database } from '../db/database.ts';
 import { deleteRoute, upsertRoute } from '../edge/routes-store.ts';
 import { TENANT_SERVICE_KIND } from '../core/kinds.ts';
@@ -25,7 +24,14 @@ import {
 } from './databases.ts';
 import { containerSpecFor, loadDeployment, probe, type Deployment } from './deploy-context.ts';
 import { findFinalBackup, takeFinalBackup } from './final-backup.ts';
-import { hostUsage, lockPlacementHost } from './hosts.ts';
+import {
+  addressRefusal,
+  CAPACITY_POLL,
+  CAPACITY_WAIT,
+  placeOrRefuse,
+  wakeCapacityWaiters,
+  type PlacementOptions,
+} from './hosts.ts';
 import { failing, readyEmailKey, routeState, sendReadyEmail } from './step-support.ts';
 import { tenantServiceSpecSchema, type TenantServiceSpec } from './subscriptions.ts';
 
@@ -53,7 +59,7 @@ export interface TenantServiceReconcilerDeps {
   dbLocal: { host: string; port: number };
   /** The service's root secret (its database password), sealed at rest. */
   rootSecret(tenantServiceId: string): Promise<string>;
-  placement: { driver: DriverKind; dataDir: string };
+  placement: PlacementOptions & { driver: DriverKind };
   healthPollMs?: number;
 }
 
@@ -111,6 +117,8 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
           })
           .where('id', '=', ctx.resource.id)
           .execute();
+        // Its room is free: whatever waits for room is placed now, without anyone acting.
+        await wakeCapacityWaiters(deps.db);
       },
     },
     {
@@ -129,6 +137,9 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
       apply: () => Promise.resolve(requeueAfter(2000, 'the restore of this service to end')),
     },
     {
+      // No room on the host (memory request, disk, CPUs, containers, an address) is a wait, not a
+      // failure: the status says what is short, the operators get one alert, and the service is
+      // deployed by itself once there is room.
       name: 'capacity check',
       async observe(ctx) {
         if (removing(ctx)) return 'ok';
@@ -136,12 +147,16 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
       },
       async apply(ctx) {
         const d = await load(ctx);
-        await deps.db.transaction().execute(async (trx) => {
-          const host = await lockPlacementHost(trx, deps.placement);
-          const used = await hostUsage(trx, host.id, d.id);
-          const refusal = capacityRefusal(host, used, d.spec.resources, d.template.key);
-          if (refusal) throw new DomainError('conflict', refusal);
+        const refusal = await placeOrRefuse(deps.db, deps.placement, {
+          resource: ctx.resource,
+          need: d.spec.resources,
+          what: d.template.key,
+          owner: `service ${d.template.key} of tenant ${d.spec.slug}`,
+          addressFree: () => addressRefusal(deps.compute),
         });
+        if (refusal === null) return;
+        await setStatus(d.id, 'deploying', `waiting for room on the host: ${refusal}`);
+        return requeueAfter(pollDelayMs(ctx.waitingSince, CAPACITY_POLL), `${CAPACITY_WAIT}${refusal}`);
       },
     },
     {

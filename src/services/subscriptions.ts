@@ -7,13 +7,13 @@ import { whyNotRunnable } from '../catalog/runnable.ts';
 import { containerName, type DriverKind } from '../core/compute.ts';
 import { badRequest, conflict, DomainError, notFound } from '../core/errors.ts';
 import { newId } from '../core/ids.ts';
-import { capacityRefusal, serviceUrl, type Claim } from '../core/services.ts';
+import { capacityRefusal, serviceUrl, type Claim, type HostPolicy } from '../core/services.ts';
 import type { DB, StepStatus } from '../db/tables.ts';
 import { deleteRoute } from '../edge/routes-store.ts';
 import { TENANT_SERVICE_KIND } from '../core/kinds.ts';
 import { applyResourceIn, deleteResource } from '../orchestrator/resources.ts';
 import { serviceDatabaseName } from './databases.ts';
-import { hostUsage, lockPlacementHost } from './hosts.ts';
+import { hostUsage, lockPlacementHost, wakeCapacityWaiters } from './hosts.ts';
 
 /**
  * Subscriptions to catalog services: the one place that decides whether a
@@ -25,7 +25,12 @@ import { hostUsage, lockPlacementHost } from './hosts.ts';
 export const tenantServiceSpecSchema = z.object({
   service: z.string(),
   slug: z.string(),
-  resources: z.object({ memory_mb: z.number(), cores: z.number(), disk_gb: z.number() }),
+  resources: z.object({
+    memory_mb: z.number(),
+    request_memory_mb: z.number().optional(),
+    cores: z.number(),
+    disk_gb: z.number(),
+  }),
   /** Set when unsubscribed: the container and database are destroyed after this instant. */
   removeAfter: z.string().nullable().default(null),
   /** When this subscription began: one brought back after unsubscribing is a new one, with its own ready email. */
@@ -39,6 +44,8 @@ export interface SubscriptionDeps {
   dataDir: string;
   publicUrl: string;
   serviceGraceHours: number;
+  /** What a host may promise (reserve, overcommit); unset: its whole memory. */
+  policy?: HostPolicy;
 }
 
 export interface TenantServiceView {
@@ -176,7 +183,7 @@ async function checkCapacity(
   exceptId?: string,
 ) {
   const host = await lockPlacementHost(trx, deps);
-  const refusal = capacityRefusal(host, await hostUsage(trx, host.id, exceptId), need, service);
+  const refusal = capacityRefusal(host, await hostUsage(trx, host.id, exceptId), need, service, deps.policy);
   if (refusal) throw conflict(refusal, { host: host.name });
 }
 
@@ -313,12 +320,17 @@ export async function setServiceResources(
   key: string,
   change: Partial<Claim>,
 ): Promise<string> {
-  return db.transaction().execute(async (trx) => {
+  const id = await db.transaction().execute(async (trx) => {
     const current = await liveSpec(trx, tenantId, key);
     if (current.status === 'removing') {
       throw new DomainError('conflict', `service ${key} is being removed; its resources cannot change`);
     }
     const resources = { ...current.spec.resources, ...change };
+    if (resources.request_memory_mb !== undefined && resources.request_memory_mb > resources.memory_mb) {
+      throw badRequest(
+        `request_memory_mb: ${resources.request_memory_mb} MB is above the limit memory_mb of ${resources.memory_mb} MB`,
+      );
+    }
     const least = current.template.min_memory_mb;
     if (least !== undefined && resources.memory_mb < least) {
       throw badRequest(
@@ -330,6 +342,9 @@ export async function setServiceResources(
     await applyResourceIn(trx, { kind: TENANT_SERVICE_KIND, id: current.id, tenantId, spec });
     return current.id;
   });
+  // A lower request may leave room for what waits for it.
+  await wakeCapacityWaiters(db);
+  return id;
 }
 
 /**

@@ -10,7 +10,12 @@ const CatalogEntry = z.object({
   description: z.string(),
   kind: z.string(),
   path: z.string(),
-  resources: z.object({ memory_mb: z.number(), cores: z.number(), disk_gb: z.number() }),
+  resources: z.object({
+    memory_mb: z.number(),
+    request_memory_mb: z.number().optional(),
+    cores: z.number(),
+    disk_gb: z.number(),
+  }),
 });
 
 /**

@@ -23,6 +23,9 @@ const Step = z.object({
   name: z.string(),
   state: z.string(),
   attempts: z.number(),
+  /** While `waiting`: what the step waits for (e.g. `capacity: host … has 0 MB of memory free; …`). */
+  waitingFor: z.string().optional(),
+  waitingSince: z.string().optional(),
   lastError: z.string().optional(),
   startedAt: z.string().optional(),
   finishedAt: z.string().optional(),
@@ -34,7 +37,12 @@ const TenantServiceOut = z.object({
   status: z.string(),
   statusReason: z.string().nullable(),
   url: z.string(),
-  resources: z.object({ memory_mb: z.number(), cores: z.number(), disk_gb: z.number() }),
+  resources: z.object({
+    memory_mb: z.number(),
+    request_memory_mb: z.number().optional(),
+    cores: z.number(),
+    disk_gb: z.number(),
+  }),
   phase: z.string().nullable(),
   lastError: z.string().nullable(),
   steps: z.array(Step),
@@ -44,11 +52,15 @@ const TenantServiceOut = z.object({
 const ResourcesIn = z
   .object({
     memory_mb: z.number().int().min(64).max(262_144).optional(),
+    request_memory_mb: z.number().int().min(8).max(262_144).optional(),
     cores: z.number().int().min(1).max(64).optional(),
     disk_gb: z.number().int().min(1).max(4096).optional(),
   })
   .strict()
-  .refine((r) => Object.keys(r).length > 0, 'expected at least one of memory_mb, cores, disk_gb');
+  .refine(
+    (r) => Object.keys(r).length > 0,
+    'expected at least one of memory_mb, request_memory_mb, cores, disk_gb',
+  );
 
 /**
  * A tenant's services: list (members), subscribe, unsubscribe and retry a
@@ -67,6 +79,7 @@ export function tenantServiceRoutes(
     dataDir: config.dataDir,
     publicUrl: config.publicUrl,
     serviceGraceHours: config.serviceGraceHours,
+    policy: config.hostCapacity,
   };
   /** The tenant the caller names, once the caller holds `role` in it. */
   const tenantFor = (request: FastifyRequest, tenant: string, role: Role) =>

@@ -1,4 +1,7 @@
+import type { Kysely } from 'kysely';
 import { z } from 'zod';
+import { TENANT_KIND } from '../../core/kinds.ts';
+import type { DB } from '../../db/tables.ts';
 import { tenantHealthStatus } from '../../health/status.ts';
 import { principalOf } from '../identity/authenticate.ts';
 import type { TenantAccess } from '../../identity/tenant-access.ts';
@@ -16,6 +19,8 @@ const Incident = z.object({
 });
 const Uptime = z.number().nullable();
 const StatusOut = z.object({
+  /** The workspace's lifecycle status, and what its provisioning waits for (e.g. room on a host), if anything. */
+  workspace: z.object({ status: z.string(), waitingFor: z.string().nullable() }),
   targets: z.array(
     z.object({
       kind: z.enum(['dashboard', 'service']),
@@ -31,6 +36,23 @@ const StatusOut = z.object({
   incidents: z.array(Incident),
 });
 
+/** The tenant's status and the first waiting step's reason among its own (dashboard) resource's steps. */
+async function workspaceState(db: Kysely<DB>, tenantId: string) {
+  const tenant = await db
+    .selectFrom('tenants')
+    .select('status')
+    .where('id', '=', tenantId)
+    .executeTakeFirst();
+  const resource = await db
+    .selectFrom('resources')
+    .select('steps')
+    .where('kind', '=', TENANT_KIND)
+    .where('id', '=', tenantId)
+    .executeTakeFirst();
+  const waiting = (resource?.steps ?? []).find((s) => s.state === 'waiting' && s.waitingFor);
+  return { status: tenant?.status ?? 'unknown', waitingFor: waiting?.waitingFor ?? null };
+}
+
 /** `GET /api/v1/tenants/{tenant}/status`: health, uptime and incidents of a tenant's dashboard and services (members). */
 export function tenantStatusRoutes(app: ApiServer, deps: { access: TenantAccess }): void {
   app.get(
@@ -40,7 +62,7 @@ export function tenantStatusRoutes(app: ApiServer, deps: { access: TenantAccess 
       schema: {
         tags: ['services'],
         summary:
-          "Health of the tenant's dashboard and services: state, last probe, uptime over 24 h / 7 d / 30 d, open incident and incident history",
+          "Workspace status (and what its provisioning waits for), and health of the tenant's dashboard and services: state, last probe, uptime over 24 h / 7 d / 30 d, open incident and incident history",
         params: Params,
         response: { 200: StatusOut },
       },
@@ -50,7 +72,10 @@ export function tenantStatusRoutes(app: ApiServer, deps: { access: TenantAccess 
         principalOf(request),
         request.params.tenant,
         'tenant_member',
-        ({ trx, tenantId }) => tenantHealthStatus(trx, tenantId),
+        async ({ trx, tenantId }) => ({
+          workspace: await workspaceState(trx, tenantId),
+          ...(await tenantHealthStatus(trx, tenantId)),
+        }),
       ),
   );
 }

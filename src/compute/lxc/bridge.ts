@@ -6,8 +6,11 @@ import { removeNetworkPolicy } from './firewall.ts';
 /**
  * The driver owns its bridge (there is no systemd or lxc-net here): created on
  * first use with the host at the subnet's .1, idempotently, with `ip` argv.
+ * `former` (`address/prefix`) are gateways of narrower networks the pool
+ * adopted on an upgrade: kept on the bridge for containers still configured
+ * with them. An address the bridge has is never removed here.
  */
-export async function ensureBridge(bridge: string, subnet: Subnet): Promise<void> {
+export async function ensureBridge(bridge: string, subnet: Subnet, former: string[] = []): Promise<void> {
   const exists = (await run('ip', ['link', 'show', 'dev', bridge])).exitCode === 0;
   if (!exists) {
     const made = await run('ip', ['link', 'add', 'name', bridge, 'type', 'bridge']);
@@ -17,6 +20,7 @@ export async function ensureBridge(bridge: string, subnet: Subnet): Promise<void
     }
   }
   await runOk('ip', ['addr', 'replace', `${subnet.gateway}/${subnet.prefix}`, 'dev', bridge]);
+  for (const address of former) await runOk('ip', ['addr', 'replace', address, 'dev', bridge]);
   await runOk('ip', ['link', 'set', 'dev', bridge, 'up']);
 }
 

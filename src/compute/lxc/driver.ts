@@ -3,6 +3,7 @@ import { existsSync, realpathSync } from 'node:fs';
 import { chown, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type {
+  AddressRoom,
   ComputeDriver,
   ContainerInfo,
   ContainerSpec,
@@ -332,6 +333,10 @@ export class LxcDriver implements ComputeDriver {
   }
 
   /** The bridge's gateway (.1), made on first use. */
+  addressRoom(): Promise<AddressRoom> {
+    return this.pool.room();
+  }
+
   async hostAddress(): Promise<string> {
     await this.ready();
     return this.pool.subnet.gateway;

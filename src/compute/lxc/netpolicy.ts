@@ -35,6 +35,8 @@ export interface PolicyMember {
 export interface NetworkPolicy {
   bridge: string;
   subnet: Subnet;
+  /** Gateways of narrower networks adopted on an upgrade, still used by containers not yet restarted. */
+  formerGateways?: string[];
   egress: Egress;
   members: PolicyMember[];
 }
@@ -85,6 +87,12 @@ function bridgeTable(p: NetworkPolicy): string[] {
   ];
 }
 
+/** The host's addresses on the bridge containers may reach: the gateway, and any former ones. */
+function gateways(p: NetworkPolicy): string {
+  const all = [p.subnet.gateway, ...(p.formerGateways ?? [])];
+  return all.length === 1 ? all[0]! : `{ ${all.join(', ')} }`;
+}
+
 function inetTable(p: NetworkPolicy): string[] {
   const br = `"${p.bridge}"`;
   const reach = p.members.flatMap((m) =>
@@ -99,7 +107,7 @@ function inetTable(p: NetworkPolicy): string[] {
     '  }',
     '  chain from_containers {',
     '    ct state established,related accept',
-    `    ip daddr ${p.subnet.gateway} ip saddr . tcp dport @reach accept`,
+    `    ip daddr ${gateways(p)} ip saddr . tcp dport @reach accept`,
     '    meta l4proto tcp reject with tcp reset',
     '    reject with icmpx type admin-prohibited',
     '  }',

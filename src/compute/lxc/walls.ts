@@ -60,7 +60,10 @@ export class LxcWalls {
 
   /** Bridge, id map, base template (cached on disk across runs), walls applied, old containers converted. */
   async prepare(): Promise<Ready> {
-    await ensureBridge(this.o.bridge, this.o.pool.subnet);
+    const adopted = await this.o.pool.adoptNarrower();
+    if (adopted.length)
+      this.o.log.info({ adopted, network: this.o.pool.subnet.cidr }, 'container network widened');
+    await ensureBridge(this.o.bridge, this.o.pool.subnet, await this.o.pool.formerGateways());
     const idmap = await ensureIdMap();
     const security = probeHostSecurity();
     const base = await ensureBaseTemplate(this.o.lxcPath, idmap, security);
@@ -118,6 +121,7 @@ export class LxcWalls {
       await applyNetworkPolicy({
         bridge: this.o.bridge,
         subnet: this.o.pool.subnet,
+        formerGateways: (await this.o.pool.formerGateways()).map((a) => a.split('/')[0]!),
         egress: this.o.egress ?? 'none',
         members,
       });

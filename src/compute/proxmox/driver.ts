@@ -1,5 +1,6 @@
 import { isManagedName } from '../../core/compute.ts';
 import type {
+  AddressRoom,
   ComputeDriver,
   ContainerInfo,
   ContainerSpec,
@@ -330,6 +331,10 @@ export class ProxmoxDriver implements ComputeDriver, ProxmoxCluster {
   }
 
   /** The guests' gateway on their bridge, where the control plane is expected to answer. */
+  addressRoom(): Promise<AddressRoom> {
+    return this.pool.room();
+  }
+
   hostAddress(): Promise<string> {
     return Promise.resolve(this.pool.subnet.gateway);
   }

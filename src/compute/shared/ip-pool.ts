@@ -3,6 +3,9 @@ import type { Database } from '../../db/database.ts';
 import { conflict, DomainError } from '../../core/errors.ts';
 import { firstFree, inSubnet, parseSubnet, type Subnet } from './subnet.ts';
 
+/** The owner of a reserved former gateway address: `gateway:<network>`. */
+const GATEWAY_OWNER = 'gateway:';
+
 /**
  * Static container addresses from a platform-managed pool in `ip_allocations`.
  * One owner (container name) holds at most one address (UNIQUE owner) and one
@@ -51,6 +54,17 @@ export class IpPool {
     });
   }
 
+  /** The pool's size (container addresses) and how many of them are free. */
+  async room(): Promise<{ network: string; size: number; free: number }> {
+    const row = await this.db
+      .selectFrom('ip_allocations')
+      .select((eb) => eb.fn.countAll<string>().as('n'))
+      .where('pool', '=', this.subnet.cidr)
+      .executeTakeFirstOrThrow();
+    const size = this.subnet.last - this.subnet.first + 1;
+    return { network: this.subnet.cidr, size, free: Math.max(0, size - Number(row.n)) };
+  }
+
   async lookup(owner: string): Promise<string | undefined> {
     const row = await this.db
       .selectFrom('ip_allocations')
@@ -69,14 +83,59 @@ export class IpPool {
       .execute();
   }
 
-  /** Every address of the pool with its owner; `executor` may be a transaction holding a lock. */
+  /** Every container address of the pool with its owner; `executor` may be a transaction holding a lock. */
   async entries(executor: Database = this.db): Promise<{ owner: string; ip: string }[]> {
     return executor
       .selectFrom('ip_allocations')
       .select(['owner', sql<string>`host(address)`.as('ip')])
       .where('pool', '=', this.subnet.cidr)
+      .where('owner', 'not like', `${GATEWAY_OWNER}%`)
       .orderBy('owner')
       .execute();
+  }
+
+  /**
+   * Upgrade from a narrower network inside this one (the former default
+   * `10.10.10.0/24` inside `10.10.0.0/20`): its allocations move into this
+   * pool, keeping every container's address, and its gateway address is
+   * reserved here (owner `gateway:<old network>`), so containers still
+   * configured with it keep reaching the host until they are rewritten and
+   * restarted, and no container is ever given it. Idempotent; returns the
+   * networks adopted now.
+   */
+  async adoptNarrower(): Promise<string[]> {
+    return this.db.transaction().execute(async (trx) => {
+      await sql`SELECT pg_advisory_xact_lock(hashtext(${`aiqso.ip_pool:${this.subnet.cidr}`}))`.execute(trx);
+      const { rows } = await sql<{ pool: string }>`
+        SELECT DISTINCT pool::text AS pool FROM ip_allocations
+         WHERE pool <> ${this.subnet.cidr}::cidr AND pool << ${this.subnet.cidr}::cidr`.execute(trx);
+      for (const { pool } of rows) {
+        const old = parseSubnet(pool);
+        await trx
+          .insertInto('ip_allocations')
+          .values({ pool: this.subnet.cidr, address: old.gateway, owner: `${GATEWAY_OWNER}${old.cidr}` })
+          .onConflict((oc) => oc.doNothing())
+          .execute();
+        await trx
+          .updateTable('ip_allocations')
+          .set({ pool: this.subnet.cidr })
+          .where('pool', '=', pool)
+          .execute();
+      }
+      return rows.map((r) => r.pool);
+    });
+  }
+
+  /** Gateways of adopted narrower networks (see adoptNarrower), as `address/prefix` for the bridge. */
+  async formerGateways(): Promise<string[]> {
+    const rows = await this.db
+      .selectFrom('ip_allocations')
+      .select(['owner', sql<string>`host(address)`.as('ip')])
+      .where('pool', '=', this.subnet.cidr)
+      .where('owner', 'like', `${GATEWAY_OWNER}%`)
+      .orderBy('address')
+      .execute();
+    return rows.map((r) => `${r.ip}/${r.owner.split('/')[1]}`);
   }
 
   async owners(): Promise<string[]> {

@@ -1,0 +1,102 @@
+// Density: how many tenants one host holds, and what each costs. Signs up N tenants
+// (`node --import tsx bench/density.bench.ts N`, or BENCH_TENANTS=N with `npm run bench density`;
+// default 20) on a real `aiqso up` (local billing mode), pays them all at once, and waits until every
+// workspace answers 200 through the edge. Then reads each dashboard's measured memory from the driver
+// (BENCH_DRIVER=lxc: the cgroup's; process: the process's RSS) and what placement counts for it, and
+// prints the measured memory as a share of the request and of the limit, and how many such
+// dashboards this host's allocatable memory holds by request against by limit (the former counting).
+// Needs root and lxc for BENCH_DRIVER=lxc. PostgreSQL: TEST_DATABASE_URL's server, else an embedded one.
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { localId } from '../src/billing/stripe-objects.ts';
+import { containerName } from '../src/core/compute.ts';
+import { allocatableMemoryMb, memoryRequest } from '../src/core/services.ts';
+import { createLogger } from '../src/observability/logger.ts';
+import { DASHBOARD_CLAIM } from '../src/services/hosts.ts';
+import { driverCases, pollUntil, startLivePlatform } from '../test/support/live-platform.ts';
+import { checkoutCompleted } from '../test/support/stripe.ts';
+import { benchDatabase } from './database.ts';
+
+const N = Number(process.argv[2] ?? process.env.BENCH_TENANTS ?? 20);
+if (!Number.isInteger(N) || N < 1) {
+  console.error(`expected a tenant count of at least 1, got ${process.argv[2] ?? process.env.BENCH_TENANTS}`);
+  process.exit(2);
+}
+const DRIVER = process.env.BENCH_DRIVER ?? 'process';
+const TIMEOUT_MS = 600_000;
+const log = createLogger('silent');
+const driver = driverCases().find((d) => d.name === DRIVER);
+if (!driver) {
+  console.error(`BENCH_DRIVER: expected process or lxc, got ${DRIVER}`);
+  process.exit(2);
+}
+if (driver.skip()) {
+  console.log(`density: the ${DRIVER} driver cannot run here; skipped`);
+  process.exit(0);
+}
+
+const tmp = await mkdtemp(path.join(os.tmpdir(), 'aiqso-bench-density-'));
+const db = await benchDatabase(tmp, log);
+const platform = await startLivePlatform({ databaseUrl: db.url, driver, env: {} });
+const mb = (bytes: number) => bytes / 2 ** 20;
+try {
+  const slugs = Array.from({ length: N }, (_, i) => `dense${i}`);
+  const ids: string[] = [];
+  for (const slug of slugs) {
+    const res = await platform.signup({ company: `Density ${slug}`, slug, email: `owner@${slug}.test` });
+    if (res.status !== 201) throw new Error(`signup ${slug} answered ${res.status}`);
+    const t = await db.db
+      .selectFrom('tenants')
+      .select('id')
+      .where('slug', '=', slug)
+      .executeTakeFirstOrThrow();
+    ids.push(t.id);
+  }
+  const t0 = performance.now();
+  await Promise.all(
+    ids.map((id) => platform.sendEvent(checkoutCompleted(id, localId('sub'), localId('cus')))),
+  );
+  const active = await pollUntil(
+    async () =>
+      (await db.db.selectFrom('tenants').select('id').where('status', '=', 'active').execute()).length,
+    (n) => n === N,
+    TIMEOUT_MS,
+    200,
+  );
+  const allLive = performance.now() - t0;
+  if (active !== N) throw new Error(`${active} of ${N} tenants became active within ${TIMEOUT_MS / 1000} s`);
+  for (const slug of slugs) {
+    const page = await platform.page(slug);
+    if (page.status !== 200) throw new Error(`${slug}.localhost answered ${page.status}`);
+  }
+  // Idle: a few seconds after the last one went live.
+  await new Promise((r) => setTimeout(r, 5000));
+  const compute = await driver.open(platform.dataDir, db.db);
+  const used: number[] = [];
+  for (const id of ids) used.push(mb((await compute.stats(containerName(id, 'dashboard'))).memoryBytes));
+  await compute.close();
+  const host = await db.db.selectFrom('hosts').select(['name', 'memory_mb']).executeTakeFirstOrThrow();
+  const policy = { reserveMb: Number(platform.env.AIQSO_HOST_RESERVE_MB ?? 2048), overcommit: 1 };
+  const allocatable = allocatableMemoryMb(host, policy);
+  const request = memoryRequest(DASHBOARD_CLAIM);
+  const sorted = [...used].sort((a, b) => a - b);
+  const mean = used.reduce((a, b) => a + b, 0) / used.length;
+  const p = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+  console.log(`density (${DRIVER} driver, ${N} tenants, host ${host.name}: ${host.memory_mb} MB)`);
+  console.log(`  all ${N} live after payment:       ${(allLive / 1000).toFixed(1)} s`);
+  console.log(
+    `  dashboard memory, measured:       mean ${mean.toFixed(1)} MB, p50 ${p(0.5).toFixed(1)} MB, max ${p(1).toFixed(1)} MB`,
+  );
+  console.log(`  request / limit:                  ${request} MB / ${DASHBOARD_CLAIM.memory_mb} MB`);
+  console.log(`  measured max / request:           ${(p(1) / request).toFixed(2)}`);
+  console.log(`  measured mean / limit:            ${(mean / DASHBOARD_CLAIM.memory_mb).toFixed(2)}`);
+  console.log(
+    `  dashboards this host holds:       ${Math.floor(allocatable / request)} by request, ${Math.floor(allocatable / DASHBOARD_CLAIM.memory_mb)} by limit (${allocatable} MB allocatable)`,
+  );
+} finally {
+  await platform.stop(db.db);
+  await driver.cleanUp();
+  await db.close();
+  await rm(tmp, { recursive: true, force: true });
+}
