@@ -16,6 +16,7 @@ export const ID_PREFIXES = {
   backup: 'bkp',
   backupRepository: 'brp',
   restore: 'rst',
+  verification: 'bvf',
   email: 'eml',
   apiKey: 'key',
   session: 'ses',

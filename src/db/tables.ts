@@ -165,6 +165,28 @@ export interface BackupsTable {
   added_bytes: string | null;
   duration_ms: number | null;
   verified_at: Date | null;
+  restore_ms: number | null;
+}
+
+export interface BackupVerificationsTable {
+  id: string;
+  tenant_id: string;
+  status: 'passed' | 'failed';
+  rto_ms: number | null;
+  read_data_percent: number;
+  snapshots: ColumnType<VerifiedSnapshot[], string | undefined, string>;
+  error: string | null;
+  started_at: Date;
+  finished_at: CreatedAt;
+}
+
+/** One snapshot a verification restored: how long it took, and whether its tables held the recorded rows. */
+export interface VerifiedSnapshot {
+  service: string;
+  snapshot: string;
+  restoreMs: number | null;
+  ok: boolean;
+  problem?: string;
 }
 
 export interface BackupRepositoriesTable {
@@ -385,6 +407,7 @@ export interface DB {
   usage_monthly: UsageMonthlyTable;
   backups: BackupsTable;
   backup_repositories: BackupRepositoriesTable;
+  backup_verifications: BackupVerificationsTable;
   restores: RestoresTable;
   audit_log: AuditLogTable;
   audit_addresses: AuditAddressesTable;
