@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, readFile, rm, unlink } from 'node:fs/promises';
+import { chmod, mkdtemp, open, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -36,8 +36,8 @@ import { createTestDatabase, type TestDatabase } from './support/db.ts';
  * a clean repository, records the RTO and marks the snapshot verified. A
  * scratch database left by a killed verification is dropped first. Then two
  * kinds of tampering each fail the verification and mail the admins exactly
- * once: a recorded row count that no longer matches, and a pack file deleted
- * from the repository.
+ * once: a recorded row count that no longer matches, and the repository's
+ * pack files damaged.
  */
 let db: TestDatabase;
 let dir: string;
@@ -231,7 +231,8 @@ describe('restore verification of backups', { timeout: 300_000 }, () => {
     expect(mails[0]).toMatch(/Subject: \[aiqso alert\] backup verification of verifyco failed/);
     expect(mails[0]).toMatch(/public\.drafts has 3 rows, 4 recorded/);
 
-    // Tampering 2: the row counts put right, but a pack file of the repository deleted.
+    // Tampering 2: the row counts put right, but the repository's pack files damaged (bytes
+    // overwritten: restic finds the content no longer matches its hash).
     await db.db
       .updateTable('backups')
       .set({ row_counts: JSON.stringify({ 'public.drafts': 3 }) })
@@ -243,10 +244,15 @@ describe('restore verification of backups', { timeout: 300_000 }, () => {
     for (const sub of await readdir(dataDir))
       for (const f of await readdir(path.join(dataDir, sub))) packs.push(path.join(dataDir, sub, f));
     expect(packs.length).toBeGreaterThan(0);
-    for (const p of packs) await unlink(p);
+    for (const p of packs) {
+      await chmod(p, 0o600);
+      const f = await open(p, 'r+');
+      await f.write(Buffer.alloc(32, 0x5a), 0, 32, 40);
+      await f.close();
+    }
     const broken = await verifyTenant(deps, tenantId);
     expect(broken).toMatchObject({ status: 'failed', recorded: true, rtoMs: null });
-    expect(broken.error).toMatch(/notes snapshot [0-9a-f]{8}: restore failed/);
+    expect(broken.error).toMatch(/notes snapshot [0-9a-f]{8}: restore failed: restic dump/);
     expect(broken.error).toMatch(/restic check --read-data-subset=100%/);
     expect(await scratchDatabases()).toEqual([]);
     mails = await deliverAlerts(mailDir);

@@ -206,7 +206,7 @@ export function buildProgram(): Command {
 
   const backups = program
     .command('backups')
-    .description("tenants' encrypted backups (restic): run now, list")
+    .description("tenants' encrypted backups (restic): run now, verify, list")
     .addHelpText(
       'after',
       '\nA run is carried out by the orchestrator workers (aiqso up or aiqso worker); the command waits for it.\nExit codes: 0 done, 1 a run failed or no worker finished it, 2 refused, 3 no such tenant.',
@@ -223,8 +223,22 @@ export function buildProgram(): Command {
       ),
     );
   backups
+    .command('verify')
+    .description(
+      "restore each tenant's latest database snapshots into scratch databases, compare row counts, restic check a sample of the data; records RTO, alerts the admins of a failure",
+    )
+    .option('--tenant <slug>', 'only this tenant (slug or id)')
+    .option('--json', 'print as JSON')
+    .action(
+      action(async (options: { tenant?: string; json?: boolean }) =>
+        (await commands.backups()).backupsVerify(commandContext({ quiet: true }), options),
+      ),
+    );
+  backups
     .command('list')
-    .description('recorded snapshots: time, service, kind, size, added bytes, duration, verified')
+    .description(
+      'recorded snapshots: time, service, kind, size, added bytes, duration, verified, restore time',
+    )
     .option('--tenant <slug>', 'only this tenant (slug or id)')
     .option('--json', 'print as JSON')
     .action(

@@ -18,7 +18,7 @@ export interface Schedule {
 }
 
 export type ScheduleName =
-  'health' | 'usage' | 'backups' | 'retention' | 'purge' | 'certificates' | 'pending-signups';
+  'health' | 'usage' | 'backups' | 'retention' | 'verify' | 'purge' | 'certificates' | 'pending-signups';
 
 export const SCHEDULES: readonly Schedule[] = [
   { name: 'health', cron: '*/5 * * * *', description: 'health checks with auto-restart', backfillMinutes: 0 },
@@ -29,6 +29,13 @@ export const SCHEDULES: readonly Schedule[] = [
     cron: '30 3 * * *',
     description: 'backup retention pruning',
     backfillMinutes: 12 * 60,
+  },
+  {
+    name: 'verify',
+    cron: '0 5 * * 0',
+    description:
+      'weekly restore verification of backups (scratch database, row counts, restic check), RTO recorded',
+    backfillMinutes: 24 * 60,
   },
   {
     name: 'purge',

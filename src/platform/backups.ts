@@ -11,6 +11,8 @@ import { applyRetentionAll } from '../backup/retention.ts';
 import { serviceRestoreReconciler } from '../backup/restore.ts';
 import { Restic } from '../backup/restic.ts';
 import { backupRunReconciler } from '../backup/run.ts';
+import { verifiableTenants, verifyTenants } from '../backup/verify.ts';
+import type pg from 'pg';
 
 /** restic and the repository keys, from configuration: what the CLI and the API need to ask. */
 export function backupEngine(
@@ -26,7 +28,7 @@ export function backupEngine(
   return { restic, keys: repositoryKeys(db, box, config.backup.repository) };
 }
 
-/** The backup-run and restore reconcilers, and the `backups` schedule. */
+/** The backup-run and restore reconcilers, and the `backups`, `retention` and `verify` schedules. */
 export function registerBackups(
   parts: OrchestratorParts,
   deps: {
@@ -36,6 +38,8 @@ export function registerBackups(
     box: () => Promise<SecretBox>;
     dbLocal: { host: string; port: number };
     rootSecret(tenantServiceId: string): Promise<string>;
+    /** The master database's pool and URL: the verification's scratch databases are made on its server. */
+    master?: { pool: pg.Pool; url: string };
   },
 ): void {
   const { config, db } = deps;
@@ -60,5 +64,12 @@ export function registerBackups(
   };
   parts.scheduleHandlers.retention = async () => {
     await applyRetentionAll({ db, restic, keys }, config.backup.keep);
+  };
+  const server = deps.master;
+  if (!server) return;
+  parts.scheduleHandlers.verify = async ({ firedAt }) => {
+    const verifyDeps = { db, restic, keys, server, readDataPercent: config.backup.verifyReadPercent };
+    // One record (and at most one alert) per tenant and firing, however often the job runs.
+    await verifyTenants(verifyDeps, await verifiableTenants(db), firedAt);
   };
 }

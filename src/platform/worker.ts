@@ -121,6 +121,7 @@ export function registerLifecycle(
       port: Number(local.port || 5432),
     },
     rootSecret: (id) => serviceSecrets.root(id),
+    master: deps.master,
   });
 }
 
