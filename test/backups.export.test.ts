@@ -6,10 +6,18 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildTenantExport, type ExportManifest } from '../src/backup/export.ts';
+import {
+  buildTenantExport,
+  removeExpiredExports,
+  requestTenantExport,
+  TENANT_EXPORT_KIND,
+  tenantExportReconciler,
+  type ExportManifest,
+} from '../src/backup/export.ts';
 import { ProcessDriver } from '../src/compute/process/driver.ts';
 import { newId } from '../src/core/ids.ts';
 import { createLogger } from '../src/observability/logger.ts';
+import { runSteps } from '../src/orchestrator/engine.ts';
 import {
   dropServiceDatabase,
   ensureServiceDatabase,
@@ -227,5 +235,70 @@ describe('tenant data export (GDPR Art. 20)', { timeout: 180_000 }, () => {
       file,
     );
     expect(await readdir(path.dirname(file))).toEqual(['exp.tar.gz']);
+  });
+
+  it('is a resource: built by its step, done when run again, its archive removed after expiry', async () => {
+    const url = new URL(db.url);
+    const exportsDir = path.join(dir, 'resource-exports');
+    const reconciler = tenantExportReconciler({
+      db: db.db,
+      dbLocal: { host: url.hostname, port: Number(url.port || 5432) },
+      rootSecret: async (id) => {
+        const ts = await db.db
+          .selectFrom('tenant_services')
+          .select('tenant_id')
+          .where('id', '=', id)
+          .executeTakeFirstOrThrow();
+        return dbs[tenants.findIndex((t) => t.id === ts.tenant_id)]!.password;
+      },
+      dir: exportsDir,
+    });
+    const { exportId } = await requestTenantExport(db.db, {
+      tenantId: tenants[0]!.id,
+      requestedBy: 'operator:test',
+      ttlMs: 60_000,
+    });
+    const target = {
+      kind: TENANT_EXPORT_KIND,
+      id: exportId,
+      tenantId: tenants[0]!.id,
+      spec: { exportId },
+      generation: 1,
+    };
+    const step = (previous: Awaited<ReturnType<typeof runSteps>>['steps'] = []) =>
+      runSteps({
+        reconciler,
+        target,
+        deleting: false,
+        previous,
+        converged: previous.length > 0,
+        signal: new AbortController().signal,
+        onProgress: () => Promise.resolve(),
+      });
+    const first = await step();
+    expect(first.steps.map((s) => [s.name, s.state])).toEqual([['archive', 'done']]);
+    const row = await db.db
+      .selectFrom('tenant_exports')
+      .selectAll()
+      .where('id', '=', exportId)
+      .executeTakeFirstOrThrow();
+    expect(row).toMatchObject({ status: 'ready', file: path.join(exportsDir, `${exportId}.tar.gz`) });
+    expect(row.sha256).toBe(
+      createHash('sha256')
+        .update(await readFile(row.file!))
+        .digest('hex'),
+    );
+    expect(await step(first.steps)).toMatchObject({ actions: 0 });
+    // Not yet expired: kept. Past its expiry: the archive deleted, the export marked expired.
+    expect(await removeExpiredExports(db.db, exportsDir)).toBe(0);
+    expect(await readdir(exportsDir)).toEqual([`${exportId}.tar.gz`]);
+    expect(await removeExpiredExports(db.db, exportsDir, new Date(Date.now() + 120_000))).toBe(1);
+    expect(await readdir(exportsDir)).toEqual([]);
+    const expired = await db.db
+      .selectFrom('tenant_exports')
+      .select(['status', 'file'])
+      .where('id', '=', exportId)
+      .executeTakeFirstOrThrow();
+    expect(expired).toEqual({ status: 'expired', file: null });
   });
 });

@@ -5,10 +5,14 @@ import { mkdir, open, readdir, rename, rm, stat, writeFile } from 'node:fs/promi
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
+import { z } from 'zod';
 import { WORKLOAD_PATH } from '../compute/shared/run.ts';
 import type { ComputeDriver } from '../core/compute.ts';
 import { DomainError } from '../core/errors.ts';
+import { newId } from '../core/ids.ts';
+import type { Reconciler } from '../core/reconcile.ts';
 import type { Database } from '../db/database.ts';
+import { applyResourceIn } from '../orchestrator/resources.ts';
 import { findPgDump } from '../services/final-backup.ts';
 import { backupTargets, DATA_FILE } from './run.ts';
 
@@ -285,4 +289,114 @@ export async function buildTenantExport(
   } finally {
     await rm(work, { recursive: true, force: true });
   }
+}
+
+/** The reconcile kind of an export: killed half-way, the worker builds it again. */
+export const TENANT_EXPORT_KIND = 'tenant-export';
+
+export const tenantExportSpecSchema = z.object({ exportId: z.string().regex(/^exp_[0-9a-z]{26}$/) });
+export type TenantExportSpec = z.infer<typeof tenantExportSpecSchema>;
+
+/** How long an export's archive is kept (and its link works) unless configured otherwise. */
+export const EXPORT_TTL_DAYS = 7;
+
+/** Where an export's archive lives: `<dir>/<export id>.tar.gz`. */
+export const exportFile = (dir: string, exportId: string): string => {
+  if (!/^exp_[0-9a-z]{26}$/.test(exportId)) throw new Error(`not an export id: ${exportId}`);
+  return path.join(dir, `${exportId}.tar.gz`);
+};
+
+/**
+ * Record an export and queue its resource, in one transaction; returns its id.
+ * `ttlMs` is how long the archive is kept once asked for.
+ */
+export async function requestTenantExport(
+  db: Database,
+  req: { tenantId: string; requestedBy: string | null; ttlMs: number },
+): Promise<{ exportId: string; expiresAt: Date }> {
+  const exportId = newId('export');
+  const expiresAt = new Date(Date.now() + req.ttlMs);
+  await db.transaction().execute(async (trx) => {
+    await trx
+      .insertInto('tenant_exports')
+      .values({ id: exportId, tenant_id: req.tenantId, requested_by: req.requestedBy, expires_at: expiresAt })
+      .execute();
+    await applyResourceIn(trx, {
+      kind: TENANT_EXPORT_KIND,
+      id: exportId,
+      tenantId: req.tenantId,
+      spec: { exportId },
+    });
+  });
+  return { exportId, expiresAt };
+}
+
+/** The `tenant-export` resource: one step, `archive`, done once the archive is recorded and on disk. */
+export function tenantExportReconciler(deps: ExportDeps & { dir: string }): Reconciler<TenantExportSpec> {
+  const row = (id: string) =>
+    deps.db.selectFrom('tenant_exports').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
+  return {
+    kind: TENANT_EXPORT_KIND,
+    parseSpec: (raw) => tenantExportSpecSchema.parse(raw),
+    steps: [
+      {
+        name: 'archive',
+        async observe(ctx) {
+          const r = await row(ctx.resource.spec.exportId);
+          // An expired export is done: its archive is gone on purpose.
+          if (r.status === 'expired') return 'ok';
+          if (r.status !== 'ready' || !r.file) return 'missing';
+          return (await stat(r.file).catch(() => undefined)) ? 'ok' : 'missing';
+        },
+        async apply(ctx) {
+          const r = await row(ctx.resource.spec.exportId);
+          if (r.expires_at.getTime() <= Date.now()) {
+            await deps.db
+              .updateTable('tenant_exports')
+              .set({ status: 'expired', finished_at: new Date() })
+              .where('id', '=', r.id)
+              .execute();
+            return;
+          }
+          await mkdir(deps.dir, { recursive: true, mode: 0o700 });
+          const built = await buildTenantExport(deps, r.tenant_id, exportFile(deps.dir, r.id));
+          await deps.db
+            .updateTable('tenant_exports')
+            .set({
+              status: 'ready',
+              file: built.file,
+              size_bytes: String(built.bytes),
+              sha256: built.sha256,
+              error: null,
+              finished_at: new Date(),
+            })
+            .where('id', '=', r.id)
+            .where('status', '=', 'building')
+            .execute();
+        },
+      },
+    ],
+  };
+}
+
+/** Delete the archives of exports past their expiry (the retention schedule); returns how many. */
+export async function removeExpiredExports(db: Database, dir: string, now = new Date()): Promise<number> {
+  const expired = await db
+    .selectFrom('tenant_exports')
+    .select(['id'])
+    .where('status', 'in', ['building', 'ready', 'failed'])
+    .where('expires_at', '<=', now)
+    .execute();
+  for (const e of expired) {
+    const file = exportFile(dir, e.id);
+    await rm(file, { force: true });
+    await rm(`${file}.tmp`, { force: true });
+    await rm(`${file}.d`, { recursive: true, force: true });
+    await db
+      .updateTable('tenant_exports')
+      .set({ status: 'expired', file: null })
+      .where('id', '=', e.id)
+      .execute();
+  }
+  return expired.length;
 }

@@ -160,6 +160,17 @@ export function buildProgram(): Command {
       ),
     );
   tenants
+    .command('export <slug>')
+    .description(
+      "the tenant's data export (GDPR Art. 20): one tar.gz with every service's dump, CSVs and data files, its platform records and a manifest, built by a worker; kept 7 days",
+    )
+    .option('--json', 'print as JSON')
+    .action(
+      action(async (slug: string, options: { json?: boolean }) =>
+        (await commands.backups()).tenantsExport(commandContext({ quiet: true }), slug, options),
+      ),
+    );
+  tenants
     .command('purge <slug>')
     .description(
       'purge a cancelled tenant now that its grace period is over: containers, routes and stored data',

@@ -17,6 +17,7 @@ export const ID_PREFIXES = {
   backupRepository: 'brp',
   restore: 'rst',
   verification: 'bvf',
+  export: 'exp',
   email: 'eml',
   apiKey: 'key',
   session: 'ses',

@@ -461,6 +461,22 @@ CREATE TABLE public.subscriptions (
     CONSTRAINT subscriptions_id_check CHECK ((id ~~ 'sub\_%'::text))
 );
 
+CREATE TABLE public.tenant_exports (
+    id text NOT NULL,
+    tenant_id text NOT NULL,
+    status text DEFAULT 'building'::text NOT NULL,
+    file text,
+    size_bytes bigint,
+    sha256 text,
+    requested_by text,
+    error text,
+    expires_at timestamp with time zone NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    finished_at timestamp with time zone,
+    CONSTRAINT tenant_exports_id_check CHECK ((id ~~ 'exp\_%'::text)),
+    CONSTRAINT tenant_exports_status_check CHECK ((status = ANY (ARRAY['building'::text, 'ready'::text, 'failed'::text, 'expired'::text])))
+);
+
 CREATE TABLE public.tenant_secrets (
     id text NOT NULL,
     tenant_id text NOT NULL,
@@ -723,6 +739,9 @@ ALTER TABLE ONLY public.subscriptions
 ALTER TABLE ONLY public.subscriptions
     ADD CONSTRAINT subscriptions_stripe_subscription_id_key UNIQUE (stripe_subscription_id);
 
+ALTER TABLE ONLY public.tenant_exports
+    ADD CONSTRAINT tenant_exports_pkey PRIMARY KEY (id);
+
 ALTER TABLE ONLY public.tenant_secrets
     ADD CONSTRAINT tenant_secrets_pkey PRIMARY KEY (id);
 
@@ -828,6 +847,8 @@ CREATE INDEX sessions_user_idx ON public.sessions USING btree (user_id);
 
 CREATE INDEX subscriptions_tenant_idx ON public.subscriptions USING btree (tenant_id);
 
+CREATE INDEX tenant_exports_tenant_idx ON public.tenant_exports USING btree (tenant_id, created_at DESC);
+
 CREATE INDEX tenants_status_idx ON public.tenants USING btree (status);
 
 CREATE INDEX usage_edge_counts_period_idx ON public.usage_edge_counts USING btree (period_start);
@@ -905,6 +926,9 @@ ALTER TABLE ONLY public.sessions
 ALTER TABLE ONLY public.subscriptions
     ADD CONSTRAINT subscriptions_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
 
+ALTER TABLE ONLY public.tenant_exports
+    ADD CONSTRAINT tenant_exports_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+
 ALTER TABLE ONLY public.tenant_secrets
     ADD CONSTRAINT tenant_secrets_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
 
@@ -973,6 +997,8 @@ ALTER TABLE public.routes ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE public.subscriptions ENABLE ROW LEVEL SECURITY;
 
+ALTER TABLE public.tenant_exports ENABLE ROW LEVEL SECURITY;
+
 CREATE POLICY tenant_isolation ON public.api_keys TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant())) WITH CHECK ((tenant_id = public.aiqso_current_tenant()));
 
 CREATE POLICY tenant_isolation ON public.audit_addresses FOR SELECT TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant()));
@@ -996,6 +1022,8 @@ CREATE POLICY tenant_isolation ON public.restores FOR SELECT TO aiqso_tenant USI
 CREATE POLICY tenant_isolation ON public.routes TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant())) WITH CHECK ((tenant_id = public.aiqso_current_tenant()));
 
 CREATE POLICY tenant_isolation ON public.subscriptions TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant())) WITH CHECK ((tenant_id = public.aiqso_current_tenant()));
+
+CREATE POLICY tenant_isolation ON public.tenant_exports FOR SELECT TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant()));
 
 CREATE POLICY tenant_isolation ON public.tenant_services TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant())) WITH CHECK ((tenant_id = public.aiqso_current_tenant()));
 

@@ -180,6 +180,20 @@ export interface BackupVerificationsTable {
   finished_at: CreatedAt;
 }
 
+export interface TenantExportsTable {
+  id: string;
+  tenant_id: string;
+  status: Generated<'building' | 'ready' | 'failed' | 'expired'>;
+  file: string | null;
+  size_bytes: string | null;
+  sha256: string | null;
+  requested_by: string | null;
+  error: string | null;
+  expires_at: Date;
+  created_at: CreatedAt;
+  finished_at: Date | null;
+}
+
 /** One snapshot a verification restored: how long it took, and whether its tables held the recorded rows. */
 export interface VerifiedSnapshot {
   service: string;
@@ -408,6 +422,7 @@ export interface DB {
   backups: BackupsTable;
   backup_repositories: BackupRepositoriesTable;
   backup_verifications: BackupVerificationsTable;
+  tenant_exports: TenantExportsTable;
   restores: RestoresTable;
   audit_log: AuditLogTable;
   audit_addresses: AuditAddressesTable;

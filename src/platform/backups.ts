@@ -12,6 +12,7 @@ import { serviceRestoreReconciler } from '../backup/restore.ts';
 import { Restic } from '../backup/restic.ts';
 import { backupRunReconciler } from '../backup/run.ts';
 import { verifiableTenants, verifyTenants } from '../backup/verify.ts';
+import { removeExpiredExports, tenantExportReconciler } from '../backup/export.ts';
 import type pg from 'pg';
 
 /** restic and the repository keys, from configuration: what the CLI and the API need to ask. */
@@ -59,11 +60,14 @@ export function registerBackups(
   });
   parts.registry.register(backupRun);
   parts.registry.register(serviceRestoreReconciler({ ...common, backupRun }));
+  const exportsDir = path.join(config.dataDir, 'exports');
+  parts.registry.register(tenantExportReconciler({ ...common, dir: exportsDir }));
   parts.scheduleHandlers.backups = async ({ firedAt }) => {
     await startBackupRuns(db, await backupTenants(db), { purpose: 'scheduled', firedAt });
   };
   parts.scheduleHandlers.retention = async () => {
     await applyRetentionAll({ db, restic, keys }, config.backup.keep);
+    await removeExpiredExports(db, exportsDir);
   };
   const server = deps.master;
   if (!server) return;

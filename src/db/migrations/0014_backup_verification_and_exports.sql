@@ -1,3 +1,5 @@
+-- Backup verification and tenant data exports.
+
 -- Restore verification of backups: each tenant's latest database snapshots
 -- restored into a scratch database, their row counts compared with the ones
 -- recorded, `restic check --read-data-subset` run on the repository. One row
@@ -24,3 +26,25 @@ CREATE POLICY tenant_isolation ON backup_verifications FOR SELECT TO aiqso_tenan
 
 -- How long restoring this snapshot took when it was last verified.
 ALTER TABLE backups ADD COLUMN restore_ms integer;
+
+-- A tenant's data export (GDPR Art. 20): one archive built from a fresh
+-- snapshot by a `tenant-export` resource, kept until `expires_at`, then its
+-- file deleted by the retention schedule (status `expired`).
+CREATE TABLE tenant_exports (
+  id            text PRIMARY KEY CHECK (id LIKE 'exp\_%'),
+  tenant_id     text NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+  status        text NOT NULL DEFAULT 'building' CHECK (status IN ('building', 'ready', 'failed', 'expired')),
+  file          text,
+  size_bytes    bigint,
+  sha256        text,
+  requested_by  text,
+  error         text,
+  expires_at    timestamptz NOT NULL,
+  created_at    timestamptz NOT NULL DEFAULT now(),
+  finished_at   timestamptz
+);
+CREATE INDEX tenant_exports_tenant_idx ON tenant_exports (tenant_id, created_at DESC);
+GRANT SELECT ON tenant_exports TO aiqso_tenant;
+ALTER TABLE tenant_exports ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON tenant_exports FOR SELECT TO aiqso_tenant
+  USING (tenant_id = aiqso_current_tenant());
