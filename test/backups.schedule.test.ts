@@ -55,7 +55,7 @@ describe('backup schedules', () => {
       box: () => Promise.resolve(box),
       dbLocal: { host: '127.0.0.1', port: 5432 },
       rootSecret: () => Promise.resolve('unused'),
-      admin: db.pool,
+      master: { pool: db.pool, url: db.url },
       containerSpec: () => Promise.reject(new Error('no restore runs in this test')),
     });
     expect(parts.registry.get('backup-run')).toBeDefined();

@@ -94,6 +94,8 @@ export interface BackupView {
   durationMs: number | null;
   rowCounts: Record<string, number> | null;
   verified: boolean;
+  /** How long restoring it took when it was last verified (the RTO of this snapshot). */
+  restoreMs: number | null;
 }
 
 /** The tenant's recorded snapshots, newest first. */
@@ -120,6 +122,7 @@ export async function listBackups(db: Database, tenantId: string, limit = 500): 
     durationMs: r.duration_ms,
     rowCounts: r.row_counts,
     verified: r.verified_at !== null,
+    restoreMs: r.restore_ms,
   }));
 }
 

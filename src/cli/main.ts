@@ -161,6 +161,17 @@ export function buildProgram(): Command {
       ),
     );
   tenants
+    .command('export <slug>')
+    .description(
+      "the tenant's data export (GDPR Art. 20): one tar.gz with every service's dump, CSVs and data files, its platform records and a manifest, built by a worker; kept 7 days",
+    )
+    .option('--json', 'print as JSON')
+    .action(
+      action(async (slug: string, options: { json?: boolean }) =>
+        (await commands.backups()).tenantsExport(commandContext({ quiet: true }), slug, options),
+      ),
+    );
+  tenants
     .command('purge <slug>')
     .description(
       'purge a cancelled tenant now that its grace period is over: containers, routes and stored data',
@@ -207,7 +218,7 @@ export function buildProgram(): Command {
 
   const backups = program
     .command('backups')
-    .description("tenants' encrypted backups (restic): run now, list")
+    .description("tenants' encrypted backups (restic): run now, verify, list")
     .addHelpText(
       'after',
       '\nA run is carried out by the orchestrator workers (aiqso up or aiqso worker); the command waits for it.\nExit codes: 0 done, 1 a run failed or no worker finished it, 2 refused, 3 no such tenant.',
@@ -228,8 +239,22 @@ export function buildProgram(): Command {
       ),
     );
   backups
+    .command('verify')
+    .description(
+      "restore each tenant's latest database snapshots into scratch databases, compare row counts, restic check a sample of the data; records RTO, alerts the admins of a failure",
+    )
+    .option('--tenant <slug>', 'only this tenant (slug or id)')
+    .option('--json', 'print as JSON')
+    .action(
+      action(async (options: { tenant?: string; json?: boolean }) =>
+        (await commands.backups()).backupsVerify(commandContext({ quiet: true }), options),
+      ),
+    );
+  backups
     .command('list')
-    .description('recorded snapshots: time, service, kind, size, added bytes, duration, verified')
+    .description(
+      'recorded snapshots: time, service, kind, size, added bytes, duration, verified, restore time',
+    )
     .option('--tenant <slug>', 'only this tenant (slug or id)')
     .option('--json', 'print as JSON')
     .action(

@@ -53,6 +53,8 @@ export interface Config {
   backup: {
     repository: string;
     keep: { daily: number; weekly: number; monthly: number };
+    /** Percent of a repository's data the verification reads back (`restic check --read-data-subset`). */
+    verifyReadPercent: number;
     /** restic's backend variables (S3, rest-server, B2, Azure) as set in the environment, passed to restic only. */
     credentials: Record<string, string>;
   };
@@ -279,6 +281,7 @@ function toConfig(raw: RawConfig, cwd: string, env: Source): Config {
           : path.resolve(cwd, raw.AIQSO_BACKUP_REPOSITORY)
         : path.join(path.resolve(cwd, raw.AIQSO_DATA_DIR), 'backups'),
       keep: parseKeep(raw.AIQSO_BACKUP_KEEP),
+      verifyReadPercent: raw.AIQSO_BACKUP_VERIFY_READ_PERCENT,
       credentials: Object.fromEntries(
         BACKUP_CREDENTIALS.filter((k) => env[k]).map((k) => [k, String(env[k])]),
       ),

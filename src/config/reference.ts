@@ -260,6 +260,11 @@ export const CONFIG_REFERENCE: { [K in keyof RawConfig]-?: ConfigEntry } = {
     meaning:
       'snapshots the daily `retention` schedule keeps per tenant, service and kind (grandfather-father-son, as `restic forget --keep-daily/--keep-weekly/--keep-monthly`)',
   },
+  AIQSO_BACKUP_VERIFY_READ_PERCENT: {
+    group: 'Backups',
+    meaning:
+      "percent of each tenant repository's data the weekly `verify` schedule (and `aiqso backups verify`) reads back and checks with `restic check --read-data-subset=<n>%`, 1 to 100",
+  },
   AIQSO_GRACE_DAYS: { group: 'Tenant lifecycle', meaning: 'days between cancellation and purge' },
   AIQSO_SERVICE_GRACE_HOURS: {
     group: 'Tenant lifecycle',

@@ -319,6 +319,13 @@ export const configSchema = z.object({
       'expected a retention such as daily=30,weekly=12,monthly=12',
     )
     .default('daily=30,weekly=12,monthly=12'),
+  /** How much of each tenant repository's data the weekly verification reads back (`restic check --read-data-subset`). */
+  AIQSO_BACKUP_VERIFY_READ_PERCENT: z.coerce
+    .number({ error: 'expected a number' })
+    .int('expected a whole number')
+    .min(1, 'expected 1 to 100')
+    .max(100, 'expected 1 to 100')
+    .default(10),
   AIQSO_WORKER_CONCURRENCY: z.coerce
     .number({ error: 'expected a number' })
     .int('expected a whole number')

@@ -16,6 +16,8 @@ export const ID_PREFIXES = {
   backup: 'bkp',
   backupRepository: 'brp',
   restore: 'rst',
+  verification: 'bvf',
+  export: 'exp',
   email: 'eml',
   apiKey: 'key',
   session: 'ses',

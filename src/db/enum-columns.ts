@@ -50,6 +50,8 @@ export const ENUM_COLUMNS = {
   'backups.status': ['running', 'done', 'failed'],
   'backups.purpose': ['scheduled', 'manual', 'safety', 'final'],
   'restores.status': ['running', 'done', 'failed'],
+  'backup_verifications.status': ['passed', 'failed'],
+  'tenant_exports.status': ['building', 'ready', 'failed', 'expired'],
   'health_checks.target_kind': ['dashboard', 'service'],
   'health_checks.state': ['unknown', 'healthy', 'failing', 'degraded'],
   'incidents.target_kind': ['dashboard', 'service'],

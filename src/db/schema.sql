@@ -131,6 +131,20 @@ CREATE TABLE public.backup_repositories (
     CONSTRAINT backup_repositories_id_check CHECK ((id ~~ 'brp\_%'::text))
 );
 
+CREATE TABLE public.backup_verifications (
+    id text NOT NULL,
+    tenant_id text NOT NULL,
+    status text NOT NULL,
+    rto_ms integer,
+    read_data_percent integer NOT NULL,
+    snapshots jsonb DEFAULT '[]'::jsonb NOT NULL,
+    error text,
+    started_at timestamp with time zone NOT NULL,
+    finished_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT backup_verifications_id_check CHECK ((id ~~ 'bvf\_%'::text)),
+    CONSTRAINT backup_verifications_status_check CHECK ((status = ANY (ARRAY['passed'::text, 'failed'::text])))
+);
+
 CREATE TABLE public.backups (
     id text NOT NULL,
     tenant_id text NOT NULL,
@@ -151,6 +165,7 @@ CREATE TABLE public.backups (
     added_bytes bigint,
     duration_ms integer,
     verified_at timestamp with time zone,
+    restore_ms integer,
     CONSTRAINT backups_id_check CHECK ((id ~~ 'bkp\_%'::text)),
     CONSTRAINT backups_kind_check CHECK ((kind = ANY (ARRAY['database'::text, 'container'::text, 'master'::text, 'data'::text]))),
     CONSTRAINT backups_purpose_check CHECK ((purpose = ANY (ARRAY['scheduled'::text, 'manual'::text, 'safety'::text, 'final'::text]))),
@@ -460,6 +475,22 @@ CREATE TABLE public.subscriptions (
     CONSTRAINT subscriptions_id_check CHECK ((id ~~ 'sub\_%'::text))
 );
 
+CREATE TABLE public.tenant_exports (
+    id text NOT NULL,
+    tenant_id text NOT NULL,
+    status text DEFAULT 'building'::text NOT NULL,
+    file text,
+    size_bytes bigint,
+    sha256 text,
+    requested_by text,
+    error text,
+    expires_at timestamp with time zone NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    finished_at timestamp with time zone,
+    CONSTRAINT tenant_exports_id_check CHECK ((id ~~ 'exp\_%'::text)),
+    CONSTRAINT tenant_exports_status_check CHECK ((status = ANY (ARRAY['building'::text, 'ready'::text, 'failed'::text, 'expired'::text])))
+);
+
 CREATE TABLE public.tenant_secrets (
     id text NOT NULL,
     tenant_id text NOT NULL,
@@ -708,6 +739,9 @@ ALTER TABLE ONLY public.backup_repositories
 ALTER TABLE ONLY public.backup_repositories
     ADD CONSTRAINT backup_repositories_tenant_id_key UNIQUE (tenant_id);
 
+ALTER TABLE ONLY public.backup_verifications
+    ADD CONSTRAINT backup_verifications_pkey PRIMARY KEY (id);
+
 ALTER TABLE ONLY public.backups
     ADD CONSTRAINT backups_pkey PRIMARY KEY (id);
 
@@ -807,6 +841,9 @@ ALTER TABLE ONLY public.subscriptions
 ALTER TABLE ONLY public.subscriptions
     ADD CONSTRAINT subscriptions_stripe_subscription_id_key UNIQUE (stripe_subscription_id);
 
+ALTER TABLE ONLY public.tenant_exports
+    ADD CONSTRAINT tenant_exports_pkey PRIMARY KEY (id);
+
 ALTER TABLE ONLY public.tenant_secrets
     ADD CONSTRAINT tenant_secrets_pkey PRIMARY KEY (id);
 
@@ -896,6 +933,8 @@ CREATE INDEX audit_log_actor_idx ON public.audit_log USING btree (actor_id, at);
 
 CREATE INDEX audit_log_tenant_idx ON public.audit_log USING btree (tenant_id, at);
 
+CREATE INDEX backup_verifications_tenant_idx ON public.backup_verifications USING btree (tenant_id, started_at DESC);
+
 CREATE UNIQUE INDEX backups_run_service_kind_key ON public.backups USING btree (run_id, service, kind) WHERE (run_id IS NOT NULL);
 
 CREATE INDEX backups_tenant_idx ON public.backups USING btree (tenant_id, started_at DESC);
@@ -927,6 +966,8 @@ CREATE INDEX sessions_family_idx ON public.sessions USING btree (family);
 CREATE INDEX sessions_user_idx ON public.sessions USING btree (user_id);
 
 CREATE INDEX subscriptions_tenant_idx ON public.subscriptions USING btree (tenant_id);
+
+CREATE INDEX tenant_exports_tenant_idx ON public.tenant_exports USING btree (tenant_id, created_at DESC);
 
 CREATE INDEX tenants_status_idx ON public.tenants USING btree (status);
 
@@ -970,6 +1011,9 @@ ALTER TABLE ONLY public.api_keys
 ALTER TABLE ONLY public.backup_repositories
     ADD CONSTRAINT backup_repositories_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
 
+ALTER TABLE ONLY public.backup_verifications
+    ADD CONSTRAINT backup_verifications_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+
 ALTER TABLE ONLY public.backups
     ADD CONSTRAINT backups_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
 
@@ -1011,6 +1055,9 @@ ALTER TABLE ONLY public.sessions
 
 ALTER TABLE ONLY public.subscriptions
     ADD CONSTRAINT subscriptions_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.tenant_exports
+    ADD CONSTRAINT tenant_exports_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY public.tenant_secrets
     ADD CONSTRAINT tenant_secrets_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
@@ -1080,6 +1127,8 @@ ALTER TABLE public.audit_log ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE public.backup_repositories ENABLE ROW LEVEL SECURITY;
 
+ALTER TABLE public.backup_verifications ENABLE ROW LEVEL SECURITY;
+
 ALTER TABLE public.backups ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE public.health_checks ENABLE ROW LEVEL SECURITY;
@@ -1098,11 +1147,15 @@ ALTER TABLE public.routes ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE public.subscriptions ENABLE ROW LEVEL SECURITY;
 
+ALTER TABLE public.tenant_exports ENABLE ROW LEVEL SECURITY;
+
 CREATE POLICY tenant_isolation ON public.api_keys TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant())) WITH CHECK ((tenant_id = public.aiqso_current_tenant()));
 
 CREATE POLICY tenant_isolation ON public.audit_addresses FOR SELECT TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant()));
 
 CREATE POLICY tenant_isolation ON public.audit_log FOR SELECT TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant()));
+
+CREATE POLICY tenant_isolation ON public.backup_verifications FOR SELECT TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant()));
 
 CREATE POLICY tenant_isolation ON public.backups TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant())) WITH CHECK ((tenant_id = public.aiqso_current_tenant()));
 
@@ -1119,6 +1172,8 @@ CREATE POLICY tenant_isolation ON public.restores FOR SELECT TO aiqso_tenant USI
 CREATE POLICY tenant_isolation ON public.routes TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant())) WITH CHECK ((tenant_id = public.aiqso_current_tenant()));
 
 CREATE POLICY tenant_isolation ON public.subscriptions TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant())) WITH CHECK ((tenant_id = public.aiqso_current_tenant()));
+
+CREATE POLICY tenant_isolation ON public.tenant_exports FOR SELECT TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant()));
 
 CREATE POLICY tenant_isolation ON public.tenant_services TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant())) WITH CHECK ((tenant_id = public.aiqso_current_tenant()));
 

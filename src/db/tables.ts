@@ -168,6 +168,42 @@ export interface BackupsTable {
   added_bytes: string | null;
   duration_ms: number | null;
   verified_at: Date | null;
+  restore_ms: number | null;
+}
+
+export interface BackupVerificationsTable {
+  id: string;
+  tenant_id: string;
+  status: 'passed' | 'failed';
+  rto_ms: number | null;
+  read_data_percent: number;
+  snapshots: ColumnType<VerifiedSnapshot[], string | undefined, string>;
+  error: string | null;
+  started_at: Date;
+  finished_at: CreatedAt;
+}
+
+export interface TenantExportsTable {
+  id: string;
+  tenant_id: string;
+  status: Generated<'building' | 'ready' | 'failed' | 'expired'>;
+  file: string | null;
+  size_bytes: string | null;
+  sha256: string | null;
+  requested_by: string | null;
+  error: string | null;
+  expires_at: Date;
+  created_at: CreatedAt;
+  finished_at: Date | null;
+}
+
+/** One snapshot a verification restored: how long it took, and whether its tables held the recorded rows. */
+export interface VerifiedSnapshot {
+  service: string;
+  snapshot: string;
+  restoreMs: number | null;
+  ok: boolean;
+  problem?: string;
 }
 
 export interface PlatformBackupsTable {
@@ -401,6 +437,8 @@ export interface DB {
   backups: BackupsTable;
   backup_repositories: BackupRepositoriesTable;
   platform_backups: PlatformBackupsTable;
+  backup_verifications: BackupVerificationsTable;
+  tenant_exports: TenantExportsTable;
   restores: RestoresTable;
   audit_log: AuditLogTable;
   audit_addresses: AuditAddressesTable;

@@ -23,6 +23,7 @@ export type ScheduleName =
   | 'usage-reports'
   | 'backups'
   | 'retention'
+  | 'verify'
   | 'purge'
   | 'certificates'
   | 'pending-signups';
@@ -42,6 +43,13 @@ export const SCHEDULES: readonly Schedule[] = [
     cron: '30 3 * * *',
     description: 'backup retention pruning',
     backfillMinutes: 12 * 60,
+  },
+  {
+    name: 'verify',
+    cron: '0 5 * * 0',
+    description:
+      'weekly restore verification of backups (scratch database, row counts, restic check), RTO recorded',
+    backfillMinutes: 24 * 60,
   },
   {
     name: 'purge',

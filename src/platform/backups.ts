@@ -12,6 +12,8 @@ import { applyRetentionAll } from '../backup/retention.ts';
 import { serviceRestoreReconciler } from '../backup/restore.ts';
 import { Restic } from '../backup/restic.ts';
 import { backupRunReconciler } from '../backup/run.ts';
+import { verifiableTenants, verifyTenants } from '../backup/verify.ts';
+import { removeExpiredExports, tenantExportReconciler } from '../backup/export.ts';
 
 /** restic and the repository keys, from configuration: what the CLI and the API need to ask. */
 export function backupEngine(
@@ -27,7 +29,7 @@ export function backupEngine(
   return { restic, keys: repositoryKeys(db, box, config.backup.repository) };
 }
 
-/** The backup-run and restore reconcilers, and the `backups` schedule. */
+/** The backup-run and restore reconcilers, and the `backups`, `retention` and `verify` schedules. */
 export function registerBackups(
   parts: OrchestratorParts,
   deps: {
@@ -37,8 +39,11 @@ export function registerBackups(
     box: () => Promise<SecretBox>;
     dbLocal: { host: string; port: number };
     rootSecret(tenantServiceId: string): Promise<string>;
-    /** The master database's pool (a restore re-creates a service database that is gone). */
-    admin: pg.Pool;
+    /**
+     * The master database's pool and URL: a restore re-creates a service database that is gone on
+     * its server, and the verification makes its scratch databases there.
+     */
+    master: { pool: pg.Pool; url: string };
     containerSpec(tenantServiceId: string): Promise<ContainerSpec>;
   },
 ): void {
@@ -60,14 +65,23 @@ export function registerBackups(
       ...common,
       backupRun,
       stagingDir,
-      admin: deps.admin,
+      admin: deps.master.pool,
       containerSpec: (id) => deps.containerSpec(id),
     }),
   );
+  const exportsDir = path.join(config.dataDir, 'exports');
+  parts.registry.register(tenantExportReconciler({ ...common, dir: exportsDir }));
   parts.scheduleHandlers.backups = async ({ firedAt }) => {
     await startBackupRuns(db, await backupTenants(db), { purpose: 'scheduled', firedAt });
   };
   parts.scheduleHandlers.retention = async () => {
     await applyRetentionAll({ db, restic, keys }, config.backup.keep);
+    await removeExpiredExports(db, exportsDir);
+  };
+  const server = deps.master;
+  parts.scheduleHandlers.verify = async ({ firedAt }) => {
+    const verifyDeps = { db, restic, keys, server, readDataPercent: config.backup.verifyReadPercent };
+    // One record (and at most one alert) per tenant and firing, however often the job runs.
+    await verifyTenants(verifyDeps, await verifiableTenants(db), firedAt);
   };
 }

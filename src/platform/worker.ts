@@ -127,7 +127,7 @@ export function registerLifecycle(
       port: Number(local.port || 5432),
     },
     rootSecret: (id) => serviceSecrets.root(id),
-    admin: deps.master.pool,
+    master: deps.master,
     // A restore re-creates a container that is gone exactly as the service's reconciler would.
     containerSpec: async (id) => {
       const resource = await findResource(db, { kind: TENANT_SERVICE_KIND, id });

@@ -25,6 +25,7 @@ const BackupOut = z.object({
   durationMs: z.number().nullable(),
   rowCounts: z.record(z.string(), z.number()).nullable(),
   verified: z.boolean(),
+  restoreMs: z.number().nullable(),
 });
 
 /** "Back up now": one manual run per tenant in this many minutes. */

@@ -10,6 +10,8 @@ import {
 } from '../../backup/requests.ts';
 import { SERVICE_RESTORE_KIND } from '../../backup/restore.ts';
 import { BACKUP_RUN_KIND } from '../../backup/run.ts';
+import { verifiableTenants, verifyTenants } from '../../backup/verify.ts';
+import { EXPORT_TTL_DAYS, requestTenantExport, TENANT_EXPORT_KIND } from '../../backup/export.ts';
 import { DomainError } from '../../core/errors.ts';
 import { findTenant } from '../../db/tenants.ts';
 import { appendAudit } from '../../identity/audit.ts';
@@ -133,8 +135,97 @@ export async function backupsList(ctx: CommandContext, options: { tenant?: strin
       'addedBytes',
       'durationMs',
       'verified',
+      'restoreMs',
     ],
   );
+}
+
+/**
+ * `aiqso backups verify`: restore each tenant's latest database snapshots
+ * into scratch databases, compare their row counts, `restic check` a sample
+ * of the repository's data; record each verification (and RTO), alert the
+ * admins of a failed one. Runs here, not on a worker. Exit 0 every tenant
+ * passed, 1 one failed, 2 the tenant has no snapshot to verify, 3 no such tenant.
+ */
+export async function backupsVerify(ctx: CommandContext, options: { tenant?: string; json?: boolean }) {
+  const results = await withDatabase(ctx, async (database) => {
+    const { db } = database;
+    if (options.tenant) await tenantOrThrow(db, options.tenant);
+    const tenants = await verifiableTenants(db, options.tenant);
+    if (options.tenant && tenants.length === 0)
+      throw new DomainError('conflict', `${options.tenant} has no recorded database snapshot to verify`);
+    const deps = {
+      db,
+      ...backupEngine(ctx.config, db),
+      server: { pool: database.pool, url: database.url },
+      readDataPercent: ctx.config.backup.verifyReadPercent,
+    };
+    const verified = await verifyTenants(deps, tenants);
+    return verified.map((v) => ({
+      tenant: tenants.find((t) => t.id === v.tenantId)!.slug,
+      verification: v.id,
+      status: v.status,
+      rtoMs: v.rtoMs,
+      snapshots: v.snapshots,
+      error: v.error,
+    }));
+  });
+  if (options.json) printJson({ verifications: results });
+  else printTable(results, ['tenant', 'verification', 'status', 'rtoMs', 'error']);
+  if (results.some((r) => r.status !== 'passed')) process.exitCode = EXIT.failure;
+}
+
+/**
+ * `aiqso tenants export <slug>`: the tenant's data export (GDPR Art. 20),
+ * built by a worker from a fresh snapshot; waits and prints where the
+ * archive is, its size, sha256 and expiry. Exit 1 when it failed or no
+ * worker built it in time, 3 no such tenant.
+ */
+export async function tenantsExport(ctx: CommandContext, slug: string, options: { json?: boolean }) {
+  const result = await withDatabase(ctx, async ({ db }) => {
+    const tenant = await tenantOrThrow(db, slug);
+    const { exportId, expiresAt } = await requestTenantExport(db, {
+      tenantId: tenant.id,
+      requestedBy: `operator:${operator() ?? 'unknown'}`,
+      ttlMs: EXPORT_TTL_DAYS * 86_400_000,
+    });
+    await appendAudit(db, {
+      actorType: 'operator',
+      actorId: operator(),
+      tenantId: tenant.id,
+      action: 'tenant.export',
+      targetType: 'tenant',
+      targetId: tenant.id,
+      result: 'success',
+      details: { via: 'cli', export: exportId },
+    });
+    const [outcome] = await waitForResources(db, TENANT_EXPORT_KIND, [exportId], WAIT_MS);
+    const row = await db
+      .selectFrom('tenant_exports')
+      .select(['file', 'size_bytes', 'sha256', 'status'])
+      .where('id', '=', exportId)
+      .executeTakeFirstOrThrow();
+    return {
+      export: exportId,
+      phase: outcome!.phase,
+      status: row.status,
+      file: row.file,
+      sizeBytes: row.size_bytes === null ? null : Number(row.size_bytes),
+      sha256: row.sha256,
+      expiresAt,
+      error: outcome!.error,
+    };
+  });
+  if (options.json) printJson(result);
+  else if (result.phase === 'ready')
+    process.stdout.write(
+      `${slug}: export ${result.export} is ${result.file} (${result.sizeBytes} bytes, sha256 ${result.sha256}); kept until ${result.expiresAt.toISOString()}.\n`,
+    );
+  else
+    process.stderr.write(
+      `aiqso: export ${result.export} of ${slug} is ${result.phase === 'failed' ? 'failed' : 'not finished'}: ${result.error ?? 'no worker built it in time'}\n`,
+    );
+  if (result.phase !== 'ready') process.exitCode = EXIT.failure;
 }
 
 export async function restoreService(
