@@ -382,5 +382,34 @@ describe.skipIf(skipBrowser)('operator console in Chromium', { timeout: 180_000 
           .executeTakeFirstOrThrow()
       ).status,
     ).toBe('active');
+
+    // A tenant's user with the right password is not let in, and keeps no session from trying.
+    const form = await viaEdge(`localhost:${edge.port}`, edge.port, { path: '/admin/login' });
+    const csrf = /name="csrf" value="([^"]+)"/.exec(form.body)![1]!;
+    const cookie = ([] as string[])
+      .concat(form.headers['set-cookie'] ?? [])
+      .map((c) => c.split(';')[0])
+      .join('; ');
+    const sessions = async () =>
+      Number(
+        (
+          await testDb.pool.query<{ n: string }>(
+            "SELECT count(*) AS n FROM sessions s JOIN users u ON u.id = s.user_id WHERE u.email = 'owner@acme.test' AND s.revoked_at IS NULL",
+          )
+        ).rows[0]!.n,
+      );
+    const before = await sessions();
+    const owner = await viaEdge(`localhost:${edge.port}`, edge.port, {
+      method: 'POST',
+      path: '/admin/login',
+      headers: { accept: 'text/html', cookie, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ csrf, email: 'owner@acme.test', password: PASSWORD }).toString(),
+    });
+    expect(owner.status).toBe(403);
+    expect(owner.body).toContain('This console is for platform operators.');
+    expect(([] as string[]).concat(owner.headers['set-cookie'] ?? []).join('\n')).not.toMatch(
+      /aiqso_console_at=[^;]/,
+    );
+    expect(await sessions()).toBe(before);
   });
 });
