@@ -176,7 +176,7 @@ describe('the signup page', () => {
     expect(res.headers.location).toMatch(/\/billing\/checkout\/cs_local/);
   });
 
-  it('shows the problem and keeps what was typed (but not the password)', async () => {
+  it('shows every problem next to its field at once and keeps what was typed (but not the password)', async () => {
     const res = await api.inject({
       method: 'POST',
       url: '/signup',
@@ -184,13 +184,38 @@ describe('the signup page', () => {
       payload: new URLSearchParams({
         company: 'Form <Co>',
         slug: 'www',
-        email: 'w@co.test',
-        password: PASSWORD,
+        email: 'not an address',
+        password: 'short pw',
       }).toString(),
     });
     expect(res.statusCode).toBe(400);
-    expect(res.body).toContain('slug: is reserved');
+    expect(res.body).toContain('<strong>Please correct these 3 fields:</strong>');
+    expect(res.body).toContain('<div class="field-error" id="f-slug-error">is reserved</div>');
+    expect(res.body).toContain(
+      '<div class="field-error" id="f-email-error">expected one address such as name@example.com</div>',
+    );
+    expect(res.body).toContain(
+      '<div class="field-error" id="f-password-error">must be at least 12 characters</div>',
+    );
+    expect(res.body).not.toContain('id="f-company-error"');
     expect(res.body).toContain('value="Form &lt;Co&gt;"');
-    expect(res.body).not.toContain(PASSWORD);
+    expect(res.body).toContain('value="not an address"');
+    expect(res.body).not.toContain('short pw');
+
+    // A problem only the database knows (a taken address) lands next to its field too.
+    const taken = await api.inject({
+      method: 'POST',
+      url: '/signup',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      payload: new URLSearchParams({
+        company: 'Other Co',
+        slug: 'form-co',
+        email: 'other@co.test',
+        password: PASSWORD,
+      }).toString(),
+    });
+    expect(taken.statusCode).toBe(409);
+    expect(taken.body).toContain('<div class="field-error" id="f-slug-error">is already taken</div>');
+    expect(taken.body).toContain('value="other@co.test"');
   });
 });

@@ -2,8 +2,9 @@ import { tenantUrl } from '../../core/services.ts';
 import { z } from 'zod';
 import { DomainError } from '../../core/errors.ts';
 import { validateSlug } from '../../core/tenants.ts';
-import { signup, type SignupDeps } from '../../lifecycle/signup.ts';
+import { signup, signupProblems, type SignupDeps, type SignupField } from '../../lifecycle/signup.ts';
 import { escapeHtml, page } from '../../web/html.ts';
+import { designPage, field, notice } from '../../web/design.ts';
 import type { ApiServer } from '../server.ts';
 
 const SignupBody = z.object({
@@ -19,20 +20,47 @@ const SignupResponse = z.object({
   checkoutUrl: z.string(),
 });
 
-function signupPage(baseDomain: string, values: Record<string, string> = {}, error = ''): string {
-  const field = (name: string, label: string, type = 'text', extra = '') =>
-    `<label>${label}<br><input name="${name}" type="${type}" value="${type === 'password' ? '' : escapeHtml(values[name] ?? '')}" required ${extra}></label><br>`;
-  return page(
-    'Sign up',
-    `<h1>Create your workspace</h1>
-${error ? `<p role="alert" class="error">${escapeHtml(error)}</p>` : ''}
-<form method="post" action="/signup">
-${field('company', 'Company')}
-${field('slug', `Address: <span class="muted">your-name.${escapeHtml(baseDomain)}</span>`, 'text', 'pattern="[a-z0-9-]{3,40}"')}
-${field('email', 'Email', 'email', 'autocomplete="username"')}
-${field('password', 'Password (at least 12 characters)', 'password', 'autocomplete="new-password" minlength="12"')}
-<button type="submit">Continue to payment</button></form>`,
-  );
+type Problems = Partial<Record<SignupField, string>>;
+const LABELS: Record<SignupField, string> = {
+  company: 'Company',
+  slug: 'Address',
+  email: 'Email',
+  password: 'Password',
+  plan: 'Plan',
+};
+
+/**
+ * The signup form: every field's problem next to it, all at once, with a
+ * summary on top; what was typed is kept (never the password).
+ */
+function signupPage(
+  baseDomain: string,
+  values: Record<string, string> = {},
+  problems: Problems = {},
+  error = '',
+): string {
+  const wrong = (Object.keys(problems) as SignupField[]).filter((f) => problems[f]);
+  const summary = wrong.length
+    ? `<div class="notice error" role="alert"><p><strong>Please correct ${wrong.length === 1 ? 'this field' : `these ${wrong.length} fields`}:</strong></p><ul>${wrong
+        .map((f) => `<li><a href="#f-${f}">${LABELS[f]}</a> ${escapeHtml(problems[f]!)}</li>`)
+        .join('')}</ul></div>`
+    : error
+      ? notice(error, 'error')
+      : '';
+  const kept = (name: string) => values[name] ?? '';
+  return designPage({
+    title: 'Sign up',
+    narrow: true,
+    body: `<h1>Create your workspace</h1>
+${summary}
+<div class="card"><form method="post" action="/signup">
+${field({ name: 'company', label: 'Company', value: kept('company'), autocomplete: 'organization', error: problems.company })}
+${field({ name: 'slug', label: 'Address', hint: `your-name.${baseDomain}: lowercase letters, digits and hyphens`, value: kept('slug'), autocomplete: 'off', error: problems.slug })}
+${field({ name: 'email', label: 'Email', type: 'email', value: kept('email'), autocomplete: 'username', error: problems.email })}
+${field({ name: 'password', label: 'Password', type: 'password', hint: 'At least 12 characters', autocomplete: 'new-password', error: problems.password })}
+${kept('plan') ? `<input type="hidden" name="plan" value="${escapeHtml(kept('plan'))}">` : ''}
+<button type="submit">Continue to payment</button></form></div>`,
+  });
 }
 
 /** The portal's front page at the base domain: where to sign up, and where the API is described. */
@@ -93,6 +121,13 @@ export function signupRoutes(app: ApiServer, deps: SignupDeps): void {
     },
     async (request, reply) => {
       const form = request.body;
+      const problems = signupProblems(deps, form);
+      if (Object.keys(problems).length > 0) {
+        return reply
+          .status(400)
+          .type('text/html; charset=utf-8')
+          .send(signupPage(deps.baseDomain, form, problems));
+      }
       try {
         const parsed = SignupBody.parse(form);
         const result = await signup(deps, parsed, request.ip);
@@ -111,12 +146,19 @@ export function signupRoutes(app: ApiServer, deps: SignupDeps): void {
               ? new DomainError('validation_failed', 'please fill in every field')
               : undefined;
         if (!refusal) throw err;
+        const onField = refusal.details?.field;
         const retryAfter = refusal.details?.retryAfterSeconds;
         if (typeof retryAfter === 'number') void reply.header('retry-after', String(retryAfter));
         return reply
           .status(refusal.status)
           .type('text/html; charset=utf-8')
-          .send(signupPage(deps.baseDomain, form, refusal.message));
+          .send(
+            typeof onField === 'string' && onField in LABELS
+              ? signupPage(deps.baseDomain, form, {
+                  [onField]: refusal.message.replace(new RegExp(`^${onField}: `), ''),
+                })
+              : signupPage(deps.baseDomain, form, {}, refusal.message),
+          );
       }
     },
   );
