@@ -146,6 +146,44 @@ describe('POST /api/v1/signup', () => {
       .executeTakeFirstOrThrow();
     expect(row.status).toBe('provisioning');
   });
+
+  it('thanks the customer on a page that follows the provisioning until the workspace is ready', async () => {
+    const res = await post(body({ slug: 'follower', email: 'follower@acme.test' }));
+    const { tenant } = res.json<{ tenant: { id: string } }>();
+    const welcome = () => api.inject({ url: '/signup/welcome?tenant=follower' });
+    const waiting = await welcome();
+    expect(waiting.body).toContain('Waiting for the payment to be confirmed');
+    expect(waiting.body).toContain('<meta http-equiv="refresh" content="5">');
+    await testDb.db
+      .updateTable('tenants')
+      .set({ status: 'provisioning' })
+      .where('id', '=', tenant.id)
+      .execute();
+    await testDb.db
+      .insertInto('resources')
+      .values({
+        kind: 'tenant',
+        id: tenant.id,
+        tenant_id: tenant.id,
+        spec: JSON.stringify({ slug: 'follower' }),
+        steps: JSON.stringify([
+          { name: 'placement', state: 'done', attempts: 1 },
+          { name: 'dashboard container', state: 'running', attempts: 1 },
+        ]),
+        updated_at: new Date(),
+      })
+      .execute();
+    const running = await welcome();
+    expect(running.body).toContain(
+      '<li class="done">placement: done</li><li class="running">dashboard container: running</li>',
+    );
+    expect(running.body).toContain('<meta http-equiv="refresh" content="5">');
+    await testDb.db.updateTable('tenants').set({ status: 'active' }).where('id', '=', tenant.id).execute();
+    const ready = await welcome();
+    expect(ready.body).toContain('Your workspace is ready');
+    expect(ready.body).toContain('<a href="http://follower.localhost:8080/">');
+    expect(ready.body).not.toContain('http-equiv="refresh"');
+  });
 });
 
 describe('the signup page', () => {

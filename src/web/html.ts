@@ -48,6 +48,6 @@ export function htmlDocument(parts: { title: string; style: string; body: string
 }
 
 /** A page of the portal, in its stylesheet. */
-export function page(title: string, body: string): string {
-  return htmlDocument({ title, style: STYLE, body });
+export function page(title: string, body: string, head?: string): string {
+  return htmlDocument({ title, style: STYLE, body, head });
 }

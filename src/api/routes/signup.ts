@@ -5,6 +5,7 @@ import { validateSlug } from '../../core/tenants.ts';
 import { signup, signupProblems, type SignupDeps, type SignupField } from '../../lifecycle/signup.ts';
 import { escapeHtml, page } from '../../web/html.ts';
 import { designPage, field, notice } from '../../web/design.ts';
+import { tenantSteps } from '../../edge/routes-store.ts';
 import type { ApiServer } from '../server.ts';
 
 const SignupBody = z.object({
@@ -169,22 +170,55 @@ export function signupRoutes(app: ApiServer, deps: SignupDeps): void {
       config: { public: true },
       schema: { hide: true, querystring: z.object({ tenant: z.string().max(63).optional() }) },
     },
-    (request, reply) => {
+    async (request, reply) => {
       // The query is the visitor's to change: a link is made only from a valid slug, so it stays on
       // this platform (`evil.example/#` would otherwise become http://evil.example/#.<base>).
       const slug = request.query.tenant ?? '';
-      const where =
-        validateSlug(slug) === undefined
-          ? `It will be at <a href="${escapeHtml(tenantUrl(deps.publicUrl, slug))}/">${escapeHtml(tenantUrl(deps.publicUrl, slug))}</a>; you`
-          : 'You';
-      return reply
-        .type('text/html; charset=utf-8')
-        .send(
-          page(
-            'Payment received',
-            `<h1>Thank you</h1><p>We are preparing your workspace. ${where} will also get an email when it is ready.</p>`,
-          ),
+      const valid = validateSlug(slug) === undefined;
+      const url = valid ? `${tenantUrl(deps.publicUrl, slug)}/` : '';
+      const link = `<a href="${escapeHtml(url)}">${escapeHtml(url)}</a>`;
+      const tenant = valid
+        ? await deps.db
+            .selectFrom('tenants')
+            .select(['id', 'status'])
+            .where('slug', '=', slug)
+            .executeTakeFirst()
+        : undefined;
+      const html = (title: string, body: string, head?: string) =>
+        reply
+          .type('text/html; charset=utf-8')
+          .header('cache-control', 'no-store')
+          .send(page(title, body, head));
+      if (tenant?.status === 'active') {
+        return html(
+          'Your workspace is ready',
+          `<h1>Your workspace is ready</h1><p>Go to ${link} and sign in.</p>`,
         );
+      }
+      if (tenant?.status === 'failed') {
+        return html(
+          'Payment received',
+          '<h1>Thank you</h1><p>Setting up your workspace did not finish. The platform’s operators can see why; you will hear from them.</p>',
+        );
+      }
+      if (tenant?.status === 'pending_payment' || tenant?.status === 'provisioning') {
+        // Followed live: the page reloads itself (no script) until the workspace is ready.
+        const { steps } = await tenantSteps(deps.db, tenant.id);
+        const progress =
+          tenant.status === 'pending_payment'
+            ? '<p>Waiting for the payment to be confirmed…</p>'
+            : `<ol>${steps.map((s) => `<li class="${escapeHtml(s.state)}">${escapeHtml(s.name)}: ${escapeHtml(s.state)}</li>`).join('')}</ol>`;
+        return html(
+          'Payment received',
+          `<h1>Thank you</h1><p>We are preparing your workspace. It will be at ${link}; you will also get an email when it is ready. This page follows it and refreshes itself.</p>${progress}`,
+          '<meta http-equiv="refresh" content="5">',
+        );
+      }
+      const where = valid ? `It will be at ${link}; you` : 'You';
+      return html(
+        'Payment received',
+        `<h1>Thank you</h1><p>We are preparing your workspace. ${where} will also get an email when it is ready.</p>`,
+      );
     },
   );
 }
