@@ -35,7 +35,10 @@ describe('aiqso up: first admin login', () => {
       'Press Ctrl-C to stop.',
     );
     try {
-      expect(up.output()).toContain('Two-factor       required for admins, not yet enrolled');
+      expect(up.output()).toContain(`  Operator console http://localhost:${port}/admin`);
+      expect(up.output()).toContain(
+        `Two-factor       required for admins, not yet enrolled: the first sign-in at\n                   http://localhost:${port}/admin sets it up`,
+      );
       expect(up.output()).not.toContain(password);
       const base = `http://127.0.0.1:${port}`;
       const post = (url: string, body: unknown, token?: string) =>

@@ -146,6 +146,44 @@ describe('POST /api/v1/signup', () => {
       .executeTakeFirstOrThrow();
     expect(row.status).toBe('provisioning');
   });
+
+  it('thanks the customer on a page that follows the provisioning until the workspace is ready', async () => {
+    const res = await post(body({ slug: 'follower', email: 'follower@acme.test' }));
+    const { tenant } = res.json<{ tenant: { id: string } }>();
+    const welcome = () => api.inject({ url: '/signup/welcome?tenant=follower' });
+    const waiting = await welcome();
+    expect(waiting.body).toContain('Waiting for the payment to be confirmed');
+    expect(waiting.body).toContain('<meta http-equiv="refresh" content="5">');
+    await testDb.db
+      .updateTable('tenants')
+      .set({ status: 'provisioning' })
+      .where('id', '=', tenant.id)
+      .execute();
+    await testDb.db
+      .insertInto('resources')
+      .values({
+        kind: 'tenant',
+        id: tenant.id,
+        tenant_id: tenant.id,
+        spec: JSON.stringify({ slug: 'follower' }),
+        steps: JSON.stringify([
+          { name: 'placement', state: 'done', attempts: 1 },
+          { name: 'dashboard container', state: 'running', attempts: 1 },
+        ]),
+        updated_at: new Date(),
+      })
+      .execute();
+    const running = await welcome();
+    expect(running.body).toContain(
+      '<li class="done">placement: done</li><li class="running">dashboard container: running</li>',
+    );
+    expect(running.body).toContain('<meta http-equiv="refresh" content="5">');
+    await testDb.db.updateTable('tenants').set({ status: 'active' }).where('id', '=', tenant.id).execute();
+    const ready = await welcome();
+    expect(ready.body).toContain('Your workspace is ready');
+    expect(ready.body).toContain('<a href="http://follower.localhost:8080/">');
+    expect(ready.body).not.toContain('http-equiv="refresh"');
+  });
 });
 
 describe('the signup page', () => {
@@ -176,7 +214,7 @@ describe('the signup page', () => {
     expect(res.headers.location).toMatch(/\/billing\/checkout\/cs_local/);
   });
 
-  it('shows the problem and keeps what was typed (but not the password)', async () => {
+  it('shows every problem next to its field at once and keeps what was typed (but not the password)', async () => {
     const res = await api.inject({
       method: 'POST',
       url: '/signup',
@@ -184,13 +222,38 @@ describe('the signup page', () => {
       payload: new URLSearchParams({
         company: 'Form <Co>',
         slug: 'www',
-        email: 'w@co.test',
-        password: PASSWORD,
+        email: 'not an address',
+        password: 'short pw',
       }).toString(),
     });
     expect(res.statusCode).toBe(400);
-    expect(res.body).toContain('slug: is reserved');
+    expect(res.body).toContain('<strong>Please correct these 3 fields:</strong>');
+    expect(res.body).toContain('<div class="field-error" id="f-slug-error">is reserved</div>');
+    expect(res.body).toContain(
+      '<div class="field-error" id="f-email-error">expected one address such as name@example.com</div>',
+    );
+    expect(res.body).toContain(
+      '<div class="field-error" id="f-password-error">must be at least 12 characters</div>',
+    );
+    expect(res.body).not.toContain('id="f-company-error"');
     expect(res.body).toContain('value="Form &lt;Co&gt;"');
-    expect(res.body).not.toContain(PASSWORD);
+    expect(res.body).toContain('value="not an address"');
+    expect(res.body).not.toContain('short pw');
+
+    // A problem only the database knows (a taken address) lands next to its field too.
+    const taken = await api.inject({
+      method: 'POST',
+      url: '/signup',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      payload: new URLSearchParams({
+        company: 'Other Co',
+        slug: 'form-co',
+        email: 'other@co.test',
+        password: PASSWORD,
+      }).toString(),
+    });
+    expect(taken.statusCode).toBe(409);
+    expect(taken.body).toContain('<div class="field-error" id="f-slug-error">is already taken</div>');
+    expect(taken.body).toContain('value="other@co.test"');
   });
 });

@@ -1,7 +1,8 @@
-import type { FastifyError, FastifyInstance } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { DomainError, ERROR_CODES, type ErrorCode } from '../core/errors.ts';
 import { redactText } from '../observability/redact.ts';
+import { errorPage } from '../web/error-page.ts';
 
 /** The JSON body of every error response. */
 export interface ErrorBody {
@@ -72,6 +73,35 @@ export function errorBody(err: DomainError): ErrorBody {
   };
 }
 
+/** Paths whose answers are for programs: always JSON, whatever the client accepts. */
+const MACHINE_PATHS = /^\/(api|webhooks|healthz|readyz|metrics|internal)(\/|$|\?)/;
+
+/**
+ * A browser asking for a page (its Accept names text/html) of a route that is
+ * not the API gets an HTML error page; API clients, and anything not naming
+ * HTML, get the JSON error body.
+ */
+function wantsHtml(request: FastifyRequest): boolean {
+  if (MACHINE_PATHS.test(request.url)) return false;
+  const accept = request.headers.accept;
+  return typeof accept === 'string' && accept.includes('text/html');
+}
+
+function sendError(request: FastifyRequest, reply: FastifyReply, domain: DomainError) {
+  if (!wantsHtml(request)) return reply.status(domain.status).send(errorBody(domain));
+  return reply
+    .status(domain.status)
+    .type('text/html; charset=utf-8')
+    .send(
+      errorPage({
+        status: domain.status,
+        message: domain.message,
+        path: request.url.split('?')[0]!,
+        requestId: String(request.id),
+      }),
+    );
+}
+
 export function installErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((err, request, reply) => {
     const domain = toDomainError(err);
@@ -83,15 +113,15 @@ export function installErrorHandling(app: FastifyInstance): void {
     if (domain.code === 'rate_limited' && typeof domain.details?.retryAfterSeconds === 'number') {
       void reply.header('retry-after', String(domain.details.retryAfterSeconds));
     }
-    return reply.status(domain.status).send(errorBody(domain));
+    return sendError(request, reply, domain);
   });
   app.setNotFoundHandler((request, reply) =>
-    reply
-      .status(404)
-      .send(
-        errorBody(
-          new DomainError('not_found', `no route for ${request.method} ${request.url.split('?')[0]}`),
-        ),
-      ),
+    sendError(
+      request,
+      reply,
+      wantsHtml(request)
+        ? new DomainError('not_found', 'There is no page at this address.')
+        : new DomainError('not_found', `no route for ${request.method} ${request.url.split('?')[0]}`),
+    ),
   );
 }

@@ -52,6 +52,30 @@ export async function listTenants(
   return (await query.execute()).map(summary);
 }
 
+/** One page of tenants for an operator: newest first, by status and a search of slug and company. */
+export async function searchTenants(
+  db: Database,
+  filter: { q?: string; status?: TenantStatus; limit: number; offset: number },
+): Promise<{ tenants: TenantSummary[]; total: number }> {
+  let query = db.selectFrom('tenants');
+  if (filter.status) query = query.where('status', '=', filter.status);
+  if (filter.q) {
+    const pattern = `%${filter.q.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+    query = query.where((eb) => eb.or([eb('slug', 'ilike', pattern), eb('company', 'ilike', pattern)]));
+  }
+  const [rows, count] = await Promise.all([
+    query
+      .select(SUMMARY)
+      .orderBy('created_at', 'desc')
+      .orderBy('id')
+      .limit(filter.limit)
+      .offset(filter.offset)
+      .execute(),
+    query.select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow(),
+  ]);
+  return { tenants: rows.map(summary), total: Number(count.n) };
+}
+
 /** A tenant by id (`ten_…`) or slug, with its services and reconcile status. */
 export async function findTenant(db: Database, idOrSlug: string): Promise<TenantDetail | undefined> {
   const column = idOrSlug.startsWith('ten_') ? 'id' : 'slug';

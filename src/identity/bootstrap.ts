@@ -51,12 +51,13 @@ export async function adminLoginHelp(db: Database, email: string, publicUrl: str
   const user = await db.selectFrom('users').select('id').where('email', '=', email).executeTakeFirst();
   if (user && (await totpEnabled(db, user.id))) {
     return [
-      '  Two-factor       enrolled: log in with email, password and the authenticator code (or a recovery code)',
+      `  Two-factor       enrolled: sign in at ${publicUrl}/admin with email, password and the authenticator code (or a recovery code)`,
     ];
   }
   return [
-    '  Two-factor       required for admins, not yet enrolled. First POST',
-    `                   ${publicUrl}/api/v1/auth/login {"email","password"} → 403 with an enrolmentToken;`,
+    '  Two-factor       required for admins, not yet enrolled: the first sign-in at',
+    `                   ${publicUrl}/admin sets it up (a QR code for an authenticator app, then recovery codes).`,
+    '                   Over the API: POST /api/v1/auth/login {"email","password"} → 403 with an enrolmentToken;',
     '                   with it as bearer POST /api/v1/auth/totp/enrol (add otpauthUrl to an authenticator app),',
     '                   then /api/v1/auth/totp/confirm {"code"} (keep the recovery codes); then log in with "totp".',
   ];

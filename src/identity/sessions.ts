@@ -85,12 +85,69 @@ export async function login(
       { details: { reason: 'totp_enrolment_required', enrolmentToken: enrol.token } },
     );
   }
+  if (hasTotp && !input.totp && !input.recoveryCode) {
+    // The password was right: the token lets the second step come without it.
+    const pending = await deps.tokens.sign('totp_pending', claims);
+    throw new DomainError('unauthenticated', 'a two-factor code is required (totp or recoveryCode)', {
+      details: { reason: 'totp_required', secondFactorToken: pending.token },
+    });
+  }
   if (hasTotp) await secondFactor(deps, user.id, email, input, ip);
   await deps.limiter.succeeded('login', email, ip);
   return issueSession(deps, { ...claims, email: user.email }, newId('session'));
 }
 
-async function secondFactor(deps: SessionDeps, userId: string, email: string, input: LoginInput, ip: string) {
+/**
+ * The second step of a login: the token a password login answered with
+ * (`totp_pending`), or a platform admin's enrolment token once enrolment is
+ * confirmed, and a TOTP or recovery code.
+ */
+export async function loginSecondFactor(
+  deps: SessionDeps,
+  input: { token: string; totp?: string; recoveryCode?: string },
+  source: LoginSource,
+  outcome: LoginOutcome = {},
+): Promise<Tokens> {
+  let claims;
+  try {
+    claims = await deps.tokens.verify('totp_pending', input.token);
+  } catch {
+    try {
+      claims = await deps.tokens.verify('totp_enrol', input.token);
+    } catch {
+      throw new DomainError('unauthenticated', 'the sign-in has expired; start again with the password');
+    }
+  }
+  const user = await deps.db.selectFrom('users').selectAll().where('id', '=', claims.sub).executeTakeFirst();
+  if (!user || user.role !== claims.role || user.tenant_id !== claims.tid) {
+    throw new DomainError('unauthenticated', 'the sign-in has expired; start again with the password');
+  }
+  if (source.tenantId !== undefined && user.tenant_id !== source.tenantId) throw wrong();
+  outcome.userId = user.id;
+  outcome.tenantId = user.tenant_id;
+  if (!(await totpEnabled(deps.db, user.id))) {
+    throw new DomainError('forbidden', 'two-factor authentication is not set up for this account', {
+      details: { reason: 'totp_enrolment_required' },
+    });
+  }
+  if (!input.totp && !input.recoveryCode) {
+    throw new DomainError('bad_request', 'a two-factor code is required (totp or recoveryCode)');
+  }
+  await secondFactor(deps, user.id, user.email, input, source.ip);
+  return issueSession(
+    deps,
+    { sub: user.id, role: user.role, tid: user.tenant_id, email: user.email },
+    newId('session'),
+  );
+}
+
+async function secondFactor(
+  deps: SessionDeps,
+  userId: string,
+  email: string,
+  input: Pick<LoginInput, 'totp' | 'recoveryCode'>,
+  ip: string,
+) {
   if (input.totp) {
     await deps.limiter.attempt('totp', email, ip);
     if (

@@ -12,7 +12,12 @@ import type { SecretBox } from './secrets.ts';
  * master key; rotation adds a key and retires the old ones, which keep
  * verifying until every token they signed has expired.
  */
-export type TokenUse = 'access' | 'totp_enrol';
+/**
+ * `totp_enrol`: a platform admin's password was right but two-factor is not set
+ * up yet (enrolment only); `totp_pending`: the password was right and a
+ * second factor is still due (POST /api/v1/auth/login/second-factor).
+ */
+export type TokenUse = 'access' | 'totp_enrol' | 'totp_pending';
 
 export interface TokenClaims {
   sub: string;
@@ -43,7 +48,11 @@ export interface TokenIssuer {
 export const ACCESS_TTL_SECONDS = 10 * 60;
 const ENROL_TTL_SECONDS = 10 * 60;
 const ALG = 'EdDSA';
-const TYP: Record<TokenUse, string> = { access: 'at+jwt', totp_enrol: 'totp-enrol+jwt' };
+const TYP: Record<TokenUse, string> = {
+  access: 'at+jwt',
+  totp_enrol: 'totp-enrol+jwt',
+  totp_pending: 'totp-pending+jwt',
+};
 const RELOAD_AFTER_MS = 5_000;
 const KEY_REFRESH_MS = 60_000;
 

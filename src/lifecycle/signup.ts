@@ -3,10 +3,16 @@ import type { BillingPort } from '../core/billing.ts';
 import { DomainError } from '../core/errors.ts';
 import { newId } from '../core/ids.ts';
 import { mailboxProblem } from '../core/mailbox.ts';
-import { assertValidSlug } from '../core/tenants.ts';
+import { assertValidSlug, validateSlug } from '../core/tenants.ts';
 import type { Plan } from '../catalog/plans.ts';
 import type { Database } from '../db/database.ts';
-import { checkPassword, hashPassword, normaliseEmail, verifyPassword } from '../identity/passwords.ts';
+import {
+  checkPassword,
+  hashPassword,
+  normaliseEmail,
+  passwordProblem,
+  verifyPassword,
+} from '../identity/passwords.ts';
 import type { SignupLimiter } from './signup-limit.ts';
 
 export interface SignupInput {
@@ -59,6 +65,39 @@ async function resumePending(db: Database, slug: string, email: string, password
     row.password_hash !== null &&
     (await verifyPassword(row.password_hash, password));
   return same ? { tenantId: row.id, ownerId: row.userId, plan: row.plan } : undefined;
+}
+
+export type SignupField = 'company' | 'slug' | 'email' | 'password' | 'plan';
+
+/**
+ * Every problem of a signup's fields at once, each in words that follow the
+ * field's name ("is required"), without touching the database: what a form
+ * shows next to each field. `signup` checks the same, one at a time.
+ */
+export function signupProblems(
+  deps: Pick<SignupDeps, 'plans' | 'baseDomain'>,
+  input: Partial<Record<SignupField, string>>,
+): Partial<Record<SignupField, string>> {
+  const problems: Partial<Record<SignupField, string>> = {};
+  const company = (input.company ?? '').trim();
+  if (!company) problems.company = 'is required';
+  else if (/[\r\n]/.test(company)) problems.company = 'must be one line';
+  else if (company.length > 200) problems.company = 'must be at most 200 characters';
+  const slug = (input.slug ?? '').trim();
+  const slugProblem = slug ? validateSlug(slug) : 'is required';
+  if (slugProblem) problems.slug = slugProblem;
+  const email = normaliseEmail(input.email ?? '');
+  const emailProblem = email
+    ? mailboxProblem(email, { dotlessDomain: deps.baseDomain === 'localhost' })
+    : 'is required';
+  if (emailProblem) problems.email = emailProblem;
+  const password = input.password ?? '';
+  const passwordIssue = password ? passwordProblem(password, email) : 'is required';
+  if (passwordIssue) problems.password = passwordIssue.replace(/^password /, '');
+  if (input.plan !== undefined && input.plan !== '' && !deps.plans.some((p) => p.key === input.plan)) {
+    problems.plan = `expected one of ${deps.plans.map((p) => p.key).join(', ')}`;
+  }
+  return problems;
 }
 
 /**

@@ -6,6 +6,7 @@ import { signupRoutes } from '../api/routes/signup.ts';
 import { stripeWebhookRoutes } from '../api/routes/stripe-webhook.ts';
 import { tenantLifecycleRoutes } from '../api/routes/tenant-lifecycle.ts';
 import { catalogRoutes } from '../api/routes/catalog.ts';
+import { consoleRoutes } from '../api/console/routes.ts';
 import { edgeSessionRoutes } from '../api/routes/edge-session.ts';
 import { tenantServiceRoutes } from '../api/routes/tenant-services.ts';
 import { backupRoutes } from '../api/routes/backups.ts';
@@ -66,6 +67,10 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
   });
   const identity = await installIdentity(api, { config, db: database.db, log }, parts.identity);
   edgeSessionRoutes(api, { db: database.db, tokens: identity.tokens });
+  consoleRoutes(api, {
+    secureCookies: config.publicUrl.startsWith('https:'),
+    publicUrl: config.publicUrl,
+  });
   const access = createTenantAccess(database.db);
   tenantLifecycleRoutes(api, {
     db: database.db,

@@ -22,7 +22,8 @@ h1{font-size:1.5rem}button{font-size:1rem;padding:.6rem 1.4rem;border:0;border-r
  */
 export const PAGE_CSP = [
   "default-src 'none'",
-  `style-src ${styleSource(STYLE)}`,
+  // The design system's stylesheet comes from this origin (src/web/design.ts); older pages carry theirs inline.
+  `style-src 'self' ${styleSource(STYLE)}`,
   "img-src 'self'",
   "form-action 'self' https://checkout.stripe.com",
   "frame-ancestors 'none'",
@@ -47,6 +48,6 @@ export function htmlDocument(parts: { title: string; style: string; body: string
 }
 
 /** A page of the portal, in its stylesheet. */
-export function page(title: string, body: string): string {
-  return htmlDocument({ title, style: STYLE, body });
+export function page(title: string, body: string, head?: string): string {
+  return htmlDocument({ title, style: STYLE, body, head });
 }

@@ -436,6 +436,35 @@ export const ROUTE_CASES: RouteCase[] = [
     }),
   },
   {
+    method: 'GET',
+    url: '/api/v1/tenants',
+    minRole: 'platform_admin',
+    scope: 'platform',
+    call: (h) => ({ url: `/api/v1/tenants?q=${h.a.slug}&limit=5` }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/tenants/:tenant/suspend',
+    minRole: 'platform_admin',
+    scope: 'tenant',
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/suspend` }),
+    allowed: async (h, s) => ({
+      token: h.admin.token,
+      call: { url: `/api/v1/tenants/${(await spareTenant(h, s)).id}/suspend` },
+    }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/tenants/:tenant/reactivate',
+    minRole: 'platform_admin',
+    scope: 'tenant',
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/reactivate` }),
+    allowed: async (h, s) => ({
+      token: h.admin.token,
+      call: { url: `/api/v1/tenants/${(await spareTenant(h, s, 'suspended')).slug}/reactivate` },
+    }),
+  },
+  {
     method: 'POST',
     url: '/api/v1/tenants/:tenant/purge',
     minRole: 'platform_admin',

@@ -22,6 +22,12 @@ declare module 'fastify' {
     minRole?: Role;
     /** The audit log's name for this action; default `<METHOD> <route>`. */
     auditAction?: string;
+    /**
+     * A page's form whose every effect is an API call made for it (the
+     * operator console): the API call writes the audit row, so the form post
+     * writes none of its own.
+     */
+    auditedByApi?: boolean;
   }
   interface FastifyRequest {
     principal?: Principal;

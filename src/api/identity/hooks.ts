@@ -48,6 +48,7 @@ export async function installIdentityHooks(
   app.addHook('onSend', async (request, reply, payload) => {
     const url = request.routeOptions.url;
     if (url === undefined || !MUTATING.has(request.method)) return payload;
+    if (request.routeOptions.config.auditedByApi === true) return payload;
     const principal = request.principal;
     const target = targetOf(request);
     try {

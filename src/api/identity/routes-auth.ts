@@ -8,6 +8,7 @@ import type { SecretBox } from '../../identity/secrets.ts';
 import {
   changePassword,
   login,
+  loginSecondFactor,
   logout,
   refresh,
   type SessionDeps,
@@ -91,6 +92,43 @@ export function authRoutes(app: ApiServer, deps: AuthRouteDeps): void {
         const source = await loginSource(deps.db, request);
         request.audit = { targetType: 'user', sourceIp: source.ip };
         const tokens = await login(deps.sessions, request.body, source, outcome);
+        return send(reply, tokens, request.body.mode, deps.secureCookies);
+      } finally {
+        request.audit = {
+          ...request.audit,
+          actorId: outcome.userId ?? null,
+          tenantId: outcome.tenantId ?? null,
+          targetType: 'user',
+          targetId: outcome.userId,
+        };
+      }
+    },
+  );
+
+  app.post(
+    '/api/v1/auth/login/second-factor',
+    {
+      config: { public: true, auditAction: 'auth.login.second_factor' },
+      schema: {
+        tags,
+        summary:
+          'Second step of a login: the secondFactorToken a password login answered with (or an enrolled admin’s enrolmentToken) and a TOTP or recovery code',
+        body: z.object({
+          token: z.string().min(1).max(4096),
+          totp: z.string().max(16).optional(),
+          recoveryCode: z.string().max(64).optional(),
+          mode: z.enum(['bearer', 'cookie']).default('bearer'),
+        }),
+        response: { 200: TokensOut },
+      },
+    },
+    async (request, reply) => {
+      const outcome: { userId?: string; tenantId?: string | null } = {};
+      request.audit = { targetType: 'user' };
+      try {
+        const source = await loginSource(deps.db, request);
+        request.audit = { targetType: 'user', sourceIp: source.ip };
+        const tokens = await loginSecondFactor(deps.sessions, request.body, source, outcome);
         return send(reply, tokens, request.body.mode, deps.secureCookies);
       } finally {
         request.audit = {

@@ -2,8 +2,10 @@ import { tenantUrl } from '../../core/services.ts';
 import { z } from 'zod';
 import { DomainError } from '../../core/errors.ts';
 import { validateSlug } from '../../core/tenants.ts';
-import { signup, type SignupDeps } from '../../lifecycle/signup.ts';
+import { signup, signupProblems, type SignupDeps, type SignupField } from '../../lifecycle/signup.ts';
 import { escapeHtml, page } from '../../web/html.ts';
+import { designPage, field, notice } from '../../web/design.ts';
+import { tenantSteps } from '../../edge/routes-store.ts';
 import type { ApiServer } from '../server.ts';
 
 const SignupBody = z.object({
@@ -19,20 +21,47 @@ const SignupResponse = z.object({
   checkoutUrl: z.string(),
 });
 
-function signupPage(baseDomain: string, values: Record<string, string> = {}, error = ''): string {
-  const field = (name: string, label: string, type = 'text', extra = '') =>
-    `<label>${label}<br><input name="${name}" type="${type}" value="${type === 'password' ? '' : escapeHtml(values[name] ?? '')}" required ${extra}></label><br>`;
-  return page(
-    'Sign up',
-    `<h1>Create your workspace</h1>
-${error ? `<p role="alert" class="error">${escapeHtml(error)}</p>` : ''}
-<form method="post" action="/signup">
-${field('company', 'Company')}
-${field('slug', `Address: <span class="muted">your-name.${escapeHtml(baseDomain)}</span>`, 'text', 'pattern="[a-z0-9-]{3,40}"')}
-${field('email', 'Email', 'email', 'autocomplete="username"')}
-${field('password', 'Password (at least 12 characters)', 'password', 'autocomplete="new-password" minlength="12"')}
-<button type="submit">Continue to payment</button></form>`,
-  );
+type Problems = Partial<Record<SignupField, string>>;
+const LABELS: Record<SignupField, string> = {
+  company: 'Company',
+  slug: 'Address',
+  email: 'Email',
+  password: 'Password',
+  plan: 'Plan',
+};
+
+/**
+ * The signup form: every field's problem next to it, all at once, with a
+ * summary on top; what was typed is kept (never the password).
+ */
+function signupPage(
+  baseDomain: string,
+  values: Record<string, string> = {},
+  problems: Problems = {},
+  error = '',
+): string {
+  const wrong = (Object.keys(problems) as SignupField[]).filter((f) => problems[f]);
+  const summary = wrong.length
+    ? `<div class="notice error" role="alert"><p><strong>Please correct ${wrong.length === 1 ? 'this field' : `these ${wrong.length} fields`}:</strong></p><ul>${wrong
+        .map((f) => `<li><a href="#f-${f}">${LABELS[f]}</a> ${escapeHtml(problems[f]!)}</li>`)
+        .join('')}</ul></div>`
+    : error
+      ? notice(error, 'error')
+      : '';
+  const kept = (name: string) => values[name] ?? '';
+  return designPage({
+    title: 'Sign up',
+    narrow: true,
+    body: `<h1>Create your workspace</h1>
+${summary}
+<div class="card"><form method="post" action="/signup">
+${field({ name: 'company', label: 'Company', value: kept('company'), autocomplete: 'organization', error: problems.company })}
+${field({ name: 'slug', label: 'Address', hint: `your-name.${baseDomain}: lowercase letters, digits and hyphens`, value: kept('slug'), autocomplete: 'off', error: problems.slug })}
+${field({ name: 'email', label: 'Email', type: 'email', value: kept('email'), autocomplete: 'username', error: problems.email })}
+${field({ name: 'password', label: 'Password', type: 'password', hint: 'At least 12 characters', autocomplete: 'new-password', error: problems.password })}
+${kept('plan') ? `<input type="hidden" name="plan" value="${escapeHtml(kept('plan'))}">` : ''}
+<button type="submit">Continue to payment</button></form></div>`,
+  });
 }
 
 /** The portal's front page at the base domain: where to sign up, and where the API is described. */
@@ -93,6 +122,13 @@ export function signupRoutes(app: ApiServer, deps: SignupDeps): void {
     },
     async (request, reply) => {
       const form = request.body;
+      const problems = signupProblems(deps, form);
+      if (Object.keys(problems).length > 0) {
+        return reply
+          .status(400)
+          .type('text/html; charset=utf-8')
+          .send(signupPage(deps.baseDomain, form, problems));
+      }
       try {
         const parsed = SignupBody.parse(form);
         const result = await signup(deps, parsed, request.ip);
@@ -111,12 +147,19 @@ export function signupRoutes(app: ApiServer, deps: SignupDeps): void {
               ? new DomainError('validation_failed', 'please fill in every field')
               : undefined;
         if (!refusal) throw err;
+        const onField = refusal.details?.field;
         const retryAfter = refusal.details?.retryAfterSeconds;
         if (typeof retryAfter === 'number') void reply.header('retry-after', String(retryAfter));
         return reply
           .status(refusal.status)
           .type('text/html; charset=utf-8')
-          .send(signupPage(deps.baseDomain, form, refusal.message));
+          .send(
+            typeof onField === 'string' && onField in LABELS
+              ? signupPage(deps.baseDomain, form, {
+                  [onField]: refusal.message.replace(new RegExp(`^${onField}: `), ''),
+                })
+              : signupPage(deps.baseDomain, form, {}, refusal.message),
+          );
       }
     },
   );
@@ -127,22 +170,55 @@ export function signupRoutes(app: ApiServer, deps: SignupDeps): void {
       config: { public: true },
       schema: { hide: true, querystring: z.object({ tenant: z.string().max(63).optional() }) },
     },
-    (request, reply) => {
+    async (request, reply) => {
       // The query is the visitor's to change: a link is made only from a valid slug, so it stays on
       // this platform (`evil.example/#` would otherwise become http://evil.example/#.<base>).
       const slug = request.query.tenant ?? '';
-      const where =
-        validateSlug(slug) === undefined
-          ? `It will be at <a href="${escapeHtml(tenantUrl(deps.publicUrl, slug))}/">${escapeHtml(tenantUrl(deps.publicUrl, slug))}</a>; you`
-          : 'You';
-      return reply
-        .type('text/html; charset=utf-8')
-        .send(
-          page(
-            'Payment received',
-            `<h1>Thank you</h1><p>We are preparing your workspace. ${where} will also get an email when it is ready.</p>`,
-          ),
+      const valid = validateSlug(slug) === undefined;
+      const url = valid ? `${tenantUrl(deps.publicUrl, slug)}/` : '';
+      const link = `<a href="${escapeHtml(url)}">${escapeHtml(url)}</a>`;
+      const tenant = valid
+        ? await deps.db
+            .selectFrom('tenants')
+            .select(['id', 'status'])
+            .where('slug', '=', slug)
+            .executeTakeFirst()
+        : undefined;
+      const html = (title: string, body: string, head?: string) =>
+        reply
+          .type('text/html; charset=utf-8')
+          .header('cache-control', 'no-store')
+          .send(page(title, body, head));
+      if (tenant?.status === 'active') {
+        return html(
+          'Your workspace is ready',
+          `<h1>Your workspace is ready</h1><p>Go to ${link} and sign in.</p>`,
         );
+      }
+      if (tenant?.status === 'failed') {
+        return html(
+          'Payment received',
+          '<h1>Thank you</h1><p>Setting up your workspace did not finish. The platform’s operators can see why; you will hear from them.</p>',
+        );
+      }
+      if (tenant?.status === 'pending_payment' || tenant?.status === 'provisioning') {
+        // Followed live: the page reloads itself (no script) until the workspace is ready.
+        const { steps } = await tenantSteps(deps.db, tenant.id);
+        const progress =
+          tenant.status === 'pending_payment'
+            ? '<p>Waiting for the payment to be confirmed…</p>'
+            : `<ol>${steps.map((s) => `<li class="${escapeHtml(s.state)}">${escapeHtml(s.name)}: ${escapeHtml(s.state)}</li>`).join('')}</ol>`;
+        return html(
+          'Payment received',
+          `<h1>Thank you</h1><p>We are preparing your workspace. It will be at ${link}; you will also get an email when it is ready. This page follows it and refreshes itself.</p>${progress}`,
+          '<meta http-equiv="refresh" content="5">',
+        );
+      }
+      const where = valid ? `It will be at ${link}; you` : 'You';
+      return html(
+        'Payment received',
+        `<h1>Thank you</h1><p>We are preparing your workspace. ${where} will also get an email when it is ready.</p>`,
+      );
     },
   );
 }

@@ -6,9 +6,27 @@ import { isPlatformAdmin, type Principal } from '../../identity/principal.ts';
 import type { TenantAccess } from '../../identity/tenant-access.ts';
 import { cancelTenant } from '../../lifecycle/cancel.ts';
 import { startPurge } from '../../lifecycle/purge.ts';
+import { setTenantSuspended } from '../../lifecycle/suspend.ts';
+import { TENANT_STATUSES } from '../../core/tenants.ts';
+import { searchTenants } from '../../db/tenants.ts';
 import type { ApiServer } from '../server.ts';
 
 const Params = z.object({ tenant: z.string().min(1).max(80) });
+const TenantQuery = z.object({
+  q: z.string().max(100).optional(),
+  status: z.enum(TENANT_STATUSES).optional(),
+  limit: z.coerce.number().int().min(1).max(200).default(25),
+  offset: z.coerce.number().int().min(0).max(1_000_000).default(0),
+});
+const TenantRow = z.object({
+  id: z.string(),
+  slug: z.string(),
+  company: z.string().nullable(),
+  plan: z.string(),
+  status: z.string(),
+  statusReason: z.string().nullable(),
+  createdAt: z.string(),
+});
 const TenantState = z.object({
   id: z.string(),
   slug: z.string(),
@@ -18,9 +36,10 @@ const TenantState = z.object({
 });
 
 /**
- * Operator actions on a tenant, for platform admins only: cancel (the grace
- * period starts, as when Stripe deletes the subscription) and purge. Both are
- * idempotent and audited (the identity hooks record every mutating request).
+ * Operator actions on tenants, for platform admins only: list and search
+ * them; suspend and reactivate; cancel (the grace period starts, as when
+ * Stripe deletes the subscription) and purge. Every action is idempotent and
+ * audited (the identity hooks record every mutating request).
  */
 export function tenantLifecycleRoutes(
   app: ApiServer,
@@ -57,6 +76,75 @@ export function tenantLifecycleRoutes(
       cancelledAt: t.cancelled_at?.toISOString() ?? null,
       purgeAfter: t.purge_after?.toISOString() ?? null,
     };
+  }
+
+  app.get(
+    '/api/v1/tenants',
+    {
+      config: { minRole: 'platform_admin' },
+      schema: {
+        tags: ['tenants'],
+        summary:
+          'Every tenant (admins), newest first: `q` searches slug and company, `status` filters, `limit` and `offset` page',
+        querystring: TenantQuery,
+        response: {
+          200: z.object({
+            tenants: z.array(TenantRow),
+            total: z.number(),
+            limit: z.number(),
+            offset: z.number(),
+          }),
+        },
+      },
+    },
+    async (request) => {
+      const { q, status, limit, offset } = request.query;
+      const page = await searchTenants(db, { q: q || undefined, status, limit, offset });
+      return {
+        tenants: page.tenants.map((t) => ({ ...t, createdAt: t.createdAt.toISOString() })),
+        total: page.total,
+        limit,
+        offset,
+      };
+    },
+  );
+
+  for (const suspend of [true, false]) {
+    const verb = suspend ? 'suspend' : 'reactivate';
+    app.post(
+      `/api/v1/tenants/:tenant/${verb}`,
+      {
+        config: { minRole: 'platform_admin', auditAction: `tenant.${verb}` },
+        schema: {
+          tags: ['tenants'],
+          summary: suspend
+            ? 'Suspend a tenant (admins): its workspace answers a suspended page at once; a payment does not lift it. Idempotent'
+            : 'Reactivate a suspended tenant (admins), whatever suspended it. 409 for a tenant not suspended or active. Idempotent',
+          params: Params,
+          response: {
+            200: z.object({
+              tenant: z.object({
+                id: z.string(),
+                slug: z.string(),
+                status: z.string(),
+                statusReason: z.string().nullable(),
+              }),
+              changed: z.boolean(),
+            }),
+          },
+        },
+      },
+      async (request) => {
+        const principal = principalOf(request);
+        const tenantId = await adminTarget(request.params.tenant, principal);
+        request.audit = { tenantId, targetType: 'tenant', targetId: tenantId };
+        const { changed, ...tenant } = await setTenantSuspended(db, tenantId, suspend, {
+          graceDays: deps.graceDays,
+          actorId: principal.id,
+        });
+        return { tenant, changed };
+      },
+    );
   }
 
   app.post(

@@ -31,6 +31,7 @@ export async function up(ctx: CommandContext): Promise<Platform> {
     '',
     'AIQSO is running.',
     `  Portal and API   ${config.publicUrl}/`,
+    `  Operator console ${config.publicUrl}/admin`,
     `  API reference    ${config.publicUrl}/api/docs`,
     `  Health           ${config.publicUrl}/healthz`,
     `  Database         ${platform.database.mode === 'embedded' ? `embedded PostgreSQL in ${config.dataDir}/pg` : 'DATABASE_URL'}`,
