@@ -1,11 +1,12 @@
 // The dashboard's HTML and HTTP plumbing: pages, security headers, cookies and signed values.
+/** @import { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http' */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 
-export const escape = (s) =>
-  String(s).replace(
-    /[&<>"']/g,
-    (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c],
-  );
+const ENTITIES = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
+
+/** `s` as text for HTML: the five characters that could end a text or an attribute become entities. */
+export const escape = (/** @type {unknown} */ s) =>
+  String(s).replace(/[&<>"']/g, (c) => ENTITIES[/** @type {keyof typeof ENTITIES} */ (c)]);
 
 // The one stylesheet, allowed by its hash: the pages carry no script and no other inline style.
 const STYLE = `body{font-family:system-ui,sans-serif;max-width:48rem;margin:2.5rem auto;padding:0 1rem;color:#1f2933}
@@ -26,6 +27,11 @@ export const SECURITY_HEADERS = {
   'cross-origin-opener-policy': 'same-origin',
 };
 
+/**
+ * A whole HTML page.
+ * @param {string} title the page's title (escaped here)
+ * @param {string} body its body, HTML already
+ */
 export function page(title, body) {
   return `<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>${escape(title)}</title>
@@ -33,7 +39,13 @@ export function page(title, body) {
 </head><body>${body}</body></html>`;
 }
 
-/** An HTML answer (or a redirect with an empty body) with the security headers. */
+/**
+ * An HTML answer (or a redirect with an empty body) with the security headers.
+ * @param {ServerResponse} res
+ * @param {number} status
+ * @param {string} html
+ * @param {OutgoingHttpHeaders} [headers]
+ */
 export function send(res, status, html, headers = {}) {
   res.writeHead(status, {
     'content-type': 'text/html; charset=utf-8',
@@ -44,9 +56,16 @@ export function send(res, status, html, headers = {}) {
   res.end(html);
 }
 
-export const csrfField = (token) => `<input type="hidden" name="csrf" value="${escape(token)}">`;
+export const csrfField = (/** @type {string} */ token) =>
+  `<input type="hidden" name="csrf" value="${escape(token)}">`;
 
+/**
+ * The request's cookies by name.
+ * @param {IncomingMessage} req
+ * @returns {Record<string, string>}
+ */
 export function readCookies(req) {
+  /** @type {Record<string, string>} */
   const jar = {};
   for (const part of (req.headers.cookie ?? '').split(/;\s*/)) {
     const eq = part.indexOf('=');
@@ -55,20 +74,28 @@ export function readCookies(req) {
   return jar;
 }
 
+/**
+ * A Set-Cookie value: HttpOnly, SameSite=Lax, for the whole host.
+ * @param {string} name
+ * @param {string} value
+ * @param {{ maxAge?: number, secure?: boolean }} [options] `maxAge` in seconds (without it, the cookie
+ *   lasts until the browser closes); `secure`: sent over HTTPS only
+ */
 export function cookie(name, value, { maxAge, secure } = {}) {
   const age = maxAge === undefined ? '' : `; Max-Age=${maxAge}`;
   return `${name}=${value}; Path=/; HttpOnly; SameSite=Lax${age}${secure ? '; Secure' : ''}`;
 }
 
-export const clearCookie = (name) => `${name}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax`;
+export const clearCookie = (/** @type {string} */ name) =>
+  `${name}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax`;
 
 export const randomId = () => randomBytes(24).toString('base64url');
 
 /** Values signed with a key of this process (a restart invalidates them, and signs everyone out). */
 export function signer() {
   const key = randomBytes(32);
-  const sign = (value) => createHmac('sha256', key).update(value).digest('base64url');
-  const same = (a, b) => {
+  const sign = (/** @type {string} */ value) => createHmac('sha256', key).update(value).digest('base64url');
+  const same = (/** @type {string} */ a, /** @type {string} */ b) => {
     const x = Buffer.from(String(a));
     const y = Buffer.from(String(b));
     return x.length === y.length && timingSafeEqual(x, y);
@@ -76,20 +103,30 @@ export function signer() {
   return {
     sign,
     /** `value.mac` for a cookie. */
-    seal: (value) => `${value}.${sign(value)}`,
-    /** The value of a `value.mac` cookie whose mac is right, else undefined. */
+    seal: (/** @type {string} */ value) => `${value}.${sign(value)}`,
+    /**
+     * The value of a `value.mac` cookie whose mac is right, else undefined.
+     * @param {string | undefined} sealed
+     */
     unseal(sealed) {
-      const dot = (sealed ?? '').lastIndexOf('.');
+      const text = sealed ?? '';
+      const dot = text.lastIndexOf('.');
       if (dot <= 0) return undefined;
-      const value = sealed.slice(0, dot);
-      return same(sign(value), sealed.slice(dot + 1)) ? value : undefined;
+      const value = text.slice(0, dot);
+      return same(sign(value), text.slice(dot + 1)) ? value : undefined;
     },
     /** Whether `given` is the CSRF token of `scope` (a session, a pending sign-in, a visitor). */
-    csrfOk: (scope, given) => same(sign(`csrf:${scope}`), given ?? ''),
-    csrf: (scope) => sign(`csrf:${scope}`),
+    csrfOk: (/** @type {string} */ scope, /** @type {string | undefined} */ given) =>
+      same(sign(`csrf:${scope}`), given ?? ''),
+    csrf: (/** @type {string} */ scope) => sign(`csrf:${scope}`),
   };
 }
 
+/**
+ * A posted form (`application/x-www-form-urlencoded`, at most 16 KiB) by field name.
+ * @param {IncomingMessage} req
+ * @returns {Promise<Record<string, string>>}
+ */
 export function readForm(req) {
   return new Promise((resolve, reject) => {
     let data = '';
