@@ -137,6 +137,19 @@ describe('monthly usage report', () => {
     );
     await deliver('usage-');
     await deliver('usage-'); // Nothing left to send twice.
+    // One usage.report event per tenant for webhooks, however often the firing ran.
+    const events = await h.db.db
+      .selectFrom('webhook_events')
+      .select(['tenant_id', 'data'])
+      .where('type', '=', 'usage.report')
+      .execute();
+    expect(events.map((e) => e.tenant_id).sort()).toEqual([h.a.id, h.b.id].sort());
+    const eventA = events.find((e) => e.tenant_id === h.a.id)!.data as {
+      month: string;
+      usage: { requests: number };
+    };
+    expect(eventA.month).toBe('2031-11');
+    expect(eventA.usage.requests).toBe(72_000);
 
     const sent = await h.db.db
       .selectFrom('emails')

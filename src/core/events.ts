@@ -20,6 +20,7 @@ export const EVENT_TYPES = [
   'incident.resolved',
   'backup.completed',
   'backup.failed',
+  'usage.report',
 ] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 

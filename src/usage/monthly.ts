@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
 import type { Database } from '../db/database.ts';
 import type { Logger } from '../observability/logger.ts';
+import { emitTenantEvent } from '../events/emit.ts';
 import { writeOutbox } from '../orchestrator/outbox.ts';
 import type { AlertPayload, EmailPayload } from '../orchestrator/mail-handlers.ts';
 import { rollUpMonth, monthOf } from './collect.ts';
@@ -189,7 +190,8 @@ export function operatorSummary(month: string, months: TenantMonth[]) {
 
 /**
  * Queue the reports of a closed month: one mail to each tenant owner with
- * usage in it and one summary to the platform admins. The month is rolled up
+ * usage in it (and a `usage.report` event for webhooks) and one summary to
+ * the platform admins. The month is rolled up
  * first. Every mail goes through the outbox under a key of tenant and month,
  * so running this again (a second worker, a restart on the 1st, a backfilled
  * firing) queues nothing twice.
@@ -234,10 +236,18 @@ export async function queueMonthlyReports(
       tenantId: t.id,
       attachments: [report.csv],
     };
-    if (
-      await writeOutbox(db, { key: `usage-report:${t.id}:${month}`, kind: 'email', payload: { ...payload } })
-    )
-      queued++;
+    const key = `usage-report:${t.id}:${month}`;
+    await db.transaction().execute(async (trx) => {
+      if (await writeOutbox(trx, { key, kind: 'email', payload: { ...payload } })) queued++;
+      // The same month's figures for event webhooks (once per tenant and month, like the mail).
+      const totals = {
+        cpuHours: m.cpuHours,
+        storageGb: m.storageGb,
+        requests: m.requests,
+        mailsSent: m.mailsSent,
+      };
+      await emitTenantEvent(trx, 'usage.report', t.id, { month, usage: totals }, { key });
+    });
   }
   const summary = operatorSummary(month, months);
   const alert: AlertPayload = {
