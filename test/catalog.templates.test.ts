@@ -4,7 +4,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { renderServiceEnv } from '../src/catalog/env.ts';
 import { CATALOG_DIR, CatalogError, loadCatalog } from '../src/catalog/load.ts';
-import { whyNotRunnable, type DriverKind } from '../src/catalog/runnable.ts';
+import { whyNotRunnable } from '../src/catalog/runnable.ts';
+import type { DriverKind } from '../src/core/compute.ts';
 import { syncCatalog } from '../src/catalog/sync.ts';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
 

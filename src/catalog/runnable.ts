@@ -1,7 +1,5 @@
-import { proxmoxImageRefusal } from '../core/compute.ts';
+import { proxmoxImageRefusal, type DriverKind } from '../core/compute.ts';
 import type { ServiceTemplate } from './schema.ts';
-
-export type DriverKind = 'process' | 'lxc' | 'proxmox';
 
 /**
  * What each compute driver runs, by catalog kind. The process driver runs

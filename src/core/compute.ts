@@ -135,7 +135,7 @@ export interface AddressRoom {
 }
 
 export interface ComputeDriver {
-  readonly kind: 'process' | 'lxc' | 'proxmox';
+  readonly kind: DriverKind;
   /** Present on drivers that run `image` workloads. */
   readonly images?: ImageCache;
   /** Create the container if missing (clone or create fresh) and bring its config to the spec. Does not start it. */

@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { whyNotRunnable, type DriverKind } from '../../catalog/runnable.ts';
+import type { DriverKind } from '../../core/compute.ts';
+import { whyNotRunnable } from '../../catalog/runnable.ts';
 import { serviceTemplateSchema } from '../../catalog/schema.ts';
 import type { Database } from '../../db/database.ts';
 import type { ApiServer } from '../server.ts';
