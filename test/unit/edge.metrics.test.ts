@@ -1,6 +1,6 @@
 import { Histogram, Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { createEdgeMetrics, OutcomeHistogram, type RouteTally } from '../src/edge/edge-metrics.ts';
+import { createEdgeMetrics, OutcomeHistogram, type RouteTally } from '../../src/edge/edge-metrics.ts';
 
 const BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5];
 const NAME = 'aiqso_edge_request_duration_seconds';

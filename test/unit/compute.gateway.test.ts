@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { containerReach } from '../src/compute/gateway.ts';
+import { containerReach } from '../../src/compute/gateway.ts';
 
 /** Where containers reach the API and the master database, by value (compute/gateway.ts). */
 describe('containerReach', () => {

@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { listmonkMailer } from '../src/mail/listmonk.ts';
+import { listmonkMailer } from '../../src/mail/listmonk.ts';
 
 /**
  * A stand-in for Listmonk's `POST /api/tx` that enforces its documented

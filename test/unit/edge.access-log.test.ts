@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { createAccessLog, millis, str } from '../src/edge/access-log.ts';
-import { createLogger } from '../src/observability/logger.ts';
+import { createAccessLog, millis, str } from '../../src/edge/access-log.ts';
+import { createLogger } from '../../src/observability/logger.ts';
 
 describe('edge access log', () => {
   it('quotes a string exactly as JSON.stringify does, for every UTF-16 code unit', () => {

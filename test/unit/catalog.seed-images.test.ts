@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { loadCatalog } from '../src/catalog/load.ts';
-import { DRIVER_RUNS, whyNotRunnable } from '../src/catalog/runnable.ts';
-import type { ServiceTemplate } from '../src/catalog/schema.ts';
-import { imageRun, renderEnvFile, renderImageInit } from '../src/compute/lxc/config.ts';
-import { INIT_INSIDE } from '../src/compute/lxc/images.ts';
-import type { ImageWorkload } from '../src/core/compute.ts';
-import { containerSpecFor, type Deployment } from '../src/services/deploy-context.ts';
+import { loadCatalog } from '../../src/catalog/load.ts';
+import { DRIVER_RUNS, whyNotRunnable } from '../../src/catalog/runnable.ts';
+import type { ServiceTemplate } from '../../src/catalog/schema.ts';
+import { imageRun, renderEnvFile, renderImageInit } from '../../src/compute/lxc/config.ts';
+import { INIT_INSIDE } from '../../src/compute/lxc/images.ts';
+import type { ImageWorkload } from '../../src/core/compute.ts';
+import { containerSpecFor, type Deployment } from '../../src/services/deploy-context.ts';
 
 /**
  * The seed's third-party services as image entries, rendered as the lxc

@@ -10,9 +10,9 @@ import {
   layerViolations,
   packageCycles,
   packageOf,
-} from '../scripts/import-graph.ts';
+} from '../../scripts/import-graph.ts';
 
-const repo = path.join(import.meta.dirname, '..');
+const repo = path.join(import.meta.dirname, '../..');
 const tsConfig = path.join(repo, 'tsconfig.json');
 
 describe('package cycles', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { memoryBudget, type BudgetHolder } from '../src/edge/rate-limit.ts';
+import { memoryBudget, type BudgetHolder } from '../../src/edge/rate-limit.ts';
 
 /** A budget on a clock the test moves. */
 function budget(points: number) {

@@ -1,9 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { CONFIG_REFERENCE, renderConfigReference, schemaDefault } from '../src/config/reference.ts';
-import { CONFIG_VARIABLES } from '../src/config/schema.ts';
+import { CONFIG_REFERENCE, renderConfigReference, schemaDefault } from '../../src/config/reference.ts';
+import { CONFIG_VARIABLES } from '../../src/config/schema.ts';
 
-const written = readFileSync(new URL('../docs/configuration.md', import.meta.url), 'utf8');
+const written = readFileSync(new URL('../../docs/configuration.md', import.meta.url), 'utf8');
 
 describe('the configuration reference in docs/', () => {
   it('is what the schema renders today (run `npm run docs:config` after changing a setting)', () => {

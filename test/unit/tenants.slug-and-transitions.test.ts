@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { canTransition, validateSlug } from '../src/core/tenants.ts';
-import { decideBillingAction } from '../src/billing/decide.ts';
-import type { BillingEvent } from '../src/billing/events.ts';
+import { canTransition, validateSlug } from '../../src/core/tenants.ts';
+import { decideBillingAction } from '../../src/billing/decide.ts';
+import type { BillingEvent } from '../../src/billing/events.ts';
 
 describe('tenant slugs', () => {
   it.each(['acme', 'acme-corp', 'a1b', 'x'.repeat(40)])('accepts %s', (slug) => {

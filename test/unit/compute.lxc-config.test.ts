@@ -8,9 +8,9 @@ import {
   renderEnvFile,
   shellQuote,
   type Isolation,
-} from '../src/compute/lxc/config.ts';
-import { securityLines, type HostSecurity } from '../src/compute/lxc/security.ts';
-import { firstFree, parseSubnet } from '../src/compute/shared/subnet.ts';
+} from '../../src/compute/lxc/config.ts';
+import { securityLines, type HostSecurity } from '../../src/compute/lxc/security.ts';
+import { firstFree, parseSubnet } from '../../src/compute/shared/subnet.ts';
 
 const noAppArmor: HostSecurity = {
   apparmor: { enabled: false, why: 'off' },

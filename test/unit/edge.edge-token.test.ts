@@ -1,9 +1,9 @@
 import { createHmac, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { cookieValue, filterCookies, isPlatformCookie } from '../src/edge/auth/cookies.ts';
-import { verifyEdgeToken } from '../src/edge/auth/edge-token.ts';
-import { loginLocation } from '../src/edge/auth/identity.ts';
-import { isPublicPath, isPublicRequest, type EdgeRoute } from '../src/edge/route-table.ts';
+import { cookieValue, filterCookies, isPlatformCookie } from '../../src/edge/auth/cookies.ts';
+import { verifyEdgeToken } from '../../src/edge/auth/edge-token.ts';
+import { loginLocation } from '../../src/edge/auth/identity.ts';
+import { isPublicPath, isPublicRequest, type EdgeRoute } from '../../src/edge/route-table.ts';
 
 /**
  * The edge's own checks, by value: the edge-session token (only EdDSA, only

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { normalizeHost, normalizePath, normalizeTarget } from '../src/edge/normalize.ts';
+import { normalizeHost, normalizePath, normalizeTarget } from '../../src/edge/normalize.ts';
 import {
   buildRouteTable,
   hostRoutes,
@@ -8,8 +8,8 @@ import {
   replaceHosts,
   tableRoutes,
   type EdgeRoute,
-} from '../src/edge/route-table.ts';
-import { RouteInterner, routeId, toEdgeRoute } from '../src/edge/routes-store.ts';
+} from '../../src/edge/route-table.ts';
+import { RouteInterner, routeId, toEdgeRoute } from '../../src/edge/routes-store.ts';
 
 function route(hostname: string, pathPrefix = '', extra: Partial<EdgeRoute> = {}): EdgeRoute {
   return {

@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { macFor } from '../src/compute/lxc/config.ts';
-import { hostPortsFromEnv } from '../src/compute/lxc/convert.ts';
-import { Coalesced } from '../src/compute/lxc/firewall.ts';
-import { planSubordinateRange, shiftId } from '../src/compute/lxc/idmap.ts';
-import { portPrefix, renderPolicy, tableName, vethName } from '../src/compute/lxc/netpolicy.ts';
-import { sleep } from '../src/compute/shared/run.ts';
-import { parseSubnet } from '../src/compute/shared/subnet.ts';
+import { macFor } from '../../src/compute/lxc/config.ts';
+import { hostPortsFromEnv } from '../../src/compute/lxc/convert.ts';
+import { Coalesced } from '../../src/compute/lxc/firewall.ts';
+import { planSubordinateRange, shiftId } from '../../src/compute/lxc/idmap.ts';
+import { portPrefix, renderPolicy, tableName, vethName } from '../../src/compute/lxc/netpolicy.ts';
+import { sleep } from '../../src/compute/shared/run.ts';
+import { parseSubnet } from '../../src/compute/shared/subnet.ts';
 
 describe('subordinate id ranges', () => {
   it("uses root's existing range and leaves the file alone", () => {

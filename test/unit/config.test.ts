@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../src/config/load.ts';
+import { ConfigError, loadConfig } from '../../src/config/load.ts';
 
 const cwd = mkdtempSync(path.join(os.tmpdir(), 'aiqso-config-'));
 const load = (env: Record<string, string>, dir = cwd) => loadConfig(env, dir);

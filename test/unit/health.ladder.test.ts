@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ladderStep, NEW_RECORD, type LadderRecord } from '../src/health/ladder.ts';
+import { ladderStep, NEW_RECORD, type LadderRecord } from '../../src/health/ladder.ts';
 
 /** The repair ladder by value: when it climbs, how far, and how a flapping target is damped. */
 const policy = { failures: 2, intervalMs: 10_000, stableProbes: 3 };
