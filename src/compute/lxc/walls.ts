@@ -121,7 +121,7 @@ export class LxcWalls {
       await applyNetworkPolicy({
         bridge: this.o.bridge,
         subnet: this.o.pool.subnet,
-        formerGateways: (await this.o.pool.formerGateways()).map((a) => a.split('/')[0]!),
+        formerGateways: (await this.o.pool.formerGateways(trx)).map((a) => a.split('/')[0]!),
         egress: this.o.egress ?? 'none',
         members,
       });

@@ -126,9 +126,12 @@ export class IpPool {
     });
   }
 
-  /** Gateways of adopted narrower networks (see adoptNarrower), as `address/prefix` for the bridge. */
-  async formerGateways(): Promise<string[]> {
-    const rows = await this.db
+  /**
+   * Gateways of adopted narrower networks (see adoptNarrower), as `address/prefix` for the bridge.
+   * Inside a transaction, pass it: a second connection from the pool while one is held can wait forever.
+   */
+  async formerGateways(executor: Database = this.db): Promise<string[]> {
+    const rows = await executor
       .selectFrom('ip_allocations')
       .select(['owner', sql<string>`host(address)`.as('ip')])
       .where('pool', '=', this.subnet.cidr)
