@@ -51,8 +51,11 @@ export function exited(child: ChildProcess, what: string): Promise<void> {
   });
 }
 
-/** Exact row counts of every table, read in the open transaction of `client`. */
-async function rowCounts(client: pg.Client): Promise<Record<string, number>> {
+/**
+ * Exact row counts of every table, keyed `schema.table`, read on `client` (in
+ * its open transaction, if any): what a backup records and a verification compares.
+ */
+export async function rowCounts(client: pg.Client): Promise<Record<string, number>> {
   const { rows } = await client.query<{ schema: string; name: string }>(
     `SELECT n.nspname AS schema, c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')

@@ -10,7 +10,7 @@ import type { Database } from '../db/database.ts';
 import type { VerifiedSnapshot } from '../db/tables.ts';
 import { writeOutbox } from '../orchestrator/outbox.ts';
 import { findPgDump } from '../services/final-backup.ts';
-import { DUMP_FILE } from './database.ts';
+import { DUMP_FILE, rowCounts } from './database.ts';
 import type { RepositoryKeys } from './repositories.ts';
 import type { Restic, ResticRepository } from './restic.ts';
 
@@ -174,18 +174,7 @@ async function scratchRowCounts(target: ReturnType<typeof connection>): Promise<
   const client = new pg.Client({ ...target, application_name: 'aiqso-verify' });
   await client.connect();
   try {
-    const { rows } = await client.query<{ schema: string; name: string }>(
-      `SELECT n.nspname AS schema, c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-          AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1, 2`,
-    );
-    const counts: Record<string, number> = {};
-    for (const t of rows) {
-      const table = `${pg.escapeIdentifier(t.schema)}.${pg.escapeIdentifier(t.name)}`;
-      const { rows: n } = await client.query<{ n: string }>(`SELECT count(*) AS n FROM ${table}`);
-      counts[`${t.schema}.${t.name}`] = Number(n[0]!.n);
-    }
-    return counts;
+    return await rowCounts(client);
   } finally {
     await client.end();
   }
