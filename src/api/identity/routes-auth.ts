@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { FastifyReply } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { ApiServer } from '../server.ts';
 import { DomainError } from '../../core/errors.ts';
@@ -73,6 +73,37 @@ function clearCookies(reply: FastifyReply): void {
     void reply.clearCookie(name, { path: name === COOKIE.refresh ? '/api/v1/auth' : '/' });
 }
 
+/**
+ * A login step's audit and answer: the entry names the user the step found
+ * (or none), whether it succeeded or threw, and the tokens go out as asked.
+ */
+async function auditedLogin(
+  deps: AuthRouteDeps,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  mode: 'bearer' | 'cookie',
+  step: (
+    source: Awaited<ReturnType<typeof loginSource>>,
+    outcome: { userId?: string; tenantId?: string | null },
+  ) => ReturnType<typeof login>,
+) {
+  const outcome: { userId?: string; tenantId?: string | null } = {};
+  request.audit = { targetType: 'user' };
+  try {
+    const source = await loginSource(deps.db, request);
+    request.audit = { targetType: 'user', sourceIp: source.ip };
+    return send(reply, await step(source, outcome), mode, deps.secureCookies);
+  } finally {
+    request.audit = {
+      ...request.audit,
+      actorId: outcome.userId ?? null,
+      tenantId: outcome.tenantId ?? null,
+      targetType: 'user',
+      targetId: outcome.userId,
+    };
+  }
+}
+
 export function authRoutes(app: ApiServer, deps: AuthRouteDeps): void {
   app.post(
     '/api/v1/auth/login',
@@ -85,24 +116,10 @@ export function authRoutes(app: ApiServer, deps: AuthRouteDeps): void {
         response: { 200: TokensOut },
       },
     },
-    async (request, reply) => {
-      const outcome: { userId?: string; tenantId?: string | null } = {};
-      request.audit = { targetType: 'user' };
-      try {
-        const source = await loginSource(deps.db, request);
-        request.audit = { targetType: 'user', sourceIp: source.ip };
-        const tokens = await login(deps.sessions, request.body, source, outcome);
-        return send(reply, tokens, request.body.mode, deps.secureCookies);
-      } finally {
-        request.audit = {
-          ...request.audit,
-          actorId: outcome.userId ?? null,
-          tenantId: outcome.tenantId ?? null,
-          targetType: 'user',
-          targetId: outcome.userId,
-        };
-      }
-    },
+    (request, reply) =>
+      auditedLogin(deps, request, reply, request.body.mode, (source, outcome) =>
+        login(deps.sessions, request.body, source, outcome),
+      ),
   );
 
   app.post(
@@ -122,24 +139,10 @@ export function authRoutes(app: ApiServer, deps: AuthRouteDeps): void {
         response: { 200: TokensOut },
       },
     },
-    async (request, reply) => {
-      const outcome: { userId?: string; tenantId?: string | null } = {};
-      request.audit = { targetType: 'user' };
-      try {
-        const source = await loginSource(deps.db, request);
-        request.audit = { targetType: 'user', sourceIp: source.ip };
-        const tokens = await loginSecondFactor(deps.sessions, request.body, source, outcome);
-        return send(reply, tokens, request.body.mode, deps.secureCookies);
-      } finally {
-        request.audit = {
-          ...request.audit,
-          actorId: outcome.userId ?? null,
-          tenantId: outcome.tenantId ?? null,
-          targetType: 'user',
-          targetId: outcome.userId,
-        };
-      }
-    },
+    (request, reply) =>
+      auditedLogin(deps, request, reply, request.body.mode, (source, outcome) =>
+        loginSecondFactor(deps.sessions, request.body, source, outcome),
+      ),
   );
 
   app.post(
