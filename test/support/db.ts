@@ -1,11 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { inject } from 'vitest';
 import { openDatabase, type DatabaseHandle } from '../../src/db/database.ts';
+import { dropServiceDatabase, listServiceDatabases } from '../../src/services/databases.ts';
 import { withDatabase } from './urls.ts';
 
 export interface TestDatabase extends DatabaseHandle {
   name: string;
-  /** Close the pool and drop the database. */
+  /** Drop the service databases and roles a platform on it made, close the pool, drop the database. */
   drop(): Promise<void>;
 }
 
@@ -34,6 +35,11 @@ export async function createTestDatabase(options: { max?: number } = {}): Promis
     ...handle,
     name,
     async drop() {
+      // A platform running on this database made its tenants' service databases and roles on the same
+      // (shared) server; they carry this database's name in their comment, so only this file's go.
+      for (const service of await listServiceDatabases(handle.pool).catch(() => [])) {
+        await dropServiceDatabase(handle.pool, { name: service, role: service }).catch(() => undefined);
+      }
       await handle.close();
       const a = openDatabase(adminUrl, { max: 1 });
       await a.pool.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
