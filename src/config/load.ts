@@ -78,6 +78,8 @@ export interface Config {
     timeoutSeconds: number;
     backoffSeconds: number;
     retryHours: number;
+    /** Deliveries in flight at once per worker process, apart from the platform's own jobs. */
+    concurrency: number;
   };
   /** Where alerts go instead of every platform admin. */
   alertEmail?: string;
@@ -306,6 +308,7 @@ function toConfig(raw: RawConfig, cwd: string, env: Source): Config {
       timeoutSeconds: raw.AIQSO_WEBHOOKS_TIMEOUT_SECONDS,
       backoffSeconds: raw.AIQSO_WEBHOOKS_BACKOFF_SECONDS,
       retryHours: raw.AIQSO_WEBHOOKS_RETRY_HOURS,
+      concurrency: raw.AIQSO_WEBHOOKS_CONCURRENCY,
     },
     alertEmail: raw.AIQSO_ALERT_EMAIL,
     timeZone: raw.AIQSO_TIMEZONE,

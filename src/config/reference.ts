@@ -239,6 +239,11 @@ export const CONFIG_REFERENCE: { [K in keyof RawConfig]-?: ConfigEntry } = {
     meaning:
       'wait before the first retry of a failed delivery; each further retry waits twice as long, at most an hour',
   },
+  AIQSO_WEBHOOKS_CONCURRENCY: {
+    group: 'Webhooks',
+    meaning:
+      "deliveries one worker process makes at once, in slots of their own: receivers that are slow to answer hold these, never the platform's job slots (AIQSO_WORKER_CONCURRENCY)",
+  },
   AIQSO_WEBHOOKS_RETRY_HOURS: {
     group: 'Webhooks',
     meaning:

@@ -222,6 +222,12 @@ export const configSchema = z.object({
     .number({ error: 'expected a number of seconds' })
     .positive('expected a number of seconds > 0')
     .default(30),
+  AIQSO_WEBHOOKS_CONCURRENCY: z.coerce
+    .number({ error: 'expected a number' })
+    .int('expected a whole number')
+    .min(1, 'expected at least 1')
+    .max(256, 'expected at most 256')
+    .default(16),
   AIQSO_WEBHOOKS_RETRY_HOURS: z.coerce
     .number({ error: 'expected a number of hours' })
     .positive('expected a number of hours > 0')

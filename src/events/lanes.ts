@@ -13,8 +13,9 @@ export interface LanePayload {
  * Queue a run of an endpoint's lane, now or at `runAt`. One job per (endpoint,
  * lane), replaced by a later request; every lane of an endpoint runs in the
  * endpoint's own graphile-worker queue, so an endpoint has one delivery in
- * flight at a time and a slow receiver holds one worker slot at most, for at
- * most the delivery timeout.
+ * flight at a time and a slow receiver holds one delivery slot at most, for at
+ * most the delivery timeout. The lane task runs in the worker's webhook pool
+ * (platform/webhooks.ts), never in the slots of the platform's own jobs.
  */
 export async function queueLane(
   db: Kysely<DB>,

@@ -43,8 +43,20 @@ export interface WorkerOptions {
   onResync?: ResyncDeps['onResync'];
   /** Further tasks (the health monitor's), by identifier. */
   tasks?: TaskList;
+  /**
+   * Tasks that wait on the outside world (a webhook receiver), run with slots of
+   * their own: however long they wait, the platform's jobs keep all of
+   * `concurrency`. A pool's tasks must not also be in `tasks`.
+   */
+  pools?: WorkerPool[];
   /** Run once the runner is up (queue a self-rescheduling job's first run). */
   onStart?: ((db: Kysely<DB>) => Promise<void>)[];
+}
+
+export interface WorkerPool {
+  name: string;
+  concurrency: number;
+  tasks: TaskList;
 }
 
 export interface OrchestratorWorker {
@@ -73,8 +85,10 @@ function graphileLogger(log: Logger): GraphileLogger {
  */
 export async function startWorker(options: WorkerOptions): Promise<OrchestratorWorker> {
   const { log } = options;
+  const pools = options.pools ?? [];
   const handle = openDatabase(options.url, {
-    max: options.concurrency * 2 + 4,
+    // graphile-worker takes a connection to fetch and to complete each job, not while it runs.
+    max: options.concurrency * 2 + 4 + pools.length * 2,
     applicationName: 'aiqso-worker',
   });
   const liveness = await registerProcess(options.url, (err) => {
@@ -114,30 +128,46 @@ export async function startWorker(options: WorkerOptions): Promise<OrchestratorW
       .addPool(workerPool.id)
       .catch((err: unknown) => log.error({ err: errorText(err) }, 'could not record worker pool'));
   });
-  let runner: Runner | undefined;
+  // A runner fetches only jobs of the tasks it knows, so each pool's jobs wait for its own slots.
+  const runners: Runner[] = [];
   try {
-    runner = await run({
-      pgPool: handle.pool,
-      concurrency: options.concurrency,
-      noHandleSignals: true,
-      pollInterval: 1000,
-      logger: graphileLogger(log),
-      events,
-      taskList,
-      parsedCronItems: cronItems(schedules, options.timeZone ?? 'UTC'),
-    });
+    runners.push(
+      await run({
+        pgPool: handle.pool,
+        concurrency: options.concurrency,
+        noHandleSignals: true,
+        pollInterval: 1000,
+        logger: graphileLogger(log),
+        events,
+        taskList,
+        parsedCronItems: cronItems(schedules, options.timeZone ?? 'UTC'),
+      }),
+    );
+    for (const pool of pools) {
+      runners.push(
+        await run({
+          pgPool: handle.pool,
+          concurrency: pool.concurrency,
+          noHandleSignals: true,
+          pollInterval: 1000,
+          logger: graphileLogger(log.child({ pool: pool.name })),
+          events,
+          taskList: pool.tasks,
+          parsedCronItems: [],
+        }),
+      );
+    }
     await scheduleResync(handle.db, new Date(Date.now() + options.resyncSeconds * 1000), true);
     await requeuePendingOutbox(handle.db);
     await requeueUnprocessedInbox(handle.db);
     for (const start of options.onStart ?? []) await start(handle.db);
   } catch (err) {
-    // A start that fails must not leave the runner polling or its connections open.
-    await runner?.stop().catch(() => undefined);
+    // A start that fails must not leave a runner polling or its connections open.
+    await Promise.all(runners.map((r) => r.stop().catch(() => undefined)));
     await liveness.close();
     await handle.close();
     throw err;
   }
-  const started = runner;
   const sweep = async () => {
     try {
       const released = await sweepDeadWorkers(handle.pool);
@@ -153,13 +183,24 @@ export async function startWorker(options: WorkerOptions): Promise<OrchestratorW
   );
   const timer = setInterval(() => void sweep(), options.sweepIntervalMs ?? 2000);
   timer.unref();
-  log.info({ process: liveness.id, concurrency: options.concurrency }, 'worker started');
+  log.info(
+    {
+      process: liveness.id,
+      concurrency: options.concurrency,
+      ...Object.fromEntries(pools.map((p) => [`${p.name}Concurrency`, p.concurrency])),
+    },
+    'worker started',
+  );
 
   let stopping: Promise<void> | undefined;
   function stop(): Promise<void> {
     stopping ??= (async () => {
       clearInterval(timer);
-      await started.stop().catch((err: unknown) => log.warn({ err: errorText(err) }, 'worker stop'));
+      await Promise.all(
+        runners.map((r) =>
+          r.stop().catch((err: unknown) => log.warn({ err: errorText(err) }, 'worker stop')),
+        ),
+      );
       await liveness.close();
       await handle.close();
       log.info({ process: liveness.id }, 'worker stopped');

@@ -9,7 +9,12 @@ import type { OutboxHandlers } from '../orchestrator/outbox.ts';
 import { ReconcilerRegistry } from '../orchestrator/registry.ts';
 import type { ScheduleHandlers } from '../orchestrator/schedules.ts';
 import type { TaskList } from 'graphile-worker';
-import { startWorker, type OrchestratorWorker, type WorkerOptions } from '../orchestrator/worker.ts';
+import {
+  startWorker,
+  type OrchestratorWorker,
+  type WorkerOptions,
+  type WorkerPool,
+} from '../orchestrator/worker.ts';
 
 /**
  * What the platform's parts plug into the orchestrator: their reconcilers,
@@ -25,6 +30,8 @@ export interface OrchestratorParts {
   scheduleHandlers: ScheduleHandlers;
   /** Further worker tasks and what queues their first run (the health monitor). */
   tasks: TaskList;
+  /** Tasks that wait on the outside world, in slots of their own (webhook deliveries). */
+  pools: WorkerPool[];
   onStart: NonNullable<WorkerOptions['onStart']>;
   mailer: Mailer;
 }
@@ -43,6 +50,7 @@ export function orchestratorParts(config: Config): OrchestratorParts {
     inboxHandlers: {},
     scheduleHandlers: {},
     tasks: {},
+    pools: [],
     onStart: [],
     mailer,
   };
@@ -64,6 +72,7 @@ export function startConfiguredWorker(
     inboxHandlers: parts.inboxHandlers,
     scheduleHandlers: parts.scheduleHandlers,
     tasks: parts.tasks,
+    pools: parts.pools,
     onStart: parts.onStart,
     timeZone: config.timeZone,
     concurrency: config.workerConcurrency,

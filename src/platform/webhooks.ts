@@ -19,14 +19,22 @@ export function registerWebhooks(
 ): void {
   const { config } = deps;
   parts.outboxHandlers.webhook = fanOutHandler();
-  parts.tasks[LANE_TASK] = laneTask({
-    db: deps.db,
-    box: deps.box,
-    policy: webhookPolicy(config),
-    timeoutMs: config.webhooks.timeoutSeconds * 1000,
-    backoffMs: config.webhooks.backoffSeconds * 1000,
-    retryMs: config.webhooks.retryHours * 3_600_000,
-    log: deps.log,
+  // Deliveries wait on receivers the platform does not control: in slots of their own, so that
+  // slow receivers (a tenant may register 20) never hold the jobs that provision and repair.
+  parts.pools.push({
+    name: 'webhooks',
+    concurrency: config.webhooks.concurrency,
+    tasks: {
+      [LANE_TASK]: laneTask({
+        db: deps.db,
+        box: deps.box,
+        policy: webhookPolicy(config),
+        timeoutMs: config.webhooks.timeoutSeconds * 1000,
+        backoffMs: config.webhooks.backoffSeconds * 1000,
+        retryMs: config.webhooks.retryHours * 3_600_000,
+        log: deps.log,
+      }),
+    },
   });
   parts.onStart.push(async (db) => {
     await requeueLanes(db);
