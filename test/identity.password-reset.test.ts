@@ -335,5 +335,15 @@ describe('product e-mails opt-in', () => {
       { email: 'opt-in@opt.test', marketing_emails: true, records: '1' },
       { email: 'opt-none@opt.test', marketing_emails: false, records: '0' },
     ]);
+    // The signup's row in the tenant's audit log says which.
+    const audit = await h.db.pool.query<{ slug: string; marketing: boolean }>(
+      `SELECT t.slug, (a.details->>'marketingEmails')::boolean AS marketing FROM audit_log a
+         JOIN tenants t ON t.id = a.tenant_id WHERE a.action = 'tenant.signup' AND t.slug LIKE 'opt-%'
+         ORDER BY t.slug`,
+    );
+    expect(audit.rows).toEqual([
+      { slug: 'opt-in', marketing: true },
+      { slug: 'opt-none', marketing: false },
+    ]);
   });
 });

@@ -155,6 +155,8 @@ export function field(options: {
   autocomplete?: string;
   inputmode?: string;
   required?: boolean;
+  /** The browser's own check, as Chromium reads it (the `v` flag: a `-` in a class is escaped). */
+  pattern?: string;
 }): string {
   const id = `f-${options.name}`;
   const described = [options.hint ? `${id}-hint` : '', options.error ? `${id}-error` : '']
@@ -166,7 +168,7 @@ export function field(options: {
     options.value !== undefined ? ` value="${escapeHtml(options.value)}"` : ''
   }${options.autocomplete ? ` autocomplete="${options.autocomplete}"` : ''}${
     options.inputmode ? ` inputmode="${options.inputmode}"` : ''
-  }${options.required === false ? '' : ' required'}${described ? ` aria-describedby="${described}"` : ''}${
+  }${options.pattern ? ` pattern="${escapeHtml(options.pattern)}"` : ''}${options.required === false ? '' : ' required'}${described ? ` aria-describedby="${described}"` : ''}${
     options.error ? ' aria-invalid="true"' : ''
   }>${options.error ? `<div class="field-error" id="${id}-error">${escapeHtml(options.error)}</div>` : ''}</div>`;
 }

@@ -36,6 +36,14 @@ const LABELS: Record<SignupField, string> = {
   plan: 'Plan',
 };
 
+/**
+ * The address field's pattern for the browser's own check (3 to 40 lowercase
+ * letters, digits and hyphens, a letter or digit at each end); the server
+ * checks the rest (reserved names, two hyphens in a row). Chromium compiles it
+ * with the `v` flag, where a `-` inside a class must be escaped.
+ */
+const SLUG_PATTERN = '[a-z0-9][a-z0-9\\-]{1,38}[a-z0-9]';
+
 /** The value a ticked checkbox sends. */
 const CHECKED = 'yes';
 
@@ -84,7 +92,7 @@ ${summary}
 <fieldset class="choices"><legend>Plan</legend>
 ${planChoices}${planError}</fieldset>
 ${field({ name: 'company', label: 'Company', value: kept('company'), autocomplete: 'organization', error: problems.company })}
-${field({ name: 'slug', label: 'Address', hint: `your-name.${deps.baseDomain}: lowercase letters, digits and hyphens`, value: kept('slug'), autocomplete: 'off', error: problems.slug })}
+${field({ name: 'slug', label: 'Address', hint: `your-name.${deps.baseDomain}: lowercase letters, digits and hyphens`, value: kept('slug'), autocomplete: 'off', pattern: SLUG_PATTERN, error: problems.slug })}
 ${field({ name: 'email', label: 'Email', type: 'email', value: kept('email'), autocomplete: 'username', error: problems.email })}
 ${field({ name: 'password', label: 'Password', type: 'password', hint: 'At least 12 characters', autocomplete: 'new-password', error: problems.password })}
 <div class="field"><label class="check"><input type="checkbox" id="f-marketing" name="marketingEmails" value="${CHECKED}"${
