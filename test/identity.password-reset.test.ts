@@ -234,6 +234,18 @@ describe('password reset', () => {
     const over = await post('/api/v1/auth/password-reset', { email: 'spray10@bravo.test' }, ip);
     expect(over.statusCode).toBe(429);
     expect(Number(over.headers['retry-after'])).toBeGreaterThan(0);
+    // The page says so in words, with the same Retry-After.
+    const page = await h.api.inject({
+      method: 'POST',
+      url: '/find-workspace',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'text/html' },
+      payload: new URLSearchParams({ email: 'spray11@bravo.test' }).toString(),
+      remoteAddress: ip,
+    });
+    expect(page.statusCode).toBe(429);
+    expect(page.headers['content-type']).toBe('text/html; charset=utf-8');
+    expect(page.body).toContain('Please try again later: too many requests from this address');
+    expect(Number(page.headers['retry-after'])).toBeGreaterThan(0);
 
     // A fourth request for one address in the hour is answered the same and sends nothing.
     const target = 'many@bravo.test';
