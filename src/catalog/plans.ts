@@ -15,6 +15,11 @@ export const planSchema = z.object({
   key: z.string().regex(/^[a-z][a-z0-9-]{0,30}$/, 'expected a lowercase key'),
   name: z.string().min(1),
   monthly_cents: z.number().int().min(0),
+  /** ISO 4217 code of the price, lowercase as Stripe writes it; `usd` when absent. */
+  currency: z
+    .string()
+    .regex(/^[a-z]{3}$/, 'expected a three-letter currency code such as usd or eur')
+    .optional(),
   services: z.number().int().min(0),
   stripe_price_id: z.string().startsWith('price_').nullable(),
   includes: z

@@ -187,6 +187,27 @@ CREATE TABLE public.certificates (
     CONSTRAINT certificates_check CHECK (((cardinality(names) > 0) AND (names[1] = name)))
 );
 
+CREATE TABLE public.consent_records (
+    id bigint NOT NULL,
+    user_id text NOT NULL,
+    purpose text NOT NULL,
+    granted boolean NOT NULL,
+    source text NOT NULL,
+    wording text NOT NULL,
+    recorded_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT consent_records_purpose_check CHECK ((purpose = 'marketing_emails'::text)),
+    CONSTRAINT consent_records_source_check CHECK ((source = ANY (ARRAY['signup'::text, 'api'::text])))
+);
+
+ALTER TABLE public.consent_records ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.consent_records_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
 CREATE TABLE public.emails (
     id text NOT NULL,
     outbox_key text NOT NULL,
@@ -327,6 +348,14 @@ ALTER TABLE public.outbox ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     NO MINVALUE
     NO MAXVALUE
     CACHE 1
+);
+
+CREATE TABLE public.password_resets (
+    token_hash text NOT NULL,
+    user_id text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    used_at timestamp with time zone
 );
 
 CREATE TABLE public.platform_backups (
@@ -618,6 +647,7 @@ CREATE TABLE public.users (
     tenant_id text,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    marketing_emails boolean DEFAULT false NOT NULL,
     CONSTRAINT users_check CHECK (((role = 'platform_admin'::text) = (tenant_id IS NULL))),
     CONSTRAINT users_email_check CHECK ((email = lower(email))),
     CONSTRAINT users_id_check CHECK ((id ~~ 'usr\_%'::text)),
@@ -748,6 +778,9 @@ ALTER TABLE ONLY public.backups
 ALTER TABLE ONLY public.certificates
     ADD CONSTRAINT certificates_pkey PRIMARY KEY (name);
 
+ALTER TABLE ONLY public.consent_records
+    ADD CONSTRAINT consent_records_pkey PRIMARY KEY (id);
+
 ALTER TABLE ONLY public.emails
     ADD CONSTRAINT emails_outbox_key_key UNIQUE (outbox_key);
 
@@ -789,6 +822,9 @@ ALTER TABLE ONLY public.outbox
 
 ALTER TABLE ONLY public.outbox
     ADD CONSTRAINT outbox_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.password_resets
+    ADD CONSTRAINT password_resets_pkey PRIMARY KEY (token_hash);
 
 ALTER TABLE ONLY public.platform_backups
     ADD CONSTRAINT platform_backups_pkey PRIMARY KEY (id);
@@ -941,6 +977,8 @@ CREATE INDEX backups_tenant_idx ON public.backups USING btree (tenant_id, starte
 
 CREATE INDEX backups_tenant_started_idx ON public.backups USING btree (tenant_id, started_at);
 
+CREATE INDEX consent_records_user_idx ON public.consent_records USING btree (user_id, recorded_at DESC);
+
 CREATE INDEX health_checks_tenant_idx ON public.health_checks USING btree (tenant_id);
 
 CREATE INDEX health_transitions_target_idx ON public.health_transitions USING btree (target_id, at);
@@ -956,6 +994,8 @@ CREATE INDEX incidents_tenant_idx ON public.incidents USING btree (tenant_id, op
 CREATE INDEX local_billing_objects_tenant_idx ON public.local_billing_objects USING btree (tenant_id);
 
 CREATE INDEX outbox_pending_idx ON public.outbox USING btree (id) WHERE (status = 'pending'::text);
+
+CREATE INDEX password_resets_user_idx ON public.password_resets USING btree (user_id);
 
 CREATE INDEX resources_tenant_idx ON public.resources USING btree (tenant_id);
 
@@ -1020,6 +1060,9 @@ ALTER TABLE ONLY public.backups
 ALTER TABLE ONLY public.backups
     ADD CONSTRAINT backups_tenant_service_id_fkey FOREIGN KEY (tenant_service_id) REFERENCES public.tenant_services(id) ON DELETE SET NULL;
 
+ALTER TABLE ONLY public.consent_records
+    ADD CONSTRAINT consent_records_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
+
 ALTER TABLE ONLY public.emails
     ADD CONSTRAINT emails_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE SET NULL;
 
@@ -1034,6 +1077,9 @@ ALTER TABLE ONLY public.incidents
 
 ALTER TABLE ONLY public.local_billing_objects
     ADD CONSTRAINT local_billing_objects_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.password_resets
+    ADD CONSTRAINT password_resets_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY public.recovery_codes
     ADD CONSTRAINT recovery_codes_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;

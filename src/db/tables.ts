@@ -24,8 +24,33 @@ export interface UsersTable {
   password_hash: string | null;
   role: Role;
   tenant_id: string | null;
+  /** Product e-mails (migration 0018): only when the user opted in. */
+  marketing_emails: Generated<boolean>;
   created_at: CreatedAt;
   updated_at: Timestamp;
+}
+
+/** A password reset link (migration 0018): the token as SHA-256 only, expiring, spent once. */
+export interface PasswordResetsTable {
+  token_hash: string;
+  user_id: string;
+  created_at: CreatedAt;
+  expires_at: Date;
+  used_at: Date | null;
+}
+
+export type ConsentPurpose = 'marketing_emails';
+export type ConsentSource = 'signup' | 'api';
+
+/** One grant or withdrawal of a consent (migration 0018). */
+export interface ConsentRecordsTable {
+  id: Generated<string>;
+  user_id: string;
+  purpose: ConsentPurpose;
+  granted: boolean;
+  source: ConsentSource;
+  wording: string;
+  recorded_at: CreatedAt;
 }
 
 export interface HostsTable {
@@ -468,6 +493,8 @@ export interface DB {
   webhook_events: WebhookEventsTable;
   webhook_deliveries: WebhookDeliveriesTable;
   webhook_attempts: WebhookAttemptsTable;
+  password_resets: PasswordResetsTable;
+  consent_records: ConsentRecordsTable;
 }
 
 // Self-healing (migration 0040).

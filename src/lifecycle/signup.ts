@@ -13,6 +13,7 @@ import {
   passwordProblem,
   verifyPassword,
 } from '../identity/passwords.ts';
+import { recordMarketingChoice } from '../identity/preferences.ts';
 import type { SignupLimiter } from './signup-limit.ts';
 
 export interface SignupInput {
@@ -21,6 +22,8 @@ export interface SignupInput {
   email: string;
   password: string;
   plan?: string;
+  /** The unticked opt-in to product e-mails; recorded as consent when true. */
+  marketingEmails?: boolean;
 }
 
 export interface SignupResult {
@@ -141,6 +144,7 @@ export async function signup(deps: SignupDeps, input: SignupInput, sourceIp: str
             password_hash: passwordHash,
           })
           .execute();
+        if (input.marketingEmails === true) await recordMarketingChoice(trx, ownerId, true, 'signup');
         await emitTenantEvent(trx, 'tenant.created', tenantId);
       });
     } catch (err) {

@@ -1,4 +1,4 @@
-import type { Transaction } from 'kysely';
+import { sql, type Transaction } from 'kysely';
 import { DomainError } from '../core/errors.ts';
 import { newId } from '../core/ids.ts';
 import type { MailAddress, MailAttachment, Mailer } from '../core/mail.ts';
@@ -16,6 +16,11 @@ export interface EmailPayload {
   template: string;
   tenantId?: string;
   attachments?: MailAttachment[];
+  /**
+   * The text carries a credential (a password reset link): once sent, the
+   * outbox keeps the payload without it.
+   */
+  scrubAfterSend?: boolean;
 }
 
 /**
@@ -110,6 +115,15 @@ export function emailHandler(mailer: Mailer, from: MailAddress): OutboxHandler {
       attachments: attachments(item),
     });
     await record(trx, item, { recipient: to, template, subject, tenantId }, mailer.transport, messageId);
+    if (item.payload.scrubAfterSend === true) {
+      await trx
+        .updateTable('outbox')
+        .set({
+          payload: sql`payload || jsonb_build_object('text', '[sent; its single-use link is not kept]')`,
+        })
+        .where('key', '=', item.key)
+        .execute();
+    }
   };
 }
 

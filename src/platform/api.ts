@@ -63,6 +63,7 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
     plans: parts.plans,
     publicUrl: config.publicUrl,
     baseDomain: config.baseDomain,
+    driver: config.driver,
     limiter: await signupLimiter(api, config, log, parts.identity?.rateLimitNamespace),
   });
   const identity = await installIdentity(api, { config, db: database.db, log }, parts.identity);
@@ -78,7 +79,7 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
     graceDays: config.graceDays,
     dataDir: config.dataDir,
   });
-  catalogRoutes(api, { db: database.db, driver: config.driver });
+  catalogRoutes(api, { db: database.db, driver: config.driver, plans: parts.plans });
   tenantServiceRoutes(api, { db: database.db, access, plans: parts.plans, config });
   let engine: ReturnType<typeof backupEngine> | undefined;
   backupRoutes(api, {

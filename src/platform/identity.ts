@@ -5,6 +5,8 @@ import type { Logger } from '../observability/logger.ts';
 import { createAuthenticator } from '../api/identity/authenticate.ts';
 import { installIdentityHooks } from '../api/identity/hooks.ts';
 import { authRoutes } from '../api/identity/routes-auth.ts';
+import { recoveryRoutes } from '../api/identity/routes-recovery.ts';
+import { createRecoveryLimiter } from '../identity/account-recovery.ts';
 import { auditRoutes } from '../api/identity/routes-audit.ts';
 import { platformRoutes } from '../api/identity/routes-platform.ts';
 import { tenantRoutes } from '../api/identity/routes-tenants.ts';
@@ -18,6 +20,8 @@ export interface IdentityOptions {
   limits?: Partial<AttemptLimits>;
   /** Prefix of the rate-limit keys in Redis; default `aiqso`. */
   rateLimitNamespace?: string;
+  /** Password reset and find-my-workspace limits (requests per address an hour, mails per recipient an hour). */
+  recoveryLimits?: { perIp?: number; perAddress?: number };
 }
 
 /**
@@ -61,6 +65,16 @@ export async function installIdentity(
     box,
     totpIssuer,
     secureCookies: config.publicUrl.startsWith('https:'),
+  });
+  recoveryRoutes(api, {
+    db,
+    publicUrl: config.publicUrl,
+    baseDomain: config.baseDomain,
+    limiter: createRecoveryLimiter({
+      redis,
+      namespace: options.rateLimitNamespace,
+      ...options.recoveryLimits,
+    }),
   });
   tenantRoutes(api, { db, access: createTenantAccess(db) });
   platformRoutes(api, { db });

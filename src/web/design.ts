@@ -39,6 +39,17 @@ input,select{font:inherit;color:var(--text);background:var(--bg);border:1px soli
 .field{margin-bottom:var(--s4)}
 .field-error{color:var(--danger);font-size:.875rem;margin-top:var(--s1)}
 input[aria-invalid=true]{border-color:var(--danger)}
+fieldset.choices{border:0;padding:0;margin:0 0 var(--s4);min-width:0}
+fieldset.choices legend{font-weight:600;padding:0;margin-bottom:var(--s2)}
+label.choice,label.check{display:flex;gap:var(--s3);align-items:flex-start;font-weight:400;cursor:pointer}
+label.choice{border:1px solid var(--line);border-radius:var(--radius);padding:var(--s3);margin-bottom:var(--s2)}
+label.choice:has(input:checked){border-color:var(--primary);background:#eff6ff}
+input[type=radio],input[type=checkbox]{width:1.25rem;height:1.25rem;min-height:0;margin:.125rem 0 0;padding:0;flex:none;accent-color:var(--primary)}
+.lead{font-size:1.125rem;color:var(--muted);max-width:42rem}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,16rem),1fr));gap:var(--s4);margin:0 0 var(--s5);padding:0;list-style:none}
+.grid>.card{margin:0;display:flex;flex-direction:column}
+.grid>.card ul{padding-left:var(--s5);flex:1}
+.price{font-size:1.75rem;font-weight:700;margin:0 0 var(--s3)}
 .button,button{display:inline-block;font:inherit;font-weight:600;line-height:1.25;text-decoration:none;border:1px solid transparent;border-radius:var(--radius);padding:var(--s2) var(--s4);min-height:2.5rem;cursor:pointer;background:var(--primary);color:#fff}
 .button:hover,button:hover{background:var(--primary-dark);color:#fff}
 .button.secondary,button.secondary{background:var(--bg);color:var(--text);border-color:#7b8794}
@@ -144,6 +155,8 @@ export function field(options: {
   autocomplete?: string;
   inputmode?: string;
   required?: boolean;
+  /** The browser's own check, as Chromium reads it (the `v` flag: a `-` in a class is escaped). */
+  pattern?: string;
 }): string {
   const id = `f-${options.name}`;
   const described = [options.hint ? `${id}-hint` : '', options.error ? `${id}-error` : '']
@@ -155,7 +168,7 @@ export function field(options: {
     options.value !== undefined ? ` value="${escapeHtml(options.value)}"` : ''
   }${options.autocomplete ? ` autocomplete="${options.autocomplete}"` : ''}${
     options.inputmode ? ` inputmode="${options.inputmode}"` : ''
-  }${options.required === false ? '' : ' required'}${described ? ` aria-describedby="${described}"` : ''}${
+  }${options.pattern ? ` pattern="${escapeHtml(options.pattern)}"` : ''}${options.required === false ? '' : ' required'}${described ? ` aria-describedby="${described}"` : ''}${
     options.error ? ' aria-invalid="true"' : ''
   }>${options.error ? `<div class="field-error" id="${id}-error">${escapeHtml(options.error)}</div>` : ''}</div>`;
 }

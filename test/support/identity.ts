@@ -57,7 +57,11 @@ export function totpCodeAtStep(secret: string, step: number): string {
 }
 
 export async function createHarness(
-  options: { env?: Record<string, string>; limits?: Record<string, number> } = {},
+  options: {
+    env?: Record<string, string>;
+    limits?: Record<string, number>;
+    recoveryLimits?: { perIp?: number; perAddress?: number };
+  } = {},
 ): Promise<Harness> {
   const db = await createTestDatabase({ max: 10 });
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'aiqso-identity-'));
@@ -72,6 +76,7 @@ export async function createHarness(
     identity: {
       limits: { accountPoints: 1000, ipPoints: 10_000, pairPoints: 1000, ...options.limits },
       rateLimitNamespace: `aiqso-test-${db.name}`,
+      recoveryLimits: options.recoveryLimits,
     },
   });
   const hash = await hashPassword(PASSWORD);

@@ -269,6 +269,20 @@ export const ROUTE_CASES: RouteCase[] = [
     },
   },
   {
+    method: 'GET',
+    url: '/api/v1/auth/me/preferences',
+    minRole: 'tenant_member',
+    scope: 'self',
+    call: () => ({ url: '/api/v1/auth/me/preferences' }),
+  },
+  {
+    method: 'PUT',
+    url: '/api/v1/auth/me/preferences',
+    minRole: 'tenant_member',
+    scope: 'self',
+    call: () => ({ url: '/api/v1/auth/me/preferences', payload: { marketingEmails: false } }),
+  },
+  {
     method: 'POST',
     url: '/api/v1/auth/password',
     minRole: 'tenant_member',

@@ -39,6 +39,8 @@ declare module 'fastify' {
       targetId?: string;
       /** The client's address when the request came through a dashboard that vouched for it. */
       sourceIp?: string;
+      /** What the audit row should say beyond status and request id (what changed, never a secret). */
+      details?: Record<string, unknown>;
     };
   }
 }

@@ -62,7 +62,7 @@ export async function installIdentityHooks(
         targetId: target.id,
         sourceIp: request.audit?.sourceIp ?? request.ip,
         result: resultOf(reply.statusCode),
-        details: { status: reply.statusCode, requestId: request.id },
+        details: { ...request.audit?.details, status: reply.statusCode, requestId: request.id },
       });
     } catch (err) {
       // The action already happened; losing its audit row is an operator alarm, not the caller's error.

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { DriverKind } from '../../core/compute.ts';
-import { whyNotRunnable } from '../../catalog/runnable.ts';
-import { serviceTemplateSchema } from '../../catalog/schema.ts';
+import { offeredPlans, offeredServices } from '../../catalog/offer.ts';
+import type { Plan } from '../../catalog/plans.ts';
 import type { Database } from '../../db/database.ts';
 import type { ApiServer } from '../server.ts';
 
@@ -19,13 +19,28 @@ const CatalogEntry = z.object({
   }),
 });
 
+const PlanEntry = z.object({
+  key: z.string(),
+  name: z.string(),
+  monthlyCents: z.number(),
+  currency: z.string(),
+  monthlyPrice: z.string(),
+  services: z.number(),
+  includes: z.object({ storageGb: z.number().optional(), requests: z.number().optional() }),
+});
+
 /**
- * The service catalog as offered: public, like the plans on the signup page
+ * The service catalog and the plans as offered: public, like the plans on the signup page
  * (it names what can be bought, nothing of any tenant). Read from the
  * `services` table, which start-up synchronises from the catalog files, and
- * filtered to what the configured compute driver runs (`whyNotRunnable`).
+ * filtered to what the configured compute driver runs (`whyNotRunnable`);
+ * the plans from `catalog/plans.yaml`. The front page shows the same
+ * (`catalog/offer.ts`).
  */
-export function catalogRoutes(app: ApiServer, deps: { db: Database; driver: DriverKind }): void {
+export function catalogRoutes(
+  app: ApiServer,
+  deps: { db: Database; driver: DriverKind; plans: Plan[] },
+): void {
   app.get(
     '/api/v1/catalog',
     {
@@ -36,28 +51,28 @@ export function catalogRoutes(app: ApiServer, deps: { db: Database; driver: Driv
         response: { 200: z.object({ services: z.array(CatalogEntry) }) },
       },
     },
-    async () => {
-      const rows = await deps.db
-        .selectFrom('services')
-        .select('template')
-        .where('active', '=', true)
-        .orderBy('key')
-        .execute();
-      return {
-        services: rows
-          .map((r) => serviceTemplateSchema.parse(r.template))
-          .filter((t) => whyNotRunnable(t, deps.driver) === null)
-          .map((t) => {
-            return {
-              key: t.key,
-              name: t.name,
-              description: t.description,
-              kind: t.kind,
-              path: t.route.path,
-              resources: t.resources,
-            };
-          }),
-      };
+    async () => ({
+      services: (await offeredServices(deps.db, deps.driver)).map((t) => ({
+        key: t.key,
+        name: t.name,
+        description: t.description,
+        kind: t.kind,
+        path: t.route.path,
+        resources: t.resources,
+      })),
+    }),
+  );
+
+  app.get(
+    '/api/v1/plans',
+    {
+      config: { public: true },
+      schema: {
+        tags: ['services'],
+        summary: 'The plans a workspace can be bought on, with their price and what each includes',
+        response: { 200: z.object({ plans: z.array(PlanEntry) }) },
+      },
     },
+    () => ({ plans: offeredPlans(deps.plans) }),
   );
 }

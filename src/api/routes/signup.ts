@@ -4,7 +4,12 @@ import { DomainError } from '../../core/errors.ts';
 import { validateSlug } from '../../core/tenants.ts';
 import { signup, signupProblems, type SignupDeps, type SignupField } from '../../lifecycle/signup.ts';
 import { escapeHtml, page } from '../../web/html.ts';
-import { designPage, field, notice } from '../../web/design.ts';
+import { designPage, emptyState, field, notice } from '../../web/design.ts';
+import { offeredPlans, offeredServices, planFeatures, type OfferedPlan } from '../../catalog/offer.ts';
+import type { Plan } from '../../catalog/plans.ts';
+import type { ServiceTemplate } from '../../catalog/schema.ts';
+import type { DriverKind } from '../../core/compute.ts';
+import { MARKETING_WORDING } from '../../identity/preferences.ts';
 import { tenantSteps } from '../../edge/routes-store.ts';
 import type { ApiServer } from '../server.ts';
 
@@ -14,6 +19,7 @@ const SignupBody = z.object({
   email: z.string().max(254),
   password: z.string().max(1024),
   plan: z.string().max(40).optional(),
+  marketingEmails: z.boolean().optional(),
 });
 
 const SignupResponse = z.object({
@@ -31,11 +37,24 @@ const LABELS: Record<SignupField, string> = {
 };
 
 /**
- * The signup form: every field's problem next to it, all at once, with a
- * summary on top; what was typed is kept (never the password).
+ * The address field's pattern for the browser's own check (3 to 40 lowercase
+ * letters, digits and hyphens, a letter or digit at each end); the server
+ * checks the rest (reserved names, two hyphens in a row). Chromium compiles it
+ * with the `v` flag, where a `-` inside a class must be escaped.
+ */
+const SLUG_PATTERN = '[a-z0-9][a-z0-9\\-]{1,38}[a-z0-9]';
+
+/** The value a ticked checkbox sends. */
+const CHECKED = 'yes';
+
+/**
+ * The signup form: the plan as a radio group with each price, every field's
+ * problem next to it, all at once, with a summary on top; what was typed is
+ * kept (never the password), the plan and the opt-in too. The opt-in to
+ * product e-mails starts unticked.
  */
 function signupPage(
-  baseDomain: string,
+  deps: { baseDomain: string; plans: Plan[] },
   values: Record<string, string> = {},
   problems: Problems = {},
   error = '',
@@ -49,39 +68,94 @@ function signupPage(
       ? notice(error, 'error')
       : '';
   const kept = (name: string) => values[name] ?? '';
+  const plans = offeredPlans(deps.plans);
+  const chosen = plans.some((p) => p.key === values.plan) ? values.plan : plans[0]?.key;
+  const planChoices = plans
+    .map(
+      (p, i) =>
+        `<label class="choice"><input type="radio" name="plan" value="${escapeHtml(p.key)}"${i === 0 ? ' id="f-plan"' : ''}${
+          p.key === chosen ? ' checked' : ''
+        }${problems.plan ? ' aria-describedby="f-plan-error"' : ''}><span><strong>${escapeHtml(p.name)}</strong> · ${escapeHtml(
+          p.monthlyPrice,
+        )} a month<span class="hint">${escapeHtml(planFeatures(p).slice(0, -1).join(' · '))}</span></span></label>`,
+    )
+    .join('\n');
+  const planError = problems.plan
+    ? `<div class="field-error" id="f-plan-error">${escapeHtml(problems.plan)}</div>`
+    : '';
   return designPage({
     title: 'Sign up',
     narrow: true,
     body: `<h1>Create your workspace</h1>
 ${summary}
 <div class="card"><form method="post" action="/signup">
+<fieldset class="choices"><legend>Plan</legend>
+${planChoices}${planError}</fieldset>
 ${field({ name: 'company', label: 'Company', value: kept('company'), autocomplete: 'organization', error: problems.company })}
-${field({ name: 'slug', label: 'Address', hint: `your-name.${baseDomain}: lowercase letters, digits and hyphens`, value: kept('slug'), autocomplete: 'off', error: problems.slug })}
+${field({ name: 'slug', label: 'Address', hint: `your-name.${deps.baseDomain}: lowercase letters, digits and hyphens`, value: kept('slug'), autocomplete: 'off', pattern: SLUG_PATTERN, error: problems.slug })}
 ${field({ name: 'email', label: 'Email', type: 'email', value: kept('email'), autocomplete: 'username', error: problems.email })}
 ${field({ name: 'password', label: 'Password', type: 'password', hint: 'At least 12 characters', autocomplete: 'new-password', error: problems.password })}
-${kept('plan') ? `<input type="hidden" name="plan" value="${escapeHtml(kept('plan'))}">` : ''}
-<button type="submit">Continue to payment</button></form></div>`,
+<div class="field"><label class="check"><input type="checkbox" id="f-marketing" name="marketingEmails" value="${CHECKED}"${
+      kept('marketingEmails') === CHECKED ? ' checked' : ''
+    }><span>${escapeHtml(MARKETING_WORDING)} <span class="muted">(optional)</span></span></label></div>
+<button type="submit">Continue to payment</button></form></div>
+<p class="muted">Already have a workspace? <a href="/find-workspace">Find it by e-mail</a>.</p>`,
   });
 }
 
-/** The portal's front page at the base domain: where to sign up, and where the API is described. */
-function frontPage(baseDomain: string): string {
+/**
+ * The portal's front page at the base domain: what the platform is, its plans
+ * with their prices and what each includes, the services it can run here,
+ * and the way into signup with a plan chosen.
+ */
+function frontPage(baseDomain: string, plans: OfferedPlan[], services: ServiceTemplate[]): string {
   const base = escapeHtml(baseDomain);
-  return page(
-    'AIQSO',
-    `<h1>Your team's workspace, at its own address</h1>
-<p>Each workspace gets a dashboard at <span class="muted">your-name.${base}</span> and its own
-container and database for every service it subscribes to.</p>
-<p><a href="/signup"><strong>Create your workspace</strong></a></p>
-<p class="muted">Already have one? Go to its address. Integrating? Read the <a href="/api/docs">API reference</a>.</p>`,
-  );
+  const planCards = plans
+    .map(
+      (p) => `<li class="card"><h3>${escapeHtml(p.name)}</h3>
+<p class="price">${escapeHtml(p.monthlyPrice)} <span class="small muted">a month</span></p>
+<ul>${planFeatures(p)
+        .map((f) => `<li>${escapeHtml(f)}</li>`)
+        .join('')}</ul>
+<p><a class="button" href="/signup?plan=${encodeURIComponent(p.key)}">Start with ${escapeHtml(p.name)}</a></p></li>`,
+    )
+    .join('\n');
+  const serviceCards = services.length
+    ? `<ul class="grid">${services
+        .map(
+          (t) =>
+            `<li class="card"><h3>${escapeHtml(t.name)}</h3><p>${escapeHtml(t.description)}</p><p class="small muted">At <span class="mono">your-name.${base}${escapeHtml(t.route.path)}/</span></p></li>`,
+        )
+        .join('\n')}</ul>`
+    : emptyState(
+        'No services yet',
+        'This platform offers no service it can run yet; the workspace comes first.',
+      );
+  const first = plans[0];
+  return designPage({
+    title: 'Your team’s workspace',
+    nav: '<a href="/find-workspace">Find my workspace</a> <a href="/signup">Sign up</a>',
+    body: `<h1>Your team’s workspace, at its own address</h1>
+<p class="lead">Each workspace gets a dashboard at <strong>your-name.${base}</strong>, and every service it
+subscribes to runs in its own container with its own database, on this platform’s own hardware.</p>
+${first ? `<p><a class="button" href="/signup?plan=${encodeURIComponent(first.key)}">Create your workspace</a></p>` : ''}
+<h2 id="plans">Plans</h2>
+<p>Billed monthly; change or cancel from your workspace.</p>
+<ul class="grid">${planCards}</ul>
+<h2 id="services">Services on offer</h2>
+${serviceCards}
+<h2>Already have a workspace?</h2>
+<p>Go to its address and sign in. Forgot the address? <a href="/find-workspace">Find my workspace</a>.
+Forgot the password? <a href="/password-reset">Reset it by e-mail</a>.</p>
+<p class="muted">Integrating? Read the <a href="/api/docs">API reference</a>.</p>`,
+  });
 }
 
 /**
  * Signup: the JSON API for integrations, and the portal's pages (the front
  * page and the HTML form). All are public.
  */
-export function signupRoutes(app: ApiServer, deps: SignupDeps): void {
+export function signupRoutes(app: ApiServer, deps: SignupDeps & { driver: DriverKind }): void {
   app.post(
     '/api/v1/signup',
     {
@@ -100,18 +174,29 @@ export function signupRoutes(app: ApiServer, deps: SignupDeps): void {
         actorId: result.ownerId,
         targetType: 'tenant',
         targetId: result.tenant.id,
+        details: { marketingEmails: request.body.marketingEmails === true },
       };
       return reply.status(201).send({ tenant: result.tenant, checkoutUrl: result.checkoutUrl });
     },
   );
 
-  const front = frontPage(deps.baseDomain);
-  app.get('/', { config: { public: true }, schema: { hide: true } }, (_request, reply) =>
-    reply.type('text/html; charset=utf-8').send(front),
+  const plans = offeredPlans(deps.plans);
+  app.get('/', { config: { public: true }, schema: { hide: true } }, async (_request, reply) =>
+    reply
+      .type('text/html; charset=utf-8')
+      .send(frontPage(deps.baseDomain, plans, await offeredServices(deps.db, deps.driver))),
   );
 
-  app.get('/signup', { config: { public: true }, schema: { hide: true } }, (_request, reply) =>
-    reply.type('text/html; charset=utf-8').send(signupPage(deps.baseDomain)),
+  app.get(
+    '/signup',
+    {
+      config: { public: true },
+      schema: { hide: true, querystring: z.object({ plan: z.string().max(40).optional() }) },
+    },
+    (request, reply) =>
+      reply
+        .type('text/html; charset=utf-8')
+        .send(signupPage(deps, request.query.plan ? { plan: request.query.plan } : {})),
   );
 
   app.post(
@@ -127,16 +212,17 @@ export function signupRoutes(app: ApiServer, deps: SignupDeps): void {
         return reply
           .status(400)
           .type('text/html; charset=utf-8')
-          .send(signupPage(deps.baseDomain, form, problems));
+          .send(signupPage(deps, form, problems));
       }
       try {
-        const parsed = SignupBody.parse(form);
+        const parsed = SignupBody.parse({ ...form, marketingEmails: form.marketingEmails === CHECKED });
         const result = await signup(deps, parsed, request.ip);
         request.audit = {
           tenantId: result.tenant.id,
           actorId: result.ownerId,
           targetType: 'tenant',
           targetId: result.tenant.id,
+          details: { marketingEmails: parsed.marketingEmails === true },
         };
         return reply.redirect(result.checkoutUrl, 303);
       } catch (err) {
@@ -155,10 +241,10 @@ export function signupRoutes(app: ApiServer, deps: SignupDeps): void {
           .type('text/html; charset=utf-8')
           .send(
             typeof onField === 'string' && onField in LABELS
-              ? signupPage(deps.baseDomain, form, {
+              ? signupPage(deps, form, {
                   [onField]: refusal.message.replace(new RegExp(`^${onField}: `), ''),
                 })
-              : signupPage(deps.baseDomain, form, {}, refusal.message),
+              : signupPage(deps, form, {}, refusal.message),
           );
       }
     },
