@@ -69,6 +69,7 @@ export const ENUM_COLUMNS = {
   'signing_keys.alg': ['EdDSA'],
   'api_keys.role': ROLES,
   'api_keys.purpose': API_KEY_PURPOSES,
+  'invitations.role': ['tenant_owner', 'tenant_member'],
 } as const satisfies { readonly [K in EnumColumn]: readonly ValuesOf<K>[] };
 
 /** Columns whose row type allows a value ENUM_COLUMNS does not list. */

@@ -8,6 +8,7 @@ import { authRoutes } from '../api/identity/routes-auth.ts';
 import { auditRoutes } from '../api/identity/routes-audit.ts';
 import { platformRoutes } from '../api/identity/routes-platform.ts';
 import { tenantRoutes } from '../api/identity/routes-tenants.ts';
+import { teamRoutes } from '../api/identity/routes-team.ts';
 import { loadSecretBox } from '../identity/master-key.ts';
 import { createAttemptLimiter, type AttemptLimits } from '../identity/rate-limit.ts';
 import type { SecretBox } from '../identity/secrets.ts';
@@ -63,6 +64,7 @@ export async function installIdentity(
     secureCookies: config.publicUrl.startsWith('https:'),
   });
   tenantRoutes(api, { db, access: createTenantAccess(db) });
+  teamRoutes(api, { db, access: createTenantAccess(db), publicUrl: config.publicUrl });
   platformRoutes(api, { db });
   auditRoutes(api, { db });
   return { tokens, box, limiter };

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { DriverKind } from '../../core/compute.ts';
 import { whyNotRunnable } from '../../catalog/runnable.ts';
 import { serviceTemplateSchema } from '../../catalog/schema.ts';
+import type { Plan } from '../../catalog/plans.ts';
 import type { Database } from '../../db/database.ts';
 import type { ApiServer } from '../server.ts';
 
@@ -25,7 +26,40 @@ const CatalogEntry = z.object({
  * `services` table, which start-up synchronises from the catalog files, and
  * filtered to what the configured compute driver runs (`whyNotRunnable`).
  */
-export function catalogRoutes(app: ApiServer, deps: { db: Database; driver: DriverKind }): void {
+const PlanOut = z.object({
+  key: z.string(),
+  name: z.string(),
+  monthlyCents: z.number(),
+  services: z.number(),
+  includes: z.object({ storageGb: z.number().optional(), requests: z.number().optional() }),
+});
+
+export function catalogRoutes(
+  app: ApiServer,
+  deps: { db: Database; driver: DriverKind; plans: readonly Plan[] },
+): void {
+  app.get(
+    '/api/v1/plans',
+    {
+      config: { public: true },
+      schema: {
+        tags: ['services'],
+        summary:
+          'The plans (catalog/plans.yaml): monthly price in cents, how many services each allows, what each includes a month',
+        response: { 200: z.object({ plans: z.array(PlanOut) }) },
+      },
+    },
+    () => ({
+      plans: deps.plans.map((p) => ({
+        key: p.key,
+        name: p.name,
+        monthlyCents: p.monthly_cents,
+        services: p.services,
+        includes: { storageGb: p.includes?.storage_gb, requests: p.includes?.requests },
+      })),
+    }),
+  );
+
   app.get(
     '/api/v1/catalog',
     {
