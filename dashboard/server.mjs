@@ -119,6 +119,10 @@ const keys = signer();
  * @typedef {{ backups: { id: string, time: string, service: string | null, kind: string, purpose: string, sizeBytes: number | null, verified: boolean }[] }} Backups
  */
 /**
+ * GET and POST /api/v1/tenants/{tenant}/cancellation: the grace period, and the dates once cancelled.
+ * @typedef {{ status: string, graceDays: number, cancelledAt: string | null, purgeAfter: string | null }} Cancellation
+ */
+/**
  * GET /api/v1/tenants/{tenant}/usage.
  * @typedef {{ usage: { service: string | null, metric: string, period: string, value: number | null }[] }} Usage
  */
@@ -652,6 +656,7 @@ function frame(session, current, title, body) {
     ['activity', 'Activity', owner],
     ['backups', 'Backups', owner],
     ['usage', 'Usage', true],
+    ['workspace', 'Workspace', owner],
   ]
     .filter(([, , shown]) => shown)
     .map(
@@ -1174,7 +1179,8 @@ async function backupsPage(session, url) {
     const why = list.status === 403 ? 'Only owners can see the backups.' : refusedWith(list);
     return frame(session, 'backups', 'Backups', `<h1>Backups</h1>${notice(why, 'error')}`);
   }
-  const rows = /** @type {Backups} */ ((list.body).backups ?? []).map((b) => [
+  const { backups = [] } = /** @type {Backups} */ (list.body);
+  const rows = backups.map((b) => [
     escape(when(b.time)),
     escape(b.service ?? 'the whole workspace'),
     escape(`${b.kind}, ${b.purpose}`),
@@ -1276,6 +1282,71 @@ ${table('Usage this month', ['Amount', 'Used', 'Included', 'Share'], tableRows)}
 }
 
 /**
+ * Cancelling the workspace (owners): what happens and when the data goes, behind a confirmation.
+ * @param {Session} session
+ * @param {URL} url
+ */
+async function workspacePage(session, url) {
+  /** @type {Answer<Cancellation>} */
+  const state = await asUser(session, `/api/v1/tenants/${tid}/cancellation`).catch(() => ({
+    status: 503,
+    body: {},
+  }));
+  if (state.status !== 200) {
+    const why = state.status === 403 ? 'Only owners can cancel the workspace.' : refusedWith(state);
+    return frame(session, 'workspace', 'Workspace', `<h1>Workspace</h1>${notice(why, 'error')}`);
+  }
+  const c = /** @type {Cancellation} */ (state.body);
+  if (c.status === 'cancelled' || c.status === 'purged')
+    return frame(
+      session,
+      'workspace',
+      'Workspace',
+      `<h1>Workspace</h1>${notice(
+        `${COMPANY} is cancelled${c.purgeAfter ? `; its data is deleted for good after ${when(c.purgeAfter)}` : ''}.`,
+      )}`,
+    );
+  const until = new Date(Date.now() + c.graceDays * 86_400_000);
+  const body = `<h1>Workspace</h1>${messageOf(url)}
+<div class="card"><h2>Cancel the workspace</h2>
+<p>Everything stops at once: your services, their addresses and this dashboard, and billing ends. The data is kept for ${c.graceDays} days, until ${escape(when(until))}, and then deleted for good.</p>
+<a class="button danger" href="#confirm-cancel">Cancel the workspace…</a></div>
+${confirmDialog({
+  id: 'confirm-cancel',
+  title: `Cancel ${COMPANY}?`,
+  text: `Your services, their addresses and this dashboard stop at once, and billing ends. The data is kept for ${c.graceDays} days, until ${when(until)}, and then deleted for good.`,
+  action: 'cancel-workspace',
+  fields: csrfOf(session),
+  confirm: 'Cancel the workspace',
+})}`;
+  return frame(session, 'workspace', 'Workspace', body);
+}
+
+/** @param {IncomingMessage} req @param {ServerResponse} res @param {Session} session */
+async function cancelWorkspace(req, res, session) {
+  const form = await readForm(req);
+  if (!keys.csrfOk(session.sid, form.csrf)) return forbidden(res);
+  /** @type {Answer<Cancellation>} */
+  const answer = await asUser(session, `/api/v1/tenants/${tid}/cancellation`, { method: 'POST' });
+  if (answer.status !== 200) return back(res, 'workspace', refusedWith(answer), true);
+  const c = /** @type {Cancellation} */ (answer.body);
+  // The workspace's addresses stop answering now: this is the last page it shows.
+  return send(
+    res,
+    200,
+    page(
+      `Cancelled · ${COMPANY}`,
+      `<h1>${escape(COMPANY)} is cancelled</h1>${notice(
+        `Your services and their addresses have stopped and billing has ended. The data is deleted for good after ${
+          c.purgeAfter ? when(c.purgeAfter) : 'the grace period'
+        }.`,
+      )}`,
+      { brand: COMPANY, narrow: true },
+    ),
+  );
+}
+
+/**
  * The sign-in page the edge sends browsers to; signed in already, a new edge session and back to `next`.
  * @param {IncomingMessage} req
  * @param {ServerResponse} res
@@ -1303,6 +1374,7 @@ const SIGNED_IN = {
   '/member-remove': (req, res, s) => teamChange(req, res, s, 'remove'),
   '/invitation-withdraw': (req, res, s) => teamChange(req, res, s, 'withdraw'),
   '/backup-now': backupNow,
+  '/cancel-workspace': cancelWorkspace,
   '/logout': logout,
 };
 
@@ -1316,6 +1388,7 @@ const PAGES = {
   '/activity': activityPage,
   '/backups': backupsPage,
   '/usage': usagePage,
+  '/workspace': workspacePage,
 };
 
 const notFound = (/** @type {ServerResponse} */ res) =>

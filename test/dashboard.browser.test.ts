@@ -383,8 +383,6 @@ describe.skipIf(skipBrowser)('tenant dashboard in Chromium', { timeout: 240_000 
     expect(missing!.status()).toBe(404);
     expect(await page.getAttribute('main a.button', 'href')).toBe('./');
     await inspect(page, 'not-found');
-    expect(cspViolations).toEqual([]);
-    await context.close();
 
     // A member: no owner pages, no owner buttons.
     const created = await h.api.inject({
@@ -406,5 +404,34 @@ describe.skipIf(skipBrowser)('tenant dashboard in Chromium', { timeout: 240_000 
     await mp.goto(`${base}/activity`);
     expect(await mp.textContent('.notice.error')).toContain('Only owners can read the activity log.');
     await other.close();
+
+    // Cancel the workspace (the owner): the grace date, a confirmation, then cancelled.
+    await page.goto(`${base}/workspace`);
+    expect(await page.textContent('main')).toContain('The data is kept for 90 days, until');
+    await inspect(page, 'workspace');
+    await page.getByRole('link', { name: 'Cancel the workspace…' }).click();
+    const confirm = page.locator('#confirm-cancel');
+    expect(await confirm.isVisible()).toBe(true);
+    await inspect(page, 'confirm-cancel');
+    await confirm.locator('button[type=submit]').click();
+    await expect.poll(() => page.textContent('h1')).toBe('Alpha Widgets is cancelled');
+    const gone = await h.db.db
+      .selectFrom('tenants')
+      .select(['status', 'purge_after'])
+      .where('id', '=', h.a.id)
+      .executeTakeFirstOrThrow();
+    expect(gone.status).toBe('cancelled');
+    const purge = `${gone.purge_after!.toISOString().slice(0, 16).replace('T', ' ')} UTC`;
+    expect(await page.textContent('.notice')).toContain(`The data is deleted for good after ${purge}.`);
+    await inspect(page, 'cancelled');
+    const audit = await h.db.db
+      .selectFrom('audit_log')
+      .select(['action', 'actor_id'])
+      .where('tenant_id', '=', h.a.id)
+      .where('action', '=', 'tenant.cancel.owner')
+      .execute();
+    expect(audit).toEqual([{ action: 'tenant.cancel.owner', actor_id: h.a.owner.id }]);
+    expect(cspViolations).toEqual([]);
+    await context.close();
   });
 });

@@ -5,6 +5,7 @@ import { newId } from '../../src/core/ids.ts';
 import type { Role } from '../../src/core/identity.ts';
 import type { TenantStatus } from '../../src/core/tenants.ts';
 import { upsertRoute } from '../../src/edge/routes-store.ts';
+import { hashPassword } from '../../src/identity/passwords.ts';
 import { recordSnapshot } from './backups.ts';
 import { createForge } from './forge.ts';
 import { createHarness, PASSWORD, totpCode, type Harness } from './identity.ts';
@@ -365,6 +366,41 @@ export const ROUTE_CASES: RouteCase[] = [
       });
       if (res.statusCode !== 201) throw new Error(`invitation: ${res.body}`);
       return { url: `/api/v1/tenants/${h.a.slug}/invitations/${res.json<{ id: string }>().id}` };
+    },
+  },
+  {
+    method: 'GET',
+    url: '/api/v1/tenants/:tenant/cancellation',
+    minRole: 'tenant_owner',
+    scope: 'tenant',
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/cancellation` }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/tenants/:tenant/cancellation',
+    minRole: 'tenant_owner',
+    scope: 'tenant',
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/cancellation` }),
+    // The positive control cancels a workspace: a tenant of its own, not A, which the other cases need.
+    allowed: async (h, s) => {
+      const slug = `gone${s.next()}`;
+      const id = newId('tenant');
+      await h.db.db.insertInto('tenants').values({ id, slug, company: 'Gone', status: 'active' }).execute();
+      const email = `owner@${slug}.test`;
+      await h.db.db
+        .insertInto('users')
+        .values({
+          id: newId('user'),
+          email,
+          role: 'tenant_owner',
+          tenant_id: id,
+          password_hash: await hashPassword(PASSWORD),
+        })
+        .execute();
+      return {
+        token: (await h.login(email)).accessToken,
+        call: { url: `/api/v1/tenants/${slug}/cancellation` },
+      };
     },
   },
   {
