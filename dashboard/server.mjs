@@ -407,7 +407,7 @@ function loginPage(res, req, status = 200, message = '', cookies = [], next = '.
   const v = visitor(req);
   const html = page(
     `Sign in · ${COMPANY}`,
-    `<h1>Sign in to ${escape(COMPANY)}</h1><p class="muted">Sign in with your platform account.</p>
+    `<h1>${escape(COMPANY)}</h1><p class="muted">Sign in with your platform account.</p>
 ${message ? notice(message, 'error') : ''}
 <form method="post" action="login">${csrfField(keys.csrf(`visitor:${v.id}`))}
 ${hidden('next', safeNext(next))}
@@ -833,6 +833,7 @@ async function overview(session, url) {
         );
   const body = `<h1>${escape(COMPANY)}</h1>
 <p class="muted">Signed in as ${escape(session.email)} (${session.role === 'tenant_owner' ? 'owner' : 'member'})</p>
+<p>Workspace status: <strong>${escape(status)}</strong></p>
 ${messageOf(url)}${workspace}
 <h2>Your services</h2>
 ${

@@ -215,7 +215,8 @@ describe.skipIf(skipBrowser)('tenant dashboard in Chromium', { timeout: 240_000 
     });
 
     await page.goto(`${base}/`);
-    expect(await page.textContent('h1')).toBe('Sign in to Alpha Widgets');
+    expect(await page.textContent('h1')).toBe('Alpha Widgets');
+    expect(await page.textContent('main')).toContain('Sign in with your platform account.');
     await inspect(page, 'sign-in');
     await signIn(page, h.a.owner.email);
 
