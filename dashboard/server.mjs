@@ -1,4 +1,7 @@
-// The tenant dashboard: the app deployed into every tenant's dashboard container.
+// The tenant dashboard: the app deployed into every tenant's dashboard container. Its pages
+// (docs/dashboard.md): the overview (services, retry, unsubscribe, subscribe), the team (invite,
+// roles, remove; /invite is the invitation link's page), activity, backups and usage, in the
+// platform's design system (design.css, copied from src/web/design.ts by the build).
 // Plain Node.js with no dependencies, so it runs wherever the container has `node`
 // (the process driver, an LXC container with the host's Node bind-mounted, Proxmox).
 //
@@ -24,16 +27,24 @@
 import { createServer } from 'node:http';
 import { isIP } from 'node:net';
 import {
+  badge,
   clearCookie,
+  confirmDialog,
   cookie,
   csrfField,
+  emptyState,
   escape,
+  hidden,
+  notice,
   page,
   randomId,
   readCookies,
   readForm,
   send,
   signer,
+  STYLESHEET,
+  STYLESHEET_PATH,
+  table,
 } from './web.mjs';
 
 const env = process.env;
@@ -83,7 +94,38 @@ const keys = signer();
  * unsubscribing and retrying answer with the one service.
  * @typedef {{ id: string, service: string, name: string, status: string, statusReason: string | null, url: string }} TenantService
  */
-/** @typedef {{ services: TenantService[] }} TenantServices */
+/**
+ * `graceHours`: how long an unsubscribed service's data is kept before it is destroyed.
+ * @typedef {{ services: TenantService[], graceHours: number }} TenantServices
+ */
+/**
+ * GET /api/v1/plans: each plan's price, how many services it allows, what it includes a month.
+ * @typedef {{ plans: { key: string, name: string, monthlyCents: number, services: number, includes: { storageGb?: number, requests?: number } }[] }} Plans
+ */
+/**
+ * GET /api/v1/tenants/{tenant}/users.
+ * @typedef {{ users: { id: string, email: string, role: string, createdAt: string }[] }} TeamUsers
+ */
+/**
+ * GET /api/v1/tenants/{tenant}/invitations: the open ones.
+ * @typedef {{ invitations: { id: string, email: string, role: string, createdAt: string, expiresAt: string }[] }} Invitations
+ */
+/**
+ * GET /api/v1/audit: a page of the tenant's audit log, newest first; `next` pages on (before=).
+ * @typedef {{ entries: { id: string, at: string, actorType: string, actorId: string | null, action: string, targetType: string | null, targetId: string | null, result: string }[], next: string | null }} AuditPage
+ */
+/**
+ * GET /api/v1/tenants/{tenant}/backups.
+ * @typedef {{ backups: { id: string, time: string, service: string | null, kind: string, purpose: string, sizeBytes: number | null, verified: boolean }[] }} Backups
+ */
+/**
+ * GET and POST /api/v1/tenants/{tenant}/cancellation: the grace period, and the dates once cancelled.
+ * @typedef {{ status: string, graceDays: number, cancelledAt: string | null, purgeAfter: string | null }} Cancellation
+ */
+/**
+ * GET /api/v1/tenants/{tenant}/usage.
+ * @typedef {{ usage: { service: string | null, metric: string, period: string, value: number | null }[] }} Usage
+ */
 /**
  * GET /api/v1/catalog: what a tenant can subscribe to.
  * @typedef {{ services: { key: string, name: string, description: string, kind: string, path: string }[] }} Catalog
@@ -100,7 +142,7 @@ const keys = signer();
  * @property {{ '24h': number | null, '7d': number | null, '30d': number | null }} uptime
  * @property {{ id: string, reason: string, openedAt: string } | null} openIncident
  */
-/** @typedef {{ targets: HealthTarget[] }} TenantStatus */
+/** @typedef {{ workspace?: { status: string, waitingFor: string | null }, targets: HealthTarget[] }} TenantStatus */
 
 /**
  * An API call's answer: its status and its JSON body (`{}` when it had none). A refusal carries
@@ -246,6 +288,22 @@ async function read(path) {
 }
 
 /**
+ * Read a public route (the catalog, the plans): its answer, or undefined.
+ * @template T
+ * @param {string} path
+ * @returns {Promise<T | undefined>}
+ */
+async function publicRead(path) {
+  try {
+    /** @type {Answer<T>} */
+    const { status, body } = await api(path);
+    return status === 200 ? /** @type {T} */ (body) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * Call the API as the signed-in user, refreshing their access token once when it was refused.
  * When the refresh is refused too, the platform session is over: `ended` is set.
  * @template T
@@ -348,14 +406,15 @@ function visitor(req) {
 function loginPage(res, req, status = 200, message = '', cookies = [], next = './') {
   const v = visitor(req);
   const html = page(
-    COMPANY,
+    `Sign in · ${COMPANY}`,
     `<h1>${escape(COMPANY)}</h1><p class="muted">Sign in with your platform account.</p>
-${message ? `<p role="alert">${escape(message)}</p>` : ''}
+${message ? notice(message, 'error') : ''}
 <form method="post" action="login">${csrfField(keys.csrf(`visitor:${v.id}`))}
-<input type="hidden" name="next" value="${escape(safeNext(next))}">
-<label>Email<br><input name="email" type="email" autocomplete="username" required></label><br>
-<label>Password<br><input name="password" type="password" autocomplete="current-password" required></label><br>
+${hidden('next', safeNext(next))}
+<div class="field"><label for="f-email">Email</label><input id="f-email" name="email" type="email" autocomplete="username" required></div>
+<div class="field"><label for="f-password">Password</label><input id="f-password" name="password" type="password" autocomplete="current-password" required></div>
 <button type="submit">Sign in</button></form>`,
+    { brand: COMPANY, narrow: true },
   );
   const setCookie = [...cookies, ...v.setCookie];
   return send(res, status, html, setCookie.length ? { 'set-cookie': setCookie } : {});
@@ -371,21 +430,30 @@ ${message ? `<p role="alert">${escape(message)}</p>` : ''}
 function secondStepPage(res, step, status = 200, message = '') {
   const csrf = csrfField(keys.csrf(`second:${step.id}`));
   const html = page(
-    COMPANY,
-    `<h1>${escape(COMPANY)}</h1><p class="muted">Two-factor authentication for ${escape(step.email)}.</p>
-${message ? `<p role="alert">${escape(message)}</p>` : ''}
-<form method="post" action="login/code">${csrf}
-<label>Code from your authenticator app<br><input name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{6}" required></label><br>
+    `Two-factor authentication · ${COMPANY}`,
+    `<h1>Two-factor authentication</h1><p class="muted">Two-factor authentication for ${escape(step.email)}.</p>
+${message ? notice(message, 'error') : ''}
+<form method="post" action="/login/code" class="card">${csrf}
+<div class="field"><label for="f-code">Code from your authenticator app</label><input id="f-code" name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{6}" required></div>
 <button type="submit">Verify</button></form>
-<form method="post" action="login/code">${csrf}
-<label>Or a recovery code<br><input name="recovery" autocomplete="off" required></label><br>
-<button type="submit">Use recovery code</button></form>`,
+<form method="post" action="/login/code" class="card">${csrf}
+<div class="field"><label for="f-recovery">Or a recovery code</label><input id="f-recovery" name="recovery" autocomplete="off" required></div>
+<button type="submit" class="secondary">Use recovery code</button></form>`,
+    { brand: COMPANY, narrow: true },
   );
   return send(res, status, html);
 }
 
 const forbidden = (/** @type {ServerResponse} */ res) =>
-  send(res, 403, page('Forbidden', '<h1>Forbidden</h1><p>Reload the page and try again.</p>'));
+  send(
+    res,
+    403,
+    page(
+      'This form has expired',
+      '<h1>This form has expired</h1><p>Reload the page and try again.</p><p><a class="button" href="./">Back to the overview</a></p>',
+      { brand: COMPANY },
+    ),
+  );
 
 /**
  * What to tell the user about a refused sign-in that is not about the credentials: too many
@@ -513,16 +581,91 @@ async function logout(req, res, session) {
   });
 }
 
+/** Every signed-in form's CSRF token field. */
+const csrfOf = (/** @type {Session} */ session) => csrfField(keys.csrf(session.sid));
+const isOwner = (/** @type {Session} */ session) => session.role === 'tenant_owner';
+const tid = encodeURIComponent(TENANT_ID);
+
 /**
- * A one-button form posting `service` to `action`.
+ * A one-button form posting `fields` to `action`.
  * @param {Session} session
  * @param {string} action
- * @param {string} service
+ * @param {Record<string, string>} fields
  * @param {string} label
+ * @param {string} [cls] the button's class (secondary, danger)
  */
-function button(session, action, service, label) {
-  return `<form method="post" action="${action}" class="inline">${csrfField(keys.csrf(session.sid))}
-<input type="hidden" name="service" value="${escape(service)}"><button type="submit">${label}</button></form>`;
+function button(session, action, fields, label, cls = '') {
+  const inputs = Object.entries(fields)
+    .map(([k, v]) => hidden(k, v))
+    .join('');
+  return `<form method="post" action="${action}">${csrfOf(session)}${inputs}<button type="submit"${cls ? ` class="${cls}"` : ''}>${escape(label)}</button></form>`;
+}
+
+/** "2026-12-06 19:04 UTC" */
+const when = (/** @type {string | Date} */ t) =>
+  `${new Date(t).toISOString().slice(0, 16).replace('T', ' ')} UTC`;
+
+/** "7 days" for 168 hours, "36 hours" otherwise. */
+const duration = (/** @type {number} */ hours) =>
+  hours >= 48 && hours % 24 === 0 ? `${hours / 24} days` : `${hours} hour${hours === 1 ? '' : 's'}`;
+
+/** "$49.00" */
+const money = (/** @type {number} */ cents) => `$${(cents / 100).toFixed(2)}`;
+
+/**
+ * The page's message (after a change), from `?msg=`; `?err=1` marks a refusal.
+ * @param {URL} url
+ */
+const messageOf = (url) => {
+  const msg = url.searchParams.get('msg');
+  return msg ? notice(msg, url.searchParams.get('err') ? 'error' : 'info') : '';
+};
+
+/**
+ * Back to `where` with a message for the page.
+ * @param {ServerResponse} res
+ * @param {string} where a page of this dashboard (relative)
+ * @param {string} message
+ * @param {boolean} [error]
+ */
+const back = (res, where, message, error = false) =>
+  send(res, 303, '', {
+    location: `${where}?msg=${encodeURIComponent(message)}${error ? '&err=1' : ''}`,
+  });
+
+/** The API's refusal in words, for a page. */
+const refusedWith = (/** @type {Answer<unknown>} */ answer) =>
+  answer.body?.error?.message ??
+  (answer.status >= 500
+    ? 'The platform is unreachable; try again.'
+    : `The platform answered ${answer.status}.`);
+
+/**
+ * A page of the signed-in dashboard: the top bar with the navigation (the current page marked)
+ * and sign-out.
+ * @param {Session} session
+ * @param {string} current the page's path (`./`, `team` …)
+ * @param {string} title
+ * @param {string} body
+ */
+function frame(session, current, title, body) {
+  const owner = isOwner(session);
+  const links = [
+    ['./', 'Overview', true],
+    ['team', 'Team', true],
+    ['activity', 'Activity', owner],
+    ['backups', 'Backups', owner],
+    ['usage', 'Usage', true],
+    ['workspace', 'Workspace', owner],
+  ]
+    .filter(([, , shown]) => shown)
+    .map(
+      ([href, label]) =>
+        `<a href="${href}"${href === current ? ' aria-current="page"' : ''}>${escape(String(label))}</a>`,
+    )
+    .join('');
+  const signOut = `<form method="post" action="logout">${csrfOf(session)}<button type="submit" class="secondary">Sign out</button></form>`;
+  return page(`${title} · ${COMPANY}`, body, { brand: COMPANY, nav: `${links}${signOut}` });
 }
 
 /** Why a service failed, in plain words, from the step its reason names (`health check: GET … did not answer`). */
@@ -541,81 +684,173 @@ function plainReason(reason) {
   return step ? FAILED_STEP[step] : 'setting it up did not work';
 }
 
+/** When an unsubscribed service's data goes, from its reason (`… destroyed after <ISO time>`). */
+const destroyedAfter = (/** @type {string | null} */ reason) =>
+  /destroyed after (\d{4}-\d{2}-\d{2}T[\d:.]+Z)/.exec(reason ?? '')?.[1];
+
 /**
- * A service's health in plain words: its state, uptime over 24 h and 30 d, and its open incident.
+ * A service's state: a badge and a sentence in plain words.
+ * @param {TenantService} s
  * @param {HealthTarget | undefined} h
  */
-function healthCell(h) {
-  if (!h) return '<span class="muted">not checked yet</span>';
+function stateOf(s, h) {
+  switch (s.status) {
+    case 'active':
+      if (h?.state === 'failing') return [badge('bad', 'Not answering'), escape(h.summary)];
+      if (h?.state === 'degraded') return [badge('warn', 'Slow or unsteady'), escape(h.summary)];
+      return [badge('ok', 'Running'), 'Open it with the link.'];
+    case 'pending':
+    case 'deploying':
+      return [badge('info', 'Being set up'), 'This page shows when it is ready.'];
+    case 'failed':
+      return [
+        badge('bad', 'Failed'),
+        `Setting it up failed: ${escape(plainReason(s.statusReason))}.${
+          s.statusReason ? ` <small class="muted">${escape(s.statusReason)}</small>` : ''
+        }`,
+      ];
+    case 'removing': {
+      const at = destroyedAfter(s.statusReason);
+      return [
+        badge('warn', 'Unsubscribed'),
+        `Its data is destroyed after ${at ? escape(when(at)) : 'the grace period'}; subscribe again before then to keep it.`,
+      ];
+    }
+    case 'stopped':
+      return [badge('off', 'Stopped'), ''];
+    default:
+      return [badge('off', s.status), escape(s.statusReason ?? '')];
+  }
+}
+
+/** Uptime over 24 h, 7 d and 30 d (a percentage, or "–" before any check). */
+function uptimeCell(/** @type {HealthTarget | undefined} */ h) {
+  if (!h) return '<span class="muted">Not checked yet</span>';
   const pct = (/** @type {number | null} */ v) => (v === null ? '–' : `${v.toFixed(1)}%`);
-  const incident = h.openIncident
-    ? `<br><small>Open incident since ${escape(h.openIncident.openedAt.slice(0, 16).replace('T', ' '))} UTC: ${escape(h.openIncident.reason)}</small>`
-    : '';
-  return `${escape(h.summary)} <small class="muted">(up ${pct(h.uptime['24h'])} in 24 h, ${pct(h.uptime['30d'])} in 30 d)</small>${incident}`;
+  return `<span class="uptime">24 h ${pct(h.uptime['24h'])} · 7 d ${pct(h.uptime['7d'])} · 30 d ${pct(h.uptime['30d'])}</span>`;
+}
+
+function incidentCell(/** @type {HealthTarget | undefined} */ h) {
+  if (!h?.openIncident) return '<span class="muted">None</span>';
+  return `${badge('bad', 'Open')} since ${escape(when(h.openIncident.openedAt))}: ${escape(h.openIncident.reason)}`;
 }
 
 /**
  * @param {Session} session
  * @param {TenantService} s
- * @param {boolean} owner whether the user may subscribe, unsubscribe and retry
+ * @param {number} i its row (dialog ids)
  * @param {HealthTarget | undefined} health
+ * @param {number | undefined} graceHours
  */
-function serviceRow(session, s, owner, health) {
-  const name = s.status === 'active' ? `<a href="${escape(s.url)}">${escape(s.name)}</a>` : escape(s.name);
-  const detail = s.statusReason ? ` <small class="muted">${escape(s.statusReason)}</small>` : '';
-  const status =
-    s.status === 'failed'
-      ? `failed: ${escape(plainReason(s.statusReason))}.${detail}`
-      : `${escape(s.status)}${detail}`;
+function serviceRow(session, s, i, health, graceHours) {
+  const owner = isOwner(session);
+  const name =
+    s.status === 'active'
+      ? `<a href="${escape(s.url)}">${escape(s.name)}</a><br><small class="mono">${escape(s.url)}</small>`
+      : escape(s.name);
+  const [state, words] = stateOf(s, health);
   const actions = [];
-  if (owner && s.status === 'failed') actions.push(button(session, 'retry', s.service, 'Retry'));
-  if (owner && s.status !== 'removing')
-    actions.push(button(session, 'unsubscribe', s.service, 'Unsubscribe'));
-  return `<tr><td>${name}</td><td>${status}</td><td>${healthCell(health)}</td><td>${actions.join(' ')}</td></tr>`;
+  let dialog = '';
+  if (owner && s.status === 'failed') actions.push(button(session, 'retry', { service: s.service }, 'Retry'));
+  if (owner && s.status === 'removing')
+    actions.push(button(session, 'subscribe', { service: s.service }, 'Subscribe again'));
+  if (owner && s.status !== 'removing') {
+    const id = `unsubscribe-${i}`;
+    actions.push(`<a class="button secondary" href="#${id}">Unsubscribe…</a>`);
+    const until = graceHours === undefined ? undefined : new Date(Date.now() + graceHours * 3_600_000);
+    dialog = confirmDialog({
+      id,
+      title: `Unsubscribe from ${s.name}?`,
+      text: `${s.name} stops at once and its address stops answering. Its data is kept ${
+        graceHours === undefined || !until
+          ? 'for a grace period'
+          : `for ${duration(graceHours)}, until ${when(until)},`
+      } and then destroyed for good. To undo, subscribe to ${s.name} again before then: it comes back with its data.`,
+      action: 'unsubscribe',
+      fields: `${csrfOf(session)}${hidden('service', s.service)}`,
+      confirm: `Unsubscribe from ${s.name}`,
+    });
+  }
+  return {
+    row: [
+      name,
+      `${state}<br>${words}`,
+      uptimeCell(health),
+      incidentCell(health),
+      actions.length ? `<div class="actions">${actions.join('')}</div>` : '',
+    ],
+    dialog,
+  };
 }
 
+/** Services that take one of the plan's places (as the API counts them). */
+const TAKES_A_PLACE = new Set(['pending', 'deploying', 'active', 'stopped', 'degraded']);
+
 /**
- * The dashboard's page: the workspace's status, its services and the catalog.
+ * The overview: the workspace's state, its services (state, URL, uptime, open incident, retry,
+ * unsubscribe) and what can be added, with its price.
  * @param {Session} session
- * @param {string} message what the last change did
+ * @param {URL} url
  */
-async function home(session, message) {
-  const tid = encodeURIComponent(TENANT_ID);
-  const [tenant, mine, catalog, health] = await Promise.all([
+async function overview(session, url) {
+  const [tenant, mine, catalog, health, plans] = await Promise.all([
     /** @type {Promise<Tenant | undefined>} */ (read(`/api/v1/tenants/${tid}`)),
     /** @type {Promise<TenantServices | undefined>} */ (read(`/api/v1/tenants/${tid}/services`)),
-    /** @type {Promise<Answer<Catalog>>} */ (api('/api/v1/catalog'))
-      .then((r) => (r.status === 200 ? /** @type {Catalog} */ (r.body) : undefined))
-      .catch(() => undefined),
+    /** @type {Promise<Catalog | undefined>} */ (publicRead('/api/v1/catalog')),
     /** @type {Promise<TenantStatus | undefined>} */ (read(`/api/v1/tenants/${tid}/status`)),
+    /** @type {Promise<Plans | undefined>} */ (publicRead('/api/v1/plans')),
   ]);
   const healthOf = (/** @type {string} */ id) => (health?.targets ?? []).find((t) => t.id === id);
-  const owner = session.role === 'tenant_owner';
+  const owner = isOwner(session);
   const live = (mine?.services ?? []).filter((s) => s.status !== 'removed');
-  const rows = live.length
-    ? live.map((s) => serviceRow(session, s, owner, healthOf(s.id))).join('')
-    : '<tr><td colspan="4" class="muted">No services yet.</td></tr>';
+  const rows = live.map((s, i) => serviceRow(session, s, i, healthOf(s.id), mine?.graceHours));
+  const plan = (plans?.plans ?? []).find((p) => p.key === tenant?.plan);
+  const used = live.filter((s) => TAKES_A_PLACE.has(s.status)).length;
+  const full = plan !== undefined && used >= plan.services;
+  const price = plan
+    ? `Included in your ${escape(plan.name)} plan (${money(plan.monthlyCents)} a month): ${used} of ${plan.services} services in use.`
+    : 'Included in your plan.';
   const taken = new Set(live.map((s) => s.service));
   const offer = (catalog?.services ?? [])
     .filter((c) => !taken.has(c.key))
-    .map(
-      (c) =>
-        `<tr><td>${escape(c.name)}<br><small class="muted">${escape(c.description)}</small></td><td>${
-          owner
-            ? button(session, 'subscribe', c.key, 'Subscribe')
-            : '<span class="muted">owners subscribe</span>'
-        }</td></tr>`,
-    )
-    .join('');
-  const signOut = `<form method="post" action="logout" class="inline">${csrfField(keys.csrf(session.sid))}<button type="submit">Sign out</button></form>`;
-  return page(
-    COMPANY,
-    `<h1>${escape(COMPANY)}</h1><p class="muted">Signed in as ${escape(session.email)} · ${signOut}</p>
-${message ? `<p role="status">${escape(message)}</p>` : ''}
-<p>Workspace status: <strong>${escape(tenant?.status ?? 'unknown')}</strong></p>
-<h2>Services</h2><table><thead><tr><th>Service</th><th>Status</th><th>Health</th><th></th></tr></thead><tbody>${rows}</tbody></table>
-${offer ? `<h2>Catalog</h2><table><tbody>${offer}</tbody></table>` : ''}`,
-  );
+    .map((c) => [
+      `<strong>${escape(c.name)}</strong><br><small class="muted">${escape(c.description)}</small>`,
+      price,
+      !owner
+        ? '<span class="muted">Owners subscribe</span>'
+        : full
+          ? `<span class="muted">Your plan's ${plan?.services} services are in use: unsubscribe one first.</span>`
+          : button(session, 'subscribe', { service: c.key }, `Subscribe to ${c.name}`),
+    ]);
+  const status = tenant?.status ?? health?.workspace?.status ?? 'unknown';
+  const waiting = health?.workspace?.waitingFor;
+  const workspace =
+    status === 'active'
+      ? ''
+      : notice(
+          `Your workspace is ${status.replace(/_/g, ' ')}${waiting ? ` (waiting for ${waiting})` : ''}.`,
+          status === 'failed' ? 'error' : 'info',
+        );
+  const body = `<h1>${escape(COMPANY)}</h1>
+<p class="muted">Signed in as ${escape(session.email)} (${session.role === 'tenant_owner' ? 'owner' : 'member'})</p>
+<p>Workspace status: <strong>${escape(status)}</strong></p>
+${messageOf(url)}${workspace}
+<h2>Your services</h2>
+${
+  rows.length
+    ? table(
+        'Your services',
+        ['Service', 'State', 'Uptime', 'Open incident', 'Actions'],
+        rows.map((r) => r.row),
+      )
+    : emptyState(
+        'No services yet',
+        owner ? 'Subscribe to one below.' : 'An owner of this workspace subscribes.',
+      )
+}
+${rows.map((r) => r.dialog).join('\n')}
+${offer.length ? `<h2>Add a service</h2>${table('Add a service', ['Service', 'Price', 'Subscribe'], offer)}` : ''}`;
+  return frame(session, './', 'Overview', body);
 }
 
 /**
@@ -629,10 +864,9 @@ async function change(req, res, session, kind) {
   const form = await readForm(req);
   if (!keys.csrfOk(session.sid, form.csrf)) return forbidden(res);
   const service = String(form.service ?? '');
-  const tid = encodeURIComponent(TENANT_ID);
   const one = `/api/v1/tenants/${tid}/services/${encodeURIComponent(service)}`;
   /** @type {Answer<TenantService>} */
-  const { status, body } =
+  const answer =
     kind === 'subscribe'
       ? await asUser(session, `/api/v1/tenants/${tid}/services`, {
           method: 'POST',
@@ -641,13 +875,476 @@ async function change(req, res, session, kind) {
       : kind === 'retry'
         ? await asUser(session, `${one}/retry`, { method: 'POST' })
         : await asUser(session, one, { method: 'DELETE' });
+  const { status, body } = answer;
+  const at = destroyedAfter(body?.statusReason ?? null);
   const done = {
     subscribe: `${body?.name} is being set up; this page shows when it is active.`,
     retry: `${body?.name} is being set up again; this page shows when it is active.`,
-    unsubscribe: `${body?.name} is unsubscribed.`,
+    unsubscribe: `${body?.name} is unsubscribed. Its data is destroyed after ${at ? when(at) : 'the grace period'}; subscribe again before then to keep it.`,
   };
-  const message = status === 202 ? done[kind] : (body?.error?.message ?? `The platform answered ${status}.`);
-  return send(res, 303, '', { location: `./?msg=${encodeURIComponent(message)}` });
+  return status === 202 ? back(res, './', done[kind]) : back(res, './', refusedWith(answer), true);
+}
+
+/** The team's roles in words. */
+const ROLE_WORDS = { tenant_owner: 'Owner', tenant_member: 'Member' };
+const roleWords = (/** @type {string} */ role) =>
+  ROLE_WORDS[/** @type {keyof typeof ROLE_WORDS} */ (role)] ?? role;
+
+/**
+ * @param {string} name
+ * @param {string} selected
+ * @param {string} label
+ * @param {string} id
+ */
+const roleSelect = (name, selected, label, id) =>
+  `<select id="${escape(id)}" name="${escape(name)}" aria-label="${escape(label)}">${Object.entries(
+    ROLE_WORDS,
+  )
+    .map(([v, w]) => `<option value="${v}"${v === selected ? ' selected' : ''}>${w}</option>`)
+    .join('')}</select>`;
+
+/**
+ * The team: members with their roles; owners invite by e-mail, change roles, remove members and
+ * withdraw open invitations.
+ * @param {Session} session
+ * @param {URL} url
+ */
+async function teamPage(session, url) {
+  const owner = isOwner(session);
+  const [users, invitations] = await Promise.all([
+    /** @type {Promise<TeamUsers | undefined>} */ (read(`/api/v1/tenants/${tid}/users`)),
+    owner
+      ? /** @type {Promise<Answer<Invitations>>} */ (asUser(session, `/api/v1/tenants/${tid}/invitations`))
+          .then((r) => (r.status === 200 ? /** @type {Invitations} */ (r.body) : undefined))
+          .catch(() => undefined)
+      : Promise.resolve(undefined),
+  ]);
+  /** @type {string[]} */
+  const dialogs = [];
+  const rows = (users?.users ?? []).map((u, i) => {
+    const you = u.email === session.email;
+    const cells = [
+      `${escape(u.email)}${you ? ' <span class="muted">(you)</span>' : ''}`,
+      badge(u.role === 'tenant_owner' ? 'info' : 'off', roleWords(u.role)),
+      escape(when(u.createdAt).slice(0, 10)),
+    ];
+    if (owner) {
+      if (you) cells.push('');
+      else {
+        dialogs.push(
+          confirmDialog({
+            id: `remove-${i}`,
+            title: `Remove ${u.email}?`,
+            text: `${u.email} is signed out everywhere at once and can no longer sign in to ${COMPANY}. What they made stays. To undo, invite them again.`,
+            action: 'member-remove',
+            fields: `${csrfOf(session)}${hidden('user', u.id)}`,
+            confirm: 'Remove from the team',
+          }),
+        );
+        cells.push(`<div class="actions"><form method="post" action="member-role" class="row">${csrfOf(session)}${hidden('user', u.id)}${roleSelect(
+          'role',
+          u.role,
+          `Role of ${u.email}`,
+          `role-${i}`,
+        )}<button type="submit" class="secondary">Change role</button></form>
+<a class="button secondary" href="#remove-${i}">Remove…</a></div>`);
+      }
+    }
+    return cells;
+  });
+  const open = invitations?.invitations ?? [];
+  const invitationRows = open.map((inv) => [
+    escape(inv.email),
+    escape(roleWords(inv.role)),
+    escape(when(inv.expiresAt)),
+    button(session, 'invitation-withdraw', { invitation: inv.id }, 'Withdraw', 'secondary'),
+  ]);
+  const inviteForm = `<h2>Invite someone</h2>
+<form method="post" action="invite-member" class="card">${csrfOf(session)}
+<div class="field"><label for="f-invite-email">Email<span class="hint" id="f-invite-email-hint">They get a link that works once, for 72 hours, to set a password and sign in.</span></label>
+<input id="f-invite-email" name="email" type="email" autocomplete="off" required aria-describedby="f-invite-email-hint"></div>
+<div class="field"><label for="f-invite-role">Role</label>${roleSelect('role', 'tenant_member', 'Role', 'f-invite-role')}</div>
+<button type="submit">Send invitation</button></form>`;
+  const body = `<h1>Team</h1>
+${messageOf(url)}
+<p class="muted">Owners manage services, the team, backups and billing; members use the services.</p>
+${table('Team members', owner ? ['Email', 'Role', 'Since', 'Actions'] : ['Email', 'Role', 'Since'], rows)}
+${dialogs.join('\n')}
+${
+  owner
+    ? `<h2>Open invitations</h2>${
+        invitationRows.length
+          ? table('Open invitations', ['Email', 'Role', 'Link works until', 'Withdraw'], invitationRows)
+          : emptyState('No open invitations', 'Invite someone below.')
+      }${inviteForm}`
+    : ''
+}`;
+  return frame(session, 'team', 'Team', body);
+}
+
+/**
+ * The team's changes as the signed-in user: invite, change a role, remove, withdraw an invitation.
+ * @param {IncomingMessage} req
+ * @param {ServerResponse} res
+ * @param {Session} session
+ * @param {'invite' | 'role' | 'remove' | 'withdraw'} kind
+ */
+async function teamChange(req, res, session, kind) {
+  const form = await readForm(req);
+  if (!keys.csrfOk(session.sid, form.csrf)) return forbidden(res);
+  const user = encodeURIComponent(String(form.user ?? ''));
+  /** @type {Answer<{ email: string, role: string, expiresAt?: string }>} */
+  const answer =
+    kind === 'invite'
+      ? await asUser(session, `/api/v1/tenants/${tid}/invitations`, {
+          method: 'POST',
+          body: JSON.stringify({
+            email: String(form.email ?? ''),
+            role: String(form.role ?? 'tenant_member'),
+          }),
+        })
+      : kind === 'role'
+        ? await asUser(session, `/api/v1/tenants/${tid}/users/${user}`, {
+            method: 'PATCH',
+            body: JSON.stringify({ role: String(form.role ?? '') }),
+          })
+        : kind === 'remove'
+          ? await asUser(session, `/api/v1/tenants/${tid}/users/${user}`, { method: 'DELETE' })
+          : await asUser(
+              session,
+              `/api/v1/tenants/${tid}/invitations/${encodeURIComponent(String(form.invitation ?? ''))}`,
+              { method: 'DELETE' },
+            );
+  const { status, body } = answer;
+  if (status !== 200 && status !== 201) return back(res, 'team', refusedWith(answer), true);
+  const done = {
+    invite: `Invitation sent to ${body.email}. The link works until ${body.expiresAt ? when(body.expiresAt) : 'it expires'}.`,
+    role: `${body.email} is now ${roleWords(String(body.role)).toLowerCase()}.`,
+    remove: `${body.email} is removed from the team and signed out.`,
+    withdraw: `The invitation to ${body.email} is withdrawn; its link no longer works.`,
+  };
+  return back(res, 'team', done[kind]);
+}
+
+/**
+ * The page an invitation's link opens: choose a password, then signed in.
+ * @param {IncomingMessage} req
+ * @param {ServerResponse} res
+ * @param {string} token
+ * @param {{ status?: number, error?: string, field?: string }} [shown]
+ */
+function invitePage(req, res, token, shown = {}) {
+  const v = visitor(req);
+  const fieldError = shown.field === 'password' ? shown.error : undefined;
+  const html = page(
+    `Join ${COMPANY}`,
+    `<h1>Join ${escape(COMPANY)}</h1>
+<p>Choose a password to finish setting up your account; you are signed in right after.</p>
+${shown.error && !fieldError ? notice(shown.error, 'error') : ''}
+<form method="post" action="invite">${csrfField(keys.csrf(`visitor:${v.id}`))}${hidden('token', token)}
+<div class="field"><label for="f-password">Password<span class="hint" id="f-password-hint">At least 12 characters, not a common password.</span></label>
+<input id="f-password" name="password" type="password" autocomplete="new-password" required minlength="12" aria-describedby="f-password-hint${fieldError ? ' f-password-error' : ''}"${fieldError ? ' aria-invalid="true"' : ''}>${
+      fieldError ? `<div class="field-error" id="f-password-error">${escape(fieldError)}</div>` : ''
+    }</div>
+<button type="submit">Set password and sign in</button></form>`,
+    { brand: COMPANY, narrow: true },
+  );
+  return send(res, shown.status ?? 200, html, v.setCookie.length ? { 'set-cookie': v.setCookie } : {});
+}
+
+/**
+ * Accept an invitation (the platform checks the token, once, for this tenant), then sign in.
+ * @param {IncomingMessage} req
+ * @param {ServerResponse} res
+ */
+async function acceptInvitation(req, res) {
+  const form = await readForm(req);
+  const token = String(form.token ?? '');
+  const v = keys.unseal(readCookies(req)[COOKIE.visitor]);
+  if (!v || !keys.csrfOk(`visitor:${v}`, form.csrf))
+    return invitePage(req, res, token, { status: 403, error: 'Reload the page and try again.' });
+  const password = String(form.password ?? '');
+  /** @type {Answer<User>} */
+  const accepted = await api('/api/v1/invitations/accept', {
+    method: 'POST',
+    body: JSON.stringify({ token, tenant: TENANT_ID, password }),
+  }).catch(() => ({ status: 503, body: {} }));
+  if (accepted.status !== 201) {
+    const error =
+      accepted.status === 404
+        ? 'This invitation link is not valid any more: it was used, withdrawn or has expired. Ask whoever invited you for a new one.'
+        : refusedWith(/** @type {Answer<unknown>} */ (accepted));
+    const field = accepted.body?.error?.details?.field === 'password' ? 'password' : undefined;
+    return invitePage(req, res, token, { status: accepted.status === 404 ? 404 : 400, error, field });
+  }
+  const email = /** @type {User} */ (accepted.body).email;
+  const { status, body } = await platformLogin(req, { email, password });
+  if (status === 200 && body?.user?.tenantId === TENANT_ID) {
+    const welcome = `/?msg=${encodeURIComponent(`Welcome to ${COMPANY}.`)}`;
+    return startSession(
+      res,
+      req,
+      body.user,
+      { accessToken: body.accessToken, refreshToken: body.refreshToken },
+      welcome,
+    );
+  }
+  return loginPage(res, req, 200, 'Your account is ready; sign in with your new password.');
+}
+
+/** Actions in the audit log, in words. */
+const ACTIONS = {
+  'tenant.service.subscribe': 'Subscribed to a service',
+  'tenant.service.unsubscribe': 'Unsubscribed from a service',
+  'tenant.service.retry': 'Retried a failed service',
+  'tenant.service.restore': 'Restored a service from a backup',
+  'tenant.user.create': 'Added a user',
+  'tenant.user.role': "Changed a member's role",
+  'tenant.user.remove': 'Removed a member',
+  'tenant.invitation.create': 'Invited someone',
+  'tenant.invitation.revoke': 'Withdrew an invitation',
+  'tenant.invitation.accept': 'Accepted an invitation',
+  'tenant.backup.run': 'Started a backup',
+  'tenant.api_key.create': 'Created an API key',
+  'tenant.api_key.revoke': 'Revoked an API key',
+  'tenant.suspend': 'An operator suspended the workspace',
+  'tenant.reactivate': 'An operator reactivated the workspace',
+  'tenant.cancel': 'Cancelled the workspace',
+  'auth.login': 'Signed in',
+  'auth.logout': 'Signed out',
+};
+const PAGE_SIZE = 20;
+
+/**
+ * The tenant's audit log (owners), newest first, in pages of PAGE_SIZE.
+ * @param {Session} session
+ * @param {URL} url
+ */
+async function activityPage(session, url) {
+  const before = url.searchParams.get('before') ?? '';
+  const query = `tenant=${tid}&limit=${PAGE_SIZE}${/^\d{1,19}$/.test(before) ? `&before=${before}` : ''}`;
+  const [log, users] = await Promise.all([
+    /** @type {Promise<Answer<AuditPage>>} */ (asUser(session, `/api/v1/audit?${query}`)).catch(() => ({
+      status: 503,
+      body: {},
+    })),
+    /** @type {Promise<TeamUsers | undefined>} */ (read(`/api/v1/tenants/${tid}/users`)),
+  ]);
+  const emails = new Map((users?.users ?? []).map((u) => [u.id, u.email]));
+  if (log.status !== 200) {
+    const why = log.status === 403 ? 'Only owners can read the activity log.' : refusedWith(log);
+    return frame(session, 'activity', 'Activity', `<h1>Activity</h1>${notice(why, 'error')}`);
+  }
+  const { entries = [], next = null } = /** @type {AuditPage} */ (log.body);
+  const rows = entries.map((e) => [
+    escape(when(e.at)),
+    e.actorId
+      ? escape(emails.get(e.actorId) ?? (e.actorType === 'api_key' ? `API key ${e.actorId}` : e.actorId))
+      : '<span class="muted">the platform</span>',
+    `${escape(ACTIONS[/** @type {keyof typeof ACTIONS} */ (e.action)] ?? e.action)}${
+      e.targetId ? `<br><small class="mono">${escape(e.targetType ?? '')} ${escape(e.targetId)}</small>` : ''
+    }`,
+    badge(e.result === 'success' ? 'ok' : e.result === 'denied' ? 'warn' : 'bad', e.result),
+  ]);
+  const pager = `<nav class="pager" aria-label="Activity pages"><span>${
+    before ? '<a href="activity">Newest</a>' : 'Newest first'
+  }</span>${next ? `<a href="activity?before=${encodeURIComponent(next)}">Older entries</a>` : '<span class="muted">No older entries</span>'}</nav>`;
+  const body = `<h1>Activity</h1><p class="muted">Everything done in this workspace, newest first: who, what and whether it worked.</p>
+${rows.length ? table('Activity', ['When', 'Who', 'What', 'Result'], rows) : emptyState('Nothing here yet', 'Changes to the workspace show up here.')}
+${pager}`;
+  return frame(session, 'activity', 'Activity', body);
+}
+
+/** "1.2 MB" */
+const bytes = (/** @type {number | null} */ n) =>
+  n === null
+    ? '–'
+    : n >= 1e9
+      ? `${(n / 1e9).toFixed(2)} GB`
+      : n >= 1e6
+        ? `${(n / 1e6).toFixed(1)} MB`
+        : `${(n / 1e3).toFixed(1)} kB`;
+
+/**
+ * The tenant's backups (owners) and "Back up now".
+ * @param {Session} session
+ * @param {URL} url
+ */
+async function backupsPage(session, url) {
+  /** @type {Answer<Backups>} */
+  const list = await asUser(session, `/api/v1/tenants/${tid}/backups`).catch(() => ({
+    status: 503,
+    body: {},
+  }));
+  if (list.status !== 200) {
+    const why = list.status === 403 ? 'Only owners can see the backups.' : refusedWith(list);
+    return frame(session, 'backups', 'Backups', `<h1>Backups</h1>${notice(why, 'error')}`);
+  }
+  const { backups = [] } = /** @type {Backups} */ (list.body);
+  const rows = backups.map((b) => [
+    escape(when(b.time)),
+    escape(b.service ?? 'the whole workspace'),
+    escape(`${b.kind}, ${b.purpose}`),
+    escape(bytes(b.sizeBytes)),
+    b.verified ? badge('ok', 'Verified') : badge('off', 'Not verified yet'),
+  ]);
+  const body = `<h1>Backups</h1>${messageOf(url)}
+<p class="muted">Every service's database and data are backed up on a schedule, encrypted. An owner can back up now, once every 10 minutes.</p>
+<div class="actions">${button(session, 'backup-now', {}, 'Back up now')}</div>
+${rows.length ? table('Backups', ['When', 'Service', 'Kind', 'Size', 'Checked'], rows) : emptyState('No backups yet', 'The first scheduled backup runs tonight, or back up now.')}`;
+  return frame(session, 'backups', 'Backups', body);
+}
+
+/** @param {IncomingMessage} req @param {ServerResponse} res @param {Session} session */
+async function backupNow(req, res, session) {
+  const form = await readForm(req);
+  if (!keys.csrfOk(session.sid, form.csrf)) return forbidden(res);
+  const answer = await asUser(session, `/api/v1/tenants/${tid}/backups`, { method: 'POST' });
+  return answer.status === 202
+    ? back(res, 'backups', 'A backup is running; it shows here when it is done.')
+    : back(res, 'backups', refusedWith(answer), true);
+}
+
+/**
+ * This month's usage against what the plan includes, with the 80% and 100% warnings.
+ * @param {Session} session
+ */
+async function usagePage(session) {
+  const now = new Date();
+  const from = `${now.toISOString().slice(0, 7)}-01`;
+  const [usage, tenant, plans] = await Promise.all([
+    /** @type {Promise<Usage | undefined>} */ (
+      read(`/api/v1/tenants/${tid}/usage?from=${from}&granularity=day`)
+    ),
+    /** @type {Promise<Tenant | undefined>} */ (read(`/api/v1/tenants/${tid}`)),
+    /** @type {Promise<Plans | undefined>} */ (publicRead('/api/v1/plans')),
+  ]);
+  if (!usage)
+    return frame(
+      session,
+      'usage',
+      'Usage',
+      `<h1>Usage</h1>${notice('The usage cannot be read right now; try again shortly.', 'error')}`,
+    );
+  const plan = (plans?.plans ?? []).find((p) => p.key === tenant?.plan);
+  const rows = usage.usage;
+  const requests = rows.filter((r) => r.metric === 'requests').reduce((sum, r) => sum + (r.value ?? 0), 0);
+  // Storage: container disk plus databases on the latest day measured (each a day's average).
+  const storageDays = rows.filter(
+    (r) => (r.metric === 'disk_bytes' || r.metric === 'db_bytes') && r.value !== null,
+  );
+  const lastDay = storageDays
+    .map((r) => r.period)
+    .sort()
+    .pop();
+  const storageGb =
+    storageDays.filter((r) => r.period === lastDay).reduce((sum, r) => sum + (r.value ?? 0), 0) / 1e9;
+  const month = now.toLocaleString('en-US', { month: 'long', year: 'numeric', timeZone: 'UTC' });
+  const amounts = [
+    { label: 'Storage', used: storageGb, included: plan?.includes.storageGb, unit: 'GB', digits: 2 },
+    { label: 'Requests', used: requests, included: plan?.includes.requests, unit: 'requests', digits: 0 },
+  ];
+  const fmt = (/** @type {number} */ n, /** @type {number} */ d) =>
+    n.toLocaleString('en-US', { maximumFractionDigits: d });
+  /** @type {string[]} */
+  const warnings = [];
+  const tableRows = amounts.map((a) => {
+    if (a.included === undefined)
+      return [
+        escape(a.label),
+        escape(`${fmt(a.used, a.digits)} ${a.unit}`),
+        '<span class="muted">not limited</span>',
+        '',
+      ];
+    const pct = (a.used / a.included) * 100;
+    const level = pct >= 100 ? 100 : pct >= 80 ? 80 : 0;
+    if (level)
+      warnings.push(
+        notice(
+          `${a.label}: you have used ${fmt(pct, 0)}% of what your plan includes this month${level === 100 ? ', more than it includes' : ''}. Nothing is switched off; remove data you no longer need or change to a larger plan.`,
+          level === 100 ? 'error' : 'info',
+        ),
+      );
+    return [
+      escape(a.label),
+      escape(`${fmt(a.used, a.digits)} ${a.unit}`),
+      escape(`${fmt(a.included, a.digits)} ${a.unit}`),
+      `<meter min="0" max="100" low="80" high="99.99" optimum="0" value="${Math.min(100, pct).toFixed(1)}" aria-label="${escape(a.label)}: ${fmt(pct, 0)}% used"></meter> ${badge(
+        level === 100 ? 'bad' : level === 80 ? 'warn' : 'ok',
+        `${fmt(pct, 0)}%`,
+      )}`,
+    ];
+  });
+  const body = `<h1>Usage</h1>
+<p class="muted">${escape(month)} so far${plan ? `, against what your ${escape(plan.name)} plan includes` : ''}. Storage is the latest day's container disk and databases; requests are counted since the 1st.</p>
+${warnings.join('\n')}
+${table('Usage this month', ['Amount', 'Used', 'Included', 'Share'], tableRows)}`;
+  return frame(session, 'usage', 'Usage', body);
+}
+
+/**
+ * Cancelling the workspace (owners): what happens and when the data goes, behind a confirmation.
+ * @param {Session} session
+ * @param {URL} url
+ */
+async function workspacePage(session, url) {
+  /** @type {Answer<Cancellation>} */
+  const state = await asUser(session, `/api/v1/tenants/${tid}/cancellation`).catch(() => ({
+    status: 503,
+    body: {},
+  }));
+  if (state.status !== 200) {
+    const why = state.status === 403 ? 'Only owners can cancel the workspace.' : refusedWith(state);
+    return frame(session, 'workspace', 'Workspace', `<h1>Workspace</h1>${notice(why, 'error')}`);
+  }
+  const c = /** @type {Cancellation} */ (state.body);
+  if (c.status === 'cancelled' || c.status === 'purged')
+    return frame(
+      session,
+      'workspace',
+      'Workspace',
+      `<h1>Workspace</h1>${notice(
+        `${COMPANY} is cancelled${c.purgeAfter ? `; its data is deleted for good after ${when(c.purgeAfter)}` : ''}.`,
+      )}`,
+    );
+  const until = new Date(Date.now() + c.graceDays * 86_400_000);
+  const body = `<h1>Workspace</h1>${messageOf(url)}
+<div class="card"><h2>Cancel the workspace</h2>
+<p>Everything stops at once: your services, their addresses and this dashboard, and billing ends. The data is kept for ${c.graceDays} days, until ${escape(when(until))}, and then deleted for good.</p>
+<a class="button danger" href="#confirm-cancel">Cancel the workspace…</a></div>
+${confirmDialog({
+  id: 'confirm-cancel',
+  title: `Cancel ${COMPANY}?`,
+  text: `Your services, their addresses and this dashboard stop at once, and billing ends. The data is kept for ${c.graceDays} days, until ${when(until)}, and then deleted for good.`,
+  action: 'cancel-workspace',
+  fields: csrfOf(session),
+  confirm: 'Cancel the workspace',
+})}`;
+  return frame(session, 'workspace', 'Workspace', body);
+}
+
+/** @param {IncomingMessage} req @param {ServerResponse} res @param {Session} session */
+async function cancelWorkspace(req, res, session) {
+  const form = await readForm(req);
+  if (!keys.csrfOk(session.sid, form.csrf)) return forbidden(res);
+  /** @type {Answer<Cancellation>} */
+  const answer = await asUser(session, `/api/v1/tenants/${tid}/cancellation`, { method: 'POST' });
+  if (answer.status !== 200) return back(res, 'workspace', refusedWith(answer), true);
+  const c = /** @type {Cancellation} */ (answer.body);
+  // The workspace's addresses stop answering now: this is the last page it shows.
+  return send(
+    res,
+    200,
+    page(
+      `Cancelled · ${COMPANY}`,
+      `<h1>${escape(COMPANY)} is cancelled</h1>${notice(
+        `Your services and their addresses have stopped and billing has ended. The data is deleted for good after ${
+          c.purgeAfter ? when(c.purgeAfter) : 'the grace period'
+        }.`,
+      )}`,
+      { brand: COMPANY, narrow: true },
+    ),
+  );
 }
 
 /**
@@ -666,15 +1363,45 @@ async function signInFor(req, res, url) {
 }
 
 /**
- * Routes that need a live session; without one, the browser goes to the sign-in page.
+ * Forms that need a live session; without one, the browser goes to the sign-in page.
  * @type {Record<string, (req: IncomingMessage, res: ServerResponse, session: Session) => Promise<void>>}
  */
 const SIGNED_IN = {
   '/subscribe': (req, res, s) => change(req, res, s, 'subscribe'),
   '/unsubscribe': (req, res, s) => change(req, res, s, 'unsubscribe'),
   '/retry': (req, res, s) => change(req, res, s, 'retry'),
+  '/invite-member': (req, res, s) => teamChange(req, res, s, 'invite'),
+  '/member-role': (req, res, s) => teamChange(req, res, s, 'role'),
+  '/member-remove': (req, res, s) => teamChange(req, res, s, 'remove'),
+  '/invitation-withdraw': (req, res, s) => teamChange(req, res, s, 'withdraw'),
+  '/backup-now': backupNow,
+  '/cancel-workspace': cancelWorkspace,
   '/logout': logout,
 };
+
+/**
+ * Pages that need a live session.
+ * @type {Record<string, (session: Session, url: URL) => Promise<string>>}
+ */
+const PAGES = {
+  '/': overview,
+  '/team': teamPage,
+  '/activity': activityPage,
+  '/backups': backupsPage,
+  '/usage': usagePage,
+  '/workspace': workspacePage,
+};
+
+const notFound = (/** @type {ServerResponse} */ res) =>
+  send(
+    res,
+    404,
+    page(
+      'Page not found',
+      '<h1>Page not found</h1><p>There is nothing at this address.</p><p><a class="button" href="./">Back to the overview</a></p>',
+      { brand: COMPANY },
+    ),
+  );
 
 /**
  * @param {IncomingMessage} req
@@ -683,37 +1410,64 @@ const SIGNED_IN = {
 async function route(req, res) {
   const url = new URL(req.url ?? '/', 'http://dashboard');
   const path = url.pathname;
+  const reading = req.method === 'GET' || req.method === 'HEAD';
   if (path === '/healthz') {
     res.writeHead(200, { 'content-type': 'application/json' });
     return res.end(JSON.stringify({ status: 'ok', tenant: SLUG }));
   }
+  if (reading && path === `/${STYLESHEET_PATH}`) {
+    res.writeHead(200, {
+      'content-type': 'text/css; charset=utf-8',
+      'cache-control': 'public, max-age=31536000, immutable',
+      'x-content-type-options': 'nosniff',
+    });
+    return res.end(STYLESHEET);
+  }
   const post = req.method === 'POST';
   if (post && path === '/login') return login(req, res);
   if (post && path === '/login/code') return secondStep(req, res);
-  if (path === '/login' && (req.method === 'GET' || req.method === 'HEAD')) return signInFor(req, res, url);
+  if (reading && path === '/login') return signInFor(req, res, url);
+  if (path === '/invite') {
+    if (post) return acceptInvitation(req, res);
+    const token = url.searchParams.get('token') ?? '';
+    if (reading && token) return invitePage(req, res, token);
+    return notFound(res);
+  }
   if (SIGNED_IN[path]) {
-    if (!post) return send(res, 405, page('Not allowed', '<h1>Not allowed</h1>'), { allow: 'POST' });
+    if (!post)
+      return send(res, 405, page('Not allowed', '<h1>Not allowed</h1>', { brand: COMPANY }), {
+        allow: 'POST',
+      });
     const session = await liveSession(req);
     if (!session) return send(res, 303, '', { location: './', 'set-cookie': clearCookie(COOKIE.session) });
     return SIGNED_IN[path](req, res, session);
   }
-  if (path !== '/' || (req.method !== 'GET' && req.method !== 'HEAD'))
-    return send(res, 404, page('Not found', '<h1>Not found</h1>'));
+  const render = PAGES[path];
+  if (!render || !reading) return notFound(res);
   const session = await liveSession(req);
   if (!session) {
-    if (readCookies(req)[COOKIE.session] === undefined) return loginPage(res, req);
+    if (readCookies(req)[COOKIE.session] === undefined) return loginPage(res, req, 200, '', [], path);
     const message = 'Your session has ended; sign in again.';
-    return loginPage(res, req, 200, message, [clearCookie(COOKIE.session)]);
+    return loginPage(res, req, 200, message, [clearCookie(COOKIE.session)], path);
   }
   const renewed = edgeDue(session) ? await edgeCookie(session, req) : undefined;
   const headers = renewed ? { 'set-cookie': renewed } : {};
-  return send(res, 200, await home(session, url.searchParams.get('msg') ?? ''), headers);
+  return send(res, 200, await render(session, url), headers);
 }
 
 const server = createServer((req, res) => {
   route(req, res).catch((err) => {
     console.error(JSON.stringify({ level: 'error', msg: 'request failed', err: String(err) }));
-    if (!res.headersSent) send(res, 500, page('Error', '<h1>Something went wrong</h1>'));
+    if (!res.headersSent)
+      send(
+        res,
+        500,
+        page(
+          'Something went wrong',
+          '<h1>Something went wrong</h1><p>Try again in a moment.</p><p><a class="button" href="./">Back to the overview</a></p>',
+          { brand: COMPANY },
+        ),
+      );
   });
 });
 

@@ -1,6 +1,7 @@
 // The dashboard's HTML and HTTP plumbing: pages, security headers, cookies and signed values.
 /** @import { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http' */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 
 const ENTITIES = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
 
@@ -8,19 +9,20 @@ const ENTITIES = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '
 export const escape = (/** @type {unknown} */ s) =>
   String(s).replace(/[&<>"']/g, (c) => ENTITIES[/** @type {keyof typeof ENTITIES} */ (c)]);
 
-// The one stylesheet, allowed by its hash: the pages carry no script and no other inline style.
-const STYLE = `body{font-family:system-ui,sans-serif;max-width:48rem;margin:2.5rem auto;padding:0 1rem;color:#1f2933}
-table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.4rem .6rem;border-bottom:1px solid #e5e7eb}
-.muted{color:#6b7280}input{padding:.4rem;margin:.2rem 0 .8rem;width:18rem}button{padding:.5rem 1.2rem}
-form.inline{display:inline}`;
+// The platform's design system (src/web/design.ts), copied here by `npm run build` so this app,
+// deployed on its own, looks like the rest of the product. Served from this host under a name with
+// its hash (never stale), from the host's root (a page answered at /login/code links it too); the
+// pages carry no script and no inline style.
+export const STYLESHEET = readFileSync(new URL('./design.css', import.meta.url), 'utf8');
+export const STYLESHEET_PATH = `assets/design-${createHash('sha256').update(STYLESHEET).digest('hex').slice(0, 12)}.css`;
 
 /**
  * On every HTML answer: no script at all, no framing (Unsubscribe cannot be
  * clickjacked), forms post only here, no MIME sniffing, no Referer with the
- * page's query string to the services it links to.
+ * page's query string (an invitation's token) to the services it links to.
  */
 export const SECURITY_HEADERS = {
-  'content-security-policy': `default-src 'none'; style-src 'sha256-${createHash('sha256').update(STYLE).digest('base64')}'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'`,
+  'content-security-policy': `default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'`,
   'x-frame-options': 'DENY',
   'x-content-type-options': 'nosniff',
   'referrer-policy': 'no-referrer',
@@ -28,16 +30,66 @@ export const SECURITY_HEADERS = {
 };
 
 /**
- * A whole HTML page.
+ * A whole HTML page in the design system: a skip link, the top bar (the company's name, and the
+ * navigation when signed in), then the content. Links are relative: every page is one level deep.
  * @param {string} title the page's title (escaped here)
- * @param {string} body its body, HTML already
+ * @param {string} body its content, HTML already
+ * @param {{ brand?: string, nav?: string, narrow?: boolean }} [parts] `brand`: the top bar's name
+ *   (escaped here); `nav`: its navigation, HTML
  */
-export function page(title, body) {
+export function page(title, body, parts = {}) {
   return `<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>${escape(title)}</title>
-<style>${STYLE}</style>
-</head><body>${body}</body></html>`;
+<link rel="stylesheet" href="/${STYLESHEET_PATH}">
+</head><body><a class="skip" href="#main">Skip to content</a>
+<header class="topbar"><a class="brand" href="./">${escape(parts.brand ?? title)}</a>${
+    parts.nav ? `<nav aria-label="Main">${parts.nav}</nav>` : ''
+  }</header>
+<main id="main"${parts.narrow ? ' class="narrow"' : ''}>${body}</main></body></html>`;
 }
+
+/** A status badge: its tone from the state, its text in words. */
+export function badge(/** @type {string} */ tone, /** @type {string} */ text) {
+  return `<span class="badge ${tone}">${escape(text)}</span>`;
+}
+
+/**
+ * A table that scrolls inside its own box on a narrow screen; cells are HTML already.
+ * @param {string} label
+ * @param {string[]} head
+ * @param {string[][]} rows
+ */
+export function table(label, head, rows) {
+  return `<div class="table-wrap" role="region" aria-label="${escape(label)}" tabindex="0"><table>
+<thead><tr>${head.map((h) => `<th scope="col">${escape(h)}</th>`).join('')}</tr></thead>
+<tbody>${rows.map((r) => `<tr>${r.map((c) => `<td>${c}</td>`).join('')}</tr>`).join('\n')}</tbody></table></div>`;
+}
+
+/** An empty state: what is missing and what to do. */
+export const emptyState = (/** @type {string} */ title, /** @type {string} */ text) =>
+  `<div class="empty"><p><strong>${escape(title)}</strong></p><p>${escape(text)}</p></div>`;
+
+/** A notice: `status` (announced politely) or `error` (an alert). */
+export const notice = (/** @type {string} */ text, /** @type {'info' | 'error'} */ kind = 'info') =>
+  `<div class="notice${kind === 'error' ? ' error' : ''}" role="${kind === 'error' ? 'alert' : 'status'}">${escape(text)}</div>`;
+
+/**
+ * A confirmation dialog without script: a link to `#id` opens it (CSS `:target`), Cancel closes
+ * it, its form does the action. `fields`: the form's hidden inputs, HTML (the CSRF token among them).
+ * @param {{ id: string, title: string, text: string, action: string, fields: string, confirm: string }} o
+ */
+export function confirmDialog(o) {
+  return `<div class="dialog" id="${escape(o.id)}" role="dialog" aria-modal="true" aria-labelledby="${escape(o.id)}-title">
+<div class="dialog-box"><h2 id="${escape(o.id)}-title">${escape(o.title)}</h2>
+<p>${escape(o.text)}</p>
+<form method="post" action="${escape(o.action)}">${o.fields}<div class="actions">
+<button type="submit" class="danger">${escape(o.confirm)}</button>
+<a class="button secondary" href="#">Cancel</a></div></form></div></div>`;
+}
+
+/** A hidden input. */
+export const hidden = (/** @type {string} */ name, /** @type {string} */ value) =>
+  `<input type="hidden" name="${escape(name)}" value="${escape(value)}">`;
 
 /**
  * An HTML answer (or a redirect with an empty body) with the security headers.

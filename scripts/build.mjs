@@ -8,10 +8,10 @@
 // `--if-stale` it does nothing when no file under src/ is newer than the last build (the tests'
 // global setup uses this).
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const SRC = path.join(ROOT, 'src');
@@ -76,10 +76,29 @@ export function build() {
   writeFileSync(STAMP, `${new Date().toISOString()}\n`);
 }
 
+/**
+ * The tenant dashboard (dashboard/, plain Node without a build, deployed on its own) serves the
+ * platform's design system: its stylesheet (src/web/design.ts) is copied to dashboard/design.css.
+ * The copy is committed too, so a checkout runs the dashboard before any build; a unit test
+ * (test/unit/dashboard.design.test.ts) fails when it drifts from the source.
+ */
+export async function copyDesign() {
+  const { STYLESHEET } = await import(pathToFileURL(path.join(DIST, 'web', 'design.js')).href);
+  const target = path.join(ROOT, 'dashboard', 'design.css');
+  let current = '';
+  try {
+    current = readFileSync(target, 'utf8');
+  } catch {
+    // not there yet
+  }
+  if (current !== STYLESHEET) writeFileSync(target, STYLESHEET);
+}
+
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   if (process.argv.includes('--if-stale') && isFresh()) process.exit(0);
   try {
     build();
+    await copyDesign();
   } catch (err) {
     console.error(`build: ${err instanceof Error ? err.message : String(err)}`);
     process.exit(1);

@@ -61,7 +61,7 @@ describe('POST /api/v1/tenants/{tenant}/services', () => {
       url: `/api/v1/tenants/${h.b.slug}/services`,
       headers: h.bearer(h.b.owner.token),
     });
-    expect(other.json()).toEqual({ services: [] });
+    expect(other.json()).toEqual({ services: [], graceHours: 168 });
   });
 
   it('answers 404 naming an unknown service, 400 for a malformed body, and writes nothing', async () => {

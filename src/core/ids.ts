@@ -25,6 +25,7 @@ export const ID_PREFIXES = {
   incident: 'inc',
   webhookEndpoint: 'whe',
   webhookEvent: 'wev',
+  invitation: 'inv',
 } as const;
 
 export type IdKind = keyof typeof ID_PREFIXES;

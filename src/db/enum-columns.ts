@@ -71,6 +71,7 @@ export const ENUM_COLUMNS = {
   'api_keys.purpose': API_KEY_PURPOSES,
   'consent_records.purpose': ['marketing_emails'],
   'consent_records.source': ['signup', 'api'],
+  'invitations.role': ['tenant_owner', 'tenant_member'],
 } as const satisfies { readonly [K in EnumColumn]: readonly ValuesOf<K>[] };
 
 /** Columns whose row type allows a value ENUM_COLUMNS does not list. */

@@ -303,6 +303,21 @@ CREATE TABLE public.incidents (
     CONSTRAINT incidents_target_kind_check CHECK ((target_kind = ANY (ARRAY['dashboard'::text, 'service'::text])))
 );
 
+CREATE TABLE public.invitations (
+    id text NOT NULL,
+    tenant_id text NOT NULL,
+    email text NOT NULL,
+    role text NOT NULL,
+    token_hash text NOT NULL,
+    invited_by text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    accepted_at timestamp with time zone,
+    revoked_at timestamp with time zone,
+    CONSTRAINT invitations_id_check CHECK ((id ~~ 'inv\_%'::text)),
+    CONSTRAINT invitations_role_check CHECK ((role = ANY (ARRAY['tenant_owner'::text, 'tenant_member'::text])))
+);
+
 CREATE TABLE public.ip_allocations (
     pool cidr NOT NULL,
     address inet NOT NULL,
@@ -805,6 +820,12 @@ ALTER TABLE ONLY public.inbox
 ALTER TABLE ONLY public.incidents
     ADD CONSTRAINT incidents_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY public.invitations
+    ADD CONSTRAINT invitations_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.invitations
+    ADD CONSTRAINT invitations_token_hash_key UNIQUE (token_hash);
+
 ALTER TABLE ONLY public.ip_allocations
     ADD CONSTRAINT ip_allocations_owner_key UNIQUE (owner);
 
@@ -991,6 +1012,8 @@ CREATE UNIQUE INDEX incidents_one_open_idx ON public.incidents USING btree (targ
 
 CREATE INDEX incidents_tenant_idx ON public.incidents USING btree (tenant_id, opened_at);
 
+CREATE INDEX invitations_tenant_idx ON public.invitations USING btree (tenant_id);
+
 CREATE INDEX local_billing_objects_tenant_idx ON public.local_billing_objects USING btree (tenant_id);
 
 CREATE INDEX outbox_pending_idx ON public.outbox USING btree (id) WHERE (status = 'pending'::text);
@@ -1074,6 +1097,9 @@ ALTER TABLE ONLY public.health_transitions
 
 ALTER TABLE ONLY public.incidents
     ADD CONSTRAINT incidents_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.invitations
+    ADD CONSTRAINT invitations_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY public.local_billing_objects
     ADD CONSTRAINT local_billing_objects_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
@@ -1183,6 +1209,8 @@ ALTER TABLE public.health_transitions ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE public.incidents ENABLE ROW LEVEL SECURITY;
 
+ALTER TABLE public.invitations ENABLE ROW LEVEL SECURITY;
+
 ALTER TABLE public.platform_backups ENABLE ROW LEVEL SECURITY;
 
 ALTER TABLE public.resources ENABLE ROW LEVEL SECURITY;
@@ -1210,6 +1238,8 @@ CREATE POLICY tenant_isolation ON public.health_checks FOR SELECT TO aiqso_tenan
 CREATE POLICY tenant_isolation ON public.health_transitions FOR SELECT TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant()));
 
 CREATE POLICY tenant_isolation ON public.incidents FOR SELECT TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant()));
+
+CREATE POLICY tenant_isolation ON public.invitations TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant())) WITH CHECK ((tenant_id = public.aiqso_current_tenant()));
 
 CREATE POLICY tenant_isolation ON public.resources TO aiqso_tenant USING ((tenant_id = public.aiqso_current_tenant())) WITH CHECK ((tenant_id = public.aiqso_current_tenant()));
 

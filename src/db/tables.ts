@@ -490,6 +490,7 @@ export interface DB {
   health_transitions: HealthTransitionsTable;
   incidents: IncidentsTable;
   webhook_endpoints: WebhookEndpointsTable;
+  invitations: InvitationsTable;
   webhook_events: WebhookEventsTable;
   webhook_deliveries: WebhookDeliveriesTable;
   webhook_attempts: WebhookAttemptsTable;
@@ -602,6 +603,21 @@ export interface RecoveryCodesTable {
   user_id: string;
   code_hash: string;
   used_at: Date | null;
+}
+
+// Team invitations (migration 0018).
+
+export interface InvitationsTable {
+  id: string;
+  tenant_id: string;
+  email: string;
+  role: 'tenant_owner' | 'tenant_member';
+  token_hash: string;
+  invited_by: string | null;
+  created_at: CreatedAt;
+  expires_at: Date;
+  accepted_at: Date | null;
+  revoked_at: Date | null;
 }
 
 // Event webhooks (migration 0015).

@@ -34,7 +34,8 @@ export interface CancelOutcome {
 export async function cancelTenant(
   db: Database,
   tenantId: string,
-  options: { graceDays: number; reason?: string },
+  /** `by`: who cancels, for the transition's audit row (default: an operator). */
+  options: { graceDays: number; reason?: string; by?: { actorType: 'operator' | 'user'; actorId: string } },
 ): Promise<CancelOutcome> {
   return db.transaction().execute(async (trx) => {
     const before = await trx
@@ -53,7 +54,8 @@ export async function cancelTenant(
       }
       const action: BillingAction = { action: 'cancel', reason: options.reason ?? OPERATOR_CANCELLATION };
       await applyTenantAction(trx, tenantId, action, options.graceDays, {
-        actorType: 'operator',
+        actorType: options.by?.actorType ?? 'operator',
+        actorId: options.by?.actorId,
         from: before.status,
       });
       await tenantBillingEffect(trx, tenantId, action);

@@ -78,6 +78,8 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
     access,
     graceDays: config.graceDays,
     dataDir: config.dataDir,
+    billing: billing.port,
+    log,
   });
   catalogRoutes(api, { db: database.db, driver: config.driver, plans: parts.plans });
   tenantServiceRoutes(api, { db: database.db, access, plans: parts.plans, config });

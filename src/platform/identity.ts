@@ -10,6 +10,7 @@ import { createRecoveryLimiter } from '../identity/account-recovery.ts';
 import { auditRoutes } from '../api/identity/routes-audit.ts';
 import { platformRoutes } from '../api/identity/routes-platform.ts';
 import { tenantRoutes } from '../api/identity/routes-tenants.ts';
+import { teamRoutes } from '../api/identity/routes-team.ts';
 import { loadSecretBox } from '../identity/master-key.ts';
 import { createAttemptLimiter, type AttemptLimits } from '../identity/rate-limit.ts';
 import type { SecretBox } from '../identity/secrets.ts';
@@ -77,6 +78,7 @@ export async function installIdentity(
     }),
   });
   tenantRoutes(api, { db, access: createTenantAccess(db) });
+  teamRoutes(api, { db, access: createTenantAccess(db), publicUrl: config.publicUrl });
   platformRoutes(api, { db });
   auditRoutes(api, { db });
   return { tokens, box, limiter };

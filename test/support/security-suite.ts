@@ -5,6 +5,7 @@ import { newId } from '../../src/core/ids.ts';
 import type { Role } from '../../src/core/identity.ts';
 import type { TenantStatus } from '../../src/core/tenants.ts';
 import { upsertRoute } from '../../src/edge/routes-store.ts';
+import { hashPassword } from '../../src/identity/passwords.ts';
 import { recordSnapshot } from './backups.ts';
 import { createForge } from './forge.ts';
 import { createHarness, PASSWORD, totpCode, type Harness } from './identity.ts';
@@ -63,6 +64,18 @@ async function createKey(
   });
   if (res.statusCode !== 201) throw new Error(`create key: ${res.body}`);
   return res.json();
+}
+
+/** A new member of tenant A, made by A's owner: its id. */
+async function aUser(h: Harness, s: SecurityContext): Promise<string> {
+  const res = await h.api.inject({
+    method: 'POST',
+    url: `/api/v1/tenants/${h.a.slug}/users`,
+    headers: h.bearer(h.a.owner.token),
+    payload: { email: `removable${s.next()}@alpha.test`, password: PASSWORD, role: 'tenant_member' },
+  });
+  if (res.statusCode !== 201) throw new Error(`user: ${res.body}`);
+  return res.json<{ id: string }>().id;
 }
 
 /** Tenant A subscribed to `service` (idempotent), for routes that act on a subscription. */
@@ -317,6 +330,92 @@ export const ROUTE_CASES: RouteCase[] = [
       url: `/api/v1/tenants/${h.a.slug}/users`,
       payload: { email: `suite${s.next()}@alpha.test`, password: PASSWORD, role: 'tenant_member' },
     }),
+  },
+  {
+    method: 'PATCH',
+    url: '/api/v1/tenants/:tenant/users/:userId',
+    minRole: 'tenant_owner',
+    scope: 'tenant',
+    call: (h) => ({
+      url: `/api/v1/tenants/${h.a.slug}/users/${h.a.member.id}`,
+      payload: { role: 'tenant_member' },
+    }),
+  },
+  {
+    method: 'DELETE',
+    url: '/api/v1/tenants/:tenant/users/:userId',
+    minRole: 'tenant_owner',
+    scope: 'tenant',
+    // A fresh user of A's each time: the positive control removes it.
+    call: async (h, s) => ({ url: `/api/v1/tenants/${h.a.slug}/users/${await aUser(h, s)}` }),
+  },
+  {
+    method: 'GET',
+    url: '/api/v1/tenants/:tenant/invitations',
+    minRole: 'tenant_owner',
+    scope: 'tenant',
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/invitations` }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/tenants/:tenant/invitations',
+    minRole: 'tenant_owner',
+    scope: 'tenant',
+    call: (h, s) => ({
+      url: `/api/v1/tenants/${h.a.slug}/invitations`,
+      payload: { email: `invitee${s.next()}@alpha.test`, role: 'tenant_member' },
+    }),
+  },
+  {
+    method: 'DELETE',
+    url: '/api/v1/tenants/:tenant/invitations/:invitationId',
+    minRole: 'tenant_owner',
+    scope: 'tenant',
+    call: async (h, s) => {
+      const res = await h.api.inject({
+        method: 'POST',
+        url: `/api/v1/tenants/${h.a.slug}/invitations`,
+        headers: h.bearer(h.a.owner.token),
+        payload: { email: `withdrawn${s.next()}@alpha.test` },
+      });
+      if (res.statusCode !== 201) throw new Error(`invitation: ${res.body}`);
+      return { url: `/api/v1/tenants/${h.a.slug}/invitations/${res.json<{ id: string }>().id}` };
+    },
+  },
+  {
+    method: 'GET',
+    url: '/api/v1/tenants/:tenant/cancellation',
+    minRole: 'tenant_owner',
+    scope: 'tenant',
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/cancellation` }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/tenants/:tenant/cancellation',
+    minRole: 'tenant_owner',
+    scope: 'tenant',
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/cancellation` }),
+    // The positive control cancels a workspace: a tenant of its own, not A, which the other cases need.
+    allowed: async (h, s) => {
+      const slug = `gone${s.next()}`;
+      const id = newId('tenant');
+      await h.db.db.insertInto('tenants').values({ id, slug, company: 'Gone', status: 'active' }).execute();
+      const email = `owner@${slug}.test`;
+      await h.db.db
+        .insertInto('users')
+        .values({
+          id: newId('user'),
+          email,
+          role: 'tenant_owner',
+          tenant_id: id,
+          password_hash: await hashPassword(PASSWORD),
+        })
+        .execute();
+      return {
+        token: (await h.login(email)).accessToken,
+        call: { url: `/api/v1/tenants/${slug}/cancellation` },
+      };
+    },
   },
   {
     method: 'GET',

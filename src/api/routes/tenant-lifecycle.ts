@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import { notFound } from '../../core/errors.ts';
+import type { BillingPort } from '../../core/billing.ts';
 import type { Database } from '../../db/database.ts';
+import type { Logger } from '../../observability/logger.ts';
 import { principalOf } from '../identity/authenticate.ts';
 import { isPlatformAdmin, type Principal } from '../../identity/principal.ts';
 import type { TenantAccess } from '../../identity/tenant-access.ts';
@@ -44,7 +46,15 @@ const TenantState = z.object({
 export function tenantLifecycleRoutes(
   app: ApiServer,
   /** `dataDir`: where a never-provisioned tenant's purge, done here, looks for its files. */
-  deps: { db: Database; access: TenantAccess; graceDays: number; dataDir?: string },
+  deps: {
+    db: Database;
+    access: TenantAccess;
+    graceDays: number;
+    dataDir?: string;
+    /** For an owner's own cancellation: their live subscriptions are cancelled in Stripe too. */
+    billing?: BillingPort;
+    log?: Logger;
+  },
 ): void {
   const { db } = deps;
 
@@ -173,6 +183,91 @@ export function tenantLifecycleRoutes(
         tenant: await state(tenantId),
         changed: outcome.changed,
         liveSubscriptions: outcome.liveSubscriptions,
+      };
+    },
+  );
+
+  const Cancellation = z.object({
+    status: z.string(),
+    graceDays: z.number(),
+    cancelledAt: z.string().nullable(),
+    purgeAfter: z.string().nullable(),
+  });
+
+  app.get(
+    '/api/v1/tenants/:tenant/cancellation',
+    {
+      config: { minRole: 'tenant_owner' },
+      schema: {
+        tags: ['tenants'],
+        summary:
+          "The workspace's cancellation (owners): its status, the grace period in days, and when it was cancelled and is purged (null while not cancelled)",
+        params: Params,
+        response: { 200: Cancellation },
+      },
+    },
+    async (request) =>
+      deps.access.forTenant(
+        principalOf(request),
+        request.params.tenant,
+        'tenant_owner',
+        async ({ trx, tenantId }) => {
+          const t = await trx
+            .selectFrom('tenants')
+            .select(['status', 'cancelled_at', 'purge_after'])
+            .where('id', '=', tenantId)
+            .executeTakeFirstOrThrow();
+          return {
+            status: t.status,
+            graceDays: deps.graceDays,
+            cancelledAt: t.cancelled_at?.toISOString() ?? null,
+            purgeAfter: t.purge_after?.toISOString() ?? null,
+          };
+        },
+      ),
+  );
+
+  app.post(
+    '/api/v1/tenants/:tenant/cancellation',
+    {
+      config: { minRole: 'tenant_owner', auditAction: 'tenant.cancel.owner' },
+      schema: {
+        tags: ['tenants'],
+        summary:
+          'Cancel the workspace (its owner): services and addresses stop at once, its live subscriptions are cancelled in Stripe, and it is purged after AIQSO_GRACE_DAYS. Idempotent',
+        params: Params,
+        response: { 200: Cancellation.extend({ changed: z.boolean() }) },
+      },
+    },
+    async (request) => {
+      const principal = principalOf(request);
+      const tenantId = await deps.access.forTenant(
+        principal,
+        request.params.tenant,
+        'tenant_owner',
+        ({ tenantId }) => Promise.resolve(tenantId),
+      );
+      request.audit = { tenantId, targetType: 'tenant', targetId: tenantId };
+      const outcome = await cancelTenant(db, tenantId, {
+        graceDays: deps.graceDays,
+        reason: 'cancelled by its owner',
+        by: { actorType: principal.kind === 'user' ? 'user' : 'operator', actorId: principal.id }, // an API key acts for its tenant's owners
+      });
+      // The workspace is cancelled whatever Stripe answers; a subscription left live is logged for the operator.
+      for (const id of outcome.liveSubscriptions) {
+        await deps.billing?.cancelSubscription(id).catch((err: unknown) => {
+          deps.log?.error(
+            { err, tenantId, subscription: id },
+            'owner cancellation: Stripe subscription not cancelled',
+          );
+        });
+      }
+      return {
+        status: outcome.status,
+        graceDays: deps.graceDays,
+        cancelledAt: outcome.cancelledAt?.toISOString() ?? null,
+        purgeAfter: outcome.purgeAfter?.toISOString() ?? null,
+        changed: outcome.changed,
       };
     },
   );

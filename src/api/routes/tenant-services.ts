@@ -96,9 +96,10 @@ export function tenantServiceRoutes(
       config: { minRole: 'tenant_member' },
       schema: {
         tags: ['services'],
-        summary: "The tenant's services with status, reason, URL and deployment steps",
+        summary:
+          "The tenant's services with status, reason, URL and deployment steps; `graceHours`: how long an unsubscribed service's data is kept before it is destroyed",
         params: Params,
-        response: { 200: z.object({ services: z.array(TenantServiceOut) }) },
+        response: { 200: z.object({ services: z.array(TenantServiceOut), graceHours: z.number() }) },
       },
     },
     async (request) =>
@@ -108,6 +109,7 @@ export function tenantServiceRoutes(
         'tenant_member',
         async ({ trx, tenantId }) => ({
           services: await listTenantServices(trx, tenantId, config.publicUrl),
+          graceHours: config.serviceGraceHours,
         }),
       ),
   );
