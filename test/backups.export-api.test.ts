@@ -102,16 +102,21 @@ afterAll(async () => {
 
 const exportsDir = () => path.join(h.dataDir, 'exports');
 
-/** What a worker does with the export's resource: its steps, run until they are done. */
-async function buildOnWorker(exportId: string) {
+/** The reconciler a worker registers for exports (src/platform/backups.ts), against the test's databases. */
+function exportReconciler() {
   const url = new URL(h.db.url);
-  const reconciler = tenantExportReconciler({
+  return tenantExportReconciler({
     db: h.db.db,
     dbLocal: { host: url.hostname, port: Number(url.port || 5432) },
     rootSecret: (id) => Promise.resolve(dbs[tsIds.indexOf(id)]!.password),
     dir: exportsDir(),
     publicUrl: h.config.publicUrl,
   });
+}
+
+/** What a worker does with the export's resource: its steps, run until they are done. */
+async function buildOnWorker(exportId: string) {
+  const reconciler = exportReconciler();
   const resource = await h.db.db
     .selectFrom('resources')
     .select(['spec', 'tenant_id'])
@@ -375,6 +380,38 @@ describe("the owner's Export my data", { timeout: 180_000 }, () => {
     await expect(stat(path.join(exportsDir(), `${exportId}.tar.gz`))).rejects.toThrow(/ENOENT/);
     expect((await get(downloadPath, h.a.owner.token)).statusCode).toBe(410);
     // With none being built, the owner may ask again.
+    expect((await ask(h.a.slug, h.a.owner.token)).statusCode).toBe(202);
+  });
+
+  it('once the platform gives up on an export, it is failed with the reason and no longer blocks another', async () => {
+    const building = await h.db.db
+      .selectFrom('tenant_exports')
+      .select('id')
+      .where('tenant_id', '=', h.a.id)
+      .where('status', '=', 'building')
+      .executeTakeFirstOrThrow();
+    expect((await ask(h.a.slug, h.a.owner.token)).statusCode).toBe(409);
+    // What the orchestrator calls when it stops retrying the resource.
+    await exportReconciler().failed!(
+      {
+        kind: TENANT_EXPORT_KIND,
+        id: building.id,
+        tenantId: h.a.id,
+        spec: { exportId: building.id, notify: true },
+        generation: 1,
+      },
+      'pg_dump failed (1): connection refused',
+    );
+    const listed = await get(`/api/v1/tenants/${h.a.slug}/exports`, h.a.owner.token);
+    expect(listed.json<{ exports: unknown[] }>().exports[0]).toMatchObject({
+      id: building.id,
+      status: 'failed',
+      error: 'pg_dump failed (1): connection refused',
+      download: null,
+    });
+    const res = await get(`/api/v1/tenants/${h.a.slug}/exports/${building.id}/download`, h.a.owner.token);
+    expect(res.statusCode).toBe(409);
+    expect(message(res)).toMatch(/failed \(pg_dump failed \(1\): connection refused\); ask for a new export/);
     expect((await ask(h.a.slug, h.a.owner.token)).statusCode).toBe(202);
   });
 });
