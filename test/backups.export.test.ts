@@ -276,7 +276,14 @@ describe('tenant data export (GDPR Art. 20)', { timeout: 180_000 }, () => {
         onProgress: () => Promise.resolve(),
       });
     const first = await step();
-    expect(first.steps.map((s) => [s.name, s.state])).toEqual([['archive', 'done']]);
+    expect(first.steps.map((s) => [s.name, s.state])).toEqual([
+      ['archive', 'done'],
+      ['mail', 'done'],
+    ]);
+    // Asked for by an operator (no `notify`), nobody is mailed.
+    expect(
+      await db.db.selectFrom('outbox').select('key').where('key', 'like', 'export-ready:%').execute(),
+    ).toEqual([]);
     const row = await db.db
       .selectFrom('tenant_exports')
       .selectAll()

@@ -4,6 +4,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
+import { sql } from 'kysely';
 import pg from 'pg';
 import { z } from 'zod';
 import { WORKLOAD_PATH } from '../compute/shared/run.ts';
@@ -12,6 +13,8 @@ import { DomainError } from '../core/errors.ts';
 import { newId } from '../core/ids.ts';
 import type { Reconciler } from '../core/reconcile.ts';
 import type { Database } from '../db/database.ts';
+import { tenantOwnerEmail } from '../db/owner.ts';
+import { outboxHas, writeOutbox } from '../orchestrator/outbox.ts';
 import { applyResourceIn } from '../orchestrator/resources.ts';
 import { findPgDump } from '../services/final-backup.ts';
 import { backupTargets, DATA_FILE } from './run.ts';
@@ -294,7 +297,11 @@ export async function buildTenantExport(
 /** The reconcile kind of an export: killed half-way, the worker builds it again. */
 export const TENANT_EXPORT_KIND = 'tenant-export';
 
-export const tenantExportSpecSchema = z.object({ exportId: z.string().regex(/^exp_[0-9a-z]{26}$/) });
+export const tenantExportSpecSchema = z.object({
+  exportId: z.string().regex(/^exp_[0-9a-z]{26}$/),
+  /** Mail the owner a download link once the archive is ready (an owner's "Export my data"). */
+  notify: z.boolean().optional(),
+});
 export type TenantExportSpec = z.infer<typeof tenantExportSpecSchema>;
 
 /** How long an export's archive is kept (and its link works) unless configured otherwise. */
@@ -306,33 +313,91 @@ export const exportFile = (dir: string, exportId: string): string => {
   return path.join(dir, `${exportId}.tar.gz`);
 };
 
+/** The API path an export's archive is downloaded from (a signed-in owner of the tenant). */
+export const exportDownloadPath = (slug: string, exportId: string): string =>
+  `/api/v1/tenants/${encodeURIComponent(slug)}/exports/${exportId}/download`;
+
+/** The outbox key of an export's "ready" mail: one per export, however often it is reconciled. */
+export const exportMailKey = (exportId: string): string => `export-ready:${exportId}`;
+
 /**
  * Record an export and queue its resource, in one transaction; returns its id.
- * `ttlMs` is how long the archive is kept once asked for.
+ * `ttlMs` is how long the archive is kept once asked for. One export per
+ * tenant is built at a time: while one is still building (and not past its
+ * expiry) another is refused (conflict, naming it), decided under a lock per
+ * tenant so two requests at once cannot both pass.
  */
 export async function requestTenantExport(
   db: Database,
-  req: { tenantId: string; requestedBy: string | null; ttlMs: number },
+  req: { tenantId: string; requestedBy: string | null; ttlMs: number; notify?: boolean },
 ): Promise<{ exportId: string; expiresAt: Date }> {
   const exportId = newId('export');
   const expiresAt = new Date(Date.now() + req.ttlMs);
   await db.transaction().execute(async (trx) => {
+    await sql`SELECT pg_advisory_xact_lock(hashtext(${`tenant-export:${req.tenantId}`}))`.execute(trx);
+    const running = await trx
+      .selectFrom('tenant_exports')
+      .select(['id', 'created_at'])
+      .where('tenant_id', '=', req.tenantId)
+      .where('status', '=', 'building')
+      .where('expires_at', '>', new Date())
+      .orderBy('created_at', 'desc')
+      .executeTakeFirst();
+    if (running)
+      throw new DomainError(
+        'conflict',
+        `export ${running.id} (asked for at ${running.created_at.toISOString()}) is still being built; one export per tenant is built at a time, ask again once it is ready`,
+        { details: { export: running.id } },
+      );
     await trx
       .insertInto('tenant_exports')
       .values({ id: exportId, tenant_id: req.tenantId, requested_by: req.requestedBy, expires_at: expiresAt })
       .execute();
-    await applyResourceIn(trx, {
-      kind: TENANT_EXPORT_KIND,
-      id: exportId,
-      tenantId: req.tenantId,
-      spec: { exportId },
-    });
+    const spec: TenantExportSpec = { exportId };
+    if (req.notify) spec.notify = true;
+    await applyResourceIn(trx, { kind: TENANT_EXPORT_KIND, id: exportId, tenantId: req.tenantId, spec });
   });
   return { exportId, expiresAt };
 }
 
-/** The `tenant-export` resource: one step, `archive`, done once the archive is recorded and on disk. */
-export function tenantExportReconciler(deps: ExportDeps & { dir: string }): Reconciler<TenantExportSpec> {
+/** Who is mailed an export's link: the user who asked, when one of the tenant's owners; else its first owner. */
+async function exportRecipient(db: Database, tenantId: string, requestedBy: string | null): Promise<string> {
+  const userId = requestedBy?.startsWith('user:') ? requestedBy.slice('user:'.length) : undefined;
+  if (userId) {
+    const asked = await db
+      .selectFrom('users')
+      .select('email')
+      .where('id', '=', userId)
+      .where('tenant_id', '=', tenantId)
+      .where('role', '=', 'tenant_owner')
+      .executeTakeFirst();
+    if (asked) return asked.email;
+  }
+  return tenantOwnerEmail(db, tenantId);
+}
+
+function byteSize(bytes: number): string {
+  if (bytes < 1024) return `${bytes} bytes`;
+  const units = ['KB', 'MB', 'GB', 'TB'];
+  let value = bytes / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${value.toFixed(1)} ${units[unit]}`;
+}
+
+/**
+ * The `tenant-export` resource: step `archive`, done once the archive is
+ * recorded and on disk; then, for an owner's export (`notify`), step `mail`:
+ * the owner's mail with the download link, written to the outbox once. Given
+ * up on, the export is marked `failed` with the reason (and no longer counts
+ * as the tenant's running export).
+ */
+export function tenantExportReconciler(
+  deps: ExportDeps & { dir: string; publicUrl?: string },
+): Reconciler<TenantExportSpec> {
   const row = (id: string) =>
     deps.db.selectFrom('tenant_exports').selectAll().where('id', '=', id).executeTakeFirstOrThrow();
   return {
@@ -358,6 +423,13 @@ export function tenantExportReconciler(deps: ExportDeps & { dir: string }): Reco
               .execute();
             return;
           }
+          // A failed export the operator retries (aiqso jobs) is being built again.
+          await deps.db
+            .updateTable('tenant_exports')
+            .set({ status: 'building', error: null })
+            .where('id', '=', r.id)
+            .where('status', '=', 'failed')
+            .execute();
           await mkdir(deps.dir, { recursive: true, mode: 0o700 });
           const built = await buildTenantExport(deps, r.tenant_id, exportFile(deps.dir, r.id));
           await deps.db
@@ -375,7 +447,52 @@ export function tenantExportReconciler(deps: ExportDeps & { dir: string }): Reco
             .execute();
         },
       },
+      {
+        name: 'mail',
+        async observe(ctx) {
+          if (!ctx.resource.spec.notify) return 'ok';
+          if ((await row(ctx.resource.spec.exportId)).status === 'expired') return 'ok';
+          return (await outboxHas(deps.db, exportMailKey(ctx.resource.spec.exportId))) ? 'ok' : 'missing';
+        },
+        async apply(ctx) {
+          if (!deps.publicUrl) throw new DomainError('internal', 'no public URL to link the export from');
+          const r = await row(ctx.resource.spec.exportId);
+          const tenant = await deps.db
+            .selectFrom('tenants')
+            .select(['slug', 'company'])
+            .where('id', '=', r.tenant_id)
+            .executeTakeFirstOrThrow();
+          const to = await exportRecipient(deps.db, r.tenant_id, r.requested_by);
+          const link = `${deps.publicUrl}${exportDownloadPath(tenant.slug, r.id)}`;
+          const until = r.expires_at.toISOString().replace('T', ' ').slice(0, 16);
+          await writeOutbox(deps.db, {
+            key: exportMailKey(r.id),
+            kind: 'email',
+            payload: {
+              template: 'export-ready',
+              tenantId: r.tenant_id,
+              to,
+              subject: `Your ${tenant.company} data export is ready`,
+              text:
+                `The export of your ${tenant.company} workspace (${tenant.slug}) is ready: ` +
+                `${byteSize(Number(r.size_bytes ?? 0))}, every service's database (a dump and one CSV per table), ` +
+                `its files and your workspace's records.\n\n` +
+                `Download it until ${until} UTC, signed in as an owner of ${tenant.slug}:\n${link}\n\n` +
+                `The link works only for a signed-in owner of this workspace; after ${until} UTC it ` +
+                `stops working and the archive is deleted. Its SHA-256 is ${r.sha256 ?? 'unknown'}.\n`,
+            },
+          });
+        },
+      },
     ],
+    async failed(resource, error) {
+      await deps.db
+        .updateTable('tenant_exports')
+        .set({ status: 'failed', error, finished_at: new Date() })
+        .where('id', '=', resource.spec.exportId)
+        .where('status', '=', 'building')
+        .execute();
+    },
   };
 }
 

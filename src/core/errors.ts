@@ -16,6 +16,8 @@ export const ERROR_CODES = {
   not_found: { status: 404, blame: 'caller', retryable: false },
   method_not_allowed: { status: 405, blame: 'caller', retryable: false },
   conflict: { status: 409, blame: 'caller', retryable: false },
+  /** What was there and is not any more, for good (an expired export's archive). */
+  gone: { status: 410, blame: 'caller', retryable: false },
   payload_too_large: { status: 413, blame: 'caller', retryable: false },
   unsupported_media_type: { status: 415, blame: 'caller', retryable: false },
   rate_limited: { status: 429, blame: 'caller', retryable: true },

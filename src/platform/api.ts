@@ -10,6 +10,7 @@ import { consoleRoutes } from '../api/console/routes.ts';
 import { edgeSessionRoutes } from '../api/routes/edge-session.ts';
 import { tenantServiceRoutes } from '../api/routes/tenant-services.ts';
 import { backupRoutes } from '../api/routes/backups.ts';
+import { tenantExportRoutes } from '../api/routes/tenant-exports.ts';
 import { tenantStatusRoutes } from '../api/routes/tenant-status.ts';
 import { tenantUsageRoutes } from '../api/routes/tenant-usage.ts';
 import { webhookRoutes } from '../api/routes/webhooks.ts';
@@ -89,6 +90,7 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
     access,
     engine: () => (engine ??= backupEngine(config, database.db)),
   });
+  tenantExportRoutes(api, { db: database.db, access });
   tenantStatusRoutes(api, { access });
   tenantUsageRoutes(api, { access, config });
   let box: Promise<SecretBox> | undefined;

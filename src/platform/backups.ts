@@ -70,7 +70,9 @@ export function registerBackups(
     }),
   );
   const exportsDir = path.join(config.dataDir, 'exports');
-  parts.registry.register(tenantExportReconciler({ ...common, dir: exportsDir }));
+  parts.registry.register(
+    tenantExportReconciler({ ...common, dir: exportsDir, publicUrl: config.publicUrl }),
+  );
   parts.scheduleHandlers.backups = async ({ firedAt }) => {
     await startBackupRuns(db, await backupTenants(db), { purpose: 'scheduled', firedAt });
   };

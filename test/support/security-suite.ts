@@ -1,3 +1,5 @@
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadCatalog } from '../../src/catalog/load.ts';
 import { syncCatalog } from '../../src/catalog/sync.ts';
@@ -212,6 +214,48 @@ export async function spareTenant(h: Harness, s: SecurityContext, status: Tenant
     .values({ id, slug, company: `${slug} Ltd`, status })
     .execute();
   return { id, slug };
+}
+
+/** A spare tenant whose notes is active with one real snapshot, for the admin's tenant restore. */
+async function spareWithSnapshot(h: Harness, s: SecurityContext): Promise<string> {
+  const spare = await spareTenant(h, s);
+  const service = await h.db.db
+    .selectFrom('services')
+    .select('id')
+    .where('key', '=', 'notes')
+    .executeTakeFirstOrThrow();
+  const tenantServiceId = newId('tenantService');
+  await h.db.db
+    .insertInto('tenant_services')
+    .values({ id: tenantServiceId, tenant_id: spare.id, service_id: service.id, status: 'active' })
+    .execute();
+  await recordSnapshot(h, {
+    tenantId: spare.id,
+    tenantServiceId,
+    runId: `run_suite_${++counter}`,
+    content: 'not a dump',
+  });
+  return spare.slug;
+}
+
+/** One of tenant A's exports, ready, its archive on disk, for the download route. */
+async function aReadyExport(h: Harness): Promise<string> {
+  const id = newId('export');
+  const file = path.join(h.dataDir, 'exports', `${id}.tar.gz`);
+  await mkdir(path.dirname(file), { recursive: true });
+  await writeFile(file, 'not really a tar.gz', { mode: 0o600 });
+  await h.db.db
+    .insertInto('tenant_exports')
+    .values({
+      id,
+      tenant_id: h.a.id,
+      status: 'ready',
+      file,
+      size_bytes: '19',
+      expires_at: new Date(Date.now() + 3_600_000),
+    })
+    .execute();
+  return id;
 }
 
 /** Tenant A's dashboard host in the route table (idempotent), for routes that act on a host. */
@@ -516,6 +560,38 @@ export const ROUTE_CASES: RouteCase[] = [
         call: { url: `/api/v1/tenants/${h.a.slug}/services/notes/restore`, payload: { snapshot } },
       };
     },
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/tenants/:tenant/restore',
+    minRole: 'platform_admin',
+    scope: 'tenant',
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/restore`, payload: {} }),
+    allowed: async (h, s) => ({
+      token: h.admin.token,
+      call: { url: `/api/v1/tenants/${await spareWithSnapshot(h, s)}/restore`, payload: {} },
+    }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/tenants/:tenant/exports',
+    minRole: 'tenant_owner',
+    scope: 'tenant',
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/exports` }),
+  },
+  {
+    method: 'GET',
+    url: '/api/v1/tenants/:tenant/exports',
+    minRole: 'tenant_owner',
+    scope: 'tenant',
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/exports` }),
+  },
+  {
+    method: 'GET',
+    url: '/api/v1/tenants/:tenant/exports/:export/download',
+    minRole: 'tenant_owner',
+    scope: 'tenant',
+    call: async (h) => ({ url: `/api/v1/tenants/${h.a.slug}/exports/${await aReadyExport(h)}/download` }),
   },
   {
     method: 'PATCH',

@@ -1,10 +1,15 @@
 import { sql } from 'kysely';
 import { z } from 'zod';
-import { listBackups, requestServiceRestore, startBackupRuns } from '../../backup/requests.ts';
+import {
+  listBackups,
+  requestServiceRestore,
+  requestTenantRestore,
+  startBackupRuns,
+} from '../../backup/requests.ts';
 import { BACKUP_RUN_KIND } from '../../backup/run.ts';
 import type { Restic } from '../../backup/restic.ts';
 import type { RepositoryKeys } from '../../backup/repositories.ts';
-import { conflict, DomainError } from '../../core/errors.ts';
+import { badRequest, conflict, DomainError } from '../../core/errors.ts';
 import type { Database } from '../../db/database.ts';
 import { principalOf } from '../identity/authenticate.ts';
 import type { TenantAccess } from '../../identity/tenant-access.ts';
@@ -34,7 +39,8 @@ export const MANUAL_BACKUP_MINUTES = 10;
 /**
  * A tenant's backups: list them (owner), back up now (owner; one manual run
  * per MANUAL_BACKUP_MINUTES, counted in the database so every API process
- * shares the limit), restore a service (owner). The runs and restores
+ * shares the limit), restore a service (owner), restore the whole tenant
+ * (platform admins). The runs and restores
  * themselves are resources the workers carry out; these answer 202.
  */
 export function backupRoutes(
@@ -150,6 +156,67 @@ export function backupRoutes(
       return reply
         .status(202)
         .send({ restore: started.restoreId, snapshot: started.snapshot, time: started.time.toISOString() });
+    },
+  );
+
+  app.post(
+    '/api/v1/tenants/:tenant/restore',
+    {
+      config: { minRole: 'platform_admin', auditAction: 'tenant.restore' },
+      schema: {
+        tags: ['backups'],
+        summary:
+          'Restore a whole tenant (platform admins), as `aiqso restore tenant`: every deployed service, database and data, to its newest snapshot at or before `at` (the newest without), also when its containers and databases are gone; all checked before any is queued; 202 with the restores',
+        params: Params,
+        body: z
+          .object({
+            at: z.iso.datetime({ offset: true }).optional(),
+            // Named so that it is refused with the reason, not as an unknown key.
+            snapshot: z.unknown().optional(),
+          })
+          .strict()
+          .nullish(),
+        response: {
+          202: z.object({
+            restores: z.array(
+              z.object({
+                service: z.string(),
+                restore: z.string(),
+                snapshot: z.string(),
+                dataSnapshot: z.string().nullable(),
+                time: z.string(),
+              }),
+            ),
+          }),
+        },
+      },
+    },
+    async (request, reply) => {
+      const principal = principalOf(request);
+      const tenantId = await access.forTenant(principal, request.params.tenant, 'platform_admin', (s) =>
+        Promise.resolve(s.tenantId),
+      );
+      request.audit = { tenantId, targetType: 'tenant', targetId: tenantId };
+      const body = request.body ?? {};
+      if (body.snapshot !== undefined)
+        throw badRequest(
+          'body.snapshot: a tenant restore takes `at` (each service goes back to its newest snapshot at or before it); to put one service back to one snapshot, POST /api/v1/tenants/{tenant}/services/{service}/restore',
+          { fields: [{ field: 'body.snapshot', message: 'not taken by a tenant restore; use at' }] },
+        );
+      const started = await requestTenantRestore(db, deps.engine(), {
+        tenantId,
+        at: body.at ? new Date(body.at) : undefined,
+        requestedBy: `${principal.kind}:${principal.id}`,
+      });
+      return reply.status(202).send({
+        restores: started.restores.map((r) => ({
+          service: r.service,
+          restore: r.restoreId,
+          snapshot: r.snapshot,
+          dataSnapshot: r.dataSnapshot,
+          time: r.time.toISOString(),
+        })),
+      });
     },
   );
 }
