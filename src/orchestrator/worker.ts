@@ -45,6 +45,8 @@ export interface WorkerOptions {
   tasks?: TaskList;
   /** Run once the runner is up (queue a self-rescheduling job's first run). */
   onStart?: ((db: Kysely<DB>) => Promise<void>)[];
+  /** Run when the worker stops, once its jobs have finished (work a task handed off, such as probes). */
+  onStop?: (() => Promise<void>)[];
 }
 
 export interface OrchestratorWorker {
@@ -160,6 +162,8 @@ export async function startWorker(options: WorkerOptions): Promise<OrchestratorW
     stopping ??= (async () => {
       clearInterval(timer);
       await started.stop().catch((err: unknown) => log.warn({ err: errorText(err) }, 'worker stop'));
+      for (const hook of options.onStop ?? [])
+        await hook().catch((err: unknown) => log.warn({ err: errorText(err) }, 'worker stop hook'));
       await liveness.close();
       await handle.close();
       log.info({ process: liveness.id }, 'worker stopped');

@@ -26,6 +26,8 @@ export interface OrchestratorParts {
   /** Further worker tasks and what queues their first run (the health monitor). */
   tasks: TaskList;
   onStart: NonNullable<WorkerOptions['onStart']>;
+  /** Run when the worker stops, before its pool closes (the health monitor's probe loop). */
+  onStop: NonNullable<WorkerOptions['onStop']>;
   mailer: Mailer;
 }
 
@@ -44,6 +46,7 @@ export function orchestratorParts(config: Config): OrchestratorParts {
     scheduleHandlers: {},
     tasks: {},
     onStart: [],
+    onStop: [],
     mailer,
   };
 }
@@ -65,6 +68,7 @@ export function startConfiguredWorker(
     scheduleHandlers: parts.scheduleHandlers,
     tasks: parts.tasks,
     onStart: parts.onStart,
+    onStop: parts.onStop,
     timeZone: config.timeZone,
     concurrency: config.workerConcurrency,
     resyncSeconds: config.resyncSeconds,
