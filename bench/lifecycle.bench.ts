@@ -10,7 +10,7 @@
 // Needs root and lxc for the lxc half (skipped with a note otherwise).
 // PostgreSQL: TEST_DATABASE_URL's server, else an embedded one in a temp dir.
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { localId } from '../src/billing/stripe-objects.ts';
@@ -28,10 +28,13 @@ import {
 } from '../test/support/live-platform.ts';
 import { lxcAvailable } from '../test/support/lxc.ts';
 import { checkoutCompleted } from '../test/support/stripe.ts';
+import { sql } from 'kysely';
 import { benchDatabase } from './database.ts';
 
 const N = Number(process.env.BENCH_N ?? 5);
 const CONCURRENT = Number(process.env.BENCH_CONCURRENT ?? 50);
+/** Which drivers (comma-separated); all by default. */
+const DRIVERS = process.env.BENCH_DRIVERS?.split(',').map((d) => d.trim());
 const TIMEOUT_MS = 180_000;
 const log = createLogger('silent');
 const tmp = await mkdtemp(path.join(os.tmpdir(), 'aiqso-bench-lifecycle-'));
@@ -73,8 +76,12 @@ async function signUp(platform: LivePlatform, db: Database, slug: string) {
   return t.id;
 }
 
+/** When each tenant's webhook was sent and its page first answered (wall clock, ms), for the breakdown. */
+const clocks = new Map<string, { sent: number; live?: number }>();
+
 async function webhookToLive(platform: LivePlatform, tenantId: string, slug: string): Promise<number | null> {
   const t0 = performance.now();
+  clocks.set(tenantId, { sent: Date.now() });
   const status = await platform.sendEvent(checkoutCompleted(tenantId, localId('sub'), localId('cus')));
   if (status !== 200) return null;
   const page = await platform.until(
@@ -82,7 +89,77 @@ async function webhookToLive(platform: LivePlatform, tenantId: string, slug: str
     (p) => p.status === 200 && p.body.includes(`Bench ${slug}`),
     TIMEOUT_MS,
   );
-  return page.status === 200 ? performance.now() - t0 : null;
+  if (page.status !== 200) return null;
+  clocks.get(tenantId)!.live = Date.now();
+  return performance.now() - t0;
+}
+
+/** CPU time (ms) of a process (`self`) and of its children it has reaped (`children`: lxc-*, pg_dump…). */
+async function cpuOf(pid: number): Promise<{ self: number; children: number }> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  // Fields after the command name (which may hold spaces): utime is the 14th field, stime, cutime, cstime follow.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const tick = 1000 / 100; // USER_HZ is 100 on Linux
+  const n = (i: number) => Number(f[i - 3] ?? 0) * tick;
+  return { self: n(14) + n(15), children: n(16) + n(17) };
+}
+
+/** CPU time (ms) of the PostgreSQL backends serving `db` now (its pools' connections). */
+async function backendsCpu(db: Database): Promise<Map<number, number>> {
+  const { rows } = await sql<{ pid: number }>`
+    SELECT pid FROM pg_stat_activity WHERE datname = current_database()`.execute(db);
+  const out = new Map<number, number>();
+  for (const { pid } of rows) out.set(pid, (await cpuOf(pid)).self);
+  return out;
+}
+
+interface Breakdown {
+  /** Phase name → per-tenant durations (ms). */
+  phases: Map<string, number[]>;
+  cpu: { platform: number; children: number; postgres: number };
+  /** One-minute load average before and after (the machine is shared). */
+  load: [number, number];
+}
+
+/**
+ * Where the concurrent signups waited, from what the platform records: the
+ * inbox event's processing, the tenant resource's step timings (started,
+ * finished, waiting since), and the bench's own clock at both ends.
+ */
+async function breakdown(db: Database, ids: string[]): Promise<Map<string, number[]>> {
+  const phases = new Map<string, number[]>();
+  const add = (name: string, ms: number | undefined) => {
+    if (ms === undefined || Number.isNaN(ms)) return;
+    phases.set(name, [...(phases.get(name) ?? []), ms]);
+  };
+  const t = (iso: string | undefined) => (iso ? Date.parse(iso) : NaN);
+  for (const id of ids) {
+    const c = clocks.get(id);
+    const inbox = await sql<{ received_at: Date; processed_at: Date | null }>`
+      SELECT received_at, processed_at FROM inbox
+       WHERE payload -> 'data' -> 'object' ->> 'client_reference_id' = ${id}
+       ORDER BY received_at LIMIT 1`.execute(db);
+    const r = await db
+      .selectFrom('resources')
+      .select(['steps', 'created_at'])
+      .where('kind', '=', 'tenant')
+      .where('id', '=', id)
+      .executeTakeFirst();
+    if (!c || !inbox.rows[0] || !r) continue;
+    const step = (name: string) => r.steps.find((s) => s.name === name);
+    const processed = inbox.rows[0].processed_at?.getTime();
+    const placed = t(step('placement')?.startedAt);
+    const running = t(step('dashboard running')?.finishedAt);
+    const healthy = t(step('health check')?.finishedAt);
+    const active = t(step('activate')?.finishedAt);
+    add('webhook → event processed (inbox)', processed !== undefined ? processed - c.sent : undefined);
+    add('event processed → first reconcile (queue)', placed - (processed ?? NaN));
+    add('placement → dashboard started', running - placed);
+    add('dashboard started → healthy seen', healthy - running);
+    add('healthy seen → active', active - healthy);
+    add('active → page at the edge', c.live !== undefined ? c.live - active : undefined);
+  }
+  return phases;
 }
 
 /** Time from POST /services {notes} to HTTP 200 from `<slug>.localhost/notes/` through the edge. */
@@ -119,6 +196,7 @@ interface Row {
   label: string;
   samples: number[];
   attempted: number;
+  breakdown?: Breakdown;
 }
 
 async function measure(driver: DriverCase, db: { db: Database; url: string }): Promise<Row[]> {
@@ -148,12 +226,33 @@ async function measure(driver: DriverCase, db: { db: Database; url: string }): P
     const slugs = Array.from({ length: CONCURRENT }, (_, i) => `${tag}many${i}`);
     const ids: string[] = [];
     for (const slug of slugs) ids.push(await signUp(platform, db.db, slug));
+    const load0 = os.loadavg()[0]!;
+    const cpu0 = await cpuOf(platform.pid());
+    const pg0 = await backendsCpu(db.db);
     const many = (await Promise.all(slugs.map((slug, i) => webhookToLive(platform, ids[i]!, slug)))).filter(
       (x): x is number => x !== null,
     );
+    const cpu1 = await cpuOf(platform.pid());
+    const pg1 = await backendsCpu(db.db);
+    let postgres = 0;
+    for (const [pid, ms] of pg1) postgres += ms - (pg0.get(pid) ?? 0);
+    const manyBreakdown: Breakdown = {
+      phases: await breakdown(db.db, ids),
+      cpu: {
+        platform: cpu1.self - cpu0.self,
+        children: cpu1.children - cpu0.children,
+        postgres,
+      },
+      load: [load0, os.loadavg()[0]!],
+    };
     return [
       { label: `${driver.name}, one signup`, samples: one, attempted: N },
-      { label: `${driver.name}, ${CONCURRENT} at once`, samples: many, attempted: CONCURRENT },
+      {
+        label: `${driver.name}, ${CONCURRENT} at once`,
+        samples: many,
+        attempted: CONCURRENT,
+        breakdown: manyBreakdown,
+      },
       { label: `${driver.name}, subscribe→ready`, samples: subscribe, attempted: N },
     ];
   } finally {
@@ -165,6 +264,7 @@ const base = await baseline();
 const rows: Row[] = [];
 try {
   for (const driver of driverCases()) {
+    if (DRIVERS && !DRIVERS.includes(driver.name)) continue;
     if (driver.name === 'lxc' && !lxcAvailable()) {
       console.log('lxc: skipped (needs root and the lxc tools)');
       continue;
@@ -202,6 +302,22 @@ for (const r of rows) {
       `${ms(pct(r.samples, 50))} / ${ms(pct(r.samples, 95))}`.padEnd(20),
       `${(pct(r.samples, 50) / baseP50).toFixed(1)}x`,
     ].join(' | '),
+  );
+}
+for (const r of rows) {
+  if (!r.breakdown) continue;
+  const { phases, cpu, load } = r.breakdown;
+  console.log(
+    `\n${r.label}: where each signup's time went (p50 / p95 over the tenants, from the platform's records); ` +
+      `load ${load[0].toFixed(1)} → ${load[1].toFixed(1)}`,
+  );
+  for (const [name, xs] of phases)
+    console.log(`  ${name.padEnd(44)} ${ms(pct(xs, 50))} / ${ms(pct(xs, 95))}`);
+  const per = (x: number) => `${(x / r.attempted).toFixed(0)} ms`;
+  console.log(
+    `  CPU per signup: platform process ${per(cpu.platform)}, its reaped children ${per(cpu.children)}, ` +
+      `its PostgreSQL backends ${per(cpu.postgres)} (totals ${(cpu.platform / 1000).toFixed(1)} / ` +
+      `${(cpu.children / 1000).toFixed(1)} / ${(cpu.postgres / 1000).toFixed(1)} s)`,
   );
 }
 const goal = (label: string, limit: number) => {

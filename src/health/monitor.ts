@@ -1,5 +1,6 @@
 import { emitTenantEvent } from '../events/emit.ts';
 import { sql, type Kysely } from 'kysely';
+import pg from 'pg';
 import type { Task } from 'graphile-worker';
 import { containerName, type ComputeDriver } from '../core/compute.ts';
 import { newId } from '../core/ids.ts';
@@ -16,13 +17,22 @@ import { ladderStep, NEW_RECORD, type LadderPolicy, type LadderRecord, type Rung
 /**
  * The health monitor. Every round probes each active tenant's dashboard and
  * each active (or degraded) service at its template's health path, at the
- * upstream its route points the edge to, all at once with a timeout: a round
- * holds one worker slot for at most about one timeout, however many targets
- * there are. Each result moves the target along the repair ladder
- * (ladder.ts); what is recorded is the target's current record with a rolling
- * window of its last probes, its state changes (for uptime) and incidents —
- * never a row per probe. Repairs run as their own jobs; mails go through the
- * outbox.
+ * upstream its route points the edge to, all at once with a timeout. The
+ * round's job only takes the round and a snapshot of the targets, then ends:
+ * the probes wait in this process's probe loop, outside any worker slot, and
+ * their results are written back when they are in. Each result moves the
+ * target along the repair ladder (ladder.ts); what is recorded is the
+ * target's current record with a rolling window of its last probes, its state
+ * changes (for uptime) and incidents — never a row per probe. Repairs run as
+ * their own jobs; mails go through the outbox.
+ *
+ * One round at a time across processes: a round is held by a session
+ * advisory lock on a connection of its own, from snapshot to last write; a
+ * round's job that finds it taken ends at once. Crash safety: every round's
+ * job first queues the next one (an interval plus a timeout later), and a
+ * round that ends re-queues it an interval after its end; a process killed
+ * mid-round loses its lock with its connection and that round's results, and
+ * the next round runs on any worker.
  */
 
 export const HEALTH_TASK = 'health';
@@ -140,12 +150,15 @@ async function busyTargets(db: Kysely<DB>): Promise<Set<string>> {
 export async function probeTarget(
   target: Pick<HealthTarget, 'upstream' | 'path' | 'expect'>,
   timeoutMs: number,
+  abort?: AbortSignal,
 ): Promise<{ ok: boolean; result: string }> {
   if (!target.upstream) return { ok: false, result: 'no upstream to probe' };
   const { host, port } = target.upstream;
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}${target.path}`;
   try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), redirect: 'manual' });
+    const timeout = AbortSignal.timeout(timeoutMs);
+    const signal = abort ? AbortSignal.any([timeout, abort]) : timeout;
+    const res = await fetch(url, { signal, redirect: 'manual' });
     await res.body?.cancel();
     return res.status === target.expect
       ? { ok: true, result: `answered ${res.status}` }
@@ -178,15 +191,35 @@ export interface RoundSummary {
   recovered: string[];
 }
 
-/** One health round: probe every target, record, climb the ladder where due, resolve what recovered. */
+/** One health round in the caller, start to end: snapshot, probe every target, record (tests, bench). */
 export async function healthRound(
   deps: Omit<MonitorDeps, 'compute'>,
   now = new Date(),
 ): Promise<RoundSummary> {
   const targets = await healthTargets(deps.db);
-  const results = await mapLimit(targets, PROBE_CONCURRENCY, (t) =>
-    probeTarget(t, deps.timeoutSeconds * 1000),
+  return recordRound(deps, targets, await probeAll(deps, targets), now);
+}
+
+/** Probe every target, up to PROBE_CONCURRENCY at once; an abort ends the probes in flight. */
+function probeAll(
+  deps: Pick<MonitorDeps, 'timeoutSeconds'>,
+  targets: HealthTarget[],
+  abort?: AbortSignal,
+): Promise<{ ok: boolean; result: string }[]> {
+  return mapLimit(targets, PROBE_CONCURRENCY, (t) =>
+    abort?.aborted
+      ? Promise.resolve({ ok: false, result: 'not probed' })
+      : probeTarget(t, deps.timeoutSeconds * 1000, abort),
   );
+}
+
+/** Record a round's results: climb the ladder where due, resolve what recovered, alert, forget what is gone. */
+async function recordRound(
+  deps: Omit<MonitorDeps, 'compute'>,
+  targets: HealthTarget[],
+  results: { ok: boolean; result: string }[],
+  now: Date,
+): Promise<RoundSummary> {
   const summary: RoundSummary = { probed: targets.length, unhealthy: 0, climbed: [], recovered: [] };
   for (let i = 0; i < targets.length; i++) {
     const target = targets[i]!;
@@ -491,14 +524,103 @@ export async function scheduleHealthRound(db: Kysely<DB>, afterMs: number, prese
       job_key_mode => ${preserve ? 'preserve_run_at' : 'replace'})`.execute(db);
 }
 
-/** The round task: one round, then the next is queued an interval later (also when this one failed). */
-export function healthTask(deps: MonitorDeps): Task {
-  return async () => {
+/** What a round's job and probe loop report, in order (tests, logs). */
+export type RoundEvent =
+  /** A round's job found another round running (here or in another process) and ended. */
+  | { kind: 'busy' }
+  /** The round is taken and its targets snapshotted; the probes start and the job ends. */
+  | { kind: 'probing'; targets: number }
+  /** Every probe answered or timed out. */
+  | { kind: 'probed' }
+  | { kind: 'recorded'; summary: RoundSummary }
+  /** The process is stopping: nothing of the round is recorded. */
+  | { kind: 'abandoned' };
+
+export interface HealthMonitor {
+  /** The `health` task: takes a round and hands it to the probe loop, holding its worker slot only for that. */
+  task: Task;
+  /** Abandon a round in flight (nothing of it is recorded) and wait until it has let go of its lock. */
+  stop(): Promise<void>;
+}
+
+/** Session advisory lock (hashtext of this) held by the process whose round runs, on a connection of its own. */
+const ROUND_LOCK = 'aiqso.health_round';
+
+/**
+ * The monitor of one worker process. A round's job queues the next round
+ * first (an interval plus a probe timeout later, in case this process dies),
+ * takes the round lock on a connection of its own (`url`: not one of a pool,
+ * which a long round would take from other work), snapshots the targets and
+ * ends; the probes, the recording and the re-queueing of the next round (an
+ * interval after this one ends) run in this process's probe loop. A job that
+ * finds the lock taken ends at once: one round at a time however many
+ * workers there are.
+ */
+export function healthMonitor(
+  deps: MonitorDeps & { url: string; onRound?: (event: RoundEvent) => void },
+): HealthMonitor {
+  const abort = new AbortController();
+  const rounds = new Set<Promise<void>>();
+  const intervalMs = deps.intervalSeconds * 1000;
+  const emit = (event: RoundEvent) => {
     try {
-      await healthRound(deps);
-    } finally {
-      await scheduleHealthRound(deps.db, deps.intervalSeconds * 1000);
+      deps.onRound?.(event);
+    } catch {
+      // An observer's error is not the round's.
     }
+  };
+
+  /** Resolves `taken` with whether this process got the round, then runs it to the end. */
+  async function runRound(taken: (got: boolean) => void): Promise<void> {
+    const lock = new pg.Client({ connectionString: deps.url, application_name: 'aiqso-health' });
+    // A connection lost mid-round only ends the round (checked before recording).
+    lock.on('error', () => undefined);
+    await lock.connect();
+    try {
+      const { rows } = await lock.query<{ locked: boolean }>(
+        'SELECT pg_try_advisory_lock(hashtext($1)) AS locked',
+        [ROUND_LOCK],
+      );
+      if (!rows[0]?.locked) return taken(false);
+      const now = new Date();
+      const targets = await healthTargets(deps.db);
+      taken(true);
+      emit({ kind: 'probing', targets: targets.length });
+      const results = await probeAll(deps, targets, abort.signal);
+      emit({ kind: 'probed' });
+      if (abort.signal.aborted) return emit({ kind: 'abandoned' });
+      // Still ours: a session that died took its lock with it, and another process may have the round now.
+      await lock.query('SELECT 1');
+      const summary = await recordRound(deps, targets, results, now);
+      emit({ kind: 'recorded', summary });
+      await scheduleHealthRound(deps.db, intervalMs);
+    } finally {
+      // Ending the session releases the lock.
+      await lock.end().catch(() => undefined);
+    }
+  }
+
+  const task: Task = async () => {
+    if (abort.signal.aborted) return;
+    // First, so that whatever happens from here on (a crash mid-round), a next round is queued.
+    await scheduleHealthRound(deps.db, intervalMs + deps.timeoutSeconds * 1000);
+    const taken = await new Promise<boolean>((resolve, reject) => {
+      const round = runRound(resolve).catch((err: unknown) => {
+        reject(err instanceof Error ? err : new Error(String(err)));
+        deps.log.warn({ err: errorText(err) }, 'health round failed');
+      });
+      rounds.add(round);
+      void round.finally(() => rounds.delete(round));
+    });
+    if (!taken) emit({ kind: 'busy' });
+  };
+
+  return {
+    task,
+    async stop() {
+      abort.abort();
+      await Promise.allSettled([...rounds]);
+    },
   };
 }
 

@@ -51,6 +51,8 @@ export interface WorkerOptions {
   pools?: WorkerPool[];
   /** Run once the runner is up (queue a self-rescheduling job's first run). */
   onStart?: ((db: Kysely<DB>) => Promise<void>)[];
+  /** Run when the worker stops, once its jobs have finished (work a task handed off, such as probes). */
+  onStop?: (() => Promise<void>)[];
 }
 
 export interface WorkerPool {
@@ -201,6 +203,8 @@ export async function startWorker(options: WorkerOptions): Promise<OrchestratorW
           r.stop().catch((err: unknown) => log.warn({ err: errorText(err) }, 'worker stop')),
         ),
       );
+      for (const hook of options.onStop ?? [])
+        await hook().catch((err: unknown) => log.warn({ err: errorText(err) }, 'worker stop hook'));
       await liveness.close();
       await handle.close();
       log.info({ process: liveness.id }, 'worker stopped');

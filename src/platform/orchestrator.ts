@@ -33,6 +33,8 @@ export interface OrchestratorParts {
   /** Tasks that wait on the outside world, in slots of their own (webhook deliveries). */
   pools: WorkerPool[];
   onStart: NonNullable<WorkerOptions['onStart']>;
+  /** Run when the worker stops, before its pool closes (the health monitor's probe loop). */
+  onStop: NonNullable<WorkerOptions['onStop']>;
   mailer: Mailer;
 }
 
@@ -52,6 +54,7 @@ export function orchestratorParts(config: Config): OrchestratorParts {
     tasks: {},
     pools: [],
     onStart: [],
+    onStop: [],
     mailer,
   };
 }
@@ -74,6 +77,7 @@ export function startConfiguredWorker(
     tasks: parts.tasks,
     pools: parts.pools,
     onStart: parts.onStart,
+    onStop: parts.onStop,
     timeZone: config.timeZone,
     concurrency: config.workerConcurrency,
     resyncSeconds: config.resyncSeconds,

@@ -30,7 +30,13 @@ import { lifecycleOrphanSources } from '../lifecycle/orphan-sources.ts';
 import { purgeDue } from '../lifecycle/purge.ts';
 import { tenantReconciler } from '../lifecycle/tenant-reconciler.ts';
 import { createLogger } from '../observability/logger.ts';
-import { HEALTH_TASK, healthTask, REPAIR_TASK, repairTask, scheduleHealthRound } from '../health/monitor.ts';
+import {
+  HEALTH_TASK,
+  healthMonitor,
+  REPAIR_TASK,
+  repairTask,
+  scheduleHealthRound,
+} from '../health/monitor.ts';
 import { tenantServiceReconciler } from '../services/reconciler.ts';
 import { tenantServiceSecrets } from '../services/secrets.ts';
 import { registerBackups } from './backups.ts';
@@ -70,17 +76,20 @@ export function registerLifecycle(
   parts.scheduleHandlers['pending-signups'] = async () => {
     await expirePendingSignups(db, config.pendingSignupHours);
   };
-  const monitor = {
+  const monitor = healthMonitor({
     db,
+    url: deps.master.url,
     compute,
     log: deps.log ?? createLogger('silent'),
     intervalSeconds: config.health.intervalSeconds,
     timeoutSeconds: config.health.timeoutSeconds,
     failures: config.health.failures,
-  };
-  parts.tasks[HEALTH_TASK] = healthTask(monitor);
-  parts.tasks[REPAIR_TASK] = repairTask(monitor);
+  });
+  // A round's job only takes the round; its probes wait in this process, outside the worker's slots.
+  parts.tasks[HEALTH_TASK] = monitor.task;
+  parts.tasks[REPAIR_TASK] = repairTask({ db, compute, log: deps.log ?? createLogger('silent') });
   parts.onStart.push((q) => scheduleHealthRound(q, config.health.intervalSeconds * 1000, true));
+  parts.onStop.push(() => monitor.stop());
   // The 'health' schedule is a safety net: it queues a round if none is (one is always, normally).
   parts.scheduleHandlers.health = () => scheduleHealthRound(db, config.health.intervalSeconds * 1000, true);
   parts.registry.register(

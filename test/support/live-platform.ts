@@ -159,6 +159,8 @@ export interface LivePlatform {
   until(slug: string, want: (page: EdgeAnswer) => boolean, timeoutMs?: number): Promise<EdgeAnswer>;
   /** What the running `aiqso up` wrote to stderr and stdout so far. */
   output(): string;
+  /** The running `aiqso up`'s process id (benchmarks read its CPU time). */
+  pid(): number;
   /**
    * Stop `aiqso up` with `signal` (SIGINT and SIGTERM stop it cleanly, SIGKILL
    * as a crash would), run `between` while it is down, then start it again on
@@ -223,6 +225,7 @@ export async function startLivePlatform(options: {
     page,
     until: (slug, want, timeoutMs = 30_000) => pollUntil(() => page(slug), want, timeoutMs, 50),
     output: () => up.output(),
+    pid: () => up.child.pid!,
     async restart(signal, between) {
       up.child.kill(signal);
       const result = await up.exited;
