@@ -20,7 +20,7 @@ import { IpPool } from '../shared/ip-pool.ts';
 import { KeyedMutex, runOk } from '../shared/run.ts';
 import { recordApplied, reportedDigest } from './applied.ts';
 import { forgetNeighbour } from './bridge.ts';
-import { CGROUP, observedLimits } from './cgroup.ts';
+import { CGROUP, cgroupMemory, observedLimits } from './cgroup.ts';
 import {
   cgroupLimitKeys,
   IMAGE_LOG,
@@ -280,13 +280,27 @@ export class LxcDriver implements ComputeDriver {
     const running = (await this.tools.state(name)) === 'RUNNING';
     const f = running ? await this.tools.info(name) : {};
     const num = (key: string) => Number(f[key] ?? 0) || 0;
+    const peak = running && num('PID') ? (await cgroupMemory(num('PID'))).peakBytes : undefined;
     return {
       cpuSeconds: num('CPU use') / 1e9,
       memoryBytes: num('Memory use'),
+      ...(peak !== undefined ? { memoryPeakBytes: peak } : {}),
       diskBytes: await duBytes(await this.deltaDir(name)),
       // lxc-info counts on the host's end of the veth: what it receives the container sent.
       netRxBytes: num('TX bytes'),
       netTxBytes: num('RX bytes'),
+    };
+  }
+
+  async memory(name: string): Promise<Pick<ContainerStats, 'memoryBytes' | 'memoryPeakBytes'>> {
+    this.mustExist(name);
+    // One lxc-info for the init's pid, then the cgroup's own files (lxc-info -H would also walk the network).
+    const { state, pid } = await this.tools.statePid(name);
+    if (state !== 'RUNNING' || !pid) return { memoryBytes: 0 };
+    const m = await cgroupMemory(pid);
+    return {
+      memoryBytes: m.bytes ?? 0,
+      ...(m.peakBytes !== undefined ? { memoryPeakBytes: m.peakBytes } : {}),
     };
   }
 
