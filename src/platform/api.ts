@@ -87,7 +87,7 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
     engine: () => (engine ??= backupEngine(config, database.db)),
   });
   tenantStatusRoutes(api, { access });
-  tenantUsageRoutes(api, { access, config });
+  tenantUsageRoutes(api, { access, config, db: database.db });
   let box: Promise<SecretBox> | undefined;
   webhookRoutes(api, {
     db: database.db,
