@@ -4,7 +4,8 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { removeBridge } from '../src/compute/lxc/bridge.ts';
-import { CGROUP } from '../src/compute/lxc/cgroup.ts';
+import { CGROUP, inContainerCgroup } from '../src/compute/lxc/cgroup.ts';
+import { LxcTools } from '../src/compute/lxc/tools.ts';
 import { LxcDriver } from '../src/compute/lxc/driver.ts';
 import { runOk } from '../src/compute/shared/run.ts';
 import { createLogger } from '../src/observability/logger.ts';
@@ -131,6 +132,10 @@ describe('usage collection (lxc driver)', () => {
     // What this kernel offers: cgroup v2's memory.peak, or v1's memory.max_usage_in_bytes.
     const peakKey = CGROUP === 'v1' ? 'memory.max_usage_in_bytes' : 'memory.peak';
     const nowKey = CGROUP === 'v1' ? 'memory.usage_in_bytes' : 'memory.current';
+    // memory() remembers the init's pid while it runs in the container's cgroup (no lxc-info each time).
+    const { pid } = await new LxcTools(lxcPath).statePid(busy.container);
+    expect(await inContainerCgroup(pid!, busy.container)).toBe(true);
+    expect(await inContainerCgroup(pid!, idle.container)).toBe(false);
     const m = await compute.memory(busy.container);
     expect(m.memoryPeakBytes, `${peakKey} is read`).toBeDefined();
     expect(within(m.memoryBytes, await cgroup(nowKey), 0.1)).toBe(true);

@@ -25,6 +25,15 @@ async function cgroupReader(pid: number) {
   };
 }
 
+/** True when the process `pid` still runs in a cgroup of the container `name` (a cached init pid is still its). */
+export async function inContainerCgroup(pid: number, name: string): Promise<boolean> {
+  const groups = await readFile(`/proc/${pid}/cgroup`, 'utf8').catch(() => '');
+  return groups.split('\n').some((line) => {
+    const parts = line.split(':').slice(2).join(':').split('/');
+    return parts.includes(name) || parts.includes(`lxc.payload.${name}`);
+  });
+}
+
 /**
  * Memory use now and its peak since the cgroup was made, from the cgroup of the container's init:
  * v2 `memory.current` and `memory.peak` (kernel 5.19 and later), v1 `memory.usage_in_bytes` and

@@ -20,7 +20,7 @@ import { IpPool } from '../shared/ip-pool.ts';
 import { KeyedMutex, runOk } from '../shared/run.ts';
 import { recordApplied, reportedDigest } from './applied.ts';
 import { forgetNeighbour } from './bridge.ts';
-import { CGROUP, cgroupMemory, observedLimits } from './cgroup.ts';
+import { CGROUP, cgroupMemory, inContainerCgroup, observedLimits } from './cgroup.ts';
 import {
   cgroupLimitKeys,
   IMAGE_LOG,
@@ -68,6 +68,8 @@ export class LxcDriver implements ComputeDriver {
   readonly pool: IpPool;
   private readonly tools: LxcTools;
   private readonly locks = new KeyedMutex();
+  /** Init pids `memory()` found, by container (checked against the container's cgroup before use). */
+  private readonly initPids = new Map<string, number>();
   private readonly cloneLocks = new KeyedMutex();
   private base?: Promise<Ready>;
   private readonly walls: LxcWalls;
@@ -294,9 +296,18 @@ export class LxcDriver implements ComputeDriver {
 
   async memory(name: string): Promise<Pick<ContainerStats, 'memoryBytes' | 'memoryPeakBytes'>> {
     this.mustExist(name);
-    // One lxc-info for the init's pid, then the cgroup's own files (lxc-info -H would also walk the network).
-    const { state, pid } = await this.tools.statePid(name);
-    if (state !== 'RUNNING' || !pid) return { memoryBytes: 0 };
+    // The init's pid, remembered while it still runs in the container's cgroup (else one lxc-info), then
+    // the cgroup's own files: sampled every few minutes for every container, so no spawn when avoidable.
+    let pid = this.initPids.get(name);
+    if (pid === undefined || !(await inContainerCgroup(pid, name))) {
+      const live = await this.tools.statePid(name);
+      pid = live.state === 'RUNNING' ? live.pid : undefined;
+      if (pid === undefined) {
+        this.initPids.delete(name);
+        return { memoryBytes: 0 };
+      }
+      this.initPids.set(name, pid);
+    }
     const m = await cgroupMemory(pid);
     return {
       memoryBytes: m.bytes ?? 0,
