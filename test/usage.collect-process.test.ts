@@ -6,10 +6,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ProcessDriver } from '../src/compute/process/driver.ts';
-import { cpuSeconds } from '../src/compute/process/proc.ts';
+import { cpuSeconds, memoryOf } from '../src/compute/process/proc.ts';
 import { runOk, sleep } from '../src/compute/shared/run.ts';
 import { createLogger } from '../src/observability/logger.ts';
-import { collectUsage, type CollectDeps } from '../src/usage/collect.ts';
+import { collectUsage, rollUpMonth, type CollectDeps } from '../src/usage/collect.ts';
 import { addHours } from '../src/usage/metrics.ts';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
 import { callApp, hourRows, meteredService, within, type MeteredService } from './support/usage.ts';
@@ -67,6 +67,39 @@ afterAll(async () => {
   await rm(root, { recursive: true, force: true });
   await db?.drop();
 });
+
+/** Collector processes for the pass at `when`, each killed with SIGKILL `delayMs` after it started; how many died mid-pass. */
+async function killedPasses(when: Date, delays: number[]): Promise<number> {
+  let killedMidPass = 0;
+  for (const delayMs of delays) {
+    const child = spawn(process.execPath, [COLLECTOR, db.url, root, when.toISOString()], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    // Listened for at once: a pass that finishes before the kill has already exited.
+    const exited = once(child, 'exit');
+    let said = '';
+    const out = child.stdout.setEncoding('utf8');
+    out.on('data', (chunk: string) => (said += chunk));
+    await once(out, 'data');
+    await sleep(delayMs);
+    child.kill('SIGKILL');
+    await exited;
+    if (!said.includes('done')) killedMidPass++;
+  }
+  return killedMidPass;
+}
+
+/** Resident memory of a process, as /proc/<pid>/status says. */
+const rssOf = async (pid: number) => (await memoryOf(pid)).rss;
+
+/** The memory aggregates of a container's hour. */
+const memoryRow = async (container: string, hour: Date) =>
+  db.db
+    .selectFrom('usage_memory')
+    .select(['samples', 'slots', 'sum_bytes', 'peak_bytes'])
+    .where('container', '=', container)
+    .where('period_start', '=', hour)
+    .executeTakeFirst();
 
 describe('usage collection (process driver)', () => {
   it('meters a busy service as /proc, the disk and pg_database_size say, and an idle one near zero', async () => {
@@ -133,9 +166,10 @@ describe('usage collection (process driver)', () => {
          WHERE period_start = $1 GROUP BY 1, 2`,
         [addHours(H0, 1)],
       );
-      expect(rows.length).toBe(8); // cpu, memory, disk, db for each of the two services
+      // cpu, memory (end, average, peak), disk, db for each of the two services
+      expect(rows.length).toBe(12);
       expect(rows.every((r) => r.n === 1)).toBe(true);
-      expect(a.written + b.written).toBe(8);
+      expect(a.written + b.written).toBe(12);
       expect(a.read + b.read).toBeGreaterThanOrEqual(2);
       const cpu = (await hourRows(db.db, busy.tenantServiceId, addHours(H0, 1))).cpu_seconds!;
       expect(cpu).toBeGreaterThan(0.4);
@@ -150,9 +184,14 @@ describe('usage collection (process driver)', () => {
     const r = await collectUsage(deps(), at(4));
     expect(r.gaps).toBeGreaterThan(0);
     const h2 = await hourRows(db.db, busy.tenantServiceId, addHours(H0, 2));
-    expect(h2).toEqual({ cpu_seconds: null, memory_bytes: null, disk_bytes: null, db_bytes: null });
+    expect(h2).toMatchObject({ cpu_seconds: null, memory_bytes: null, disk_bytes: null, db_bytes: null });
+    // Memory was sampled once in that hour (at its start): its average and peak are that sample's.
+    expect(h2.memory_avg_bytes).toBeGreaterThan(0);
+    expect(h2.memory_peak_bytes).toBeGreaterThanOrEqual(h2.memory_avg_bytes!);
     const h3 = await hourRows(db.db, busy.tenantServiceId, addHours(H0, 3));
     expect(h3.cpu_seconds).toBeNull();
+    // No pass at all in that hour: no sample, a gap.
+    expect(h3).toMatchObject({ memory_avg_bytes: null, memory_peak_bytes: null });
     // A gauge is the sample at the end of the hour: that one was taken.
     expect(h3.disk_bytes).toBeGreaterThan(24 * 2 ** 20);
   });
@@ -160,31 +199,15 @@ describe('usage collection (process driver)', () => {
   it('a collector killed with SIGKILL at any point leaves nothing a rerun counts twice', async () => {
     await callApp(busy.info, '/burn?ms=300');
     const when = at(5);
-    let killedMidPass = 0;
-    for (const delayMs of [0, 2, 5, 10, 20, 40, 80]) {
-      const child = spawn(process.execPath, [COLLECTOR, db.url, root, when.toISOString()], {
-        stdio: ['ignore', 'pipe', 'inherit'],
-      });
-      // Listened for at once: a pass that finishes before the kill has already exited.
-      const exited = once(child, 'exit');
-      let said = '';
-      const out = child.stdout.setEncoding('utf8');
-      out.on('data', (chunk: string) => (said += chunk));
-      await once(out, 'data');
-      await sleep(delayMs);
-      child.kill('SIGKILL');
-      await exited;
-      if (!said.includes('done')) killedMidPass++;
-    }
     // The kills must land inside passes, or the test shows nothing about crashes.
-    expect(killedMidPass).toBeGreaterThanOrEqual(3);
+    expect(await killedPasses(when, [0, 2, 5, 10, 20, 40, 80])).toBeGreaterThanOrEqual(3);
     await collectUsage(deps(), when);
     const hour = addHours(H0, 4);
     const { rows } = await db.pool.query<{ n: number }>(
       `SELECT count(*)::int AS n FROM usage_metrics WHERE period_start = $1 GROUP BY tenant_service_id, metric`,
       [hour],
     );
-    expect(rows.length).toBe(8);
+    expect(rows.length).toBe(12);
     expect(rows.every((r) => r.n === 1)).toBe(true);
     // The hour is the difference of the two stored readings, whichever process stored them.
     const { rows: readings } = await db.pool.query<{ cpu_seconds: number }>(
@@ -195,5 +218,60 @@ describe('usage collection (process driver)', () => {
     const cpu = (await hourRows(db.db, busy.tenantServiceId, hour)).cpu_seconds!;
     expect(cpu).toBeCloseTo(readings[1]!.cpu_seconds - readings[0]!.cpu_seconds, 6);
     expect(cpu).toBeGreaterThan(0.2);
+  });
+  it("keeps each hour's memory average and peak from samples every 5 minutes, each slot counted once, even through SIGKILL", async () => {
+    const hour = addHours(H0, 6);
+    const t = (minutes: number, seconds = 20) => new Date(hour.getTime() + (minutes * 60 + seconds) * 1000);
+    const pid = await pidOf(busy);
+    const seen: number[] = [];
+
+    expect((await collectUsage(deps(), t(0))).sampled).toBe(2); // the hour's readings are its first sample
+    seen.push(await rssOf(pid));
+    await callApp(busy.info, '/hold?mb=64');
+    expect((await collectUsage(deps(), t(5))).sampled).toBe(2);
+    seen.push(await rssOf(pid));
+    // The same slot again (a rerun, a second worker): nothing is added.
+    expect(await collectUsage(deps(), t(9, 50))).toMatchObject({ sampled: 0, read: 0 });
+    await callApp(busy.info, '/release');
+    // A spike between two samples: no sample sees it, the process's own peak (VmHWM) does.
+    const spike = ((await callApp(busy.info, '/spike?mb=160')) as { rss: number }).rss;
+    const after = await rssOf(pid);
+    expect(spike - after).toBeGreaterThan(100 * 2 ** 20); // it was dropped again
+    expect((await collectUsage(deps(), t(10))).sampled).toBe(2);
+    seen.push(await rssOf(pid));
+
+    // Collectors killed during the 15-minute slot's pass, then one that finishes: one sample for the slot.
+    const killed = await killedPasses(t(15), [0, 5, 10, 20, 40]);
+    expect(killed).toBeGreaterThanOrEqual(2);
+    await collectUsage(deps(), t(15));
+    seen.push(await rssOf(pid));
+    const row = await memoryRow(busy.container, hour);
+    expect(row).toMatchObject({ samples: 4, slots: 0b1111 });
+    expect(await memoryRow(idle.container, hour)).toMatchObject({ samples: 4, slots: 0b1111 });
+
+    await collectUsage(deps(), t(60));
+    const b = await hourRows(db.db, busy.tenantServiceId, hour);
+    const average = seen.reduce((a, n) => a + n, 0) / seen.length;
+    expect(within(b.memory_avg_bytes!, average, 0.1), `avg ${b.memory_avg_bytes} vs ${average}`).toBe(true);
+    expect(b.memory_avg_bytes).toBeCloseTo(row!.sum_bytes / 4, 0);
+    // The peak is the spike (the driver's peak grew in the hour), above every sample.
+    expect(within(b.memory_peak_bytes!, spike, 0.1), `peak ${b.memory_peak_bytes} vs ${spike}`).toBe(true);
+    expect(b.memory_peak_bytes! - Math.max(...seen)).toBeGreaterThan(64 * 2 ** 20);
+    // An idle service's peak is its samples' level.
+    const i = await hourRows(db.db, idle.tenantServiceId, hour);
+    expect(within(i.memory_peak_bytes!, i.memory_avg_bytes!, 0.2)).toBe(true);
+
+    // A month adds peaks up by taking the highest hour, averages by averaging.
+    await rollUpMonth(db.db, 'UTC', '2031-03-01');
+    const { rows } = await db.pool.query<{ metric: string; value: number; hourly: number }>(
+      `SELECT u.metric, u.value,
+         (SELECT CASE WHEN u.metric = 'memory_peak_bytes' THEN max(m.value) ELSE avg(m.value) END
+            FROM usage_metrics m WHERE m.tenant_service_id = u.tenant_service_id AND m.metric = u.metric) AS hourly
+       FROM usage_monthly u WHERE u.tenant_service_id = $1 AND u.metric IN ('memory_avg_bytes', 'memory_peak_bytes')`,
+      [busy.tenantServiceId],
+    );
+    expect(rows).toHaveLength(2);
+    for (const r of rows) expect(r.value).toBeCloseTo(r.hourly, 0);
+    expect(rows.find((r) => r.metric === 'memory_peak_bytes')!.value).toBe(b.memory_peak_bytes);
   });
 });

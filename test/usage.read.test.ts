@@ -54,6 +54,7 @@ beforeAll(async () => {
     const gap = i === 5;
     await put(h.a.id, serviceA, 'cpu_seconds', hour, gap ? null : 1.5);
     await put(h.a.id, serviceA, 'disk_bytes', hour, gap ? null : 100 + i);
+    await put(h.a.id, serviceA, 'memory_peak_bytes', hour, gap ? null : 1000 + ((i * 7) % 24));
     await put(h.a.id, null, 'requests', hour, 10);
     await put(h.b.id, null, 'requests', hour, 1000);
   }
@@ -87,6 +88,7 @@ describe('usage API', () => {
       'null/requests',
       'usagenotes/cpu_seconds',
       'usagenotes/disk_bytes',
+      'usagenotes/memory_peak_bytes',
     ]);
     expect(by['usagenotes/cpu_seconds']).toMatchObject({
       period: '2031-05-01T00:00:00.000Z',
@@ -96,6 +98,8 @@ describe('usage API', () => {
     });
     const disk = [...Array(24).keys()].filter((i) => i !== 5).map((i) => 100 + i);
     expect(by['usagenotes/disk_bytes']!.value).toBeCloseTo(disk.reduce((a, b) => a + b) / disk.length, 6);
+    // A peak adds up by taking the highest hour (1000 + 23, at i = 17).
+    expect(by['usagenotes/memory_peak_bytes']).toMatchObject({ value: 1023, hours: 23, gapHours: 1 });
     // Tenant B's 1000 requests an hour are not here.
     expect(by['null/requests']!.value).toBe(240);
   });
@@ -150,6 +154,76 @@ describe('usage API', () => {
   });
 });
 
+describe('usage across tenants (admins)', () => {
+  const across = (token: string, query: string) =>
+    h.api.inject({ method: 'GET', url: `/api/v1/usage?${query}`, headers: h.bearer(token) });
+  interface Across {
+    month: string;
+    total: number;
+    limit: number;
+    offset: number;
+    totals: Record<string, number>;
+    tenants: { tenantId: string; tenant: string; metrics: Record<string, number | null>; gapHours: number }[];
+  }
+
+  it("gives an admin each tenant's month and totals that are the sums of the tenants' own figures", async () => {
+    const res = await across(h.admin.token, 'month=2031-05');
+    expect(res.statusCode, res.body).toBe(200);
+    const body = res.json<Across>();
+    expect(body).toMatchObject({ month: '2031-05', limit: 50, offset: 0 });
+    expect(body.tenants.map((t) => t.tenant)).toEqual([h.a.slug, h.b.slug].sort());
+    const a = body.tenants.find((t) => t.tenantId === h.a.id)!;
+    const b = body.tenants.find((t) => t.tenantId === h.b.id)!;
+    expect(a.metrics).toMatchObject({ requests: 240, cpu_seconds: 34.5, memory_peak_bytes: 1023 });
+    expect(a.gapHours).toBe(1);
+    expect(b.metrics).toEqual({ requests: 24_000 });
+    // Each tenant's figures are what its own report says for the month, summed over its services.
+    for (const [t, token, slug] of [
+      [a, h.a.owner.token, h.a.slug],
+      [b, h.b.owner.token, h.b.slug],
+    ] as const) {
+      const own = await get(token, 'from=2031-05-01&to=2031-06-01&granularity=month', slug);
+      expect(own.statusCode).toBe(200);
+      const sums: Record<string, number> = {};
+      for (const u of own.json<Usage>().usage) sums[u.metric] = (sums[u.metric] ?? 0) + (u.value ?? 0);
+      expect(t.metrics).toEqual(sums);
+    }
+    // The totals are the sums of the tenants' lines.
+    const sums: Record<string, number> = {};
+    for (const t of body.tenants)
+      for (const [m, v] of Object.entries(t.metrics)) sums[m] = (sums[m] ?? 0) + (v ?? 0);
+    expect(body.totals).toEqual(sums);
+    expect(body.totals.requests).toBe(24_240);
+  });
+
+  it('pages and orders by a metric, largest first; the totals stay those of every tenant', async () => {
+    const page = (await across(h.admin.token, 'month=2031-05&sort=requests&limit=1&offset=1')).json<Across>();
+    expect(page).toMatchObject({ total: 2, limit: 1, offset: 1 });
+    expect(page.tenants.map((t) => t.tenantId)).toEqual([h.a.id]);
+    expect(page.totals.requests).toBe(24_240);
+    const first = (await across(h.admin.token, 'month=2031-05&sort=requests&limit=1')).json<Across>();
+    expect(first.tenants.map((t) => t.tenantId)).toEqual([h.b.id]);
+    const empty = (await across(h.admin.token, 'month=2030-01')).json<Across>();
+    expect(empty).toMatchObject({ total: 0, tenants: [], totals: {} });
+  });
+
+  it('refuses tenant users (403) and bad parameters (400 naming them)', async () => {
+    for (const token of [h.a.owner.token, h.a.member.token, h.b.owner.token])
+      expect((await across(token, 'month=2031-05')).statusCode).toBe(403);
+    for (const [query, param] of [
+      ['month=2031-13', 'month'],
+      ['month=May', 'month'],
+      ['sort=bogus', 'sort'],
+      ['limit=0', 'limit'],
+      ['offset=-1', 'offset'],
+    ] as const) {
+      const res = await across(h.admin.token, query);
+      expect(res.statusCode, query).toBe(400);
+      expect(res.json<{ error: { message: string } }>().error.message, query).toContain(param);
+    }
+  });
+});
+
 describe('usage retention and roll-ups (a collection pass)', () => {
   it('rolls up the closed month in the first hours of the next and prunes past the retention', async () => {
     const root = await mkdtemp(path.join(os.tmpdir(), 'aiqso-usage-ret-'));
@@ -198,6 +272,7 @@ describe('usage retention and roll-ups (a collection pass)', () => {
           value: disk.reduce((a, b) => a + b) / disk.length,
           gap_hours: 1,
         },
+        { month: '2031-05', metric: 'memory_peak_bytes', value: 1023, gap_hours: 1 },
       ]);
       const kept = await h.db.pool.query<{ month: string }>(
         `SELECT to_char(month, 'YYYY-MM') AS month FROM usage_monthly
@@ -239,6 +314,35 @@ describe('aiqso usage', () => {
     expect(all.code, all.stderr).toBe(0);
     const rows = JSON.parse(all.stdout) as { tenant: string; metric: string; value: number }[];
     expect(rows.find((r) => r.tenant === h.b.slug && r.metric === 'requests')?.value).toBe(24_000);
+  });
+
+  it('`usage --all` prints one line per tenant and a TOTAL that is their sum, as the API does', async () => {
+    const e = await env();
+    const json = await runCli(['usage', '--all', '--month', '2031-05', '--json'], e);
+    expect(json.code, json.stderr).toBe(0);
+    const body = JSON.parse(json.stdout) as {
+      month: string;
+      tenants: { tenant: string; metrics: Record<string, number> }[];
+      totals: Record<string, number>;
+    };
+    expect(body.month).toBe('2031-05');
+    const api = (
+      await h.api.inject({
+        method: 'GET',
+        url: '/api/v1/usage?month=2031-05',
+        headers: h.bearer(h.admin.token),
+      })
+    ).json<{ tenants: unknown[]; totals: unknown }>();
+    expect(body.tenants).toEqual(api.tenants);
+    expect(body.totals).toEqual(api.totals);
+    const table = await runCli(['usage', '--all', '--month', '2031-05'], e);
+    expect(table.code, table.stderr).toBe(0);
+    const lines = table.stdout.trim().split('\n');
+    expect(lines[0]).toMatch(/^TENANT\s+CPU_SECONDS\s+MEMORY_AVG_BYTES\s+MEMORY_PEAK_BYTES/);
+    expect(lines.at(-1)).toMatch(/^TOTAL\s+34\.50\s+-\s+1023\s+.*24240\s/);
+    const both = await runCli(['usage', h.a.slug, '--all'], e);
+    expect(both.code).toBe(2);
+    expect(both.stderr).toContain('--all');
   });
 
   it('refuses a bad month (exit 2) and an unknown tenant (exit 3), naming them', async () => {

@@ -434,15 +434,22 @@ export function buildProgram(): Command {
     )
     .argument('[tenant]', 'slug or id of one tenant (all tenants when omitted)')
     .option('--month <YYYY-MM>', 'the month, in AIQSO_TIMEZONE (default: the current one)')
+    .option(
+      '--all',
+      "every tenant's month on one line each (metrics summed over its services) and a TOTAL line",
+    )
     .option('--json', 'print as JSON')
     .option('--csv', 'print as CSV')
     .addHelpText(
       'after',
-      '\nExit codes: 0 done, 1 the platform failed, 2 bad usage (a bad --month), 3 no such tenant.',
+      '\nExit codes: 0 done, 1 the platform failed, 2 bad usage (a bad --month, --all with a tenant), 3 no such tenant.',
     )
     .action(
-      action(async (tenant: string | undefined, options: { month?: string; json?: boolean; csv?: boolean }) =>
-        (await commands.usage()).usageShow(commandContext({ quiet: true }), tenant, options),
+      action(
+        async (
+          tenant: string | undefined,
+          options: { month?: string; json?: boolean; csv?: boolean; all?: boolean },
+        ) => (await commands.usage()).usageShow(commandContext({ quiet: true }), tenant, options),
       ),
     );
   usage

@@ -111,6 +111,11 @@ export interface ContainerInfo {
 export interface ContainerStats {
   cpuSeconds: number;
   memoryBytes: number;
+  /**
+   * The highest memory use since the workload started, where the driver keeps it (process:
+   * VmHWM; lxc: the cgroup's memory.peak, or memory.max_usage_in_bytes on cgroup v1).
+   */
+  memoryPeakBytes?: number;
   diskBytes: number;
   netRxBytes: number;
   netTxBytes: number;
@@ -148,6 +153,11 @@ export interface ComputeDriver {
   destroy(name: string): Promise<void>;
   status(name: string): Promise<ContainerInfo>;
   stats(name: string): Promise<ContainerStats>;
+  /**
+   * Memory use only (and its peak where kept), cheaper than `stats` (no disk walk): what the usage
+   * collector samples several times an hour. Absent: the collector samples with `stats`.
+   */
+  memory?(name: string): Promise<Pick<ContainerStats, 'memoryBytes' | 'memoryPeakBytes'>>;
   /**
    * Run `argv` inside the running container (no shell). A driver whose backend has
    * no exec channel throws DomainError `unavailable` (Proxmox has none for LXC).

@@ -600,6 +600,29 @@ CREATE TABLE public.usage_edge_counts (
     CONSTRAINT usage_edge_counts_response_bytes_check CHECK ((response_bytes >= 0))
 );
 
+CREATE TABLE public.usage_log_offsets (
+    edge text NOT NULL,
+    file_id text NOT NULL,
+    read_bytes bigint NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT usage_log_offsets_read_bytes_check CHECK ((read_bytes >= 0))
+);
+
+CREATE TABLE public.usage_memory (
+    container text NOT NULL,
+    period_start timestamp with time zone NOT NULL,
+    tenant_id text NOT NULL,
+    tenant_service_id text,
+    slots integer NOT NULL,
+    samples integer NOT NULL,
+    sum_bytes double precision NOT NULL,
+    peak_bytes double precision NOT NULL,
+    driver_peak_first double precision,
+    driver_peak_last double precision,
+    CONSTRAINT usage_memory_period_start_check CHECK ((date_trunc('hour'::text, period_start) = period_start)),
+    CONSTRAINT usage_memory_samples_check CHECK ((samples > 0))
+);
+
 CREATE TABLE public.usage_metrics (
     id bigint NOT NULL,
     tenant_id text NOT NULL,
@@ -608,7 +631,7 @@ CREATE TABLE public.usage_metrics (
     value double precision,
     period_start timestamp with time zone NOT NULL,
     collected_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT usage_metrics_metric_check CHECK ((metric = ANY (ARRAY['cpu_seconds'::text, 'memory_bytes'::text, 'disk_bytes'::text, 'db_bytes'::text, 'net_rx_bytes'::text, 'net_tx_bytes'::text, 'requests'::text, 'response_bytes'::text, 'mails_sent'::text])))
+    CONSTRAINT usage_metrics_metric_check CHECK ((metric = ANY (ARRAY['cpu_seconds'::text, 'net_rx_bytes'::text, 'net_tx_bytes'::text, 'requests'::text, 'response_bytes'::text, 'mails_sent'::text, 'memory_bytes'::text, 'memory_avg_bytes'::text, 'disk_bytes'::text, 'db_bytes'::text, 'memory_peak_bytes'::text])))
 );
 
 ALTER TABLE public.usage_metrics ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
@@ -937,6 +960,12 @@ ALTER TABLE ONLY public.totp_used_steps
 ALTER TABLE ONLY public.usage_edge_counts
     ADD CONSTRAINT usage_edge_counts_pkey PRIMARY KEY (edge, tenant_id, period_start);
 
+ALTER TABLE ONLY public.usage_log_offsets
+    ADD CONSTRAINT usage_log_offsets_pkey PRIMARY KEY (edge);
+
+ALTER TABLE ONLY public.usage_memory
+    ADD CONSTRAINT usage_memory_pkey PRIMARY KEY (container, period_start);
+
 ALTER TABLE ONLY public.usage_metrics
     ADD CONSTRAINT usage_metrics_hour_key UNIQUE NULLS NOT DISTINCT (tenant_id, tenant_service_id, metric, period_start);
 
@@ -1035,6 +1064,8 @@ CREATE INDEX tenant_exports_tenant_idx ON public.tenant_exports USING btree (ten
 CREATE INDEX tenants_status_idx ON public.tenants USING btree (status);
 
 CREATE INDEX usage_edge_counts_period_idx ON public.usage_edge_counts USING btree (period_start);
+
+CREATE INDEX usage_memory_period_idx ON public.usage_memory USING btree (period_start);
 
 CREATE INDEX usage_metrics_period_idx ON public.usage_metrics USING btree (period_start);
 
@@ -1148,6 +1179,12 @@ ALTER TABLE ONLY public.totp_used_steps
 
 ALTER TABLE ONLY public.usage_edge_counts
     ADD CONSTRAINT usage_edge_counts_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.usage_memory
+    ADD CONSTRAINT usage_memory_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.usage_memory
+    ADD CONSTRAINT usage_memory_tenant_service_id_fkey FOREIGN KEY (tenant_service_id) REFERENCES public.tenant_services(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY public.usage_metrics
     ADD CONSTRAINT usage_metrics_tenant_id_fkey FOREIGN KEY (tenant_id) REFERENCES public.tenants(id) ON DELETE CASCADE;

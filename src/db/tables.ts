@@ -162,6 +162,26 @@ export interface UsageEdgeCountsTable {
   response_bytes: ColumnType<string, number | string | undefined, number | string>;
 }
 
+export interface UsageMemoryTable {
+  container: string;
+  period_start: Date;
+  tenant_id: string;
+  tenant_service_id: string | null;
+  slots: number;
+  samples: number;
+  sum_bytes: number;
+  peak_bytes: number;
+  driver_peak_first: number | null;
+  driver_peak_last: number | null;
+}
+
+export interface UsageLogOffsetsTable {
+  edge: string;
+  file_id: string;
+  read_bytes: ColumnType<string, number | string, number | string>;
+  updated_at: Timestamp;
+}
+
 export interface UsageMonthlyTable {
   tenant_id: string;
   tenant_service_id: string | null;
@@ -459,6 +479,8 @@ export interface DB {
   usage_readings: UsageReadingsTable;
   usage_edge_counts: UsageEdgeCountsTable;
   usage_monthly: UsageMonthlyTable;
+  usage_memory: UsageMemoryTable;
+  usage_log_offsets: UsageLogOffsetsTable;
   backups: BackupsTable;
   backup_repositories: BackupRepositoriesTable;
   platform_backups: PlatformBackupsTable;

@@ -130,7 +130,10 @@ export async function startBuiltinEdge(deps: EdgeDeps, options: BuiltinEdgeOptio
     metrics: edgeMetrics,
     upstreamTimeoutMs: tuning.upstreamTimeoutSeconds * 1000,
   });
-  const usage = startEdgeUsageReporter({ db: database.db, metrics: edgeMetrics, log });
+  // Behind nginx, nginx's access log is what counts requests (src/usage/nginx-log.ts).
+  const usage = options.behindNginx
+    ? { flush: () => Promise.resolve(), close: () => Promise.resolve() }
+    : startEdgeUsageReporter({ db: database.db, metrics: edgeMetrics, log });
   let listeners: EdgeListeners;
   try {
     listeners = await listenEdge(handler, {

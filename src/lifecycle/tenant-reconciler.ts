@@ -156,6 +156,7 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
       async apply(ctx) {
         const refusal = await placeOrRefuse(deps.db, deps.placement, {
           resource: ctx.resource,
+          waitingSince: ctx.waitingSince,
           need: DASHBOARD_CLAIM,
           what: 'the dashboard',
           owner: `tenant ${ctx.resource.spec.slug}`,

@@ -30,7 +30,14 @@ export type ScheduleName =
 
 export const SCHEDULES: readonly Schedule[] = [
   { name: 'health', cron: '*/5 * * * *', description: 'health checks with auto-restart', backfillMinutes: 0 },
-  { name: 'usage', cron: '0 * * * *', description: 'usage collection', backfillMinutes: 60 },
+  {
+    name: 'usage',
+    // Every SAMPLE_MINUTES (src/usage/collect.ts): the first pass of an hour reads its boundary, each
+    // one samples memory.
+    cron: '*/5 * * * *',
+    description: 'usage collection: hourly readings, and a memory sample every 5 minutes',
+    backfillMinutes: 10,
+  },
   {
     name: 'usage-reports',
     cron: '0 6 1 * *',

@@ -92,7 +92,7 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
   });
   tenantExportRoutes(api, { db: database.db, access });
   tenantStatusRoutes(api, { access });
-  tenantUsageRoutes(api, { access, config });
+  tenantUsageRoutes(api, { access, config, db: database.db });
   let box: Promise<SecretBox> | undefined;
   webhookRoutes(api, {
     db: database.db,

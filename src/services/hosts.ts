@@ -150,9 +150,39 @@ export async function wakeCapacityWaiters(db: Kysely<DB>): Promise<number> {
   return waiters.length;
 }
 
+/**
+ * Tenants waiting for room ahead of `resource` (arrival order: when each began to wait, then id),
+ * not placed yet: their dashboards claim nothing on a host until placed, so placement keeps room
+ * for them. `since`: when `resource` itself began to wait (null: it has not, it arrives now).
+ */
+async function tenantsAhead(
+  db: Kysely<DB>,
+  resource: ResourceRef,
+  since: Date | null,
+): Promise<{ id: string; slug: string }[]> {
+  const { rows } = await sql<{ id: string; slug: string }>`
+    SELECT r.id, t.slug FROM resources r
+      JOIN tenants t ON t.id = r.id
+      CROSS JOIN LATERAL (
+        SELECT min((s ->> 'waitingSince')::timestamptz) AS since FROM jsonb_array_elements(r.steps) s
+         WHERE s ->> 'state' = 'waiting' AND starts_with(s ->> 'waitingFor', ${CAPACITY_WAIT})) w
+     WHERE r.kind = ${TENANT_KIND} AND r.phase <> 'deleted' AND NOT r.deleted
+       AND t.host_id IS NULL AND t.status NOT IN ('cancelled', 'purged')
+       AND w.since IS NOT NULL
+       AND NOT (r.kind = ${resource.kind} AND r.id = ${resource.id})
+       AND (${since}::timestamptz IS NULL OR (w.since, r.id) < (${since}::timestamptz, ${resource.id}))
+     ORDER BY w.since, r.id`.execute(db);
+  return rows;
+}
+
 export interface PlaceRequest {
   /** The resource being placed (its own claim is not counted against it). */
   resource: ResourceRef;
+  /**
+   * When this resource began to wait for room (the step's `waitingSince`), or null on its first try.
+   * Tenants waiting since earlier are placed first (arrival order).
+   */
+  waitingSince?: Date | null;
   need: Claim;
   /** What is placed, for the refusal: `the dashboard`, a service key. */
   what: string;
@@ -167,7 +197,12 @@ export interface PlaceRequest {
 /**
  * Place a container, or say why not: on the placement host (locked), its
  * claim against the host's allocatable memory, disk, CPUs and container
- * count, and a free address. A refusal is a wait, not a failure: the first
+ * count, and a free address. Waiters are placed in arrival order: tenants
+ * that began waiting earlier keep the room they fit into (in their order), and
+ * this one gets what is left; an earlier one too large for the room left does
+ * not block a smaller one behind it. Once placed, the next tenant in line is
+ * woken, so room freed for several is filled one after the other at once.
+ * A refusal is a wait, not a failure: the first
  * refusal on a host with nothing else waiting alerts the operators once
  * (outbox `alert`, naming what is short), and the host is marked short until
  * nothing waits for room on it any more. Returns the refusal, or null once placed.
@@ -181,13 +216,35 @@ export async function placeOrRefuse(
   return db.transaction().execute(async (trx) => {
     const host = await lockPlacementHost(trx, options);
     const used = await hostUsage(trx, host.id, req.resource.id);
-    const refusal = addressRefusal ?? capacityRefusal(host, used, req.need, req.what, options.policy);
+    const ahead = await tenantsAhead(trx, req.resource, req.waitingSince ?? null);
+    // The room the tenants ahead fit into, in their order, is theirs.
+    let kept = used;
+    let keptFor = 0;
+    let firstKept: { id: string } | undefined;
+    for (const tenant of ahead) {
+      if (capacityRefusal(host, kept, DASHBOARD_CLAIM, 'the dashboard', options.policy) !== null) continue;
+      firstKept ??= tenant;
+      kept = {
+        memory_mb: kept.memory_mb + memoryRequest(DASHBOARD_CLAIM),
+        disk_gb: kept.disk_gb + DASHBOARD_CLAIM.disk_gb,
+        containers: kept.containers + 1,
+      };
+      keptFor++;
+    }
+    const refusal =
+      addressRefusal ??
+      capacityRefusal(host, used, req.need, req.what, options.policy) ??
+      (capacityRefusal(host, kept, req.need, req.what, options.policy) &&
+        `host ${host.name} has room for ${req.what}, kept for ${keptFor} tenant(s) waiting longer`);
     const { capacity_short_since: shortSince } = await trx
       .selectFrom('hosts')
       .select('capacity_short_since')
       .where('id', '=', host.id)
       .executeTakeFirstOrThrow();
     if (refusal) {
+      // Room is kept for a tenant ahead: it looks now rather than at its next poll.
+      if (firstKept && !addressRefusal)
+        await requestReconcile(trx, { kind: TENANT_KIND, id: firstKept.id }, { reason: 'room kept for it' });
       if (shortSince === null) {
         const since = new Date();
         await trx
@@ -214,6 +271,9 @@ export async function placeOrRefuse(
       return refusal;
     }
     await req.onPlaced?.(trx, host);
+    // The next in line looks now (it may fit in what is left), not at its next poll.
+    const [next] = await tenantsAhead(trx, req.resource, null);
+    if (next) await requestReconcile(trx, { kind: TENANT_KIND, id: next.id }, { reason: 'placed in turn' });
     if (shortSince !== null && (await capacityWaiters(trx, req.resource)).length === 0)
       await trx.updateTable('hosts').set({ capacity_short_since: null }).where('id', '=', host.id).execute();
     return null;

@@ -149,6 +149,7 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
         const d = await load(ctx);
         const refusal = await placeOrRefuse(deps.db, deps.placement, {
           resource: ctx.resource,
+          waitingSince: ctx.waitingSince,
           need: d.spec.resources,
           what: d.template.key,
           owner: `service ${d.template.key} of tenant ${d.spec.slug}`,

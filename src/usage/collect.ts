@@ -3,7 +3,7 @@ import type pg from 'pg';
 import { containerName, type ComputeDriver, type ContainerStats } from '../core/compute.ts';
 import type { Database } from '../db/database.ts';
 import type { Logger } from '../observability/logger.ts';
-import { addHours, GAUGES, hourOf, type Metric } from './metrics.ts';
+import { addHours, GAUGES, hourOf, PEAKS, type Metric } from './metrics.ts';
 
 /**
  * One collection pass. It runs in the hour it measures the end of: a pass at
@@ -18,6 +18,12 @@ import { addHours, GAUGES, hourOf, type Metric } from './metrics.ts';
  * NULL), never a guess; a counter that went down (the workload restarted)
  * counts from zero. Gauges (memory, disk, database size) are the sample at
  * the end of the hour.
+ *
+ * Memory is also sampled by every pass (the `usage` schedule runs one every
+ * SAMPLE_MINUTES): each sample adds to the container's row for the hour it is
+ * taken in (`usage_memory`: count, sum, highest, and the driver's own peak),
+ * at most once per slot of the hour, so `memory_avg_bytes` and
+ * `memory_peak_bytes` come from running aggregates, not a row per sample.
  *
  * Requests, response bytes (from the edges, `usage_edge_counts`) and mails
  * sent (`emails`) are sums over rows other parts write as things happen: the
@@ -41,6 +47,8 @@ export interface CollectResult {
   boundary: Date;
   /** Containers read by this pass (not already read for the boundary). */
   read: number;
+  /** Memory samples this pass added (containers not sampled yet in this slot of the hour). */
+  sampled: number;
   /** Rows this pass added to usage_metrics (counters, gauges and gaps). */
   written: number;
   gaps: number;
@@ -108,10 +116,20 @@ type ReadingRow = {
   tenant_id: string;
   tenant_service_id: string | null;
   taken_for: Date;
-} & Record<Metric, number | null>;
+} & Record<Exclude<Metric, (typeof MEMORY_HOUR_METRICS)[number]>, number | null>;
 
-/** Read and store the boundary's readings of every subject not read for it yet. */
-async function takeReadings(deps: CollectDeps, boundary: Date, result: CollectResult): Promise<void> {
+/** The memory a pass saw for a container: now, and the driver's peak since the workload started. */
+type MemoryReading = Pick<ContainerStats, 'memoryBytes' | 'memoryPeakBytes'>;
+
+/**
+ * Read and store the boundary's readings of every subject not read for it yet. Returns the
+ * containers that exist and the memory seen by the reads (each is also a memory sample).
+ */
+async function takeReadings(
+  deps: CollectDeps,
+  boundary: Date,
+  result: CollectResult,
+): Promise<{ present: Subject[]; memory: Map<string, MemoryReading> }> {
   const { db, compute } = deps;
   const all = await subjects(db);
   const done = new Set(
@@ -120,7 +138,9 @@ async function takeReadings(deps: CollectDeps, boundary: Date, result: CollectRe
     ).map((r) => r.container),
   );
   const existing = new Set((await compute.list()).filter((c) => c.state !== 'missing').map((c) => c.name));
-  const todo = all.filter((s) => !done.has(s.container) && existing.has(s.container));
+  const present = all.filter((s) => existing.has(s.container));
+  const memory = new Map<string, MemoryReading>();
+  const todo = present.filter((s) => !done.has(s.container));
   const sizes = await databaseSizes(
     deps.admin,
     todo.flatMap((s) => (s.dbName ? [s.dbName] : [])),
@@ -136,6 +156,7 @@ async function takeReadings(deps: CollectDeps, boundary: Date, result: CollectRe
       result.failed.push({ container: s.container, error: (err as Error).message });
       return;
     }
+    memory.set(s.container, { memoryBytes: stats.memoryBytes, memoryPeakBytes: stats.memoryPeakBytes });
     rows.push({
       container: s.container,
       tenant_id: s.tenantId,
@@ -173,6 +194,108 @@ async function takeReadings(deps: CollectDeps, boundary: Date, result: CollectRe
       .execute();
   }
   result.read = rows.length;
+  return { present, memory };
+}
+
+/** Minutes between memory samples: the `usage` schedule's period, and the width of a sample slot. */
+export const SAMPLE_MINUTES = 5;
+
+/**
+ * Add one memory sample per present container to its row for the hour `now` falls in, unless
+ * that container was already sampled in this slot of the hour (the bit test and the addition are
+ * one statement). Containers the readings just read are not read again.
+ */
+async function sampleMemory(
+  deps: CollectDeps,
+  now: Date,
+  present: Subject[],
+  seen: Map<string, MemoryReading>,
+  result: CollectResult,
+): Promise<void> {
+  const { db, compute } = deps;
+  const hour = hourOf(now);
+  const slot = 1 << Math.floor((now.getTime() - hour.getTime()) / (SAMPLE_MINUTES * 60_000));
+  const sampledAlready = new Set(
+    (
+      await sql<{ container: string }>`
+        SELECT container FROM usage_memory WHERE period_start = ${hour}::timestamptz AND slots & ${slot} <> 0
+      `.execute(db)
+    ).rows.map((r) => r.container),
+  );
+  const todo = present.filter((s) => !sampledAlready.has(s.container));
+  const samples: { s: Subject; m: MemoryReading }[] = [];
+  await mapLimit(todo, deps.concurrency ?? 8, async (s) => {
+    let m = seen.get(s.container);
+    try {
+      m ??= compute.memory ? await compute.memory(s.container) : await compute.stats(s.container);
+    } catch (err) {
+      deps.log.warn({ container: s.container, err }, 'usage: a memory sample failed');
+      return;
+    }
+    samples.push({ s, m });
+  });
+  for (let i = 0; i < samples.length; i += 500) {
+    const batch = samples.slice(i, i + 500).map(({ s, m }) => ({
+      container: s.container,
+      period_start: hour,
+      tenant_id: s.tenantId,
+      tenant_service_id: s.tenantServiceId,
+      slots: slot,
+      samples: 1,
+      sum_bytes: m.memoryBytes,
+      peak_bytes: m.memoryBytes,
+      driver_peak_first: m.memoryPeakBytes ?? null,
+      driver_peak_last: m.memoryPeakBytes ?? null,
+    }));
+    const added = await db
+      .insertInto('usage_memory')
+      .values(batch)
+      .onConflict((oc) =>
+        oc
+          .columns(['container', 'period_start'])
+          .doUpdateSet({
+            slots: sql`usage_memory.slots | excluded.slots`,
+            samples: sql`usage_memory.samples + 1`,
+            sum_bytes: sql`usage_memory.sum_bytes + excluded.sum_bytes`,
+            peak_bytes: sql`greatest(usage_memory.peak_bytes, excluded.peak_bytes)`,
+            driver_peak_first: sql`coalesce(usage_memory.driver_peak_first, excluded.driver_peak_first)`,
+            driver_peak_last: sql`greatest(usage_memory.driver_peak_last, excluded.driver_peak_last)`,
+          })
+          // The slot already counted (another worker, or this pass before a crash): nothing is added.
+          .where(sql<boolean>`usage_memory.slots & excluded.slots = 0`),
+      )
+      .returning('container')
+      .execute();
+    result.sampled += added.length;
+  }
+}
+
+/**
+ * `memory_avg_bytes` and `memory_peak_bytes` of the hours starting at `hours`, from their samples:
+ * the average of the samples, and the highest of them or the driver's peak when it grew during
+ * the hour (it was reached then, between two samples or at one).
+ */
+async function memoryHours(deps: CollectDeps, hours: Date[], result: CollectResult): Promise<void> {
+  const { rows } = await sql<{ value: number | null }>`
+    INSERT INTO usage_metrics (tenant_id, tenant_service_id, metric, period_start, value)
+    SELECT u.tenant_id, u.tenant_service_id, m.metric, u.period_start, m.value
+    FROM (
+      SELECT tenant_id, tenant_service_id, period_start,
+        sum(sum_bytes) / sum(samples) AS avg_bytes,
+        max(greatest(peak_bytes,
+          CASE WHEN driver_peak_last > driver_peak_first THEN driver_peak_last END)) AS peak_bytes
+      FROM usage_memory
+      WHERE period_start = ANY(${hours}::timestamptz[])
+      GROUP BY tenant_id, tenant_service_id, period_start
+    ) AS u
+    CROSS JOIN LATERAL (VALUES ('memory_avg_bytes', u.avg_bytes), ('memory_peak_bytes', u.peak_bytes))
+      AS m (metric, value)
+    ON CONFLICT ON CONSTRAINT usage_metrics_hour_key
+    DO UPDATE SET value = excluded.value, collected_at = now()
+    WHERE usage_metrics.value IS DISTINCT FROM excluded.value
+    RETURNING value
+  `.execute(deps.db);
+  result.written += rows.length;
 }
 
 interface MetricRow {
@@ -184,7 +307,9 @@ interface MetricRow {
 }
 
 const READING_METRICS = ['cpu_seconds', 'net_rx_bytes', 'net_tx_bytes'] as const;
-const SAMPLE_METRICS = GAUGES;
+const SAMPLE_METRICS = ['memory_bytes', 'disk_bytes', 'db_bytes'] as const;
+/** Written from the hour's memory samples (`memoryHours`); gaps where an hour had no reading at its end. */
+const MEMORY_HOUR_METRICS = ['memory_avg_bytes', 'memory_peak_bytes'] as const;
 
 /** The hours ending at `boundary` from the stored readings: differences, samples and gaps. */
 async function deriveHours(deps: CollectDeps, boundary: Date, result: CollectResult): Promise<void> {
@@ -211,6 +336,12 @@ async function deriveHours(deps: CollectDeps, boundary: Date, result: CollectRes
     .execute();
   const before = new Map(previous.map((p) => [p.container, p]));
   const last = addHours(boundary, -1);
+  // Containers with memory samples in the hour that just ended (the others' average and peak are gaps).
+  const sampled = new Set(
+    (await db.selectFrom('usage_memory').select('container').where('period_start', '=', last).execute()).map(
+      (r) => r.container,
+    ),
+  );
   const rows: MetricRow[] = [];
   for (const now of current) {
     const key = { tenant_id: now.tenant_id, tenant_service_id: now.tenant_service_id };
@@ -219,6 +350,9 @@ async function deriveHours(deps: CollectDeps, boundary: Date, result: CollectRes
       if (now[metric] !== null) rows.push({ ...key, metric, period_start: last, value: now[metric] });
     }
     if (!prev) continue; // The first reading: nothing was measured before it.
+    if (prev.memory_bytes !== null && !sampled.has(now.container))
+      for (const metric of MEMORY_HOUR_METRICS)
+        rows.push({ ...key, metric, period_start: last, value: null });
     const prevAt = new Date(prev.taken_for);
     const contiguous = prevAt.getTime() === last.getTime();
     for (const metric of READING_METRICS) {
@@ -234,6 +368,8 @@ async function deriveHours(deps: CollectDeps, boundary: Date, result: CollectRes
       for (const metric of [...READING_METRICS, ...SAMPLE_METRICS]) {
         if (prev[metric] !== null) rows.push({ ...key, metric, period_start: h, value: null });
       }
+      if (prev.memory_bytes !== null)
+        for (const metric of MEMORY_HOUR_METRICS) rows.push({ ...key, metric, period_start: h, value: null });
     }
   }
   for (let i = 0; i < rows.length; i += 1000) {
@@ -273,13 +409,15 @@ async function recountEvents(deps: CollectDeps, hours: Date[]): Promise<void> {
 }
 
 const gaugeList = sql.join(GAUGES.map((g) => sql.lit(g)));
+const peakList = sql.join(PEAKS.map((g) => sql.lit(g)));
 
 /** Roll the hours of one month (`YYYY-MM-01` in the platform's time zone) up into usage_monthly. */
 export async function rollUpMonth(db: Database, timeZone: string, month: string): Promise<void> {
   await sql`
     INSERT INTO usage_monthly (tenant_id, tenant_service_id, metric, month, value, hours, gap_hours)
     SELECT tenant_id, tenant_service_id, metric, ${month}::date,
-      CASE WHEN metric IN (${gaugeList}) THEN coalesce(avg(value), 0) ELSE coalesce(sum(value), 0) END,
+      CASE WHEN metric IN (${gaugeList}) THEN coalesce(avg(value), 0)
+        WHEN metric IN (${peakList}) THEN coalesce(max(value), 0) ELSE coalesce(sum(value), 0) END,
       count(*)::int, (count(*) FILTER (WHERE value IS NULL))::int
     FROM usage_metrics
     WHERE period_start >= (${month}::date::timestamp AT TIME ZONE ${timeZone})
@@ -330,6 +468,7 @@ async function prune(deps: CollectDeps, boundary: Date): Promise<void> {
   const readingsBefore = addHours(boundary, -LOOKBACK_HOURS - 24);
   await db.deleteFrom('usage_readings').where('taken_for', '<', readingsBefore).execute();
   await db.deleteFrom('usage_edge_counts').where('period_start', '<', readingsBefore).execute();
+  await db.deleteFrom('usage_memory').where('period_start', '<', readingsBefore).execute();
   await db
     .deleteFrom('usage_metrics')
     .where('period_start', '<', addHours(boundary, -retention.hourlyDays * 24))
@@ -343,15 +482,25 @@ async function prune(deps: CollectDeps, boundary: Date): Promise<void> {
 /** One pass for the hour `now` falls in; see the comment at the top. */
 export async function collectUsage(deps: CollectDeps, now: Date = new Date()): Promise<CollectResult> {
   const boundary = hourOf(now);
-  const result: CollectResult = { boundary, read: 0, written: 0, gaps: 0, failed: [] };
-  await takeReadings(deps, boundary, result);
+  const result: CollectResult = { boundary, read: 0, sampled: 0, written: 0, gaps: 0, failed: [] };
+  const { present, memory } = await takeReadings(deps, boundary, result);
+  await sampleMemory(deps, now, present, memory, result);
   await deriveHours(deps, boundary, result);
+  // The hours that ended: a sample never lands in an hour after it ended, so these are final.
+  await memoryHours(deps, [addHours(boundary, -1), addHours(boundary, -2)], result);
   await recountEvents(deps, [addHours(boundary, -1), addHours(boundary, -2)]);
   await rollUps(deps, boundary);
   await prune(deps, boundary);
   for (const f of result.failed) deps.log.warn(f, 'usage: reading a container failed; its hour stays a gap');
   deps.log.info(
-    { boundary, read: result.read, written: result.written, gaps: result.gaps, failed: result.failed.length },
+    {
+      boundary,
+      read: result.read,
+      sampled: result.sampled,
+      written: result.written,
+      gaps: result.gaps,
+      failed: result.failed.length,
+    },
     'usage collected',
   );
   return result;

@@ -1,6 +1,6 @@
 import { GAUGES } from '../core/usage.ts';
 
-export { COUNTERS, GAUGES, METRICS, type Metric } from '../core/usage.ts';
+export { COUNTERS, GAUGES, METRICS, PEAKS, type Metric } from '../core/usage.ts';
 
 export const isGauge = (metric: string): boolean => (GAUGES as readonly string[]).includes(metric);
 

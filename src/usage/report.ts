@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import { badRequest } from '../core/errors.ts';
 import type { Database } from '../db/database.ts';
-import { GAUGES } from './metrics.ts';
+import { GAUGES, METRICS, PEAKS } from './metrics.ts';
 
 export type Granularity = 'hour' | 'day' | 'month';
 export const GRANULARITIES: readonly Granularity[] = ['hour', 'day', 'month'];
@@ -63,6 +63,7 @@ export function parseUsageRange(
 }
 
 const gaugeList = sql.join(GAUGES.map((g) => sql.lit(g)));
+const peakList = sql.join(PEAKS.map((g) => sql.lit(g)));
 
 /**
  * Usage per tenant, service, metric and period. Hours come from the hourly
@@ -86,7 +87,8 @@ export async function usageReport(db: Database, q: UsageQuery): Promise<UsageRow
     gap_hours: number;
   }>`
     SELECT m.tenant_id, t.slug, s.key AS service, m.metric, ${bucket} AS period,
-      CASE WHEN m.metric IN (${gaugeList}) THEN avg(m.value) ELSE sum(m.value) END AS value,
+      CASE WHEN m.metric IN (${gaugeList}) THEN avg(m.value)
+        WHEN m.metric IN (${peakList}) THEN max(m.value) ELSE sum(m.value) END AS value,
       (count(*) FILTER (WHERE m.value IS NOT NULL))::int AS hours,
       (count(*) FILTER (WHERE m.value IS NULL))::int AS gap_hours
     FROM usage_metrics m
@@ -184,4 +186,66 @@ export async function monthRange(
       ((${`${month}-01`}::date + interval '1 month')::timestamp AT TIME ZONE ${timeZone}) AS "to"
   `.execute(db);
   return rows[0]!;
+}
+
+/** One tenant's month: each metric summed over its services and the tenant as a whole. */
+export interface TenantUsageTotals {
+  tenantId: string;
+  tenant: string;
+  /**
+   * Counters: the month's sum; gauges: the sum over its containers and databases of each one's
+   * average (storage held on average); `memory_peak_bytes`: the sum of each container's highest
+   * hour. Null when every hour of the metric was a gap.
+   */
+  metrics: Record<string, number | null>;
+  /** Hours of the month in which one of its metrics had a gap (the most over its rows). */
+  gapHours: number;
+}
+
+export interface UsageAcrossTenants {
+  /** Every tenant with usage in the period, ordered as asked. */
+  tenants: TenantUsageTotals[];
+  /** Per metric, the sum of the tenants' figures (null ones count nothing). */
+  totals: Record<string, number>;
+}
+
+/** What the admin view may be ordered by: the tenant's slug, or a metric (largest first). */
+export function parseUsageSort(sort: string | undefined): string {
+  const value = sort ?? 'tenant';
+  if (value !== 'tenant' && !(METRICS as readonly string[]).includes(value))
+    throw badRequest(`sort must be tenant or one of ${METRICS.join(', ')}`, { param: 'sort' });
+  return value;
+}
+
+/**
+ * The operators' view across tenants: each tenant's figures for the period
+ * (from the same rows as a tenant's own report by month, summed over its
+ * services), and the totals, which are the sums of those figures.
+ */
+export async function usageAcrossTenants(
+  db: Database,
+  q: { from: Date; to: Date; timeZone: string; sort?: string },
+): Promise<UsageAcrossTenants> {
+  const rows = await usageReport(db, { ...q, granularity: 'month' });
+  const byTenant = new Map<string, TenantUsageTotals>();
+  for (const r of rows) {
+    let t = byTenant.get(r.tenantId);
+    if (!t)
+      byTenant.set(r.tenantId, (t = { tenantId: r.tenantId, tenant: r.tenant, metrics: {}, gapHours: 0 }));
+    const before = t.metrics[r.metric];
+    t.metrics[r.metric] = r.value === null ? (before ?? null) : (before ?? 0) + r.value;
+    t.gapHours = Math.max(t.gapHours, r.gapHours);
+  }
+  const tenants = [...byTenant.values()];
+  const totals: Record<string, number> = {};
+  for (const t of tenants)
+    for (const [metric, value] of Object.entries(t.metrics))
+      totals[metric] = (totals[metric] ?? 0) + (value ?? 0);
+  const sort = q.sort ?? 'tenant';
+  tenants.sort((a, b) =>
+    sort === 'tenant'
+      ? a.tenant.localeCompare(b.tenant)
+      : (b.metrics[sort] ?? -1) - (a.metrics[sort] ?? -1) || a.tenant.localeCompare(b.tenant),
+  );
+  return { tenants, totals };
 }

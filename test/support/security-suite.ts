@@ -719,6 +719,13 @@ export const ROUTE_CASES: RouteCase[] = [
     call: () => ({ url: '/api/v1/webhooks' }),
   },
   {
+    method: 'GET',
+    url: '/api/v1/usage',
+    minRole: 'platform_admin',
+    scope: 'platform',
+    call: () => ({ url: '/api/v1/usage?month=2031-05&limit=5' }),
+  },
+  {
     method: 'DELETE',
     url: '/api/v1/webhooks/:endpoint',
     minRole: 'platform_admin',

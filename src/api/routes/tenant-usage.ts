@@ -2,7 +2,15 @@ import { z } from 'zod';
 import type { Config } from '../../config/load.ts';
 import { principalOf } from '../identity/authenticate.ts';
 import type { TenantAccess } from '../../identity/tenant-access.ts';
-import { parseUsageRange, usageReport } from '../../usage/report.ts';
+import type { Database } from '../../db/database.ts';
+import { monthOf } from '../../usage/collect.ts';
+import {
+  monthRange,
+  parseUsageRange,
+  parseUsageSort,
+  usageAcrossTenants,
+  usageReport,
+} from '../../usage/report.ts';
 import type { ApiServer } from '../server.ts';
 
 const UsageOut = z.object({
@@ -22,13 +30,76 @@ const UsageOut = z.object({
   ),
 });
 
+const AcrossOut = z.object({
+  month: z.string(),
+  timeZone: z.string(),
+  from: z.string(),
+  to: z.string(),
+  sort: z.string(),
+  total: z.number(),
+  limit: z.number(),
+  offset: z.number(),
+  totals: z.record(z.string(), z.number()),
+  tenants: z.array(
+    z.object({
+      tenantId: z.string(),
+      tenant: z.string(),
+      metrics: z.record(z.string(), z.number().nullable()),
+      gapHours: z.number(),
+    }),
+  ),
+});
+
 /**
  * A tenant's metered usage (members): per service (null: the tenant as a
  * whole) and metric, by hour, day or month. Read under the tenant's row-level
  * scope like every tenant route; `from`/`to`/`granularity` are checked by
- * `parseUsageRange`, whose refusals name the parameter.
+ * `parseUsageRange`, whose refusals name the parameter. Also the admins' view
+ * across tenants (`GET /api/v1/usage`).
  */
-export function tenantUsageRoutes(app: ApiServer, deps: { access: TenantAccess; config: Config }): void {
+export function tenantUsageRoutes(
+  app: ApiServer,
+  deps: { access: TenantAccess; config: Config; db: Database },
+): void {
+  app.get(
+    '/api/v1/usage',
+    {
+      config: { minRole: 'platform_admin' },
+      schema: {
+        tags: ['usage'],
+        summary:
+          "Every tenant's usage in a month (admins): per tenant each metric summed over its services, and totals that are the sums of the tenants' figures; `sort` (tenant or a metric, largest first), `limit` and `offset` page",
+        querystring: z.object({
+          month: z.string().max(20).optional(),
+          sort: z.string().max(40).optional(),
+          limit: z.coerce.number().int().min(1).max(500).default(50),
+          offset: z.coerce.number().int().min(0).max(1_000_000).default(0),
+        }),
+        response: { 200: AcrossOut },
+      },
+    },
+    async (request) => {
+      const { limit, offset } = request.query;
+      const timeZone = deps.config.timeZone;
+      const month = request.query.month ?? monthOf(new Date(), timeZone).slice(0, 7);
+      const sort = parseUsageSort(request.query.sort);
+      const { from, to } = await monthRange(deps.db, month, timeZone);
+      const all = await usageAcrossTenants(deps.db, { from, to, timeZone, sort });
+      return {
+        month,
+        timeZone,
+        from: from.toISOString(),
+        to: to.toISOString(),
+        sort,
+        total: all.tenants.length,
+        limit,
+        offset,
+        totals: all.totals,
+        tenants: all.tenants.slice(offset, offset + limit),
+      };
+    },
+  );
+
   app.get(
     '/api/v1/tenants/:tenant/usage',
     {

@@ -1,8 +1,8 @@
-import { DomainError } from '../../core/errors.ts';
+import { badRequest, DomainError } from '../../core/errors.ts';
 import { findTenant } from '../../db/tenants.ts';
 import { collectUsage } from '../../usage/collect.ts';
 import { monthOf } from '../../usage/collect.ts';
-import { monthRange, usageCsv, usageReport } from '../../usage/report.ts';
+import { monthRange, usageAcrossTenants, usageCsv, usageReport } from '../../usage/report.ts';
 import { withDatabase, type CommandContext } from '../context.ts';
 import { printJson, printTable } from '../output.ts';
 
@@ -46,10 +46,15 @@ export async function usageCollect(ctx: CommandContext, options: { json?: boolea
 export async function usageShow(
   ctx: CommandContext,
   slug: string | undefined,
-  options: { month?: string; json?: boolean; csv?: boolean },
+  options: { month?: string; json?: boolean; csv?: boolean; all?: boolean },
 ): Promise<void> {
   const timeZone = ctx.config.timeZone;
   const month = options.month ?? monthOf(new Date(), timeZone).slice(0, 7);
+  if (options.all) {
+    if (slug !== undefined) throw badRequest('--all shows every tenant: name no tenant with it');
+    if (options.csv) throw badRequest('--all prints a table or --json, not --csv');
+    return usageAll(ctx, month, options.json === true);
+  }
   const rows = await withDatabase(ctx, async ({ db }) => {
     const { from, to } = await monthRange(db, month, timeZone);
     let tenantId: string | undefined;
@@ -69,5 +74,46 @@ export async function usageShow(
   printTable(
     rows.map((r) => ({ ...r, service: r.service ?? '(tenant)' })),
     ['tenant', 'service', 'metric', 'value', 'hours', 'gapHours'],
+  );
+}
+
+/** The columns of `aiqso usage --all`: the metrics an operator bills and plans by. */
+const ALL_COLUMNS = [
+  'cpu_seconds',
+  'memory_avg_bytes',
+  'memory_peak_bytes',
+  'disk_bytes',
+  'db_bytes',
+  'requests',
+  'mails_sent',
+] as const;
+
+/**
+ * `aiqso usage --all [--month] [--json]`: every tenant's month, one line each
+ * (each metric summed over its services, as `GET /api/v1/usage` answers), and a
+ * TOTAL line that is the sum of the lines above it.
+ */
+async function usageAll(ctx: CommandContext, month: string, json: boolean): Promise<void> {
+  const timeZone = ctx.config.timeZone;
+  const result = await withDatabase(ctx, async ({ db }) => {
+    const { from, to } = await monthRange(db, month, timeZone);
+    return { from, to, ...(await usageAcrossTenants(db, { from, to, timeZone })) };
+  });
+  if (json) return printJson({ month, timeZone, ...result });
+  if (result.tenants.length === 0) {
+    process.stdout.write(`No usage recorded for ${month}.\n`);
+    return;
+  }
+  const cell = (v: number | null | undefined) =>
+    v === null || v === undefined ? null : Number.isInteger(v) ? String(v) : v.toFixed(2);
+  printTable(
+    [
+      ...result.tenants.map((t) => ({
+        tenant: t.tenant,
+        ...Object.fromEntries(ALL_COLUMNS.map((m) => [m, cell(t.metrics[m])])),
+      })),
+      { tenant: 'TOTAL', ...Object.fromEntries(ALL_COLUMNS.map((m) => [m, cell(result.totals[m])])) },
+    ],
+    ['tenant', ...ALL_COLUMNS],
   );
 }

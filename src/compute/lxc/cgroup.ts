@@ -6,10 +6,10 @@ import type { ResourceLimits } from '../../core/compute.ts';
 /** Which cgroup hierarchy this host runs (v1 or v2). */
 export const CGROUP: 'v1' | 'v2' = existsSync('/sys/fs/cgroup/cgroup.controllers') ? 'v2' : 'v1';
 
-/** The limits in force, read from the cgroup files of the container's init (no lxc-* spawn). */
-export async function observedLimits(pid: number): Promise<Partial<ResourceLimits> | undefined> {
+/** A reader of the files of the cgroups the process `pid` is in, by controller ('' on v2). */
+async function cgroupReader(pid: number) {
   const groups = await readFile(`/proc/${pid}/cgroup`, 'utf8').catch(() => '');
-  const read = async (controller: string, file: string) => {
+  return async (controller: string, file: string) => {
     const line = groups
       .split('\n')
       .find(
@@ -23,6 +23,40 @@ export async function observedLimits(pid: number): Promise<Partial<ResourceLimit
       () => undefined,
     );
   };
+}
+
+/** True when the process `pid` still runs in a cgroup of the container `name` (a cached init pid is still its). */
+export async function inContainerCgroup(pid: number, name: string): Promise<boolean> {
+  const groups = await readFile(`/proc/${pid}/cgroup`, 'utf8').catch(() => '');
+  return groups.split('\n').some((line) => {
+    const parts = line.split(':').slice(2).join(':').split('/');
+    return parts.includes(name) || parts.includes(`lxc.payload.${name}`);
+  });
+}
+
+/**
+ * Memory use now and its peak since the cgroup was made, from the cgroup of the container's init:
+ * v2 `memory.current` and `memory.peak` (kernel 5.19 and later), v1 `memory.usage_in_bytes` and
+ * `memory.max_usage_in_bytes`. A file the kernel does not offer is left out.
+ */
+export async function cgroupMemory(pid: number): Promise<{ bytes?: number; peakBytes?: number }> {
+  const read = await cgroupReader(pid);
+  const [now, peak] =
+    CGROUP === 'v1'
+      ? await Promise.all([
+          read('memory', 'memory.usage_in_bytes'),
+          read('memory', 'memory.max_usage_in_bytes'),
+        ])
+      : await Promise.all([read('', 'memory.current'), read('', 'memory.peak')]);
+  const num = (t: string | undefined) => (t !== undefined && /^\d+$/.test(t) ? Number(t) : undefined);
+  const bytes = num(now);
+  const peakBytes = num(peak);
+  return { ...(bytes !== undefined ? { bytes } : {}), ...(peakBytes !== undefined ? { peakBytes } : {}) };
+}
+
+/** The limits in force, read from the cgroup files of the container's init (no lxc-* spawn). */
+export async function observedLimits(pid: number): Promise<Partial<ResourceLimits> | undefined> {
+  const read = await cgroupReader(pid);
   if (CGROUP === 'v1') {
     const bytes = Number(await read('memory', 'memory.limit_in_bytes'));
     const quota = Number(await read('cpu', 'cpu.cfs_quota_us'));

@@ -20,7 +20,7 @@ import { IpPool } from '../shared/ip-pool.ts';
 import { KeyedMutex, runOk } from '../shared/run.ts';
 import { recordApplied, reportedDigest } from './applied.ts';
 import { forgetNeighbour } from './bridge.ts';
-import { CGROUP, observedLimits } from './cgroup.ts';
+import { CGROUP, cgroupMemory, inContainerCgroup, observedLimits } from './cgroup.ts';
 import {
   cgroupLimitKeys,
   IMAGE_LOG,
@@ -68,6 +68,8 @@ export class LxcDriver implements ComputeDriver {
   readonly pool: IpPool;
   private readonly tools: LxcTools;
   private readonly locks = new KeyedMutex();
+  /** Init pids `memory()` found, by container (checked against the container's cgroup before use). */
+  private readonly initPids = new Map<string, number>();
   private readonly cloneLocks = new KeyedMutex();
   private base?: Promise<Ready>;
   private readonly walls: LxcWalls;
@@ -280,13 +282,36 @@ export class LxcDriver implements ComputeDriver {
     const running = (await this.tools.state(name)) === 'RUNNING';
     const f = running ? await this.tools.info(name) : {};
     const num = (key: string) => Number(f[key] ?? 0) || 0;
+    const peak = running && num('PID') ? (await cgroupMemory(num('PID'))).peakBytes : undefined;
     return {
       cpuSeconds: num('CPU use') / 1e9,
       memoryBytes: num('Memory use'),
+      ...(peak !== undefined ? { memoryPeakBytes: peak } : {}),
       diskBytes: await duBytes(await this.deltaDir(name)),
       // lxc-info counts on the host's end of the veth: what it receives the container sent.
       netRxBytes: num('TX bytes'),
       netTxBytes: num('RX bytes'),
+    };
+  }
+
+  async memory(name: string): Promise<Pick<ContainerStats, 'memoryBytes' | 'memoryPeakBytes'>> {
+    this.mustExist(name);
+    // The init's pid, remembered while it still runs in the container's cgroup (else one lxc-info), then
+    // the cgroup's own files: sampled every few minutes for every container, so no spawn when avoidable.
+    let pid = this.initPids.get(name);
+    if (pid === undefined || !(await inContainerCgroup(pid, name))) {
+      const live = await this.tools.statePid(name);
+      pid = live.state === 'RUNNING' ? live.pid : undefined;
+      if (pid === undefined) {
+        this.initPids.delete(name);
+        return { memoryBytes: 0 };
+      }
+      this.initPids.set(name, pid);
+    }
+    const m = await cgroupMemory(pid);
+    return {
+      memoryBytes: m.bytes ?? 0,
+      ...(m.peakBytes !== undefined ? { memoryPeakBytes: m.peakBytes } : {}),
     };
   }
 

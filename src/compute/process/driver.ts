@@ -13,7 +13,7 @@ import { badRequest, DomainError } from '../../core/errors.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { KeyedMutex, run, runOk, sleep, WORKLOAD_PATH } from '../shared/run.ts';
 import { freeLoopbackPort } from './ports.ts';
-import { cmdline, cpuSeconds, isSameProcess, rssBytes } from './proc.ts';
+import { cmdline, cpuSeconds, isSameProcess, memoryOf } from './proc.ts';
 import { ProcessStore, type ProcessState } from './store.ts';
 import { Supervisor } from './supervisor.ts';
 
@@ -143,14 +143,23 @@ export class ProcessDriver implements ComputeDriver {
   async stats(name: string): Promise<ContainerStats> {
     const state = await this.mustRead(name);
     const alive = await isSameProcess(state.pid, state.pidStart);
+    const memory = alive ? await memoryOf(state.pid!) : { rss: 0, peak: 0 };
     return {
       cpuSeconds: alive ? await cpuSeconds(state.pid!) : 0,
-      memoryBytes: alive ? await rssBytes(state.pid!) : 0,
+      memoryBytes: memory.rss,
+      ...(alive ? { memoryPeakBytes: memory.peak } : {}),
       diskBytes: await diskUsage(this.store.dir(name)),
       // Processes share the host's network namespace: there is no per-container counter.
       netRxBytes: 0,
       netTxBytes: 0,
     };
+  }
+
+  async memory(name: string): Promise<Pick<ContainerStats, 'memoryBytes' | 'memoryPeakBytes'>> {
+    const state = await this.mustRead(name);
+    if (!(await isSameProcess(state.pid, state.pidStart))) return { memoryBytes: 0 };
+    const { rss, peak } = await memoryOf(state.pid!);
+    return { memoryBytes: rss, memoryPeakBytes: peak };
   }
 
   async exec(name: string, argv: string[], options: ExecOptions = {}): Promise<ExecResult> {

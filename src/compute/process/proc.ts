@@ -44,6 +44,17 @@ export async function rssBytes(pid: number): Promise<number> {
   }
 }
 
+/** Resident memory now (VmRSS) and the highest it has been since the process started (VmHWM), in bytes. */
+export async function memoryOf(pid: number): Promise<{ rss: number; peak: number }> {
+  try {
+    const status = await readFile(`/proc/${pid}/status`, 'utf8');
+    const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0);
+    return { rss: kb('VmRSS') * 1024, peak: kb('VmHWM') * 1024 };
+  } catch {
+    return { rss: 0, peak: 0 };
+  }
+}
+
 export async function cmdline(pid: number): Promise<string[]> {
   try {
     return (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').filter(Boolean);

@@ -1,4 +1,8 @@
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import type { EdgeUsageReporter } from '../../usage/edge-report.ts';
+import { startNginxLogReporter } from '../../usage/nginx-log.ts';
 import { createEdgeMetrics } from '../edge-metrics.ts';
 import { tableRoutes, type RouteTable } from '../route-table.ts';
 import { startBuiltinEdge, type BuiltinEdgeOptions, type EdgeDeps, type RunningEdge } from '../start.ts';
@@ -8,6 +12,8 @@ import { renderNginxConfig } from './render.ts';
 
 export interface NginxEdge extends RunningEdge {
   nginx: NginxProcess;
+  /** The reader of nginx's access log into usage_edge_counts; `flush` reads what nginx wrote so far. */
+  usage: EdgeUsageReporter;
   /** The outcome of the latest render + apply. */
   lastApply(): ApplyResult;
   /** Render and apply the current table now (also done on every route change). */
@@ -20,6 +26,8 @@ export interface NginxEdgeOptions extends Omit<BuiltinEdgeOptions, 'behindNginx'
   workerProcesses?: number | 'auto';
   /** How often certificate files are checked for a renewal (ms). */
   certPollMs?: number;
+  /** How often the access log is read for usage metering (ms). */
+  usageReadMs?: number;
 }
 
 /**
@@ -122,8 +130,19 @@ export async function startNginxEdge(deps: EdgeDeps, options: NginxEdgeOptions):
     : undefined;
   certTimer?.unref();
 
+  // Requests per tenant for usage metering come from nginx's access log (the internal edge behind it
+  // reports none, or requests it is handed would count twice).
+  const usage = startNginxLogReporter({
+    db: deps.database.db,
+    file: path.join(options.dir, 'access.log'),
+    edge: `nginx:${os.hostname()}:${options.dir}`,
+    log,
+    intervalMs: options.usageReadMs,
+  });
+
   return {
     nginx,
+    usage,
     watcher: internal.watcher,
     listeners: { httpPort: options.httpPort, httpsPort: options.https?.port, close: () => Promise.resolve() },
     lastApply: () => last,
@@ -132,6 +151,8 @@ export async function startNginxEdge(deps: EdgeDeps, options: NginxEdgeOptions):
       if (timer) clearTimeout(timer);
       if (certTimer) clearInterval(certTimer);
       await nginx.stop();
+      // nginx wrote its buffered lines when it stopped: they are counted now.
+      await usage.close();
       await internal.close();
     },
   };

@@ -194,7 +194,7 @@ export function renderNginxConfig(input: NginxRenderInput): NginxRender {
     `error_log ${quote(`${d}/error.log`)} warn;`,
     'events { worker_connections 8192; }',
     'http {',
-    `  log_format aiqso escape=json '{"time":"$time_iso8601","tenantId":"$aiqso_tenant","route":"$host$aiqso_seg","host":"$host","path":"$aiqso_log_path","status":$status,"ms":$request_time,"upstream":"$upstream_addr"}';`,
+    `  log_format aiqso escape=json '{"time":"$time_iso8601","tenantId":"$aiqso_tenant","route":"$host$aiqso_seg","host":"$host","path":"$aiqso_log_path","status":$status,"ms":$request_time,"bytes":$body_bytes_sent,"upstream":"$upstream_addr"}';`,
     `  access_log ${quote(`${d}/access.log`)} aiqso buffer=64k flush=1s;`,
     ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map(
       (t) => `  ${t}_temp_path ${quote(`${d}/tmp/${t}`)};`,
