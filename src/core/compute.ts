@@ -44,8 +44,21 @@ export interface ImageCache {
    * An image that does not exist, a registry that refuses, or an image for another
    * architecture throw DomainError `deploy_failed` naming the reason.
    */
-  pull(image: string): Promise<{ digest: string; pulled: boolean }>;
+  pull(image: string, onProgress?: OnPullProgress): Promise<{ digest: string; pulled: boolean }>;
 }
+
+/**
+ * What a pull is doing, for whoever asked for it (`aiqso templates build`
+ * prints it): found in the cache, waiting for another process's pull of the
+ * same cache, fetching from the registry (one event per blob as it is
+ * copied), unpacking, ready.
+ */
+export interface PullProgress {
+  stage: 'cached' | 'waiting' | 'pulling' | 'copying' | 'unpacking' | 'ready';
+  image: string;
+  detail: string;
+}
+export type OnPullProgress = (progress: PullProgress) => void;
 
 export interface ResourceLimits {
   memoryMb: number;

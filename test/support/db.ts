@@ -5,6 +5,8 @@ import { withDatabase } from './urls.ts';
 
 export interface TestDatabase extends DatabaseHandle {
   name: string;
+  /** Its connection URL (for a child `aiqso` given it as DATABASE_URL). */
+  url: string;
   /** Close the pool and drop the database. */
   drop(): Promise<void>;
 }
@@ -33,6 +35,7 @@ export async function createTestDatabase(options: { max?: number } = {}): Promis
   return {
     ...handle,
     name,
+    url,
     async drop() {
       await handle.close();
       const a = openDatabase(adminUrl, { max: 1 });
