@@ -174,11 +174,11 @@ describe('proxmox: containers from images and apps', { timeout: 180_000 }, () =>
       const refused = await failure(d.images.pull('127.0.0.1:9/test/web:1'));
       expect(refused.code).toBe('deploy_failed');
       expect(refused.message).toMatch(/connection refused/i);
-      const init = await failure(
-        d.ensure(spec('init', { kind: 'image', image: web, init: [['/bin/true']] }, 8080)),
+      const commandOnly = await failure(
+        d.ensure(spec('cmdonly', { kind: 'image', image: web, command: ['-f', '-p', '8080'] }, 8080)),
       );
-      expect(init.code).toBe('deploy_failed');
-      expect(init.message).toMatch(/init commands/);
+      expect(commandOnly.code).toBe('deploy_failed');
+      expect(commandOnly.message).toMatch(/replaces the image's command but not its entrypoint/);
       expect(sim.cluster.guests.size).toBe(guests);
       expect(sim.cluster.templates).toHaveLength(templates);
       expect(invalid()).toEqual([]);
@@ -186,4 +186,79 @@ describe('proxmox: containers from images and apps', { timeout: 180_000 }, () =>
       await d.close();
     }
   });
+
+  it("runs an image's init commands once per deployment and in its working directory, through the image's shell", async ({
+    skip: skipTest,
+  }) => {
+    if (skip) return skipTest();
+    const d = driver();
+    const init = [['/bin/sh', '-c', 'echo ran >> /data/init-runs; echo "it\'s" > /data/quoted']];
+    // Serves `.`: only from /www (the working directory) is there a /cgi-bin/index.cgi to answer.
+    const relative = spec(
+      'relative',
+      {
+        kind: 'image',
+        image: web,
+        entrypoint: ['/bin/busybox', 'httpd'],
+        command: ['-f', '-p', '8080', '-h', '.'],
+        workdir: '/www',
+        init,
+      },
+      8080,
+    );
+    // The image's own command (which Proxmox set as the entrypoint), with an init command before it.
+    const own = spec('own', { kind: 'image', image: web, init }, 8080);
+    const failing = spec(
+      'failing',
+      { kind: 'image', image: web, init: [['/bin/sh', '-c', 'echo schema locked; exit 4']] },
+      8080,
+    );
+    const vmOf = (info: { handle?: string }) => sim.cluster.guests.get(Number(info.handle!.split('/')[1]))!;
+    try {
+      for (const s of [relative, own]) {
+        await d.ensure(s);
+        // A second ensure (a spec update) finds the image's command again, not the boot script.
+        const info = await d.ensure(s);
+        const running = await d.start(s.name);
+        const answer = (await fetchApp(running)) as unknown as { name: string; initRuns: number };
+        expect(answer).toMatchObject({ name: `app-${s.role}`, initRuns: 1 });
+        const config = vmOf(info).config;
+        expect(config.entrypoint).toBe(`/bin/sh -c 'eval "$AIQSO_BOOT"'`);
+        const env = config.env!.split('\0');
+        expect(env).toContain('AIQSO_IMAGE_CMD=/bin/busybox httpd -f -p 8080 -h /www');
+        // A restart does not run init again: its marker is in the container's own root filesystem.
+        const again = (await fetchApp(await d.restart(s.name))) as unknown as { initRuns: number };
+        expect(again.initRuns).toBe(1);
+      }
+      // The init command ran in each container of the same image, not once for both.
+      for (const s of [relative, own]) {
+        const vmid = vmOf(await d.status(s.name)).vmid;
+        expect(await sim.cluster.workloads!.guestFile(vmid, '/data/quoted')).toBe("it's\n");
+        expect(await sim.cluster.workloads!.guestFile(vmid, '/data/init-runs')).toBe('ran\n');
+      }
+
+      // A failing init command stops the container; its output says which command and its status.
+      const f = await d.ensure(failing);
+      await d.start(failing.name);
+      let state = (await d.status(failing.name)).state;
+      for (let i = 0; i < 100 && state === 'running'; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        state = (await d.status(failing.name)).state;
+      }
+      expect(state).toBe('stopped');
+      expect(await sim.cluster.workloads!.lastOutput(vmOf(f).vmid)).toMatch(
+        /schema locked\naiqso: init command failed \(4\): \/bin\/sh -c echo schema locked; exit 4/,
+      );
+
+      // Without init commands or a working directory, the image's own command comes back.
+      const plain = await d.ensure({ ...own, workload: { kind: 'image', image: web } });
+      expect(vmOf(plain).config.entrypoint).toBe('/bin/busybox httpd -f -p 8080 -h /www');
+      expect(vmOf(plain).config.env).not.toMatch(/AIQSO_BOOT|AIQSO_IMAGE_CMD/);
+      expect(invalid()).toEqual([]);
+    } finally {
+      for (const s of [relative, own, failing]) await d.destroy(s.name);
+      await d.close();
+    }
+  });
 });
+
