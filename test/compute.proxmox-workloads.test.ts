@@ -261,4 +261,3 @@ describe('proxmox: containers from images and apps', { timeout: 180_000 }, () =>
     }
   });
 });
-

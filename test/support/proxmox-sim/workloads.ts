@@ -297,7 +297,12 @@ export class Workloads {
     }
     // The device nodes a container's /dev has (the image ships none).
     await mkdir(path.join(root, 'dev'), { recursive: true });
-    for (const [name, minor] of [['null', 3], ['zero', 5], ['random', 8], ['urandom', 9]] as const) {
+    for (const [name, minor] of [
+      ['null', 3],
+      ['zero', 5],
+      ['random', 8],
+      ['urandom', 9],
+    ] as const) {
       if (!existsSync(path.join(root, 'dev', name)))
         await run(tool('mknod'), ['-m', '666', path.join(root, 'dev', name), 'c', '1', String(minor)]);
     }
