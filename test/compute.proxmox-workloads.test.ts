@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -8,6 +8,7 @@ import type { DomainError } from '../src/core/errors.ts';
 import { newId } from '../src/core/ids.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { appWorkload, fetchApp } from './support/compute-app.ts';
+import { runCli } from './support/cli.ts';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
 import { lxcAvailable, privateNetwork } from './support/lxc.ts';
 import { startProxmoxSimulator, type ProxmoxSimulator } from './support/proxmox-sim/server.ts';
@@ -258,6 +259,77 @@ describe('proxmox: containers from images and apps', { timeout: 180_000 }, () =>
     } finally {
       for (const s of [relative, own, failing]) await d.destroy(s.name);
       await d.close();
+    }
+  });
+
+  it('aiqso templates build pulls a service image onto the cluster ahead of its first deploy, once', async ({
+    skip: skipTest,
+  }) => {
+    if (skip) return skipTest();
+    const ref = await registry.push(
+      'test/tplpve',
+      '1',
+      webImage(8080, { env: ['IMAGE_DEFAULT=from-image', 'BUILT_AS=tplpve'] }),
+    );
+    const catalog = await mkdtemp(path.join(os.tmpdir(), 'aiqso-tplcat-'));
+    await writeFile(
+      path.join(catalog, 'tplpve.yaml'),
+      [
+        'key: tplpve',
+        'name: Tplpve',
+        'description: A test-built image.',
+        'kind: image',
+        `image: ${ref}`,
+        'min_memory_mb: 64',
+        'resources: { memory_mb: 128, cores: 1, disk_gb: 1 }',
+        'port: 8080',
+        'health: { path: /healthz }',
+        'route: { path: /tplpve }',
+        'database: { postgres: false }',
+        '',
+      ].join('\n'),
+    );
+    const env = {
+      DATABASE_URL: db.url,
+      AIQSO_DATA_DIR: workDir,
+      AIQSO_CATALOG_DIR: catalog,
+      AIQSO_DRIVER: 'proxmox',
+      PROXMOX_URL: sim.url,
+      PROXMOX_TOKEN_ID: sim.tokenId,
+      PROXMOX_TOKEN_SECRET: sim.tokenSecret,
+      PROXMOX_CA_FILE: sim.certFile,
+      PROXMOX_STORAGE: 'local-lvm',
+      PROXMOX_BACKUP_STORAGE: 'local',
+      PROXMOX_TEMPLATE_STORAGE: 'local',
+      PROXMOX_BRIDGE: net.bridge,
+      PROXMOX_SUBNET: net.subnet,
+      PROXMOX_VMID_RANGE: '20000-20999',
+    };
+    const pulls = () =>
+      sim.requests.filter((r) => r.method === 'POST' && r.path.endsWith('/oci-registry-pull')).length;
+    const d = driver();
+    try {
+      const before = pulls();
+      const built = await runCli(['templates', 'build', 'tplpve', '--json'], env, 120_000);
+      expect(built.code, built.stderr).toBe(0);
+      const volid = (JSON.parse(built.stdout) as { template: string }).template;
+      expect(JSON.parse(built.stdout)).toMatchObject({ driver: 'proxmox', image: ref, pulled: true });
+      expect(volid).toMatch(/^local:vztmpl\/aiqso-img-[0-9a-f]{24}\.tar$/);
+      expect(built.stderr).toContain('tplpve: pulling onto pve1 (local)');
+      expect(built.stderr).toContain(`tplpve: ready as ${volid}`);
+      expect(pulls()).toBe(before + 1);
+      // The driver's first deploy finds it there: no pull.
+      expect(await d.images.cached(ref)).toBe(true);
+      expect(await d.images.pull(ref)).toMatchObject({ pulled: false });
+      const again = await runCli(['templates', 'build', 'tplpve'], env, 60_000);
+      expect(again.code, again.stderr).toBe(0);
+      expect(again.stderr).toContain(`tplpve: cached on pve1 as ${volid}`);
+      expect(again.stdout).toMatch(/^tplpve: .*test\/tplpve:1 was ready already as local:vztmpl\//);
+      expect(pulls()).toBe(before + 1);
+      expect(invalid()).toEqual([]);
+    } finally {
+      await d.close();
+      await rm(catalog, { recursive: true, force: true });
     }
   });
 });
