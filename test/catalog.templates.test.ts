@@ -200,11 +200,9 @@ describe('service catalog', () => {
       [app!, image!, clone!].filter((t) => whyNotRunnable(t, driver) === null).map((t) => t.kind);
     expect(offered('process')).toEqual(['app']);
     expect(offered('lxc')).toEqual(['app', 'image']);
-    expect(offered('proxmox')).toEqual(['app', 'clone']);
-    // Proxmox runs images, but a container there takes no init commands and no working directory.
-    expect(whyNotRunnable(image!, 'proxmox')).toBe(
-      'demo cannot run on the proxmox driver: it needs init commands, and the Proxmox API has no exec channel to run them',
-    );
+    expect(offered('proxmox')).toEqual(['app', 'image', 'clone']);
+    // Proxmox runs images with init commands and a working directory too (through the image's shell).
+    expect(whyNotRunnable(image!, 'proxmox')).toBeNull();
     const [plain] = loadCatalog(
       catalogWith({
         'demo.yaml': IMAGE.replace('workdir: /srv\n', '').replace('init: [[/bin/web, --install]]\n', ''),

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -257,6 +257,165 @@ describe('lxc driver: OCI images', { timeout: 180_000 }, () => {
       await driver.destroy(quits.name);
       await driver.destroy(badInit.name);
       await driver.close();
+    }
+  });
+});
+
+describe('aiqso templates build', { timeout: 240_000 }, () => {
+  const service = (key: string, image: string) =>
+    [
+      `key: ${key}`,
+      `name: ${key}`,
+      'description: A test-built image.',
+      'kind: image',
+      `image: ${image}`,
+      'min_memory_mb: 64',
+      'resources: { memory_mb: 128, cores: 1, disk_gb: 1 }',
+      'port: 3000',
+      'health: { path: /healthz, status: 200, timeout_seconds: 30 }',
+      `route: { path: /${key}, strip_prefix: true }`,
+      'database: { postgres: false }',
+      '',
+    ].join('\n');
+
+  it("turns a service's image into the template its first deploy uses, with progress, shared with a deploy under way", async ({
+    skip: skipTest,
+  }) => {
+    if (skip) return skipTest();
+    // Images of their own (a digest no earlier test unpacked).
+    const own = (name: string) => webImage(3000, { env: ['IMAGE_DEFAULT=from-image', `BUILT_AS=${name}`] });
+    const prebuilt = await registry.push('test/prebuilt', '1', own('prebuilt'));
+    const race = await registry.push('test/race', '1', own('race'));
+    const catalog = await mkdtemp(path.join(os.tmpdir(), 'aiqso-tplcat-'));
+    await writeFile(path.join(catalog, 'prebuilt.yaml'), service('prebuilt', prebuilt));
+    await writeFile(path.join(catalog, 'race.yaml'), service('race', race));
+    const env = {
+      DATABASE_URL: db.url,
+      AIQSO_DRIVER: 'lxc',
+      AIQSO_LXC_PATH: lxcPath,
+      AIQSO_LXC_BRIDGE: bridge,
+      AIQSO_LXC_SUBNET: subnet,
+      AIQSO_REGISTRIES_CONF: registry.registriesConf,
+      AIQSO_CATALOG_DIR: catalog,
+      AIQSO_DATA_DIR: lxcPath,
+    };
+    const driver = await open();
+    const harness = (ref: string) => ({ workload: () => imageWorkload(ref) }) as ContractHarness;
+    const specs = [specFor(harness(prebuilt), 'prebuilt'), specFor(harness(race), 'race')];
+    const blobs = (name: string) => registry.requests(new RegExp(`^GET /v2/test/${name}/blobs/`));
+    try {
+      // Built ahead: pulled and unpacked, each step shown as it happens.
+      const built = await runCli(['templates', 'build', 'prebuilt', '--json'], env, 180_000);
+      expect(built.code, built.stderr).toBe(0);
+      const result = JSON.parse(built.stdout) as Record<string, unknown>;
+      expect(result).toMatchObject({ service: 'prebuilt', image: prebuilt, driver: 'lxc', pulled: true });
+      expect(result.digest).toMatch(/^sha256:[0-9a-f]{64}$/);
+      expect(result.template).toBe(`aiqsoimg-${(result.digest as string).slice(7, 31)}`);
+      expect(result.templateBytes).toBeGreaterThan(1_000_000);
+      const stages = built.stderr
+        .split('\n')
+        .filter((l) => l.startsWith('prebuilt: '))
+        .map((l) => l.split(' ')[1]);
+      expect(stages[0]).toBe('pulling');
+      expect(stages).toContain('copying');
+      expect(stages.slice(-2)).toEqual(['unpacking', 'ready']);
+      expect(built.stderr).toMatch(/^prebuilt: pulling from 127\.0\.0\.1:\d+$/m);
+      expect(built.stderr).toMatch(/^prebuilt: copying blob sha256:[0-9a-f]{12}$/m);
+      expect(await blobs('prebuilt')).toHaveLength(2); // config + layer
+
+      // The first deploy uses that template: no pull, no request to the registry.
+      const before = (await registry.requests(/./)).length;
+      await driver.ensure(specs[0]!);
+      expect(driver.images.pulls).toBe(0);
+      expect((await registry.requests(/./)).length).toBe(before);
+      expect((await fetchWeb(await driver.start(specs[0]!.name))).packages).toBe(true);
+
+      // Built again: it says so and pulls nothing.
+      const again = await runCli(['templates', 'build', 'prebuilt'], env, 60_000);
+      expect(again.code, again.stderr).toBe(0);
+      expect(again.stderr).toMatch(/^prebuilt: cached sha256:[0-9a-f]{64} as aiqsoimg-[0-9a-f]{24}$/m);
+      expect(again.stdout).toMatch(/^prebuilt: .*test\/prebuilt:1 was ready already as aiqsoimg-/);
+      expect(await blobs('prebuilt')).toHaveLength(2);
+
+      // A build and a first deploy at the same time: one pull between the two processes.
+      const [raced] = await Promise.all([
+        runCli(['templates', 'build', 'race', '--json'], env, 180_000),
+        driver.ensure(specs[1]!),
+      ]);
+      expect(raced.code, raced.stderr).toBe(0);
+      const racedPulled = (JSON.parse(raced.stdout) as { pulled: boolean }).pulled;
+      expect(driver.images.pulls + (racedPulled ? 1 : 0)).toBe(1);
+      expect(await blobs('race')).toHaveLength(2);
+
+      const listed = await runCli(['templates', 'list'], env);
+      expect(listed.code, listed.stderr).toBe(0);
+      expect(listed.stdout).toContain(prebuilt);
+      expect(listed.stdout).toContain(race);
+    } finally {
+      for (const s of specs) await driver.destroy(s.name);
+      await driver.close();
+      await rm(catalog, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a service not in the catalog, one that is not an image, the process driver, and says why a pull failed', async ({
+    skip: skipTest,
+  }) => {
+    if (skip) return skipTest();
+    const closed = await freePort();
+    const catalog = await mkdtemp(path.join(os.tmpdir(), 'aiqso-tplcat-'));
+    await writeFile(path.join(catalog, 'ghost.yaml'), service('ghost', `${registry.host}/test/ghost:1`));
+    await writeFile(path.join(catalog, 'refused.yaml'), service('refused', `127.0.0.1:${closed}/test/web:1`));
+    await writeFile(
+      path.join(catalog, 'notes.yaml'),
+      await readFile(new URL('../catalog/services/notes.yaml', import.meta.url), 'utf8'),
+    );
+    const env = {
+      DATABASE_URL: db.url,
+      AIQSO_DRIVER: 'lxc',
+      AIQSO_LXC_PATH: lxcPath,
+      AIQSO_LXC_BRIDGE: bridge,
+      AIQSO_LXC_SUBNET: subnet,
+      AIQSO_REGISTRIES_CONF: registry.registriesConf,
+      AIQSO_CATALOG_DIR: catalog,
+      AIQSO_DATA_DIR: lxcPath,
+    };
+    try {
+      const cases: [string[], Record<string, string>, number, RegExp][] = [
+        [['nope'], {}, 3, /^aiqso: no service "nope" in the catalog \(it has: ghost, notes, refused\)$/],
+        [
+          ['notes'],
+          {},
+          2,
+          /^aiqso: notes is an app service, not an image: only image services have templates to build$/,
+        ],
+        [
+          ['ghost'],
+          { AIQSO_DRIVER: 'process' },
+          2,
+          /^aiqso: the process driver runs only app services and keeps no templates/,
+        ],
+        [
+          ['ghost'],
+          {},
+          1,
+          /^aiqso: image 127\.0\.0\.1:\d+\/test\/ghost:1 does not exist in 127\.0\.0\.1:\d+$/,
+        ],
+        [['refused'], {}, 1, /^aiqso: registry 127\.0\.0\.1:\d+ refused the connection$/],
+      ];
+      for (const [args, extra, code, message] of cases) {
+        const out = await runCli(['templates', 'build', ...args], { ...env, ...extra }, 120_000);
+        expect(out.code, out.stderr).toBe(code);
+        expect(out.stdout).toBe('');
+        expect(out.stderr.trim().split('\n').at(-1)).toMatch(message);
+      }
+      const listed = await runCli(['templates', 'list', '--json'], env);
+      const images = (JSON.parse(listed.stdout) as { images: { image: string }[] }).images.map(
+        (i) => i.image,
+      );
+      expect(images.filter((i) => i.includes('/test/ghost:') || i.includes(`:${closed}/`))).toEqual([]);
+    } finally {
+      await rm(catalog, { recursive: true, force: true });
     }
   });
 });

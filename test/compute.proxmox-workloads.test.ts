@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -8,6 +8,7 @@ import type { DomainError } from '../src/core/errors.ts';
 import { newId } from '../src/core/ids.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { appWorkload, fetchApp } from './support/compute-app.ts';
+import { runCli } from './support/cli.ts';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
 import { lxcAvailable, privateNetwork } from './support/lxc.ts';
 import { startProxmoxSimulator, type ProxmoxSimulator } from './support/proxmox-sim/server.ts';
@@ -174,16 +175,161 @@ describe('proxmox: containers from images and apps', { timeout: 180_000 }, () =>
       const refused = await failure(d.images.pull('127.0.0.1:9/test/web:1'));
       expect(refused.code).toBe('deploy_failed');
       expect(refused.message).toMatch(/connection refused/i);
-      const init = await failure(
-        d.ensure(spec('init', { kind: 'image', image: web, init: [['/bin/true']] }, 8080)),
+      const commandOnly = await failure(
+        d.ensure(spec('cmdonly', { kind: 'image', image: web, command: ['-f', '-p', '8080'] }, 8080)),
       );
-      expect(init.code).toBe('deploy_failed');
-      expect(init.message).toMatch(/init commands/);
+      expect(commandOnly.code).toBe('deploy_failed');
+      expect(commandOnly.message).toMatch(/replaces the image's command but not its entrypoint/);
       expect(sim.cluster.guests.size).toBe(guests);
       expect(sim.cluster.templates).toHaveLength(templates);
       expect(invalid()).toEqual([]);
     } finally {
       await d.close();
+    }
+  });
+
+  it("runs an image's init commands once per deployment and in its working directory, through the image's shell", async ({
+    skip: skipTest,
+  }) => {
+    if (skip) return skipTest();
+    const d = driver();
+    const init = [['/bin/sh', '-c', 'echo ran >> /data/init-runs; echo "it\'s" > /data/quoted']];
+    // Serves `.`: only from /www (the working directory) is there a /cgi-bin/index.cgi to answer.
+    const relative = spec(
+      'relative',
+      {
+        kind: 'image',
+        image: web,
+        entrypoint: ['/bin/busybox', 'httpd'],
+        command: ['-f', '-p', '8080', '-h', '.'],
+        workdir: '/www',
+        init,
+      },
+      8080,
+    );
+    // The image's own command (which Proxmox set as the entrypoint), with an init command before it.
+    const own = spec('own', { kind: 'image', image: web, init }, 8080);
+    const failing = spec(
+      'failing',
+      { kind: 'image', image: web, init: [['/bin/sh', '-c', 'echo schema locked; exit 4']] },
+      8080,
+    );
+    const vmOf = (info: { handle?: string }) => sim.cluster.guests.get(Number(info.handle!.split('/')[1]))!;
+    try {
+      for (const s of [relative, own]) {
+        await d.ensure(s);
+        // A second ensure (a spec update) finds the image's command again, not the boot script.
+        const info = await d.ensure(s);
+        const running = await d.start(s.name);
+        const answer = (await fetchApp(running)) as unknown as { name: string; initRuns: number };
+        expect(answer).toMatchObject({ name: `app-${s.role}`, initRuns: 1 });
+        const config = vmOf(info).config;
+        expect(config.entrypoint).toBe(`/bin/sh -c 'eval "$AIQSO_BOOT"'`);
+        const env = config.env!.split('\0');
+        expect(env).toContain('AIQSO_IMAGE_CMD=/bin/busybox httpd -f -p 8080 -h /www');
+        // A restart does not run init again: its marker is in the container's own root filesystem.
+        const again = (await fetchApp(await d.restart(s.name))) as unknown as { initRuns: number };
+        expect(again.initRuns).toBe(1);
+      }
+      // The init command ran in each container of the same image, not once for both.
+      for (const s of [relative, own]) {
+        const vmid = vmOf(await d.status(s.name)).vmid;
+        expect(await sim.cluster.workloads!.guestFile(vmid, '/data/quoted')).toBe("it's\n");
+        expect(await sim.cluster.workloads!.guestFile(vmid, '/data/init-runs')).toBe('ran\n');
+      }
+
+      // A failing init command stops the container; its output says which command and its status.
+      const f = await d.ensure(failing);
+      await d.start(failing.name);
+      let state = (await d.status(failing.name)).state;
+      for (let i = 0; i < 100 && state === 'running'; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        state = (await d.status(failing.name)).state;
+      }
+      expect(state).toBe('stopped');
+      expect(await sim.cluster.workloads!.lastOutput(vmOf(f).vmid)).toMatch(
+        /schema locked\naiqso: init command failed \(4\): \/bin\/sh -c echo schema locked; exit 4/,
+      );
+
+      // Without init commands or a working directory, the image's own command comes back.
+      const plain = await d.ensure({ ...own, workload: { kind: 'image', image: web } });
+      expect(vmOf(plain).config.entrypoint).toBe('/bin/busybox httpd -f -p 8080 -h /www');
+      expect(vmOf(plain).config.env).not.toMatch(/AIQSO_BOOT|AIQSO_IMAGE_CMD/);
+      expect(invalid()).toEqual([]);
+    } finally {
+      for (const s of [relative, own, failing]) await d.destroy(s.name);
+      await d.close();
+    }
+  });
+
+  it('aiqso templates build pulls a service image onto the cluster ahead of its first deploy, once', async ({
+    skip: skipTest,
+  }) => {
+    if (skip) return skipTest();
+    const ref = await registry.push(
+      'test/tplpve',
+      '1',
+      webImage(8080, { env: ['IMAGE_DEFAULT=from-image', 'BUILT_AS=tplpve'] }),
+    );
+    const catalog = await mkdtemp(path.join(os.tmpdir(), 'aiqso-tplcat-'));
+    await writeFile(
+      path.join(catalog, 'tplpve.yaml'),
+      [
+        'key: tplpve',
+        'name: Tplpve',
+        'description: A test-built image.',
+        'kind: image',
+        `image: ${ref}`,
+        'min_memory_mb: 64',
+        'resources: { memory_mb: 128, cores: 1, disk_gb: 1 }',
+        'port: 8080',
+        'health: { path: /healthz }',
+        'route: { path: /tplpve }',
+        'database: { postgres: false }',
+        '',
+      ].join('\n'),
+    );
+    const env = {
+      DATABASE_URL: db.url,
+      AIQSO_DATA_DIR: workDir,
+      AIQSO_CATALOG_DIR: catalog,
+      AIQSO_DRIVER: 'proxmox',
+      PROXMOX_URL: sim.url,
+      PROXMOX_TOKEN_ID: sim.tokenId,
+      PROXMOX_TOKEN_SECRET: sim.tokenSecret,
+      PROXMOX_CA_FILE: sim.certFile,
+      PROXMOX_STORAGE: 'local-lvm',
+      PROXMOX_BACKUP_STORAGE: 'local',
+      PROXMOX_TEMPLATE_STORAGE: 'local',
+      PROXMOX_BRIDGE: net.bridge,
+      PROXMOX_SUBNET: net.subnet,
+      PROXMOX_VMID_RANGE: '20000-20999',
+    };
+    const pulls = () =>
+      sim.requests.filter((r) => r.method === 'POST' && r.path.endsWith('/oci-registry-pull')).length;
+    const d = driver();
+    try {
+      const before = pulls();
+      const built = await runCli(['templates', 'build', 'tplpve', '--json'], env, 120_000);
+      expect(built.code, built.stderr).toBe(0);
+      const volid = (JSON.parse(built.stdout) as { template: string }).template;
+      expect(JSON.parse(built.stdout)).toMatchObject({ driver: 'proxmox', image: ref, pulled: true });
+      expect(volid).toMatch(/^local:vztmpl\/aiqso-img-[0-9a-f]{24}\.tar$/);
+      expect(built.stderr).toContain('tplpve: pulling onto pve1 (local)');
+      expect(built.stderr).toContain(`tplpve: ready as ${volid}`);
+      expect(pulls()).toBe(before + 1);
+      // The driver's first deploy finds it there: no pull.
+      expect(await d.images.cached(ref)).toBe(true);
+      expect(await d.images.pull(ref)).toMatchObject({ pulled: false });
+      const again = await runCli(['templates', 'build', 'tplpve'], env, 60_000);
+      expect(again.code, again.stderr).toBe(0);
+      expect(again.stderr).toContain(`tplpve: cached on pve1 as ${volid}`);
+      expect(again.stdout).toMatch(/^tplpve: .*test\/tplpve:1 was ready already as local:vztmpl\//);
+      expect(pulls()).toBe(before + 1);
+      expect(invalid()).toEqual([]);
+    } finally {
+      await d.close();
+      await rm(catalog, { recursive: true, force: true });
     }
   });
 });

@@ -6,8 +6,9 @@ import type { ServiceTemplate } from './schema.ts';
  * only `app` services (Node.js apps shipped with the platform); lxc runs
  * apps, clones of a prepared template container and OCI images; Proxmox
  * runs apps (uploaded as OCI archives), clones of a template VMID and OCI
- * images the cluster pulls, except those that need what a Proxmox
- * container cannot do (init commands, a working directory).
+ * images the cluster pulls (init commands and a working directory through
+ * the image's shell), except an image whose command is replaced without its
+ * entrypoint.
  */
 export const DRIVER_RUNS: Record<DriverKind, readonly ServiceTemplate['kind'][]> = {
   process: ['app'],

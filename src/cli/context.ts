@@ -34,12 +34,13 @@ function bufferedStderr() {
 export async function withDatabase<T>(
   ctx: CommandContext,
   fn: (db: MasterDatabase) => Promise<T>,
+  options: { poolSize?: number } = {},
 ): Promise<T> {
   // Imported here, not above: the database modules (pg, and graphile-worker's migrations) stay
   // out of the processes of commands that do not open one.
   const { connectMasterDatabase } = await import('../db/connect.ts');
   const database = await connectMasterDatabase(ctx.config, ctx.log, {
-    poolSize: 2,
+    poolSize: options.poolSize ?? 2,
     applicationName: 'aiqso-cli',
   });
   try {

@@ -382,7 +382,20 @@ export function buildProgram(): Command {
 
   const templates = program
     .command('templates')
-    .description("the lxc driver's image cache: pulled images and the templates unpacked from them");
+    .description(
+      "the image cache: build a service's template ahead of its first subscription, list pulled images and the templates unpacked from them",
+    );
+  templates
+    .command('build <service>')
+    .description(
+      "pull and unpack the catalog image of a service into the driver's cache, as its first subscription would (lxc: a template container; proxmox: the image on the template storage); progress on stderr",
+    )
+    .option('--json', 'print as JSON')
+    .action(
+      action(async (service: string, options: { json?: boolean }) =>
+        (await commands.templates()).templatesBuild(commandContext({ quiet: true }), service, options),
+      ),
+    );
   templates
     .command('list')
     .description('list cached images with their digest, template and size, and the OCI layout size')

@@ -44,8 +44,21 @@ export interface ImageCache {
    * An image that does not exist, a registry that refuses, or an image for another
    * architecture throw DomainError `deploy_failed` naming the reason.
    */
-  pull(image: string): Promise<{ digest: string; pulled: boolean }>;
+  pull(image: string, onProgress?: OnPullProgress): Promise<{ digest: string; pulled: boolean }>;
 }
+
+/**
+ * What a pull is doing, for whoever asked for it (`aiqso templates build`
+ * prints it): found in the cache, waiting for another process's pull of the
+ * same cache, fetching from the registry (one event per blob as it is
+ * copied), unpacking, ready.
+ */
+export interface PullProgress {
+  stage: 'cached' | 'waiting' | 'pulling' | 'copying' | 'unpacking' | 'ready';
+  image: string;
+  detail: string;
+}
+export type OnPullProgress = (progress: PullProgress) => void;
 
 export interface ResourceLimits {
   memoryMb: number;
@@ -247,15 +260,13 @@ export function isContainerName(name: string): boolean {
 }
 
 /**
- * Why the proxmox driver cannot run an image workload as described, or null:
- * a Proxmox container takes an entrypoint and an environment, and the API
- * offers no way to run a command inside it.
+ * Why the proxmox driver cannot run an image workload as described, or null.
+ * Init commands and a working directory it runs through the image's shell
+ * (`compute/proxmox/boot.ts`); but Proxmox keeps an image's entrypoint and
+ * command as one string, so a command that replaces the image's without
+ * replacing its entrypoint cannot be put together.
  */
-export function proxmoxImageRefusal(
-  w: Pick<ImageWorkload, 'init' | 'workdir' | 'entrypoint' | 'command'>,
-): string | null {
-  if (w.init?.length) return 'it needs init commands, and the Proxmox API has no exec channel to run them';
-  if (w.workdir) return 'it sets a working directory, which a Proxmox container does not take';
+export function proxmoxImageRefusal(w: Pick<ImageWorkload, 'entrypoint' | 'command'>): string | null {
   if (w.command && !w.entrypoint)
     return "it replaces the image's command but not its entrypoint, which Proxmox cannot combine";
   return null;

@@ -6,6 +6,8 @@ import { withDatabase } from './urls.ts';
 
 export interface TestDatabase extends DatabaseHandle {
   name: string;
+  /** Its connection URL (for a child `aiqso` given it as DATABASE_URL). */
+  url: string;
   /** Drop the service databases and roles a platform on it made, close the pool, drop the database. */
   drop(): Promise<void>;
 }
@@ -34,6 +36,7 @@ export async function createTestDatabase(options: { max?: number } = {}): Promis
   return {
     ...handle,
     name,
+    url,
     async drop() {
       // A platform running on this database made its tenants' service databases and roles on the same
       // (shared) server; they carry this database's name in their comment, so only this file's go.

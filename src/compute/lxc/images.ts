@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { chmod, chown, copyFile, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { sql } from 'kysely';
-import type { ImageCache } from '../../core/compute.ts';
+import type { ImageCache, OnPullProgress, PullProgress } from '../../core/compute.ts';
 import { DomainError } from '../../core/errors.ts';
 import type { Database } from '../../db/database.ts';
 import type { Logger } from '../../observability/logger.ts';
@@ -112,6 +112,8 @@ function lastLine(text: string): string {
 export class LxcImages implements ImageCache {
   readonly root: string;
   private readonly inflight = new Map<string, Promise<{ digest: string; pulled: boolean }>>();
+  /** Who follows the pull of each reference (every caller that passed `onProgress`, joiners included). */
+  private readonly listeners = new Map<string, Set<OnPullProgress>>();
   /** How many pulls from a registry this driver made (operators' metric; tests read it). */
   pulls = 0;
 
@@ -145,18 +147,32 @@ export class LxcImages implements ImageCache {
     ) as ImageConfig;
   }
 
-  pull(ref: string): Promise<{ digest: string; pulled: boolean }> {
+  pull(ref: string, onProgress?: OnPullProgress): Promise<{ digest: string; pulled: boolean }> {
+    if (onProgress) {
+      const set = this.listeners.get(ref) ?? new Set();
+      set.add(onProgress);
+      this.listeners.set(ref, set);
+    }
     let pending = this.inflight.get(ref);
     if (!pending) {
       pending = this.pullLocked(ref).finally(() => this.inflight.delete(ref));
       this.inflight.set(ref, pending);
     }
-    return pending;
+    if (!onProgress) return pending;
+    return pending.finally(() => {
+      const set = this.listeners.get(ref);
+      set?.delete(onProgress);
+      if (set?.size === 0) this.listeners.delete(ref);
+    });
   }
 
-  /** Template container name for a reference (pulled if needed). */
-  async template(ref: string): Promise<string> {
-    await this.pull(ref);
+  private emit(ref: string, stage: PullProgress['stage'], detail: string): void {
+    for (const listener of this.listeners.get(ref) ?? []) listener({ stage, image: ref, detail });
+  }
+
+  /** Template container name for a reference (pulled if needed), as a first deploy gets it. */
+  async template(ref: string, onProgress?: OnPullProgress): Promise<string> {
+    await this.pull(ref, onProgress);
     const record = await this.resolved(ref);
     if (!record) throw new DomainError('deploy_failed', `image ${ref} is not in the cache after its pull`);
     // umoci makes the bundle directory 0700: container root (an unprivileged uid) is let through.
@@ -167,12 +183,25 @@ export class LxcImages implements ImageCache {
 
   private async pullLocked(ref: string): Promise<{ digest: string; pulled: boolean }> {
     const done = await this.resolved(ref);
-    if (done) return { digest: done.digest, pulled: false };
+    if (done) {
+      this.emit(ref, 'cached', `${done.digest} as ${done.template}`);
+      return { digest: done.digest, pulled: false };
+    }
     return this.o.db.transaction().execute(async (trx) => {
       // One pull at a time into the shared layout (skopeo rewrites its index), across every process.
-      await sql`SELECT pg_advisory_xact_lock(hashtext(${`aiqso.images:${this.o.lxcPath}`}))`.execute(trx);
+      const key = `aiqso.images:${this.o.lxcPath}`;
+      const { rows } = await sql<{
+        got: boolean;
+      }>`SELECT pg_try_advisory_xact_lock(hashtext(${key})) AS got`.execute(trx);
+      if (!rows[0]?.got) {
+        this.emit(ref, 'waiting', 'another pull into this image cache is under way');
+        await sql`SELECT pg_advisory_xact_lock(hashtext(${key}))`.execute(trx);
+      }
       const again = await this.resolved(ref);
-      if (again) return { digest: again.digest, pulled: false };
+      if (again) {
+        this.emit(ref, 'cached', `${again.digest} as ${again.template}`);
+        return { digest: again.digest, pulled: false };
+      }
       return { digest: await this.fetchAndUnpack(ref), pulled: true };
     });
   }
@@ -188,10 +217,17 @@ export class LxcImages implements ImageCache {
     const started = Date.now();
     this.o.log.info({ image: ref }, 'pulling image');
     this.pulls++;
+    this.emit(ref, 'pulling', `from ${registryOf(ref)}`);
     const copy = await run(
       'skopeo',
-      [...this.skopeoArgs(), 'copy', '--quiet', `docker://${ref}`, `oci:${this.layout}:${tag}`],
-      { timeoutMs: 30 * 60_000 },
+      [...this.skopeoArgs(), 'copy', `docker://${ref}`, `oci:${this.layout}:${tag}`],
+      {
+        timeoutMs: 30 * 60_000,
+        onLine: (line) => {
+          const blob = /^Copying (blob|config) (?:sha256:)?([0-9a-f]{12})/.exec(line);
+          if (blob) this.emit(ref, 'copying', `${blob[1]} sha256:${blob[2]}`);
+        },
+      },
     );
     if (copy.exitCode !== 0) throw new DomainError('deploy_failed', pullFailure(ref, copy.stderr));
     const config = await this.readConfig(ref, tag);
@@ -206,6 +242,7 @@ export class LxcImages implements ImageCache {
     const template = imageTemplateName(config.digest);
     const final = path.join(this.o.lxcPath, template);
     if (!existsSync(path.join(final, 'config'))) {
+      this.emit(ref, 'unpacking', `${config.digest} into ${template}`);
       const tmp = path.join(this.o.lxcPath, `.${template}.${randomBytes(4).toString('hex')}`);
       try {
         const { uid, gid } = ready.idmap;
@@ -232,6 +269,11 @@ export class LxcImages implements ImageCache {
     await writeFile(`${this.refFile(ref)}.tmp`, JSON.stringify(record));
     await rename(`${this.refFile(ref)}.tmp`, this.refFile(ref));
     this.o.log.info({ image: ref, digest: config.digest, ms: Date.now() - started }, 'image pulled');
+    this.emit(
+      ref,
+      'ready',
+      `${config.digest} as ${template} in ${((Date.now() - started) / 1000).toFixed(1)} s`,
+    );
     return config.digest;
   }
 

@@ -20,6 +20,7 @@ import nodePath from 'node:path';
 import { sql } from 'kysely';
 import { proxmoxImageRefusal } from '../../core/compute.ts';
 import { appArchive, type AppArchive } from './apps.ts';
+import { imageBoot, needsBoot } from './boot.ts';
 import { cloneFrom, createFromTemplate, waitUnlocked } from './create.ts';
 import { hasTemplate, imageFilename, ProxmoxImages, templateVolid } from './images.ts';
 import { describe, markApplied, readDigests, reportedDigest } from './digest.ts';
@@ -201,7 +202,10 @@ export class ProxmoxDriver implements ComputeDriver, ProxmoxCluster {
     const path = `/nodes/${vm.node}/lxc/${vm.vmid}`;
     const current = await this.api.call<{ unprivileged?: number }>('GET', `${path}/config`);
     const restart = Number(current.unprivileged) === 1 ? false : await convertGuest(this, vm, spec.port);
-    const before = await this.api.call<{ description?: string; env?: string }>('GET', `${path}/config`);
+    const before = await this.api.call<{ description?: string; env?: string; entrypoint?: string }>(
+      'GET',
+      `${path}/config`,
+    );
     // An image's own environment (which Proxmox copied into `env` at creation) stays under the spec's.
     const inherited =
       spec.workload.kind === 'clone'
@@ -212,10 +216,20 @@ export class ProxmoxDriver implements ComputeDriver, ProxmoxCluster {
               .filter((kv) => kv.includes('='))
               .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
           );
-    const env = Object.entries({ ...inherited, ...spec.env, PORT: String(spec.port) }).map(
+    const w = spec.workload;
+    // Booted through the script, the catalog's entrypoint goes into the script, not into `entrypoint`.
+    let entrypoint = w.kind === 'image' && needsBoot(w) ? undefined : await this.entrypointOf(spec);
+    let boot: Record<string, string> = {};
+    if (w.kind === 'image') {
+      // Init commands and a working directory: the image's shell boots it (`boot.ts`).
+      const planned = imageBoot(w, entrypoint, { entrypoint: before.entrypoint, env: inherited });
+      for (const k of planned.drop) delete inherited[k];
+      entrypoint = planned.entrypoint;
+      boot = planned.env;
+    }
+    const env = Object.entries({ ...inherited, ...spec.env, ...boot, PORT: String(spec.port) }).map(
       ([k, v]) => `${k}=${v}`,
     );
-    const entrypoint = await this.entrypointOf(spec);
     await this.api.call('PUT', `${path}/config`, {
       hostname: spec.name,
       cores: Math.max(1, Math.ceil(spec.resources.cores)),

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { sql } from 'kysely';
-import type { ImageCache } from '../../core/compute.ts';
+import type { ImageCache, OnPullProgress } from '../../core/compute.ts';
 import { DomainError } from '../../core/errors.ts';
 import type { Database } from '../../db/database.ts';
 import type { Logger } from '../../observability/logger.ts';
@@ -64,17 +64,17 @@ export class ProxmoxImages implements ImageCache {
     return true;
   }
 
-  pull(image: string): Promise<{ digest: string; pulled: boolean }> {
+  pull(image: string, onProgress?: OnPullProgress): Promise<{ digest: string; pulled: boolean }> {
     let p = this.inflight.get(image);
     if (!p) {
-      p = this.pullEverywhere(image).finally(() => this.inflight.delete(image));
+      p = this.pullEverywhere(image, onProgress).finally(() => this.inflight.delete(image));
       this.inflight.set(image, p);
     }
     return p;
   }
 
   /** Pull onto `node` unless it sees the image already. */
-  async pullOn(node: string, image: string): Promise<boolean> {
+  async pullOn(node: string, image: string, onProgress?: OnPullProgress): Promise<boolean> {
     if (!PULLABLE_REF.test(image)) {
       throw new DomainError(
         'deploy_failed',
@@ -82,13 +82,21 @@ export class ProxmoxImages implements ImageCache {
       );
     }
     const filename = imageFilename(image);
-    if (await hasTemplate(this.store, node, filename)) return false;
+    if (await hasTemplate(this.store, node, filename)) {
+      onProgress?.({
+        stage: 'cached',
+        image,
+        detail: `on ${node} as ${templateVolid(this.store, filename)}`,
+      });
+      return false;
+    }
     const { db, log, templateStorage } = this.store.options;
     // One pull of a reference at a time, across every worker on this database.
     await db.transaction().execute(async (trx) => {
       await sql`SELECT pg_advisory_xact_lock(hashtext(${`aiqso.pve_pull:${node}:${image}`}))`.execute(trx);
       if (await hasTemplate(this.store, node, filename)) return;
       log.info({ image, node }, 'proxmox pulls image');
+      onProgress?.({ stage: 'pulling', image, detail: `onto ${node} (${templateStorage})` });
       try {
         await this.store.api.task(
           'POST',
@@ -104,9 +112,15 @@ export class ProxmoxImages implements ImageCache {
     return true;
   }
 
-  private async pullEverywhere(image: string): Promise<{ digest: string; pulled: boolean }> {
+  private async pullEverywhere(
+    image: string,
+    onProgress?: OnPullProgress,
+  ): Promise<{ digest: string; pulled: boolean }> {
     let pulled = false;
-    for (const node of await onlineNodes(this.store)) pulled = (await this.pullOn(node, image)) || pulled;
-    return { digest: templateVolid(this.store, imageFilename(image)), pulled };
+    for (const node of await onlineNodes(this.store))
+      pulled = (await this.pullOn(node, image, onProgress)) || pulled;
+    const volid = templateVolid(this.store, imageFilename(image));
+    if (pulled) onProgress?.({ stage: 'ready', image, detail: `as ${volid}` });
+    return { digest: volid, pulled };
   }
 }

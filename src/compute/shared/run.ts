@@ -9,6 +9,8 @@ export interface RunOptions {
   timeoutMs?: number;
   cwd?: string;
   env?: NodeJS.ProcessEnv;
+  /** Each complete line the program writes to stdout, as it comes (progress). */
+  onLine?: (line: string) => void;
 }
 
 /**
@@ -25,7 +27,15 @@ export function run(file: string, args: string[], options: RunOptions = {}): Pro
     });
     let stdout = '';
     let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+    let pending = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => {
+      stdout += c;
+      if (!options.onLine) return;
+      pending += c;
+      const lines = pending.split('\n');
+      pending = lines.pop()!;
+      for (const line of lines) if (line.trim()) options.onLine(line.trim());
+    });
     child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
     // A command that exits before reading stdin closes the pipe; that is not our failure.
     child.stdin.on('error', () => undefined);

@@ -289,8 +289,9 @@ function destroy(c: Cluster, p: Params, fault: Fault | undefined) {
   c.checkUnlocked(g);
   if (g.status === 'running' && !truthy(p.force))
     throw new PveFailure(500, `CT ${g.vmid} is running - destroy failed`);
-  return c.task(p.node!, 'vzdestroy', p.vmid!, fault, () => {
+  return c.task(p.node!, 'vzdestroy', p.vmid!, fault, async () => {
     c.guests.delete(g.vmid);
+    await c.workloads?.forget(g.vmid);
   });
 }
 

@@ -18,8 +18,12 @@ const run = promisify(execFile);
  * chrooted into the image's files. That process stands in for the container:
  * it answers at the address the driver reports, and when it exits the
  * container is stopped, as with an LXC container whose init ended.
- * Guests made from the same template share its files (the simulator keeps
- * no per-guest disk).
+ * Each guest has a root filesystem of its own, as a Proxmox container has:
+ * an overlay of the unpacked image (read-only, shared) and the guest's own
+ * upper directory, mounted while it runs and kept until it is destroyed, so
+ * what it writes (an init command's marker) outlives a restart and is not
+ * seen by another guest of the same image. (Backups carry no disk: a guest
+ * restored after its destruction starts from the image again.)
  */
 
 export interface TemplateVolume {
@@ -195,11 +199,12 @@ export class Workloads {
     const ip = net.ip;
     if (!ip || !net.gw) throw new Error('net0 has no static ip and gw');
     const argv = splitInitCmd(config.entrypoint ?? '/sbin/init');
-    const { rootfs } = await this.image(template);
+    const image = (await this.image(template)).rootfs;
     const ipTool = tool('ip');
     const netns = `aiqsosim${vmid}`;
     const host = `pvh${vmid}`;
     await this.teardown(vmid, netns);
+    const rootfs = await this.mountGuest(vmid, image);
     const ipc = (...args: string[]) => run(ipTool, args);
     await ipc('netns', 'add', netns);
     await ipc('link', 'add', host, 'type', 'veth', 'peer', 'name', `pvc${vmid}`);
@@ -270,7 +275,54 @@ export class Workloads {
     return readFile(path.join(this.dir, 'logs', `${vmid}.log`), 'utf8').catch(() => '');
   }
 
+  private guestDir(vmid: number): string {
+    return path.join(this.dir, 'guests', String(vmid));
+  }
+
+  /** The guest's root: the image under its own upper directory (overlayfs), mounted unless it is. */
+  private async mountGuest(vmid: number, image: string): Promise<string> {
+    const dir = this.guestDir(vmid);
+    const root = path.join(dir, 'root');
+    for (const d of ['upper', 'work', 'root']) await mkdir(path.join(dir, d), { recursive: true });
+    const mounts = await readFile('/proc/self/mountinfo', 'utf8');
+    if (!mounts.split('\n').some((line) => line.split(' ')[4] === root)) {
+      await run(tool('mount'), [
+        '-t',
+        'overlay',
+        'overlay',
+        '-o',
+        `lowerdir=${image},upperdir=${path.join(dir, 'upper')},workdir=${path.join(dir, 'work')}`,
+        root,
+      ]);
+    }
+    // The device nodes a container's /dev has (the image ships none).
+    await mkdir(path.join(root, 'dev'), { recursive: true });
+    for (const [name, minor] of [
+      ['null', 3],
+      ['zero', 5],
+      ['random', 8],
+      ['urandom', 9],
+    ] as const) {
+      if (!existsSync(path.join(root, 'dev', name)))
+        await run(tool('mknod'), ['-m', '666', path.join(root, 'dev', name), 'c', '1', String(minor)]);
+    }
+    return root;
+  }
+
+  /** A file the guest wrote itself (in its upper directory), or undefined. */
+  async guestFile(vmid: number, file: string): Promise<string | undefined> {
+    return readFile(path.join(this.guestDir(vmid), 'upper', file), 'utf8').catch(() => undefined);
+  }
+
+  /** A destroyed guest's files go with it. */
+  async forget(vmid: number): Promise<void> {
+    await this.stop(vmid, 'SIGKILL');
+    await run(tool('umount'), [path.join(this.guestDir(vmid), 'root')]).catch(() => undefined);
+    await rm(this.guestDir(vmid), { recursive: true, force: true });
+  }
+
   private async teardown(vmid: number, netns: string): Promise<void> {
+    await run(tool('umount'), [path.join(this.guestDir(vmid), 'root')]).catch(() => undefined);
     const ipTool = tool('ip');
     await run(ipTool, ['netns', 'del', netns]).catch(() => undefined);
     await run(ipTool, ['link', 'del', `pvh${vmid}`]).catch(() => undefined);
