@@ -78,7 +78,11 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
     graceDays: config.graceDays,
     dataDir: config.dataDir,
   });
-  catalogRoutes(api, { db: database.db, driver: config.driver });
+  catalogRoutes(api, {
+    db: database.db,
+    driver: config.driver,
+    provides: { redis: config.servicesRedisUrl !== undefined },
+  });
   tenantServiceRoutes(api, { db: database.db, access, plans: parts.plans, config });
   let engine: ReturnType<typeof backupEngine> | undefined;
   backupRoutes(api, {

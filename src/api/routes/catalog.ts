@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { DriverKind } from '../../core/compute.ts';
-import { whyNotRunnable } from '../../catalog/runnable.ts';
+import { whyNotRunnable, type PlatformProvides } from '../../catalog/runnable.ts';
 import { serviceTemplateSchema } from '../../catalog/schema.ts';
 import type { Database } from '../../db/database.ts';
 import type { ApiServer } from '../server.ts';
@@ -23,9 +23,13 @@ const CatalogEntry = z.object({
  * The service catalog as offered: public, like the plans on the signup page
  * (it names what can be bought, nothing of any tenant). Read from the
  * `services` table, which start-up synchronises from the catalog files, and
- * filtered to what the configured compute driver runs (`whyNotRunnable`).
+ * filtered to what the configured compute driver runs and the platform
+ * provides (`whyNotRunnable`).
  */
-export function catalogRoutes(app: ApiServer, deps: { db: Database; driver: DriverKind }): void {
+export function catalogRoutes(
+  app: ApiServer,
+  deps: { db: Database; driver: DriverKind; provides: PlatformProvides },
+): void {
   app.get(
     '/api/v1/catalog',
     {
@@ -46,7 +50,7 @@ export function catalogRoutes(app: ApiServer, deps: { db: Database; driver: Driv
       return {
         services: rows
           .map((r) => serviceTemplateSchema.parse(r.template))
-          .filter((t) => whyNotRunnable(t, deps.driver) === null)
+          .filter((t) => whyNotRunnable(t, deps.driver, deps.provides) === null)
           .map((t) => {
             return {
               key: t.key,

@@ -76,6 +76,7 @@ export function tenantServiceRoutes(
   const subs: SubscriptionDeps = {
     plans: deps.plans,
     driver: config.driver,
+    provides: { redis: config.servicesRedisUrl !== undefined },
     dataDir: config.dataDir,
     publicUrl: config.publicUrl,
     serviceGraceHours: config.serviceGraceHours,
