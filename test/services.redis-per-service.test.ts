@@ -7,6 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CATALOG_DIR, loadCatalog } from '../src/catalog/load.ts';
 import { serviceTemplateSchema } from '../src/catalog/schema.ts';
 import { syncCatalog } from '../src/catalog/sync.ts';
+import { checkServicesRedis } from '../src/cli/commands/doctor.ts';
+import { loadConfig } from '../src/config/load.ts';
 import { redisOrphans } from '../src/lifecycle/orphan-sources.ts';
 import {
   dropServiceRedisUser,
@@ -250,6 +252,33 @@ describe('a Redis user per tenant service', () => {
     if (skip) return skipTest();
     expect(await refusal(connect(serviceRedisUrl(base, A, 'wrong')))).toMatch(/WRONGPASS/);
     expect(await refusal(connect(serviceRedisUrl(base, A, passB)))).toMatch(/WRONGPASS/);
+  });
+
+  it('aiqso doctor checks the Redis for services: reachable, Redis 7, a user that may manage users', async ({
+    skip: skipTest,
+  }) => {
+    if (skip) return skipTest();
+    const check = (env: Record<string, string>) =>
+      checkServicesRedis(loadConfig({ AIQSO_DATA_DIR: os.tmpdir(), ...env }));
+    expect(await check({})).toMatchObject({ part: 'services redis', status: 'not used' });
+    expect(await check({ AIQSO_SERVICES_REDIS_URL: REDIS_URL })).toMatchObject({
+      status: 'ok',
+      detail: expect.stringMatching(
+        /^reachable, Redis 7\.\S+, user default manages service users$/,
+      ) as unknown,
+    });
+    // A service's own user is no admin: refused, with why and the fix.
+    await ensureServiceRedisUser(admin, A, passA);
+    expect(await check({ AIQSO_SERVICES_REDIS_URL: serviceRedisUrl(base, A, passA) })).toMatchObject({
+      status: 'failed',
+      detail: expect.stringMatching(
+        new RegExp(`^user ${A} is not an admin: NOPERM .*'acl\\|dryrun'`),
+      ) as unknown,
+      fix: expect.stringContaining('AIQSO_SERVICES_REDIS_URL') as unknown,
+    });
+    expect(
+      await check({ AIQSO_SERVICES_REDIS_URL: serviceRedisUrl(base, A, 'wrong-password') }),
+    ).toMatchObject({ status: 'failed', detail: expect.stringMatching(/WRONGPASS/) as unknown });
   });
 
   it("lists only this platform's users, and an orphan's removal takes its keys and connections", async ({

@@ -7,7 +7,7 @@ import type { ImageCache } from '../../core/compute.ts';
 import { DomainError } from '../../core/errors.ts';
 import type { Database } from '../../db/database.ts';
 import type { Logger } from '../../observability/logger.ts';
-import { run, runOk } from '../shared/run.ts';
+import { run } from '../shared/run.ts';
 import { grantTraversal, idmapLines } from './idmap.ts';
 import { securityLines } from './security.ts';
 import type { Ready } from './walls.ts';
