@@ -535,3 +535,106 @@ describe('on aiqso up: subscribe → its Redis user → unsubscribe → gone', {
     }
   });
 });
+
+/** Run in the container with its own environment: connect to ${redis.url}, write below its prefix, read a platform key. */
+const INSIDE = `
+const net = require('node:net');
+const u = new URL(process.env.REDIS_URL);
+const cmds = [
+  ['AUTH', decodeURIComponent(u.username), decodeURIComponent(u.password)],
+  ['SET', process.env.REDIS_PREFIX + 'from-inside', 'yes'],
+  ['GET', 'platform:secret'],
+];
+const enc = (a) => '*' + a.length + '\\r\\n' + a.map((x) => '$' + Buffer.byteLength(x) + '\\r\\n' + x + '\\r\\n').join('');
+const s = net.connect(Number(u.port), u.hostname, () => s.write(cmds.map(enc).join('')));
+let out = '';
+s.on('data', (d) => {
+  out += d;
+  if (out.split('\\r\\n').length > 3) process.stdout.write(out, () => process.exit(0));
+});
+s.on('error', (e) => { console.log('ERR ' + e.message); process.exit(1); });
+setTimeout(() => { console.log('TIMEOUT ' + JSON.stringify(out)); process.exit(2); }, 10000);
+`;
+
+describe(
+  'on aiqso up with the lxc driver: a container reaches its Redis user through the walls',
+  { timeout: 600_000 },
+  () => {
+    const lxc = driverCases().find((d) => d.name === 'lxc')!;
+    it('gets a URL at the bridge gateway, and with it writes its prefix and reads nothing else', async ({
+      skip: skipTest,
+    }) => {
+      if (skip || lxc.skip()) return skipTest();
+      const testDb = await createTestDatabase();
+      const catalogDir = await mkdtemp(path.join(os.tmpdir(), 'aiqso-catalog-'));
+      await writeFile(path.join(catalogDir, 'queue.yaml'), QUEUE_YAML);
+      const platform = await startLivePlatform({
+        databaseUrl: testDb.url,
+        driver: lxc,
+        env: { AIQSO_CATALOG_DIR: catalogDir, AIQSO_SERVICES_REDIS_URL: REDIS_URL },
+      });
+      const base = `http://127.0.0.1:${platform.port}`;
+      const compute = await lxc.open(platform.dataDir, testDb.db);
+      try {
+        const signup = await platform.signup({ company: 'Acme', slug: 'acme', email: 'o@acme.test' });
+        await fetch(`${signup.checkoutUrl}/pay`, { method: 'POST', redirect: 'manual' });
+        expect((await platform.until('acme', (p) => p.status === 200, 300_000)).status).toBe(200);
+        const login = await fetch(`${base}/api/v1/auth/login`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ email: 'o@acme.test', password: 'correct horse battery staple' }),
+        });
+        const auth = {
+          authorization: `Bearer ${((await login.json()) as { accessToken: string }).accessToken}`,
+        };
+        const subscribed = await fetch(`${base}/api/v1/tenants/acme/services`, {
+          method: 'POST',
+          headers: { ...auth, 'content-type': 'application/json' },
+          body: JSON.stringify({ service: 'queue' }),
+        });
+        expect(subscribed.status).toBe(202);
+        const row = await pollUntil(
+          () =>
+            testDb.db
+              .selectFrom('tenant_services')
+              .select(['status', 'status_reason', 'tenant_id', 'container_name'])
+              .executeTakeFirstOrThrow(),
+          (r) => r.status === 'active' || r.status === 'failed',
+          300_000,
+        );
+        expect(row.status, row.status_reason ?? '').toBe('active');
+        const user = serviceRedisUser(
+          servicesRedisNamespace('localhost', testDb.name),
+          row.tenant_id,
+          'queue',
+        );
+        await admin.set('platform:secret', 'of-the-platform');
+        // The script and the URL travel on stdin and in the container's env file, never in argv.
+        const inside = await compute.exec(row.container_name!, ['sh', '-c', '. /aiqso/env && exec node -'], {
+          stdin: INSIDE,
+          timeoutMs: 30_000,
+        });
+        expect(inside.stdout).toMatch(/^\+OK\r\n\+OK\r\n-NOPERM [^\r]*\r\n$/);
+        expect(await admin.get(`${user}:from-inside`)).toBe('yes');
+        const env = await readFile(
+          path.join(platform.dataDir, 'lxc', row.container_name!, 'aiqso', 'env'),
+          'utf8',
+        );
+        const hostAddress = await compute.hostAddress();
+        expect(env).toMatch(
+          new RegExp(
+            `^export REDIS_URL='redis://${user}:[A-Za-z0-9_-]{43}@${hostAddress.replace(/\./g, '\\.')}:\\d+'$`,
+            'm',
+          ),
+        );
+      } finally {
+        await admin.del('platform:secret');
+        await compute.close();
+        await platform.stop(testDb.db);
+        for (const u of await listServiceRedisUsers(admin, servicesRedisNamespace('localhost', testDb.name)))
+          await dropServiceRedisUser(admin, u);
+        await testDb.drop();
+      }
+    });
+  },
+);
