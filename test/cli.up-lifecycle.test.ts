@@ -152,6 +152,7 @@ describe('aiqso command line', () => {
       'proxmox',
       'nginx',
       'redis',
+      'services redis',
       'stripe',
       'smtp',
       'data directory',

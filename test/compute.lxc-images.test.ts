@@ -1,7 +1,9 @@
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ContainerInfo, ImageWorkload } from '../src/core/compute.ts';
 import { removeBridge } from '../src/compute/lxc/bridge.ts';
@@ -12,7 +14,14 @@ import { createLogger } from '../src/observability/logger.ts';
 import { computeContract, specFor, type ContractHarness } from './support/compute-contract.ts';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
 import { lxcAvailable, privateNetwork } from './support/lxc.ts';
-import { registrySkip, startRegistry, webImage, type TestRegistry } from './support/registry.ts';
+import {
+  registrySkip,
+  startRegistry,
+  webImage,
+  type TestImage,
+  type TestRegistry,
+} from './support/registry.ts';
+import { readIdMap } from '../src/compute/lxc/idmap.ts';
 import { runCli } from './support/cli.ts';
 import { missingPart } from './support/strict.ts';
 
@@ -29,6 +38,7 @@ const skip =
   missingPart('lxc (root and lxc tools)', lxcAvailable(), 'apt-get install lxc and run as root') ||
   registrySkip();
 const { bridge, subnet } = privateNetwork('i');
+const run = promisify(execFile);
 let db: TestDatabase;
 let lxcPath: string;
 let registry: TestRegistry;
@@ -256,6 +266,102 @@ describe('lxc driver: OCI images', { timeout: 180_000 }, () => {
     } finally {
       await driver.destroy(quits.name);
       await driver.destroy(badInit.name);
+      await driver.close();
+    }
+  });
+
+  it("runs init and the workload as the image's USER: a name from its /etc/passwd, or uid:gid", async ({
+    skip: skipTest,
+  }) => {
+    if (skip) return skipTest();
+    const driver = await open();
+    const userImage = (user: string): TestImage => ({
+      files: {
+        '/etc/passwd': { text: 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:App:/home/app:/bin/sh\n' },
+        '/etc/group': { text: 'root:x:0:\napp:x:1000:\nmedia:x:2001:app\n' },
+        '/www/cgi-bin/index.cgi': {
+          mode: 0o755,
+          text: [
+            '#!/bin/sh',
+            "printf 'Content-Type: application/json\\r\\n\\r\\n'",
+            'echo "{\\"uid\\":$(id -u),\\"gid\\":$(id -g),\\"groups\\":\\"$(id -G)\\",\\"home\\":\\"$HOME\\",\\"init\\":\\"$(cat /tmp/init-ids)\\"}"',
+            '',
+          ].join('\n'),
+        },
+      },
+      entrypoint: ['/bin/busybox', 'httpd'],
+      cmd: ['-f', '-p', '3000', '-h', '/www'],
+      workdir: '/www',
+      user,
+    });
+    const cases = [
+      // No supplementary groups (media lists app): LXC sets them only in privileged containers.
+      { role: 'named', user: 'app', uid: 1000, gid: 1000, groups: '1000', home: '/home/app' },
+      { role: 'numeric', user: '4321:4322', uid: 4321, gid: 4322, groups: '4322', home: '/' },
+    ];
+    const specs: ReturnType<typeof specFor>[] = [];
+    const map = await readIdMap();
+    try {
+      for (const c of cases) {
+        const ref = await registry.push(`test/user-${c.role}`, '1', userImage(c.user));
+        const s = specFor(
+          {
+            workload: () =>
+              imageWorkload(ref, { volumes: [], init: [['/bin/sh', '-c', 'id -u > /tmp/init-ids']] }),
+          } as ContractHarness,
+          c.role,
+        );
+        specs.push(s);
+        await driver.ensure(s);
+        const info = await driver.start(s.name);
+        const answer = (await fetchWeb(info)) as unknown as Record<string, unknown>;
+        // Inside: the workload (and the init command before it) ran as the USER, with its groups and home.
+        expect(answer).toEqual({
+          uid: c.uid,
+          gid: c.gid,
+          groups: c.groups,
+          home: c.home,
+          init: String(c.uid),
+        });
+        // On the host: PID 1 and the workload it started are that uid of the container's id range.
+        const { stdout } = await run('lxc-info', ['-P', lxcPath, '-n', s.name, '-p', '-H']);
+        const pid1 = Number(stdout.trim());
+        const children = (await readFile(`/proc/${pid1}/task/${pid1}/children`, 'utf8'))
+          .split(/\s+/)
+          .filter(Boolean);
+        expect(children.length).toBeGreaterThan(0);
+        for (const pid of [String(pid1), ...children]) {
+          const status = await readFile(`/proc/${pid}/status`, 'utf8');
+          expect(status, `pid ${pid}`).toMatch(
+            new RegExp(`^Uid:\\t${map!.uid.start + c.uid}\\t${map!.uid.start + c.uid}\\t`, 'm'),
+          );
+          expect(status, `pid ${pid}`).toMatch(new RegExp(`^Gid:\\t${map!.gid.start + c.gid}\\t`, 'm'));
+        }
+        // Its env file is the user's own, unreadable to anyone else on the host.
+        const env = await stat(path.join(lxcPath, s.name, 'aiqso', 'env'));
+        expect([env.uid, env.gid, env.mode & 0o777]).toEqual([
+          map!.uid.start + c.uid,
+          map!.gid.start + c.gid,
+          0o600,
+        ]);
+        // A restart runs it as the USER again (init does not rerun; the log stays writable).
+        expect(await fetchWeb(await driver.restart(s.name))).toMatchObject({ uid: c.uid });
+      }
+      // A USER the image does not have: refused with the reason, nothing made.
+      const ghostRef = await registry.push('test/user-ghost', '1', userImage('ghost'));
+      const ghost = specFor(
+        { workload: () => imageWorkload(ghostRef, { volumes: [] }) } as ContractHarness,
+        'ghost',
+      );
+      const err = (await driver.ensure(ghost).catch((e: unknown) => e)) as { code: string; message: string };
+      expect(err, err.message).toMatchObject({ code: 'deploy_failed' });
+      expect(err.message).toMatch(
+        /^image 127\.0\.0\.1:\d+\/test\/user-ghost:1 runs as USER ghost, which is not in its \/etc\/passwd or \/etc\/group$/,
+      );
+      expect(await driver.images.cached(ghostRef)).toBe(false);
+      expect(existsSync(path.join(lxcPath, ghost.name))).toBe(false);
+    } finally {
+      for (const s of specs) await driver.destroy(s.name);
       await driver.close();
     }
   });

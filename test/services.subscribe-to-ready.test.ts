@@ -162,6 +162,7 @@ describe('a tenant service from subscription to removal (process driver)', { tim
         ['image pull', 'done'],
         ['container', 'done'],
         ['database', 'done'],
+        ['redis user', 'done'],
         ['running', 'done'],
         ['route', 'done'],
         ['final backup', 'done'],

@@ -1,7 +1,7 @@
 import type { DriverKind } from '../core/compute.ts';
 import type { Database } from '../db/database.ts';
 import type { Plan } from './plans.ts';
-import { whyNotRunnable } from './runnable.ts';
+import { whyNotRunnable, type PlatformProvides } from './runnable.ts';
 import { serviceTemplateSchema, type ServiceTemplate } from './schema.ts';
 
 /**
@@ -65,9 +65,13 @@ export function planFeatures(plan: OfferedPlan): string[] {
 /**
  * The services a tenant can subscribe to: the active catalog entries (which
  * start-up synchronises from the catalog files) that the configured compute
- * driver can run (`whyNotRunnable`), by key.
+ * driver can run and the platform provides for (`whyNotRunnable`), by key.
  */
-export async function offeredServices(db: Database, driver: DriverKind): Promise<ServiceTemplate[]> {
+export async function offeredServices(
+  db: Database,
+  driver: DriverKind,
+  provides: PlatformProvides,
+): Promise<ServiceTemplate[]> {
   const rows = await db
     .selectFrom('services')
     .select('template')
@@ -76,5 +80,5 @@ export async function offeredServices(db: Database, driver: DriverKind): Promise
     .execute();
   return rows
     .map((r) => serviceTemplateSchema.parse(r.template))
-    .filter((t) => whyNotRunnable(t, driver) === null);
+    .filter((t) => whyNotRunnable(t, driver, provides) === null);
 }

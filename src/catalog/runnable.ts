@@ -16,17 +16,31 @@ export const DRIVER_RUNS: Record<DriverKind, readonly ServiceTemplate['kind'][]>
   proxmox: ['app', 'clone', 'image'],
 };
 
+/** What the platform provides besides compute: a Redis for services (AIQSO_SERVICES_REDIS_URL). */
+export interface PlatformProvides {
+  redis: boolean;
+}
+
+/** What this configuration provides for services. */
+export function platformProvides(config: { servicesRedisUrl?: string }): PlatformProvides {
+  return { redis: config.servicesRedisUrl !== undefined };
+}
+
 /**
  * Why `driver` cannot run the service, or null when it can. The one rule for
  * what the catalog offers and what a subscription accepts: a service that
  * cannot run here is never offered.
  */
-export function whyNotRunnable(t: ServiceTemplate, driver: DriverKind): string | null {
+export function whyNotRunnable(
+  t: ServiceTemplate,
+  driver: DriverKind,
+  provides: PlatformProvides = { redis: false },
+): string | null {
   if (!DRIVER_RUNS[driver].includes(t.kind)) {
     return `${t.key} is an ${t.kind} service; the ${driver} driver runs only ${DRIVER_RUNS[driver].join(', ')} services`;
   }
-  if (t.database.redis) {
-    return `${t.key} needs a Redis user of its own, which this platform does not provision yet`;
+  if (t.database.redis && !provides.redis) {
+    return `${t.key} needs a Redis user of its own, and this platform has no Redis for services (AIQSO_SERVICES_REDIS_URL is not set)`;
   }
   if (t.kind === 'clone' && (driver === 'proxmox' ? t.template.proxmox : t.template.lxc) === undefined) {
     return `${t.key} has no template container for the ${driver} driver`;

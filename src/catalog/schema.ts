@@ -77,8 +77,9 @@ const common = {
   route,
   /**
    * Platform resources the service needs: its own PostgreSQL database, and a
-   * Redis user of its own (`redis`; not provisioned by this version: a service
-   * that needs it is not offered, see runnable.ts).
+   * Redis user of its own (`redis`: an ACL user limited to its key prefix on
+   * AIQSO_SERVICES_REDIS_URL; without that setting the service is not offered,
+   * see runnable.ts and services/redis.ts).
    */
   database: z
     .strictObject({ postgres: z.boolean(), redis: z.boolean().default(false) })

@@ -79,10 +79,12 @@ export async function startHostGateway(
   };
 }
 
-/** Where containers reach the control plane's API and the master database. */
+/** Where containers reach the control plane's API, the master database and the Redis for services. */
 export interface ContainerReach {
   apiUrl: string;
   db: { host: string; port: number };
+  /** Where services reach AIQSO_SERVICES_REDIS_URL's server, when it is set. */
+  redis?: { host: string; port: number };
   forwards: Forward[];
 }
 
@@ -92,6 +94,8 @@ export function containerReach(options: {
   databaseUrl: string;
   /** Addresses the database server itself listens on, when known (the embedded one's). */
   databaseListens?: string[];
+  /** The Redis for services (AIQSO_SERVICES_REDIS_URL); a loopback one is forwarded like the database. */
+  servicesRedisUrl?: string;
 }): ContainerReach {
   const { hostAddress, http } = options;
   const bracket = (h: string) => (h.includes(':') ? `[${h}]` : h);
@@ -110,5 +114,16 @@ export function containerReach(options: {
     if (!options.databaseListens?.includes(hostAddress))
       forwards.push({ name: 'database', port: dbPort, target: { host: dbHost, port: dbPort } });
   }
-  return { apiUrl: `http://${bracket(apiHost)}:${http.port}`, db, forwards };
+  let redis: ContainerReach['redis'];
+  if (options.servicesRedisUrl) {
+    const r = new URL(options.servicesRedisUrl);
+    const host = r.hostname.replace(/^\[|\]$/g, '') || '127.0.0.1';
+    const port = Number(r.port || 6379);
+    redis = { host, port };
+    if (isLoopback(host) && !isLoopback(hostAddress)) {
+      redis = { host: hostAddress, port };
+      forwards.push({ name: 'redis', port, target: { host, port } });
+    }
+  }
+  return { apiUrl: `http://${bracket(apiHost)}:${http.port}`, db, ...(redis ? { redis } : {}), forwards };
 }

@@ -17,6 +17,8 @@ export interface Config {
   publicUrl: string;
   databaseUrl?: string;
   redisUrl?: string;
+  /** The Redis where services that need one (`database.redis`) get their own ACL user; its URL's user is an admin. */
+  servicesRedisUrl?: string;
   driver: RawConfig['AIQSO_DRIVER'];
   edge: RawConfig['AIQSO_EDGE'];
   stripe: { secretKey?: string; webhookSecret?: string };
@@ -241,6 +243,7 @@ function toConfig(raw: RawConfig, cwd: string, env: Source): Config {
     publicUrl: publicUrl.replace(/\/+$/, ''),
     databaseUrl: raw.DATABASE_URL,
     redisUrl: raw.REDIS_URL,
+    servicesRedisUrl: raw.AIQSO_SERVICES_REDIS_URL,
     driver: raw.AIQSO_DRIVER,
     edge: raw.AIQSO_EDGE,
     stripe: { secretKey: raw.STRIPE_SECRET_KEY, webhookSecret: raw.STRIPE_WEBHOOK_SECRET },

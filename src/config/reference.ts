@@ -55,6 +55,12 @@ export const CONFIG_REFERENCE: { [K in keyof RawConfig]-?: ConfigEntry } = {
     unset: 'unset \u2192 in-process',
     meaning: 'rate limits, sessions, caches',
   },
+  AIQSO_SERVICES_REDIS_URL: {
+    group: 'Platform',
+    unset: 'unset \u2192 services that need Redis (Paperless-ngx) are not offered',
+    meaning:
+      "Redis for services that need one (`database.redis`): each gets an ACL user of its own, limited to its key and channel prefix, with a random password; the URL's user must be allowed `ACL`, `INFO`, `SCAN` and `UNLINK` (e.g. `default`). Can be the same server as `REDIS_URL`. See docs/services.md",
+  },
   AIQSO_CATALOG_DIR: {
     group: 'Platform',
     unset: 'the shipped `catalog/services`',

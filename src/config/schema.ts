@@ -51,6 +51,14 @@ export const configSchema = z.object({
   REDIS_URL: url('a redis:// URL')
     .refine((v) => /^rediss?:\/\//.test(v), 'expected a redis:// URL')
     .optional(),
+  // The Redis services that need one get their own ACL user on; the URL's user administers them.
+  AIQSO_SERVICES_REDIS_URL: url('a redis:// URL')
+    .refine((v) => /^rediss?:\/\//.test(v), 'expected a redis:// URL')
+    .refine(
+      (v) => URL.canParse(v) && /^\/?\d*$/.test(new URL(v).pathname),
+      'expected a database number as its path',
+    )
+    .optional(),
   AIQSO_DRIVER: z.enum(DRIVER_KINDS, { error: 'expected process, lxc or proxmox' }).default('process'),
   AIQSO_EDGE: z.enum(['builtin', 'nginx'], { error: 'expected builtin or nginx' }).default('builtin'),
   AIQSO_BILLING: z

@@ -4,6 +4,7 @@ import type { OrphanSource } from '../core/reconcile.ts';
 import type { Database } from '../db/database.ts';
 import { deleteRoute } from '../edge/routes-store.ts';
 import { dropServiceDatabase, listServiceDatabases } from '../services/databases.ts';
+import { dropServiceRedisUser, listServiceRedisUsers, type ServicesRedis } from '../services/redis.ts';
 
 /**
  * Where the tenant lifecycle's things live outside the specs, for orphan
@@ -11,10 +12,15 @@ import { dropServiceDatabase, listServiceDatabases } from '../services/databases
  * removed only after AIQSO_ORPHAN_GRACE_SECONDS. Each inventory lists only what
  * this platform made, never a look-alike: containers named by `containerName`
  * (not prepared templates), routes by the resource that wrote them, service
- * databases tagged with this platform's database. The names here are the ones
- * the reconcilers' `owns` give.
+ * databases tagged with this platform's database, Redis users named with this
+ * platform's namespace. The names here are the ones the reconcilers' `owns` give.
  */
-export const ORPHAN_SOURCES = { compute: 'compute', routes: 'routes', databases: 'databases' } as const;
+export const ORPHAN_SOURCES = {
+  compute: 'compute',
+  routes: 'routes',
+  databases: 'databases',
+  redis: 'redis',
+} as const;
 
 export function computeOrphans(compute: ComputeDriver): OrphanSource {
   return {
@@ -66,10 +72,25 @@ export function databaseOrphans(admin: pg.Pool): OrphanSource {
   };
 }
 
+/** Service users on the Redis for services; removing one removes its keys too. */
+export function redisOrphans(redis: ServicesRedis): OrphanSource {
+  return {
+    name: ORPHAN_SOURCES.redis,
+    list: async () => listServiceRedisUsers(await redis.admin(), redis.namespace),
+    remove: async (name) => dropServiceRedisUser(await redis.admin(), name),
+  };
+}
+
 export function lifecycleOrphanSources(deps: {
   compute: ComputeDriver;
   db: Database;
   admin: pg.Pool;
+  redis?: ServicesRedis;
 }): OrphanSource[] {
-  return [computeOrphans(deps.compute), routeOrphans(deps.db), databaseOrphans(deps.admin)];
+  return [
+    computeOrphans(deps.compute),
+    routeOrphans(deps.db),
+    databaseOrphans(deps.admin),
+    ...(deps.redis ? [redisOrphans(deps.redis)] : []),
+  ];
 }

@@ -3,6 +3,7 @@ import { createApi, type ApiServer } from '../api/server.ts';
 import { healthRoutes } from '../api/routes/health.ts';
 import { localCheckoutRoutes } from '../api/routes/local-checkout.ts';
 import { signupRoutes } from '../api/routes/signup.ts';
+import { platformProvides } from '../catalog/runnable.ts';
 import { stripeWebhookRoutes } from '../api/routes/stripe-webhook.ts';
 import { tenantLifecycleRoutes } from '../api/routes/tenant-lifecycle.ts';
 import { catalogRoutes } from '../api/routes/catalog.ts';
@@ -65,6 +66,7 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
     publicUrl: config.publicUrl,
     baseDomain: config.baseDomain,
     driver: config.driver,
+    provides: platformProvides(config),
     limiter: await signupLimiter(api, config, log, parts.identity?.rateLimitNamespace),
   });
   const identity = await installIdentity(api, { config, db: database.db, log }, parts.identity);
@@ -82,7 +84,12 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
     billing: billing.port,
     log,
   });
-  catalogRoutes(api, { db: database.db, driver: config.driver, plans: parts.plans });
+  catalogRoutes(api, {
+    db: database.db,
+    driver: config.driver,
+    provides: platformProvides(config),
+    plans: parts.plans,
+  });
   tenantServiceRoutes(api, { db: database.db, access, plans: parts.plans, config });
   let engine: ReturnType<typeof backupEngine> | undefined;
   backupRoutes(api, {

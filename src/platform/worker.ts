@@ -39,6 +39,12 @@ import {
 } from '../health/monitor.ts';
 import { tenantServiceReconciler } from '../services/reconciler.ts';
 import { tenantServiceSecrets } from '../services/secrets.ts';
+import {
+  serviceRedisAccess,
+  servicesRedis,
+  servicesRedisNamespace,
+  type ServicesRedis,
+} from '../services/redis.ts';
 import { registerBackups } from './backups.ts';
 import { removeTenantServices, tenantServiceSpecSchema } from '../services/subscriptions.ts';
 import { containerSpecFor, loadDeployment } from '../services/deploy-context.ts';
@@ -59,6 +65,8 @@ export function registerLifecycle(
     reach: ContainerReach;
     /** The master database's pool and URL: service databases are created on its server. */
     master: { pool: pg.Pool; url: string };
+    /** The Redis for services (AIQSO_SERVICES_REDIS_URL), when configured. */
+    redis?: ServicesRedis;
     box?: () => Promise<SecretBox>;
     log?: Logger;
   },
@@ -123,6 +131,7 @@ export function registerLifecycle(
         port: Number(local.port || 5432),
       },
       rootSecret: (id) => serviceSecrets.root(id),
+      redis: deps.redis,
       placement: { driver: compute.kind, dataDir: config.dataDir, policy: config.hostCapacity },
     }),
   );
@@ -142,13 +151,22 @@ export function registerLifecycle(
       const resource = await findResource(db, { kind: TENANT_SERVICE_KIND, id });
       if (!resource) throw new DomainError('not_found', `tenant service ${id} has no resource`);
       const d = await loadDeployment(db, id, tenantServiceSpecSchema.parse(resource.spec));
-      return containerSpecFor(d, {
-        driver: compute.kind,
-        repoRoot: REPO_ROOT,
-        publicUrl: config.publicUrl,
-        dbReach: deps.reach.db,
-        root: await serviceSecrets.root(id),
-      });
+      const root = await serviceSecrets.root(id);
+      const redis =
+        d.template.database.redis && deps.redis
+          ? serviceRedisAccess(deps.redis, d.tenantId, d.template.key, root)
+          : undefined;
+      return containerSpecFor(
+        d,
+        {
+          driver: compute.kind,
+          repoRoot: REPO_ROOT,
+          publicUrl: config.publicUrl,
+          dbReach: deps.reach.db,
+          root,
+        },
+        redis,
+      );
     },
   });
   registerWebhooks(parts, {
@@ -188,6 +206,7 @@ export async function startPlatformWorker(config: Config, log: Logger, database:
     stopWorkloadsOnClose: database.mode === 'embedded' && database.ownsServer === true,
   });
   let gateway: HostGateway | undefined;
+  let redis: ServicesRedis | undefined;
   try {
     const hostAddress = await compute.hostAddress();
     const reach = containerReach({
@@ -195,8 +214,16 @@ export async function startPlatformWorker(config: Config, log: Logger, database:
       http: config.http,
       databaseUrl: database.url,
       databaseListens: database.listens,
+      servicesRedisUrl: config.servicesRedisUrl,
     });
     gateway = await startHostGateway(hostAddress, reach.forwards, log.child({ part: 'gateway' }));
+    if (config.servicesRedisUrl && reach.redis)
+      redis = servicesRedis({
+        url: config.servicesRedisUrl,
+        namespace: servicesRedisNamespace(config.baseDomain, databaseName(database.url)),
+        reach: reach.redis,
+        hostAddress,
+      });
     const parts = orchestratorParts(config);
     registerLifecycle(parts, {
       config,
@@ -204,11 +231,14 @@ export async function startPlatformWorker(config: Config, log: Logger, database:
       compute,
       reach,
       master: { pool: database.pool, url: database.url },
+      redis,
       log: log.child({ part: 'health' }),
     });
     const billing = await createBillingPort(config, database.db, loadPlans(PLANS_FILE));
     registerBilling(parts, { config, db: database.db, billing, log });
-    parts.orphanSources.push(...lifecycleOrphanSources({ compute, db: database.db, admin: database.pool }));
+    parts.orphanSources.push(
+      ...lifecycleOrphanSources({ compute, db: database.db, admin: database.pool, redis }),
+    );
     parts.scheduleHandlers.certificates = certificateRenewalHandler(
       config,
       database.db,
@@ -238,13 +268,21 @@ export async function startPlatformWorker(config: Config, log: Logger, database:
       reach,
       async stop() {
         await worker.stop();
+        await redis?.close();
         await gateway?.close();
         await compute.close();
       },
     };
   } catch (err) {
+    await redis?.close();
     await gateway?.close();
     await compute.close();
     throw err;
   }
+}
+
+/** The database a postgres:// URL names (its path; PostgreSQL's default, the user's name, when it names none). */
+function databaseName(url: string): string {
+  const u = new URL(url);
+  return decodeURIComponent(u.pathname.replace(/^\//, '')) || decodeURIComponent(u.username) || 'postgres';
 }

@@ -79,14 +79,21 @@ export interface ContainerSpecInputs {
   root: string;
 }
 
+/** A service's Redis user as its container gets it; `port` is opened on the host when containers reach Redis there. */
+export interface ServiceRedisAccess {
+  url: string;
+  prefix: string;
+  hostPort?: number;
+}
+
 export function containerSpecFor(
   d: Deployment,
   inputs: ContainerSpecInputs,
-  redis?: { url: string; prefix: string },
+  redis?: ServiceRedisAccess,
 ): ContainerSpec {
   const t = d.template;
   const env = renderServiceEnv(t.env, {
-    redis,
+    redis: redis && { url: redis.url, prefix: redis.prefix },
     db: d.database
       ? { ...inputs.dbReach, name: d.database.name, user: d.database.role, password: inputs.root }
       : undefined,
@@ -103,8 +110,11 @@ export function containerSpecFor(
     resources: { memoryMb: r.memory_mb, cores: r.cores, diskGb: r.disk_gb },
     port: t.port,
     env,
-    // A service reaches its own database and nothing else on the host.
-    hostPorts: d.database ? [inputs.dbReach.port] : [],
+    // A service reaches its own database (and its Redis) and nothing else on the host.
+    hostPorts: [
+      ...(d.database ? [inputs.dbReach.port] : []),
+      ...(redis?.hostPort !== undefined ? [redis.hostPort] : []),
+    ],
   };
 }
 

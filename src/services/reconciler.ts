@@ -23,6 +23,14 @@ import {
   serviceDatabaseName,
 } from './databases.ts';
 import { containerSpecFor, loadDeployment, probe, type Deployment } from './deploy-context.ts';
+import {
+  dropServiceRedisUser,
+  ensureServiceRedisUser,
+  serviceRedisAccess,
+  serviceRedisUser,
+  serviceRedisUserState,
+  type ServicesRedis,
+} from './redis.ts';
 import { findFinalBackup, takeFinalBackup } from './final-backup.ts';
 import {
   addressRefusal,
@@ -37,7 +45,7 @@ import { tenantServiceSpecSchema, type TenantServiceSpec } from './subscriptions
 
 /**
  * The tenant service reconciler: the seed's Service Deployment Flow as named,
- * idempotent steps — capacity, container, database, start, route, health,
+ * idempotent steps — capacity, container, database, Redis user, start, route, health,
  * active, "service ready" email. An unsubscribed service (spec.removeAfter
  * set) is stopped, unrouted and dumped once; after its grace period the
  * `retire` step deletes the resource, whose removal destroys the container
@@ -59,6 +67,8 @@ export interface TenantServiceReconcilerDeps {
   dbLocal: { host: string; port: number };
   /** The service's root secret (its database password), sealed at rest. */
   rootSecret(tenantServiceId: string): Promise<string>;
+  /** The Redis for services (AIQSO_SERVICES_REDIS_URL), when configured. */
+  redis?: ServicesRedis;
   placement: PlacementOptions & { driver: DriverKind };
   healthPollMs?: number;
 }
@@ -91,14 +101,30 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
       if (status === 'failed') await emitServiceEvent(trx, 'service.failed', id);
     });
   };
+  const redisOf = async (d: Deployment) => {
+    if (!d.template.database.redis) return undefined;
+    return serviceRedisAccess(needRedis(d), d.tenantId, d.template.key, await deps.rootSecret(d.id));
+  };
+  const needRedis = (d: Deployment): ServicesRedis => {
+    if (!deps.redis)
+      throw new DomainError(
+        'deploy_failed',
+        `${d.template.key} needs a Redis user of its own, and this platform has no Redis for services (AIQSO_SERVICES_REDIS_URL is not set)`,
+      );
+    return deps.redis;
+  };
   const containerSpec = async (d: Deployment) =>
-    containerSpecFor(d, {
-      driver: deps.compute.kind,
-      repoRoot: deps.repoRoot,
-      publicUrl: deps.publicUrl,
-      dbReach: deps.dbReach,
-      root: await deps.rootSecret(d.id),
-    });
+    containerSpecFor(
+      d,
+      {
+        driver: deps.compute.kind,
+        repoRoot: deps.repoRoot,
+        publicUrl: deps.publicUrl,
+        dbReach: deps.dbReach,
+        root: await deps.rootSecret(d.id),
+      },
+      await redisOf(d),
+    );
 
   const steps: ReconcileStep<TenantServiceSpec>[] = [
     {
@@ -217,6 +243,33 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
       async remove(ctx) {
         const d = await load(ctx);
         if (d.database) await dropServiceDatabase(deps.admin, d.database);
+      },
+    },
+    {
+      // Its own ACL user on the Redis for services, limited to its key and channel prefix. Kept through
+      // the grace period like the database; on removal its keys go, then the user (and its connections).
+      name: 'redis user',
+      async observe(ctx) {
+        const d = await load(ctx);
+        // Not looked at while the service is meant to be down (unsubscribed, its tenant cancelled or
+        // purged): its removal then always runs, and clears keys even when the user itself is gone.
+        if (!d.template.database.redis || !wantsRunning(ctx, d)) return 'ok';
+        const access = (await redisOf(d))!;
+        return serviceRedisUserState(await needRedis(d).admin(), access.user, access.password);
+      },
+      async apply(ctx) {
+        const d = await load(ctx);
+        const access = await redisOf(d);
+        if (access) await ensureServiceRedisUser(await needRedis(d).admin(), access.user, access.password);
+      },
+      async remove(ctx) {
+        const d = await load(ctx);
+        // Without the setting the platform cannot reach that Redis any more: nothing it can remove.
+        if (!d.template.database.redis || !deps.redis) return;
+        await dropServiceRedisUser(
+          await deps.redis.admin(),
+          serviceRedisUser(deps.redis.namespace, d.tenantId, d.template.key),
+        );
       },
     },
     {
@@ -389,13 +442,22 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
     kind: TENANT_SERVICE_KIND,
     parseSpec: (raw) => tenantServiceSpecSchema.parse(raw),
     steps: steps.map((s) => failing(deps.db, s)),
-    // As lifecycle/orphan-sources.ts names them: its container, its routes, its database (named as at subscription).
+    // As lifecycle/orphan-sources.ts names them: its container, its routes, its database and Redis user
+    // (named as at subscription).
     owns: (resource) =>
       resource.tenantId
         ? [
             { source: 'compute', name: containerName(resource.tenantId, resource.spec.service) },
             { source: 'routes', name: resource.id },
             { source: 'databases', name: serviceDatabaseName(resource.tenantId, resource.spec.service) },
+            ...(deps.redis
+              ? [
+                  {
+                    source: 'redis',
+                    name: serviceRedisUser(deps.redis.namespace, resource.tenantId, resource.spec.service),
+                  },
+                ]
+              : []),
           ]
         : [],
   };

@@ -3,7 +3,7 @@ import { sql, type Kysely } from 'kysely';
 import { z } from 'zod';
 import { serviceTemplateSchema, type ServiceTemplate } from '../catalog/schema.ts';
 import type { Plan } from '../catalog/plans.ts';
-import { whyNotRunnable } from '../catalog/runnable.ts';
+import { whyNotRunnable, type PlatformProvides } from '../catalog/runnable.ts';
 import { containerName, type DriverKind } from '../core/compute.ts';
 import { badRequest, conflict, DomainError, notFound } from '../core/errors.ts';
 import { newId } from '../core/ids.ts';
@@ -41,6 +41,8 @@ export type TenantServiceSpec = z.infer<typeof tenantServiceSpecSchema>;
 export interface SubscriptionDeps {
   plans: Plan[];
   driver: DriverKind;
+  /** What the platform provides besides compute (a Redis for services); default nothing. */
+  provides?: PlatformProvides;
   dataDir: string;
   publicUrl: string;
   serviceGraceHours: number;
@@ -202,7 +204,7 @@ export async function subscribe(
     const found = await findTemplate(trx, key);
     if (!found) throw notFound(`service ${key} in the catalog`);
     // Checked before anything is written: a service this platform cannot run never takes a plan slot.
-    const unrunnable = whyNotRunnable(found.template, deps.driver);
+    const unrunnable = whyNotRunnable(found.template, deps.driver, deps.provides);
     if (unrunnable) throw conflict(unrunnable, { driver: deps.driver });
     const tenant = await trx
       .selectFrom('tenants')

@@ -33,6 +33,8 @@ export interface TestImage {
   cmd: string[];
   env?: string[];
   workdir?: string;
+  /** The image's USER (`name`, `uid`, `name:group`, `uid:gid`). */
+  user?: string;
   architecture?: string;
 }
 
@@ -102,7 +104,19 @@ export async function startRegistry(): Promise<TestRegistry> {
       const rootfs = path.join(bundle, 'rootfs');
       await mkdir(path.join(rootfs, 'bin'), { recursive: true });
       await copyFile('/bin/busybox', path.join(rootfs, 'bin', 'busybox'));
-      for (const applet of ['sh', 'cat', 'wc', 'httpd', 'mkdir', 'mv', 'printf', 'false', 'sleep', 'ls'])
+      for (const applet of [
+        'sh',
+        'cat',
+        'wc',
+        'httpd',
+        'mkdir',
+        'mv',
+        'printf',
+        'false',
+        'sleep',
+        'ls',
+        'id',
+      ])
         await symlink('busybox', path.join(rootfs, 'bin', applet));
       for (const [file, { text, mode }] of Object.entries(image.files)) {
         const target = path.join(rootfs, file);
@@ -123,6 +137,7 @@ export async function startRegistry(): Promise<TestRegistry> {
         ...image.cmd.flatMap((a) => ['--config.cmd', a]),
         ...(image.env ?? []).flatMap((e) => ['--config.env', e]),
         ...(image.workdir ? ['--config.workingdir', image.workdir] : []),
+        ...(image.user ? ['--config.user', image.user] : []),
       ];
       await run('umoci', config);
       const ref = `${host}/${name}:${tag}`;

@@ -6,6 +6,7 @@ import { imageRun, renderEnvFile, renderImageInit } from '../../src/compute/lxc/
 import { INIT_INSIDE } from '../../src/compute/lxc/images.ts';
 import type { ImageWorkload } from '../../src/core/compute.ts';
 import { containerSpecFor, type Deployment } from '../../src/services/deploy-context.ts';
+import { serviceRedisAccess, servicesRedis, servicesRedisNamespace } from '../../src/services/redis.ts';
 
 /**
  * The seed's third-party services as image entries, rendered as the lxc
@@ -43,7 +44,7 @@ const upstream: Record<string, { entrypoint: string[]; cmd: string[]; env: strin
   },
 };
 
-function render(t: ServiceTemplate, redis?: { url: string; prefix: string }) {
+function render(t: ServiceTemplate, redis?: { url: string; prefix: string; hostPort?: number }) {
   const d: Deployment = {
     id: 'tsv_01jd0000000000000000000000',
     tenantId: 'ten_01jdaaaaaaaaaaaaaaaaaaaaaa',
@@ -85,7 +86,7 @@ describe('the seed services as image entries (dry run)', () => {
       ['listmonk', 'docker.io/listmonk/listmonk:latest', 256],
       ['paperless-ngx', 'ghcr.io/paperless-ngx/paperless-ngx:2', 1024],
     ]);
-    // Only lxc runs images; Paperless needs a Redis user, which is not provisioned yet.
+    // Only lxc runs images; Paperless needs a Redis user, which needs AIQSO_SERVICES_REDIS_URL.
     expect(DRIVER_RUNS.lxc).toContain('image');
     expect(images.filter((t) => whyNotRunnable(t, 'lxc') === null).map((t) => t.key)).toEqual([
       'calcom',
@@ -93,8 +94,11 @@ describe('the seed services as image entries (dry run)', () => {
       'listmonk',
     ]);
     expect(whyNotRunnable(catalog['paperless-ngx']!, 'lxc')).toBe(
-      'paperless-ngx needs a Redis user of its own, which this platform does not provision yet',
+      'paperless-ngx needs a Redis user of its own, and this platform has no Redis for services (AIQSO_SERVICES_REDIS_URL is not set)',
     );
+    expect(
+      images.filter((t) => whyNotRunnable(t, 'lxc', { redis: true }) === null).map((t) => t.key),
+    ).toEqual(['calcom', 'espocrm', 'listmonk', 'paperless-ngx']);
   });
 
   it('renders Listmonk: the command after the image entrypoint, install and upgrade once, env-only config', () => {
@@ -145,18 +149,47 @@ describe('the seed services as image entries (dry run)', () => {
     expect(() => render(catalog['paperless-ngx']!)).toThrow(
       '${redis.url} needs a Redis user, and none is provisioned here',
     );
-    const { run, workload } = render(catalog['paperless-ngx']!, {
-      url: 'redis://s_acme_paperless:pw@10.10.10.1:6379',
-      prefix: 's_acme_paperless:',
+    // The platform's Redis for services on the host's loopback, reached by containers at the gateway.
+    const redis = servicesRedis({
+      url: 'redis://default:admin-secret@127.0.0.1:6379',
+      namespace: servicesRedisNamespace('aiqso.example', 'aiqso'),
+      reach: { host: '10.10.10.1', port: 6379 },
+      hostAddress: '10.10.10.1',
     });
+    const access = serviceRedisAccess(
+      redis,
+      'ten_01jdaaaaaaaaaaaaaaaaaaaaaa',
+      'paperless-ngx',
+      'root-secret',
+    );
+    const { run, workload, spec } = render(catalog['paperless-ngx']!, access);
     expect(run.argv).toEqual(['/init']);
-    expect(workload.volumes).toHaveLength(4);
+    expect(workload.volumes).toEqual([
+      '/usr/src/paperless/data',
+      '/usr/src/paperless/media',
+      '/usr/src/paperless/export',
+      '/usr/src/paperless/consume',
+    ]);
+    expect(access.user).toMatch(/^aiqso-[0-9a-f]{8}-s_01jdaaaaaaaaaaaaaaaaaaaaaa_paperless_ngx$/);
     expect(run.env).toMatchObject({
-      PAPERLESS_REDIS: 'redis://s_acme_paperless:pw@10.10.10.1:6379',
-      PAPERLESS_REDIS_PREFIX: 's_acme_paperless:',
-      PAPERLESS_URL: 'https://acme.aiqso.example',
+      PAPERLESS_REDIS: `redis://${access.user}:${access.password}@10.10.10.1:6379`,
+      PAPERLESS_REDIS_PREFIX: `${access.user}:`,
+      PAPERLESS_DBENGINE: 'postgresql',
+      PAPERLESS_DBHOST: '10.10.10.1',
+      PAPERLESS_DBPORT: '5432',
       PAPERLESS_DBNAME: 's_acme_paperless-ngx',
+      PAPERLESS_DBUSER: 's_acme_paperless-ngx',
+      PAPERLESS_DBPASS: 'root-secret',
+      PAPERLESS_URL: 'https://acme.aiqso.example',
+      PAPERLESS_FORCE_SCRIPT_NAME: '/docs',
+      PAPERLESS_PORT: '8000',
     });
+    // Neither the admin's credentials nor the root secret itself reach the service's Redis URL.
+    expect(run.env.PAPERLESS_REDIS).not.toContain('admin-secret');
+    expect(access.password).not.toBe('root-secret');
+    expect(run.env.PAPERLESS_SECRET_KEY).toMatch(/^.{40,}$/);
+    // The container may open the database and the Redis port on the host, nothing else.
+    expect(spec.hostPorts).toEqual([5432, 6379]);
   });
 
   it('fills every placeholder: nothing of the form ${…} reaches a container', () => {

@@ -46,4 +46,39 @@ describe('containerReach', () => {
     expect(reach.db).toEqual({ host: 'db.internal', port: 5432 });
     expect(reach.forwards.map((f) => f.name)).toEqual(['api']);
   });
+
+  it('gives services the Redis for services where they reach it: a loopback one forwarded, another host as it is', () => {
+    const bridged = containerReach({
+      hostAddress: '10.10.10.1',
+      http,
+      databaseUrl: 'postgres://a:b@db.internal/aiqso',
+      servicesRedisUrl: 'redis://default:secret@127.0.0.1:6380/2',
+    });
+    expect(bridged.redis).toEqual({ host: '10.10.10.1', port: 6380 });
+    expect(bridged.forwards).toContainEqual({
+      name: 'redis',
+      port: 6380,
+      target: { host: '127.0.0.1', port: 6380 },
+    });
+    const local = containerReach({
+      hostAddress: '127.0.0.1',
+      http,
+      databaseUrl: 'postgres://a:b@127.0.0.1:5433/aiqso',
+      servicesRedisUrl: 'redis://127.0.0.1',
+    });
+    expect(local.redis).toEqual({ host: '127.0.0.1', port: 6379 });
+    expect(local.forwards).toEqual([]);
+    const remote = containerReach({
+      hostAddress: '10.10.10.1',
+      http,
+      databaseUrl: 'postgres://a:b@db.internal/aiqso',
+      servicesRedisUrl: 'rediss://admin:pw@redis.internal:6390',
+    });
+    expect(remote.redis).toEqual({ host: 'redis.internal', port: 6390 });
+    expect(remote.forwards.map((f) => f.name)).toEqual(['api']);
+    // Without the setting, containers are given no Redis.
+    expect(containerReach({ hostAddress: '127.0.0.1', http, databaseUrl: 'postgres://a@h/x' }).redis).toBe(
+      undefined,
+    );
+  });
 });

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { DriverKind } from '../../core/compute.ts';
 import { offeredPlans, offeredServices } from '../../catalog/offer.ts';
 import type { Plan } from '../../catalog/plans.ts';
+import type { PlatformProvides } from '../../catalog/runnable.ts';
 import type { Database } from '../../db/database.ts';
 import type { ApiServer } from '../server.ts';
 
@@ -33,13 +34,14 @@ const PlanEntry = z.object({
  * The service catalog and the plans as offered: public, like the plans on the signup page
  * (it names what can be bought, nothing of any tenant). Read from the
  * `services` table, which start-up synchronises from the catalog files, and
- * filtered to what the configured compute driver runs (`whyNotRunnable`);
+ * filtered to what the configured compute driver runs and the platform
+ * provides (`whyNotRunnable`);
  * the plans from `catalog/plans.yaml`. The front page shows the same
  * (`catalog/offer.ts`).
  */
 export function catalogRoutes(
   app: ApiServer,
-  deps: { db: Database; driver: DriverKind; plans: Plan[] },
+  deps: { db: Database; driver: DriverKind; provides: PlatformProvides; plans: Plan[] },
 ): void {
   app.get(
     '/api/v1/catalog',
@@ -52,7 +54,7 @@ export function catalogRoutes(
       },
     },
     async () => ({
-      services: (await offeredServices(deps.db, deps.driver)).map((t) => ({
+      services: (await offeredServices(deps.db, deps.driver, deps.provides)).map((t) => ({
         key: t.key,
         name: t.name,
         description: t.description,

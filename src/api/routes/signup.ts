@@ -6,6 +6,7 @@ import { signup, signupProblems, type SignupDeps, type SignupField } from '../..
 import { escapeHtml, page } from '../../web/html.ts';
 import { designPage, emptyState, field, notice } from '../../web/design.ts';
 import { offeredPlans, offeredServices, planFeatures, type OfferedPlan } from '../../catalog/offer.ts';
+import type { PlatformProvides } from '../../catalog/runnable.ts';
 import type { Plan } from '../../catalog/plans.ts';
 import type { ServiceTemplate } from '../../catalog/schema.ts';
 import type { DriverKind } from '../../core/compute.ts';
@@ -155,7 +156,10 @@ Forgot the password? <a href="/password-reset">Reset it by e-mail</a>.</p>
  * Signup: the JSON API for integrations, and the portal's pages (the front
  * page and the HTML form). All are public.
  */
-export function signupRoutes(app: ApiServer, deps: SignupDeps & { driver: DriverKind }): void {
+export function signupRoutes(
+  app: ApiServer,
+  deps: SignupDeps & { driver: DriverKind; provides: PlatformProvides },
+): void {
   app.post(
     '/api/v1/signup',
     {
@@ -184,7 +188,7 @@ export function signupRoutes(app: ApiServer, deps: SignupDeps & { driver: Driver
   app.get('/', { config: { public: true }, schema: { hide: true } }, async (_request, reply) =>
     reply
       .type('text/html; charset=utf-8')
-      .send(frontPage(deps.baseDomain, plans, await offeredServices(deps.db, deps.driver))),
+      .send(frontPage(deps.baseDomain, plans, await offeredServices(deps.db, deps.driver, deps.provides))),
   );
 
   app.get(

@@ -1,6 +1,7 @@
 import type { FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Plan } from '../../catalog/plans.ts';
+import { platformProvides } from '../../catalog/runnable.ts';
 import type { Config } from '../../config/load.ts';
 import { notFound } from '../../core/errors.ts';
 import type { Database } from '../../db/database.ts';
@@ -76,6 +77,7 @@ export function tenantServiceRoutes(
   const subs: SubscriptionDeps = {
     plans: deps.plans,
     driver: config.driver,
+    provides: platformProvides(config),
     dataDir: config.dataDir,
     publicUrl: config.publicUrl,
     serviceGraceHours: config.serviceGraceHours,

@@ -144,6 +144,62 @@ async function checkRedis(config: Config): Promise<Check> {
   }
 }
 
+/**
+ * The Redis services that need one get their own ACL users on: reachable,
+ * Redis 7 or later (ACL DRYRUN, which the redis user step relies on), and its
+ * URL's user allowed to manage users and clear their keys.
+ */
+export async function checkServicesRedis(config: Config): Promise<Check> {
+  const part = 'services redis';
+  if (!config.servicesRedisUrl)
+    return {
+      part,
+      status: 'not used',
+      detail: 'AIQSO_SERVICES_REDIS_URL unset: services that need Redis are not offered',
+    };
+  const redis = new Redis(config.servicesRedisUrl, {
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    connectTimeout: 3000,
+    retryStrategy: () => null,
+  });
+  let last: Error | undefined;
+  redis.on('error', (err: Error) => (last = err));
+  const fix =
+    "set AIQSO_SERVICES_REDIS_URL to a Redis 7 URL whose user may run ACL, INFO, SCAN, SELECT and UNLINK (e.g. 'default')";
+  try {
+    await redis.connect().catch((err: unknown) => {
+      throw last ?? err;
+    });
+    const whoami = String(await redis.call('ACL', 'WHOAMI'));
+    // What the redis user step and its removal send, asked of ACL DRYRUN (itself an admin command).
+    const refused: string[] = [];
+    for (const argv of [
+      ['ACL', 'SETUSER', 'aiqso-doctor-probe', 'reset'],
+      ['ACL', 'DELUSER', 'aiqso-doctor-probe'],
+      ['ACL', 'GETUSER', 'aiqso-doctor-probe'],
+      ['INFO', 'keyspace'],
+      ['SCAN', '0'],
+      ['UNLINK', 'aiqso-doctor-probe'],
+    ]) {
+      const answer = await redis.call('ACL', 'DRYRUN', whoami, ...argv).then(String, (err: Error) => {
+        throw new Error(`user ${whoami} is not an admin: ${err.message}`);
+      });
+      if (answer !== 'OK') refused.push(argv[0] === 'ACL' ? `ACL ${argv[1]}` : argv[0]!);
+    }
+    if (refused.length)
+      return { part, status: 'failed', detail: `user ${whoami} may not run ${refused.join(', ')}`, fix };
+    const v = /redis_version:(\S+)/.exec(await redis.info('server'))?.[1] ?? '0';
+    if (Number(v.split('.')[0]) < 7)
+      return { part, status: 'failed', detail: `Redis ${v}; services need Redis 7 or later`, fix };
+    return { part, status: 'ok', detail: `reachable, Redis ${v}, user ${whoami} manages service users` };
+  } catch (err) {
+    return { part, status: 'failed', detail: (err as Error).message, fix };
+  } finally {
+    redis.disconnect();
+  }
+}
+
 function checkStripe(config: Config): Check {
   const { secretKey, webhookSecret } = config.stripe;
   if (!secretKey)
@@ -202,6 +258,7 @@ export async function runDoctor(config: Config): Promise<Check[]> {
     checkProxmox(config),
     checkNginx(config),
     checkRedis(config),
+    checkServicesRedis(config),
     Promise.resolve(checkStripe(config)),
     checkSmtp(config),
     checkDataDir(config),

@@ -31,6 +31,18 @@ export interface ManagedConfig {
   isolation: Isolation;
   /** Per-container data directories bind-mounted read-write (an image's volumes). */
   volumes?: { source: string; target: string }[];
+  /** Who PID 1 (and so the workload) runs as inside, when not root: an image's USER. */
+  initUser?: { uid: number; gid: number };
+}
+
+/**
+ * `lxc.init.uid`/`gid` lines that make PID 1 run as an image's USER (ids inside
+ * the container). No `lxc.init.groups`: LXC applies it only to privileged
+ * containers, so the workload has no supplementary groups.
+ */
+export function initUserLines(user: ManagedConfig['initUser']): string[] {
+  if (!user || (user.uid === 0 && user.gid === 0)) return [];
+  return [`lxc.init.uid = ${user.uid}`, `lxc.init.gid = ${user.gid}`];
 }
 
 /** What walls a container in: its id map, the host's confinement, its named bridge port. */
@@ -81,6 +93,7 @@ export function renderConfig(existing: string, c: ManagedConfig): string {
     `lxc.uts.name = ${c.name}`,
     ...isolationLines(c.isolation),
     'lxc.signal.halt = SIGTERM',
+    ...initUserLines(c.initUser),
     `lxc.mount.entry = ${c.aiqsoDir} aiqso none ro,bind,create=dir 0 0`,
     ...(c.appDir ? [`lxc.mount.entry = ${c.appDir} app none ro,bind,create=dir 0 0`] : []),
     ...(c.appModules ? [`lxc.mount.entry = ${c.appModules} node_modules none ro,bind,create=dir 0 0`] : []),
@@ -101,7 +114,8 @@ export function renderConfig(existing: string, c: ManagedConfig): string {
 }
 
 /** Keys the managed block owns: removed from the part above the marker so ours win. */
-const MANAGED_KEYS = /^\s*lxc\.(uts\.name|apparmor\.|seccomp\.|idmap|signal\.halt|net\.|cgroup2?\.)/;
+const MANAGED_KEYS =
+  /^\s*lxc\.(uts\.name|apparmor\.|seccomp\.|idmap|signal\.halt|init\.(uid|gid|groups)|net\.|cgroup2?\.)/;
 
 /** Keys `isolationLines` owns, wherever they are. */
 const ISOLATION_KEYS = /^\s*lxc\.(apparmor\.|seccomp\.|idmap|net\.0\.veth\.pair)/;
@@ -190,6 +204,8 @@ export function imageRun(
   image: { entrypoint: string[]; cmd: string[]; env: string[]; workdir: string },
   w: { entrypoint?: string[]; command?: string[]; workdir?: string },
   env: Record<string, string>,
+  /** The image's USER when not root: its home becomes HOME unless the image or the service sets one. */
+  user?: { home: string },
 ): ImageRun {
   const entrypoint = w.entrypoint ?? image.entrypoint;
   const command = w.command ?? (w.entrypoint ? [] : image.cmd);
@@ -203,7 +219,12 @@ export function imageRun(
   return {
     argv,
     workdir: w.workdir ?? (image.workdir || '/'),
-    env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', ...fromImage, ...env },
+    env: {
+      PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+      ...(user ? { HOME: user.home } : {}),
+      ...fromImage,
+      ...env,
+    },
   };
 }
 

@@ -1,6 +1,17 @@
 import { createHash } from 'node:crypto';
 import { existsSync, realpathSync } from 'node:fs';
-import { chown, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import {
+  chown,
+  lchown,
+  lstat,
+  mkdir,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  stat,
+  writeFile,
+} from 'node:fs/promises';
 import path from 'node:path';
 import type {
   AddressRoom,
@@ -10,6 +21,7 @@ import type {
   ContainerStats,
   ExecOptions,
   ExecResult,
+  ImageWorkload,
   ResourceLimits,
 } from '../../core/compute.ts';
 import { configDigest, isManagedName } from '../../core/compute.ts';
@@ -25,6 +37,7 @@ import {
   cgroupLimitKeys,
   IMAGE_LOG,
   imageRun,
+  INIT_MARKER,
   renderConfig,
   renderEnvFile,
   renderImageInit,
@@ -32,6 +45,7 @@ import {
   type ImageRun,
 } from './config.ts';
 import { INIT_INSIDE, LxcImages } from './images.ts';
+import { readImageUser, type ImageUser } from './image-user.ts';
 import { ensureTemplateShifted, mountSources, rootfsLayers } from './convert.ts';
 import { grantTraversal, shiftTree } from './idmap.ts';
 import type { Egress } from './netpolicy.ts';
@@ -113,6 +127,11 @@ export class LxcDriver implements ComputeDriver {
       // An image is pulled (or found in the cache) before anything of the container exists.
       const imageTemplate =
         workload.kind === 'image' ? await this.images.template(workload.image) : undefined;
+      // What it runs and as whom, also before: an image that cannot run says so with nothing made.
+      const plan =
+        workload.kind === 'image' && imageTemplate
+          ? await this.imagePlan(imageTemplate, workload, spec.env)
+          : undefined;
       const ip = await this.pool.allocate(spec.name, spec.ip);
       const fresh = !this.exists(spec.name);
       const source = workload.kind === 'clone' ? workload.template : (imageTemplate ?? base.name);
@@ -133,20 +152,23 @@ export class LxcDriver implements ComputeDriver {
         workload.kind === 'image' && imageTemplate
           ? await this.ensureVolumes(spec.name, imageTemplate, workload.volumes ?? [], owner)
           : [];
-      if (workload.kind === 'image' && imageTemplate) {
-        const image = await this.images.config(imageTemplate);
-        let runs: ImageRun;
-        try {
-          runs = imageRun(image, workload, spec.env);
-        } catch (err) {
-          throw new DomainError('deploy_failed', `${workload.image}: ${(err as Error).message}`);
+      const initUser = plan?.user;
+      if (workload.kind === 'image' && imageTemplate && plan) {
+        const runs = plan.runs;
+        // What PID 1 reads (its env and init script) belongs to the user it runs as, and to no one else.
+        const runsAs = initUser
+          ? ([ready.idmap.uid.start + initUser.uid, ready.idmap.gid.start + initUser.gid] as const)
+          : owner;
+        if (initUser) {
+          await chown(aiqsoDir, ...runsAs);
+          await this.prepareUserDirs(spec.name, imageTemplate, runsAs);
         }
-        await atomicWrite(path.join(aiqsoDir, 'env'), renderEnvFile(runs.env), 0o600, owner);
+        await atomicWrite(path.join(aiqsoDir, 'env'), renderEnvFile(runs.env), 0o600, runsAs);
         await atomicWrite(
           path.join(aiqsoDir, 'init.sh'),
           renderImageInit(INIT_INSIDE, runs, workload.init ?? []),
           0o700,
-          owner,
+          runsAs,
         );
       } else {
         const env = {
@@ -191,6 +213,7 @@ export class LxcDriver implements ComputeDriver {
         cgroup: CGROUP,
         isolation,
         volumes,
+        ...(initUser ? { initUser } : {}),
       });
       await atomicWrite(configFile, config, 0o640);
       for (const source of [aiqsoDir, await this.deltaDir(spec.name), ...mountSources(config)])
@@ -229,6 +252,67 @@ export class LxcDriver implements ComputeDriver {
       out.push({ source, target });
     }
     return out;
+  }
+
+  /**
+   * An image container's argv, working directory and environment, and the
+   * user its PID 1 runs as when the image's USER is not root (lxc.init.uid):
+   * init commands and the workload both run as it, as Docker runs them.
+   */
+  private async imagePlan(
+    template: string,
+    workload: ImageWorkload,
+    env: Record<string, string>,
+  ): Promise<{ runs: ImageRun; user?: ImageUser }> {
+    const image = await this.images.config(template);
+    try {
+      const found = await readImageUser(path.join(this.lxcPath, template, 'rootfs'), image.user ?? '');
+      const user = found.uid === 0 && found.gid === 0 ? undefined : found;
+      return { runs: imageRun(image, workload, env, user), ...(user ? { user } : {}) };
+    } catch (err) {
+      throw new DomainError('deploy_failed', `${workload.image}: ${(err as Error).message}`);
+    }
+  }
+
+  /**
+   * Where an image's init script keeps the workload's log and its init record
+   * (/var/log/aiqso, /var/lib/aiqso), owned by the image's USER: made in the
+   * image's template once (clones see them there), and given to the user in
+   * the container's own layer where an earlier run as root left them. A path
+   * through a symlink is never followed (it could lead out of the rootfs).
+   */
+  private async prepareUserDirs(
+    name: string,
+    template: string,
+    ids: readonly [number, number],
+  ): Promise<void> {
+    const dirs = ['var/log/aiqso', 'var/lib/aiqso'];
+    await this.cloneLocks.run(template, async () => {
+      const rootfs = path.join(this.lxcPath, template, 'rootfs');
+      for (const dir of dirs) {
+        for (const parent of [path.dirname(path.dirname(dir)), path.dirname(dir)]) {
+          const st = await lstat(path.join(rootfs, parent)).catch(() => undefined);
+          if (!st?.isDirectory())
+            throw new DomainError(
+              'deploy_failed',
+              `the image's /${parent} is not a directory: the workload's log cannot be kept for its USER`,
+            );
+        }
+        const p = path.join(rootfs, dir);
+        const st = await lstat(p).catch(() => undefined);
+        if (!st) await mkdir(p, { mode: 0o755 });
+        else if (!st.isDirectory())
+          throw new DomainError('deploy_failed', `the image's /${dir} is not a directory`);
+        if (!st || st.uid !== ids[0] || st.gid !== ids[1]) await chown(p, ...ids);
+      }
+    });
+    const delta = await this.deltaDir(name);
+    if (!delta) return;
+    for (const rel of [...dirs, IMAGE_LOG.slice(1), INIT_MARKER.slice(1)]) {
+      const p = path.join(delta, rel);
+      const st = await lstat(p).catch(() => undefined);
+      if (st && !st.isSymbolicLink() && (st.uid !== ids[0] || st.gid !== ids[1])) await lchown(p, ...ids);
+    }
   }
 
   /** Limits reach a running container at once, not only at its next start. */

@@ -7,7 +7,7 @@ import type { ImageCache, OnPullProgress, PullProgress } from '../../core/comput
 import { DomainError } from '../../core/errors.ts';
 import type { Database } from '../../db/database.ts';
 import type { Logger } from '../../observability/logger.ts';
-import { run, runOk } from '../shared/run.ts';
+import { run } from '../shared/run.ts';
 import { grantTraversal, idmapLines } from './idmap.ts';
 import { securityLines } from './security.ts';
 import type { Ready } from './walls.ts';
@@ -246,7 +246,7 @@ export class LxcImages implements ImageCache {
       const tmp = path.join(this.o.lxcPath, `.${template}.${randomBytes(4).toString('hex')}`);
       try {
         const { uid, gid } = ready.idmap;
-        await runOk('umoci', [
+        const unpack = await run('umoci', [
           'unpack',
           '--uid-map',
           `0:${uid.start}:${uid.size}`,
@@ -256,6 +256,17 @@ export class LxcImages implements ImageCache {
           `${this.layout}:${tag}`,
           tmp,
         ]);
+        if (unpack.exitCode !== 0) {
+          await run('umoci', ['rm', '--image', `${this.layout}:${tag}`]);
+          // umoci resolves the image's USER against its own /etc/passwd while unpacking.
+          const user = /cannot parse user spec: '([^']*)'/.exec(unpack.stderr);
+          throw new DomainError(
+            'deploy_failed',
+            user
+              ? `image ${ref} runs as USER ${user[1]}, which is not in its /etc/passwd or /etc/group`
+              : `unpacking ${ref} failed: ${lastLine(unpack.stderr)}`,
+          );
+        }
         await prepareRootfs(path.join(tmp, 'rootfs'), [uid.start, gid.start]);
         await writeFile(path.join(tmp, 'image.json'), JSON.stringify(config, null, 2));
         await writeFile(path.join(tmp, 'config'), renderImageTemplateConfig(this.o.lxcPath, template, ready));
