@@ -26,6 +26,8 @@
 /** @import { IncomingMessage, ServerResponse } from 'node:http' */
 import { createServer } from 'node:http';
 import { isIP } from 'node:net';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import {
   badge,
   clearCookie,
@@ -117,6 +119,10 @@ const keys = signer();
 /**
  * GET /api/v1/tenants/{tenant}/backups.
  * @typedef {{ backups: { id: string, time: string, service: string | null, kind: string, purpose: string, sizeBytes: number | null, verified: boolean }[] }} Backups
+ */
+/**
+ * GET /api/v1/tenants/{tenant}/exports: the tenant's data exports, newest first.
+ * @typedef {{ exports: { id: string, status: string, sizeBytes: number | null, requestedAt: string, expiresAt: string, error: string | null, download: string | null }[] }} Exports
  */
 /**
  * GET and POST /api/v1/tenants/{tenant}/cancellation: the grace period, and the dates once cancelled.
@@ -1191,8 +1197,105 @@ async function backupsPage(session, url) {
   const body = `<h1>Backups</h1>${messageOf(url)}
 <p class="muted">Every service's database and data are backed up on a schedule, encrypted. An owner can back up now, once every 10 minutes.</p>
 <div class="actions">${button(session, 'backup-now', {}, 'Back up now')}</div>
-${rows.length ? table('Backups', ['When', 'Service', 'Kind', 'Size', 'Checked'], rows) : emptyState('No backups yet', 'The first scheduled backup runs tonight, or back up now.')}`;
+${rows.length ? table('Backups', ['When', 'Service', 'Kind', 'Size', 'Checked'], rows) : emptyState('No backups yet', 'The first scheduled backup runs tonight, or back up now.')}
+${await exportsSection(session)}`;
   return frame(session, 'backups', 'Backups', body);
+}
+
+/**
+ * "Export my data": every service's database (a dump and a CSV per table), its files and the
+ * workspace's records in one archive, downloadable here by an owner until it expires.
+ * @param {Session} session
+ */
+async function exportsSection(session) {
+  /** @type {Answer<Exports>} */
+  const answer = await asUser(session, `/api/v1/tenants/${tid}/exports`).catch(() => ({
+    status: 503,
+    body: {},
+  }));
+  const intro = `<h2 id="exports">Export my data</h2>
+<p class="muted">One archive with every service's database (a dump and one CSV per table), its files and your workspace's records. You get an e-mail when it is ready; it can be downloaded here for 7 days, then it is deleted.</p>
+<div class="actions">${button(session, 'export-now', {}, 'Export my data')}</div>`;
+  if (answer.status !== 200) return `${intro}${notice(refusedWith(answer), 'error')}`;
+  const { exports = [] } = /** @type {Exports} */ (answer.body);
+  const states = /** @type {Record<string, string>} */ ({
+    building: 'Being built',
+    ready: 'Ready',
+    failed: 'Failed',
+    expired: 'Expired',
+  });
+  const rows = exports.map((e) => [
+    escape(when(e.requestedAt)),
+    badge(e.status === 'ready' ? 'ok' : e.status === 'failed' ? 'bad' : 'off', states[e.status] ?? e.status),
+    escape(e.status === 'failed' ? (e.error ?? '') : bytes(e.sizeBytes)),
+    escape(when(e.expiresAt)),
+    e.status === 'ready' ? `<a href="exports/${escape(e.id)}/download">Download</a>` : '',
+  ]);
+  return `${intro}${rows.length ? table('Data exports', ['Asked for', 'State', 'Size', 'Until', ''], rows) : ''}`;
+}
+
+/** @param {IncomingMessage} req @param {ServerResponse} res @param {Session} session */
+async function exportNow(req, res, session) {
+  const form = await readForm(req);
+  if (!keys.csrfOk(session.sid, form.csrf)) return forbidden(res);
+  const answer = await asUser(session, `/api/v1/tenants/${tid}/exports`, { method: 'POST' });
+  return answer.status === 202
+    ? back(res, 'backups', 'Your export is being built; you get an e-mail when it is ready.')
+    : back(res, 'backups', refusedWith(answer), true);
+}
+
+const EXPORT_DOWNLOAD = /^\/exports\/(exp_[0-9a-z]{26})\/download$/;
+
+/**
+ * Stream an export's archive to a signed-in owner: the platform checks tenant, role and expiry
+ * on the user's own token; a refusal is shown in words.
+ * @param {ServerResponse} res
+ * @param {Session} session
+ * @param {string} exportId
+ */
+async function downloadExport(res, session, exportId) {
+  const path = `/api/v1/tenants/${tid}/exports/${exportId}/download`;
+  const call = () =>
+    fetch(`${API}${path}`, {
+      headers: {
+        authorization: `Bearer ${session.accessToken}`,
+        ...(API_KEY ? { 'x-aiqso-dashboard-key': API_KEY } : {}),
+      },
+    });
+  let answer = await call();
+  if (answer.status === 401) {
+    // The access token expired: one refresh through the usual path, then again.
+    await answer.body?.cancel();
+    await asUser(session, `/api/v1/tenants/${tid}/exports`);
+    answer = await call();
+  }
+  if (answer.status !== 200 || !answer.body) {
+    const body = /** @type {Answer<unknown>['body']} */ (await answer.json().catch(() => ({})));
+    const why = refusedWith({ status: answer.status, body });
+    return send(
+      res,
+      answer.status === 410 ? 410 : answer.status === 404 ? 404 : 409,
+      page(
+        'Export not available',
+        `<h1>Export not available</h1>${notice(why, 'error')}<p><a class="button" href="../../backups#exports">Back to backups</a></p>`,
+        { brand: COMPANY },
+      ),
+    );
+  }
+  res.writeHead(200, {
+    'content-type': answer.headers.get('content-type') ?? 'application/gzip',
+    'content-disposition':
+      answer.headers.get('content-disposition') ?? `attachment; filename="${SLUG}-export.tar.gz"`,
+    ...(answer.headers.get('content-length')
+      ? { 'content-length': String(answer.headers.get('content-length')) }
+      : {}),
+    'cache-control': 'no-store',
+    'x-content-type-options': 'nosniff',
+  });
+  await pipeline(
+    Readable.fromWeb(/** @type {import('node:stream/web').ReadableStream} */ (answer.body)),
+    res,
+  );
 }
 
 /** @param {IncomingMessage} req @param {ServerResponse} res @param {Session} session */
@@ -1375,6 +1478,7 @@ const SIGNED_IN = {
   '/member-remove': (req, res, s) => teamChange(req, res, s, 'remove'),
   '/invitation-withdraw': (req, res, s) => teamChange(req, res, s, 'withdraw'),
   '/backup-now': backupNow,
+  '/export-now': exportNow,
   '/cancel-workspace': cancelWorkspace,
   '/logout': logout,
 };
@@ -1441,6 +1545,12 @@ async function route(req, res) {
     const session = await liveSession(req);
     if (!session) return send(res, 303, '', { location: './', 'set-cookie': clearCookie(COOKIE.session) });
     return SIGNED_IN[path](req, res, session);
+  }
+  const download = reading ? EXPORT_DOWNLOAD.exec(path) : null;
+  if (download) {
+    const session = await liveSession(req);
+    if (!session) return loginPage(res, req, 200, '', [], path);
+    return downloadExport(res, session, /** @type {string} */ (download[1]));
   }
   const render = PAGES[path];
   if (!render || !reading) return notFound(res);

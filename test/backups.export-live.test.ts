@@ -19,8 +19,10 @@ const exec = promisify(execFile);
  * "Export my data" against a real `aiqso up` (process driver, real
  * PostgreSQL): a tenant's Notes holds a note → its owner asks for an export
  * over the API → the platform's own worker builds it and the outbox sends the
- * owner the mail with the link → the link, with the owner's token, gives the
- * archive whose CSV and dump hold the note.
+ * owner the mail with the link → the link (the workspace's own page) asks a
+ * browser without a session to sign in, and gives a signed-in owner the same
+ * archive as the API gives their token, whose CSV and dump hold the note; the
+ * dashboard's Backups page lists it with that link.
  */
 let testDb: TestDatabase;
 let scratch: string;
@@ -116,15 +118,38 @@ describe('Export my data on a running platform', { timeout: 900_000 }, () => {
         text: string;
       };
       const link = /https?:\/\/\S+\/download/.exec(payload.text)?.[0];
-      expect(link).toMatch(new RegExp(`/api/v1/tenants/acme/exports/${exp.id}/download$`));
-      const downloadPath = new URL(link!).pathname;
+      // The link is the workspace's own page for the export, for a browser.
+      expect(link).toBe(`http://acme.localhost:${port}/exports/${exp.id}/download`);
+      const downloadPath = `/api/v1/tenants/acme/exports/${exp.id}/download`;
       expect(listed[0]!.download).toBe(downloadPath);
 
       expect((await fetch(`${api}${downloadPath}`)).status).toBe(401);
       const res = await fetch(`${api}${downloadPath}`, { headers: auth });
       expect(res.status).toBe(200);
+      const fromApi = Buffer.from(await res.arrayBuffer());
+
+      // Without a session the workspace asks to sign in (and comes back to the link); signed in, the
+      // owner gets the same archive. The Backups page lists it with that link.
+      const linkPath = new URL(link!).pathname;
+      const unsigned = await viaEdge(host, port, { path: linkPath });
+      expect(unsigned.status).toBe(200);
+      expect(unsigned.body).toContain('name="password"');
+      expect(unsigned.body).not.toContain(NOTE);
+      const signedIn = await viaEdge(host, port, { path: linkPath, headers: { cookie } });
+      expect(signedIn.status, signedIn.body.slice(0, 300)).toBe(200);
+      expect(signedIn.headers['content-type']).toBe('application/gzip');
+      expect(signedIn.bytes.equals(fromApi)).toBe(true);
+      const backupsPage = await viaEdge(host, port, { path: '/backups', headers: { cookie } });
+      expect(backupsPage.body).toContain(`href="exports/${exp.id}/download"`);
+      const unknown = await viaEdge(host, port, {
+        path: `/exports/exp_${'0'.repeat(26)}/download`,
+        headers: { cookie },
+      });
+      expect(unknown.status).toBe(404);
+      expect(unknown.body).toContain('Export not available');
+
       const archive = path.join(scratch, 'acme.tar.gz');
-      await writeFile(archive, Buffer.from(await res.arrayBuffer()));
+      await writeFile(archive, fromApi);
       await exec('tar', ['-xzf', archive, '-C', scratch]);
       const tables = path.join(scratch, 'acme-export', 'services', 'notes', 'tables');
       const { stdout } = await exec('ls', [tables]);

@@ -1,3 +1,4 @@
+import { tenantUrl } from '../core/services.ts';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -463,7 +464,8 @@ export function tenantExportReconciler(
             .where('id', '=', r.tenant_id)
             .executeTakeFirstOrThrow();
           const to = await exportRecipient(deps.db, r.tenant_id, r.requested_by);
-          const link = `${deps.publicUrl}${exportDownloadPath(tenant.slug, r.id)}`;
+          // The workspace's own page for it: a browser signs in there first (the API route takes a token).
+          const link = `${tenantUrl(deps.publicUrl, tenant.slug)}/exports/${r.id}/download`;
           const until = r.expires_at.toISOString().replace('T', ' ').slice(0, 16);
           await writeOutbox(deps.db, {
             key: exportMailKey(r.id),

@@ -25,6 +25,8 @@ export interface EdgeAnswer {
   status: number;
   headers: IncomingHttpHeaders;
   body: string;
+  /** The body as received (for an archive). */
+  bytes: Buffer;
 }
 
 /** A request to the platform's port with a tenant's Host header. */
@@ -43,9 +45,12 @@ export function viaEdge(
         headers: { host, ...options.headers },
       },
       (res) => {
-        let body = '';
-        res.on('data', (c: Buffer) => (body += c.toString()));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const bytes = Buffer.concat(chunks);
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: bytes.toString(), bytes });
+        });
       },
     );
     req.on('error', reject);
