@@ -1226,7 +1226,7 @@ async function exportsSection(session) {
   });
   const rows = exports.map((e) => [
     escape(when(e.requestedAt)),
-    badge(e.status === 'ready' ? 'ok' : e.status === 'failed' ? 'bad' : 'off', states[e.status] ?? e.status),
+    badge({ ready: 'ok', failed: 'bad', building: 'info' }[e.status] ?? 'off', states[e.status] ?? e.status),
     escape(e.status === 'failed' ? (e.error ?? '') : bytes(e.sizeBytes)),
     escape(when(e.expiresAt)),
     e.status === 'ready' ? `<a href="exports/${escape(e.id)}/download">Download</a>` : '',
