@@ -236,13 +236,18 @@ export function serviceRestoreReconciler(deps: RestoreDeps): Reconciler<Spec> {
     step('record', async (ctx) => {
       const r = await load(ctx);
       if (r.status === 'done') return;
-      // One commit: the row says done exactly when the audit entry and the service's reconcile exist
-      // (a crash between them would leave a restore done with no record of it, and nothing to
-      // make the service's route follow a re-created container).
+      // One commit: the row says done (and `record` among its steps) exactly when the audit entry and
+      // the service's reconcile exist (a crash between them would leave a restore done with no record
+      // of it, and nothing to make the service's route follow a re-created container).
       await deps.db.transaction().execute(async (trx) => {
         await trx
           .updateTable('restores')
-          .set({ status: 'done', finished_at: sql`now()`, error: null })
+          .set({
+            status: 'done',
+            finished_at: sql`now()`,
+            error: null,
+            steps_done: sql`array_append(steps_done, 'record')`,
+          })
           .where('id', '=', r.id)
           .execute();
         await appendAuditIn(trx, {
