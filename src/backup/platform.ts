@@ -62,23 +62,35 @@ const pgArgs = (t: ReturnType<typeof pgTarget>) => [
   t.database,
 ];
 
-/** One snapshot of the master database into the platform repository (made if missing), recorded. */
-export async function runPlatformBackup(deps: {
-  db: Database;
-  restic: Restic;
-  base: string;
-  masterKey: Buffer;
-  masterUrl: string;
-}): Promise<{
+export interface PlatformSnapshotResult {
   snapshot: string;
   location: string;
   sizeBytes: number;
   addedBytes: number;
   durationMs: number;
-}> {
-  const repo = platformRepository(deps.base, deps.masterKey);
-  if (!(await deps.restic.exists(repo))) await deps.restic.init(repo);
-  await deps.restic.unlock(repo);
+}
+
+/**
+ * One snapshot of the master database into the platform repository, tagged
+ * `run=<id>` and recorded in `platform_backups` under that id. A snapshot of
+ * the same run that restic stored but the run never recorded (a crash in
+ * between, or a restic orphaned by a killed platform finishing the partial
+ * stream it was fed) is forgotten first: only recorded snapshots count.
+ */
+export async function takePlatformSnapshot(deps: {
+  db: Database;
+  restic: Restic;
+  repo: ResticRepository & { keyId: string };
+  masterUrl: string;
+  id: string;
+}): Promise<PlatformSnapshotResult> {
+  const { repo, id } = deps;
+  const tags = ['kind=master', `key=${repo.keyId}`, `run=${id}`];
+  const leftovers = await deps.restic.snapshots(repo, [`run=${id}`]);
+  await deps.restic.forget(
+    repo,
+    leftovers.map((x) => x.id),
+  );
   const started = new Date();
   const target = pgTarget(deps.masterUrl);
   const dump = spawn(await findPgDump(), ['-Fc', ...pgArgs(target)], {
@@ -88,8 +100,6 @@ export async function runPlatformBackup(deps: {
   const dumped = exited(dump, 'pg_dump');
   const stdin = new PassThrough();
   dump.stdout.pipe(stdin);
-  const id = newId('backup');
-  const tags = ['kind=master', `key=${repo.keyId}`, `run=${id}`];
   const stored = deps.restic.backupStdin(repo, { stdin, filename: MASTER_DUMP_FILE, tags, host: 'aiqso' });
   const [d, s] = await Promise.allSettled([dumped, stored]);
   if (d.status === 'rejected') {
@@ -100,8 +110,13 @@ export async function runPlatformBackup(deps: {
   if (s.status === 'rejected') throw s.reason;
   const summary = s.value;
   // restic's summary may give the short id: the full one is read back by this run's tag.
-  const [snap] = await deps.restic.snapshots(repo, [`run=${id}`]);
-  if (!snap) throw new Error(`restic reported a platform snapshot but lists none tagged run=${id}`);
+  const tagged = await deps.restic.snapshots(repo, [`run=${id}`]);
+  const snap = tagged.find((x) => x.id.startsWith(summary.snapshotId));
+  if (!snap) throw new Error(`restic reported platform snapshot ${summary.snapshotId} but does not list it`);
+  await deps.restic.forget(
+    repo,
+    tagged.filter((x) => x !== snap).map((x) => x.id),
+  );
   const durationMs = Date.now() - started.getTime();
   await deps.db
     .insertInto('platform_backups')
@@ -123,6 +138,37 @@ export async function runPlatformBackup(deps: {
     addedBytes: summary.dataAdded,
     durationMs,
   };
+}
+
+/** `aiqso backups run --platform`: one snapshot now, in this process (the repository made if missing). */
+export async function runPlatformBackup(deps: {
+  db: Database;
+  restic: Restic;
+  base: string;
+  masterKey: Buffer;
+  masterUrl: string;
+}): Promise<PlatformSnapshotResult> {
+  const repo = platformRepository(deps.base, deps.masterKey);
+  if (!(await deps.restic.exists(repo))) await deps.restic.init(repo);
+  await deps.restic.unlock(repo);
+  return takePlatformSnapshot({ ...deps, repo, id: newId('backup') });
+}
+
+/** The platform repository's snapshots, newest first: read from the repository alone (the master key opens it). */
+export async function listPlatformSnapshots(
+  restic: Restic,
+  repo: ResticRepository & { keyId: string },
+): Promise<{ time: Date; snapshot: string; run: string | null; key: string | null }[]> {
+  if (!(await restic.exists(repo)))
+    throw new DomainError(
+      'not_found',
+      `no platform repository at ${repo.location} for this master key (no platform backup yet, or check AIQSO_BACKUP_REPOSITORY and the master key)`,
+    );
+  const tag = (s: Snapshot, name: string) =>
+    s.tags.find((t) => t.startsWith(`${name}=`))?.slice(name.length + 1) ?? null;
+  return (await restic.snapshots(repo, ['kind=master']))
+    .sort((a, b) => b.time.getTime() - a.time.getTime())
+    .map((s) => ({ time: s.time, snapshot: s.id, run: tag(s, 'run'), key: tag(s, 'key') }));
 }
 
 /** The platform repository's snapshot `ref` names (full id, or 8+ hex digits of it). */

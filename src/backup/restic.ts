@@ -111,10 +111,14 @@ export class Restic {
     });
   }
 
-  /** Whether a repository exists there (and this password opens it); throws when the backend cannot be reached. */
+  /**
+   * Whether a repository exists there (and this password opens it); throws when the backend cannot
+   * be reached. Without a lock: a look must not make a concurrent `check` or `prune` (which need the
+   * repository to themselves) fail.
+   */
   async exists(repo: ResticRepository): Promise<boolean> {
     try {
-      await this.call(repo, ['cat', 'config']);
+      await this.call(repo, ['cat', 'config', '--no-lock']);
       return true;
     } catch (err) {
       if (err instanceof DomainError && err.details?.missing === true) return false;

@@ -2,7 +2,7 @@ import { open as openFile, mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { createWriteStream } from 'node:fs';
 import { finished } from 'node:stream/promises';
-import { sql } from 'kysely';
+import { sql, type Transaction } from 'kysely';
 import type pg from 'pg';
 import { z } from 'zod';
 import type { ComputeDriver, ContainerSpec } from '../core/compute.ts';
@@ -16,7 +16,8 @@ import {
   type StepResult,
 } from '../core/reconcile.ts';
 import type { Database } from '../db/database.ts';
-import { appendAudit } from '../identity/audit.ts';
+import type { DB } from '../db/tables.ts';
+import { appendAuditIn } from '../identity/audit.ts';
 import { runSteps } from '../orchestrator/engine.ts';
 import { requestReconcile } from '../orchestrator/queue.ts';
 import { RESOURCE_LOCK_NS } from '../orchestrator/reconcile-task.ts';
@@ -235,48 +236,63 @@ export function serviceRestoreReconciler(deps: RestoreDeps): Reconciler<Spec> {
     step('record', async (ctx) => {
       const r = await load(ctx);
       if (r.status === 'done') return;
-      await deps.db
-        .updateTable('restores')
-        .set({ status: 'done', finished_at: sql`now()`, error: null })
-        .where('id', '=', r.id)
-        .execute();
-      await appendAudit(deps.db, {
-        actorType: 'system',
-        actorId: null,
-        tenantId: r.tenant_id,
-        action: 'tenant.service.restored',
-        targetType: 'service',
-        targetId: r.service,
-        result: 'success',
-        details: {
-          restore: r.id,
-          snapshot: r.snapshot_id,
-          dataSnapshot: r.data_snapshot_id,
-          safetyRun: safetyRunId(r.id),
-        },
+      // One commit: the row says done (and `record` among its steps) exactly when the audit entry and
+      // the service's reconcile exist (a crash between them would leave a restore done with no record
+      // of it, and nothing to make the service's route follow a re-created container).
+      await deps.db.transaction().execute(async (trx) => {
+        await trx
+          .updateTable('restores')
+          .set({
+            status: 'done',
+            finished_at: sql`now()`,
+            error: null,
+            steps_done: sql`array_append(steps_done, 'record')`,
+          })
+          .where('id', '=', r.id)
+          .execute();
+        await appendAuditIn(trx, {
+          actorType: 'system',
+          actorId: null,
+          tenantId: r.tenant_id,
+          action: 'tenant.service.restored',
+          targetType: 'service',
+          targetId: r.service,
+          result: 'success',
+          details: {
+            restore: r.id,
+            snapshot: r.snapshot_id,
+            dataSnapshot: r.data_snapshot_id,
+            safetyRun: safetyRunId(r.id),
+          },
+        });
+        // The service's own reconciler looks again now (its route follows a re-created container).
+        await requestReconcile(
+          trx,
+          { kind: TENANT_SERVICE_KIND, id: r.tenant_service_id },
+          { reason: 'restored' },
+        );
       });
-      // The service's own reconciler looks again now (its route follows a re-created container).
-      await requestReconcile(
-        deps.db,
-        { kind: TENANT_SERVICE_KIND, id: r.tenant_service_id },
-        { reason: 'restored' },
-      );
     }),
   ];
   return {
     kind: SERVICE_RESTORE_KIND,
     parseSpec: (raw) => specSchema.parse(raw),
     steps,
-    async failed(resource, error) {
-      const r = await loadRestore(deps.db, resource.spec.restoreId);
-      const updated = await deps.db
+    // In the transaction that marks the resource failed: a crash can never leave the resource given up
+    // on while its restore row still says running (the service held for good, no restore possible).
+    async onFailed(failure, trx) {
+      const spec = specSchema.safeParse(failure.spec);
+      if (!spec.success) return;
+      const db = trx as Transaction<DB>;
+      const r = await loadRestore(db, spec.data.restoreId);
+      const updated = await db
         .updateTable('restores')
-        .set({ status: 'failed', error, finished_at: sql`now()` })
+        .set({ status: 'failed', error: failure.error, finished_at: sql`now()` })
         .where('id', '=', r.id)
         .where('status', '=', 'running')
         .executeTakeFirst();
       if (Number(updated.numUpdatedRows) === 0) return;
-      await appendAudit(deps.db, {
+      await appendAuditIn(db, {
         actorType: 'system',
         actorId: null,
         tenantId: r.tenant_id,
@@ -284,11 +300,11 @@ export function serviceRestoreReconciler(deps: RestoreDeps): Reconciler<Spec> {
         targetType: 'service',
         targetId: r.service,
         result: 'failure',
-        details: { restore: r.id, snapshot: r.snapshot_id, stepsDone: r.steps_done, error },
+        details: { restore: r.id, snapshot: r.snapshot_id, stepsDone: r.steps_done, error: failure.error },
       });
       // The service is no longer held: its reconciler brings it back to its spec.
       await requestReconcile(
-        deps.db,
+        db,
         { kind: TENANT_SERVICE_KIND, id: r.tenant_service_id },
         { reason: 'restore failed' },
       );

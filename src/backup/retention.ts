@@ -29,8 +29,9 @@ export async function applyRetention(
     const kept = selectKept(group, policy);
     forget.push(...group.filter((s) => !kept.has(s.id)).map((s) => s.id));
   }
-  await deps.restic.forget(repo, forget);
-  // In slices: a repository that never saw retention may shed hundreds of rows at once.
+  // Rows first, in slices (a repository that never saw retention may shed hundreds at once): a crash
+  // in between leaves snapshots no row names (forgotten next time), never a recorded snapshot that
+  // is gone (which a restore or a verification would be pointed at).
   for (let i = 0; i < forget.length; i += 500) {
     await deps.db
       .deleteFrom('backups')
@@ -38,6 +39,7 @@ export async function applyRetention(
       .where('snapshot_id', 'in', forget.slice(i, i + 500))
       .execute();
   }
+  await deps.restic.forget(repo, forget);
   return forget.length;
 }
 

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import type { ComputeDriver } from '../core/compute.ts';
 import { newId } from '../core/ids.ts';
-import type { Reconciler, ReconcileStep, StepContext } from '../core/reconcile.ts';
+import type { Observation, Reconciler, ReconcileStep, StepContext } from '../core/reconcile.ts';
 import type { Database } from '../db/database.ts';
 import type { Kysely } from 'kysely';
 import type { DB } from '../db/tables.ts';
@@ -129,6 +129,7 @@ export function backupRunReconciler(deps: BackupDeps): Reconciler<BackupRunSpec>
     s: BackupTargetService,
     kind: Kind,
     take: (meta: { tags: string[]; host: string; time?: Date; signal: AbortSignal }) => Promise<{
+      snapshotId: string;
       dataAdded: number;
       bytesProcessed: number;
       durationMs: number;
@@ -144,9 +145,17 @@ export function backupRunReconciler(deps: BackupDeps): Reconciler<BackupRunSpec>
     const time = ctx.resource.spec.time ? new Date(ctx.resource.spec.time) : undefined;
     const started = Date.now();
     const summary = await take({ tags: t, host: deps.host, time, signal: ctx.signal });
-    const [snap] = await deps.restic.snapshots(r, t);
+    // The snapshot restic just reported, by its id (the summary may give the short one): not merely
+    // the first carrying these tags. A restic orphaned by a killed platform finishes the partial
+    // stream it was fed as a snapshot with the same tags; that one is forgotten, never recorded.
+    const tagged = await deps.restic.snapshots(r, t);
+    const snap = tagged.find((x) => x.id.startsWith(summary.snapshotId));
     if (!snap)
-      throw new Error(`restic reported a snapshot for ${s.service} but lists none tagged ${t.join(',')}`);
+      throw new Error(`restic reported snapshot ${summary.snapshotId} for ${s.service} but does not list it`);
+    await deps.restic.forget(
+      r,
+      tagged.filter((x) => x !== snap).map((x) => x.id),
+    );
     await deps.db
       .insertInto('backups')
       .values({
@@ -170,12 +179,20 @@ export function backupRunReconciler(deps: BackupDeps): Reconciler<BackupRunSpec>
       .execute();
   };
 
+  // A run whose completed event is written is over: every later look (the periodic resync, a
+  // restart's) finds it done without asking restic, and never backs up a service subscribed since
+  // under this old run's id.
+  const completed = (ctx: Ctx) => outboxHas(deps.db, eventOutboxKey(`backup.completed:${ctx.resource.id}`));
+  const unlessCompleted =
+    (observe: (ctx: Ctx) => Promise<Observation>) =>
+    async (ctx: Ctx): Promise<Observation> =>
+      (await completed(ctx)) ? 'ok' : observe(ctx);
   const steps: ReconcileStep<BackupRunSpec>[] = [
     {
       name: 'repository',
-      async observe(ctx) {
-        return (await deps.restic.exists(await repo(ctx))) ? 'ok' : 'missing';
-      },
+      observe: unlessCompleted(async (ctx) =>
+        (await deps.restic.exists(await repo(ctx))) ? 'ok' : 'missing',
+      ),
       async apply(ctx) {
         await deps.restic.init(await repo(ctx));
       },
@@ -183,18 +200,18 @@ export function backupRunReconciler(deps: BackupDeps): Reconciler<BackupRunSpec>
     {
       // A run killed mid-backup leaves its lock; restic removes only locks that are stale.
       name: 'stale locks',
-      async observe(ctx) {
-        return (await deps.restic.locks(await repo(ctx))).length > 0 ? 'drifted' : 'ok';
-      },
+      observe: unlessCompleted(async (ctx) =>
+        (await deps.restic.locks(await repo(ctx))).length > 0 ? 'drifted' : 'ok',
+      ),
       async apply(ctx) {
         await deps.restic.unlock(await repo(ctx));
       },
     },
     {
       name: 'databases',
-      async observe(ctx) {
-        return (await pending(ctx, 'database')).length > 0 ? 'missing' : 'ok';
-      },
+      observe: unlessCompleted(async (ctx) =>
+        (await pending(ctx, 'database')).length > 0 ? 'missing' : 'ok',
+      ),
       async apply(ctx) {
         const r = await repo(ctx);
         for (const s of await pending(ctx, 'database')) {
@@ -205,9 +222,7 @@ export function backupRunReconciler(deps: BackupDeps): Reconciler<BackupRunSpec>
     },
     {
       name: 'data',
-      async observe(ctx) {
-        return (await pending(ctx, 'data')).length > 0 ? 'missing' : 'ok';
-      },
+      observe: unlessCompleted(async (ctx) => ((await pending(ctx, 'data')).length > 0 ? 'missing' : 'ok')),
       async apply(ctx) {
         const r = await repo(ctx);
         await mkdir(deps.stagingDir, { recursive: true, mode: 0o700 });
@@ -235,9 +250,7 @@ export function backupRunReconciler(deps: BackupDeps): Reconciler<BackupRunSpec>
     // Last: the run is complete once this event is written (keyed by the run, so once).
     name: 'completed event',
     async observe(ctx) {
-      return (await outboxHas(deps.db, eventOutboxKey(`backup.completed:${ctx.resource.id}`)))
-        ? 'ok'
-        : 'missing';
+      return (await completed(ctx)) ? 'ok' : 'missing';
     },
     async apply(ctx) {
       const backups = await deps.db

@@ -256,9 +256,13 @@ export function buildProgram(): Command {
       'recorded snapshots: time, service, kind, size, added bytes, duration, verified, restore time',
     )
     .option('--tenant <slug>', 'only this tenant (slug or id)')
+    .option(
+      '--platform',
+      "instead, the platform repository's snapshots of the master database, read with the master key alone (no database needed)",
+    )
     .option('--json', 'print as JSON')
     .action(
-      action(async (options: { tenant?: string; json?: boolean }) =>
+      action(async (options: { tenant?: string; platform?: boolean; json?: boolean }) =>
         (await commands.backups()).backupsList(commandContext({ quiet: true }), options),
       ),
     );

@@ -3,12 +3,17 @@ import type { Config } from '../config/load.ts';
 import type pg from 'pg';
 import type { ComputeDriver, ContainerSpec } from '../core/compute.ts';
 import type { Database } from '../db/database.ts';
-import { loadSecretBox } from '../identity/master-key.ts';
+import { loadSecretBox, readMasterKey } from '../identity/master-key.ts';
 import type { SecretBox } from '../identity/secrets.ts';
 import type { OrchestratorParts } from './orchestrator.ts';
 import { repositoryKeys, type RepositoryKeys } from '../backup/repositories.ts';
 import { backupTenants, startBackupRuns } from '../backup/requests.ts';
 import { applyRetentionAll } from '../backup/retention.ts';
+import {
+  applyPlatformRetentionFor,
+  platformBackupReconciler,
+  startPlatformBackupRun,
+} from '../backup/platform-run.ts';
 import { serviceRestoreReconciler } from '../backup/restore.ts';
 import { Restic } from '../backup/restic.ts';
 import { backupRunReconciler } from '../backup/run.ts';
@@ -29,7 +34,10 @@ export function backupEngine(
   return { restic, keys: repositoryKeys(db, box, config.backup.repository) };
 }
 
-/** The backup-run and restore reconcilers, and the `backups`, `retention` and `verify` schedules. */
+/**
+ * The backup-run, platform-backup and restore reconcilers, and the `backups`, `retention` and
+ * `verify` schedules.
+ */
 export function registerBackups(
   parts: OrchestratorParts,
   deps: {
@@ -73,11 +81,22 @@ export function registerBackups(
   parts.registry.register(
     tenantExportReconciler({ ...common, dir: exportsDir, publicUrl: config.publicUrl }),
   );
+  // The master database goes into the platform repository on the same schedule as the tenants.
+  const platform = {
+    db,
+    restic,
+    base: config.backup.repository,
+    masterKey: () => readMasterKey({ configured: config.masterKey, dataDir: config.dataDir }),
+    masterUrl: deps.master.url,
+  };
+  parts.registry.register(platformBackupReconciler(platform));
   parts.scheduleHandlers.backups = async ({ firedAt }) => {
     await startBackupRuns(db, await backupTenants(db), { purpose: 'scheduled', firedAt });
+    await startPlatformBackupRun(db, firedAt);
   };
   parts.scheduleHandlers.retention = async () => {
     await applyRetentionAll({ db, restic, keys }, config.backup.keep);
+    await applyPlatformRetentionFor(platform, config.backup.keep);
     await removeExpiredExports(db, exportsDir);
   };
   const server = deps.master;

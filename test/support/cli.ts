@@ -92,7 +92,11 @@ export function startCli(
     void exited.then((r) => {
       clearTimeout(timer);
       if (!stderr.includes(ready))
-        reject(new Error(`aiqso ${args.join(' ')} exited early (${r.code})\n${r.stderr}`));
+        reject(
+          new Error(
+            `aiqso ${args.join(' ')} exited early (${r.code ?? r.signal})\n${r.stderr}\n${r.stdout.slice(-2000)}`,
+          ),
+        );
     });
   });
 }

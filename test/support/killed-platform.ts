@@ -19,9 +19,16 @@ export interface KilledPlatform {
   dataDir: string;
   /** The platform's own URL (the base domain is localhost). */
   base: string;
+  /** Its environment, for `aiqso` commands run against it. */
+  env: Record<string, string>;
   webhookSecret(): Promise<string>;
-  /** kill -9 the running `aiqso up`, wait until it is gone, and start it again. */
-  killAndRestart(): Promise<void>;
+  /**
+   * kill -9 the running `aiqso up`, wait until it is gone, and start it again. With `tools`, the
+   * processes it started in its own process group (restic, pg_dump, pg_restore, tar: what a crash of
+   * the whole service, or systemd's kill of its cgroup, takes along) die with it; without, they are
+   * orphaned and finish on their own. `whileDown` runs between the kill and the restart.
+   */
+  killAndRestart(options?: { tools?: boolean; whileDown?: () => Promise<void> }): Promise<void>;
   /** How many times it was killed. */
   kills(): number;
   /** Stop the platform (SIGINT), destroy the containers it left, and remove its data directory. */
@@ -57,15 +64,25 @@ export async function startKilledPlatform(
     port,
     dataDir,
     base: `http://127.0.0.1:${port}`,
+    env: fullEnv,
     async webhookSecret() {
       return (await readFile(path.join(dataDir, 'secrets', 'stripe-webhook-secret'), 'utf8')).trim();
     },
-    async killAndRestart() {
+    async killAndRestart(options = {}) {
       const current = running!;
       running = undefined;
+      const tools = options.tools ? await processGroupDescendants(current.child.pid!) : [];
       current.child.kill('SIGKILL');
+      for (const pid of tools) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
       await current.exited;
       kills++;
+      await options.whileDown?.();
       running = await startCli(['up'], fullEnv, READY, 120_000);
     },
     kills: () => kills,
@@ -91,6 +108,38 @@ export async function startKilledPlatform(
       await rm(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** The parent and process group of every process, from /proc. */
+async function processTable(): Promise<Map<number, { ppid: number; pgrp: number }>> {
+  const table = new Map<number, { ppid: number; pgrp: number }>();
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
+    // pid (comm) state ppid pgrp …; comm may hold spaces and parentheses: read after the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (fields.length > 3) table.set(Number(entry), { ppid: Number(fields[1]), pgrp: Number(fields[2]) });
+  }
+  return table;
+}
+
+/**
+ * Every descendant of `pid` still in `pid`'s process group: the tools it runs. Workloads the
+ * process driver started detached (their own process group) are not among them.
+ */
+async function processGroupDescendants(pid: number): Promise<number[]> {
+  const table = await processTable();
+  const group = table.get(pid)?.pgrp;
+  const out: number[] = [];
+  const walk = (parent: number) => {
+    for (const [child, p] of table)
+      if (p.ppid === parent && p.pgrp === group) {
+        out.push(child);
+        walk(child);
+      }
+  };
+  walk(pid);
+  return out;
 }
 
 /** Processes whose working directory is inside `dir`. */

@@ -19,6 +19,7 @@ import { withDatabase, type CommandContext } from '../context.ts';
 import {
   databaseIsEmpty,
   findPlatformSnapshot,
+  listPlatformSnapshots,
   platformRepository,
   restorePlatform,
   runPlatformBackup,
@@ -112,7 +113,40 @@ export async function backupsRun(
   if (options.wait !== false && outcomes.some((o) => o.phase !== 'ready')) process.exitCode = EXIT.failure;
 }
 
-export async function backupsList(ctx: CommandContext, options: { tenant?: string; json?: boolean }) {
+/**
+ * `aiqso backups list --platform`: the platform repository's snapshots, read
+ * from the repository with the master key alone (no database is opened), so
+ * it answers on a new machine before `aiqso restore platform`.
+ */
+async function platformList(ctx: CommandContext, options: { json?: boolean }) {
+  const { config } = ctx;
+  const masterKey = await readMasterKey({ configured: config.masterKey, dataDir: config.dataDir });
+  if (!masterKey)
+    throw new DomainError(
+      'bad_request',
+      `no master key: set AIQSO_MASTER_KEY (or put the platform's master.key in ${config.dataDir}); the platform repository opens with it`,
+    );
+  const restic = new Restic({
+    cacheDir: path.join(config.dataDir, 'restic-cache'),
+    credentials: config.backup.credentials,
+  });
+  const repo = platformRepository(config.backup.repository, masterKey);
+  const snapshots = await listPlatformSnapshots(restic, repo);
+  if (options.json) return printJson({ repository: repo.location, snapshots });
+  printTable(
+    snapshots.map((s) => ({ ...s, snapshot: s.snapshot.slice(0, 8) })),
+    ['time', 'snapshot', 'run', 'key'],
+  );
+}
+
+export async function backupsList(
+  ctx: CommandContext,
+  options: { tenant?: string; platform?: boolean; json?: boolean },
+) {
+  if (options.platform) {
+    if (options.tenant) throw new DomainError('bad_request', 'give --platform or --tenant, not both');
+    return platformList(ctx, options);
+  }
   const rows = await withDatabase(ctx, async ({ db }) => {
     const tenants = options.tenant
       ? [await tenantOrThrow(db, options.tenant)]
