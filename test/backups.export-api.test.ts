@@ -210,9 +210,13 @@ describe("the owner's Export my data", { timeout: 180_000 }, () => {
     >;
     expect(mail.kind).toBe('email');
     expect(payload).toMatchObject({ to: h.a.owner.email, template: 'export-ready', tenantId: h.a.id });
-    const link = `${h.config.publicUrl}/api/v1/tenants/${h.a.slug}/exports/${exportId}/download`;
-    expect(payload.text).toContain(link);
-    downloadPath = link.slice(h.config.publicUrl.length);
+    // The mail links to the workspace's own download page (a browser signs in there first; the
+    // dashboard streams from the API route below with the owner's token).
+    const publicUrl = new URL(h.config.publicUrl);
+    expect(payload.text).toContain(
+      `${publicUrl.protocol}//${h.a.slug}.${publicUrl.host}/exports/${exportId}/download`,
+    );
+    downloadPath = `/api/v1/tenants/${h.a.slug}/exports/${exportId}/download`;
     // Reconciled again, nothing is built or mailed twice.
     expect((await buildOnWorker(exportId)).actions).toBe(0);
     const mails = await h.db.db
@@ -391,16 +395,18 @@ describe("the owner's Export my data", { timeout: 180_000 }, () => {
       .where('status', '=', 'building')
       .executeTakeFirstOrThrow();
     expect((await ask(h.a.slug, h.a.owner.token)).statusCode).toBe(409);
-    // What the orchestrator calls when it stops retrying the resource.
-    await exportReconciler().failed!(
-      {
-        kind: TENANT_EXPORT_KIND,
-        id: building.id,
-        tenantId: h.a.id,
-        spec: { exportId: building.id, notify: true },
-        generation: 1,
-      },
-      'pg_dump failed (1): connection refused',
+    // What the orchestrator calls, in the transaction that marks the resource failed, when it stops
+    // retrying it.
+    await h.db.db.transaction().execute((trx) =>
+      exportReconciler().onFailed!(
+        {
+          id: building.id,
+          tenantId: h.a.id,
+          spec: { exportId: building.id, notify: true },
+          error: 'pg_dump failed (1): connection refused',
+        },
+        trx,
+      ),
     );
     const listed = await get(`/api/v1/tenants/${h.a.slug}/exports`, h.a.owner.token);
     expect(listed.json<{ exports: unknown[] }>().exports[0]).toMatchObject({

@@ -1,19 +1,20 @@
-import { tenantUrl } from '../core/services.ts';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { sql } from 'kysely';
+import { sql, type Transaction } from 'kysely';
 import pg from 'pg';
 import { z } from 'zod';
 import { WORKLOAD_PATH } from '../compute/shared/run.ts';
 import type { ComputeDriver } from '../core/compute.ts';
 import { DomainError } from '../core/errors.ts';
 import { newId } from '../core/ids.ts';
+import { tenantUrl } from '../core/services.ts';
 import type { Reconciler } from '../core/reconcile.ts';
 import type { Database } from '../db/database.ts';
+import type { DB } from '../db/tables.ts';
 import { tenantOwnerEmail } from '../db/owner.ts';
 import { outboxHas, writeOutbox } from '../orchestrator/outbox.ts';
 import { applyResourceIn } from '../orchestrator/resources.ts';
@@ -487,11 +488,15 @@ export function tenantExportReconciler(
         },
       },
     ],
-    async failed(resource, error) {
-      await deps.db
+    // In the transaction that marks the resource failed: a crash can never leave an export given up
+    // on still `building` (which would refuse the tenant's next export until it expired).
+    async onFailed(failure, trx) {
+      const spec = tenantExportSpecSchema.safeParse(failure.spec);
+      if (!spec.success) return;
+      await (trx as Transaction<DB>)
         .updateTable('tenant_exports')
-        .set({ status: 'failed', error, finished_at: new Date() })
-        .where('id', '=', resource.spec.exportId)
+        .set({ status: 'failed', error: failure.error, finished_at: new Date() })
+        .where('id', '=', spec.data.exportId)
         .where('status', '=', 'building')
         .execute();
     },

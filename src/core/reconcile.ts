@@ -108,16 +108,11 @@ export interface Reconciler<Spec = unknown> {
   /** What this resource's spec owns outside the database (container names, …). */
   owns?(resource: ReconcileTarget<Spec>): OwnedThing[];
   /**
-   * Called once the orchestrator gives up on the resource (phase `failed`), after
-   * that is committed:
-   * for a reconciler that keeps its own record of progress (a restore's row)
-   * to say it failed, and why. Errors it throws are logged, not retried.
-   */
-  failed?(resource: ReconcileTarget<Spec>, error: string): Promise<void>;
-  /**
    * Called inside the transaction that marks the resource `failed` (`trx` is the
-   * orchestrator's transaction on the master database), for effects that
-   * must commit with it (an event); `failed` above is for what follows it.
+   * orchestrator's transaction on the master database): for effects that must
+   * commit with it — an event, or a reconciler's own record of progress (a
+   * restore's or an export's row) saying it failed and why — so that no crash
+   * can leave the resource given up on while its record says it is under way.
    */
   onFailed?(
     failure: { id: string; tenantId: string | null; spec: unknown; error: string },

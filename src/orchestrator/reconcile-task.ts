@@ -244,26 +244,5 @@ async function recordFailure(
   });
   if (giveUp) {
     deps.log.error({ ...ref, failures, err: message, alert: true }, 'resource failed; operators alerted');
-    await notifyFailed(deps, row, message);
   } else deps.log.warn({ ...ref, failures, err: message }, 'reconcile failed; will retry');
-}
-
-/** Tell the resource's reconciler it was given up on (its `failed` hook), if it has one. */
-async function notifyFailed(deps: ReconcileDeps, row: ResourceRow, message: string): Promise<void> {
-  const reconciler = deps.registry.get(row.kind);
-  if (!reconciler?.failed) return;
-  try {
-    await reconciler.failed(
-      {
-        kind: row.kind,
-        id: row.id,
-        tenantId: row.tenant_id,
-        spec: reconciler.parseSpec(row.spec),
-        generation: row.generation,
-      },
-      message,
-    );
-  } catch (err) {
-    deps.log.error({ kind: row.kind, id: row.id, err: errorText(err) }, 'failed hook threw');
-  }
 }

@@ -40,14 +40,14 @@ export function probeReconciler(pool: pg.Pool): Reconciler<Record<string, never>
   };
 }
 
-/** Every call of the broken reconciler's `failed` hook: the resource's id and the error it was given up on. */
+/** Every call of the broken reconciler's `onFailed` hook: the resource's id and the error it was given up on. */
 export const brokenFailedCalls: { id: string; error: string }[] = [];
 
 export const brokenReconciler: Reconciler<Record<string, never>> = {
   kind: 'broken',
   parseSpec: () => ({}),
-  failed(resource, error) {
-    brokenFailedCalls.push({ id: resource.id, error });
+  onFailed(failure) {
+    brokenFailedCalls.push({ id: failure.id, error: failure.error });
     return Promise.resolve();
   },
   steps: [
