@@ -128,10 +128,10 @@ describe('retrying a failed service (process driver)', { timeout: 300_000 }, () 
     const cookie = signedIn.cookie!;
     const home = await viaEdge(host, port, { headers: { cookie } });
     expect(home.body).toMatch(
-      /<td>Stuck<\/td><td>failed: it started but did not answer in time\. <small class="muted">health check: GET \/never-healthy/,
+      /<td>Stuck<\/td><td><span class="badge bad">Failed<\/span><br>Setting it up failed: it started but did not answer in time\. <small class="muted">health check: GET \/never-healthy/,
     );
     const form =
-      /<form method="post" action="retry"[^>]*><input type="hidden" name="csrf" value="([^"]+)">\s*<input type="hidden" name="service" value="stuck">/.exec(
+      /<form method="post" action="retry"[^>]*><input type="hidden" name="csrf" value="([^"]+)">\s*<input type="hidden" name="service" value="stuck"><button type="submit">Retry<\/button>/.exec(
         home.body,
       );
     expect(form).not.toBeNull();
