@@ -427,7 +427,10 @@ describe('aiqso templates build', { timeout: 240_000 }, () => {
       expect(stages.slice(-2)).toEqual(['unpacking', 'ready']);
       expect(built.stderr).toMatch(/^prebuilt: pulling from 127\.0\.0\.1:\d+$/m);
       expect(built.stderr).toMatch(/^prebuilt: copying blob sha256:[0-9a-f]{12}$/m);
-      expect(await blobs('prebuilt')).toHaveLength(2); // config + layer
+      // Its own config, and any layer the shared cache did not hold yet: each fetched once.
+      const fetched = await blobs('prebuilt');
+      expect(fetched.length).toBeGreaterThanOrEqual(1);
+      expect(new Set(fetched).size).toBe(fetched.length);
 
       // The first deploy uses that template: no pull, no request to the registry.
       const before = (await registry.requests(/./)).length;
@@ -441,7 +444,7 @@ describe('aiqso templates build', { timeout: 240_000 }, () => {
       expect(again.code, again.stderr).toBe(0);
       expect(again.stderr).toMatch(/^prebuilt: cached sha256:[0-9a-f]{64} as aiqsoimg-[0-9a-f]{24}$/m);
       expect(again.stdout).toMatch(/^prebuilt: .*test\/prebuilt:1 was ready already as aiqsoimg-/);
-      expect(await blobs('prebuilt')).toHaveLength(2);
+      expect(await blobs('prebuilt')).toHaveLength(fetched.length);
 
       // A build and a first deploy at the same time: one pull between the two processes.
       const [raced] = await Promise.all([
@@ -451,7 +454,9 @@ describe('aiqso templates build', { timeout: 240_000 }, () => {
       expect(raced.code, raced.stderr).toBe(0);
       const racedPulled = (JSON.parse(raced.stdout) as { pulled: boolean }).pulled;
       expect(driver.images.pulls + (racedPulled ? 1 : 0)).toBe(1);
-      expect(await blobs('race')).toHaveLength(2);
+      const raceBlobs = await blobs('race');
+      expect(raceBlobs.length).toBeGreaterThanOrEqual(1);
+      expect(new Set(raceBlobs).size).toBe(raceBlobs.length);
 
       const listed = await runCli(['templates', 'list'], env);
       expect(listed.code, listed.stderr).toBe(0);
