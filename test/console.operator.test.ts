@@ -1,9 +1,6 @@
-import { existsSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import path from 'node:path';
 import { Secret, TOTP } from 'otpauth';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadCatalog } from '../src/catalog/load.ts';
 import { syncCatalog } from '../src/catalog/sync.ts';
@@ -14,7 +11,7 @@ import { hashPassword } from '../src/identity/passwords.ts';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
 import { startTestEdge, type TestEdge } from './support/edge.ts';
 import { viaEdge } from './support/live-platform.ts';
-import { missingPart } from './support/strict.ts';
+import { launchChromium, pageInspector, skipBrowser } from './support/browser.ts';
 import { eventually, startEchoUpstream, type EchoUpstream } from './support/upstreams.ts';
 
 /**
@@ -28,8 +25,6 @@ import { eventually, startEchoUpstream, type EchoUpstream } from './support/upst
  * screenshots at 1280 px and 390 px in test-output/console/, no horizontal
  * scroll at 390 px. Errors: HTML pages for a browser, JSON for the API.
  */
-const chromiumPath = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
-const skipBrowser = missingPart('Chromium', chromiumPath !== undefined, 'apt-get install chromium');
 const OUT = path.resolve('test-output/console');
 const PASSWORD = 'correct horse battery staple 42';
 const ADMIN = 'operator@platform.test';
@@ -40,7 +35,7 @@ let upstream: EchoUpstream;
 let browser: Browser;
 let base: string;
 let acmeId: string;
-let axeSource: string;
+let inspect: Awaited<ReturnType<typeof pageInspector>>;
 
 async function tenant(slug: string, status: TenantStatus, company: string): Promise<string> {
   const id = newId('tenant');
@@ -132,17 +127,8 @@ beforeAll(async () => {
     .insertInto('users')
     .values({ id: newId('user'), email: ADMIN, role: 'platform_admin', tenant_id: null, password_hash: hash })
     .execute();
-  axeSource = await readFile(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
-  await mkdir(OUT, { recursive: true });
-  browser = await chromium.launch({
-    executablePath: chromiumPath,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--host-resolver-rules=MAP localhost 127.0.0.1, MAP *.localhost 127.0.0.1',
-    ],
-  });
+  inspect = await pageInspector(OUT);
+  browser = await launchChromium();
 }, 120_000);
 
 afterAll(async () => {
@@ -151,33 +137,6 @@ afterAll(async () => {
   await edge?.close();
   await testDb?.drop();
 });
-
-interface AxeViolation {
-  id: string;
-  impact: string | null;
-  help: string;
-  nodes: { target: string[] }[];
-}
-
-/** axe-core on the page as it is, then screenshots at 1280 px and 390 px and the narrow width's scroll. */
-async function inspect(page: Page, name: string): Promise<void> {
-  await page.evaluate(axeSource);
-  const violations = await page.evaluate(async () => {
-    const axe = (globalThis as unknown as { axe: { run(): Promise<{ violations: AxeViolation[] }> } }).axe;
-    return (await axe.run()).violations;
-  });
-  const serious = violations
-    .filter((v) => v.impact === 'serious' || v.impact === 'critical')
-    .map((v) => `${v.id} (${v.impact}): ${v.help} at ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
-  expect(serious, name).toEqual([]);
-  await page.setViewportSize({ width: 1280, height: 900 });
-  await page.screenshot({ path: path.join(OUT, `${name}-1280.png`), fullPage: true });
-  await page.setViewportSize({ width: 390, height: 844 });
-  await page.screenshot({ path: path.join(OUT, `${name}-390.png`), fullPage: true });
-  const width = await page.evaluate<number>('document.scrollingElement.scrollWidth');
-  expect(width, `${name}: horizontal scroll at 390 px`).toBeLessThanOrEqual(390);
-  await page.setViewportSize({ width: 1280, height: 900 });
-}
 
 const totp = (secret: string, offsetSteps = 0) =>
   TOTP.generate({ secret: Secret.fromBase32(secret), timestamp: Date.now() + offsetSteps * 30_000 });

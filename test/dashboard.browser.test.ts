@@ -1,8 +1,5 @@
-import { existsSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import path from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadCatalog } from '../src/catalog/load.ts';
 import { syncCatalog } from '../src/catalog/sync.ts';
@@ -10,7 +7,7 @@ import { upsertRoute } from '../src/edge/routes-store.ts';
 import { appendAudit } from '../src/identity/audit.ts';
 import { startDashboard, type RunningDashboard } from './support/dashboard.ts';
 import { createHarness, PASSWORD, type Harness } from './support/identity.ts';
-import { missingPart } from './support/strict.ts';
+import { launchChromium, pageInspector, skipBrowser } from './support/browser.ts';
 
 /**
  * The tenant dashboard (dashboard/server.mjs, its own process against the real
@@ -25,15 +22,13 @@ import { missingPart } from './support/strict.ts';
  * Every page: no serious or critical axe-core violation, screenshots at
  * 1280 px and 390 px in test-output/dashboard/, no horizontal scroll at 390 px.
  */
-const chromiumPath = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
-const skipBrowser = missingPart('Chromium', chromiumPath !== undefined, 'apt-get install chromium');
 const OUT = path.resolve('test-output/dashboard');
 
 let h: Harness;
 let dash: RunningDashboard;
 let browser: Browser;
 let base: string;
-let axeSource: string;
+let inspect: Awaited<ReturnType<typeof pageInspector>>;
 const hour = 3_600_000;
 
 async function status(key: string): Promise<string | undefined> {
@@ -149,17 +144,8 @@ beforeAll(async () => {
       { tenant_id: h.a.id, tenant_service_id: null, metric: 'disk_bytes', value: 11e9, period_start: month },
     ])
     .execute();
-  axeSource = await readFile(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
-  await mkdir(OUT, { recursive: true });
-  browser = await chromium.launch({
-    executablePath: chromiumPath,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--host-resolver-rules=MAP *.localhost 127.0.0.1',
-    ],
-  });
+  inspect = await pageInspector(OUT);
+  browser = await launchChromium();
 }, 120_000);
 
 afterAll(async () => {
@@ -167,33 +153,6 @@ afterAll(async () => {
   await dash?.stop();
   await h?.close();
 });
-
-interface AxeViolation {
-  id: string;
-  impact: string | null;
-  help: string;
-  nodes: { target: string[] }[];
-}
-
-/** axe-core on the page as it is, then screenshots at 1280 px and 390 px and the narrow width's scroll. */
-async function inspect(page: Page, name: string): Promise<void> {
-  await page.evaluate(axeSource);
-  const violations = await page.evaluate(async () => {
-    const axe = (globalThis as unknown as { axe: { run(): Promise<{ violations: AxeViolation[] }> } }).axe;
-    return (await axe.run()).violations;
-  });
-  const serious = violations
-    .filter((v) => v.impact === 'serious' || v.impact === 'critical')
-    .map((v) => `${v.id} (${v.impact}): ${v.help} at ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
-  expect(serious, name).toEqual([]);
-  await page.setViewportSize({ width: 1280, height: 900 });
-  await page.screenshot({ path: path.join(OUT, `${name}-1280.png`), fullPage: true });
-  await page.setViewportSize({ width: 390, height: 844 });
-  await page.screenshot({ path: path.join(OUT, `${name}-390.png`), fullPage: true });
-  const width = await page.evaluate<number>('document.scrollingElement.scrollWidth');
-  expect(width, `${name}: horizontal scroll at 390 px`).toBeLessThanOrEqual(390);
-  await page.setViewportSize({ width: 1280, height: 900 });
-}
 
 async function signIn(page: Page, email: string, password = PASSWORD): Promise<void> {
   await page.goto(`${base}/`);

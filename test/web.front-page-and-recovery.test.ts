@@ -1,9 +1,7 @@
-import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { createRequire } from 'node:module';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadCatalog } from '../src/catalog/load.ts';
 import { loadPlans, PLANS_FILE } from '../src/catalog/plans.ts';
@@ -14,7 +12,7 @@ import { emailHandler } from '../src/orchestrator/mail-handlers.ts';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
 import { freePort } from '../src/db/embedded.ts';
 import { startTestEdge, type TestEdge } from './support/edge.ts';
-import { missingPart } from './support/strict.ts';
+import { launchChromium, pageInspector, skipBrowser } from './support/browser.ts';
 
 /**
  * The portal's public pages in Chromium, on a real edge and API over a real
@@ -28,8 +26,6 @@ import { missingPart } from './support/strict.ts';
  * screenshots at 1280 px and 390 px in test-output/portal/, no horizontal
  * scroll at 390 px.
  */
-const chromiumPath = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
-const skipBrowser = missingPart('Chromium', chromiumPath !== undefined, 'apt-get install chromium');
 const OUT = path.resolve('test-output/portal');
 const PASSWORD = 'correct horse battery staple 42';
 const NEW_PASSWORD = 'a fresh passphrase for spring';
@@ -39,7 +35,7 @@ let testDb: TestDatabase;
 let edge: TestEdge;
 let browser: Browser;
 let base: string;
-let axeSource: string;
+let inspect: Awaited<ReturnType<typeof pageInspector>>;
 let mailDir: string;
 
 beforeAll(async () => {
@@ -54,17 +50,8 @@ beforeAll(async () => {
     listen: { httpPort: port },
   });
   mailDir = await mkdtemp(path.join(os.tmpdir(), 'aiqso-portal-mail-'));
-  axeSource = await readFile(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
-  await mkdir(OUT, { recursive: true });
-  browser = await chromium.launch({
-    executablePath: chromiumPath,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--host-resolver-rules=MAP localhost 127.0.0.1, MAP *.localhost 127.0.0.1',
-    ],
-  });
+  inspect = await pageInspector(OUT);
+  browser = await launchChromium();
 }, 120_000);
 
 afterAll(async () => {
@@ -73,33 +60,6 @@ afterAll(async () => {
   await testDb?.drop();
   if (mailDir) await rm(mailDir, { recursive: true, force: true });
 });
-
-interface AxeViolation {
-  id: string;
-  impact: string | null;
-  help: string;
-  nodes: { target: string[] }[];
-}
-
-/** axe-core on the page as it is, then screenshots at 1280 px and 390 px and the narrow width's scroll. */
-async function inspect(page: Page, name: string): Promise<void> {
-  await page.evaluate(axeSource);
-  const violations = await page.evaluate(async () => {
-    const axe = (globalThis as unknown as { axe: { run(): Promise<{ violations: AxeViolation[] }> } }).axe;
-    return (await axe.run()).violations;
-  });
-  const serious = violations
-    .filter((v) => v.impact === 'serious' || v.impact === 'critical')
-    .map((v) => `${v.id} (${v.impact}): ${v.help} at ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
-  expect(serious, name).toEqual([]);
-  await page.setViewportSize({ width: 1280, height: 900 });
-  await page.screenshot({ path: path.join(OUT, `${name}-1280.png`), fullPage: true });
-  await page.setViewportSize({ width: 390, height: 844 });
-  await page.screenshot({ path: path.join(OUT, `${name}-390.png`), fullPage: true });
-  const width = await page.evaluate<number>('document.scrollingElement.scrollWidth');
-  expect(width, `${name}: horizontal scroll at 390 px`).toBeLessThanOrEqual(390);
-  await page.setViewportSize({ width: 1280, height: 900 });
-}
 
 /** Tab (at most 60 times) until the focused element's text is `text`; fails when it never is. */
 async function tabTo(page: Page, text: string): Promise<void> {
