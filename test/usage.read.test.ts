@@ -316,8 +316,18 @@ describe('aiqso usage', () => {
     expect(rows.find((r) => r.tenant === h.b.slug && r.metric === 'requests')?.value).toBe(24_000);
   });
 
-  it('`usage --all` prints one line per tenant and a TOTAL that is their sum, as the API does', async () => {
+  it('`usage --all` prints one line per tenant, the sum on each host and a TOTAL that is their sum, as the API does', async () => {
     const e = await env();
+    // The two tenants on two hosts.
+    await h.db.db
+      .insertInto('hosts')
+      .values([
+        { id: 'hst_usage_one', name: 'node-one', driver: 'lxc', memory_mb: 8192, cores: 4, disk_gb: 100 },
+        { id: 'hst_usage_two', name: 'node-two', driver: 'lxc', memory_mb: 8192, cores: 4, disk_gb: 100 },
+      ])
+      .execute();
+    await h.db.db.updateTable('tenants').set({ host_id: 'hst_usage_one' }).where('id', '=', h.a.id).execute();
+    await h.db.db.updateTable('tenants').set({ host_id: 'hst_usage_two' }).where('id', '=', h.b.id).execute();
     const json = await runCli(['usage', '--all', '--month', '2031-05', '--json'], e);
     expect(json.code, json.stderr).toBe(0);
     const body = JSON.parse(json.stdout) as {
@@ -332,14 +342,37 @@ describe('aiqso usage', () => {
         url: '/api/v1/usage?month=2031-05',
         headers: h.bearer(h.admin.token),
       })
-    ).json<{ tenants: unknown[]; totals: unknown }>();
+    ).json<{
+      tenants: { tenant: string; host: string | null; metrics: Record<string, number | null> }[];
+      totals: Record<string, number>;
+      hosts: { host: string | null; tenants: number; totals: Record<string, number> }[];
+    }>();
     expect(body.tenants).toEqual(api.tenants);
     expect(body.totals).toEqual(api.totals);
+    // Each host's sums are its tenants' figures, and together they make the totals.
+    expect(api.hosts.map((x) => [x.host, x.tenants])).toEqual([
+      ['node-one', 1],
+      ['node-two', 1],
+    ]);
+    for (const host of api.hosts) {
+      const on = api.tenants.filter((t) => t.host === host.host);
+      for (const [metric, value] of Object.entries(host.totals))
+        expect(value, `${host.host} ${metric}`).toBeCloseTo(
+          on.reduce((sum, t) => sum + (t.metrics[metric] ?? 0), 0),
+          6,
+        );
+    }
+    for (const [metric, value] of Object.entries(api.totals))
+      expect(value, metric).toBeCloseTo(
+        api.hosts.reduce((sum, x) => sum + (x.totals[metric] ?? 0), 0),
+        6,
+      );
     const table = await runCli(['usage', '--all', '--month', '2031-05'], e);
     expect(table.code, table.stderr).toBe(0);
     const lines = table.stdout.trim().split('\n');
     expect(lines[0]).toMatch(/^TENANT\s+CPU_SECONDS\s+MEMORY_AVG_BYTES\s+MEMORY_PEAK_BYTES/);
     expect(lines.at(-1)).toMatch(/^TOTAL\s+34\.50\s+-\s+1023\s+.*24240\s/);
+    expect(lines.filter((l) => l.startsWith('TOTAL on node-'))).toHaveLength(2);
     const both = await runCli(['usage', h.a.slug, '--all'], e);
     expect(both.code).toBe(2);
     expect(both.stderr).toContain('--all');

@@ -192,6 +192,8 @@ export async function monthRange(
 export interface TenantUsageTotals {
   tenantId: string;
   tenant: string;
+  /** The host the tenant is placed on (its name), or null while it is not placed. */
+  host: string | null;
   /**
    * Counters: the month's sum; gauges: the sum over its containers and databases of each one's
    * average (storage held on average); `memory_peak_bytes`: the sum of each container's highest
@@ -207,6 +209,17 @@ export interface UsageAcrossTenants {
   tenants: TenantUsageTotals[];
   /** Per metric, the sum of the tenants' figures (null ones count nothing). */
   totals: Record<string, number>;
+  /** Per host (by name; null: tenants not placed), its tenants' count and the sums of their figures. */
+  hosts: { host: string | null; tenants: number; totals: Record<string, number> }[];
+}
+
+/** Per metric, the sum of these tenants' figures (null ones count nothing). */
+function sumMetrics(tenants: TenantUsageTotals[]): Record<string, number> {
+  const totals: Record<string, number> = {};
+  for (const t of tenants)
+    for (const [metric, value] of Object.entries(t.metrics))
+      totals[metric] = (totals[metric] ?? 0) + (value ?? 0);
+  return totals;
 }
 
 /** What the admin view may be ordered by: the tenant's slug, or a metric (largest first). */
@@ -227,25 +240,42 @@ export async function usageAcrossTenants(
   q: { from: Date; to: Date; timeZone: string; sort?: string },
 ): Promise<UsageAcrossTenants> {
   const rows = await usageReport(db, { ...q, granularity: 'month' });
+  const placed = await db
+    .selectFrom('tenants')
+    .leftJoin('hosts', 'hosts.id', 'tenants.host_id')
+    .select(['tenants.id', 'hosts.name'])
+    .where('tenants.id', 'in', [...new Set(rows.map((r) => r.tenantId)), ''])
+    .execute();
+  const hostOf = new Map(placed.map((p) => [p.id, p.name]));
   const byTenant = new Map<string, TenantUsageTotals>();
   for (const r of rows) {
     let t = byTenant.get(r.tenantId);
     if (!t)
-      byTenant.set(r.tenantId, (t = { tenantId: r.tenantId, tenant: r.tenant, metrics: {}, gapHours: 0 }));
+      byTenant.set(
+        r.tenantId,
+        (t = {
+          tenantId: r.tenantId,
+          tenant: r.tenant,
+          host: hostOf.get(r.tenantId) ?? null,
+          metrics: {},
+          gapHours: 0,
+        }),
+      );
     const before = t.metrics[r.metric];
     t.metrics[r.metric] = r.value === null ? (before ?? null) : (before ?? 0) + r.value;
     t.gapHours = Math.max(t.gapHours, r.gapHours);
   }
   const tenants = [...byTenant.values()];
-  const totals: Record<string, number> = {};
-  for (const t of tenants)
-    for (const [metric, value] of Object.entries(t.metrics))
-      totals[metric] = (totals[metric] ?? 0) + (value ?? 0);
+  const onHost = new Map<string | null, TenantUsageTotals[]>();
+  for (const t of tenants) onHost.set(t.host, [...(onHost.get(t.host) ?? []), t]);
+  const hosts = [...onHost.entries()]
+    .map(([host, on]) => ({ host, tenants: on.length, totals: sumMetrics(on) }))
+    .sort((a, b) => (a.host ?? '\uffff').localeCompare(b.host ?? '\uffff'));
   const sort = q.sort ?? 'tenant';
   tenants.sort((a, b) =>
     sort === 'tenant'
       ? a.tenant.localeCompare(b.tenant)
       : (b.metrics[sort] ?? -1) - (a.metrics[sort] ?? -1) || a.tenant.localeCompare(b.tenant),
   );
-  return { tenants, totals };
+  return { tenants, totals: sumMetrics(tenants), hosts };
 }

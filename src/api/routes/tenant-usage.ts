@@ -40,10 +40,18 @@ const AcrossOut = z.object({
   limit: z.number(),
   offset: z.number(),
   totals: z.record(z.string(), z.number()),
+  hosts: z.array(
+    z.object({
+      host: z.string().nullable(),
+      tenants: z.number(),
+      totals: z.record(z.string(), z.number()),
+    }),
+  ),
   tenants: z.array(
     z.object({
       tenantId: z.string(),
       tenant: z.string(),
+      host: z.string().nullable(),
       metrics: z.record(z.string(), z.number().nullable()),
       gapHours: z.number(),
     }),
@@ -95,6 +103,7 @@ export function tenantUsageRoutes(
         limit,
         offset,
         totals: all.totals,
+        hosts: all.hosts,
         tenants: all.tenants.slice(offset, offset + limit),
       };
     },

@@ -90,8 +90,9 @@ const ALL_COLUMNS = [
 
 /**
  * `aiqso usage --all [--month] [--json]`: every tenant's month, one line each
- * (each metric summed over its services, as `GET /api/v1/usage` answers), and a
- * TOTAL line that is the sum of the lines above it.
+ * (each metric summed over its services, as `GET /api/v1/usage` answers), with
+ * tenants on several hosts a `TOTAL on <host>` line each, and a TOTAL line that
+ * is the sum of the tenants' lines.
  */
 async function usageAll(ctx: CommandContext, month: string, json: boolean): Promise<void> {
   const timeZone = ctx.config.timeZone;
@@ -112,6 +113,13 @@ async function usageAll(ctx: CommandContext, month: string, json: boolean): Prom
         tenant: t.tenant,
         ...Object.fromEntries(ALL_COLUMNS.map((m) => [m, cell(t.metrics[m])])),
       })),
+      // With tenants on more than one host, each host's sum before the whole TOTAL.
+      ...(result.hosts.length > 1
+        ? result.hosts.map((h) => ({
+            tenant: `TOTAL on ${h.host ?? '(not placed)'}`,
+            ...Object.fromEntries(ALL_COLUMNS.map((m) => [m, cell(h.totals[m])])),
+          }))
+        : []),
       { tenant: 'TOTAL', ...Object.fromEntries(ALL_COLUMNS.map((m) => [m, cell(result.totals[m])])) },
     ],
     ['tenant', ...ALL_COLUMNS],
