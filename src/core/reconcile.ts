@@ -44,6 +44,12 @@ export interface StepContext<Spec> {
    * with a deadline measures it from here.
    */
   waitingSince: Date | null;
+  /**
+   * What a long step is doing now ("copying blob sha256:…"): shown in the
+   * step's status while it runs (saved at most about once a second), cleared
+   * when it ends.
+   */
+  progress(detail: string): void;
 }
 
 /**

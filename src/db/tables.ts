@@ -401,6 +401,8 @@ export interface StepStatus {
   startedAt?: string;
   finishedAt?: string;
   lastError?: string;
+  /** While `running`: what the step reported it is doing now (`StepContext.progress`). */
+  progress?: string;
   /** Times the orchestrator found this step's effect gone or changed out of band and repaired it. */
   repairs?: number;
 }

@@ -39,6 +39,45 @@ export interface RunStepsOptions<Spec> {
   signal: AbortSignal;
   /** Persist status before a step acts, so a crash mid-step shows which step was running. */
   onProgress(steps: StepStatus[]): Promise<void>;
+  /** Least time between two saves of a running step's reported progress. */
+  progressEveryMs?: number;
+}
+
+/**
+ * A running step's `progress`: the latest detail goes into its status at
+ * once, and the status is saved at most once per `everyMs` (the last detail
+ * always reaches a save while the step runs); `stop` ends it with the step.
+ */
+function progressReporter(
+  status: StepStatus,
+  save: () => Promise<void>,
+  everyMs: number,
+): { report(detail: string): void; stop(): Promise<void> } {
+  let lastSave = 0;
+  let timer: NodeJS.Timeout | undefined;
+  let saving: Promise<void> = Promise.resolve();
+  let stopped = false;
+  const flush = () => {
+    timer = undefined;
+    lastSave = Date.now();
+    saving = saving.then(save).catch(() => undefined);
+  };
+  return {
+    report(detail) {
+      if (stopped) return;
+      status.progress = detail.slice(0, 200);
+      if (timer) return;
+      timer = setTimeout(flush, Math.max(0, lastSave + everyMs - Date.now()));
+      timer.unref();
+    },
+    async stop() {
+      stopped = true;
+      clearTimeout(timer);
+      timer = undefined;
+      await saving;
+      delete status.progress;
+    },
+  };
 }
 
 export function errorText(err: unknown): string {
@@ -74,7 +113,16 @@ export async function runSteps<Spec>(options: RunStepsOptions<Spec>): Promise<St
   for (const step of order) {
     const status = steps.find((s) => s.name === step.name)!;
     const waiting = status.state === 'waiting' && status.waitingSince !== undefined;
-    const ctx: StepContext<Spec> = { ...base, waitingSince: waiting ? new Date(status.waitingSince!) : null };
+    const reporter = progressReporter(
+      status,
+      () => options.onProgress(steps),
+      options.progressEveryMs ?? 1000,
+    );
+    const ctx: StepContext<Spec> = {
+      ...base,
+      waitingSince: waiting ? new Date(status.waitingSince!) : null,
+      progress: (detail) => reporter.report(detail),
+    };
     try {
       const found: Observation = await step.observe(ctx);
       const act = deleting ? found !== 'missing' && step.remove !== undefined : found !== 'ok';
@@ -97,6 +145,7 @@ export async function runSteps<Spec>(options: RunStepsOptions<Spec>): Promise<St
       const result = deleting
         ? await step.remove!(ctx)
         : await step.apply(ctx, found as Exclude<Observation, 'ok'>);
+      await reporter.stop();
       if (isRequeue(result)) {
         status.state = 'waiting';
         status.waitingSince = ctx.waitingSince?.toISOString() ?? new Date().toISOString();
@@ -115,6 +164,7 @@ export async function runSteps<Spec>(options: RunStepsOptions<Spec>): Promise<St
       status.finishedAt = new Date().toISOString();
       delete status.lastError;
     } catch (err) {
+      await reporter.stop();
       status.state = 'failed';
       status.finishedAt = new Date().toISOString();
       status.lastError = errorText(err);

@@ -198,7 +198,9 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
       async apply(ctx) {
         const d = await load(ctx);
         if (d.template.kind !== 'image' || !deps.compute.images) return;
-        await deps.compute.images.pull(d.template.image);
+        await deps.compute.images.pull(d.template.image, (p) =>
+          ctx.progress(`${p.stage} ${p.detail}`.trim()),
+        );
       },
     },
     {

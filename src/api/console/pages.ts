@@ -168,6 +168,7 @@ interface StepView {
   startedAt?: string;
   lastError?: string;
   waitingFor?: string;
+  progress?: string;
 }
 export interface ServiceView {
   service: string;
@@ -260,7 +261,7 @@ ${t.purgeAfter ? `<dt>Purge after</dt><dd>${when(t.purgeAfter)}</dd>` : ''}
                   : s.startedAt
                     ? `started ${when(s.startedAt)}`
                     : ''
-              }${s.attempts > 1 ? ` · ${s.attempts} attempts` : ''}${s.waitingFor ? ` · waiting for ${escapeHtml(s.waitingFor)}` : ''}</span>${
+              }${s.attempts > 1 ? ` · ${s.attempts} attempts` : ''}${s.waitingFor ? ` · waiting for ${escapeHtml(s.waitingFor)}` : ''}${s.state === 'running' && s.progress ? ` · ${escapeHtml(s.progress)}` : ''}</span>${
                 s.lastError ? `<br><span class="small">${escapeHtml(s.lastError)}</span>` : ''
               }</li>`,
           )

@@ -27,6 +27,8 @@ const Step = z.object({
   /** While `waiting`: what the step waits for (e.g. `capacity: host … has 0 MB of memory free; …`). */
   waitingFor: z.string().optional(),
   waitingSince: z.string().optional(),
+  /** While `running`: what the step reports it is doing now (an image pull's stage). */
+  progress: z.string().optional(),
   lastError: z.string().optional(),
   startedAt: z.string().optional(),
   finishedAt: z.string().optional(),

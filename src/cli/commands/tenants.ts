@@ -66,7 +66,11 @@ export async function tenantsShow(
   for (const r of tenant.resources) {
     out.push(`  ${r.kind} ${r.id}: ${r.phase}${r.lastError ? ` — ${r.lastError}` : ''}`);
     for (const step of r.steps) {
-      const err = step.lastError ? ` — ${step.lastError}` : '';
+      const err = step.lastError
+        ? ` — ${step.lastError}`
+        : step.state === 'running' && step.progress
+          ? ` — ${step.progress}`
+          : '';
       out.push(`    ${step.state.padEnd(8)} ${step.name} (attempts ${step.attempts})${err}`);
     }
   }
