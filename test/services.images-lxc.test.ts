@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, type DatabaseHandle } from '../src/db/database.ts';
 import { freePort, startEmbeddedPostgres } from '../src/db/embedded.ts';
@@ -22,7 +23,8 @@ import { registrySkip, startRegistry, webImage, type TestRegistry } from './supp
  * driver: an image built in the test (umoci) and pushed to a local registry
  * (docker-registry), a catalog entry naming it, two tenants subscribing at
  * once → one pull into the cache, a clone each, the init command run once,
- * the service's database created → healthy through the edge at
+ * the service's database and Redis user created (on the machine's Redis as
+ * AIQSO_SERVICES_REDIS_URL) → healthy through the edge at
  * `<slug>.localhost/web/` → active, with its ready email. An image that does
  * not exist, a registry that refuses, an image for another architecture and
  * an entrypoint that exits at once each fail with their reason, create no
@@ -37,7 +39,9 @@ let registry: TestRegistry;
 let catalogDir: string;
 let closedPort: number;
 
-const entry = (key: string, route: string, image: string, extra = '') => `key: ${key}
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+const entry = (key: string, route: string, image: string, extra = '', redis = false) => `key: ${key}
 name: ${key[0]!.toUpperCase()}${key.slice(1)}
 description: A test-built image.
 kind: image
@@ -49,7 +53,7 @@ ${extra}resources: { memory_mb: 128, cores: 1, disk_gb: 1 }
 port: 8080
 health: { path: /healthz, status: 200, timeout_seconds: 30 }
 route: { path: ${route}, strip_prefix: true }
-database: { postgres: true }
+database: { postgres: true${redis ? ', redis: true' : ''} }
 env:
   APP_NAME: \${public_url}
   APP_TITLE: ${key}
@@ -64,7 +68,7 @@ beforeAll(async () => {
   closedPort = await freePort();
   catalogDir = await mkdtemp(path.join(os.tmpdir(), 'aiqso-catalog-'));
   const files: Record<string, string> = {
-    'web.yaml': entry('web', '/web', web),
+    'web.yaml': entry('web', '/web', web, '', true),
     'ghost.yaml': entry('ghost', '/ghost', `${registry.host}/test/ghost:1`),
     'refused.yaml': entry('refused', '/refused', `127.0.0.1:${closedPort}/test/web:1`),
     'armed.yaml': entry('armed', '/armed', arm),
@@ -78,14 +82,40 @@ beforeAll(async () => {
   for (const [name, text] of Object.entries(files)) await writeFile(path.join(catalogDir, name), text);
   platform = await startLivePlatform({
     driver: lxc,
-    env: { AIQSO_CATALOG_DIR: catalogDir, AIQSO_REGISTRIES_CONF: registry.registriesConf },
+    env: {
+      AIQSO_CATALOG_DIR: catalogDir,
+      AIQSO_REGISTRIES_CONF: registry.registriesConf,
+      AIQSO_SERVICES_REDIS_URL: REDIS_URL,
+    },
   });
   const server = await startEmbeddedPostgres(platform.dataDir, createLogger('silent'));
   master = openDatabase(server.url.replace(/\/postgres$/, '/aiqso'), { max: 2 });
 }, 240_000);
 
+/** This file's tenants' Redis users on the shared Redis (named after the tenant's id and the service). */
+async function redisUsersOf(tenantIds: string[]): Promise<{ name: string; rules: string }[]> {
+  const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await redis.connect();
+    const rules = (await redis.call('ACL', 'LIST')) as string[];
+    return rules
+      .map((line) => ({ name: line.split(' ')[1]!, rules: line }))
+      .filter((u) => tenantIds.some((id) => u.name.includes(id.replace(/^ten_/, '').toLowerCase())));
+  } finally {
+    redis.disconnect();
+  }
+}
+
+let tenantIds: string[] = [];
+
 afterAll(async () => {
   if (skip) return;
+  // The platform removes a service's Redis user when the service goes; these stayed subscribed.
+  const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  await redis.connect().catch(() => undefined);
+  for (const u of await redisUsersOf(tenantIds).catch(() => []))
+    await redis.call('ACL', 'DELUSER', u.name).catch(() => undefined);
+  redis.disconnect();
   await master?.close();
   await platform?.stop();
   await registry?.stop();
@@ -215,6 +245,16 @@ describe('a service from an OCI image on the lxc driver', { timeout: 600_000 }, 
         .where('template', '=', 'service-ready')
         .execute();
       expect(mails.map((m) => m.subject)).toEqual(['Web is ready']);
+    }
+    // Each tenant's service has its own Redis user, limited to its own key prefix.
+    tenantIds = Object.values(ids);
+    for (const slug of tenants) {
+      const web = await view(slug, 'web');
+      expect(web!.steps.find((s) => s.name === 'redis user')).toMatchObject({ state: 'done' });
+      const users = await redisUsersOf([ids[slug]!]);
+      expect(users).toHaveLength(1);
+      expect(users[0]!.name).toMatch(/_web$/);
+      expect(users[0]!.rules).toContain(`~${users[0]!.name}:*`);
     }
 
     // Bad images: a reason each, no container, no address, no plan slot.
