@@ -5,14 +5,18 @@
 // (BENCH_DRIVER=lxc: the cgroup's; process: the process's RSS) and what placement counts for it, and
 // prints the measured memory as a share of the request and of the limit, and how many such
 // dashboards this host's allocatable memory holds by request against by limit (the former counting).
+// Also: the platform's RSS with them all, and one resync pass over them (every resource's reconcile
+// queued at once, as the resync does, until the last has run) against the resync interval.
 // Needs root and lxc for BENCH_DRIVER=lxc. PostgreSQL: TEST_DATABASE_URL's server, else an embedded one.
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { sql } from 'kysely';
 import os from 'node:os';
 import path from 'node:path';
 import { localId } from '../src/billing/stripe-objects.ts';
 import { containerName } from '../src/core/compute.ts';
 import { allocatableMemoryMb, memoryRequest } from '../src/core/services.ts';
 import { createLogger } from '../src/observability/logger.ts';
+import { requestReconcileAll, TASKS } from '../src/orchestrator/queue.ts';
 import { DASHBOARD_CLAIM } from '../src/services/hosts.ts';
 import { driverCases, pollUntil, startLivePlatform } from '../test/support/live-platform.ts';
 import { checkoutCompleted } from '../test/support/stripe.ts';
@@ -83,10 +87,30 @@ try {
   const sorted = [...used].sort((a, b) => a - b);
   const mean = used.reduce((a, b) => a + b, 0) / used.length;
   const p = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+  const status = await readFile(`/proc/${platform.pid()}/status`, 'utf8');
+  const platformRss = Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? 0) / 1024;
+  // One resync pass: every live resource's reconcile queued in one statement, as the resync does,
+  // timed until no reconcile job is left (each finds its resource converged and writes nothing).
+  const pending = async () =>
+    (
+      await sql<{ n: number }>`SELECT count(*)::int AS n FROM graphile_worker.jobs
+        WHERE task_identifier = ${TASKS.reconcile} AND run_at <= now() AND attempts < max_attempts`.execute(
+        db.db,
+      )
+    ).rows[0]!.n;
+  const r0 = performance.now();
+  const queued = await requestReconcileAll(db.db, 'bench');
+  await pollUntil(pending, (n) => n === 0, TIMEOUT_MS, 100);
+  const resyncMs = performance.now() - r0;
+  const resyncSeconds = Number(platform.env.AIQSO_RESYNC_SECONDS ?? 60);
   console.log(`density (${DRIVER} driver, ${N} tenants, host ${host.name}: ${host.memory_mb} MB)`);
   console.log(`  all ${N} live after payment:       ${(allLive / 1000).toFixed(1)} s`);
   console.log(
-    `  dashboard memory, measured:       mean ${mean.toFixed(1)} MB, p50 ${p(0.5).toFixed(1)} MB, max ${p(1).toFixed(1)} MB`,
+    `  dashboard memory, measured:       mean ${mean.toFixed(1)} MB, p50 ${p(0.5).toFixed(1)} MB, p95 ${p(0.95).toFixed(1)} MB, max ${p(1).toFixed(1)} MB`,
+  );
+  console.log(`  platform (aiqso up) RSS:           ${platformRss.toFixed(0)} MB`);
+  console.log(
+    `  one resync pass:                   ${(resyncMs / 1000).toFixed(1)} s for ${queued} resources, ${((100 * resyncMs) / 1000 / resyncSeconds).toFixed(1)}% of AIQSO_RESYNC_SECONDS (${resyncSeconds} s; goal <= 10%)`,
   );
   console.log(`  request / limit:                  ${request} MB / ${DASHBOARD_CLAIM.memory_mb} MB`);
   console.log(`  measured max / request:           ${(p(1) / request).toFixed(2)}`);
