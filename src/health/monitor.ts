@@ -155,10 +155,19 @@ export async function probeTarget(
   if (!target.upstream) return { ok: false, result: 'no upstream to probe' };
   const { host, port } = target.upstream;
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}${target.path}`;
+  // One controller with a timer of our own, not AbortSignal.any([AbortSignal.timeout(), abort]): on
+  // Node 20 the timeout signal inside such a composite can be garbage-collected before it fires
+  // (nodejs/node#57736), and the probe, hence the whole round, would then never end.
+  const controller = new AbortController();
+  const timer = setTimeout(
+    () => controller.abort(new DOMException(`no answer within ${timeoutMs} ms`, 'TimeoutError')),
+    timeoutMs,
+  );
+  const stop = () => controller.abort(abort?.reason);
+  abort?.addEventListener('abort', stop, { once: true });
   try {
-    const timeout = AbortSignal.timeout(timeoutMs);
-    const signal = abort ? AbortSignal.any([timeout, abort]) : timeout;
-    const res = await fetch(url, { signal, redirect: 'manual' });
+    if (abort?.aborted) stop();
+    const res = await fetch(url, { signal: controller.signal, redirect: 'manual' });
     await res.body?.cancel();
     return res.status === target.expect
       ? { ok: true, result: `answered ${res.status}` }
@@ -168,6 +177,9 @@ export async function probeTarget(
     if (e.name === 'TimeoutError') return { ok: false, result: `no answer within ${timeoutMs / 1000} s` };
     const cause = e.cause instanceof Error ? e.cause.message : e.message;
     return { ok: false, result: cause };
+  } finally {
+    clearTimeout(timer);
+    abort?.removeEventListener('abort', stop);
   }
 }
 
