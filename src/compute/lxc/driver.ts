@@ -29,7 +29,7 @@ import { badRequest, conflict, DomainError } from '../../core/errors.ts';
 import type { Database } from '../../db/database.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { IpPool } from '../shared/ip-pool.ts';
-import { KeyedMutex, runOk } from '../shared/run.ts';
+import { KeyedMutex, runOk, tarLive } from '../shared/run.ts';
 import { recordApplied, reportedDigest } from './applied.ts';
 import { forgetNeighbour } from './bridge.ts';
 import { CGROUP, cgroupMemory, inContainerCgroup, observedLimits } from './cgroup.ts';
@@ -412,7 +412,7 @@ export class LxcDriver implements ComputeDriver {
     const volumes = existsSync(path.join(this.dir(name), 'volumes'))
       ? ['--transform', 's,^volumes,.aiqso-volumes,', '-C', this.dir(name), 'volumes']
       : [];
-    await runOk('tar', [
+    await tarLive([
       '--numeric-owner',
       '--xattrs',
       '-czf',

@@ -11,7 +11,7 @@ import {
 } from '../../core/compute.ts';
 import { badRequest, DomainError } from '../../core/errors.ts';
 import type { Logger } from '../../observability/logger.ts';
-import { KeyedMutex, run, runOk, sleep, WORKLOAD_PATH } from '../shared/run.ts';
+import { KeyedMutex, run, runOk, sleep, tarLive, WORKLOAD_PATH } from '../shared/run.ts';
 import { freeLoopbackPort } from './ports.ts';
 import { cmdline, cpuSeconds, isSameProcess, memoryOf } from './proc.ts';
 import { ProcessStore, type ProcessState } from './store.ts';
@@ -176,7 +176,7 @@ export class ProcessDriver implements ComputeDriver {
 
   async exportTo(name: string, file: string): Promise<{ bytes: number }> {
     await this.mustRead(name);
-    await runOk('tar', ['-C', this.store.dataDir(name), '-czf', file, '.']);
+    await tarLive(['-C', this.store.dataDir(name), '-czf', file, '.']);
     return { bytes: (await stat(file)).size };
   }
 

@@ -71,6 +71,19 @@ export async function runOk(file: string, args: string[], options: RunOptions = 
   return result.stdout;
 }
 
+/**
+ * `tar` archiving a live container's files. A file that changes or goes while
+ * it is read (a log the workload writes) is taken as it was read, as any copy
+ * of a running system is: GNU tar says so with exit status 1 and, with these
+ * warnings off, nothing on stderr. Any other problem fails.
+ */
+export async function tarLive(args: string[]): Promise<void> {
+  const result = await run('tar', ['--warning=no-file-changed', '--warning=no-file-removed', ...args]);
+  if (result.exitCode === 0 || (result.exitCode === 1 && result.stderr.trim() === '')) return;
+  const detail = (result.stderr || result.stdout).trim().split('\n').slice(-3).join(' | ');
+  throw new DomainError('dependency_failed', `tar failed (${result.exitCode}): ${detail}`);
+}
+
 /** Serialise async work per key (one clone per template, one edit per container). */
 export class KeyedMutex {
   private readonly tails = new Map<string, Promise<unknown>>();
