@@ -279,6 +279,18 @@ export function teamRoutes(
   );
 
   /** Refuse a change that would leave the tenant without an owner. */
+  /** A member of the tenant (the transaction's row scope), locked until it ends; 404 when there is none. */
+  async function lockMember(trx: TenantTx, userId: string) {
+    const member = await trx
+      .selectFrom('users')
+      .select(['id', 'role'])
+      .where('id', '=', userId)
+      .forUpdate()
+      .executeTakeFirst();
+    if (!member) throw notFound(`user ${userId}`);
+    return member;
+  }
+
   async function keepAnOwner(trx: TenantTx, userId: string) {
     const owners = await trx
       .selectFrom('users')
@@ -311,13 +323,7 @@ export function teamRoutes(
         'tenant_owner',
         async ({ trx, tenantId }) => {
           request.audit = { tenantId, targetType: 'user', targetId: request.params.userId };
-          const current = await trx
-            .selectFrom('users')
-            .select(['id', 'role'])
-            .where('id', '=', request.params.userId)
-            .forUpdate()
-            .executeTakeFirst();
-          if (!current) throw notFound(`user ${request.params.userId}`);
+          const current = await lockMember(trx, request.params.userId);
           if (current.role === 'tenant_owner' && request.body.role !== 'tenant_owner')
             await keepAnOwner(trx, current.id);
           const row = await trx
@@ -350,13 +356,7 @@ export function teamRoutes(
         'tenant_owner',
         async ({ trx, tenantId }) => {
           request.audit = { tenantId, targetType: 'user', targetId: request.params.userId };
-          const current = await trx
-            .selectFrom('users')
-            .select(['id', 'role'])
-            .where('id', '=', request.params.userId)
-            .forUpdate()
-            .executeTakeFirst();
-          if (!current) throw notFound(`user ${request.params.userId}`);
+          const current = await lockMember(trx, request.params.userId);
           if (current.role === 'tenant_owner') await keepAnOwner(trx, current.id);
           const row = await trx
             .deleteFrom('users')
