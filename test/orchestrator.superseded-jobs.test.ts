@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../src/observability/logger.ts';
 import { listWork } from '../src/orchestrator/jobs.ts';
+import { HEALTH_TASK, scheduleHealthRound } from '../src/health/monitor.ts';
 import { reconcileJobKey, requestReconcile, scheduleResync } from '../src/orchestrator/queue.ts';
 import type { TestDatabase } from './support/db.ts';
 import { startOrchestratorFixture, type OrchestratorFixture } from './support/orchestrator/fixture.ts';
@@ -75,7 +76,9 @@ describe('a superseded job whose worker was killed', () => {
 
     // A worker process picks up the resource's job (as graphile-worker's get_job does), the
     // resource is queued again while it runs, and the process dies: its liveness lock is gone.
+    // The same for a health round's job: it queues the next round under its key as it starts.
     let supersededId = '';
+    let roundId = '';
     await testDb.db.transaction().execute(async (trx) => {
       await trx
         .insertInto('worker_processes')
@@ -88,14 +91,24 @@ describe('a superseded job whose worker was killed', () => {
          WHERE key = ${reconcileJobKey(superseded)} RETURNING id`.execute(trx);
       supersededId = rows[0]!.id;
       await requestReconcile(trx, superseded, later());
+
+      await scheduleHealthRound(trx, 3_600_000);
+      const { rows: round } = await sql<{ id: string }>`
+        UPDATE graphile_worker._private_jobs
+           SET locked_at = now(), locked_by = 'pool-killed', attempts = attempts + 1
+         WHERE key = ${HEALTH_TASK} RETURNING id`.execute(trx);
+      roundId = round[0]!.id;
+      await scheduleHealthRound(trx, 3_600_000);
     });
     const successorId = await jobIdByKey(reconcileJobKey(superseded));
     expect(successorId).not.toBe(supersededId);
+    const nextRoundId = await jobIdByKey(HEALTH_TASK);
+    expect(nextRoundId).not.toBe(roundId);
 
     // The dead-worker sweep releases it; now it is the leftover `aiqso jobs` listed as failed.
-    await waitFor('the killed worker’s job to be released', async () => {
-      const row = await job(supersededId);
-      return row !== undefined && row.locked_at === null;
+    await waitFor('the killed worker’s jobs to be released', async () => {
+      const rows = [await job(supersededId), await job(roundId)];
+      return rows.every((row) => row !== undefined && row.locked_at === null);
     });
     expect(await job(supersededId)).toMatchObject({
       key: null,
@@ -103,18 +116,22 @@ describe('a superseded job whose worker was killed', () => {
       max_attempts: 25,
       last_error: null,
     });
-    expect((await listWork(testDb.db)).jobs).toContainEqual(
+    expect(await job(roundId)).toMatchObject({ key: null, attempts: 3, max_attempts: 3, last_error: null });
+    const listed = (await listWork(testDb.db)).jobs;
+    expect(listed).toContainEqual(
       expect.objectContaining({ id: supersededId, state: 'failed', lastError: null }),
     );
+    expect(listed).toContainEqual(expect.objectContaining({ id: roundId, state: 'failed', lastError: null }));
 
     await scheduleResync(testDb.db, new Date());
     await waitFor(
-      'the resync to delete the superseded job',
-      async () => (await job(supersededId)) === undefined,
+      'the resync to delete the superseded jobs',
+      async () => (await job(supersededId)) === undefined && (await job(roundId)) === undefined,
       20_000,
     );
 
     expect(await job(successorId)).toMatchObject({ key: reconcileJobKey(superseded), attempts: 0 });
+    expect(await job(nextRoundId)).toMatchObject({ key: HEALTH_TASK, attempts: 0 });
     expect(await job(failedId)).toMatchObject({ key: null, last_error: 'step route: boom' });
     expect(await job(pendingId)).toMatchObject({ key: reconcileJobKey(pending), attempts: 0 });
     expect(await job(killedId)).toMatchObject({

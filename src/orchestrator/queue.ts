@@ -14,6 +14,9 @@ export const TASKS = {
   inbox: 'inbox',
 } as const;
 
+/** The schedules' cron jobs are `schedule:<name>` (schedules.ts); they are the only jobs queued without a key. */
+export const SCHEDULE_TASK_PREFIX = 'schedule:';
+
 /** graphile-worker's own retries of a reconcile job; step failures use the orchestrator's policy instead. */
 const RECONCILE_MAX_ATTEMPTS = 25;
 
@@ -85,21 +88,24 @@ export async function scheduleResync(db: Kysely<DB>, runAt: Date, preserve = fal
  * to the maximum, so it ends on its own: deleted once it completes, or given
  * a last_error if it fails. A worker killed meanwhile leaves it behind for
  * ever (no key, out of attempts, no error, never runnable), and `aiqso jobs`
- * would list it as failed although its resource has a newer job. Only our
- * tasks that are always queued under a key qualify: for them a missing key
- * means superseded, whereas an unkeyed job (a schedule's) in that state was
+ * would list it as failed although a newer job took its place.
+ *
+ * Every job the platform queues itself carries a key (reconciles, resyncs,
+ * outbox and inbox, webhook lanes, health rounds and repairs: one key per
+ * thing to do, `test/unit/queue.keyed-jobs.test.ts` holds every `add_job` in
+ * src to it), so for them a missing key means superseded. Only the schedules'
+ * cron jobs (`schedule:<name>`) come unkeyed: one of those in that state was
  * killed on every attempt, which an operator should see. Locked jobs are left
  * to `sweepDeadWorkers`, which releases those of dead workers first.
  * `complete_jobs` is graphile-worker's way to delete jobs; it skips locked ones.
  * Logs and returns the number deleted.
  */
 export async function removeSupersededJobs(db: Kysely<DB>, log: Logger): Promise<number> {
-  const keyed: string[] = [TASKS.reconcile, TASKS.resync, TASKS.outbox, TASKS.inbox];
   const { rows } = await sql<{ n: number }>`
     SELECT count(*)::int AS n FROM graphile_worker.complete_jobs(array(
       SELECT id FROM graphile_worker.jobs
        WHERE key IS NULL AND attempts >= max_attempts AND last_error IS NULL
-         AND locked_at IS NULL AND task_identifier = ANY(${keyed}::text[])))`.execute(db);
+         AND locked_at IS NULL AND task_identifier NOT LIKE ${`${SCHEDULE_TASK_PREFIX}%`}))`.execute(db);
   const superseded = rows[0]?.n ?? 0;
   if (superseded > 0) log.info({ superseded }, 'removed superseded jobs that killed workers left');
   return superseded;

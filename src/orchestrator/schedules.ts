@@ -1,6 +1,7 @@
 import { parseCronItems, type ParsedCronItem, type Task } from 'graphile-worker';
 import type { Logger } from '../observability/logger.ts';
 import { zonedMatcher } from './cron-zone.ts';
+import { SCHEDULE_TASK_PREFIX } from './queue.ts';
 
 /**
  * The platform's recurring work. graphile-worker's cron records each firing in
@@ -83,7 +84,7 @@ export type ScheduleHandler = (firing: { name: string; firedAt: Date; backfilled
 
 export type ScheduleHandlers = Partial<Record<string, ScheduleHandler>>;
 
-export const scheduleTask = (name: string): string => `schedule:${name}`;
+export const scheduleTask = (name: string): string => `${SCHEDULE_TASK_PREFIX}${name}`;
 
 export function cronItems(
   schedules: readonly Pick<Schedule, 'name' | 'cron' | 'backfillMinutes'>[],
