@@ -14,12 +14,12 @@ import { LxcDriver } from '../src/compute/lxc/driver.ts';
 import { ProcessDriver } from '../src/compute/process/driver.ts';
 import { rssBytes } from '../src/compute/process/proc.ts';
 import { freeLoopbackPort } from '../src/compute/process/ports.ts';
-import { sleep } from '../src/compute/shared/run.ts';
 import type { ComputeDriver } from '../src/core/compute.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { APP_DIR, appWorkload, fetchApp } from '../test/support/compute-app.ts';
 import { specFor, type ContractHarness } from '../test/support/compute-contract.ts';
 import { lxcAvailable, privateNetwork } from '../test/support/lxc.ts';
+import { dashboardEnv, DASHBOARD_DIR, healthz, startDirectDashboards } from './dashboards.ts';
 import { benchDatabase } from './database.ts';
 
 const N = Number(process.env.BENCH_N ?? 20);
@@ -84,30 +84,7 @@ async function measure(name: string, driver: ComputeDriver): Promise<Result> {
 
 // The tenant dashboard (dashboard/server.mjs), as the tenant reconciler deploys it: its idle memory
 // is the figure the per-container goal is about.
-const DASHBOARD_DIR = path.resolve(import.meta.dirname, '../dashboard');
 const DASHBOARDS = Number(process.env.BENCH_DASHBOARDS ?? 5);
-const dashboardEnv = (port: number) => ({
-  PORT: String(port),
-  AIQSO_API_URL: 'http://127.0.0.1:9', // never asked while idle
-  AIQSO_TENANT_ID: 'ten_bench',
-  AIQSO_TENANT_SLUG: 'bench',
-  AIQSO_COMPANY: 'Bench Ltd',
-  AIQSO_API_KEY: 'unused',
-});
-
-async function healthz(host: string, port: number): Promise<void> {
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    try {
-      const res = await fetch(`http://${host}:${port}/healthz`, { signal: AbortSignal.timeout(2000) });
-      if (res.ok) return;
-    } catch (err) {
-      if (Date.now() > deadline)
-        throw new Error(`dashboard on ${host}:${port} did not answer: ${String(err)}`);
-    }
-    await sleep(50);
-  }
-}
 
 async function dashboardBaseline(): Promise<number[]> {
   const children = [];
@@ -128,25 +105,12 @@ async function dashboardBaseline(): Promise<number[]> {
 }
 
 async function dashboards(driver: ComputeDriver): Promise<number[]> {
-  const harness = {
-    workload: () => ({ kind: 'app', dir: DASHBOARD_DIR, entry: 'server.mjs' }),
-  } as ContractHarness;
-  const specs = Array.from({ length: DASHBOARDS }, (_, i) => {
-    const spec = specFor(harness, `dash${i}`);
-    return { ...spec, resources: { memoryMb: 128, cores: 1, diskGb: 1 }, env: dashboardEnv(spec.port) };
-  });
+  const started = await startDirectDashboards(driver, DASHBOARDS);
   try {
-    for (const s of specs) {
-      await driver.ensure(s);
-      const info = await driver.start(s.name);
-      await healthz(info.endpoint!.host, info.endpoint!.port);
-    }
     await idle();
-    const memory = [];
-    for (const s of specs) memory.push((await driver.stats(s.name)).memoryBytes);
-    return memory;
+    return await started.memory();
   } finally {
-    await Promise.all(specs.map((s) => driver.destroy(s.name)));
+    await started.destroy();
   }
 }
 

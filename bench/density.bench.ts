@@ -6,7 +6,12 @@
 // prints the measured memory as a share of the request and of the limit, and how many such
 // dashboards this host's allocatable memory holds by request against by limit (the former counting).
 // Also: the platform's RSS with them all, and one resync pass over them (every resource's reconcile
-// queued at once, as the resync does, until the last has run) against the resync interval.
+// queued at once, as the resync does, until the last has run) against the resync interval; the
+// edge's latency across all the dashboards at a paced load (wrk, BENCH_RATE requests/s for
+// BENCH_SECONDS, rotating Host over every tenant) against the same load sent to one dashboard
+// directly; and, as the baseline for memory and start time, BENCH_BASELINE (20) of the same dashboard
+// started one after another directly through the driver (lxc: `lxc-copy` + `lxc-start`), without the
+// platform, while the platform's are running.
 // Needs root and lxc for BENCH_DRIVER=lxc. PostgreSQL: TEST_DATABASE_URL's server, else an embedded one.
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { sql } from 'kysely';
@@ -20,7 +25,9 @@ import { requestReconcileAll, TASKS } from '../src/orchestrator/queue.ts';
 import { DASHBOARD_CLAIM } from '../src/services/hosts.ts';
 import { driverCases, pollUntil, startLivePlatform } from '../test/support/live-platform.ts';
 import { checkoutCompleted } from '../test/support/stripe.ts';
+import { startDirectDashboards } from './dashboards.ts';
 import { benchDatabase } from './database.ts';
+import { wrkPaced, type WrkResult } from './load.ts';
 
 const N = Number(process.argv[2] ?? process.env.BENCH_TENANTS ?? 20);
 if (!Number.isInteger(N) || N < 1) {
@@ -28,6 +35,9 @@ if (!Number.isInteger(N) || N < 1) {
   process.exit(2);
 }
 const DRIVER = process.env.BENCH_DRIVER ?? 'process';
+const RATE = Number(process.env.BENCH_RATE ?? 200);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 20);
+const BASELINE = Math.min(N, Number(process.env.BENCH_BASELINE ?? 20));
 const TIMEOUT_MS = 600_000;
 const log = createLogger('silent');
 const driver = driverCases().find((d) => d.name === DRIVER);
@@ -42,7 +52,8 @@ if (driver.skip()) {
 
 const tmp = await mkdtemp(path.join(os.tmpdir(), 'aiqso-bench-density-'));
 const db = await benchDatabase(tmp, log);
-const platform = await startLivePlatform({ databaseUrl: db.url, driver, env: {} });
+// One load generator stands for many clients: the edge's per-address budget would refuse most of it.
+const platform = await startLivePlatform({ databaseUrl: db.url, driver, env: { AIQSO_EDGE_RATE_IP: '0' } });
 const mb = (bytes: number) => bytes / 2 ** 20;
 try {
   const slugs = Array.from({ length: N }, (_, i) => `dense${i}`);
@@ -79,6 +90,31 @@ try {
   const compute = await driver.open(platform.dataDir, db.db);
   const used: number[] = [];
   for (const id of ids) used.push(mb((await compute.stats(containerName(id, 'dashboard'))).memoryBytes));
+  // The edge at a paced load across every dashboard, then the same load at one dashboard directly.
+  const loadCore = os.cpus().length - 1;
+  const edgeLoad = await wrkPaced(`http://127.0.0.1:${platform.port}/`, {
+    core: loadCore,
+    seconds: SECONDS,
+    rate: RATE,
+    hostPrefix: 'dense',
+    hostSuffix: `.localhost:${platform.port}`,
+    tenants: N,
+    prefixes: [],
+    paths: ['/'],
+  });
+  const first = (await compute.status(containerName(ids[0]!, 'dashboard'))).endpoint!;
+  const directLoad = await wrkPaced(`http://${first.host}:${first.port}/`, {
+    core: loadCore,
+    seconds: SECONDS,
+    rate: RATE,
+    tenants: 1,
+    prefixes: [],
+  });
+  // The baseline: the same dashboard started directly through the driver, one after another.
+  const direct = await startDirectDashboards(compute, BASELINE, 'direct');
+  await new Promise((r) => setTimeout(r, 5000));
+  const directUsed = (await direct.memory()).map(mb);
+  await direct.destroy();
   await compute.close();
   const host = await db.db.selectFrom('hosts').select(['name', 'memory_mb']).executeTakeFirstOrThrow();
   const policy = { reserveMb: Number(platform.env.AIQSO_HOST_RESERVE_MB ?? 2048), overcommit: 1 };
@@ -104,9 +140,25 @@ try {
   const resyncMs = performance.now() - r0;
   const resyncSeconds = Number(platform.env.AIQSO_RESYNC_SECONDS ?? 60);
   console.log(`density (${DRIVER} driver, ${N} tenants, host ${host.name}: ${host.memory_mb} MB)`);
+  const avg = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const directStart = avg(direct.readyMs);
+  const directMean = avg(directUsed);
   console.log(`  all ${N} live after payment:       ${(allLive / 1000).toFixed(1)} s`);
   console.log(
-    `  dashboard memory, measured:       mean ${mean.toFixed(1)} MB, p50 ${p(0.5).toFixed(1)} MB, p95 ${p(0.95).toFixed(1)} MB, max ${p(1).toFixed(1)} MB`,
+    `  per tenant:                        ${(allLive / N).toFixed(0)} ms (all at once) vs ${directStart.toFixed(0)} ms for one dashboard started directly, one after another (${BASELINE}): ${(allLive / N / directStart).toFixed(2)}x`,
+  );
+  console.log(
+    `  dashboard memory, measured:       mean ${mean.toFixed(1)} MB, p50 ${p(0.5).toFixed(1)} MB, p95 ${p(0.95).toFixed(1)} MB, max ${p(1).toFixed(1)} MB (goal: mean <= 12 MB)`,
+  );
+  console.log(
+    `  the same dashboard, started directly: mean ${directMean.toFixed(1)} MB over ${BASELINE}; platform's / direct ${(mean / directMean).toFixed(2)}x`,
+  );
+  const line = (w: WrkResult) =>
+    `${w.rps.toFixed(0)} requests/s, p50 ${w.p50ms.toFixed(1)} ms, p99 ${w.p99ms.toFixed(1)} ms, ${w.errors} errors`;
+  console.log(`  edge, across all ${N} dashboards:   ${line(edgeLoad)}`);
+  console.log(`  one dashboard directly:            ${line(directLoad)}`);
+  console.log(
+    `  edge p99 - direct p99:             ${(edgeLoad.p99ms - directLoad.p99ms).toFixed(1)} ms at ${RATE} requests/s for ${SECONDS} s`,
   );
   console.log(`  platform (aiqso up) RSS:           ${platformRss.toFixed(0)} MB`);
   console.log(

@@ -35,7 +35,15 @@ const N = Number(process.env.BENCH_N ?? 5);
 const CONCURRENT = Number(process.env.BENCH_CONCURRENT ?? 50);
 /** Which drivers (comma-separated); all by default. */
 const DRIVERS = process.env.BENCH_DRIVERS?.split(',').map((d) => d.trim());
+/** `BENCH_CPU_PROF=<dir>`: `aiqso up` writes a V8 CPU profile there, one folder per driver. */
+const CPU_PROF = process.env.BENCH_CPU_PROF;
 const TIMEOUT_MS = 180_000;
+/**
+ * How often each of the many looks at its workspace. One signup is watched every 50 ms; fifty
+ * watched that often would be a thousand requests a second to the platform under test (whose
+ * preparing page refreshes every 5 s in a browser), and serving them would be most of its CPU.
+ */
+const MANY_POLL_MS = Number(process.env.BENCH_POLL_MS ?? 250);
 const log = createLogger('silent');
 const tmp = await mkdtemp(path.join(os.tmpdir(), 'aiqso-bench-lifecycle-'));
 const pct = (xs: number[], p: number) =>
@@ -79,7 +87,12 @@ async function signUp(platform: LivePlatform, db: Database, slug: string) {
 /** When each tenant's webhook was sent and its page first answered (wall clock, ms), for the breakdown. */
 const clocks = new Map<string, { sent: number; live?: number }>();
 
-async function webhookToLive(platform: LivePlatform, tenantId: string, slug: string): Promise<number | null> {
+async function webhookToLive(
+  platform: LivePlatform,
+  tenantId: string,
+  slug: string,
+  everyMs?: number,
+): Promise<number | null> {
   const t0 = performance.now();
   clocks.set(tenantId, { sent: Date.now() });
   const status = await platform.sendEvent(checkoutCompleted(tenantId, localId('sub'), localId('cus')));
@@ -88,6 +101,7 @@ async function webhookToLive(platform: LivePlatform, tenantId: string, slug: str
     slug,
     (p) => p.status === 200 && p.body.includes(`Bench ${slug}`),
     TIMEOUT_MS,
+    everyMs,
   );
   if (page.status !== 200) return null;
   clocks.get(tenantId)!.live = Date.now();
@@ -182,10 +196,21 @@ async function subscribeToReady(platform: LivePlatform, slug: string): Promise<n
     console.error(`subscribe ${slug}: ${res.status} ${answer}`);
     return null;
   }
+  // Services answer only signed-in users of their tenant: an edge session, as the dashboard gets one.
+  const host = `${slug}.localhost:${platform.port}`;
+  const session = await fetch(`${base}/api/v1/auth/edge-session`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${accessToken}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ host }),
+  });
+  if (session.status !== 200) {
+    console.error(`subscribe ${slug}: edge session ${session.status} ${await session.text()}`);
+    return null;
+  }
+  const { token, cookie } = (await session.json()) as { token: string; cookie: string };
+  const headers = { cookie: `${cookie}=${token}` };
   const ready = await until(
-    async () =>
-      (await viaEdge(`${slug}.localhost:${platform.port}`, platform.port, { path: '/notes/' })).status ===
-      200,
+    async () => (await viaEdge(host, platform.port, { path: '/notes/', headers })).status === 200,
     TIMEOUT_MS,
   );
   if (!ready) console.error(`subscribe ${slug}: /notes/ did not answer 200 within ${TIMEOUT_MS / 1000} s`);
@@ -206,6 +231,8 @@ async function measure(driver: DriverCase, db: { db: Database; url: string }): P
     env: process.env.BENCH_WORKER_CONCURRENCY
       ? { AIQSO_WORKER_CONCURRENCY: process.env.BENCH_WORKER_CONCURRENCY }
       : {},
+    // A CPU profile of the whole `aiqso up` run, written when it stops (open it in Chrome's DevTools).
+    nodeArgs: CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(CPU_PROF, driver.name)] : [],
   });
   const tag = driver.name[0]!;
   try {
@@ -229,9 +256,9 @@ async function measure(driver: DriverCase, db: { db: Database; url: string }): P
     const load0 = os.loadavg()[0]!;
     const cpu0 = await cpuOf(platform.pid());
     const pg0 = await backendsCpu(db.db);
-    const many = (await Promise.all(slugs.map((slug, i) => webhookToLive(platform, ids[i]!, slug)))).filter(
-      (x): x is number => x !== null,
-    );
+    const many = (
+      await Promise.all(slugs.map((slug, i) => webhookToLive(platform, ids[i]!, slug, MANY_POLL_MS)))
+    ).filter((x): x is number => x !== null);
     const cpu1 = await cpuOf(platform.pid());
     const pg1 = await backendsCpu(db.db);
     let postgres = 0;

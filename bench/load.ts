@@ -20,10 +20,15 @@ export interface WrkOptions {
   core: number;
   seconds: number;
   connections: number;
-  /** Rotate Host over `t<i><hostSuffix>` for i < tenants, and the path over the prefixes; without it, GET / as is. */
+  /** Rotate Host over `<hostPrefix><i><hostSuffix>` for i < tenants, and the path over the prefixes; without it, GET / as is. */
   hostSuffix?: string;
+  /** `t` unless given. */
+  hostPrefix?: string;
   tenants: number;
+  /** Each request's path is `<prefix>/x`, rotating over these... */
   prefixes: string[];
+  /** ...unless whole paths are given here. */
+  paths?: string[];
 }
 
 /**
@@ -32,13 +37,13 @@ export interface WrkOptions {
  * rounded to wrk's whole milliseconds), and a parseable summary.
  */
 function script(opts: WrkOptions, meanDelayMs?: number): string {
-  const paths = opts.prefixes.map((p) => `"${p}/x"`).join(', ');
+  const paths = (opts.paths ?? opts.prefixes.map((p) => `${p}/x`)).map((p) => `"${p}"`).join(', ');
   const rotate = opts.hostSuffix
     ? `local paths = { ${paths} }
 local i = 0
 request = function()
   i = i + 1
-  return wrk.format("GET", paths[(i % #paths) + 1], { Host = "t" .. (i % ${opts.tenants}) .. "${opts.hostSuffix}" })
+  return wrk.format("GET", paths[(i % #paths) + 1], { Host = "${opts.hostPrefix ?? 't'}" .. (i % ${opts.tenants}) .. "${opts.hostSuffix}" })
 end
 `
     : '';

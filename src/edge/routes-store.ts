@@ -204,3 +204,39 @@ export async function tenantSteps(
   ]);
   return { company: tenant?.company ?? null, steps: resources.flatMap((r) => r.steps ?? []) };
 }
+
+/** How long one read of a tenant's steps answers every request for its "preparing" page. */
+export const STEPS_TTL_MS = 1000;
+
+/**
+ * `tenantSteps` shared between requests: one read per tenant per `ttlMs`, and
+ * requests that arrive while it runs wait for it. Anyone may load a preparing
+ * workspace's address, and its page reloads itself, so without this every
+ * such request would cost the master database two queries. The page is at
+ * most `ttlMs` behind the steps.
+ */
+export function sharedTenantSteps(
+  read: (tenantId: string) => ReturnType<typeof tenantSteps>,
+  ttlMs = STEPS_TTL_MS,
+  now: () => number = Date.now,
+): (tenantId: string) => ReturnType<typeof tenantSteps> {
+  const recent = new Map<string, { at: number; answer: ReturnType<typeof tenantSteps> }>();
+  let swept = now();
+  return (tenantId) => {
+    const t = now();
+    const hit = recent.get(tenantId);
+    if (hit && t - hit.at < ttlMs) return hit.answer;
+    // Expired entries go once per ttlMs: the map holds about the tenants read in the last two.
+    if (t - swept >= ttlMs) {
+      for (const [id, entry] of recent) if (t - entry.at >= ttlMs) recent.delete(id);
+      swept = t;
+    }
+    const answer = read(tenantId);
+    recent.set(tenantId, { at: t, answer });
+    // A failed read is not kept: the next request tries again.
+    answer.catch(() => {
+      if (recent.get(tenantId)?.answer === answer) recent.delete(tenantId);
+    });
+    return answer;
+  };
+}

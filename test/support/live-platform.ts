@@ -10,7 +10,7 @@ import type { Database } from '../../src/db/database.ts';
 import { openDatabase } from '../../src/db/database.ts';
 import { freePort, startEmbeddedPostgres } from '../../src/db/embedded.ts';
 import { createLogger } from '../../src/observability/logger.ts';
-import { startCli, type CliResult } from './cli.ts';
+import { AIQSO_BIN, startCli, type CliResult } from './cli.ts';
 import { lxcAvailable, privateNetwork } from './lxc.ts';
 import { missingPart } from './strict.ts';
 import { signed } from './stripe.ts';
@@ -160,8 +160,13 @@ export interface LivePlatform {
   }>;
   /** GET `/` of `<slug>.localhost` through the edge. */
   page(slug: string): Promise<EdgeAnswer>;
-  /** Poll `<slug>.localhost` until `want` holds (or `timeoutMs` passes); returns the last answer. */
-  until(slug: string, want: (page: EdgeAnswer) => boolean, timeoutMs?: number): Promise<EdgeAnswer>;
+  /** Poll `<slug>.localhost` every `everyMs` (50) until `want` holds (or `timeoutMs` passes); returns the last answer. */
+  until(
+    slug: string,
+    want: (page: EdgeAnswer) => boolean,
+    timeoutMs?: number,
+    everyMs?: number,
+  ): Promise<EdgeAnswer>;
   /** What the running `aiqso up` wrote to stderr and stdout so far. */
   output(): string;
   /** The running `aiqso up`'s process id (benchmarks read its CPU time). */
@@ -184,6 +189,8 @@ export async function startLivePlatform(options: {
   databaseUrl?: string;
   driver: DriverCase;
   env?: Record<string, string>;
+  /** Node flags for `aiqso up` (a benchmark's `--cpu-prof`, for one). */
+  nodeArgs?: string[];
 }): Promise<LivePlatform> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'aiqso-live-'));
   const port = await freePort();
@@ -196,7 +203,8 @@ export async function startLivePlatform(options: {
     ...options.driver.env(dataDir),
     ...options.env,
   };
-  const start = () => startCli(['up'], env, 'Press Ctrl-C to stop.', 120_000);
+  const launcher = [process.execPath, ...(options.nodeArgs ?? []), AIQSO_BIN];
+  const start = () => startCli(['up'], env, 'Press Ctrl-C to stop.', 120_000, undefined, launcher);
   let up = await start();
   const webhookSecret = (
     await readFile(path.join(dataDir, 'secrets', 'stripe-webhook-secret'), 'utf8')
@@ -228,7 +236,8 @@ export async function startLivePlatform(options: {
       return { status: res.status, checkoutUrl: body.checkoutUrl };
     },
     page,
-    until: (slug, want, timeoutMs = 30_000) => pollUntil(() => page(slug), want, timeoutMs, 50),
+    until: (slug, want, timeoutMs = 30_000, everyMs = 50) =>
+      pollUntil(() => page(slug), want, timeoutMs, everyMs),
     output: () => up.output(),
     pid: () => up.child.pid!,
     async restart(signal, between) {

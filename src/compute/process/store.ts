@@ -1,4 +1,4 @@
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ResourceLimits, Workload } from '../../core/compute.ts';
 
@@ -31,6 +31,15 @@ export interface ProcessState {
 }
 
 export class ProcessStore {
+  /**
+   * The last `container.json` read per container, with the file's identity. The
+   * supervisor reads each one twice a second; a file unchanged since (same inode,
+   * size and mtime to the nanosecond: every write is a rename of a new file) is
+   * answered from here for one `stat` instead of open, read and close. Another
+   * process's write is a new file, so it is seen at the next read.
+   */
+  private readonly seen = new Map<string, { identity: string; state: Readonly<ProcessState> }>();
+
   constructor(readonly root: string) {}
 
   dir(name: string): string {
@@ -43,11 +52,22 @@ export class ProcessStore {
     return path.join(this.dir(name), 'logs', `${stream}.log`);
   }
 
-  async read(name: string): Promise<ProcessState | undefined> {
+  /** The container's state; the object may be shared between callers: do not change it. */
+  async read(name: string): Promise<Readonly<ProcessState> | undefined> {
+    const file = path.join(this.dir(name), 'container.json');
     try {
-      return JSON.parse(await readFile(path.join(this.dir(name), 'container.json'), 'utf8')) as ProcessState;
+      const st = await stat(file, { bigint: true });
+      const identity = `${st.ino}:${st.size}:${st.mtimeNs}`;
+      const seen = this.seen.get(name);
+      if (seen?.identity === identity) return seen.state;
+      const state = Object.freeze(JSON.parse(await readFile(file, 'utf8')) as ProcessState);
+      this.seen.set(name, { identity, state });
+      return state;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        this.seen.delete(name);
+        return undefined;
+      }
       throw err;
     }
   }
