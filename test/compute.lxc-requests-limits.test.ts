@@ -14,6 +14,7 @@ import { memoryRequest } from '../src/core/services.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import {
   addressRefusal,
+  CAPACITY_WAIT,
   DASHBOARD_CLAIM,
   DASHBOARD_REQUEST_MB,
   placeOrRefuse,
@@ -151,7 +152,7 @@ describe('requests and limits on lxc', { timeout: 240_000 }, () => {
           need: DASHBOARD_CLAIM,
           what: 'the dashboard',
           owner: 'tenant next',
-          addressFree: () => addressRefusal(driver),
+          addressRoom: () => driver.addressRoom(),
         },
       );
     const refusal = `network ${tiny.subnet} has no free container address (all 1 are taken)`;
@@ -168,9 +169,49 @@ describe('requests and limits on lxc', { timeout: 240_000 }, () => {
     await expect(driver.ensure(dashboardSpec(await driver.hostAddress()))).rejects.toMatchObject({
       code: 'capacity_exhausted',
     });
-    // Room again once the first container is gone.
+    // The one address frees while a tenant has been waiting for room since before: it is kept for
+    // that tenant, whoever looks first.
+    const ahead = newId('tenant');
+    await db.db
+      .insertInto('tenants')
+      .values({ id: ahead, slug: 'ahead', company: 'Ahead Ltd', plan: 'starter', status: 'provisioning' })
+      .execute();
+    await db.db
+      .insertInto('resources')
+      .values({
+        kind: TENANT_KIND,
+        id: ahead,
+        tenant_id: ahead,
+        spec: JSON.stringify({}),
+        steps: JSON.stringify([
+          {
+            name: 'placement',
+            state: 'waiting',
+            waitingFor: `${CAPACITY_WAIT}${refusal}`,
+            waitingSince: new Date(Date.now() - 60_000).toISOString(),
+          },
+        ]),
+      })
+      .execute();
     await driver.destroy(first.name);
-    expect(await place()).toBeNull();
+    expect(await driver.addressRoom()).toMatchObject({ free: 1 });
+    expect(await place()).toBe(
+      `network ${tiny.subnet} has 1 free container address(es), kept for 1 tenant(s) waiting longer`,
+    );
+    const placeAhead = () =>
+      placeOrRefuse(
+        db.db,
+        { driver: 'lxc', dataDir: lxcPath },
+        {
+          resource: { kind: TENANT_KIND, id: ahead },
+          waitingSince: new Date(Date.now() - 60_000),
+          need: DASHBOARD_CLAIM,
+          what: 'the dashboard',
+          owner: 'tenant ahead',
+          addressRoom: () => driver.addressRoom(),
+        },
+      );
+    expect(await placeAhead()).toBeNull();
   });
 
   it('keeps a container of a narrower former network reachable, at its address, when the network is widened', async ({

@@ -14,7 +14,6 @@ import { tenantUrl } from '../core/services.ts';
 import {
   CAPACITY_POLL,
   CAPACITY_WAIT,
-  addressRefusal,
   DASHBOARD_CLAIM,
   placeOrRefuse,
   wakeCapacityWaiters,
@@ -160,7 +159,7 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
           need: DASHBOARD_CLAIM,
           what: 'the dashboard',
           owner: `tenant ${ctx.resource.spec.slug}`,
-          addressFree: () => addressRefusal(deps.compute),
+          addressRoom: () => deps.compute.addressRoom?.() ?? Promise.resolve(undefined),
           onPlaced: async (trx, host) => {
             await trx
               .updateTable('tenants')

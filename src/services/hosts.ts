@@ -1,7 +1,7 @@
 import { statfs } from 'node:fs/promises';
 import os from 'node:os';
 import { sql, type Kysely } from 'kysely';
-import type { ComputeDriver, DriverKind } from '../core/compute.ts';
+import type { AddressRoom, ComputeDriver, DriverKind } from '../core/compute.ts';
 import { newId } from '../core/ids.ts';
 import type { ResourceRef } from '../core/reconcile.ts';
 import {
@@ -188,8 +188,8 @@ export interface PlaceRequest {
   what: string;
   /** Who waits, for the operator's alert: `tenant acme`. */
   owner: string;
-  /** Also refuse when this is false: e.g. the driver's address pool has no free address. */
-  addressFree?: () => Promise<string | null>;
+  /** The driver's free container addresses (ComputeDriver.addressRoom); none: addresses are not short. */
+  addressRoom?: () => Promise<AddressRoom | undefined>;
   /** Record the placement (in the host-locked transaction). */
   onPlaced?: (trx: Kysely<DB>, host: HostRow) => Promise<void>;
 }
@@ -212,16 +212,20 @@ export async function placeOrRefuse(
   options: PlacementOptions,
   req: PlaceRequest,
 ): Promise<string | null> {
-  const addressRefusal = req.addressFree ? await req.addressFree() : null;
+  const room = await req.addressRoom?.();
+  const addressRefusal = room ? noAddressLeft(room) : null;
   return db.transaction().execute(async (trx) => {
     const host = await lockPlacementHost(trx, options);
     const used = await hostUsage(trx, host.id, req.resource.id);
     const ahead = await tenantsAhead(trx, req.resource, req.waitingSince ?? null);
-    // The room the tenants ahead fit into, in their order, is theirs.
+    // The room the tenants ahead fit into, in their order, is theirs: memory, disk, a container
+    // slot and an address each, while there are addresses left.
     let kept = used;
     let keptFor = 0;
+    let addressesLeft = room ? room.free : Infinity;
     let firstKept: { id: string } | undefined;
     for (const tenant of ahead) {
+      if (addressesLeft <= 0) break;
       if (capacityRefusal(host, kept, DASHBOARD_CLAIM, 'the dashboard', options.policy) !== null) continue;
       firstKept ??= tenant;
       kept = {
@@ -230,12 +234,16 @@ export async function placeOrRefuse(
         containers: kept.containers + 1,
       };
       keptFor++;
+      addressesLeft--;
     }
+    const keptRefusal =
+      capacityRefusal(host, kept, req.need, req.what, options.policy) !== null
+        ? `host ${host.name} has room for ${req.what}, kept for ${keptFor} tenant(s) waiting longer`
+        : addressesLeft <= 0
+          ? `network ${room!.network} has ${room!.free} free container address(es), kept for ${keptFor} tenant(s) waiting longer`
+          : null;
     const refusal =
-      addressRefusal ??
-      capacityRefusal(host, used, req.need, req.what, options.policy) ??
-      (capacityRefusal(host, kept, req.need, req.what, options.policy) &&
-        `host ${host.name} has room for ${req.what}, kept for ${keptFor} tenant(s) waiting longer`);
+      addressRefusal ?? capacityRefusal(host, used, req.need, req.what, options.policy) ?? keptRefusal;
     const { capacity_short_since: shortSince } = await trx
       .selectFrom('hosts')
       .select('capacity_short_since')
@@ -280,9 +288,14 @@ export async function placeOrRefuse(
   });
 }
 
-/** Why the driver cannot give one more container an address, or null (see ComputeDriver.addressRoom). */
+/** Why one more container gets no address, or null (see ComputeDriver.addressRoom). */
+function noAddressLeft(room: AddressRoom): string | null {
+  if (room.free > 0) return null;
+  return `network ${room.network} has no free container address (all ${room.size} are taken)`;
+}
+
+/** Why the driver cannot give one more container an address, or null. */
 export async function addressRefusal(compute: ComputeDriver): Promise<string | null> {
   const room = await compute.addressRoom?.();
-  if (!room || room.free > 0) return null;
-  return `network ${room.network} has no free container address (all ${room.size} are taken)`;
+  return room ? noAddressLeft(room) : null;
 }

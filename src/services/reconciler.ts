@@ -33,7 +33,6 @@ import {
 } from './redis.ts';
 import { findFinalBackup, takeFinalBackup } from './final-backup.ts';
 import {
-  addressRefusal,
   CAPACITY_POLL,
   CAPACITY_WAIT,
   placeOrRefuse,
@@ -179,7 +178,7 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
           need: d.spec.resources,
           what: d.template.key,
           owner: `service ${d.template.key} of tenant ${d.spec.slug}`,
-          addressFree: () => addressRefusal(deps.compute),
+          addressRoom: () => deps.compute.addressRoom?.() ?? Promise.resolve(undefined),
         });
         if (refusal === null) return;
         await setStatus(d.id, 'deploying', `waiting for room on the host: ${refusal}`);
