@@ -304,3 +304,18 @@ describe('API keys name their creator', () => {
     expect(keys.find((k) => k.id === created.json<{ id: string }>().id)?.createdBy).toBe(h.a.owner.id);
   });
 });
+
+describe('OpenAPI', () => {
+  it('documents the session routes and the TOTP status with their answers', async () => {
+    const doc = (await h.api.inject({ url: '/api/openapi.json' })).json<{
+      paths: Record<string, Record<string, { responses: Record<string, unknown> }>>;
+    }>();
+    expect(Object.keys(doc.paths['/api/v1/auth/sessions'] ?? {})).toEqual(
+      expect.arrayContaining(['get', 'delete']),
+    );
+    expect(doc.paths['/api/v1/auth/sessions/{sessionId}']?.delete?.responses).toHaveProperty('204');
+    expect(JSON.stringify(doc.paths['/api/v1/auth/sessions']?.get?.responses)).toContain('lastUsedAt');
+    expect(JSON.stringify(doc.paths['/api/v1/auth/totp']?.get?.responses)).toContain('recoveryCodesLeft');
+    expect(JSON.stringify(doc.paths['/api/v1/auth/totp/enrol']?.post?.responses)).toContain('qrSvg');
+  });
+});
