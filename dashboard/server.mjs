@@ -1,7 +1,7 @@
 // The tenant dashboard: the app deployed into every tenant's dashboard container. Its pages
 // (docs/dashboard.md): the overview (services, retry, unsubscribe, subscribe), the team (invite,
-// roles, remove; /invite is the invitation link's page), activity, backups and usage, in the
-// platform's design system (design.css, copied from src/web/design.ts by the build).
+// roles, remove; /invite is the invitation link's page), activity, backups and usage, and the
+// account pages of security.mjs (security, preferences), in the platform's design system (design.css, copied from src/web/design.ts by the build).
 // Plain Node.js with no dependencies, so it runs wherever the container has `node`
 // (the process driver, an LXC container with the host's Node bind-mounted, Proxmox).
 //
@@ -13,6 +13,7 @@
 //   AIQSO_COMPANY        the company name (shown even when the API is unreachable)
 //   AIQSO_API_KEY        this dashboard's own tenant-scoped, read-level API key: it reads the tenant's
 //                        status and services, and vouches for the address of a user signing in
+//   AIQSO_PUBLIC_URL     the platform's portal (the sign-in page links to its password reset)
 //
 // Subscribing and unsubscribing are done as the signed-in user (their own token, kept in this
 // process), never with AIQSO_API_KEY: the API decides (owners only), and the audit log names them.
@@ -48,6 +49,7 @@ import {
   STYLESHEET_PATH,
   table,
 } from './web.mjs';
+import { accountPages } from './security.mjs';
 
 const env = process.env;
 const PORT = Number(env.PORT ?? 3000);
@@ -57,6 +59,7 @@ const TENANT_ID = env.AIQSO_TENANT_ID ?? '';
 const SLUG = env.AIQSO_TENANT_SLUG ?? '';
 const COMPANY = env.AIQSO_COMPANY ?? SLUG;
 const API_KEY = env.AIQSO_API_KEY ?? '';
+const PUBLIC_URL = (env.AIQSO_PUBLIC_URL ?? '').replace(/\/+$/, '');
 const SESSION_SECONDS = 8 * 3600;
 /** How long the second step of a sign-in (the TOTP or recovery code) may take. */
 const SECOND_STEP_SECONDS = 300;
@@ -166,6 +169,7 @@ const keys = signer();
  * (0 before the first).
  * @typedef {object} Session
  * @property {string} sid
+ * @property {string} userId
  * @property {string} email
  * @property {string} role
  * @property {number} exp when it ends (Unix seconds)
@@ -173,6 +177,7 @@ const keys = signer();
  * @property {string | undefined} refreshToken
  * @property {number} edgeExpires
  * @property {number} edgeSeconds
+ * @property {{ secret: string, qrSvg: string }} [totpEnrolment] a TOTP key being set up (security page)
  */
 /**
  * A sign-in waiting for its second factor.
@@ -336,6 +341,18 @@ async function asUser(session, path, init = {}) {
 }
 
 /**
+ * Call the API as the signed-in user without refreshing: for a call whose 401 means a wrong password
+ * or code, not an expired token (the session was checked, and its token renewed, a moment before).
+ * @template T
+ * @param {Session} session
+ * @param {string} path
+ * @param {Call} [init]
+ * @returns {Promise<Answer<T>>}
+ */
+const once = (session, path, init = {}) =>
+  api(path, { ...init, headers: { authorization: `Bearer ${session.accessToken}` } });
+
+/**
  * The request's session, checked against the platform: a session the platform ended (logout,
  * password change, TOTP reset, revocation) or that no longer belongs to this tenant is dropped.
  * An unreachable platform keeps the session (its pages show what they can).
@@ -353,7 +370,10 @@ async function liveSession(req) {
     sessions.delete(session.sid);
     return undefined;
   }
-  if (me.status === 200) session.role = /** @type {Me} */ (me.body).role;
+  if (me.status === 200) {
+    session.role = /** @type {Me} */ (me.body).role;
+    session.userId = /** @type {Me} */ (me.body).id;
+  }
   return session;
 }
 
@@ -371,6 +391,7 @@ async function startSession(res, req, user, tokens, next) {
   /** @type {Session} */
   const session = {
     sid,
+    userId: user.id,
     email: user.email,
     role: user.role,
     exp: now() + SESSION_SECONDS,
@@ -401,6 +422,24 @@ function visitor(req) {
 }
 
 /**
+ * The platform's own pages (password reset) are on its base domain: AIQSO_PUBLIC_URL, else this
+ * host without the workspace's name in front.
+ * @param {IncomingMessage} req
+ */
+function portalUrl(req) {
+  if (PUBLIC_URL) return PUBLIC_URL;
+  const host = String(req.headers['x-forwarded-host'] ?? req.headers.host ?? '').toLowerCase();
+  if (!SLUG || !host.startsWith(`${SLUG}.`)) return undefined;
+  return `${secure(req) ? 'https' : 'http'}://${host.slice(SLUG.length + 1)}`;
+}
+
+/** "Forgot your password?" to the platform's reset page, when its address is known. */
+const forgotLink = (/** @type {IncomingMessage} */ req) => {
+  const portal = portalUrl(req);
+  return portal ? `<p><a href="${escape(portal)}/password-reset">Forgot your password?</a></p>` : '';
+};
+
+/**
  * The sign-in form.
  * @param {ServerResponse} res
  * @param {IncomingMessage} req
@@ -419,7 +458,7 @@ ${message ? notice(message, 'error') : ''}
 ${hidden('next', safeNext(next))}
 <div class="field"><label for="f-email">Email</label><input id="f-email" name="email" type="email" autocomplete="username" required></div>
 <div class="field"><label for="f-password">Password</label><input id="f-password" name="password" type="password" autocomplete="current-password" required></div>
-<button type="submit">Sign in</button></form>`,
+<button type="submit">Sign in</button></form>${forgotLink(req)}`,
     { brand: COMPANY, narrow: true },
   );
   const setCookie = [...cookies, ...v.setCookie];
@@ -663,6 +702,8 @@ function frame(session, current, title, body) {
     ['backups', 'Backups', owner],
     ['usage', 'Usage', true],
     ['workspace', 'Workspace', owner],
+    ['security', 'Security', true],
+    ['preferences', 'Preferences', true],
   ]
     .filter(([, , shown]) => shown)
     .map(
@@ -1466,6 +1507,54 @@ async function signInFor(req, res, url) {
 }
 
 /**
+ * After a password change (which ends every login of the user, this one too): sign in again with
+ * the new password and stay; with two-factor authentication on, that needs a code, so the browser
+ * goes to the sign-in page instead.
+ * @param {IncomingMessage} req
+ * @param {ServerResponse} res
+ * @param {Session} session
+ * @param {string} password
+ */
+async function signInAgain(req, res, session, password) {
+  const { status, body } = await platformLogin(req, { email: session.email, password });
+  if (status === 200 && body?.user?.tenantId === TENANT_ID) {
+    session.accessToken = body.accessToken;
+    session.refreshToken = body.refreshToken;
+    const edge = await edgeCookie(session, req);
+    return send(res, 303, '', {
+      location: `security?msg=${encodeURIComponent('Your password is changed. Every other session is signed out.')}`,
+      ...(edge ? { 'set-cookie': edge } : {}),
+    });
+  }
+  sessions.delete(session.sid);
+  const message = 'Your password is changed and every session is signed out. Sign in with the new password.';
+  return loginPage(
+    res,
+    req,
+    200,
+    message,
+    [clearCookie(COOKIE.session), clearCookie(EDGE_COOKIE)],
+    '/security',
+  );
+}
+
+const account = accountPages({
+  asUser,
+  once,
+  frame,
+  csrfOf,
+  csrfOk: (session, given) => keys.csrfOk(session.sid, given),
+  forbidden,
+  back,
+  send,
+  messageOf,
+  refusedWith,
+  when,
+  tid,
+  signInAgain,
+});
+
+/**
  * Forms that need a live session; without one, the browser goes to the sign-in page.
  * @type {Record<string, (req: IncomingMessage, res: ServerResponse, session: Session) => Promise<void>>}
  */
@@ -1481,6 +1570,7 @@ const SIGNED_IN = {
   '/export-now': exportNow,
   '/cancel-workspace': cancelWorkspace,
   '/logout': logout,
+  ...account.forms,
 };
 
 /**
@@ -1494,6 +1584,7 @@ const PAGES = {
   '/backups': backupsPage,
   '/usage': usagePage,
   '/workspace': workspacePage,
+  ...account.pages,
 };
 
 const notFound = (/** @type {ServerResponse} */ res) =>

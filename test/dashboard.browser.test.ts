@@ -355,7 +355,13 @@ describe.skipIf(skipBrowser)('tenant dashboard in Chromium', { timeout: 240_000 
     const other = await browser.newContext({ viewport: { width: 1280, height: 900 } });
     const mp = await other.newPage();
     await signIn(mp, 'reader@alpha.test');
-    expect(await mp.locator('header nav a').allTextContents()).toEqual(['Overview', 'Team', 'Usage']);
+    expect(await mp.locator('header nav a').allTextContents()).toEqual([
+      'Overview',
+      'Team',
+      'Usage',
+      'Security',
+      'Preferences',
+    ]);
     expect(await mp.locator('text=Unsubscribe…').count()).toBe(0);
     await inspect(mp, 'member-overview');
     await mp.goto(`${base}/team`);

@@ -35,6 +35,7 @@ export function publicKey(row: {
   expires_at: Date | null;
   revoked_at: Date | null;
   last_used_at: Date | null;
+  created_by: string | null;
 }) {
   return {
     id: row.id,
@@ -46,6 +47,7 @@ export function publicKey(row: {
     expiresAt: row.expires_at?.toISOString() ?? null,
     revokedAt: row.revoked_at?.toISOString() ?? null,
     lastUsedAt: row.last_used_at?.toISOString() ?? null,
+    createdBy: row.created_by,
   };
 }
 

@@ -298,3 +298,98 @@ export async function changePassword(
   await deps.limiter.succeeded('login', user.email, ip);
   return revokeUserSessions(deps.db, userId);
 }
+
+/** One of a user's signed-in sessions as they see it: a login and everything rotated from it. */
+export interface UserSession {
+  /** The login's family id: stable while its refresh token rotates. */
+  id: string;
+  createdAt: string;
+  /** When its refresh token was last traded (about every 10 minutes while it is used). */
+  lastUsedAt: string;
+  expiresAt: string;
+  current: boolean;
+}
+
+/**
+ * A user's live sessions, newest use first. `currentSessionId` (the caller's
+ * session row) marks the login the request came from.
+ */
+export async function listUserSessions(
+  db: Database,
+  userId: string,
+  currentSessionId: string | undefined,
+): Promise<UserSession[]> {
+  const live = await db
+    .selectFrom('sessions')
+    .select(['id', 'family', 'created_at', 'expires_at'])
+    .where('user_id', '=', userId)
+    .where('revoked_at', 'is', null)
+    .where('expires_at', '>', new Date())
+    .orderBy('created_at', 'desc')
+    .execute();
+  if (live.length === 0) return [];
+  const firsts = await db
+    .selectFrom('sessions')
+    .select(['family', (eb) => eb.fn.min<Date>('created_at').as('first')])
+    .where('user_id', '=', userId)
+    .where(
+      'family',
+      'in',
+      live.map((s) => s.family),
+    )
+    .groupBy('family')
+    .execute();
+  const firstOf = new Map(firsts.map((f) => [f.family, f.first]));
+  const seen = new Set<string>();
+  const out: UserSession[] = [];
+  for (const s of live) {
+    // One entry per login (a family holds at most one live row; the newest wins if not).
+    if (seen.has(s.family)) continue;
+    seen.add(s.family);
+    out.push({
+      id: s.family,
+      createdAt: new Date(firstOf.get(s.family) ?? s.created_at).toISOString(),
+      lastUsedAt: s.created_at.toISOString(),
+      expiresAt: s.expires_at.toISOString(),
+      current: s.id === currentSessionId,
+    });
+  }
+  return out;
+}
+
+/** End one of the user's own logins (by its family id); false when they have no such live login. */
+export async function endUserSession(db: Database, userId: string, familyId: string): Promise<boolean> {
+  const rows = await db
+    .updateTable('sessions')
+    .set({ revoked_at: new Date() })
+    .where('user_id', '=', userId)
+    .where('family', '=', familyId)
+    .where('revoked_at', 'is', null)
+    .where('expires_at', '>', new Date())
+    .execute();
+  return Number(rows[0]?.numUpdatedRows ?? 0) > 0;
+}
+
+/** End every login of the user except the one `currentSessionId` belongs to; how many ended. */
+export async function endOtherSessions(
+  db: Database,
+  userId: string,
+  currentSessionId: string,
+): Promise<number> {
+  const current = await db
+    .selectFrom('sessions')
+    .select('family')
+    .where('id', '=', currentSessionId)
+    .where('user_id', '=', userId)
+    .executeTakeFirstOrThrow();
+  const ended = await db
+    .updateTable('sessions')
+    .set({ revoked_at: new Date() })
+    .where('user_id', '=', userId)
+    .where('family', '!=', current.family)
+    .where('revoked_at', 'is', null)
+    .where('expires_at', '>', new Date())
+    .returning('family')
+    .execute();
+  return new Set(ended.map((r) => r.family)).size;
+}

@@ -179,3 +179,20 @@ export async function disableTotp(
 export async function resetTotp(db: Database, userId: string): Promise<boolean> {
   return removeTotp(db, userId);
 }
+
+/** Whether the user's second factor is on, since when, and how many unused recovery codes are left. */
+export async function totpStatus(db: Database, userId: string) {
+  const row = await db
+    .selectFrom('user_totp')
+    .select('enabled_at')
+    .where('user_id', '=', userId)
+    .executeTakeFirst();
+  if (!row?.enabled_at) return { enabled: false, enabledAt: null, recoveryCodesLeft: 0 };
+  const left = await db
+    .selectFrom('recovery_codes')
+    .select((eb) => eb.fn.countAll<string>().as('n'))
+    .where('user_id', '=', userId)
+    .where('used_at', 'is', null)
+    .executeTakeFirstOrThrow();
+  return { enabled: true, enabledAt: row.enabled_at.toISOString(), recoveryCodesLeft: Number(left.n) };
+}

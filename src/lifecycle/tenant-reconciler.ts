@@ -116,6 +116,8 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
         AIQSO_TENANT_SLUG: spec.slug,
         AIQSO_COMPANY: spec.company,
         AIQSO_API_KEY: await deps.dashboardKey(id),
+        // The platform's own pages (password reset), linked from the sign-in page.
+        AIQSO_PUBLIC_URL: deps.publicUrl,
       },
       // The dashboard reads through the API and reaches nothing else on the host.
       hostPorts: [apiPort(deps.apiUrlForContainers)],

@@ -51,6 +51,8 @@ export async function startDashboard(
       AIQSO_TENANT_SLUG: tenant.slug,
       AIQSO_COMPANY: company,
       AIQSO_API_KEY: key,
+      // The portal as a browser reaches it (`localhost` resolves in the tests' Chromium).
+      AIQSO_PUBLIC_URL: (await apiUrl(h)).replace('127.0.0.1', 'localhost'),
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -353,6 +353,56 @@ export const ROUTE_CASES: RouteCase[] = [
   },
   {
     method: 'GET',
+    url: '/api/v1/auth/totp',
+    minRole: 'tenant_member',
+    scope: 'self',
+    call: () => ({ url: '/api/v1/auth/totp' }),
+  },
+  {
+    method: 'GET',
+    url: '/api/v1/auth/sessions',
+    minRole: 'tenant_member',
+    scope: 'self',
+    call: () => ({ url: '/api/v1/auth/sessions' }),
+  },
+  {
+    method: 'DELETE',
+    url: '/api/v1/auth/sessions/:sessionId',
+    minRole: 'tenant_member',
+    scope: 'self',
+    call: () => ({ url: '/api/v1/auth/sessions/ses_suite' }),
+    // A fresh member signs in twice and ends the other login from this one.
+    allowed: async (h, s) => {
+      const token = await freshMember(h, s);
+      const me = await h.api.inject({
+        method: 'GET',
+        url: '/api/v1/auth/sessions',
+        headers: h.bearer(token),
+      });
+      const mine = me.json<{ sessions: { id: string }[] }>().sessions[0]!.id;
+      const other = await h.api.inject({ method: 'GET', url: '/api/v1/auth/me', headers: h.bearer(token) });
+      const email = (
+        await h.db.db
+          .selectFrom('users')
+          .select('email')
+          .where('id', '=', other.json<{ id: string }>().id)
+          .executeTakeFirstOrThrow()
+      ).email;
+      const second = await h.login(email);
+      return { token: second.accessToken, call: { url: `/api/v1/auth/sessions/${mine}` } };
+    },
+  },
+  {
+    method: 'DELETE',
+    url: '/api/v1/auth/sessions',
+    minRole: 'tenant_member',
+    scope: 'self',
+    call: () => ({ url: '/api/v1/auth/sessions' }),
+    // The positive control ends the caller's other logins: a fresh member's.
+    allowed: async (h, s) => ({ token: await freshMember(h, s) }),
+  },
+  {
+    method: 'GET',
     url: '/api/v1/tenants/:tenant',
     minRole: 'tenant_member',
     scope: 'tenant',

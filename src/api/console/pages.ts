@@ -28,7 +28,8 @@ ${options.info ? notice(options.info) : ''}${options.error ? notice(options.erro
 <form method="post" action="/admin/login" class="card" novalidate>${csrfField(options.csrf)}
 ${field({ name: 'email', label: 'Email', type: 'email', value: options.email ?? '', autocomplete: 'username' })}
 ${field({ name: 'password', label: 'Password', type: 'password', autocomplete: 'current-password' })}
-<button type="submit">Continue</button></form>`,
+<button type="submit">Continue</button></form>
+<p><a href="/password-reset">Forgot your password?</a></p>`,
   );
 }
 

@@ -1,8 +1,8 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import QRCode from 'qrcode';
 import { DomainError, ERROR_CODES, type ErrorCode } from '../../core/errors.ts';
 import { TENANT_STATUSES } from '../../core/tenants.ts';
 import { STYLESHEET, STYLESHEET_PATH } from '../../web/design.ts';
+import { totpQrSvg } from '../../web/qr.ts';
 import type { ApiServer } from '../server.ts';
 import { CONSOLE_COOKIE, consoleClient, type ApiAnswer, type ConsoleClient } from './client.ts';
 import {
@@ -170,11 +170,7 @@ export function consoleRoutes(app: ApiServer, deps: { secureCookies: boolean; pu
 
   async function enrolment(request: FastifyRequest, reply: FastifyReply, otpauthUrl: string, error?: string) {
     const secret = new URL(otpauthUrl).searchParams.get('secret') ?? '';
-    const svg = await QRCode.toString(otpauthUrl, { type: 'svg', margin: 2, errorCorrectionLevel: 'M' });
-    const qrSvg = svg.replace(
-      '<svg ',
-      '<svg class="qr" role="img" aria-label="QR code for your authenticator app" ',
-    );
+    const qrSvg = await totpQrSvg(otpauthUrl);
     return enrolPage({ csrf: client.csrf(request, reply), qrSvg, secret, error });
   }
 

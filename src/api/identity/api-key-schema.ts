@@ -11,4 +11,6 @@ export const ApiKeyOut = z.object({
   expiresAt: z.string().nullable(),
   revokedAt: z.string().nullable(),
   lastUsedAt: z.string().nullable(),
+  /** The user who created it; null for the keys the platform makes (a tenant dashboard's). */
+  createdBy: z.string().nullable(),
 });

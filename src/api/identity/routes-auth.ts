@@ -7,6 +7,9 @@ import type { Database } from '../../db/database.ts';
 import type { SecretBox } from '../../identity/secrets.ts';
 import {
   changePassword,
+  endOtherSessions,
+  endUserSession,
+  listUserSessions,
   login,
   loginSecondFactor,
   logout,
@@ -14,7 +17,8 @@ import {
   type SessionDeps,
   type Tokens,
 } from '../../identity/sessions.ts';
-import { beginEnrolment, confirmEnrolment, disableTotp } from '../../identity/totp.ts';
+import { beginEnrolment, confirmEnrolment, disableTotp, totpStatus } from '../../identity/totp.ts';
+import { totpQrSvg } from '../../web/qr.ts';
 import { COOKIE, principalOf, requireCsrfHeader } from './authenticate.ts';
 import { loginSource } from './login-source.ts';
 
@@ -241,14 +245,85 @@ export function authRoutes(app: ApiServer, deps: AuthRouteDeps): void {
     },
   );
 
+  /** The caller's own login: only a signed-in user (an API key has no sessions). */
+  const ownSession = (request: FastifyRequest) => {
+    const principal = principalOf(request);
+    if (principal.kind !== 'user' || !principal.sessionId)
+      throw new DomainError('forbidden', 'only signed-in users have sessions; an API key is revoked instead');
+    return { userId: principal.id, sessionId: principal.sessionId };
+  };
+  const SessionOut = z.object({
+    id: z.string(),
+    createdAt: z.string(),
+    lastUsedAt: z.string(),
+    expiresAt: z.string(),
+    current: z.boolean(),
+  });
+
+  app.get(
+    '/api/v1/auth/sessions',
+    {
+      schema: {
+        tags,
+        summary:
+          'Your own signed-in sessions: when each began, when it was last used (its token renewed) and which one this is',
+        response: { 200: z.object({ sessions: z.array(SessionOut) }) },
+      },
+    },
+    async (request) => {
+      const { userId, sessionId } = ownSession(request);
+      return { sessions: await listUserSessions(deps.db, userId, sessionId) };
+    },
+  );
+
+  app.delete(
+    '/api/v1/auth/sessions/:sessionId',
+    {
+      config: { auditAction: 'auth.session.end' },
+      schema: {
+        tags,
+        summary:
+          'Sign out one of your own sessions (its id from the list): its tokens stop working at once; another user’s is 404',
+        params: z.object({ sessionId: z.string().min(1).max(80) }),
+        response: { 204: z.null() },
+      },
+    },
+    async (request, reply) => {
+      const { userId } = ownSession(request);
+      request.audit = { targetType: 'session', targetId: request.params.sessionId };
+      if (!(await endUserSession(deps.db, userId, request.params.sessionId)))
+        throw new DomainError('not_found', `session ${request.params.sessionId} not found`);
+      return reply.status(204).send(null);
+    },
+  );
+
+  app.delete(
+    '/api/v1/auth/sessions',
+    {
+      config: { auditAction: 'auth.session.end_others' },
+      schema: {
+        tags,
+        summary: 'Sign out everywhere else: every session of yours ends except this one',
+        response: { 200: z.object({ sessionsEnded: z.number() }) },
+      },
+    },
+    async (request) => {
+      const { userId, sessionId } = ownSession(request);
+      const sessionsEnded = await endOtherSessions(deps.db, userId, sessionId);
+      request.audit = { targetType: 'user', targetId: userId, details: { sessionsEnded } };
+      return { sessionsEnded };
+    },
+  );
+
   app.post(
     '/api/v1/auth/totp/enrol',
     {
       config: { enrolment: true, auditAction: 'auth.totp.enrol' },
       schema: {
         tags,
-        summary: 'Start TOTP enrolment: a secret for an authenticator app (access or enrolment token)',
-        response: { 200: z.object({ secret: z.string(), otpauthUrl: z.string() }) },
+        summary:
+          'Start TOTP enrolment: a secret for an authenticator app (access or enrolment token), also as an inline SVG QR code',
+        response: { 200: z.object({ secret: z.string(), otpauthUrl: z.string(), qrSvg: z.string() }) },
       },
     },
     async (request) => {
@@ -261,7 +336,35 @@ export function authRoutes(app: ApiServer, deps: AuthRouteDeps): void {
         .where('id', '=', principal.id)
         .executeTakeFirstOrThrow();
       request.audit = { targetType: 'user', targetId: user.id };
-      return beginEnrolment({ db: deps.db, box: await deps.box(), issuer: deps.totpIssuer }, user);
+      const started = await beginEnrolment(
+        { db: deps.db, box: await deps.box(), issuer: deps.totpIssuer },
+        user,
+      );
+      return { ...started, qrSvg: await totpQrSvg(started.otpauthUrl) };
+    },
+  );
+
+  app.get(
+    '/api/v1/auth/totp',
+    {
+      schema: {
+        tags,
+        summary:
+          'Whether your two-factor authentication is on, since when, and how many unused recovery codes are left',
+        response: {
+          200: z.object({
+            enabled: z.boolean(),
+            enabledAt: z.string().nullable(),
+            recoveryCodesLeft: z.number(),
+          }),
+        },
+      },
+    },
+    async (request) => {
+      const principal = principalOf(request);
+      if (principal.kind !== 'user')
+        throw new DomainError('forbidden', 'only users have two-factor authentication');
+      return totpStatus(deps.db, principal.id);
     },
   );
 
