@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadCatalog } from '../src/catalog/load.ts';
 import { syncCatalog } from '../src/catalog/sync.ts';
+import { maskCredentials } from '../src/config/masked.ts';
 import { newId } from '../src/core/ids.ts';
 import { createHarness, type Harness } from './support/identity.ts';
 
@@ -68,6 +69,11 @@ describe('platform admin views', () => {
       expect(owner.json<{ error: { code: string } }>().error.code).toBe('forbidden');
       expect((await get(url, h.admin.token)).statusCode, url).toBe(200);
     }
+  });
+
+  it('are described in the OpenAPI document', async () => {
+    const doc = (await get('/api/openapi.json')).json<{ paths: Record<string, { get?: object }> }>();
+    for (const url of ROUTES) expect(doc.paths[url]?.get, url).toBeDefined();
   });
 
   it('refuse a bad query with 400 naming the parameter', async () => {
@@ -289,6 +295,18 @@ describe('platform admin views', () => {
       ['brn_alpha_new'],
       ['bvf_alpha_ok'],
     ]);
+  });
+
+  it('masks the password of a URL and a query parameter naming a secret', () => {
+    expect(maskCredentials('redis://:hunter2@cache:6379/0')).toBe('redis://:***@cache:6379/0');
+    expect(maskCredentials('s3:https://s3.example/bucket')).toBe('s3:https://s3.example/bucket');
+    expect(maskCredentials('https://u@host/x')).toBe('https://u@host/x');
+    expect(maskCredentials('smtp://host:25?password=hunter2&tls=1')).toBe(
+      'smtp://host:25?password=***&tls=1',
+    );
+    expect(maskCredentials('https://host/?api_key=abc&apiToken=def')).toBe(
+      'https://host/?api_key=***&apiToken=***',
+    );
   });
 
   it('shows the effective configuration without any secret value', async () => {

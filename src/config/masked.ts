@@ -19,9 +19,15 @@ export interface SettingView {
 
 export const MASK = '***';
 
-/** A URL's (or restic repository's) user-info password replaced by the mask: `rest:https://u:***@host/`. */
+/**
+ * A URL's (or restic repository's) user-info password replaced by the mask
+ * (`rest:https://u:***@host/`), and so is a query parameter that names a
+ * password, secret, token or key (`?password=***`).
+ */
 export function maskCredentials(value: string): string {
-  return value.replace(/(\/\/[^/@:\s]*):[^@/\s]*@/g, `$1:${MASK}@`);
+  return value
+    .replace(/(\/\/[^/@:\s]*):[^@/\s]*@/g, `$1:${MASK}@`)
+    .replace(/([?&][^=&#]*(?:pass|secret|token|key)[^=&#]*=)[^&#\s]*/gi, `$1${MASK}`);
 }
 
 /**
