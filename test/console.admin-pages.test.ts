@@ -374,6 +374,34 @@ describe.skipIf(skipBrowser)('operator console platform pages in Chromium', { ti
     expect(await page.textContent('main')).toContain('set (secret)');
     await inspect(page, 'config');
 
+    // Bad input to the pages and forms: a 4xx page saying what was wrong, never a 5xx.
+    const csrf = (await context.cookies()).find((c) => c.name === 'aiqso_console_csrf')!.value;
+    const post = (url: string, form: Record<string, string>) =>
+      context.request.post(`${base}${url}`, { form: { csrf, ...form }, maxRedirects: 0 });
+    const badSnapshot = await post('/admin/tenants/acme/services/notes/restore', { snapshot: 'zz' });
+    expect(badSnapshot.status()).toBe(400);
+    expect(await badSnapshot.text()).toContain('Choose a snapshot to restore from the list.');
+    const unknownSnapshot = await post('/admin/tenants/acme/services/notes/restore', {
+      snapshot: 'deadbeef',
+    });
+    expect(unknownSnapshot.status()).toBeGreaterThanOrEqual(400);
+    expect(unknownSnapshot.status()).toBeLessThan(500);
+    const noDelivery = await post('/admin/webhooks/deliveries/999999/redeliver', {});
+    expect(noDelivery.status()).toBe(404);
+    expect(await noDelivery.text()).toContain('999999');
+    const noTenant = await post('/admin/tenants/no-such-tenant/backups', {});
+    expect(noTenant.status()).toBe(404);
+    const tooSoon = await post('/admin/tenants/acme/backups', {});
+    expect(tooSoon.status()).toBe(429);
+    expect(await tooSoon.text()).toContain('back up again after 10 minutes');
+    const badSort = await page.goto(`${base}/admin/usage?sort=bogus`);
+    expect(badSort!.status()).toBe(400);
+    expect(await page.textContent('main')).toContain('sort must be tenant or one of');
+    const badTenant = await page.goto(`${base}/admin/backups?tenant=${encodeURIComponent('no such')}`);
+    expect(badTenant!.status()).toBe(400);
+    const badPage = await page.goto(`${base}/admin/users?page=0`);
+    expect(badPage!.status()).toBe(400);
+
     // Every action above is the API's, audited as the operator's.
     const audit = await testDb.pool.query<{ action: string }>(
       `SELECT DISTINCT action FROM audit_log WHERE action IN ('platform.user.totp.reset', 'tenant.backup.run', 'tenant.service.restore', 'tenant.restore', 'webhook.delivery.redeliver') ORDER BY action`,

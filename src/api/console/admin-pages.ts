@@ -25,7 +25,7 @@ export function formatBytes(n: number | null | undefined): string {
     value /= 1024;
     unit++;
   }
-  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`;
+  return `${unit === 0 ? Math.round(value) : value.toFixed(1)} ${units[unit]}`;
 }
 
 export function formatMs(ms: number | null | undefined): string {
@@ -426,10 +426,15 @@ export interface UsageAnswer {
   }[];
 }
 
-const metricValue = (v: number | null | undefined) =>
+/** A metric's figure: bytes in their unit, anything else as a number. */
+const metricValue = (metric: string, v: number | null | undefined) =>
   v === null || v === undefined
     ? none
-    : e(new Intl.NumberFormat('en', { maximumFractionDigits: 2 }).format(v));
+    : e(
+        metric.endsWith('_bytes')
+          ? formatBytes(v)
+          : new Intl.NumberFormat('en', { maximumFractionDigits: 2 }).format(v),
+      );
 
 export function usagePage(o: {
   csrf: string;
@@ -451,9 +456,9 @@ export function usagePage(o: {
             ...u.hosts.map((h) => [
               h.host ? e(h.host) : '<span class="muted">unplaced</span>',
               String(h.tenants),
-              ...metrics.map((m) => metricValue(h.totals[m])),
+              ...metrics.map((m) => metricValue(m, h.totals[m])),
             ]),
-            ['<strong>All</strong>', String(u.total), ...metrics.map((m) => metricValue(u.totals[m]))],
+            ['<strong>All</strong>', String(u.total), ...metrics.map((m) => metricValue(m, u.totals[m]))],
           ],
         );
   const tenants =
@@ -465,7 +470,7 @@ export function usagePage(o: {
           u.tenants.map((t) => [
             tenantLink(t.tenant),
             t.host ? e(t.host) : none,
-            ...metrics.map((m) => metricValue(t.metrics[m])),
+            ...metrics.map((m) => metricValue(m, t.metrics[m])),
             String(t.gapHours),
           ]),
         );
