@@ -6,6 +6,8 @@ import { CONFIG_VARIABLES, configSchema, type RawConfig } from './schema.ts';
 
 /** Configuration as the rest of the program sees it: parsed once, typed, with derived values filled in. */
 export interface Config {
+  /** The settings as parsed, defaults filled in (secrets too): only the masked view leaves the process (`settingsView`). */
+  settings?: RawConfig;
   dataDir: string;
   http: { bind: string; port: number };
   https?: { port: number; certFile: string; keyFile: string };
@@ -232,6 +234,7 @@ function toConfig(raw: RawConfig, cwd: string, env: Source): Config {
   }
   const publicUrl = raw.AIQSO_PUBLIC_URL ?? derivePublicUrl(raw, hasHttps);
   return {
+    settings: raw,
     dataDir: path.resolve(cwd, raw.AIQSO_DATA_DIR),
     http: { bind: raw.AIQSO_BIND, port: raw.AIQSO_HTTP_PORT },
     https: hasHttps

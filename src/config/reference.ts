@@ -12,6 +12,11 @@ export interface ConfigEntry {
   group: ConfigGroup;
   unset?: string;
   meaning: string;
+  /**
+   * `value`: the whole value is a secret, never shown (only whether it is set);
+   * `credentials`: a URL or repository whose user-info password is masked.
+   */
+  secret?: 'value' | 'credentials';
 }
 
 export const CONFIG_GROUPS = [
@@ -46,16 +51,19 @@ export const CONFIG_REFERENCE: { [K in keyof RawConfig]-?: ConfigEntry } = {
     meaning: "used in emails and links; never taken from a request's Host",
   },
   DATABASE_URL: {
+    secret: 'credentials',
     group: 'Platform',
     unset: 'unset \u2192 embedded PostgreSQL',
     meaning: 'master database (`postgres://…`)',
   },
   REDIS_URL: {
+    secret: 'credentials',
     group: 'Platform',
     unset: 'unset \u2192 in-process',
     meaning: 'rate limits, sessions, caches',
   },
   AIQSO_SERVICES_REDIS_URL: {
+    secret: 'credentials',
     group: 'Platform',
     unset: 'unset \u2192 services that need Redis (Paperless-ngx) are not offered',
     meaning:
@@ -107,6 +115,7 @@ export const CONFIG_REFERENCE: { [K in keyof RawConfig]-?: ConfigEntry } = {
     meaning: 'oldest TLS version the HTTPS listener accepts (builtin and nginx edge): `TLSv1.2` or `TLSv1.3`',
   },
   AIQSO_ACME_DIRECTORY_URL: {
+    secret: 'credentials',
     group: 'Edge and TLS',
     unset: 'unset',
     meaning: "ACME directory `aiqso certs order` orders from (e.g. Let's Encrypt's)",
@@ -153,12 +162,14 @@ export const CONFIG_REFERENCE: { [K in keyof RawConfig]-?: ConfigEntry } = {
     meaning: 'comma-separated IPs/CIDRs whose `X-Forwarded-For` the edge believes',
   },
   AIQSO_EDGE_PLATFORM_URL: {
+    secret: 'credentials',
     group: 'Edge and TLS',
     unset: 'unset',
     meaning:
       '`aiqso edge` only: forward the base domain to this `http://` platform listener (an `aiqso up`) instead of serving the platform app in the edge',
   },
   AIQSO_METRICS_TOKEN: {
+    secret: 'value',
     group: 'Edge and TLS',
     unset: 'unset \u2192 `/metrics` answers only on loopback',
     meaning:
@@ -171,32 +182,42 @@ export const CONFIG_REFERENCE: { [K in keyof RawConfig]-?: ConfigEntry } = {
       'billing mode: `stripe`, or `local` (simulated payments: `aiqso up` warns; `aiqso up` and `aiqso edge` refuse a base domain other than `localhost` unless it is set explicitly)',
   },
   STRIPE_SECRET_KEY: {
+    secret: 'value',
     group: 'Billing and mail',
     unset: 'unset \u2192 local billing mode',
     meaning: 'Stripe API key',
   },
   STRIPE_WEBHOOK_SECRET: {
+    secret: 'value',
     group: 'Billing and mail',
     unset: 'generated in local mode',
     meaning: 'verifies `Stripe-Signature` on `POST /webhooks/stripe`',
   },
   SMTP_URL: {
+    secret: 'credentials',
     group: 'Billing and mail',
     unset: 'unset \u2192 one `.eml` file per message in `<data>/mail/`',
     meaning: 'outgoing mail',
   },
-  LISTMONK_URL: { group: 'Billing and mail', unset: 'unset', meaning: 'Listmonk transactional mail' },
+  LISTMONK_URL: {
+    secret: 'credentials',
+    group: 'Billing and mail',
+    unset: 'unset',
+    meaning: 'Listmonk transactional mail',
+  },
   AIQSO_ADMIN_EMAIL: {
     group: 'Accounts and secrets',
     unset: 'unset \u2192 `admin@<base domain>`',
     meaning: 'first platform admin',
   },
   AIQSO_ADMIN_PASSWORD: {
+    secret: 'value',
     group: 'Accounts and secrets',
     unset: 'unset \u2192 generated and printed once by `aiqso up`',
     meaning: "first platform admin's password (at least 12 characters)",
   },
   AIQSO_MASTER_KEY: {
+    secret: 'value',
     group: 'Accounts and secrets',
     unset: 'generated into `<data>` (0600)',
     meaning: 'encrypts secrets at rest (32 bytes, base64)',
@@ -261,6 +282,7 @@ export const CONFIG_REFERENCE: { [K in keyof RawConfig]-?: ConfigEntry } = {
     meaning: 'where operator alerts go: incidents, failed resources, failed certificate renewals',
   },
   AIQSO_BACKUP_REPOSITORY: {
+    secret: 'credentials',
     group: 'Backups',
     unset: '`<data>/backups`',
     meaning:
@@ -319,12 +341,18 @@ export const CONFIG_REFERENCE: { [K in keyof RawConfig]-?: ConfigEntry } = {
       "containers' internet access: `none`, or `nat` (lxc: masqueraded by the host; proxmox: let out by the container firewall, routed by the cluster); the host and other containers stay walled off either way",
   },
   PROXMOX_URL: {
+    secret: 'credentials',
     group: 'Compute: Proxmox VE',
     unset: 'unset',
     meaning: '`proxmox` driver: `https://host:8006`',
   },
   PROXMOX_TOKEN_ID: { group: 'Compute: Proxmox VE', unset: 'unset', meaning: '`user@realm!tokenid`' },
-  PROXMOX_TOKEN_SECRET: { group: 'Compute: Proxmox VE', unset: 'unset', meaning: "the API token's secret" },
+  PROXMOX_TOKEN_SECRET: {
+    secret: 'value',
+    group: 'Compute: Proxmox VE',
+    unset: 'unset',
+    meaning: "the API token's secret",
+  },
   PROXMOX_CA_FILE: {
     group: 'Compute: Proxmox VE',
     unset: 'unset \u2192 system CAs',

@@ -15,6 +15,7 @@ import { tenantExportRoutes } from '../api/routes/tenant-exports.ts';
 import { tenantStatusRoutes } from '../api/routes/tenant-status.ts';
 import { tenantUsageRoutes } from '../api/routes/tenant-usage.ts';
 import { webhookRoutes } from '../api/routes/webhooks.ts';
+import { platformAdminRoutes } from '../api/routes/platform-admin.ts';
 import { loadSecretBox } from '../identity/master-key.ts';
 import type { SecretBox } from '../identity/secrets.ts';
 import { webhookPolicy } from './webhooks.ts';
@@ -100,6 +101,13 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
   tenantExportRoutes(api, { db: database.db, access });
   tenantStatusRoutes(api, { access });
   tenantUsageRoutes(api, { access, config, db: database.db });
+  platformAdminRoutes(api, {
+    db: database.db,
+    config,
+    driver: config.driver,
+    provides: platformProvides(config),
+    plans: parts.plans,
+  });
   let box: Promise<SecretBox> | undefined;
   webhookRoutes(api, {
     db: database.db,

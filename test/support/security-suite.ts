@@ -844,6 +844,34 @@ export const ROUTE_CASES: RouteCase[] = [
       return { url: `/api/v1/platform/api-keys/${res.json<{ id: string }>().id}` };
     },
   },
+  {
+    method: 'GET',
+    url: '/api/v1/platform/users',
+    minRole: 'platform_admin',
+    scope: 'platform',
+    call: (h) => ({ url: `/api/v1/platform/users?tenant=${h.a.slug}` }),
+  },
+  {
+    method: 'GET',
+    url: '/api/v1/platform/catalog',
+    minRole: 'platform_admin',
+    scope: 'platform',
+    call: () => ({ url: '/api/v1/platform/catalog' }),
+  },
+  {
+    method: 'GET',
+    url: '/api/v1/platform/backups',
+    minRole: 'platform_admin',
+    scope: 'platform',
+    call: (h) => ({ url: `/api/v1/platform/backups?tenant=${h.a.slug}` }),
+  },
+  {
+    method: 'GET',
+    url: '/api/v1/platform/config',
+    minRole: 'platform_admin',
+    scope: 'platform',
+    call: () => ({ url: '/api/v1/platform/config' }),
+  },
 ];
 
 export const crossTenantSuccesses: string[] = [];

@@ -7,7 +7,7 @@ import { TENANT_STATUSES } from '../../core/tenants.ts';
 const csrfField = (csrf: string) => `<input type="hidden" name="csrf" value="${escapeHtml(csrf)}">`;
 
 function signedInNav(csrf: string): string {
-  return `<a href="/admin/tenants">Tenants</a><a href="/api/docs">API reference</a>
+  return `<a href="/admin/tenants">Tenants</a><a href="/admin/users">Users</a><a href="/admin/backups">Backups</a><a href="/admin/usage">Usage</a><a href="/admin/catalog">Catalog</a><a href="/admin/webhooks">Webhooks</a><a href="/admin/config">Configuration</a><a href="/api/docs">API reference</a>
 <form method="post" action="/admin/logout">${csrfField(csrf)}<button type="submit" class="link-button">Sign out</button></form>`;
 }
 
@@ -205,6 +205,8 @@ export function tenantPage(options: {
   incidents: IncidentView[];
   audit: AuditView[];
   done?: string;
+  /** More sections (HTML), after the audit log. */
+  extra?: string;
 }): string {
   const { tenant: t, csrf } = options;
   const base = `/admin/tenants/${encodeURIComponent(t.slug)}`;
@@ -334,6 +336,7 @@ ${done}${facts}${actions.length ? `<div class="actions">${actions.join('')}</div
 <h2>Services</h2>${services}
 <h2>Incidents</h2>${incidents}
 <h2>Audit</h2>${audit}
+${options.extra ?? ''}
 ${dialogs.join('\n')}`,
     csrf,
   );

@@ -4,6 +4,7 @@ import { TENANT_STATUSES } from '../../core/tenants.ts';
 import { STYLESHEET, STYLESHEET_PATH } from '../../web/design.ts';
 import { totpQrSvg } from '../../web/qr.ts';
 import type { ApiServer } from '../server.ts';
+import { adminConsoleRoutes, tenantBackups } from './admin-routes.ts';
 import { CONSOLE_COOKIE, consoleClient, type ApiAnswer, type ConsoleClient } from './client.ts';
 import {
   codePage,
@@ -322,6 +323,11 @@ export function consoleRoutes(app: ApiServer, deps: { secureCookies: boolean; pu
       read(request, reply, `/api/v1/audit?tenant=${tenant.id}&limit=20`),
     ]);
     if (!services || !status || !audit) return reply;
+    const backups = await tenantBackups(client, request, reply, tenant);
+    if (backups === undefined) {
+      client.endSession(reply);
+      return reply.redirect('/admin/login?expired', 303);
+    }
     const q = request.query as Record<string, string | undefined>;
     return html(
       reply,
@@ -334,6 +340,7 @@ export function consoleRoutes(app: ApiServer, deps: { secureCookies: boolean; pu
         incidents: (status.body as { incidents: IncidentView[] }).incidents,
         audit: (audit.body as { entries: AuditView[] }).entries,
         done: q.done,
+        extra: backups,
       }),
     );
   });
@@ -370,4 +377,6 @@ export function consoleRoutes(app: ApiServer, deps: { secureCookies: boolean; pu
       'retried',
     );
   });
+
+  adminConsoleRoutes(app, client);
 }
