@@ -5,6 +5,7 @@ import { localCheckoutRoutes } from '../api/routes/local-checkout.ts';
 import { signupRoutes } from '../api/routes/signup.ts';
 import { platformProvides } from '../catalog/runnable.ts';
 import { stripeWebhookRoutes } from '../api/routes/stripe-webhook.ts';
+import { tenantBillingRoutes } from '../api/routes/tenant-billing.ts';
 import { tenantLifecycleRoutes } from '../api/routes/tenant-lifecycle.ts';
 import { catalogRoutes } from '../api/routes/catalog.ts';
 import { consoleRoutes } from '../api/console/routes.ts';
@@ -100,6 +101,7 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
   tenantExportRoutes(api, { db: database.db, access });
   tenantStatusRoutes(api, { access });
   tenantUsageRoutes(api, { access, config, db: database.db });
+  tenantBillingRoutes(api, { db: database.db, access, plans: parts.plans, billing });
   let box: Promise<SecretBox> | undefined;
   webhookRoutes(api, {
     db: database.db,
