@@ -1,7 +1,8 @@
 // The tenant dashboard: the app deployed into every tenant's dashboard container. Its pages
 // (docs/dashboard.md): the overview (services, retry, unsubscribe, subscribe), the team (invite,
-// roles, remove; /invite is the invitation link's page), activity, backups and usage, in the
-// platform's design system (design.css, copied from src/web/design.ts by the build).
+// roles, remove; /invite is the invitation link's page), activity, backups, usage and billing
+// (billing.mjs), in the platform's design system (design.css, copied from src/web/design.ts by the
+// build).
 // Plain Node.js with no dependencies, so it runs wherever the container has `node`
 // (the process driver, an LXC container with the host's Node bind-mounted, Proxmox).
 //
@@ -48,6 +49,7 @@ import {
   STYLESHEET_PATH,
   table,
 } from './web.mjs';
+import { billingPages } from './billing.mjs';
 
 const env = process.env;
 const PORT = Number(env.PORT ?? 3000);
@@ -662,6 +664,7 @@ function frame(session, current, title, body) {
     ['activity', 'Activity', owner],
     ['backups', 'Backups', owner],
     ['usage', 'Usage', true],
+    ['billing', 'Billing', owner],
     ['workspace', 'Workspace', owner],
   ]
     .filter(([, , shown]) => shown)
@@ -1465,6 +1468,18 @@ async function signInFor(req, res, url) {
   return send(res, 303, '', { location: next, 'set-cookie': edge });
 }
 
+const billing = billingPages({
+  asUser,
+  frame,
+  csrfOf,
+  csrfOk: (session, token) => keys.csrfOk(session.sid, token),
+  back,
+  forbidden,
+  refusedWith,
+  messageOf,
+  tenant: tid,
+});
+
 /**
  * Forms that need a live session; without one, the browser goes to the sign-in page.
  * @type {Record<string, (req: IncomingMessage, res: ServerResponse, session: Session) => Promise<void>>}
@@ -1480,6 +1495,7 @@ const SIGNED_IN = {
   '/backup-now': backupNow,
   '/export-now': exportNow,
   '/cancel-workspace': cancelWorkspace,
+  '/billing-plan': billing.change,
   '/logout': logout,
 };
 
@@ -1493,6 +1509,7 @@ const PAGES = {
   '/activity': activityPage,
   '/backups': backupsPage,
   '/usage': usagePage,
+  '/billing': billing.page,
   '/workspace': workspacePage,
 };
 
