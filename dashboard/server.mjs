@@ -1119,6 +1119,8 @@ const ACTIONS = {
   'tenant.suspend': 'An operator suspended the workspace',
   'tenant.reactivate': 'An operator reactivated the workspace',
   'tenant.cancel': 'Cancelled the workspace',
+  'tenant.billing.plan': 'Asked to change the plan',
+  'tenant.plan_changed': 'The plan changed',
   'auth.login': 'Signed in',
   'auth.logout': 'Signed out',
 };

@@ -306,6 +306,22 @@ describe('local billing mode', () => {
     }
     expect(await planOf(h.a.id)).toBe('starter');
   });
+
+  it("a platform admin may change a tenant's plan too; the audit row names the admin", async () => {
+    const res = await change('business', h.admin.token);
+    expect(res.statusCode, res.body).toBe(202);
+    expect(res.json()).toEqual({ from: 'starter', plan: 'business', state: 'requested' });
+    await processStripeEvents(h.db.db, local, plans);
+    expect(await planOf(h.a.id)).toBe('business');
+    const row = await h.db.db
+      .selectFrom('audit_log')
+      .select(['actor_id', 'result'])
+      .where('tenant_id', '=', h.a.id)
+      .where('action', '=', 'tenant.billing.plan')
+      .orderBy('id', 'desc')
+      .executeTakeFirstOrThrow();
+    expect(row).toEqual({ actor_id: h.admin.id, result: 'success' });
+  });
 });
 
 describe('Stripe mode (a stand-in enforcing the API contract)', () => {

@@ -165,6 +165,11 @@ describe.skipIf(skipBrowser)('Billing page in Chromium', { timeout: 240_000 }, (
     expect(await page.locator('main > .card').first().textContent()).toContain('$149.00 a month');
     expect(await offer.locator('li.card', { hasText: 'Business' }).textContent()).toContain('Your plan');
     await inspect(page, 'billing-business');
+    // The activity log has both: the owner's request and the change.
+    await page.goto(`${base}/activity`);
+    const activity = (await page.textContent('main'))!;
+    expect(activity).toContain('Asked to change the plan');
+    expect(activity).toContain('The plan changed');
 
     // A stale page: a downgrade confirmed after a third service was taken is refused, in words.
     await subscribe('social-media-manager');
