@@ -306,7 +306,7 @@ export async function processBillingEvent(deps: BillingProcessDeps, eventId: str
         });
         if (action.action !== 'none') await deps.onAction?.(trx, tenantId, action);
         if (current.kind === 'subscription_changed' && !current.deleted && sub) {
-          await followPlan(trx, deps, tenantId, { ...tenant, status: tenant.status }, sub, eventId);
+          await followPlan(trx, deps, tenantId, tenant, sub, eventId);
         }
       } else {
         action = { action: 'none', why: `tenant ${tenantId} does not exist` };

@@ -216,8 +216,8 @@ export async function startStripeApi(
         });
       return send(200, sub);
     }
-    const known404 = req.method === 'POST' && (path === '/v1/billing/meter_events' || subscription);
-    if (!known404)
+    const handled = req.method === 'POST' && (path === '/v1/billing/meter_events' || subscription);
+    if (!handled)
       return send(404, { error: { type: 'invalid_request_error', message: `Unrecognized request URL` } });
     if (!req.headers['content-type']?.startsWith('application/x-www-form-urlencoded'))
       return invalid('Invalid request: expected a form-encoded body');
