@@ -1,7 +1,8 @@
 // The tenant dashboard: the app deployed into every tenant's dashboard container. Its pages
 // (docs/dashboard.md): the overview (services, retry, unsubscribe, subscribe), the team (invite,
-// roles, remove; /invite is the invitation link's page), activity, backups and usage, and the
-// account pages of security.mjs (security, preferences), in the platform's design system (design.css, copied from src/web/design.ts by the build).
+// roles, remove; /invite is the invitation link's page), activity, backups, usage, billing
+// (billing.mjs) and the account pages of security.mjs (security, preferences), in the platform's
+// design system (design.css, copied from src/web/design.ts by the build).
 // Plain Node.js with no dependencies, so it runs wherever the container has `node`
 // (the process driver, an LXC container with the host's Node bind-mounted, Proxmox).
 //
@@ -50,6 +51,7 @@ import {
   table,
 } from './web.mjs';
 import { accountPages } from './security.mjs';
+import { billingPages } from './billing.mjs';
 
 const env = process.env;
 const PORT = Number(env.PORT ?? 3000);
@@ -701,6 +703,7 @@ function frame(session, current, title, body) {
     ['activity', 'Activity', owner],
     ['backups', 'Backups', owner],
     ['usage', 'Usage', true],
+    ['billing', 'Billing', owner],
     ['workspace', 'Workspace', owner],
     ['security', 'Security', true],
     ['preferences', 'Preferences', true],
@@ -1157,6 +1160,8 @@ const ACTIONS = {
   'tenant.suspend': 'An operator suspended the workspace',
   'tenant.reactivate': 'An operator reactivated the workspace',
   'tenant.cancel': 'Cancelled the workspace',
+  'tenant.billing.plan': 'Asked to change the plan',
+  'tenant.plan_changed': 'The plan changed',
   'auth.login': 'Signed in',
   'auth.logout': 'Signed out',
 };
@@ -1506,6 +1511,18 @@ async function signInFor(req, res, url) {
   return send(res, 303, '', { location: next, 'set-cookie': edge });
 }
 
+const billing = billingPages({
+  asUser,
+  frame,
+  csrfOf,
+  csrfOk: (session, token) => keys.csrfOk(session.sid, token),
+  back,
+  forbidden,
+  refusedWith,
+  messageOf,
+  tenant: tid,
+});
+
 /**
  * After a password change (which ends every login of the user, this one too): sign in again with
  * the new password and stay; with two-factor authentication on, that needs a code, so the browser
@@ -1569,6 +1586,7 @@ const SIGNED_IN = {
   '/backup-now': backupNow,
   '/export-now': exportNow,
   '/cancel-workspace': cancelWorkspace,
+  '/billing-plan': billing.change,
   '/logout': logout,
   ...account.forms,
 };
@@ -1583,6 +1601,7 @@ const PAGES = {
   '/activity': activityPage,
   '/backups': backupsPage,
   '/usage': usagePage,
+  '/billing': billing.page,
   '/workspace': workspacePage,
   ...account.pages,
 };

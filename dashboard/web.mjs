@@ -76,14 +76,15 @@ export const notice = (/** @type {string} */ text, /** @type {'info' | 'error'} 
 /**
  * A confirmation dialog without script: a link to `#id` opens it (CSS `:target`), Cancel closes
  * it, its form does the action. `fields`: the form's hidden inputs, HTML (the CSRF token among them).
- * @param {{ id: string, title: string, text: string, action: string, fields: string, confirm: string }} o
+ * `tone`: the confirm button's class, `danger` unless given (`''`: the plain button).
+ * @param {{ id: string, title: string, text: string, action: string, fields: string, confirm: string, tone?: string }} o
  */
 export function confirmDialog(o) {
   return `<div class="dialog" id="${escape(o.id)}" role="dialog" aria-modal="true" aria-labelledby="${escape(o.id)}-title">
 <div class="dialog-box"><h2 id="${escape(o.id)}-title">${escape(o.title)}</h2>
 <p>${escape(o.text)}</p>
 <form method="post" action="${escape(o.action)}">${o.fields}<div class="actions">
-<button type="submit" class="danger">${escape(o.confirm)}</button>
+<button type="submit"${(o.tone ?? 'danger') ? ` class="${escape(o.tone ?? 'danger')}"` : ''}>${escape(o.confirm)}</button>
 <a class="button secondary" href="#">Cancel</a></div></form></div></div>`;
 }
 

@@ -4,6 +4,7 @@ import type {
   CheckoutRequest,
   CheckoutSession,
   MeterEvent,
+  PriceChange,
   SubscriptionState,
 } from '../core/billing.ts';
 import { DomainError } from '../core/errors.ts';
@@ -187,6 +188,41 @@ export class LocalBilling implements BillingPort {
       await this.store(trx, id, updated);
       await writeStripeEvent(trx, stripeEvent('customer.subscription.deleted', updated));
     });
+  }
+
+  async changePrice(subscriptionId: string, price: string, plan: string): Promise<PriceChange> {
+    return this.options.db
+      .transaction()
+      .execute((trx) => this.changePriceIn(trx, subscriptionId, price, plan));
+  }
+
+  /**
+   * A plan change as Stripe makes it when a subscription item's price is
+   * updated: the subscription with its new price, and the
+   * `customer.subscription.updated` event, written in the caller's
+   * transaction (with the checks it made), so a crash leaves both or neither.
+   * Asking again for the price it has changes nothing and sends nothing.
+   */
+  async changePriceIn(
+    trx: Kysely<DB>,
+    subscriptionId: string,
+    price: string,
+    plan: string,
+  ): Promise<PriceChange> {
+    const raw = await this.rawSubscription(trx, subscriptionId);
+    const state = toSubscriptionState(subscriptionObject.parse(raw));
+    if (state.status === 'canceled') {
+      throw new DomainError('conflict', `subscription ${subscriptionId} is canceled; its plan cannot change`);
+    }
+    if (state.priceId === price) return 'already_requested';
+    const items = raw.items as { data: Array<Record<string, unknown>> };
+    const [first, ...rest] = items.data;
+    if (!first) throw new DomainError('conflict', `subscription ${subscriptionId} has no item to change`);
+    await this.updateSubscription(trx, subscriptionId, {
+      items: { ...items, data: [{ ...first, price: { ...(first.price as object), id: price } }, ...rest] },
+      metadata: { ...(raw.metadata as Record<string, string> | null), plan },
+    });
+    return 'requested';
   }
 
   /**

@@ -1,6 +1,7 @@
 import { emitTenantEvent } from '../events/emit.ts';
 import { sql, type Transaction } from 'kysely';
-import type { BillingPort, SubscriptionState } from '../core/billing.ts';
+import type { Plan } from '../catalog/plans.ts';
+import { PAID_STATUSES, type BillingPort, type SubscriptionState } from '../core/billing.ts';
 import { newId } from '../core/ids.ts';
 import type { TenantStatus } from '../core/tenants.ts';
 import type { DB } from '../db/tables.ts';
@@ -8,12 +9,15 @@ import type { Database } from '../db/database.ts';
 import { appendAuditIn } from '../identity/audit.ts';
 import { decideBillingAction, DEFAULT_DUNNING, type BillingAction, type DunningPolicy } from './decide.ts';
 import { interpretEvent, type BillingEvent } from './events.ts';
+import { planOfPrice } from './plans.ts';
 
 export interface BillingProcessDeps {
   db: Database;
   billing: BillingPort;
   graceDays: number;
   policy?: DunningPolicy;
+  /** The plans, to follow a subscription's price to its plan (a plan change). */
+  plans?: Plan[];
   /** Effects of a tenant transition (e.g. queueing its reconcile), run in the same transaction. */
   onAction?: (trx: Transaction<DB>, tenantId: string, action: BillingAction) => Promise<void>;
 }
@@ -210,6 +214,42 @@ async function writeTransition(
 }
 
 /**
+ * A subscription event makes the tenant's plan the one the subscription's
+ * price is for, as the subscription is now (so any delivery order ends on
+ * the last price): a plan change asked for through the API, or made in
+ * Stripe's dashboard. Only a paying subscription moves the plan, and never
+ * on a tenant that is gone; a price no plan has changes nothing.
+ */
+async function followPlan(
+  trx: Transaction<DB>,
+  deps: BillingProcessDeps,
+  tenantId: string,
+  tenant: { status: TenantStatus; plan: string },
+  sub: SubscriptionState,
+  eventId: string,
+): Promise<void> {
+  if (!deps.plans || !PAID_STATUSES.has(sub.status)) return;
+  if (tenant.status === 'cancelled' || tenant.status === 'purged') return;
+  const plan = planOfPrice(deps.plans, sub.priceId, deps.billing.mode);
+  if (!plan || plan.key === tenant.plan) return;
+  await trx
+    .updateTable('tenants')
+    .set({ plan: plan.key, updated_at: sql`now()` })
+    .where('id', '=', tenantId)
+    .execute();
+  await appendAuditIn(trx, {
+    actorType: 'system',
+    actorId: null,
+    tenantId,
+    action: 'tenant.plan_changed',
+    targetType: 'tenant',
+    targetId: tenantId,
+    result: 'success',
+    details: { from: tenant.plan, to: plan.key, event: eventId, subscription: sub.id },
+  });
+}
+
+/**
  * Process one stored Stripe event: find its tenant, bring the subscription
  * record up to date, decide and apply the tenant's transition, and mark the
  * event processed — all in one transaction holding the tenant's row lock, so
@@ -238,7 +278,7 @@ export async function processBillingEvent(deps: BillingProcessDeps, eventId: str
     if (tenantId) {
       const tenant = await trx
         .selectFrom('tenants')
-        .select(['status', 'status_reason'])
+        .select(['status', 'status_reason', 'plan'])
         .where('id', '=', tenantId)
         .forUpdate()
         .executeTakeFirst();
@@ -265,6 +305,9 @@ export async function processBillingEvent(deps: BillingProcessDeps, eventId: str
           details: { event: eventId, kind: event.kind },
         });
         if (action.action !== 'none') await deps.onAction?.(trx, tenantId, action);
+        if (current.kind === 'subscription_changed' && !current.deleted && sub) {
+          await followPlan(trx, deps, tenantId, tenant, sub, eventId);
+        }
       } else {
         action = { action: 'none', why: `tenant ${tenantId} does not exist` };
       }

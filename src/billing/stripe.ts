@@ -4,8 +4,10 @@ import type {
   CheckoutRequest,
   CheckoutSession,
   MeterEvent,
+  PriceChange,
   SubscriptionState,
 } from '../core/billing.ts';
+import { randomUUID } from 'node:crypto';
 import { DomainError } from '../core/errors.ts';
 import { subscriptionObject, toSubscriptionState } from './events.ts';
 
@@ -71,6 +73,44 @@ export class StripeBilling implements BillingPort {
     } catch (err) {
       if ((err as { statusCode?: number }).statusCode === 404) return;
       throw this.failure('cancel a subscription', err);
+    }
+  }
+
+  /**
+   * A plan change: the subscription's item gets the plan's price
+   * (`POST /v1/subscriptions/{id}` with `items[0][id]` and `items[0][price]`),
+   * prorated as Stripe does by default. The subscription is read as it is now
+   * first: when it has the price already, nothing is sent. The idempotency key
+   * is this request's own, so the SDK's retries of the call after a network
+   * failure change the price once; a second request finds the price set.
+   */
+  async changePrice(subscriptionId: string, price: string, plan: string): Promise<PriceChange> {
+    let sub: Stripe.Subscription;
+    try {
+      sub = await this.stripe.subscriptions.retrieve(subscriptionId);
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404)
+        throw new DomainError('conflict', `Stripe has no subscription ${subscriptionId}`);
+      throw this.failure('read a subscription', err);
+    }
+    if (sub.status === 'canceled' || sub.status === 'incomplete_expired') {
+      throw new DomainError(
+        'conflict',
+        `subscription ${subscriptionId} is ${sub.status}; its plan cannot change`,
+      );
+    }
+    const item = sub.items.data[0];
+    if (!item) throw new DomainError('conflict', `subscription ${subscriptionId} has no item to change`);
+    if (item.price.id === price) return 'already_requested';
+    try {
+      await this.stripe.subscriptions.update(
+        subscriptionId,
+        { items: [{ id: item.id, price }], metadata: { plan } },
+        { idempotencyKey: `plan:${subscriptionId}:${price}:${randomUUID()}` },
+      );
+      return 'requested';
+    } catch (err) {
+      throw this.failure('change the subscription price', err);
     }
   }
 

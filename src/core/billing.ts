@@ -44,12 +44,21 @@ export interface MeterEvent {
   timestamp: Date;
 }
 
+export type PriceChange = 'requested' | 'already_requested';
+
 export interface BillingPort {
   readonly mode: 'stripe' | 'local';
   createCheckout(request: CheckoutRequest): Promise<CheckoutSession>;
   /** The subscription as it is now, for acting on the current object when an event is stale. */
   getSubscription(id: string): Promise<SubscriptionState | undefined>;
   cancelSubscription(id: string): Promise<void>;
+  /**
+   * Ask for the subscription's price to become `price` (a plan change). The
+   * platform's plan changes only when the resulting
+   * `customer.subscription.updated` event is processed. `already_requested`:
+   * the subscription has that price now, so nothing was sent.
+   */
+  changePrice(subscriptionId: string, price: string, plan: string): Promise<PriceChange>;
   /** Report metered usage (Stripe: `POST /v1/billing/meter_events`; local mode sends nothing). */
   recordMeterEvent(event: MeterEvent): Promise<void>;
 }

@@ -5,6 +5,7 @@ import { localCheckoutRoutes } from '../api/routes/local-checkout.ts';
 import { signupRoutes } from '../api/routes/signup.ts';
 import { platformProvides } from '../catalog/runnable.ts';
 import { stripeWebhookRoutes } from '../api/routes/stripe-webhook.ts';
+import { tenantBillingRoutes } from '../api/routes/tenant-billing.ts';
 import { tenantLifecycleRoutes } from '../api/routes/tenant-lifecycle.ts';
 import { catalogRoutes } from '../api/routes/catalog.ts';
 import { consoleRoutes } from '../api/console/routes.ts';
@@ -108,6 +109,7 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
     provides: platformProvides(config),
     plans: parts.plans,
   });
+  tenantBillingRoutes(api, { db: database.db, access, plans: parts.plans, billing });
   let box: Promise<SecretBox> | undefined;
   webhookRoutes(api, {
     db: database.db,

@@ -16,7 +16,7 @@ import { createComputeDriver } from '../compute/index.ts';
 import type { MasterDatabase } from '../db/connect.ts';
 import type { Logger } from '../observability/logger.ts';
 import { REPO_ROOT } from '../catalog/load.ts';
-import { loadPlans, PLANS_FILE } from '../catalog/plans.ts';
+import { loadPlans, PLANS_FILE, type Plan } from '../catalog/plans.ts';
 import { meterEventHandler } from '../billing/meter-events.ts';
 import type { BillingPort } from '../core/billing.ts';
 import { createBillingPort } from '../billing/index.ts';
@@ -180,11 +180,18 @@ export function registerLifecycle(
 /** Process stored Stripe events (Stripe's, or local billing mode's): each one's tenant transition and its effects. */
 export function registerBilling(
   parts: OrchestratorParts,
-  deps: { config: Config; db: Database; billing: BillingPort; log: Logger },
+  deps: { config: Config; db: Database; billing: BillingPort; log: Logger; plans?: Plan[] },
 ): void {
+  const plans = deps.plans ?? loadPlans(PLANS_FILE);
   parts.inboxHandlers.stripe = async (eventId) => {
     const result = await processBillingEvent(
-      { db: deps.db, billing: deps.billing, graceDays: deps.config.graceDays, onAction: tenantBillingEffect },
+      {
+        db: deps.db,
+        billing: deps.billing,
+        graceDays: deps.config.graceDays,
+        onAction: tenantBillingEffect,
+        plans,
+      },
       eventId,
     );
     deps.log.info({ eventId, tenantId: result.tenantId, action: result.action }, 'stripe event processed');
@@ -234,8 +241,9 @@ export async function startPlatformWorker(config: Config, log: Logger, database:
       redis,
       log: log.child({ part: 'health' }),
     });
-    const billing = await createBillingPort(config, database.db, loadPlans(PLANS_FILE));
-    registerBilling(parts, { config, db: database.db, billing, log });
+    const plans = loadPlans(PLANS_FILE);
+    const billing = await createBillingPort(config, database.db, plans);
+    registerBilling(parts, { config, db: database.db, billing, log, plans });
     parts.orphanSources.push(
       ...lifecycleOrphanSources({ compute, db: database.db, admin: database.pool, redis }),
     );

@@ -2,6 +2,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadCatalog } from '../../src/catalog/load.ts';
+import { loadPlans, PLANS_FILE } from '../../src/catalog/plans.ts';
 import { syncCatalog } from '../../src/catalog/sync.ts';
 import { newId } from '../../src/core/ids.ts';
 import type { Role } from '../../src/core/identity.ts';
@@ -9,6 +10,7 @@ import type { TenantStatus } from '../../src/core/tenants.ts';
 import { upsertRoute } from '../../src/edge/routes-store.ts';
 import { hashPassword } from '../../src/identity/passwords.ts';
 import { recordSnapshot } from './backups.ts';
+import { subscribeLocally } from './billing-plans.ts';
 import { createForge } from './forge.ts';
 import { createHarness, PASSWORD, totpCode, type Harness } from './identity.ts';
 
@@ -548,6 +550,42 @@ export const ROUTE_CASES: RouteCase[] = [
     minRole: 'tenant_member',
     scope: 'tenant',
     call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/status` }),
+  },
+  {
+    method: 'GET',
+    url: '/api/v1/tenants/:tenant/billing',
+    minRole: 'tenant_owner',
+    scope: 'tenant',
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/billing` }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/tenants/:tenant/billing/plan',
+    minRole: 'tenant_owner',
+    scope: 'tenant',
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/billing/plan`, payload: { plan: 'business' } }),
+    // The positive control changes a plan: a tenant of its own, signed up through local checkout.
+    allowed: async (h, s) => {
+      const slug = `plan${s.next()}`;
+      const id = newId('tenant');
+      await h.db.db.insertInto('tenants').values({ id, slug, company: 'Plans', status: 'active' }).execute();
+      const email = `owner@${slug}.test`;
+      await h.db.db
+        .insertInto('users')
+        .values({
+          id: newId('user'),
+          email,
+          role: 'tenant_owner',
+          tenant_id: id,
+          password_hash: await hashPassword(PASSWORD),
+        })
+        .execute();
+      await subscribeLocally(h.db.db, loadPlans(PLANS_FILE), { id, email }, 'starter');
+      return {
+        token: (await h.login(email)).accessToken,
+        call: { url: `/api/v1/tenants/${slug}/billing/plan`, payload: { plan: 'business' } },
+      };
+    },
   },
   {
     method: 'GET',

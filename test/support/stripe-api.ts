@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { localId, stripeEvent, stripeObject } from '../../src/billing/stripe-objects.ts';
 
 /**
  * A local stand-in for the part of Stripe's API the platform calls to report
@@ -11,6 +12,15 @@ import type { AddressInfo } from 'node:net';
  * `timestamp` within the past 35 days or 5 minutes ahead, and idempotency
  * keys (the same key with the same parameters replays the first answer; with
  * other parameters it is refused).
+ *
+ * Subscriptions too, for plan changes: `GET /v1/subscriptions/{id}` and
+ * `POST /v1/subscriptions/{id}` (the parameters the platform may send:
+ * `items[n][id]` naming an item of that subscription, `items[n][price]` a
+ * price it knows, `metadata[…]`, `proration_behavior` one of Stripe's three;
+ * anything else is an unknown parameter; a canceled subscription may change
+ * only its metadata). Objects have the shape of Stripe's published fixtures.
+ * Each update makes the `customer.subscription.updated` event Stripe would
+ * send (with `previous_attributes`), kept in `sent` for the test to deliver.
  */
 export interface RecordedMeterEvent {
   event_name: string;
@@ -23,6 +33,19 @@ export interface StripeApiStandIn {
   endpoint: { host: string; port: number; protocol: 'http' };
   events: RecordedMeterEvent[];
   customers: Set<string>;
+  /** Prices it knows. */
+  prices: Set<string>;
+  subscriptions: Map<string, Record<string, unknown>>;
+  /** A subscription of `customer` to one `price`, active. */
+  addSubscription(
+    customer: string,
+    price: string,
+    metadata?: Record<string, string>,
+  ): Record<string, unknown>;
+  /** The webhook events Stripe would send, oldest first. */
+  sent: Record<string, unknown>[];
+  /** Every request it answered: method, path and form body. */
+  requests: { method: string; path: string; form: URLSearchParams; idempotencyKey?: string }[];
   /** Answer the next `n` requests with a 500, as an outage would. */
   failNext(n: number): void;
   close(): Promise<void>;
@@ -34,9 +57,127 @@ async function body(req: IncomingMessage): Promise<string> {
   return text;
 }
 
-export async function startStripeApi(customers: string[]): Promise<StripeApiStandIn> {
+const PRORATIONS = new Set(['create_prorations', 'none', 'always_invoice']);
+const ITEM_PARAM = /^items\[(\d+)\]\[(id|price|quantity|deleted)\]$/;
+
+export async function startStripeApi(
+  customers: string[],
+  options: { prices?: string[] } = {},
+): Promise<StripeApiStandIn> {
   const events: RecordedMeterEvent[] = [];
   const known = new Set(customers);
+  const prices = new Set(options.prices ?? []);
+  const subscriptions = new Map<string, Record<string, unknown>>();
+  const sent: Record<string, unknown>[] = [];
+  const requests: StripeApiStandIn['requests'] = [];
+  const fixtureItem =
+    (stripeObject('subscription', {}).items as { data: Record<string, unknown>[] }).data[0] ?? {};
+  const priceObject = (id: string) => ({ ...(fixtureItem.price as object), id });
+
+  function addSubscription(customer: string, price: string, metadata: Record<string, string> = {}) {
+    const id = localId('sub');
+    const now = Math.floor(Date.now() / 1000);
+    const sub = stripeObject('subscription', {
+      id,
+      customer,
+      status: 'active',
+      cancel_at_period_end: false,
+      cancel_at: null,
+      canceled_at: null,
+      ended_at: null,
+      metadata,
+      items: {
+        object: 'list',
+        has_more: false,
+        url: `/v1/subscription_items?subscription=${id}`,
+        data: [
+          {
+            ...structuredClone(fixtureItem),
+            id: localId('si'),
+            subscription: id,
+            price: priceObject(price),
+            quantity: 1,
+            current_period_start: now,
+            current_period_end: now + 30 * 86_400,
+          },
+        ],
+      },
+    });
+    subscriptions.set(id, sub);
+    return sub;
+  }
+
+  /** `POST /v1/subscriptions/{id}`: an answer, or a refusal as Stripe words it. */
+  function updateSubscription(id: string, form: URLSearchParams): { status: number; body: object } {
+    const refuse = (message: string, param?: string, status = 400) => ({
+      status,
+      body: {
+        error: {
+          type: 'invalid_request_error',
+          message,
+          ...(param ? { param } : {}),
+          ...(status === 404 ? { code: 'resource_missing' } : {}),
+        },
+      },
+    });
+    const sub = subscriptions.get(id);
+    if (!sub) return refuse(`No such subscription: '${id}'`, 'id', 404);
+    const items = new Map<number, Record<string, string>>();
+    const metadata: Record<string, string> = {};
+    for (const [key, value] of form) {
+      const item = ITEM_PARAM.exec(key);
+      const meta = /^metadata\[([^\]]{1,40})\]$/.exec(key);
+      if (item) {
+        const n = Number(item[1]);
+        items.set(n, { ...items.get(n), [item[2]!]: value });
+      } else if (meta) metadata[meta[1]!] = value;
+      else if (key === 'proration_behavior') {
+        if (!PRORATIONS.has(value))
+          return refuse(
+            `Invalid proration_behavior: must be one of create_prorations, none, or always_invoice`,
+            'proration_behavior',
+          );
+      } else return refuse(`Received unknown parameter: ${key}`, key);
+    }
+    if (sub.status === 'canceled' && items.size > 0)
+      return refuse(
+        'A canceled subscription can only update its cancellation_details, default_payment_method and metadata.',
+      );
+    const current = sub.items as { data: Record<string, unknown>[] };
+    const data = current.data.map((i) => ({ ...i }));
+    for (const [n, change] of items) {
+      const param = `items[${n}]`;
+      if (!change.id) {
+        if (!change.price) return refuse('Missing required param: price.', `${param}[price]`);
+        return refuse('This plan change would add a second item; the platform never does that', param);
+      }
+      const at = data.findIndex((i) => i.id === change.id);
+      if (at < 0)
+        return refuse(`Invalid subscription item: ${change.id} is not an item of ${id}`, `${param}[id]`);
+      if (change.price !== undefined) {
+        if (!prices.has(change.price)) return refuse(`No such price: '${change.price}'`, `${param}[price]`);
+        data[at] = { ...data[at], price: priceObject(change.price) };
+      }
+      if (change.quantity !== undefined) {
+        if (!/^\d+$/.test(change.quantity))
+          return refuse('Invalid integer: ' + change.quantity, `${param}[quantity]`);
+        data[at] = { ...data[at], quantity: Number(change.quantity) };
+      }
+    }
+    const previous: Record<string, unknown> = {};
+    if (items.size > 0) previous.items = structuredClone(sub.items);
+    if (Object.keys(metadata).length > 0) previous.metadata = structuredClone(sub.metadata);
+    const updated = {
+      ...sub,
+      items: { ...(sub.items as object), data },
+      metadata: { ...(sub.metadata as object), ...metadata },
+    };
+    subscriptions.set(id, updated);
+    const event = stripeEvent('customer.subscription.updated', structuredClone(updated));
+    sent.push({ ...event, data: { object: structuredClone(updated), previous_attributes: previous } });
+    return { status: 200, body: updated };
+  }
+
   const idempotent = new Map<string, { hash: string; status: number; body: string }>();
   let failures = 0;
 
@@ -59,12 +200,35 @@ export async function startStripeApi(customers: string[]): Promise<StripeApiStan
     }
     if (!/^Bearer sk_(test|live)_\w+$/.test(req.headers.authorization ?? ''))
       return send(401, { error: { type: 'invalid_request_error', message: 'Invalid API Key provided' } });
-    if (req.method !== 'POST' || req.url !== '/v1/billing/meter_events')
+    const path = (req.url ?? '/').split('?')[0]!;
+    const subscription = /^\/v1\/subscriptions\/([^/]+)$/.exec(path);
+    if (req.method === 'GET' && subscription) {
+      requests.push({ method: 'GET', path, form: new URLSearchParams() });
+      const sub = subscriptions.get(decodeURIComponent(subscription[1]!));
+      if (!sub)
+        return send(404, {
+          error: {
+            type: 'invalid_request_error',
+            code: 'resource_missing',
+            param: 'id',
+            message: `No such subscription: '${subscription[1]}'`,
+          },
+        });
+      return send(200, sub);
+    }
+    const handled = req.method === 'POST' && (path === '/v1/billing/meter_events' || subscription);
+    if (!handled)
       return send(404, { error: { type: 'invalid_request_error', message: `Unrecognized request URL` } });
     if (!req.headers['content-type']?.startsWith('application/x-www-form-urlencoded'))
       return invalid('Invalid request: expected a form-encoded body');
     const raw = await body(req);
     const key = req.headers['idempotency-key'];
+    requests.push({
+      method: 'POST',
+      path,
+      form: new URLSearchParams(raw),
+      ...(typeof key === 'string' ? { idempotencyKey: key } : {}),
+    });
     const hash = createHash('sha256').update(raw).digest('hex');
     if (typeof key === 'string') {
       const seen = idempotent.get(key);
@@ -84,6 +248,10 @@ export async function startStripeApi(customers: string[]): Promise<StripeApiStan
     const remember = (answer: { status: number; body: string }) => {
       if (typeof key === 'string') idempotent.set(key, { hash, ...answer });
     };
+    if (subscription) {
+      const answer = updateSubscription(decodeURIComponent(subscription[1]!), form);
+      return remember(send(answer.status, answer.body));
+    }
     const eventName = form.get('event_name');
     if (!eventName) return remember(invalid('Missing required param: event_name.', 'event_name'));
     if (eventName.length > 100) return remember(invalid('event_name is too long (max 100)', 'event_name'));
@@ -128,6 +296,11 @@ export async function startStripeApi(customers: string[]): Promise<StripeApiStan
     endpoint: { host: '127.0.0.1', port: (server.address() as AddressInfo).port, protocol: 'http' },
     events,
     customers: known,
+    prices,
+    subscriptions,
+    addSubscription,
+    sent,
+    requests,
     failNext(n) {
       failures = n;
     },
