@@ -12,7 +12,6 @@ import {
 } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { removeBridge } from '../src/compute/lxc/bridge.ts';
 import { LxcDriver } from '../src/compute/lxc/driver.ts';
@@ -23,6 +22,7 @@ import { sleep } from '../src/compute/shared/run.ts';
 import type { ComputeDriver, ContainerInfo, ServiceLogs, Workload } from '../src/core/compute.ts';
 import { DomainError } from '../src/core/errors.ts';
 import { createLogger } from '../src/observability/logger.ts';
+import { LOG_APP_DIR } from './support/compute-app.ts';
 import { specFor, type ContractHarness } from './support/compute-contract.ts';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
 import { lxcAvailable, privateNetwork } from './support/lxc.ts';
@@ -33,7 +33,6 @@ import { missingPart } from './support/strict.ts';
  * files and an LXC container's /var/log/aiqso/app.log, from the host. The
  * workload is test/fixtures/log-app, which prints what it is asked to.
  */
-export const LOG_APP_DIR = fileURLToPath(new URL('./fixtures/log-app/', import.meta.url));
 const logApp = (): Workload => ({ kind: 'app', dir: path.resolve(LOG_APP_DIR), entry: 'server.mjs' });
 const harness = { workload: logApp } as ContractHarness;
 const log = createLogger('silent');
