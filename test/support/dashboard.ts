@@ -37,6 +37,8 @@ export async function startDashboard(
   h: Harness,
   tenant: TenantFixture,
   company = `${tenant.slug} Inc.`,
+  /** More of the dashboard's environment (e.g. AIQSO_DASHBOARD_LIVE_SECONDS). */
+  extraEnv: Record<string, string> = {},
 ): Promise<RunningDashboard> {
   const box = () => loadSecretBox({ configured: h.config.masterKey, dataDir: h.dataDir });
   const key = await dashboardCredentials(h.db.db, box).get(tenant.id);
@@ -51,6 +53,7 @@ export async function startDashboard(
       AIQSO_TENANT_SLUG: tenant.slug,
       AIQSO_COMPANY: company,
       AIQSO_API_KEY: key,
+      ...extraEnv,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
