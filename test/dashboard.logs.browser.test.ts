@@ -1,3 +1,4 @@
+import { readdir, readlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -87,6 +88,16 @@ afterAll(async () => {
   await h?.close();
 });
 
+/** This process's open files inside `dir` (the API runs in it). */
+async function openFiles(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const fd of await readdir('/proc/self/fd')) {
+    const target = await readlink(`/proc/self/fd/${fd}`).catch(() => '');
+    if (target.startsWith(dir)) out.push(target);
+  }
+  return out;
+}
+
 async function signIn(page: Page, email: string): Promise<void> {
   await page.goto(`${base}/`);
   await page.fill('#f-email', email);
@@ -130,7 +141,15 @@ describe.skipIf(skipBrowser)('the dashboard Logs page in Chromium', { timeout: 1
       .toBe(1);
     expect(await page.textContent('main')).toContain('The live tail ended after');
     await inspect(page, 'logs-live-ended');
+    const dir = path.join(h.dataDir, 'containers', container);
     expect(cspViolations).toEqual([]);
+
+    // Leaving a live tail before its end ends it at the platform too: the API (in this process) closes the files.
+    await page.goto(`${base}/logs?service=notes&live=1`, { waitUntil: 'commit' });
+    await expect.poll(() => page.locator('pre[role=log]').textContent()).toContain('hello from notes');
+    expect((await openFiles(dir)).length).toBe(2);
+    await page.goto(`${base}/`);
+    await expect.poll(() => openFiles(dir), { timeout: 10_000 }).toEqual([]);
 
     // A service the tenant does not have: said in words.
     await page.goto(`${base}/logs?service=calcom`);
