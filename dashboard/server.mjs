@@ -1,8 +1,8 @@
 // The tenant dashboard: the app deployed into every tenant's dashboard container. Its pages
-// (docs/dashboard.md): the overview (services, retry, unsubscribe, subscribe), the team (invite,
-// roles, remove; /invite is the invitation link's page), activity, backups, usage, billing
-// (billing.mjs) and the account pages of security.mjs (security, preferences), in the platform's
-// design system (design.css, copied from src/web/design.ts by the build).
+// (docs/dashboard.md): the overview (services, retry, unsubscribe, subscribe), a service's logs, the
+// team (invite, roles, remove; /invite is the invitation link's page), activity, backups, usage,
+// billing (billing.mjs) and the account pages of security.mjs (security, preferences), in the
+// platform's design system (design.css, copied from src/web/design.ts by the build).
 // Plain Node.js with no dependencies, so it runs wherever the container has `node`
 // (the process driver, an LXC container with the host's Node bind-mounted, Proxmox).
 //
@@ -15,6 +15,7 @@
 //   AIQSO_API_KEY        this dashboard's own tenant-scoped, read-level API key: it reads the tenant's
 //                        status and services, and vouches for the address of a user signing in
 //   AIQSO_PUBLIC_URL     the platform's portal (the sign-in page links to its password reset)
+//   AIQSO_DASHBOARD_LIVE_SECONDS  how long a Logs page's live tail lasts (default 300)
 //
 // Subscribing and unsubscribing are done as the signed-in user (their own token, kept in this
 // process), never with AIQSO_API_KEY: the API decides (owners only), and the audit log names them.
@@ -44,6 +45,7 @@ import {
   randomId,
   readCookies,
   readForm,
+  SECURITY_HEADERS,
   send,
   signer,
   STYLESHEET,
@@ -104,6 +106,9 @@ const keys = signer();
 /**
  * `graceHours`: how long an unsubscribed service's data is kept before it is destroyed.
  * @typedef {{ services: TenantService[], graceHours: number }} TenantServices
+ */
+/**
+ * @typedef {{ service: string, lines: string[], truncated: boolean }} ServiceLogLines
  */
 /**
  * GET /api/v1/plans: each plan's price, how many services it allows, what it includes a month.
@@ -799,7 +804,9 @@ function serviceRow(session, s, i, health, graceHours) {
       ? `<a href="${escape(s.url)}">${escape(s.name)}</a><br><small class="mono">${escape(s.url)}</small>`
       : escape(s.name);
   const [state, words] = stateOf(s, health);
-  const actions = [];
+  const actions = [
+    `<a class="button secondary" href="logs?service=${encodeURIComponent(s.service)}" aria-label="Logs of ${escape(s.name)}">Logs</a>`,
+  ];
   let dialog = '';
   if (owner && s.status === 'failed') actions.push(button(session, 'retry', { service: s.service }, 'Retry'));
   if (owner && s.status === 'removing')
@@ -1571,6 +1578,143 @@ const account = accountPages({
   signInAgain,
 });
 
+/** A live tail lasts this long; then the page offers to continue. */
+const LIVE_SECONDS = Number(env.AIQSO_DASHBOARD_LIVE_SECONDS ?? 300);
+/** Live tails open at once in this process (each holds one connection to the platform). */
+const LIVE_MAX = 20;
+let liveOpen = 0;
+const SERVICE_KEY = /^[a-z0-9][a-z0-9-]{0,39}$/;
+
+/** Lines as the log shows them: escaped, one per line. */
+const logText = (/** @type {string[]} */ lines) => lines.map((l) => `${escape(l)}\n`).join('');
+
+/**
+ * A service's logs: its last 200 lines in a `<pre role="log">`, or with `?live=1` a live tail: the
+ * page is sent as it grows (no script: lines are appended to the open `<pre>` as the service writes
+ * them), for LIVE_SECONDS, then a link continues it. Read as the signed-in user.
+ * @param {IncomingMessage} req
+ * @param {ServerResponse} res
+ * @param {Session} session
+ * @param {URL} url
+ */
+async function logsPage(req, res, session, url) {
+  const key = url.searchParams.get('service') ?? '';
+  if (!SERVICE_KEY.test(key)) return notFound(res);
+  const live = url.searchParams.get('live') === '1';
+  const base = `/api/v1/tenants/${tid}/services/${encodeURIComponent(key)}/logs`;
+  const here = `logs?service=${encodeURIComponent(key)}`;
+  /** @type {Answer<TenantServices>} */
+  const mine = await asUser(session, `/api/v1/tenants/${tid}/services`).catch(() => ({
+    status: 503,
+    body: {},
+  }));
+  const name = (mine.body.services ?? []).find((s) => s.service === key)?.name ?? key;
+  const title = `Logs of ${name}`;
+  const heading = `<h1>${escape(title)}</h1>
+<p class="muted">What ${escape(name)} itself writes (its output and errors), oldest first.</p>`;
+  const refused = (/** @type {number} */ status, /** @type {string} */ why) =>
+    send(
+      res,
+      status === 404 ? 404 : 200,
+      frame(
+        session,
+        '',
+        title,
+        `${heading}${notice(why, 'error')}<p><a class="button" href="./">Back to the overview</a></p>`,
+      ),
+    );
+  if (!live) {
+    /** @type {Answer<ServiceLogLines>} */
+    const answer = await asUser(session, `${base}?lines=200`).catch(() => ({ status: 503, body: {} }));
+    if (answer.status !== 200) return refused(answer.status, refusedWith(answer));
+    const logs = /** @type {ServiceLogLines} */ (answer.body);
+    const body = `${heading}
+<div class="actions"><a class="button" href="${here}&amp;live=1">Live tail</a><a class="button secondary" href="${here}">Refresh</a></div>
+${logs.truncated ? '<p class="muted">Older lines are not shown.</p>' : ''}
+${
+  logs.lines.length
+    ? `<pre class="log" role="log" aria-live="polite" aria-label="${escape(title)}" tabindex="0">${logText(logs.lines)}</pre>`
+    : emptyState('No output yet', `${name} has not written anything yet.`)
+}`;
+    return send(res, 200, frame(session, '', title, body));
+  }
+  if (liveOpen >= LIVE_MAX)
+    return refused(
+      429,
+      'Too many live tails are open right now; try again in a minute, or refresh the page.',
+    );
+  const ac = new AbortController();
+  /** @type {Response} */
+  let answer;
+  try {
+    answer = await fetch(`${API}${base}/stream?lines=50&seconds=${LIVE_SECONDS}`, {
+      headers: {
+        authorization: `Bearer ${session.accessToken}`,
+        accept: 'text/event-stream',
+        ...(API_KEY ? { 'x-aiqso-dashboard-key': API_KEY } : {}),
+      },
+      signal: ac.signal,
+    });
+  } catch {
+    return refused(503, 'The platform is unreachable; try again.');
+  }
+  if (answer.status !== 200 || !answer.body) {
+    const body = /** @type {Answer<unknown>['body']} */ (await answer.json().catch(() => ({})));
+    return refused(answer.status, refusedWith({ status: answer.status, body }));
+  }
+  liveOpen++;
+  const span =
+    LIVE_SECONDS % 60 === 0
+      ? `${LIVE_SECONDS / 60} minute${LIVE_SECONDS === 60 ? '' : 's'}`
+      : `${LIVE_SECONDS} seconds`;
+  const marker = '<!--log-->';
+  const [head, tail] = frame(
+    session,
+    '',
+    title,
+    `${heading}
+<p class="muted">Live: new lines appear below as ${escape(name)} writes them, for ${span}.</p>
+${marker}`,
+  ).split(marker);
+  res.writeHead(200, {
+    'content-type': 'text/html; charset=utf-8',
+    'cache-control': 'no-store',
+    'x-accel-buffering': 'no',
+    ...SECURITY_HEADERS,
+  });
+  res.write(
+    `${head}<pre class="log" role="log" aria-live="polite" aria-label="${escape(title)}" tabindex="0">`,
+  );
+  // The browser going away ends the tail at the platform too.
+  res.once('close', () => ac.abort());
+  let ended = 'ended';
+  try {
+    const decoder = new TextDecoder();
+    let pending = '';
+    for await (const chunk of /** @type {AsyncIterable<Uint8Array>} */ (answer.body)) {
+      pending += decoder.decode(chunk, { stream: true });
+      let cut;
+      while ((cut = pending.indexOf('\n\n')) !== -1) {
+        const event = pending.slice(0, cut);
+        pending = pending.slice(cut + 2);
+        if (!event.startsWith('data: ')) continue;
+        const data = /** @type {{ lines: string[] }} */ (JSON.parse(event.slice(6)));
+        if (data.lines.length) res.write(logText(data.lines));
+      }
+    }
+  } catch {
+    ended = 'stopped';
+  } finally {
+    liveOpen--;
+  }
+  if (res.destroyed) return;
+  res.end(
+    `</pre>
+<p>The live tail ${ended === 'ended' ? `ended after ${span}` : 'was interrupted'}.</p>
+<div class="actions"><a class="button" href="${here}&amp;live=1">Continue the live tail</a><a class="button secondary" href="${here}">Back to the last lines</a></div>${tail}`,
+  );
+}
+
 /**
  * Forms that need a live session; without one, the browser goes to the sign-in page.
  * @type {Record<string, (req: IncomingMessage, res: ServerResponse, session: Session) => Promise<void>>}
@@ -1661,6 +1805,11 @@ async function route(req, res) {
     const session = await liveSession(req);
     if (!session) return loginPage(res, req, 200, '', [], path);
     return downloadExport(res, session, /** @type {string} */ (download[1]));
+  }
+  if (reading && path === '/logs') {
+    const session = await liveSession(req);
+    if (!session) return loginPage(res, req, 200, '', [], `${path}${url.search}`);
+    return logsPage(req, res, session, url);
   }
   const render = PAGES[path];
   if (!render || !reading) return notFound(res);

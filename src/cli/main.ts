@@ -202,7 +202,7 @@ export function buildProgram(): Command {
     .description("act on a tenant's services")
     .addHelpText(
       'after',
-      '\nExit codes: 0 done, 1 the platform failed, 2 refused (the service has not failed, or the plan is full), 3 no such tenant or service.',
+      '\nExit codes: 0 done, 1 the platform failed, 2 refused (retry: the service has not failed, or the plan is full; logs: no container, or a driver without logs), 3 no such tenant or service.',
     );
   services
     .command('retry <tenant> <service>')
@@ -213,6 +213,25 @@ export function buildProgram(): Command {
     .action(
       action(async (tenant: string, service: string, options: { json?: boolean }) =>
         (await commands.services()).servicesRetry(commandContext({ quiet: true }), tenant, service, options),
+      ),
+    );
+
+  services
+    .command('logs <tenant> <service>')
+    .description(
+      "the last lines of a tenant service's own output (stdout and stderr), read from its container on this host; --follow prints what it writes next until Ctrl-C",
+    )
+    .option('--lines <n>', 'how many of the last lines (0 to 1000)', '100')
+    .option('--follow', 'keep printing what the service writes')
+    .option('--json', 'print {service, lines, truncated} as JSON (not with --follow)')
+    .action(
+      action(
+        async (
+          tenant: string,
+          service: string,
+          options: { lines?: string; follow?: boolean; json?: boolean },
+        ) =>
+          (await commands.services()).servicesLogs(commandContext({ quiet: true }), tenant, service, options),
       ),
     );
 

@@ -146,6 +146,33 @@ export interface ExecOptions {
   timeoutMs?: number;
 }
 
+/** The most lines `logs` gives at once (a caller asking for more is refused). */
+export const MAX_LOG_LINES = 1000;
+
+export interface LogOptions {
+  /** How many of the last lines (default 100, at most MAX_LOG_LINES). */
+  lines?: number;
+  /** Also follow what the workload writes from now on (see `ServiceLogs.follow`). */
+  follow?: boolean;
+  /** Ends following: files are closed and the iterator returns. */
+  signal?: AbortSignal;
+}
+
+/**
+ * A workload's own output, as it wrote it (nothing of the platform's added).
+ * `truncated`: there is older output than `lines` shows (more lines than asked
+ * for, or a log longer than a driver reads back).
+ */
+export interface ServiceLogs {
+  lines: string[];
+  truncated: boolean;
+  /**
+   * With `follow`: batches of lines written after `lines`, as they come, until
+   * `signal` aborts or the consumer stops iterating (either closes the files).
+   */
+  follow?: AsyncIterable<string[]>;
+}
+
 export interface AddressRoom {
   network: string;
   size: number;
@@ -176,6 +203,12 @@ export interface ComputeDriver {
    * no exec channel throws DomainError `unavailable` (Proxmox has none for LXC).
    */
   exec(name: string, argv: string[], options?: ExecOptions): Promise<ExecResult>;
+  /**
+   * The last lines of the workload's own output (stdout and stderr), read on
+   * this host with a bounded tail, and with `follow` what it writes next.
+   * Absent on drivers that cannot read a container's files (proxmox).
+   */
+  logs?(name: string, options?: LogOptions): Promise<ServiceLogs>;
   /** Write a restorable archive of the container's filesystem to `file`. */
   exportTo(name: string, file: string): Promise<{ bytes: number }>;
   /** Recreate the container from an archive made by `exportTo`, replacing what is there. */

@@ -11,6 +11,7 @@ import { catalogRoutes } from '../api/routes/catalog.ts';
 import { consoleRoutes } from '../api/console/routes.ts';
 import { edgeSessionRoutes } from '../api/routes/edge-session.ts';
 import { tenantServiceRoutes } from '../api/routes/tenant-services.ts';
+import { tenantServiceLogRoutes } from '../api/routes/tenant-service-logs.ts';
 import { backupRoutes } from '../api/routes/backups.ts';
 import { tenantExportRoutes } from '../api/routes/tenant-exports.ts';
 import { tenantStatusRoutes } from '../api/routes/tenant-status.ts';
@@ -93,6 +94,7 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
     plans: parts.plans,
   });
   tenantServiceRoutes(api, { db: database.db, access, plans: parts.plans, config });
+  tenantServiceLogRoutes(api, { access, config });
   let engine: ReturnType<typeof backupEngine> | undefined;
   backupRoutes(api, {
     db: database.db,

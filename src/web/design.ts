@@ -60,6 +60,7 @@ input[type=radio],input[type=checkbox]{width:1.25rem;height:1.25rem;min-height:0
 .notice{border-left:4px solid var(--primary);background:#eff6ff;padding:var(--s3) var(--s4);margin:0 0 var(--s5)}
 .notice.error{border-color:var(--danger);background:#fef2f2}
 .table-wrap{overflow-x:auto;border:1px solid var(--line);border-radius:var(--radius);margin:0 0 var(--s5)}
+pre.log{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.8125rem;line-height:1.45;white-space:pre-wrap;overflow-wrap:anywhere;max-width:100%;max-height:70vh;overflow:auto;margin:0 0 var(--s5);padding:var(--s3) var(--s4);border:1px solid var(--line);border-radius:var(--radius);background:var(--soft)}
 table{border-collapse:collapse;width:100%}
 th,td{text-align:left;padding:var(--s2) var(--s3);border-bottom:1px solid var(--line);vertical-align:top}
 th{background:var(--soft);font-size:.875rem}

@@ -5,6 +5,8 @@ import { sleep } from '../../src/compute/shared/run.ts';
 
 /** The small Node HTTP app tests and benchmarks run in containers. */
 export const APP_DIR = fileURLToPath(new URL('../fixtures/compute-app/', import.meta.url));
+/** An app that prints what it is asked to (GET /say?text=…), for the service-log tests. */
+export const LOG_APP_DIR = fileURLToPath(new URL('../fixtures/log-app/', import.meta.url));
 export const appWorkload = (): Workload => ({ kind: 'app', dir: path.resolve(APP_DIR), entry: 'server.mjs' });
 
 /** GET / on the container's endpoint, retrying while the app boots (up to `waitMs`). */

@@ -37,6 +37,8 @@ export async function startDashboard(
   h: Harness,
   tenant: TenantFixture,
   company = `${tenant.slug} Inc.`,
+  /** More of the dashboard's environment (e.g. AIQSO_DASHBOARD_LIVE_SECONDS). */
+  extraEnv: Record<string, string> = {},
 ): Promise<RunningDashboard> {
   const box = () => loadSecretBox({ configured: h.config.masterKey, dataDir: h.dataDir });
   const key = await dashboardCredentials(h.db.db, box).get(tenant.id);
@@ -53,6 +55,7 @@ export async function startDashboard(
       AIQSO_API_KEY: key,
       // The portal as a browser reaches it (`localhost` resolves in the tests' Chromium).
       AIQSO_PUBLIC_URL: (await apiUrl(h)).replace('127.0.0.1', 'localhost'),
+      ...extraEnv,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

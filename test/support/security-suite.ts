@@ -7,7 +7,10 @@ import { syncCatalog } from '../../src/catalog/sync.ts';
 import { newId } from '../../src/core/ids.ts';
 import type { Role } from '../../src/core/identity.ts';
 import type { TenantStatus } from '../../src/core/tenants.ts';
+import { ProcessDriver } from '../../src/compute/process/driver.ts';
 import { upsertRoute } from '../../src/edge/routes-store.ts';
+import { createLogger } from '../../src/observability/logger.ts';
+import { appWorkload } from './compute-app.ts';
 import { hashPassword } from '../../src/identity/passwords.ts';
 import { recordSnapshot } from './backups.ts';
 import { subscribeLocally } from './billing-plans.ts';
@@ -91,6 +94,36 @@ async function subscribed(h: Harness, service: string): Promise<void> {
     payload: { service },
   });
   if (res.statusCode !== 202) throw new Error(`subscribe ${service}: ${res.body}`);
+}
+
+/**
+ * Tenant A's `service`, subscribed, with its container made by the real
+ * process driver (not started: its logs are there, empty), for the log routes.
+ */
+async function withContainer(h: Harness, service: string): Promise<void> {
+  await subscribed(h, service);
+  const { rows } = await h.db.pool.query<{ container_name: string }>(
+    `SELECT ts.container_name FROM tenant_services ts JOIN services s ON s.id = ts.service_id
+      WHERE s.key = $1 AND ts.tenant_id = $2`,
+    [service, h.a.id],
+  );
+  const driver = await ProcessDriver.open({
+    root: path.join(h.dataDir, 'containers'),
+    log: createLogger('silent'),
+  });
+  try {
+    await driver.ensure({
+      name: rows[0]!.container_name,
+      tenantId: h.a.id,
+      role: service,
+      workload: appWorkload(),
+      resources: { memoryMb: 128, cores: 1, diskGb: 1 },
+      port: 3000,
+      env: {},
+    });
+  } finally {
+    await driver.close();
+  }
 }
 
 /** Tenant A's `service`, subscribed and then failed (its health check never passed), for the retry route. */
@@ -543,6 +576,27 @@ export const ROUTE_CASES: RouteCase[] = [
     minRole: 'tenant_member',
     scope: 'tenant',
     call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/services` }),
+  },
+  {
+    method: 'GET',
+    url: '/api/v1/tenants/:tenant/services/:service/logs',
+    minRole: 'tenant_member',
+    scope: 'tenant',
+    call: async (h) => {
+      await withContainer(h, 'notes');
+      return { url: `/api/v1/tenants/${h.a.slug}/services/notes/logs?lines=10` };
+    },
+  },
+  {
+    method: 'GET',
+    url: '/api/v1/tenants/:tenant/services/:service/logs/stream',
+    minRole: 'tenant_member',
+    scope: 'tenant',
+    // A tail of one second, so the injected request ends.
+    call: async (h) => {
+      await withContainer(h, 'notes');
+      return { url: `/api/v1/tenants/${h.a.slug}/services/notes/logs/stream?lines=10&seconds=1` };
+    },
   },
   {
     method: 'GET',

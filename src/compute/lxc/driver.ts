@@ -22,6 +22,8 @@ import type {
   ExecOptions,
   ExecResult,
   ImageWorkload,
+  LogOptions,
+  ServiceLogs,
   ResourceLimits,
 } from '../../core/compute.ts';
 import { configDigest, isManagedName } from '../../core/compute.ts';
@@ -29,6 +31,7 @@ import { badRequest, conflict, DomainError } from '../../core/errors.ts';
 import type { Database } from '../../db/database.ts';
 import type { Logger } from '../../observability/logger.ts';
 import { IpPool } from '../shared/ip-pool.ts';
+import { tailLogs } from '../shared/log-tail.ts';
 import { KeyedMutex, runOk, tarLive } from '../shared/run.ts';
 import { recordApplied, reportedDigest } from './applied.ts';
 import { forgetNeighbour } from './bridge.ts';
@@ -406,6 +409,15 @@ export class LxcDriver implements ComputeDriver {
     return this.tools.attach(name, argv, options.stdin, options.timeoutMs ?? 60_000);
   }
 
+  /**
+   * What the workload writes to /var/log/aiqso/app.log (app and image
+   * workloads: stdout and stderr together), read from the container's own
+   * layer on the host, running or not; see `lxcLogs`.
+   */
+  async logs(name: string, options: LogOptions = {}): Promise<ServiceLogs> {
+    return lxcLogs(this.lxcPath, name, options);
+  }
+
   async exportTo(name: string, file: string): Promise<{ bytes: number }> {
     this.mustExist(name);
     // An image's volumes travel in the same archive, under .aiqso-volumes/.
@@ -500,6 +512,22 @@ export class LxcDriver implements ComputeDriver {
       ...(digest ? { configDigest: digest } : {}),
     };
   }
+}
+
+/**
+ * An LXC container's workload log read from the host, from the container's
+ * rootfs layer (`lxc.rootfs.path`; the upper directory of an overlay clone),
+ * without the driver's bridge or walls: what the API and the CLI read logs
+ * with. The container's root owns that tree, so nothing in it is followed
+ * through a symlink (`openInside`). A workload that never wrote there (a
+ * clone template that logs elsewhere) has no lines.
+ */
+export async function lxcLogs(lxcPath: string, name: string, options: LogOptions = {}): Promise<ServiceLogs> {
+  const config = await readFile(path.join(lxcPath, name, 'config'), 'utf8').catch(() => undefined);
+  if (config === undefined) throw new DomainError('not_found', `container ${name} not found`);
+  const rootfs = rootfsLayers(config)?.upper;
+  if (!rootfs) return tailLogs([], options);
+  return tailLogs([{ root: rootfs, rel: IMAGE_LOG.slice(1) }], options);
 }
 
 async function atomicWrite(

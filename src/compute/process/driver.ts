@@ -8,9 +8,12 @@ import {
   type ContainerStats,
   type ExecOptions,
   type ExecResult,
+  type LogOptions,
+  type ServiceLogs,
 } from '../../core/compute.ts';
 import { badRequest, DomainError } from '../../core/errors.ts';
 import type { Logger } from '../../observability/logger.ts';
+import { tailLogs } from '../shared/log-tail.ts';
 import { KeyedMutex, run, runOk, sleep, tarLive, WORKLOAD_PATH } from '../shared/run.ts';
 import { freeLoopbackPort } from './ports.ts';
 import { cmdline, cpuSeconds, isSameProcess, memoryOf } from './proc.ts';
@@ -174,6 +177,12 @@ export class ProcessDriver implements ComputeDriver {
     });
   }
 
+  /** The workload's stdout and stderr files (`<container>/logs/`), the one written to last shown last. */
+  async logs(name: string, options: LogOptions = {}): Promise<ServiceLogs> {
+    await this.mustRead(name);
+    return processLogs(this.store.root, name, options);
+  }
+
   async exportTo(name: string, file: string): Promise<{ bytes: number }> {
     await this.mustRead(name);
     await tarLive(['-C', this.store.dataDir(name), '-czf', file, '.']);
@@ -270,6 +279,28 @@ export class ProcessDriver implements ComputeDriver {
     signal(group, 'SIGKILL');
     while (await isSameProcess(state.pid, state.pidStart)) await sleep(20);
   }
+}
+
+/**
+ * A process container's logs read straight from its directory under `root`
+ * (`<data>/containers`), without opening the driver (which would re-adopt and
+ * relaunch containers): what the API and the CLI read logs with.
+ */
+export async function processLogs(
+  root: string,
+  name: string,
+  options: LogOptions = {},
+): Promise<ServiceLogs> {
+  const store = new ProcessStore(root);
+  if (!(await store.read(name))) throw new DomainError('not_found', `container ${name} not found`);
+  const dir = path.dirname(store.logFile(name, 'stdout'));
+  return tailLogs(
+    [
+      { root: dir, rel: 'stdout.log' },
+      { root: dir, rel: 'stderr.log' },
+    ],
+    options,
+  );
 }
 
 function signal(target: number, sig: NodeJS.Signals): void {
