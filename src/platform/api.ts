@@ -15,6 +15,7 @@ import { tenantExportRoutes } from '../api/routes/tenant-exports.ts';
 import { tenantStatusRoutes } from '../api/routes/tenant-status.ts';
 import { tenantUsageRoutes } from '../api/routes/tenant-usage.ts';
 import { webhookRoutes } from '../api/routes/webhooks.ts';
+import { operationsRoutes } from '../api/routes/operations.ts';
 import { loadSecretBox } from '../identity/master-key.ts';
 import type { SecretBox } from '../identity/secrets.ts';
 import { webhookPolicy } from './webhooks.ts';
@@ -100,6 +101,7 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
   tenantExportRoutes(api, { db: database.db, access });
   tenantStatusRoutes(api, { access });
   tenantUsageRoutes(api, { access, config, db: database.db });
+  operationsRoutes(api, { db: database.db, config, plans: parts.plans, log });
   let box: Promise<SecretBox> | undefined;
   webhookRoutes(api, {
     db: database.db,
