@@ -5,6 +5,7 @@ import { TENANT_STATUSES } from '../../core/tenants.ts';
 import { STYLESHEET, STYLESHEET_PATH } from '../../web/design.ts';
 import type { ApiServer } from '../server.ts';
 import { CONSOLE_COOKIE, consoleClient, type ApiAnswer, type ConsoleClient } from './client.ts';
+import { opsConsoleRoutes } from './ops-routes.ts';
 import {
   codePage,
   enrolPage,
@@ -374,4 +375,6 @@ export function consoleRoutes(app: ApiServer, deps: { secureCookies: boolean; pu
       'retried',
     );
   });
+
+  opsConsoleRoutes(app, client);
 }
