@@ -450,3 +450,55 @@ describe.skipIf(skip)('operations admin API', { timeout: 60_000 }, () => {
     }
   });
 });
+
+describe.skipIf(skip)('certificates without ACME configured', { timeout: 60_000 }, () => {
+  let bare: Harness;
+  beforeAll(async () => {
+    bare = await createHarness();
+  }, 120_000);
+  afterAll(() => bare?.close());
+
+  it('lists the recorded certificate by its record, and refuses "renew now" with 400 naming the setting, recording nothing', async () => {
+    const notAfter = new Date(Date.now() + 40 * 86_400_000);
+    await bare.db.db
+      .insertInto('certificates')
+      .values({
+        name: 'www.shop.test',
+        names: ['www.shop.test'],
+        file_base: 'www.shop.test',
+        challenge: 'http-01',
+        not_after: notAfter,
+        ordered_at: new Date(),
+        last_attempt_at: new Date(),
+        updated_at: new Date(),
+      })
+      .execute();
+    const listed = await bare.api.inject({
+      method: 'GET',
+      url: '/api/v1/certificates',
+      headers: bare.bearer(bare.admin.token),
+    });
+    expect(listed.json()).toMatchObject({
+      acme: { configured: false, directoryUrl: null },
+      certificates: [{ name: 'www.shop.test', notAfter: notAfter.toISOString(), daysLeft: 39 }],
+    });
+    const res = await bare.api.inject({
+      method: 'POST',
+      url: '/api/v1/certificates/www.shop.test/renew',
+      headers: bare.bearer(bare.admin.token),
+      payload: {},
+    });
+    expect(res.statusCode).toBe(400);
+    expect(res.json<{ error: { message: string } }>().error.message).toBe(
+      'set AIQSO_ACME_DIRECTORY_URL to order certificates',
+    );
+    const row = await bare.db.db
+      .selectFrom('certificates')
+      .select('last_error')
+      .where('name', '=', 'www.shop.test')
+      .executeTakeFirstOrThrow();
+    expect(row.last_error).toBeNull();
+    const alerts = await bare.db.db.selectFrom('outbox').select('key').where('kind', '=', 'alert').execute();
+    expect(alerts).toEqual([]);
+  });
+});
