@@ -80,6 +80,30 @@ export async function requeueUnprocessedInbox(db: Kysely<DB>): Promise<number> {
   return rows.length;
 }
 
+/**
+ * An operator's retry of a stored event whose processing failed (still
+ * retrying, or given up after INBOX_MAX_ATTEMPTS): its failure count starts
+ * again and it is processed now. `404` for no such event, `409` for one
+ * already processed or that has not failed.
+ */
+export async function retryInboxEvent(db: Kysely<DB>, id: string): Promise<void> {
+  await db.transaction().execute(async (trx) => {
+    const row = await trx
+      .selectFrom('inbox')
+      .select(['id', 'attempts', 'processed_at'])
+      .where('id', '=', id)
+      .forUpdate()
+      .executeTakeFirst();
+    if (!row) throw new DomainError('not_found', `received event ${id} not found`);
+    if (row.processed_at !== null)
+      throw new DomainError('conflict', `received event ${id} is processed already`);
+    if (row.attempts === 0) throw new DomainError('conflict', `received event ${id} has not failed`);
+    await trx.updateTable('inbox').set({ attempts: 0, last_error: null }).where('id', '=', id).execute();
+    // The event's job, spent or waiting out its backoff, is reset to run now (same key).
+    await queueProcessing(trx, id);
+  });
+}
+
 /** Stored events that failed and are not processed yet: retrying, or given up after INBOX_MAX_ATTEMPTS. */
 export async function failingInboxEvents(db: Kysely<DB>) {
   const rows = await db

@@ -18,6 +18,7 @@ import { tenantStatusRoutes } from '../api/routes/tenant-status.ts';
 import { tenantUsageRoutes } from '../api/routes/tenant-usage.ts';
 import { webhookRoutes } from '../api/routes/webhooks.ts';
 import { platformAdminRoutes } from '../api/routes/platform-admin.ts';
+import { operationsRoutes } from '../api/routes/operations.ts';
 import { loadSecretBox } from '../identity/master-key.ts';
 import type { SecretBox } from '../identity/secrets.ts';
 import { webhookPolicy } from './webhooks.ts';
@@ -112,6 +113,7 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
     plans: parts.plans,
   });
   tenantBillingRoutes(api, { db: database.db, access, plans: parts.plans, billing });
+  operationsRoutes(api, { db: database.db, config, plans: parts.plans, log });
   let box: Promise<SecretBox> | undefined;
   webhookRoutes(api, {
     db: database.db,

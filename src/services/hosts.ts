@@ -4,7 +4,9 @@ import { sql, type Kysely } from 'kysely';
 import type { AddressRoom, ComputeDriver, DriverKind } from '../core/compute.ts';
 import { newId } from '../core/ids.ts';
 import type { ResourceRef } from '../core/reconcile.ts';
+import { notFound } from '../core/errors.ts';
 import {
+  allocatableMemoryMb,
   capacityRefusal,
   memoryRequest,
   type Claim,
@@ -98,14 +100,20 @@ export async function lockPlacementHost(trx: Kysely<DB>, options: PlacementOptio
  * service without one: its limit). A tenant still waiting for placement
  * (no host yet, its dashboard not created) claims nothing.
  */
-export async function hostUsage(trx: Kysely<DB>, hostId: string, exceptId?: string): Promise<HostUsage> {
-  const { rows } = await sql<{ memory_mb: number; disk_gb: number; containers: number }>`
+export async function hostUsage(
+  trx: Kysely<DB>,
+  hostId: string,
+  exceptId?: string,
+): Promise<HostUsage & { cores: number }> {
+  const { rows } = await sql<{ memory_mb: number; disk_gb: number; cores: number; containers: number }>`
     SELECT coalesce(sum(CASE WHEN r.kind = ${TENANT_KIND} THEN ${memoryRequest(DASHBOARD_CLAIM)}
                              ELSE least((r.spec -> 'resources' ->> 'memory_mb')::int,
                                         coalesce((r.spec -> 'resources' ->> 'request_memory_mb')::int,
                                                  (r.spec -> 'resources' ->> 'memory_mb')::int)) END), 0)::int AS memory_mb,
            coalesce(sum(CASE WHEN r.kind = ${TENANT_KIND} THEN ${DASHBOARD_CLAIM.disk_gb}
                              ELSE (r.spec -> 'resources' ->> 'disk_gb')::int END), 0)::int AS disk_gb,
+           coalesce(sum(CASE WHEN r.kind = ${TENANT_KIND} THEN ${DASHBOARD_CLAIM.cores}
+                             ELSE coalesce((r.spec -> 'resources' ->> 'cores')::numeric, 0) END), 0)::float8 AS cores,
            count(*)::int AS containers
       FROM resources r LEFT JOIN tenants t ON t.id = r.tenant_id
      WHERE r.kind IN (${TENANT_KIND}, ${TENANT_SERVICE_KIND})
@@ -220,7 +228,7 @@ export async function placeOrRefuse(
     const ahead = await tenantsAhead(trx, req.resource, req.waitingSince ?? null);
     // The room the tenants ahead fit into, in their order, is theirs: memory, disk, a container
     // slot and an address each, while there are addresses left.
-    let kept = used;
+    let kept: HostUsage = used;
     let keptFor = 0;
     let addressesLeft = room ? room.free : Infinity;
     let firstKept: { id: string } | undefined;
@@ -298,4 +306,76 @@ function noAddressLeft(room: AddressRoom): string | null {
 export async function addressRefusal(compute: ComputeDriver): Promise<string | null> {
   const room = await compute.addressRoom?.();
   return room ? noAddressLeft(room) : null;
+}
+
+/** A host as the operators see it: what it has, what placement may promise, what its containers claim. */
+export interface HostOverview {
+  id: string;
+  name: string;
+  driver: DriverKind;
+  address: string | null;
+  /** A draining host takes no new containers; those on it stay. */
+  draining: boolean;
+  /** Since when something has waited for room on it; null when nothing waits. */
+  capacityShortSince: Date | null;
+  memory: { totalMb: number; allocatableMb: number; requestedMb: number };
+  /** CPUs are shared between containers: the requested cores may exceed the host's. */
+  cpu: { cores: number; requestedCores: number };
+  disk: { totalGb: number; requestedGb: number };
+  containers: { count: number; max: number | null };
+}
+
+/** Every host with its capacity and what its containers claim (`GET /api/v1/hosts`), by name. */
+export async function hostsOverview(db: Kysely<DB>, policy: HostPolicy): Promise<HostOverview[]> {
+  const hosts = await db.selectFrom('hosts').selectAll().orderBy('name').execute();
+  const out: HostOverview[] = [];
+  for (const h of hosts) {
+    const used = await hostUsage(db, h.id);
+    out.push({
+      id: h.id,
+      name: h.name,
+      driver: h.driver,
+      address: h.address,
+      draining: h.draining,
+      capacityShortSince: h.capacity_short_since,
+      memory: {
+        totalMb: h.memory_mb,
+        allocatableMb: allocatableMemoryMb(h, policy),
+        requestedMb: used.memory_mb,
+      },
+      cpu: { cores: h.cores, requestedCores: used.cores },
+      disk: { totalGb: h.disk_gb, requestedGb: used.disk_gb },
+      containers: { count: used.containers, max: h.max_containers },
+    });
+  }
+  return out;
+}
+
+/**
+ * Drain a host (placement puts no new container on it; those on it stay and
+ * run) or take it back into placement. `ref` is the host's id or name.
+ * Undraining makes room: whatever waits for room looks again at once.
+ * Returns the host's name and whether anything changed.
+ */
+export async function setHostDraining(
+  db: Kysely<DB>,
+  ref: string,
+  draining: boolean,
+): Promise<{ id: string; name: string; draining: boolean; changed: boolean }> {
+  const host = await db
+    .selectFrom('hosts')
+    .select(['id', 'name', 'draining'])
+    .where((eb) => eb.or([eb('id', '=', ref), eb('name', '=', ref)]))
+    .executeTakeFirst();
+  if (!host) throw notFound(`host ${ref}`);
+  // Only the request that flips it says it changed (two operators at once: one of them).
+  const flipped = await db
+    .updateTable('hosts')
+    .set({ draining })
+    .where('id', '=', host.id)
+    .where('draining', '=', !draining)
+    .returning('id')
+    .executeTakeFirst();
+  if (flipped && !draining) await wakeCapacityWaiters(db);
+  return { id: host.id, name: host.name, draining, changed: flipped !== undefined };
 }

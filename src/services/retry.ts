@@ -4,7 +4,8 @@ import { conflict, notFound } from '../core/errors.ts';
 import type { DB } from '../db/tables.ts';
 import { TENANT_SERVICE_KIND } from '../core/kinds.ts';
 import { requestReconcile } from '../orchestrator/queue.ts';
-import { retryResourceIn } from '../orchestrator/resources.ts';
+import { retryResource, retryResourceIn } from '../orchestrator/resources.ts';
+import type { ResourceRef } from '../core/reconcile.ts';
 import { checkPlanLimit } from './subscriptions.ts';
 
 /**
@@ -57,4 +58,45 @@ export async function retryService(
       await requestReconcile(trx, ref, { reason: 'retry', retry: true });
     return row.id;
   });
+}
+
+/**
+ * An operator's retry of a resource the orchestrator gave up on (`aiqso jobs`
+ * lists them): a tenant service is deployed again as `retryService` does it
+ * (with its checks: an active tenant, room in the plan); any other resource is
+ * reconciled again from a clean failure count. `404` for no such resource,
+ * `409` for one that has not failed. Returns the resource's tenant (null for
+ * the platform's own).
+ */
+export async function retryFailedResource(
+  db: Kysely<DB>,
+  plans: Plan[],
+  ref: ResourceRef,
+): Promise<{ tenantId: string | null }> {
+  const row = await db
+    .selectFrom('resources')
+    .select(['kind', 'id', 'tenant_id', 'phase', 'deleted'])
+    .where('kind', '=', ref.kind)
+    .where('id', '=', ref.id)
+    .executeTakeFirst();
+  if (!row) throw notFound(`resource ${ref.kind}/${ref.id}`);
+  if (row.phase !== 'failed') {
+    throw conflict(`resource ${ref.kind}/${ref.id} is ${row.phase}; only a failed resource can be retried`);
+  }
+  if (row.kind === TENANT_SERVICE_KIND) {
+    const service = await db
+      .selectFrom('tenant_services as ts')
+      .innerJoin('services as s', 's.id', 'ts.service_id')
+      .select(['ts.tenant_id', 's.key'])
+      .where('ts.id', '=', row.id)
+      .executeTakeFirst();
+    if (!service) throw notFound(`service of resource ${ref.kind}/${ref.id}`);
+    await retryService(db, plans, service.tenant_id, service.key);
+    return { tenantId: service.tenant_id };
+  }
+  // A concurrent retry may have taken it first: then this one has nothing left to do.
+  if (!(await retryResource(db, ref))) {
+    throw conflict(`resource ${ref.kind}/${ref.id} is no longer failed`);
+  }
+  return { tenantId: row.tenant_id };
 }

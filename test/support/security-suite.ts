@@ -12,6 +12,8 @@ import { upsertRoute } from '../../src/edge/routes-store.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import { appWorkload } from './compute-app.ts';
 import { hashPassword } from '../../src/identity/passwords.ts';
+import { acmeSettings, orderAndRecord } from '../../src/edge/renewal.ts';
+import { startAcmeDns, type AcmeDns } from './acme-dns.ts';
 import { recordSnapshot } from './backups.ts';
 import { subscribeLocally } from './billing-plans.ts';
 import { createForge } from './forge.ts';
@@ -182,6 +184,46 @@ async function aDelivery(h: Harness, owner: 'tenant' | 'operator'): Promise<stri
     [endpoint, h.a.id, owner === 'tenant' ? h.a.id : null, event],
   );
   return rows[0]!.id;
+}
+
+/** A failed resource (tenant A's own, as the orchestrator leaves one it gave up on), for the retry route. */
+async function aFailedResource(h: Harness): Promise<string> {
+  await h.db.pool.query(
+    `INSERT INTO resources (kind, id, tenant_id, spec, steps, phase, failures, last_error, updated_at)
+       VALUES ('tenant', $1, $1, '{}', '[]', 'failed', 5, 'gave up', now())
+       ON CONFLICT (kind, id) DO UPDATE SET phase = 'failed', failures = 5`,
+    [h.a.id],
+  );
+  return `/api/v1/jobs/resources/tenant/${h.a.id}/retry`;
+}
+
+/** A received event whose processing failed, for the inbox retry route. */
+async function aFailingEvent(h: Harness): Promise<string> {
+  await h.db.pool.query(
+    `INSERT INTO inbox (id, source, type, payload, attempts, last_error)
+       VALUES ('evt_suite', 'stripe', 'invoice.paid', '{}', 3, 'failed')
+       ON CONFLICT (id) DO UPDATE SET attempts = 3`,
+  );
+  return '/api/v1/jobs/inbox/evt_suite/retry';
+}
+
+/** A host row, for drain and undrain. */
+async function aPlacementHost(h: Harness): Promise<string> {
+  await h.db.pool.query(
+    `INSERT INTO hosts (id, name, driver, memory_mb, cores, disk_gb)
+       VALUES ($1, 'suite-host', 'process', 1024, 1, 10) ON CONFLICT (name) DO NOTHING`,
+    [newId('host')],
+  );
+  return 'suite-host';
+}
+
+let acme: AcmeDns | undefined;
+let ordered: Promise<unknown> | undefined;
+/** A certificate ordered from the suite's local CA, for "renew now". */
+async function aCertificate(h: Harness): Promise<string> {
+  ordered ??= orderAndRecord(h.db.db, acmeSettings(h.config, h.db.db), ['*.suite.test']);
+  await ordered;
+  return `/api/v1/certificates/${encodeURIComponent('*.suite.test')}/renew`;
 }
 
 async function prepare(h: Harness): Promise<SecurityContext> {
@@ -862,6 +904,69 @@ export const ROUTE_CASES: RouteCase[] = [
   },
   {
     method: 'GET',
+    url: '/api/v1/jobs',
+    minRole: 'platform_admin',
+    scope: 'platform',
+    call: () => ({ url: '/api/v1/jobs' }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/jobs/resources/:kind/:id/retry',
+    minRole: 'platform_admin',
+    scope: 'platform',
+    call: async (h) => ({ url: await aFailedResource(h), payload: {} }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/jobs/inbox/:id/retry',
+    minRole: 'platform_admin',
+    scope: 'platform',
+    call: async (h) => ({ url: await aFailingEvent(h), payload: {} }),
+  },
+  {
+    method: 'GET',
+    url: '/api/v1/hosts',
+    minRole: 'platform_admin',
+    scope: 'platform',
+    call: () => ({ url: '/api/v1/hosts' }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/hosts/:host/drain',
+    minRole: 'platform_admin',
+    scope: 'platform',
+    call: async (h) => ({ url: `/api/v1/hosts/${await aPlacementHost(h)}/drain`, payload: {} }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/hosts/:host/undrain',
+    minRole: 'platform_admin',
+    scope: 'platform',
+    call: async (h) => ({ url: `/api/v1/hosts/${await aPlacementHost(h)}/undrain`, payload: {} }),
+  },
+  {
+    method: 'GET',
+    url: '/api/v1/certificates',
+    minRole: 'platform_admin',
+    scope: 'platform',
+    call: () => ({ url: '/api/v1/certificates' }),
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/certificates/:name/renew',
+    minRole: 'platform_admin',
+    scope: 'platform',
+    call: async (h) => ({ url: await aCertificate(h), payload: {} }),
+  },
+  {
+    method: 'GET',
+    url: '/api/v1/audit/verify',
+    minRole: 'platform_admin',
+    scope: 'platform',
+    call: () => ({ url: '/api/v1/audit/verify' }),
+  },
+  {
+    method: 'GET',
     url: '/api/v1/usage',
     minRole: 'platform_admin',
     scope: 'platform',
@@ -978,10 +1083,15 @@ export function runSecuritySuite(cases: RouteCase[] = ROUTE_CASES): { harness: (
   let h: Harness;
   let s: SecurityContext;
   beforeAll(async () => {
-    h = await createHarness();
+    // A local ACME CA, so that "renew now" has a certificate to renew.
+    acme = await startAcmeDns();
+    h = await createHarness({ env: acme.env });
     s = await prepare(h);
   });
-  afterAll(() => h.close());
+  afterAll(async () => {
+    await h.close();
+    await acme?.close();
+  });
 
   for (const rc of cases) {
     describe(`${rc.method} ${rc.url}`, () => {

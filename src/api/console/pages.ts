@@ -7,7 +7,7 @@ import { TENANT_STATUSES } from '../../core/tenants.ts';
 const csrfField = (csrf: string) => `<input type="hidden" name="csrf" value="${escapeHtml(csrf)}">`;
 
 function signedInNav(csrf: string): string {
-  return `<a href="/admin/tenants">Tenants</a><a href="/admin/users">Users</a><a href="/admin/backups">Backups</a><a href="/admin/usage">Usage</a><a href="/admin/catalog">Catalog</a><a href="/admin/webhooks">Webhooks</a><a href="/admin/config">Configuration</a><a href="/api/docs">API reference</a>
+  return `<a href="/admin/tenants">Tenants</a><a href="/admin/users">Users</a><a href="/admin/jobs">Jobs</a><a href="/admin/hosts">Hosts</a><a href="/admin/backups">Backups</a><a href="/admin/usage">Usage</a><a href="/admin/certificates">Certificates</a><a href="/admin/audit">Audit</a><a href="/admin/catalog">Catalog</a><a href="/admin/webhooks">Webhooks</a><a href="/admin/config">Configuration</a><a href="/api/docs">API reference</a>
 <form method="post" action="/admin/logout">${csrfField(csrf)}<button type="submit" class="link-button">Sign out</button></form>`;
 }
 

@@ -6,6 +6,7 @@ import { totpQrSvg } from '../../web/qr.ts';
 import type { ApiServer } from '../server.ts';
 import { adminConsoleRoutes, tenantBackups } from './admin-routes.ts';
 import { CONSOLE_COOKIE, consoleClient, type ApiAnswer, type ConsoleClient } from './client.ts';
+import { opsConsoleRoutes } from './ops-routes.ts';
 import {
   codePage,
   enrolPage,
@@ -379,4 +380,5 @@ export function consoleRoutes(app: ApiServer, deps: { secureCookies: boolean; pu
   });
 
   adminConsoleRoutes(app, client);
+  opsConsoleRoutes(app, client);
 }

@@ -3,6 +3,7 @@ import type { ApiServer } from '../server.ts';
 import { badRequest, DomainError, notFound } from '../../core/errors.ts';
 import type { Database } from '../../db/database.ts';
 import { queryAudit } from '../../identity/audit.ts';
+import { describeReport, verifyAuditChain } from '../../identity/audit-verify.ts';
 import { isPlatformAdmin, type Principal } from '../../identity/principal.ts';
 import { runAsTenant } from '../../identity/tenant-access.ts';
 import { principalOf } from './authenticate.ts';
@@ -102,6 +103,60 @@ export function auditRoutes(app: ApiServer, deps: { db: Database }): void {
           hash: r.hash,
         })),
         next: rows.length === q.limit ? rows[rows.length - 1]!.id : null,
+      };
+    },
+  );
+
+  app.get(
+    '/api/v1/audit/verify',
+    {
+      config: { minRole: 'platform_admin' },
+      schema: {
+        tags: ['audit'],
+        summary:
+          "Check the audit chain as `aiqso audit verify` does (platform admins): every row's hash and link, that the chain ends at its head, and optionally that it passes `expect=<id>:<hash>` (a head kept outside the database). ok: false names the first bad row and why",
+        querystring: z.object({
+          expect: z
+            .string()
+            .regex(/^\d{1,19}:[0-9a-f]{64}$/, 'a head as verify prints it: <row id>:<64 hex digits>')
+            .optional(),
+        }),
+        response: {
+          200: z.object({
+            ok: z.boolean(),
+            rows: z.number(),
+            head: z.object({ id: z.string().nullable(), hash: z.string(), rows: z.number() }),
+            /** The head as `<id>:<hash>`, to keep outside the database and pass later as `expect`. */
+            anchor: z.string().nullable(),
+            firstBadId: z.string().nullable(),
+            reason: z
+              .enum([
+                'content_changed',
+                'address_changed',
+                'link_broken',
+                'truncated',
+                'head_mismatch',
+                'anchor_mismatch',
+              ])
+              .nullable(),
+            message: z.string(),
+          }),
+        },
+      },
+    },
+    async (request) => {
+      const expect = request.query.expect?.split(':');
+      const report = await verifyAuditChain(deps.db, {
+        anchor: expect ? { id: expect[0]!, hash: expect[1]! } : undefined,
+      });
+      return {
+        ok: report.ok,
+        rows: report.rows,
+        head: report.head,
+        anchor: report.head.id ? `${report.head.id}:${report.head.hash}` : null,
+        firstBadId: report.ok ? null : report.firstBadId,
+        reason: report.ok ? null : report.reason,
+        message: describeReport(report),
       };
     },
   );
