@@ -25,8 +25,14 @@ import type { Restic, ResticRepository } from './restic.ts';
  * each tenant, the latest database snapshot of every service is streamed out
  * of restic into a scratch database (`restic dump` into `pg_restore`), whose
  * tables must hold exactly the row counts recorded when the snapshot was
- * taken; then `restic check --read-data-subset=<n>%` reads a sample of the
- * repository's data back and checks it. The time the restores took is the
+ * taken. The latest data snapshot of every service is checked without
+ * unpacking it: its tar archive streamed out of restic must list the entries
+ * and bytes recorded when it was stored, or (an archive kept on the compute
+ * driver's storage, Proxmox vzdump) its manifest must name the recorded
+ * volume and the volume must still be there. Then `restic check
+ * --read-data-subset=<n>%` reads a sample of the repository's data back and
+ * checks it, waiting while the platform's own backup, restore or retention
+ * holds the repository's lock. The time the database restores took is the
  * tenant's measured RTO. Each verification is recorded in
  * `backup_verifications`; a failed one mails the platform admins once (an
  * `alert` outbox item written in the transaction that records it).
