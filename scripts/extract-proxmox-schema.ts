@@ -29,6 +29,7 @@ export const ENDPOINTS: [string, string][] = [
   ['POST', '/nodes/{node}/lxc/{vmid}/snapshot'],
   ['POST', '/nodes/{node}/vzdump'],
   ['GET', '/nodes/{node}/storage/{storage}/content'],
+  ['DELETE', '/nodes/{node}/storage/{storage}/content/{volume}'],
   ['POST', '/nodes/{node}/storage/{storage}/oci-registry-pull'],
   ['POST', '/nodes/{node}/storage/{storage}/upload'],
   ['GET', '/nodes/{node}/lxc/{vmid}/firewall/options'],

@@ -57,6 +57,10 @@ function failure(args: string[], code: number, stderr: string): DomainError {
     )
   )
     return new DomainError('unavailable', `backup repository unreachable: ${detail}`);
+  if (/repository is already locked/i.test(stderr))
+    return new DomainError('conflict', `restic ${args[0]}: the repository is locked: ${detail}`, {
+      details: { locked: true },
+    });
   if (/wrong password|no key found/i.test(stderr))
     return new DomainError('unavailable', `backup repository key does not open it: ${detail}`);
   if (/no matching ID found|invalid id|no snapshot/i.test(stderr))

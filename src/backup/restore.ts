@@ -82,6 +82,39 @@ async function loadRestore(db: Database, id: string) {
 
 type Row = Awaited<ReturnType<typeof loadRestore>>;
 
+/**
+ * A data snapshot whose archive stays on the compute driver's storage (a
+ * Proxmox vzdump volume its manifest names): the volume must still be there,
+ * else the restore is refused (not retried) before anything is stopped or
+ * replaced.
+ */
+export async function requireDataArchive(
+  deps: { db: Database; compute: Pick<ComputeDriver, 'exportVolumes'> },
+  r: { tenant_id: string; service: string; data_snapshot_id: string | null },
+): Promise<void> {
+  if (!r.data_snapshot_id) return;
+  const row = await deps.db
+    .selectFrom('backups')
+    .select('archive_volume')
+    .where('tenant_id', '=', r.tenant_id)
+    .where('snapshot_id', '=', r.data_snapshot_id)
+    .where('archive_volume', 'is not', null)
+    .executeTakeFirst();
+  if (!row) return;
+  const volume = row.archive_volume!;
+  const volumes = deps.compute.exportVolumes;
+  if (!volumes)
+    throw new DomainError(
+      'conflict',
+      `the data snapshot ${r.data_snapshot_id.slice(0, 8)} of ${r.service} names the archive ${volume} on a compute driver this platform no longer runs; nothing was changed`,
+    );
+  if (!(await volumes.exists(volume)))
+    throw new DomainError(
+      'conflict',
+      `the data snapshot ${r.data_snapshot_id.slice(0, 8)} of ${r.service} names the archive ${volume}, which is no longer on the storage; nothing was changed`,
+    );
+}
+
 export const safetyRunId = (restoreId: string) => `run_safety_${restoreId.slice(4)}`;
 
 export function serviceRestoreReconciler(deps: RestoreDeps): Reconciler<Spec> {
@@ -120,6 +153,8 @@ export function serviceRestoreReconciler(deps: RestoreDeps): Reconciler<Spec> {
   const steps = [
     step('safety snapshot', async (ctx) => {
       const r = await load(ctx);
+      // Before anything changes: a data archive kept on the driver's storage must still be there.
+      await requireDataArchive(deps, r);
       // Only what exists now can be kept: a database or container that is gone has nothing to save.
       const kinds: ('database' | 'data')[] = [];
       if (await databaseExists(r)) kinds.push('database');

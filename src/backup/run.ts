@@ -10,6 +10,7 @@ import type { Kysely } from 'kysely';
 import type { DB } from '../db/tables.ts';
 import { emitTenantEvent, eventOutboxKey } from '../events/emit.ts';
 import { outboxHas } from '../orchestrator/outbox.ts';
+import { listArchiveFile } from './archive.ts';
 import { snapshotDatabase } from './database.ts';
 import type { RepositoryKeys } from './repositories.ts';
 import type { Restic, ResticRepository } from './restic.ts';
@@ -134,6 +135,8 @@ export function backupRunReconciler(deps: BackupDeps): Reconciler<BackupRunSpec>
       bytesProcessed: number;
       durationMs: number;
       rowCounts?: Record<string, number>;
+      /** A data snapshot: its tar archive's listing, or the driver's volume its manifest names. */
+      archive?: { files: number; bytes: number } | { volume: string };
     }>,
   ) => {
     const t = tags(ctx, s.service, kind);
@@ -169,6 +172,9 @@ export function backupRunReconciler(deps: BackupDeps): Reconciler<BackupRunSpec>
         added_bytes: String(summary.dataAdded),
         duration_ms: Date.now() - started,
         row_counts: summary.rowCounts ? JSON.stringify(summary.rowCounts) : null,
+        archive_files: summary.archive && 'files' in summary.archive ? summary.archive.files : null,
+        archive_bytes: summary.archive && 'bytes' in summary.archive ? String(summary.archive.bytes) : null,
+        archive_volume: summary.archive && 'volume' in summary.archive ? summary.archive.volume : null,
         run_id: ctx.resource.id,
         service: s.service,
         snapshot_id: snap.id,
@@ -233,11 +239,17 @@ export function backupRunReconciler(deps: BackupDeps): Reconciler<BackupRunSpec>
             await (await open(file, 'w', 0o600)).close();
             try {
               await deps.compute.exportTo(s.containerName!, file);
-              return await deps.restic.backupStdin(r, {
+              // What a verification checks later: the tar's listing, or (an archive that stays on the
+              // driver's storage, the file being its manifest) the volume, which retention and purge
+              // delete with the snapshot.
+              const volumes = deps.compute.exportVolumes;
+              const archive = volumes ? { volume: await volumes.named(file) } : await listArchiveFile(file);
+              const summary = await deps.restic.backupStdin(r, {
                 ...meta,
                 stdin: createReadStream(file),
                 filename: DATA_FILE,
               });
+              return { ...summary, archive };
             } finally {
               await rm(file, { force: true });
             }

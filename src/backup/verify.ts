@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { Writable } from 'node:stream';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { sql } from 'kysely';
@@ -10,7 +11,12 @@ import type { Database } from '../db/database.ts';
 import type { VerifiedSnapshot } from '../db/tables.ts';
 import { writeOutbox } from '../orchestrator/outbox.ts';
 import { findPgDump } from '../services/final-backup.ts';
+import type { ComputeDriver } from '../core/compute.ts';
+import { archiveLister, type ArchiveListing } from './archive.ts';
 import { DUMP_FILE, rowCounts } from './database.ts';
+import { RETENTION_LOCK_NS } from './retention.ts';
+import { SERVICE_RESTORE_KIND } from './restore.ts';
+import { BACKUP_RUN_KIND, DATA_FILE } from './run.ts';
 import type { RepositoryKeys } from './repositories.ts';
 import type { Restic, ResticRepository } from './restic.ts';
 
@@ -19,8 +25,14 @@ import type { Restic, ResticRepository } from './restic.ts';
  * each tenant, the latest database snapshot of every service is streamed out
  * of restic into a scratch database (`restic dump` into `pg_restore`), whose
  * tables must hold exactly the row counts recorded when the snapshot was
- * taken; then `restic check --read-data-subset=<n>%` reads a sample of the
- * repository's data back and checks it. The time the restores took is the
+ * taken. The latest data snapshot of every service is checked without
+ * unpacking it: its tar archive streamed out of restic must list the entries
+ * and bytes recorded when it was stored, or (an archive kept on the compute
+ * driver's storage, Proxmox vzdump) its manifest must name the recorded
+ * volume and the volume must still be there. Then `restic check
+ * --read-data-subset=<n>%` reads a sample of the repository's data back and
+ * checks it, waiting while the platform's own backup, restore or retention
+ * holds the repository's lock. The time the database restores took is the
  * tenant's measured RTO. Each verification is recorded in
  * `backup_verifications`; a failed one mails the platform admins once (an
  * `alert` outbox item written in the transaction that records it).
@@ -38,6 +50,14 @@ export interface VerifyDeps {
   server: { pool: pg.Pool; url: string };
   /** How much of the repository's data `restic check` reads back, in percent (1–100). */
   readDataPercent: number;
+  /** The compute driver whose data archives stay on its storage (their volumes are looked for). */
+  compute?: Pick<ComputeDriver, 'exportVolumes'>;
+  /**
+   * How long `restic check` waits for the repository while a backup run, restore or retention
+   * of the platform holds it (default 2 hours), and how often it looks again (default 5 s).
+   */
+  lockWaitMs?: number;
+  lockPollMs?: number;
 }
 
 export interface VerificationResult {
@@ -82,6 +102,118 @@ export async function dropScratchDatabases(pool: pg.Pool, tenantId: string): Pro
     await pool.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(r.datname)} WITH (FORCE)`);
   }
   return rows.map((r) => r.datname);
+}
+
+/**
+ * The latest recorded data snapshot of each of the tenant's services that
+ * can be checked: with its archive's listing, or the volume its manifest
+ * names (snapshots recorded before either was are covered by `restic check`).
+ */
+async function latestDataSnapshots(db: Database, tenantId: string) {
+  return db
+    .selectFrom('backups')
+    .select([
+      'id',
+      'service',
+      'snapshot_id',
+      'archive_files',
+      'archive_bytes',
+      'archive_volume',
+      'started_at',
+    ])
+    .distinctOn('service')
+    .where('tenant_id', '=', tenantId)
+    .where('kind', '=', 'data')
+    .where('status', '=', 'done')
+    .where('snapshot_id', 'is not', null)
+    .where('service', 'is not', null)
+    .where((eb) => eb.or([eb('archive_files', 'is not', null), eb('archive_volume', 'is not', null)]))
+    .orderBy('service')
+    .orderBy('started_at', 'desc')
+    .orderBy('id', 'desc')
+    .execute();
+}
+
+/** Collects what is written into it, up to `limit` bytes (a manifest, not an archive). */
+function smallSink(limit: number): { sink: Writable; text: () => string } {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, callback) {
+      size += chunk.length;
+      if (size > limit) return callback(new Error(`more than ${limit} bytes: not a manifest`));
+      chunks.push(chunk);
+      callback();
+    },
+  });
+  return { sink, text: () => Buffer.concat(chunks).toString('utf8') };
+}
+
+/**
+ * Check one data snapshot without unpacking it: a tar archive is streamed out
+ * of restic into a listing (entries and bytes of regular files) that must
+ * equal the one recorded when it was stored; a manifest must name the
+ * recorded volume, and the volume must still be on the driver's storage.
+ */
+async function verifyDataSnapshot(
+  deps: VerifyDeps,
+  repo: ResticRepository,
+  b: Awaited<ReturnType<typeof latestDataSnapshots>>[number],
+): Promise<VerifiedSnapshot> {
+  const service = b.service!;
+  const snapshot = b.snapshot_id!;
+  const base = { service, snapshot, kind: 'data' as const, restoreMs: null };
+  const started = Date.now();
+  if (b.archive_volume !== null) {
+    const volume = b.archive_volume;
+    const { sink, text } = smallSink(64 * 1024);
+    try {
+      await deps.restic.dump(repo, snapshot, `/${DATA_FILE}`, sink);
+    } catch (err) {
+      return { ...base, volume, ok: false, problem: `restic dump failed: ${errorText(err)}` };
+    }
+    let named: unknown;
+    try {
+      named = (JSON.parse(text()) as { volid?: unknown }).volid;
+    } catch {
+      named = undefined;
+    }
+    if (typeof named !== 'string' || !volume.endsWith(`/${named}`))
+      return {
+        ...base,
+        volume,
+        ok: false,
+        problem: `its manifest does not name the recorded archive ${volume}`,
+      };
+    if (!deps.compute?.exportVolumes)
+      return {
+        ...base,
+        volume,
+        ok: false,
+        problem: `its archive ${volume} is on a compute driver this platform does not run`,
+      };
+    if (!(await deps.compute.exportVolumes.exists(volume)))
+      return { ...base, volume, ok: false, problem: `its archive ${volume} is no longer on the storage` };
+    return { ...base, volume, ok: true, checkMs: Date.now() - started };
+  }
+  const { sink, listing } = archiveLister();
+  let got: ArchiveListing;
+  try {
+    await deps.restic.dump(repo, snapshot, `/${DATA_FILE}`, sink);
+    got = await listing;
+  } catch (err) {
+    return { ...base, ok: false, problem: `listing the archive failed: ${errorText(err)}` };
+  }
+  const checked = { ...base, files: got.files, bytes: got.bytes, checkMs: Date.now() - started };
+  const files = b.archive_files!;
+  const bytes = Number(b.archive_bytes);
+  if (got.files !== files || got.bytes !== bytes)
+    return {
+      ...checked,
+      ok: false,
+      problem: `the archive lists ${got.files} entries and ${got.bytes} bytes, ${files} entries and ${bytes} bytes recorded`,
+    };
+  return { ...checked, ok: true };
 }
 
 /** The latest recorded database snapshot of each of the tenant's services. */
@@ -218,21 +350,36 @@ async function verifySnapshot(
     try {
       await restoreInto(deps.restic, repo, snapshot, target);
     } catch (err) {
-      return { service, snapshot, restoreMs: null, ok: false, problem: `restore failed: ${errorText(err)}` };
+      return {
+        service,
+        snapshot,
+        kind: 'database',
+        restoreMs: null,
+        ok: false,
+        problem: `restore failed: ${errorText(err)}`,
+      };
     }
     const restoreMs = Date.now() - started;
     if (!b.row_counts)
-      return { service, snapshot, restoreMs, ok: false, problem: 'no row counts were recorded with it' };
+      return {
+        service,
+        snapshot,
+        kind: 'database',
+        restoreMs,
+        ok: false,
+        problem: 'no row counts were recorded with it',
+      };
     const problems = rowCountProblems(b.row_counts, await scratchRowCounts(target));
     if (problems.length > 0)
       return {
         service,
         snapshot,
+        kind: 'database',
         restoreMs,
         ok: false,
         problem: `row counts differ: ${problems.join('; ')}`,
       };
-    return { service, snapshot, restoreMs, ok: true };
+    return { service, snapshot, kind: 'database', restoreMs, ok: true };
   } finally {
     await deps.server.pool.query(`DROP DATABASE IF EXISTS ${ident} WITH (FORCE)`);
   }
@@ -268,8 +415,9 @@ export async function verifyTenant(
   const snapshots: VerifiedSnapshot[] = [];
   const problems: string[] = [];
   const latest = await latestDatabaseSnapshots(deps.db, tenantId);
-  if (latest.length === 0)
-    throw new DomainError('conflict', 'the tenant has no recorded database snapshot to verify');
+  const latestData = await latestDataSnapshots(deps.db, tenantId);
+  if (latest.length === 0 && latestData.length === 0)
+    throw new DomainError('conflict', 'the tenant has no recorded snapshot to verify');
   let repo: ResticRepository | undefined;
   try {
     await dropScratchDatabases(deps.server.pool, tenantId);
@@ -283,6 +431,7 @@ export async function verifyTenant(
       const v = await verifySnapshot(deps, repo, tenantId, b).catch((err: unknown): VerifiedSnapshot => ({
         service: b.service!,
         snapshot: b.snapshot_id!,
+        kind: 'database',
         restoreMs: null,
         ok: false,
         problem: `the scratch database failed: ${errorText(err)}`,
@@ -290,16 +439,30 @@ export async function verifyTenant(
       snapshots.push(v);
       if (!v.ok) problems.push(`${v.service} snapshot ${v.snapshot.slice(0, 8)}: ${v.problem}`);
     }
+    for (const b of latestData) {
+      const v = await verifyDataSnapshot(deps, repo, b).catch((err: unknown): VerifiedSnapshot => ({
+        service: b.service!,
+        snapshot: b.snapshot_id!,
+        kind: 'data',
+        restoreMs: null,
+        ok: false,
+        problem: `the check failed: ${errorText(err)}`,
+      }));
+      snapshots.push(v);
+      if (!v.ok) problems.push(`${v.service} data snapshot ${v.snapshot.slice(0, 8)}: ${v.problem}`);
+    }
     try {
-      await deps.restic.call(repo, ['check', `--read-data-subset=${deps.readDataPercent}%`]);
+      await checkRepository(deps, repo, tenantId);
     } catch (err) {
       problems.push(`restic check --read-data-subset=${deps.readDataPercent}%: ${errorText(err)}`);
     }
   }
   const status = problems.length === 0 ? 'passed' : 'failed';
-  const measured = snapshots.filter((s) => s.restoreMs !== null);
+  // The RTO is the sum of the database restores (data snapshots are listed, not restored).
+  const restores = snapshots.filter((s) => s.kind !== 'data');
+  const measured = restores.filter((s) => s.restoreMs !== null);
   const rtoMs =
-    measured.length === snapshots.length && measured.length > 0
+    measured.length === restores.length && measured.length > 0
       ? measured.reduce((sum, s) => sum + s.restoreMs!, 0)
       : null;
   const error = problems.length ? problems.join('\n') : null;
@@ -324,10 +487,14 @@ export async function verifyTenant(
       for (const s of snapshots)
         await trx
           .updateTable('backups')
-          .set({ verified_at: sql`now()`, restore_ms: s.restoreMs })
+          .set(
+            s.kind === 'data'
+              ? { verified_at: sql`now()` }
+              : { verified_at: sql`now()`, restore_ms: s.restoreMs },
+          )
           .where('tenant_id', '=', tenantId)
           .where('snapshot_id', '=', s.snapshot)
-          .where('kind', '=', 'database')
+          .where('kind', '=', s.kind ?? 'database')
           .execute();
     } else {
       const tenant = await trx
@@ -351,7 +518,69 @@ export async function verifyTenant(
   return { id, tenantId, status, rtoMs, snapshots, error, recorded };
 }
 
-/** The tenants with at least one recorded database snapshot (whose repository key still exists). */
+/**
+ * Whether the platform's own work holds the tenant's repository now: a
+ * backup run or a restore under way (resources being reconciled), or the
+ * retention of that repository (it holds the advisory lock below).
+ */
+async function ownWorkRunning(db: Database, tenantId: string): Promise<boolean> {
+  const running = await db
+    .selectFrom('resources')
+    .select('id')
+    .where('tenant_id', '=', tenantId)
+    .where('kind', 'in', [BACKUP_RUN_KIND, SERVICE_RESTORE_KIND])
+    .where('phase', '=', 'reconciling')
+    .where('deleted', '=', false)
+    .limit(1)
+    .executeTakeFirst();
+  if (running) return true;
+  return db.connection().execute(async (conn) => {
+    const { rows } = await sql<{
+      free: boolean;
+    }>`SELECT pg_try_advisory_lock(${RETENTION_LOCK_NS}, hashtext(${tenantId})) AS free`.execute(conn);
+    if (rows[0]!.free)
+      await sql`SELECT pg_advisory_unlock(${RETENTION_LOCK_NS}, hashtext(${tenantId}))`.execute(conn);
+    return !rows[0]!.free;
+  });
+}
+
+/**
+ * `restic check` needs the repository to itself. Locked by the platform's own
+ * work (a backup run, a restore, retention's prune), it waits for that work
+ * and checks then: a collision is no failure. Locked with none of that
+ * running, restic's stale locks are removed (`restic unlock` removes only
+ * those) and it is tried once more; a lock still there then, or one held
+ * longer than `lockWaitMs`, fails the check with restic's own account of it.
+ */
+async function checkRepository(deps: VerifyDeps, repo: ResticRepository, tenantId: string): Promise<void> {
+  const args = ['check', `--read-data-subset=${deps.readDataPercent}%`];
+  const deadline = Date.now() + (deps.lockWaitMs ?? 2 * 3_600_000);
+  let unlocked = false;
+  for (;;) {
+    try {
+      await deps.restic.call(repo, args);
+      return;
+    } catch (err) {
+      if (!isLocked(err)) throw err;
+      if (await ownWorkRunning(deps.db, tenantId)) {
+        if (Date.now() > deadline)
+          throw new DomainError(
+            'conflict',
+            `the repository stayed locked by the platform's own backup, restore or retention for more than ${Math.round((deps.lockWaitMs ?? 7_200_000) / 60_000)} min: ${errorText(err)}`,
+          );
+      } else if (!unlocked) {
+        unlocked = true;
+        await deps.restic.unlock(repo);
+        continue;
+      } else throw err;
+      await new Promise((resolve) => setTimeout(resolve, deps.lockPollMs ?? 5000));
+    }
+  }
+}
+
+const isLocked = (err: unknown): boolean => err instanceof DomainError && err.details?.locked === true;
+
+/** The tenants with at least one snapshot to verify (whose repository key still exists). */
 export async function verifiableTenants(
   db: Database,
   only?: string,
@@ -365,9 +594,17 @@ export async function verifiableTenants(
           .selectFrom('backups as b')
           .select('b.id')
           .whereRef('b.tenant_id', '=', 't.id')
-          .where('b.kind', '=', 'database')
           .where('b.status', '=', 'done')
-          .where('b.snapshot_id', 'is not', null),
+          .where('b.snapshot_id', 'is not', null)
+          .where((w) =>
+            w.or([
+              w('b.kind', '=', 'database'),
+              w.and([
+                w('b.kind', '=', 'data'),
+                w.or([w('b.archive_files', 'is not', null), w('b.archive_volume', 'is not', null)]),
+              ]),
+            ]),
+          ),
       ),
     )
     .where((eb) =>

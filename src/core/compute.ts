@@ -214,6 +214,13 @@ export interface ComputeDriver {
   /** Recreate the container from an archive made by `exportTo`, replacing what is there. */
   importFrom(spec: ContainerSpec, file: string): Promise<ContainerInfo>;
   /**
+   * Drivers whose archives stay on their own storage (Proxmox: vzdump on the backup storage): the
+   * file `exportTo` writes is then a small manifest naming that volume, which lives on after the
+   * manifest is stored and must be removed with the snapshot that names it. Absent: the file is
+   * the whole archive (a tar).
+   */
+  exportVolumes?: ExportVolumes;
+  /**
    * The address containers use to reach the control-plane host: its API and
    * the master database are forwarded there when it is not loopback (see
    * compute/gateway.ts). Process: 127.0.0.1; LXC and Proxmox: the bridge's gateway.
@@ -308,3 +315,13 @@ export function proxmoxImageRefusal(w: Pick<ImageWorkload, 'entrypoint' | 'comma
 /** The compute drivers, as `AIQSO_DRIVER` names them and `hosts.driver` records them. */
 export const DRIVER_KINDS = ['process', 'lxc', 'proxmox'] as const;
 export type DriverKind = (typeof DRIVER_KINDS)[number];
+
+/** The volumes a driver's exports leave on its storage, by the reference `named` reads from a manifest. */
+export interface ExportVolumes {
+  /** The volume the manifest `file` (as `exportTo` wrote it) names. */
+  named(file: string): Promise<string>;
+  /** Whether the volume is still on the storage. */
+  exists(volume: string): Promise<boolean>;
+  /** Delete the volume; one already gone is no error. Returns whether it was there. */
+  remove(volume: string): Promise<boolean>;
+}

@@ -166,6 +166,11 @@ CREATE TABLE public.backups (
     duration_ms integer,
     verified_at timestamp with time zone,
     restore_ms integer,
+    archive_files integer,
+    archive_bytes bigint,
+    archive_volume text,
+    CONSTRAINT backups_archive_bytes_check CHECK ((archive_bytes >= 0)),
+    CONSTRAINT backups_archive_files_check CHECK ((archive_files >= 0)),
     CONSTRAINT backups_id_check CHECK ((id ~~ 'bkp\_%'::text)),
     CONSTRAINT backups_kind_check CHECK ((kind = ANY (ARRAY['database'::text, 'container'::text, 'master'::text, 'data'::text]))),
     CONSTRAINT backups_purpose_check CHECK ((purpose = ANY (ARRAY['scheduled'::text, 'manual'::text, 'safety'::text, 'final'::text]))),
@@ -1020,6 +1025,8 @@ CREATE INDEX audit_log_actor_idx ON public.audit_log USING btree (actor_id, at);
 CREATE INDEX audit_log_tenant_idx ON public.audit_log USING btree (tenant_id, at);
 
 CREATE INDEX backup_verifications_tenant_idx ON public.backup_verifications USING btree (tenant_id, started_at DESC);
+
+CREATE INDEX backups_archive_volume_idx ON public.backups USING btree (tenant_id) WHERE (archive_volume IS NOT NULL);
 
 CREATE UNIQUE INDEX backups_run_service_kind_key ON public.backups USING btree (run_id, service, kind) WHERE (run_id IS NOT NULL);
 

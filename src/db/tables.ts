@@ -214,6 +214,9 @@ export interface BackupsTable {
   duration_ms: number | null;
   verified_at: Date | null;
   restore_ms: number | null;
+  archive_files: number | null;
+  archive_bytes: string | null;
+  archive_volume: string | null;
 }
 
 export interface BackupVerificationsTable {
@@ -246,9 +249,19 @@ export interface TenantExportsTable {
 export interface VerifiedSnapshot {
   service: string;
   snapshot: string;
+  /** Absent on verifications recorded before data snapshots were checked: a database snapshot. */
+  kind?: 'database' | 'data';
+  /** A database snapshot's restore time; null for a data snapshot (listed, not restored). */
   restoreMs: number | null;
   ok: boolean;
   problem?: string;
+  /** A data snapshot: how long listing its archive (or finding its volume) took. */
+  checkMs?: number;
+  /** A data snapshot's tar archive as listed from restic: entries and bytes of regular files. */
+  files?: number;
+  bytes?: number;
+  /** A data snapshot whose archive is a volume on the compute driver's storage. */
+  volume?: string;
 }
 
 export interface PlatformBackupsTable {

@@ -1,6 +1,7 @@
 import { emitTenantEvent } from '../events/emit.ts';
 import { sql } from 'kysely';
 import { DomainError } from '../core/errors.ts';
+import type { ComputeDriver } from '../core/compute.ts';
 import type { Database } from '../db/database.ts';
 import { appendAuditIn } from '../identity/audit.ts';
 import { deleteResource, findResource } from '../orchestrator/resources.ts';
@@ -67,6 +68,33 @@ export async function purgeDue(db: Database): Promise<number> {
 }
 
 /**
+ * Delete the volumes the tenant's data snapshots name on the compute driver's
+ * storage. A driver without such volumes (the platform moved off Proxmox)
+ * cannot: they are listed as left, for the operator.
+ */
+async function removeDriverArchives(
+  db: Database,
+  tenantId: string,
+  compute: Pick<ComputeDriver, 'exportVolumes'> | undefined,
+): Promise<{ removed: string[]; left: string[] }> {
+  const rows = await db
+    .selectFrom('backups')
+    .select('archive_volume')
+    .distinct()
+    .where('tenant_id', '=', tenantId)
+    .where('archive_volume', 'is not', null)
+    .orderBy('archive_volume')
+    .execute();
+  const out = { removed: [] as string[], left: [] as string[] };
+  for (const r of rows) {
+    const volume = r.archive_volume!;
+    if (!compute?.exportVolumes) out.left.push(volume);
+    else if (await compute.exportVolumes.remove(volume)) out.removed.push(volume);
+  }
+  return out;
+}
+
+/**
  * Delete the tenant's personal data and files, reduce its row to a tombstone
  * (id, slug, when, what was removed) and mark it purged. Files first: a crash
  * after them leaves the database to do again, never files nobody would look
@@ -78,7 +106,7 @@ export async function finishPurge(
   db: Database,
   tenantId: string,
   removedOutside: string[],
-  options: { dataDir?: string } = {},
+  options: { dataDir?: string; compute?: Pick<ComputeDriver, 'exportVolumes'> } = {},
 ): Promise<void> {
   const targets = await purgeTargets(db, tenantId);
   if (!targets) return;
@@ -90,6 +118,10 @@ export async function finishPurge(
   if (status?.status === 'purged') return;
   // Crypto-shredding before anything else: the backups' key, then their repository.
   const backupRepository = await shredTenantBackups(db, tenantId);
+  // Archives the compute driver keeps outside restic (Proxmox vzdump volumes) are not under the
+  // repository's key: shredding it leaves them readable, so they are deleted (before the rows
+  // naming them go).
+  const driverArchives = await removeDriverArchives(db, tenantId, options.compute);
   const files = options.dataDir ? await removeTenantFiles(options.dataDir, targets) : 0;
   await db.transaction().execute(async (trx) => {
     const t = await trx
@@ -104,6 +136,7 @@ export async function finishPurge(
       files,
       outside: removedOutside,
       backupRepository,
+      ...(driverArchives.removed.length || driverArchives.left.length ? { driverArchives } : {}),
     };
     await trx
       .updateTable('tenants')

@@ -136,6 +136,7 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
         if (remaining > 0) return requeueAfter(PURGE_POLL_MS, `${remaining} service(s) to be removed`);
         await finishPurge(deps.db, ctx.resource.id, [`container ${name(ctx)}`, `route ${hostname(ctx)}`], {
           dataDir: deps.placement.dataDir,
+          compute: deps.compute,
         });
         // Its room is free: whatever waits for room is placed now, without anyone acting.
         await wakeCapacityWaiters(deps.db);

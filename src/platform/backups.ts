@@ -95,13 +95,20 @@ export function registerBackups(
     await startPlatformBackupRun(db, firedAt);
   };
   parts.scheduleHandlers.retention = async () => {
-    await applyRetentionAll({ db, restic, keys }, config.backup.keep);
+    await applyRetentionAll({ db, restic, keys, compute: deps.compute }, config.backup.keep);
     await applyPlatformRetentionFor(platform, config.backup.keep);
     await removeExpiredExports(db, exportsDir);
   };
   const server = deps.master;
   parts.scheduleHandlers.verify = async ({ firedAt }) => {
-    const verifyDeps = { db, restic, keys, server, readDataPercent: config.backup.verifyReadPercent };
+    const verifyDeps = {
+      db,
+      restic,
+      keys,
+      server,
+      readDataPercent: config.backup.verifyReadPercent,
+      compute: deps.compute,
+    };
     // One record (and at most one alert) per tenant and firing, however often the job runs.
     await verifyTenants(verifyDeps, await verifiableTenants(db), firedAt);
   };

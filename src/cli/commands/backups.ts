@@ -11,6 +11,7 @@ import {
 import { SERVICE_RESTORE_KIND } from '../../backup/restore.ts';
 import { BACKUP_RUN_KIND } from '../../backup/run.ts';
 import { verifiableTenants, verifyTenants } from '../../backup/verify.ts';
+import { createComputeDriver } from '../../compute/index.ts';
 import { EXPORT_TTL_DAYS, requestTenantExport, TENANT_EXPORT_KIND } from '../../backup/export.ts';
 import { DomainError } from '../../core/errors.ts';
 import { findTenant } from '../../db/tenants.ts';
@@ -187,14 +188,18 @@ export async function backupsVerify(ctx: CommandContext, options: { tenant?: str
     if (options.tenant) await tenantOrThrow(db, options.tenant);
     const tenants = await verifiableTenants(db, options.tenant);
     if (options.tenant && tenants.length === 0)
-      throw new DomainError('conflict', `${options.tenant} has no recorded database snapshot to verify`);
+      throw new DomainError('conflict', `${options.tenant} has no recorded snapshot to verify`);
+    // On Proxmox, data snapshots name vzdump archives on its storage: the verification looks for them.
+    const compute =
+      ctx.config.driver === 'proxmox' ? await createComputeDriver(ctx.config, db, ctx.log) : undefined;
     const deps = {
       db,
       ...backupEngine(ctx.config, db),
       server: { pool: database.pool, url: database.url },
       readDataPercent: ctx.config.backup.verifyReadPercent,
+      compute,
     };
-    const verified = await verifyTenants(deps, tenants);
+    const verified = await verifyTenants(deps, tenants).finally(() => compute?.close());
     return verified.map((v) => ({
       tenant: tenants.find((t) => t.id === v.tenantId)!.slug,
       verification: v.id,

@@ -61,9 +61,57 @@ async function readManifest(file: string): Promise<ProxmoxManifest> {
   throw badRequest(`${file} is not a proxmox export manifest`);
 }
 
-/** Replace (or create) the container `spec.name` from the archive; ensure() then applies the spec. */
+/**
+ * A vzdump archive as the backups record it: `<node>/<volid>` (the node whose
+ * storage holds it: a backup storage need not be shared).
+ */
+export const archiveReference = (m: Pick<ProxmoxManifest, 'node' | 'volid'>) => `${m.node}/${m.volid}`;
+
+function parseReference(reference: string): { node: string; volid: string; storage: string } {
+  const m = /^([a-zA-Z0-9][a-zA-Z0-9-]*)\/(([a-z][a-z0-9\-_.]*[a-z0-9]):backup\/[^/\s]+)$/i.exec(reference);
+  if (!m) throw badRequest(`${reference} is not a vzdump archive reference (<node>/<storage>:backup/<file>)`);
+  return { node: m[1]!, volid: m[2]!, storage: m[3]! };
+}
+
+/** Whether the archive is still listed on its storage. */
+export async function archiveExists(cluster: ProxmoxCluster, reference: string): Promise<boolean> {
+  const { node, volid, storage } = parseReference(reference);
+  const content = await cluster.api.call<{ volid: string }[]>(
+    'GET',
+    `/nodes/${node}/storage/${storage}/content`,
+    {
+      content: 'backup',
+    },
+  );
+  return content.some((c) => c.volid === volid);
+}
+
+/** Delete the archive from its storage (a task); one already gone is no error. */
+export async function removeArchive(cluster: ProxmoxCluster, reference: string): Promise<boolean> {
+  const { node, volid, storage } = parseReference(reference);
+  if (!(await archiveExists(cluster, reference))) return false;
+  await cluster.api.task('DELETE', `/nodes/${node}/storage/${storage}/content/${encodeURIComponent(volid)}`);
+  cluster.options.log.info({ volid, node }, 'vzdump archive removed');
+  return true;
+}
+
+/** The archive reference a manifest written by `exportGuest` names. */
+export async function manifestReference(file: string): Promise<string> {
+  return archiveReference(await readManifest(file));
+}
+
+/**
+ * Replace (or create) the container `spec.name` from the archive; ensure() then applies the spec.
+ * An archive no longer on its storage is refused before the container is touched.
+ */
 export async function importGuest(cluster: ProxmoxCluster, spec: ContainerSpec, file: string): Promise<void> {
-  await restoreGuest(cluster, spec.name, spec.port, await readManifest(file));
+  const manifest = await readManifest(file);
+  if (!(await archiveExists(cluster, archiveReference(manifest))))
+    throw new DomainError(
+      'conflict',
+      `the archive ${manifest.volid} is no longer on node ${manifest.node}'s storage; ${spec.name} was left as it is`,
+    );
+  await restoreGuest(cluster, spec.name, spec.port, manifest);
 }
 
 /**

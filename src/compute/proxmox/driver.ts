@@ -2,6 +2,7 @@ import { isManagedName } from '../../core/compute.ts';
 import type {
   AddressRoom,
   ComputeDriver,
+  ExportVolumes,
   ContainerInfo,
   ContainerSpec,
   ContainerStats,
@@ -14,7 +15,14 @@ import { macFor } from '../lxc/config.ts';
 import { IpPool } from '../shared/ip-pool.ts';
 import { KeyedMutex } from '../shared/run.ts';
 import type { Egress } from '../lxc/netpolicy.ts';
-import { convertGuest, exportGuest, importGuest } from './backup.ts';
+import {
+  archiveExists,
+  convertGuest,
+  exportGuest,
+  importGuest,
+  manifestReference,
+  removeArchive,
+} from './backup.ts';
 import os from 'node:os';
 import nodePath from 'node:path';
 import { sql } from 'kysely';
@@ -337,6 +345,13 @@ export class ProxmoxDriver implements ComputeDriver, ProxmoxCluster {
     await importGuest(this, spec, file);
     return this.ensure(spec);
   }
+
+  /** vzdump archives stay on the backup storage; a backup's manifest names one as `<node>/<volid>`. */
+  readonly exportVolumes: ExportVolumes = {
+    named: (file) => manifestReference(file),
+    exists: (volume) => archiveExists(this, volume),
+    remove: (volume) => removeArchive(this, volume),
+  };
 
   /** A named snapshot (Proxmox-specific; rollback stays an operator action). */
   async snapshot(name: string, snapname: string): Promise<void> {

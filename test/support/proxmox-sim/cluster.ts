@@ -54,6 +54,8 @@ export interface Task {
 export interface Backup {
   volid: string;
   storage: string;
+  /** The node that wrote it: on a storage that is not shared, only that node sees it. */
+  node: string;
   vmid: number;
   size: number;
   ctime: number;

@@ -1,6 +1,6 @@
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
-import { Cluster, PveFailure, parseSize, truthy, type Fault, type Guest } from './cluster.ts';
+import { Cluster, PveFailure, parseSize, truthy, type Backup, type Fault, type Guest } from './cluster.ts';
 import { emptyFirewall, FIREWALL_HANDLERS } from './firewall.ts';
 import { normalizeFilename, type TemplateVolume } from './workloads.ts';
 
@@ -305,6 +305,7 @@ function vzdump(c: Cluster, p: Params, fault: Fault | undefined) {
     c.backups.push({
       volid: `${storage}:backup/vzdump-lxc-${vmid}-${DAY()}.${ext}`,
       storage,
+      node: p.node!,
       vmid,
       size: 48 * 2 ** 20 + c.backups.length,
       ctime: Math.floor(Date.now() / 1000),
@@ -312,6 +313,27 @@ function vzdump(c: Cluster, p: Params, fault: Fault | undefined) {
       firewall: structuredClone(g.firewall),
       ...(g.image ? { image: g.image } : {}),
     });
+  });
+}
+
+/** A backup on a storage that is not shared is on the disk of the node that wrote it only. */
+const visibleOn = (c: Cluster, b: Backup, node: string) =>
+  b.node === node || !!c.storages.get(b.storage)?.shared;
+
+/**
+ * DELETE /nodes/{node}/storage/{storage}/content/{volume}: pve-storage's real_volume_id (a volume
+ * without `storage:` is taken on the path's storage), then an `imgdel` task; a protected backup or
+ * one that is not there fails the request.
+ */
+function deleteVolume(c: Cluster, p: Params, fault: Fault | undefined) {
+  const volid = p.volume!.includes(':') ? p.volume! : `${p.storage}:${p.volume}`;
+  if (!volid.startsWith(`${p.storage}:`))
+    throw new PveFailure(500, `volume ${volid} is not on storage '${p.storage}'`);
+  const i = c.backups.findIndex((b) => b.volid === volid && visibleOn(c, b, p.node!));
+  if (i < 0) throw new PveFailure(500, `volume '${volid}' does not exist`);
+  return c.task(p.node!, 'imgdel', volid, fault, () => {
+    const at = c.backups.findIndex((b) => b.volid === volid);
+    if (at >= 0) c.backups.splice(at, 1);
   });
 }
 
@@ -324,7 +346,7 @@ function restore(c: Cluster, p: Params, fault: Fault | undefined) {
   if (existing?.status === 'running')
     throw new PveFailure(500, `unable to restore CT ${vmid} - CT is running`);
   if (!truthy(p.restore)) return create(c, p, fault);
-  const backup = c.backups.find((b) => b.volid === p.ostemplate);
+  const backup = c.backups.find((b) => b.volid === p.ostemplate && visibleOn(c, b, node));
   if (!backup) throw new PveFailure(500, `volume '${p.ostemplate}' does not exist`);
   c.guests.set(vmid, {
     vmid,
@@ -398,11 +420,13 @@ export const HANDLERS: Record<string, Handler> = {
     return c.task(p.node!, 'vzsnapshot', p.vmid!, f, () => void g.snapshots.push(p.snapname!));
   },
   'POST /nodes/{node}/vzdump': vzdump,
+  'DELETE /nodes/{node}/storage/{storage}/content/{volume}': deleteVolume,
   'GET /nodes/{node}/storage/{storage}/content': (c, p) => [
     ...c.backups
       .filter(
         (b) =>
           b.storage === p.storage &&
+          visibleOn(c, b, p.node!) &&
           (!p.vmid || b.vmid === Number(p.vmid)) &&
           (!p.content || p.content === 'backup'),
       )
