@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO_ROOT } from '../src/catalog/load.ts';
+import { loadCatalog, REPO_ROOT } from '../src/catalog/load.ts';
 import { removeBridge } from '../src/compute/lxc/bridge.ts';
 import { CGROUP } from '../src/compute/lxc/cgroup.ts';
 import { LxcDriver } from '../src/compute/lxc/driver.ts';
@@ -12,6 +12,7 @@ import { newId } from '../src/core/ids.ts';
 import { TENANT_KIND } from '../src/core/kinds.ts';
 import { memoryRequest } from '../src/core/services.ts';
 import { createLogger } from '../src/observability/logger.ts';
+import { containerSpecFor } from '../src/services/deploy-context.ts';
 import {
   addressRefusal,
   CAPACITY_WAIT,
@@ -26,7 +27,8 @@ import { missingPart } from './support/strict.ts';
 /**
  * Requests and limits on real LXC: a dashboard container's cgroup memory.max
  * is its limit (not the request placement counts), and an idle dashboard uses
- * less than its request. A network too small for one more container is a
+ * less than its request; the same for a catalog service, whose measured
+ * request is far below its limit. A network too small for one more container is a
  * placement refusal that names it.
  */
 const skip = missingPart('lxc (root and lxc tools)', lxcAvailable(), 'apt-get install lxc and run as root');
@@ -130,6 +132,51 @@ describe('requests and limits on lxc', { timeout: 240_000 }, () => {
     );
     expect(used).toBeGreaterThan(0);
     expect(used).toBeLessThan(DASHBOARD_REQUEST_MB * 2 ** 20);
+  });
+
+  it("sets a catalog service's limit, not its request, as memory.max", async ({ skip: skipTest }) => {
+    if (skip) return skipTest();
+    const template = loadCatalog().find((t) => t.key === 'notes')!;
+    const { resources } = template;
+    expect(resources.request_memory_mb).toBeDefined();
+    expect(memoryRequest(resources)).toBeLessThan(resources.memory_mb);
+    const driver = open(net);
+    const gateway = await driver.hostAddress();
+    const tenantId = newId('tenant');
+    // The container spec the service reconciler builds from the subscription's spec (request included).
+    const spec = containerSpecFor(
+      {
+        id: newId('tenantService'),
+        tenantId,
+        spec: {
+          service: 'notes',
+          slug: 'limits',
+          resources,
+          removeAfter: null,
+          subscribedAt: new Date().toISOString(),
+        },
+        status: 'pending',
+        template,
+        tenantStatus: 'active',
+        containerName: containerName(tenantId, 'notes'),
+        database: { name: 'limits_notes', role: 'limits_notes' },
+      },
+      {
+        driver: 'lxc',
+        repoRoot: REPO_ROOT,
+        publicUrl: 'http://localhost',
+        dbReach: { host: gateway, port: 5432 },
+        root: 'limits-root-secret',
+      },
+    );
+    expect(spec.resources.memoryMb).toBe(resources.memory_mb);
+    await driver.ensure(spec);
+    await driver.start(spec.name);
+    const status = await driver.status(spec.name);
+    expect(status.limits?.memoryMb).toBe(resources.memory_mb);
+    const key = CGROUP === 'v2' ? 'memory.max' : 'memory.limit_in_bytes';
+    const limit = await run('lxc-cgroup', ['-P', lxcPath, '-n', spec.name, key]);
+    expect(limit.stdout.trim()).toBe(String(resources.memory_mb * 2 ** 20));
   });
 
   it('refuses placement when the network has no free address, naming it, with one alert', async ({

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadCatalog } from '../src/catalog/load.ts';
 import { syncCatalog } from '../src/catalog/sync.ts';
+import { memoryRequest } from '../src/core/services.ts';
 import { countRows } from './support/db.ts';
 import { createHarness, type Harness } from './support/identity.ts';
 
@@ -101,13 +102,16 @@ describe('POST /api/v1/tenants/{tenant}/services', () => {
   });
 
   it('refuses when the host is full: 409 naming the host and the memory, and nothing is created', async () => {
-    // The first subscription recorded this machine as the host; shrink it to what is already claimed + 100 MB
-    // (on top of the reserve the host keeps for itself).
+    // The first subscription recorded this machine as the host; shrink it to what is already claimed + 8 MB
+    // less than notes' request (on top of the reserve the host keeps for itself). Placement counts requests.
     const host = await h.db.db.selectFrom('hosts').select(['id', 'name']).executeTakeFirstOrThrow();
-    const claimed = 128 + 256; // alpha's notes and content-suite; the test tenants have no dashboard resource
+    const requestOf = (key: string) => memoryRequest(loadCatalog().find((t) => t.key === key)!.resources);
+    // alpha's notes and content-suite; the test tenants have no dashboard resource
+    const claimed = requestOf('notes') + requestOf('content-suite');
+    const free = requestOf('notes') - 8;
     await h.db.db
       .updateTable('hosts')
-      .set({ memory_mb: claimed + 100 + h.config.hostCapacity.reserveMb })
+      .set({ memory_mb: claimed + free + h.config.hostCapacity.reserveMb })
       .where('id', '=', host.id)
       .execute();
     const before = await written();
@@ -116,7 +120,7 @@ describe('POST /api/v1/tenants/{tenant}/services', () => {
     expect(res.json<Err>()).toEqual({
       error: {
         code: 'conflict',
-        message: `host ${host.name} has 100 MB of memory free; notes needs 128 MB`,
+        message: `host ${host.name} has ${free} MB of memory free; notes needs ${requestOf('notes')} MB`,
         details: { host: host.name },
       },
     });

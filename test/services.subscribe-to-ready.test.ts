@@ -5,10 +5,11 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CATALOG_DIR } from '../src/catalog/load.ts';
+import { CATALOG_DIR, loadCatalog } from '../src/catalog/load.ts';
 import { ProcessDriver } from '../src/compute/process/driver.ts';
 import { openDatabase, type DatabaseHandle } from '../src/db/database.ts';
 import { freePort, startEmbeddedPostgres } from '../src/db/embedded.ts';
+import { memoryRequest } from '../src/core/services.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { loadPlans, PLANS_FILE } from '../src/catalog/plans.ts';
 import { findPgDump } from '../src/services/final-backup.ts';
@@ -34,7 +35,7 @@ name: Stuck
 description: Never answers its health check.
 kind: app
 app: { dir: apps/drafts, entry: server.mjs }
-resources: { memory_mb: 128, cores: 1, disk_gb: 1 }
+resources: { memory_mb: 256, cores: 1, disk_gb: 1 }
 port: 3000
 health: { path: /never-healthy, status: 200, timeout_seconds: 3 }
 route: { path: /stuck, strip_prefix: true }
@@ -249,10 +250,13 @@ describe('a tenant service from subscription to removal (process driver)', { tim
         .selectFrom('hosts')
         .select(['id', 'name', 'memory_mb'])
         .executeTakeFirstOrThrow();
-      const claimed = DASHBOARD_REQUEST_MB + 128 /* notes */ + 128; /* stuck */
+      // Placement counts requests: notes its measured one, stuck (none declared) its 256 MB limit.
+      const requestOf = (key: string) => memoryRequest(loadCatalog().find((t) => t.key === key)!.resources);
+      const claimed = DASHBOARD_REQUEST_MB + requestOf('notes') + 256; /* stuck */
+      const free = requestOf('social-media-manager') - 8;
       await db
         .updateTable('hosts')
-        .set({ memory_mb: claimed + 50 })
+        .set({ memory_mb: claimed + free })
         .where('id', '=', hostRow.id)
         .execute();
       const before = await count();
@@ -261,7 +265,7 @@ describe('a tenant service from subscription to removal (process driver)', { tim
       expect(full.body).toEqual({
         error: {
           code: 'conflict',
-          message: `host ${hostRow.name} has 50 MB of memory free; social-media-manager needs 256 MB`,
+          message: `host ${hostRow.name} has ${free} MB of memory free; social-media-manager needs ${requestOf('social-media-manager')} MB`,
           details: { host: hostRow.name },
         },
       });
