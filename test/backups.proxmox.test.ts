@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildTenantExport } from '../src/backup/export.ts';
 import { repositoryKeys } from '../src/backup/repositories.ts';
 import { requestServiceRestore } from '../src/backup/requests.ts';
 import { serviceRestoreReconciler } from '../src/backup/restore.ts';
@@ -399,6 +400,26 @@ describe('backups on the proxmox driver', { timeout: 300_000 }, () => {
       .where('run_id', 'in', [run1, run2])
       .execute();
     expect(left).toEqual([]);
+
+    // A data export holds the database and says the container's files are not in it, rather than a
+    // note naming a vzdump archive on the cluster that nobody would ever delete.
+    const volumesBeforeExport = sim.cluster.backups.map((b) => b.volid);
+    const exported = await buildTenantExport(
+      {
+        db: db.db,
+        compute: driver,
+        dbLocal: { host: url.hostname, port: Number(url.port || 5432) },
+        rootSecret: () => Promise.resolve(password),
+      },
+      tenantId,
+      path.join(dir, 'export.tar.gz'),
+    );
+    expect(exported.manifest.files.map((f) => f.path)).toContain('services/notes/database.dump');
+    expect(exported.manifest.files.map((f) => f.path)).not.toContain('services/notes/data.tar.gz');
+    expect(exported.manifest.omitted).toEqual([
+      { path: 'services/notes/data.tar.gz', reason: expect.stringMatching(/vzdump/) },
+    ]);
+    expect(sim.cluster.backups.map((b) => b.volid)).toEqual(volumesBeforeExport);
 
     // The purge deletes the archives that remain (the tenant's restic key does not cover them).
     await serviceDb.end();

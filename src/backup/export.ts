@@ -55,6 +55,20 @@ export interface ExportManifest {
   tenant: { id: string; slug: string };
   createdAt: string;
   files: ManifestEntry[];
+  /** What the archive does not hold, and why (e.g. a Proxmox container's files). */
+  omitted?: { path: string; reason: string }[];
+}
+
+/**
+ * Why a driver's container files cannot go into an export, or null. On Proxmox
+ * an export is a vzdump archive that stays on the cluster's backup storage,
+ * which the platform cannot read back over the API: the archive would hold
+ * only a note naming that volume, and leave the volume behind for nobody.
+ */
+function filesNotExportable(compute: ComputeDriver): string | null {
+  return compute.kind === 'proxmox'
+    ? "on Proxmox a container's files are saved by vzdump to the cluster's backup storage, which the platform cannot read back; the service's data is in its database dump, and the operator can extract the files from the latest backup"
+    : null;
 }
 
 const IDENT_FILE = /^[A-Za-z0-9_.-]+$/;
@@ -250,6 +264,7 @@ export async function buildTenantExport(
         `${JSON.stringify(withoutSecrets(value), null, 2)}\n`,
         { mode: 0o600 },
       );
+    const omitted: { path: string; reason: string }[] = [];
     for (const s of await backupTargets(deps.db, tenantId)) {
       if (!IDENT_FILE.test(s.service)) continue;
       const dir = path.join(root, 'services', s.service);
@@ -261,6 +276,11 @@ export async function buildTenantExport(
         s.containerName &&
         (await deps.compute.status(s.containerName)).state !== 'missing'
       ) {
+        const reason = filesNotExportable(deps.compute);
+        if (reason) {
+          omitted.push({ path: `services/${s.service}/${DATA_FILE}`, reason });
+          continue;
+        }
         const data = path.join(dir, DATA_FILE);
         await (await open(data, 'w', 0o600)).close();
         await deps.compute.exportTo(s.containerName, data);
@@ -278,6 +298,7 @@ export async function buildTenantExport(
       tenant: { id: records.tenant.id, slug: records.tenant.slug },
       createdAt: new Date().toISOString(),
       files,
+      ...(omitted.length ? { omitted } : {}),
     };
     await writeFile(path.join(root, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`, {
       mode: 0o600,
