@@ -150,10 +150,12 @@ describe('POST /api/v1/signup', () => {
   it('thanks the customer on a page that follows the provisioning until the workspace is ready', async () => {
     const res = await post(body({ slug: 'follower', email: 'follower@acme.test' }));
     const { tenant } = res.json<{ tenant: { id: string } }>();
-    const welcome = () => api.inject({ url: '/signup/welcome?tenant=follower' });
+    // `follow=0`: the page as it is now, then its offer to follow again (a browser's is followed live).
+    const welcome = () => api.inject({ url: '/signup/welcome?tenant=follower&follow=0' });
     const waiting = await welcome();
-    expect(waiting.body).toContain('Waiting for the payment to be confirmed');
-    expect(waiting.body).toContain('<meta http-equiv="refresh" content="5">');
+    expect(waiting.body).toContain('Payment <span class="badge warn">waiting for confirmation</span>');
+    expect(waiting.body).toContain('<a href="/signup/welcome?tenant=follower">Follow it again</a>');
+    expect(waiting.body).not.toContain('http-equiv="refresh"');
     await testDb.db
       .updateTable('tenants')
       .set({ status: 'provisioning' })
@@ -175,14 +177,19 @@ describe('POST /api/v1/signup', () => {
       .execute();
     const running = await welcome();
     expect(running.body).toContain(
-      '<li class="done">placement: done</li><li class="running">dashboard container: running</li>',
+      '<li class="done">placement <span class="badge ok">done</span></li><li class="running">dashboard container <span class="badge info">running</span></li>',
     );
-    expect(running.body).toContain('<meta http-equiv="refresh" content="5">');
+    expect(running.body).toContain('<li class="done">Payment <span class="badge ok">done</span></li>');
+    expect(running.body).not.toContain('http-equiv="refresh"');
     await testDb.db.updateTable('tenants').set({ status: 'active' }).where('id', '=', tenant.id).execute();
     const ready = await welcome();
     expect(ready.body).toContain('Your workspace is ready');
     expect(ready.body).toContain('<a href="http://follower.localhost:8080/">');
-    expect(ready.body).not.toContain('http-equiv="refresh"');
+    // It takes the browser there by itself, and reloads no more.
+    expect(ready.body).toContain(
+      '<meta http-equiv="refresh" content="0; url=http://follower.localhost:8080/">',
+    );
+    expect(ready.body).not.toContain('content="5"');
   });
 });
 

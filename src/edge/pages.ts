@@ -28,7 +28,7 @@ export interface EdgePage {
  * A waiting step's reason as a visitor reads it: a wait for room says what is
  * short, without the host's name or figures (the API and status show those).
  */
-function waitingText(reason: string): string {
+export function waitingText(reason: string): string {
   if (!reason.startsWith('capacity: ')) return `waiting for ${reason}`;
   const short =
     ['memory', 'disk', 'CPUs', 'containers', 'address'].find((w) => reason.includes(w)) ?? 'capacity';
@@ -87,9 +87,11 @@ export const pages = {
     headers: { 'retry-after': '5' },
     html: page(
       'Preparing your workspace',
-      `<p>${company ? `${escapeHtml(company)}'s workspace` : 'This workspace'} is being set up. This page refreshes by itself.</p>
-<ol>${steps.map((s) => `<li class="${escapeHtml(s.state)}">${escapeHtml(s.name)} — ${escapeHtml(s.state)}${s.state === 'waiting' && s.waitingFor ? ` (${escapeHtml(waitingText(s.waitingFor))})` : ''}</li>`).join('')}</ol>`,
-      '<meta http-equiv="refresh" content="5">',
+      // No self-refresh: reloading on a timer takes a screen reader back to the top each time
+      // (WCAG 2.2.1). The owner is mailed when it is ready; the link looks again.
+      `<p>${company ? `${escapeHtml(company)}'s workspace` : 'This workspace'} is being set up; its owner gets an email when it is ready.</p>
+<ol>${steps.map((s) => `<li class="${escapeHtml(s.state)}">${escapeHtml(s.name)} — ${escapeHtml(s.state)}${s.state === 'waiting' && s.waitingFor ? ` (${escapeHtml(waitingText(s.waitingFor))})` : ''}</li>`).join('')}</ol>
+<p><a href="">Check again</a></p>`,
     ),
   }),
 };

@@ -182,10 +182,12 @@ export function designPage(parts: {
   nav?: string;
   brandHref?: string;
   narrow?: boolean;
+  /** More of the head, HTML (a page that reloads itself: its `<meta http-equiv="refresh">`). */
+  head?: string;
 }): string {
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>${escapeHtml(parts.title)} · AIQSO</title><link rel="stylesheet" href="${STYLESHEET_PATH}"></head>
+<title>${escapeHtml(parts.title)} · AIQSO</title><link rel="stylesheet" href="${STYLESHEET_PATH}">${parts.head ?? ''}</head>
 <body><a class="skip" href="#main">Skip to content</a>
 <header class="topbar"><a class="brand" href="${escapeHtml(parts.brandHref ?? '/')}">AIQSO</a>${
     parts.nav ? `<nav aria-label="Main">${parts.nav}</nav>` : ''

@@ -1,10 +1,12 @@
+import { Readable } from 'node:stream';
 import { tenantUrl } from '../../core/services.ts';
+import type { Database } from '../../db/database.ts';
 import { z } from 'zod';
 import { DomainError } from '../../core/errors.ts';
 import { validateSlug } from '../../core/tenants.ts';
 import { signup, signupProblems, type SignupDeps, type SignupField } from '../../lifecycle/signup.ts';
 import { escapeHtml, page } from '../../web/html.ts';
-import { designPage, emptyState, field, notice } from '../../web/design.ts';
+import { badge, designPage, emptyState, field, notice } from '../../web/design.ts';
 import { offeredPlans, offeredServices, planFeatures, type OfferedPlan } from '../../catalog/offer.ts';
 import type { PlatformProvides } from '../../catalog/runnable.ts';
 import type { Plan } from '../../catalog/plans.ts';
@@ -12,6 +14,7 @@ import type { ServiceTemplate } from '../../catalog/schema.ts';
 import type { DriverKind } from '../../core/compute.ts';
 import { MARKETING_WORDING } from '../../identity/preferences.ts';
 import { tenantSteps } from '../../edge/routes-store.ts';
+import { waitingText } from '../../edge/pages.ts';
 import type { ApiServer } from '../server.ts';
 
 const SignupBody = z.object({
@@ -258,7 +261,14 @@ export function signupRoutes(
     '/signup/welcome',
     {
       config: { public: true },
-      schema: { hide: true, querystring: z.object({ tenant: z.string().max(63).optional() }) },
+      schema: {
+        hide: true,
+        querystring: z.object({
+          tenant: z.string().max(63).optional(),
+          /** How long to follow the provisioning, in seconds (at most FOLLOW_SECONDS; 0: as it is now). */
+          follow: z.coerce.number().int().min(0).max(3600).optional(),
+        }),
+      },
     },
     async (request, reply) => {
       // The query is the visitor's to change: a link is made only from a valid slug, so it stays on
@@ -278,31 +288,30 @@ export function signupRoutes(
         reply
           .type('text/html; charset=utf-8')
           .header('cache-control', 'no-store')
-          .send(page(title, body, head));
+          .send(designPage({ title, body, head, narrow: true }));
       if (tenant?.status === 'active') {
+        // Ready: the browser goes on to the workspace at once (a link to a valid slug's address only).
         return html(
           'Your workspace is ready',
-          `<h1>Your workspace is ready</h1><p>Go to ${link} and sign in.</p>`,
+          `<h1>Your workspace is ready</h1><p>Go to ${link} and sign in with the e-mail and password you chose.</p>`,
+          `<meta http-equiv="refresh" content="0; url=${escapeHtml(url)}">`,
         );
       }
-      if (tenant?.status === 'failed') {
-        return html(
-          'Payment received',
-          '<h1>Thank you</h1><p>Setting up your workspace did not finish. The platform’s operators can see why; you will hear from them.</p>',
-        );
-      }
+      if (tenant?.status === 'failed') return html('Payment received', `<h1>Thank you</h1>${FAILED}`);
       if (tenant?.status === 'pending_payment' || tenant?.status === 'provisioning') {
-        // Followed live: the page reloads itself (no script) until the workspace is ready.
-        const { steps } = await tenantSteps(deps.db, tenant.id);
-        const progress =
-          tenant.status === 'pending_payment'
-            ? '<p>Waiting for the payment to be confirmed…</p>'
-            : `<ol>${steps.map((s) => `<li class="${escapeHtml(s.state)}">${escapeHtml(s.name)}: ${escapeHtml(s.state)}</li>`).join('')}</ol>`;
-        return html(
-          'Payment received',
-          `<h1>Thank you</h1><p>We are preparing your workspace. It will be at ${link}; you will also get an email when it is ready. This page follows it and refreshes itself.</p>${progress}`,
-          '<meta http-equiv="refresh" content="5">',
-        );
+        const seconds = Math.min(request.query.follow ?? FOLLOW_SECONDS, FOLLOW_SECONDS);
+        const here = `/signup/welcome?tenant=${encodeURIComponent(slug)}`;
+        const [top, bottom] = designPage({
+          title: 'Payment received',
+          narrow: true,
+          body: `<h1>Thank you</h1><p>We are preparing your workspace. It will be at ${link}; you will also get an email when it is ready. This page follows it as it happens and takes you there.</p>
+<h2>Progress</h2><ol class="timeline" aria-live="polite">\u0000</ol>`,
+        }).split('\u0000') as [string, string];
+        const progress = followProvisioning(deps.db, tenant.id, seconds, { url, here, link });
+        return reply
+          .type('text/html; charset=utf-8')
+          .header('cache-control', 'no-store')
+          .send(Readable.from(withEnds(top, progress, bottom)));
       }
       const where = valid ? `It will be at ${link}; you` : 'You';
       return html(
@@ -311,4 +320,80 @@ export function signupRoutes(
       );
     },
   );
+}
+
+/** How long the thank-you page follows a workspace being set up before it offers to look again. */
+const FOLLOW_SECONDS = 120;
+/** How often it looks. */
+const FOLLOW_EVERY_MS = 1000;
+
+const FAILED = notice(
+  'Setting up your workspace did not finish. The platform’s operators can see why; you will hear from them.',
+  'error',
+);
+
+async function* withEnds(top: string, middle: AsyncIterable<string>, bottom: string): AsyncGenerator<string> {
+  yield top;
+  yield* middle;
+  yield bottom;
+}
+
+/**
+ * The thank-you page's progress, as it happens: an item for the payment once
+ * it is confirmed and for each step each time its state changes, sent down
+ * the open page (no script, and no reloading, which would take a screen
+ * reader back to the top every few seconds). When the workspace is ready the
+ * browser is sent on to it; after `seconds` the page offers to look again.
+ * A visitor who leaves ends it at the next look.
+ */
+async function* followProvisioning(
+  db: Database,
+  tenantId: string,
+  seconds: number,
+  page: { url: string; here: string; link: string },
+): AsyncGenerator<string> {
+  const shown = new Map<string, string>();
+  let paid = false;
+  const deadline = Date.now() + seconds * 1000;
+  for (;;) {
+    const tenant = await db
+      .selectFrom('tenants')
+      .select('status')
+      .where('id', '=', tenantId)
+      .executeTakeFirst();
+    const status = tenant?.status;
+    if (status === 'pending_payment' && shown.size === 0 && !paid) {
+      shown.set('', 'payment');
+      yield '<li class="waiting">Payment <span class="badge warn">waiting for confirmation</span></li>';
+    }
+    if (status && status !== 'pending_payment' && !paid) {
+      paid = true;
+      yield `<li class="done">Payment ${badge('done')}</li>`;
+    }
+    if (status === 'provisioning' || status === 'active') {
+      for (const s of (await tenantSteps(db, tenantId)).steps) {
+        const state = s.state === 'waiting' && s.waitingFor ? `waiting:${s.waitingFor}` : s.state;
+        if (shown.get(s.name) === state) continue;
+        shown.set(s.name, state);
+        const why =
+          s.state === 'waiting' && s.waitingFor
+            ? ` <span class="muted">${escapeHtml(waitingText(s.waitingFor))}</span>`
+            : '';
+        yield `<li class="${escapeHtml(s.state)}">${escapeHtml(s.name)} ${badge(s.state)}${why}</li>`;
+      }
+    }
+    if (status === 'active') {
+      yield `</ol><p>Your workspace is ready: ${page.link}. Taking you there now.</p><meta http-equiv="refresh" content="0; url=${escapeHtml(page.url)}"><ol hidden>`;
+      return;
+    }
+    if (status !== 'pending_payment' && status !== 'provisioning') {
+      yield `</ol>${FAILED}<ol hidden>`;
+      return;
+    }
+    if (Date.now() >= deadline) {
+      yield `</ol><p>It is still being set up; you will get an email when it is ready. <a href="${escapeHtml(page.here)}">Follow it again</a></p><ol hidden>`;
+      return;
+    }
+    await new Promise((r) => setTimeout(r, FOLLOW_EVERY_MS));
+  }
 }
