@@ -25,8 +25,9 @@ const exec = promisify(execFile);
  * with pg_dump) is backed up into its repository under the sftp: base, listed
  * through the API, and restored into a fresh database with the same rows.
  * Bad paths: a key the server refuses, a host key not in the platform's
- * known_hosts, a changed host key, a directory that does not exist — each a
- * clear refusal from restic's calls and from `aiqso doctor`.
+ * known_hosts, a changed host key, a directory that does not exist, one on a
+ * read-only mount, a key file others can read, a closed port — each a clear
+ * refusal from restic's calls or from `aiqso doctor`.
  */
 const skip = sshdMissing();
 const TEST_DB = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -231,6 +232,20 @@ describe.skipIf(skip)('backups on a NAS over SFTP (real sshd)', { timeout: 180_0
     const open = await doctor(base, { ...good(), AIQSO_BACKUP_SSH_KEY: loose });
     expect(open).toMatchObject({ status: 'failed' });
     expect(open.detail).toMatch(/readable by others \(mode 644\).*chmod 600/);
+  });
+
+  it('doctor: a NAS directory the user cannot write (a real read-only mount)', async () => {
+    const ro = path.join(dir, 'nas', 'ro');
+    await mkdir(ro);
+    await exec('mount', ['-t', 'tmpfs', '-o', 'ro,size=1m', 'aiqso-sftp-ro', ro]);
+    try {
+      const check = await doctor(`sftp://${sshd.user}@127.0.0.1:${sshd.port}/${ro}`, good());
+      expect(check).toMatchObject({ part: 'backups', status: 'failed' });
+      expect(check.detail).toMatch(new RegExp(`${sshd.user} cannot write in ${ro} on 127\\.0\\.0\\.1`));
+      expect(check.fix).toBe(`give ${sshd.user} write permission on ${ro} on the NAS`);
+    } finally {
+      await exec('umount', [ro]);
+    }
   });
 
   it('refuses a closed port as unreachable', async () => {
