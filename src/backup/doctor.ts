@@ -145,13 +145,13 @@ async function checkSftpBase(
     const key = await settingProblem(ssh.key, 'AIQSO_BACKUP_SSH_KEY', true);
     if (key) return failed(key, 'set AIQSO_BACKUP_SSH_KEY to a private key file of mode 0600');
   }
+  const dir = target.path.replace(/\/+$/, '') || '/';
+  if (/["\n]/.test(dir)) return failed('the path holds a quote or a line break', 'rename the directory');
   const work = path.join(dataDir, 'restic-cache');
   await mkdir(work, { recursive: true });
   const name = `.doctor-${randomBytes(6).toString('hex')}`;
   const local = path.join(work, name);
   await writeFile(local, 'probe', { mode: 0o600 });
-  const dir = target.path.replace(/\/+$/, '') || '/';
-  if (/["\n]/.test(dir)) return failed('the path holds a quote or a line break', 'rename the directory');
   const args = ['-b', '-', ...sshOptions(ssh)];
   if (target.port) args.push('-P', String(target.port));
   args.push(
