@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 import { WORKLOAD_PATH } from '../compute/shared/run.ts';
 import { DomainError } from '../core/errors.ts';
+import { parseSftp, sftpCommand, sshProblem, type SshSettings } from './sftp.ts';
 
 /**
  * The restic driver: every call is an argv array; the repository's password
@@ -21,6 +22,8 @@ export interface ResticOptions {
   cacheDir: string;
   /** Backend credentials (AWS_*, RESTIC_REST_*, …) passed to every call's environment. */
   credentials?: Record<string, string>;
+  /** How restic's ssh reaches an `sftp:` repository (identity, known_hosts); see sftp.ts. */
+  ssh?: SshSettings;
 }
 
 export interface Snapshot {
@@ -45,8 +48,15 @@ interface CallOptions {
 }
 
 /** A restic failure, with its last stderr lines (which never hold the password). */
-function failure(args: string[], code: number, stderr: string): DomainError {
+function failure(
+  args: string[],
+  code: number,
+  stderr: string,
+  sftp?: { target: NonNullable<ReturnType<typeof parseSftp>>; ssh: SshSettings },
+): DomainError {
   const detail = stderr.trim().split('\n').slice(-3).join(' | ');
+  const ssh = sftp && sshProblem(stderr, sftp.target, sftp.ssh);
+  if (ssh) return new DomainError('unavailable', ssh);
   if (/unable to open config file/.test(stderr))
     return new DomainError('not_found', `no backup repository there yet: ${detail}`, {
       details: { missing: true },
@@ -72,17 +82,25 @@ export class Restic {
   readonly #binary: string;
   readonly #cacheDir: string;
   readonly #credentials: Record<string, string>;
+  readonly #ssh: SshSettings;
 
   constructor(options: ResticOptions) {
     this.#binary = options.binary ?? 'restic';
     this.#cacheDir = options.cacheDir;
     this.#credentials = options.credentials ?? {};
+    // Without settings, an sftp repository is still reached non-interactively, and its host key
+    // is checked against an empty list: refused, with the fix.
+    this.#ssh = options.ssh ?? { knownHosts: '/dev/null' };
   }
 
   /** Run restic against `repo`; resolves with its stdout (unless piped) or rejects with a DomainError. */
   call(repo: ResticRepository, args: string[], options: CallOptions = {}): Promise<string> {
+    const target = parseSftp(repo.location);
+    const sftp = target ? { target, ssh: this.#ssh } : undefined;
     return new Promise((resolve, reject) => {
-      const child = spawn(this.#binary, args, {
+      // The whole ssh command (a throw here rejects): restic's default would ask questions and read ~/.ssh.
+      const argv = target ? ['-o', `sftp.command=${sftpCommand(target, this.#ssh)}`, ...args] : args;
+      const child = spawn(this.#binary, argv, {
         env: {
           PATH: WORKLOAD_PATH,
           HOME: this.#cacheDir,
@@ -110,7 +128,7 @@ export class Restic {
       );
       child.on('close', (code, signal) => {
         if (code === 0) resolve(stdout);
-        else reject(failure(args, code ?? (signal ? 128 : 1), stderr));
+        else reject(failure(args, code ?? (signal ? 128 : 1), stderr, sftp));
       });
     });
   }

@@ -61,6 +61,8 @@ export interface Config {
     verifyReadPercent: number;
     /** restic's backend variables (S3, rest-server, B2, Azure) as set in the environment, passed to restic only. */
     credentials: Record<string, string>;
+    /** How ssh reaches an sftp: repository: the identity file and the platform's known_hosts file. */
+    ssh: { key?: string; knownHosts: string };
   };
   /** Unpaid signups older than this many hours are removed, freeing their slug and email. */
   pendingSignupHours: number;
@@ -293,6 +295,12 @@ function toConfig(raw: RawConfig, cwd: string, env: Source): Config {
       credentials: Object.fromEntries(
         BACKUP_CREDENTIALS.filter((k) => env[k]).map((k) => [k, String(env[k])]),
       ),
+      ssh: {
+        ...(raw.AIQSO_BACKUP_SSH_KEY ? { key: path.resolve(cwd, raw.AIQSO_BACKUP_SSH_KEY) } : {}),
+        knownHosts: raw.AIQSO_BACKUP_SSH_KNOWN_HOSTS
+          ? path.resolve(cwd, raw.AIQSO_BACKUP_SSH_KNOWN_HOSTS)
+          : path.join(path.resolve(cwd, raw.AIQSO_DATA_DIR), 'ssh', 'known_hosts'),
+      },
     },
     pendingSignupHours: raw.AIQSO_PENDING_SIGNUP_HOURS,
     signupRatePerIp: raw.AIQSO_SIGNUP_RATE_IP,

@@ -288,6 +288,18 @@ export const CONFIG_REFERENCE: { [K in keyof RawConfig]-?: ConfigEntry } = {
     meaning:
       "where the restic repositories live (one per tenant under `tenants/<tenant id>`): a path, or `sftp:…`, `s3:…`, `rest:…` as restic spells them, with the backend's credentials from restic's usual variables (`AWS_*`, `RESTIC_REST_*` …); `aiqso doctor` checks it",
   },
+  AIQSO_BACKUP_SSH_KEY: {
+    group: 'Backups',
+    unset: 'no key is offered (an `sftp:` login is refused)',
+    meaning:
+      "path of the private key file (mode 0600, no passphrase) ssh logs in with to an `sftp:` repository (a NAS's SSH login); only the path reaches restic's argv. ssh runs in batch mode, never asks, and reads nothing from `~/.ssh`",
+  },
+  AIQSO_BACKUP_SSH_KNOWN_HOSTS: {
+    group: 'Backups',
+    unset: '`<data>/ssh/known_hosts`',
+    meaning:
+      "the platform's known_hosts file for an `sftp:` repository: the server's host key must be listed there (add it with `ssh-keyscan` after checking its fingerprint); an unknown or changed key is refused, never accepted",
+  },
   AIQSO_BACKUP_KEEP: {
     group: 'Backups',
     meaning:

@@ -325,6 +325,16 @@ export const configSchema = z.object({
       'expected a path, or a restic repository such as sftp:user@host:/backups, s3:host/bucket or rest:https://host/',
     )
     .optional(),
+  /** Private key file (mode 0600) the platform's ssh logs in with to an sftp: backup repository; a path, never the key. */
+  AIQSO_BACKUP_SSH_KEY: z
+    .string()
+    .regex(/^[^\s'"\\]+$/, 'expected the path of a private key file, without spaces or quotes')
+    .optional(),
+  /** The platform's known_hosts file for an sftp: backup repository: its host key must be listed there. */
+  AIQSO_BACKUP_SSH_KNOWN_HOSTS: z
+    .string()
+    .regex(/^[^\s'"\\]+$/, 'expected the path of a known_hosts file, without spaces or quotes')
+    .optional(),
   /** Backups kept per tenant, grandfather-father-son: the newest snapshot of each of the last N days, ISO weeks and months. */
   AIQSO_BACKUP_KEEP: z
     .string()

@@ -30,6 +30,7 @@ export function backupEngine(
   const restic = new Restic({
     cacheDir: path.join(config.dataDir, 'restic-cache'),
     credentials: config.backup.credentials,
+    ssh: config.backup.ssh,
   });
   return { restic, keys: repositoryKeys(db, box, config.backup.repository) };
 }

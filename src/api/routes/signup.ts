@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { DomainError } from '../../core/errors.ts';
 import { validateSlug } from '../../core/tenants.ts';
 import { signup, signupProblems, type SignupDeps, type SignupField } from '../../lifecycle/signup.ts';
-import { escapeHtml, page } from '../../web/html.ts';
+import { escapeHtml } from '../../web/html.ts';
 import { badge, designPage, emptyState, field, notice } from '../../web/design.ts';
 import { offeredPlans, offeredServices, planFeatures, type OfferedPlan } from '../../catalog/offer.ts';
 import type { PlatformProvides } from '../../catalog/runnable.ts';

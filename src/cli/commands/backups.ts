@@ -130,6 +130,7 @@ async function platformList(ctx: CommandContext, options: { json?: boolean }) {
   const restic = new Restic({
     cacheDir: path.join(config.dataDir, 'restic-cache'),
     credentials: config.backup.credentials,
+    ssh: config.backup.ssh,
   });
   const repo = platformRepository(config.backup.repository, masterKey);
   const snapshots = await listPlatformSnapshots(restic, repo);
@@ -412,6 +413,7 @@ export async function restorePlatformCommand(
   const restic = new Restic({
     cacheDir: path.join(config.dataDir, 'restic-cache'),
     credentials: config.backup.credentials,
+    ssh: config.backup.ssh,
   });
   const repo = platformRepository(config.backup.repository, masterKey);
   const snapshot = await findPlatformSnapshot(restic, repo, options.snapshot);
