@@ -16,12 +16,25 @@ export interface Claim {
   /** The request: what placement counts; at most `memory_mb`. */
   request_memory_mb?: number;
   cores: number;
+  /** The disk the container may fill. */
   disk_gb: number;
+  /** The disk placement counts, in MB; at most `disk_gb`. Without it, `disk_gb` is counted. */
+  request_disk_mb?: number;
 }
 
 /** What placement counts of a claim's memory. */
 export function memoryRequest(claim: Pick<Claim, 'memory_mb' | 'request_memory_mb'>): number {
   return Math.min(claim.memory_mb, claim.request_memory_mb ?? claim.memory_mb);
+}
+
+/** What placement counts of a claim's disk, in GB (a fraction for a request in MB). */
+export function diskRequestGb(claim: Pick<Claim, 'disk_gb' | 'request_disk_mb'>): number {
+  return Math.min(claim.disk_gb, (claim.request_disk_mb ?? claim.disk_gb * 1024) / 1024);
+}
+
+/** A disk size for a person: whole GB, or MB below one GB. */
+function gbText(gb: number): string {
+  return gb >= 1 || gb === 0 ? `${Math.floor(gb)} GB` : `${Math.ceil(gb * 1024)} MB`;
 }
 
 export interface HostCapacity {
@@ -52,6 +65,7 @@ export function allocatableMemoryMb(host: Pick<HostCapacity, 'memory_mb'>, polic
 export interface HostUsage {
   /** The sum of the memory requests of the host's containers. */
   memory_mb: number;
+  /** The sum of their disk requests, in GB (fractions: a dashboard counts a few MB). */
   disk_gb: number;
   containers: number;
 }
@@ -84,8 +98,9 @@ export function capacityRefusal(
     return `host ${host.name} has ${Math.max(0, freeMemory)} MB of memory free; ${service} needs ${request} MB`;
   }
   const freeDisk = host.disk_gb - used.disk_gb;
-  if (need.disk_gb > freeDisk) {
-    return `host ${host.name} has ${Math.max(0, freeDisk)} GB of disk free; ${service} needs ${need.disk_gb} GB`;
+  const disk = diskRequestGb(need);
+  if (disk > freeDisk) {
+    return `host ${host.name} has ${gbText(Math.max(0, freeDisk))} of disk free; ${service} needs ${gbText(disk)}`;
   }
   if (host.max_containers !== null && used.containers >= host.max_containers) {
     return `host ${host.name} already runs its maximum of ${host.max_containers} containers; ${service} needs one more`;
