@@ -54,7 +54,13 @@ if (driver.skip()) {
 const tmp = await mkdtemp(path.join(os.tmpdir(), 'aiqso-bench-density-'));
 const db = await benchDatabase(tmp, log);
 // One load generator stands for many clients: the edge's per-address budget would refuse most of it.
-const platform = await startLivePlatform({ databaseUrl: db.url, driver, env: { AIQSO_EDGE_RATE_IP: '0' } });
+// BENCH_OVERCOMMIT: the host's AIQSO_HOST_OVERCOMMIT (default 1: no more requests than it has memory for).
+const OVERCOMMIT = process.env.BENCH_OVERCOMMIT ?? '1';
+const platform = await startLivePlatform({
+  databaseUrl: db.url,
+  driver,
+  env: { AIQSO_EDGE_RATE_IP: '0', AIQSO_HOST_OVERCOMMIT: OVERCOMMIT },
+});
 const mb = (bytes: number) => bytes / 2 ** 20;
 try {
   const slugs = Array.from({ length: N }, (_, i) => `dense${i}`);
@@ -118,7 +124,10 @@ try {
   await direct.destroy();
   await compute.close();
   const host = await db.db.selectFrom('hosts').select(['name', 'memory_mb']).executeTakeFirstOrThrow();
-  const policy = { reserveMb: Number(platform.env.AIQSO_HOST_RESERVE_MB ?? 2048), overcommit: 1 };
+  const policy = {
+    reserveMb: Number(platform.env.AIQSO_HOST_RESERVE_MB ?? 2048),
+    overcommit: Number(OVERCOMMIT),
+  };
   const allocatable = allocatableMemoryMb(host, policy);
   const request = memoryRequest(DASHBOARD_CLAIM);
   const sorted = [...used].sort((a, b) => a - b);

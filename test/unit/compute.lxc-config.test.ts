@@ -56,6 +56,8 @@ describe('lxc config rendering', () => {
     expect(text).toContain('lxc.idmap = u 0 100000 65536');
     expect(text).toContain('lxc.idmap = g 0 200000 65536');
     expect(text).toContain('lxc.seccomp.profile = /usr/share/lxc/config/common.seccomp');
+    // No host pseudo-terminals per container: they ran out at about 660 containers.
+    expect(text).toContain('lxc.tty.max = 0\nlxc.console.path = none\n');
     expect(text).toContain('lxc.net.0.type = veth\nlxc.net.0.veth.pair = a1b2c3d4e5f6a7b\n');
     expect(isUnprivileged(text)).toBe(true);
     expect(isUnprivileged(cloned)).toBe(false);

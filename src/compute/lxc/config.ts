@@ -93,6 +93,11 @@ export function renderConfig(existing: string, c: ManagedConfig): string {
     `lxc.uts.name = ${c.name}`,
     ...isolationLines(c.isolation),
     'lxc.signal.halt = SIGTERM',
+    // No terminals: nothing in the container logs in, and each tty and the console would take one of
+    // the host's pseudo-terminals (kernel.pty.max less its reserve: 3,072 here), which ran out at
+    // about 660 containers (LXC's common.conf gives each 4 ttys and a console).
+    'lxc.tty.max = 0',
+    'lxc.console.path = none',
     ...initUserLines(c.initUser),
     `lxc.mount.entry = ${c.aiqsoDir} aiqso none ro,bind,create=dir 0 0`,
     ...(c.appDir ? [`lxc.mount.entry = ${c.appDir} app none ro,bind,create=dir 0 0`] : []),
@@ -115,7 +120,7 @@ export function renderConfig(existing: string, c: ManagedConfig): string {
 
 /** Keys the managed block owns: removed from the part above the marker so ours win. */
 const MANAGED_KEYS =
-  /^\s*lxc\.(uts\.name|apparmor\.|seccomp\.|idmap|signal\.halt|init\.(uid|gid|groups)|net\.|cgroup2?\.)/;
+  /^\s*lxc\.(uts\.name|apparmor\.|seccomp\.|idmap|signal\.halt|tty\.max|console\.path|init\.(uid|gid|groups)|net\.|cgroup2?\.)/;
 
 /** Keys `isolationLines` owns, wherever they are. */
 const ISOLATION_KEYS = /^\s*lxc\.(apparmor\.|seccomp\.|idmap|net\.0\.veth\.pair)/;
