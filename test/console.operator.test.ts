@@ -281,6 +281,32 @@ describe.skipIf(skipBrowser)('operator console in Chromium', { timeout: 180_000 
     expect(new Set(audit.rows.map((r) => r.actor_id)).size).toBe(1);
     expect(audit.rows[0]!.actor_id).not.toBeNull();
 
+    // Another tenant cancelled, then purged without waiting for its grace period, each through its
+    // confirmation.
+    await page.goto(`${base}/admin/tenants/shop01`);
+    const shopId = (await testDb.pool.query<{ id: string }>("SELECT id FROM tenants WHERE slug = 'shop01'"))
+      .rows[0]!.id;
+    await page.click('text=Cancel the tenant…');
+    expect(await page.isVisible('#confirm-cancel')).toBe(true);
+    await inspect(page, 'confirm-cancel');
+    await page.click('#confirm-cancel button[type=submit]');
+    await page.waitForURL(/done=cancelled/);
+    expect(await page.textContent('main')).toContain('The tenant is cancelled');
+    const statusOf = async () =>
+      (await testDb.pool.query<{ status: string }>('SELECT status FROM tenants WHERE id = $1', [shopId]))
+        .rows[0]!.status;
+    expect(await statusOf()).toBe('cancelled');
+    expect(await page.locator('text=Cancel the tenant…').count()).toBe(0);
+    await page.click('text=Purge now…');
+    await page.click('#confirm-purge button[type=submit]');
+    await page.waitForURL(/done=purged/);
+    expect(await page.textContent('main')).toContain('The tenant is being purged');
+    const ended = await testDb.pool.query<{ action: string }>(
+      `SELECT action FROM audit_log WHERE tenant_id = $1 AND action IN ('tenant.cancel', 'tenant.purge') ORDER BY id`,
+      [shopId],
+    );
+    expect(ended.rows.map((r) => r.action)).toEqual(['tenant.cancel', 'tenant.purge']);
+
     // Error pages: HTML with a way back for the browser.
     const missing = await page.goto(`${base}/admin/no-such-page`);
     expect(missing!.status()).toBe(404);

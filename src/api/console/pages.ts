@@ -194,6 +194,9 @@ export interface AuditView {
 const DONE: Record<string, string> = {
   suspended: 'The tenant is suspended: its workspace now shows the suspended page.',
   reactivated: 'The tenant is active again.',
+  cancelled:
+    'The tenant is cancelled: its workspace and services are stopped; its data is kept until the purge date.',
+  purged: 'The tenant is being purged: its containers, databases and backups go, its records are emptied.',
   retried: 'The service is being deployed again; its status follows here.',
 };
 
@@ -245,6 +248,34 @@ ${t.purgeAfter ? `<dt>Purge after</dt><dd>${when(t.purgeAfter)}</dd>` : ''}
         action: `${base}/reactivate`,
         hidden: { csrf },
         confirm: 'Reactivate',
+      }),
+    );
+  }
+  if (t.status !== 'cancelled' && t.status !== 'purged') {
+    actions.push('<a class="button danger" href="#confirm-cancel">Cancel the tenant…</a>');
+    dialogs.push(
+      confirmDialog({
+        id: 'confirm-cancel',
+        title: `Cancel ${t.slug}?`,
+        text: 'Its workspace and services stop at once, as when its subscription ends; its data is kept for the grace period (AIQSO_GRACE_DAYS), then purged. Stripe is not called: cancel its subscription there too.',
+        action: `${base}/cancel`,
+        hidden: { csrf },
+        confirm: 'Cancel the tenant',
+        danger: true,
+      }),
+    );
+  }
+  if (t.status === 'cancelled') {
+    actions.push('<a class="button danger" href="#confirm-purge">Purge now…</a>');
+    dialogs.push(
+      confirmDialog({
+        id: 'confirm-purge',
+        title: `Purge ${t.slug} now?`,
+        text: 'Its containers, service databases and backups are destroyed and its records emptied, without waiting for the end of its grace period. This cannot be undone.',
+        action: `${base}/purge`,
+        hidden: { csrf },
+        confirm: 'Purge now',
+        danger: true,
       }),
     );
   }

@@ -368,6 +368,14 @@ export function consoleRoutes(app: ApiServer, deps: { secureCookies: boolean; pu
     );
   }
 
+  app.post('/admin/tenants/:tenant/cancel', FORM, (request, reply) =>
+    act(request, reply, `/api/v1/tenants/${TenantParam(request)}/cancel`, 'cancelled'),
+  );
+  // Purge now: the grace period ends early (the API refuses a tenant that is not cancelled, 409).
+  app.post('/admin/tenants/:tenant/purge', FORM, (request, reply) =>
+    act(request, reply, `/api/v1/tenants/${TenantParam(request)}/purge?now=true`, 'purged'),
+  );
+
   app.post('/admin/tenants/:tenant/services/:service/retry', FORM, (request, reply) => {
     const service = (request.params as { service: string }).service;
     if (!/^[a-z0-9_-]{1,80}$/i.test(service)) throw new DomainError('not_found', 'There is no such service.');
