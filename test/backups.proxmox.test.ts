@@ -416,9 +416,8 @@ describe('backups on the proxmox driver', { timeout: 300_000 }, () => {
     );
     expect(exported.manifest.files.map((f) => f.path)).toContain('services/notes/database.dump');
     expect(exported.manifest.files.map((f) => f.path)).not.toContain('services/notes/data.tar.gz');
-    expect(exported.manifest.omitted).toEqual([
-      { path: 'services/notes/data.tar.gz', reason: expect.stringMatching(/vzdump/) },
-    ]);
+    expect(exported.manifest.omitted?.map((o) => o.path)).toEqual(['services/notes/data.tar.gz']);
+    expect(exported.manifest.omitted?.[0]?.reason).toMatch(/vzdump/);
     expect(sim.cluster.backups.map((b) => b.volid)).toEqual(volumesBeforeExport);
 
     // The purge deletes the archives that remain (the tenant's restic key does not cover them).
