@@ -1,8 +1,8 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { DomainError, ERROR_CODES, type ErrorCode } from '../../core/errors.ts';
+import { DomainError } from '../../core/errors.ts';
 import { METRICS } from '../../core/usage.ts';
 import type { ApiServer } from '../server.ts';
-import type { ApiAnswer, ConsoleClient } from './client.ts';
+import { refused, type ConsoleClient } from './client.ts';
 import {
   backupsPage,
   catalogPage,
@@ -36,13 +36,6 @@ const one = (q: Query, key: string) => {
 const html = (reply: FastifyReply, status: number, body: string) =>
   reply.status(status).type('text/html; charset=utf-8').header('cache-control', 'no-store').send(body);
 
-/** An API refusal as the console's error page, with the API's words and status. */
-function refused(answer: ApiAnswer): DomainError {
-  const error = (answer.body.error ?? {}) as { code?: string; message?: string };
-  const code = error.code && error.code in ERROR_CODES ? (error.code as ErrorCode) : 'internal';
-  return new DomainError(code, error.message ?? `the API answered ${answer.status}`);
-}
-
 function pageNumber(q: Query): number {
   const text = one(q, 'page') || '1';
   if (!/^\d{1,6}$/.test(text) || Number(text) < 1)
@@ -70,17 +63,9 @@ function backTo(value: string | undefined, fallback: string): string {
  * public API's routes as the signed-in operator.
  */
 export function adminConsoleRoutes(app: ApiServer, client: ConsoleClient): void {
-  /** The API's answer as the operator, or a redirect to sign in (undefined: the reply is sent). */
-  async function read(request: FastifyRequest, reply: FastifyReply, url: string) {
-    const answer = await client.asOperator(request, reply, 'GET', url);
-    if (!answer) {
-      client.endSession(reply);
-      await reply.redirect('/admin/login?expired', 303);
-      return undefined;
-    }
-    if (answer.status !== 200) throw refused(answer);
-    return answer.body;
-  }
+  /** A page's read: the answer's body, or undefined once the browser is sent to sign in. */
+  const read = async (request: FastifyRequest, reply: FastifyReply, url: string) =>
+    (await client.read(request, reply, url))?.body;
 
   /** A form's API call as the operator, then back to `to`. */
   async function act(

@@ -1,6 +1,6 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { DomainError } from '../../core/errors.ts';
+import { DomainError, ERROR_CODES, type ErrorCode } from '../../core/errors.ts';
 
 /**
  * The operator console is a client of the public API: every page and action
@@ -58,6 +58,11 @@ export interface ConsoleClient {
     tokens: { accessToken: string; refreshToken: string; expiresIn: number },
   ): void;
   endSession(reply: FastifyReply): void;
+  /**
+   * A page's read as the signed-in operator: the API's answer; a refusal thrown as the console's
+   * error page; no session: the browser is sent to sign in again and undefined returned.
+   */
+  read(request: FastifyRequest, reply: FastifyReply, url: string): Promise<ApiAnswer | undefined>;
   step(request: FastifyRequest): PendingStep | undefined;
   setStep(reply: FastifyReply, step: PendingStep): void;
   clearStep(reply: FastifyReply): void;
@@ -112,12 +117,24 @@ export function consoleClient(app: FastifyInstance, options: { secureCookies: bo
       .setCookie(CONSOLE_COOKIE.refresh, tokens.refreshToken, { ...base, maxAge: REFRESH_MAX_AGE });
   }
 
+  function endSession(reply: FastifyReply): void {
+    for (const name of [CONSOLE_COOKIE.access, CONSOLE_COOKIE.refresh, CONSOLE_COOKIE.step])
+      void reply.clearCookie(name, { path: PATH });
+  }
+
   return {
     call,
     startSession,
-    endSession(reply) {
-      for (const name of [CONSOLE_COOKIE.access, CONSOLE_COOKIE.refresh, CONSOLE_COOKIE.step])
-        void reply.clearCookie(name, { path: PATH });
+    endSession,
+    async read(request, reply, url) {
+      const answer = await this.asOperator(request, reply, 'GET', url);
+      if (!answer) {
+        endSession(reply);
+        await reply.redirect('/admin/login?expired', 303);
+        return undefined;
+      }
+      if (answer.status !== 200) throw refused(answer);
+      return answer;
     },
     async asOperator(request, reply, method, url, payload) {
       const access = request.cookies[CONSOLE_COOKIE.access];
@@ -169,4 +186,11 @@ export function consoleClient(app: FastifyInstance, options: { secureCookies: bo
       }
     },
   };
+}
+
+/** An API refusal as the console's own error (an HTML page, with the API's words and status). */
+export function refused(answer: ApiAnswer): DomainError {
+  const error = (answer.body.error ?? {}) as { code?: string; message?: string };
+  const code = error.code && error.code in ERROR_CODES ? (error.code as ErrorCode) : 'internal';
+  return new DomainError(code, error.message ?? `the API answered ${answer.status}`);
 }

@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { DomainError, ERROR_CODES, type ErrorCode } from '../../core/errors.ts';
+import { DomainError } from '../../core/errors.ts';
 import type { ApiServer } from '../server.ts';
-import type { ApiAnswer, ConsoleClient } from './client.ts';
+import { refused, type ConsoleClient } from './client.ts';
 import {
   auditPage,
   auditVerifyPage,
@@ -26,12 +26,6 @@ const html = (reply: FastifyReply, status: number, body: string) =>
   reply.status(status).type('text/html; charset=utf-8').header('cache-control', 'no-store').send(body);
 
 /** An API refusal as the console's own error (an HTML page with the API's words and status). */
-function refused(answer: ApiAnswer): DomainError {
-  const error = (answer.body.error ?? {}) as { code?: string; message?: string };
-  const code = error.code && error.code in ERROR_CODES ? (error.code as ErrorCode) : 'internal';
-  return new DomainError(code, error.message ?? `the API answered ${answer.status}`);
-}
-
 /** `2031-05-01` or `2031-05-01T09:30` (a datetime-local field, in UTC) as the API's ISO time. */
 function isoTime(name: string, value: string): string | undefined {
   if (!value) return undefined;
@@ -54,17 +48,8 @@ function isoTime(name: string, value: string): string | undefined {
  * confirmation dialog, then come back to their page saying what happened.
  */
 export function opsConsoleRoutes(app: ApiServer, client: ConsoleClient): void {
-  /** The API's answer as the operator, or a redirect to sign in (undefined: the reply is sent). */
-  async function read(request: FastifyRequest, reply: FastifyReply, url: string) {
-    const answer = await client.asOperator(request, reply, 'GET', url);
-    if (!answer) {
-      client.endSession(reply);
-      await reply.redirect('/admin/login?expired', 303);
-      return undefined;
-    }
-    if (answer.status !== 200) throw refused(answer);
-    return answer;
-  }
+  const read = (request: FastifyRequest, reply: FastifyReply, url: string) =>
+    client.read(request, reply, url);
 
   /** An action: the API call as the operator, then back to `back` with `done` saying what happened. */
   async function act(request: FastifyRequest, reply: FastifyReply, url: string, back: string, done: string) {

@@ -1,11 +1,11 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { DomainError, ERROR_CODES, type ErrorCode } from '../../core/errors.ts';
+import { DomainError } from '../../core/errors.ts';
 import { TENANT_STATUSES } from '../../core/tenants.ts';
 import { STYLESHEET, STYLESHEET_PATH } from '../../web/design.ts';
 import { totpQrSvg } from '../../web/qr.ts';
 import type { ApiServer } from '../server.ts';
 import { adminConsoleRoutes, tenantBackups } from './admin-routes.ts';
-import { CONSOLE_COOKIE, consoleClient, type ApiAnswer, type ConsoleClient } from './client.ts';
+import { CONSOLE_COOKIE, consoleClient, refused, type ApiAnswer, type ConsoleClient } from './client.ts';
 import { opsConsoleRoutes } from './ops-routes.ts';
 import {
   codePage,
@@ -42,13 +42,6 @@ function errorOf(answer: ApiAnswer): { code?: string; message: string; details?:
     message: error.message ?? `the API answered ${answer.status}`,
     details: error.details,
   };
-}
-
-/** An API refusal as the console's own error (an HTML page, with the API's words and status). */
-function refused(answer: ApiAnswer): DomainError {
-  const error = errorOf(answer);
-  const code = error.code && error.code in ERROR_CODES ? (error.code as ErrorCode) : 'internal';
-  return new DomainError(code, error.message);
 }
 
 /**
