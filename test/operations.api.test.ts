@@ -5,7 +5,7 @@ import { syncCatalog } from '../src/catalog/sync.ts';
 import { newId } from '../src/core/ids.ts';
 import { acmeSettings, orderAndRecord } from '../src/edge/renewal.ts';
 import { INBOX_MAX_ATTEMPTS } from '../src/orchestrator/inbox.ts';
-import { lockPlacementHost } from '../src/services/hosts.ts';
+import { DASHBOARD_DISK_REQUEST_MB, lockPlacementHost } from '../src/services/hosts.ts';
 import { startAcmeDns, type AcmeDns } from './support/acme-dns.ts';
 import { createHarness, type Harness } from './support/identity.ts';
 import { missingPart } from './support/strict.ts';
@@ -313,7 +313,8 @@ describe.skipIf(skip)('operations admin API', { timeout: 60_000 }, () => {
         requestedMb: 32 + Math.min(n.memory_mb, n.request ?? n.memory_mb),
       },
       cpu: { cores: 8, requestedCores: 1 + n.cores },
-      disk: { totalGb: 200, requestedGb: 1 + n.disk },
+      // The dashboard counts its disk request (MB), a service its disk in full.
+      disk: { totalGb: 200, requestedGb: Math.round((DASHBOARD_DISK_REQUEST_MB / 1024 + n.disk) * 10) / 10 },
       containers: { count: 2, max: null },
     });
     expect(hosts[1]).toMatchObject({ containers: { count: 0, max: 10 }, memory: { requestedMb: 0 } });
