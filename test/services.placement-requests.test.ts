@@ -94,6 +94,7 @@ describe('placement of catalog services by request', () => {
     expect(await hostUsage(db.db, hostId)).toEqual({
       memory_mb: room,
       disk_gb: notes.disk_gb + social.disk_gb,
+      cores: notes.cores + social.cores,
       containers: 2,
     });
     // The spec placement reads carries the request and the limit apart.
