@@ -966,7 +966,7 @@ const roleSelect = (name, selected, label, id) =>
  * @param {Session} session
  * @param {URL} url
  */
-async function teamPage(session, url) {
+async function teamPage(session, url, invite = { email: '', role: 'tenant_member', error: '' }) {
   const owner = isOwner(session);
   const [users, invitations] = await Promise.all([
     /** @type {Promise<TeamUsers | undefined>} */ (read(`/api/v1/tenants/${tid}/users`)),
@@ -1019,8 +1019,10 @@ async function teamPage(session, url) {
   const inviteForm = `<h2>Invite someone</h2>
 <form method="post" action="invite-member" class="card">${csrfOf(session)}
 <div class="field"><label for="f-invite-email">Email<span class="hint" id="f-invite-email-hint">They get a link that works once, for 72 hours, to set a password and sign in.</span></label>
-<input id="f-invite-email" name="email" type="email" autocomplete="off" required aria-describedby="f-invite-email-hint"></div>
-<div class="field"><label for="f-invite-role">Role</label>${roleSelect('role', 'tenant_member', 'Role', 'f-invite-role')}</div>
+<input id="f-invite-email" name="email" type="email" autocomplete="off" required value="${escape(invite.email)}" aria-describedby="f-invite-email-hint${invite.error ? ' f-invite-email-error' : ''}"${invite.error ? ' aria-invalid="true"' : ''}>${
+    invite.error ? `<div class="field-error" id="f-invite-email-error">${escape(invite.error)}</div>` : ''
+  }</div>
+<div class="field"><label for="f-invite-role">Role</label>${roleSelect('role', invite.role, 'Role', 'f-invite-role')}</div>
 <button type="submit">Send invitation</button></form>`;
   const body = `<h1>Team</h1>
 ${messageOf(url)}
@@ -1073,6 +1075,15 @@ async function teamChange(req, res, session, kind) {
               { method: 'DELETE' },
             );
   const { status, body } = answer;
+  if (kind === 'invite' && status >= 400 && status < 500) {
+    // Refused: the team page again, the reason next to the address, what was typed kept.
+    const invite = {
+      email: String(form.email ?? ''),
+      role: String(form.role ?? 'tenant_member'),
+      error: refusedWith(answer),
+    };
+    return send(res, status, await teamPage(session, new URL('http://dashboard/team'), invite));
+  }
   if (status !== 200 && status !== 201) return back(res, 'team', refusedWith(answer), true);
   const done = {
     invite: `Invitation sent to ${body.email}. The link works until ${body.expiresAt ? when(body.expiresAt) : 'it expires'}.`,

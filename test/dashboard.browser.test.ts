@@ -237,6 +237,17 @@ describe.skipIf(skipBrowser)('tenant dashboard in Chromium', { timeout: 240_000 
     await page.click('nav >> text=Team');
     await page.waitForURL(`${base}/team`);
     await inspect(page, 'team');
+    // An address already in use: the reason next to the field, the address and role kept.
+    await page.fill('#f-invite-email', h.a.member.email);
+    await page.selectOption('#f-invite-role', 'tenant_owner');
+    await page.click('text=Send invitation');
+    await page.waitForSelector('#f-invite-email-error');
+    expect(await page.textContent('#f-invite-email-error')).toContain('already exists');
+    expect(await page.inputValue('#f-invite-email')).toBe(h.a.member.email);
+    expect(await page.inputValue('#f-invite-role')).toBe('tenant_owner');
+    expect(await page.getAttribute('#f-invite-email', 'aria-invalid')).toBe('true');
+    await inspect(page, 'team-invite-refused');
+    await page.selectOption('#f-invite-role', 'tenant_member');
     await page.fill('#f-invite-email', 'newbie@alpha.test');
     await page.click('text=Send invitation');
     await expect.poll(() => notice(page)).toContain('Invitation sent to newbie@alpha.test.');
