@@ -354,6 +354,7 @@ async function* followProvisioning(
 ): AsyncGenerator<string> {
   const shown = new Map<string, string>();
   let paid = false;
+  let waitingShown = false;
   const deadline = Date.now() + seconds * 1000;
   for (;;) {
     const tenant = await db
@@ -362,8 +363,8 @@ async function* followProvisioning(
       .where('id', '=', tenantId)
       .executeTakeFirst();
     const status = tenant?.status;
-    if (status === 'pending_payment' && shown.size === 0 && !paid) {
-      shown.set('', 'payment');
+    if (status === 'pending_payment' && !waitingShown) {
+      waitingShown = true;
       yield '<li class="waiting">Payment <span class="badge warn">waiting for confirmation</span></li>';
     }
     if (status && status !== 'pending_payment' && !paid) {
