@@ -6,6 +6,7 @@ import { ProcessDriver } from '../../src/compute/process/driver.ts';
 import { freePort } from '../../src/db/embedded.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import { startCli, type CliResult } from './cli.ts';
+import { middayZone } from './clock.ts';
 import type { TestDatabase } from './db.ts';
 
 /**
@@ -51,6 +52,7 @@ export async function startKilledPlatform(
     // The test plays Stripe from one address and redelivers everything in one burst, which the
     // edge's per-address limit (100/s) would answer with 429s; the limit has its own tests.
     AIQSO_EDGE_RATE_IP: '0',
+    AIQSO_TIMEZONE: middayZone(),
     ...env,
   };
   let running: { child: ChildProcess; exited: Promise<CliResult> } | undefined = await startCli(

@@ -11,6 +11,7 @@ import { openDatabase } from '../../src/db/database.ts';
 import { freePort, startEmbeddedPostgres } from '../../src/db/embedded.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import { AIQSO_BIN, startCli, type CliResult } from './cli.ts';
+import { middayZone } from './clock.ts';
 import { lxcAvailable, privateNetwork } from './lxc.ts';
 import { missingPart } from './strict.ts';
 import { signed } from './stripe.ts';
@@ -200,6 +201,8 @@ export async function startLivePlatform(options: {
     AIQSO_HTTP_PORT: String(port),
     // Tests and benchmarks sign up many tenants from one address.
     AIQSO_SIGNUP_RATE_IP: '0',
+    // No nightly schedule fires into a long test or benchmark.
+    AIQSO_TIMEZONE: middayZone(),
     ...(options.databaseUrl ? { DATABASE_URL: options.databaseUrl } : {}),
     ...options.driver.env(dataDir),
     ...options.env,
