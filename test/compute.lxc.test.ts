@@ -66,6 +66,39 @@ describe('lxc driver configuration digest', () => {
   });
 });
 
+describe('lxc driver state, read from /proc once a container is known', () => {
+  it('follows a container stopped, started and killed behind its back', async ({ skip: skipTest }) => {
+    if (skip) return skipTest();
+    const driver = await open();
+    const s = specFor({ workload: appWorkload } as ContractHarness, 'behind');
+    try {
+      await driver.ensure(s);
+      const started = await driver.start(s.name);
+      expect(started.configDigest).toBeDefined();
+      expect((await driver.status(s.name)).state).toBe('running');
+      expect((await driver.memory(s.name)).memoryBytes).toBeGreaterThan(0);
+      // Stopped by hand: the init it last saw is gone, so it asks LXC again.
+      await runOk('lxc-stop', ['-P', lxcPath, '-n', s.name, '-k']);
+      expect((await driver.status(s.name)).state).toBe('stopped');
+      expect((await driver.memory(s.name)).memoryBytes).toBe(0);
+      // Started by hand: running, with no configuration it can vouch for (not the init it started).
+      await runOk('lxc-start', ['-P', lxcPath, '-n', s.name]);
+      const outside = await driver.status(s.name);
+      expect(outside.state).toBe('running');
+      expect(outside.configDigest).toBeUndefined();
+      // Its init killed: stopped at the next look, although the pid was known.
+      const pid = Number((await runOk('lxc-info', ['-P', lxcPath, '-n', s.name, '-p', '-H'])).trim());
+      process.kill(pid, 'SIGKILL');
+      await expect.poll(async () => (await driver.status(s.name)).state, { timeout: 10_000 }).toBe('stopped');
+      // And through the driver again: running, its configuration vouched for.
+      expect((await driver.start(s.name)).configDigest).toBe(started.configDigest);
+    } finally {
+      await driver.destroy(s.name);
+      await driver.close();
+    }
+  });
+});
+
 describe('lxc driver at scale', () => {
   it('clones, starts, serves and destroys 20 containers concurrently, leaving nothing behind', async ({
     skip: skipTest,

@@ -25,6 +25,29 @@ async function cgroupReader(pid: number) {
   };
 }
 
+/** A container's init process as last seen: its pid and its start time (which a reused pid would not share). */
+export interface InitProcess {
+  pid: number;
+  started: string;
+}
+
+/**
+ * When the process `pid` started (clock ticks after boot, field 22 of /proc/<pid>/stat), or undefined
+ * when it is gone or a zombie.
+ */
+export async function processStart(pid: number): Promise<string | undefined> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  // The command name (field 2) is in parentheses and may hold spaces; fields from the state (3) on follow it.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  if (fields.length < 20 || fields[0] === 'Z' || fields[0] === 'X') return undefined;
+  return fields[19];
+}
+
+/** True when `init` is still the same live process, in a cgroup of the container `name`. */
+export async function stillRunning(init: InitProcess, name: string): Promise<boolean> {
+  return (await processStart(init.pid)) === init.started && (await inContainerCgroup(init.pid, name));
+}
+
 /** True when the process `pid` still runs in a cgroup of the container `name` (a cached init pid is still its). */
 export async function inContainerCgroup(pid: number, name: string): Promise<boolean> {
   const groups = await readFile(`/proc/${pid}/cgroup`, 'utf8').catch(() => '');

@@ -35,7 +35,14 @@ import { tailLogs } from '../shared/log-tail.ts';
 import { KeyedMutex, runOk, tarLive } from '../shared/run.ts';
 import { recordApplied, reportedDigest } from './applied.ts';
 import { forgetNeighbour } from './bridge.ts';
-import { CGROUP, cgroupMemory, inContainerCgroup, observedLimits } from './cgroup.ts';
+import {
+  CGROUP,
+  cgroupMemory,
+  observedLimits,
+  processStart,
+  stillRunning,
+  type InitProcess,
+} from './cgroup.ts';
 import {
   cgroupLimitKeys,
   IMAGE_LOG,
@@ -85,8 +92,8 @@ export class LxcDriver implements ComputeDriver {
   readonly pool: IpPool;
   private readonly tools: LxcTools;
   private readonly locks = new KeyedMutex();
-  /** Init pids `memory()` found, by container (checked against the container's cgroup before use). */
-  private readonly initPids = new Map<string, number>();
+  /** Running containers' init processes as last seen, by container (see `liveState`). */
+  private readonly inits = new Map<string, InitProcess>();
   private readonly cloneLocks = new KeyedMutex();
   private base?: Promise<Ready>;
   private readonly walls: LxcWalls;
@@ -223,7 +230,7 @@ export class LxcDriver implements ComputeDriver {
         await grantTraversal(source, ready.idmap.uid.start);
       // A new container, or new host ports: the walls are redrawn before it can start with them.
       if (fresh || String(before.hostPorts) !== String(hostPorts)) await this.walls.policy.request();
-      if ((await this.tools.state(spec.name)) === 'RUNNING')
+      if ((await this.liveState(spec.name)).state === 'RUNNING')
         await this.applyLimits(spec.name, spec.resources);
       return this.info(spec.name);
     });
@@ -332,12 +339,15 @@ export class LxcDriver implements ComputeDriver {
       // One spawn in the common case: lxc-start itself says when it was already running.
       const { pid, started } = await this.tools.start(name, this.dir(name));
       if (started && pid) await recordApplied(path.join(this.dir(name), 'aiqso'), pid);
-      return this.info(name, { state: 'RUNNING', pid });
+      const live = { state: 'RUNNING', pid };
+      await this.remember(name, live);
+      return this.info(name, live);
     });
   }
 
   async stop(name: string, options: { timeoutMs?: number } = {}): Promise<void> {
     await this.locks.run(name, async () => {
+      this.inits.delete(name);
       if (!this.exists(name)) return;
       await this.tools.stop(name, Math.max(1, Math.ceil((options.timeoutMs ?? 10_000) / 1000)));
     });
@@ -351,6 +361,7 @@ export class LxcDriver implements ComputeDriver {
 
   async destroy(name: string): Promise<void> {
     await this.locks.run(name, async () => {
+      this.inits.delete(name);
       if (this.exists(name)) await this.tools.destroy(name);
       await rm(this.dir(name), { recursive: true, force: true });
       const ip = await this.pool.lookup(name);
@@ -366,7 +377,7 @@ export class LxcDriver implements ComputeDriver {
 
   async stats(name: string): Promise<ContainerStats> {
     this.mustExist(name);
-    const running = (await this.tools.state(name)) === 'RUNNING';
+    const running = (await this.liveState(name)).state === 'RUNNING';
     const f = running ? await this.tools.info(name) : {};
     const num = (key: string) => Number(f[key] ?? 0) || 0;
     const peak = running && num('PID') ? (await cgroupMemory(num('PID'))).peakBytes : undefined;
@@ -383,18 +394,9 @@ export class LxcDriver implements ComputeDriver {
 
   async memory(name: string): Promise<Pick<ContainerStats, 'memoryBytes' | 'memoryPeakBytes'>> {
     this.mustExist(name);
-    // The init's pid, remembered while it still runs in the container's cgroup (else one lxc-info), then
-    // the cgroup's own files: sampled every few minutes for every container, so no spawn when avoidable.
-    let pid = this.initPids.get(name);
-    if (pid === undefined || !(await inContainerCgroup(pid, name))) {
-      const live = await this.tools.statePid(name);
-      pid = live.state === 'RUNNING' ? live.pid : undefined;
-      if (pid === undefined) {
-        this.initPids.delete(name);
-        return { memoryBytes: 0 };
-      }
-      this.initPids.set(name, pid);
-    }
+    // Sampled every few minutes for every container: the init's cgroup files, found without a spawn.
+    const { state, pid } = await this.liveState(name);
+    if (state !== 'RUNNING' || pid === undefined) return { memoryBytes: 0 };
     const m = await cgroupMemory(pid);
     return {
       memoryBytes: m.bytes ?? 0,
@@ -405,7 +407,7 @@ export class LxcDriver implements ComputeDriver {
   async exec(name: string, argv: string[], options: ExecOptions = {}): Promise<ExecResult> {
     this.mustExist(name);
     if (argv.length === 0) throw badRequest('exec needs a command');
-    if ((await this.tools.state(name)) !== 'RUNNING') throw conflict(`container ${name} is not running`);
+    if ((await this.liveState(name)).state !== 'RUNNING') throw conflict(`container ${name} is not running`);
     return this.tools.attach(name, argv, options.stdin, options.timeoutMs ?? 60_000);
   }
 
@@ -487,6 +489,26 @@ export class LxcDriver implements ComputeDriver {
     return tail ? tail.slice(-400) : undefined;
   }
 
+  /**
+   * Whether `name` runs, and its init's pid. The init last seen is looked for in /proc first (the same
+   * process, still in the container's cgroup): a resync looks at every container every minute, and one
+   * lxc-info spawn per look made a pass over a thousand tenants outlast its interval. Anything else
+   * (never seen, stopped, restarted behind the driver's back) asks lxc-info.
+   */
+  private async liveState(name: string): Promise<{ state: string; pid?: number }> {
+    const known = this.inits.get(name);
+    if (known && (await stillRunning(known, name))) return { state: 'RUNNING', pid: known.pid };
+    const live = await this.tools.statePid(name);
+    await this.remember(name, live);
+    return live;
+  }
+
+  private async remember(name: string, live: { state: string; pid?: number }): Promise<void> {
+    const started = live.state === 'RUNNING' && live.pid ? await processStart(live.pid) : undefined;
+    if (started && live.pid) this.inits.set(name, { pid: live.pid, started });
+    else this.inits.delete(name);
+  }
+
   private async deltaDir(name: string): Promise<string> {
     return rootfsLayers(await this.tools.config(name))?.upper ?? '';
   }
@@ -496,7 +518,7 @@ export class LxcDriver implements ComputeDriver {
     const meta = JSON.parse(
       await readFile(path.join(this.dir(name), 'aiqso', 'meta.json'), 'utf8').catch(() => '{}'),
     ) as Partial<Meta>;
-    const live = known ?? (await this.tools.statePid(name));
+    const live = known ?? (await this.liveState(name));
     const running = live.state === 'RUNNING';
     const limits = running && live.pid ? await observedLimits(live.pid) : undefined;
     const digest = await reportedDigest(path.join(this.dir(name), 'aiqso'), { running, pid: live.pid });
