@@ -55,9 +55,19 @@ export async function requestReconcile(
 }
 
 /**
+ * How a resync's reconciles rank against other work: graphile-worker takes
+ * jobs by priority (lowest first), then run time. Fresh work (a signup, a
+ * subscription, a retry) is queued at 0 and so runs before a thousand
+ * look-overs queued ahead of it; queueing fresh work for a resource whose
+ * look-over still waits raises that job to 0 (the key's job is replaced).
+ */
+export const RESYNC_PRIORITY = 10;
+
+/**
  * Queue a reconcile of every live resource (not finished deleting, not failed)
- * in one statement. A resource already waiting for a retry keeps its run time.
- * Returns how many were queued.
+ * in one statement, at `RESYNC_PRIORITY`. A resource that has a job already —
+ * waiting for its retry or its next look, or running — keeps it as it is (its
+ * run time, priority and payload). Returns how many were queued.
  */
 export async function requestReconcileAll(db: Kysely<DB>, reason: string): Promise<number> {
   const { rows } = await sql<{ n: number }>`
@@ -66,9 +76,10 @@ export async function requestReconcileAll(db: Kysely<DB>, reason: string): Promi
         ${TASKS.reconcile},
         json_build_object('kind', kind, 'id', id, 'reason', ${reason}::text),
         NULL, NULL, ${RECONCILE_MAX_ATTEMPTS},
-        'reconcile:' || kind || ':' || id, NULL, NULL)::graphile_worker.job_spec), true) AS job
-      FROM resources
+        'reconcile:' || kind || ':' || id, ${RESYNC_PRIORITY}, NULL)::graphile_worker.job_spec), true) AS job
+      FROM resources r
       WHERE phase NOT IN ('deleted', 'failed')
+        AND NOT EXISTS (SELECT 1 FROM graphile_worker.jobs j WHERE j.key = 'reconcile:' || r.kind || ':' || r.id)
       HAVING count(*) > 0
     )
     SELECT count(*)::int AS n FROM queued`.execute(db);
