@@ -56,10 +56,13 @@ const db = await benchDatabase(tmp, log);
 // One load generator stands for many clients: the edge's per-address budget would refuse most of it.
 // BENCH_OVERCOMMIT: the host's AIQSO_HOST_OVERCOMMIT (default 1: no more requests than it has memory for).
 const OVERCOMMIT = process.env.BENCH_OVERCOMMIT ?? '1';
+/** `BENCH_CPU_PROF=<dir>`: `aiqso up` writes a V8 CPU profile there when it stops. */
+const CPU_PROF = process.env.BENCH_CPU_PROF;
 const platform = await startLivePlatform({
   databaseUrl: db.url,
   driver,
   env: { AIQSO_EDGE_RATE_IP: '0', AIQSO_HOST_OVERCOMMIT: OVERCOMMIT },
+  nodeArgs: CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(CPU_PROF)] : [],
 });
 const mb = (bytes: number) => bytes / 2 ** 20;
 try {
