@@ -61,7 +61,14 @@ const CPU_PROF = process.env.BENCH_CPU_PROF;
 const platform = await startLivePlatform({
   databaseUrl: db.url,
   driver,
-  env: { AIQSO_EDGE_RATE_IP: '0', AIQSO_HOST_OVERCOMMIT: OVERCOMMIT },
+  env: {
+    AIQSO_EDGE_RATE_IP: '0',
+    AIQSO_HOST_OVERCOMMIT: OVERCOMMIT,
+    // BENCH_WORKER_CONCURRENCY: the platform's AIQSO_WORKER_CONCURRENCY (its default otherwise).
+    ...(process.env.BENCH_WORKER_CONCURRENCY
+      ? { AIQSO_WORKER_CONCURRENCY: process.env.BENCH_WORKER_CONCURRENCY }
+      : {}),
+  },
   nodeArgs: CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(CPU_PROF)] : [],
 });
 const mb = (bytes: number) => bytes / 2 ** 20;

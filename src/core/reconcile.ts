@@ -50,6 +50,14 @@ export interface StepContext<Spec> {
    * when it ends.
    */
   progress(detail: string): void;
+  /**
+   * A read shared by the observes of one run: the first `look(key, read)`
+   * reads, later observes of the same run get that answer (three steps
+   * looking at one container cost one look; a resync runs every resource's
+   * observes every interval). Inside `apply` or `remove` it always reads
+   * afresh, and once a step has acted every key is read again.
+   */
+  look<T>(key: string, read: () => Promise<T>): Promise<T>;
 }
 
 /**

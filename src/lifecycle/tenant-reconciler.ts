@@ -90,35 +90,17 @@ type Ctx = StepContext<TenantSpec>;
 export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantSpec> {
   const name = (ctx: Ctx) => containerName(ctx.resource.id, 'dashboard');
   const hostname = (ctx: Ctx) => `${ctx.resource.spec.slug}.${deps.baseDomain}`;
-  // The tenant's row, read once per run by the steps that need it; a step that writes it forgets it.
-  const rows = new WeakMap<object, Promise<{ status: TenantStatus; host_id: string | null }>>();
-  const tenantRow = (ctx: Ctx) => {
-    let row = rows.get(ctx.resource);
-    if (!row) {
-      row = deps.db
+  // Read once by the observes of a run (StepContext.look), afresh by the steps that act.
+  const tenantRow = (ctx: Ctx) =>
+    ctx.look('tenant', () =>
+      deps.db
         .selectFrom('tenants')
         .select(['status', 'host_id'])
         .where('id', '=', ctx.resource.id)
-        .executeTakeFirstOrThrow();
-      rows.set(ctx.resource, row);
-      row.catch(() => rows.delete(ctx.resource));
-    }
-    return row;
-  };
+        .executeTakeFirstOrThrow(),
+    );
   const status = async (ctx: Ctx): Promise<TenantStatus> => (await tenantRow(ctx)).status;
-  // One look at the dashboard per run, shared by the steps that read it (a resync runs every tenant's
-  // steps every interval); a step that acts on the container forgets it, so the next one looks again.
-  const looks = new WeakMap<object, Promise<ContainerInfo>>();
-  const info = (ctx: Ctx): Promise<ContainerInfo> => {
-    let look = looks.get(ctx.resource);
-    if (!look) {
-      look = deps.compute.status(name(ctx));
-      looks.set(ctx.resource, look);
-      look.catch(() => looks.delete(ctx.resource));
-    }
-    return look;
-  };
-  const forget = (ctx: Ctx) => looks.delete(ctx.resource);
+  const info = (ctx: Ctx): Promise<ContainerInfo> => ctx.look('dashboard', () => deps.compute.status(name(ctx)));
   const wantsRunning = (s: TenantStatus) => s !== 'cancelled' && s !== 'purged';
   const dashboardSpec = async (ctx: Ctx): Promise<ContainerSpec> => {
     const { spec, id } = ctx.resource;
@@ -171,7 +153,6 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
         return (await tenantRow(ctx)).host_id ? 'ok' : 'missing';
       },
       async apply(ctx) {
-        rows.delete(ctx.resource);
         const refusal = await placeOrRefuse(deps.db, deps.placement, {
           resource: ctx.resource,
           waitingSince: ctx.waitingSince,
@@ -216,14 +197,11 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
         return c.configDigest === configDigest(await dashboardSpec(ctx)) ? 'ok' : 'drifted';
       },
       async apply(ctx, found) {
-        forget(ctx);
         await deps.compute.ensure(await dashboardSpec(ctx));
         if (found === 'drifted' && (await info(ctx)).state === 'running')
           await deps.compute.restart(name(ctx));
-        forget(ctx);
       },
       async remove(ctx) {
-        forget(ctx);
         await deps.compute.destroy(name(ctx));
         await deps.revokeDashboardKey(ctx.resource.id);
       },
@@ -235,10 +213,8 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
         return running === wantsRunning(await status(ctx)) ? 'ok' : 'drifted';
       },
       async apply(ctx) {
-        forget(ctx);
         if (wantsRunning(await status(ctx))) await deps.compute.start(name(ctx));
         else await deps.compute.stop(name(ctx));
-        forget(ctx);
       },
     },
     {
@@ -319,7 +295,6 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
         return (await status(ctx)) === 'provisioning' ? 'missing' : 'ok';
       },
       async apply(ctx) {
-        rows.delete(ctx.resource);
         await deps.db.transaction().execute(async (trx) => {
           const activated = await trx
             .updateTable('tenants')

@@ -110,6 +110,19 @@ export async function runSteps<Spec>(options: RunStepsOptions<Spec>): Promise<St
   const order = deleting ? [...reconciler.steps].reverse() : reconciler.steps;
   let actions = 0;
   const repaired: string[] = [];
+  // Reads the observes share (StepContext.look): kept until a step acts; an acting step reads afresh.
+  const looks = new Map<string, Promise<unknown>>();
+  let acting = false;
+  const look = <T>(key: string, read: () => Promise<T>): Promise<T> => {
+    if (acting) return read();
+    let found = looks.get(key) as Promise<T> | undefined;
+    if (!found) {
+      found = read();
+      looks.set(key, found);
+      found.catch(() => looks.delete(key));
+    }
+    return found;
+  };
   for (const step of order) {
     const status = steps.find((s) => s.name === step.name)!;
     const waiting = status.state === 'waiting' && status.waitingSince !== undefined;
@@ -122,6 +135,7 @@ export async function runSteps<Spec>(options: RunStepsOptions<Spec>): Promise<St
       ...base,
       waitingSince: waiting ? new Date(status.waitingSince!) : null,
       progress: (detail) => reporter.report(detail),
+      look,
     };
     try {
       const found: Observation = await step.observe(ctx);
@@ -142,9 +156,14 @@ export async function runSteps<Spec>(options: RunStepsOptions<Spec>): Promise<St
         delete status.finishedAt;
         await options.onProgress(steps);
       }
-      const result = deleting
-        ? await step.remove!(ctx)
-        : await step.apply(ctx, found as Exclude<Observation, 'ok'>);
+      acting = true;
+      const result = await (deleting
+        ? step.remove!(ctx)
+        : step.apply(ctx, found as Exclude<Observation, 'ok'>)
+      ).finally(() => {
+        acting = false;
+        looks.clear();
+      });
       await reporter.stop();
       if (isRequeue(result)) {
         status.state = 'waiting';

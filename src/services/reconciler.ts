@@ -75,10 +75,12 @@ export interface TenantServiceReconcilerDeps {
 type Ctx = StepContext<TenantServiceSpec>;
 
 export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reconciler<TenantServiceSpec> {
-  const load = (ctx: Ctx) => loadDeployment(deps.db, ctx.resource.id, ctx.resource.spec);
+  // Read once by the observes of a run (StepContext.look), afresh by the steps that act.
+  const load = (ctx: Ctx) =>
+    ctx.look('deployment', () => loadDeployment(deps.db, ctx.resource.id, ctx.resource.spec));
   const removing = (ctx: Ctx) => ctx.resource.spec.removeAfter !== null;
   const hostname = (d: Deployment) => `${d.spec.slug}.${deps.baseDomain}`;
-  const info = (d: Deployment) => deps.compute.status(d.containerName);
+  const info = (ctx: Ctx, d: Deployment) => ctx.look('container', () => deps.compute.status(d.containerName));
   const wantsRunning = (ctx: Ctx, d: Deployment) =>
     !removing(ctx) && d.tenantStatus !== 'cancelled' && d.tenantStatus !== 'purged';
   const setStatus = async (id: string, status: 'deploying' | 'active' | 'failed', reason: string | null) => {
@@ -168,7 +170,7 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
       name: 'capacity check',
       async observe(ctx) {
         if (removing(ctx)) return 'ok';
-        return (await info(await load(ctx))).state === 'missing' ? 'missing' : 'ok';
+        return (await info(ctx, await load(ctx))).state === 'missing' ? 'missing' : 'ok';
       },
       async apply(ctx) {
         const d = await load(ctx);
@@ -207,7 +209,7 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
       async observe(ctx) {
         if (removing(ctx)) return 'ok';
         const d = await load(ctx);
-        const c = await info(d);
+        const c = await info(ctx, d);
         if (c.state === 'missing') return 'missing';
         const want = d.spec.resources;
         const drifted =
@@ -222,7 +224,7 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
         if (d.status === 'pending') await setStatus(d.id, 'deploying', null);
         await deps.compute.ensure(await containerSpec(d));
         // A new environment or limits reach a running workload only through a restart.
-        if (found === 'drifted' && (await info(d)).state === 'running')
+        if (found === 'drifted' && (await info(ctx, d)).state === 'running')
           await deps.compute.restart(d.containerName);
       },
       async remove(ctx) {
@@ -277,7 +279,7 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
       name: 'running',
       async observe(ctx) {
         const d = await load(ctx);
-        const c = await info(d);
+        const c = await info(ctx, d);
         if (c.state === 'missing') return removing(ctx) ? 'ok' : 'missing';
         return (c.state === 'running') === wantsRunning(ctx, d) ? 'ok' : 'drifted';
       },
@@ -302,7 +304,7 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
           .executeTakeFirst();
         if (removing(ctx)) return route ? 'drifted' : 'ok';
         if (!route) return 'missing';
-        const endpoint = (await info(d)).endpoint;
+        const endpoint = (await info(ctx, d)).endpoint;
         const same =
           route.state === routeState(d) &&
           route.strip_prefix === d.template.route.strip_prefix &&
@@ -323,7 +325,7 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
           pathPrefix: d.template.route.path,
           tenantId: d.tenantId,
           tenantServiceId: d.id,
-          upstream: (await info(d)).endpoint ?? null,
+          upstream: (await info(ctx, d)).endpoint ?? null,
           stripPrefix: d.template.route.strip_prefix,
           state: routeState(d),
           auth: d.template.route.auth,
@@ -363,7 +365,7 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
         // Once a service has answered, its health is the health monitor's (src/health/): a recreate or
         // restart here must not turn a service the monitor is repairing into a failed deployment.
         if (d.status === 'active' || d.status === 'degraded') return 'ok';
-        return (await probe(await info(d), d.template.health.path)) === d.template.health.status
+        return (await probe(await info(ctx, d), d.template.health.path)) === d.template.health.status
           ? 'ok'
           : 'missing';
       },
@@ -372,7 +374,7 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
       async apply(ctx) {
         const d = await load(ctx);
         const { path, status, timeout_seconds } = d.template.health;
-        const c = await info(d);
+        const c = await info(ctx, d);
         // A workload that exited (an image's entrypoint) will not answer: say why at once.
         if (c.state === 'stopped' && d.template.kind === 'image') {
           throw new DomainError(
