@@ -7,7 +7,7 @@ import type { DoctorCheck } from '../compute/shared/doctor-check.ts';
 import { DomainError } from '../core/errors.ts';
 import { WORKLOAD_PATH } from '../compute/shared/run.ts';
 import { isLocalBase } from './repositories.ts';
-import { Restic } from './restic.ts';
+import { resticFor, type Restic } from './restic.ts';
 import { parseSftp, sshOptions, sshProblem, type SftpTarget, type SshSettings } from './sftp.ts';
 
 /** What a filesystem error means for the repository base, in words. */
@@ -202,21 +202,50 @@ async function checkSftpBase(
   }
 }
 
+/** The fix for a remote backend that failed, by what its answer said. */
+function remoteFix(err: unknown): string {
+  const reason = err instanceof DomainError ? err.details?.reason : undefined;
+  if (reason === 'credentials')
+    return "set the backend's credentials (for s3: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) to a key the server accepts, with write access to the bucket";
+  if (reason === 'tls')
+    return "set AIQSO_BACKUP_CACERT to the PEM file of the CA certificate that signed the server's certificate";
+  if (reason === 'network') return 'check the server is up, and the host and port in AIQSO_BACKUP_REPOSITORY';
+  return 'set AIQSO_BACKUP_REPOSITORY to a writable path or a reachable restic repository (sftp:, s3:, rest:)';
+}
+
+/**
+ * Another remote backend (s3:, rest: …): restic itself writes there. The base keeps a small
+ * empty repository, `<base>/doctor-probe` (made on the first check); opening it with a lock writes
+ * a lock file and removes it. A refused key, an untrusted certificate or an unreachable server is
+ * said in words, with the fix.
+ */
+async function checkRemoteBase(base: string, restic: Restic, version: string): Promise<DoctorCheck> {
+  const probe = { location: `${base.replace(/\/+$/, '')}/doctor-probe`, password: 'probe' };
+  try {
+    if (!(await restic.exists(probe))) await restic.init(probe);
+    // Not --no-lock: the lock restic writes and removes is the probe.
+    await restic.call(probe, ['list', 'keys']);
+    return { part: 'backups', status: 'ok', detail: `${version}; ${base} is reachable and writable` };
+  } catch (err) {
+    return {
+      part: 'backups',
+      status: 'failed',
+      detail: `${base}: ${(err as Error).message}`,
+      fix: remoteFix(err),
+    };
+  }
+}
+
 /**
  * `aiqso doctor`: restic is installed and the backup repository base can be
  * used. A path must be writable (a probe file is written and removed; see
  * `checkLocalBase` for one that does not exist yet); a
  * sftp: base must take a probe file over a real login (`checkSftpBase`); another
- * remote backend must answer (restic opens a probe location there: "no
- * repository" is an answer, an unreachable host or refused login is not).
+ * remote backend must take restic's writes (`checkRemoteBase`).
  */
 export async function checkBackupRepository(config: Config): Promise<DoctorCheck> {
   const base = config.backup.repository;
-  const restic = new Restic({
-    cacheDir: path.join(config.dataDir, 'restic-cache'),
-    credentials: config.backup.credentials,
-    ssh: config.backup.ssh,
-  });
+  const restic = resticFor(config);
   const fix =
     'set AIQSO_BACKUP_REPOSITORY to a writable path or a reachable restic repository (sftp:, s3:, rest:)';
   try {
@@ -224,15 +253,17 @@ export async function checkBackupRepository(config: Config): Promise<DoctorCheck
     if (isLocalBase(base)) return await checkLocalBase(base, config.dataDir, version);
     const sftp = parseSftp(base);
     if (sftp) return await checkSftpBase(base, sftp, config.backup.ssh, config.dataDir, version);
-    const answered = !(await restic.exists({
-      location: `${base.replace(/\/+$/, '')}/doctor-probe`,
-      password: 'probe',
-    }));
-    return {
-      part: 'backups',
-      status: 'ok',
-      detail: `${version}; ${base} answers${answered ? '' : ' (a probe repository exists there)'}`,
-    };
+    if (config.backup.cacert) {
+      const cacert = await settingProblem(config.backup.cacert, 'AIQSO_BACKUP_CACERT', false);
+      if (cacert)
+        return {
+          part: 'backups',
+          status: 'failed',
+          detail: `${base}: ${cacert}`,
+          fix: "set AIQSO_BACKUP_CACERT to the PEM file of the CA certificate that signed the server's certificate",
+        };
+    }
+    return await checkRemoteBase(base, restic, version);
   } catch (err) {
     const missing = err instanceof DomainError && /cannot run restic/.test(err.message);
     return {

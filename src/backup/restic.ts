@@ -1,6 +1,8 @@
 import { spawn } from 'node:child_process';
+import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { WORKLOAD_PATH } from '../compute/shared/run.ts';
+import type { Config } from '../config/load.ts';
 import { DomainError } from '../core/errors.ts';
 import { parseSftp, sftpCommand, sshProblem, type SshSettings } from './sftp.ts';
 
@@ -24,6 +26,18 @@ export interface ResticOptions {
   credentials?: Record<string, string>;
   /** How restic's ssh reaches an `sftp:` repository (identity, known_hosts); see sftp.ts. */
   ssh?: SshSettings;
+  /** PEM file of CA certificates for an HTTPS repository signed by a private CA (restic's `--cacert`). */
+  cacert?: string;
+}
+
+/** The restic the configuration describes: its cache under the data dir, the backend's credentials, ssh and CA settings. */
+export function resticFor(config: Pick<Config, 'dataDir' | 'backup'>): Restic {
+  return new Restic({
+    cacheDir: path.join(config.dataDir, 'restic-cache'),
+    credentials: config.backup.credentials,
+    ssh: config.backup.ssh,
+    ...(config.backup.cacert ? { cacert: config.backup.cacert } : {}),
+  });
 }
 
 export interface Snapshot {
@@ -47,25 +61,84 @@ interface CallOptions {
   signal?: AbortSignal;
 }
 
+/** The variables holding a backend's credentials, by the repository's scheme, for a refusal's message. */
+function credentialNames(location: string): string {
+  const scheme = /^([a-z0-9]+):/.exec(location)?.[1];
+  switch (scheme) {
+    case 's3':
+      return 'AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary keys)';
+    case 'rest':
+      return 'RESTIC_REST_USERNAME and RESTIC_REST_PASSWORD';
+    case 'b2':
+      return 'B2_ACCOUNT_ID and B2_ACCOUNT_KEY';
+    case 'azure':
+      return 'AZURE_ACCOUNT_NAME and AZURE_ACCOUNT_KEY';
+    default:
+      return "the backend's credentials";
+  }
+}
+
+/**
+ * What a remote backend's answer says went wrong, before restic's own words are read: its
+ * "unable to open config file" wraps every failure to read the repository's config, and only a
+ * config that is not there means "no repository yet".
+ */
+function backendProblem(location: string, stderr: string, detail: string): DomainError | undefined {
+  const cacert = /unable to read root certificate: [^\n]*/.exec(stderr);
+  if (cacert)
+    return new DomainError('misconfigured', `AIQSO_BACKUP_CACERT cannot be used: restic is ${cacert[0]}`, {
+      details: { reason: 'tls' },
+    });
+  if (/x509: |tls: /i.test(stderr))
+    return new DomainError(
+      'misconfigured',
+      `backup repository unreachable: its TLS certificate is not trusted (set AIQSO_BACKUP_CACERT to the CA certificate that signed it): ${detail}`,
+      { details: { reason: 'tls' } },
+    );
+  if (
+    /InvalidAccessKeyId|Access Key Id you provided does not exist|SignatureDoesNotMatch|signature we calculated does not match|AccessDenied|Access Denied|InvalidToken|ExpiredToken|security token included in the request is invalid|unexpected HTTP response \((401|403)\)/i.test(
+      stderr,
+    )
+  )
+    return new DomainError(
+      'misconfigured',
+      `backup repository refused the credentials: check ${credentialNames(location)}: ${detail}`,
+      { details: { reason: 'credentials' } },
+    );
+  if (
+    /connection refused|no such host|i\/o timeout|network is unreachable|no route to host|connection reset by peer|server misbehaving/i.test(
+      stderr,
+    )
+  )
+    return new DomainError('unavailable', `backup repository unreachable: ${detail}`, {
+      details: { reason: 'network' },
+    });
+  return undefined;
+}
+
 /** A restic failure, with its last stderr lines (which never hold the password). */
 function failure(
+  repo: ResticRepository,
   args: string[],
   code: number,
   stderr: string,
   sftp?: { target: NonNullable<ReturnType<typeof parseSftp>>; ssh: SshSettings },
 ): DomainError {
-  const detail = stderr.trim().split('\n').slice(-3).join(' | ');
+  const detail = stderr
+    .trim()
+    .split('\n')
+    .filter((l) => !/^Is there a repository at the following location\?$/.test(l) && l !== repo.location)
+    .slice(-3)
+    .join(' | ');
   const ssh = sftp && sshProblem(stderr, sftp.target, sftp.ssh);
   if (ssh) return new DomainError('unavailable', ssh);
+  const backend = backendProblem(repo.location, stderr, detail);
+  if (backend) return backend;
   if (/unable to open config file/.test(stderr))
     return new DomainError('not_found', `no backup repository there yet: ${detail}`, {
       details: { missing: true },
     });
-  if (
-    /Is there a repository|unable to open repository|unable to start the sftp|connection refused/i.test(
-      stderr,
-    )
-  )
+  if (/Is there a repository|unable to open repository|unable to start the sftp/i.test(stderr))
     return new DomainError('unavailable', `backup repository unreachable: ${detail}`);
   if (/repository is already locked/i.test(stderr))
     return new DomainError('conflict', `restic ${args[0]}: the repository is locked: ${detail}`, {
@@ -83,6 +156,7 @@ export class Restic {
   readonly #cacheDir: string;
   readonly #credentials: Record<string, string>;
   readonly #ssh: SshSettings;
+  readonly #cacert: string | undefined;
 
   constructor(options: ResticOptions) {
     this.#binary = options.binary ?? 'restic';
@@ -91,6 +165,7 @@ export class Restic {
     // Without settings, an sftp repository is still reached non-interactively, and its host key
     // is checked against an empty list: refused, with the fix.
     this.#ssh = options.ssh ?? { knownHosts: '/dev/null' };
+    this.#cacert = options.cacert;
   }
 
   /** Run restic against `repo`; resolves with its stdout (unless piped) or rejects with a DomainError. */
@@ -99,7 +174,10 @@ export class Restic {
     const sftp = target ? { target, ssh: this.#ssh } : undefined;
     return new Promise((resolve, reject) => {
       // The whole ssh command (a throw here rejects): restic's default would ask questions and read ~/.ssh.
-      const argv = target ? ['-o', `sftp.command=${sftpCommand(target, this.#ssh)}`, ...args] : args;
+      const argv = target ? ['-o', `sftp.command=${sftpCommand(target, this.#ssh)}`, ...args] : [...args];
+      // A path only (the certificates are public), and only for a backend restic reaches over HTTP(S).
+      if (this.#cacert && !target && /^[a-z0-9]+:/.test(repo.location))
+        argv.unshift('--cacert', this.#cacert);
       const child = spawn(this.#binary, argv, {
         env: {
           PATH: WORKLOAD_PATH,
@@ -128,7 +206,7 @@ export class Restic {
       );
       child.on('close', (code, signal) => {
         if (code === 0) resolve(stdout);
-        else reject(failure(args, code ?? (signal ? 128 : 1), stderr, sftp));
+        else reject(failure(repo, args, code ?? (signal ? 128 : 1), stderr, sftp));
       });
     });
   }

@@ -63,6 +63,8 @@ export interface Config {
     credentials: Record<string, string>;
     /** How ssh reaches an sftp: repository: the identity file and the platform's known_hosts file. */
     ssh: { key?: string; knownHosts: string };
+    /** PEM file of the CA certificates restic trusts for an HTTPS repository (restic's `--cacert`). */
+    cacert?: string;
   };
   /** Unpaid signups older than this many hours are removed, freeing their slug and email. */
   pendingSignupHours: number;
@@ -301,6 +303,7 @@ function toConfig(raw: RawConfig, cwd: string, env: Source): Config {
           ? path.resolve(cwd, raw.AIQSO_BACKUP_SSH_KNOWN_HOSTS)
           : path.join(path.resolve(cwd, raw.AIQSO_DATA_DIR), 'ssh', 'known_hosts'),
       },
+      ...(raw.AIQSO_BACKUP_CACERT ? { cacert: path.resolve(cwd, raw.AIQSO_BACKUP_CACERT) } : {}),
     },
     pendingSignupHours: raw.AIQSO_PENDING_SIGNUP_HOURS,
     signupRatePerIp: raw.AIQSO_SIGNUP_RATE_IP,

@@ -300,6 +300,12 @@ export const CONFIG_REFERENCE: { [K in keyof RawConfig]-?: ConfigEntry } = {
     meaning:
       "the platform's known_hosts file for an `sftp:` repository: the server's host key must be listed there (add it with `ssh-keyscan` after checking its fingerprint); an unknown or changed key is refused, never accepted",
   },
+  AIQSO_BACKUP_CACERT: {
+    group: 'Backups',
+    unset: "the system's CA certificates",
+    meaning:
+      "path of a PEM file of CA certificates restic trusts for an HTTPS repository (`s3:https://…`, `rest:https://…`) whose certificate a private CA signed, such as an S3 server on a NAS with its own certificate; passed as restic's `--cacert` (a path, no secret)",
+  },
   AIQSO_BACKUP_KEEP: {
     group: 'Backups',
     meaning:

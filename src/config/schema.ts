@@ -335,6 +335,8 @@ export const configSchema = z.object({
     .string()
     .regex(/^[^\s'"\\]+$/, 'expected the path of a known_hosts file, without spaces or quotes')
     .optional(),
+  /** CA certificates (PEM) restic trusts for an HTTPS repository signed by a private CA; a path, passed as `--cacert`. */
+  AIQSO_BACKUP_CACERT: z.string().min(1, 'expected the path of a PEM file of CA certificates').optional(),
   /** Backups kept per tenant, grandfather-father-son: the newest snapshot of each of the last N days, ISO weeks and months. */
   AIQSO_BACKUP_KEEP: z
     .string()

@@ -26,6 +26,11 @@ export const ERROR_CODES = {
   deploy_failed: { status: 502, blame: 'platform', retryable: false },
   dependency_failed: { status: 502, blame: 'platform', retryable: true },
   unavailable: { status: 503, blame: 'platform', retryable: true },
+  /**
+   * The platform's own settings are wrong, and only an operator can fix them (a backup repository
+   * refused the configured credentials, or its certificate is not trusted): retrying cannot help.
+   */
+  misconfigured: { status: 503, blame: 'platform', retryable: false },
   internal: { status: 500, blame: 'platform', retryable: true },
 } as const satisfies Record<string, { status: number; blame: 'caller' | 'platform'; retryable: boolean }>;
 

@@ -15,7 +15,7 @@ import {
   startPlatformBackupRun,
 } from '../backup/platform-run.ts';
 import { serviceRestoreReconciler } from '../backup/restore.ts';
-import { Restic } from '../backup/restic.ts';
+import { resticFor, type Restic } from '../backup/restic.ts';
 import { backupRunReconciler } from '../backup/run.ts';
 import { verifiableTenants, verifyTenants } from '../backup/verify.ts';
 import { removeExpiredExports, tenantExportReconciler } from '../backup/export.ts';
@@ -27,11 +27,7 @@ export function backupEngine(
   box: () => Promise<SecretBox> = () =>
     loadSecretBox({ configured: config.masterKey, dataDir: config.dataDir }),
 ): { restic: Restic; keys: RepositoryKeys } {
-  const restic = new Restic({
-    cacheDir: path.join(config.dataDir, 'restic-cache'),
-    credentials: config.backup.credentials,
-    ssh: config.backup.ssh,
-  });
+  const restic = resticFor(config);
   return { restic, keys: repositoryKeys(db, box, config.backup.repository) };
 }
 

@@ -25,9 +25,8 @@ import {
   restorePlatform,
   runPlatformBackup,
 } from '../../backup/platform.ts';
-import { Restic } from '../../backup/restic.ts';
+import { resticFor } from '../../backup/restic.ts';
 import { readMasterKey } from '../../identity/master-key.ts';
-import path from 'node:path';
 import { EXIT } from '../exit.ts';
 import { printJson, printTable } from '../output.ts';
 
@@ -127,11 +126,7 @@ async function platformList(ctx: CommandContext, options: { json?: boolean }) {
       'bad_request',
       `no master key: set AIQSO_MASTER_KEY (or put the platform's master.key in ${config.dataDir}); the platform repository opens with it`,
     );
-  const restic = new Restic({
-    cacheDir: path.join(config.dataDir, 'restic-cache'),
-    credentials: config.backup.credentials,
-    ssh: config.backup.ssh,
-  });
+  const restic = resticFor(config);
   const repo = platformRepository(config.backup.repository, masterKey);
   const snapshots = await listPlatformSnapshots(restic, repo);
   if (options.json) return printJson({ repository: repo.location, snapshots });
@@ -410,11 +405,7 @@ export async function restorePlatformCommand(
       'bad_request',
       `no master key: set AIQSO_MASTER_KEY (or put the platform's master.key in ${config.dataDir}); the platform repository opens with it`,
     );
-  const restic = new Restic({
-    cacheDir: path.join(config.dataDir, 'restic-cache'),
-    credentials: config.backup.credentials,
-    ssh: config.backup.ssh,
-  });
+  const restic = resticFor(config);
   const repo = platformRepository(config.backup.repository, masterKey);
   const snapshot = await findPlatformSnapshot(restic, repo, options.snapshot);
   const { connectMasterDatabase } = await import('../../db/connect.ts');
