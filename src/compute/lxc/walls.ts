@@ -4,7 +4,7 @@ import { sql } from 'kysely';
 import type { Database } from '../../db/database.ts';
 import type { Logger } from '../../observability/logger.ts';
 import type { IpPool } from '../shared/ip-pool.ts';
-import { ensureBridge } from './bridge.ts';
+import { ensureBridge, ensureNeighbourRoom } from './bridge.ts';
 import type { Isolation } from './config.ts';
 import { backfillHostPorts, convertContainer, oldContainers } from './convert.ts';
 import { applyNetworkPolicy, Coalesced } from './firewall.ts';
@@ -64,6 +64,17 @@ export class LxcWalls {
     if (adopted.length)
       this.o.log.info({ adopted, network: this.o.pool.subnet.cidr }, 'container network widened');
     await ensureBridge(this.o.bridge, this.o.pool.subnet, await this.o.pool.formerGateways());
+    const neighbours = await ensureNeighbourRoom(this.o.pool.subnet);
+    if (neighbours.refused)
+      this.o.log.warn(
+        { network: this.o.pool.subnet.cidr, error: neighbours.refused },
+        "could not make room for every container in the host's ARP table; past about 1,000 containers new ones are unreachable from the host",
+      );
+    else if (Object.keys(neighbours.raised).length)
+      this.o.log.info(
+        { ...neighbours.raised, network: this.o.pool.subnet.cidr },
+        "host's ARP table limits raised",
+      );
     const idmap = await ensureIdMap();
     const security = probeHostSecurity();
     const base = await ensureBaseTemplate(this.o.lxcPath, idmap, security);
