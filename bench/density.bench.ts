@@ -154,6 +154,8 @@ try {
         db.db,
       )
     ).rows[0]!.n;
+  // The platform's own resync may be under way: once it is done, every resource gets the bench's job.
+  await pollUntil(pending, (n) => n === 0, TIMEOUT_MS, 100);
   const r0 = performance.now();
   const queued = await requestReconcileAll(db.db, 'bench');
   await pollUntil(pending, (n) => n === 0, TIMEOUT_MS, 100);

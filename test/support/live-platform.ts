@@ -259,7 +259,16 @@ export async function startLivePlatform(options: {
       const handle = server && openDatabase(server.url.replace(/\/postgres$/, '/aiqso'), { max: 2 });
       try {
         const driver = await options.driver.open(dataDir, db ?? handle!.db);
-        for (const c of await driver.list()) await driver.destroy(c.name);
+        // Eight at a time: one after another, a thousand lxc containers went at about ten a minute (each
+        // destroy redraws the network policy; destroys at once share a redraw).
+        const left = await driver.list();
+        const destroyOne = async (): Promise<void> => {
+          const c = left.pop();
+          if (!c) return;
+          await driver.destroy(c.name);
+          return destroyOne();
+        };
+        await Promise.all(Array.from({ length: 8 }, destroyOne));
         await driver.close();
         await options.driver.cleanUp();
       } finally {
