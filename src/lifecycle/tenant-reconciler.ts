@@ -100,7 +100,8 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
         .executeTakeFirstOrThrow(),
     );
   const status = async (ctx: Ctx): Promise<TenantStatus> => (await tenantRow(ctx)).status;
-  const info = (ctx: Ctx): Promise<ContainerInfo> => ctx.look('dashboard', () => deps.compute.status(name(ctx)));
+  const info = (ctx: Ctx): Promise<ContainerInfo> =>
+    ctx.look('dashboard', () => deps.compute.status(name(ctx)));
   const wantsRunning = (s: TenantStatus) => s !== 'cancelled' && s !== 'purged';
   const dashboardSpec = async (ctx: Ctx): Promise<ContainerSpec> => {
     const { spec, id } = ctx.resource;

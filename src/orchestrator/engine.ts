@@ -157,9 +157,8 @@ export async function runSteps<Spec>(options: RunStepsOptions<Spec>): Promise<St
         await options.onProgress(steps);
       }
       acting = true;
-      const result = await (deleting
-        ? step.remove!(ctx)
-        : step.apply(ctx, found as Exclude<Observation, 'ok'>)
+      const result = await (
+        deleting ? step.remove!(ctx) : step.apply(ctx, found as Exclude<Observation, 'ok'>)
       ).finally(() => {
         acting = false;
         looks.clear();
