@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ContainerInfo, ImageWorkload } from '../src/core/compute.ts';
 import { removeBridge } from '../src/compute/lxc/bridge.ts';
 import { LxcDriver } from '../src/compute/lxc/driver.ts';
-import { freePort } from '../src/db/embedded.ts';
+import { CLOSED_PORT } from './support/urls.ts';
 import { sleep } from '../src/compute/shared/run.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { computeContract, specFor, type ContractHarness } from './support/compute-contract.ts';
@@ -199,7 +199,7 @@ describe('lxc driver: OCI images', { timeout: 180_000 }, () => {
   it('says why an image cannot run, and creates nothing for it', async ({ skip: skipTest }) => {
     if (skip) return skipTest();
     const driver = await open();
-    const closed = await freePort();
+    const closed = CLOSED_PORT;
     const arm = await registry.push('test/arm', '1', webImage(3000, { architecture: 'arm64' }));
     const cases: [string, string, RegExp][] = [
       [
@@ -473,7 +473,7 @@ describe('aiqso templates build', { timeout: 240_000 }, () => {
     skip: skipTest,
   }) => {
     if (skip) return skipTest();
-    const closed = await freePort();
+    const closed = CLOSED_PORT;
     const catalog = await mkdtemp(path.join(os.tmpdir(), 'aiqso-tplcat-'));
     await writeFile(path.join(catalog, 'ghost.yaml'), service('ghost', `${registry.host}/test/ghost:1`));
     await writeFile(path.join(catalog, 'refused.yaml'), service('refused', `127.0.0.1:${closed}/test/web:1`));

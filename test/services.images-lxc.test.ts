@@ -5,7 +5,8 @@ import path from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase, type DatabaseHandle } from '../src/db/database.ts';
-import { freePort, startEmbeddedPostgres } from '../src/db/embedded.ts';
+import { startEmbeddedPostgres } from '../src/db/embedded.ts';
+import { CLOSED_PORT } from './support/urls.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { servicesCountingAgainstPlan } from '../src/services/subscriptions.ts';
 import {
@@ -65,7 +66,7 @@ beforeAll(async () => {
   registry = await startRegistry();
   const web = await registry.push('test/web', '1', webImage(8080));
   const arm = await registry.push('test/arm', '1', webImage(8080, { architecture: 'arm64' }));
-  closedPort = await freePort();
+  closedPort = CLOSED_PORT;
   catalogDir = await mkdtemp(path.join(os.tmpdir(), 'aiqso-catalog-'));
   const files: Record<string, string> = {
     'web.yaml': entry('web', '/web', web, '', true),
