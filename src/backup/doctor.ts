@@ -202,15 +202,19 @@ async function checkSftpBase(
   }
 }
 
+const BASE_FIX =
+  'set AIQSO_BACKUP_REPOSITORY to a writable path or a reachable restic repository (sftp:, s3:, rest:)';
+const CACERT_FIX =
+  "set AIQSO_BACKUP_CACERT to the PEM file of the CA certificate that signed the server's certificate";
+
 /** The fix for a remote backend that failed, by what its answer said. */
 function remoteFix(err: unknown): string {
   const reason = err instanceof DomainError ? err.details?.reason : undefined;
   if (reason === 'credentials')
     return "set the backend's credentials (for s3: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) to a key the server accepts, with write access to the bucket";
-  if (reason === 'tls')
-    return "set AIQSO_BACKUP_CACERT to the PEM file of the CA certificate that signed the server's certificate";
+  if (reason === 'tls') return CACERT_FIX;
   if (reason === 'network') return 'check the server is up, and the host and port in AIQSO_BACKUP_REPOSITORY';
-  return 'set AIQSO_BACKUP_REPOSITORY to a writable path or a reachable restic repository (sftp:, s3:, rest:)';
+  return BASE_FIX;
 }
 
 /**
@@ -246,8 +250,6 @@ async function checkRemoteBase(base: string, restic: Restic, version: string): P
 export async function checkBackupRepository(config: Config): Promise<DoctorCheck> {
   const base = config.backup.repository;
   const restic = resticFor(config);
-  const fix =
-    'set AIQSO_BACKUP_REPOSITORY to a writable path or a reachable restic repository (sftp:, s3:, rest:)';
   try {
     const version = (await restic.version()).split(' ').slice(0, 2).join(' ');
     if (isLocalBase(base)) return await checkLocalBase(base, config.dataDir, version);
@@ -260,7 +262,7 @@ export async function checkBackupRepository(config: Config): Promise<DoctorCheck
           part: 'backups',
           status: 'failed',
           detail: `${base}: ${cacert}`,
-          fix: "set AIQSO_BACKUP_CACERT to the PEM file of the CA certificate that signed the server's certificate",
+          fix: CACERT_FIX,
         };
     }
     return await checkRemoteBase(base, restic, version);
@@ -270,7 +272,7 @@ export async function checkBackupRepository(config: Config): Promise<DoctorCheck
       part: 'backups',
       status: missing ? 'missing' : 'failed',
       detail: `${base}: ${(err as Error).message}`,
-      fix: missing ? 'apt-get install restic' : fix,
+      fix: missing ? 'apt-get install restic' : BASE_FIX,
     };
   }
 }
