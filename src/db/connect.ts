@@ -40,7 +40,10 @@ export async function connectMasterDatabase(
     const handle = openDatabase(config.databaseUrl, poolOptions);
     return finish({ ...handle, mode: 'external' }, log, options.migrate);
   }
-  const server = await startEmbeddedPostgres(config.dataDir, log, { listen: options.listen });
+  const server = await startEmbeddedPostgres(config.dataDir, log, {
+    listen: options.listen,
+    avoidPorts: [config.http.port, ...(config.https ? [config.https.port] : [])],
+  });
   try {
     await ensureDatabase(server.url, EMBEDDED_DB);
     const url = server.url.replace(/\/postgres$/, `/${EMBEDDED_DB}`);

@@ -34,24 +34,38 @@ export async function portFree(port: number, hosts: string[]): Promise<boolean> 
 /**
  * The port recorded in the data directory when it is still free at every
  * address the server listens on; otherwise a new free one, recorded.
+ *
+ * `avoid` are the ports the platform itself is about to serve (its HTTP and
+ * HTTPS listeners). They are free while the database starts, because the
+ * platform binds them only afterwards, so a free-port pick alone could hand
+ * one of them to the database and the platform would then fail to start.
  */
 export async function choosePort(
   dataDir: string,
   hosts: string[],
   freePort: () => Promise<number>,
   log: Logger,
+  avoid: readonly number[] = [],
 ): Promise<number> {
   const recorded = Number((await readFile(portFile(dataDir), 'utf8').catch(() => '')).trim());
   if (Number.isInteger(recorded) && recorded > 0 && recorded < 65536) {
-    if (await portFree(recorded, hosts)) return recorded;
-    log.warn(
-      { port: recorded },
-      'the embedded PostgreSQL port recorded in the data directory is taken by something else; moving to another (the reconcilers reconfigure every container)',
-    );
+    if (avoid.includes(recorded)) {
+      log.warn(
+        { port: recorded },
+        "the embedded PostgreSQL port recorded in the data directory is now one of the platform's own listening ports; moving to another (the reconcilers reconfigure every container)",
+      );
+    } else if (await portFree(recorded, hosts)) {
+      return recorded;
+    } else {
+      log.warn(
+        { port: recorded },
+        'the embedded PostgreSQL port recorded in the data directory is taken by something else; moving to another (the reconcilers reconfigure every container)',
+      );
+    }
   }
   for (let attempt = 0; attempt < 20; attempt++) {
     const port = await freePort();
-    if (!(await portFree(port, hosts))) continue;
+    if (avoid.includes(port) || !(await portFree(port, hosts))) continue;
     await writeFile(portFile(dataDir), `${port}\n`, { mode: 0o644 });
     return port;
   }

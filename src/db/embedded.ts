@@ -214,7 +214,12 @@ function waitReady(child: ChildProcess, log: Logger): Promise<void> {
 export async function startEmbeddedPostgres(
   dataDir: string,
   log: Logger,
-  options: { listen?: string[] } = {},
+  options: {
+    /** More addresses to listen on than 127.0.0.1 (containers' way to it). */
+    listen?: string[];
+    /** Ports the platform serves itself, never to be taken for the database. */
+    avoidPorts?: readonly number[];
+  } = {},
 ): Promise<EmbeddedPostgres> {
   const dir = path.join(dataDir, 'pg');
   const bin = await binaries();
@@ -238,7 +243,7 @@ export async function startEmbeddedPostgres(
     };
   }
   const listens = [...new Set(['127.0.0.1', ...(options.listen ?? [])])];
-  const port = await choosePort(dataDir, listens, () => freePort(), log);
+  const port = await choosePort(dataDir, listens, () => freePort(), log, options.avoidPorts);
   await writeOwned(path.join(dir, 'pg_hba.conf'), renderPgHba(USER), owner);
   await access(bin.postgres, constants.X_OK);
   const child = spawn(
