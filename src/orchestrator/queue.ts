@@ -1,4 +1,5 @@
 import { sql, type Kysely } from 'kysely';
+import type pg from 'pg';
 import type { ResourceRef } from '../core/reconcile.ts';
 import type { DB } from '../db/tables.ts';
 import type { Logger } from '../observability/logger.ts';
@@ -52,6 +53,29 @@ export async function requestReconcile(
       max_attempts => ${RECONCILE_MAX_ATTEMPTS},
       job_key => ${reconcileJobKey(ref)},
       job_key_mode => 'replace')`.execute(db);
+}
+
+/** How far ahead a job may fall due and still get a wake-up call (below); later ones wait for the poll. */
+const WAKE_HORIZON_MS = 60_000;
+
+/**
+ * Wake the workers when a job queued for later falls due. graphile-worker
+ * hears of a job queued due now at once (its \`jobs:insert\` notification) but
+ * of one queued for later only at its next poll, every second here: a step
+ * that looks again in 150 ms would wait up to a second more. A timer in this
+ * process sends the same notification when the job is due, and an idle worker
+ * in any process fetches it. Call it after the job's transaction committed.
+ * Nothing depends on it: should this process die first, the poll finds the job.
+ */
+export function wakeWorkersAt(pool: pg.Pool, runAt: Date): void {
+  const ms = runAt.getTime() - Date.now();
+  if (ms > WAKE_HORIZON_MS) return;
+  // A few milliseconds late, so the database's clock too says the job is due.
+  const timer = setTimeout(
+    () => void pool.query(`SELECT pg_notify('jobs:insert', '{"count":1}')`).catch(() => undefined),
+    Math.max(0, ms) + 5,
+  );
+  timer.unref();
 }
 
 /**

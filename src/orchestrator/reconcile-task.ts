@@ -9,7 +9,7 @@ import type { DB } from '../db/tables.ts';
 import type { Logger } from '../observability/logger.ts';
 import { runSteps, StepFailed, errorText, type StepsOutcome } from './engine.ts';
 import { writeOutbox } from './outbox.ts';
-import { requestReconcile, type ReconcilePayload } from './queue.ts';
+import { requestReconcile, wakeWorkersAt, type ReconcilePayload } from './queue.ts';
 import type { ReconcilerRegistry } from './registry.ts';
 import { saveProgress, type ResourceRow } from './resources.ts';
 
@@ -70,6 +70,7 @@ export function reconcileTask(deps: ReconcileDeps): Task {
       if (!row.locked) {
         const runAt = new Date(Date.now() + 100 + Math.floor(Math.random() * 200));
         await requestReconcile(deps.db, ref, { runAt, reason: 'busy' });
+        wakeWorkersAt(deps.pool, runAt);
         return;
       }
       try {
@@ -143,6 +144,7 @@ async function recordWait(
   retry: boolean | undefined,
 ): Promise<void> {
   const ref = { kind: row.kind, id: row.id };
+  const runAt = new Date(Date.now() + afterMs);
   await deps.db.transaction().execute(async (trx) => {
     await trx
       .updateTable('resources')
@@ -154,12 +156,9 @@ async function recordWait(
       .where('kind', '=', row.kind)
       .where('id', '=', row.id)
       .execute();
-    await requestReconcile(trx, ref, {
-      runAt: new Date(Date.now() + afterMs),
-      reason: 'requeue',
-      retry,
-    });
+    await requestReconcile(trx, ref, { runAt, reason: 'requeue', retry });
   });
+  wakeWorkersAt(deps.pool, runAt);
   if (outcome.actions > 0) deps.hooks?.onReconciled?.(ref, outcome);
 }
 
@@ -209,6 +208,7 @@ async function recordFailure(
   const failures = row.failures + 1;
   const giveUp = !retryable || failures >= deps.retry.maxFailures;
   const message = errorText(err);
+  const runAt = giveUp ? undefined : new Date(Date.now() + retryDelayMs(failures, deps.retry));
   await deps.db.transaction().execute(async (trx) => {
     await trx
       .updateTable('resources')
@@ -222,8 +222,7 @@ async function recordFailure(
       .where('kind', '=', row.kind)
       .where('id', '=', row.id)
       .execute();
-    if (!giveUp) {
-      const runAt = new Date(Date.now() + retryDelayMs(failures, deps.retry));
+    if (runAt) {
       await requestReconcile(trx, ref, { runAt, reason: 'retry' });
       return;
     }
@@ -242,6 +241,7 @@ async function recordFailure(
       },
     });
   });
+  if (runAt) wakeWorkersAt(deps.pool, runAt);
   if (giveUp) {
     deps.log.error({ ...ref, failures, err: message, alert: true }, 'resource failed; operators alerted');
   } else deps.log.warn({ ...ref, failures, err: message }, 'reconcile failed; will retry');

@@ -34,6 +34,12 @@ export interface WorkerOptions {
   scheduleHandlers?: ScheduleHandlers;
   timeZone?: string;
   concurrency: number;
+  /**
+   * How often each runner looks for due jobs it was not told about (default
+   * 1000 ms). Jobs queued due now, and reconciles that fall due later, wake the
+   * runners themselves (queue.ts \`wakeWorkersAt\`); the poll is the fallback.
+   */
+  pollIntervalMs?: number;
   resyncSeconds: number;
   orphanGraceMs: number;
   retry?: RetryPolicy;
@@ -138,7 +144,7 @@ export async function startWorker(options: WorkerOptions): Promise<OrchestratorW
         pgPool: handle.pool,
         concurrency: options.concurrency,
         noHandleSignals: true,
-        pollInterval: 1000,
+        pollInterval: options.pollIntervalMs ?? 1000,
         logger: graphileLogger(log),
         events,
         taskList,
@@ -151,7 +157,7 @@ export async function startWorker(options: WorkerOptions): Promise<OrchestratorW
           pgPool: handle.pool,
           concurrency: pool.concurrency,
           noHandleSignals: true,
-          pollInterval: 1000,
+          pollInterval: options.pollIntervalMs ?? 1000,
           logger: graphileLogger(log.child({ pool: pool.name })),
           events,
           taskList: pool.tasks,
