@@ -172,6 +172,11 @@ async function breakdown(db: Database, ids: string[]): Promise<Map<string, numbe
     add('dashboard started → healthy seen', healthy - running);
     add('healthy seen → active', active - healthy);
     add('active → page at the edge', c.live !== undefined ? c.live - active : undefined);
+    // What the first reconcile spends in its worker slot, step by step.
+    for (const name of ['placement', 'dashboard container', 'dashboard running', 'route']) {
+      const s = step(name);
+      add(`  step "${name}"`, t(s?.finishedAt) - t(s?.startedAt));
+    }
   }
   return phases;
 }
@@ -354,6 +359,8 @@ const goal = (label: string, limit: number) => {
   console.log(`goal ${label}: p50 ${ms(p50)} ≤ ${ms(limit)}: ${p50 <= limit ? 'met' : 'missed'}`);
 };
 goal('process, one signup', 1500);
+goal(`process, ${CONCURRENT} at once`, 2000);
+goal(`lxc, ${CONCURRENT} at once`, 2000);
 goal('lxc, one signup', 3000);
 goal('lxc, subscribe→ready', 5000);
 for (const r of rows.filter((x) => x.attempted === CONCURRENT)) {

@@ -58,6 +58,12 @@ export interface StepContext<Spec> {
    * afresh, and once a step has acted every key is read again.
    */
   look<T>(key: string, read: () => Promise<T>): Promise<T>;
+  /**
+   * Inside \`apply\` or \`remove\`: what the act itself read back once done (a
+   * driver's answer to ensure or start, taken under the container's lock).
+   * The observes after this step take it for \`key\` instead of reading again.
+   */
+  saw<T>(key: string, value: T): T;
 }
 
 /**

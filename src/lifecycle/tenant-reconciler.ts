@@ -198,9 +198,9 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
         return c.configDigest === configDigest(await dashboardSpec(ctx)) ? 'ok' : 'drifted';
       },
       async apply(ctx, found) {
-        await deps.compute.ensure(await dashboardSpec(ctx));
-        if (found === 'drifted' && (await info(ctx)).state === 'running')
-          await deps.compute.restart(name(ctx));
+        const made = ctx.saw('dashboard', await deps.compute.ensure(await dashboardSpec(ctx)));
+        if (found === 'drifted' && made.state === 'running')
+          ctx.saw('dashboard', await deps.compute.restart(name(ctx)));
       },
       async remove(ctx) {
         await deps.compute.destroy(name(ctx));
@@ -214,7 +214,7 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
         return running === wantsRunning(await status(ctx)) ? 'ok' : 'drifted';
       },
       async apply(ctx) {
-        if (wantsRunning(await status(ctx))) await deps.compute.start(name(ctx));
+        if (wantsRunning(await status(ctx))) ctx.saw('dashboard', await deps.compute.start(name(ctx)));
         else await deps.compute.stop(name(ctx));
       },
     },

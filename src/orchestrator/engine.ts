@@ -112,6 +112,8 @@ export async function runSteps<Spec>(options: RunStepsOptions<Spec>): Promise<St
   const repaired: string[] = [];
   // Reads the observes share (StepContext.look): kept until a step acts; an acting step reads afresh.
   const looks = new Map<string, Promise<unknown>>();
+  // What the acting step read back (StepContext.saw): the looks after it start from these.
+  const seen = new Map<string, unknown>();
   let acting = false;
   const look = <T>(key: string, read: () => Promise<T>): Promise<T> => {
     if (acting) return read();
@@ -122,6 +124,10 @@ export async function runSteps<Spec>(options: RunStepsOptions<Spec>): Promise<St
       found.catch(() => looks.delete(key));
     }
     return found;
+  };
+  const saw = <T>(key: string, value: T): T => {
+    if (acting) seen.set(key, value);
+    return value;
   };
   for (const step of order) {
     const status = steps.find((s) => s.name === step.name)!;
@@ -136,6 +142,7 @@ export async function runSteps<Spec>(options: RunStepsOptions<Spec>): Promise<St
       waitingSince: waiting ? new Date(status.waitingSince!) : null,
       progress: (detail) => reporter.report(detail),
       look,
+      saw,
     };
     try {
       const found: Observation = await step.observe(ctx);
@@ -162,6 +169,8 @@ export async function runSteps<Spec>(options: RunStepsOptions<Spec>): Promise<St
       ).finally(() => {
         acting = false;
         looks.clear();
+        for (const [key, value] of seen) looks.set(key, Promise.resolve(value));
+        seen.clear();
       });
       await reporter.stop();
       if (isRequeue(result)) {

@@ -43,13 +43,14 @@ export interface ReconcilePayload extends ResourceRef {
 export async function requestReconcile(
   db: Kysely<DB>,
   ref: ResourceRef,
-  options: { runAt?: Date; reason?: string; retry?: boolean } = {},
+  options: { runAt?: Date; reason?: string; retry?: boolean; priority?: number } = {},
 ): Promise<void> {
   const payload: ReconcilePayload = { kind: ref.kind, id: ref.id, reason: options.reason };
   if (options.retry) payload.retry = true;
   await sql`SELECT graphile_worker.add_job(
       ${TASKS.reconcile}, ${JSON.stringify(payload)}::json,
       run_at => ${options.runAt ?? null}::timestamptz,
+      priority => ${options.priority ?? 0}::int,
       max_attempts => ${RECONCILE_MAX_ATTEMPTS},
       job_key => ${reconcileJobKey(ref)},
       job_key_mode => 'replace')`.execute(db);
@@ -77,6 +78,15 @@ export function wakeWorkersAt(pool: pg.Pool, runAt: Date): void {
   );
   timer.unref();
 }
+
+/**
+ * How the next look of work under way ranks: a reconcile that said "not yet"
+ * (a dashboard booting) or found its resource busy goes before fresh work
+ * once it is due. Fifty signups at once then finish one after another as
+ * their dashboards answer, instead of each look queueing behind every signup
+ * that arrived after it, and all fifty finishing together at the end.
+ */
+export const UNDER_WAY_PRIORITY = -10;
 
 /**
  * How a resync's reconciles rank against other work: graphile-worker takes

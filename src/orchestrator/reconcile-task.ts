@@ -9,7 +9,7 @@ import type { DB } from '../db/tables.ts';
 import type { Logger } from '../observability/logger.ts';
 import { runSteps, StepFailed, errorText, type StepsOutcome } from './engine.ts';
 import { writeOutbox } from './outbox.ts';
-import { requestReconcile, wakeWorkersAt, type ReconcilePayload } from './queue.ts';
+import { requestReconcile, UNDER_WAY_PRIORITY, wakeWorkersAt, type ReconcilePayload } from './queue.ts';
 import type { ReconcilerRegistry } from './registry.ts';
 import { saveProgress, type ResourceRow } from './resources.ts';
 
@@ -69,7 +69,7 @@ export function reconcileTask(deps: ReconcileDeps): Task {
       const row = rows[0]!;
       if (!row.locked) {
         const runAt = new Date(Date.now() + 100 + Math.floor(Math.random() * 200));
-        await requestReconcile(deps.db, ref, { runAt, reason: 'busy' });
+        await requestReconcile(deps.db, ref, { runAt, reason: 'busy', priority: UNDER_WAY_PRIORITY });
         wakeWorkersAt(deps.pool, runAt);
         return;
       }
@@ -156,7 +156,7 @@ async function recordWait(
       .where('kind', '=', row.kind)
       .where('id', '=', row.id)
       .execute();
-    await requestReconcile(trx, ref, { runAt, reason: 'requeue', retry });
+    await requestReconcile(trx, ref, { runAt, reason: 'requeue', retry, priority: UNDER_WAY_PRIORITY });
   });
   wakeWorkersAt(deps.pool, runAt);
   if (outcome.actions > 0) deps.hooks?.onReconciled?.(ref, outcome);

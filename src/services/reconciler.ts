@@ -222,10 +222,10 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
       async apply(ctx, found) {
         const d = await load(ctx);
         if (d.status === 'pending') await setStatus(d.id, 'deploying', null);
-        await deps.compute.ensure(await containerSpec(d));
+        const made = ctx.saw('container', await deps.compute.ensure(await containerSpec(d)));
         // A new environment or limits reach a running workload only through a restart.
-        if (found === 'drifted' && (await info(ctx, d)).state === 'running')
-          await deps.compute.restart(d.containerName);
+        if (found === 'drifted' && made.state === 'running')
+          ctx.saw('container', await deps.compute.restart(d.containerName));
       },
       async remove(ctx) {
         await deps.compute.destroy((await load(ctx)).containerName);
@@ -285,7 +285,7 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
       },
       async apply(ctx) {
         const d = await load(ctx);
-        if (wantsRunning(ctx, d)) await deps.compute.start(d.containerName);
+        if (wantsRunning(ctx, d)) ctx.saw('container', await deps.compute.start(d.containerName));
         else await deps.compute.stop(d.containerName);
       },
       async remove(ctx) {

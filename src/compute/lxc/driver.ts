@@ -230,9 +230,10 @@ export class LxcDriver implements ComputeDriver {
         await grantTraversal(source, ready.idmap.uid.start);
       // A new container, or new host ports: the walls are redrawn before it can start with them.
       if (fresh || String(before.hostPorts) !== String(hostPorts)) await this.walls.policy.request();
-      if ((await this.liveState(spec.name)).state === 'RUNNING')
-        await this.applyLimits(spec.name, spec.resources);
-      return this.info(spec.name);
+      // A clone made just now under this container's lock has never run; otherwise ask (once).
+      const live = fresh ? { state: 'STOPPED' } : await this.liveState(spec.name);
+      if (live.state === 'RUNNING') await this.applyLimits(spec.name, spec.resources);
+      return this.info(spec.name, live);
     });
   }
 
