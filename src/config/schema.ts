@@ -357,7 +357,7 @@ export const configSchema = z.object({
     .int('expected a whole number')
     .min(1, 'expected at least 1')
     .max(64, 'expected at most 64')
-    .default(4),
+    .default(8),
 });
 
 export type RawConfig = z.infer<typeof configSchema>;
