@@ -13,6 +13,8 @@
 // started one after another directly through the driver (lxc: `lxc-copy` + `lxc-start`), without the
 // platform, while the platform's are running.
 // Needs root and lxc for BENCH_DRIVER=lxc. PostgreSQL: TEST_DATABASE_URL's server, else an embedded one.
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { sql } from 'kysely';
 import os from 'node:os';
@@ -24,6 +26,7 @@ import { createLogger } from '../src/observability/logger.ts';
 import { requestReconcileAll, TASKS } from '../src/orchestrator/queue.ts';
 import { DASHBOARD_CLAIM } from '../src/services/hosts.ts';
 import { driverCases, pollUntil, startLivePlatform } from '../test/support/live-platform.ts';
+import { AIQSO_BIN, cliEnv } from '../test/support/cli.ts';
 import { checkoutCompleted } from '../test/support/stripe.ts';
 import { startDirectDashboards } from './dashboards.ts';
 import { benchDatabase } from './database.ts';
@@ -161,6 +164,9 @@ try {
   await pollUntil(pending, (n) => n === 0, TIMEOUT_MS, 100);
   const resyncMs = performance.now() - r0;
   const resyncSeconds = Number(platform.env.AIQSO_RESYNC_SECONDS ?? 60);
+  // One hourly usage collection over every container (`aiqso usage collect`, as the schedule runs it),
+  // with its CPU time and its tools' (GNU time counts the children it waited for) where time is installed.
+  const usage = await usagePass(platform.env);
   console.log(`density (${DRIVER} driver, ${N} tenants, host ${host.name}: ${host.memory_mb} MB)`);
   const avg = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
   const directStart = avg(direct.readyMs);
@@ -186,6 +192,12 @@ try {
   console.log(
     `  one resync pass:                   ${(resyncMs / 1000).toFixed(1)} s for ${queued} resources, ${((100 * resyncMs) / 1000 / resyncSeconds).toFixed(1)}% of AIQSO_RESYNC_SECONDS (${resyncSeconds} s; goal <= 10%)`,
   );
+  console.log(
+    `  one usage collection pass:         ${(usage.wallMs / 1000).toFixed(1)} s` +
+      (usage.cpuMs !== undefined
+        ? `, ${(usage.cpuMs / 1000).toFixed(1)} s CPU with its tools = ${((100 * usage.cpuMs) / 3_600_000).toFixed(2)}% of one core over the hour it runs in`
+        : ' (install GNU time for its CPU)'),
+  );
   console.log(`  request / limit:                  ${request} MB / ${DASHBOARD_CLAIM.memory_mb} MB`);
   console.log(`  measured max / request:           ${(p(1) / request).toFixed(2)}`);
   console.log(`  measured mean / limit:            ${(mean / DASHBOARD_CLAIM.memory_mb).toFixed(2)}`);
@@ -197,4 +209,20 @@ try {
   await driver.cleanUp();
   await db.close();
   await rm(tmp, { recursive: true, force: true });
+}
+
+/** `aiqso usage collect` against the running platform: wall time, and CPU (own + reaped children) under GNU time. */
+async function usagePass(env: Record<string, string>): Promise<{ wallMs: number; cpuMs?: number }> {
+  const timed = existsSync('/usr/bin/time');
+  const argv = [process.execPath, AIQSO_BIN, 'usage', 'collect', '--json'];
+  const [cmd, ...args] = timed ? ['/usr/bin/time', '-f', 'cpu %U %S', ...argv] : argv;
+  const t0 = performance.now();
+  const stderr = await new Promise<string>((resolve, reject) =>
+    execFile(cmd!, args, { env: cliEnv(env), maxBuffer: 64 * 2 ** 20 }, (err, _out, errOut) =>
+      err ? reject(new Error(`aiqso usage collect failed: ${errOut}`)) : resolve(errOut),
+    ),
+  );
+  const wallMs = performance.now() - t0;
+  const m = /^cpu ([\d.]+) ([\d.]+)$/m.exec(stderr);
+  return m ? { wallMs, cpuMs: (Number(m[1]) + Number(m[2])) * 1000 } : { wallMs };
 }
