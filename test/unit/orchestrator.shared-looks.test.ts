@@ -10,6 +10,17 @@ import { runSteps } from '../../src/orchestrator/engine.ts';
  */
 type Spec = Record<string, never>;
 
+const runOnce = (reconciler: Reconciler<Spec>, id: string) =>
+  runSteps({
+    reconciler,
+    target: { kind: 'looks', id, tenantId: null, spec: {}, generation: 1 },
+    deleting: false,
+    previous: [],
+    converged: false,
+    signal: new AbortController().signal,
+    onProgress: () => Promise.resolve(),
+  });
+
 function harness(actWith: 'saw' | 'nothing') {
   const reads = { box: 0, row: 0 };
   let box = 'missing';
@@ -60,17 +71,7 @@ function harness(actWith: 'saw' | 'nothing') {
       },
     ],
   };
-  const run = () =>
-    runSteps({
-      reconciler,
-      target: { kind: 'looks', id: 'l1', tenantId: null, spec: {}, generation: 1 },
-      deleting: false,
-      previous: [],
-      converged: false,
-      signal: new AbortController().signal,
-      onProgress: () => Promise.resolve(),
-    });
-  return { run, reads, seenByObserves };
+  return { run: () => runOnce(reconciler, 'l1'), reads, seenByObserves };
 }
 
 describe('the reads a run shares', () => {
@@ -111,15 +112,7 @@ describe('the reads a run shares', () => {
         },
       ],
     };
-    await runSteps({
-      reconciler,
-      target: { kind: 'looks', id: 'l2', tenantId: null, spec: {}, generation: 1 },
-      deleting: false,
-      previous: [],
-      converged: false,
-      signal: new AbortController().signal,
-      onProgress: () => Promise.resolve(),
-    });
+    await runOnce(reconciler, 'l2');
     expect(reads).toBe(1);
   });
 });
