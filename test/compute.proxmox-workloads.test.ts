@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -230,6 +231,17 @@ describe('proxmox: containers from images and apps', { timeout: 180_000 }, () =>
         // A restart does not run init again: its marker is in the container's own root filesystem.
         const again = (await fetchApp(await d.restart(s.name))) as unknown as { initRuns: number };
         expect(again.initRuns).toBe(1);
+        // It came back with net0's MAC address, as on Proxmox (with a new one each start, the host's
+        // neighbour entry for its address pointed at the old one and nothing answered for up to a minute).
+        const hwaddr = /hwaddr=([0-9A-F:]+)/i.exec(config.net0!)![1]!.toLowerCase();
+        const link = execFileSync('ip', [
+          '-n',
+          `aiqsosim${vmOf(info).vmid}`,
+          'link',
+          'show',
+          'eth0',
+        ]).toString();
+        expect(link).toContain(`link/ether ${hwaddr} `);
       }
       // The init command ran in each container of the same image, not once for both.
       for (const s of [relative, own]) {

@@ -207,7 +207,10 @@ export class Workloads {
     const rootfs = await this.mountGuest(vmid, image);
     const ipc = (...args: string[]) => run(ipTool, args);
     await ipc('netns', 'add', netns);
-    await ipc('link', 'add', host, 'type', 'veth', 'peer', 'name', `pvc${vmid}`);
+    // The guest's interface has net0's hwaddr, as on Proxmox: the same at every start, so the host's
+    // neighbour entry for its address (kept for up to a minute) still leads to it after a restart.
+    const mac = net.hwaddr ? ['address', net.hwaddr] : [];
+    await ipc('link', 'add', host, 'type', 'veth', 'peer', 'name', `pvc${vmid}`, ...mac);
     await ipc('link', 'set', `pvc${vmid}`, 'netns', netns);
     await ipc('link', 'set', host, 'master', this.network.bridge, 'up');
     await ipc('-n', netns, 'link', 'set', `pvc${vmid}`, 'name', 'eth0');
