@@ -59,9 +59,9 @@ export interface StepContext<Spec> {
    */
   look<T>(key: string, read: () => Promise<T>): Promise<T>;
   /**
-   * Inside \`apply\` or \`remove\`: what the act itself read back once done (a
+   * Inside `apply` or `remove`: what the act itself read back once done (a
    * driver's answer to ensure or start, taken under the container's lock).
-   * The observes after this step take it for \`key\` instead of reading again.
+   * The observes after this step take it for `key` instead of reading again.
    */
   saw<T>(key: string, value: T): T;
 }

@@ -61,7 +61,7 @@ const WAKE_HORIZON_MS = 60_000;
 
 /**
  * Wake the workers when a job queued for later falls due. graphile-worker
- * hears of a job queued due now at once (its \`jobs:insert\` notification) but
+ * hears of a job queued due now at once (its `jobs:insert` notification) but
  * of one queued for later only at its next poll, every second here: a step
  * that looks again in 150 ms would wait up to a second more. A timer in this
  * process sends the same notification when the job is due, and an idle worker

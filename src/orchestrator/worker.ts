@@ -37,7 +37,7 @@ export interface WorkerOptions {
   /**
    * How often each runner looks for due jobs it was not told about (default
    * 1000 ms). Jobs queued due now, and reconciles that fall due later, wake the
-   * runners themselves (queue.ts \`wakeWorkersAt\`); the poll is the fallback.
+   * runners themselves (queue.ts `wakeWorkersAt`); the poll is the fallback.
    */
   pollIntervalMs?: number;
   resyncSeconds: number;
