@@ -1,5 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -179,6 +179,41 @@ describe.skipIf(skip)('backups on a NAS over SFTP (real sshd)', { timeout: 180_0
     expect(check).toMatchObject({ part: 'backups', status: 'failed' });
     expect(check.detail).toBe(`${base}: ${(err as Error).message}`);
     expect(check.fix).toMatch(/AIQSO_BACKUP_SSH_KEY/);
+  });
+
+  it('names the refused login even when restic exits before passing on what its ssh printed', async () => {
+    // restic forwards its ssh's stderr through a reader of its own and can exit first, leaving only
+    // this line: a stand-in restic that prints just that, as the real one sometimes does.
+    const lossy = path.join(dir, 'lossy-restic');
+    await writeFile(
+      lossy,
+      `#!/bin/sh\necho "Fatal: unable to open repository at ${base}/tenants/x: unable to start the sftp session, error: EOF" >&2\nexit 1\n`,
+    );
+    await chmod(lossy, 0o755);
+    const env = { AIQSO_BACKUP_SSH_KEY: sshd.strangerKey, AIQSO_BACKUP_SSH_KNOWN_HOSTS: sshd.knownHosts };
+    const config = loadConfig({ AIQSO_DATA_DIR: dir, AIQSO_BACKUP_REPOSITORY: base, ...env });
+    const restic = new Restic({ binary: lossy, cacheDir: path.join(dir, 'cache'), ssh: config.backup.ssh });
+    const err = await restic.exists({ location: `${base}/tenants/x`, password: 'p' }).catch((e: Error) => e);
+    expect((err as Error).message).toBe(
+      `[127.0.0.1]:${sshd.port} refused the login of ${sshd.user} with the key ${sshd.strangerKey} (AIQSO_BACKUP_SSH_KEY): add its public key to that user's authorized_keys on the NAS`,
+    );
+    // With a key the NAS accepts, ssh has nothing to say: restic's own line is what is reported.
+    const accepted = new Restic({
+      binary: lossy,
+      cacheDir: path.join(dir, 'cache'),
+      ssh: loadConfig({
+        AIQSO_DATA_DIR: dir,
+        AIQSO_BACKUP_REPOSITORY: base,
+        AIQSO_BACKUP_SSH_KEY: sshd.clientKey,
+        AIQSO_BACKUP_SSH_KNOWN_HOSTS: sshd.knownHosts,
+      }).backup.ssh,
+    });
+    const other = await accepted
+      .exists({ location: `${base}/tenants/x`, password: 'p' })
+      .catch((e: Error) => e);
+    expect((other as Error).message).toMatch(
+      /^backup repository unreachable: .*unable to start the sftp session/,
+    );
   });
 
   it('refuses a host key that is not in the platform’s known_hosts, never accepting it', async () => {

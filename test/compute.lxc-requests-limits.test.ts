@@ -32,10 +32,18 @@ import { missingPart } from './support/strict.ts';
  * placement refusal that names it.
  */
 const skip = missingPart('lxc (root and lxc tools)', lxcAvailable(), 'apt-get install lxc and run as root');
-const net = privateNetwork('r');
 // A /24 as the former default was, and the /20 around it that replaces it.
 const former = privateNetwork('w');
 const widened = former.subnet.replace(/\.(\d+)\.0\/24$/, (_, c: string) => `.${Number(c) & 0xf0}.0/20`);
+// The other tests' network, never inside that /20: the widened pool would adopt its allocations too.
+const net = (() => {
+  const slash20 = (subnet: string) =>
+    subnet.split('.').slice(0, 2).join('.') + `.${Number(subnet.split('.')[2]) >> 4}`;
+  for (;;) {
+    const n = privateNetwork('r');
+    if (slash20(n.subnet) !== slash20(former.subnet)) return n;
+  }
+})();
 // A /30: the bridge takes .1, one address is left for containers.
 const tiny = { bridge: `${net.bridge.slice(0, 14)}t`, subnet: net.subnet.replace(/\.0\/24$/, '.0/30') };
 let db: TestDatabase;

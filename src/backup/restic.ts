@@ -4,7 +4,7 @@ import type { Readable, Writable } from 'node:stream';
 import { WORKLOAD_PATH } from '../compute/shared/run.ts';
 import type { Config } from '../config/load.ts';
 import { DomainError } from '../core/errors.ts';
-import { parseSftp, sftpCommand, sshProblem, type SshSettings } from './sftp.ts';
+import { parseSftp, sftpCommand, sshLoginStderr, sshProblem, type SshSettings } from './sftp.ts';
 
 /**
  * The restic driver: every call is an argv array; the repository's password
@@ -205,8 +205,16 @@ export class Restic {
         reject(new DomainError('dependency_failed', `cannot run restic: ${err.message}`, { cause: err })),
       );
       child.on('close', (code, signal) => {
-        if (code === 0) resolve(stdout);
-        else reject(failure(repo, args, code ?? (signal ? 128 : 1), stderr, sftp));
+        if (code === 0) return resolve(stdout);
+        const fail = (said: string) => reject(failure(repo, args, code ?? (signal ? 128 : 1), said, sftp));
+        // restic can exit before passing on what its ssh printed: ask ssh itself what went wrong.
+        if (
+          sftp &&
+          !sshProblem(stderr, sftp.target, sftp.ssh) &&
+          /unable to start the sftp session/.test(stderr)
+        )
+          void sshLoginStderr(sftp.target, sftp.ssh).then((ssh) => fail(`${stderr}\n${ssh}`));
+        else fail(stderr);
       });
     });
   }

@@ -1,3 +1,5 @@
+import { run, WORKLOAD_PATH } from '../compute/shared/run.ts';
+
 /**
  * SFTP repositories (a NAS's SSH login): restic starts `ssh` itself, so the
  * platform hands it the whole command (`-o sftp.command=…`, restic 0.14 has
@@ -78,6 +80,22 @@ export function sftpCommand(target: SftpTarget, ssh: SshSettings): string {
   for (const a of argv)
     if (/[\s'"\\]/.test(a)) throw new Error(`cannot pass ${JSON.stringify(a)} to ssh through restic`);
   return argv.join(' ');
+}
+
+/**
+ * ssh's own account of a login to the repository's server: restic forwards
+ * what its ssh prints through a reader of its own and may exit before that
+ * line is passed on, leaving only "unable to start the sftp session, error:
+ * EOF". This makes the same connection (same options, the sftp subsystem,
+ * nothing sent) and returns what ssh printed; '' when it could not tell.
+ */
+export async function sshLoginStderr(target: SftpTarget, ssh: SshSettings): Promise<string> {
+  const argv = sftpCommand(target, ssh).split(' ');
+  const r = await run(argv[0]!, argv.slice(1), {
+    env: { PATH: WORKLOAD_PATH },
+    timeoutMs: 30_000,
+  }).catch(() => undefined);
+  return r?.stderr ?? '';
 }
 
 /** What ssh's stderr says went wrong, in words; undefined when it is not an ssh failure. */
