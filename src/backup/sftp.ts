@@ -70,12 +70,18 @@ export function sshOptions(ssh: SshSettings): string[] {
   return args;
 }
 
-/** restic's `sftp.command`: ssh with the platform's options, the login, and the sftp subsystem. */
-export function sftpCommand(target: SftpTarget, ssh: SshSettings): string {
+/** ssh with the platform's options, the login, and the sftp subsystem, as an argv array. */
+function sftpArgv(target: SftpTarget, ssh: SshSettings): string[] {
   const argv = ['ssh', ...sshOptions(ssh)];
   if (target.port) argv.push('-p', String(target.port));
   if (target.user) argv.push('-l', target.user);
   argv.push(target.host, '-s', 'sftp');
+  return argv;
+}
+
+/** restic's `sftp.command`: `sftpArgv` as one string. */
+export function sftpCommand(target: SftpTarget, ssh: SshSettings): string {
+  const argv = sftpArgv(target, ssh);
   // restic splits the command at spaces; the settings' paths are validated to hold none.
   for (const a of argv)
     if (/[\s'"\\]/.test(a)) throw new Error(`cannot pass ${JSON.stringify(a)} to ssh through restic`);
@@ -90,8 +96,8 @@ export function sftpCommand(target: SftpTarget, ssh: SshSettings): string {
  * nothing sent) and returns what ssh printed; '' when it could not tell.
  */
 export async function sshLoginStderr(target: SftpTarget, ssh: SshSettings): Promise<string> {
-  const argv = sftpCommand(target, ssh).split(' ');
-  const r = await run(argv[0]!, argv.slice(1), {
+  const [program, ...args] = sftpArgv(target, ssh);
+  const r = await run(program!, args, {
     env: { PATH: WORKLOAD_PATH },
     timeoutMs: 30_000,
   }).catch(() => undefined);
