@@ -22,8 +22,10 @@ import { BACKUP_RUN_KIND } from '../src/backup/run.ts';
  * Backup runs under kill -9 (issue #22's crash safety): a real `aiqso up`
  * (process driver, one tenant with Notes) is killed at a random point of a
  * backup run, 20 times; half the kills take the restic, pg_dump and tar it
- * runs along (a crash of the whole service), half leave them orphaned to
- * finish the partial streams they were fed. Each time the platform starts
+ * runs along (a crash of the whole service), half kill the platform alone,
+ * and those tools end by its own guard (they are started to die with it, so
+ * none finishes a partial stream or holds a lock beside the resumed run;
+ * a killed restic's lock is removed once init has reaped it). Each time the platform starts
  * again, and the killed run resumes and completes: exactly one database and
  * one data snapshot recorded for it, holding that run's note and file (not a
  * partial stream), and `restic check` finds the repository clean. In the end
@@ -89,6 +91,8 @@ describe('backup runs killed with kill -9 at random points', () => {
       log(`run ${run}: killed ${delay} ms into ${anchor}, ${tools ? 'with' : 'without'} its tools, in ${at}`);
 
       expect(await running).toEqual([{ id: runId, phase: 'ready', error: null }]);
+      // Nothing of the killed attempt holds the repository: no lock outlives the run.
+      expect([run, await t.restic.locks(await t.repo())]).toEqual([run, []]);
       // Exactly one snapshot of each kind recorded for the run, holding this run's note and file.
       const rows = await testDb.db
         .selectFrom('backups')

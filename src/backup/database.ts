@@ -1,8 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { PassThrough } from 'node:stream';
 import path from 'node:path';
 import pg from 'pg';
-import { WORKLOAD_PATH } from '../compute/shared/run.ts';
+import { spawnTool, WORKLOAD_PATH } from '../compute/shared/run.ts';
 import { DomainError } from '../core/errors.ts';
 import { findPgDump } from '../services/final-backup.ts';
 import type { BackupSummary, Restic, ResticRepository } from './restic.ts';
@@ -89,7 +89,7 @@ export async function snapshotDatabase(
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     const { rows } = await client.query<{ id: string }>('SELECT pg_export_snapshot() AS id');
     const counts = await rowCounts(client);
-    const dump = spawn(
+    const dump = spawnTool(
       await findPgDump(),
       // Uncompressed (-Z0): restic compresses what it stores, and an uncompressed stream deduplicates
       // against yesterday's (a compressed one differs throughout after the first change).
@@ -98,7 +98,7 @@ export async function snapshotDatabase(
     );
     const dumped = exited(dump, 'pg_dump');
     const stdin = new PassThrough();
-    dump.stdout.pipe(stdin);
+    dump.stdout!.pipe(stdin);
     const stored = restic.backupStdin(repo, { ...meta, stdin, filename: DUMP_FILE });
     const [d, s] = await Promise.allSettled([dumped, stored]);
     if (d.status === 'rejected') {
@@ -129,14 +129,14 @@ export async function restoreDatabase(
   snapshotId: string,
   target: ServiceDatabaseTarget,
 ): Promise<void> {
-  const restore = spawn(
+  const restore = spawnTool(
     pgRestoreBinary(await findPgDump()),
     ['--clean', '--if-exists', '--no-owner', '--single-transaction', '--exit-on-error', ...pgArgs(target)],
     { env: pgEnv(target), stdio: ['pipe', 'ignore', 'pipe'] },
   );
   const restored = exited(restore, 'pg_restore');
-  restore.stdin.on('error', () => undefined);
-  const dumped = restic.dump(repo, snapshotId, `/${DUMP_FILE}`, restore.stdin);
+  restore.stdin!.on('error', () => undefined);
+  const dumped = restic.dump(repo, snapshotId, `/${DUMP_FILE}`, restore.stdin!);
   const [d, r] = await Promise.allSettled([dumped, restored]);
   if (d.status === 'rejected') {
     restore.kill('SIGKILL');

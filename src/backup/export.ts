@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
@@ -7,7 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import { sql, type Transaction } from 'kysely';
 import pg from 'pg';
 import { z } from 'zod';
-import { WORKLOAD_PATH } from '../compute/shared/run.ts';
+import { spawnTool, WORKLOAD_PATH } from '../compute/shared/run.ts';
 import type { ComputeDriver } from '../core/compute.ts';
 import { DomainError } from '../core/errors.ts';
 import { newId } from '../core/ids.ts';
@@ -75,13 +74,13 @@ const IDENT_FILE = /^[A-Za-z0-9_.-]+$/;
 
 function run(binary: string, args: string[], env: Record<string, string>, out: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(binary, args, {
+    const child = spawnTool(binary, args, {
       env: { PATH: WORKLOAD_PATH, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stderr = '';
-    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr = (stderr + c).slice(-4096)));
-    const written = open(out, 'wx', 0o600).then((f) => pipeline(child.stdout, f.createWriteStream()));
+    child.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr = (stderr + c).slice(-4096)));
+    const written = open(out, 'wx', 0o600).then((f) => pipeline(child.stdout!, f.createWriteStream()));
     child.on('error', (err) =>
       reject(new DomainError('dependency_failed', `cannot run ${path.basename(binary)}: ${err.message}`)),
     );

@@ -4,6 +4,7 @@ import type { Observation, Reconciler, ReconcileStep, StepContext } from '../cor
 import { selectKept, type KeepPolicy } from '../core/retention.ts';
 import type { Database } from '../db/database.ts';
 import { applyResource, findResource } from '../orchestrator/resources.ts';
+import { clearStaleLocks } from './locks.ts';
 import { platformRepository, takePlatformSnapshot } from './platform.ts';
 import type { Restic, ResticRepository } from './restic.ts';
 
@@ -66,13 +67,13 @@ export function platformBackupReconciler(deps: PlatformBackupDeps): Reconciler<S
       },
     },
     {
-      // A run killed mid-backup leaves its lock; restic removes only locks that are stale.
+      // A run killed mid-backup leaves its restic's lock (clearStaleLocks says when it can go).
       name: 'stale locks',
       observe: unlessRecorded(async () =>
         (await deps.restic.locks(await repo())).length > 0 ? 'drifted' : 'ok',
       ),
-      async apply() {
-        await deps.restic.unlock(await repo());
+      async apply(ctx) {
+        return clearStaleLocks(deps.restic, await repo(), ctx.waitingSince);
       },
     },
     {

@@ -1,9 +1,8 @@
-import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import pg from 'pg';
-import { WORKLOAD_PATH } from '../compute/shared/run.ts';
+import { spawnTool, WORKLOAD_PATH } from '../compute/shared/run.ts';
 import { DomainError } from '../core/errors.ts';
 import { newId } from '../core/ids.ts';
 import type { Database } from '../db/database.ts';
@@ -93,13 +92,13 @@ export async function takePlatformSnapshot(deps: {
   );
   const started = new Date();
   const target = pgTarget(deps.masterUrl);
-  const dump = spawn(await findPgDump(), ['-Fc', ...pgArgs(target)], {
+  const dump = spawnTool(await findPgDump(), ['-Fc', ...pgArgs(target)], {
     env: pgEnv(target),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const dumped = exited(dump, 'pg_dump');
   const stdin = new PassThrough();
-  dump.stdout.pipe(stdin);
+  dump.stdout!.pipe(stdin);
   const stored = deps.restic.backupStdin(repo, { stdin, filename: MASTER_DUMP_FILE, tags, host: 'aiqso' });
   const [d, s] = await Promise.allSettled([dumped, stored]);
   if (d.status === 'rejected') {
@@ -233,14 +232,14 @@ export async function restorePlatform(deps: {
     await client.end();
   }
   const target = pgTarget(deps.targetUrl);
-  const restore = spawn(
+  const restore = spawnTool(
     pgRestoreBinary(await findPgDump()),
     ['--no-owner', '--single-transaction', '--exit-on-error', ...pgArgs(target)],
     { env: pgEnv(target), stdio: ['pipe', 'ignore', 'pipe'] },
   );
   const restored = exited(restore, 'pg_restore');
-  restore.stdin.on('error', () => undefined);
-  const dumped = deps.restic.dump(deps.repo, deps.snapshot, `/${MASTER_DUMP_FILE}`, restore.stdin);
+  restore.stdin!.on('error', () => undefined);
+  const dumped = deps.restic.dump(deps.repo, deps.snapshot, `/${MASTER_DUMP_FILE}`, restore.stdin!);
   const [d, r] = await Promise.allSettled([dumped, restored]);
   if (d.status === 'rejected') {
     restore.kill('SIGKILL');

@@ -1,7 +1,6 @@
-import { spawn } from 'node:child_process';
 import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
-import { WORKLOAD_PATH } from '../compute/shared/run.ts';
+import { spawnTool, WORKLOAD_PATH } from '../compute/shared/run.ts';
 import type { Config } from '../config/load.ts';
 import { DomainError } from '../core/errors.ts';
 import { parseSftp, sftpCommand, sshLoginStderr, sshProblem, type SshSettings } from './sftp.ts';
@@ -178,7 +177,7 @@ export class Restic {
       // A path only (the certificates are public), and only for a backend restic reaches over HTTP(S).
       if (this.#cacert && !target && /^[a-z0-9]+:/.test(repo.location))
         argv.unshift('--cacert', this.#cacert);
-      const child = spawn(this.#binary, argv, {
+      const child = spawnTool(this.#binary, argv, {
         env: {
           PATH: WORKLOAD_PATH,
           HOME: this.#cacheDir,

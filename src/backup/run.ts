@@ -12,6 +12,7 @@ import { emitTenantEvent, eventOutboxKey } from '../events/emit.ts';
 import { outboxHas } from '../orchestrator/outbox.ts';
 import { listArchiveFile } from './archive.ts';
 import { snapshotDatabase } from './database.ts';
+import { clearStaleLocks } from './locks.ts';
 import type { RepositoryKeys } from './repositories.ts';
 import type { Restic, ResticRepository } from './restic.ts';
 
@@ -204,13 +205,13 @@ export function backupRunReconciler(deps: BackupDeps): Reconciler<BackupRunSpec>
       },
     },
     {
-      // A run killed mid-backup leaves its lock; restic removes only locks that are stale.
+      // A run killed mid-backup leaves its restic's lock (clearStaleLocks says when it can go).
       name: 'stale locks',
       observe: unlessCompleted(async (ctx) =>
         (await deps.restic.locks(await repo(ctx))).length > 0 ? 'drifted' : 'ok',
       ),
       async apply(ctx) {
-        await deps.restic.unlock(await repo(ctx));
+        return clearStaleLocks(deps.restic, await repo(ctx), ctx.waitingSince);
       },
     },
     {

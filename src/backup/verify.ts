@@ -1,10 +1,9 @@
-import { spawn } from 'node:child_process';
 import { Writable } from 'node:stream';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { sql } from 'kysely';
 import pg from 'pg';
-import { WORKLOAD_PATH } from '../compute/shared/run.ts';
+import { spawnTool, WORKLOAD_PATH } from '../compute/shared/run.ts';
 import { DomainError } from '../core/errors.ts';
 import { newId } from '../core/ids.ts';
 import type { Database } from '../db/database.ts';
@@ -16,6 +15,7 @@ import { archiveLister, type ArchiveListing } from './archive.ts';
 import { DUMP_FILE, rowCounts } from './database.ts';
 import { RETENTION_LOCK_NS } from './retention.ts';
 import { SERVICE_RESTORE_KIND } from './restore.ts';
+import { unreapedProcesses } from './locks.ts';
 import { BACKUP_RUN_KIND, DATA_FILE } from './run.ts';
 import type { RepositoryKeys } from './repositories.ts';
 import type { Restic, ResticRepository } from './restic.ts';
@@ -253,7 +253,7 @@ async function restoreInto(
 ): Promise<void> {
   const pgDump = await findPgDump();
   const binary = pgDump === 'pg_dump' ? 'pg_restore' : path.join(path.dirname(pgDump), 'pg_restore');
-  const child = spawn(
+  const child = spawnTool(
     binary,
     [
       '--no-owner',
@@ -275,8 +275,8 @@ async function restoreInto(
     },
   );
   let stderr = '';
-  child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr = (stderr + c).slice(-4096)));
-  child.stdin.on('error', () => undefined);
+  child.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr = (stderr + c).slice(-4096)));
+  child.stdin!.on('error', () => undefined);
   const restored = new Promise<void>((resolve, reject) => {
     child.on('error', (err) =>
       reject(new DomainError('dependency_failed', `cannot run pg_restore: ${err.message}`)),
@@ -292,7 +292,7 @@ async function restoreInto(
           ),
     );
   });
-  const dumped = restic.dump(repo, snapshotId, `/${DUMP_FILE}`, child.stdin);
+  const dumped = restic.dump(repo, snapshotId, `/${DUMP_FILE}`, child.stdin!);
   const [d, r] = await Promise.allSettled([dumped, restored]);
   if (d.status === 'rejected') {
     child.kill('SIGKILL');
@@ -549,8 +549,9 @@ async function ownWorkRunning(db: Database, tenantId: string): Promise<boolean> 
  * work (a backup run, a restore, retention's prune), it waits for that work
  * and checks then: a collision is no failure. Locked with none of that
  * running, restic's stale locks are removed (`restic unlock` removes only
- * those) and it is tried once more; a lock still there then, or one held
- * longer than `lockWaitMs`, fails the check with restic's own account of it.
+ * those) and it is tried once more, after a killed restic not yet reaped is
+ * (its lock goes only then); a lock still there then, or one held longer
+ * than `lockWaitMs`, fails the check with restic's own account of it.
  */
 async function checkRepository(deps: VerifyDeps, repo: ResticRepository, tenantId: string): Promise<void> {
   const args = ['check', `--read-data-subset=${deps.readDataPercent}%`];
@@ -572,6 +573,9 @@ async function checkRepository(deps: VerifyDeps, repo: ResticRepository, tenantI
         unlocked = true;
         await deps.restic.unlock(repo);
         continue;
+      } else if (Date.now() <= deadline && (await unreapedProcesses('restic')) > 0) {
+        // A killed restic's lock goes once init has reaped it (clearStaleLocks): unlock again then.
+        unlocked = false;
       } else throw err;
       await new Promise((resolve) => setTimeout(resolve, deps.lockPollMs ?? 5000));
     }

@@ -1,5 +1,5 @@
 import path from 'node:path';
-import type { Config } from '../config/load.ts';
+import { platformPorts, type Config } from '../config/load.ts';
 import type { ComputeDriver } from '../core/compute.ts';
 import type { Database } from '../db/database.ts';
 import type { Logger } from '../observability/logger.ts';
@@ -29,6 +29,7 @@ export async function createComputeDriver(
         root: path.join(config.dataDir, 'containers'),
         log: logger,
         stopWorkloadsOnClose: options.stopWorkloadsOnClose,
+        reservedPorts: platformPorts(config),
       });
     case 'lxc':
       return new LxcDriver({

@@ -202,6 +202,11 @@ const BACKUP_CREDENTIALS = [
   'AZURE_ACCOUNT_KEY',
 ] as const;
 
+/** The ports the platform itself listens on: nothing else it starts (its database, a container) takes one. */
+export function platformPorts(config: Pick<Config, 'http' | 'https'>): number[] {
+  return [config.http.port, ...(config.https ? [config.https.port] : [])];
+}
+
 /** `daily=30,weekly=12,monthly=12` (the schema checked the shape); an unnamed period keeps 0. */
 export function parseKeep(value: string): { daily: number; weekly: number; monthly: number } {
   const keep = { daily: 0, weekly: 0, monthly: 0 };

@@ -1,4 +1,4 @@
-import type { Config } from '../config/load.ts';
+import { platformPorts, type Config } from '../config/load.ts';
 import type { Logger } from '../observability/logger.ts';
 import { openDatabase, type DatabaseHandle } from './database.ts';
 import { startEmbeddedPostgres } from './embedded.ts';
@@ -42,7 +42,7 @@ export async function connectMasterDatabase(
   }
   const server = await startEmbeddedPostgres(config.dataDir, log, {
     listen: options.listen,
-    avoidPorts: [config.http.port, ...(config.https ? [config.https.port] : [])],
+    avoidPorts: platformPorts(config),
   });
   try {
     await ensureDatabase(server.url, EMBEDDED_DB);

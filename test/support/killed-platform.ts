@@ -26,8 +26,9 @@ export interface KilledPlatform {
   /**
    * kill -9 the running `aiqso up`, wait until it is gone, and start it again. With `tools`, the
    * processes it started in its own process group (restic, pg_dump, pg_restore, tar: what a crash of
-   * the whole service, or systemd's kill of its cgroup, takes along) die with it; without, they are
-   * orphaned and finish on their own. `whileDown` runs between the kill and the restart.
+   * the whole service, or systemd's kill of its cgroup, takes along) are killed by the test too;
+   * without, only the platform is, and what ends them is the platform's own guard (they are started
+   * to die with it: spawnTool). `whileDown` runs between the kill and the restart.
    */
   killAndRestart(options?: { tools?: boolean; whileDown?: () => Promise<void> }): Promise<void>;
   /** How many times it was killed. */

@@ -445,7 +445,7 @@ export class LxcDriver implements ComputeDriver {
     await this.destroy(spec.name);
     await this.ensure(spec);
     const delta = await this.deltaDir(spec.name);
-    await runOk('tar', ['--numeric-owner', '--xattrs', '-C', delta, '-xzf', file]);
+    await runOk('tar', ['--numeric-owner', '--xattrs', '-C', delta, '-xzf', file], { endWithParent: true });
     const carried = path.join(delta, '.aiqso-volumes');
     if (existsSync(carried)) {
       await rm(path.join(this.dir(spec.name), 'volumes'), { recursive: true, force: true });

@@ -32,6 +32,8 @@ export interface ProcessDriverOptions {
    * database: the workloads live as long as the platform whose database they use.
    */
   stopWorkloadsOnClose?: boolean;
+  /** Ports a container never gets: the platform's own HTTP(S) ports (platformPorts). */
+  reservedPorts?: readonly number[];
 }
 
 /**
@@ -196,7 +198,7 @@ export class ProcessDriver implements ComputeDriver {
     const before = await this.store.read(spec.name);
     await this.destroy(spec.name);
     await this.ensure(spec);
-    await runOk('tar', ['-C', this.store.dataDir(spec.name), '-xzf', file]);
+    await runOk('tar', ['-C', this.store.dataDir(spec.name), '-xzf', file], { endWithParent: true });
     return before?.desired === 'running' ? this.start(spec.name) : this.status(spec.name);
   }
 
@@ -257,7 +259,7 @@ export class ProcessDriver implements ComputeDriver {
 
   private async allocatePort(): Promise<number> {
     return this.portLock.run('ports', async () => {
-      const taken = new Set<number>();
+      const taken = new Set<number>(this.options.reservedPorts);
       for (const n of await this.store.names()) {
         const s = await this.store.read(n);
         if (s) taken.add(s.hostPort);

@@ -1,4 +1,10 @@
-import { spawn } from 'node:child_process';
+import {
+  spawn,
+  type ChildProcess,
+  type ChildProcessWithoutNullStreams,
+  type SpawnOptions,
+} from 'node:child_process';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { DomainError } from '../../core/errors.ts';
 import type { ExecResult } from '../../core/compute.ts';
@@ -11,6 +17,33 @@ export interface RunOptions {
   env?: NodeJS.ProcessEnv;
   /** Each complete line the program writes to stdout, as it comes (progress). */
   onLine?: (line: string) => void;
+  /** Killed by the kernel when this process dies ({@link endingWithParent}). */
+  endWithParent?: boolean;
+}
+
+/**
+ * The argv that runs `file` so that the kernel kills it when the process that
+ * started it dies: util-linux `setpriv` sets the parent-death signal and execs
+ * the program (same pid, same exit status). For the tools that move a
+ * tenant's data (restic, pg_dump, pg_restore, tar): killed with the platform,
+ * none goes on writing into a repository, a database or a file that the
+ * resumed attempt works on too.
+ */
+export function endingWithParent(file: string, args: string[]): [string, string[]] {
+  return ['setpriv', ['--pdeathsig', 'KILL', '--', file, ...args]];
+}
+
+/**
+ * `spawn` for a tool that must not outlive this process ({@link endingWithParent}).
+ * A program not on the PATH is spawned as it is, so the caller sees the usual
+ * ENOENT error naming it rather than setpriv's exit status.
+ */
+export function spawnTool(file: string, args: string[], options: SpawnOptions): ChildProcess {
+  const searchPath = options.env?.PATH ?? WORKLOAD_PATH;
+  const found = file.includes('/')
+    ? existsSync(file)
+    : searchPath.split(':').some((dir) => dir !== '' && existsSync(path.join(dir, file)));
+  return found ? spawn(...endingWithParent(file, args), options) : spawn(file, args, options);
 }
 
 /**
@@ -20,11 +53,14 @@ export interface RunOptions {
  */
 export function run(file: string, args: string[], options: RunOptions = {}): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(file, args, {
+    const spawnOptions: SpawnOptions = {
       cwd: options.cwd,
       env: options.env,
       stdio: ['pipe', 'pipe', 'pipe'],
-    });
+    };
+    const child = (
+      options.endWithParent ? spawnTool(file, args, spawnOptions) : spawn(file, args, spawnOptions)
+    ) as ChildProcessWithoutNullStreams;
     let stdout = '';
     let stderr = '';
     let pending = '';
@@ -78,7 +114,9 @@ export async function runOk(file: string, args: string[], options: RunOptions = 
  * warnings off, nothing on stderr. Any other problem fails.
  */
 export async function tarLive(args: string[]): Promise<void> {
-  const result = await run('tar', ['--warning=no-file-changed', '--warning=no-file-removed', ...args]);
+  const result = await run('tar', ['--warning=no-file-changed', '--warning=no-file-removed', ...args], {
+    endWithParent: true,
+  });
   if (result.exitCode === 0 || (result.exitCode === 1 && result.stderr.trim() === '')) return;
   const detail = (result.stderr || result.stdout).trim().split('\n').slice(-3).join(' | ');
   throw new DomainError('dependency_failed', `tar failed (${result.exitCode}): ${detail}`);

@@ -5,13 +5,17 @@ import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { choosePort } from '../../src/db/embedded-settings.ts';
 import { freePort } from '../../src/db/embedded.ts';
+import { freeLoopbackPort } from '../../src/compute/process/ports.ts';
+import { platformPorts } from '../../src/config/load.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 
 /**
  * The embedded database starts before the platform binds its own HTTP port,
  * so that port is free at the moment the database picks one. A pick that
  * lands on it (the operating system hands out any free port) must be refused,
- * or `aiqso up` fails with "port … is in use" against its own database.
+ * or `aiqso up` fails with "port … is in use" against its own database. The
+ * same holds for a process container's port, picked while the platform may
+ * be down (a container keeps its port for good).
  */
 let dataDir: string;
 let lines: string[];
@@ -58,5 +62,28 @@ describe('the embedded database port', () => {
     const port = await choosePort(dataDir, ['127.0.0.1'], offering(), logger(), [own]);
     expect(port).not.toBe(own);
     expect(lines.join('')).toMatch(/one of the platform's own listening ports/);
+  });
+});
+
+describe("a process container's port", () => {
+  it("is never one of the platform's own ports or another container's, even when offered as free", async () => {
+    const [own, other] = [await freePort(), await freePort()];
+    expect(await freeLoopbackPort(new Set([own, other]), offering(own, other, own))).not.toBeOneOf([
+      own,
+      other,
+    ]);
+  });
+
+  it('takes an offered port that nothing else has (the control)', async () => {
+    const offered = await freePort();
+    expect(await freeLoopbackPort(new Set(), offering(offered))).toBe(offered);
+  });
+
+  it("the platform's own ports are its HTTP port and, when set, its HTTPS port", () => {
+    const http = { bind: '127.0.0.1', port: 8080 };
+    expect(platformPorts({ http })).toEqual([8080]);
+    expect(platformPorts({ http, https: { port: 8443, certFile: 'tls.crt', keyFile: 'tls.key' } })).toEqual([
+      8080, 8443,
+    ]);
   });
 });

@@ -1,0 +1,51 @@
+import { readdir, readFile } from 'node:fs/promises';
+import { requeueAfter, type RequeueAfter } from '../core/reconcile.ts';
+import type { Restic, ResticRepository } from './restic.ts';
+
+/**
+ * Locks a killed attempt left in a repository. restic's `unlock` removes a
+ * lock once the process that took it is gone from this host (or the lock is
+ * older than 30 minutes). A killed restic that init has not reaped yet is
+ * still a process to restic (a zombie answers its "are you there" signal),
+ * so its lock stays; a run that went on beside it would end with that lock
+ * in place, and the repository's next `check` or `prune`, which need it to
+ * themselves, would fail. So a step clearing locks waits, a moment at a time,
+ * while such a process is there (any init reaps within seconds), up to
+ * `maxWaitMs`; the locks of live processes (another run, a verification) are
+ * theirs and stay.
+ */
+export async function clearStaleLocks(
+  restic: Restic,
+  repo: ResticRepository,
+  waitingSince: Date | null,
+  maxWaitMs = 60_000,
+): Promise<RequeueAfter | undefined> {
+  await restic.unlock(repo);
+  if ((await restic.locks(repo)).length === 0) return undefined;
+  const waited = waitingSince ? Date.now() - waitingSince.getTime() : 0;
+  if (waited < maxWaitMs && (await unreapedProcesses('restic')) > 0)
+    return requeueAfter(
+      1000,
+      'a killed restic process has not been reaped yet; its lock can be removed once it has',
+    );
+  return undefined;
+}
+
+/**
+ * How many processes named `command` on this host have exited and not been
+ * reaped (state Z in /proc/<pid>/stat). Read only when a lock outlives
+ * `restic unlock`, which is rare.
+ */
+export async function unreapedProcesses(command: string): Promise<number> {
+  let count = 0;
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
+    // "<pid> (<comm>) <state> …": the name may hold spaces and parentheses; the state follows the last ')'.
+    const close = stat.lastIndexOf(')');
+    if (close < 0) continue;
+    const name = stat.slice(stat.indexOf('(') + 1, close);
+    if (name === command && stat[close + 2] === 'Z') count++;
+  }
+  return count;
+}
