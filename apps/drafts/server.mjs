@@ -138,11 +138,13 @@ async function handle(req, res) {
     })
     .join('');
   res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
-  res.end(`<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${escape(TITLE)}</title></head>
-<body style="font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto"><h1>${escape(TITLE)}</h1>
+  res.end(`<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>${escape(TITLE)}</title></head>
+<body style="font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem"><h1>${escape(TITLE)}</h1>
 <p>Signed in as <strong>${escape(user.email)}</strong> · <a href="/">Dashboard</a></p>
-<form method="post" action="./"><textarea name="body" rows="3" cols="50" required></textarea><br><button>Save</button></form>
-<ul>${items || '<li>Nothing yet.</li>'}</ul></body></html>`);
+<form method="post" action="./"><label for="body">New entry</label><br>
+<textarea id="body" name="body" rows="3" required style="width:100%;box-sizing:border-box"></textarea><br><button>Save</button></form>
+<ul style="overflow-wrap:anywhere">${items || '<li>Nothing yet.</li>'}</ul></body></html>`);
 }
 
 const server = createServer((req, res) => {
