@@ -1,6 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { forgetVisitorMail } from '../src/identity/account-recovery.ts';
 import { filesMailer, mailFileName } from '../src/mail/files.ts';
 import { emailHandler } from '../src/orchestrator/mail-handlers.ts';
 import { countRows } from './support/db.ts';
@@ -275,6 +277,48 @@ describe('find my workspace', () => {
     const bad = await post('/api/v1/auth/find-workspace', { email: 'nope' }, freshIp());
     expect(bad.statusCode).toBe(400);
     expect(bad.json<{ error: { message: string } }>().error.message).toMatch(/^email: /);
+  });
+});
+
+describe('mails to addresses without an account', () => {
+  it('are forgotten after 30 days (record and outbox row); mails to account holders stay', async () => {
+    const visitor = 'passer-by@nowhere.test';
+    const owner = h.a.owner.email;
+    for (const email of [visitor, owner]) {
+      expect((await post('/api/v1/auth/password-reset', { email }, freshIp())).statusCode).toBe(202);
+      expect((await post('/api/v1/auth/find-workspace', { email }, freshIp())).statusCode).toBe(202);
+    }
+    await deliver();
+    const held = async () => {
+      const emails = await h.db.db
+        .selectFrom('emails')
+        .select('recipient')
+        .where('recipient', 'in', [visitor, owner])
+        .execute();
+      const outbox = await h.db.db
+        .selectFrom('outbox')
+        .select(sql<string>`payload ->> 'to'`.as('to'))
+        .where(sql<string>`payload ->> 'to'`, 'in', [visitor, owner])
+        .execute();
+      const count = (rows: { recipient?: string; to?: string }[], who: string) =>
+        rows.filter((r) => (r.recipient ?? r.to) === who).length;
+      return {
+        visitor: [count(emails, visitor), count(outbox, visitor)],
+        owner: [count(emails, owner), count(outbox, owner)],
+      };
+    };
+    const before = await held();
+    expect(before.visitor).toEqual([2, 2]);
+    // Not yet 30 days old: kept.
+    await forgetVisitorMail(h.db.db);
+    expect(await held()).toEqual(before);
+    // 31 days on, the visitor's two mails go; the account holder's stay.
+    await sql`UPDATE emails SET sent_at = sent_at - interval '31 days'
+                WHERE recipient IN (${visitor}, ${owner})`.execute(h.db.db);
+    await sql`UPDATE outbox SET created_at = created_at - interval '31 days'
+                WHERE payload ->> 'to' IN (${visitor}, ${owner})`.execute(h.db.db);
+    expect(await forgetVisitorMail(h.db.db)).toEqual({ emails: 2, outbox: 2 });
+    expect(await held()).toEqual({ visitor: [0, 0], owner: before.owner });
   });
 });
 

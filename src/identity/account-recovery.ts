@@ -280,3 +280,36 @@ export async function findWorkspaces(
     },
   });
 }
+
+/** The mails the recovery pages send to an address no account uses. */
+const VISITOR_TEMPLATES = ['password-reset-unknown', 'find-workspace-none'];
+
+/** How long the record of a mail to an address without an account is kept (abuse questions). */
+export const VISITOR_MAIL_DAYS = 30;
+
+/**
+ * Forget the mails sent to addresses no account uses, once `days` old: the
+ * `emails` record and the delivered or failed outbox row, both of which hold
+ * an address somebody typed into a public form. Mails to account holders stay
+ * (they are the customers' own records, removed with a purged tenant).
+ * Runs with the daily `purge` schedule. Returns how many rows went.
+ */
+export async function forgetVisitorMail(
+  db: Database,
+  days = VISITOR_MAIL_DAYS,
+): Promise<{ emails: number; outbox: number }> {
+  const before = sql<Date>`now() - make_interval(days => ${days})`;
+  const emails = await db
+    .deleteFrom('emails')
+    .where('template', 'in', VISITOR_TEMPLATES)
+    .where('sent_at', '<', before)
+    .executeTakeFirst();
+  const outbox = await db
+    .deleteFrom('outbox')
+    .where('kind', '=', 'email')
+    .where('status', 'in', ['delivered', 'failed'])
+    .where(sql<string>`payload ->> 'template'`, 'in', VISITOR_TEMPLATES)
+    .where('created_at', '<', before)
+    .executeTakeFirst();
+  return { emails: Number(emails.numDeletedRows), outbox: Number(outbox.numDeletedRows) };
+}

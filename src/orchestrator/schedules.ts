@@ -62,7 +62,8 @@ export const SCHEDULES: readonly Schedule[] = [
   {
     name: 'purge',
     cron: '0 4 * * *',
-    description: 'purge of cancelled tenants past their grace period',
+    description:
+      'purge of cancelled tenants past their grace period, and of mails to addresses without an account after 30 days',
     backfillMinutes: 12 * 60,
   },
   {

@@ -3,6 +3,7 @@ import type pg from 'pg';
 import type { Config } from '../config/load.ts';
 import type { ComputeDriver } from '../core/compute.ts';
 import type { Database } from '../db/database.ts';
+import { forgetVisitorMail } from '../identity/account-recovery.ts';
 import { loadSecretBox } from '../identity/master-key.ts';
 import type { SecretBox } from '../identity/secrets.ts';
 import { orchestratorParts, startConfiguredWorker, type OrchestratorParts } from './orchestrator.ts';
@@ -80,6 +81,7 @@ export function registerLifecycle(
   const serviceSecrets = tenantServiceSecrets(db, box);
   parts.scheduleHandlers.purge = async () => {
     await purgeDue(db);
+    await forgetVisitorMail(db);
   };
   parts.scheduleHandlers['pending-signups'] = async () => {
     await expirePendingSignups(db, config.pendingSignupHours);
