@@ -201,6 +201,54 @@ describe('builtin edge routing', () => {
     await setTenantRouteState(db, globex, 'active');
   });
 
+  it("says why a workspace is held back, as its tenant's state says, with a way back to the front page", async () => {
+    const db = database.db;
+    const cases = [
+      {
+        slug: 'umbrella',
+        status: 'cancelled',
+        reason: 'subscription cancelled',
+        code: 410,
+        says: 'Its data is kept until 2027-01-05 and then deleted for good',
+      },
+      {
+        slug: 'hooli',
+        status: 'suspended',
+        reason: 'suspended by an operator',
+        code: 402,
+        says: "suspended by the platform's operator",
+      },
+      {
+        slug: 'stark',
+        status: 'suspended',
+        reason: 'payment_failed',
+        code: 402,
+        says: 'because a payment did not go through',
+      },
+    ];
+    for (const c of cases) {
+      const id = await insertTenant(db, c.slug);
+      await db
+        .updateTable('tenants')
+        .set({
+          status: c.status as 'cancelled',
+          status_reason: c.reason,
+          purge_after: new Date('2027-01-05T04:00:00Z'),
+        })
+        .where('id', '=', id)
+        .execute();
+      await upsertRoute(db, { hostname: `${c.slug}.localhost`, tenantId: id, state: 'suspended' });
+    }
+    for (const c of cases) {
+      const page = await eventually(async () => {
+        const r = await get(`${c.slug}.localhost:${edge.port}`, '/');
+        return r.status === c.code ? r : undefined;
+      });
+      expect([c.slug, page.body]).toEqual([c.slug, expect.stringContaining(c.says)]);
+      expect(page.body).toContain(`<a href="http://localhost:${edge.port}/">Go to the home page</a>`);
+    }
+  });
+
   it('streams a large answer to a slow reader whole, and cancels the upstream request when the client leaves', async () => {
     // 8 MiB in 64 KiB pieces, each written only when the previous one was taken (backpressure),
     // or endless for /forever; every upstream response's end or abort is recorded.

@@ -1,5 +1,5 @@
 import { PAID_STATUSES, SUSPENDING_STATUSES } from '../core/billing.ts';
-import { canTransition, type TenantStatus } from '../core/tenants.ts';
+import { canTransition, PAYMENT_SUSPENSION, type TenantStatus } from '../core/tenants.ts';
 import type { BillingEvent } from './events.ts';
 
 export interface DunningPolicy {
@@ -9,8 +9,6 @@ export interface DunningPolicy {
 
 export const DEFAULT_DUNNING: DunningPolicy = { suspendAfterAttempts: 3 };
 
-/** Why a tenant is suspended; billing lifts only the suspensions billing made. */
-export const PAYMENT_SUSPENSION = 'payment_failed';
 
 export type BillingAction =
   | { action: 'provision' }

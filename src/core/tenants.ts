@@ -36,6 +36,11 @@ export function canTransition(from: TenantStatus, to: TenantStatus): boolean {
 }
 
 /** What the edge answers for a tenant in each status. */
+/** Why a tenant is suspended for a payment; billing lifts only the suspensions billing made. */
+export const PAYMENT_SUSPENSION = 'payment_failed';
+/** Why a tenant an operator suspended is suspended; a payment does not lift it (billing/decide.ts). */
+export const OPERATOR_SUSPENSION = 'suspended by an operator';
+
 export function routeStateFor(status: TenantStatus): RouteState {
   if (status === 'active') return 'active';
   if (status === 'provisioning' || status === 'pending_payment' || status === 'failed') return 'provisioning';

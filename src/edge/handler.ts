@@ -3,7 +3,6 @@ import { Readable, type Duplex } from 'node:stream';
 import type { BlockList } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { ProxyServer } from 'http-proxy-3';
-import type { StepStatus } from '../db/tables.ts';
 import type { Logger } from '../observability/logger.ts';
 import { metricsRefusal } from '../observability/metrics-access.ts';
 import type { EdgeMetrics, HistogramSeries } from './edge-metrics.ts';
@@ -22,7 +21,7 @@ import {
 } from './forwarding.ts';
 import { ACME_CHALLENGE_PREFIX, HSTS, httpsRedirect } from './https.ts';
 import { normalizeTarget, TargetError, type NormalizedTarget } from './normalize.ts';
-import { PAGE_HEADERS, pages, type EdgePage } from './pages.ts';
+import { edgePages, PAGE_HEADERS, pages, type EdgePage, type TenantPageFacts } from './pages.ts';
 import { budgetKey, type EdgeRateLimiter } from './rate-limit.ts';
 import { isIpLiteral, matchRoute, type EdgeRoute, type RouteMatch, type RouteTable } from './route-table.ts';
 
@@ -60,7 +59,8 @@ export interface EdgeHandlerOptions {
   https?: { port: number };
   /** Bearer token for a forwarding edge's own /metrics (none: loopback clients only). */
   metricsToken?: string;
-  steps: (tenantId: string) => Promise<{ company: string | null; steps: StepStatus[] }>;
+  /** What the pages say of a tenant (its steps, status, reason, purge date), shared between requests. */
+  tenantFacts: (tenantId: string) => Promise<TenantPageFacts>;
   challenges?: ChallengeResponder;
   trustedProxies?: BlockList;
   /** Addresses of platform-internal callers (dashboards), budgeted by credential (`budgetKey`). */
@@ -197,6 +197,15 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
   }
 
   /**
+   * The edge's pages with a way back to the platform's front page, at the
+   * scheme and port the visitor used to reach this host.
+   */
+  function pagesFor(req: IncomingMessage) {
+    const port = /:(\d+)$/.exec(req.headers.host ?? '')?.[1];
+    return edgePages(`${encrypted(req) ? 'https' : 'http'}://${o.baseDomain}${port ? `:${port}` : ''}/`);
+  }
+
+  /**
    * What to do with a request. Synchronous unless something has to be waited
    * for (an ACME answer, a Redis budget, provisioning steps): most requests
    * cost no promise at all.
@@ -206,7 +215,7 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     try {
       target = normalizeTarget(req.url, req.headers.host);
     } catch (err) {
-      if (err instanceof TargetError) return { kind: 'page', page: pages.badRequest(err.message) };
+      if (err instanceof TargetError) return { kind: 'page', page: pagesFor(req).badRequest(err.message) };
       throw err;
     }
     const budget = budgetKey(req, ip, o.internalCallers);
@@ -252,11 +261,13 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
       }
     }
     const match = matchRoute(o.routes(), o.baseDomain, target.host, target.path);
-    if (match.kind === 'unknown_host') return { kind: 'page', page: pages.unknownHost() };
-    if (match.kind === 'no_route') return { kind: 'page', page: pages.noRoute(), tenantId: match.tenantId };
+    if (match.kind === 'unknown_host') return { kind: 'page', page: pagesFor(req).unknownHost() };
+    if (match.kind === 'no_route')
+      return { kind: 'page', page: pagesFor(req).noRoute(), tenantId: match.tenantId };
     const route = match.kind === 'route' ? match.route : undefined;
     const tenantId = route?.tenantId ?? null;
-    if (route && !allowed(route, ip)) return { kind: 'page', page: pages.forbidden(), route, tenantId };
+    if (route && !allowed(route, ip))
+      return { kind: 'page', page: pagesFor(req).forbidden(), route, tenantId };
     const wait = o.limiter.check(budget, tenantId, route);
     if (typeof wait === 'number') return afterBudget(wait, match, target, route, tenantId, req);
     return wait.then((w) => afterBudget(w, match, target, route, tenantId, req));
@@ -270,7 +281,7 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
     tenantId: string | null,
     req: IncomingMessage,
   ): Decision | Promise<Decision> {
-    if (wait > 0) return { kind: 'page', page: pages.rateLimited(wait), route, tenantId };
+    if (wait > 0) return { kind: 'page', page: pagesFor(req).rateLimited(wait), route, tenantId };
     if (match.kind !== 'route') {
       if ('serve' in o.platform) return { kind: 'platform', target, serve: o.platform.serve };
       return {
@@ -282,17 +293,25 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
       };
     }
     const r = match.route;
-    if (r.state === 'suspended') return { kind: 'page', page: pages.suspended(), route: r, tenantId };
-    if (r.state === 'provisioning' && r.tenantId) {
-      return o.steps(r.tenantId).then(({ company, steps }) => ({
+    if (r.state === 'suspended') {
+      if (!r.tenantId) return { kind: 'page', page: pagesFor(req).suspended(), route: r, tenantId };
+      return o.tenantFacts(r.tenantId).then((tenant) => ({
         kind: 'page',
-        page: pages.provisioning(company, steps),
+        page: pagesFor(req).suspended(tenant),
+        route: r,
+        tenantId,
+      }));
+    }
+    if (r.state === 'provisioning' && r.tenantId) {
+      return o.tenantFacts(r.tenantId).then(({ company, steps }) => ({
+        kind: 'page',
+        page: pagesFor(req).provisioning(company, steps),
         route: r,
         tenantId,
       }));
     }
     if (r.state !== 'active' || !r.upstream) {
-      return { kind: 'page', page: pages.unavailable(), route: r, tenantId };
+      return { kind: 'page', page: pagesFor(req).unavailable(), route: r, tenantId };
     }
     const upstream = r.upstream;
     const url = match.forwardPath + target.query;
@@ -348,7 +367,8 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
   }
 
   function proxyError(err: ForwardError, res: ServerResponse | Duplex) {
-    const page = /timeout/i.test(err.message) ? pages.gatewayTimeout() : pages.badGateway();
+    const p = 'req' in res ? pagesFor(res.req) : pages;
+    const page = /timeout/i.test(err.message) ? p.gatewayTimeout() : p.badGateway();
     if ('writeHead' in res) send(res, page);
     else writeRaw(res, page);
   }
@@ -376,7 +396,7 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
           const length = Number(req.headers['content-length'] ?? 0);
           if (length > maxBody) {
             finish(req, path, res, started, d.route, refused);
-            return send(res, pages.tooLarge());
+            return send(res, pagesFor(req).tooLarge());
           }
           const body =
             length > 0 || req.headers['transfer-encoding'] !== undefined
@@ -397,7 +417,7 @@ export function createEdgeHandler(o: EdgeHandlerOptions): EdgeHandler {
         },
         (err: unknown) => {
           o.log.error({ err }, 'edge request failed');
-          send(res, pages.unavailable());
+          send(res, pagesFor(req).unavailable());
         },
       );
     },

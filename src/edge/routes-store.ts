@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
 import type { Database } from '../db/database.ts';
-import type { RoutesTable, StepStatus } from '../db/tables.ts';
+import type { RoutesTable } from '../db/tables.ts';
 import type { Selectable } from 'kysely';
 import type { RouteAuth, RouteState } from '../core/routes.ts';
+import type { TenantPageFacts } from './pages.ts';
 import { isPublicPath, type EdgeRoute } from './route-table.ts';
 
 /**
@@ -186,13 +187,18 @@ export async function deleteRoute(db: Database, hostname: string, pathPrefix = '
   return Number(result.numDeletedRows) > 0;
 }
 
-/** A tenant's provisioning steps, for the "preparing your workspace" page. */
-export async function tenantSteps(
-  db: Database,
-  tenantId: string,
-): Promise<{ company: string | null; steps: StepStatus[] }> {
+/**
+ * What the edge's pages say of a tenant: its provisioning steps for the
+ * "preparing your workspace" page, its status, reason and purge date for the
+ * suspended and cancelled ones.
+ */
+export async function tenantSteps(db: Database, tenantId: string): Promise<TenantPageFacts> {
   const [tenant, resources] = await Promise.all([
-    db.selectFrom('tenants').select('company').where('id', '=', tenantId).executeTakeFirst(),
+    db
+      .selectFrom('tenants')
+      .select(['company', 'status', 'status_reason', 'purge_after'])
+      .where('id', '=', tenantId)
+      .executeTakeFirst(),
     db
       .selectFrom('resources')
       .select(['kind', 'steps'])
@@ -202,7 +208,13 @@ export async function tenantSteps(
       .orderBy('id')
       .execute(),
   ]);
-  return { company: tenant?.company ?? null, steps: resources.flatMap((r) => r.steps ?? []) };
+  return {
+    company: tenant?.company ?? null,
+    status: tenant?.status ?? null,
+    statusReason: tenant?.status_reason ?? null,
+    purgeAfter: tenant?.purge_after ?? null,
+    steps: resources.flatMap((r) => r.steps ?? []),
+  };
 }
 
 /** How long one read of a tenant's steps answers every request for its "preparing" page. */

@@ -122,7 +122,7 @@ export async function startBuiltinEdge(deps: EdgeDeps, options: BuiltinEdgeOptio
     nginxAuth: options.behindNginx,
     https: redirectTo,
     metricsToken: config.metricsToken,
-    steps: sharedTenantSteps((tenantId) => tenantSteps(database.db, tenantId)),
+    tenantFacts: sharedTenantSteps((tenantId) => tenantSteps(database.db, tenantId)),
     challenges: deps.challenges,
     trustedProxies: trusted.length ? compileCidrs(trusted).list : undefined,
     internalCallers: compileCidrs(internalCallerCidrs(config)).list,

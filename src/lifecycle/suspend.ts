@@ -1,12 +1,10 @@
 import { DomainError } from '../core/errors.ts';
-import { canTransition, type TenantStatus } from '../core/tenants.ts';
+import { canTransition, OPERATOR_SUSPENSION, type TenantStatus } from '../core/tenants.ts';
 import { applyTenantAction } from '../billing/process.ts';
 import type { BillingAction } from '../billing/decide.ts';
 import type { Database } from '../db/database.ts';
 import { tenantBillingEffect } from './billing-effect.ts';
 
-/** Why a tenant an operator suspended is suspended; a payment does not lift it (billing/decide.ts). */
-export const OPERATOR_SUSPENSION = 'suspended by an operator';
 
 export interface StatusChange {
   id: string;

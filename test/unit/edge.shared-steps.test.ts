@@ -13,7 +13,13 @@ function counter() {
     reads.push(tenantId);
     return fail
       ? Promise.reject(new Error('database gone'))
-      : Promise.resolve({ company: `Company ${tenantId}`, steps: [] });
+      : Promise.resolve({
+          company: `Company ${tenantId}`,
+          status: 'provisioning',
+          statusReason: null,
+          purgeAfter: null,
+          steps: [],
+        });
   };
   return { reads, read, failNext: (on: boolean) => (fail = on) };
 }
