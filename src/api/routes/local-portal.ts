@@ -32,10 +32,10 @@ function subscriptions(view: LocalPortalView, plans: Plan[]): string {
           ? ''
           : `${s.cancelAtPeriodEnd ? 'Ends' : 'Renews'} on ${day(s.currentPeriodEnd)}. `
         : '';
-      const started = s.startedAt ? `Started on ${day(s.startedAt)}. ` : '';
+      const started = s.startedAt ? `Started on ${day(s.startedAt)}.` : '';
       return `<div class="card"><h3>${escapeHtml(plan ? `${plan.name} plan` : (s.priceId ?? 'No price'))}</h3>
 ${plan ? `<p class="price">${escapeHtml(price(plan))}</p>` : ''}
-<p>State: ${badge(s.status)}</p><p>${escapeHtml(`${end}${started}`)}<span class="muted">${escapeHtml(s.id)}</span></p></div>`;
+<p>State: ${badge(s.status)}</p><p>${escapeHtml(`${end}${started}`)}</p><p class="muted">Subscription <code>${escapeHtml(s.id)}</code></p></div>`;
     })
     .join('\n');
 }
@@ -61,7 +61,7 @@ function portalPage(view: LocalPortalView, plans: Plan[]): string {
   const body = `<h1>Payment methods and invoices</h1>
 ${notice("Local billing mode: this page stands in for Stripe's customer portal. It takes no real payments: no card is kept, no invoice is issued and nothing is charged.")}
 <div class="card"><h2>${escapeHtml(who)}</h2>
-<p>Billed to: ${escapeHtml(view.customer.email ?? 'no e-mail address')}<br><span class="muted">Customer ${escapeHtml(view.customer.id)}</span></p></div>
+<p>Billed to: ${escapeHtml(view.customer.email ?? 'no e-mail address')}<br><span class="muted">Customer <code>${escapeHtml(view.customer.id)}</code></span></p></div>
 <h2>Subscription</h2>
 ${subscriptions(view, plans)}
 <h2>Payment methods</h2>
