@@ -2,10 +2,12 @@
 // subscription's state, and changing the plan through a confirmation that says what changes and
 // the price. The platform's API decides (GET and POST /api/v1/tenants/{tenant}/billing…); the
 // change is asked of the billing as a new price on the subscription and the plan follows when
-// the subscription update is processed, moments later. server.mjs registers the page and its form.
+// the subscription update is processed, moments later. "Payment methods and invoices" asks the
+// API for a portal session (Stripe's Customer Portal, or local billing mode's page on the
+// platform) and sends the browser there. server.mjs registers the page and its forms.
 /** @import { IncomingMessage, ServerResponse } from 'node:http' */
 /** @import { Answer, Session } from './server.mjs' */
-import { badge, confirmDialog, escape, hidden, notice, readForm } from './web.mjs';
+import { badge, confirmDialog, escape, hidden, notice, readForm, send } from './web.mjs';
 
 /**
  * A plan as GET /api/v1/tenants/{tenant}/billing lists it.
@@ -25,6 +27,11 @@ import { badge, confirmDialog, escape, hidden, notice, readForm } from './web.mj
 /**
  * POST /api/v1/tenants/{tenant}/billing/plan.
  * @typedef {{ from: string, plan: string, state: 'requested' | 'already_requested' }} PlanChange
+ */
+/**
+ * POST /api/v1/tenants/{tenant}/billing/portal: where the signed-in owner manages payment methods
+ * and sees invoices.
+ * @typedef {{ url: string }} PortalSession
  */
 /**
  * What the page needs of server.mjs: the signed-in user's calls, the frame and the form plumbing.
@@ -162,6 +169,13 @@ ${b.mode === 'local' ? notice('Local billing mode: payments are simulated and no
       )}<li>${escape(`${b.servicesInUse} service${b.servicesInUse === 1 ? '' : 's'} in use`)}</li></ul>
 ${subscriptionState(b)}
 ${pending ? `<p>${escape(`Changing to ${pending.name}: it takes effect once the payment provider confirms it.`)}</p>` : ''}</div>
+<h2>Payment methods and invoices</h2>
+<p>${
+      b.mode === 'local'
+        ? 'Local billing mode keeps no card and issues no invoices; its page shows your subscription and the payments it recorded.'
+        : 'Your card, billing details and invoices are kept by Stripe: change them and download invoices in its customer portal, which brings you back here.'
+    }</p>
+<form method="post" action="billing-portal">${deps.csrfOf(session)}<button type="submit" class="secondary">Payment methods and invoices</button></form>
 <h2>Plans</h2>
 <p class="muted">A plan change takes effect as soon as the payment provider confirms it, usually within moments; the services limit and what usage is measured against follow.</p>
 <ul class="grid">${cards}</ul>
@@ -197,5 +211,24 @@ ${dialogs}`;
     );
   }
 
-  return { page, change };
+  /**
+   * "Payment methods and invoices": a portal session as the signed-in user, then on to it (a
+   * refusal is shown on the page, in words).
+   * @param {IncomingMessage} req
+   * @param {ServerResponse} res
+   * @param {Session} session
+   */
+  async function portal(req, res, session) {
+    const form = await readForm(req);
+    if (!deps.csrfOk(session, form.csrf)) return deps.forbidden(res);
+    /** @type {Answer<PortalSession>} */
+    const answer = await deps
+      .asUser(session, `/api/v1/tenants/${deps.tenant}/billing/portal`, { method: 'POST' })
+      .catch(() => ({ status: 503, body: {} }));
+    const url = answer.status === 201 ? /** @type {PortalSession} */ (answer.body).url : '';
+    if (!/^https?:\/\//.test(url)) return deps.back(res, 'billing', deps.refusedWith(answer), true);
+    return send(res, 303, '', { location: url });
+  }
+
+  return { page, change, portal };
 }

@@ -37,6 +37,7 @@ import {
   confirmDialog,
   cookie,
   csrfField,
+  cspWithFormsTo,
   emptyState,
   escape,
   hidden,
@@ -1179,6 +1180,7 @@ const ACTIONS = {
   'tenant.reactivate': 'An operator reactivated the workspace',
   'tenant.cancel': 'Cancelled the workspace',
   'tenant.billing.plan': 'Asked to change the plan',
+  'tenant.billing.portal': 'Opened payment methods and invoices',
   'tenant.plan_changed': 'The plan changed',
   'auth.login': 'Signed in',
   'auth.logout': 'Signed out',
@@ -1742,6 +1744,7 @@ const SIGNED_IN = {
   '/export-now': exportNow,
   '/cancel-workspace': cancelWorkspace,
   '/billing-plan': billing.change,
+  '/billing-portal': billing.portal,
   '/logout': logout,
   ...account.forms,
 };
@@ -1759,6 +1762,31 @@ const PAGES = {
   '/billing': billing.page,
   '/workspace': workspacePage,
   ...account.pages,
+};
+
+/**
+ * Where the Billing page's "Payment methods and invoices" leads: Stripe's customer portal, or
+ * local billing mode's page on the platform's own address.
+ * @param {IncomingMessage} req
+ */
+function portalOrigins(req) {
+  const origins = ['https://billing.stripe.com'];
+  try {
+    const portal = portalUrl(req);
+    if (portal) origins.push(new URL(portal).origin);
+  } catch {
+    // No usable address for the platform: only Stripe's portal can be reached from the page.
+  }
+  return origins;
+}
+
+/**
+ * Headers of pages whose forms are answered with a redirect to another site (browsers hold that
+ * redirect to the page's form-action).
+ * @type {Record<string, (req: IncomingMessage) => Record<string, string>>}
+ */
+const PAGE_HEADERS = {
+  '/billing': (req) => ({ 'content-security-policy': cspWithFormsTo(portalOrigins(req)) }),
 };
 
 const notFound = (/** @type {ServerResponse} */ res) =>
@@ -1831,7 +1859,7 @@ async function route(req, res) {
     return loginPage(res, req, 200, message, [clearCookie(COOKIE.session)], path);
   }
   const renewed = edgeDue(session) ? await edgeCookie(session, req) : undefined;
-  const headers = renewed ? { 'set-cookie': renewed } : {};
+  const headers = { ...PAGE_HEADERS[path]?.(req), ...(renewed ? { 'set-cookie': renewed } : {}) };
   return send(res, 200, await render(session, url), headers);
 }
 

@@ -21,13 +21,24 @@ export const STYLESHEET_PATH = `assets/design-${createHash('sha256').update(STYL
  * clickjacked), forms post only here, no MIME sniffing, no Referer with the
  * page's query string (an invitation's token) to the services it links to.
  */
+const csp = (/** @type {string} */ formAction) =>
+  `default-src 'none'; style-src 'self'; img-src 'self'; form-action ${formAction}; frame-ancestors 'none'; base-uri 'none'`;
+
 export const SECURITY_HEADERS = {
-  'content-security-policy': `default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'`,
+  'content-security-policy': csp("'self'"),
   'x-frame-options': 'DENY',
   'x-content-type-options': 'nosniff',
   'referrer-policy': 'no-referrer',
   'cross-origin-opener-policy': 'same-origin',
 };
+
+/**
+ * The CSP of a page with a form this dashboard answers with a redirect to another site (the
+ * billing portal): browsers hold a form's redirect to the page's `form-action` too, so the
+ * origins it may lead to are named there. Nothing else changes.
+ * @param {string[]} origins e.g. `https://billing.stripe.com`
+ */
+export const cspWithFormsTo = (origins) => csp(["'self'", ...origins].join(' '));
 
 /**
  * A whole HTML page in the design system: a skip link, the top bar (the company's name, and the

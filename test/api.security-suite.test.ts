@@ -17,7 +17,8 @@ describe('security suite coverage', () => {
   it('lets an anonymous request through to exactly the routes that declare themselves public', async () => {
     // Public: the portal's pages, the operations endpoints (/metrics checks its own token), the API
     // reference, login and refresh (their credential is the body), signup, Stripe's webhook (signed),
-    // local billing's checkout (reached by an unguessable id, like Stripe's) and the service catalog.
+    // local billing's checkout and customer portal (reached by an unguessable id or link, like
+    // Stripe's) and the service catalog.
     const routes = registeredRoutes(suite.harness().api).filter(
       (r) => r.method !== 'HEAD' && r.method !== 'OPTIONS',
     );

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_LIMITS } from '../src/identity/rate-limit.ts';
-import { Browser, startDashboard, type Answer, type RunningDashboard } from './support/dashboard.ts';
+import { apiUrl, Browser, startDashboard, type Answer, type RunningDashboard } from './support/dashboard.ts';
 import { createHarness, PASSWORD, totpCodeAtStep, type Harness } from './support/identity.ts';
 
 /**
@@ -296,7 +296,23 @@ describe('security headers', () => {
     expectStrict(await browser.signIn(totpUser, PASSWORD), 'second step');
     expectStrict(await browser.get('/nowhere'), '404');
     expectStrict(await browser.get('/logout'), '405');
-    const { home } = await signedIn(dashA, h.a.owner.email, '198.51.100.61');
+    const { browser: owner, home } = await signedIn(dashA, h.a.owner.email, '198.51.100.61');
     expectStrict(home, 'home');
+    // The Billing page's "Payment methods and invoices" is answered with a redirect to the billing
+    // portal, which browsers hold to the page's form-action: it names Stripe's portal and the
+    // platform's own address, and nothing else changes.
+    const billing = await owner.get('/billing');
+    expectStrict(billing, 'billing');
+    const formAction =
+      /form-action ([^;]*)/.exec(String(billing.headers['content-security-policy']))?.[1] ?? '';
+    expect(formAction.split(' ')).toEqual([
+      "'self'",
+      'https://billing.stripe.com',
+      new URL((await apiUrl(h)).replace('127.0.0.1', 'localhost')).origin,
+    ]);
+    const other = String(home.headers['content-security-policy']);
+    expect(String(billing.headers['content-security-policy'])).toBe(
+      other.replace("form-action 'self'", `form-action ${formAction}`),
+    );
   });
 });

@@ -73,9 +73,12 @@ describe('request logs', () => {
 
   it('keep no bearer-like ids: checkout ids and credentials in query strings are redacted', async () => {
     const checkout = 'cs_local0123456789abcdefghijklmnop';
+    // A local customer portal link's secret (a well-formed one that opens nothing).
+    const portal = 'Zm9ydHktdGhyZWUtY2hhcmFjdGVycy1vZi1zZWNyZXQ';
     for (const [url, id] of [
       [`/billing/checkout/${checkout}`, 'req-checkout-1'],
       [`/billing/checkout/${checkout}/pay`, 'req-checkout-2'],
+      [`/billing/portal?session=${portal}`, 'req-portal-1'],
       ['/api/v1/tenants/logged?access_token=sekrit-value-1&tenant=logged', 'req-query-1'],
     ] as const) {
       const method = url.endsWith('/pay') ? 'POST' : 'GET';
@@ -85,12 +88,14 @@ describe('request logs', () => {
     }
     const text = JSON.stringify(lines);
     expect(text).not.toContain(checkout);
+    expect(text).not.toContain(portal);
     expect(text).not.toContain('sekrit-value-1');
     const urls = lines.filter((l) => l.msg === 'request').map((l) => l.url);
     expect(urls).toEqual(
       expect.arrayContaining([
         '/billing/checkout/[redacted]',
         '/billing/checkout/[redacted]/pay',
+        '/billing/portal?session=[redacted]',
         '/api/v1/tenants/logged?access_token=[redacted]&tenant=logged',
       ]),
     );

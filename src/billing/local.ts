@@ -4,6 +4,8 @@ import type {
   CheckoutRequest,
   CheckoutSession,
   MeterEvent,
+  PortalRequest,
+  PortalSession,
   PriceChange,
   SubscriptionState,
 } from '../core/billing.ts';
@@ -11,6 +13,7 @@ import { DomainError } from '../core/errors.ts';
 import type { Database } from '../db/database.ts';
 import type { DB } from '../db/tables.ts';
 import { subscriptionObject, toSubscriptionState } from './events.ts';
+import { createLocalPortalSession, localPortalView, type LocalPortalView } from './local-portal.ts';
 import { localId, nowSeconds, stripeEvent, stripeObject } from './stripe-objects.ts';
 import { writeStripeEvent } from './webhook.ts';
 
@@ -223,6 +226,16 @@ export class LocalBilling implements BillingPort {
       metadata: { ...(raw.metadata as Record<string, string> | null), plan },
     });
     return 'requested';
+  }
+
+  /** The stand-in for Stripe's Customer Portal, served by the platform (local-portal.ts). */
+  openPortal(request: PortalRequest): Promise<PortalSession> {
+    return createLocalPortalSession(this.options.db, this.options.publicUrl, request);
+  }
+
+  /** What a local portal link opens (the route that serves it renders this). */
+  portal(secret: string): Promise<LocalPortalView | 'expired' | undefined> {
+    return localPortalView(this.options.db, secret);
   }
 
   /**

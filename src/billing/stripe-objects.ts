@@ -17,7 +17,7 @@ const ulid = monotonicFactory();
 export const localId = (prefix: string): string => `${prefix}_local${ulid().toLowerCase()}`;
 
 export function stripeObject(
-  kind: 'checkout.session' | 'subscription' | 'invoice' | 'customer',
+  kind: 'checkout.session' | 'subscription' | 'invoice' | 'customer' | 'billing_portal.session',
   fields: Record<string, unknown>,
 ): Record<string, unknown> {
   return { ...structuredClone(shapes[kind]), livemode: false, created: nowSeconds(), ...fields };

@@ -4,6 +4,8 @@ import type {
   CheckoutRequest,
   CheckoutSession,
   MeterEvent,
+  PortalRequest,
+  PortalSession,
   PriceChange,
   SubscriptionState,
 } from '../core/billing.ts';
@@ -111,6 +113,28 @@ export class StripeBilling implements BillingPort {
       return 'requested';
     } catch (err) {
       throw this.failure('change the subscription price', err);
+    }
+  }
+
+  /**
+   * A Customer Portal session (`POST /v1/billing_portal/sessions` with the
+   * customer and the page to return to), on the portal configuration set as
+   * the default in Stripe's dashboard: what the customer may change there
+   * (payment methods, invoices, billing details) is configured at Stripe.
+   * Each call opens a new session; nothing changes until the customer acts
+   * in it, so no idempotency key of our own is needed (the SDK adds one to
+   * its own retries). A refusal (an unknown customer, no portal configuration
+   * saved) is a dependency failure in Stripe's words.
+   */
+  async openPortal(request: PortalRequest): Promise<PortalSession> {
+    try {
+      const session = await this.stripe.billingPortal.sessions.create({
+        customer: request.customerId,
+        return_url: request.returnUrl,
+      });
+      return { url: session.url };
+    } catch (err) {
+      throw this.failure('open the customer portal', err);
     }
   }
 

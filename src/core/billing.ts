@@ -46,6 +46,22 @@ export interface MeterEvent {
 
 export type PriceChange = 'requested' | 'already_requested';
 
+/**
+ * Where a customer manages payment methods and sees invoices: Stripe's
+ * Customer Portal, or local billing mode's own page. `returnUrl` is where the
+ * portal links back to (the workspace's Billing page).
+ */
+export interface PortalRequest {
+  tenantId: string;
+  customerId: string;
+  returnUrl: string;
+}
+
+export interface PortalSession {
+  /** The portal's address: a short-lived credential for this one customer. */
+  url: string;
+}
+
 export interface BillingPort {
   readonly mode: 'stripe' | 'local';
   createCheckout(request: CheckoutRequest): Promise<CheckoutSession>;
@@ -59,6 +75,8 @@ export interface BillingPort {
    * the subscription has that price now, so nothing was sent.
    */
   changePrice(subscriptionId: string, price: string, plan: string): Promise<PriceChange>;
+  /** A portal session for the customer (Stripe: `POST /v1/billing_portal/sessions`). */
+  openPortal(request: PortalRequest): Promise<PortalSession>;
   /** Report metered usage (Stripe: `POST /v1/billing/meter_events`; local mode sends nothing). */
   recordMeterEvent(event: MeterEvent): Promise<void>;
 }

@@ -64,7 +64,7 @@ export const ENUM_COLUMNS = {
   'outbox.kind': ['email', 'stripe', 'webhook', 'alert'],
   'outbox.status': ['pending', 'delivered', 'failed'],
   'resources.phase': RESOURCE_PHASES,
-  'local_billing_objects.kind': ['checkout_session', 'customer', 'subscription'],
+  'local_billing_objects.kind': ['checkout_session', 'customer', 'subscription', 'billing_portal_session'],
   'certificates.challenge': ['http-01', 'dns-01'],
   'signing_keys.alg': ['EdDSA'],
   'api_keys.role': ROLES,

@@ -337,7 +337,7 @@ CREATE TABLE public.local_billing_objects (
     data jsonb NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT local_billing_objects_kind_check CHECK ((kind = ANY (ARRAY['checkout_session'::text, 'customer'::text, 'subscription'::text])))
+    CONSTRAINT local_billing_objects_kind_check CHECK ((kind = ANY (ARRAY['checkout_session'::text, 'customer'::text, 'subscription'::text, 'billing_portal_session'::text])))
 );
 
 CREATE TABLE public.orphans (
@@ -1051,6 +1051,8 @@ CREATE INDEX incidents_tenant_idx ON public.incidents USING btree (tenant_id, op
 CREATE INDEX invitations_tenant_idx ON public.invitations USING btree (tenant_id);
 
 CREATE INDEX local_billing_objects_tenant_idx ON public.local_billing_objects USING btree (tenant_id);
+
+CREATE UNIQUE INDEX local_billing_portal_secret_idx ON public.local_billing_objects USING btree (((data ->> 'secret_sha256'::text))) WHERE (kind = 'billing_portal_session'::text);
 
 CREATE INDEX outbox_pending_idx ON public.outbox USING btree (id) WHERE (status = 'pending'::text);
 

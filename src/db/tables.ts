@@ -438,7 +438,7 @@ export interface ResourcesTable {
 
 export interface LocalBillingObjectsTable {
   id: string;
-  kind: 'checkout_session' | 'customer' | 'subscription';
+  kind: 'checkout_session' | 'customer' | 'subscription' | 'billing_portal_session';
   tenant_id: string | null;
   data: Json<Record<string, unknown>>;
   created_at: CreatedAt;

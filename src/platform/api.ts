@@ -2,6 +2,7 @@ import type { Config } from '../config/load.ts';
 import { createApi, type ApiServer } from '../api/server.ts';
 import { healthRoutes } from '../api/routes/health.ts';
 import { localCheckoutRoutes } from '../api/routes/local-checkout.ts';
+import { localPortalRoutes } from '../api/routes/local-portal.ts';
 import { signupRoutes } from '../api/routes/signup.ts';
 import { platformProvides } from '../catalog/runnable.ts';
 import { stripeWebhookRoutes } from '../api/routes/stripe-webhook.ts';
@@ -62,7 +63,10 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
     metricsToken: config.metricsToken,
   });
   await stripeWebhookRoutes(api, { db: database.db, webhookSecret: billing.webhookSecret });
-  if (billing.local) localCheckoutRoutes(api, billing.local);
+  if (billing.local) {
+    localCheckoutRoutes(api, billing.local);
+    localPortalRoutes(api, { billing: billing.local, plans: parts.plans });
+  }
   signupRoutes(api, {
     db: database.db,
     billing: billing.port,
@@ -112,7 +116,13 @@ export async function buildApi(parts: ApiParts): Promise<ApiServer> {
     provides: platformProvides(config),
     plans: parts.plans,
   });
-  tenantBillingRoutes(api, { db: database.db, access, plans: parts.plans, billing });
+  tenantBillingRoutes(api, {
+    db: database.db,
+    access,
+    plans: parts.plans,
+    billing,
+    publicUrl: config.publicUrl,
+  });
   operationsRoutes(api, { db: database.db, config, plans: parts.plans, log });
   let box: Promise<SecretBox> | undefined;
   webhookRoutes(api, {

@@ -8,6 +8,7 @@ const TITLES: Record<number, string> = {
   404: 'Page not found',
   405: 'Not allowed here',
   409: 'Not possible right now',
+  410: 'No longer available',
   413: 'Too large',
   415: 'Not accepted',
   429: 'Too many requests',

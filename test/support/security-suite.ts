@@ -128,6 +128,26 @@ async function withContainer(h: Harness, service: string): Promise<void> {
   }
 }
 
+/** A tenant of its own, active and signed up through local checkout (so it has a billing customer): its owner's token. */
+async function paidTenant(h: Harness, s: SecurityContext): Promise<{ slug: string; token: string }> {
+  const slug = `plan${s.next()}`;
+  const id = newId('tenant');
+  await h.db.db.insertInto('tenants').values({ id, slug, company: 'Plans', status: 'active' }).execute();
+  const email = `owner@${slug}.test`;
+  await h.db.db
+    .insertInto('users')
+    .values({
+      id: newId('user'),
+      email,
+      role: 'tenant_owner',
+      tenant_id: id,
+      password_hash: await hashPassword(PASSWORD),
+    })
+    .execute();
+  await subscribeLocally(h.db.db, loadPlans(PLANS_FILE), { id, email }, 'starter');
+  return { slug, token: (await h.login(email)).accessToken };
+}
+
 /** Tenant A's `service`, subscribed and then failed (its health check never passed), for the retry route. */
 async function failed(h: Harness, service: string): Promise<void> {
   await subscribed(h, service);
@@ -662,25 +682,20 @@ export const ROUTE_CASES: RouteCase[] = [
     call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/billing/plan`, payload: { plan: 'business' } }),
     // The positive control changes a plan: a tenant of its own, signed up through local checkout.
     allowed: async (h, s) => {
-      const slug = `plan${s.next()}`;
-      const id = newId('tenant');
-      await h.db.db.insertInto('tenants').values({ id, slug, company: 'Plans', status: 'active' }).execute();
-      const email = `owner@${slug}.test`;
-      await h.db.db
-        .insertInto('users')
-        .values({
-          id: newId('user'),
-          email,
-          role: 'tenant_owner',
-          tenant_id: id,
-          password_hash: await hashPassword(PASSWORD),
-        })
-        .execute();
-      await subscribeLocally(h.db.db, loadPlans(PLANS_FILE), { id, email }, 'starter');
-      return {
-        token: (await h.login(email)).accessToken,
-        call: { url: `/api/v1/tenants/${slug}/billing/plan`, payload: { plan: 'business' } },
-      };
+      const { slug, token } = await paidTenant(h, s);
+      return { token, call: { url: `/api/v1/tenants/${slug}/billing/plan`, payload: { plan: 'business' } } };
+    },
+  },
+  {
+    method: 'POST',
+    url: '/api/v1/tenants/:tenant/billing/portal',
+    minRole: 'tenant_owner',
+    scope: 'tenant',
+    call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/billing/portal` }),
+    // The positive control opens a portal: a tenant with a billing customer, from a paid local checkout.
+    allowed: async (h, s) => {
+      const { slug, token } = await paidTenant(h, s);
+      return { token, call: { url: `/api/v1/tenants/${slug}/billing/portal` } };
     },
   },
   {

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { localId, stripeEvent, stripeObject } from '../../src/billing/stripe-objects.ts';
@@ -21,6 +21,17 @@ import { localId, stripeEvent, stripeObject } from '../../src/billing/stripe-obj
  * only its metadata). Objects have the shape of Stripe's published fixtures.
  * Each update makes the `customer.subscription.updated` event Stripe would
  * send (with `previous_attributes`), kept in `sent` for the test to deliver.
+ *
+ * Customer Portal sessions, for payment methods and invoices:
+ * `POST /v1/billing_portal/sessions` with `customer` (required, a customer it
+ * knows), `return_url` (a valid http(s) URL; Stripe needs it when the portal
+ * configuration has no default return URL, and this account's has none),
+ * optionally `configuration` (a portal configuration it knows), `locale` and
+ * `expand[]`; anything else is an unknown parameter. Until a portal
+ * configuration is saved (`portalConfigured = false`), Stripe refuses every
+ * session, as in a new account. The answer is a `billing_portal.session`
+ * shaped like Stripe's fixture, its `url` a `https://billing.stripe.com/p/session/…`
+ * address; each is kept in `portalSessions`.
  */
 export interface RecordedMeterEvent {
   event_name: string;
@@ -46,6 +57,10 @@ export interface StripeApiStandIn {
   sent: Record<string, unknown>[];
   /** Every request it answered: method, path and form body. */
   requests: { method: string; path: string; form: URLSearchParams; idempotencyKey?: string }[];
+  /** The Customer Portal sessions it created, oldest first. */
+  portalSessions: Record<string, unknown>[];
+  /** Whether the account has saved its Customer Portal settings (a default configuration). */
+  portalConfigured: boolean;
   /** Answer the next `n` requests with a 500, as an outage would. */
   failNext(n: number): void;
   close(): Promise<void>;
@@ -58,6 +73,18 @@ async function body(req: IncomingMessage): Promise<string> {
 }
 
 const PRORATIONS = new Set(['create_prorations', 'none', 'always_invoice']);
+const PORTAL_CONFIGURATION = 'bpc_1StandInDefaultPortal';
+const PORTAL_PARAM = /^(customer|return_url|configuration|locale|expand\[\d+\])$/;
+
+/** A URL as Stripe accepts one for `return_url`: absolute, http or https. */
+function validUrl(value: string): boolean {
+  try {
+    const url = new URL(value);
+    return (url.protocol === 'https:' || url.protocol === 'http:') && url.hostname !== '';
+  } catch {
+    return false;
+  }
+}
 const ITEM_PARAM = /^items\[(\d+)\]\[(id|price|quantity|deleted)\]$/;
 
 export async function startStripeApi(
@@ -178,6 +205,57 @@ export async function startStripeApi(
     return { status: 200, body: updated };
   }
 
+  const portalSessions: Record<string, unknown>[] = [];
+  const portal = { configured: true };
+
+  /** `POST /v1/billing_portal/sessions`: a session, or a refusal as Stripe words it. */
+  function createPortalSession(form: URLSearchParams): { status: number; body: object } {
+    const refuse = (message: string, param?: string, code?: string) => ({
+      status: 400,
+      body: {
+        error: {
+          type: 'invalid_request_error',
+          message,
+          ...(param ? { param } : {}),
+          ...(code ? { code } : {}),
+        },
+      },
+    });
+    for (const key of form.keys()) {
+      if (!PORTAL_PARAM.test(key)) return refuse(`Received unknown parameter: ${key}`, key);
+    }
+    const customer = form.get('customer');
+    if (!customer) return refuse('Missing required param: customer.', 'customer', 'parameter_missing');
+    if (!known.has(customer))
+      return refuse(`No such customer: '${customer}'`, 'customer', 'resource_missing');
+    const returnUrl = form.get('return_url');
+    if (returnUrl === null)
+      return refuse('Missing required param: return_url.', 'return_url', 'parameter_missing');
+    if (!validUrl(returnUrl)) return refuse('Not a valid URL', 'return_url', 'url_invalid');
+    const configuration = form.get('configuration');
+    if (configuration !== null && configuration !== PORTAL_CONFIGURATION)
+      return refuse(`No such configuration: '${configuration}'`, 'configuration', 'resource_missing');
+    const locale = form.get('locale');
+    if (locale !== null && !/^(auto|[a-z]{2}(-[A-Z]{2})?)$/.test(locale))
+      return refuse(`Invalid locale: ${locale}`, 'locale');
+    if (!portal.configured)
+      return refuse(
+        'You can’t create a portal session in test mode until you save your customer portal settings in test mode at https://dashboard.stripe.com/test/settings/billing/portal.',
+      );
+    const id = `bps_${randomBytes(12).toString('hex')}`;
+    const session = stripeObject('billing_portal.session', {
+      id,
+      configuration: configuration ?? PORTAL_CONFIGURATION,
+      customer,
+      flow: null,
+      locale,
+      return_url: returnUrl,
+      url: `https://billing.stripe.com/p/session/test_${randomBytes(24).toString('base64url')}`,
+    });
+    portalSessions.push(session);
+    return { status: 200, body: session };
+  }
+
   const idempotent = new Map<string, { hash: string; status: number; body: string }>();
   let failures = 0;
 
@@ -216,7 +294,9 @@ export async function startStripeApi(
         });
       return send(200, sub);
     }
-    const handled = req.method === 'POST' && (path === '/v1/billing/meter_events' || subscription);
+    const portalPath = path === '/v1/billing_portal/sessions';
+    const handled =
+      req.method === 'POST' && (path === '/v1/billing/meter_events' || subscription || portalPath);
     if (!handled)
       return send(404, { error: { type: 'invalid_request_error', message: `Unrecognized request URL` } });
     if (!req.headers['content-type']?.startsWith('application/x-www-form-urlencoded'))
@@ -250,6 +330,10 @@ export async function startStripeApi(
     };
     if (subscription) {
       const answer = updateSubscription(decodeURIComponent(subscription[1]!), form);
+      return remember(send(answer.status, answer.body));
+    }
+    if (portalPath) {
+      const answer = createPortalSession(form);
       return remember(send(answer.status, answer.body));
     }
     const eventName = form.get('event_name');
@@ -301,6 +385,13 @@ export async function startStripeApi(
     addSubscription,
     sent,
     requests,
+    portalSessions,
+    get portalConfigured() {
+      return portal.configured;
+    },
+    set portalConfigured(value: boolean) {
+      portal.configured = value;
+    },
     failNext(n) {
       failures = n;
     },

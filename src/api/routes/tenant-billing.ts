@@ -2,6 +2,8 @@ import type { FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Billing } from '../../billing/index.ts';
 import { billingOverview, requestPlanChange } from '../../billing/plan-change.ts';
+import { openCustomerPortal } from '../../billing/portal.ts';
+import { DomainError } from '../../core/errors.ts';
 import type { Plan } from '../../catalog/plans.ts';
 import type { Database } from '../../db/database.ts';
 import type { TenantAccess } from '../../identity/tenant-access.ts';
@@ -32,6 +34,7 @@ const BillingOut = z.object({
   servicesInUse: z.number(),
   plans: z.array(PlanOut),
 });
+const PortalOut = z.object({ url: z.string().url() });
 const PlanChangeOut = z.object({
   from: z.string(),
   plan: z.string(),
@@ -47,9 +50,9 @@ const PlanChangeOut = z.object({
  */
 export function tenantBillingRoutes(
   app: ApiServer,
-  deps: { db: Database; access: TenantAccess; plans: Plan[]; billing: Billing },
+  deps: { db: Database; access: TenantAccess; plans: Plan[]; billing: Billing; publicUrl: string },
 ): void {
-  const { db, access, plans, billing } = deps;
+  const { db, access, plans, billing, publicUrl } = deps;
   const tenantFor = (request: FastifyRequest, tenant: string) =>
     access.forTenant(principalOf(request), tenant, 'tenant_owner', ({ tenantId }) =>
       Promise.resolve(tenantId),
@@ -95,6 +98,39 @@ export function tenantBillingRoutes(
         request.body.plan,
       );
       return reply.status(202).send(result);
+    },
+  );
+
+  app.post(
+    '/api/v1/tenants/:tenant/billing/portal',
+    {
+      config: { minRole: 'tenant_owner', auditAction: 'tenant.billing.portal' },
+      schema: {
+        tags: ['billing'],
+        summary:
+          "Payment methods and invoices: 201 with the address of a portal session for the tenant's billing customer, returning to the workspace's Billing page (Stripe mode: Stripe's Customer Portal; local mode: the platform's own page, open for 15 minutes). A signed-in owner of the tenant only (no API key, no platform admin); 409 without a billing customer (no paid checkout), 502 when Stripe refuses or cannot be reached",
+        params: Params,
+        response: { 201: PortalOut },
+      },
+    },
+    async (request, reply) => {
+      const principal = principalOf(request);
+      const tenantId = await tenantFor(request, request.params.tenant);
+      request.audit = { tenantId, targetType: 'tenant', targetId: tenantId };
+      // The portal's address is a credential to the customer's billing account: it goes to a
+      // person signed in as an owner of this tenant, never to an integration or an operator.
+      if (principal.kind !== 'user')
+        throw new DomainError(
+          'forbidden',
+          'payment methods and invoices are opened by a signed-in owner of the workspace, not with an API key',
+        );
+      if (principal.tenantId !== tenantId)
+        throw new DomainError(
+          'forbidden',
+          "payment methods and invoices are opened by the workspace's owners; operators see the customer in the billing provider",
+        );
+      const session = await openCustomerPortal({ db, billing: billing.port, publicUrl }, tenantId);
+      return reply.status(201).send(session);
     },
   );
 }
