@@ -9,7 +9,6 @@ export interface DunningPolicy {
 
 export const DEFAULT_DUNNING: DunningPolicy = { suspendAfterAttempts: 3 };
 
-
 export type BillingAction =
   | { action: 'provision' }
   | { action: 'suspend'; reason: string }

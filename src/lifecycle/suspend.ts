@@ -5,7 +5,6 @@ import type { BillingAction } from '../billing/decide.ts';
 import type { Database } from '../db/database.ts';
 import { tenantBillingEffect } from './billing-effect.ts';
 
-
 export interface StatusChange {
   id: string;
   slug: string;
