@@ -158,7 +158,11 @@ describe.each(driverCases())(
             }),
           ),
         ).toBe(200);
-        expect((await platform.until('acme', (p) => p.status === 402)).status).toBe(402);
+        // The edge says so (410, not the suspended page): cancelled, and until when its data is kept.
+        const gone = await platform.until('acme', (p) => p.status === 410);
+        expect(gone.status).toBe(410);
+        expect(gone.body).toContain('Workspace cancelled');
+        expect(gone.body).toMatch(/Its data is kept until \d{4}-\d\d-\d\d and then deleted for good/);
         const purged = await runCli(['tenants', 'purge', 'acme', '--json'], env, 120_000);
         expect(purged.stderr).toBe('');
         expect(JSON.parse(purged.stdout)).toEqual({ slug: 'acme', status: 'purged' });

@@ -1,4 +1,5 @@
 import { readdir, readFile } from 'node:fs/promises';
+import { DomainError } from '../core/errors.ts';
 import { requeueAfter, type RequeueAfter } from '../core/reconcile.ts';
 import type { Restic, ResticRepository } from './restic.ts';
 
@@ -48,4 +49,14 @@ export async function unreapedProcesses(command: string): Promise<number> {
     if (name === command && stat[close + 2] === 'Z') count++;
   }
   return count;
+}
+
+/** The repository's locks, or 'missing' when no repository is there yet (one restic run for both). */
+export async function repositoryLocks(restic: Restic, repo: ResticRepository): Promise<string[] | 'missing'> {
+  try {
+    return await restic.locks(repo);
+  } catch (err) {
+    if (err instanceof DomainError && err.details?.missing === true) return 'missing';
+    throw err;
+  }
 }

@@ -4,7 +4,7 @@ import type { Observation, Reconciler, ReconcileStep, StepContext } from '../cor
 import { selectKept, type KeepPolicy } from '../core/retention.ts';
 import type { Database } from '../db/database.ts';
 import { applyResource, findResource } from '../orchestrator/resources.ts';
-import { clearStaleLocks } from './locks.ts';
+import { clearStaleLocks, repositoryLocks } from './locks.ts';
 import { platformRepository, takePlatformSnapshot } from './platform.ts';
 import type { Restic, ResticRepository } from './restic.ts';
 
@@ -55,13 +55,16 @@ export function platformBackupReconciler(deps: PlatformBackupDeps): Reconciler<S
     undefined;
   // A run whose snapshot is recorded is over: later looks (resyncs) do not ask restic again.
   const unlessRecorded =
-    (observe: () => Promise<Observation>) =>
+    (observe: (ctx: StepContext<Spec>) => Promise<Observation>) =>
     async (ctx: StepContext<Spec>): Promise<Observation> =>
-      (await recorded(ctx.resource.id)) ? 'ok' : observe();
+      (await recorded(ctx.resource.id)) ? 'ok' : observe(ctx);
+  /** The repository's locks, or 'missing': one restic run answers both first steps (as in run.ts). */
+  const locksOrMissing = (ctx: StepContext<Spec>) =>
+    ctx.look('restic locks', async () => repositoryLocks(deps.restic, await repo()));
   const steps: ReconcileStep<Spec>[] = [
     {
       name: 'repository',
-      observe: unlessRecorded(async () => ((await deps.restic.exists(await repo())) ? 'ok' : 'missing')),
+      observe: unlessRecorded(async (ctx) => ((await locksOrMissing(ctx)) === 'missing' ? 'missing' : 'ok')),
       async apply() {
         await deps.restic.init(await repo());
       },
@@ -69,9 +72,10 @@ export function platformBackupReconciler(deps: PlatformBackupDeps): Reconciler<S
     {
       // A run killed mid-backup leaves its restic's lock (clearStaleLocks says when it can go).
       name: 'stale locks',
-      observe: unlessRecorded(async () =>
-        (await deps.restic.locks(await repo())).length > 0 ? 'drifted' : 'ok',
-      ),
+      observe: unlessRecorded(async (ctx) => {
+        const locks = await locksOrMissing(ctx);
+        return locks !== 'missing' && locks.length > 0 ? 'drifted' : 'ok';
+      }),
       async apply(ctx) {
         return clearStaleLocks(deps.restic, await repo(), ctx.waitingSince);
       },
