@@ -13,7 +13,7 @@ import { createMetrics } from '../src/observability/metrics.ts';
 import { subscribeLocally } from './support/billing-plans.ts';
 import { startDashboard, type RunningDashboard } from './support/dashboard.ts';
 import { createHarness, PASSWORD, type Harness } from './support/identity.ts';
-import { launchChromium, pageInspector, skipBrowser } from './support/browser.ts';
+import { launchChromium, pageInspector, skipBrowser, signInToWorkspace } from './support/browser.ts';
 
 /**
  * The Billing page's "Payment methods and invoices" in Chromium, in local
@@ -76,13 +76,8 @@ afterAll(async () => {
   await h?.close();
 });
 
-async function signIn(page: Page, email: string): Promise<void> {
-  await page.goto(`${workspace}/`);
-  await page.fill('#f-email', email);
-  await page.fill('#f-password', PASSWORD);
-  await page.click('main button[type=submit]');
-  await expect.poll(() => page.textContent('main')).toContain(`Signed in as ${email}`);
-}
+const signIn = (page: Page, email: string, password = PASSWORD) =>
+  signInToWorkspace(page, workspace, email, password);
 
 /** A form post to the workspace through the edge, as a browser would send it (its Host, its cookies). */
 function postForm(

@@ -9,7 +9,7 @@ import { upsertRoute } from '../src/edge/routes-store.ts';
 import { processStripeEvents, subscribeLocally } from './support/billing-plans.ts';
 import { startDashboard, type RunningDashboard } from './support/dashboard.ts';
 import { createHarness, PASSWORD, type Harness } from './support/identity.ts';
-import { launchChromium, pageInspector, skipBrowser } from './support/browser.ts';
+import { launchChromium, pageInspector, skipBrowser, signInToWorkspace } from './support/browser.ts';
 
 /**
  * The tenant dashboard's Billing page (dashboard/billing.mjs, the dashboard in
@@ -82,13 +82,8 @@ afterAll(async () => {
   await h?.close();
 });
 
-async function signIn(page: Page, email: string): Promise<void> {
-  await page.goto(`${base}/`);
-  await page.fill('#f-email', email);
-  await page.fill('#f-password', PASSWORD);
-  await page.click('main button[type=submit]');
-  await expect.poll(() => page.textContent('main')).toContain(`Signed in as ${email}`);
-}
+const signIn = (page: Page, email: string, password = PASSWORD) =>
+  signInToWorkspace(page, base, email, password);
 
 const notice = (page: Page) => page.textContent('main .notice[role=status], main .notice[role=alert]');
 

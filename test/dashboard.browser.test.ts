@@ -7,7 +7,7 @@ import { upsertRoute } from '../src/edge/routes-store.ts';
 import { appendAudit } from '../src/identity/audit.ts';
 import { startDashboard, type RunningDashboard } from './support/dashboard.ts';
 import { createHarness, PASSWORD, type Harness } from './support/identity.ts';
-import { launchChromium, pageInspector, skipBrowser } from './support/browser.ts';
+import { launchChromium, pageInspector, skipBrowser, signInToWorkspace } from './support/browser.ts';
 
 /**
  * The tenant dashboard (dashboard/server.mjs, its own process against the real
@@ -154,13 +154,8 @@ afterAll(async () => {
   await h?.close();
 });
 
-async function signIn(page: Page, email: string, password = PASSWORD): Promise<void> {
-  await page.goto(`${base}/`);
-  await page.fill('#f-email', email);
-  await page.fill('#f-password', password);
-  await page.click('main button[type=submit]');
-  await expect.poll(() => page.textContent('main')).toContain(`Signed in as ${email}`);
-}
+const signIn = (page: Page, email: string, password = PASSWORD) =>
+  signInToWorkspace(page, base, email, password);
 
 const notice = (page: Page) => page.textContent('.notice');
 

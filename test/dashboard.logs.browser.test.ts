@@ -8,7 +8,7 @@ import { ProcessDriver } from '../src/compute/process/driver.ts';
 import { sleep } from '../src/compute/shared/run.ts';
 import type { ContainerInfo } from '../src/core/compute.ts';
 import { createLogger } from '../src/observability/logger.ts';
-import { launchChromium, pageInspector, skipBrowser } from './support/browser.ts';
+import { launchChromium, pageInspector, skipBrowser, signInToWorkspace } from './support/browser.ts';
 import { LOG_APP_DIR } from './support/compute-app.ts';
 import { startDashboard, type RunningDashboard } from './support/dashboard.ts';
 import { createHarness, PASSWORD, type Harness } from './support/identity.ts';
@@ -98,13 +98,8 @@ async function openFiles(dir: string): Promise<string[]> {
   return out;
 }
 
-async function signIn(page: Page, email: string): Promise<void> {
-  await page.goto(`${base}/`);
-  await page.fill('#f-email', email);
-  await page.fill('#f-password', PASSWORD);
-  await page.click('main button[type=submit]');
-  await expect.poll(() => page.textContent('main')).toContain(`Signed in as ${email}`);
-}
+const signIn = (page: Page, email: string, password = PASSWORD) =>
+  signInToWorkspace(page, base, email, password);
 
 describe.skipIf(skipBrowser)('the dashboard Logs page in Chromium', { timeout: 180_000 }, () => {
   it('shows the last lines, then a live tail with a line printed after the page opened', async () => {

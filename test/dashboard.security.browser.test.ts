@@ -9,7 +9,7 @@ import {
   type RunningDashboard,
 } from './support/dashboard.ts';
 import { createHarness, PASSWORD, totpCode, type Harness } from './support/identity.ts';
-import { launchChromium, pageInspector, skipBrowser } from './support/browser.ts';
+import { launchChromium, pageInspector, skipBrowser, signInToWorkspace } from './support/browser.ts';
 
 /**
  * The tenant dashboard's Security and Preferences pages (dashboard/security.mjs, its own process
@@ -80,13 +80,8 @@ afterAll(async () => {
   await h?.close();
 });
 
-async function signIn(page: Page, email: string, password = PASSWORD): Promise<void> {
-  await page.goto(`${base}/`);
-  await page.fill('#f-email', email);
-  await page.fill('#f-password', password);
-  await page.click('main button[type=submit]');
-  await expect.poll(() => page.textContent('main')).toContain(`Signed in as ${email}`);
-}
+const signIn = (page: Page, email: string, password = PASSWORD) =>
+  signInToWorkspace(page, base, email, password);
 
 const notice = (page: Page) => page.textContent('.notice');
 

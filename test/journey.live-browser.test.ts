@@ -3,7 +3,7 @@ import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
 import { driverCases, startLivePlatform, type LivePlatform } from './support/live-platform.ts';
-import { launchChromium, pageInspector, skipBrowser } from './support/browser.ts';
+import { launchChromium, pageInspector, signInToWorkspace, skipBrowser } from './support/browser.ts';
 
 /**
  * A customer's whole first visit in Chromium, against a real `aiqso up`
@@ -78,10 +78,7 @@ describe.skipIf(skipBrowser)('a customer in Chromium on a live platform', { time
     await inspect(page, 'workspace-sign-in');
 
     // Signed in to the workspace.
-    await page.fill('#f-email', EMAIL);
-    await page.fill('#f-password', PASSWORD);
-    await page.click('main button[type=submit]');
-    await expect.poll(() => page.textContent('main')).toContain(`Signed in as ${EMAIL}`);
+    await signInToWorkspace(page, workspace, EMAIL, PASSWORD);
     await inspect(page, 'overview');
 
     // Subscribe to Notes at the price shown; the overview says when it runs.

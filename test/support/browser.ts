@@ -63,3 +63,20 @@ export async function pageInspector(outDir: string): Promise<(page: Page, name: 
     await page.setViewportSize({ width: 1280, height: 900 });
   };
 }
+
+/**
+ * Sign in on a workspace's sign-in page (the tenant dashboard at `workspace`)
+ * and wait until the page says who is signed in.
+ */
+export async function signInToWorkspace(
+  page: Page,
+  workspace: string,
+  email: string,
+  password: string,
+): Promise<void> {
+  await page.goto(`${workspace}/`);
+  await page.fill('#f-email', email);
+  await page.fill('#f-password', password);
+  await page.click('main button[type=submit]');
+  await expect.poll(() => page.textContent('main')).toContain(`Signed in as ${email}`);
+}
