@@ -5,14 +5,12 @@ import { StripeBilling } from '../src/billing/stripe.ts';
 import { loadCatalog } from '../src/catalog/load.ts';
 import { loadPlans, PLANS_FILE, type Plan } from '../src/catalog/plans.ts';
 import { syncCatalog } from '../src/catalog/sync.ts';
-import { newId } from '../src/core/ids.ts';
 import type { ApiServer } from '../src/api/server.ts';
-import { hashPassword } from '../src/identity/passwords.ts';
 import { buildApi } from '../src/platform/api.ts';
 import { createLogger } from '../src/observability/logger.ts';
 import { createMetrics } from '../src/observability/metrics.ts';
 import { subscribeLocally } from './support/billing-plans.ts';
-import { createHarness, PASSWORD, type Harness } from './support/identity.ts';
+import { createHarness, type Harness } from './support/identity.ts';
 import { startStripeApi, type StripeApiStandIn } from './support/stripe-api.ts';
 
 /**
@@ -47,25 +45,7 @@ async function visit(url: string) {
 }
 
 /** A tenant of its own, active, with an owner signed in (no checkout, so no billing customer). */
-async function newTenant(slug: string) {
-  const id = newId('tenant');
-  await h.db.db
-    .insertInto('tenants')
-    .values({ id, slug, company: `${slug} Ltd.`, status: 'active' })
-    .execute();
-  const email = `owner@${slug}.test`;
-  await h.db.db
-    .insertInto('users')
-    .values({
-      id: newId('user'),
-      email,
-      role: 'tenant_owner',
-      tenant_id: id,
-      password_hash: await hashPassword(PASSWORD),
-    })
-    .execute();
-  return { id, slug, email, token: (await h.login(email)).accessToken };
-}
+const newTenant = (slug: string) => h.ownedTenant(slug);
 
 const auditRows = (tenantId: string) =>
   h.db.db

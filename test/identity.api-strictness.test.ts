@@ -2,10 +2,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { newId } from '../src/core/ids.ts';
 import { freePort } from '../src/db/embedded.ts';
 import type { TenantStatus } from '../src/core/tenants.ts';
-import { hashPassword } from '../src/identity/passwords.ts';
 import { startCli } from './support/cli.ts';
 import { createHarness, PASSWORD, type Harness } from './support/identity.ts';
 
@@ -132,26 +130,9 @@ describe('refresh with the cookie', () => {
 describe('closed tenants gain no users or keys', () => {
   let n = 0;
   async function tenantWithOwner(status: TenantStatus) {
-    const id = newId('tenant');
-    const slug = `closed${++n}`;
-    await h.db.db
-      .insertInto('tenants')
-      .values({ id, slug, company: `${slug} Ltd`, status: 'active' })
-      .execute();
-    const email = `owner@${slug}.test`;
-    await h.db.db
-      .insertInto('users')
-      .values({
-        id: newId('user'),
-        email,
-        role: 'tenant_owner',
-        tenant_id: id,
-        password_hash: await hashPassword(PASSWORD),
-      })
-      .execute();
-    const { accessToken } = await h.login(email);
+    const { id, slug, token } = await h.ownedTenant(`closed${++n}`);
     await h.db.db.updateTable('tenants').set({ status }).where('id', '=', id).execute();
-    return { id, slug, token: accessToken };
+    return { id, slug, token };
   }
 
   it.each(['cancelled', 'suspended'] as const)(

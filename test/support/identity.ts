@@ -44,6 +44,11 @@ export interface Harness {
   ): Promise<{ accessToken: string; refreshToken: string }>;
   /** A TOTP code for `secret` at now + offsetSteps × 30 s. */
   code(secret: string, offsetSteps?: number): string;
+  /** One more active tenant (`company` defaults to "<slug> Ltd.") with an owner, signed in. */
+  ownedTenant(
+    slug: string,
+    company?: string,
+  ): Promise<{ id: string; slug: string; email: string; token: string }>;
   close(): Promise<void>;
 }
 
@@ -155,6 +160,13 @@ export async function createHarness(
     bearer,
     login,
     code: totpCode,
+    async ownedTenant(slug, company = `${slug} Ltd.`) {
+      const id = newId('tenant');
+      await db.db.insertInto('tenants').values({ id, slug, company, status: 'active' }).execute();
+      const email = `owner@${slug}.test`;
+      await user('tenant_owner', id, email);
+      return { id, slug, email, token: (await login(email)).accessToken };
+    },
     async close() {
       await api.close();
       await db.drop();

@@ -11,7 +11,6 @@ import { ProcessDriver } from '../../src/compute/process/driver.ts';
 import { upsertRoute } from '../../src/edge/routes-store.ts';
 import { createLogger } from '../../src/observability/logger.ts';
 import { appWorkload } from './compute-app.ts';
-import { hashPassword } from '../../src/identity/passwords.ts';
 import { acmeSettings, orderAndRecord } from '../../src/edge/renewal.ts';
 import { startAcmeDns, type AcmeDns } from './acme-dns.ts';
 import { recordSnapshot } from './backups.ts';
@@ -130,22 +129,9 @@ async function withContainer(h: Harness, service: string): Promise<void> {
 
 /** A tenant of its own, active and signed up through local checkout (so it has a billing customer): its owner's token. */
 async function paidTenant(h: Harness, s: SecurityContext): Promise<{ slug: string; token: string }> {
-  const slug = `plan${s.next()}`;
-  const id = newId('tenant');
-  await h.db.db.insertInto('tenants').values({ id, slug, company: 'Plans', status: 'active' }).execute();
-  const email = `owner@${slug}.test`;
-  await h.db.db
-    .insertInto('users')
-    .values({
-      id: newId('user'),
-      email,
-      role: 'tenant_owner',
-      tenant_id: id,
-      password_hash: await hashPassword(PASSWORD),
-    })
-    .execute();
-  await subscribeLocally(h.db.db, loadPlans(PLANS_FILE), { id, email }, 'starter');
-  return { slug, token: (await h.login(email)).accessToken };
+  const t = await h.ownedTenant(`plan${s.next()}`, 'Plans');
+  await subscribeLocally(h.db.db, loadPlans(PLANS_FILE), { id: t.id, email: t.email }, 'starter');
+  return { slug: t.slug, token: t.token };
 }
 
 /** Tenant A's `service`, subscribed and then failed (its health check never passed), for the retry route. */
@@ -588,24 +574,8 @@ export const ROUTE_CASES: RouteCase[] = [
     call: (h) => ({ url: `/api/v1/tenants/${h.a.slug}/cancellation` }),
     // The positive control cancels a workspace: a tenant of its own, not A, which the other cases need.
     allowed: async (h, s) => {
-      const slug = `gone${s.next()}`;
-      const id = newId('tenant');
-      await h.db.db.insertInto('tenants').values({ id, slug, company: 'Gone', status: 'active' }).execute();
-      const email = `owner@${slug}.test`;
-      await h.db.db
-        .insertInto('users')
-        .values({
-          id: newId('user'),
-          email,
-          role: 'tenant_owner',
-          tenant_id: id,
-          password_hash: await hashPassword(PASSWORD),
-        })
-        .execute();
-      return {
-        token: (await h.login(email)).accessToken,
-        call: { url: `/api/v1/tenants/${slug}/cancellation` },
-      };
+      const t = await h.ownedTenant(`gone${s.next()}`, 'Gone');
+      return { token: t.token, call: { url: `/api/v1/tenants/${t.slug}/cancellation` } };
     },
   },
   {
