@@ -100,3 +100,19 @@ export function requireUserForKeys(principal: Principal): void {
     );
   }
 }
+
+/**
+ * What is handed to a person of the tenant and to nobody else (an archive of
+ * all its data, a link into its billing account): the caller must be a
+ * signed-in user of this very tenant, not an API key and not a platform
+ * operator (the route's role check has made them an owner). `refusal` says,
+ * for this thing, why each other caller is refused.
+ */
+export function requireTenantsOwnUser(
+  principal: Principal,
+  tenantId: string,
+  refusal: { apiKey: string; operator: string },
+): void {
+  if (principal.kind !== 'user') throw new DomainError('forbidden', refusal.apiKey);
+  if (principal.tenantId !== tenantId) throw new DomainError('forbidden', refusal.operator);
+}

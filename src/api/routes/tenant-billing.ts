@@ -3,10 +3,9 @@ import { z } from 'zod';
 import type { Billing } from '../../billing/index.ts';
 import { billingOverview, requestPlanChange } from '../../billing/plan-change.ts';
 import { openCustomerPortal } from '../../billing/portal.ts';
-import { DomainError } from '../../core/errors.ts';
 import type { Plan } from '../../catalog/plans.ts';
 import type { Database } from '../../db/database.ts';
-import type { TenantAccess } from '../../identity/tenant-access.ts';
+import { requireTenantsOwnUser, type TenantAccess } from '../../identity/tenant-access.ts';
 import { principalOf } from '../identity/authenticate.ts';
 import type { ApiServer } from '../server.ts';
 
@@ -117,18 +116,13 @@ export function tenantBillingRoutes(
       const principal = principalOf(request);
       const tenantId = await tenantFor(request, request.params.tenant);
       request.audit = { tenantId, targetType: 'tenant', targetId: tenantId };
-      // The portal's address is a credential to the customer's billing account: it goes to a
-      // person signed in as an owner of this tenant, never to an integration or an operator.
-      if (principal.kind !== 'user')
-        throw new DomainError(
-          'forbidden',
+      // The portal's address is a credential to the customer's billing account.
+      requireTenantsOwnUser(principal, tenantId, {
+        apiKey:
           'payment methods and invoices are opened by a signed-in owner of the workspace, not with an API key',
-        );
-      if (principal.tenantId !== tenantId)
-        throw new DomainError(
-          'forbidden',
+        operator:
           "payment methods and invoices are opened by the workspace's owners; operators see the customer in the billing provider",
-        );
+      });
       const session = await openCustomerPortal({ db, billing: billing.port, publicUrl }, tenantId);
       return reply.status(201).send(session);
     },

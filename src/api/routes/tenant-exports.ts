@@ -4,7 +4,7 @@ import { EXPORT_TTL_DAYS, exportDownloadPath, requestTenantExport } from '../../
 import { conflict, DomainError, notFound } from '../../core/errors.ts';
 import type { Database } from '../../db/database.ts';
 import { appendAudit } from '../../identity/audit.ts';
-import type { TenantAccess } from '../../identity/tenant-access.ts';
+import { requireTenantsOwnUser, type TenantAccess } from '../../identity/tenant-access.ts';
 import { principalOf } from '../identity/authenticate.ts';
 import type { ApiServer } from '../server.ts';
 
@@ -163,16 +163,12 @@ export function tenantExportRoutes(
       try {
         const found = await access.forTenant(principal, request.params.tenant, 'tenant_owner', async (s) => {
           tenantId = s.tenantId;
-          if (principal.kind !== 'user')
-            throw new DomainError(
-              'forbidden',
+          requireTenantsOwnUser(principal, s.tenantId, {
+            apiKey:
               "an export is downloaded by a signed-in owner of its tenant, not with an API key (it holds all of the tenant's data)",
-            );
-          if (principal.tenantId !== s.tenantId)
-            throw new DomainError(
-              'forbidden',
+            operator:
               'an export is downloaded by a signed-in owner of its tenant only; an operator takes the archive on the host (aiqso tenants export)',
-            );
+          });
           const row = await s.trx
             .selectFrom('tenant_exports as e')
             .innerJoin('tenants as t', 't.id', 'e.tenant_id')
