@@ -192,7 +192,7 @@ export async function deleteRoute(db: Database, hostname: string, pathPrefix = '
  * "preparing your workspace" page, its status, reason and purge date for the
  * suspended and cancelled ones.
  */
-export async function tenantSteps(db: Database, tenantId: string): Promise<TenantPageFacts> {
+export async function tenantPageFacts(db: Database, tenantId: string): Promise<TenantPageFacts> {
   const [tenant, resources] = await Promise.all([
     db
       .selectFrom('tenants')
@@ -217,22 +217,22 @@ export async function tenantSteps(db: Database, tenantId: string): Promise<Tenan
   };
 }
 
-/** How long one read of a tenant's steps answers every request for its "preparing" page. */
-export const STEPS_TTL_MS = 1000;
+/** How long one read of a tenant's page facts answers every request for its "preparing" or suspended page. */
+export const FACTS_TTL_MS = 1000;
 
 /**
- * `tenantSteps` shared between requests: one read per tenant per `ttlMs`, and
+ * `tenantPageFacts` shared between requests: one read per tenant per `ttlMs`, and
  * requests that arrive while it runs wait for it. Anyone may load a preparing
- * workspace's address, and its page reloads itself, so without this every
- * such request would cost the master database two queries. The page is at
- * most `ttlMs` behind the steps.
+ * or suspended workspace's address as often as they like, so without this
+ * every such request would cost the master database two queries. The page is
+ * at most `ttlMs` behind the tenant.
  */
-export function sharedTenantSteps(
-  read: (tenantId: string) => ReturnType<typeof tenantSteps>,
-  ttlMs = STEPS_TTL_MS,
+export function sharedTenantFacts(
+  read: (tenantId: string) => ReturnType<typeof tenantPageFacts>,
+  ttlMs = FACTS_TTL_MS,
   now: () => number = Date.now,
-): (tenantId: string) => ReturnType<typeof tenantSteps> {
-  const recent = new Map<string, { at: number; answer: ReturnType<typeof tenantSteps> }>();
+): (tenantId: string) => ReturnType<typeof tenantPageFacts> {
+  const recent = new Map<string, { at: number; answer: ReturnType<typeof tenantPageFacts> }>();
   let swept = now();
   return (tenantId) => {
     const t = now();

@@ -11,7 +11,7 @@ import { compileCidrs } from './forwarding.ts';
 import { createEdgeHandler, type ChallengeResponder, type EdgeHandlerOptions } from './handler.ts';
 import { createRateLimiter } from './rate-limit.ts';
 import { startRouteWatcher, type RouteWatcher } from './route-watcher.ts';
-import { sharedTenantSteps, tenantSteps } from './routes-store.ts';
+import { sharedTenantFacts, tenantPageFacts } from './routes-store.ts';
 import { listenEdge, type EdgeListeners } from './server.ts';
 import { createCertificateStore, type TlsVersion } from './tls.ts';
 
@@ -122,7 +122,7 @@ export async function startBuiltinEdge(deps: EdgeDeps, options: BuiltinEdgeOptio
     nginxAuth: options.behindNginx,
     https: redirectTo,
     metricsToken: config.metricsToken,
-    tenantFacts: sharedTenantSteps((tenantId) => tenantSteps(database.db, tenantId)),
+    tenantFacts: sharedTenantFacts((tenantId) => tenantPageFacts(database.db, tenantId)),
     challenges: deps.challenges,
     trustedProxies: trusted.length ? compileCidrs(trusted).list : undefined,
     internalCallers: compileCidrs(internalCallerCidrs(config)).list,

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { sharedTenantSteps } from '../../src/edge/routes-store.ts';
+import { sharedTenantFacts } from '../../src/edge/routes-store.ts';
 
 /**
  * Anyone may load a preparing workspace's address as often as they like: the
@@ -28,7 +28,7 @@ describe("the preparing page's steps, shared between requests", () => {
   it('are read once per tenant per second, however many requests ask', async () => {
     let clock = 0;
     const c = counter();
-    const steps = sharedTenantSteps(c.read, 1000, () => clock);
+    const steps = sharedTenantFacts(c.read, 1000, () => clock);
     const answers = await Promise.all(Array.from({ length: 100 }, () => steps('t1')));
     expect(answers.every((a) => a.company === 'Company t1')).toBe(true);
     await steps('t2');
@@ -44,7 +44,7 @@ describe("the preparing page's steps, shared between requests", () => {
 
   it('read again after a failure instead of keeping it', async () => {
     const c = counter();
-    const steps = sharedTenantSteps(c.read, 1000, () => 0);
+    const steps = sharedTenantFacts(c.read, 1000, () => 0);
     c.failNext(true);
     await expect(steps('t1')).rejects.toThrow('database gone');
     c.failNext(false);

@@ -13,7 +13,7 @@ import type { Plan } from '../../catalog/plans.ts';
 import type { ServiceTemplate } from '../../catalog/schema.ts';
 import type { DriverKind } from '../../core/compute.ts';
 import { MARKETING_WORDING } from '../../identity/preferences.ts';
-import { tenantSteps } from '../../edge/routes-store.ts';
+import { tenantPageFacts } from '../../edge/routes-store.ts';
 import { waitingText } from '../../edge/pages.ts';
 import type { ApiServer } from '../server.ts';
 
@@ -372,7 +372,7 @@ async function* followProvisioning(
       yield `<li class="done">Payment ${badge('done')}</li>`;
     }
     if (status === 'provisioning' || status === 'active') {
-      for (const s of (await tenantSteps(db, tenantId)).steps) {
+      for (const s of (await tenantPageFacts(db, tenantId)).steps) {
         const state = s.state === 'waiting' && s.waitingFor ? `waiting:${s.waitingFor}` : s.state;
         if (shown.get(s.name) === state) continue;
         shown.set(s.name, state);
