@@ -1,6 +1,12 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { DomainError } from '../core/errors.ts';
-import { requeueAfter, type RequeueAfter } from '../core/reconcile.ts';
+import {
+  requeueAfter,
+  type Observation,
+  type ReconcileStep,
+  type RequeueAfter,
+  type StepContext,
+} from '../core/reconcile.ts';
 import type { Restic, ResticRepository } from './restic.ts';
 
 /**
@@ -52,11 +58,46 @@ export async function unreapedProcesses(command: string): Promise<number> {
 }
 
 /** The repository's locks, or 'missing' when no repository is there yet (one restic run for both). */
-export async function repositoryLocks(restic: Restic, repo: ResticRepository): Promise<string[] | 'missing'> {
+async function repositoryLocks(restic: Restic, repo: ResticRepository): Promise<string[] | 'missing'> {
   try {
     return await restic.locks(repo);
   } catch (err) {
     if (err instanceof DomainError && err.details?.missing === true) return 'missing';
     throw err;
   }
+}
+
+/**
+ * The first two steps of a backup run (a tenant's or the platform's): the
+ * repository made if missing, then the locks a killed attempt left removed
+ * (`clearStaleLocks`). Both look at one `restic list locks`, which also says
+ * whether the repository is there: each restic run costs about half a second
+ * of its key derivation. `unlessDone` skips the looks of a run that is over.
+ */
+export function repositorySteps<Spec>(
+  restic: Restic,
+  repo: (ctx: StepContext<Spec>) => Promise<ResticRepository>,
+  unlessDone: (observe: (ctx: StepContext<Spec>) => Promise<Observation>) => ReconcileStep<Spec>['observe'],
+): ReconcileStep<Spec>[] {
+  const locks = (ctx: StepContext<Spec>) =>
+    ctx.look('restic locks', async () => repositoryLocks(restic, await repo(ctx)));
+  return [
+    {
+      name: 'repository',
+      observe: unlessDone(async (ctx) => ((await locks(ctx)) === 'missing' ? 'missing' : 'ok')),
+      async apply(ctx) {
+        await restic.init(await repo(ctx));
+      },
+    },
+    {
+      name: 'stale locks',
+      observe: unlessDone(async (ctx) => {
+        const held = await locks(ctx);
+        return held !== 'missing' && held.length > 0 ? 'drifted' : 'ok';
+      }),
+      async apply(ctx) {
+        return clearStaleLocks(restic, await repo(ctx), ctx.waitingSince);
+      },
+    },
+  ];
 }

@@ -4,7 +4,7 @@ import type { Observation, Reconciler, ReconcileStep, StepContext } from '../cor
 import { selectKept, type KeepPolicy } from '../core/retention.ts';
 import type { Database } from '../db/database.ts';
 import { applyResource, findResource } from '../orchestrator/resources.ts';
-import { clearStaleLocks, repositoryLocks } from './locks.ts';
+import { repositorySteps } from './locks.ts';
 import { platformRepository, takePlatformSnapshot } from './platform.ts';
 import type { Restic, ResticRepository } from './restic.ts';
 
@@ -58,28 +58,8 @@ export function platformBackupReconciler(deps: PlatformBackupDeps): Reconciler<S
     (observe: (ctx: StepContext<Spec>) => Promise<Observation>) =>
     async (ctx: StepContext<Spec>): Promise<Observation> =>
       (await recorded(ctx.resource.id)) ? 'ok' : observe(ctx);
-  /** The repository's locks, or 'missing': one restic run answers both first steps (as in run.ts). */
-  const locksOrMissing = (ctx: StepContext<Spec>) =>
-    ctx.look('restic locks', async () => repositoryLocks(deps.restic, await repo()));
   const steps: ReconcileStep<Spec>[] = [
-    {
-      name: 'repository',
-      observe: unlessRecorded(async (ctx) => ((await locksOrMissing(ctx)) === 'missing' ? 'missing' : 'ok')),
-      async apply() {
-        await deps.restic.init(await repo());
-      },
-    },
-    {
-      // A run killed mid-backup leaves its restic's lock (clearStaleLocks says when it can go).
-      name: 'stale locks',
-      observe: unlessRecorded(async (ctx) => {
-        const locks = await locksOrMissing(ctx);
-        return locks !== 'missing' && locks.length > 0 ? 'drifted' : 'ok';
-      }),
-      async apply(ctx) {
-        return clearStaleLocks(deps.restic, await repo(), ctx.waitingSince);
-      },
-    },
+    ...repositorySteps<Spec>(deps.restic, repo, unlessRecorded),
     {
       name: 'master database',
       async observe(ctx) {

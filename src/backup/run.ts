@@ -12,7 +12,7 @@ import { emitTenantEvent, eventOutboxKey } from '../events/emit.ts';
 import { outboxHas } from '../orchestrator/outbox.ts';
 import { listArchiveFile } from './archive.ts';
 import { snapshotDatabase } from './database.ts';
-import { clearStaleLocks, repositoryLocks } from './locks.ts';
+import { repositorySteps } from './locks.ts';
 import type { RepositoryKeys } from './repositories.ts';
 import type { Restic, ResticRepository } from './restic.ts';
 
@@ -194,30 +194,8 @@ export function backupRunReconciler(deps: BackupDeps): Reconciler<BackupRunSpec>
     (observe: (ctx: Ctx) => Promise<Observation>) =>
     async (ctx: Ctx): Promise<Observation> =>
       (await completed(ctx)) ? 'ok' : observe(ctx);
-  /** The repository's locks, or 'missing' when there is no repository yet; shared by the steps' looks. */
-  const locksOrMissing = (ctx: Ctx) =>
-    ctx.look('restic locks', async () => repositoryLocks(deps.restic, await repo(ctx)));
   const steps: ReconcileStep<BackupRunSpec>[] = [
-    {
-      name: 'repository',
-      // Whether it is there, from the lock listing the next step reads too: one restic run (each
-      // costs about half a second of its key derivation) answers both.
-      observe: unlessCompleted(async (ctx) => ((await locksOrMissing(ctx)) === 'missing' ? 'missing' : 'ok')),
-      async apply(ctx) {
-        await deps.restic.init(await repo(ctx));
-      },
-    },
-    {
-      // A run killed mid-backup leaves its restic's lock (clearStaleLocks says when it can go).
-      name: 'stale locks',
-      observe: unlessCompleted(async (ctx) => {
-        const locks = await locksOrMissing(ctx);
-        return locks !== 'missing' && locks.length > 0 ? 'drifted' : 'ok';
-      }),
-      async apply(ctx) {
-        return clearStaleLocks(deps.restic, await repo(ctx), ctx.waitingSince);
-      },
-    },
+    ...repositorySteps(deps.restic, repo, unlessCompleted),
     {
       name: 'databases',
       observe: unlessCompleted(async (ctx) =>

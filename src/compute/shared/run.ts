@@ -29,7 +29,7 @@ export interface RunOptions {
  * none goes on writing into a repository, a database or a file that the
  * resumed attempt works on too.
  */
-export function endingWithParent(file: string, args: string[]): [string, string[]] {
+function endingWithParent(file: string, args: string[]): [string, string[]] {
   return ['setpriv', ['--pdeathsig', 'KILL', '--', file, ...args]];
 }
 
