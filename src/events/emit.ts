@@ -2,7 +2,8 @@ import type { Kysely } from 'kysely';
 import type { EventType } from '../core/events.ts';
 import { newId } from '../core/ids.ts';
 import type { DB } from '../db/tables.ts';
-import { outboxHas, writeOutbox } from '../orchestrator/outbox.ts';
+import { recordDone } from '../orchestrator/outbox.ts';
+import { fanOut } from './deliver.ts';
 
 export interface PlatformEvent {
   type: EventType;
@@ -12,10 +13,12 @@ export interface PlatformEvent {
 }
 
 /**
- * Record a platform event inside the transaction of the change it reports.
- * An outbox item (kind `webhook`, keyed by the event) makes the event's
- * deliveries once the transaction commits: to every endpoint, the operator's
- * and the tenant's own, whose patterns match. Returns the event's id.
+ * Record a platform event inside the transaction of the change it reports,
+ * and fan it out there: one delivery to every endpoint, the operator's and
+ * the tenant's own, whose patterns match, made once the transaction commits.
+ * A keyed event is recorded in the outbox under its key, delivered (the
+ * fan-out was made here), so that it happens once. Returns the event's id,
+ * or undefined for a key already recorded.
  */
 export async function emitEvent(
   trx: Kysely<DB>,
@@ -23,13 +26,23 @@ export async function emitEvent(
   options: EmitOptions = {},
 ): Promise<string | undefined> {
   const id = newId('webhookEvent');
-  const key = eventOutboxKey(options.key ?? id);
-  if (options.key !== undefined && (await outboxHas(trx, key))) return undefined;
-  await trx
+  if (
+    options.key !== undefined &&
+    !(await recordDone(trx, { key: eventOutboxKey(options.key), kind: 'webhook', payload: { eventId: id } }))
+  )
+    return undefined;
+  const row = await trx
     .insertInto('webhook_events')
-    .values({ id, type: event.type, tenant_id: event.tenantId, data: JSON.stringify(event.data) })
-    .execute();
-  await writeOutbox(trx, { key, kind: 'webhook', payload: { eventId: id } });
+    .values({
+      id,
+      type: event.type,
+      tenant_id: event.tenantId,
+      data: JSON.stringify(event.data),
+      fanned_out_at: new Date(),
+    })
+    .returning(['id', 'seq', 'type', 'tenant_id'])
+    .executeTakeFirstOrThrow();
+  await fanOut(trx, row);
   return id;
 }
 

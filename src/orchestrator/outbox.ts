@@ -44,6 +44,28 @@ export async function writeOutbox(trx: Kysely<DB>, item: OutboxItem): Promise<bo
   return true;
 }
 
+/**
+ * Record under an outbox key a side effect the caller makes itself, in the
+ * same transaction (an event's fan-out): the item is written delivered, and
+ * no job is queued. The key makes it happen once, as with `writeOutbox`.
+ * Returns whether this call recorded it.
+ */
+export async function recordDone(trx: Kysely<DB>, item: OutboxItem): Promise<boolean> {
+  const row = await trx
+    .insertInto('outbox')
+    .values({
+      key: item.key,
+      kind: item.kind,
+      payload: JSON.stringify(item.payload),
+      status: 'delivered',
+      delivered_at: new Date(),
+    })
+    .onConflict((oc) => oc.column('key').doNothing())
+    .returning('id')
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
 /** Whether a side effect with this key has been written (a step's observe: written once, whatever became of it). */
 export async function outboxHas(db: Kysely<DB>, key: string): Promise<boolean> {
   const row = await db.selectFrom('outbox').select('id').where('key', '=', key).executeTakeFirst();

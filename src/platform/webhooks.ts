@@ -12,7 +12,7 @@ export function webhookPolicy(config: Config): TargetPolicy {
   return { allowPrivate: config.webhooks.allowPrivate, allow: config.webhooks.allow };
 }
 
-/** Event webhooks on a worker: the outbox handler that fans events out, and the lane task that delivers them. */
+/** Event webhooks on a worker: the lane task that delivers them, and the outbox handler for events recorded before they fanned out with their change. */
 export function registerWebhooks(
   parts: OrchestratorParts,
   deps: { config: Config; db: Database; box: () => Promise<SecretBox>; log: Logger },
