@@ -134,8 +134,10 @@ export interface TransitionCause {
 }
 
 /**
- * Write a billing transition onto the tenant row and into the audit log, in
- * the caller's transaction (operators reuse it to cancel).
+ * Write a billing transition onto the tenant row, run `effect` (what follows
+ * from it, reading the new status), and record it in the audit log, in the
+ * caller's transaction (operators reuse it to cancel). The audit row comes
+ * last: it holds the audit chain's lock until the caller commits.
  */
 export async function applyTenantAction(
   trx: Transaction<DB>,
@@ -143,11 +145,13 @@ export async function applyTenantAction(
   action: BillingAction,
   graceDays: number,
   cause: TransitionCause,
+  effect?: (trx: Transaction<DB>, tenantId: string, action: BillingAction) => Promise<void>,
 ): Promise<void> {
   await writeTransition(trx, tenantId, action, graceDays);
   if (action.action === 'none') return;
   const event = EVENT_FOR[action.action];
   if (event) await emitTenantEvent(trx, event, tenantId, { from: cause.from });
+  await effect?.(trx, tenantId, action);
   await appendAuditIn(trx, {
     actorType: cause.actorType,
     actorId: cause.actorId ?? null,
@@ -299,12 +303,14 @@ export async function processBillingEvent(deps: BillingProcessDeps, eventId: str
           { status: tenant.status, statusReason: tenant.status_reason },
           deps.policy ?? DEFAULT_DUNNING,
         );
-        await applyTenantAction(trx, tenantId, action, deps.graceDays, {
-          actorType: 'system',
-          from: tenant.status,
-          details: { event: eventId, kind: event.kind },
-        });
-        if (action.action !== 'none') await deps.onAction?.(trx, tenantId, action);
+        await applyTenantAction(
+          trx,
+          tenantId,
+          action,
+          deps.graceDays,
+          { actorType: 'system', from: tenant.status, details: { event: eventId, kind: event.kind } },
+          deps.onAction,
+        );
         if (current.kind === 'subscription_changed' && !current.deleted && sub) {
           await followPlan(trx, deps, tenantId, tenant, sub, eventId);
         }

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { sql, type Transaction } from 'kysely';
+import { sql, type QueryCreator, type Transaction } from 'kysely';
 import type { Database } from '../db/database.ts';
 import type { AuditLogTable, DB } from '../db/tables.ts';
 
@@ -25,7 +25,6 @@ export interface AuditEntry {
   details?: Record<string, unknown>;
 }
 
-const AUDIT_LOCK = 7_344_212;
 export const GENESIS = '0'.repeat(64);
 
 function canonical(value: unknown): string {
@@ -85,15 +84,18 @@ export async function appendAudit(db: Database, entry: AuditEntry): Promise<void
  * the transaction short.
  */
 export async function appendAuditIn(trx: Transaction<DB>, entry: AuditEntry): Promise<void> {
-  await sql`SELECT pg_advisory_xact_lock(${AUDIT_LOCK})`.execute(trx);
+  // The chain's head, locked until the caller commits: every audited change waits here, so it is
+  // one statement. Locking the row (rather than another lock, then a read) also reads it afresh:
+  // after waiting for a writer that moved the head, PostgreSQL returns the head it committed.
   // Link to the head, not to the newest row still present: after the newest rows were deleted,
   // the next append then names the missing row and the gap stays visible for good.
   // The address as PostgreSQL prints it back, so verification hashes the same text.
-  const head = await sql<{ prev: string | null; ip: string | null }>`
-    SELECT (SELECT last_hash FROM audit_head) AS prev,
-           ${entry.sourceIp ?? null}::inet::text AS ip`.execute(trx);
+  const head = await sql<{ prev: string; ip: string | null }>`
+    SELECT last_hash AS prev, ${entry.sourceIp ?? null}::inet::text AS ip
+      FROM audit_head WHERE singleton FOR UPDATE`.execute(trx);
+  if (!head.rows[0]) throw new Error('audit_head is missing: the chain head row was removed');
   // The address is personal data: the chain holds a salted commitment, the address lives apart.
-  const address = head.rows[0]!.ip;
+  const address = head.rows[0].ip;
   const salt = address === null ? null : randomBytes(16).toString('hex');
   const fields: HashedFields = {
     at: new Date(),
@@ -106,26 +108,37 @@ export async function appendAuditIn(trx: Transaction<DB>, entry: AuditEntry): Pr
     source_ip: null,
     result: entry.result,
     details: JSON.parse(JSON.stringify(entry.details ?? {})) as unknown,
-    prev_hash: head.rows[0]!.prev ?? GENESIS,
+    prev_hash: head.rows[0].prev,
     source_ip_commit: address === null ? null : addressCommit(salt!, address),
   };
-  const row = await trx
-    .insertInto('audit_log')
-    .values({
+  const insertRow = (db: QueryCreator<DB>) =>
+    db.insertInto('audit_log').values({
       ...fields,
       actor_type: entry.actorType,
       result: entry.result,
       details: JSON.stringify(fields.details),
       hash: rowHash(fields),
-    })
-    .returning('id')
-    .executeTakeFirstOrThrow();
-  if (address !== null) {
-    await trx
-      .insertInto('audit_addresses')
-      .values({ audit_id: row.id, tenant_id: entry.tenantId, address, salt: salt! })
-      .execute();
+    });
+  if (address === null) {
+    await insertRow(trx).execute();
+    return;
   }
+  // The row and its address in one statement (the head stays locked for every round trip).
+  await trx
+    .with('appended', (db) => insertRow(db).returning('id'))
+    .insertInto('audit_addresses')
+    .columns(['audit_id', 'tenant_id', 'address', 'salt'])
+    .expression((eb) =>
+      eb
+        .selectFrom('appended')
+        .select((s) => [
+          'appended.id',
+          sql<string | null>`${entry.tenantId}::text`.as('tenant_id'),
+          s.val(address).as('address'),
+          s.val(salt!).as('salt'),
+        ]),
+    )
+    .execute();
 }
 
 export interface AuditQuery {

@@ -53,12 +53,18 @@ export async function cancelTenant(
         });
       }
       const action: BillingAction = { action: 'cancel', reason: options.reason ?? OPERATOR_CANCELLATION };
-      await applyTenantAction(trx, tenantId, action, options.graceDays, {
-        actorType: options.by?.actorType ?? 'operator',
-        actorId: options.by?.actorId,
-        from: before.status,
-      });
-      await tenantBillingEffect(trx, tenantId, action);
+      await applyTenantAction(
+        trx,
+        tenantId,
+        action,
+        options.graceDays,
+        {
+          actorType: options.by?.actorType ?? 'operator',
+          actorId: options.by?.actorId,
+          from: before.status,
+        },
+        tenantBillingEffect,
+      );
     }
     const after = await trx
       .selectFrom('tenants')

@@ -49,12 +49,18 @@ export async function setTenantSuspended(
       const action: BillingAction = suspend
         ? { action: 'suspend', reason: OPERATOR_SUSPENSION }
         : { action: 'reactivate' };
-      await applyTenantAction(trx, tenantId, action, options.graceDays, {
-        actorType: 'operator',
-        actorId: options.actorId ?? null,
-        from: before.status,
-      });
-      await tenantBillingEffect(trx, tenantId, action);
+      await applyTenantAction(
+        trx,
+        tenantId,
+        action,
+        options.graceDays,
+        {
+          actorType: 'operator',
+          actorId: options.actorId ?? null,
+          from: before.status,
+        },
+        tenantBillingEffect,
+      );
     }
     const after = await trx
       .selectFrom('tenants')

@@ -303,27 +303,27 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
             .where('id', '=', ctx.resource.id)
             .where('status', '=', 'provisioning')
             .executeTakeFirst();
-          if (activated.numUpdatedRows > 0n) {
-            await appendAuditIn(trx, {
-              actorType: 'system',
-              actorId: null,
-              tenantId: ctx.resource.id,
-              action: 'tenant.activated',
-              targetType: 'tenant',
-              targetId: ctx.resource.id,
-              result: 'success',
-              details: { from: 'provisioning', url: `http://${hostname(ctx)}` },
-            });
-            await emitTenantEvent(trx, 'tenant.activated', ctx.resource.id, {
-              url: `http://${hostname(ctx)}`,
-            });
-          }
           await trx
             .updateTable('routes')
             .set({ state: 'active', updated_at: new Date() })
             .where('tenant_id', '=', ctx.resource.id)
             .where('path_prefix', '=', '')
             .execute();
+          if (activated.numUpdatedRows === 0n) return;
+          await emitTenantEvent(trx, 'tenant.activated', ctx.resource.id, {
+            url: `http://${hostname(ctx)}`,
+          });
+          // Last: the audit row holds the audit chain's lock until this commits.
+          await appendAuditIn(trx, {
+            actorType: 'system',
+            actorId: null,
+            tenantId: ctx.resource.id,
+            action: 'tenant.activated',
+            targetType: 'tenant',
+            targetId: ctx.resource.id,
+            result: 'success',
+            details: { from: 'provisioning', url: `http://${hostname(ctx)}` },
+          });
         });
       },
     },
