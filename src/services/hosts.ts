@@ -49,6 +49,8 @@ export const DASHBOARD_CLAIM: Claim = {
 
 export interface HostRow extends HostCapacity {
   id: string;
+  /** Since when something waits for room on it (one alert per shortage); null: nothing waits. */
+  capacity_short_since: Date | null;
 }
 
 /** Where placement looks for a host, and what it may promise on it (unset: no reserve, no overcommit). */
@@ -84,7 +86,7 @@ export async function lockPlacementHost(trx: Kysely<DB>, options: PlacementOptio
   const pick = () =>
     trx
       .selectFrom('hosts')
-      .select(['id', 'name', 'memory_mb', 'disk_gb', 'cores', 'max_containers'])
+      .select(['id', 'name', 'memory_mb', 'disk_gb', 'cores', 'max_containers', 'capacity_short_since'])
       .where('driver', '=', options.driver)
       .where('draining', '=', false)
       .orderBy('memory_mb', 'desc')
@@ -264,11 +266,7 @@ export async function placeOrRefuse(
           : null;
     const refusal =
       addressRefusal ?? capacityRefusal(host, used, req.need, req.what, options.policy) ?? keptRefusal;
-    const { capacity_short_since: shortSince } = await trx
-      .selectFrom('hosts')
-      .select('capacity_short_since')
-      .where('id', '=', host.id)
-      .executeTakeFirstOrThrow();
+    const shortSince = host.capacity_short_since;
     if (refusal) {
       // Room is kept for a tenant ahead: it looks now rather than at its next poll.
       if (firstKept && !addressRefusal)
@@ -299,8 +297,9 @@ export async function placeOrRefuse(
       return refusal;
     }
     await req.onPlaced?.(trx, host);
-    // The next in line looks now (it may fit in what is left), not at its next poll.
-    const [next] = await tenantsAhead(trx, req.resource, null);
+    // The next in line looks now (it may fit in what is left), not at its next poll. On a first try
+    // everyone waiting is ahead, so that is the list read above.
+    const [next] = req.waitingSince ? await tenantsAhead(trx, req.resource, null) : ahead;
     if (next) await requestReconcile(trx, { kind: TENANT_KIND, id: next.id }, { reason: 'placed in turn' });
     if (shortSince !== null && (await capacityWaiters(trx, req.resource)).length === 0)
       await trx.updateTable('hosts').set({ capacity_short_since: null }).where('id', '=', host.id).execute();
