@@ -4,11 +4,13 @@ import type pg from 'pg';
 import { openDatabase, type Database } from '../src/db/database.ts';
 import { startEmbeddedPostgres } from '../src/db/embedded.ts';
 import { migrate } from '../src/db/migrate.ts';
+import { dropServiceDatabase } from '../src/services/databases.ts';
 import type { Logger } from '../src/observability/logger.ts';
 
 /**
  * A migrated database of the benchmark's own: on TEST_DATABASE_URL's server,
- * else on an embedded server in `tmp` (which it lets the postgres user pass through). `close()` drops it (and stops the server).
+ * else on an embedded server in `tmp` (which it lets the postgres user pass through). `close()` drops it
+ * with the service databases and roles made in it (and stops the server).
  */
 export async function benchDatabase(
   tmp: string,
@@ -36,6 +38,11 @@ export async function benchDatabase(
     pool: handle.pool,
     url: url.toString(),
     async close() {
+      // The service databases and roles the platform under test made live beside it on the server.
+      const { rows } = await handle.pool.query<{ name: string; role: string }>(
+        'SELECT db_name AS name, db_role AS role FROM tenant_services WHERE db_name IS NOT NULL AND db_role IS NOT NULL',
+      );
+      for (const made of rows) await dropServiceDatabase(admin.pool, made);
       await handle.close();
       await admin.pool.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
       await admin.close();

@@ -37,6 +37,12 @@ const CONCURRENT = Number(process.env.BENCH_CONCURRENT ?? 50);
 const DRIVERS = process.env.BENCH_DRIVERS?.split(',').map((d) => d.trim());
 /** `BENCH_CPU_PROF=<dir>`: `aiqso up` writes a V8 CPU profile there, one folder per driver. */
 const CPU_PROF = process.env.BENCH_CPU_PROF;
+/**
+ * `BENCH_PERF=<file>`: `perf record -a -g` of the whole machine during the burst, written to
+ * `<file>.<driver>` (`perf report -i … --sort comm,dso`: which process spent the cores); the
+ * platform runs with --perf-basic-prof, so its JavaScript functions have their names.
+ */
+const PERF = process.env.BENCH_PERF;
 const TIMEOUT_MS = 180_000;
 /**
  * How often each of the many looks at its workspace. One signup is watched every 50 ms; fifty
@@ -106,6 +112,17 @@ async function webhookToLive(
   if (page.status !== 200) return null;
   clocks.get(tenantId)!.live = Date.now();
   return performance.now() - t0;
+}
+
+/** Start `perf record` on every core; resolves to a function that stops it and waits for its file. */
+async function recordMachine(file: string): Promise<() => Promise<void>> {
+  const perf = spawn('perf', ['record', '-a', '-g', '-F', '499', '-o', file], { stdio: 'ignore' });
+  const ended = new Promise<void>((resolve) => perf.once('close', () => resolve()));
+  await new Promise((resolve) => setTimeout(resolve, 300)); // perf is recording once its maps are read
+  return async () => {
+    perf.kill('SIGINT');
+    await ended;
+  };
 }
 
 /** CPU time (ms) of a process (`self`) and of its children it has reaped (`children`: lxc-*, pg_dump…). */
@@ -237,7 +254,11 @@ async function measure(driver: DriverCase, db: { db: Database; url: string }): P
       ? { AIQSO_WORKER_CONCURRENCY: process.env.BENCH_WORKER_CONCURRENCY }
       : {},
     // A CPU profile of the whole `aiqso up` run, written when it stops (open it in Chrome's DevTools).
-    nodeArgs: CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(CPU_PROF, driver.name)] : [],
+    nodeArgs: [
+      ...(CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', path.resolve(CPU_PROF, driver.name)] : []),
+      // perf reads the names of JIT-compiled functions from /tmp/perf-<pid>.map.
+      ...(PERF ? ['--perf-basic-prof'] : []),
+    ],
   });
   const tag = driver.name[0]!;
   try {
@@ -261,9 +282,11 @@ async function measure(driver: DriverCase, db: { db: Database; url: string }): P
     const load0 = os.loadavg()[0]!;
     const cpu0 = await cpuOf(platform.pid());
     const pg0 = await backendsCpu(db.db);
+    const perf = PERF ? await recordMachine(`${PERF}.${driver.name}`) : undefined;
     const many = (
       await Promise.all(slugs.map((slug, i) => webhookToLive(platform, ids[i]!, slug, MANY_POLL_MS)))
     ).filter((x): x is number => x !== null);
+    await perf?.();
     const cpu1 = await cpuOf(platform.pid());
     const pg1 = await backendsCpu(db.db);
     let postgres = 0;
