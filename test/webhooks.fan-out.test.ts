@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fanOutHandler } from '../src/events/deliver.ts';
+import { fanOutHandler } from '../src/events/fan-out.ts';
 import { emitEvent, eventOutboxKey } from '../src/events/emit.ts';
 import { LANE_TASK } from '../src/events/lanes.ts';
 import { writeOutbox } from '../src/orchestrator/outbox.ts';

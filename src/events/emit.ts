@@ -3,7 +3,7 @@ import type { EventType } from '../core/events.ts';
 import { newId } from '../core/ids.ts';
 import type { DB } from '../db/tables.ts';
 import { recordDone } from '../orchestrator/outbox.ts';
-import { fanOut } from './deliver.ts';
+import { fanOut } from './fan-out.ts';
 
 export interface PlatformEvent {
   type: EventType;

@@ -1,6 +1,7 @@
 import type { Config } from '../config/load.ts';
 import type { Database } from '../db/database.ts';
-import { fanOutHandler, laneTask } from '../events/deliver.ts';
+import { laneTask } from '../events/deliver.ts';
+import { fanOutHandler } from '../events/fan-out.ts';
 import { LANE_TASK, requeueLanes } from '../events/lanes.ts';
 import type { TargetPolicy } from '../events/targets.ts';
 import type { SecretBox } from '../identity/secrets.ts';
