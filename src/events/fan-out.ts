@@ -6,8 +6,9 @@ import { queueLane } from './lanes.ts';
 
 /**
  * An event's deliveries: one per endpoint whose patterns match it (the
- * operator's endpoints, and the event's tenant's own), each lane queued, and
- * the event marked fanned out — all in `trx`, so an event fans out once.
+ * operator's endpoints, and the event's tenant's own), each lane queued, in
+ * `trx`; the caller marks the event fanned out in the same transaction, so
+ * an event fans out once.
  */
 export async function fanOut(
   trx: Kysely<DB>,
