@@ -33,15 +33,30 @@ const OUTBOX_MAX_ATTEMPTS = 10;
  * same key again is a no-op. Returns whether this call created it.
  */
 export async function writeOutbox(trx: Kysely<DB>, item: OutboxItem): Promise<boolean> {
+  const id = await insertItem(trx, item, false);
+  if (id === undefined) return false;
+  await queueDelivery(trx, id);
+  return true;
+}
+
+/** Insert an item unless its key is there; its id, or undefined for a key already written. */
+async function insertItem(
+  trx: Kysely<DB>,
+  item: OutboxItem,
+  delivered: boolean,
+): Promise<string | undefined> {
   const row = await trx
     .insertInto('outbox')
-    .values({ key: item.key, kind: item.kind, payload: JSON.stringify(item.payload) })
+    .values({
+      key: item.key,
+      kind: item.kind,
+      payload: JSON.stringify(item.payload),
+      ...(delivered ? { status: 'delivered' as const, delivered_at: new Date() } : {}),
+    })
     .onConflict((oc) => oc.column('key').doNothing())
     .returning('id')
     .executeTakeFirst();
-  if (!row) return false;
-  await queueDelivery(trx, row.id);
-  return true;
+  return row?.id;
 }
 
 /**
@@ -51,19 +66,7 @@ export async function writeOutbox(trx: Kysely<DB>, item: OutboxItem): Promise<bo
  * Returns whether this call recorded it.
  */
 export async function recordDone(trx: Kysely<DB>, item: OutboxItem): Promise<boolean> {
-  const row = await trx
-    .insertInto('outbox')
-    .values({
-      key: item.key,
-      kind: item.kind,
-      payload: JSON.stringify(item.payload),
-      status: 'delivered',
-      delivered_at: new Date(),
-    })
-    .onConflict((oc) => oc.column('key').doNothing())
-    .returning('id')
-    .executeTakeFirst();
-  return row !== undefined;
+  return (await insertItem(trx, item, true)) !== undefined;
 }
 
 /** Whether a side effect with this key has been written (a step's observe: written once, whatever became of it). */
