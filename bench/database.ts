@@ -4,7 +4,7 @@ import type pg from 'pg';
 import { openDatabase, type Database } from '../src/db/database.ts';
 import { startEmbeddedPostgres } from '../src/db/embedded.ts';
 import { migrate } from '../src/db/migrate.ts';
-import { dropServiceDatabase } from '../src/services/databases.ts';
+import { dropServiceDatabase, listServiceDatabases } from '../src/services/databases.ts';
 import type { Logger } from '../src/observability/logger.ts';
 
 /**
@@ -38,11 +38,10 @@ export async function benchDatabase(
     pool: handle.pool,
     url: url.toString(),
     async close() {
-      // The service databases and roles the platform under test made live beside it on the server.
-      const { rows } = await handle.pool.query<{ name: string; role: string }>(
-        'SELECT db_name AS name, db_role AS role FROM tenant_services WHERE db_name IS NOT NULL AND db_role IS NOT NULL',
-      );
-      for (const made of rows) await dropServiceDatabase(admin.pool, made);
+      // The service databases and roles the platform under test made live beside it on the server
+      // (each names this database in its comment; a service's role has its database's name).
+      for (const service of await listServiceDatabases(handle.pool))
+        await dropServiceDatabase(admin.pool, { name: service, role: service });
       await handle.close();
       await admin.pool.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
       await admin.close();
