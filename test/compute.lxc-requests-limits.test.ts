@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -81,7 +81,8 @@ function dashboardSpec(gateway: string): ContainerSpec {
     name: containerName(tenantId, 'dashboard'),
     tenantId,
     role: 'dashboard',
-    workload: { kind: 'app', dir: path.join(REPO_ROOT, 'dashboard'), entry: 'server.mjs' },
+    // As the tenant reconciler asks for it: started from its start-up snapshot.
+    workload: { kind: 'app', dir: path.join(REPO_ROOT, 'dashboard'), entry: 'server.mjs', snapshot: true },
     resources: {
       memoryMb: DASHBOARD_CLAIM.memory_mb,
       cores: DASHBOARD_CLAIM.cores,
@@ -126,6 +127,12 @@ describe('requests and limits on lxc', { timeout: 240_000 }, () => {
     const info = await driver.start(spec.name);
     await healthz(`http://${info.endpoint!.host}:${info.endpoint!.port}/healthz`);
     const status = await driver.status(spec.name);
+    // The app under the container's init runs from the blob built for it, seen at /app.
+    const init = (await run('lxc-info', ['-P', lxcPath, '-n', spec.name, '-pH'])).stdout.trim();
+    const [app] = (await readFile(`/proc/${init}/task/${init}/children`, 'utf8')).trim().split(' ');
+    const argv = (await readFile(`/proc/${app}/cmdline`, 'utf8')).replace(/\0$/, '').split('\0');
+    expect(argv.slice(-3, -1)).toEqual(['--snapshot-blob', expect.stringMatching(/^\/app\/\.snapshot\//)]);
+    expect(argv.at(-1)).toBe('/app/server.mjs');
     // The limit is what the cgroup enforces; the request is only what placement counts.
     expect(status.limits?.memoryMb).toBe(DASHBOARD_CLAIM.memory_mb);
     // Read back from the container's cgroup (memory.max on cgroup v2, memory.limit_in_bytes on v1).

@@ -10,8 +10,12 @@ import { createHash } from 'node:crypto';
 
 /** What runs inside a container. */
 export type Workload =
-  /** A Node.js app shipped with the platform: `node <entry>` run in `dir`. */
-  | { kind: 'app'; dir: string; entry: string }
+  /**
+   * A Node.js app shipped with the platform: `node <entry>` run in `dir`. With `snapshot`, drivers
+   * that run the platform's own node start it from a V8 start-up snapshot of itself when one can
+   * be built (src/compute/shared/app-snapshot.ts); it runs the same either way.
+   */
+  | { kind: 'app'; dir: string; entry: string; snapshot?: boolean }
   /** Clone of a prepared template container; `template` is driver-specific (an LXC name, a Proxmox VMID). */
   | { kind: 'clone'; template: string }
   /** An OCI image, for hosts that run images; see `ImageWorkload`. */
@@ -247,6 +251,7 @@ export interface ComputeDriver {
 export function configDigest(spec: ContainerSpec): string {
   const { workload, resources, port, ip, env } = spec;
   const canonical = JSON.stringify([
+    // Not `snapshot`: an app runs the same whether it starts from a snapshot of itself or its files.
     workload.kind === 'app'
       ? ['app', workload.dir, workload.entry]
       : workload.kind === 'clone'

@@ -109,7 +109,7 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
       name: name(ctx),
       tenantId: id,
       role: 'dashboard',
-      workload: { kind: 'app', dir: deps.dashboardDir, entry: 'server.mjs' },
+      workload: { kind: 'app', dir: deps.dashboardDir, entry: 'server.mjs', snapshot: true },
       resources: DASHBOARD,
       port: DASHBOARD_PORT,
       env: {

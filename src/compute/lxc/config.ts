@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { ResourceLimits } from '../../core/compute.ts';
+import { appNodeFlags } from '../shared/app-snapshot.ts';
 import { idmapLines, type IdMap } from './idmap.ts';
 import { securityLines, type HostSecurity } from './security.ts';
 
@@ -172,8 +173,15 @@ export function renderEnvFile(env: Record<string, string>): string {
  * PID 1 of an app container: a tiny sh supervisor that restarts the workload
  * when it dies (1 s, doubling to 30 s; reset after 60 s of uptime) and stops it
  * on SIGTERM (`lxc.signal.halt`). Secrets stay in /aiqso/env, never argv.
+ * `blob` (a file in the app's directory): the app's start-up snapshot, used
+ * while it is there (src/compute/shared/app-snapshot.ts); else the app starts from its files.
  */
-export function renderInit(node: string, entry: string, memoryMb: number): string {
+export function renderInit(node: string, entry: string, memoryMb: number, blob?: string): string {
+  const app = shellQuote(`/app/${entry}`);
+  const file = blob && shellQuote(`/app/${blob}`);
+  const args = file
+    ? `set -- ${app}; if [ -r ${file} ]; then set -- --snapshot-blob ${file} ${app}; fi`
+    : `set -- ${app}`;
   return `#!/bin/sh
 . /aiqso/env
 mkdir -p /var/log/aiqso
@@ -183,7 +191,8 @@ trap 'test -n "$child" && kill -TERM "$child" 2>/dev/null; wait "$child"; exit 0
 delay=1
 while :; do
   started=$(date +%s)
-  ${node} --max-old-space-size=${memoryMb} ${shellQuote(`/app/${entry}`)} >>/var/log/aiqso/app.log 2>&1 &
+  ${args}
+  ${[node, ...appNodeFlags(memoryMb)].join(' ')} "$@" >>/var/log/aiqso/app.log 2>&1 &
   child=$!
   wait "$child"
   if [ $(( $(date +%s) - started )) -ge 60 ]; then delay=1; fi

@@ -30,6 +30,7 @@ import { configDigest, isManagedName } from '../../core/compute.ts';
 import { badRequest, conflict, DomainError } from '../../core/errors.ts';
 import type { Database } from '../../db/database.ts';
 import type { Logger } from '../../observability/logger.ts';
+import { appNodeFlags, AppSnapshots } from '../shared/app-snapshot.ts';
 import { IpPool } from '../shared/ip-pool.ts';
 import { tailLogs } from '../shared/log-tail.ts';
 import { KeyedMutex, runOk, tarLive } from '../shared/run.ts';
@@ -98,9 +99,11 @@ export class LxcDriver implements ComputeDriver {
   private base?: Promise<Ready>;
   private readonly walls: LxcWalls;
   readonly images: LxcImages;
+  private readonly snapshots: AppSnapshots;
 
   constructor(private readonly options: LxcDriverOptions) {
     this.lxcPath = options.lxcPath ?? '/var/lib/lxc';
+    this.snapshots = new AppSnapshots(options.log);
     this.pool = new IpPool(options.db, options.subnet);
     this.tools = new LxcTools(this.lxcPath);
     this.walls = new LxcWalls({ ...options, lxcPath: this.lxcPath, pool: this.pool, tools: this.tools });
@@ -192,9 +195,19 @@ export class LxcDriver implements ComputeDriver {
         await atomicWrite(path.join(aiqsoDir, 'env'), renderEnvFile(env), 0o600, owner);
       }
       if (workload.kind === 'app') {
+        // The container runs this host's node (bind-mounted), so a blob built here is one it accepts.
+        const { memoryMb } = spec.resources;
+        const blob = workload.snapshot
+          ? await this.snapshots.blobFor(workload, appNodeFlags(memoryMb))
+          : undefined;
         await atomicWrite(
           path.join(aiqsoDir, 'init.sh'),
-          renderInit(base.node, workload.entry, spec.resources.memoryMb),
+          renderInit(
+            base.node,
+            workload.entry,
+            memoryMb,
+            blob && path.relative(path.resolve(workload.dir), blob),
+          ),
           0o700,
           owner,
         );

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { open } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../../observability/logger.ts';
+import { appNodeFlags, AppSnapshots } from '../shared/app-snapshot.ts';
 import { WORKLOAD_PATH } from '../shared/run.ts';
 import { isSameProcess, startTime } from './proc.ts';
 import type { ProcessState, ProcessStore } from './store.ts';
@@ -27,6 +28,7 @@ interface Watch {
  */
 export class Supervisor {
   private readonly watches = new Map<string, Watch>();
+  private readonly snapshots: AppSnapshots;
 
   constructor(
     private readonly store: ProcessStore,
@@ -34,7 +36,9 @@ export class Supervisor {
     private readonly pollMs: number,
     /** Runs `fn` under the container's lock, so a relaunch never races a stop. */
     private readonly locked: <T>(name: string, fn: () => Promise<T>) => Promise<T>,
-  ) {}
+  ) {
+    this.snapshots = new AppSnapshots(log);
+  }
 
   /** Spawn the workload and record its pid; the caller persists nothing else. */
   async launch(state: ProcessState): Promise<ProcessState> {
@@ -43,8 +47,12 @@ export class Supervisor {
     const out = await open(this.store.logFile(state.name, 'stdout'), 'a', 0o600);
     const err = await open(this.store.logFile(state.name, 'stderr'), 'a', 0o600);
     try {
-      const entry = path.resolve(state.workload.dir, state.workload.entry);
-      const child = spawn(process.execPath, [`--max-old-space-size=${state.resources.memoryMb}`, entry], {
+      const workload = state.workload;
+      const entry = path.resolve(workload.dir, workload.entry);
+      const flags = appNodeFlags(state.resources.memoryMb);
+      const blob = workload.snapshot ? await this.snapshots.blobFor(workload, flags) : undefined;
+      const start = blob ? ['--snapshot-blob', blob, entry] : [entry];
+      const child = spawn(process.execPath, [...flags, ...start], {
         cwd: this.store.dataDir(state.name),
         // Only the container's own environment: the control plane's (DATABASE_URL…) never leaks in.
         env: { PATH: WORKLOAD_PATH, HOME: this.store.dataDir(state.name), ...env },
