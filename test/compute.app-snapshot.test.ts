@@ -6,6 +6,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../src/catalog/load.ts';
 import { ProcessDriver } from '../src/compute/process/driver.ts';
+import { appArchive } from '../src/compute/proxmox/apps.ts';
 import { AppSnapshots, appNodeFlags, SNAPSHOT_DIR } from '../src/compute/shared/app-snapshot.ts';
 import { freeLoopbackPort } from '../src/compute/process/ports.ts';
 import { sleep } from '../src/compute/shared/run.ts';
@@ -132,6 +133,15 @@ describe('app start-up snapshots', () => {
     // Top-level await: esbuild cannot turn such a module into a function run at start.
     await writeFile(path.join(dir, 'server.mjs'), `await Promise.resolve();\nexport {};\n`);
     expect(await new AppSnapshots(log).blobFor({ dir, entry: 'server.mjs' }, [])).toBeUndefined();
+  });
+
+  it("leaves the blobs out of a Proxmox guest's app archive (built for this host's node)", async () => {
+    const dir = path.join(root, 'archived');
+    await writeApp(dir);
+    const work = path.join(root, 'archives');
+    const before = await appArchive(work, dir, 'server.mjs');
+    expect(await new AppSnapshots(log).blobFor({ dir, entry: 'server.mjs' }, [])).toBeDefined();
+    expect((await appArchive(work, dir, 'server.mjs')).filename).toBe(before.filename);
   });
 
   it('the process driver starts the tenant dashboard from its snapshot, with its heap limit', async () => {

@@ -4,6 +4,7 @@ import { chmod, copyFile, cp, mkdir, readdir, readFile, rename, rm, stat, writeF
 import path from 'node:path';
 import { DomainError } from '../../core/errors.ts';
 import { runOk } from '../shared/run.ts';
+import { SNAPSHOT_DIR } from '../shared/app-snapshot.ts';
 
 /**
  * A platform app (the tenant dashboard, the Node.js services in apps/) as an
@@ -35,13 +36,16 @@ async function sha256File(file: string): Promise<string> {
   return hash.digest('hex');
 }
 
-/** Every file under `dir` (relative paths, sorted). */
+/**
+ * Every file under `dir` (relative paths, sorted), but its packages and the start-up snapshots the
+ * process and lxc drivers keep there (built for this host's node, of no use in a guest).
+ */
 async function filesUnder(dir: string): Promise<string[]> {
   const entries = await readdir(dir, { recursive: true, withFileTypes: true });
   return entries
     .filter((e) => e.isFile())
     .map((e) => path.relative(dir, path.join(e.parentPath, e.name)))
-    .filter((f) => !f.split(path.sep).includes('node_modules'))
+    .filter((f) => !f.split(path.sep).some((part) => part === 'node_modules' || part === SNAPSHOT_DIR))
     .sort();
 }
 
