@@ -30,9 +30,6 @@ export interface ProcessState {
   appliedDigest?: string;
 }
 
-/** The directory in the driver's root that holds its apps' start-up snapshots (shared/app-snapshot.ts). */
-export const SNAPSHOTS = '.snapshots';
-
 export class ProcessStore {
   /**
    * The last `container.json` read per container, with the file's identity. The
@@ -114,7 +111,7 @@ export class ProcessStore {
   async names(): Promise<string[]> {
     try {
       return (await readdir(this.root, { withFileTypes: true }))
-        .filter((d) => d.isDirectory() && d.name !== SNAPSHOTS)
+        .filter((d) => d.isDirectory())
         .map((d) => d.name);
     } catch {
       return [];

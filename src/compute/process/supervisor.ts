@@ -5,7 +5,7 @@ import type { Logger } from '../../observability/logger.ts';
 import { appNodeFlags, AppSnapshots } from '../shared/app-snapshot.ts';
 import { WORKLOAD_PATH } from '../shared/run.ts';
 import { isSameProcess, startTime } from './proc.ts';
-import { SNAPSHOTS, type ProcessState, type ProcessStore } from './store.ts';
+import type { ProcessState, ProcessStore } from './store.ts';
 
 /** A process that lived this long before dying gets its backoff reset. */
 const STABLE_MS = 10_000;
@@ -37,8 +37,7 @@ export class Supervisor {
     /** Runs `fn` under the container's lock, so a relaunch never races a stop. */
     private readonly locked: <T>(name: string, fn: () => Promise<T>) => Promise<T>,
   ) {
-    // Beside the containers' directories (a dot name is never a container's), not in the package.
-    this.snapshots = new AppSnapshots(log, path.join(store.root, SNAPSHOTS));
+    this.snapshots = new AppSnapshots(log);
   }
 
   /** Spawn the workload and record its pid; the caller persists nothing else. */

@@ -20,15 +20,15 @@ import { runOk, WORKLOAD_PATH } from './run.ts';
  * V8 accepts a blob only from the same node binary with the same V8 flags, so blobs are built here,
  * by the platform's own node (the one the process and lxc drivers run apps with) with the flags the
  * app runs with, and named by a digest of those and of the bundle: a new Node, new flags or an
- * edited app gets a blob of its own. The lxc driver keeps them in the app's directory (`.snapshot/`),
- * which its containers see at /app; the process driver in its own state directory. Anything that fails (a read-only directory, an app esbuild cannot bundle
+ * edited app gets a blob of its own. They live in the app's directory (`.snapshot/`), which an lxc
+ * container sees at /app. Anything that fails (a read-only directory, an app esbuild cannot bundle
  * into a snapshot) leaves the app to start from its files: a snapshot only saves time.
  */
 
 /** The V8 flags an app runs with on the process and lxc drivers: its memory as V8's heap limit. */
 export const appNodeFlags = (memoryMb: number): string[] => [`--max-old-space-size=${memoryMb}`];
 
-/** The directory, in the app's own, that holds its blobs by default. */
+/** The directory, in the app's own, that holds its blobs. */
 export const SNAPSHOT_DIR = '.snapshot';
 
 /**
@@ -92,18 +92,7 @@ const mtimeOf = async (file: string) => (await stat(file)).mtimeMs;
 export class AppSnapshots {
   private readonly built = new Map<string, Promise<Built>>();
 
-  /**
-   * `storeIn`: the directory for the blobs (the process driver's own state directory, so nothing is
-   * written in the package); by default `<app dir>/.snapshot`, which an lxc container sees at /app.
-   */
-  constructor(
-    private readonly log: Logger,
-    private readonly storeIn?: string,
-  ) {}
-
-  private where(app: SnapshotApp): string {
-    return this.storeIn ?? path.join(path.resolve(app.dir), SNAPSHOT_DIR);
-  }
+  constructor(private readonly log: Logger) {}
 
   /**
    * The blob to start `app` with under `nodeArgs` (its path, absolute on this host), building it
@@ -118,14 +107,14 @@ export class AppSnapshots {
       this.built.set(key, pending);
     }
     const { blob } = await pending;
-    return blob && path.join(this.where(app), blob);
+    return blob && path.join(app.dir, SNAPSHOT_DIR, blob);
   }
 
   /** Whether a build still stands: no input changed since and its blob is still there. */
   private async current(app: SnapshotApp, built: Built): Promise<boolean> {
     try {
       for (const [file, mtime] of built.inputs) if ((await mtimeOf(file)) !== mtime) return false;
-      if (built.blob) await stat(path.join(this.where(app), built.blob));
+      if (built.blob) await stat(path.join(app.dir, SNAPSHOT_DIR, built.blob));
       return true;
     } catch {
       return false;
@@ -153,13 +142,12 @@ export class AppSnapshots {
         .digest('hex')
         .slice(0, 20);
       const blob = `${path.basename(app.entry).replace(/[^A-Za-z0-9_.-]/g, '_')}-${digest}.blob`;
-      const store = this.where(app);
-      const target = path.join(store, blob);
+      const target = path.join(dir, SNAPSHOT_DIR, blob);
       if (await exists(target)) return { blob, inputs };
-      await mkdir(store, { recursive: true, mode: 0o755 });
+      await mkdir(path.join(dir, SNAPSHOT_DIR), { recursive: true, mode: 0o755 });
       // Another platform process may build the same blob at once: each writes its own files and
       // renames the blob into place, which replaces one whole file with an identical one.
-      const tmp = path.join(store, `.${blob}.${process.pid}.${randomBytes(4).toString('hex')}`);
+      const tmp = path.join(dir, SNAPSHOT_DIR, `.${blob}.${process.pid}.${randomBytes(4).toString('hex')}`);
       try {
         await writeFile(`${tmp}.cjs`, bundle.code, { mode: 0o644 });
         const started = performance.now();
