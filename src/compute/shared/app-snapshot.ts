@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../../observability/logger.ts';
@@ -143,7 +144,7 @@ export class AppSnapshots {
         .slice(0, 20);
       const blob = `${path.basename(app.entry).replace(/[^A-Za-z0-9_.-]/g, '_')}-${digest}.blob`;
       const target = path.join(dir, SNAPSHOT_DIR, blob);
-      if (await exists(target)) return { blob, inputs };
+      if (existsSync(target)) return { blob, inputs };
       await mkdir(path.join(dir, SNAPSHOT_DIR), { recursive: true, mode: 0o755 });
       // Another platform process may build the same blob at once: each writes its own files and
       // renames the blob into place, which replaces one whole file with an identical one.
@@ -175,15 +176,6 @@ export class AppSnapshots {
       );
       return { blob: undefined, inputs };
     }
-  }
-}
-
-async function exists(file: string): Promise<boolean> {
-  try {
-    await stat(file);
-    return true;
-  } catch {
-    return false;
   }
 }
 
