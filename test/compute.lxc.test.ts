@@ -38,7 +38,7 @@ computeContract('lxc', {
   open,
   workload: appWorkload,
   async crashMidEnsure(spec) {
-    // A crash during lxc-copy leaves the container directory without its config.
+    // A crash mid-clone leaves the container directory without its config.
     await mkdir(path.join(lxcPath, spec.name, 'overlay', 'delta'), { recursive: true });
   },
   http: (info) => fetchApp(info),

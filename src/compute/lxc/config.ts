@@ -146,7 +146,7 @@ export function isUnprivileged(config: string): boolean {
   return /^\s*lxc\.idmap\s*=\s*u 0 [1-9]/m.test(config);
 }
 
-/** A template's config (copied by lxc-copy) without the keys the managed block sets. */
+/** A template's config (as a clone copied it) without the keys the managed block sets. */
 export function stripManagedKeys(config: string): string {
   const cut = config.indexOf(MANAGED_MARKER);
   const head = cut >= 0 ? config.slice(0, cut) : config;

@@ -57,6 +57,7 @@ import {
 } from './config.ts';
 import { INIT_INSIDE, LxcImages } from './images.ts';
 import { readImageUser, type ImageUser } from './image-user.ts';
+import { cloneOverlay } from './clone.ts';
 import { ensureTemplateShifted, mountSources, rootfsLayers } from './convert.ts';
 import { grantTraversal, shiftTree } from './idmap.ts';
 import type { Egress } from './netpolicy.ts';
@@ -78,7 +79,7 @@ export interface LxcDriverOptions {
 
 /**
  * Real LXC containers on this host (as root): overlayfs snapshot clones of a
- * cached base template, a static IP per container from the `ip_allocations`
+ * cached base template (`clone.ts`), a static IP per container from the `ip_allocations`
  * pool on a bridge the driver owns, memory and CPU limits as cgroup keys.
  * Containers are unprivileged (root inside is an unprivileged id range on the
  * host, `idmap.ts`), confined by seccomp and AppArmor where the host has them,
@@ -154,9 +155,12 @@ export class LxcDriver implements ComputeDriver {
         await this.cloneLocks.run(source, async () => {
           const layers = rootfsLayers(await this.tools.config(source));
           if (layers) await ensureTemplateShifted(layers.upper, isolation);
-          await this.tools.copy(source, spec.name);
         });
-        await shiftTree(await this.deltaDir(spec.name), ready.idmap);
+        if (!(await cloneOverlay(this.lxcPath, source, spec.name, owner))) {
+          // Any other template: lxc-copy, one clone of it at a time (it records each in the template's lxc_snapshots).
+          await this.cloneLocks.run(source, () => this.tools.copy(source, spec.name));
+          await shiftTree(await this.deltaDir(spec.name), ready.idmap);
+        }
       }
       const aiqsoDir = path.join(this.dir(spec.name), 'aiqso');
       await mkdir(aiqsoDir, { recursive: true, mode: 0o700 });
