@@ -116,21 +116,33 @@ describe('audit log', () => {
     await expect(sql`TRUNCATE audit_log`.execute(h.db.db)).rejects.toThrow(/append-only/);
   });
 
-  it('keeps one chain under 40 concurrent appends', async () => {
+  it('keeps one chain under 40 concurrent appends, whatever text and address each holds', async () => {
+    // The database hashes each row: text JSON escapes, text beyond ASCII, and every kind of address.
+    const addresses = ['::1', '203.0.113.9', '2001:db8:0:0:0:0:0:7', null];
     await Promise.all(
       Array.from({ length: 40 }, (_, i) =>
         appendAudit(h.db.db, {
           actorType: 'system',
-          actorId: null,
+          actorId: i % 3 ? null : `usr_"quoted"\\${i}`,
           tenantId: i % 2 ? h.a.id : h.b.id,
           action: 'test.concurrent',
-          sourceIp: '::1',
+          targetType: i % 5 ? null : 'tenant',
+          sourceIp: addresses[i % addresses.length]!,
           result: 'success',
-          details: { i, nested: { z: 1, a: [1, 'x'] } },
+          details: {
+            i,
+            company: `Müller & Söhne «Ω» 😀\n\t\u0001 ${i}`,
+            nested: { z: 1, a: [1, 'x', null] },
+          },
         }),
       ),
     );
     expect(await verifyAuditChain(h.db.db)).toMatchObject({ ok: true });
+    const kept = await sql<{ address: string }>`
+      SELECT host(a.address) AS address FROM audit_addresses a JOIN audit_log l ON l.id = a.audit_id
+       WHERE l.action = 'test.concurrent'`.execute(h.db.db);
+    expect(new Set(kept.rows.map((r) => r.address))).toEqual(new Set(['::1', '203.0.113.9', '2001:db8::7']));
+    expect(kept.rows).toHaveLength(30);
   });
 
   it('aiqso audit verify passes an intact chain and names the first edited or deleted row', async () => {

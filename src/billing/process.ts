@@ -279,6 +279,7 @@ export async function processBillingEvent(deps: BillingProcessDeps, eventId: str
     if (locked.processed_at)
       return { eventId, tenantId, action: { action: 'none', why: 'already processed' }, alreadyDone: true };
     let action: BillingAction = { action: 'none', why: 'no tenant for this event' };
+    let apply: (() => Promise<void>) | undefined;
     if (tenantId) {
       const tenant = await trx
         .selectFrom('tenants')
@@ -298,22 +299,25 @@ export async function processBillingEvent(deps: BillingProcessDeps, eventId: str
         if (sub) await recordSubscription(trx, tenantId, sub, event.created);
         const current =
           event.kind === 'subscription_changed' && sub ? { ...event, subscription: sub } : event;
-        action = decideBillingAction(
+        const decided = decideBillingAction(
           current,
           { status: tenant.status, statusReason: tenant.status_reason },
           deps.policy ?? DEFAULT_DUNNING,
         );
-        await applyTenantAction(
-          trx,
-          tenantId,
-          action,
-          deps.graceDays,
-          { actorType: 'system', from: tenant.status, details: { event: eventId, kind: event.kind } },
-          deps.onAction,
-        );
-        if (current.kind === 'subscription_changed' && !current.deleted && sub) {
-          await followPlan(trx, deps, tenantId, tenant, sub, eventId);
-        }
+        action = decided;
+        apply = async () => {
+          await applyTenantAction(
+            trx,
+            tenantId,
+            decided,
+            deps.graceDays,
+            { actorType: 'system', from: tenant.status, details: { event: eventId, kind: event.kind } },
+            deps.onAction,
+          );
+          if (current.kind === 'subscription_changed' && !current.deleted && sub) {
+            await followPlan(trx, deps, tenantId, tenant, sub, eventId);
+          }
+        };
       } else {
         action = { action: 'none', why: `tenant ${tenantId} does not exist` };
       }
@@ -327,6 +331,8 @@ export async function processBillingEvent(deps: BillingProcessDeps, eventId: str
       })
       .where('id', '=', eventId)
       .execute();
+    // Last: its audit rows hold the audit chain's lock until this transaction commits.
+    await apply?.();
     return { eventId, tenantId, action, alreadyDone: false };
   });
 }

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { sql, type QueryCreator, type Transaction } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import type { Database } from '../db/database.ts';
 import type { AuditLogTable, DB } from '../db/tables.ts';
 
@@ -51,7 +51,8 @@ interface HashedFields {
   source_ip_commit?: string | null;
 }
 
-export function rowHash(row: HashedFields): string {
+/** What a row's hash covers, in order: the previous hash first, the address's commitment last (when any). */
+function hashedValues(row: HashedFields): unknown[] {
   const fields = [
     row.prev_hash,
     row.at.toISOString(),
@@ -67,37 +68,45 @@ export function rowHash(row: HashedFields): string {
   ];
   // Rows from before migration 0010 have no commitment: their hashes stay what they were.
   if (row.source_ip_commit) fields.push(row.source_ip_commit);
-  return createHash('sha256').update(canonical(fields)).digest('hex');
+  return fields;
+}
+
+export function rowHash(row: HashedFields): string {
+  return createHash('sha256')
+    .update(canonical(hashedValues(row)))
+    .digest('hex');
 }
 
 /** The commitment a row's hash covers instead of its source address (kept apart, deletable). */
 export const addressCommit = (salt: string, address: string) =>
   createHash('sha256').update(`${salt}:${address}`).digest('hex');
 
+/**
+ * Append on its own: one statement that commits by itself, so the chain's
+ * lock is held only while PostgreSQL runs it (in a transaction it is held
+ * until the commit, a round trip later).
+ */
 export async function appendAudit(db: Database, entry: AuditEntry): Promise<void> {
-  await db.transaction().execute((trx) => appendAuditIn(trx, entry));
+  await appendAuditIn(db, entry);
 }
 
 /**
  * Append within the caller's transaction, so the entry commits exactly when
  * the change it records does. Holds the chain's lock until that commit: keep
- * the transaction short.
+ * the transaction short, and append last.
+ *
+ * One statement locks the head, links to it and inserts the row (and its
+ * address): every audited change in the platform waits for that lock, so the
+ * time it is held is one round trip and the commit, not three. PostgreSQL
+ * hashes the row, since only it knows the head once it holds the lock: the
+ * text hashed is `rowHash`'s, built here around the two values it supplies
+ * (the previous hash, and the address's commitment). The hash it returns is
+ * checked against `rowHash`: in a transaction, before the caller commits (an
+ * append `verifyAuditChain` would not accept is never written); on its own,
+ * just after, with an error naming the row.
  */
-export async function appendAuditIn(trx: Transaction<DB>, entry: AuditEntry): Promise<void> {
-  // The chain's head, locked until the caller commits: every audited change waits here, so it is
-  // one statement. Locking the row (rather than another lock, then a read) also reads it afresh:
-  // after waiting for a writer that moved the head, PostgreSQL returns the head it committed.
-  // Link to the head, not to the newest row still present: after the newest rows were deleted,
-  // the next append then names the missing row and the gap stays visible for good.
-  // The address as PostgreSQL prints it back, so verification hashes the same text.
-  const head = await sql<{ prev: string; ip: string | null }>`
-    SELECT last_hash AS prev, ${entry.sourceIp ?? null}::inet::text AS ip
-      FROM audit_head WHERE singleton FOR UPDATE`.execute(trx);
-  if (!head.rows[0]) throw new Error('audit_head is missing: the chain head row was removed');
-  // The address is personal data: the chain holds a salted commitment, the address lives apart.
-  const address = head.rows[0].ip;
-  const salt = address === null ? null : randomBytes(16).toString('hex');
-  const fields: HashedFields = {
+export async function appendAuditIn(trx: Kysely<DB>, entry: AuditEntry): Promise<void> {
+  const fields = {
     at: new Date(),
     actor_type: entry.actorType,
     actor_id: entry.actorId,
@@ -108,37 +117,50 @@ export async function appendAuditIn(trx: Transaction<DB>, entry: AuditEntry): Pr
     source_ip: null,
     result: entry.result,
     details: JSON.parse(JSON.stringify(entry.details ?? {})) as unknown,
-    prev_hash: head.rows[0].prev,
-    source_ip_commit: address === null ? null : addressCommit(salt!, address),
   };
-  const insertRow = (db: QueryCreator<DB>) =>
-    db.insertInto('audit_log').values({
-      ...fields,
-      actor_type: entry.actorType,
-      result: entry.result,
-      details: JSON.stringify(fields.details),
-      hash: rowHash(fields),
-    });
-  if (address === null) {
-    await insertRow(trx).execute();
-    return;
-  }
-  // The row and its address in one statement (the head stays locked for every round trip).
-  await trx
-    .with('appended', (db) => insertRow(db).returning('id'))
-    .insertInto('audit_addresses')
-    .columns(['audit_id', 'tenant_id', 'address', 'salt'])
-    .expression((eb) =>
-      eb
-        .selectFrom('appended')
-        .select((s) => [
-          'appended.id',
-          sql<string | null>`${entry.tenantId}::text`.as('tenant_id'),
-          s.val(address).as('address'),
-          s.val(salt!).as('salt'),
-        ]),
+  // What `rowHash` hashes between the previous hash and the commitment; PostgreSQL adds those two.
+  const middle = canonical(hashedValues({ ...fields, prev_hash: '' }).slice(1)).slice(1, -1);
+  // The address is personal data: the chain holds a salted commitment, the address lives apart.
+  // It is committed to as PostgreSQL prints it back, so verification hashes the same text.
+  const salt = entry.sourceIp ? randomBytes(16).toString('hex') : null;
+  // Link to the head, not to the newest row still present: after the newest rows were deleted,
+  // the next append then names the missing row and the gap stays visible for good. Locking the
+  // head row also reads it afresh: after waiting for a writer that moved it, PostgreSQL returns
+  // the head that writer committed.
+  const { rows } = await sql<{
+    id: string;
+    prev_hash: string;
+    hash: string;
+    source_ip_commit: string | null;
+  }>`
+    WITH head AS (
+      SELECT last_hash AS prev, ${entry.sourceIp ?? null}::inet::text AS ip
+        FROM audit_head WHERE singleton FOR UPDATE
+    ), linked AS (
+      SELECT prev, ip, encode(sha256(convert_to(${salt}::text || ':' || ip, 'UTF8')), 'hex') AS commit FROM head
+    ), appended AS (
+      INSERT INTO audit_log (at, actor_type, actor_id, tenant_id, action, target_type, target_id,
+                             source_ip, result, details, prev_hash, source_ip_commit, hash)
+      SELECT ${fields.at}, ${fields.actor_type}, ${fields.actor_id}, ${fields.tenant_id}, ${fields.action},
+             ${fields.target_type}, ${fields.target_id}, NULL, ${fields.result},
+             ${JSON.stringify(fields.details)}::jsonb, prev, commit,
+             encode(sha256(convert_to(
+               '["' || prev || '",' || ${middle}::text || coalesce(',"' || commit || '"', '') || ']', 'UTF8')), 'hex')
+        FROM linked
+      RETURNING id, prev_hash, hash, source_ip_commit
+    ), address AS (
+      INSERT INTO audit_addresses (audit_id, tenant_id, address, salt)
+      SELECT appended.id, ${fields.tenant_id}::text, linked.ip::inet, ${salt}::text
+        FROM appended, linked WHERE linked.ip IS NOT NULL
     )
-    .execute();
+    SELECT id, prev_hash, hash, source_ip_commit FROM appended`.execute(trx);
+  const row = rows[0];
+  if (!row) throw new Error('audit_head is missing: the chain head row was removed');
+  const expected = rowHash({ ...fields, prev_hash: row.prev_hash, source_ip_commit: row.source_ip_commit });
+  if (row.hash !== expected)
+    throw new Error(
+      `audit append ${row.id}: the database hashed it as ${row.hash}, the chain expects ${expected}`,
+    );
 }
 
 export interface AuditQuery {
