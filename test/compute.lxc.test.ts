@@ -99,6 +99,35 @@ describe('lxc driver state, read from /proc once a container is known', () => {
   });
 });
 
+describe('lxc app init', () => {
+  it('starts the app again when it dies', async ({ skip: skipTest }) => {
+    if (skip) return skipTest();
+    const driver = await open();
+    const s = specFor({ workload: appWorkload } as ContractHarness, 'again');
+    try {
+      await driver.ensure(s);
+      const info = await driver.start(s.name);
+      const first = await fetchApp(info);
+      const init = Number((await runOk('lxc-info', ['-P', lxcPath, '-n', s.name, '-p', '-H'])).trim());
+      const children = async () => (await readFile(`/proc/${init}/task/${init}/children`, 'utf8')).trim();
+      const app = Number((await children()).split(' ')[0]);
+      expect((await readFile(`/proc/${app}/cmdline`, 'utf8')).split('\0')[0]).toMatch(/node$/);
+      process.kill(app, 'SIGKILL');
+      // The init waits a second (its back-off), then runs the app again: a new process answers.
+      await expect
+        .poll(async () => (await fetchApp(info, 1000).catch(() => undefined))?.pid, { timeout: 10_000 })
+        .not.toBe(first.pid);
+      expect((await fetchApp(info)).pid).not.toBe(first.pid);
+      const next = Number((await children()).split(' ')[0]);
+      expect(next).not.toBe(app);
+      expect((await readFile(`/proc/${next}/cmdline`, 'utf8')).split('\0')[0]).toMatch(/node$/);
+    } finally {
+      await driver.destroy(s.name);
+      await driver.close();
+    }
+  });
+});
+
 describe('lxc driver at scale', () => {
   it('clones, starts, serves and destroys 20 containers concurrently, leaving nothing behind', async ({
     skip: skipTest,

@@ -71,7 +71,8 @@ async function buildRootfs(rootfs: string): Promise<void> {
     'app',
     'aiqso',
     'opt',
-    'var/log',
+    // Where the app's init writes its log (it makes it itself in a base built before it was here).
+    'var/log/aiqso',
   ]) {
     await mkdir(path.join(rootfs, dir), { recursive: true });
   }
