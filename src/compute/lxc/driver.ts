@@ -165,6 +165,22 @@ export class LxcDriver implements ComputeDriver {
       const aiqsoDir = path.join(this.dir(spec.name), 'aiqso');
       await mkdir(aiqsoDir, { recursive: true, mode: 0o700 });
       await chown(aiqsoDir, ...owner);
+      const hostPorts = [...new Set(spec.hostPorts ?? [])].sort((a, b) => a - b);
+      const before = await readMeta(this.lxcPath, spec.name);
+      const meta: Meta = {
+        tenantId: spec.tenantId,
+        role: spec.role,
+        port: spec.port,
+        hostPorts,
+        digest: configDigest(spec),
+      };
+      await atomicWrite(path.join(aiqsoDir, 'meta.json'), JSON.stringify(meta), 0o644);
+      // A new container, or new host ports: the walls are redrawn (from the address pool and each
+      // meta.json) before it can start with them. The redraw runs while the rest is written, and is
+      // waited for before this returns.
+      const walls =
+        fresh || String(before.hostPorts) !== String(hostPorts) ? this.walls.policy.request() : undefined;
+      walls?.catch(() => undefined);
       const volumes =
         workload.kind === 'image' && imageTemplate
           ? await this.ensureVolumes(spec.name, imageTemplate, workload.volumes ?? [], owner)
@@ -216,16 +232,6 @@ export class LxcDriver implements ComputeDriver {
           owner,
         );
       }
-      const hostPorts = [...new Set(spec.hostPorts ?? [])].sort((a, b) => a - b);
-      const before = await readMeta(this.lxcPath, spec.name);
-      const meta: Meta = {
-        tenantId: spec.tenantId,
-        role: spec.role,
-        port: spec.port,
-        hostPorts,
-        digest: configDigest(spec),
-      };
-      await atomicWrite(path.join(aiqsoDir, 'meta.json'), JSON.stringify(meta), 0o644);
       const configFile = path.join(this.dir(spec.name), 'config');
       const config = renderConfig(await readFile(configFile, 'utf8'), {
         name: spec.name,
@@ -245,8 +251,7 @@ export class LxcDriver implements ComputeDriver {
       await atomicWrite(configFile, config, 0o640);
       for (const source of [aiqsoDir, await this.deltaDir(spec.name), ...mountSources(config)])
         await grantTraversal(source, ready.idmap.uid.start);
-      // A new container, or new host ports: the walls are redrawn before it can start with them.
-      if (fresh || String(before.hostPorts) !== String(hostPorts)) await this.walls.policy.request();
+      await walls;
       // A clone made just now under this container's lock has never run; otherwise ask (once).
       const live = fresh ? { state: 'STOPPED' } : await this.liveState(spec.name);
       if (live.state === 'RUNNING') await this.applyLimits(spec.name, spec.resources);
