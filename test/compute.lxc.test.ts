@@ -1,4 +1,5 @@
 import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { realpathSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -121,6 +122,24 @@ describe('lxc app init', () => {
       const next = Number((await children()).split(' ')[0]);
       expect(next).not.toBe(app);
       expect((await readFile(`/proc/${next}/cmdline`, 'utf8')).split('\0')[0]).toMatch(/node$/);
+    } finally {
+      await driver.destroy(s.name);
+      await driver.close();
+    }
+  });
+});
+
+describe('lxc base template', () => {
+  it("gives containers the host's time zone file", async ({ skip: skipTest }) => {
+    if (skip) return skipTest();
+    const driver = await open();
+    const s = specFor({ workload: appWorkload } as ContractHarness, 'zone');
+    try {
+      await driver.ensure(s);
+      await driver.start(s.name);
+      const inside = await driver.exec(s.name, ['readlink', '-f', '/etc/localtime']);
+      expect(inside.exitCode, inside.stderr).toBe(0);
+      expect(inside.stdout.trim()).toBe(realpathSync('/etc/localtime'));
     } finally {
       await driver.destroy(s.name);
       await driver.close();
