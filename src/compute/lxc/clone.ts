@@ -2,11 +2,6 @@ import { chown, mkdir, readFile, rename, stat, writeFile } from 'node:fs/promise
 import path from 'node:path';
 import { rootfsLayers } from './convert.ts';
 
-/** Where an overlay clone keeps its own layer and overlayfs's work directory, as `lxc-copy -s` lays them out. */
-export function overlayDirs(dir: string): { upper: string; work: string } {
-  return { upper: path.join(dir, 'overlay', 'delta'), work: path.join(dir, 'overlay', 'work') };
-}
-
 /**
  * An overlay snapshot clone of `source`, laid out as `lxc-copy -s -B overlayfs`
  * lays it out: `<name>/rootfs` (the mount point), `<name>/overlay/{delta,work}`
@@ -33,16 +28,17 @@ export async function cloneOverlay(
 ): Promise<boolean> {
   const config = await readFile(path.join(lxcPath, source, 'config'), 'utf8').catch(() => undefined);
   if (config === undefined) return false;
+  // A plain directory: `dir:/…` or `/…` (rootfsLayers strips `dir:`; `lvm:`, `zfs:` and the like stay).
   const layers = rootfsLayers(config);
-  const plain = /^\s*lxc\.rootfs\.path\s*=\s*(dir:)?\//m.test(config);
-  if (!layers || layers.lower !== undefined || !plain) return false;
+  if (!layers || layers.lower !== undefined || !layers.upper.startsWith('/')) return false;
   if (!(await stat(layers.upper).catch(() => undefined))?.isDirectory()) return false;
   const dir = path.join(lxcPath, name);
-  const { upper, work } = overlayDirs(dir);
+  // The clone's own layer and overlayfs's work directory, where lxc-copy -s puts them.
+  const upper = path.join(dir, 'overlay', 'delta');
+  const made = [path.join(dir, 'rootfs'), path.dirname(upper), upper, path.join(dir, 'overlay', 'work')];
   await mkdir(dir, { mode: 0o770 });
-  for (const d of [path.join(dir, 'rootfs'), path.dirname(upper), upper, work])
-    await mkdir(d, { mode: 0o755 });
-  for (const d of [dir, path.join(dir, 'rootfs'), path.dirname(upper), upper, work]) await chown(d, ...owner);
+  for (const d of made) await mkdir(d, { mode: 0o755 });
+  for (const d of [dir, ...made]) await chown(d, ...owner);
   const rootfs = `lxc.rootfs.path = overlay:${layers.upper}:${upper}`;
   const text = config.replace(/^\s*lxc\.rootfs\.path\s*=.*$/m, rootfs);
   const file = path.join(dir, 'config');

@@ -106,12 +106,8 @@ async function buildRootfs(rootfs: string): Promise<void> {
  * (a host whose zone file lies elsewhere gives UTC), or none without tzdata.
  */
 function hostZoneFile(): string | undefined {
-  let own: string | undefined;
-  try {
-    own = realpathSync('/etc/localtime');
-  } catch {
-    own = undefined;
-  }
+  // existsSync follows the link: false for a missing or dangling /etc/localtime.
+  const own = existsSync('/etc/localtime') ? realpathSync('/etc/localtime') : undefined;
   if (own?.startsWith('/usr/share/zoneinfo/')) return own;
   return existsSync('/usr/share/zoneinfo/Etc/UTC') ? '/usr/share/zoneinfo/Etc/UTC' : undefined;
 }
