@@ -61,6 +61,7 @@ import { cloneOverlay } from './clone.ts';
 import { ensureTemplateShifted, mountSources, rootfsLayers } from './convert.ts';
 import { grantTraversal, shiftTree } from './idmap.ts';
 import type { Egress } from './netpolicy.ts';
+import { lxcfsDefines, lxcfsHost, type LxcfsHost } from './lxcfs.ts';
 import { LxcTools } from './tools.ts';
 import { LxcWalls, readMeta, type Meta, type Ready } from './walls.ts';
 
@@ -75,6 +76,8 @@ export interface LxcDriverOptions {
   egress?: Egress;
   /** containers-registries.conf(5) skopeo pulls images with; default skopeo's own. */
   registriesConf?: string;
+  /** Whether lxcfs serves, and whose hooks LXC's common config sets (`lxcfs.ts`); this host's by default. */
+  lxcfs?: LxcfsHost;
 }
 
 /**
@@ -101,10 +104,12 @@ export class LxcDriver implements ComputeDriver {
   private readonly walls: LxcWalls;
   readonly images: LxcImages;
   private readonly snapshots: AppSnapshots;
+  private readonly lxcfs: LxcfsHost;
 
   constructor(private readonly options: LxcDriverOptions) {
     this.lxcPath = options.lxcPath ?? '/var/lib/lxc';
     this.snapshots = new AppSnapshots(options.log);
+    this.lxcfs = options.lxcfs ?? lxcfsHost();
     this.pool = new IpPool(options.db, options.subnet);
     this.tools = new LxcTools(this.lxcPath);
     this.walls = new LxcWalls({ ...options, lxcPath: this.lxcPath, pool: this.pool, tools: this.tools });
@@ -173,6 +178,7 @@ export class LxcDriver implements ComputeDriver {
         port: spec.port,
         hostPorts,
         digest: configDigest(spec),
+        workload: workload.kind,
       };
       await atomicWrite(path.join(aiqsoDir, 'meta.json'), JSON.stringify(meta), 0o644);
       // A new container, or new host ports: the walls are redrawn (from the address pool and each
@@ -359,8 +365,10 @@ export class LxcDriver implements ComputeDriver {
     return this.locks.run(name, async () => {
       this.mustExist(name);
       await this.ready();
+      const { workload } = await readMeta(this.lxcPath, name);
+      const defines = lxcfsDefines(this.lxcfs, workload === 'app' || workload === 'image');
       // One spawn in the common case: lxc-start itself says when it was already running.
-      const { pid, started } = await this.tools.start(name, this.dir(name));
+      const { pid, started } = await this.tools.start(name, this.dir(name), defines);
       if (started && pid) await recordApplied(path.join(this.dir(name), 'aiqso'), pid);
       const live = { state: 'RUNNING', pid };
       await this.remember(name, live);

@@ -60,13 +60,18 @@ export class LxcTools {
 
   /**
    * Start (daemonised) and return the container's init pid, and whether this
-   * call started it; a container already running is fine.
+   * call started it; a container already running is fine. `defines` are
+   * `-s KEY=VALUE` pairs over its config for this start (lxcfs.ts).
    */
-  async start(name: string, dir: string): Promise<{ pid?: number; started: boolean }> {
+  async start(
+    name: string,
+    dir: string,
+    defines: string[] = [],
+  ): Promise<{ pid?: number; started: boolean }> {
     const pidFile = `${dir}/init.pid`;
     const out = await run(
       'lxc-start',
-      this.args(name, ['-o', `${dir}/lxc.log`, '-l', 'WARN', '-p', pidFile]),
+      this.args(name, ['-o', `${dir}/lxc.log`, '-l', 'WARN', '-p', pidFile, ...defines]),
     );
     if (out.exitCode !== 0) {
       const live = await this.statePid(name);

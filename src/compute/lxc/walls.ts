@@ -23,6 +23,8 @@ export interface Meta {
   hostPorts?: number[];
   /** `configDigest` of the spec ensured: what the next start runs with (applied.ts). */
   digest?: string;
+  /** What it was made from: the driver's own templates (app, image) or an operator's (clone). */
+  workload?: 'app' | 'image' | 'clone';
 }
 
 export async function readMeta(lxcPath: string, name: string): Promise<Partial<Meta>> {
