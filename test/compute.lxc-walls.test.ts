@@ -7,6 +7,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { removeBridge } from '../src/compute/lxc/bridge.ts';
 import { LxcDriver } from '../src/compute/lxc/driver.ts';
+import { inspectNetworkPolicy, removeNetworkPolicy } from '../src/compute/lxc/firewall.ts';
 import { probeHostSecurity } from '../src/compute/lxc/security.ts';
 import { containerName, type ContainerInfo, type ContainerSpec } from '../src/core/compute.ts';
 import { newId } from '../src/core/ids.ts';
@@ -246,6 +247,42 @@ describe('lxc containers as walls', { timeout: 120_000 }, () => {
     expect((await stat(path.join(lxcPath, c.bSvc.name, 'aiqso', 'env'))).uid).toBe(map[1]);
     const seccomp = (await sh(c.bSvc, 'grep ^Seccomp: /proc/self/status')).stdout;
     expect(seccomp.trim()).toBe(probeHostSecurity().seccomp.enabled ? 'Seccomp:\t2' : 'Seccomp:\t0');
+  });
+
+  it('walls containers made at once, and a new one made after the walls were removed', async ({
+    skip: skipTest,
+  }) => {
+    if (skip) return skipTest();
+    const t = newId('tenant');
+    const extra = [
+      spec(t, 'dashboard', 3000, [ports.api]),
+      spec(t, 'notes', 8000, [ports.database]),
+      spec(t, 'files', 8000, []),
+    ];
+    const ips = (await Promise.all(extra.map((s) => driver.ensure(s)))).map((info) => info.ip!);
+    let policy = await inspectNetworkPolicy(bridge);
+    expect(policy?.containers).toBe(7);
+    expect(policy?.reach).toEqual(
+      expect.arrayContaining([`${ips[0]} . ${ports.api}`, `${ips[1]} . ${ports.database}`]),
+    );
+    expect(policy?.reach.filter((r) => r.startsWith(`${ips[2]} `))).toEqual([]);
+
+    // Its tables gone (flushed by hand, say): the next new container has the whole policy drawn again.
+    await removeNetworkPolicy(bridge);
+    const late = spec(t, 'late', 8000, [ports.database]);
+    await driver.ensure(late);
+    policy = await inspectNetworkPolicy(bridge);
+    expect(policy?.containers).toBe(8);
+    const gw = await driver.hostAddress();
+    const started = await driver.start(late.name);
+    await fetchApp(started);
+    const [database, api, otherTenant] = await probe(started, [
+      [gw, ports.database],
+      [gw, ports.api],
+      [c.aSvc.ip!, 8000],
+    ]);
+    expect([database, api]).toEqual(['open', 'ECONNREFUSED']);
+    expect(otherTenant).not.toBe('open');
   });
 
   it('has no route out with AIQSO_EGRESS=none, and reaches a host outside with nat', async ({

@@ -3,7 +3,13 @@ import { macFor } from '../../src/compute/lxc/config.ts';
 import { hostPortsFromEnv } from '../../src/compute/lxc/convert.ts';
 import { Coalesced } from '../../src/compute/lxc/firewall.ts';
 import { planSubordinateRange, shiftId } from '../../src/compute/lxc/idmap.ts';
-import { portPrefix, renderPolicy, tableName, vethName } from '../../src/compute/lxc/netpolicy.ts';
+import {
+  portPrefix,
+  renderAdmission,
+  renderPolicy,
+  tableName,
+  vethName,
+} from '../../src/compute/lxc/netpolicy.ts';
 import { sleep } from '../../src/compute/shared/run.ts';
 import { parseSubnet } from '../../src/compute/shared/subnet.ts';
 
@@ -54,6 +60,24 @@ describe('bridge network policy', () => {
     expect(vethName('br10', 'aiqso-a-dashboard').startsWith(portPrefix('br9'))).toBe(false);
     expect(new Set([a, b, c]).size).toBe(3);
     expect(tableName('aiqso-x.1')).toBe('aiqso_aiqso_x_1');
+  });
+
+  it('adds new containers to the sets in place, with exactly the elements a whole drawing gives them', () => {
+    const added = members.slice(0, 2);
+    expect(renderAdmission('br9', added)).toBe(
+      [
+        `add element bridge aiqso_br9 macs { "${b}" . ${macFor('aiqso-b-notes')}, "${a}" . ${macFor('aiqso-a-dashboard')} }`,
+        `add element bridge aiqso_br9 addrs { "${b}" . 10.1.2.3, "${a}" . 10.1.2.2 }`,
+        'add element inet aiqso_br9 reach { 10.1.2.3 . 5432, 10.1.2.2 . 8080 }',
+        '',
+      ].join('\n'),
+    );
+    // The same elements as the whole policy lists for them.
+    const whole = renderPolicy({ bridge: 'br9', subnet, egress: 'none', members: added });
+    for (const element of [`"${a}" . 10.1.2.2`, `"${b}" . ${macFor('aiqso-b-notes')}`, '10.1.2.3 . 5432'])
+      expect(whole).toContain(element);
+    // A container given no host ports adds nothing to reach.
+    expect(renderAdmission('br9', [members[2]!])).not.toContain('reach');
   });
 
   it('renders both tables, replaced whole, with each container bound to its port, MAC and address', () => {
@@ -173,5 +197,34 @@ describe('coalesced applies', () => {
     expect(runs).toEqual([1, 2]);
     await c.request();
     expect(runs).toEqual([1, 2, 3]);
+  });
+
+  it('hands each run the items of every request it answers', async () => {
+    const runs: string[][] = [];
+    const c = new Coalesced<string>(async (items) => {
+      await sleep(20);
+      runs.push(items);
+    });
+    await Promise.all([c.request('a'), c.request('b'), c.request('c', 'd')]);
+    await c.request('e');
+    expect(runs).toEqual([['a'], ['b', 'c', 'd'], ['e']]);
+  });
+
+  it('fails the requests a failed run answers, and runs the next one all the same', async () => {
+    let fail = true;
+    const runs: string[][] = [];
+    const c = new Coalesced<string>(async (items) => {
+      await sleep(10);
+      if (fail) {
+        fail = false;
+        throw new Error('nft said no');
+      }
+      runs.push(items);
+    });
+    const first = c.request('a');
+    const second = c.request('b');
+    await expect(first).rejects.toThrow('nft said no');
+    await second;
+    expect(runs).toEqual([['b']]);
   });
 });

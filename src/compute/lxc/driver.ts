@@ -151,7 +151,7 @@ export class LxcDriver implements ComputeDriver {
         workload.kind === 'image' && imageTemplate
           ? await this.imagePlan(imageTemplate, workload, spec.env)
           : undefined;
-      const ip = await this.pool.allocate(spec.name, spec.ip);
+      const { ip, existed } = await this.pool.claim(spec.name, spec.ip);
       const fresh = !this.exists(spec.name);
       const source = workload.kind === 'clone' ? workload.template : (imageTemplate ?? base.name);
       if (fresh) {
@@ -181,11 +181,17 @@ export class LxcDriver implements ComputeDriver {
         workload: workload.kind,
       };
       await atomicWrite(path.join(aiqsoDir, 'meta.json'), JSON.stringify(meta), 0o644);
-      // A new container, or new host ports: the walls are redrawn (from the address pool and each
-      // meta.json) before it can start with them. The redraw runs while the rest is written, and is
-      // waited for before this returns.
+      // The walls name a container before it can start: one new to the bridge (its address claimed
+      // just now) is added to them in place; one made again (a clone a crash cut short) or given other
+      // host ports gets them redrawn whole (from the address pool and each meta.json), which drops
+      // what its earlier self was let reach. Either runs while the rest is written, and is waited for
+      // before this returns.
       const walls =
-        fresh || String(before.hostPorts) !== String(hostPorts) ? this.walls.policy.request() : undefined;
+        fresh && !existed
+          ? this.walls.admit({ name: spec.name, ip, hostPorts })
+          : fresh || String(before.hostPorts) !== String(hostPorts)
+            ? this.walls.policy.request()
+            : undefined;
       walls?.catch(() => undefined);
       const volumes =
         workload.kind === 'image' && imageTemplate

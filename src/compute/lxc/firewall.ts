@@ -1,6 +1,12 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { run, runOk } from '../shared/run.ts';
-import { renderPolicy, tableName, type NetworkPolicy } from './netpolicy.ts';
+import {
+  renderAdmission,
+  renderPolicy,
+  tableName,
+  type NetworkPolicy,
+  type PolicyMember,
+} from './netpolicy.ts';
 
 /** The thin apply of `netpolicy.ts`: `nft -f -` (one transaction), the policy on stdin. */
 
@@ -11,6 +17,14 @@ export async function applyNetworkPolicy(policy: NetworkPolicy): Promise<void> {
   // Masquerading needs the host to route. Turned on, never off: other parts of the host may route too.
   if (policy.egress === 'nat' && (await readFile(IP_FORWARD, 'utf8')).trim() !== '1')
     await writeFile(IP_FORWARD, '1\n');
+}
+
+/**
+ * Add containers to a bridge's policy in place (`renderAdmission`): one `nft -f`
+ * transaction, all or nothing. Throws when the bridge has no policy to add to.
+ */
+export async function admitToNetworkPolicy(bridge: string, members: PolicyMember[]): Promise<void> {
+  await runOk('nft', ['-f', '-'], { stdin: renderAdmission(bridge, members) });
 }
 
 /** Remove both tables of a bridge; missing ones are fine. */
@@ -43,29 +57,34 @@ export async function inspectNetworkPolicy(
 
 /**
  * Runs an apply so that every request is followed by an apply that started
- * after it; requests made while one runs share the next run (a burst of
- * twenty ensures costs two applies, not twenty).
+ * after it; requests made while one runs share the next run, which gets all
+ * their items (a burst of twenty ensures costs two applies, not twenty).
  */
-export class Coalesced {
+export class Coalesced<T = void> {
   private running?: Promise<void>;
-  private next?: Promise<void>;
+  private next?: { items: T[]; done: Promise<void> };
 
-  constructor(private readonly work: () => Promise<void>) {}
+  constructor(private readonly work: (items: T[]) => Promise<void>) {}
 
-  request(): Promise<void> {
-    if (this.next) return this.next;
-    if (!this.running) return this.start();
-    this.next = this.running
+  request(...items: T[]): Promise<void> {
+    if (this.next) {
+      this.next.items.push(...items);
+      return this.next.done;
+    }
+    if (!this.running) return this.start(items);
+    const next = { items, done: Promise.resolve() };
+    next.done = this.running
       .catch(() => undefined)
       .then(() => {
         this.next = undefined;
-        return this.start();
+        return this.start(next.items);
       });
-    return this.next;
+    this.next = next;
+    return next.done;
   }
 
-  private start(): Promise<void> {
-    const run = this.work().finally(() => {
+  private start(items: T[]): Promise<void> {
+    const run = this.work(items).finally(() => {
       if (this.running === run) this.running = undefined;
     });
     this.running = run;

@@ -60,10 +60,16 @@ export function vethName(bridge: string, container: string): string {
 
 const elements = (items: string[]) => (items.length ? ` elements = { ${items.join(', ')} };` : '');
 
+/** A member's elements of each set: its port and MAC, its port and address, its address and host ports. */
+const macElement = (bridge: string, m: PolicyMember) => `"${vethName(bridge, m.name)}" . ${macFor(m.name)}`;
+const addrElement = (bridge: string, m: PolicyMember) => `"${vethName(bridge, m.name)}" . ${m.ip}`;
+const reachElements = (m: PolicyMember) =>
+  [...new Set(m.hostPorts)].sort((a, b) => a - b).map((port) => `${m.ip} . ${port}`);
+
 function bridgeTable(p: NetworkPolicy): string[] {
   const ports = `"${portPrefix(p.bridge)}*"`;
-  const macs = p.members.map((m) => `"${vethName(p.bridge, m.name)}" . ${macFor(m.name)}`);
-  const addrs = p.members.map((m) => `"${vethName(p.bridge, m.name)}" . ${m.ip}`);
+  const macs = p.members.map((m) => macElement(p.bridge, m));
+  const addrs = p.members.map((m) => addrElement(p.bridge, m));
   return [
     `table bridge ${tableName(p.bridge)} {`,
     `  set macs { type ifname . ether_addr;${elements(macs)} }`,
@@ -95,9 +101,7 @@ function gateways(p: NetworkPolicy): string {
 
 function inetTable(p: NetworkPolicy): string[] {
   const br = `"${p.bridge}"`;
-  const reach = p.members.flatMap((m) =>
-    [...new Set(m.hostPorts)].sort((a, b) => a - b).map((port) => `${m.ip} . ${port}`),
-  );
+  const reach = p.members.flatMap(reachElements);
   return [
     `table inet ${tableName(p.bridge)} {`,
     `  set reach { type ipv4_addr . inet_service;${elements(reach)} }`,
@@ -146,6 +150,23 @@ export function renderPolicy(policy: NetworkPolicy): string {
     `table inet ${name}`,
     `delete table inet ${name}`,
     ...inetTable(p),
+    '',
+  ].join('\n');
+}
+
+/**
+ * New containers added to the sets of a policy already drawn, in place: what
+ * `renderPolicy` would have drawn for them, without reading or redrawing the
+ * others. `nft -f` runs it as one transaction, which fails whole when the
+ * tables are not there (then the whole policy is drawn instead).
+ */
+export function renderAdmission(bridge: string, members: PolicyMember[]): string {
+  const name = tableName(bridge);
+  const reach = members.flatMap(reachElements);
+  return [
+    `add element bridge ${name} macs { ${members.map((m) => macElement(bridge, m)).join(', ')} }`,
+    `add element bridge ${name} addrs { ${members.map((m) => addrElement(bridge, m)).join(', ')} }`,
+    ...(reach.length ? [`add element inet ${name} reach { ${reach.join(', ')} }`] : []),
     '',
   ].join('\n');
 }

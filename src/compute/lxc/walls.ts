@@ -7,9 +7,9 @@ import type { IpPool } from '../shared/ip-pool.ts';
 import { ensureBridge, ensureNeighbourRoom } from './bridge.ts';
 import type { Isolation } from './config.ts';
 import { backfillHostPorts, convertContainer, oldContainers } from './convert.ts';
-import { applyNetworkPolicy, Coalesced } from './firewall.ts';
+import { admitToNetworkPolicy, applyNetworkPolicy, Coalesced } from './firewall.ts';
 import { ensureIdMap, grantTraversal, type IdMap } from './idmap.ts';
-import { vethName, type Egress } from './netpolicy.ts';
+import { vethName, type Egress, type PolicyMember } from './netpolicy.ts';
 import { probeHostSecurity, type HostSecurity } from './security.ts';
 import { ensureBaseTemplate, type BaseTemplate } from './template.ts';
 import type { LxcTools } from './tools.ts';
@@ -57,6 +57,7 @@ export interface WallsOptions {
  */
 export class LxcWalls {
   readonly policy = new Coalesced(() => this.applyPolicy());
+  private readonly admissions = new Coalesced<PolicyMember>((members) => this.admitMembers(members));
 
   constructor(private readonly o: WallsOptions) {}
 
@@ -117,12 +118,43 @@ export class LxcWalls {
   }
 
   /**
+   * A container new to the bridge (its address allocated just now, its
+   * meta.json written) into the policy: its elements added to the sets in
+   * place, with those of every other container admitted meanwhile, instead
+   * of the whole policy drawn again from every container's meta.json. Under
+   * the same lock as a whole drawing, so whichever runs second sees the
+   * other's work. Where there is no policy to add to (its tables were
+   * removed), the whole policy is drawn, this container included.
+   */
+  admit(member: PolicyMember): Promise<void> {
+    return this.admissions.request(member).catch((err: unknown) => {
+      this.o.log.warn(
+        { bridge: this.o.bridge, err: err instanceof Error ? err.message : String(err) },
+        'could not add containers to the network policy in place; drawing it whole',
+      );
+      return this.policy.request();
+    });
+  }
+
+  private async admitMembers(members: PolicyMember[]): Promise<void> {
+    await this.o.db.transaction().execute(async (trx) => {
+      await this.lockPolicy(trx);
+      await admitToNetworkPolicy(this.o.bridge, members);
+    });
+  }
+
+  /** The lock every change of this bridge's policy is made under, across processes. */
+  private async lockPolicy(trx: Database): Promise<void> {
+    await sql`SELECT pg_advisory_xact_lock(hashtext(${`aiqso.nft:${this.o.bridge}`}))`.execute(trx);
+  }
+
+  /**
    * The bridge's whole policy from the address pool and each container's host
    * ports, applied under a lock so the last apply always saw the newest state.
    */
   private async applyPolicy(): Promise<void> {
     await this.o.db.transaction().execute(async (trx) => {
-      await sql`SELECT pg_advisory_xact_lock(hashtext(${`aiqso.nft:${this.o.bridge}`}))`.execute(trx);
+      await this.lockPolicy(trx);
       const entries = await this.o.pool.entries(trx);
       const members = await Promise.all(
         entries.map(async (e) => ({

@@ -25,6 +25,11 @@ export class IpPool {
 
   /** The owner's address, allocating one (or `wanted`) when it has none. Idempotent. */
   async allocate(owner: string, wanted?: string): Promise<string> {
+    return (await this.claim(owner, wanted)).ip;
+  }
+
+  /** `allocate`, saying whether the owner held the address already (`existed`) or got it now. */
+  async claim(owner: string, wanted?: string): Promise<{ ip: string; existed: boolean }> {
     if (wanted && !inSubnet(this.subnet, wanted)) {
       throw new DomainError(
         'bad_request',
@@ -39,7 +44,7 @@ export class IpPool {
         .where('pool', '=', this.subnet.cidr)
         .execute();
       const mine = rows.find((r) => r.owner === owner);
-      if (mine && (!wanted || mine.ip === wanted)) return mine.ip;
+      if (mine && (!wanted || mine.ip === wanted)) return { ip: mine.ip, existed: true };
       if (mine) throw conflict(`${owner} already holds ${mine.ip}, not ${wanted}`);
       if (wanted && rows.some((r) => r.ip === wanted)) throw conflict(`address ${wanted} is taken`);
       const ip =
@@ -50,7 +55,7 @@ export class IpPool {
         );
       if (!ip) throw new DomainError('capacity_exhausted', `address pool ${this.subnet.cidr} is full`);
       await trx.insertInto('ip_allocations').values({ pool: this.subnet.cidr, address: ip, owner }).execute();
-      return ip;
+      return { ip, existed: false };
     });
   }
 
