@@ -103,6 +103,13 @@ export function isRequeue(result: StepResult): result is RequeueAfter {
 export interface ReconcileStep<Spec> {
   /** Stable name shown in status (`aiqso tenants show`); never reuse one for another effect. */
   name: string;
+  /**
+   * Its act is a short write to the platform's own database (or no write at
+   * all): the run does not save the step's status as running before it acts,
+   * a statement that would only show where a crash struck; a crash in it
+   * leaves the step shown as it was, and the next run does it again.
+   */
+  quick?: boolean;
   /** Look without changing anything: is the effect in place as the spec says? */
   observe(ctx: StepContext<Spec>): Promise<Observation>;
   /** Create (`missing`) or repair (`drifted`) the effect. Runs only when `observe` did not say `ok`. */

@@ -87,23 +87,49 @@ const apiPort = (url: string) => {
 
 type Ctx = StepContext<TenantSpec>;
 
+/**
+ * A value made once per reconcile run (the steps of a run share their
+ * `ctx.resource`), made again after a failure; `set` replaces the run's copy.
+ */
+function perRun<T>(make: (ctx: Ctx) => Promise<T>) {
+  const runs = new WeakMap<object, Promise<T>>();
+  return {
+    get(ctx: Ctx): Promise<T> {
+      let made = runs.get(ctx.resource);
+      if (!made) {
+        made = make(ctx);
+        runs.set(ctx.resource, made);
+        made.catch(() => runs.delete(ctx.resource));
+      }
+      return made;
+    },
+    set(ctx: Ctx, value: T): void {
+      runs.set(ctx.resource, Promise.resolve(value));
+    },
+  };
+}
+
 export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantSpec> {
   const name = (ctx: Ctx) => containerName(ctx.resource.id, 'dashboard');
   const hostname = (ctx: Ctx) => `${ctx.resource.spec.slug}.${deps.baseDomain}`;
-  // Read once by the observes of a run (StepContext.look), afresh by the steps that act.
-  const tenantRow = (ctx: Ctx) =>
-    ctx.look('tenant', () =>
-      deps.db
-        .selectFrom('tenants')
-        .select(['status', 'host_id'])
-        .where('id', '=', ctx.resource.id)
-        .executeTakeFirstOrThrow(),
-    );
+  // The tenant's status and host, read once per run by observes and applies alike; placement keeps
+  // the run's copy current. A status that changes meanwhile (billing) queues another run, which reads
+  // it anew: acting on the copy converges as a fresh read would.
+  const tenantRows = perRun((ctx) =>
+    deps.db
+      .selectFrom('tenants')
+      .select(['status', 'host_id'])
+      .where('id', '=', ctx.resource.id)
+      .executeTakeFirstOrThrow(),
+  );
+  const tenantRow = (ctx: Ctx) => tenantRows.get(ctx);
   const status = async (ctx: Ctx): Promise<TenantStatus> => (await tenantRow(ctx)).status;
   const info = (ctx: Ctx): Promise<ContainerInfo> =>
     ctx.look('dashboard', () => deps.compute.status(name(ctx)));
   const wantsRunning = (s: TenantStatus) => s !== 'cancelled' && s !== 'purged';
-  const dashboardSpec = async (ctx: Ctx): Promise<ContainerSpec> => {
+  // Made once per run: observe compares its digest, apply ensures it (its key unsealed once).
+  const dashboardSpec = (ctx: Ctx): Promise<ContainerSpec> => dashboardSpecs.get(ctx);
+  const dashboardSpecs = perRun(async (ctx): Promise<ContainerSpec> => {
     const { spec, id } = ctx.resource;
     return {
       name: name(ctx),
@@ -125,7 +151,7 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
       // The dashboard reads through the API and reaches nothing else on the host.
       hostPorts: [apiPort(deps.apiUrlForContainers)],
     };
-  };
+  });
 
   const steps: ReconcileStep<TenantSpec>[] = [
     {
@@ -150,6 +176,7 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
       // wait, not a failure: nothing is created, the preparing page and the API say what is short, the
       // operators get one alert, and the tenant is placed by itself once there is room.
       name: 'placement',
+      quick: true,
       async observe(ctx) {
         return (await tenantRow(ctx)).host_id ? 'ok' : 'missing';
       },
@@ -162,11 +189,13 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
           owner: `tenant ${ctx.resource.spec.slug}`,
           addressRoom: () => deps.compute.addressRoom?.() ?? Promise.resolve(undefined),
           onPlaced: async (trx, host) => {
-            await trx
+            const placed = await trx
               .updateTable('tenants')
               .set({ host_id: host.id })
               .where('id', '=', ctx.resource.id)
-              .execute();
+              .returning(['status', 'host_id'])
+              .executeTakeFirstOrThrow();
+            tenantRows.set(ctx, placed);
           },
         });
         if (refusal === null) return;
@@ -220,6 +249,7 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
     },
     {
       name: 'route',
+      quick: true,
       async observe(ctx) {
         const route = await deps.db
           .selectFrom('routes')
@@ -250,6 +280,7 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
     },
     {
       name: 'health check',
+      quick: true,
       async observe(ctx) {
         const now = await status(ctx);
         // Once the workspace is live, its dashboard's health is the health monitor's (src/health/).
@@ -271,6 +302,7 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
     },
     {
       name: 'welcome email',
+      quick: true,
       async observe(ctx) {
         return (await outboxHas(deps.db, `welcome:${ctx.resource.id}`)) ? 'ok' : 'missing';
       },
@@ -292,6 +324,7 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
     },
     {
       name: 'activate',
+      quick: true,
       async observe(ctx) {
         return (await status(ctx)) === 'provisioning' ? 'missing' : 'ok';
       },

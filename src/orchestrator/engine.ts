@@ -37,7 +37,7 @@ export interface RunStepsOptions<Spec> {
   /** The resource was `ready` at this generation: any action now is drift. */
   converged: boolean;
   signal: AbortSignal;
-  /** Persist status before a step acts, so a crash mid-step shows which step was running. */
+  /** Persist status before a step acts (not a `quick` one), so a crash mid-step shows which step was running. */
   onProgress(steps: StepStatus[]): Promise<void>;
   /** Least time between two saves of a running step's reported progress. */
   progressEveryMs?: number;
@@ -161,7 +161,7 @@ export async function runSteps<Spec>(options: RunStepsOptions<Spec>): Promise<St
         status.startedAt = new Date().toISOString();
         status.state = 'running';
         delete status.finishedAt;
-        await options.onProgress(steps);
+        if (!step.quick) await options.onProgress(steps);
       }
       acting = true;
       const result = await (
