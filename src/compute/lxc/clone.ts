@@ -35,10 +35,12 @@ export async function cloneOverlay(
   const dir = path.join(lxcPath, name);
   // The clone's own layer and overlayfs's work directory, where lxc-copy -s puts them.
   const upper = path.join(dir, 'overlay', 'delta');
-  const made = [path.join(dir, 'rootfs'), path.dirname(upper), upper, path.join(dir, 'overlay', 'work')];
+  const overlay = path.dirname(upper);
   await mkdir(dir, { mode: 0o770 });
-  for (const d of made) await mkdir(d, { mode: 0o755 });
-  for (const d of [dir, ...made]) await chown(d, ...owner);
+  await Promise.all([mkdir(path.join(dir, 'rootfs'), { mode: 0o755 }), mkdir(overlay, { mode: 0o755 })]);
+  await Promise.all([mkdir(upper, { mode: 0o755 }), mkdir(path.join(overlay, 'work'), { mode: 0o755 })]);
+  const made = [dir, path.join(dir, 'rootfs'), overlay, upper, path.join(overlay, 'work')];
+  await Promise.all(made.map((d) => chown(d, ...owner)));
   const rootfs = `lxc.rootfs.path = overlay:${layers.upper}:${upper}`;
   const text = config.replace(/^\s*lxc\.rootfs\.path\s*=.*$/m, rootfs);
   const file = path.join(dir, 'config');

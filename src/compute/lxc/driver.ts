@@ -224,25 +224,19 @@ export class LxcDriver implements ComputeDriver {
           HOST: '0.0.0.0',
         };
         // Container root reads its own env and init (host: the mapped range's first id), no one else.
-        await atomicWrite(path.join(aiqsoDir, 'env'), renderEnvFile(env), 0o600, owner);
-      }
-      if (workload.kind === 'app') {
-        // The container runs this host's node (bind-mounted), so a blob built here is one it accepts.
+        // Both are written side by side, while the config is read.
         const { memoryMb } = spec.resources;
-        const blob = workload.snapshot
-          ? await this.snapshots.blobFor(workload, appNodeFlags(memoryMb))
-          : undefined;
-        await atomicWrite(
-          path.join(aiqsoDir, 'init.sh'),
-          renderInit(
-            base.node,
-            workload.entry,
-            memoryMb,
-            blob && path.relative(path.resolve(workload.dir), blob),
-          ),
-          0o700,
-          owner,
-        );
+        const init = async (app: Extract<ContainerSpec['workload'], { kind: 'app' }>) => {
+          // The container runs this host's node (bind-mounted), so a blob built here is one it accepts.
+          const blob = app.snapshot ? await this.snapshots.blobFor(app, appNodeFlags(memoryMb)) : undefined;
+          const relative = blob && path.relative(path.resolve(app.dir), blob);
+          const script = renderInit(base.node, app.entry, memoryMb, relative);
+          await atomicWrite(path.join(aiqsoDir, 'init.sh'), script, 0o700, owner);
+        };
+        await Promise.all([
+          atomicWrite(path.join(aiqsoDir, 'env'), renderEnvFile(env), 0o600, owner),
+          ...(workload.kind === 'app' ? [init(workload)] : []),
+        ]);
       }
       const configFile = path.join(this.dir(spec.name), 'config');
       const config = renderConfig(await readFile(configFile, 'utf8'), {
@@ -261,13 +255,13 @@ export class LxcDriver implements ComputeDriver {
         ...(initUser ? { initUser } : {}),
       });
       await atomicWrite(configFile, config, 0o640);
-      for (const source of [aiqsoDir, await this.deltaDir(spec.name), ...mountSources(config)])
-        await grantTraversal(source, ready.idmap.uid.start);
+      const sources = [aiqsoDir, await this.deltaDir(spec.name), ...mountSources(config)];
+      await Promise.all(sources.map((source) => grantTraversal(source, ready.idmap.uid.start)));
       await walls;
       // A clone made just now under this container's lock has never run; otherwise ask (once).
       const live = fresh ? { state: 'STOPPED' } : await this.liveState(spec.name);
       if (live.state === 'RUNNING') await this.applyLimits(spec.name, spec.resources);
-      return this.info(spec.name, live);
+      return this.info(spec.name, live, { ip, meta });
     });
   }
 
@@ -550,16 +544,23 @@ export class LxcDriver implements ComputeDriver {
     return rootfsLayers(await this.tools.config(name))?.upper ?? '';
   }
 
-  private async info(name: string, known?: { state: string; pid?: number }): Promise<ContainerInfo> {
-    const ip = await this.pool.lookup(name);
-    const meta = JSON.parse(
-      await readFile(path.join(this.dir(name), 'aiqso', 'meta.json'), 'utf8').catch(() => '{}'),
-    ) as Partial<Meta>;
-    const live = known ?? (await this.liveState(name));
+  /** What a container is now; `facts` are its address and meta.json when the caller has them at hand. */
+  private async info(
+    name: string,
+    known?: { state: string; pid?: number },
+    facts?: { ip: string; meta: Partial<Meta> },
+  ): Promise<ContainerInfo> {
+    const [ip, meta, live] = await Promise.all([
+      facts?.ip ?? this.pool.lookup(name),
+      facts?.meta ?? readMeta(this.lxcPath, name),
+      known ?? this.liveState(name),
+    ]);
     const running = live.state === 'RUNNING';
-    const limits = running && live.pid ? await observedLimits(live.pid) : undefined;
-    const digest = await reportedDigest(path.join(this.dir(name), 'aiqso'), { running, pid: live.pid });
-    const lastOutput = running ? undefined : await this.lastOutput(name);
+    const [limits, digest, lastOutput] = await Promise.all([
+      running && live.pid ? observedLimits(live.pid) : undefined,
+      reportedDigest(path.join(this.dir(name), 'aiqso'), { running, pid: live.pid }),
+      running ? undefined : this.lastOutput(name),
+    ]);
     return {
       name,
       state: running ? 'running' : 'stopped',

@@ -144,20 +144,30 @@ export async function ownedByRange(dir: string, map: IdMap): Promise<boolean> {
  * Let the container's root (an unprivileged host uid) reach `target` by path:
  * LXC mounts the rootfs and bind mounts as that uid. A directory on the way
  * that others may not search gets an ACL entry for that uid only (search, not
- * read), so modes such as a 0700 data directory stay as they are.
+ * read), so modes such as a 0700 data directory stay as they are. The
+ * directories on the way are looked at side by side, each once per process.
  */
 export async function grantTraversal(target: string, uid: number): Promise<void> {
   const parts = path.resolve(target).split(path.sep).filter(Boolean);
-  for (let i = 0; i <= parts.length; i++) {
-    const dir = `/${parts.slice(0, i).join('/')}`;
-    if (granted.has(`${uid}:${dir}`)) continue;
-    const st = await stat(dir).catch(() => undefined);
-    // Searchable by others, or by the container root as the owner: nothing to add.
-    if (!st?.isDirectory() || st.mode & 0o001 || (st.uid === uid && st.mode & 0o100)) continue;
-    const acl = await run('getfacl', ['--omit-header', '--numeric', '--absolute-names', dir]).catch(
-      () => undefined,
-    );
-    if (acl?.stdout.split('\n').some((l) => new RegExp(`^user:${uid}:..x`).test(l))) continue;
+  const dirs = Array.from({ length: parts.length + 1 }, (_, i) => `/${parts.slice(0, i).join('/')}`);
+  await Promise.all(
+    dirs.filter((dir) => !reachable.has(`${uid}:${dir}`)).map((dir) => grantSearch(dir, uid, target)),
+  );
+}
+
+async function grantSearch(dir: string, uid: number, target: string): Promise<void> {
+  const st = await stat(dir).catch(() => undefined);
+  // Not a directory (yet): looked at again next time.
+  if (!st?.isDirectory()) return;
+  // Searchable by others, or by the container root as the owner: nothing to add.
+  if (st.mode & 0o001 || (st.uid === uid && st.mode & 0o100)) {
+    reachable.add(`${uid}:${dir}`);
+    return;
+  }
+  const acl = await run('getfacl', ['--omit-header', '--numeric', '--absolute-names', dir]).catch(
+    () => undefined,
+  );
+  if (!acl?.stdout.split('\n').some((l) => new RegExp(`^user:${uid}:..x`).test(l))) {
     const set = await run('setfacl', ['-m', `u:${uid}:x`, dir]).catch(() => undefined);
     if (set?.exitCode !== 0) {
       throw new DomainError(
@@ -166,9 +176,9 @@ export async function grantTraversal(target: string, uid: number): Promise<void>
           `setfacl failed (${set?.stderr.trim() || 'not installed'}); apt-get install acl, or chmod o+x ${dir}`,
       );
     }
-    granted.add(`${uid}:${dir}`);
   }
+  reachable.add(`${uid}:${dir}`);
 }
 
-/** Directories this process has seen the ACL on (`uid:dir`): each is looked at once, not at every ensure. */
-const granted = new Set<string>();
+/** Directories this process has seen the container root able to search (`uid:dir`), by mode or by its ACL. */
+const reachable = new Set<string>();
