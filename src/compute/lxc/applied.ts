@@ -26,9 +26,12 @@ export async function ensuredDigest(aiqsoDir: string): Promise<string | undefine
   return (await readJson<{ digest: string }>(file(aiqsoDir, 'meta.json'))).digest;
 }
 
-/** After a start that really started the container: its init `pid` runs with the ensured digest. */
-export async function recordApplied(aiqsoDir: string, pid: number): Promise<void> {
-  const digest = await ensuredDigest(aiqsoDir);
+/**
+ * After a start that really started the container: its init `pid` runs with
+ * the ensured digest (`ensured`, when the caller has read meta.json already).
+ */
+export async function recordApplied(aiqsoDir: string, pid: number, ensured?: string): Promise<void> {
+  const digest = ensured ?? (await ensuredDigest(aiqsoDir));
   if (!digest) return;
   const applied: Applied = { digest, pid };
   const target = file(aiqsoDir, 'applied.json');

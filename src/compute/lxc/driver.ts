@@ -365,14 +365,16 @@ export class LxcDriver implements ComputeDriver {
     return this.locks.run(name, async () => {
       this.mustExist(name);
       await this.ready();
-      const { workload } = await readMeta(this.lxcPath, name);
-      const defines = lxcfsDefines(this.lxcfs, workload === 'app' || workload === 'image');
+      const meta = await readMeta(this.lxcPath, name);
+      const defines = lxcfsDefines(this.lxcfs, meta.workload === 'app' || meta.workload === 'image');
       // One spawn in the common case: lxc-start itself says when it was already running.
       const { pid, started } = await this.tools.start(name, this.dir(name), defines);
-      if (started && pid) await recordApplied(path.join(this.dir(name), 'aiqso'), pid);
       const live = { state: 'RUNNING', pid };
-      await this.remember(name, live);
-      return this.info(name, live);
+      await Promise.all([
+        started && pid ? recordApplied(path.join(this.dir(name), 'aiqso'), pid, meta.digest) : undefined,
+        this.remember(name, live),
+      ]);
+      return this.info(name, live, { meta });
     });
   }
 
@@ -548,11 +550,11 @@ export class LxcDriver implements ComputeDriver {
   private async info(
     name: string,
     known?: { state: string; pid?: number },
-    facts?: { ip: string; meta: Partial<Meta> },
+    facts: { ip?: string; meta?: Partial<Meta> } = {},
   ): Promise<ContainerInfo> {
     const [ip, meta, live] = await Promise.all([
-      facts?.ip ?? this.pool.lookup(name),
-      facts?.meta ?? readMeta(this.lxcPath, name),
+      facts.ip ?? this.pool.lookup(name),
+      facts.meta ?? readMeta(this.lxcPath, name),
       known ?? this.liveState(name),
     ]);
     const running = live.state === 'RUNNING';
