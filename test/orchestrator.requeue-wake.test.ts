@@ -30,6 +30,14 @@ const reconciler: Reconciler<Record<string, never>> = {
         Promise.resolve((calls.get(resource.id) ?? 0) >= 3 ? ('ok' as const) : ('missing' as const)),
       apply({ resource }) {
         const n = count(resource.id);
+        // Looks again in an hour, unless the watch it hands over says sooner (after its second call).
+        if (resource.id.startsWith('watched') && n < 2)
+          return Promise.resolve(
+            requeueAfter(3_600_000, 'an hour', async (signal) => {
+              await new Promise((r) => setTimeout(r, 100));
+              return !signal.aborted;
+            }),
+          );
         if (resource.id.startsWith('waits') && n < 3) return Promise.resolve(requeueAfter(100, 'a moment'));
         if (resource.id.startsWith('fails') && n < 3) throw new Error('not this time');
         return Promise.resolve();
@@ -61,5 +69,17 @@ describe('a reconcile queued for later, with the poll an hour away', () => {
       30_000,
     );
     expect(calls.get(id)).toBe(3);
+  });
+
+  it('waits for the look a step handed a watch to only until the watch says it is time', async () => {
+    const { db } = fixture.testDb;
+    await applyResource(db, { kind: 'wake', id: 'watched', spec: {} });
+    // The queued look is an hour away and the poll too: only the watch can bring it forward.
+    await waitFor(
+      'watched to be ready',
+      async () => (await findResource(db, { kind: 'wake', id: 'watched' }))?.phase === 'ready',
+      30_000,
+    );
+    expect(calls.get('watched')).toBe(2);
   });
 });

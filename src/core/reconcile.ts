@@ -77,10 +77,17 @@ export interface RequeueAfter {
   requeueAfterMs: number;
   /** What the step waits for, shown in status. */
   reason: string;
+  /**
+   * Watches, off the worker slots, for what the step waits for (a workload
+   * that starts answering); resolves true when it is there, so the resource
+   * is looked at then rather than at `requeueAfterMs`. Aborted when the look
+   * falls due anyway. Only a hint: the look decides.
+   */
+  wake?: (signal: AbortSignal) => Promise<boolean>;
 }
 
-export function requeueAfter(afterMs: number, reason: string): RequeueAfter {
-  return { requeueAfterMs: Math.max(0, Math.round(afterMs)), reason };
+export function requeueAfter(afterMs: number, reason: string, wake?: RequeueAfter['wake']): RequeueAfter {
+  return { requeueAfterMs: Math.max(0, Math.round(afterMs)), reason, ...(wake ? { wake } : {}) };
 }
 
 /**

@@ -2,6 +2,7 @@ import {
   isRequeue,
   type Observation,
   type Reconciler,
+  type RequeueAfter,
   type ReconcileTarget,
   type StepContext,
 } from '../core/reconcile.ts';
@@ -27,6 +28,8 @@ export interface StepsOutcome {
   repaired: string[];
   /** A step said "not yet": the run stopped there; look again after this many ms. */
   requeueAfterMs?: number;
+  /** What the waiting step gave to watch for it meanwhile (`RequeueAfter.wake`). */
+  wake?: RequeueAfter['wake'];
 }
 
 export interface RunStepsOptions<Spec> {
@@ -178,7 +181,7 @@ export async function runSteps<Spec>(options: RunStepsOptions<Spec>): Promise<St
         status.waitingSince = ctx.waitingSince?.toISOString() ?? new Date().toISOString();
         status.waitingFor = result.reason;
         delete status.lastError;
-        return { steps, actions, repaired, requeueAfterMs: result.requeueAfterMs };
+        return { steps, actions, repaired, requeueAfterMs: result.requeueAfterMs, wake: result.wake };
       }
       delete status.waitingSince;
       delete status.waitingFor;

@@ -159,7 +159,30 @@ async function recordWait(
     await requestReconcile(trx, ref, { runAt, reason: 'requeue', retry, priority: UNDER_WAY_PRIORITY });
   });
   wakeWorkersAt(deps.pool, runAt);
+  if (outcome.wake) lookWhenWoken(deps, ref, retry, afterMs, outcome.wake);
   if (outcome.actions > 0) deps.hooks?.onReconciled?.(ref, outcome);
+}
+
+/**
+ * Watch for what a waiting step waits for until its look falls due, and
+ * bring the look forward to now when it comes (the queued look's job is
+ * replaced under its key). Nothing depends on it: should this process die,
+ * or the watch fail, the look runs when it was queued to.
+ */
+function lookWhenWoken(
+  deps: ReconcileDeps,
+  ref: ResourceRef,
+  retry: boolean | undefined,
+  afterMs: number,
+  wake: NonNullable<StepsOutcome['wake']>,
+): void {
+  const signal = AbortSignal.timeout(afterMs);
+  wake(signal)
+    .then(async (ready) => {
+      if (!ready || signal.aborted) return;
+      await requestReconcile(deps.db, ref, { reason: 'requeue', retry, priority: UNDER_WAY_PRIORITY });
+    })
+    .catch((err: unknown) => deps.log.debug({ ...ref, err: errorText(err) }, 'watch for a look failed'));
 }
 
 async function recordSuccess(deps: ReconcileDeps, row: ResourceRow, outcome: StepsOutcome): Promise<void> {

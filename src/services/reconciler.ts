@@ -31,6 +31,7 @@ import {
   serviceRedisUserState,
   type ServicesRedis,
 } from './redis.ts';
+import { WATCHED_LOOK_MS, whenAnswering } from '../health/watch.ts';
 import { findFinalBackup, takeFinalBackup } from './final-backup.ts';
 import {
   CAPACITY_POLL,
@@ -384,11 +385,15 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
           );
         }
         const waited = ctx.waitingSince ? Date.now() - ctx.waitingSince.getTime() : 0;
-        if (waited < timeout_seconds * 1000)
-          return requeueAfter(
-            pollDelayMs(ctx.waitingSince, { minMs: deps.healthPollMs ?? 150, maxMs: 2000 }),
-            `GET ${path} to answer ${status}`,
+        if (waited < timeout_seconds * 1000) {
+          const poll = pollDelayMs(ctx.waitingSince, { minMs: deps.healthPollMs ?? 150, maxMs: 2000 });
+          const endpoint = c.endpoint;
+          if (!endpoint) return requeueAfter(poll, `GET ${path} to answer ${status}`);
+          // Watched meanwhile, off the slots (as the tenant's dashboard): the queued look is a fallback.
+          return requeueAfter(Math.max(poll, WATCHED_LOOK_MS), `GET ${path} to answer ${status}`, (signal) =>
+            whenAnswering(endpoint, path, signal, status),
           );
+        }
         const last = await probe(c, path);
         if (last === status) return;
         const seen = typeof last === 'number' ? `last answer ${last}` : `last error: ${last}`;
