@@ -10,7 +10,7 @@
 // Needs root and lxc for the lxc half (skipped with a note otherwise).
 // PostgreSQL: TEST_DATABASE_URL's server, else an embedded one in a temp dir.
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { localId } from '../src/billing/stripe-objects.ts';
@@ -92,6 +92,12 @@ async function signUp(platform: LivePlatform, db: Database, slug: string) {
 
 /** When each tenant's webhook was sent and its page first answered (wall clock, ms), for the breakdown. */
 const clocks = new Map<string, { sent: number; live?: number }>();
+/**
+ * `BENCH_TIMELINE=<file>`: each of the many's moments (wall clock, ms: webhook sent, event stored and
+ * processed, placement started, dashboard started, healthy seen, active, page live), as JSON.
+ */
+const TIMELINE = process.env.BENCH_TIMELINE;
+const timeline: Record<string, number | undefined>[] = [];
 
 async function webhookToLive(
   platform: LivePlatform,
@@ -183,6 +189,16 @@ async function breakdown(db: Database, ids: string[]): Promise<Map<string, numbe
     const running = t(step('dashboard running')?.finishedAt);
     const healthy = t(step('health check')?.finishedAt);
     const active = t(step('activate')?.finishedAt);
+    timeline.push({
+      sent: c.sent,
+      received: inbox.rows[0].received_at.getTime(),
+      processed,
+      placed,
+      running,
+      healthy,
+      active,
+      live: c.live,
+    });
     add('webhook → event processed (inbox)', processed !== undefined ? processed - c.sent : undefined);
     add('event processed → first reconcile (queue)', placed - (processed ?? NaN));
     add('placement → dashboard started', running - placed);
@@ -375,6 +391,7 @@ for (const r of rows) {
       `${(cpu.children / 1000).toFixed(1)} / ${(cpu.postgres / 1000).toFixed(1)} s)`,
   );
 }
+if (TIMELINE) await writeFile(TIMELINE, JSON.stringify(timeline));
 const goal = (label: string, limit: number) => {
   const r = rows.find((x) => x.label === label);
   if (!r) return;
