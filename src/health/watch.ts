@@ -1,6 +1,7 @@
 import http from 'node:http';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { requeueAfter, type RequeueAfter } from '../core/reconcile.ts';
 
 /** How often a workload still booting is tried: a refused connect costs next to nothing. */
 const CONNECT_EVERY_MS = 20;
@@ -11,7 +12,7 @@ const ASK_TIMEOUT_MS = 2_000;
  * When a reconcile that hands over a watch looks again anyway: a fallback for
  * when the process watching is not there any more, not a poll.
  */
-export const WATCHED_LOOK_MS = 1_000;
+const WATCHED_LOOK_MS = 1_000;
 
 /** Whether something accepts a TCP connection at `endpoint` now. */
 function accepts(endpoint: { host: string; port: number }): Promise<boolean> {
@@ -66,4 +67,22 @@ export async function whenAnswering(
     if (!signal.aborted) throw err;
   }
   return false;
+}
+
+/**
+ * A health wait's "not yet": with the workload's endpoint known, watched
+ * meanwhile off the slots (`whenAnswering`), the queued look a fallback at
+ * least `WATCHED_LOOK_MS` away; without one, the look after `pollMs`.
+ */
+export function lookWhenAnswering(
+  pollMs: number,
+  reason: string,
+  endpoint: { host: string; port: number } | undefined,
+  path: string,
+  status = 200,
+): RequeueAfter {
+  if (!endpoint) return requeueAfter(pollMs, reason);
+  return requeueAfter(Math.max(pollMs, WATCHED_LOOK_MS), reason, (signal) =>
+    whenAnswering(endpoint, path, signal, status),
+  );
 }

@@ -34,7 +34,7 @@ import { outboxHas, writeOutbox } from '../orchestrator/outbox.ts';
 import { tenantOwnerEmail } from '../db/owner.ts';
 import { routeStateFor } from '../core/tenants.ts';
 import { TENANT_KIND } from '../core/kinds.ts';
-import { WATCHED_LOOK_MS, whenAnswering } from '../health/watch.ts';
+import { lookWhenAnswering } from '../health/watch.ts';
 import { finishPurge } from './purge.ts';
 
 /**
@@ -293,14 +293,10 @@ export function tenantReconciler(deps: TenantReconcilerDeps): Reconciler<TenantS
       async apply(ctx) {
         const waited = ctx.waitingSince ? Date.now() - ctx.waitingSince.getTime() : 0;
         if (waited < deps.healthTimeoutMs) {
-          // Watched meanwhile, off the slots, so the look comes as soon as it answers; the queued
-          // look, later, is for when this process is not there to watch.
-          const endpoint = (await info(ctx)).endpoint;
+          // Watched meanwhile, off the slots, so the look comes as soon as it answers.
           const poll = pollDelayMs(ctx.waitingSince, HEALTH_POLL);
-          if (!endpoint) return requeueAfter(poll, 'the dashboard to answer /healthz');
-          return requeueAfter(Math.max(poll, WATCHED_LOOK_MS), 'the dashboard to answer /healthz', (signal) =>
-            whenAnswering(endpoint, '/healthz', signal),
-          );
+          const endpoint = (await info(ctx)).endpoint;
+          return lookWhenAnswering(poll, 'the dashboard to answer /healthz', endpoint, '/healthz');
         }
         if (await healthy(await info(ctx))) return;
         throw new DomainError(

@@ -31,7 +31,7 @@ import {
   serviceRedisUserState,
   type ServicesRedis,
 } from './redis.ts';
-import { WATCHED_LOOK_MS, whenAnswering } from '../health/watch.ts';
+import { lookWhenAnswering } from '../health/watch.ts';
 import { findFinalBackup, takeFinalBackup } from './final-backup.ts';
 import {
   CAPACITY_POLL,
@@ -387,12 +387,8 @@ export function tenantServiceReconciler(deps: TenantServiceReconcilerDeps): Reco
         const waited = ctx.waitingSince ? Date.now() - ctx.waitingSince.getTime() : 0;
         if (waited < timeout_seconds * 1000) {
           const poll = pollDelayMs(ctx.waitingSince, { minMs: deps.healthPollMs ?? 150, maxMs: 2000 });
-          const endpoint = c.endpoint;
-          if (!endpoint) return requeueAfter(poll, `GET ${path} to answer ${status}`);
-          // Watched meanwhile, off the slots (as the tenant's dashboard): the queued look is a fallback.
-          return requeueAfter(Math.max(poll, WATCHED_LOOK_MS), `GET ${path} to answer ${status}`, (signal) =>
-            whenAnswering(endpoint, path, signal, status),
-          );
+          // Watched meanwhile, off the slots, as the tenant's dashboard is.
+          return lookWhenAnswering(poll, `GET ${path} to answer ${status}`, c.endpoint, path, status);
         }
         const last = await probe(c, path);
         if (last === status) return;

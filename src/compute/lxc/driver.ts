@@ -224,7 +224,7 @@ export class LxcDriver implements ComputeDriver {
           HOST: '0.0.0.0',
         };
         // Container root reads its own env and init (host: the mapped range's first id), no one else.
-        // Both are written side by side, while the config is read.
+        // Both are written side by side.
         const { memoryMb } = spec.resources;
         const init = async (app: Extract<ContainerSpec['workload'], { kind: 'app' }>) => {
           // The container runs this host's node (bind-mounted), so a blob built here is one it accepts.
@@ -255,7 +255,7 @@ export class LxcDriver implements ComputeDriver {
         ...(initUser ? { initUser } : {}),
       });
       await atomicWrite(configFile, config, 0o640);
-      const sources = [aiqsoDir, await this.deltaDir(spec.name), ...mountSources(config)];
+      const sources = [aiqsoDir, rootfsLayers(config)?.upper ?? '', ...mountSources(config)];
       await Promise.all(sources.map((source) => grantTraversal(source, ready.idmap.uid.start)));
       await walls;
       // A clone made just now under this container's lock has never run; otherwise ask (once).

@@ -17,7 +17,7 @@ import path from 'node:path';
  * hook in common.conf.d keeps them all.
  */
 
-export const LXCFS_PROC = '/var/lib/lxcfs/proc';
+const LXCFS_PROC = '/var/lib/lxcfs/proc';
 const LXC_CONFIG = '/usr/share/lxc/config';
 const LXCFS_HOOKS = '/usr/share/lxcfs/';
 const HOOK_LINE = /^\s*lxc\.hook\.(mount|post-stop)\s*=\s*(.*?)\s*$/;
